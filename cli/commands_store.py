@@ -1,0 +1,113 @@
+"""modelpack inspect / ls / tag / rm / prune."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.table import Table
+
+import modelpack
+from modelpack.schemas import CLI_INSPECT, CLI_LS
+
+from .output import emit_json, human_size, short_digest, status, stdout
+from .state import global_options, state
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  modelpack inspect 127.0.0.1:5000/team/bert:v1
+  modelpack inspect 127.0.0.1:5000/team/bert:v1 --remote --json
+"""
+)
+@click.argument("reference")
+@click.option("--remote", is_flag=True, help="Ask the registry instead of the local store.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schemas/cli-inspect.schema.json).")
+@global_options
+def inspect(reference: str, remote: bool, as_json: bool) -> None:
+    """Show the manifest, model config and layers of REFERENCE."""
+    result = modelpack.inspect(reference, remote=remote, settings=state().settings())
+    document = result.to_dict()
+    if as_json:
+        emit_json(document, CLI_INSPECT)
+        return
+    console = stdout()
+    console.print(f"[bold]{result.reference}[/bold] ({result.location})")
+    console.print(f"digest:       {result.descriptor.digest}")
+    console.print(f"artifactType: {result.manifest.artifact_type}")
+    console.print(f"size:         {human_size(document['size'])}")
+    if result.config is not None:
+        console.print("config:       " + json.dumps(result.config.to_dict()["config"], sort_keys=True))
+        console.print("descriptor:   " + json.dumps(result.config.to_dict()["descriptor"], sort_keys=True))
+    table = Table(box=None, pad_edge=False)
+    for column in ("PATH", "MEDIA TYPE", "DIGEST", "SIZE"):
+        table.add_column(column, justify="right" if column == "SIZE" else "left")
+    for layer in document["layers"]:
+        table.add_row(
+            layer.get("path", "-"),
+            layer["mediaType"].removeprefix("application/vnd.cncf.model."),
+            short_digest(layer["digest"]),
+            human_size(layer["size"]),
+        )
+    console.print(table)
+
+
+@click.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schemas/cli-ls.schema.json).")
+@global_options
+def list_command(as_json: bool) -> None:
+    """List the artifacts in the local store."""
+    models = modelpack.list_models(settings=state().settings())
+    if as_json:
+        emit_json({"models": [m.to_dict() for m in models]}, CLI_LS)
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("REFERENCE", "DIGEST", "NAME", "FORMAT", "PARAMS", "SIZE", "CREATED"):
+        table.add_column(column, justify="right" if column == "SIZE" else "left")
+    for m in models:
+        table.add_row(
+            m.reference,
+            short_digest(m.digest),
+            m.name or "-",
+            m.format or "-",
+            m.param_size or "-",
+            human_size(m.size),
+            m.created or "-",
+        )
+    stdout().print(table)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("target")
+@global_options
+def tag(source: str, target: str) -> None:
+    """Name the stored artifact SOURCE also as TARGET (no bytes copied)."""
+    desc = modelpack.tag(source, target, settings=state().settings())
+    status(f"Tagged {desc.digest} as {modelpack.parse_reference(target)}")
+
+
+@click.command(name="rm")
+@click.argument("references", nargs=-1, required=True)
+@global_options
+def remove_command(references: tuple[str, ...]) -> None:
+    """Remove REFERENCES from the local store (run prune to free the space)."""
+    settings = state().settings()
+    for reference in references:
+        desc = modelpack.remove(reference, settings=settings)
+        status(f"Untagged {modelpack.parse_reference(reference)} ({desc.digest})")
+
+
+@click.command()
+@global_options
+def prune() -> None:
+    """Delete blobs and model trees no tag in the local store refers to."""
+    result = modelpack.prune(settings=state().settings())
+    status(
+        f"Removed {result.blobs_removed} blob(s) and {result.models_removed} model tree(s), "
+        f"freed {human_size(result.bytes_freed)}"
+    )
+
+
+COMMANDS = [inspect, list_command, tag, remove_command, prune]

@@ -1,0 +1,84 @@
+"""modelpack push / pull."""
+
+from __future__ import annotations
+
+import click
+
+import modelpack
+from modelpack.schemas import CLI_TRANSFER
+
+from .output import emit_json, human_size, status
+from .progress import progress_for
+from .state import global_options, state
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  modelpack push 127.0.0.1:5000/team/bert:v1 --plain-http
+  modelpack push reg.example.com/ml/bert:v1 --json
+"""
+)
+@click.argument("reference")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schemas/cli-transfer.schema.json).")
+@global_options
+def push(reference: str, as_json: bool) -> None:
+    """Upload the locally built artifact REFERENCE to its registry.
+
+    Blobs the registry already has are skipped; the rest are streamed in
+    parallel and verified against their digests.
+    """
+    with progress_for("push") as progress:
+        result = modelpack.push(reference, settings=state().settings(), progress=progress)
+    stats = result.stats
+    status(
+        f"Pushed {result.reference} {result.digest}: {stats.transferred} blob(s) sent "
+        f"({human_size(stats.bytes_transferred)}), {stats.skipped} already there"
+    )
+    if as_json:
+        emit_json(result.to_dict(), CLI_TRANSFER)
+    else:
+        click.echo(f"{result.reference}@{result.digest}")
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  modelpack pull 127.0.0.1:5000/team/bert:v1 -o ./bert --plain-http
+  modelpack pull reg.example.com/ml/llama:v3 -o /models/llama --include '*.json' --include 'model-00001*'
+  path=$(modelpack pull reg.example.com/ml/bert:v1 -q)
+"""
+)
+@click.argument("reference")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(file_okay=False),
+    help="Write the model's files into this directory, exactly as in the source repository.",
+)
+@click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable; needs -o).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schemas/cli-transfer.schema.json).")
+@global_options
+def pull(reference: str, output: str | None, include: tuple[str, ...], as_json: bool) -> None:
+    """Download model REFERENCE and print the directory holding its files.
+
+    Every blob is verified against its digest before any file becomes
+    visible; a failed pull leaves nothing behind.
+    """
+    with progress_for("pull") as progress:
+        result = modelpack.pull_model(
+            reference, output, include=include, settings=state().settings(), progress=progress
+        )
+    stats = result.stats
+    status(
+        f"Pulled {result.reference} {result.digest}: {len(result.files)} file(s), "
+        f"{human_size(stats.bytes_transferred)} downloaded"
+    )
+    if as_json:
+        emit_json(result.to_dict(), CLI_TRANSFER)
+    else:
+        click.echo(str(result.path))
+
+
+COMMANDS = [push, pull]

@@ -1,0 +1,52 @@
+"""Where output goes: results on stdout, status and progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from modelpack.schemas import validate
+
+from .state import state
+
+
+def _console(stream) -> Console:  # noqa: ANN001
+    # Off a terminal rich would wrap tables at 80 columns; logs and pipes want whole lines.
+    width = None if stream.isatty() else 240
+    return Console(file=stream, width=width, highlight=False, soft_wrap=not stream.isatty())
+
+
+def stdout() -> Console:
+    return _console(sys.stdout)
+
+
+def stderr() -> Console:
+    return _console(sys.stderr)
+
+
+def status(message: str) -> None:
+    """A human status line on stderr, unless --quiet."""
+    if not state().quiet:
+        stderr().print(message)
+
+
+def emit_json(document: Any, schema_name: str) -> None:
+    """Print the one JSON document of --json, checked against its published schema."""
+    validate(document, schema_name, "--json output")
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def short_digest(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]

@@ -1,0 +1,62 @@
+"""modelpack: build, push, pull and unpack CNCF ModelPack artifacts through OCI registries.
+
+    import modelpack
+    modelpack.build("./my-model", tag="127.0.0.1:5000/team/bert:v1")
+    modelpack.push("127.0.0.1:5000/team/bert:v1", plain_http=True)
+    path = modelpack.pull("127.0.0.1:5000/team/bert:v1", plain_http=True)
+"""
+
+from ._version import __version__
+from .api import (
+    Inspection,
+    LocalModel,
+    PruneResult,
+    TransferResult,
+    build,
+    inspect,
+    list_models,
+    prune,
+    pull,
+    pull_model,
+    push,
+    remove,
+    tag,
+)
+from .build import BuildResult
+from .errors import (
+    AuthenticationError,
+    IntegrityError,
+    ModelpackError,
+    NotFoundError,
+    RegistryUnavailableError,
+    UsageError,
+)
+from .reference import Reference, parse_reference
+from .settings import Settings
+
+__all__ = [
+    "AuthenticationError",
+    "BuildResult",
+    "Inspection",
+    "IntegrityError",
+    "LocalModel",
+    "ModelpackError",
+    "NotFoundError",
+    "PruneResult",
+    "Reference",
+    "RegistryUnavailableError",
+    "Settings",
+    "TransferResult",
+    "UsageError",
+    "__version__",
+    "build",
+    "inspect",
+    "list_models",
+    "parse_reference",
+    "prune",
+    "pull",
+    "pull_model",
+    "push",
+    "remove",
+    "tag",
+]

@@ -1,0 +1,117 @@
+"""Find credentials for a registry host the way docker, oras and skopeo do.
+
+Order: MODELPACK_USERNAME / MODELPACK_PASSWORD (CI), then the docker config
+(``$DOCKER_CONFIG/config.json``, default ``~/.docker/config.json``): a
+per-host ``credHelpers`` entry, inline ``auths`` entries, then ``credsStore``.
+Helpers get the host on stdin, never in argv.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+    identity_token: str | None = field(default=None, repr=False)  # OAuth2 refresh token
+
+    def basic_header(self) -> str:
+        raw = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def docker_config_path() -> Path:
+    directory = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+    return Path(directory) / "config.json"
+
+
+def read_docker_config(path: Path | None = None) -> dict:
+    path = path or docker_config_path()
+    try:
+        document = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read docker config {path}: {exc}") from exc
+    return document if isinstance(document, dict) else {}
+
+
+def host_keys(host: str) -> list[str]:
+    """The spellings docker config files use for one registry host."""
+    if host in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+        return [DOCKER_HUB_KEY, "docker.io", "index.docker.io", "registry-1.docker.io"]
+    return [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"]
+
+
+def _from_helper(helper: str, host: str) -> Credentials | None:
+    try:
+        result = subprocess.run(
+            [f"docker-credential-{helper}", "get"],
+            input=host.encode(),
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    try:
+        payload = json.loads(result.stdout)
+    except ValueError:
+        return None
+    username, secret = payload.get("Username", ""), payload.get("Secret", "")
+    if not secret:
+        return None
+    if username == "<token>":
+        return Credentials(username="", password="", identity_token=secret)
+    return Credentials(username=username, password=secret)
+
+
+def _from_auth_entry(entry: dict) -> Credentials | None:
+    if token := entry.get("identitytoken"):
+        return Credentials(username=entry.get("username", ""), password="", identity_token=token)
+    if encoded := entry.get("auth"):
+        try:
+            decoded = base64.b64decode(encoded).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        username, sep, password = decoded.partition(":")
+        if sep:
+            return Credentials(username=username, password=password)
+    if entry.get("username") and entry.get("password"):
+        return Credentials(username=entry["username"], password=entry["password"])
+    return None
+
+
+def find_credentials(host: str) -> Credentials | None:
+    username = os.environ.get("MODELPACK_USERNAME")
+    password = os.environ.get("MODELPACK_PASSWORD")
+    if username and password is not None:
+        return Credentials(username=username, password=password)
+    config = read_docker_config()
+    keys = host_keys(host)
+    helpers = config.get("credHelpers") or {}
+    for key in keys:
+        if key in helpers:
+            return _from_helper(helpers[key], key)
+    auths = config.get("auths") or {}
+    for key in keys:
+        if isinstance(auths.get(key), dict) and (found := _from_auth_entry(auths[key])):
+            return found
+    if store := config.get("credsStore"):
+        for key in keys[:2]:
+            if found := _from_helper(store, key):
+                return found
+    return None

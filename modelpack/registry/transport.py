@@ -1,0 +1,197 @@
+"""HTTP to one registry host: scheme and TLS choice, retries, error mapping.
+
+Everything above this module speaks in modelpack errors; everything below is
+``requests``.  Retries cover what a flaky network or a busy registry does
+(connection resets, 429, 5xx, honouring Retry-After); a request whose body is
+a one-shot stream is not retried here, its caller restarts it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .._version import __version__
+from ..errors import (
+    AuthenticationError,
+    RegistryError,
+    RegistryUnavailableError,
+    TransferInterruptedError,
+)
+from ..settings import RegistryOptions, is_loopback_host
+
+USER_AGENT = f"modelpack/{__version__}"
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+_NOT_TLS_MARKERS = ("WRONG_VERSION_NUMBER", "wrong version number", "record layer failure")
+
+
+def _env_number(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        return cls(attempts=max(1, int(_env_number("MODELPACK_RETRIES", 4))))
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), 60.0)
+            except ValueError:
+                pass
+        base = min(self.backoff * (2**attempt), self.max_backoff)
+        return base * (0.5 + random.random() / 2)
+
+
+def registry_error_message(response: requests.Response) -> str:
+    """The registry's own words (``errors[0].message``), else the HTTP reason."""
+    try:
+        errors = response.json().get("errors") or []
+        if errors:
+            first = errors[0]
+            code = first.get("code", "")
+            message = first.get("message", "")
+            return f"{code}: {message}".strip(": ") or response.reason
+    except (ValueError, AttributeError):
+        pass
+    return f"HTTP {response.status_code} {response.reason}".strip()
+
+
+class Transport:
+    """A pooled HTTP session bound to one registry host."""
+
+    def __init__(self, host: str, options: RegistryOptions, *, pool_size: int = 8) -> None:
+        self.host = host
+        self.options = options
+        self.retry = RetryPolicy.from_env()
+        self.timeout = (
+            _env_number("MODELPACK_CONNECT_TIMEOUT", 15.0),
+            _env_number("MODELPACK_READ_TIMEOUT", 120.0),
+        )
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.trust_env = True
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 2), max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        if options.insecure:
+            self.session.verify = False
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        elif options.ca_file:
+            self.session.verify = options.ca_file
+        self._scheme = "http" if options.plain_http else "https"
+        self._scheme_settled = options.plain_http or not is_loopback_host(host)
+        self._lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self._scheme}://{self.host}"
+
+    def url(self, path: str) -> str:
+        return path if "://" in path else f"{self.base_url}{path}"
+
+    def _tls_failure(self, exc: requests.exceptions.SSLError) -> RegistryUnavailableError:
+        return RegistryUnavailableError(
+            f"TLS handshake with {self.host} failed: {_short(exc)}",
+            hint="pass --ca-file with the registry's CA, --insecure to skip verification, "
+            "or --plain-http if it speaks plain HTTP",
+        )
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One request, retried on transient failures; the final response is returned."""
+        kwargs.setdefault("timeout", self.timeout)
+        attempts = self.retry.attempts if retry else 1
+        last_error: Exception | None = None
+        for attempt in range(attempts):
+            try:
+                response = self.session.request(method, self.url(path), **kwargs)
+            except requests.exceptions.SSLError as exc:
+                if not self._scheme_settled and any(m in str(exc) for m in _NOT_TLS_MARKERS):
+                    # A loopback registry speaking plain HTTP, as docker allows by default.
+                    with self._lock:
+                        self._scheme, self._scheme_settled = "http", True
+                    path = path if "://" not in path else path.replace("https://", "http://", 1)
+                    return self.send(method, path, retry=retry, **kwargs)
+                raise self._tls_failure(exc) from exc
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                last_error = exc
+                if attempt + 1 < attempts:
+                    time.sleep(self.retry.delay(attempt))
+                    continue
+                if not retry:  # a one-shot body: the caller restarts the whole transfer
+                    raise TransferInterruptedError(
+                        f"connection to {self.host} lost during {method}: {_short(exc)}"
+                    ) from exc
+                raise RegistryUnavailableError(
+                    f"cannot reach registry {self.host}: {_short(exc)}",
+                    hint="check the host and port, your network, and --plain-http",
+                ) from exc
+            self._scheme_settled = True
+            if response.status_code in RETRYABLE_STATUS and attempt + 1 < attempts:
+                delay = self.retry.delay(attempt, response.headers.get("Retry-After"))
+                response.close()
+                time.sleep(delay)
+                continue
+            if response.status_code in RETRYABLE_STATUS:
+                raise RegistryUnavailableError(
+                    f"registry {self.host} answered {registry_error_message(response)} "
+                    f"to {method} {_path_only(response.url)} after {attempts} attempts",
+                    hint="the registry is overloaded or down; try again later",
+                )
+            return response
+        raise RegistryUnavailableError(f"cannot reach registry {self.host}: {last_error}")
+
+
+def raise_for_status(response: requests.Response, what: str) -> None:
+    """Map a final non-2xx answer to the modelpack error for it."""
+    if response.status_code < 400:
+        return
+    message = registry_error_message(response)
+    if response.status_code == 401:
+        raise AuthenticationError(
+            f"{what}: the registry requires authentication ({message})",
+            hint="run `modelpack login HOST` or set MODELPACK_USERNAME/MODELPACK_PASSWORD",
+        )
+    if response.status_code == 403:
+        raise AuthenticationError(
+            f"{what}: access denied ({message})",
+            hint="the credentials lack permission for this repository",
+        )
+    raise RegistryError(f"{what}: {message}")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("Caused by ", "Failed to establish a new connection: "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return text.strip("()\"' ")[:200]
+
+
+def _path_only(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[-1].split("?", 1)[0]

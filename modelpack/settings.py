@@ -1,0 +1,145 @@
+"""Where modelpack keeps things and how it talks to each registry.
+
+Precedence, highest first: explicit arguments (CLI flags / keyword
+arguments), environment variables, the per-registry TOML file, defaults.
+Library callers get the same behaviour as the CLI without passing anything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def default_home() -> Path:
+    if home := os.environ.get("MODELPACK_HOME"):
+        return Path(home).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "modelpack"
+
+
+def default_config_file() -> Path:
+    if path := os.environ.get("MODELPACK_CONFIG"):
+        return Path(path).expanduser()
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "modelpack" / "config.toml"
+
+
+def default_concurrency() -> int:
+    """Parallel blob transfers: enough to fill a link on 2 cores, capped for 16+."""
+    if value := os.environ.get("MODELPACK_CONCURRENCY"):
+        try:
+            number = int(value)
+        except ValueError:
+            raise UsageError(f"MODELPACK_CONCURRENCY={value!r} is not a number") from None
+        if number < 1:
+            raise UsageError("MODELPACK_CONCURRENCY must be at least 1")
+        return number
+    return min(8, max(4, os.cpu_count() or 1))
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost / 127.0.0.0/8 / ::1, with or without a port."""
+    name = host
+    if name.startswith("["):
+        name = name[1 : name.find("]")]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to reach one registry host."""
+
+    plain_http: bool = False
+    insecure: bool = False
+    ca_file: str | None = None
+    mirrors: tuple[str, ...] = ()
+
+
+@dataclass
+class Settings:
+    """Everything that is not per-call: paths, transport defaults, per-host options."""
+
+    home: Path = field(default_factory=default_home)
+    plain_http: bool = field(default_factory=lambda: env_flag("MODELPACK_PLAIN_HTTP"))
+    insecure: bool = field(default_factory=lambda: env_flag("MODELPACK_INSECURE"))
+    ca_file: str | None = field(default_factory=lambda: os.environ.get("MODELPACK_CA_FILE"))
+    concurrency: int = field(default_factory=default_concurrency)
+    config_file: Path = field(default_factory=default_config_file)
+    _registry_table: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def store_dir(self) -> Path:
+        return self.home / "store"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    def _registries(self) -> dict[str, Any]:
+        if self._registry_table is None:
+            self._registry_table = _load_registry_table(self.config_file)
+        return self._registry_table
+
+    def registry_options(self, host: str) -> RegistryOptions:
+        entry = self._registries().get(host, {})
+        return RegistryOptions(
+            plain_http=self.plain_http or bool(entry.get("plain_http", False)),
+            insecure=self.insecure or bool(entry.get("insecure", False)),
+            ca_file=self.ca_file or entry.get("ca_file"),
+            mirrors=tuple(entry.get("mirrors", ())),
+        )
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy where every non-None keyword replaces the current value."""
+        values = {k: v for k, v in overrides.items() if v is not None}
+        if "home" in values:
+            values["home"] = Path(values["home"]).expanduser()
+        current = {
+            "home": self.home,
+            "plain_http": self.plain_http,
+            "insecure": self.insecure,
+            "ca_file": self.ca_file,
+            "concurrency": self.concurrency,
+            "config_file": self.config_file,
+        }
+        current.update(values)
+        if current["concurrency"] < 1:
+            raise UsageError("concurrency must be at least 1")
+        return Settings(**current, _registry_table=self._registry_table)
+
+
+def _load_registry_table(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from exc
+    registries = document.get("registries", {})
+    if not isinstance(registries, dict):
+        raise UsageError(f"config file {path}: [registries] must be a table")
+    return registries

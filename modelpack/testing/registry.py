@@ -1,0 +1,179 @@
+"""Start a real CNCF distribution registry on 127.0.0.1 for tests, demos and benchmarks.
+
+With a Docker engine, the ``registry:2`` image through testcontainers;
+otherwise Debian's ``docker-registry`` binary (distribution 2.8) on a free
+port.  Either way it is the real server, not a mock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+REGISTRY_BINARIES = ("docker-registry", "registry")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def docker_engine_available() -> bool:
+    if os.environ.get("MODELPACK_TEST_NO_DOCKER"):
+        return False
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+def registry_binary() -> str | None:
+    for name in REGISTRY_BINARIES:
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+@dataclass
+class RegistryServer:
+    """A running registry; ``host`` is what goes into references (127.0.0.1:PORT)."""
+
+    htpasswd: Path | None = None  # basic auth with this htpasswd file
+    extra_config: str = ""  # YAML appended to the generated config (top-level keys)
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="modelpack-registry-")))
+    port: int = field(default_factory=free_port)
+    scheme: str = "http"
+    _process: subprocess.Popen | None = None
+    _container: object | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "registry.log"
+
+    def config_yaml(self, addr: str | None = None) -> str:
+        lines = [
+            "version: 0.1",
+            "log:",
+            "  level: info",
+            "  accesslog:",
+            "    disabled: false",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {self.workdir / 'data'}",
+            "  delete:",
+            "    enabled: true",
+            "http:",
+            f"  addr: {addr or f'127.0.0.1:{self.port}'}",
+            "  secret: modelpack-test-secret",
+        ]
+        if self.htpasswd is not None:
+            lines += ["auth:", "  htpasswd:", "    realm: modelpack-test", f"    path: {self.htpasswd}"]
+        return "\n".join(lines) + "\n" + self.extra_config
+
+    def start(self, timeout: float = 60.0) -> RegistryServer:
+        """Start ``registry:2`` in Docker if an engine answers, else the local binary."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if docker_engine_available():
+            self._start_container()
+        else:
+            self._start_binary()
+        self._wait(timeout)
+        return self
+
+    def _start_binary(self) -> None:
+        binary = registry_binary()
+        if binary is None:
+            raise RuntimeError(
+                "no registry binary found: install Debian's docker-registry "
+                "(apt-get install docker-registry) or run a Docker engine"
+            )
+        config = self.workdir / "config.yml"
+        config.write_text(self.config_yaml(), encoding="utf-8")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self._process = subprocess.Popen(
+            [binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def _start_container(self) -> None:
+        from testcontainers.core.container import DockerContainer
+
+        config = self.workdir / "config.yml"
+        config.write_text(self.config_yaml(addr="0.0.0.0:5000"), encoding="utf-8")
+        # The work directory is mounted at the same path, so paths in the config hold.
+        container = (
+            DockerContainer("registry:2")
+            .with_exposed_ports(5000)
+            .with_volume_mapping(str(self.workdir), str(self.workdir), "rw")
+            .with_command(f"serve {config}")
+        )
+        container.start()
+        self._container = container
+        self.port = int(container.get_exposed_port(5000))
+
+    def _wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(
+                    f"registry exited with {self._process.returncode}: "
+                    + self.log_path.read_text(errors="replace")[-2000:]
+                )
+            with contextlib.suppress(requests.RequestException):
+                r = requests.get(f"{self.url}/v2/", timeout=1, verify=False)
+                if r.status_code in (200, 401):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"registry on {self.host} did not answer within {timeout}s")
+
+    def stop(self) -> None:
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self.log_path.write_bytes(b"".join(self._container.get_logs()))
+                self._container.stop()
+            self._container = None
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def access_log(self) -> str:
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self.log_path.write_bytes(b"".join(self._container.get_logs()))
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> RegistryServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
