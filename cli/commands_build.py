@@ -21,8 +21,12 @@ Examples:
 """
 )
 @click.argument("source", type=click.Path())
-@click.option("-t", "--tag", "tag", required=True, help="Reference to name the artifact, HOST/REPO:TAG.")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out matching files (repeatable).")
+@click.option(
+    "-t", "--tag", "tag", required=True, help="Reference to name the artifact, HOST/REPO:TAG."
+)
+@click.option(
+    "--exclude", multiple=True, metavar="GLOB", help="Leave out matching files (repeatable)."
+)
 @click.option(
     "--layer-format",
     type=click.Choice(["raw", "tar"]),
@@ -38,7 +42,12 @@ Examples:
     help="Compress tar layers.",
 )
 @click.option("--push", "push_after", is_flag=True, help="Push to the registry after building.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schemas/cli-build.schema.json).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document (schemas/cli-build.schema.json).",
+)
 @global_options
 def build(
     source: str,
@@ -75,7 +84,9 @@ def build(
         with progress_for("push") as progress:
             pushed = modelpack.push(result.reference, settings=settings, progress=progress)
         document["push"] = pushed.to_dict()
-        status(f"Pushed {pushed.reference} ({pushed.stats.transferred} blobs sent, {pushed.stats.skipped} already there)")
+        status(
+            f"Pushed {pushed.reference} ({pushed.stats.transferred} blobs sent, {pushed.stats.skipped} already there)"
+        )
     if as_json:
         emit_json(document, CLI_BUILD)
     else:

@@ -23,7 +23,12 @@ Examples:
 )
 @click.argument("reference")
 @click.option("--remote", is_flag=True, help="Ask the registry instead of the local store.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schemas/cli-inspect.schema.json).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document (schemas/cli-inspect.schema.json).",
+)
 @global_options
 def inspect(reference: str, remote: bool, as_json: bool) -> None:
     """Show the manifest, model config and layers of REFERENCE."""
@@ -38,8 +43,12 @@ def inspect(reference: str, remote: bool, as_json: bool) -> None:
     console.print(f"artifactType: {result.manifest.artifact_type}")
     console.print(f"size:         {human_size(document['size'])}")
     if result.config is not None:
-        console.print("config:       " + json.dumps(result.config.to_dict()["config"], sort_keys=True))
-        console.print("descriptor:   " + json.dumps(result.config.to_dict()["descriptor"], sort_keys=True))
+        console.print(
+            "config:       " + json.dumps(result.config.to_dict()["config"], sort_keys=True)
+        )
+        console.print(
+            "descriptor:   " + json.dumps(result.config.to_dict()["descriptor"], sort_keys=True)
+        )
     table = Table(box=None, pad_edge=False)
     for column in ("PATH", "MEDIA TYPE", "DIGEST", "SIZE"):
         table.add_column(column, justify="right" if column == "SIZE" else "left")
@@ -54,7 +63,9 @@ def inspect(reference: str, remote: bool, as_json: bool) -> None:
 
 
 @click.command(name="ls")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schemas/cli-ls.schema.json).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document (schemas/cli-ls.schema.json)."
+)
 @global_options
 def list_command(as_json: bool) -> None:
     """List the artifacts in the local store."""

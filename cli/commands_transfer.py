@@ -20,7 +20,12 @@ Examples:
 """
 )
 @click.argument("reference")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schemas/cli-transfer.schema.json).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document (schemas/cli-transfer.schema.json).",
+)
 @global_options
 def push(reference: str, as_json: bool) -> None:
     """Upload the locally built artifact REFERENCE to its registry.
@@ -57,8 +62,15 @@ Examples:
     type=click.Path(file_okay=False),
     help="Write the model's files into this directory, exactly as in the source repository.",
 )
-@click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable; needs -o).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schemas/cli-transfer.schema.json).")
+@click.option(
+    "--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable; needs -o)."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document (schemas/cli-transfer.schema.json).",
+)
 @global_options
 def pull(reference: str, output: str | None, include: tuple[str, ...], as_json: bool) -> None:
     """Download model REFERENCE and print the directory holding its files.

@@ -38,10 +38,9 @@ for module in (commands_build, commands_transfer, commands_store):
 
 
 def _verbose(args: list[str]) -> bool:
-    return (
-        any(a in ("-v", "--verbose") for a in args)
-        or os.environ.get("MODELPACK_VERBOSE", "") not in ("", "0")
-    )
+    return any(a in ("-v", "--verbose") for a in args) or os.environ.get(
+        "MODELPACK_VERBOSE", ""
+    ) not in ("", "0")
 
 
 def main(args: list[str] | None = None) -> None:

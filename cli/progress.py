@@ -10,11 +10,13 @@ from types import TracebackType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    Progress as RichProgressBar,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
+)
+from rich.progress import (
+    Progress as RichProgressBar,
 )
 
 from modelpack.progress import NullProgress
@@ -66,7 +68,9 @@ class RichProgress:
             done = self._bar.tasks[task].completed
             if note in ("exists", "mounted"):
                 # Nothing was transferred: take it out of the total.
-                self._bar.update(self._total, total=(self._bar.tasks[self._total].total or 0) - size)
+                self._bar.update(
+                    self._total, total=(self._bar.tasks[self._total].total or 0) - size
+                )
             elif done < size:
                 self._bar.advance(self._total, size - done)
             self._bar.update(task, completed=size, visible=False)
@@ -75,7 +79,9 @@ class RichProgress:
         self._bar.start()
         return self
 
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._bar.stop()
 
 

@@ -48,7 +48,10 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
 _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (
         ("--plain-http",),
-        {"is_flag": True, "help": "Talk HTTP, not HTTPS, to the registry [env MODELPACK_PLAIN_HTTP=1]."},
+        {
+            "is_flag": True,
+            "help": "Talk HTTP, not HTTPS, to the registry [env MODELPACK_PLAIN_HTTP=1].",
+        },
     ),
     (("--insecure",), {"is_flag": True, "help": "Do not verify the registry's TLS certificate."}),
     (

@@ -1,9 +1,9 @@
 """modelpack: build, push, pull and unpack CNCF ModelPack artifacts through OCI registries.
 
-    import modelpack
-    modelpack.build("./my-model", tag="127.0.0.1:5000/team/bert:v1")
-    modelpack.push("127.0.0.1:5000/team/bert:v1", plain_http=True)
-    path = modelpack.pull("127.0.0.1:5000/team/bert:v1", plain_http=True)
+import modelpack
+modelpack.build("./my-model", tag="127.0.0.1:5000/team/bert:v1")
+modelpack.push("127.0.0.1:5000/team/bert:v1", plain_http=True)
+path = modelpack.pull("127.0.0.1:5000/team/bert:v1", plain_http=True)
 """
 
 from ._version import __version__

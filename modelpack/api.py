@@ -329,7 +329,9 @@ def list_models(*, settings: Settings | None = None, **options: Any) -> list[Loc
     return models
 
 
-def tag(source: str, target: str, *, settings: Settings | None = None, **options: Any) -> Descriptor:
+def tag(
+    source: str, target: str, *, settings: Settings | None = None, **options: Any
+) -> Descriptor:
     """Give a stored artifact another name (no bytes are copied)."""
     settings = resolve_settings(settings, **options)
     store = open_store(settings)

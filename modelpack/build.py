@@ -17,7 +17,7 @@ import tarfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, BinaryIO
 
 import zstandard
@@ -27,6 +27,7 @@ from .errors import UsageError
 from .fsutil import Placement
 from .metadata import derive_metadata, rfc3339, source_date_epoch
 from .progress import NullProgress, Progress
+from .schemas import MODEL_CONFIG, validate
 from .source import ModelSource, SourceFile, classify
 from .spec import (
     ANNOTATION_FILE_METADATA,
@@ -42,7 +43,6 @@ from .spec import (
     ModelConfig,
     layer_media_type,
 )
-from .schemas import MODEL_CONFIG, validate
 from .store import BlobWriter, LayoutStore
 from .target import push_bytes
 
@@ -50,7 +50,7 @@ GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
 
 
-class Compression(str, Enum):
+class Compression(StrEnum):
     NONE = "none"
     GZIP = "gzip"
     ZSTD = "zstd"
@@ -64,7 +64,9 @@ def layer_format_for(layer_format: str, compress: str) -> LayerFormat:
         raise UsageError(f"--compress must be none, gzip or zstd, not {compress!r}") from None
     if layer_format == "raw":
         if compression is not Compression.NONE:
-            raise UsageError("--compress needs --layer-format tar (raw layers are never compressed)")
+            raise UsageError(
+                "--compress needs --layer-format tar (raw layers are never compressed)"
+            )
         return LayerFormat.RAW
     if layer_format == "tar":
         return {

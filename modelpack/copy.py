@@ -35,7 +35,9 @@ class CopyStats:
     bytes_transferred: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, *, transferred: int = 0, skipped: int = 0, mounted: int = 0, nbytes: int = 0) -> None:
+    def add(
+        self, *, transferred: int = 0, skipped: int = 0, mounted: int = 0, nbytes: int = 0
+    ) -> None:
         with self._lock:
             self.blobs += transferred + skipped + mounted
             self.transferred += transferred
@@ -75,7 +77,9 @@ class _CountingReader:
 
 
 def _label(desc: Descriptor) -> str:
-    return desc.filepath or desc.annotations.get("org.opencontainers.image.title") or desc.digest[:19]
+    return (
+        desc.filepath or desc.annotations.get("org.opencontainers.image.title") or desc.digest[:19]
+    )
 
 
 class GraphCopier:

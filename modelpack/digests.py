@@ -100,9 +100,7 @@ class VerifyingReader:
         if data:
             self.count += len(data)
             if self.count > self.size:
-                raise IntegrityError(
-                    f"{self.what}: more than the expected {self.size} bytes"
-                )
+                raise IntegrityError(f"{self.what}: more than the expected {self.size} bytes")
             self.hasher.update(data)
         return data
 

@@ -7,13 +7,13 @@ import fcntl
 import os
 import shutil
 import tempfile
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
 
-class Placement(str, Enum):
+class Placement(StrEnum):
     """How a file's bytes got to their new path."""
 
     REFLINK = "reflink"  # copy-on-write clone: shares blocks, not the inode

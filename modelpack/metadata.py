@@ -90,10 +90,17 @@ class TensorStats:
 
     @property
     def precision(self) -> str | None:
+        """Dtypes holding at least 1% of the parameters, most first.
+
+        The floor keeps buffers such as BERT's int64 ``position_ids`` (512 of
+        22.7M values) from being reported as a precision of the model.
+        """
         if not self.per_precision:
             return None
+        total = sum(self.per_precision.values())
         ordered = sorted(self.per_precision.items(), key=lambda kv: (-kv[1], kv[0]))
-        return ",".join(name for name, _ in ordered)
+        kept = [name for name, count in ordered if count * 100 >= total] or [ordered[0][0]]
+        return ",".join(kept)
 
 
 def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:

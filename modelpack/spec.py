@@ -55,7 +55,7 @@ MODEL_CONFIG_MEDIA_TYPES = (MEDIA_TYPE_MODEL_CONFIG, LEGACY_MEDIA_TYPE_MODEL_CON
 _MODEL_PREFIXES = ("application/vnd.cncf.model.", "application/vnd.cnai.model.")
 
 
-class LayerKind(str, enum.Enum):
+class LayerKind(enum.StrEnum):
     """What a file is to the model; the middle part of a layer media type."""
 
     WEIGHT = "weight"
@@ -65,7 +65,7 @@ class LayerKind(str, enum.Enum):
     DATASET = "dataset"
 
 
-class LayerFormat(str, enum.Enum):
+class LayerFormat(enum.StrEnum):
     """How a file is serialized into a layer blob; the suffix of the media type."""
 
     RAW = "raw"
@@ -108,9 +108,9 @@ ALL_LAYER_MEDIA_TYPES = tuple(
 
 def canonical_json(document: Any) -> bytes:
     """Sorted keys, no insignificant whitespace, UTF-8: the bytes we hash."""
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def _drop_empty(mapping: dict[str, Any]) -> dict[str, Any]:

@@ -211,7 +211,9 @@ class LayoutStore:
         try:
             f = open(self.blob_path(desc.digest), "rb")  # noqa: SIM115 - yielded
         except FileNotFoundError:
-            raise BlobNotFoundError(f"blob {desc.digest} is missing from the {self.describe()}") from None
+            raise BlobNotFoundError(
+                f"blob {desc.digest} is missing from the {self.describe()}"
+            ) from None
         with f:
             yield f
 

@@ -234,8 +234,16 @@ class DirectoryTarget:
             with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK_SIZE) as tar:
                 for member in tar:
                     self._extract_member(tar, member, what)
-        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, zstandard.ZstdError) as exc:
-            raise IntegrityError(f"{what}: not a valid {layer_format.value} archive ({exc})") from exc
+        except (
+            tarfile.TarError,
+            EOFError,
+            gzip.BadGzipFile,
+            zlib.error,
+            zstandard.ZstdError,
+        ) as exc:
+            raise IntegrityError(
+                f"{what}: not a valid {layer_format.value} archive ({exc})"
+            ) from exc
         reader.drain()
         reader.verify()
 

@@ -18,7 +18,9 @@ __all__ = [
 ]
 
 
-def connect(host: str, settings: Settings, credentials: Credentials | None = None) -> RegistryClient:
+def connect(
+    host: str, settings: Settings, credentials: Credentials | None = None
+) -> RegistryClient:
     """A client for ``host`` with the options and credentials configured for it."""
     transport = Transport(host, settings.registry_options(host), pool_size=settings.concurrency + 2)
     creds = credentials if credentials is not None else find_credentials(host)

@@ -131,4 +131,3 @@ class Authenticator:
     def forget(self, scopes: tuple[str, ...]) -> None:
         with self._lock:
             self._tokens.pop(scopes, None)
-

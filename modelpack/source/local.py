@@ -34,9 +34,7 @@ class SourceFile:
 
 
 def _excluded(relpath: str, name: str, patterns: Iterable[str]) -> bool:
-    return any(
-        fnmatch.fnmatchcase(relpath, p) or fnmatch.fnmatchcase(name, p) for p in patterns
-    )
+    return any(fnmatch.fnmatchcase(relpath, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def is_lfs_pointer(path: Path, size: int) -> bool:
@@ -96,7 +94,9 @@ def scan_directory(root: str | os.PathLike[str], exclude: Iterable[str] = ()) ->
     walk(root_path, "")
     pointers = [f.relpath for f in files if is_lfs_pointer(f.path, f.size)]
     if pointers:
-        shown = ", ".join(pointers[:3]) + (f" and {len(pointers) - 3} more" if len(pointers) > 3 else "")
+        shown = ", ".join(pointers[:3]) + (
+            f" and {len(pointers) - 3} more" if len(pointers) > 3 else ""
+        )
         raise SourceError(
             f"{root_path}: {len(pointers)} file(s) are Git LFS pointers, not content: {shown}",
             hint="run `git lfs pull` in the repository first",

@@ -54,7 +54,9 @@ class RegistryServer:
 
     htpasswd: Path | None = None  # basic auth with this htpasswd file
     extra_config: str = ""  # YAML appended to the generated config (top-level keys)
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="modelpack-registry-")))
+    workdir: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="modelpack-registry-"))
+    )
     port: int = field(default_factory=free_port)
     scheme: str = "http"
     _process: subprocess.Popen | None = None
@@ -89,7 +91,12 @@ class RegistryServer:
             "  secret: modelpack-test-secret",
         ]
         if self.htpasswd is not None:
-            lines += ["auth:", "  htpasswd:", "    realm: modelpack-test", f"    path: {self.htpasswd}"]
+            lines += [
+                "auth:",
+                "  htpasswd:",
+                "    realm: modelpack-test",
+                f"    path: {self.htpasswd}",
+            ]
         return "\n".join(lines) + "\n" + self.extra_config
 
     def start(self, timeout: float = 60.0) -> RegistryServer:

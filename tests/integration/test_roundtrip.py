@@ -1,0 +1,153 @@
+"""Build -> push -> pull through a real CNCF distribution registry."""
+
+import json
+import math
+
+import pytest
+from helpers import tree_files
+from safetensors import safe_open
+
+import modelpack
+from modelpack.metadata import format_param_size
+from modelpack.schemas import MODEL_CONFIG, validate
+from modelpack.store import LayoutStore
+from modelpack.testing import make_tiny_model
+
+
+def _ref(registry, name):
+    return f"{registry.host}/{name}"
+
+
+def test_tiny_model_round_trips_byte_identical(tiny_model, registry, settings, tmp_path):
+    ref = _ref(registry, "roundtrip/tiny:v1")
+    built = modelpack.build(tiny_model, ref, settings=settings)
+    pushed = modelpack.push(ref, settings=settings)
+    assert pushed.digest == built.digest
+    assert pushed.stats.transferred == len(built.layers) + 1  # layers + config
+    assert (
+        pushed.stats.bytes_transferred
+        == sum(x.descriptor.size for x in built.layers) + built.manifest.config.size
+    )
+
+    out = tmp_path / "pulled"
+    pulled = modelpack.pull_model(ref, out, settings=settings)
+    assert pulled.path == out
+    assert tree_files(out) == tree_files(tiny_model)
+    assert sorted(pulled.files) == sorted(tree_files(tiny_model))
+    assert pulled.digest == built.digest
+
+
+def test_second_push_sends_nothing(tiny_model, registry, settings):
+    ref = _ref(registry, "roundtrip/again:v1")
+    modelpack.build(tiny_model, ref, settings=settings)
+    modelpack.push(ref, settings=settings)
+    again = modelpack.push(ref, settings=settings)
+    assert again.stats.bytes_transferred == 0
+    assert again.stats.transferred == 0
+
+
+def test_push_to_a_new_tag_skips_existing_blobs(tiny_model, registry, settings):
+    ref = _ref(registry, "roundtrip/retag:v1")
+    modelpack.build(tiny_model, ref, settings=settings)
+    modelpack.push(ref, settings=settings)
+    (tiny_model / "README.md").write_text("---\nlicense: mit\n---\nchanged\n")
+    ref2 = _ref(registry, "roundtrip/retag:v2")
+    built = modelpack.build(tiny_model, ref2, settings=settings)
+    pushed = modelpack.push(ref2, settings=settings)
+    assert pushed.stats.transferred == 2  # the new README layer and the new config
+    assert pushed.stats.skipped == len(built.layers) - 1
+
+
+def test_real_hub_model_with_subfolders_round_trips(minilm_model, registry, settings, tmp_path):
+    ref = _ref(registry, "sentence-transformers/all-minilm-l6-v2:v1")
+    built = modelpack.build(minilm_model, ref, settings=settings)
+    source_files = tree_files(minilm_model)
+    assert len(source_files) >= 8 and "1_Pooling/config.json" in source_files
+    modelpack.push(ref, settings=settings)
+    out = modelpack.pull(ref, tmp_path / "minilm", settings=settings)
+    assert tree_files(out) == source_files
+
+    # The derived config: valid against the spec schema, and the numbers the headers give.
+    validate(built.config.to_dict(), MODEL_CONFIG)
+    with safe_open(str(minilm_model / "model.safetensors"), framework="numpy") as f:
+        count = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+        per_dtype = {}
+        for k in f.keys():
+            dtype = f.get_slice(k).get_dtype()
+            per_dtype[dtype] = per_dtype.get(dtype, 0) + math.prod(f.get_slice(k).get_shape())
+    assert built.config.config.param_size == format_param_size(count) == "22.7M"
+    # F32 weights plus a 512-value I64 position_ids buffer, below the 1% floor.
+    assert per_dtype["I64"] * 100 < count <= per_dtype["F32"] + per_dtype["I64"]
+    assert built.config.config.precision == "float32"
+    assert built.config.descriptor.family == "bert"
+    assert built.config.descriptor.licenses == ["Apache-2.0"]
+
+
+@pytest.mark.parametrize(
+    ("layer_format", "compress"), [("tar", "none"), ("tar", "gzip"), ("tar", "zstd")]
+)
+def test_tar_layers_round_trip(tiny_model, registry, settings, tmp_path, layer_format, compress):
+    ref = _ref(registry, f"roundtrip/tar-{compress}:v1")
+    modelpack.build(
+        tiny_model, ref, layer_format=layer_format, compress=compress, settings=settings
+    )
+    modelpack.push(ref, settings=settings)
+    out = modelpack.pull(ref, tmp_path / "out", settings=settings)
+    assert tree_files(out) == tree_files(tiny_model)
+
+
+def test_sharded_model_round_trips(registry, settings, tmp_path):
+    source = make_tiny_model(tmp_path / "sharded", shards=4)
+    ref = _ref(registry, "roundtrip/sharded:v1")
+    modelpack.build(source, ref, settings=settings)
+    modelpack.push(ref, settings=settings)
+    out = modelpack.pull(ref, tmp_path / "out", settings=settings)
+    assert tree_files(out) == tree_files(source)
+
+
+def test_pull_without_output_dir_returns_a_model_tree(tiny_model, registry, settings, tmp_path):
+    ref = _ref(registry, "roundtrip/tree:v1")
+    modelpack.build(tiny_model, ref, settings=settings)
+    modelpack.push(ref, settings=settings)
+    # A different machine: empty home.
+    other = settings.with_overrides(home=tmp_path / "node")
+    first = modelpack.pull_model(ref, settings=other)
+    assert first.path is not None and first.path.is_dir()
+    assert tree_files(first.path) == tree_files(tiny_model)
+    assert first.stats.bytes_transferred > 0
+    again = modelpack.pull_model(ref, settings=other)
+    assert again.path == first.path
+    assert again.stats.bytes_transferred == 0
+    # The store now has the artifact under its reference.
+    assert [m.reference for m in modelpack.list_models(settings=other)] == [ref]
+    # Raw weights in the tree share blocks with the verified store blob (no second copy).
+    store = LayoutStore(other.store_dir)
+    weight = next(
+        x
+        for x in json.loads(store.blob_path(first.digest).read_bytes())["layers"]
+        if x["annotations"]["org.cncf.model.filepath"] == "model.safetensors"
+    )
+    assert (first.path / "model.safetensors").stat().st_ino == store.blob_path(
+        weight["digest"]
+    ).stat().st_ino
+
+
+def test_include_pulls_only_matching_files(tiny_model, registry, settings, tmp_path):
+    ref = _ref(registry, "roundtrip/partial:v1")
+    modelpack.build(tiny_model, ref, settings=settings)
+    modelpack.push(ref, settings=settings)
+    result = modelpack.pull_model(ref, tmp_path / "part", include=["*.json"], settings=settings)
+    expected = {k for k in tree_files(tiny_model) if k.endswith(".json")}
+    assert set(tree_files(tmp_path / "part")) == expected
+    assert set(result.files) == expected
+
+
+def test_inspect_remote_matches_local(tiny_model, registry, settings):
+    ref = _ref(registry, "roundtrip/inspect:v1")
+    built = modelpack.build(tiny_model, ref, settings=settings)
+    modelpack.push(ref, settings=settings)
+    local = modelpack.inspect(ref, settings=settings)
+    remote = modelpack.inspect(ref, remote=True, settings=settings)
+    assert local.descriptor.digest == remote.descriptor.digest == built.digest
+    assert remote.config.to_dict() == built.config.to_dict()
+    assert remote.location == "remote" and local.location == "local"

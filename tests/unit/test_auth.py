@@ -1,0 +1,45 @@
+import base64
+import json
+
+from modelpack.registry.auth import parse_challenges
+from modelpack.registry.credentials import Credentials, find_credentials
+
+
+def test_bearer_challenge():
+    (c,) = parse_challenges(
+        'Bearer realm="https://auth.example.com/token",service="registry.example.com",'
+        'scope="repository:team/bert:pull,push"'
+    )
+    assert c.scheme == "bearer"
+    assert c.params == {
+        "realm": "https://auth.example.com/token",
+        "service": "registry.example.com",
+        "scope": "repository:team/bert:pull,push",
+    }
+
+
+def test_basic_challenge_and_multiple():
+    basic, bearer = parse_challenges(
+        'Basic realm="Registry Realm", Bearer realm="https://t/x",service=s'
+    )
+    assert (basic.scheme, basic.params) == ("basic", {"realm": "Registry Realm"})
+    assert (bearer.scheme, bearer.params) == ("bearer", {"realm": "https://t/x", "service": "s"})
+
+
+def test_credentials_repr_hides_the_password():
+    creds = Credentials("alice", "s3cret")
+    assert "s3cret" not in repr(creds)
+    assert creds.basic_header() == "Basic " + base64.b64encode(b"alice:s3cret").decode()
+
+
+def test_credentials_from_env_then_docker_config(tmp_path, monkeypatch):
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    auth = base64.b64encode(b"bob:pw").decode()
+    (config / "config.json").write_text(json.dumps({"auths": {"reg.io": {"auth": auth}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    assert find_credentials("reg.io") == Credentials("bob", "pw")
+    assert find_credentials("other.io") is None
+    monkeypatch.setenv("MODELPACK_USERNAME", "ci")
+    monkeypatch.setenv("MODELPACK_PASSWORD", "token")
+    assert find_credentials("reg.io") == Credentials("ci", "token")
