@@ -7,7 +7,7 @@ import click
 import modelpack
 from modelpack.schemas import CLI_BUILD
 
-from .output import emit_json, human_size, status
+from .output import emit_json, human_size, json_option, status
 from .progress import progress_for
 from .state import global_options, state
 
@@ -42,12 +42,7 @@ Examples:
     help="Compress tar layers.",
 )
 @click.option("--push", "push_after", is_flag=True, help="Push to the registry after building.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON document (schemas/cli-build.schema.json).",
-)
+@json_option("cli-build.schema.json")
 @global_options
 def build(
     source: str,

@@ -10,7 +10,7 @@ from rich.table import Table
 import modelpack
 from modelpack.schemas import CLI_INSPECT, CLI_LS
 
-from .output import emit_json, human_size, short_digest, status, stdout
+from .output import emit_json, human_size, json_option, short_digest, status, stdout
 from .state import global_options, state
 
 
@@ -23,12 +23,7 @@ Examples:
 )
 @click.argument("reference")
 @click.option("--remote", is_flag=True, help="Ask the registry instead of the local store.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON document (schemas/cli-inspect.schema.json).",
-)
+@json_option("cli-inspect.schema.json")
 @global_options
 def inspect(reference: str, remote: bool, as_json: bool) -> None:
     """Show the manifest, model config and layers of REFERENCE."""
@@ -63,9 +58,7 @@ def inspect(reference: str, remote: bool, as_json: bool) -> None:
 
 
 @click.command(name="ls")
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON document (schemas/cli-ls.schema.json)."
-)
+@json_option("cli-ls.schema.json")
 @global_options
 def list_command(as_json: bool) -> None:
     """List the artifacts in the local store."""

@@ -7,7 +7,7 @@ import click
 import modelpack
 from modelpack.schemas import CLI_TRANSFER
 
-from .output import emit_json, human_size, status
+from .output import emit_json, human_size, json_option, status
 from .progress import progress_for
 from .state import global_options, state
 
@@ -20,12 +20,7 @@ Examples:
 """
 )
 @click.argument("reference")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON document (schemas/cli-transfer.schema.json).",
-)
+@json_option("cli-transfer.schema.json")
 @global_options
 def push(reference: str, as_json: bool) -> None:
     """Upload the locally built artifact REFERENCE to its registry.
@@ -65,12 +60,7 @@ Examples:
 @click.option(
     "--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable; needs -o)."
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON document (schemas/cli-transfer.schema.json).",
-)
+@json_option("cli-transfer.schema.json")
 @global_options
 def pull(reference: str, output: str | None, include: tuple[str, ...], as_json: bool) -> None:
     """Download model REFERENCE and print the directory holding its files.

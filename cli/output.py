@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+import click
 from rich.console import Console
 
 from modelpack.schemas import validate
@@ -50,3 +51,10 @@ def human_size(size: int) -> str:
 
 def short_digest(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
+
+
+def json_option(schema_name: str):  # noqa: ANN201 - a click decorator
+    """``--json``: print one document valid against ``schemas/<schema_name>``."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help=f"Print one JSON document (schemas/{schema_name})."
+    )

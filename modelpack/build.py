@@ -26,7 +26,7 @@ from .digests import CHUNK_SIZE, sha256_bytes
 from .errors import UsageError
 from .fsutil import Placement
 from .metadata import derive_metadata, rfc3339, source_date_epoch
-from .progress import NullProgress, Progress
+from .progress import NullProgress, Progress, ReportingReader
 from .schemas import MODEL_CONFIG, validate
 from .source import ModelSource, SourceFile, classify
 from .spec import (
@@ -210,17 +210,6 @@ def _tar_member(plan: PlannedLayer, mtime: int) -> tarfile.TarInfo:
     return info
 
 
-class _ProgressReader:
-    def __init__(self, stream: BinaryIO, on_bytes: Callable[[int], None]) -> None:
-        self._stream = stream
-        self._on_bytes = on_bytes
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
-        self._on_bytes(len(data))
-        return data
-
-
 class LayerBuilder:
     """Writes one planned layer into the store; used from worker threads."""
 
@@ -292,7 +281,7 @@ class LayerBuilder:
                 ) as tar,
                 open(plan.file.path, "rb") as src,
             ):
-                tar.addfile(_tar_member(plan, mtime), _ProgressReader(src, advance))
+                tar.addfile(_tar_member(plan, mtime), ReportingReader(src, advance))
             if compressor is not None:
                 compressor.close()
             digest = writer.commit()

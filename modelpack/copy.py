@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from .errors import AuthorizationExpiredError, TransferInterruptedError
-from .progress import NullProgress, Progress
+from .progress import NullProgress, Progress, ReportingReader
 from .spec import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, Descriptor, manifest_successors
 from .target import Target, fetch_bytes, push_bytes
 
@@ -61,21 +60,6 @@ class CopyResult:
     stats: CopyStats
 
 
-class _CountingReader:
-    def __init__(self, stream: BinaryIO, on_bytes: Callable[[int], None]) -> None:
-        self._stream = stream
-        self._on_bytes = on_bytes
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
-        if data:
-            self._on_bytes(len(data))
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-
 def _label(desc: Descriptor) -> str:
     return (
         desc.filepath or desc.annotations.get("org.opencontainers.image.title") or desc.digest[:19]
@@ -108,13 +92,15 @@ class GraphCopier:
         if desc.media_type not in MANIFEST_MEDIA_TYPES:
             self.copy_blobs([desc])
             return
-        if self.dst.exists(desc):
-            if reference is not None:
-                self.dst.tag(desc, reference)
-            return
         data = fetch_bytes(self.src, desc)
         document = json.loads(data)
         children = manifest_successors(desc.media_type, document)
+        if self.dst.exists(desc):
+            # The destination has the manifest, hence (by copy order) all below it.
+            self.stats.add(skipped=len(children))
+            if reference is not None:
+                self.dst.tag(desc, reference)
+            return
         if desc.media_type in INDEX_MEDIA_TYPES:
             for child in children:
                 self.copy_node(child, None)
@@ -167,7 +153,7 @@ class GraphCopier:
 
             try:
                 with self.src.fetch(desc) as stream:
-                    self.dst.push(desc, _CountingReader(stream, on_bytes))
+                    self.dst.push(desc, ReportingReader(stream, on_bytes))
             except (TransferInterruptedError, AuthorizationExpiredError):
                 # A dropped connection or a token that expired mid-transfer: start again.
                 self.progress.advance(key, -sent)

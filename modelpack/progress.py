@@ -5,7 +5,8 @@ Implementations must be thread-safe: transfers report from worker threads.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import BinaryIO, Protocol
 
 
 class Progress(Protocol):
@@ -31,3 +32,20 @@ class NullProgress:
 
     def finish(self, key: str, *, note: str = "") -> None:
         pass
+
+
+class ReportingReader:
+    """Wraps a byte stream and reports how many bytes each read returned."""
+
+    def __init__(self, stream: BinaryIO, on_bytes: Callable[[int], None]) -> None:
+        self._stream = stream
+        self._on_bytes = on_bytes
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        if data:
+            self._on_bytes(len(data))
+        return data
+
+    def readable(self) -> bool:
+        return True

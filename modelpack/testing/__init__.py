@@ -1,6 +1,23 @@
-"""Helpers for tests, demos and benchmarks: a real local registry and a tiny real model."""
+"""Helpers for tests, demos and benchmarks: a real local registry and a tiny real model.
 
-from .registry import RegistryServer
-from .tiny_model import make_tiny_model
+``python -m modelpack.testing.registry --port 5000`` runs a registry until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["RegistryServer", "make_tiny_model"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use so `python -m modelpack.testing.registry` runs cleanly.
+    if name == "RegistryServer":
+        from .registry import RegistryServer
+
+        return RegistryServer
+    if name == "make_tiny_model":
+        from .tiny_model import make_tiny_model
+
+        return make_tiny_model
+    raise AttributeError(name)

@@ -184,3 +184,30 @@ class RegistryServer:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+def main() -> None:
+    """``python -m modelpack.testing.registry [--port N]``: run a registry until Ctrl-C."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="Run a local CNCF distribution registry.")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)"
+    )
+    args = parser.parse_args()
+    signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # delivered to sigwait, not as a kill
+    server = RegistryServer(port=args.port or free_port())
+    server.start()
+    print(
+        f"registry on http://{server.host} (data in {server.workdir}); Ctrl-C stops it", flush=True
+    )
+    try:
+        signal.sigwait(signals)
+    finally:
+        server.cleanup()
+
+
+if __name__ == "__main__":
+    main()

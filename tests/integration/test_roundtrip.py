@@ -41,9 +41,11 @@ def test_second_push_sends_nothing(tiny_model, registry, settings):
     ref = _ref(registry, "roundtrip/again:v1")
     modelpack.build(tiny_model, ref, settings=settings)
     modelpack.push(ref, settings=settings)
+    built = modelpack.inspect(ref, settings=settings)
     again = modelpack.push(ref, settings=settings)
     assert again.stats.bytes_transferred == 0
     assert again.stats.transferred == 0
+    assert again.stats.skipped == len(built.manifest.layers) + 1
 
 
 def test_push_to_a_new_tag_skips_existing_blobs(tiny_model, registry, settings):
