@@ -90,13 +90,16 @@ class Transport:
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 2), max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
+        # Passed on every request: requests lets REQUESTS_CA_BUNDLE override a
+        # session-level setting (psf/requests#3829), which would ignore --ca-file.
+        self.verify: bool | str = True
         if options.insecure:
-            self.session.verify = False
+            self.verify = False
             import urllib3
 
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         elif options.ca_file:
-            self.session.verify = options.ca_file
+            self.verify = options.ca_file
         self._scheme = "http" if options.plain_http else "https"
         self._scheme_settled = options.plain_http or not is_loopback_host(host)
         self._lock = threading.Lock()
@@ -125,6 +128,7 @@ class Transport:
     ) -> requests.Response:
         """One request, retried on transient failures; the final response is returned."""
         kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("verify", self.verify)
         attempts = self.retry.attempts if retry else 1
         last_error: Exception | None = None
         for attempt in range(attempts):

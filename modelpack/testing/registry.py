@@ -22,6 +22,65 @@ import requests
 REGISTRY_BINARIES = ("docker-registry", "registry")
 
 
+def write_test_ca(directory: Path, hosts: list[str]) -> None:
+    """A throwaway CA (``ca.crt``) and a server certificate for ``hosts`` signed by it."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelpack test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (directory / "ca.crt").write_bytes(ca_cert.public_bytes(pem))
+    (directory / "server.crt").write_bytes(cert.public_bytes(pem))
+    (directory / "server.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -53,6 +112,7 @@ class RegistryServer:
     """A running registry; ``host`` is what goes into references (127.0.0.1:PORT)."""
 
     htpasswd: Path | None = None  # basic auth with this htpasswd file
+    tls: bool = False  # serve HTTPS with a certificate from a fresh self-signed CA
     extra_config: str = ""  # YAML appended to the generated config (top-level keys)
     workdir: Path = field(
         default_factory=lambda: Path(tempfile.mkdtemp(prefix="modelpack-registry-"))
@@ -69,6 +129,11 @@ class RegistryServer:
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.host}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the server certificate (with ``tls=True``)."""
+        return self.workdir / "ca.crt"
 
     @property
     def log_path(self) -> Path:
@@ -90,6 +155,12 @@ class RegistryServer:
             f"  addr: {addr or f'127.0.0.1:{self.port}'}",
             "  secret: modelpack-test-secret",
         ]
+        if self.tls:
+            lines += [
+                "  tls:",
+                f"    certificate: {self.workdir / 'server.crt'}",
+                f"    key: {self.workdir / 'server.key'}",
+            ]
         if self.htpasswd is not None:
             lines += [
                 "auth:",
@@ -102,6 +173,9 @@ class RegistryServer:
     def start(self, timeout: float = 60.0) -> RegistryServer:
         """Start ``registry:2`` in Docker if an engine answers, else the local binary."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            self.scheme = "https"
+            write_test_ca(self.workdir, hosts=["127.0.0.1", "localhost"])
         if docker_engine_available():
             self._start_container()
         else:
@@ -148,7 +222,8 @@ class RegistryServer:
                     + self.log_path.read_text(errors="replace")[-2000:]
                 )
             with contextlib.suppress(requests.RequestException):
-                r = requests.get(f"{self.url}/v2/", timeout=1, verify=False)
+                verify = str(self.ca_file) if self.tls else True
+                r = requests.get(f"{self.url}/v2/", timeout=1, verify=verify)
                 if r.status_code in (200, 401):
                     return
             time.sleep(0.05)

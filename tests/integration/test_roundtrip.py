@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from helpers import tree_files
@@ -153,3 +154,31 @@ def test_inspect_remote_matches_local(tiny_model, registry, settings):
     assert local.descriptor.digest == remote.descriptor.digest == built.digest
     assert remote.config.to_dict() == built.config.to_dict()
     assert remote.location == "remote" and local.location == "local"
+
+
+def test_source_edited_after_build_is_caught_on_push(tiny_model, registry, settings):
+    ref = _ref(registry, "roundtrip/edited:v1")
+    built = modelpack.build(tiny_model, ref, settings=settings)
+    weight = next(x for x in built.layers if x.plan.file.relpath == "model.safetensors")
+    if weight.placement.value != "hardlink":
+        pytest.skip("the store holds its own copy here; edits to the source cannot reach it")
+    # Edit in place (same inode, same size): the hardlinked store blob changes with it.
+    path = tiny_model / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    with open(path, "r+b") as f:
+        f.write(data)
+    with pytest.raises(modelpack.IntegrityError, match="digest mismatch"):
+        modelpack.push(ref, settings=settings)
+
+
+def test_built_config_validates_against_the_upstream_schema_file(tiny_model, settings):
+    import jsonschema
+
+    upstream = json.loads(
+        (
+            Path(__file__).resolve().parents[1] / "data" / "modelpack-spec" / "config-schema.json"
+        ).read_text()
+    )
+    built = modelpack.build(tiny_model, "reg.io/a:v1", settings=settings)
+    jsonschema.Draft202012Validator(upstream).validate(built.config.to_dict())
