@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 
 import pytest
 import zstandard
@@ -138,3 +139,19 @@ def test_failed_build_leaves_no_tag(tmp_path, settings):
     with pytest.raises(UsageError):
         api.build(tmp_path / "m", REF, settings=settings)
     assert api.list_models(settings=settings) == []
+
+
+def test_store_on_another_filesystem_copies_in_one_pass(tiny_model, settings, tmp_path):
+    shm = os.environ.get("MODELPACK_TEST_OTHER_FS", "/dev/shm")
+    if not os.path.isdir(shm) or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip(f"{shm} is not another filesystem here")
+    home = tempfile.mkdtemp(dir=shm)
+    try:
+        result = api.build(tiny_model, REF, settings=settings.with_overrides(home=home))
+        weight = next(x for x in result.layers if x.plan.file.relpath == "model.safetensors")
+        assert weight.placement.value == "copy"
+        blob = LayoutStore(settings.with_overrides(home=home).store_dir).blob_path(weight.descriptor.digest)
+        assert blob.read_bytes() == (tiny_model / "model.safetensors").read_bytes()
+        assert blob.stat().st_mode & 0o222 == 0  # our own copy: read-only
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
