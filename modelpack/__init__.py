@@ -8,13 +8,14 @@ path = modelpack.pull("127.0.0.1:5000/team/bert:v1", plain_http=True)
 
 from ._version import __version__
 from .api import (
-    Inspection,
     LocalModel,
     PruneResult,
-    TransferResult,
     build,
+    copy,
     inspect,
     list_models,
+    login,
+    logout,
     prune,
     pull,
     pull_model,
@@ -23,6 +24,8 @@ from .api import (
     tag,
 )
 from .build import BuildResult
+from .inspection import Inspection
+from .transfer import TransferResult
 from .errors import (
     AuthenticationError,
     IntegrityError,
@@ -50,8 +53,11 @@ __all__ = [
     "UsageError",
     "__version__",
     "build",
+    "copy",
     "inspect",
     "list_models",
+    "login",
+    "logout",
     "parse_reference",
     "prune",
     "pull",

@@ -7,34 +7,29 @@ or the same options as keywords (``home``, ``plain_http``, ``insecure``,
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import transfer
 from .build import BuildResult, build_artifact, layer_format_for
-from .copy import CopyStats, copy_graph
+from .endpoints import Endpoint, open_endpoint
 from .errors import IntegrityError, ReferenceNotFoundError, UsageError
 from .fsutil import remove_tree
-from .locks import file_lock
+from .inspection import Inspection, inspect_endpoint
 from .progress import Progress
 from .reference import Reference, parse_reference
-from .registry import open_repository
+from .registry import connect
+from .registry.credentials import Credentials, erase_credentials, store_credentials
 from .settings import Settings
 from .source import open_source
 from .spec import (
-    INDEX_MEDIA_TYPES,
-    MODEL_CONFIG_MEDIA_TYPES,
     Descriptor,
-    Manifest,
-    ModelConfig,
 )
 from .store import LayoutStore
-from .target import Target, fetch_bytes
-from .unpack import DirectoryTarget
+from .transfer import TransferResult, model_lock
 
 _OPTION_NAMES = {"home", "plain_http", "insecure", "ca_file", "concurrency", "config_file"}
 
@@ -86,27 +81,7 @@ def build(
     )
 
 
-# -- push / pull -------------------------------------------------------------
-
-
-@dataclass
-class TransferResult:
-    reference: str
-    digest: str
-    stats: CopyStats
-    path: Path | None = None
-    files: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "reference": self.reference,
-            "digest": self.digest,
-            **self.stats.to_dict(),
-        }
-        if self.path is not None:
-            out["path"] = str(self.path)
-            out["files"] = sorted(self.files)
-        return out
+# -- push / pull / copy -----------------------------------------------------------
 
 
 def push(
@@ -116,42 +91,8 @@ def push(
     progress: Progress | None = None,
     **options: Any,
 ) -> TransferResult:
-    """Upload a locally built artifact to the registry its reference names."""
-    settings = resolve_settings(settings, **options)
-    ref, key = _store_key(reference)
-    store = open_store(settings)
-    repository = open_repository(ref, settings)
-    result = copy_graph(
-        store,
-        key,
-        repository,
-        ref.tag if not ref.digest else None,
-        concurrency=settings.concurrency,
-        progress=progress,
-    )
-    return TransferResult(str(ref), result.descriptor.digest, result.stats)
-
-
-def _include_filter(patterns: list[str]):  # noqa: ANN202
-    if not patterns:
-        return None
-
-    def keep(desc: Descriptor) -> bool:
-        path = desc.filepath or desc.annotations.get("org.opencontainers.image.title") or ""
-        name = path.rsplit("/", 1)[-1]
-        return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
-
-    return keep
-
-
-def _refuse_index(target: Target, reference: str, what: str) -> Descriptor:
-    root = target.resolve(reference)
-    if root.media_type in INDEX_MEDIA_TYPES:
-        raise UsageError(
-            f"{what} is an image index, not a model manifest",
-            hint="pull one of its manifests by digest",
-        )
-    return root
+    """Upload a locally built artifact (and its signatures) to the registry its reference names."""
+    return transfer.push(reference, resolve_settings(settings, **options), progress)
 
 
 def pull_model(
@@ -165,37 +106,10 @@ def pull_model(
 ) -> TransferResult:
     """Download a model; with ``output_dir`` its files land there exactly as in the
     source repository, otherwise in the local store and a model tree under
-    MODELPACK_HOME whose path is returned."""
+    MODELPACK_HOME whose path is returned.  Mirrors configured for the
+    registry are tried first."""
     settings = resolve_settings(settings, **options)
-    ref = parse_reference(reference)
-    repository = open_repository(ref, settings)
-    patterns = list(include)
-    if output_dir is not None:
-        root = _refuse_index(repository, ref.target, str(ref))
-        with DirectoryTarget(output_dir) as directory:
-            result = copy_graph(
-                repository,
-                root.digest,
-                directory,
-                None,
-                concurrency=settings.concurrency,
-                progress=progress,
-                layer_filter=_include_filter(patterns),
-            )
-        return TransferResult(
-            str(ref), root.digest, result.stats, Path(output_dir), directory.files
-        )
-    if patterns:
-        raise UsageError("--include needs -o DIR (partial pulls are written to a directory)")
-    store = open_store(settings)
-    key = str(ref)
-    root = _refuse_index(repository, ref.target, key)
-    with store.using():
-        result = copy_graph(
-            repository, root.digest, store, key, concurrency=settings.concurrency, progress=progress
-        )
-        path, files = materialize(store, root, settings)
-    return TransferResult(key, root.digest, result.stats, path, files)
+    return transfer.pull(reference, output_dir, settings, include=include, progress=progress)
 
 
 def pull(reference: str, output_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Path:
@@ -205,81 +119,56 @@ def pull(reference: str, output_dir: str | os.PathLike[str] | None = None, **kwa
     return result.path
 
 
-def model_dir(settings: Settings, digest: str) -> Path:
-    alg, _, hexpart = digest.partition(":")
-    return settings.models_dir / alg / hexpart
+def copy(
+    source: str,
+    destination: str,
+    *,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> TransferResult:
+    """Copy an artifact with its signatures and other referrers between registries,
+    ``oci:DIR[:TAG]`` layouts and the local store (``store:REF``)."""
+    return transfer.copy(source, destination, resolve_settings(settings, **options), progress)
 
 
-def materialize(store: LayoutStore, root: Descriptor, settings: Settings) -> tuple[Path, list[str]]:
-    """The model tree of a stored manifest under MODELPACK_HOME/models, made once."""
-    destination = model_dir(settings, root.digest)
-    with file_lock(settings.models_dir / ".locks" / f"{root.digest.replace(':', '-')}.lock"):
-        if destination.is_dir():
-            files = sorted(
-                str(p.relative_to(destination)) for p in destination.rglob("*") if p.is_file()
-            )
-            return destination, files
-        with DirectoryTarget(destination, link_from=store) as directory:
-            copy_graph(store, root.digest, directory, None, concurrency=settings.concurrency)
-        return destination, directory.files
+def login(
+    host: str,
+    username: str,
+    password: str,
+    *,
+    settings: Settings | None = None,
+    **options: Any,
+) -> str:
+    """Check credentials against ``host`` and store them as ``docker login`` does."""
+    settings = resolve_settings(settings, **options)
+    registry = host.removeprefix("https://").removeprefix("http://").rstrip("/")
+    credentials = Credentials(username=username, password=password)
+    client = connect(registry, settings, credentials=credentials)
+    identity = client.auth.check_login()
+    if identity:
+        credentials = Credentials(username=username, password="", identity_token=identity)
+    return store_credentials(registry, credentials)
+
+
+def logout(host: str) -> bool:
+    """Forget stored credentials for ``host``; False if there were none."""
+    return erase_credentials(host.removeprefix("https://").removeprefix("http://").rstrip("/"))
 
 
 # -- inspect / local store management ---------------------------------------------
 
 
-@dataclass
-class Inspection:
-    reference: str
-    descriptor: Descriptor
-    manifest: Manifest
-    config: ModelConfig | None
-    location: str  # "local" or "remote"
-
-    def to_dict(self) -> dict[str, Any]:
-        layers = []
-        for layer in self.manifest.layers:
-            entry: dict[str, Any] = {
-                "mediaType": layer.media_type,
-                "digest": layer.digest,
-                "size": layer.size,
-            }
-            if layer.filepath:
-                entry["path"] = layer.filepath
-            layers.append(entry)
-        return {
-            "reference": self.reference,
-            "location": self.location,
-            "digest": self.descriptor.digest,
-            "mediaType": self.descriptor.media_type,
-            "artifactType": self.manifest.artifact_type,
-            "size": sum(layer.size for layer in self.manifest.layers),
-            "manifest": self.manifest.to_dict(),
-            "config": self.config.to_dict() if self.config else None,
-            "layers": layers,
-        }
-
-
-def _inspect_target(target: Target, reference: str, label: str, location: str) -> Inspection:
-    root = _refuse_index(target, reference, label)
-    manifest = Manifest.from_dict(json.loads(fetch_bytes(target, root)))
-    config = None
-    if manifest.config.media_type in MODEL_CONFIG_MEDIA_TYPES:
-        try:
-            config = ModelConfig.from_dict(json.loads(fetch_bytes(target, manifest.config)))
-        except (ValueError, AttributeError) as exc:
-            raise IntegrityError(f"{label}: model config is not valid JSON ({exc})") from exc
-    return Inspection(label, root, manifest, config, location)
-
-
 def inspect(
     reference: str, *, remote: bool = False, settings: Settings | None = None, **options: Any
 ) -> Inspection:
-    """Manifest and model config of an artifact in the local store or, with ``remote``, the registry."""
+    """Manifest, model config, referrers and signatures of an artifact in the local
+    store or, with ``remote``, the registry (through its mirrors); layers are not read."""
     settings = resolve_settings(settings, **options)
-    ref, key = _store_key(reference)
     if remote:
-        return _inspect_target(open_repository(ref, settings), ref.target, key, "remote")
-    return _inspect_target(open_store(settings), ref.digest or key, key, "local")
+        return inspect_endpoint(open_endpoint(reference, settings, reading=True), "remote")
+    _, key = _store_key(reference)
+    return inspect_endpoint(open_endpoint(f"store:{key}", settings, reading=True), "local")
 
 
 @dataclass
@@ -310,8 +199,9 @@ def list_models(*, settings: Settings | None = None, **options: Any) -> list[Loc
     store = open_store(settings)
     models = []
     for stored in store.refs():
+        endpoint = Endpoint(store, stored.name, stored.name)
         try:
-            inspection = _inspect_target(store, stored.name, stored.name, "local")
+            inspection = inspect_endpoint(endpoint, "local", attached=False)
         except (ReferenceNotFoundError, IntegrityError, UsageError):
             continue
         cfg = inspection.config
@@ -319,7 +209,7 @@ def list_models(*, settings: Settings | None = None, **options: Any) -> list[Loc
             LocalModel(
                 reference=stored.name,
                 digest=stored.descriptor.digest,
-                size=sum(layer.size for layer in inspection.manifest.layers),
+                size=inspection.size,
                 created=cfg.descriptor.created_at if cfg else None,
                 name=cfg.descriptor.name if cfg else None,
                 format=cfg.config.format if cfg else None,
@@ -377,7 +267,7 @@ def prune(*, settings: Settings | None = None, **options: Any) -> PruneResult:
             digest = f"{alg_dir.name}:{tree.name}"
             if digest in tagged or not tree.is_dir():
                 continue
-            with file_lock(settings.models_dir / ".locks" / f"{digest.replace(':', '-')}.lock"):
+            with model_lock(settings, digest):
                 freed += sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
                 remove_tree(tree)
                 models += 1

@@ -1,26 +1,33 @@
 """Copy a manifest graph from one Target to another (oras-go's ``Copy``).
 
 Push is copy(store -> registry), pull is copy(registry -> store or
-directory), ``modelpack copy`` is copy(registry -> registry).  Skipping what
+directory), ``modelpack copy`` is copy(anything -> anything).  Skipping what
 the destination has, cross-repository mounts, parallel blob transfers,
-retrying interrupted transfers and progress reporting live here once.
+resuming interrupted transfers, referrers (signatures) and progress
+reporting live here once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
-from .errors import AuthorizationExpiredError, TransferInterruptedError
+from .digests import parse_digest
+from .errors import AuthorizationExpiredError, NotFoundError, TransferInterruptedError
 from .progress import NullProgress, Progress, ReportingReader
 from .spec import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, Descriptor, manifest_successors
 from .target import Target, fetch_bytes, push_bytes
 
-TRANSFER_ATTEMPTS = 4
+TRANSFER_ATTEMPTS = 5
+REFERRER_DEPTH = 3
+# cosign's tag-based companions of an image: signatures, attestations, SBOMs.
+COMPANION_SUFFIXES = (".sig", ".att", ".sbom")
 
 
 @dataclass
@@ -32,6 +39,7 @@ class CopyStats:
     skipped: int = 0  # already present at the destination
     mounted: int = 0  # linked by the registry from another repository
     bytes_transferred: int = 0
+    referrers: int = 0  # signatures and other referrers copied along
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(
@@ -51,6 +59,7 @@ class CopyStats:
             "skipped": self.skipped,
             "mounted": self.mounted,
             "bytesTransferred": self.bytes_transferred,
+            "referrers": self.referrers,
         }
 
 
@@ -58,6 +67,21 @@ class CopyStats:
 class CopyResult:
     descriptor: Descriptor
     stats: CopyStats
+    digests: set[str] = field(default_factory=set)  # every blob the destination now has
+
+
+@dataclass
+class CopyOptions:
+    concurrency: int = 4
+    progress: Progress = field(default_factory=NullProgress)
+    # Repositories of the destination registry that may already hold a blob.
+    mount_sources: Callable[[Descriptor], list[str]] | None = None
+    layer_filter: Callable[[Descriptor], bool] | None = None
+    # Copy referrers and cosign companion tags; the callables turn a tag into
+    # a reference on the source and destination target.
+    src_tag_reference: Callable[[str], str] | None = None
+    dst_tag_reference: Callable[[str], str] | None = None
+    with_referrers: bool = False
 
 
 def _label(desc: Descriptor) -> str:
@@ -69,32 +93,25 @@ def _label(desc: Descriptor) -> str:
 class GraphCopier:
     """One copy operation; holds the options so the recursion stays readable."""
 
-    def __init__(
-        self,
-        src: Target,
-        dst: Target,
-        *,
-        concurrency: int,
-        progress: Progress,
-        mount_from: str | None,
-        layer_filter: Callable[[Descriptor], bool] | None,
-    ) -> None:
+    def __init__(self, src: Target, dst: Target, options: CopyOptions) -> None:
         self.src = src
         self.dst = dst
-        self.concurrency = max(1, concurrency)
-        self.progress = progress
-        self.mount_from = mount_from
-        self.layer_filter = layer_filter
+        self.options = options
+        self.progress = options.progress
         self.stats = CopyStats()
+        self.digests: set[str] = set()
+
+    # -- manifests ----------------------------------------------------------
 
     def copy_node(self, desc: Descriptor, reference: str | None) -> None:
-        """Copy ``desc`` and everything below it; tag the root with ``reference``."""
+        """Copy ``desc`` and everything below it; tag it with ``reference``."""
         if desc.media_type not in MANIFEST_MEDIA_TYPES:
             self.copy_blobs([desc])
             return
         data = fetch_bytes(self.src, desc)
         document = json.loads(data)
         children = manifest_successors(desc.media_type, document)
+        self.digests.update(c.digest for c in children if c.media_type not in MANIFEST_MEDIA_TYPES)
         if self.dst.exists(desc):
             # The destination has the manifest, hence (by copy order) all below it.
             self.stats.add(skipped=len(children))
@@ -106,18 +123,40 @@ class GraphCopier:
                 self.copy_node(child, None)
         else:
             config, layers = children[:1], children[1:]
-            if self.layer_filter is not None:
-                layers = [layer for layer in layers if self.layer_filter(layer)]
+            if self.options.layer_filter is not None:
+                layers = [layer for layer in layers if self.options.layer_filter(layer)]
             self.copy_blobs(config + layers)
         push_bytes(self.dst, desc, data, reference)
 
+    def copy_referrers(self, subject: Descriptor, depth: int = 0) -> None:
+        """Signatures, SBOMs and other artifacts attached to ``subject``."""
+        list_referrers = getattr(self.src, "referrers", None)
+        if list_referrers is not None and depth < REFERRER_DEPTH:
+            for referrer in list_referrers(subject):
+                self.copy_node(referrer, None)
+                self.stats.referrers += 1
+                self.copy_referrers(referrer, depth + 1)
+        src_tag, dst_tag = self.options.src_tag_reference, self.options.dst_tag_reference
+        if depth == 0 and src_tag is not None and dst_tag is not None:
+            alg, hexpart = parse_digest(subject.digest)
+            for suffix in COMPANION_SUFFIXES:
+                tag = f"{alg}-{hexpart}{suffix}"
+                try:
+                    companion = self.src.resolve(src_tag(tag))
+                except NotFoundError:
+                    continue
+                self.copy_node(companion, dst_tag(tag))
+                self.stats.referrers += 1
+
+    # -- blobs --------------------------------------------------------------
+
     def copy_blobs(self, blobs: list[Descriptor]) -> None:
         unique = list({b.digest: b for b in blobs}.values())
-        if len(unique) <= 1 or self.concurrency == 1:
+        if len(unique) <= 1 or self.options.concurrency == 1:
             for blob in unique:
                 self.copy_blob(blob)
             return
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(unique))) as pool:
+        with ThreadPoolExecutor(max_workers=min(self.options.concurrency, len(unique))) as pool:
             futures = [pool.submit(self.copy_blob, blob) for blob in unique]
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             for future in pending:
@@ -128,42 +167,65 @@ class GraphCopier:
                 if not future.cancelled():
                     future.result()
 
-    def copy_blob(self, desc: Descriptor) -> None:
-        key = desc.digest
-        label = _label(desc)
+    def _skip_or_mount(self, desc: Descriptor, key: str, label: str) -> bool:
         if self.dst.exists(desc):
             self.progress.start(key, label, desc.size)
             self.progress.finish(key, note="exists")
             self.stats.add(skipped=1)
-            return
+            return True
         mount = getattr(self.dst, "mount", None)
-        if self.mount_from and mount is not None and mount(desc, self.mount_from):
-            self.progress.start(key, label, desc.size)
-            self.progress.finish(key, note="mounted")
-            self.stats.add(mounted=1)
+        sources = self.options.mount_sources
+        if mount is not None and sources is not None:
+            for repository in sources(desc):
+                if mount(desc, repository):
+                    self.progress.start(key, label, desc.size)
+                    self.progress.finish(key, note="mounted")
+                    self.stats.add(mounted=1)
+                    return True
+        return False
+
+    def copy_blob(self, desc: Descriptor) -> None:
+        key, label = desc.digest, _label(desc)
+        if self._skip_or_mount(desc, key, label):
             return
         for attempt in range(TRANSFER_ATTEMPTS):
             self.progress.start(key, label, desc.size)
-            sent = 0
+            received = 0
 
             def on_bytes(n: int) -> None:
-                nonlocal sent
-                sent += n
+                nonlocal received
+                received += n
                 self.progress.advance(key, n)
 
             try:
-                with self.src.fetch(desc) as stream:
-                    self.dst.push(desc, ReportingReader(stream, on_bytes))
+                self._transfer(desc, on_bytes)
             except (TransferInterruptedError, AuthorizationExpiredError):
-                # A dropped connection or a token that expired mid-transfer: start again.
-                self.progress.advance(key, -sent)
+                # A dropped connection or a token that expired mid-transfer: go again
+                # (from where we stopped, where both sides can do ranges).
+                self.stats.add(nbytes=received)
+                self.progress.advance(key, -received)
                 if attempt + 1 == TRANSFER_ATTEMPTS:
                     raise
-                time.sleep(min(0.5 * 2**attempt, 8.0))
+                time.sleep(min(0.25 * 2**attempt, 4.0))
                 continue
             self.progress.finish(key)
-            self.stats.add(transferred=1, nbytes=desc.size)
+            self.stats.add(transferred=1, nbytes=received)
             return
+
+    def _transfer(self, desc: Descriptor, on_bytes: Callable[[int], None]) -> None:
+        resumable = getattr(self.dst, "push_resumable", None)
+        ranged = getattr(self.src, "fetch_from", None)
+        if resumable is not None and ranged is not None:
+
+            @contextlib.contextmanager
+            def opener(offset: int) -> Iterator[BinaryIO]:
+                with ranged(desc, offset) as stream:
+                    yield ReportingReader(stream, on_bytes)
+
+            resumable(desc, opener)
+            return
+        with self.src.fetch(desc) as stream:
+            self.dst.push(desc, ReportingReader(stream, on_bytes))
 
 
 def copy_graph(
@@ -171,21 +233,13 @@ def copy_graph(
     src_reference: str,
     dst: Target,
     dst_reference: str | None,
-    *,
-    concurrency: int = 4,
-    progress: Progress | None = None,
-    mount_from: str | None = None,
-    layer_filter: Callable[[Descriptor], bool] | None = None,
+    options: CopyOptions | None = None,
 ) -> CopyResult:
     """Copy what ``src_reference`` names from ``src`` to ``dst`` as ``dst_reference``."""
+    options = options or CopyOptions()
     root = src.resolve(src_reference)
-    copier = GraphCopier(
-        src,
-        dst,
-        concurrency=concurrency,
-        progress=progress or NullProgress(),
-        mount_from=mount_from,
-        layer_filter=layer_filter,
-    )
+    copier = GraphCopier(src, dst, options)
     copier.copy_node(root, dst_reference)
-    return CopyResult(descriptor=root, stats=copier.stats)
+    if options.with_referrers:
+        copier.copy_referrers(root)
+    return CopyResult(descriptor=root, stats=copier.stats, digests=copier.digests)

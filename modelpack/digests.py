@@ -80,18 +80,29 @@ class VerifyingReader:
     consumer is done; it drains nothing, so the caller decides what "done" is.
     """
 
-    def __init__(self, stream: BinaryIO, digest: str, size: int, what: str, offset: int = 0):
+    def __init__(self, stream: BinaryIO, digest: str, size: int, what: str):
         parse_digest(digest)
         self._stream = stream
         self.digest = digest
         self.size = size
         self.what = what
         self.hasher = new_hasher(digest)
-        self.count = offset
+        self.count = 0
 
     def prime(self, data: bytes) -> None:
-        """Feed bytes already on disk (a resumed download) into the hash."""
+        """Account for bytes that arrived earlier (a resumed transfer) without reading them."""
+        self.count += len(data)
+        if self.count > self.size:
+            raise IntegrityError(f"{self.what}: more than the expected {self.size} bytes")
         self.hasher.update(data)
+
+    def reset(self) -> None:
+        self.hasher = new_hasher(self.digest)
+        self.count = 0
+
+    def switch(self, stream: BinaryIO) -> None:
+        """Continue from another stream (a new connection after a resume)."""
+        self._stream = stream
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:

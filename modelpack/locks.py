@@ -25,3 +25,36 @@ def file_lock(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextmanager
+def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Create (if needed) and exclusively lock the directory ``path`` itself.
+
+    No lock file is left behind.  After waiting, the path is checked to still
+    be the directory we locked: a previous holder may have renamed it away
+    (a finished pull moves its staging directory into place).
+    """
+    while True:
+        os.makedirs(path, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            locked = os.fstat(fd)
+            if current is not None and (current.st_dev, current.st_ino) == (
+                locked.st_dev,
+                locked.st_ino,
+            ):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.close(fd)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,31 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}  # fmt: skip
+
+
+def parse_size(value: str | int, what: str = "size") -> int:
+    """``64MiB`` / ``1G`` / ``500000`` -> bytes."""
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise UsageError(f"{what} {value!r} is not a size like 64MiB or 1GB")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def parse_mirrors_env(text: str) -> dict[str, tuple[str, ...]]:
+    """``host=url1,url2;host2=url3`` (MODELPACK_MIRRORS) -> {host: (url1, url2)}."""
+    mirrors: dict[str, tuple[str, ...]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        host, sep, urls = part.partition("=")
+        if not sep or not host.strip():
+            raise UsageError(f"MODELPACK_MIRRORS entry {part!r} is not HOST=URL[,URL...]")
+        mirrors[host.strip()] = tuple(u.strip() for u in urls.split(",") if u.strip())
+    return mirrors
+
+
 @dataclass(frozen=True)
 class RegistryOptions:
     """How to reach one registry host."""
@@ -73,6 +99,7 @@ class RegistryOptions:
     insecure: bool = False
     ca_file: str | None = None
     mirrors: tuple[str, ...] = ()
+    chunk_size: int | None = None  # None: automatic; 0: never chunk uploads
 
 
 @dataclass
@@ -102,11 +129,14 @@ class Settings:
 
     def registry_options(self, host: str) -> RegistryOptions:
         entry = self._registries().get(host, {})
+        env_mirrors = parse_mirrors_env(os.environ.get("MODELPACK_MIRRORS", ""))
+        chunk = os.environ.get("MODELPACK_CHUNK_SIZE") or entry.get("chunk_size")
         return RegistryOptions(
             plain_http=self.plain_http or bool(entry.get("plain_http", False)),
             insecure=self.insecure or bool(entry.get("insecure", False)),
             ca_file=self.ca_file or entry.get("ca_file"),
-            mirrors=tuple(entry.get("mirrors", ())),
+            mirrors=env_mirrors.get(host) or tuple(entry.get("mirrors", ())),
+            chunk_size=None if chunk is None else parse_size(chunk, "chunk_size"),
         )
 
     def with_overrides(self, **overrides: Any) -> Settings:

@@ -14,22 +14,22 @@ builds and pulls hold it shared, so it never deletes a blob in flight.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .digests import VerifyingReader, new_hasher, parse_digest
+from .digests import CHUNK_SIZE, VerifyingReader, new_hasher, parse_digest
 from .errors import BlobNotFoundError, IntegrityError, ReferenceNotFoundError, StoreError
 from .fsutil import Placement, atomic_write_bytes, place_file, same_filesystem
 from .locks import file_lock
 from .spec import (
     ANNOTATION_REF_NAME,
-    INDEX_MEDIA_TYPES,
     MANIFEST_MEDIA_TYPES,
     MEDIA_TYPE_OCI_INDEX,
     Descriptor,
@@ -39,6 +39,8 @@ from .spec import (
 from .target import MAX_MANIFEST_BYTES, fetch_bytes
 
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
+# On untagged index.json entries: the digest a referrer (signature, SBOM) is about.
+ANNOTATION_SUBJECT = "io.modelpack.subject"
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,12 @@ class LayoutStore:
         with f:
             yield f
 
+    @contextlib.contextmanager
+    def fetch_from(self, desc: Descriptor, offset: int) -> Iterator[BinaryIO]:
+        with self.fetch(desc) as f:
+            f.seek(offset)
+            yield f
+
     def push(self, desc: Descriptor, content: BinaryIO, reference: str | None = None) -> None:
         if not self.exists(desc):
             reader = VerifyingReader(content, desc.digest, desc.size, f"blob {desc.digest}")
@@ -225,8 +233,45 @@ class LayoutStore:
                     writer.write(chunk)
                 reader.verify()
                 writer.commit(desc.digest)
+        if desc.media_type in MANIFEST_MEDIA_TYPES:
+            self._index_if_referrer(desc)
         if reference is not None:
             self.tag(desc, reference)
+
+    def push_resumable(
+        self, desc: Descriptor, opener: Callable[[int], contextlib.AbstractContextManager[BinaryIO]]
+    ) -> None:
+        """Download a blob into ``ingest/``, continuing a partial file left by an
+        interrupted attempt (this process or an earlier one).  One process at a
+        time per blob: the others wait, then find it present."""
+        alg, hexpart = parse_digest(desc.digest)
+        with file_lock(self.ingest_dir / f"{alg}-{hexpart}.lock"):
+            if self.exists(desc):
+                return
+            partial = self.ingest_dir / f"partial-{alg}-{hexpart}"
+            reader = VerifyingReader(io.BytesIO(), desc.digest, desc.size, f"blob {desc.digest}")
+            if partial.exists() and partial.stat().st_size > desc.size:
+                partial.unlink()
+            if partial.exists():
+                with open(partial, "rb") as previous:
+                    while data := previous.read(CHUNK_SIZE):
+                        reader.prime(data)
+            with open(partial, "ab") as out:
+                try:
+                    if reader.count < desc.size:
+                        with opener(reader.count) as stream:
+                            reader.switch(stream)
+                            for chunk in reader.chunks():
+                                out.write(chunk)
+                finally:
+                    out.flush()
+                    os.fsync(out.fileno())  # what arrived survives a crash, for the next attempt
+            try:
+                reader.verify()
+            except IntegrityError:
+                partial.unlink()
+                raise
+            self._publish(partial, desc.digest)
 
     def tag(self, desc: Descriptor, reference: str) -> None:
         if desc.media_type not in MANIFEST_MEDIA_TYPES:
@@ -248,6 +293,51 @@ class LayoutStore:
             ]
             manifests.append(entry)
             self._write_index(manifests)
+
+    # -- referrers ----------------------------------------------------------
+
+    def _index_if_referrer(self, desc: Descriptor) -> None:
+        """Keep a manifest that names a ``subject`` in index.json (untagged), so it
+        is found by :meth:`referrers` and survives prune while its subject lives."""
+        document = json.loads(fetch_bytes(self, desc))
+        subject = document.get("subject")
+        if not subject:
+            return
+        entry = Descriptor(
+            media_type=desc.media_type,
+            digest=desc.digest,
+            size=desc.size,
+            artifact_type=document.get("artifactType")
+            or (document.get("config") or {}).get("mediaType"),
+            annotations={
+                **(document.get("annotations") or {}),
+                ANNOTATION_SUBJECT: subject["digest"],
+            },
+        ).to_dict()
+        with file_lock(self.root / ".index.lock"):
+            manifests = self._read_index()
+            if any(m.get("digest") == desc.digest and not _ref_name(m) for m in manifests):
+                return
+            manifests.append(entry)
+            self._write_index(manifests)
+
+    def referrers(self, subject: Descriptor, artifact_type: str | None = None) -> list[Descriptor]:
+        found = []
+        for entry in self._read_index():
+            annotations = entry.get("annotations") or {}
+            if annotations.get(ANNOTATION_SUBJECT) != subject.digest or _ref_name(entry):
+                continue
+            desc = Descriptor.from_dict(entry)
+            desc = Descriptor(
+                media_type=desc.media_type,
+                digest=desc.digest,
+                size=desc.size,
+                artifact_type=desc.artifact_type,
+                annotations={k: v for k, v in desc.annotations.items() if k != ANNOTATION_SUBJECT},
+            )
+            if artifact_type is None or desc.artifact_type == artifact_type:
+                found.append(desc)
+        return found
 
     # -- writing blobs ------------------------------------------------------
 
@@ -298,25 +388,48 @@ class LayoutStore:
             self._write_index(kept)
         return _strip_ref_name(Descriptor.from_dict(removed))
 
-    def reachable(self) -> set[str]:
-        """Digests of every blob reachable from the index."""
-        seen: set[str] = set()
-        pending = [Descriptor.from_dict(m) for m in self._read_index()]
+    def _walk(self, roots: list[Descriptor], seen: set[str]) -> None:
+        pending = list(roots)
         while pending:
             desc = pending.pop()
             if desc.digest in seen or not self.exists(desc):
                 continue
             seen.add(desc.digest)
-            if desc.media_type in MANIFEST_MEDIA_TYPES or desc.media_type in INDEX_MEDIA_TYPES:
+            if desc.media_type in MANIFEST_MEDIA_TYPES:
                 document = json.loads(fetch_bytes(self, desc))
                 pending.extend(manifest_successors(desc.media_type, document))
-        return seen
+
+    def _live_entries(self, manifests: list[dict]) -> tuple[list[dict], set[str]]:
+        """Index entries still wanted and every digest they reach: tagged
+        manifests, and referrers (recursively) of anything reached."""
+        seen: set[str] = set()
+        live = [m for m in manifests if _ref_name(m)]
+        self._walk([Descriptor.from_dict(m) for m in live], seen)
+        referrers = [m for m in manifests if not _ref_name(m)]
+        changed = True
+        while changed:
+            changed = False
+            for entry in list(referrers):
+                if (entry.get("annotations") or {}).get(ANNOTATION_SUBJECT) in seen:
+                    referrers.remove(entry)
+                    live.append(entry)
+                    self._walk([Descriptor.from_dict(entry)], seen)
+                    changed = True
+        return live, seen
+
+    def reachable(self) -> set[str]:
+        """Digests of every blob a tag (or a referrer of what a tag reaches) needs."""
+        return self._live_entries(self._read_index())[1]
 
     def prune(self) -> tuple[int, int]:
         """Delete unreferenced blobs and abandoned ingest files; (count, bytes) freed."""
         removed = freed = 0
         with self.exclusively():
-            keep = self.reachable()
+            with file_lock(self.root / ".index.lock"):
+                manifests = self._read_index()
+                live, keep = self._live_entries(manifests)
+                if len(live) != len(manifests):  # referrers whose subject is gone
+                    self._write_index(live)
             for alg_dir in self.blobs_dir.iterdir():
                 for blob in alg_dir.iterdir():
                     if f"{alg_dir.name}:{blob.name}" in keep:
@@ -329,6 +442,10 @@ class LayoutStore:
                 leftover.unlink()
                 removed += 1
         return removed, freed
+
+
+def _ref_name(entry: dict) -> str | None:
+    return (entry.get("annotations") or {}).get(ANNOTATION_REF_NAME)
 
 
 def _strip_ref_name(desc: Descriptor) -> Descriptor:

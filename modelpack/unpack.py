@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import os
 import tarfile
 import threading
-import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import zstandard
 
-from .digests import CHUNK_SIZE, VerifyingReader, verify_bytes
-from .errors import IntegrityError, UnsafePathError, UsageError
+from .digests import CHUNK_SIZE, VerifyingReader, parse_digest, verify_bytes
+from .errors import IntegrityError, RegistryUnavailableError, UnsafePathError, UsageError
 from .fsutil import remove_tree
+from .locks import directory_lock
 from .spec import (
     ANNOTATION_FILE_METADATA,
     ANNOTATION_TITLE,
@@ -43,6 +44,7 @@ from .spec import (
 from .target import MAX_MANIFEST_BYTES
 
 STAGING_PREFIX = ".modelpack-staging-"
+PARTIAL_DIR = ".blobs"  # raw layer downloads by digest, kept across interrupted attempts
 
 
 def safe_relpath(path: str, what: str) -> PurePosixPath:
@@ -90,7 +92,9 @@ class DirectoryTarget:
     """Write-only Target that materializes an artifact into ``destination``.
 
     Use as a context manager: leaving the ``with`` block without error calls
-    :meth:`commit`, an exception calls :meth:`abort`.
+    :meth:`commit`; a network interruption keeps the staging directory (raw
+    layers downloaded so far are resumed by the next pull into the same
+    place); any other error calls :meth:`abort`.
     """
 
     def __init__(self, destination: str | os.PathLike[str], *, link_from=None) -> None:  # noqa: ANN001
@@ -101,36 +105,56 @@ class DirectoryTarget:
         self.files: list[str] = []
         self._claimed: set[PurePosixPath] = set()
         self._lock = threading.Lock()
-        self.staging = self._make_staging()
+        self._partial_locks: dict[str, threading.Lock] = {}
+        self._exit = contextlib.ExitStack()
+        self.staging = self._open_staging()
 
     # -- staging ------------------------------------------------------------
 
-    def _make_staging(self) -> Path:
+    def _open_staging(self) -> Path:
         if self.destination.exists() and not self.destination.is_dir():
             raise UsageError(f"{self.destination} exists and is not a directory")
         if self.destination.is_dir():
             # An existing directory (maybe a mounted volume): stage inside it.
-            staging = self.destination / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+            staging = self.destination / STAGING_PREFIX.rstrip("-")
         else:
             self.destination.parent.mkdir(parents=True, exist_ok=True)
-            staging = self.destination.parent / (
-                f"{STAGING_PREFIX}{self.destination.name}-{uuid.uuid4().hex[:12]}"
-            )
-        staging.mkdir()
+            staging = self.destination.parent / f"{STAGING_PREFIX}{self.destination.name}"
+        # One pull at a time into one place; the lock dies with its process.
+        self._exit.enter_context(directory_lock(staging))
+        # Left by an interrupted pull: keep the raw downloads (verified or partial).
+        for entry in staging.iterdir():
+            if entry.name != PARTIAL_DIR:
+                remove_tree(entry) if entry.is_dir() else entry.unlink()
+        staging.joinpath(PARTIAL_DIR).mkdir(exist_ok=True)
         return staging
 
     def commit(self) -> Path:
         """Move the complete, verified tree into place."""
-        if self.destination.is_dir():
-            for entry in sorted(self.staging.iterdir()):
-                _move_into(entry, self.destination / entry.name)
-            self.staging.rmdir()
-        else:
-            os.rename(self.staging, self.destination)
+        try:
+            remove_tree(self.staging / PARTIAL_DIR)
+            if self.destination.is_dir():
+                for entry in sorted(self.staging.iterdir()):
+                    _move_into(entry, self.destination / entry.name)
+                self.staging.rmdir()
+            else:
+                os.rename(self.staging, self.destination)
+        finally:
+            self._release()
         return self.destination
 
     def abort(self) -> None:
-        remove_tree(self.staging)
+        try:
+            remove_tree(self.staging)
+        finally:
+            self._release()
+
+    def suspend(self) -> None:
+        """Keep the partial downloads for the next attempt."""
+        self._release()
+
+    def _release(self) -> None:
+        self._exit.close()
 
     def __enter__(self) -> DirectoryTarget:
         return self
@@ -138,6 +162,8 @@ class DirectoryTarget:
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
         if exc_type is None:
             self.commit()
+        elif issubclass(exc_type, (RegistryUnavailableError, KeyboardInterrupt)):
+            self.suspend()
         else:
             self.abort()
 
@@ -151,8 +177,20 @@ class DirectoryTarget:
             self._claimed.add(relpath)
             self.files.append(str(relpath))
         target = self.staging.joinpath(*relpath.parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UnsafePathError(f"{what}: a file is in the way of {relpath}") from None
         return target
+
+    def _unclaim(self, relpaths: list[PurePosixPath]) -> None:
+        with self._lock:
+            for relpath in relpaths:
+                self._claimed.discard(relpath)
+                with contextlib.suppress(ValueError):
+                    self.files.remove(str(relpath))
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    self.staging.joinpath(*relpath.parts).unlink()
 
     # -- Target -------------------------------------------------------------
 
@@ -174,36 +212,77 @@ class DirectoryTarget:
         pass
 
     def push(self, desc: Descriptor, content: BinaryIO, reference: str | None = None) -> None:
+        @contextlib.contextmanager
+        def once(offset: int) -> Iterator[BinaryIO]:
+            if offset:
+                raise UsageError("this source cannot resume")  # pragma: no cover
+            yield content
+
+        self.push_resumable(desc, once)
+
+    def push_resumable(
+        self, desc: Descriptor, opener: Callable[[int], contextlib.AbstractContextManager[BinaryIO]]
+    ) -> None:
         if desc.media_type in MANIFEST_MEDIA_TYPES:
-            self.manifest = _read_small(content, desc)
+            with opener(0) as content:
+                self.manifest = _read_small(content, desc)
             return
         if desc.media_type in MODEL_CONFIG_MEDIA_TYPES or desc.media_type.endswith(
             "config.v1+json"
         ):
-            self.config = _read_small(content, desc)
+            with opener(0) as content:
+                self.config = _read_small(content, desc)
             return
         parsed = parse_layer_media_type(desc.media_type)
         layer_format = parsed[1] if parsed else LayerFormat.RAW
         if layer_format is LayerFormat.RAW:
-            self._write_raw(desc, content)
+            self._write_raw(desc, opener)
         else:
-            self._extract_tar(desc, content, layer_format)
+            self._extract_tar(desc, opener, layer_format)
 
     # -- layers -------------------------------------------------------------
 
-    def _write_raw(self, desc: Descriptor, content: BinaryIO) -> None:
+    def _write_raw(self, desc: Descriptor, opener) -> None:  # noqa: ANN001
         what = f"layer {desc.digest}"
         relpath = safe_relpath(_layer_path(desc), what)
         target = self._claim(relpath, what)
         metadata = _metadata(desc)
         if self._try_link(desc, target):
             return
-        reader = VerifyingReader(content, desc.digest, desc.size, f"{what} ({relpath})")
-        with open(target, "xb") as out:
-            for chunk in reader.chunks(CHUNK_SIZE):
-                out.write(chunk)
-        reader.verify()
-        os.chmod(target, _file_mode(metadata.mode if metadata else None))
+        alg, hexpart = parse_digest(desc.digest)
+        partial = self.staging / PARTIAL_DIR / f"{alg}-{hexpart}"
+        reader = VerifyingReader(io.BytesIO(), desc.digest, desc.size, f"{what} ({relpath})")
+        with self._partial_lock(partial):
+            if partial.exists() and partial.stat().st_size > desc.size:
+                partial.unlink()
+            if partial.exists():
+                with open(partial, "rb") as previous:
+                    while data := previous.read(CHUNK_SIZE):
+                        reader.prime(data)
+            with open(partial, "ab") as out:
+                try:
+                    if reader.count < desc.size:
+                        with opener(reader.count) as stream:
+                            reader.switch(stream)
+                            for chunk in reader.chunks(CHUNK_SIZE):
+                                out.write(chunk)
+                finally:
+                    out.flush()
+            try:
+                reader.verify()
+            except IntegrityError:
+                partial.unlink()
+                raise
+            os.chmod(partial, _file_mode(metadata.mode if metadata else None))
+            os.link(partial, target)
+
+    @contextlib.contextmanager
+    def _partial_lock(self, partial: Path) -> Iterator[None]:
+        # Two paths with the same content are one download; threads take turns.
+        with self._lock:
+            lock = self._partial_locks.setdefault(partial.name, threading.Lock())
+        with lock:
+            yield
 
     def _try_link(self, desc: Descriptor, target: Path) -> bool:
         """Hardlink a verified, read-only store blob instead of copying it."""
@@ -218,40 +297,54 @@ class DirectoryTarget:
             return False
         return True
 
-    def _extract_tar(self, desc: Descriptor, content: BinaryIO, layer_format: LayerFormat) -> None:
+    def _extract_tar(self, desc: Descriptor, opener, layer_format: LayerFormat) -> None:  # noqa: ANN001
+        """Stream-extract a tar layer.  Not resumable: an interrupted attempt's
+        files are removed and the next attempt starts the layer again."""
         what = f"layer {desc.digest}"
-        reader = VerifyingReader(content, desc.digest, desc.size, what)
-        stream: BinaryIO
-        if layer_format is LayerFormat.TAR_GZIP:
-            stream = gzip.GzipFile(fileobj=reader, mode="rb")
-        elif layer_format is LayerFormat.TAR_ZSTD:
-            stream = zstandard.ZstdDecompressor().stream_reader(
-                reader, read_across_frames=True, closefd=False
-            )
-        else:
-            stream = reader
+        written: list[PurePosixPath] = []
         try:
-            with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK_SIZE) as tar:
-                for member in tar:
-                    self._extract_member(tar, member, what)
-        except (
-            tarfile.TarError,
-            EOFError,
-            gzip.BadGzipFile,
-            zlib.error,
-            zstandard.ZstdError,
-        ) as exc:
-            raise IntegrityError(
-                f"{what}: not a valid {layer_format.value} archive ({exc})"
-            ) from exc
-        reader.drain()
-        reader.verify()
+            with opener(0) as content:
+                reader = VerifyingReader(content, desc.digest, desc.size, what)
+                stream: BinaryIO
+                if layer_format is LayerFormat.TAR_GZIP:
+                    stream = gzip.GzipFile(fileobj=reader, mode="rb")
+                elif layer_format is LayerFormat.TAR_ZSTD:
+                    stream = zstandard.ZstdDecompressor().stream_reader(
+                        reader, read_across_frames=True, closefd=False
+                    )
+                else:
+                    stream = reader
+                try:
+                    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK_SIZE) as tar:
+                        for member in tar:
+                            if relpath := self._extract_member(tar, member, what):
+                                written.append(relpath)
+                except (
+                    tarfile.TarError,
+                    EOFError,
+                    gzip.BadGzipFile,
+                    zlib.error,
+                    zstandard.ZstdError,
+                ) as exc:
+                    raise IntegrityError(
+                        f"{what}: not a valid {layer_format.value} archive ({exc})"
+                    ) from exc
+                reader.drain()
+                reader.verify()
+        except BaseException:
+            self._unclaim(written)
+            raise
 
-    def _extract_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, what: str) -> None:
+    def _extract_member(
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, what: str
+    ) -> PurePosixPath | None:
         if member.isdir():
             relpath = safe_relpath(member.name, what)
-            self.staging.joinpath(*relpath.parts).mkdir(parents=True, exist_ok=True)
-            return
+            try:
+                self.staging.joinpath(*relpath.parts).mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise UnsafePathError(f"{what}: a file is in the way of {relpath}/") from None
+            return None
         if not member.isreg():
             kind = "link" if member.issym() or member.islnk() else "special file"
             raise UnsafePathError(f"{what}: tar entry {member.name!r} is a {kind}; refused")
@@ -264,6 +357,7 @@ class DirectoryTarget:
             while chunk := source.read(CHUNK_SIZE):
                 out.write(chunk)
         os.chmod(target, _file_mode(member.mode))
+        return relpath
 
 
 def _read_small(content: BinaryIO, desc: Descriptor) -> bytes:

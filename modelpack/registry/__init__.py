@@ -1,9 +1,15 @@
-"""The OCI distribution client: transport, auth, repositories."""
+"""The OCI distribution client: transport, auth, repositories, mirrors."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+from ..errors import ModelpackError, UsageError
 from ..reference import Reference
-from ..settings import Settings
+from ..settings import RegistryOptions, Settings
+from ..spec import Descriptor
 from .auth import Authenticator
 from .credentials import Credentials, find_credentials
 from .repository import RegistryClient, RegistryRepository
@@ -11,21 +17,76 @@ from .transport import Transport
 
 __all__ = [
     "Credentials",
+    "Mirror",
     "RegistryClient",
     "RegistryRepository",
     "connect",
+    "open_for_pull",
     "open_repository",
 ]
 
+log = logging.getLogger("modelpack.registry")
+
 
 def connect(
-    host: str, settings: Settings, credentials: Credentials | None = None
+    host: str,
+    settings: Settings,
+    credentials: Credentials | None = None,
+    options: RegistryOptions | None = None,
 ) -> RegistryClient:
     """A client for ``host`` with the options and credentials configured for it."""
-    transport = Transport(host, settings.registry_options(host), pool_size=settings.concurrency + 2)
+    transport = Transport(
+        host, options or settings.registry_options(host), pool_size=settings.concurrency + 2
+    )
     creds = credentials if credentials is not None else find_credentials(host)
     return RegistryClient(transport, Authenticator(transport, creds))
 
 
 def open_repository(reference: Reference, settings: Settings) -> RegistryRepository:
     return connect(reference.registry, settings).repository(reference.repository)
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A pull-through cache for one upstream host: ``[http[s]://]host[:port][/prefix]``."""
+
+    host: str
+    plain_http: bool
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Mirror:
+        parts = urlsplit(text if "://" in text else f"https://{text}")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise UsageError(f"mirror {text!r} is not [http[s]://]HOST[:PORT][/PREFIX]")
+        return cls(parts.netloc, parts.scheme == "http", parts.path.strip("/"))
+
+    def repository_for(self, repository: str) -> str:
+        return f"{self.prefix}/{repository}" if self.prefix else repository
+
+
+def open_for_pull(
+    reference: Reference, settings: Settings
+) -> tuple[RegistryRepository, Descriptor]:
+    """Resolve ``reference`` through its mirrors in order, then the upstream registry.
+
+    A mirror that is down, lacks the artifact or refuses us is skipped; the
+    bytes are verified against the digest either way, so a mirror can make
+    a pull slower or faster, never different.
+    """
+    options = settings.registry_options(reference.registry)
+    for text in options.mirrors:
+        mirror = Mirror.parse(text)
+        mirror_options = replace(
+            settings.registry_options(mirror.host),
+            plain_http=mirror.plain_http or settings.plain_http,
+        )
+        repository = connect(mirror.host, settings, options=mirror_options).repository(
+            mirror.repository_for(reference.repository)
+        )
+        try:
+            return repository, repository.resolve(reference.target)
+        except ModelpackError as exc:
+            log.info("mirror %s skipped for %s: %s", text, reference, exc)
+    repository = open_repository(reference, settings)
+    return repository, repository.resolve(reference.target)

@@ -9,7 +9,6 @@ way with no credentials.  Passwords never appear in messages or logs.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -17,32 +16,12 @@ from dataclasses import dataclass
 import requests
 
 from ..errors import AuthenticationError
+from .challenge import Challenge, parse_challenges
 from .credentials import Credentials
 from .transport import Transport, registry_error_message
 
-_TOKEN_RE = re.compile(
-    r'\s*([A-Za-z][A-Za-z0-9_.-]*)(?:\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*)))?\s*,?'
-)
 DEFAULT_TOKEN_LIFETIME = 60  # seconds, the token spec's default for expires_in
-
-
-@dataclass(frozen=True)
-class Challenge:
-    scheme: str  # "basic" or "bearer", lower case
-    params: dict[str, str]
-
-
-def parse_challenges(header: str) -> list[Challenge]:
-    """Split a WWW-Authenticate value into challenges: a scheme word, then k=v params."""
-    challenges: list[Challenge] = []
-    for match in _TOKEN_RE.finditer(header):
-        word, quoted, bare = match.groups()
-        if quoted is None and bare is None:
-            challenges.append(Challenge(word.lower(), {}))
-        elif challenges:
-            value = quoted.replace('\\"', '"') if quoted is not None else bare
-            challenges[-1].params[word.lower()] = value
-    return challenges
+CLIENT_ID = "modelpack"
 
 
 @dataclass
@@ -89,35 +68,9 @@ class Authenticator:
         return False
 
     def _fetch_token(self, challenge: Challenge, scopes: tuple[str, ...]) -> None:
-        params: list[tuple[str, str]] = []
-        if service := challenge.params.get("service"):
-            params.append(("service", service))
         requested = list(scopes) or [s for s in challenge.params.get("scope", "").split(" ") if s]
-        params.extend(("scope", scope) for scope in requested)
-        headers = {}
-        if self.credentials:
-            headers["Authorization"] = self.credentials.basic_header()
-            params.append(("account", self.credentials.username))
-        realm = challenge.params["realm"]
-        response = self.transport.send("GET", realm, params=params, headers=headers)
-        if response.status_code in (401, 403):
-            raise AuthenticationError(
-                f"registry {self.transport.host} refused the credentials"
-                f"{' for ' + self.credentials.username if self.credentials else ''} "
-                f"({registry_error_message(response)})",
-                hint="check the user name and password, or run `modelpack login`",
-            )
-        if response.status_code >= 400:
-            raise AuthenticationError(
-                f"token server {realm} answered {registry_error_message(response)}"
-            )
-        try:
-            document = response.json()
-        except ValueError:
-            raise AuthenticationError(f"token server {realm} did not answer JSON") from None
+        document = self.request_token(challenge, requested)
         value = document.get("token") or document.get("access_token")
-        if not value:
-            raise AuthenticationError(f"token server {realm} returned no token")
         lifetime = document.get("expires_in") or DEFAULT_TOKEN_LIFETIME
         try:
             lifetime = max(int(lifetime), 1)
@@ -127,6 +80,91 @@ class Authenticator:
         expires_at = time.monotonic() + lifetime * 0.9
         with self._lock:
             self._tokens[scopes] = _Token(value, expires_at)
+
+    def request_token(
+        self, challenge: Challenge, scopes: list[str], *, offline: bool = False
+    ) -> dict:
+        """Ask the realm for a token: OAuth2 refresh-token POST when we hold an
+        identity token, else GET with Basic credentials (or anonymously)."""
+        realm = challenge.params["realm"]
+        service = challenge.params.get("service")
+        creds = self.credentials
+        if creds is not None and creds.identity_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": creds.identity_token,
+                "client_id": CLIENT_ID,
+                "scope": " ".join(scopes),
+            }
+            if service:
+                form["service"] = service
+            response = self.transport.send("POST", realm, data=form)
+        else:
+            params: list[tuple[str, str]] = [("service", service)] if service else []
+            params.extend(("scope", scope) for scope in scopes)
+            headers = {}
+            if creds is not None:
+                headers["Authorization"] = creds.basic_header()
+                params.append(("account", creds.username))
+            if offline:
+                params += [("offline_token", "true"), ("client_id", CLIENT_ID)]
+            response = self.transport.send("GET", realm, params=params, headers=headers)
+        with response:
+            if response.status_code in (401, 403):
+                who = f" for {creds.username}" if creds and creds.username else ""
+                raise AuthenticationError(
+                    f"registry {self.transport.host} refused the credentials{who} "
+                    f"({registry_error_message(response)})",
+                    hint="check the user name and password, or run `modelpack login`",
+                )
+            if response.status_code >= 400:
+                raise AuthenticationError(
+                    f"token server for {self.transport.host} answered "
+                    f"{registry_error_message(response)}"
+                )
+            try:
+                document = response.json()
+            except ValueError:
+                raise AuthenticationError(
+                    f"token server for {self.transport.host} did not answer JSON"
+                ) from None
+        if not isinstance(document, dict) or not (
+            document.get("token") or document.get("access_token")
+        ):
+            raise AuthenticationError(f"token server for {self.transport.host} returned no token")
+        return document
+
+    def check_login(self) -> str | None:
+        """Prove the credentials work (as ``docker login`` does); return an
+        identity (refresh) token if the token server issued one."""
+        response = self.transport.send("GET", "/v2/")
+        with response:
+            if response.status_code == 200:
+                return None
+            if response.status_code != 401:
+                raise AuthenticationError(
+                    f"login to {self.transport.host}: unexpected answer "
+                    f"{registry_error_message(response)} from /v2/"
+                )
+            challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
+        for challenge in challenges:
+            if challenge.scheme == "bearer" and challenge.params.get("realm"):
+                document = self.request_token(challenge, [], offline=True)
+                refresh = document.get("refresh_token")
+                return refresh if isinstance(refresh, str) and refresh else None
+            if challenge.scheme == "basic" and self.credentials:
+                headers = {"Authorization": self.credentials.basic_header()}
+                with self.transport.send("GET", "/v2/", headers=headers) as retry:
+                    if retry.status_code == 200:
+                        return None
+                    raise AuthenticationError(
+                        f"registry {self.transport.host} refused the credentials for "
+                        f"{self.credentials.username} ({registry_error_message(retry)})",
+                        hint="check the user name and password",
+                    )
+        raise AuthenticationError(
+            f"login to {self.transport.host}: the registry offers no usable authentication"
+        )
 
     def forget(self, scopes: tuple[str, ...]) -> None:
         with self._lock:

@@ -15,7 +15,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import AuthenticationError, UsageError
+from ..fsutil import atomic_write_bytes
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 
@@ -115,3 +116,76 @@ def find_credentials(host: str) -> Credentials | None:
             if found := _from_helper(store, key):
                 return found
     return None
+
+
+def _helper_for(config: dict, key: str) -> str | None:
+    return (config.get("credHelpers") or {}).get(key) or config.get("credsStore")
+
+
+def _run_helper(helper: str, action: str, payload: str) -> None:
+    """Run ``docker-credential-<helper> <action>`` with the secret on stdin, never argv."""
+    try:
+        result = subprocess.run(
+            [f"docker-credential-{helper}", action],
+            input=payload.encode(),
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise UsageError(
+            f"credential helper docker-credential-{helper} is not on PATH",
+            hint=f"install it or remove it from {docker_config_path()}",
+        ) from None
+    if result.returncode != 0:
+        raise AuthenticationError(
+            f"credential helper docker-credential-{helper} {action} failed: "
+            + result.stdout.decode(errors="replace").strip()[:200]
+        )
+
+
+def _write_docker_config(config: dict) -> Path:
+    path = docker_config_path()
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    atomic_write_bytes(path, (json.dumps(config, indent="\t") + "\n").encode(), mode=0o600)
+    return path
+
+
+def store_credentials(host: str, credentials: Credentials) -> str:
+    """Save credentials as ``docker login`` does; return where they went."""
+    config = read_docker_config()
+    key = host_keys(host)[0]
+    auths = config.setdefault("auths", {})
+    if helper := _helper_for(config, key):
+        username = "<token>" if credentials.identity_token else credentials.username
+        secret = credentials.identity_token or credentials.password
+        _run_helper(
+            helper, "store", json.dumps({"ServerURL": key, "Username": username, "Secret": secret})
+        )
+        auths[key] = {}
+        _write_docker_config(config)
+        return f"docker-credential-{helper}"
+    entry = {
+        "auth": base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+    }
+    if credentials.identity_token:
+        entry["identitytoken"] = credentials.identity_token
+    auths[key] = entry
+    return str(_write_docker_config(config))
+
+
+def erase_credentials(host: str) -> bool:
+    """Forget stored credentials for ``host``; False if there were none."""
+    config = read_docker_config()
+    auths = config.get("auths") or {}
+    found = False
+    for key in host_keys(host):
+        if key in auths:
+            if helper := _helper_for(config, key):
+                _run_helper(helper, "erase", key)
+            del auths[key]
+            found = True
+    if found:
+        _write_docker_config(config)
+    return found

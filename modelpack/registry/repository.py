@@ -1,8 +1,9 @@
 """One repository on a registry, as a :class:`~modelpack.target.Target`.
 
 Speaks the OCI distribution API: manifests by tag or digest, blobs streamed
-in both directions (never held whole in memory), monolithic uploads via
-POST + PUT, cross-repository mounts, existence checks with HEAD.
+in both directions (never held whole in memory), uploads (``upload.py``),
+cross-repository mounts, existence checks with HEAD, ranged downloads for
+resuming, and referrers (``referrers.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from urllib.parse import urljoin
 import requests
 import urllib3
 
-from ..digests import CHUNK_SIZE, VerifyingReader, is_digest, sha256_bytes, verify_bytes
+from ..digests import CHUNK_SIZE, is_digest, sha256_bytes, verify_bytes
 from ..errors import (
-    AuthorizationExpiredError,
     BlobNotFoundError,
     IntegrityError,
     ReferenceNotFoundError,
@@ -29,26 +29,11 @@ from ..errors import (
 from ..spec import MANIFEST_MEDIA_TYPES, Descriptor
 from ..target import MAX_MANIFEST_BYTES
 from .auth import Authenticator
+from .referrers import index_referrer, list_referrers, referrer_descriptor
 from .transport import Transport, raise_for_status, registry_error_message
+from .upload import chunk_size_for, upload_blob
 
 MANIFEST_ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
-
-
-class UploadBody:
-    """A request body that streams a blob in large chunks, hashing as it goes.
-
-    No ``read`` attribute on purpose: http.client then iterates us and sends
-    our 1 MiB chunks instead of reading 8-16 KiB blocks.
-    """
-
-    def __init__(self, reader: VerifyingReader) -> None:
-        self.reader = reader
-
-    def __len__(self) -> int:
-        return self.reader.size - self.reader.count
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self.reader.chunks(CHUNK_SIZE)
 
 
 class ResponseStream:
@@ -63,8 +48,9 @@ class ResponseStream:
                 return self._response.raw.read(decode_content=True)
             return self._response.raw.read(n, decode_content=True)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            host = self._response.url.split("://", 1)[-1].split("/", 1)[0]
             raise TransferInterruptedError(
-                f"connection to {self._response.url.split('/v2/')[0]} lost mid-download: {exc}"
+                f"connection to {host} lost mid-download: {exc}"
             ) from exc
 
     def readable(self) -> bool:
@@ -113,9 +99,14 @@ class RegistryRepository:
     def __init__(self, client: RegistryClient, name: str) -> None:
         self.client = client
         self.name = name
+        self.referrers_api: bool | None = None  # learnt from the first referrers call
         self._manifests: dict[str, bytes] = {}
 
     # -- helpers ------------------------------------------------------------
+
+    @property
+    def registry(self) -> str:
+        return self.client.host
 
     @property
     def pull_scope(self) -> tuple[str, ...]:
@@ -127,6 +118,9 @@ class RegistryRepository:
 
     def _path(self, kind: str, reference: str = "") -> str:
         return f"/v2/{self.name}/{kind}/{reference}"
+
+    def upload_url(self, location: str) -> str:
+        return urljoin(self.client.transport.url(self._path("blobs", "uploads/")), location)
 
     def describe(self) -> str:
         return f"{self.client.host}/{self.name}"
@@ -163,34 +157,56 @@ class RegistryRepository:
                 raise IntegrityError(
                     f"{what}: manifest bytes hash to {digest} but the registry claims {claimed}"
                 )
-            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        try:
-            document = json.loads(data)
-        except ValueError as exc:
-            raise IntegrityError(f"{what}: manifest is not JSON") from exc
-        if not isinstance(document, dict):
-            raise IntegrityError(f"{what}: manifest is not a JSON object")
-        media_type = document.get("mediaType") or media_type
-        desc = Descriptor(
-            media_type=media_type,
-            digest=digest,
-            size=len(data),
-            artifact_type=document.get("artifactType"),
-        )
+            header_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        desc = _manifest_descriptor(data, digest, header_type, what)
         self._manifests[digest] = data
         return desc, data
 
     def resolve(self, reference: str) -> Descriptor:
         if reference in self._manifests:  # a digest we already fetched and verified
             data = self._manifests[reference]
-            document = json.loads(data)
-            return Descriptor(
-                media_type=document.get("mediaType", ""),
-                digest=reference,
-                size=len(data),
-                artifact_type=document.get("artifactType"),
-            )
+            return _manifest_descriptor(data, reference, "", reference)
         return self._get_manifest(reference)[0]
+
+    def put_manifest(self, desc: Descriptor, data: bytes, reference: str) -> None:
+        response = self.client.request(
+            "PUT",
+            self._path("manifests", reference),
+            self.push_scope,
+            headers={"Content-Type": desc.media_type},
+            data=data,
+        )
+        with response:
+            raise_for_status(response, f"pushing manifest {self.describe()}:{reference}")
+            indexed_by_registry = "OCI-Subject" in response.headers
+        self._manifests[desc.digest] = data
+        document = json.loads(data)
+        subject = document.get("subject")
+        if subject and not indexed_by_registry:
+            index_referrer(self, subject["digest"], referrer_descriptor(desc, document))
+
+    def tag(self, desc: Descriptor, reference: str) -> None:
+        data = self._manifests.get(desc.digest)
+        if data is None:
+            _, data = self._get_manifest(desc.digest)
+        self.put_manifest(desc, data, reference)
+
+    def referrers(self, subject: Descriptor, artifact_type: str | None = None) -> list[Descriptor]:
+        return list_referrers(self, subject, artifact_type)
+
+    def list_tags(self) -> list[str]:
+        tags: list[str] = []
+        path = self._path("tags", "list")
+        while path:
+            response = self.client.request("GET", path, self.pull_scope)
+            with response:
+                if response.status_code == 404:
+                    return []
+                raise_for_status(response, f"listing tags of {self.describe()}")
+                tags.extend(response.json().get("tags") or [])
+                link = response.links.get("next", {}).get("url")
+            path = urljoin(self.client.transport.url(path), link) if link else ""
+        return tags
 
     # -- Target -------------------------------------------------------------
 
@@ -216,11 +232,11 @@ class RegistryRepository:
                 _, data = self._get_manifest(desc.digest)
             yield io.BytesIO(data)
             return
-        with self.open_blob(desc) as stream:
+        with self.fetch_from(desc, 0) as stream:
             yield stream
 
     @contextlib.contextmanager
-    def open_blob(self, desc: Descriptor, offset: int = 0) -> Iterator[ResponseStream]:
+    def fetch_from(self, desc: Descriptor, offset: int) -> Iterator[BinaryIO]:
         """Stream a blob from ``offset``; redirects to storage are followed
         (requests drops our Authorization header when the host changes)."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -232,39 +248,23 @@ class RegistryRepository:
             if response.status_code == 404:
                 raise BlobNotFoundError(f"{what} not found")
             raise_for_status(response, what)
+            stream = ResponseStream(response)
             if offset and response.status_code != 206:
-                raise RegistryError(f"{what}: registry ignored the Range request")
-            yield ResponseStream(response)
+                _skip(stream, offset, what)  # the server ignored Range: read past the prefix
+            yield stream
 
     def push(self, desc: Descriptor, content: BinaryIO, reference: str | None = None) -> None:
         if desc.media_type in MANIFEST_MEDIA_TYPES:
             data = content.read(MAX_MANIFEST_BYTES + 1)
             verify_bytes(data, desc.digest, desc.size, f"manifest {desc.digest}")
             self.put_manifest(desc, data, reference or desc.digest)
-        else:
-            self.upload_blob(desc, content)
-            if reference is not None:
-                raise RegistryError("only manifests can be tagged")
+            return
+        if reference is not None:
+            raise RegistryError("only manifests can be tagged")
+        chunk = chunk_size_for(desc.size, self.client.transport.options.chunk_size)
+        upload_blob(self, desc, content, chunk)
 
-    def put_manifest(self, desc: Descriptor, data: bytes, reference: str) -> None:
-        response = self.client.request(
-            "PUT",
-            self._path("manifests", reference),
-            self.push_scope,
-            headers={"Content-Type": desc.media_type},
-            data=data,
-        )
-        with response:
-            raise_for_status(response, f"pushing manifest {self.describe()}:{reference}")
-        self._manifests[desc.digest] = data
-
-    def tag(self, desc: Descriptor, reference: str) -> None:
-        data = self._manifests.get(desc.digest)
-        if data is None:
-            _, data = self._get_manifest(desc.digest)
-        self.put_manifest(desc, data, reference)
-
-    # -- blob upload --------------------------------------------------------
+    # -- blob upload sessions -----------------------------------------------
 
     def start_upload(self, mount_from: str | None = None, digest: str | None = None) -> str | None:
         """POST an upload; returns its URL, or None when a mount made it unnecessary."""
@@ -285,7 +285,7 @@ class RegistryRepository:
                 raise RegistryError(
                     f"starting upload to {self.describe()}: unexpected HTTP {response.status_code}"
                 )
-        return urljoin(self.client.transport.url(self._path("blobs", "uploads/")), location)
+        return self.upload_url(location)
 
     def mount(self, desc: Descriptor, from_repository: str) -> bool:
         """Cross-repository mount; True if the registry linked the blob without upload."""
@@ -297,27 +297,27 @@ class RegistryRepository:
             self.client.request("DELETE", location, self.push_scope).close()
         return False
 
-    def upload_blob(self, desc: Descriptor, content: BinaryIO) -> None:
-        location = self.start_upload()
-        assert location is not None
-        reader = VerifyingReader(content, desc.digest, desc.size, f"blob {desc.digest}")
-        response = self.client.request(
-            "PUT",
-            location,
-            self.push_scope,
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)},
-            params={"digest": desc.digest},
-            data=UploadBody(reader),
-            replayable=False,
-            retry=False,
-        )
-        with response:
-            what = f"uploading blob {desc.digest} to {self.describe()}"
-            if response.status_code == 401:
-                self.client.auth.forget(self.push_scope)
-                raise AuthorizationExpiredError(f"{what}: authorization expired during the upload")
-            if response.status_code < 400 or reader.count == desc.size:
-                reader.verify()  # our bytes were wrong (a source edited after build?)
-            raise_for_status(response, what)
-            if response.status_code not in (201, 204):
-                raise RegistryError(f"{what}: unexpected HTTP {response.status_code}")
+
+def _manifest_descriptor(data: bytes, digest: str, header_type: str, what: str) -> Descriptor:
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
+        raise IntegrityError(f"{what}: manifest is not JSON") from exc
+    if not isinstance(document, dict):
+        raise IntegrityError(f"{what}: manifest is not a JSON object")
+    return Descriptor(
+        media_type=document.get("mediaType") or header_type,
+        digest=digest,
+        size=len(data),
+        artifact_type=document.get("artifactType"),
+    )
+
+
+def _skip(stream: ResponseStream, count: int, what: str) -> None:
+    while count > 0:
+        data = stream.read(min(CHUNK_SIZE, count))
+        if not data:
+            raise TransferInterruptedError(
+                f"{what}: stream ended while skipping to the resume offset"
+            )
+        count -= len(data)

@@ -26,6 +26,7 @@ from ..errors import (
     TransferInterruptedError,
 )
 from ..settings import RegistryOptions, is_loopback_host
+from .challenge import parse_challenges
 
 USER_AGENT = f"modelpack/{__version__}"
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
@@ -176,6 +177,15 @@ def raise_for_status(response: requests.Response, what: str) -> None:
     if response.status_code < 400:
         return
     message = registry_error_message(response)
+    challenge_errors = {
+        c.params.get("error", "")
+        for c in parse_challenges(response.headers.get("WWW-Authenticate", ""))
+    }
+    if response.status_code == 401 and "insufficient_scope" in challenge_errors:
+        raise AuthenticationError(
+            f"{what}: access denied ({message})",
+            hint="the credentials lack permission for this repository and action",
+        )
     if response.status_code == 401:
         raise AuthenticationError(
             f"{what}: the registry requires authentication ({message})",

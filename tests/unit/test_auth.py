@@ -1,7 +1,7 @@
 import base64
 import json
 
-from modelpack.registry.auth import parse_challenges
+from modelpack.registry.challenge import parse_challenges
 from modelpack.registry.credentials import Credentials, find_credentials
 
 

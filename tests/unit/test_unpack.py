@@ -1,7 +1,7 @@
 import pytest
 from helpers import compress, make_artifact, make_tar
 
-from modelpack.copy import copy_graph
+from modelpack.copy import CopyOptions, copy_graph
 from modelpack.errors import IntegrityError, UnsafePathError
 from modelpack.spec import ANNOTATION_FILEPATH, ANNOTATION_TITLE
 from modelpack.store import LayoutStore
@@ -12,7 +12,7 @@ RAW = "application/vnd.cncf.model.weight.v1.raw"
 
 def _pull(store, reference, destination):
     with DirectoryTarget(destination) as directory:
-        copy_graph(store, reference, directory, None, concurrency=4)
+        copy_graph(store, reference, directory, None, CopyOptions(concurrency=4))
     return directory
 
 

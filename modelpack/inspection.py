@@ -1,0 +1,101 @@
+"""What an artifact is, read without its layers: manifest, model config, referrers, signatures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .endpoints import Endpoint
+from .errors import IntegrityError, NotFoundError, UsageError
+from .spec import INDEX_MEDIA_TYPES, MODEL_CONFIG_MEDIA_TYPES, Descriptor, Manifest, ModelConfig
+from .target import fetch_bytes
+
+# artifactType values of signature referrers: cosign, sigstore bundles, notation.
+SIGNATURE_ARTIFACT_TYPES = (
+    "application/vnd.dev.cosign.artifact.sig.v1+json",
+    "application/vnd.dev.sigstore.bundle.v0.3+json",
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    "application/vnd.cncf.notary.signature",
+)
+
+
+@dataclass
+class Inspection:
+    reference: str
+    descriptor: Descriptor
+    manifest: Manifest
+    config: ModelConfig | None
+    location: str  # "local" or "remote"
+    referrers: list[Descriptor] = field(default_factory=list)
+    signatures: int = 0  # cosign tag signatures + signature referrers
+
+    @property
+    def size(self) -> int:
+        return sum(layer.size for layer in self.manifest.layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        layers = []
+        for layer in self.manifest.layers:
+            entry: dict[str, Any] = {
+                "mediaType": layer.media_type,
+                "digest": layer.digest,
+                "size": layer.size,
+            }
+            if layer.filepath:
+                entry["path"] = layer.filepath
+            layers.append(entry)
+        return {
+            "reference": self.reference,
+            "location": self.location,
+            "digest": self.descriptor.digest,
+            "mediaType": self.descriptor.media_type,
+            "artifactType": self.manifest.artifact_type,
+            "size": self.size,
+            "manifest": self.manifest.to_dict(),
+            "config": self.config.to_dict() if self.config else None,
+            "layers": layers,
+            "referrers": [
+                {"digest": r.digest, "mediaType": r.media_type, "artifactType": r.artifact_type}
+                for r in self.referrers
+            ],
+            "signatures": self.signatures,
+        }
+
+
+def _cosign_signatures(endpoint: Endpoint, digest: str) -> int:
+    tag = "sha256-" + digest.split(":", 1)[1] + ".sig"
+    try:
+        desc = endpoint.target.resolve(endpoint.tag_reference(tag))
+    except NotFoundError:
+        return 0
+    return len(json.loads(fetch_bytes(endpoint.target, desc)).get("layers") or [])
+
+
+def inspect_endpoint(endpoint: Endpoint, location: str, *, attached: bool = True) -> Inspection:
+    """Read the manifest and config (never the layers); ``attached`` also lists
+    referrers and counts signatures."""
+    target = endpoint.target
+    root = endpoint.resolved or target.resolve(endpoint.reference)
+    if root.media_type in INDEX_MEDIA_TYPES:
+        raise UsageError(
+            f"{endpoint.display} is an image index, not a model manifest",
+            hint="inspect one of its manifests by digest",
+        )
+    manifest = Manifest.from_dict(json.loads(fetch_bytes(target, root)))
+    config = None
+    if manifest.config.media_type in MODEL_CONFIG_MEDIA_TYPES:
+        try:
+            config = ModelConfig.from_dict(json.loads(fetch_bytes(target, manifest.config)))
+        except (ValueError, AttributeError) as exc:
+            raise IntegrityError(
+                f"{endpoint.display}: model config is not valid JSON ({exc})"
+            ) from exc
+    inspection = Inspection(endpoint.display, root, manifest, config, location)
+    if attached:
+        list_referrers = getattr(target, "referrers", None)
+        inspection.referrers = list_referrers(root) if list_referrers else []
+        inspection.signatures = _cosign_signatures(endpoint, root.digest) + sum(
+            1 for r in inspection.referrers if r.artifact_type in SIGNATURE_ARTIFACT_TYPES
+        )
+    return inspection
