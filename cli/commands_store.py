@@ -37,6 +37,7 @@ def inspect(reference: str, remote: bool, as_json: bool) -> None:
     console.print(f"digest:       {result.descriptor.digest}")
     console.print(f"artifactType: {result.manifest.artifact_type}")
     console.print(f"size:         {human_size(document['size'])}")
+    console.print(f"signatures:   {result.signatures}    referrers: {len(result.referrers)}")
     if result.config is not None:
         console.print(
             "config:       " + json.dumps(result.config.to_dict()["config"], sort_keys=True)

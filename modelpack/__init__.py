@@ -24,8 +24,6 @@ from .api import (
     tag,
 )
 from .build import BuildResult
-from .inspection import Inspection
-from .transfer import TransferResult
 from .errors import (
     AuthenticationError,
     IntegrityError,
@@ -34,8 +32,10 @@ from .errors import (
     RegistryUnavailableError,
     UsageError,
 )
+from .inspection import Inspection
 from .reference import Reference, parse_reference
 from .settings import Settings
+from .transfer import TransferResult
 
 __all__ = [
     "AuthenticationError",

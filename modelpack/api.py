@@ -31,7 +31,15 @@ from .spec import (
 from .store import LayoutStore
 from .transfer import TransferResult, model_lock
 
-_OPTION_NAMES = {"home", "plain_http", "insecure", "ca_file", "concurrency", "config_file"}
+_OPTION_NAMES = {
+    "home",
+    "plain_http",
+    "insecure",
+    "ca_file",
+    "concurrency",
+    "config_file",
+    "retries",
+}
 
 
 def resolve_settings(settings: Settings | None = None, **options: Any) -> Settings:

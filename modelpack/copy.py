@@ -24,7 +24,6 @@ from .progress import NullProgress, Progress, ReportingReader
 from .spec import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, Descriptor, manifest_successors
 from .target import Target, fetch_bytes, push_bytes
 
-TRANSFER_ATTEMPTS = 5
 REFERRER_DEPTH = 3
 # cosign's tag-based companions of an image: signatures, attestations, SBOMs.
 COMPANION_SUFFIXES = (".sig", ".att", ".sbom")
@@ -82,6 +81,7 @@ class CopyOptions:
     src_tag_reference: Callable[[str], str] | None = None
     dst_tag_reference: Callable[[str], str] | None = None
     with_referrers: bool = False
+    transfer_attempts: int = 5  # per blob; an interrupted transfer resumes where it can
 
 
 def _label(desc: Descriptor) -> str:
@@ -151,7 +151,10 @@ class GraphCopier:
     # -- blobs --------------------------------------------------------------
 
     def copy_blobs(self, blobs: list[Descriptor]) -> None:
-        unique = list({b.digest: b for b in blobs}.values())
+        if getattr(self.dst, "wants_every_layer", False):
+            unique = list({(b.digest, b.filepath): b for b in blobs}.values())
+        else:
+            unique = list({b.digest: b for b in blobs}.values())
         if len(unique) <= 1 or self.options.concurrency == 1:
             for blob in unique:
                 self.copy_blob(blob)
@@ -185,10 +188,11 @@ class GraphCopier:
         return False
 
     def copy_blob(self, desc: Descriptor) -> None:
-        key, label = desc.digest, _label(desc)
+        key, label = f"{desc.digest} {desc.filepath or ''}", _label(desc)
         if self._skip_or_mount(desc, key, label):
             return
-        for attempt in range(TRANSFER_ATTEMPTS):
+        attempts = max(1, self.options.transfer_attempts)
+        for attempt in range(attempts):
             self.progress.start(key, label, desc.size)
             received = 0
 
@@ -204,7 +208,7 @@ class GraphCopier:
                 # (from where we stopped, where both sides can do ranges).
                 self.stats.add(nbytes=received)
                 self.progress.advance(key, -received)
-                if attempt + 1 == TRANSFER_ATTEMPTS:
+                if attempt + 1 == attempts:
                     raise
                 time.sleep(min(0.25 * 2**attempt, 4.0))
                 continue

@@ -112,6 +112,10 @@ class Settings:
     ca_file: str | None = field(default_factory=lambda: os.environ.get("MODELPACK_CA_FILE"))
     concurrency: int = field(default_factory=default_concurrency)
     config_file: Path = field(default_factory=default_config_file)
+    # Attempts per request and per blob transfer (connection resets, 5xx, 429).
+    retries: int = field(
+        default_factory=lambda: max(1, int(os.environ.get("MODELPACK_RETRIES") or 4))
+    )
     _registry_table: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -151,6 +155,7 @@ class Settings:
             "ca_file": self.ca_file,
             "concurrency": self.concurrency,
             "config_file": self.config_file,
+            "retries": self.retries,
         }
         current.update(values)
         if current["concurrency"] < 1:

@@ -94,6 +94,7 @@ def _copy(
         src_tag_reference=src.tag_reference,
         dst_tag_reference=dst.tag_reference,
         with_referrers=with_referrers,
+        transfer_attempts=settings.retries,
     )
     if progress is not None:
         options.progress = progress

@@ -97,13 +97,16 @@ class DirectoryTarget:
     place); any other error calls :meth:`abort`.
     """
 
+    # Two layers with the same bytes at different paths are two files here.
+    wants_every_layer = True
+
     def __init__(self, destination: str | os.PathLike[str], *, link_from=None) -> None:  # noqa: ANN001
         self.destination = Path(destination)
         self.link_from = link_from  # a LayoutStore whose read-only blobs may be hardlinked
         self.manifest: bytes | None = None
         self.config: bytes | None = None
         self.files: list[str] = []
-        self._claimed: set[PurePosixPath] = set()
+        self._claimed: dict[PurePosixPath, str] = {}  # path -> digest of the layer writing it
         self._lock = threading.Lock()
         self._partial_locks: dict[str, threading.Lock] = {}
         self._exit = contextlib.ExitStack()
@@ -167,15 +170,17 @@ class DirectoryTarget:
         else:
             self.abort()
 
-    def _claim(self, relpath: PurePosixPath, what: str) -> Path:
+    def _claim(self, relpath: PurePosixPath, what: str, digest: str) -> Path:
+        """Reserve ``relpath`` for the layer ``digest`` (again, on a retry of that layer)."""
         with self._lock:
             for parent in relpath.parents:
                 if parent in self._claimed:
                     raise UnsafePathError(f"{what}: {parent} is a file, cannot hold {relpath}")
-            if relpath in self._claimed:
+            if relpath in self._claimed and self._claimed[relpath] != digest:
                 raise UnsafePathError(f"{what}: {relpath} is written by two layers")
-            self._claimed.add(relpath)
-            self.files.append(str(relpath))
+            if relpath not in self._claimed:
+                self._claimed[relpath] = digest
+                self.files.append(str(relpath))
         target = self.staging.joinpath(*relpath.parts)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +191,7 @@ class DirectoryTarget:
     def _unclaim(self, relpaths: list[PurePosixPath]) -> None:
         with self._lock:
             for relpath in relpaths:
-                self._claimed.discard(relpath)
+                self._claimed.pop(relpath, None)
                 with contextlib.suppress(ValueError):
                     self.files.remove(str(relpath))
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
@@ -245,8 +250,10 @@ class DirectoryTarget:
     def _write_raw(self, desc: Descriptor, opener) -> None:  # noqa: ANN001
         what = f"layer {desc.digest}"
         relpath = safe_relpath(_layer_path(desc), what)
-        target = self._claim(relpath, what)
+        target = self._claim(relpath, what, desc.digest)
         metadata = _metadata(desc)
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()  # a retry of this layer
         if self._try_link(desc, target):
             return
         alg, hexpart = parse_digest(desc.digest)
@@ -349,7 +356,7 @@ class DirectoryTarget:
             kind = "link" if member.issym() or member.islnk() else "special file"
             raise UnsafePathError(f"{what}: tar entry {member.name!r} is a {kind}; refused")
         relpath = safe_relpath(member.name, what)
-        target = self._claim(relpath, what)
+        target = self._claim(relpath, what, f"{what}:{member.name}")
         source = tar.extractfile(member)
         if source is None:
             raise IntegrityError(f"{what}: cannot read tar entry {member.name!r}")

@@ -36,7 +36,10 @@ def connect(
 ) -> RegistryClient:
     """A client for ``host`` with the options and credentials configured for it."""
     transport = Transport(
-        host, options or settings.registry_options(host), pool_size=settings.concurrency + 2
+        host,
+        options or settings.registry_options(host),
+        pool_size=settings.concurrency + 2,
+        retries=settings.retries,
     )
     creds = credentials if credentials is not None else find_credentials(host)
     return RegistryClient(transport, Authenticator(transport, creds))

@@ -46,10 +46,6 @@ class RetryPolicy:
     backoff: float = 0.5
     max_backoff: float = 8.0
 
-    @classmethod
-    def from_env(cls) -> RetryPolicy:
-        return cls(attempts=max(1, int(_env_number("MODELPACK_RETRIES", 4))))
-
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         if retry_after:
             try:
@@ -77,10 +73,12 @@ def registry_error_message(response: requests.Response) -> str:
 class Transport:
     """A pooled HTTP session bound to one registry host."""
 
-    def __init__(self, host: str, options: RegistryOptions, *, pool_size: int = 8) -> None:
+    def __init__(
+        self, host: str, options: RegistryOptions, *, pool_size: int = 8, retries: int = 4
+    ) -> None:
         self.host = host
         self.options = options
-        self.retry = RetryPolicy.from_env()
+        self.retry = RetryPolicy(attempts=max(1, retries))
         self.timeout = (
             _env_number("MODELPACK_CONNECT_TIMEOUT", 15.0),
             _env_number("MODELPACK_READ_TIMEOUT", 120.0),

@@ -40,3 +40,16 @@ def test_insecure_skips_verification(tiny_model, tls_registry, settings):
     assert modelpack.push(ref, settings=insecure).stats.transferred > 0
     with pytest.raises(RegistryUnavailableError):
         modelpack.inspect(ref, remote=True, settings=settings.with_overrides(plain_http=False))
+
+
+def test_per_registry_config_file_needs_no_flags(tiny_model, tls_registry, tmp_path):
+    config = tmp_path / "modelpack.toml"
+    config.write_text(f'[registries."{tls_registry.host}"]\nca_file = "{tls_registry.ca_file}"\n')
+    env = {"MODELPACK_CONFIG": str(config)}
+    ref = f"{tls_registry.host}/secure/configured:v1"
+    assert run_cli("build", str(tiny_model), "-t", ref, "-q", env=env).returncode == 0
+    pushed = run_cli("push", ref, env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    out = tmp_path / "out"
+    assert run_cli("pull", ref, "-o", str(out), env=env).returncode == 0
+    assert tree_files(out) == tree_files(tiny_model)

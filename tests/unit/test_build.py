@@ -150,7 +150,9 @@ def test_store_on_another_filesystem_copies_in_one_pass(tiny_model, settings, tm
         result = api.build(tiny_model, REF, settings=settings.with_overrides(home=home))
         weight = next(x for x in result.layers if x.plan.file.relpath == "model.safetensors")
         assert weight.placement.value == "copy"
-        blob = LayoutStore(settings.with_overrides(home=home).store_dir).blob_path(weight.descriptor.digest)
+        blob = LayoutStore(settings.with_overrides(home=home).store_dir).blob_path(
+            weight.descriptor.digest
+        )
         assert blob.read_bytes() == (tiny_model / "model.safetensors").read_bytes()
         assert blob.stat().st_mode & 0o222 == 0  # our own copy: read-only
     finally:

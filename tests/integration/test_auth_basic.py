@@ -1,0 +1,134 @@
+"""HTTP basic auth (htpasswd) against a real registry: login, push, pull, refusals, secrets."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from helpers import run_cli, tree_files
+
+import modelpack
+from modelpack.testing import RegistryServer
+
+USER, PASSWORD = "alice", "s3cret-Pa55word"
+
+
+@pytest.fixture(scope="module")
+def basic_registry(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("basic-registry")
+    htpasswd = workdir / "htpasswd"
+    subprocess.run(
+        ["htpasswd", "-Bbc", str(htpasswd), USER, PASSWORD], check=True, capture_output=True
+    )
+    server = RegistryServer(htpasswd=htpasswd, workdir=workdir / "server").start()
+    yield server
+    server.cleanup()
+
+
+def test_login_push_pull_logout(tiny_model, basic_registry, tmp_path):
+    host = basic_registry.host
+    login = run_cli(
+        "login", host, "-u", USER, "--password-stdin", "--plain-http", input=PASSWORD + "\n"
+    )
+    assert login.returncode == 0, login.stderr
+    config = tmp_path / "docker-config" / "config.json"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert host in json.loads(config.read_text())["auths"]
+    assert PASSWORD not in login.stdout + login.stderr
+
+    ref = f"{host}/private/tiny:v1"
+    assert run_cli("build", str(tiny_model), "-t", ref, "-q").returncode == 0
+    pushed = run_cli("push", ref, "--plain-http", "-v")
+    assert pushed.returncode == 0, pushed.stderr
+    out = tmp_path / "out"
+    pulled = run_cli("pull", ref, "-o", str(out), "--plain-http", "-v")
+    assert pulled.returncode == 0, pulled.stderr
+    assert tree_files(out) == tree_files(tiny_model)
+    for result in (pushed, pulled):
+        assert PASSWORD not in result.stdout + result.stderr
+
+    assert run_cli("logout", host).returncode == 0
+    assert host not in json.loads(config.read_text())["auths"]
+    denied = run_cli("pull", ref, "-o", str(tmp_path / "again"), "--plain-http")
+    assert denied.returncode == 4, denied.stderr
+
+
+def test_wrong_password_exits_4_with_one_line_naming_the_host(basic_registry):
+    result = run_cli(
+        "login", basic_registry.host, "-u", USER, "-p", "wrong-password", "--plain-http"
+    )
+    assert result.returncode == 4
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and basic_registry.host in lines[0]
+    assert "wrong-password" not in result.stderr
+
+
+def test_wrong_password_on_pull_exits_4(basic_registry, tmp_path):
+    result = run_cli(
+        "pull", f"{basic_registry.host}/private/tiny:v1", "-o", str(tmp_path / "x"), "--plain-http",
+        env={"MODELPACK_USERNAME": USER, "MODELPACK_PASSWORD": "nope-nope"},
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "nope-nope" not in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_ci_credentials_from_the_environment(tiny_model, basic_registry, settings, monkeypatch):
+    monkeypatch.setenv("MODELPACK_USERNAME", USER)
+    monkeypatch.setenv("MODELPACK_PASSWORD", PASSWORD)
+    ref = f"{basic_registry.host}/ci/tiny:v1"
+    modelpack.build(tiny_model, ref, settings=settings)
+    assert modelpack.push(ref, settings=settings).stats.transferred > 0
+
+
+HELPER = """#!{python}
+import json, sys, pathlib
+store = pathlib.Path({store!r})
+pathlib.Path({argv_log!r}).open("a").write(json.dumps(sys.argv) + "\\n")
+action = sys.argv[1]
+data = sys.stdin.read()
+if action == "store":
+    store.write_text(data)
+elif action == "get":
+    saved = json.loads(store.read_text()) if store.exists() else None
+    if not saved or saved["ServerURL"] != data.strip():
+        print("credentials not found"); sys.exit(1)
+    print(json.dumps({{"Username": saved["Username"], "Secret": saved["Secret"]}}))
+elif action == "erase":
+    store.unlink(missing_ok=True)
+"""
+
+
+def test_credential_helper_gets_secrets_on_stdin_never_argv(
+    tiny_model, basic_registry, tmp_path, monkeypatch
+):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-modelpacktest"
+    argv_log = tmp_path / "helper-argv.log"
+    helper.write_text(
+        HELPER.format(
+            python=sys.executable, store=str(tmp_path / "helper-store.json"), argv_log=str(argv_log)
+        )
+    )
+    helper.chmod(0o755)
+    config_dir = tmp_path / "docker-config"
+    config_dir.mkdir(exist_ok=True)
+    (config_dir / "config.json").write_text(json.dumps({"credsStore": "modelpacktest"}))
+    env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    host = basic_registry.host
+    login = run_cli(
+        "login", host, "-u", USER, "--password-stdin", "--plain-http", input=PASSWORD, env=env
+    )
+    assert login.returncode == 0, login.stderr
+    assert PASSWORD not in (config_dir / "config.json").read_text()
+    ref = f"{host}/helper/tiny:v1"
+    assert run_cli("build", str(tiny_model), "-t", ref, "-q", env=env).returncode == 0
+    pushed = run_cli("push", ref, "--plain-http", env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    calls = [json.loads(line) for line in argv_log.read_text().splitlines()]
+    assert {c[1] for c in calls} >= {"store", "get"}
+    assert all(PASSWORD not in arg for call in calls for arg in call)

@@ -1,0 +1,127 @@
+"""modelpack copy between registries, layouts and the store; OCI 1.1 referrers."""
+
+import json
+import subprocess
+
+import pytest
+from helpers import run_cli, tree_files
+
+import modelpack
+from modelpack.api import resolve_settings
+from modelpack.digests import sha256_bytes
+from modelpack.reference import parse_reference
+from modelpack.registry import open_repository
+from modelpack.spec import MEDIA_TYPE_OCI_EMPTY, MEDIA_TYPE_OCI_MANIFEST, Descriptor, canonical_json
+from modelpack.target import push_bytes
+from modelpack.testing import RegistryServer
+
+SBOM_TYPE = "application/vnd.example.sbom.v1+json"
+
+
+@pytest.fixture(scope="module")
+def second_registry():
+    server = RegistryServer().start()
+    yield server
+    server.cleanup()
+
+
+def _push_model(tiny_model, registry, settings, name):
+    ref = f"{registry.host}/{name}"
+    built = modelpack.build(tiny_model, ref, settings=settings)
+    modelpack.push(ref, settings=settings)
+    return ref, built
+
+
+def _attach(repository, subject: Descriptor, artifact_type: str, payload: bytes, tag: str | None = None):
+    """Push a small artifact whose subject is ``subject`` (a referrer), or a tagged one."""
+    empty = b"{}"
+    empty_desc = Descriptor(MEDIA_TYPE_OCI_EMPTY, sha256_bytes(empty), len(empty))
+    push_bytes(repository, empty_desc, empty)
+    layer = Descriptor("application/octet-stream", sha256_bytes(payload), len(payload))
+    push_bytes(repository, layer, payload)
+    document = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": empty_desc.to_dict(),
+        "layers": [layer.to_dict()],
+    }
+    if tag is None:
+        document["subject"] = subject.to_dict()
+    data = canonical_json(document)
+    desc = Descriptor(MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(data), len(data), artifact_type=artifact_type)
+    push_bytes(repository, desc, data, reference=tag)
+    return desc
+
+
+def test_referrers_fall_back_to_the_tag_schema_on_distribution(tiny_model, registry, settings):
+    ref, built = _push_model(tiny_model, registry, settings, "refs/model:v1")
+    repository = open_repository(parse_reference(ref), resolve_settings(settings))
+    sbom = _attach(repository, built.manifest_descriptor, SBOM_TYPE, b'{"sbom": true}')
+    assert repository.referrers_api is None or repository.referrers_api is False
+    found = repository.referrers(built.manifest_descriptor)
+    assert [(d.digest, d.artifact_type) for d in found] == [(sbom.digest, SBOM_TYPE)]
+    assert repository.referrers_api is False  # distribution 2.8 has no referrers API
+    hexpart = built.digest.split(":")[1]
+    assert f"sha256-{hexpart}" in repository.list_tags()
+    inspected = modelpack.inspect(ref, remote=True, settings=settings)
+    assert [r.digest for r in inspected.referrers] == [sbom.digest]
+
+
+def test_copy_between_registries_keeps_the_digest_and_brings_referrers(
+    tiny_model, registry, second_registry, settings, tmp_path
+):
+    ref, built = _push_model(tiny_model, registry, settings, "copy/src:v1")
+    source_repo = open_repository(parse_reference(ref), resolve_settings(settings))
+    sbom = _attach(source_repo, built.manifest_descriptor, SBOM_TYPE, b'{"sbom": 1}')
+    hexpart = built.digest.split(":")[1]
+    signature = _attach(source_repo, built.manifest_descriptor, "application/vnd.dev.cosign.artifact.sig.v1+json", b"sig", tag=f"sha256-{hexpart}.sig")
+
+    destination = f"{second_registry.host}/copy/dst:v1"
+    result = run_cli("copy", ref, destination, "--plain-http", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["digest"] == built.digest
+    assert document["referrers"] == 2
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{destination}"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert sha256_bytes(raw) == built.digest
+    dst_repo = open_repository(parse_reference(destination), resolve_settings(settings))
+    assert [d.digest for d in dst_repo.referrers(built.manifest_descriptor)] == [sbom.digest]
+    assert dst_repo.resolve(f"sha256-{hexpart}.sig").digest == signature.digest
+    out = modelpack.pull(destination, tmp_path / "out", settings=settings)
+    assert tree_files(out) == tree_files(tiny_model)
+    assert modelpack.inspect(destination, remote=True, settings=settings).signatures == 1
+
+
+def test_copy_within_one_registry_mounts(tiny_model, registry, settings):
+    ref, built = _push_model(tiny_model, registry, settings, "copy/mount-src:v1")
+    result = modelpack.copy(ref, f"{registry.host}/copy/mount-dst:v1", settings=settings)
+    assert result.stats.mounted == len(built.layers) + 1
+    assert result.stats.bytes_transferred == 0
+
+
+def test_copy_to_and_from_an_oci_layout_and_the_store(tiny_model, registry, second_registry, settings, tmp_path):
+    ref, built = _push_model(tiny_model, registry, settings, "copy/layout:v1")
+    layout = tmp_path / "layout"
+    to_layout = modelpack.copy(ref, f"oci:{layout}:v1", settings=settings)
+    assert to_layout.digest == built.digest
+    index = json.loads((layout / "index.json").read_text())
+    assert any(m["annotations"]["org.opencontainers.image.ref.name"] == "v1" for m in index["manifests"])
+    # skopeo reads our layout as it is.
+    subprocess.run(["skopeo", "inspect", "--raw", f"oci:{layout}:v1"], check=True, capture_output=True)
+    back = f"{second_registry.host}/copy/from-layout:v1"
+    assert modelpack.copy(f"oci:{layout}:v1", back, settings=settings).digest == built.digest
+    node = settings.with_overrides(home=tmp_path / "node")
+    stored = modelpack.copy(back, f"store:{back}", settings=node)
+    assert stored.digest == built.digest
+    assert [m.reference for m in modelpack.list_models(settings=node)] == [back]
+
+
+def test_copy_errors(registry, settings, tmp_path):
+    missing = run_cli("copy", f"{registry.host}/copy/none:v1", f"oci:{tmp_path / 'x'}:v1", "--plain-http")
+    assert missing.returncode == 3
+    bad = run_cli("copy", "oci:", f"{registry.host}/x:v1")
+    assert bad.returncode == 2

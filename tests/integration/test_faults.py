@@ -1,0 +1,154 @@
+"""A registry behind a proxy that fails on purpose: push and pull still finish, byte-identical,
+and interrupted transfers resume instead of starting over."""
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import run_cli, tree_files
+from support.http_proxy import Fault, HttpProxy, requests_to
+
+import modelpack
+from modelpack.digests import CHUNK_SIZE
+from modelpack.testing import RegistryServer, make_tiny_model
+
+
+@pytest.fixture
+def flaky(registry):
+    proxy = HttpProxy(upstream=registry.url).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def model(tmp_path):
+    # ~2 MB of weights: big enough to cut mid-blob, small enough to be quick.
+    return make_tiny_model(tmp_path / "model", hidden=128)
+
+
+def _weight_digest(built):
+    return next(x.descriptor for x in built.layers if x.plan.file.relpath == "model.safetensors")
+
+
+def _pushed(model, flaky, settings, name):
+    ref = f"{flaky.host}/faults/{name}:v1"
+    built = modelpack.build(model, ref, settings=settings)
+    modelpack.push(ref, settings=settings)
+    return ref, built
+
+
+def test_503s_are_retried(model, flaky, settings, tmp_path):
+    ref, _ = _pushed(model, flaky, settings, "503")
+    flaky.add(Fault(requests_to("GET", "/manifests/"), status=503, times=2))
+    flaky.add(Fault(requests_to("GET", "/blobs/sha256:"), status=503, times=2))
+    out = modelpack.pull(ref, tmp_path / "out", settings=settings.with_overrides(retries=4))
+    assert tree_files(out) == tree_files(model)
+    assert sum(1 for e in flaky.exchanges if e.status == 503) == 4
+
+
+def test_429_retry_after_is_honoured(model, flaky, settings, tmp_path):
+    ref, _ = _pushed(model, flaky, settings, "429")
+    flaky.add(Fault(requests_to("GET", "/manifests/"), status=429, retry_after="1"))
+    start = len(flaky.exchanges)
+    modelpack.pull(ref, tmp_path / "out", settings=settings)
+    manifest_gets = [e for e in flaky.exchanges[start:] if e.method == "GET" and "/manifests/" in e.path]
+    assert manifest_gets[0].status == 429
+    assert manifest_gets[1].at - manifest_gets[0].at >= 0.9
+
+
+def test_connection_reset_mid_blob_resumes_with_range(model, flaky, settings, tmp_path):
+    ref, built = _pushed(model, flaky, settings, "reset")
+    weight = _weight_digest(built)
+    cut = weight.size * 3 // 4
+    flaky.add(Fault(requests_to("GET", f"/blobs/{weight.digest}"), drop_response_after=cut))
+    out = modelpack.pull(ref, tmp_path / "out", settings=settings)
+    assert tree_files(out) == tree_files(model)
+    gets = [e for e in flaky.exchanges if e.method == "GET" and weight.digest in e.path]
+    assert len(gets) == 2
+    offset = int(gets[1].request_headers["Range"].removeprefix("bytes=").rstrip("-"))
+    # Resumed from what had arrived (whole reads of CHUNK_SIZE), not from zero.
+    assert offset == cut // CHUNK_SIZE * CHUNK_SIZE > 0
+    assert gets[1].response_bytes == weight.size - offset
+
+
+@pytest.mark.parametrize("with_output_dir", [True, False], ids=["pull -o", "pull to store"])
+def test_interrupted_pull_resumes_in_the_next_process(model, flaky, settings, tmp_path, with_output_dir):
+    ref, built = _pushed(model, flaky, settings, "kill")
+    weight = _weight_digest(built)
+    flaky.add(Fault(requests_to("GET", f"/blobs/{weight.digest}"), drop_response_after=weight.size * 3 // 4))
+    args = ["pull", ref, "--plain-http"] + (["-o", str(tmp_path / "out")] if with_output_dir else [])
+    home = {"MODELPACK_HOME": str(tmp_path / "node")}
+    first = run_cli(*args, env={**home, "MODELPACK_RETRIES": "1"})
+    assert first.returncode == 6, first.stderr
+    assert not (tmp_path / "out").exists()
+    served_before = flaky.bytes_served(lambda e: weight.digest in e.path)
+    second = run_cli(*args, env=home)
+    assert second.returncode == 0, second.stderr
+    fetched_again = flaky.bytes_served(lambda e: weight.digest in e.path) - served_before
+    # What arrived was kept, up to the last whole 1 MiB read before the cut.
+    kept = (weight.size * 3 // 4) // CHUNK_SIZE * CHUNK_SIZE
+    assert kept > 0
+    assert fetched_again == weight.size - kept
+    pulled = tmp_path / "out" if with_output_dir else Path(second.stdout.strip())
+    assert tree_files(pulled) == tree_files(model)
+
+
+def test_connection_reset_mid_upload_restarts_the_blob(model, flaky, settings):
+    ref = f"{flaky.host}/faults/upload-reset:v1"
+    built = modelpack.build(model, ref, settings=settings)
+    weight = _weight_digest(built)
+    flaky.add(Fault(lambda m, p: m == "PUT" and "/blobs/uploads/" in p, drop_request_after=weight.size // 3))
+    pushed = modelpack.push(ref, settings=settings)
+    assert pushed.stats.transferred == len(built.layers) + 1
+    assert modelpack.inspect(ref, remote=True, settings=settings).descriptor.digest == built.digest
+
+
+def test_chunked_upload_resumes_after_a_reset(model, flaky, settings, monkeypatch):
+    monkeypatch.setenv("MODELPACK_CHUNK_SIZE", "256KiB")
+    ref = f"{flaky.host}/faults/chunked:v1"
+    built = modelpack.build(model, ref, settings=settings)
+    weight = _weight_digest(built)
+    flaky.add(Fault(lambda m, p: m == "PATCH", drop_request_after=100_000, times=1))
+    pushed = modelpack.push(ref, settings=settings)
+    assert pushed.digest == built.digest
+    patches = [e for e in flaky.exchanges if e.method == "PATCH"]
+    assert len(patches) >= weight.size // (256 * 1024)
+    sent = sum(e.request_bytes for e in patches)
+    assert sent < weight.size + 256 * 1024 + 100_000  # one chunk resent at most, not the blob
+    out = modelpack.pull(ref, settings.home / "check", settings=settings)
+    assert tree_files(out) == tree_files(model)
+
+
+def test_blob_redirect_to_storage_gets_no_registry_credentials(model, tmp_path, settings, monkeypatch):
+    htpasswd = tmp_path / "htpasswd"
+    subprocess.run(["htpasswd", "-Bbc", str(htpasswd), "bob", "bob-pass"], check=True, capture_output=True)
+    with RegistryServer(htpasswd=htpasswd) as registry:
+        import base64
+
+        basic = "Basic " + base64.b64encode(b"bob:bob-pass").decode()
+        storage = HttpProxy(upstream=registry.url, inject_headers={"Authorization": basic}).start()
+        front = HttpProxy(upstream=registry.url).start()
+        try:
+            monkeypatch.setenv("MODELPACK_USERNAME", "bob")
+            monkeypatch.setenv("MODELPACK_PASSWORD", "bob-pass")
+            ref, _ = _pushed(model, front, settings, "redirect")
+            storage_port = storage.host.split(":")[1]
+            front.add(Fault(requests_to("GET", "/blobs/sha256:"), redirect_to=lambda p: f"http://localhost:{storage_port}{p}", times=100))
+            out = modelpack.pull(ref, tmp_path / "out", settings=settings)
+            assert tree_files(out) == tree_files(model)
+            assert storage.exchanges, "blobs were not fetched from the storage host"
+            assert all("Authorization" not in e.request_headers for e in storage.exchanges)
+            assert any("Authorization" in e.request_headers for e in front.exchanges)
+        finally:
+            storage.stop()
+            front.stop()
+
+
+def test_slow_start_then_ok_within_timeouts(model, flaky, settings, tmp_path, monkeypatch):
+    ref, _ = _pushed(model, flaky, settings, "slow")
+    flaky.add(Fault(requests_to("GET", "/manifests/"), status=502))
+    t0 = time.monotonic()
+    out = modelpack.pull(ref, tmp_path / "out", settings=settings)
+    assert tree_files(out) == tree_files(model)
+    assert time.monotonic() - t0 < 30

@@ -1,0 +1,230 @@
+"""An HTTP proxy on loopback that can misbehave on purpose.
+
+As a reverse proxy (``upstream`` set) it stands in front of a registry and,
+by rule, answers 503/429 instead, cuts a response or a request body after N
+bytes (a connection reset mid-blob), or redirects blob downloads to another
+host.  As a forward proxy (``upstream`` None) it serves ``GET http://...``
+requests, as HTTP_PROXY clients send them.  It counts every byte.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+HOP_HEADERS = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade"}
+
+
+@dataclass
+class Fault:
+    """Applies to requests where ``match(method, path)`` is true, ``times`` times."""
+
+    match: Callable[[str, str], bool]
+    status: int | None = None  # answer this instead of forwarding
+    retry_after: str | None = None
+    drop_response_after: int | None = None  # close the socket after N body bytes
+    drop_request_after: int | None = None  # close after reading N request body bytes
+    redirect_to: Callable[[str], str] | None = None  # path -> Location (a 307)
+    times: int = 1
+
+
+@dataclass
+class Exchange:
+    method: str
+    path: str  # as the client asked for it
+    status: int
+    at: float
+    request_headers: dict[str, str]
+    response_bytes: int = 0
+    request_bytes: int = 0
+
+
+@dataclass
+class HttpProxy:
+    upstream: str | None = None  # "http://127.0.0.1:5000"; None: forward proxy
+    rewrite: Callable[[str], str] | None = None  # path seen -> path sent upstream
+    inject_headers: dict[str, str] = field(default_factory=dict)  # added upstream
+    faults: list[Fault] = field(default_factory=list)
+    exchanges: list[Exchange] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def host(self) -> str:
+        assert self._server is not None
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def bytes_served(self, predicate: Callable[[Exchange], bool]) -> int:
+        with self._lock:
+            return sum(e.response_bytes for e in self.exchanges if predicate(e))
+
+    def bytes_received(self, predicate: Callable[[Exchange], bool]) -> int:
+        with self._lock:
+            return sum(e.request_bytes for e in self.exchanges if predicate(e))
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.times > 0 and fault.match(method, path):
+                    fault.times -= 1
+                    return fault
+        return None
+
+    def start(self) -> HttpProxy:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _record(self, exchange: Exchange) -> None:
+                with proxy._lock:
+                    proxy.exchanges.append(exchange)
+
+            def _simple(self, status: int, headers: dict[str, str], exchange: Exchange) -> None:
+                self._drain_request()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                exchange.status = status
+                self._record(exchange)
+
+            def _drain_request(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                while length > 0:
+                    data = self.rfile.read(min(length, 1 << 16))
+                    if not data:
+                        break
+                    length -= len(data)
+
+            def _cut(self) -> None:
+                # The connection ends mid-message: the client sees a truncated body.
+                self.close_connection = True
+                try:
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            def _handle(self) -> None:
+                target = self.path
+                if proxy.upstream is None:  # forward proxy: absolute URI
+                    parts = urlsplit(target)
+                    origin, path = (
+                        f"{parts.scheme}://{parts.netloc}",
+                        parts.path + (f"?{parts.query}" if parts.query else ""),
+                    )
+                else:
+                    origin, path = proxy.upstream, target
+                exchange = Exchange(
+                    self.command, path, 0, time.monotonic(), dict(self.headers.items())
+                )
+                if proxy.rewrite is not None:
+                    path = proxy.rewrite(path)
+                fault = proxy._take_fault(self.command, path)
+                if fault is not None and fault.status is not None:
+                    headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                    self._simple(fault.status, headers, exchange)
+                    return
+                if fault is not None and fault.redirect_to is not None:
+                    self._simple(307, {"Location": fault.redirect_to(path)}, exchange)
+                    return
+                up = urlsplit(origin)
+                connection = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+                connection.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
+                for name, value in self.headers.items():
+                    if name.lower() not in HOP_HEADERS and name not in proxy.inject_headers:
+                        connection.putheader(name, value)
+                for name, value in proxy.inject_headers.items():
+                    connection.putheader(name, value)
+                connection.endheaders()
+                length = int(self.headers.get("Content-Length") or 0)
+                while length > 0:
+                    data = self.rfile.read(min(length, 1 << 16))
+                    if not data:
+                        break
+                    exchange.request_bytes += len(data)
+                    length -= len(data)
+                    if (
+                        fault is not None
+                        and fault.drop_request_after is not None
+                        and exchange.request_bytes >= fault.drop_request_after
+                    ):
+                        connection.close()
+                        self._record(exchange)
+                        self._cut()
+                        return
+                    connection.send(data)
+                response = connection.getresponse()
+                exchange.status = response.status
+                self.send_response(response.status)
+                body_length = response.getheader("Content-Length")
+                for name, value in response.getheaders():
+                    if name.lower() not in HOP_HEADERS:
+                        self.send_header(name, value)
+                body = None
+                if body_length is None and self.command != "HEAD":
+                    body = response.read()
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                limit = fault.drop_response_after if fault is not None else None
+                if body is not None:
+                    self.wfile.write(body)
+                    exchange.response_bytes = len(body)
+                elif self.command != "HEAD":
+                    while data := response.read(1 << 16):
+                        if limit is not None and exchange.response_bytes + len(data) > limit:
+                            data = data[: limit - exchange.response_bytes]
+                            self.wfile.write(data)
+                            exchange.response_bytes += len(data)
+                            connection.close()
+                            self._record(exchange)
+                            self._cut()
+                            return
+                        self.wfile.write(data)
+                        exchange.response_bytes += len(data)
+                connection.close()
+                self._record(exchange)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle  # noqa: N815
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def requests_to(method: str, fragment: str) -> Callable[[str, str], bool]:
+    """A Fault matcher: this HTTP method and a path containing ``fragment``."""
+    return lambda m, path: m == method and fragment in path
+
+
+def exchanges_matching(proxy: HttpProxy, method: str, fragment: str) -> list[Exchange]:
+    return [e for e in proxy.exchanges if e.method == method and fragment in e.path]
