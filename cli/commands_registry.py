@@ -9,7 +9,7 @@ import click
 import modelpack
 from modelpack.schemas import CLI_TRANSFER
 
-from .output import emit_json, human_size, json_option, status
+from .output import human_size, json_option, report_transfer, status
 from .progress import progress_for
 from .state import global_options, state
 
@@ -38,15 +38,13 @@ def copy(source: str, destination: str, as_json: bool) -> None:
     with progress_for("copy") as progress:
         result = modelpack.copy(source, destination, settings=state().settings(), progress=progress)
     stats = result.stats
-    status(
+    report_transfer(
+        result,
         f"Copied {source} to {result.reference} {result.digest}: {stats.transferred} blob(s) sent "
         f"({human_size(stats.bytes_transferred)}), {stats.mounted} mounted, {stats.skipped} already "
-        f"there, {stats.referrers} referrer(s)"
+        f"there, {stats.referrers} referrer(s)",
+        as_json,
     )
-    if as_json:
-        emit_json(result.to_dict(), CLI_TRANSFER)
-    else:
-        click.echo(f"{result.reference}@{result.digest}")
 
 
 @click.command(

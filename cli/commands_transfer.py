@@ -7,7 +7,7 @@ import click
 import modelpack
 from modelpack.schemas import CLI_TRANSFER
 
-from .output import emit_json, human_size, json_option, status
+from .output import emit_json, human_size, json_option, report_transfer, status
 from .progress import progress_for
 from .state import global_options, state
 
@@ -31,14 +31,12 @@ def push(reference: str, as_json: bool) -> None:
     with progress_for("push") as progress:
         result = modelpack.push(reference, settings=state().settings(), progress=progress)
     stats = result.stats
-    status(
+    report_transfer(
+        result,
         f"Pushed {result.reference} {result.digest}: {stats.transferred} blob(s) sent "
-        f"({human_size(stats.bytes_transferred)}), {stats.skipped} already there"
+        f"({human_size(stats.bytes_transferred)}), {stats.skipped} already there",
+        as_json,
     )
-    if as_json:
-        emit_json(result.to_dict(), CLI_TRANSFER)
-    else:
-        click.echo(f"{result.reference}@{result.digest}")
 
 
 @click.command(

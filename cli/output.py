@@ -58,3 +58,14 @@ def json_option(schema_name: str):  # noqa: ANN201 - a click decorator
     return click.option(
         "--json", "as_json", is_flag=True, help=f"Print one JSON document (schemas/{schema_name})."
     )
+
+
+def report_transfer(result, summary: str, as_json: bool) -> None:  # noqa: ANN001 - TransferResult
+    """A push or copy result: a status line, then REF@DIGEST or the --json document."""
+    from modelpack.schemas import CLI_TRANSFER
+
+    status(summary)
+    if as_json:
+        emit_json(result.to_dict(), CLI_TRANSFER)
+    else:
+        click.echo(f"{result.reference}@{result.digest}")

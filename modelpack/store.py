@@ -14,20 +14,20 @@ builds and pulls hold it shared, so it never deletes a blob in flight.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .digests import CHUNK_SIZE, VerifyingReader, new_hasher, parse_digest
+from .digests import VerifyingReader, new_hasher, parse_digest
 from .errors import BlobNotFoundError, IntegrityError, ReferenceNotFoundError, StoreError
 from .fsutil import Placement, atomic_write_bytes, place_file, same_filesystem
 from .locks import file_lock
+from .partial import Opener, fill_partial
 from .spec import (
     ANNOTATION_REF_NAME,
     MANIFEST_MEDIA_TYPES,
@@ -238,9 +238,7 @@ class LayoutStore:
         if reference is not None:
             self.tag(desc, reference)
 
-    def push_resumable(
-        self, desc: Descriptor, opener: Callable[[int], contextlib.AbstractContextManager[BinaryIO]]
-    ) -> None:
+    def push_resumable(self, desc: Descriptor, opener: Opener) -> None:
         """Download a blob into ``ingest/``, continuing a partial file left by an
         interrupted attempt (this process or an earlier one).  One process at a
         time per blob: the others wait, then find it present."""
@@ -249,28 +247,7 @@ class LayoutStore:
             if self.exists(desc):
                 return
             partial = self.ingest_dir / f"partial-{alg}-{hexpart}"
-            reader = VerifyingReader(io.BytesIO(), desc.digest, desc.size, f"blob {desc.digest}")
-            if partial.exists() and partial.stat().st_size > desc.size:
-                partial.unlink()
-            if partial.exists():
-                with open(partial, "rb") as previous:
-                    while data := previous.read(CHUNK_SIZE):
-                        reader.prime(data)
-            with open(partial, "ab") as out:
-                try:
-                    if reader.count < desc.size:
-                        with opener(reader.count) as stream:
-                            reader.switch(stream)
-                            for chunk in reader.chunks():
-                                out.write(chunk)
-                finally:
-                    out.flush()
-                    os.fsync(out.fileno())  # what arrived survives a crash, for the next attempt
-            try:
-                reader.verify()
-            except IntegrityError:
-                partial.unlink()
-                raise
+            fill_partial(partial, desc, opener, f"blob {desc.digest}")
             self._publish(partial, desc.digest)
 
     def tag(self, desc: Descriptor, reference: str) -> None:

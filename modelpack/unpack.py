@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import os
 import tarfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -30,6 +29,7 @@ from .digests import CHUNK_SIZE, VerifyingReader, parse_digest, verify_bytes
 from .errors import IntegrityError, RegistryUnavailableError, UnsafePathError, UsageError
 from .fsutil import remove_tree
 from .locks import directory_lock
+from .partial import Opener, fill_partial
 from .spec import (
     ANNOTATION_FILE_METADATA,
     ANNOTATION_TITLE,
@@ -225,9 +225,7 @@ class DirectoryTarget:
 
         self.push_resumable(desc, once)
 
-    def push_resumable(
-        self, desc: Descriptor, opener: Callable[[int], contextlib.AbstractContextManager[BinaryIO]]
-    ) -> None:
+    def push_resumable(self, desc: Descriptor, opener: Opener) -> None:
         if desc.media_type in MANIFEST_MEDIA_TYPES:
             with opener(0) as content:
                 self.manifest = _read_small(content, desc)
@@ -258,28 +256,8 @@ class DirectoryTarget:
             return
         alg, hexpart = parse_digest(desc.digest)
         partial = self.staging / PARTIAL_DIR / f"{alg}-{hexpart}"
-        reader = VerifyingReader(io.BytesIO(), desc.digest, desc.size, f"{what} ({relpath})")
         with self._partial_lock(partial):
-            if partial.exists() and partial.stat().st_size > desc.size:
-                partial.unlink()
-            if partial.exists():
-                with open(partial, "rb") as previous:
-                    while data := previous.read(CHUNK_SIZE):
-                        reader.prime(data)
-            with open(partial, "ab") as out:
-                try:
-                    if reader.count < desc.size:
-                        with opener(reader.count) as stream:
-                            reader.switch(stream)
-                            for chunk in reader.chunks(CHUNK_SIZE):
-                                out.write(chunk)
-                finally:
-                    out.flush()
-            try:
-                reader.verify()
-            except IntegrityError:
-                partial.unlink()
-                raise
+            fill_partial(partial, desc, opener, f"{what} ({relpath})")
             os.chmod(partial, _file_mode(metadata.mode if metadata else None))
             os.link(partial, target)
 

@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("modelpack.registry")
+DOCKER_HUB_API = "registry-1.docker.io"  # docker.io names Docker Hub; its API lives here
 
 
 def connect(
@@ -36,7 +37,7 @@ def connect(
 ) -> RegistryClient:
     """A client for ``host`` with the options and credentials configured for it."""
     transport = Transport(
-        host,
+        DOCKER_HUB_API if host == "docker.io" else host,
         options or settings.registry_options(host),
         pool_size=settings.concurrency + 2,
         retries=settings.retries,
@@ -68,6 +69,31 @@ class Mirror:
         return f"{self.prefix}/{repository}" if self.prefix else repository
 
 
+def mirror_repositories(reference: Reference, settings: Settings) -> list[RegistryRepository]:
+    """Repositories to try before the upstream, in the configured order.
+
+    A mirror without credentials of its own gets the upstream's: a
+    pass-through mirror (Dragonfly's dfdaemon, a caching proxy) forwards them
+    to the registry that asks.
+    """
+    upstream_credentials = None
+    repositories = []
+    for text in settings.registry_options(reference.registry).mirrors:
+        mirror = Mirror.parse(text)
+        options = replace(
+            settings.registry_options(mirror.host),
+            plain_http=mirror.plain_http or settings.plain_http,
+        )
+        credentials = find_credentials(mirror.host)
+        if credentials is None:
+            if upstream_credentials is None:
+                upstream_credentials = find_credentials(reference.registry)
+            credentials = upstream_credentials
+        client = connect(mirror.host, settings, credentials=credentials, options=options)
+        repositories.append(client.repository(mirror.repository_for(reference.repository)))
+    return repositories
+
+
 def open_for_pull(
     reference: Reference, settings: Settings
 ) -> tuple[RegistryRepository, Descriptor]:
@@ -77,19 +103,10 @@ def open_for_pull(
     bytes are verified against the digest either way, so a mirror can make
     a pull slower or faster, never different.
     """
-    options = settings.registry_options(reference.registry)
-    for text in options.mirrors:
-        mirror = Mirror.parse(text)
-        mirror_options = replace(
-            settings.registry_options(mirror.host),
-            plain_http=mirror.plain_http or settings.plain_http,
-        )
-        repository = connect(mirror.host, settings, options=mirror_options).repository(
-            mirror.repository_for(reference.repository)
-        )
+    for repository in mirror_repositories(reference, settings):
         try:
             return repository, repository.resolve(reference.target)
         except ModelpackError as exc:
-            log.info("mirror %s skipped for %s: %s", text, reference, exc)
+            log.info("mirror %s skipped for %s: %s", repository.describe(), reference, exc)
     repository = open_repository(reference, settings)
     return repository, repository.resolve(reference.target)

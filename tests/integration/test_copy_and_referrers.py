@@ -32,7 +32,9 @@ def _push_model(tiny_model, registry, settings, name):
     return ref, built
 
 
-def _attach(repository, subject: Descriptor, artifact_type: str, payload: bytes, tag: str | None = None):
+def _attach(
+    repository, subject: Descriptor, artifact_type: str, payload: bytes, tag: str | None = None
+):
     """Push a small artifact whose subject is ``subject`` (a referrer), or a tagged one."""
     empty = b"{}"
     empty_desc = Descriptor(MEDIA_TYPE_OCI_EMPTY, sha256_bytes(empty), len(empty))
@@ -49,7 +51,9 @@ def _attach(repository, subject: Descriptor, artifact_type: str, payload: bytes,
     if tag is None:
         document["subject"] = subject.to_dict()
     data = canonical_json(document)
-    desc = Descriptor(MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(data), len(data), artifact_type=artifact_type)
+    desc = Descriptor(
+        MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(data), len(data), artifact_type=artifact_type
+    )
     push_bytes(repository, desc, data, reference=tag)
     return desc
 
@@ -75,7 +79,13 @@ def test_copy_between_registries_keeps_the_digest_and_brings_referrers(
     source_repo = open_repository(parse_reference(ref), resolve_settings(settings))
     sbom = _attach(source_repo, built.manifest_descriptor, SBOM_TYPE, b'{"sbom": 1}')
     hexpart = built.digest.split(":")[1]
-    signature = _attach(source_repo, built.manifest_descriptor, "application/vnd.dev.cosign.artifact.sig.v1+json", b"sig", tag=f"sha256-{hexpart}.sig")
+    signature = _attach(
+        source_repo,
+        built.manifest_descriptor,
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        b"sig",
+        tag=f"sha256-{hexpart}.sig",
+    )
 
     destination = f"{second_registry.host}/copy/dst:v1"
     result = run_cli("copy", ref, destination, "--plain-http", "--json")
@@ -103,15 +113,21 @@ def test_copy_within_one_registry_mounts(tiny_model, registry, settings):
     assert result.stats.bytes_transferred == 0
 
 
-def test_copy_to_and_from_an_oci_layout_and_the_store(tiny_model, registry, second_registry, settings, tmp_path):
+def test_copy_to_and_from_an_oci_layout_and_the_store(
+    tiny_model, registry, second_registry, settings, tmp_path
+):
     ref, built = _push_model(tiny_model, registry, settings, "copy/layout:v1")
     layout = tmp_path / "layout"
     to_layout = modelpack.copy(ref, f"oci:{layout}:v1", settings=settings)
     assert to_layout.digest == built.digest
     index = json.loads((layout / "index.json").read_text())
-    assert any(m["annotations"]["org.opencontainers.image.ref.name"] == "v1" for m in index["manifests"])
+    assert any(
+        m["annotations"]["org.opencontainers.image.ref.name"] == "v1" for m in index["manifests"]
+    )
     # skopeo reads our layout as it is.
-    subprocess.run(["skopeo", "inspect", "--raw", f"oci:{layout}:v1"], check=True, capture_output=True)
+    subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci:{layout}:v1"], check=True, capture_output=True
+    )
     back = f"{second_registry.host}/copy/from-layout:v1"
     assert modelpack.copy(f"oci:{layout}:v1", back, settings=settings).digest == built.digest
     node = settings.with_overrides(home=tmp_path / "node")
@@ -121,7 +137,43 @@ def test_copy_to_and_from_an_oci_layout_and_the_store(tiny_model, registry, seco
 
 
 def test_copy_errors(registry, settings, tmp_path):
-    missing = run_cli("copy", f"{registry.host}/copy/none:v1", f"oci:{tmp_path / 'x'}:v1", "--plain-http")
+    missing = run_cli(
+        "copy", f"{registry.host}/copy/none:v1", f"oci:{tmp_path / 'x'}:v1", "--plain-http"
+    )
     assert missing.returncode == 3
     bad = run_cli("copy", "oci:", f"{registry.host}/x:v1")
     assert bad.returncode == 2
+
+
+def test_a_registry_with_the_referrers_api_is_asked_first(tiny_model, registry, settings):
+    from support.http_proxy import Fault, HttpProxy, requests_to
+
+    from modelpack.spec import MEDIA_TYPE_OCI_INDEX
+
+    front = HttpProxy(upstream=registry.url).start()
+    try:
+        ref, built = _push_model(tiny_model, front, settings, "refs/api:v1")
+        listed = {
+            "digest": "sha256:" + "ab" * 32,
+            "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+            "size": 321,
+            "artifactType": SBOM_TYPE,
+        }
+        index = {"schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": [listed]}
+        front.add(
+            Fault(
+                requests_to("GET", f"/referrers/{built.digest}"),
+                status=200,
+                body=json.dumps(index).encode(),
+                content_type=MEDIA_TYPE_OCI_INDEX,
+            )
+        )
+        repository = open_repository(parse_reference(ref), resolve_settings(settings))
+        found = repository.referrers(built.manifest_descriptor)
+        assert [(d.digest, d.artifact_type) for d in found] == [(listed["digest"], SBOM_TYPE)]
+        assert repository.referrers_api is True
+        assert not [
+            e for e in front.exchanges if "/manifests/sha256-" in e.path
+        ]  # no tag-schema lookup
+    finally:
+        front.stop()

@@ -52,7 +52,9 @@ def test_429_retry_after_is_honoured(model, flaky, settings, tmp_path):
     flaky.add(Fault(requests_to("GET", "/manifests/"), status=429, retry_after="1"))
     start = len(flaky.exchanges)
     modelpack.pull(ref, tmp_path / "out", settings=settings)
-    manifest_gets = [e for e in flaky.exchanges[start:] if e.method == "GET" and "/manifests/" in e.path]
+    manifest_gets = [
+        e for e in flaky.exchanges[start:] if e.method == "GET" and "/manifests/" in e.path
+    ]
     assert manifest_gets[0].status == 429
     assert manifest_gets[1].at - manifest_gets[0].at >= 0.9
 
@@ -73,11 +75,19 @@ def test_connection_reset_mid_blob_resumes_with_range(model, flaky, settings, tm
 
 
 @pytest.mark.parametrize("with_output_dir", [True, False], ids=["pull -o", "pull to store"])
-def test_interrupted_pull_resumes_in_the_next_process(model, flaky, settings, tmp_path, with_output_dir):
+def test_interrupted_pull_resumes_in_the_next_process(
+    model, flaky, settings, tmp_path, with_output_dir
+):
     ref, built = _pushed(model, flaky, settings, "kill")
     weight = _weight_digest(built)
-    flaky.add(Fault(requests_to("GET", f"/blobs/{weight.digest}"), drop_response_after=weight.size * 3 // 4))
-    args = ["pull", ref, "--plain-http"] + (["-o", str(tmp_path / "out")] if with_output_dir else [])
+    flaky.add(
+        Fault(
+            requests_to("GET", f"/blobs/{weight.digest}"), drop_response_after=weight.size * 3 // 4
+        )
+    )
+    args = ["pull", ref, "--plain-http"] + (
+        ["-o", str(tmp_path / "out")] if with_output_dir else []
+    )
     home = {"MODELPACK_HOME": str(tmp_path / "node")}
     first = run_cli(*args, env={**home, "MODELPACK_RETRIES": "1"})
     assert first.returncode == 6, first.stderr
@@ -98,7 +108,11 @@ def test_connection_reset_mid_upload_restarts_the_blob(model, flaky, settings):
     ref = f"{flaky.host}/faults/upload-reset:v1"
     built = modelpack.build(model, ref, settings=settings)
     weight = _weight_digest(built)
-    flaky.add(Fault(lambda m, p: m == "PUT" and "/blobs/uploads/" in p, drop_request_after=weight.size // 3))
+    flaky.add(
+        Fault(
+            lambda m, p: m == "PUT" and "/blobs/uploads/" in p, drop_request_after=weight.size // 3
+        )
+    )
     pushed = modelpack.push(ref, settings=settings)
     assert pushed.stats.transferred == len(built.layers) + 1
     assert modelpack.inspect(ref, remote=True, settings=settings).descriptor.digest == built.digest
@@ -120,9 +134,13 @@ def test_chunked_upload_resumes_after_a_reset(model, flaky, settings, monkeypatc
     assert tree_files(out) == tree_files(model)
 
 
-def test_blob_redirect_to_storage_gets_no_registry_credentials(model, tmp_path, settings, monkeypatch):
+def test_blob_redirect_to_storage_gets_no_registry_credentials(
+    model, tmp_path, settings, monkeypatch
+):
     htpasswd = tmp_path / "htpasswd"
-    subprocess.run(["htpasswd", "-Bbc", str(htpasswd), "bob", "bob-pass"], check=True, capture_output=True)
+    subprocess.run(
+        ["htpasswd", "-Bbc", str(htpasswd), "bob", "bob-pass"], check=True, capture_output=True
+    )
     with RegistryServer(htpasswd=htpasswd) as registry:
         import base64
 
@@ -134,7 +152,13 @@ def test_blob_redirect_to_storage_gets_no_registry_credentials(model, tmp_path, 
             monkeypatch.setenv("MODELPACK_PASSWORD", "bob-pass")
             ref, _ = _pushed(model, front, settings, "redirect")
             storage_port = storage.host.split(":")[1]
-            front.add(Fault(requests_to("GET", "/blobs/sha256:"), redirect_to=lambda p: f"http://localhost:{storage_port}{p}", times=100))
+            front.add(
+                Fault(
+                    requests_to("GET", "/blobs/sha256:"),
+                    redirect_to=lambda p: f"http://localhost:{storage_port}{p}",
+                    times=100,
+                )
+            )
             out = modelpack.pull(ref, tmp_path / "out", settings=settings)
             assert tree_files(out) == tree_files(model)
             assert storage.exchanges, "blobs were not fetched from the storage host"

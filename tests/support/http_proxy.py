@@ -31,6 +31,8 @@ class Fault:
     drop_response_after: int | None = None  # close the socket after N body bytes
     drop_request_after: int | None = None  # close after reading N request body bytes
     redirect_to: Callable[[str], str] | None = None  # path -> Location (a 307)
+    body: bytes | None = None  # with ``status``: answer this body
+    content_type: str = "application/json"
     times: int = 1
 
 
@@ -143,6 +145,16 @@ class HttpProxy:
                 if proxy.rewrite is not None:
                     path = proxy.rewrite(path)
                 fault = proxy._take_fault(self.command, path)
+                if fault is not None and fault.status is not None and fault.body is not None:
+                    self._drain_request()
+                    self.send_response(fault.status)
+                    self.send_header("Content-Type", fault.content_type)
+                    self.send_header("Content-Length", str(len(fault.body)))
+                    self.end_headers()
+                    self.wfile.write(fault.body)
+                    exchange.status, exchange.response_bytes = fault.status, len(fault.body)
+                    self._record(exchange)
+                    return
                 if fault is not None and fault.status is not None:
                     headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
                     self._simple(fault.status, headers, exchange)

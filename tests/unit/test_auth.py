@@ -43,3 +43,38 @@ def test_credentials_from_env_then_docker_config(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELPACK_USERNAME", "ci")
     monkeypatch.setenv("MODELPACK_PASSWORD", "token")
     assert find_credentials("reg.io") == Credentials("ci", "token")
+
+
+def test_docker_hub_references_talk_to_its_api_host():
+    from modelpack.registry import connect
+    from modelpack.settings import Settings
+
+    client = connect("docker.io", Settings(), credentials=Credentials("u", "p"))
+    assert client.transport.host == "registry-1.docker.io"
+    assert client.repository("library/bert").describe() == "registry-1.docker.io/library/bert"
+
+
+def test_mirrors_parse_and_borrow_upstream_credentials(monkeypatch, tmp_path):
+    from modelpack.reference import parse_reference
+    from modelpack.registry import mirror_repositories
+    from modelpack.settings import Settings
+
+    monkeypatch.setenv(
+        "MODELPACK_MIRRORS",
+        "harbor.example.com=http://127.0.0.1:4001,https://cache.example.com/hub-proxy",
+    )
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    auth = base64.b64encode(b"robot$ml+ci:secret").decode()
+    (config / "config.json").write_text(
+        json.dumps({"auths": {"harbor.example.com": {"auth": auth}}})
+    )
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    repos = mirror_repositories(parse_reference("harbor.example.com/ml/bert:v1"), Settings())
+    assert [r.describe() for r in repos] == [
+        "127.0.0.1:4001/ml/bert",
+        "cache.example.com/hub-proxy/ml/bert",
+    ]
+    assert repos[0].client.transport.base_url == "http://127.0.0.1:4001"
+    assert repos[1].client.transport.base_url == "https://cache.example.com"
+    assert repos[0].client.auth.credentials.username == "robot$ml+ci"

@@ -1,0 +1,53 @@
+"""Resumable, verified downloads into a partial file.
+
+Used by every destination that keeps bytes on disk (the store's ``ingest/``,
+a pull directory's ``.blobs/``): what arrived before an interruption stays,
+the next attempt asks the source for the rest, and the file is only handed
+back once all of it hashes to the digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from .digests import CHUNK_SIZE, VerifyingReader
+from .errors import IntegrityError
+from .spec import Descriptor
+
+Opener = Callable[[int], contextlib.AbstractContextManager[BinaryIO]]
+
+
+def fill_partial(partial: Path, desc: Descriptor, opener: Opener, what: str) -> None:
+    """Complete ``partial`` to exactly ``desc``'s bytes; ``opener(offset)`` streams the rest.
+
+    Bytes already in the file are re-hashed (a local read), not fetched again.
+    On an interruption the file keeps what arrived (fsynced); on a digest
+    mismatch it is deleted and IntegrityError raised.
+    """
+    reader = VerifyingReader(io.BytesIO(), desc.digest, desc.size, what)
+    if partial.exists() and partial.stat().st_size > desc.size:
+        partial.unlink()
+    if partial.exists():
+        with open(partial, "rb") as previous:
+            while data := previous.read(CHUNK_SIZE):
+                reader.prime(data)
+    with open(partial, "ab") as out:
+        try:
+            if reader.count < desc.size:
+                with opener(reader.count) as stream:
+                    reader.switch(stream)
+                    for chunk in reader.chunks(CHUNK_SIZE):
+                        out.write(chunk)
+        finally:
+            out.flush()
+            os.fsync(out.fileno())  # what arrived survives a crash, for the next attempt
+    try:
+        reader.verify()
+    except IntegrityError:
+        partial.unlink()
+        raise
