@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 import modelpack
+from modelpack.display import human_size
 from modelpack.schemas import CLI_BUILD
 
-from .output import emit_json, human_size, json_option, status
+from .output import emit_json, json_option, status
 from .progress import progress_for
 from .state import global_options, state
 
@@ -41,6 +42,14 @@ Examples:
     show_default=True,
     help="Compress tar layers.",
 )
+@click.option(
+    "--hf-repo-id",
+    metavar="ORG/NAME",
+    help="Record the Hugging Face repo id (for pull --hf-cache).",
+)
+@click.option(
+    "--hf-revision", metavar="COMMIT", help="Record the hub commit sha the files come from."
+)
 @click.option("--push", "push_after", is_flag=True, help="Push to the registry after building.")
 @json_option("cli-build.schema.json")
 @global_options
@@ -50,6 +59,8 @@ def build(
     exclude: tuple[str, ...],
     layer_format: str,
     compress: str,
+    hf_repo_id: str | None,
+    hf_revision: str | None,
     push_after: bool,
     as_json: bool,
 ) -> None:
@@ -67,6 +78,8 @@ def build(
             exclude=exclude,
             layer_format=layer_format,
             compress=compress,
+            hf_repo_id=hf_repo_id,
+            hf_revision=hf_revision,
             settings=settings,
             progress=progress,
         )

@@ -7,9 +7,10 @@ import sys
 import click
 
 import modelpack
+from modelpack.display import human_size
 from modelpack.schemas import CLI_TRANSFER
 
-from .output import human_size, json_option, report_transfer, status
+from .output import json_option, report_transfer, status
 from .progress import progress_for
 from .state import global_options, state
 

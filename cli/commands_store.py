@@ -8,9 +8,10 @@ import click
 from rich.table import Table
 
 import modelpack
+from modelpack.display import human_size
 from modelpack.schemas import CLI_INSPECT, CLI_LS
 
-from .output import emit_json, human_size, json_option, short_digest, status, stdout
+from .output import emit_json, json_option, short_digest, status, stdout
 from .state import global_options, state
 
 

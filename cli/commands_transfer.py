@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 import modelpack
+from modelpack.display import human_size
 from modelpack.schemas import CLI_TRANSFER
 
-from .output import emit_json, human_size, json_option, report_transfer, status
+from .output import emit_json, json_option, report_transfer, status
 from .progress import progress_for
 from .state import global_options, state
 
@@ -55,12 +56,33 @@ Examples:
     type=click.Path(file_okay=False),
     help="Write the model's files into this directory, exactly as in the source repository.",
 )
+@click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable).")
 @click.option(
-    "--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable; needs -o)."
+    "--hf-cache",
+    "hf_cache",
+    type=click.Path(file_okay=False),
+    help="Also lay the model out in this Hugging Face hub cache (e.g. ~/.cache/huggingface/hub) "
+    "so from_pretrained(repo_id) finds it with HF_HUB_OFFLINE=1; prints the snapshot path.",
+)
+@click.option(
+    "--hf-repo-id",
+    metavar="ORG/NAME",
+    help="Repo id in the HF cache (default: recorded at build, else from the reference).",
+)
+@click.option(
+    "--hf-revision", metavar="NAME", help="Also name the snapshot by this revision (refs/NAME)."
 )
 @json_option("cli-transfer.schema.json")
 @global_options
-def pull(reference: str, output: str | None, include: tuple[str, ...], as_json: bool) -> None:
+def pull(
+    reference: str,
+    output: str | None,
+    include: tuple[str, ...],
+    hf_cache: str | None,
+    hf_repo_id: str | None,
+    hf_revision: str | None,
+    as_json: bool,
+) -> None:
     """Download model REFERENCE and print the directory holding its files.
 
     Every blob is verified against its digest before any file becomes
@@ -68,7 +90,14 @@ def pull(reference: str, output: str | None, include: tuple[str, ...], as_json: 
     """
     with progress_for("pull") as progress:
         result = modelpack.pull_model(
-            reference, output, include=include, settings=state().settings(), progress=progress
+            reference,
+            output,
+            include=include,
+            hf_cache=hf_cache or False,
+            hf_repo_id=hf_repo_id,
+            hf_revision=hf_revision,
+            settings=state().settings(),
+            progress=progress,
         )
     stats = result.stats
     status(

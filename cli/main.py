@@ -11,7 +11,13 @@ import click
 from modelpack import __version__
 from modelpack.errors import ModelpackError
 
-from . import commands_build, commands_registry, commands_store, commands_transfer
+from . import (
+    commands_build,
+    commands_cache,
+    commands_registry,
+    commands_store,
+    commands_transfer,
+)
 from .state import global_options
 
 EPILOG = """\b
@@ -32,7 +38,13 @@ def cli() -> None:
     """Build, push, pull and inspect AI models as CNCF ModelPack OCI artifacts."""
 
 
-for module in (commands_build, commands_transfer, commands_registry, commands_store):
+for module in (
+    commands_build,
+    commands_transfer,
+    commands_registry,
+    commands_store,
+    commands_cache,
+):
     for command in module.COMMANDS:
         cli.add_command(command)
 

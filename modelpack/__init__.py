@@ -8,9 +8,13 @@ path = modelpack.pull("127.0.0.1:5000/team/bert:v1", plain_http=True)
 
 from ._version import __version__
 from .api import (
+    CachePruneResult,
     LocalModel,
     PruneResult,
     build,
+    cache_list,
+    cache_prune,
+    cache_remove,
     copy,
     inspect,
     list_models,
@@ -22,8 +26,11 @@ from .api import (
     push,
     remove,
     tag,
+    use_model,
+    verify_dir,
 )
 from .build import BuildResult
+from .cache import CacheEntry
 from .errors import (
     AuthenticationError,
     IntegrityError,
@@ -36,9 +43,13 @@ from .inspection import Inspection
 from .reference import Reference, parse_reference
 from .settings import Settings
 from .transfer import TransferResult
+from .verify import DirectoryReport
 
 __all__ = [
     "AuthenticationError",
+    "CacheEntry",
+    "CachePruneResult",
+    "DirectoryReport",
     "BuildResult",
     "Inspection",
     "IntegrityError",
@@ -53,6 +64,9 @@ __all__ = [
     "UsageError",
     "__version__",
     "build",
+    "cache_list",
+    "cache_prune",
+    "cache_remove",
     "copy",
     "inspect",
     "list_models",
@@ -65,4 +79,6 @@ __all__ = [
     "push",
     "remove",
     "tag",
+    "use_model",
+    "verify_dir",
 ]

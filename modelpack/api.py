@@ -7,29 +7,31 @@ or the same options as keywords (``home``, ``plain_http``, ``insecure``,
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import transfer
 from .build import BuildResult, build_artifact, layer_format_for
+from .cache import CacheEntry, NodeCache
+from .display import progress_display
 from .endpoints import Endpoint, open_endpoint
-from .errors import IntegrityError, ReferenceNotFoundError, UsageError
-from .fsutil import remove_tree
+from .errors import FileNotFoundInSourceError, IntegrityError, ReferenceNotFoundError, UsageError
+from .hfcache import default_hf_cache
 from .inspection import Inspection, inspect_endpoint
 from .progress import Progress
 from .reference import Reference, parse_reference
 from .registry import connect
 from .registry.credentials import Credentials, erase_credentials, store_credentials
-from .settings import Settings
+from .settings import Settings, parse_size
 from .source import open_source
-from .spec import (
-    Descriptor,
-)
+from .spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Descriptor
 from .store import LayoutStore
-from .transfer import TransferResult, model_lock
+from .transfer import TransferResult
+from .verify import DirectoryReport, verify_directory
 
 _OPTION_NAMES = {
     "home",
@@ -47,6 +49,19 @@ def resolve_settings(settings: Settings | None = None, **options: Any) -> Settin
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     return (settings or Settings()).with_overrides(**options)
+
+
+ProgressOption = Progress | bool | None
+
+
+@contextlib.contextmanager
+def _progress(progress: ProgressOption, verb: str) -> Iterator[Progress | None]:
+    """``True``: bars on a terminal, log lines elsewhere; a Progress: used as is."""
+    if progress is True:
+        with progress_display(verb) as display:
+            yield display
+    else:
+        yield progress or None
 
 
 def open_store(settings: Settings) -> LayoutStore:
@@ -68,25 +83,36 @@ def build(
     exclude: Iterable[str] = (),
     layer_format: str = "raw",
     compress: str = "none",
+    hf_repo_id: str | None = None,
+    hf_revision: str | None = None,
     settings: Settings | None = None,
-    progress: Progress | None = None,
+    progress: ProgressOption = None,
     **options: Any,
 ) -> BuildResult:
-    """Package a model directory as a ModelPack artifact in the local store, tagged ``tag``."""
+    """Package a model directory as a ModelPack artifact in the local store, tagged ``tag``.
+
+    ``hf_repo_id`` / ``hf_revision`` (a 40-hex commit) are recorded so that
+    ``pull(..., hf_cache=True)`` lays the model out under that hub repo id.
+    """
     settings = resolve_settings(settings, **options)
     ref, key = _store_key(tag)
     if ref.digest:
         raise UsageError(f"build -t takes a tag, not a digest: {tag}")
     fmt = layer_format_for(layer_format, compress)
     model_source = open_source(os.fspath(source), exclude)
-    return build_artifact(
-        model_source,
-        open_store(settings),
-        key,
-        layer_format=fmt,
-        concurrency=settings.concurrency,
-        progress=progress,
-    )
+    if hf_repo_id:
+        model_source.annotations[ANNOTATION_HF_REPO_ID] = hf_repo_id
+    if hf_revision:
+        model_source.annotations[ANNOTATION_HF_COMMIT] = hf_revision
+    with _progress(progress, "build") as shown:
+        return build_artifact(
+            model_source,
+            open_store(settings),
+            key,
+            layer_format=fmt,
+            concurrency=settings.concurrency,
+            progress=shown,
+        )
 
 
 # -- push / pull / copy -----------------------------------------------------------
@@ -96,11 +122,12 @@ def push(
     reference: str,
     *,
     settings: Settings | None = None,
-    progress: Progress | None = None,
+    progress: ProgressOption = None,
     **options: Any,
 ) -> TransferResult:
     """Upload a locally built artifact (and its signatures) to the registry its reference names."""
-    return transfer.push(reference, resolve_settings(settings, **options), progress)
+    with _progress(progress, "push") as shown:
+        return transfer.push(reference, resolve_settings(settings, **options), shown)
 
 
 def pull_model(
@@ -108,20 +135,45 @@ def pull_model(
     output_dir: str | os.PathLike[str] | None = None,
     *,
     include: Iterable[str] = (),
+    hf_cache: bool | str | os.PathLike[str] = False,
+    hf_repo_id: str | None = None,
+    hf_revision: str | None = None,
+    verify_key: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
-    progress: Progress | None = None,
+    progress: ProgressOption = None,
     **options: Any,
 ) -> TransferResult:
-    """Download a model; with ``output_dir`` its files land there exactly as in the
-    source repository, otherwise in the local store and a model tree under
-    MODELPACK_HOME whose path is returned.  Mirrors configured for the
-    registry are tried first."""
+    """Download a model, verified, and say where it is.
+
+    With ``output_dir`` the files land there exactly as in the source
+    repository.  Without it they go to the node cache (MODELPACK_HOME): one
+    copy per node, safe for many concurrent callers, resumed after a crash,
+    and ``path`` is the model's directory there.  ``include`` globs fetch only
+    matching files.  ``hf_cache`` (True for the default HF cache, or a path)
+    also lays the model out as the Hugging Face hub cache does and ``path`` is
+    the snapshot; ``hf_repo_id`` / ``hf_revision`` override the repo id and
+    revision name.  Mirrors configured for the registry are tried first.
+    """
     settings = resolve_settings(settings, **options)
-    return transfer.pull(reference, output_dir, settings, include=include, progress=progress)
+    if verify_key is not None:
+        raise UsageError("signature verification is not available in this build")
+    request = None
+    if hf_cache is not False:
+        cache_dir = default_hf_cache() if hf_cache is True else Path(hf_cache).expanduser()
+        request = transfer.HFCacheRequest(cache_dir, hf_repo_id, hf_revision)
+    with _progress(progress, "pull") as shown:
+        return transfer.pull(
+            reference, output_dir, settings, include=include, progress=shown, hf_cache=request
+        )
 
 
 def pull(reference: str, output_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Path:
-    """Download a model and return the directory holding its files."""
+    """Download a model and return the directory holding its files.
+
+    The same keywords as :func:`pull_model`; for example
+    ``modelpack.pull("reg/ns/model:v1")`` in every worker of a training job
+    downloads once per node and returns the same cached directory to all.
+    """
     result = pull_model(reference, output_dir, **kwargs)
     assert result.path is not None
     return result.path
@@ -132,12 +184,13 @@ def copy(
     destination: str,
     *,
     settings: Settings | None = None,
-    progress: Progress | None = None,
+    progress: ProgressOption = None,
     **options: Any,
 ) -> TransferResult:
     """Copy an artifact with its signatures and other referrers between registries,
     ``oci:DIR[:TAG]`` layouts and the local store (``store:REF``)."""
-    return transfer.copy(source, destination, resolve_settings(settings, **options), progress)
+    with _progress(progress, "copy") as shown:
+        return transfer.copy(source, destination, resolve_settings(settings, **options), shown)
 
 
 def login(
@@ -266,17 +319,104 @@ class PruneResult:
 def prune(*, settings: Settings | None = None, **options: Any) -> PruneResult:
     """Delete blobs and model trees that no tag in the local store refers to."""
     settings = resolve_settings(settings, **options)
-    store = open_store(settings)
-    blobs, freed = store.prune()
-    tagged = {r.descriptor.digest for r in store.refs()}
-    models = 0
-    for alg_dir in settings.models_dir.glob("sha*"):
-        for tree in alg_dir.iterdir():
-            digest = f"{alg_dir.name}:{tree.name}"
-            if digest in tagged or not tree.is_dir():
-                continue
-            with model_lock(settings, digest):
-                freed += sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
-                remove_tree(tree)
-                models += 1
-    return PruneResult(blobs, models, freed)
+    cache = NodeCache(settings)
+    blobs, freed = cache.store.prune()
+    models, tree_bytes = cache.prune_untagged()
+    return PruneResult(blobs, models, freed + tree_bytes)
+
+
+# -- node cache -------------------------------------------------------------------
+
+
+def cache_list(*, settings: Settings | None = None, **options: Any) -> list[CacheEntry]:
+    """Model trees in the node cache, most recently used first."""
+    return NodeCache(resolve_settings(settings, **options)).entries()
+
+
+@dataclass
+class CachePruneResult:
+    removed: list[CacheEntry]
+    in_use: list[CacheEntry]
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "removed": [e.to_dict() for e in self.removed],
+            "inUse": [e.to_dict() for e in self.in_use],
+            "size": self.size,
+        }
+
+
+def cache_prune(
+    max_size: int | str, *, settings: Settings | None = None, **options: Any
+) -> CachePruneResult:
+    """Evict least recently used models until the cache fits ``max_size`` (``"200G"``);
+    a model being pulled or held with :func:`use_model` is never removed."""
+    limit = parse_size(max_size, "--max-size")
+    removed, busy, size = NodeCache(resolve_settings(settings, **options)).prune(limit)
+    return CachePruneResult(removed, busy, size)
+
+
+def cache_remove(
+    reference: str, *, settings: Settings | None = None, **options: Any
+) -> list[CacheEntry]:
+    """Remove a model from the node cache (its tree, tag and blobs nothing else uses)."""
+    _, key = _store_key(reference)
+    removed = NodeCache(resolve_settings(settings, **options)).remove(key)
+    if not removed:
+        raise ReferenceNotFoundError(
+            f"{key} is not in the node cache", hint="`modelpack cache ls` lists it"
+        )
+    return removed
+
+
+@contextlib.contextmanager
+def use_model(reference: str, *, settings: Settings | None = None, **kwargs: Any) -> Iterator[Path]:
+    """Pull (if needed) and hold a model for the ``with`` body: ``cache prune``
+    will not remove it meanwhile.  Keywords as for :func:`pull_model`.
+
+        with modelpack.use_model("reg/ns/model:v1") as path:
+            train(path)
+    """
+    settings = resolve_settings(
+        settings, **{k: kwargs.pop(k) for k in list(kwargs) if k in _OPTION_NAMES}
+    )
+    cache = NodeCache(settings)
+    while True:
+        result = pull_model(reference, settings=settings, **kwargs)
+        assert result.path is not None
+        with cache.use(result.digest, kwargs.get("include", ())) as tree:
+            if tree.is_dir():  # not pruned between the pull and the lock
+                yield result.path
+                return
+
+
+def verify_dir(
+    reference: str,
+    directory: str | os.PathLike[str],
+    *,
+    settings: Settings | None = None,
+    **options: Any,
+) -> DirectoryReport:
+    """Re-hash an unpacked model against REF's manifest (local store first, else the
+    registry); IntegrityError names the files that are missing or differ."""
+    settings = resolve_settings(settings, **options)
+    _, key = _store_key(reference)
+    try:
+        endpoint = open_endpoint(f"store:{key}", settings, reading=True)
+        endpoint.target.resolve(endpoint.reference)
+    except ReferenceNotFoundError:
+        endpoint = open_endpoint(reference, settings, reading=True)
+    path = Path(directory)
+    if not path.is_dir():
+        raise FileNotFoundInSourceError(f"{path} is not a directory")
+    report = verify_directory(endpoint, path)
+    if not report.ok:
+        problems = [f"{p} (differs)" for p in report.different] + [
+            f"{p} (missing)" for p in report.missing
+        ]
+        shown = ", ".join(problems[:5]) + (
+            f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        raise IntegrityError(f"{path} does not match {key}: {shown}")
+    return report

@@ -124,8 +124,13 @@ class GraphCopier:
         else:
             config, layers = children[:1], children[1:]
             if self.options.layer_filter is not None:
-                layers = [layer for layer in layers if self.options.layer_filter(layer)]
+                kept = [layer for layer in layers if self.options.layer_filter(layer)]
+                partial, layers = len(kept) < len(layers), kept
+            else:
+                partial = False
             self.copy_blobs(config + layers)
+            if partial and not getattr(self.dst, "accepts_partial_graphs", False):
+                return  # the manifest would claim blobs the destination lacks
         push_bytes(self.dst, desc, data, reference)
 
     def copy_referrers(self, subject: Descriptor, depth: int = 0) -> None:

@@ -22,6 +22,8 @@ CLI_BUILD = "cli-build.schema.json"
 CLI_TRANSFER = "cli-transfer.schema.json"
 CLI_INSPECT = "cli-inspect.schema.json"
 CLI_LS = "cli-ls.schema.json"
+CLI_CACHE = "cli-cache.schema.json"
+CLI_VERIFY = "cli-verify.schema.json"
 
 
 @cache

@@ -42,6 +42,11 @@ ANNOTATION_FILEPATH = "org.cncf.model.filepath"
 ANNOTATION_FILE_METADATA = "org.cncf.model.file.metadata+json"
 ANNOTATION_MEDIATYPE_UNTESTED = "org.cncf.model.file.mediatype.untested"
 
+# Where a model came from on a Hugging Face-compatible hub, so `pull --hf-cache` can
+# rebuild the hub cache layout under the same repo id and commit.
+ANNOTATION_HF_REPO_ID = "io.modelpack.hf.repo-id"
+ANNOTATION_HF_COMMIT = "io.modelpack.hf.commit"
+
 # The pre-CNCF names (dragonflyoss/model-spec, "cnai"), still produced by old
 # modctl releases and read by Harbor; accepted on pull, never written.
 LEGACY_ARTIFACT_TYPE_MODEL_MANIFEST = "application/vnd.cnai.model.manifest.v1+json"

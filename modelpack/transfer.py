@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from .blobinfo import BlobLocations
+from .cache import NodeCache
 from .copy import CopyOptions, CopyResult, CopyStats, copy_graph
 from .endpoints import Endpoint, open_endpoint, registry_repository
 from .errors import UsageError
-from .locks import file_lock
+from .hfcache import hf_mapping, write_hf_cache
+from .inspection import inspect_endpoint
 from .progress import Progress
 from .reference import parse_reference
 from .registry import RegistryRepository
@@ -149,6 +151,15 @@ def _refuse_index(endpoint: Endpoint) -> Descriptor:
     return root
 
 
+@dataclass
+class HFCacheRequest:
+    """Also lay the model out in a Hugging Face hub cache (``pull --hf-cache``)."""
+
+    cache_dir: Path
+    repo_id: str | None = None
+    revision: str | None = None
+
+
 def pull(
     reference: str,
     output_dir: str | os.PathLike[str] | None,
@@ -156,53 +167,56 @@ def pull(
     *,
     include: Iterable[str] = (),
     progress: Progress | None = None,
+    hf_cache: HFCacheRequest | None = None,
 ) -> TransferResult:
     src = open_endpoint(reference, settings, reading=True)
     root = _refuse_index(src)
     patterns = list(include)
+    layer_filter = _include_filter(patterns)
     if output_dir is not None:
+        if hf_cache is not None:
+            raise UsageError("--hf-cache and -o are alternatives: the HF layout lives in the cache")
         with DirectoryTarget(output_dir) as directory:
             target = Endpoint(directory, "", str(output_dir), tag_reference=lambda tag: "")
             result = _copy(
-                src,
-                target,
-                settings,
-                progress,
-                layer_filter=_include_filter(patterns),
-                with_referrers=False,
+                src, target, settings, progress, layer_filter=layer_filter, with_referrers=False
             )
         return TransferResult(
             src.display, root.digest, result.stats, Path(output_dir), directory.files
         )
-    if patterns:
-        raise UsageError("--include needs -o DIR (partial pulls are written to a directory)")
     key = str(parse_reference(reference.removeprefix("docker://")))
+    cache = NodeCache(settings)
     store = open_endpoint(f"store:{key}", settings, reading=False)
-    result = _copy(src, store, settings, progress)
-    path, files = materialize(store.target, root, settings)  # type: ignore[arg-type]
+    result = _copy(src, store, settings, progress, layer_filter=layer_filter)
+    path, files = cache.materialize(
+        root,
+        key,
+        source=src.target if patterns else None,
+        patterns=patterns,
+        layer_filter=layer_filter,
+    )
+    if hf_cache is not None:
+        path = _write_hf_cache(src, root, path, files, hf_cache)
     return TransferResult(src.display, root.digest, result.stats, path, files)
 
 
-def model_dir(settings: Settings, digest: str) -> Path:
-    alg, _, hexpart = digest.partition(":")
-    return settings.models_dir / alg / hexpart
-
-
-def model_lock(settings: Settings, digest: str) -> contextlib.AbstractContextManager[None]:
-    return file_lock(settings.models_dir / ".locks" / f"{digest.replace(':', '-')}.lock")
-
-
-def materialize(store: LayoutStore, root: Descriptor, settings: Settings) -> tuple[Path, list[str]]:
-    """The model tree of a stored manifest under MODELPACK_HOME/models, made once."""
-    destination = model_dir(settings, root.digest)
-    with store.using(), model_lock(settings, root.digest):
-        if destination.is_dir():
-            files = sorted(
-                str(p.relative_to(destination)) for p in destination.rglob("*") if p.is_file()
-            )
-            return destination, files
-        with DirectoryTarget(destination, link_from=store) as directory:
-            copy_graph(
-                store, root.digest, directory, None, CopyOptions(concurrency=settings.concurrency)
-            )
-        return destination, directory.files
+def _write_hf_cache(
+    src: Endpoint, root: Descriptor, tree: Path, files: list[str], request: HFCacheRequest
+) -> Path:
+    inspection = inspect_endpoint(src, "remote", attached=False)
+    assert src.registry_ref is not None
+    mapping = hf_mapping(
+        src.registry_ref,
+        inspection.manifest,
+        inspection.config,
+        repo_id=request.repo_id,
+        revision=request.revision,
+    )
+    known = {
+        layer.filepath: layer.digest.split(":", 1)[1]
+        for layer in inspection.manifest.layers
+        if layer.filepath
+        and layer.media_type.endswith(".raw")
+        and layer.digest.startswith("sha256:")
+    }
+    return write_hf_cache(tree, files, mapping, request.cache_dir, known)

@@ -99,6 +99,8 @@ class DirectoryTarget:
 
     # Two layers with the same bytes at different paths are two files here.
     wants_every_layer = True
+    # An --include pull writes some layers only; that is the point.
+    accepts_partial_graphs = True
 
     def __init__(self, destination: str | os.PathLike[str], *, link_from=None) -> None:  # noqa: ANN001
         self.destination = Path(destination)

@@ -225,17 +225,27 @@ def make_tiny_model(
             "unk_token": "[UNK]",
         },
     )
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     _write_json(
         root / "tokenizer.json",
         {
             "version": "1.0",
-            "model": {
-                "type": "WordPiece",
-                "unk_token": "[UNK]",
-                "vocab": {w: i for i, w in enumerate(VOCAB)},
-            },
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [
+                {"id": VOCAB.index(t), "content": t, "single_word": False, "lstrip": False,
+                 "rstrip": False, "normalized": False, "special": True}
+                for t in special
+            ],
+            "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+                           "strip_accents": None, "lowercase": True},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": None,
+            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                      "max_input_chars_per_word": 100, "vocab": {w: i for i, w in enumerate(VOCAB)}},
         },
-    )
+    )  # fmt: skip
     _write_json(root / "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},

@@ -52,6 +52,8 @@ class HttpProxy:
     upstream: str | None = None  # "http://127.0.0.1:5000"; None: forward proxy
     rewrite: Callable[[str], str] | None = None  # path seen -> path sent upstream
     inject_headers: dict[str, str] = field(default_factory=dict)  # added upstream
+    # Slow blob downloads down: seconds to sleep after each 64 KiB of a blob body.
+    blob_delay: float = 0.0
     faults: list[Fault] = field(default_factory=list)
     exchanges: list[Exchange] = field(default_factory=list)
 
@@ -110,7 +112,6 @@ class HttpProxy:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 exchange.status = status
-                self._record(exchange)
 
             def _drain_request(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -142,6 +143,7 @@ class HttpProxy:
                 exchange = Exchange(
                     self.command, path, 0, time.monotonic(), dict(self.headers.items())
                 )
+                self._record(exchange)  # counters keep updating while it streams
                 if proxy.rewrite is not None:
                     path = proxy.rewrite(path)
                 fault = proxy._take_fault(self.command, path)
@@ -153,7 +155,6 @@ class HttpProxy:
                     self.end_headers()
                     self.wfile.write(fault.body)
                     exchange.status, exchange.response_bytes = fault.status, len(fault.body)
-                    self._record(exchange)
                     return
                 if fault is not None and fault.status is not None:
                     headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
@@ -184,7 +185,6 @@ class HttpProxy:
                         and exchange.request_bytes >= fault.drop_request_after
                     ):
                         connection.close()
-                        self._record(exchange)
                         self._cut()
                         return
                     connection.send(data)
@@ -211,13 +211,13 @@ class HttpProxy:
                             self.wfile.write(data)
                             exchange.response_bytes += len(data)
                             connection.close()
-                            self._record(exchange)
                             self._cut()
                             return
                         self.wfile.write(data)
                         exchange.response_bytes += len(data)
+                        if proxy.blob_delay and "/blobs/sha256:" in path:
+                            time.sleep(proxy.blob_delay)
                 connection.close()
-                self._record(exchange)
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle  # noqa: N815
 

@@ -1,0 +1,102 @@
+"""modelpack cache ls / prune / rm, and modelpack verify."""
+
+from __future__ import annotations
+
+import time
+
+import click
+from rich.table import Table
+
+import modelpack
+from modelpack.display import human_size
+from modelpack.schemas import CLI_CACHE, CLI_VERIFY
+
+from .output import emit_json, json_option, short_digest, status, stdout
+from .state import global_options, state
+
+
+@click.group()
+@global_options
+def cache() -> None:
+    """The node cache: one copy of each pulled model, shared by every process on this machine."""
+
+
+@cache.command(name="ls")
+@json_option(CLI_CACHE)
+@global_options
+def cache_ls(as_json: bool) -> None:
+    """Models in the node cache: size, last use, where they are."""
+    entries = modelpack.cache_list(settings=state().settings())
+    if as_json:
+        emit_json({"models": [e.to_dict() for e in entries]}, CLI_CACHE)
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("REFERENCE", "DIGEST", "SIZE", "LAST USED", "PATH"):
+        table.add_column(column, justify="right" if column == "SIZE" else "left")
+    for e in entries:
+        table.add_row(
+            e.reference + (" (partial)" if e.partial else ""),
+            short_digest(e.digest),
+            human_size(e.size),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)),
+            str(e.path),
+        )
+    stdout().print(table)
+
+
+@cache.command(name="prune")
+@click.option("--max-size", required=True, metavar="SIZE", help="Target size, e.g. 200G or 500GiB.")
+@global_options
+def cache_prune(max_size: str) -> None:
+    """Evict least recently used models until the cache fits SIZE.
+
+    Models being pulled, or held by a running `modelpack.use_model`, are kept.
+    """
+    result = modelpack.cache_prune(max_size, settings=state().settings())
+    for entry in result.removed:
+        status(f"Removed {entry.reference} ({human_size(entry.size)})")
+    for entry in result.in_use:
+        status(f"Kept {entry.reference}: in use")
+    status(f"Cache size now {human_size(result.size)}")
+
+
+@cache.command(name="rm")
+@click.argument("reference")
+@global_options
+def cache_rm(reference: str) -> None:
+    """Remove REFERENCE's model from the node cache."""
+    for entry in modelpack.cache_remove(reference, settings=state().settings()):
+        status(f"Removed {entry.path} ({human_size(entry.size)})")
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  modelpack verify 127.0.0.1:5000/team/bert:v1 --dir ./bert
+  modelpack verify reg.example.com/ml/bert:v1 --dir /models/bert --json
+"""
+)
+@click.argument("reference")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="An unpacked model to re-hash against REFERENCE's manifest.",
+)
+@json_option(CLI_VERIFY)
+@global_options
+def verify(reference: str, directory: str, as_json: bool) -> None:
+    """Check that the files in --dir are exactly those of REFERENCE (exit 5 names any that differ)."""
+    report = modelpack.verify_dir(reference, directory, settings=state().settings())
+    if as_json:
+        emit_json(report.to_dict(), CLI_VERIFY)
+    else:
+        status(
+            f"Verified {report.checked} file(s) in {directory} against {report.reference} {report.digest}"
+        )
+        if report.extra:
+            status(f"Not part of the model: {', '.join(report.extra[:10])}")
+
+
+COMMANDS = [cache, verify]

@@ -1,0 +1,257 @@
+"""The node cache: many pullers, killed pullers, stale locks, HF cache layout, management."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import run_cli, tree_files
+from support.http_proxy import HttpProxy
+
+import modelpack
+from modelpack.testing import make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def big_model(tmp_path_factory):
+    # ~26 MB of weights: long enough to interrupt, quick enough for CI.
+    return make_tiny_model(tmp_path_factory.mktemp("big") / "big-bert", hidden=512)
+
+
+def _push(model, host, settings, name):
+    ref = f"{host}/cache/{name}:v1"
+    built = modelpack.build(model, ref, settings=settings)
+    modelpack.push(ref, settings=settings)
+    weight = next(x.descriptor for x in built.layers if x.plan.file.relpath == "model.safetensors")
+    return ref, built, weight
+
+
+def _spawn_pull(ref, home, extra_env=None):
+    env = {**os.environ, "MODELPACK_HOME": str(home), **(extra_env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "modelpack", "pull", ref, "--plain-http", "-q"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_four_concurrent_pullers_download_each_blob_once(big_model, registry, settings, tmp_path):
+    ref, built, weight = _push(big_model, registry.host, settings, "concurrent")
+    node = tmp_path / "node"
+    before = registry.access_log().count(f"GET /v2/cache/concurrent/blobs/{weight.digest}")
+    pullers = [_spawn_pull(ref, node) for _ in range(4)]
+    results = [p.communicate(timeout=300) for p in pullers]
+    assert [p.returncode for p in pullers] == [0, 0, 0, 0], [r[1] for r in results]
+    paths = {out.strip() for out, _ in results}
+    assert len(paths) == 1
+    assert tree_files(Path(paths.pop())) == tree_files(big_model)
+    log = registry.access_log()
+    for layer in built.manifest.layers:
+        fetched = log.count(f"GET /v2/cache/concurrent/blobs/{layer.digest}")
+        assert fetched - (before if layer.digest == weight.digest else 0) == 1, layer.filepath
+
+
+def test_pull_killed_mid_blob_resumes(big_model, registry, settings, tmp_path):
+    slow = HttpProxy(upstream=registry.url, blob_delay=0.004).start()
+    try:
+        ref, built, weight = _push(big_model, slow.host, settings, "killed")
+        node = tmp_path / "node"
+        partial = node / "store" / "ingest" / f"partial-sha256-{weight.digest.split(':')[1]}"
+        puller = _spawn_pull(ref, node)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if partial.exists() and partial.stat().st_size >= weight.size * 0.3:
+                break
+            time.sleep(0.02)
+        puller.send_signal(signal.SIGKILL)
+        puller.wait()
+        kept = partial.stat().st_size
+        assert weight.size * 0.3 <= kept < weight.size
+        served = slow.bytes_served(lambda e: weight.digest in e.path)
+        again = _spawn_pull(ref, node)
+        out, err = again.communicate(timeout=300)
+        assert again.returncode == 0, err
+        assert tree_files(Path(out.strip())) == tree_files(big_model)
+        fetched_again = slow.bytes_served(lambda e: weight.digest in e.path) - served
+        assert fetched_again == weight.size - kept  # only what was missing
+    finally:
+        slow.stop()
+
+
+LOCK_HOLDER = """
+import sys, time
+from modelpack.locks import file_lock
+with file_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("which", ["blob", "tree"])
+def test_a_killed_lock_holder_does_not_block_the_next_pull(
+    tiny_model, registry, settings, tmp_path, which
+):
+    ref, built, weight = _push(tiny_model, registry.host, settings, f"stale-{which}")
+    node = tmp_path / "node"
+    hexpart = (weight.digest if which == "blob" else built.digest).split(":")[1]
+    lock = (
+        node / "store" / "ingest" / f"sha256-{hexpart}.lock"
+        if which == "blob"
+        else node / "models" / ".locks" / f"{hexpart}.lock"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    result = run_cli("pull", ref, "--plain-http", env={"MODELPACK_HOME": str(node)})
+    assert result.returncode == 0, result.stderr
+    assert tree_files(Path(result.stdout.strip())) == tree_files(tiny_model)
+
+
+HF_CHECK = """
+import json, sys
+from huggingface_hub import hf_hub_download, snapshot_download
+from transformers import AutoConfig, AutoTokenizer
+repo, cache = sys.argv[1], sys.argv[2]
+path = snapshot_download(repo, local_files_only=True, cache_dir=cache)
+tagged = snapshot_download(repo, revision="v1", local_files_only=True, cache_dir=cache)
+config_file = hf_hub_download(repo, "config.json", cache_dir=cache)
+config = AutoConfig.from_pretrained(repo, cache_dir=cache)
+tokens = AutoTokenizer.from_pretrained(repo, cache_dir=cache)("the model")["input_ids"]
+print(json.dumps({"path": path, "tagged": tagged, "config_file": config_file,
+                  "model_type": config.model_type, "tokens": tokens}))
+"""
+
+
+def test_hf_cache_layout_loads_offline_with_unchanged_code(
+    tiny_model, registry, settings, tmp_path
+):
+    ref = f"{registry.host}/cache/hf:v1"
+    modelpack.build(tiny_model, ref, hf_repo_id="modelpack-test/tiny-bert", settings=settings)
+    modelpack.push(ref, settings=settings)
+    hub = tmp_path / "hf-hub"
+    result = run_cli("pull", ref, "--hf-cache", str(hub), "--plain-http")
+    assert result.returncode == 0, result.stderr
+    snapshot = Path(result.stdout.strip())
+    repo_dir = hub / "models--modelpack-test--tiny-bert"
+    assert snapshot.parent == repo_dir / "snapshots"
+    commit = (repo_dir / "refs" / "main").read_text()
+    assert re.fullmatch(r"[0-9a-f]{40}", commit)  # no trailing newline
+    assert (repo_dir / "refs" / "v1").read_text() == commit
+    assert all((snapshot / f).is_symlink() for f in tree_files(tiny_model))
+    check = subprocess.run(
+        [sys.executable, "-c", HF_CHECK, "modelpack-test/tiny-bert", str(hub)],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    found = json.loads(check.stdout)
+    assert Path(found["path"]) == snapshot == Path(found["tagged"])
+    assert Path(found["config_file"]).read_bytes() == (tiny_model / "config.json").read_bytes()
+    assert found["model_type"] == "bert"
+    assert found["tokens"][0] == 2  # [CLS]
+    assert tree_files(snapshot) == tree_files(tiny_model)
+
+
+def test_hf_cache_repo_id_defaults_to_the_reference_and_can_be_overridden(
+    tiny_model, registry, settings, tmp_path
+):
+    ref = f"{registry.host}/org-x/model-y:v2"
+    modelpack.build(tiny_model, ref, settings=settings)
+    modelpack.push(ref, settings=settings)
+    snapshot = modelpack.pull(ref, hf_cache=tmp_path / "hub", settings=settings)
+    assert snapshot.parent.parent.name == "models--org-x--model-y"
+    other = modelpack.pull(
+        ref,
+        hf_cache=tmp_path / "hub",
+        hf_repo_id="acme/renamed",
+        hf_revision="prod",
+        settings=settings,
+    )
+    assert other.parent.parent.name == "models--acme--renamed"
+    assert (other.parent.parent / "refs" / "prod").exists()
+
+
+def test_partial_pull_into_the_cache(tiny_model, registry, settings, tmp_path):
+    ref, built, _ = _push(tiny_model, registry.host, settings, "partial")
+    node = settings.with_overrides(home=tmp_path / "node")
+    part = modelpack.pull_model(ref, include=["*.json"], settings=node)
+    assert set(tree_files(part.path)) == {f for f in tree_files(tiny_model) if f.endswith(".json")}
+    full = modelpack.pull_model(ref, settings=node)
+    assert full.path != part.path
+    assert tree_files(full.path) == tree_files(tiny_model)
+    assert full.stats.bytes_transferred < sum(
+        x.descriptor.size for x in built.layers
+    )  # json reused
+
+
+def test_verify_dir_names_what_differs(tiny_model, registry, settings, tmp_path):
+    ref, _, _ = _push(tiny_model, registry.host, settings, "verify")
+    out = modelpack.pull(ref, tmp_path / "out", settings=settings)
+    ok = run_cli("verify", ref, "--dir", str(out), "--plain-http", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["verified"] is True
+    (out / "config.json").write_text("{}")
+    (out / "vocab.txt").unlink()
+    bad = run_cli("verify", ref, "--dir", str(out), "--plain-http")
+    assert bad.returncode == 5
+    assert "config.json (differs)" in bad.stderr and "vocab.txt (missing)" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_verify_dir_reads_tar_layers(tiny_model, registry, settings, tmp_path):
+    ref = f"{registry.host}/cache/verify-tar:v1"
+    modelpack.build(tiny_model, ref, layer_format="tar", compress="zstd", settings=settings)
+    modelpack.push(ref, settings=settings)
+    out = modelpack.pull(ref, tmp_path / "out", settings=settings)
+    assert modelpack.verify_dir(ref, out, settings=settings).checked == len(tree_files(tiny_model))
+    (out / "README.md").write_text("changed")
+    with pytest.raises(modelpack.IntegrityError, match="README.md"):
+        modelpack.verify_dir(ref, out, settings=settings)
+
+
+def test_cache_ls_prune_rm(tiny_model, big_model, registry, settings, tmp_path):
+    small_ref, _, _ = _push(tiny_model, registry.host, settings, "lru-small")
+    big_ref, _, _ = _push(big_model, registry.host, settings, "lru-big")
+    node = settings.with_overrides(home=tmp_path / "node")
+    modelpack.pull(big_ref, settings=node)
+    modelpack.pull(small_ref, settings=node)
+    listing = json.loads(
+        run_cli("cache", "ls", "--json", env={"MODELPACK_HOME": str(node.home)}).stdout
+    )
+    assert [m["reference"] for m in listing["models"]] == [small_ref, big_ref]  # most recent first
+    # The big model is least recently used: pruning to 5 MB evicts it, keeps the small one.
+    with modelpack.use_model(small_ref, settings=node):
+        result = modelpack.cache_prune("5MB", settings=node)
+    assert [e.reference for e in result.removed] == [big_ref]
+    assert result.size <= 5_000_000
+    assert [e.reference for e in modelpack.cache_list(settings=node)] == [small_ref]
+    # A model in use is never evicted, even when the limit says so.
+    with modelpack.use_model(small_ref, settings=node):
+        held = modelpack.cache_prune("1KB", settings=node)
+    assert [e.reference for e in held.in_use] == [small_ref] and held.removed == []
+    removed = run_cli("cache", "rm", small_ref, env={"MODELPACK_HOME": str(node.home)})
+    assert removed.returncode == 0, removed.stderr
+    assert modelpack.cache_list(settings=node) == []
+    assert run_cli("cache", "rm", small_ref, env={"MODELPACK_HOME": str(node.home)}).returncode == 3
+
+
+def test_library_import_needs_no_cli_dependencies():
+    code = "import sys, modelpack; print(sorted(m for m in ('click', 'rich') if m in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_progress_false_and_true(tiny_model, registry, settings, tmp_path, capfd):
+    ref, _, _ = _push(tiny_model, registry.host, settings, "progress")
+    modelpack.pull(ref, tmp_path / "quiet", progress=False, settings=settings)
+    assert capfd.readouterr().err == ""
+    modelpack.pull(ref, tmp_path / "loud", progress=True, settings=settings)
+    assert capfd.readouterr().err == ""  # not a TTY and nothing big: plain mode stays short
