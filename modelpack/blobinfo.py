@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
+
+from .sqlitedb import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blob_locations (
@@ -31,16 +33,8 @@ class BlobLocations:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=30)
-        try:
-            connection.execute(_SCHEMA)
-            with connection:
-                yield connection
-        finally:
-            connection.close()
+    def _connect(self):  # noqa: ANN202 - a context manager of sqlite3.Connection
+        return connect(self.path, _SCHEMA)
 
     def record(self, registry: str, repository: str, digests: Iterable[str]) -> None:
         now = time.time()

@@ -22,7 +22,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -35,6 +34,7 @@ from .fsutil import remove_tree
 from .locks import file_lock
 from .settings import Settings
 from .spec import Descriptor
+from .sqlitedb import connect
 from .store import LayoutStore
 from .target import Target
 from .unpack import DirectoryTarget
@@ -141,16 +141,8 @@ class NodeCache:
 
     # -- usage index --------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.db_path, timeout=60)
-        try:
-            connection.execute(_SCHEMA)
-            with connection:
-                yield connection
-        finally:
-            connection.close()
+    def _db(self):  # noqa: ANN202 - a context manager of sqlite3.Connection
+        return connect(self.db_path, _SCHEMA)
 
     def record_use(self, name: str, digest: str, reference: str, tree: Path) -> None:
         size = _tree_size(tree)
