@@ -1,4 +1,4 @@
-"""modelpack build."""
+"""modelpack build, modelpack modelfile generate."""
 
 from __future__ import annotations
 
@@ -17,16 +17,45 @@ from .state import global_options, state
     epilog="""\b
 Examples:
   modelpack build ./bert -t 127.0.0.1:5000/team/bert:v1
-  modelpack build ./bert -t reg.example.com/ml/bert:v1 --exclude 'checkpoint-*' --push
+  modelpack build hf://sentence-transformers/all-MiniLM-L6-v2 -t reg.example.com/ml/minilm:v1
+  modelpack build --from-hf Qwen/Qwen2.5-0.5B --revision 060db6499f32faf8b98477b0a26969ef7d8b9987 -t reg.example.com/ml/qwen:0.5b
+  modelpack build ./bert -t reg.example.com/ml/bert:v1 -f Modelfile --push
+  modelpack build ./llama -t reg.example.com/ml/llama:v3 --set config.quantization=awq --exclude 'checkpoint-*'
   SOURCE_DATE_EPOCH=0 modelpack build ./bert -t reg.example.com/ml/bert:v1 --json
 """
 )
-@click.argument("source", type=click.Path())
+@click.argument("source", required=False)
 @click.option(
     "-t", "--tag", "tag", required=True, help="Reference to name the artifact, HOST/REPO:TAG."
 )
 @click.option(
+    "-f",
+    "--file",
+    "modelfile",
+    type=click.Path(dir_okay=False),
+    help="A modctl Modelfile: which files, which kinds, which metadata.",
+)
+@click.option(
+    "--from-hf",
+    metavar="ORG/NAME",
+    help="Build from a Hugging Face hub model (same as SOURCE hf://ORG/NAME).",
+)
+@click.option("--revision", metavar="REV", help="With --from-hf: a branch, tag or commit sha.")
+@click.option(
+    "--include",
+    multiple=True,
+    metavar="GLOB",
+    help="Only matching files (repeatable; narrows hf:// downloads).",
+)
+@click.option(
     "--exclude", multiple=True, metavar="GLOB", help="Leave out matching files (repeatable)."
+)
+@click.option(
+    "--set",
+    "set_fields",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Override a config field: config.quantization=awq, descriptor.licenses='[\"MIT\"]'.",
 )
 @click.option(
     "--layer-format",
@@ -51,12 +80,17 @@ Examples:
     "--hf-revision", metavar="COMMIT", help="Record the hub commit sha the files come from."
 )
 @click.option("--push", "push_after", is_flag=True, help="Push to the registry after building.")
-@json_option("cli-build.schema.json")
+@json_option(CLI_BUILD)
 @global_options
 def build(
-    source: str,
+    source: str | None,
     tag: str,
+    modelfile: str | None,
+    from_hf: str | None,
+    revision: str | None,
+    include: tuple[str, ...],
     exclude: tuple[str, ...],
+    set_fields: tuple[str, ...],
     layer_format: str,
     compress: str,
     hf_repo_id: str | None,
@@ -64,18 +98,36 @@ def build(
     push_after: bool,
     as_json: bool,
 ) -> None:
-    """Package the model in SOURCE (a directory) as a ModelPack artifact.
+    """Package the model in SOURCE as a ModelPack artifact.
 
-    Files are classified automatically (weights, weight config, doc, code,
-    dataset) and the model config is derived from config.json, safetensors
-    headers and the README front matter.
+    SOURCE is a directory (an HF cache snapshot works too), hf://ORG/NAME[@REV]
+    (through huggingface_hub: HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE honoured)
+    or modelscope://ORG/NAME[@REV].  Without -f, files are classified
+    automatically (weights, weight config, doc, code, dataset) and the model
+    config is derived from config.json, safetensors/GGUF headers and the
+    README front matter.
     """
+    if from_hf and source:
+        raise click.UsageError("give SOURCE or --from-hf, not both")
+    if from_hf:
+        source = f"hf://{from_hf}" + (f"@{revision}" if revision else "")
+    elif revision:
+        raise click.UsageError(
+            "--revision goes with --from-hf (or write SOURCE as hf://ORG/NAME@REV)"
+        )
+    if not source:
+        raise click.UsageError(
+            "missing SOURCE (a directory, hf://ORG/NAME or modelscope://ORG/NAME)"
+        )
     settings = state().settings()
     with progress_for("build") as progress:
         result = modelpack.build(
             source,
             tag,
             exclude=exclude,
+            include=include,
+            modelfile=modelfile,
+            set_fields=set_fields,
             layer_format=layer_format,
             compress=compress,
             hf_repo_id=hf_repo_id,
@@ -83,6 +135,8 @@ def build(
             settings=settings,
             progress=progress,
         )
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     document = result.to_dict()
     status(
         f"Built {result.reference} {result.digest} "
@@ -93,7 +147,8 @@ def build(
             pushed = modelpack.push(result.reference, settings=settings, progress=progress)
         document["push"] = pushed.to_dict()
         status(
-            f"Pushed {pushed.reference} ({pushed.stats.transferred} blobs sent, {pushed.stats.skipped} already there)"
+            f"Pushed {pushed.reference} ({pushed.stats.transferred} blobs sent, "
+            f"{pushed.stats.skipped} already there)"
         )
     if as_json:
         emit_json(document, CLI_BUILD)
@@ -101,4 +156,34 @@ def build(
         click.echo(f"{result.reference}@{result.digest}")
 
 
-COMMANDS = [build]
+@click.group()
+def modelfile() -> None:
+    """modctl-compatible Modelfiles."""
+
+
+@modelfile.command(name="generate")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--exclude", multiple=True, metavar="GLOB", help="Leave out matching files (repeatable)."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Where to write it (default: DIRECTORY/Modelfile).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing Modelfile.")
+@global_options
+def modelfile_generate(
+    directory: str, exclude: tuple[str, ...], output: str | None, force: bool
+) -> None:
+    """Write a Modelfile listing DIRECTORY's files by kind, with the derived metadata.
+
+    modctl builds from it as it is; edit it to move files between kinds or drop them.
+    """
+    path = modelpack.generate_modelfile(directory, exclude=exclude, output=output, overwrite=force)
+    status(f"Wrote {path}")
+    click.echo(str(path))
+
+
+COMMANDS = [build, modelfile]

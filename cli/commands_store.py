@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 from rich.table import Table
 
@@ -35,17 +33,13 @@ def inspect(reference: str, remote: bool, as_json: bool) -> None:
         return
     console = stdout()
     console.print(f"[bold]{result.reference}[/bold] ({result.location})")
-    console.print(f"digest:       {result.descriptor.digest}")
-    console.print(f"artifactType: {result.manifest.artifact_type}")
-    console.print(f"size:         {human_size(document['size'])}")
-    console.print(f"signatures:   {result.signatures}    referrers: {len(result.referrers)}")
-    if result.config is not None:
-        console.print(
-            "config:       " + json.dumps(result.config.to_dict()["config"], sort_keys=True)
-        )
-        console.print(
-            "descriptor:   " + json.dumps(result.config.to_dict()["descriptor"], sort_keys=True)
-        )
+    summary = Table(box=None, pad_edge=False, show_header=False)
+    summary.add_column(style="bold")
+    summary.add_column()
+    for label, value in _metadata_rows(result, document):
+        summary.add_row(label, value)
+    console.print(summary)
+    console.print()
     table = Table(box=None, pad_edge=False)
     for column in ("PATH", "MEDIA TYPE", "DIGEST", "SIZE"):
         table.add_column(column, justify="right" if column == "SIZE" else "left")
@@ -57,6 +51,43 @@ def inspect(reference: str, remote: bool, as_json: bool) -> None:
             human_size(layer["size"]),
         )
     console.print(table)
+
+
+def _metadata_rows(result, document: dict) -> list[tuple[str, str]]:  # noqa: ANN001 - Inspection
+    rows = [
+        ("digest", result.descriptor.digest),
+        ("artifactType", str(result.manifest.artifact_type)),
+        ("size", f"{human_size(document['size'])} in {len(result.manifest.layers)} layers"),
+        ("signatures", f"{result.signatures} (referrers: {len(result.referrers)})"),
+    ]
+    if result.config is None:
+        return rows
+    descriptor, config = result.config.descriptor, result.config.config
+    caps = config.capabilities
+    for label, value in (
+        ("name", descriptor.name),
+        ("family", descriptor.family),
+        ("architecture", config.architecture),
+        ("format", config.format),
+        ("parameters", config.param_size),
+        ("precision", config.precision),
+        ("quantization", config.quantization),
+        ("licenses", ", ".join(descriptor.licenses)),
+        ("languages", ", ".join(caps.languages) if caps else None),
+        (
+            "inputs -> outputs",
+            f"{', '.join(caps.input_types)} -> {', '.join(caps.output_types)}"
+            if caps and caps.input_types
+            else None,
+        ),
+        ("datasets", ", ".join(descriptor.datasets_url)),
+        ("source", descriptor.source_url),
+        ("revision", descriptor.revision),
+        ("created", descriptor.created_at),
+    ):
+        if value:
+            rows.append((label, value))
+    return rows
 
 
 @click.command(name="ls")

@@ -20,14 +20,18 @@ from .cache import CacheEntry, NodeCache
 from .display import progress_display
 from .endpoints import Endpoint, open_endpoint
 from .errors import FileNotFoundInSourceError, IntegrityError, ReferenceNotFoundError, UsageError
+from .fsutil import atomic_write_bytes
 from .hfcache import default_hf_cache
 from .inspection import Inspection, inspect_endpoint
+from .metadata import derive_metadata
+from .overrides import apply_assignments, modelfile_assignments, parse_assignment
 from .progress import Progress
 from .reference import Reference, parse_reference
 from .registry import connect
 from .registry.credentials import Credentials, erase_credentials, store_credentials
 from .settings import Settings, parse_size
-from .source import open_source
+from .source import classify, open_source
+from .source.modelfile import apply_modelfile, read_modelfile, render_modelfile
 from .spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Descriptor
 from .store import LayoutStore
 from .transfer import TransferResult
@@ -81,6 +85,9 @@ def build(
     tag: str,
     *,
     exclude: Iterable[str] = (),
+    include: Iterable[str] = (),
+    modelfile: str | os.PathLike[str] | None = None,
+    set_fields: Iterable[str] = (),
     layer_format: str = "raw",
     compress: str = "none",
     hf_repo_id: str | None = None,
@@ -89,9 +96,14 @@ def build(
     progress: ProgressOption = None,
     **options: Any,
 ) -> BuildResult:
-    """Package a model directory as a ModelPack artifact in the local store, tagged ``tag``.
+    """Package a model as a ModelPack artifact in the local store, tagged ``tag``.
 
-    ``hf_repo_id`` / ``hf_revision`` (a 40-hex commit) are recorded so that
+    ``source`` is a directory (an HF cache snapshot too), ``hf://ORG/NAME[@REV]``
+    or ``modelscope://ORG/NAME[@REV]``.  ``include`` / ``exclude`` globs pick
+    files (and narrow hf:// downloads).  ``modelfile`` (modctl's format)
+    decides which files go in and their kinds instead of automatic detection.
+    ``set_fields`` are ``config.quantization=awq``-style overrides of the
+    derived config.  ``hf_repo_id`` / ``hf_revision`` are recorded so that
     ``pull(..., hf_cache=True)`` lays the model out under that hub repo id.
     """
     settings = resolve_settings(settings, **options)
@@ -99,7 +111,13 @@ def build(
     if ref.digest:
         raise UsageError(f"build -t takes a tag, not a digest: {tag}")
     fmt = layer_format_for(layer_format, compress)
-    model_source = open_source(os.fspath(source), exclude)
+    assignments = [parse_assignment(text) for text in set_fields]
+    model_source = open_source(os.fspath(source), exclude, include, cache_root=settings.home)
+    kind_overrides = None
+    if modelfile is not None:
+        parsed = read_modelfile(modelfile)
+        model_source.files, kind_overrides = apply_modelfile(parsed, model_source.files)
+        assignments = modelfile_assignments(parsed.values) + assignments
     if hf_repo_id:
         model_source.annotations[ANNOTATION_HF_REPO_ID] = hf_repo_id
     if hf_revision:
@@ -110,9 +128,44 @@ def build(
             open_store(settings),
             key,
             layer_format=fmt,
+            kind_overrides=kind_overrides,
+            config_overrides=(lambda config: apply_assignments(config, assignments))
+            if assignments
+            else None,
             concurrency=settings.concurrency,
             progress=shown,
         )
+
+
+def generate_modelfile(
+    directory: str | os.PathLike[str],
+    *,
+    exclude: Iterable[str] = (),
+    output: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a Modelfile for ``directory`` that modctl and modelpack both build from."""
+    source = open_source(os.fspath(directory), exclude)
+    kinds = {f.relpath: classify(f.relpath, f.size).kind for f in source.files}
+    derived = derive_metadata(source.files, kinds, name=source.name)
+    values = {
+        command: value
+        for command, value in {
+            "NAME": derived.descriptor.name,
+            "ARCH": derived.config.architecture,
+            "FAMILY": derived.descriptor.family,
+            "FORMAT": derived.config.format,
+            "PARAMSIZE": derived.config.param_size,
+            "PRECISION": derived.config.precision,
+            "QUANTIZATION": derived.config.quantization,
+        }.items()
+        if value
+    }
+    target = Path(output) if output is not None else Path(directory) / "Modelfile"
+    if target.exists() and not overwrite:
+        raise UsageError(f"{target} already exists", hint="pass --force to replace it")
+    atomic_write_bytes(target, render_modelfile(values, kinds).encode("utf-8"))
+    return target
 
 
 # -- push / pull / copy -----------------------------------------------------------
@@ -229,7 +282,9 @@ def inspect(
     if remote:
         return inspect_endpoint(open_endpoint(reference, settings, reading=True), "remote")
     _, key = _store_key(reference)
-    return inspect_endpoint(open_endpoint(f"store:{key}", settings, reading=True), "local")
+    inspection = inspect_endpoint(open_endpoint(f"store:{key}", settings, reading=True), "local")
+    inspection.reference = key
+    return inspection
 
 
 @dataclass

@@ -100,6 +100,9 @@ class BuildResult:
     manifest: Manifest
     config: ModelConfig
     layers: list[BuiltLayer] = field(default_factory=list)
+    warnings: list[str] = field(
+        default_factory=list
+    )  # e.g. a README whose front matter was ignored
 
     @property
     def digest(self) -> str:
@@ -303,7 +306,7 @@ def build_artifact(
     progress = progress or NullProgress()
     plans = plan_layers(source, layer_format, kind_overrides)
     kinds = {p.file.relpath: p.kind for p in plans}
-    derived = derive_metadata(source.files, kinds, name=source.name)
+    derived = derive_metadata(source.files, kinds, name=source.name, hub=source.hub)
     if source.source_url:
         derived.descriptor.source_url = source.source_url
     if source.revision:
@@ -343,4 +346,4 @@ def build_artifact(
             artifact_type=manifest.artifact_type,
         )
         push_bytes(store, manifest_desc, manifest_bytes, reference=reference)
-    return BuildResult(reference, manifest_desc, manifest, config, built)
+    return BuildResult(reference, manifest_desc, manifest, config, built, derived.warnings)

@@ -207,14 +207,24 @@ def _as_list(value: Any) -> list[str]:
     return [str(value)]
 
 
-def read_front_matter(readme: Path) -> dict[str, Any]:
-    """YAML front matter of a model card (huggingface_hub parses it the hub's way)."""
+def read_front_matter(readme: Path, warnings: list[str]) -> dict[str, Any]:
+    """YAML front matter of a model card (huggingface_hub parses it the hub's way).
+
+    A malformed card must not stop a build: it is ignored, with a warning.
+    """
     from huggingface_hub.repocard import metadata_load
 
     try:
-        return metadata_load(readme) or {}
-    except Exception:  # a malformed card must not stop a build; it just says less
+        card = metadata_load(readme)
+    except Exception as exc:  # yaml errors and friends; the card just says nothing
+        warnings.append(
+            f"{readme.name}: front matter ignored, it is not valid YAML ({type(exc).__name__})"
+        )
         return {}
+    if card is not None and not isinstance(card, dict):
+        warnings.append(f"{readme.name}: front matter ignored, it is not a mapping")
+        return {}
+    return card or {}
 
 
 def created_at() -> str:
@@ -242,13 +252,99 @@ def rfc3339(timestamp: float) -> str:
 class DerivedMetadata:
     descriptor: ModelDescriptor
     config: ModelTechnicalConfig
+    warnings: list[str] = field(default_factory=list)
+
+
+def _licenses(card: dict[str, Any]) -> list[str]:
+    licenses = []
+    for lic in _as_list(card.get("license")):
+        if lic.lower() == "other":
+            if name := card.get("license_name"):
+                licenses.append("LicenseRef-" + re.sub(r"[^A-Za-z0-9.-]", "-", str(name)))
+            continue  # "other" alone names no license: omitted, not guessed
+        licenses.append(_SPDX.get(lic.lower(), lic))
+    return licenses
+
+
+def _apply_card(
+    card: dict[str, Any], descriptor: ModelDescriptor, config: ModelTechnicalConfig, hub: str
+) -> None:
+    descriptor.licenses = _licenses(card)
+    descriptor.datasets_url = [
+        d if "://" in d else f"{hub}/datasets/{d}" for d in _as_list(card.get("datasets"))
+    ]
+    languages = sorted({lang.lower() for lang in _as_list(card.get("language"))})
+    languages = [lang for lang in languages if re.fullmatch("[a-z]{2}", lang)]
+    modalities = _PIPELINE_MODALITIES.get(str(card.get("pipeline_tag", "")))
+    if languages or modalities:
+        caps = ModelCapabilities(languages=languages)
+        if modalities:
+            caps.input_types, caps.output_types = list(modalities[0]), list(modalities[1])
+        config.capabilities = caps
+
+
+def _apply_hf_config(
+    hf_config: dict[str, Any], descriptor: ModelDescriptor, config: ModelTechnicalConfig
+) -> None:
+    if isinstance(hf_config.get("model_type"), str):
+        descriptor.family = descriptor.family or hf_config["model_type"]
+    if "transformers_version" in hf_config or "architectures" in hf_config:
+        config.architecture = "transformer"
+    if not config.precision:
+        dtype = hf_config.get("torch_dtype") or hf_config.get("dtype")
+        if isinstance(dtype, str) and dtype in _TORCH_DTYPE_PRECISION:
+            config.precision = _TORCH_DTYPE_PRECISION[dtype]
+    quant = hf_config.get("quantization_config")
+    if isinstance(quant, dict) and isinstance(quant.get("quant_method"), str):
+        config.quantization = quant["quant_method"]
+
+
+def _apply_gguf(
+    files: list[SourceFile],
+    descriptor: ModelDescriptor,
+    config: ModelTechnicalConfig,
+    warnings: list[str],
+) -> None:
+    from .gguf import read_gguf_header
+
+    parameters, architectures, quantizations, precisions = 0, set(), set(), set()
+    for f in files:
+        if not PurePosixPath(f.relpath).name.lower().endswith(".gguf"):
+            continue
+        try:
+            header = read_gguf_header(str(f.path))
+        except SourceError as exc:
+            warnings.append(f"{f.relpath}: GGUF header not read ({exc.message})")
+            continue
+        parameters += header.parameters
+        architectures.add(header.architecture)
+        quantizations.add(header.quantization)
+        precisions.add(header.precision)
+    if not parameters:
+        return
+    config.param_size = config.param_size or format_param_size(parameters)
+    if len(architectures) == 1 and (arch := architectures.pop()):
+        descriptor.family = descriptor.family or arch
+    if len(quantizations) == 1 and (quant := quantizations.pop()):
+        config.quantization = config.quantization or quant
+    if len(precisions) == 1 and (precision := precisions.pop()):
+        config.precision = config.precision or precision
 
 
 def derive_metadata(
-    files: list[SourceFile], kinds: dict[str, LayerKind], *, name: str
+    files: list[SourceFile],
+    kinds: dict[str, LayerKind],
+    *,
+    name: str,
+    hub: str = "https://huggingface.co",
 ) -> DerivedMetadata:
-    """Build the descriptor and technical config for a model from its files."""
+    """Build the descriptor and technical config for a model from its files.
+
+    A field that cannot be read from the files is left out, never guessed.
+    ``hub`` turns README ``datasets`` ids into URLs.
+    """
     by_path = {f.relpath: f for f in files}
+    warnings: list[str] = []
     descriptor = ModelDescriptor(name=name, created_at=created_at())
     config = ModelTechnicalConfig(format=_weight_format(files, kinds))
 
@@ -258,31 +354,16 @@ def derive_metadata(
         if stats.parameters:
             config.param_size = format_param_size(stats.parameters)
         config.precision = stats.precision
+    _apply_gguf(files, descriptor, config, warnings)
 
-    if cfg_file := by_path.get("config.json"):
-        hf_config = _read_json(cfg_file.path)
-        if isinstance(hf_config.get("model_type"), str):
-            descriptor.family = hf_config["model_type"]
-        if "transformers_version" in hf_config or "architectures" in hf_config:
-            config.architecture = "transformer"
-        if not config.precision:
-            dtype = hf_config.get("torch_dtype") or hf_config.get("dtype")
-            if isinstance(dtype, str):
-                config.precision = _TORCH_DTYPE_PRECISION.get(dtype, dtype)
-        quant = hf_config.get("quantization_config")
-        if isinstance(quant, dict) and isinstance(quant.get("quant_method"), str):
-            config.quantization = quant["quant_method"]
+    hf_config: dict[str, Any] = {}
+    for candidate in ("generation_config.json", "config.json"):  # config.json wins, as in modctl
+        if found := by_path.get(candidate):
+            hf_config.update(_read_json(found.path))
+    if hf_config:
+        _apply_hf_config(hf_config, descriptor, config)
 
     readme = by_path.get("README.md") or by_path.get("README") or by_path.get("readme.md")
     if readme:
-        card = read_front_matter(readme.path)
-        descriptor.licenses = [_SPDX.get(lic.lower(), lic) for lic in _as_list(card.get("license"))]
-        languages = sorted({lang.lower() for lang in _as_list(card.get("language"))})
-        languages = [lang for lang in languages if re.fullmatch("[a-z]{2}", lang)]
-        modalities = _PIPELINE_MODALITIES.get(str(card.get("pipeline_tag", "")))
-        if languages or modalities:
-            caps = ModelCapabilities(languages=languages)
-            if modalities:
-                caps.input_types, caps.output_types = list(modalities[0]), list(modalities[1])
-            config.capabilities = caps
-    return DerivedMetadata(descriptor=descriptor, config=config)
+        _apply_card(read_front_matter(readme.path, warnings), descriptor, config, hub.rstrip("/"))
+    return DerivedMetadata(descriptor=descriptor, config=config, warnings=warnings)

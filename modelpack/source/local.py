@@ -33,7 +33,8 @@ class SourceFile:
     mtime: float
 
 
-def _excluded(relpath: str, name: str, patterns: Iterable[str]) -> bool:
+def _matches_any(relpath: str, name: str, patterns: Iterable[str]) -> bool:
+    """True if ``relpath`` or its base ``name`` matches one of ``patterns``."""
     return any(fnmatch.fnmatchcase(relpath, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -44,14 +45,18 @@ def is_lfs_pointer(path: Path, size: int) -> bool:
         return f.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX
 
 
-def scan_directory(root: str | os.PathLike[str], exclude: Iterable[str] = ()) -> list[SourceFile]:
-    """All packageable files below ``root``, sorted by relative path."""
+def scan_directory(
+    root: str | os.PathLike[str], exclude: Iterable[str] = (), include: Iterable[str] = ()
+) -> list[SourceFile]:
+    """All packageable files below ``root``, sorted by relative path; with
+    ``include`` globs, only files matching one of them."""
     root_path = Path(root)
     if not root_path.exists():
         raise FileNotFoundInSourceError(f"model directory {root_path} does not exist")
     if not root_path.is_dir():
         raise SourceError(f"{root_path} is not a directory", hint="pass the model's folder")
     patterns = tuple(exclude)
+    wanted = tuple(include)
     files: list[SourceFile] = []
     visited_dirs: set[tuple[int, int]] = set()
 
@@ -63,7 +68,7 @@ def scan_directory(root: str | os.PathLike[str], exclude: Iterable[str] = ()) ->
         visited_dirs.add(key)
         for entry in sorted(os.scandir(directory), key=lambda e: e.name):
             relpath = f"{prefix}{entry.name}"
-            if is_skipped(entry.name) or _excluded(relpath, entry.name, patterns):
+            if is_skipped(entry.name) or _matches_any(relpath, entry.name, patterns):
                 continue
             try:
                 st = entry.stat(follow_symlinks=True)
@@ -75,6 +80,8 @@ def scan_directory(root: str | os.PathLike[str], exclude: Iterable[str] = ()) ->
             if stat.S_ISDIR(st.st_mode):
                 walk(Path(entry.path), f"{relpath}/")
             elif stat.S_ISREG(st.st_mode):
+                if wanted and not _matches_any(relpath, entry.name, wanted):
+                    continue  # (_excluded is "matches any glob")
                 path = Path(os.path.realpath(entry.path))
                 files.append(
                     SourceFile(
@@ -102,5 +109,7 @@ def scan_directory(root: str | os.PathLike[str], exclude: Iterable[str] = ()) ->
             hint="run `git lfs pull` in the repository first",
         )
     if not files:
-        raise SourceError(f"{root_path} has no files to package", hint="check --exclude")
+        raise SourceError(
+            f"{root_path} has no files to package", hint="check --exclude / --include"
+        )
     return files

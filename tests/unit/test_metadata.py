@@ -142,3 +142,118 @@ def test_tiny_buffers_are_not_reported_as_precision(tmp_path):
     )
     files = scan_directory(root)
     assert derive_metadata(files, _kinds(files), name="b").config.precision == "float32"
+
+
+def _gguf(path, *, file_type, tensors):
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_file_type(file_type)
+    for name, array, raw in tensors:
+        writer.add_tensor(name, array, raw_dtype=raw)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_gguf_header_gives_params_family_quantization(tmp_path):
+    import gguf
+
+    root = tmp_path / "gguf"
+    root.mkdir()
+    _gguf(root / "tiny.Q4_K_M.gguf", file_type=15, tensors=[
+        ("token_embd.weight", np.zeros((10, 8), np.float32), None),
+        ("blk.0.ffn_up.weight", np.zeros((2, 34), np.uint8), gguf.GGMLQuantizationType.Q8_0),
+    ])  # fmt: skip
+    files = scan_directory(root)
+    derived = derive_metadata(files, _kinds(files), name="g")
+    assert derived.config.format == "gguf"
+    assert derived.config.param_size == "144"  # 80 float + 64 quantized values
+    assert derived.descriptor.family == "llama"
+    assert derived.config.quantization == "q4_k_m"
+    assert derived.config.precision is None  # quantized blocks have no precision name
+
+
+def test_gguf_all_float_reports_precision(tmp_path):
+    root = tmp_path / "gguf"
+    root.mkdir()
+    _gguf(
+        root / "model-f16.gguf", file_type=1, tensors=[("w", np.zeros((100, 20), np.float16), None)]
+    )
+    files = scan_directory(root)
+    derived = derive_metadata(files, _kinds(files), name="g")
+    assert (derived.config.precision, derived.config.quantization, derived.config.param_size) == (
+        "float16",
+        None,
+        "2K",
+    )
+
+
+def test_pytorch_and_onnx_get_a_format_and_nothing_guessed(tmp_path):
+    root = tmp_path / "pt"
+    root.mkdir()
+    (root / "pytorch_model.bin").write_bytes(b"\x80\x02not-unpickled")
+    derived = derive_metadata(
+        scan_directory(root),
+        {"pytorch_model.bin": __import__("modelpack").spec.LayerKind.WEIGHT},
+        name="p",
+    )
+    assert derived.config.format == "pt"
+    assert derived.config.param_size is None and derived.config.precision is None
+
+
+@pytest.mark.parametrize(
+    ("card", "licenses", "datasets", "warned"),
+    [
+        (None, [], [], False),
+        ("---\nlicense: [unclosed\n---\n", [], [], True),
+        ("---\n- just\n- a list\n---\n", [], [], True),
+        ("---\nlicense: other\nlicense_name: llama3\n---\n", ["LicenseRef-llama3"], [], False),
+        ("---\nlicense: other\n---\n", [], [], False),
+        ("---\nlicense: [mit, apache-2.0]\ndatasets: [squad, https://example.com/d]\n---\n",
+         ["MIT", "Apache-2.0"], ["https://huggingface.co/datasets/squad", "https://example.com/d"], False),
+    ],
+)  # fmt: skip
+def test_readme_front_matter_variants(tmp_path, card, licenses, datasets, warned):
+    root = make_tiny_model(tmp_path / "m")
+    if card is None:
+        (root / "README.md").unlink()
+    else:
+        (root / "README.md").write_text(card + "# card\n")
+    files = scan_directory(root)
+    derived = derive_metadata(files, _kinds(files), name="m")
+    assert derived.descriptor.licenses == licenses
+    assert derived.descriptor.datasets_url == datasets
+    assert bool(derived.warnings) == warned
+    from modelpack.schemas import MODEL_CONFIG, validate
+    from modelpack.spec import ModelConfig
+
+    validate(
+        ModelConfig(derived.descriptor, derived.config, ["sha256:" + "0" * 64]).to_dict(),
+        MODEL_CONFIG,
+    )
+
+
+def test_set_overrides_and_their_validation(tiny_model, settings):
+    import modelpack
+
+    result = modelpack.build(
+        tiny_model, "reg.io/a:v1", settings=settings,
+        set_fields=["config.quantization=awq", 'descriptor.licenses=["MIT"]', "config.precision=",
+                    "config.capabilities.reasoning=true"],
+    )  # fmt: skip
+    assert result.config.config.quantization == "awq"
+    assert result.config.descriptor.licenses == ["MIT"]
+    assert result.config.config.precision is None
+    assert result.config.config.capabilities.reasoning is True
+    with pytest.raises(modelpack.UsageError, match=r"config\.capabilities\.languages\[0\]"):
+        modelpack.build(
+            tiny_model,
+            "reg.io/a:v2",
+            settings=settings,
+            set_fields=['config.capabilities.languages=["english"]'],
+        )
+    with pytest.raises(modelpack.UsageError, match="expected descriptor.FIELD=VALUE"):
+        modelpack.build(tiny_model, "reg.io/a:v3", settings=settings, set_fields=["modelfs.type=x"])

@@ -1,0 +1,227 @@
+"""Small HTTP servers that speak the Hugging Face hub and ModelScope APIs, for tests.
+
+Only the routes the real clients use to download a repository:
+
+Hugging Face (what ``huggingface_hub.snapshot_download`` calls):
+  GET  /api/models/{repo}/revision/{rev}        model info: id, sha, siblings
+  GET  /api/models/{repo}/tree/{rev}?recursive  file listing with git oids and LFS sha256
+  HEAD /{repo}/resolve/{rev}/{path}             ETag, X-Repo-Commit, sizes (X-Linked-* for LFS)
+  GET  /{repo}/resolve/{rev}/{path}             the bytes
+
+ModelScope (its v1 HTTP API):
+  GET /api/v1/models/{org}/{name}/repo/files?Revision=&Recursive=   file list with Sha256
+  GET /api/v1/models/{org}/{name}/repo?Revision=&FilePath=          the bytes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+LFS_THRESHOLD = 10_000  # files above this are served as LFS objects, as the hub does for weights
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class HubRepo:
+    repo_id: str
+    root: Path  # the files
+    commit: str
+    private_token: str | None = None  # require "Authorization: Bearer <token>"
+    tampered: dict[str, bytes] = field(default_factory=dict)  # served instead of what is listed
+
+    def files(self) -> dict[str, bytes]:
+        return {
+            p.relative_to(self.root).as_posix(): p.read_bytes()
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file()
+        }
+
+
+@dataclass
+class FakeHub:
+    repos: dict[str, HubRepo] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._server: ThreadingHTTPServer | None = None
+
+    def add(self, repo: HubRepo) -> HubRepo:
+        self.repos[repo.repo_id] = repo
+        return repo
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> FakeHub:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(
+                self,
+                status: int,
+                body: bytes,
+                headers: dict[str, str] | None = None,
+                head: bool = False,
+            ) -> None:
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                if "Content-Length" not in (headers or {}):
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def _json(self, status: int, document: object, error_code: str | None = None) -> None:
+                headers = {"Content-Type": "application/json"}
+                if error_code:
+                    headers["X-Error-Code"] = error_code
+                    headers["X-Error-Message"] = str(document)
+                self._send(status, json.dumps(document).encode(), headers)
+
+            def _repo(self, repo_id: str) -> HubRepo | None:
+                repo = hub.repos.get(repo_id)
+                if repo is None:
+                    self._json(404, {"error": "Repository not found"}, "RepoNotFound")
+                    return None
+                if (
+                    repo.private_token
+                    and self.headers.get("Authorization") != f"Bearer {repo.private_token}"
+                ):
+                    self._json(401, {"error": "Invalid credentials"}, "RepoNotFound")
+                    return None
+                return repo
+
+            def _revision_ok(self, repo: HubRepo, revision: str) -> bool:
+                if revision in ("main", repo.commit):
+                    return True
+                self._json(404, {"error": f"Invalid rev id: {revision}"}, "RevisionNotFound")
+                return False
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._resolve(head=True)
+
+            def do_GET(self) -> None:  # noqa: N802
+                parts = urlsplit(self.path)
+                path = unquote(parts.path)
+                hub.requests.append(f"GET {path}")
+                if path.startswith("/api/v1/models/"):
+                    self._modelscope(path, parse_qs(parts.query))
+                elif path.startswith("/api/models/"):
+                    self._api(path)
+                else:
+                    self._resolve(head=False)
+
+            def _api(self, path: str) -> None:
+                rest = path[len("/api/models/") :]
+                if "/revision/" in rest:
+                    repo_id, revision = rest.split("/revision/", 1)
+                    if (repo := self._repo(repo_id)) and self._revision_ok(repo, revision):
+                        siblings = [{"rfilename": name} for name in repo.files()]
+                        self._json(200, {"id": repo_id, "modelId": repo_id, "sha": repo.commit,
+                                         "private": bool(repo.private_token), "siblings": siblings})  # fmt: skip
+                elif "/tree/" in rest:
+                    repo_id, revision = rest.split("/tree/", 1)
+                    if (repo := self._repo(repo_id)) and self._revision_ok(
+                        repo, revision.split("/")[0]
+                    ):
+                        self._json(200, self._tree(repo))
+                else:
+                    self._json(404, {"error": "not found"}, "EntryNotFound")
+
+            def _tree(self, repo: HubRepo) -> list[dict]:
+                entries: list[dict] = []
+                directories: set[str] = set()
+                for name, data in repo.files().items():
+                    for i in range(1, name.count("/") + 1):
+                        directories.add("/".join(name.split("/")[:i]))
+                    entry = {
+                        "type": "file",
+                        "oid": git_blob_sha1(data),
+                        "size": len(data),
+                        "path": name,
+                    }
+                    if len(data) > LFS_THRESHOLD:
+                        entry["lfs"] = {
+                            "oid": hashlib.sha256(data).hexdigest(),
+                            "size": len(data),
+                            "pointerSize": 134,
+                        }
+                    entries.append(entry)
+                entries += [
+                    {"type": "directory", "oid": "0" * 40, "size": 0, "path": d}
+                    for d in sorted(directories)
+                ]
+                return entries
+
+            def _resolve(self, head: bool) -> None:
+                path = unquote(urlsplit(self.path).path).lstrip("/")
+                if "/resolve/" not in path:
+                    self._json(404, {"error": "not found"}, "EntryNotFound")
+                    return
+                repo_id, rest = path.split("/resolve/", 1)
+                revision, _, filename = rest.partition("/")
+                repo = self._repo(repo_id)
+                if repo is None or not self._revision_ok(repo, revision):
+                    return
+                data = repo.files().get(filename)
+                if data is None:
+                    self._json(404, {"error": "Entry not found"}, "EntryNotFound")
+                    return
+                headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{git_blob_sha1(data)}"',
+                           "Content-Length": str(len(data)), "Accept-Ranges": "bytes"}  # fmt: skip
+                if len(data) > LFS_THRESHOLD:
+                    headers["X-Linked-Etag"] = f'"{hashlib.sha256(data).hexdigest()}"'
+                    headers["X-Linked-Size"] = str(len(data))
+                self._send(200, data, headers, head=head)
+
+            def _modelscope(self, path: str, query: dict[str, list[str]]) -> None:
+                rest = path[len("/api/v1/models/") :]
+                model_id, _, route = rest.rpartition("/repo")
+                if route not in ("", "/files"):
+                    self._json(404, {"Code": 10010205001, "Message": "not found"})
+                    return
+                repo = hub.repos.get(model_id)
+                if repo is None:
+                    self._json(404, {"Code": 10010205001, "Message": f"model {model_id} not found"})
+                    return
+                files = repo.files()
+                if route == "/files":
+                    listing = [{"Name": n.rsplit("/", 1)[-1], "Path": n, "Type": "blob", "Size": len(d),
+                                "Sha256": hashlib.sha256(d).hexdigest(), "Revision": repo.commit}
+                               for n, d in files.items()]  # fmt: skip
+                    self._json(200, {"Code": 200, "Data": {"Files": listing}, "Success": True})
+                    return
+                wanted = (query.get("FilePath") or [""])[0]
+                if wanted not in files:
+                    self._json(404, {"Code": 10010205001, "Message": "file not found"})
+                    return
+                body = repo.tampered.get(wanted, files[wanted])
+                self._send(200, body, {"Content-Type": "application/octet-stream"})
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
