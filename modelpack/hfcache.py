@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .digests import sha256_file
 from .errors import UsageError
 from .fsutil import atomic_write_bytes, remove_tree
 from .reference import Reference
@@ -109,7 +110,7 @@ def write_hf_cache(
         try:
             for relpath in sorted(files):
                 source = tree / relpath
-                blob = blobs / (known.get(relpath) or _sha256(source))
+                blob = blobs / (known.get(relpath) or sha256_file(str(source))[0].split(":", 1)[1])
                 if not blob.exists():
                     _place(source, blob)
                 link = staging / relpath
@@ -126,14 +127,6 @@ def write_hf_cache(
         # No trailing newline: huggingface_hub >= 2.4 fails to resolve it offline otherwise.
         atomic_write_bytes(refs / name, mapping.commit.encode())
     return snapshot
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _place(source: Path, blob: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from .digests import CHUNK_SIZE, VerifyingReader
+from .digests import CHUNK_SIZE, VerifyingReader, sha256_file
 from .endpoints import Endpoint
 from .spec import LayerFormat, Manifest, parse_layer_media_type
 from .target import fetch_bytes
@@ -52,14 +52,6 @@ class DirectoryReport:
         }
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
 def _tar_members(stream: BinaryIO, layer_format: LayerFormat) -> tarfile.TarFile:
     if layer_format is LayerFormat.TAR_GZIP:
         stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
@@ -81,7 +73,7 @@ def verify_directory(endpoint: Endpoint, directory: Path) -> DirectoryReport:
         path = directory / relpath
         if not path.is_file():
             report.missing.append(relpath)
-        elif _file_sha256(path) != digest:
+        elif sha256_file(str(path))[0] != digest:
             report.different.append(relpath)
 
     for layer in manifest.layers:

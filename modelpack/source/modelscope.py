@@ -11,7 +11,6 @@ deployment; MODELSCOPE_API_TOKEN is sent as a bearer token for private models.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import BinaryIO
 
 import requests
 
+from ..digests import sha256_file
 from ..errors import (
     AuthenticationError,
     ReferenceNotFoundError,
@@ -94,7 +94,7 @@ def download_modelscope(model_id: str, revision: str, cache_root: Path) -> Model
         relpath = safe_relpath(str(entry["Path"]), what)
         target = root.joinpath(*relpath.parts)
         expected = str(entry.get("Sha256") or "")
-        if target.is_file() and expected and _sha256(target) == expected:
+        if target.is_file() and expected and sha256_file(str(target))[0] == f"sha256:{expected}":
             continue
         _fetch_file(session, base, revision, str(relpath), target, entry, f"{what} {relpath}")
     commit = next((str(f["Revision"]) for f in files if f.get("Revision")), revision)
@@ -137,11 +137,3 @@ def _fetch_file(
             while chunk := stream.read(1 << 20):
                 out.write(chunk)
     os.replace(partial, target)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .serving import serve, shutdown
 
 LFS_THRESHOLD = 10_000  # files above this are served as LFS objects, as the hub does for weights
 
@@ -215,13 +216,9 @@ class FakeHub:
                 body = repo.tampered.get(wanted, files[wanted])
                 self._send(200, body, {"Content-Type": "application/octet-stream"})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = serve(Handler)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        shutdown(self._server)
+        self._server = None
