@@ -10,6 +10,7 @@ from modelpack.schemas import CLI_BUILD
 
 from .output import emit_json, json_option, status
 from .progress import progress_for
+from .signing_prompt import password_for
 from .state import global_options, state
 
 
@@ -80,6 +81,11 @@ Examples:
     "--hf-revision", metavar="COMMIT", help="Record the hub commit sha the files come from."
 )
 @click.option("--push", "push_after", is_flag=True, help="Push to the registry after building.")
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False),
+    help="With --push: sign it too, with this private key.",
+)
 @json_option(CLI_BUILD)
 @global_options
 def build(
@@ -96,6 +102,7 @@ def build(
     hf_repo_id: str | None,
     hf_revision: str | None,
     push_after: bool,
+    sign_key: str | None,
     as_json: bool,
 ) -> None:
     """Package the model in SOURCE as a ModelPack artifact.
@@ -146,6 +153,11 @@ def build(
         with progress_for("push") as progress:
             pushed = modelpack.push(result.reference, settings=settings, progress=progress)
         document["push"] = pushed.to_dict()
+        if sign_key:
+            signed = modelpack.sign(
+                result.reference, sign_key, password=password_for(sign_key), settings=settings
+            )
+            status(f"Signed {signed.reference} {signed.digest} with key {signed.key_id}")
         status(
             f"Pushed {pushed.reference} ({pushed.stats.transferred} blobs sent, "
             f"{pushed.stats.skipped} already there)"

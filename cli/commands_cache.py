@@ -1,4 +1,4 @@
-"""modelpack cache ls / prune / rm, and modelpack verify."""
+"""modelpack cache ls / prune / rm."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rich.table import Table
 
 import modelpack
 from modelpack.display import human_size
-from modelpack.schemas import CLI_CACHE, CLI_VERIFY
+from modelpack.schemas import CLI_CACHE
 
 from .output import emit_json, json_option, short_digest, status, stdout
 from .state import global_options, state
@@ -69,34 +69,4 @@ def cache_rm(reference: str) -> None:
         status(f"Removed {entry.path} ({human_size(entry.size)})")
 
 
-@click.command(
-    epilog="""\b
-Examples:
-  modelpack verify 127.0.0.1:5000/team/bert:v1 --dir ./bert
-  modelpack verify reg.example.com/ml/bert:v1 --dir /models/bert --json
-"""
-)
-@click.argument("reference")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False),
-    required=True,
-    help="An unpacked model to re-hash against REFERENCE's manifest.",
-)
-@json_option(CLI_VERIFY)
-@global_options
-def verify(reference: str, directory: str, as_json: bool) -> None:
-    """Check that the files in --dir are exactly those of REFERENCE (exit 5 names any that differ)."""
-    report = modelpack.verify_dir(reference, directory, settings=state().settings())
-    if as_json:
-        emit_json(report.to_dict(), CLI_VERIFY)
-    else:
-        status(
-            f"Verified {report.checked} file(s) in {directory} against {report.reference} {report.digest}"
-        )
-        if report.extra:
-            status(f"Not part of the model: {', '.join(report.extra[:10])}")
-
-
-COMMANDS = [cache, verify]
+COMMANDS = [cache]

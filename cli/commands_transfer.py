@@ -10,6 +10,7 @@ from modelpack.schemas import CLI_TRANSFER
 
 from .output import emit_json, json_option, report_transfer, status
 from .progress import progress_for
+from .signing_prompt import password_for
 from .state import global_options, state
 
 
@@ -21,9 +22,12 @@ Examples:
 """
 )
 @click.argument("reference")
+@click.option(
+    "--sign-key", type=click.Path(dir_okay=False), help="Sign after pushing, with this private key."
+)
 @json_option("cli-transfer.schema.json")
 @global_options
-def push(reference: str, as_json: bool) -> None:
+def push(reference: str, sign_key: str | None, as_json: bool) -> None:
     """Upload the locally built artifact REFERENCE to its registry.
 
     Blobs the registry already has are skipped; the rest are streamed in
@@ -31,6 +35,11 @@ def push(reference: str, as_json: bool) -> None:
     """
     with progress_for("push") as progress:
         result = modelpack.push(reference, settings=state().settings(), progress=progress)
+    if sign_key:
+        signed = modelpack.sign(
+            reference, sign_key, password=password_for(sign_key), settings=state().settings()
+        )
+        status(f"Signed {signed.reference} {signed.digest} with key {signed.key_id}")
     stats = result.stats
     report_transfer(
         result,
@@ -72,6 +81,17 @@ Examples:
 @click.option(
     "--hf-revision", metavar="NAME", help="Also name the snapshot by this revision (refs/NAME)."
 )
+@click.option(
+    "--verify-key",
+    type=click.Path(dir_okay=False),
+    envvar="MODELPACK_VERIFY_KEY",
+    help="Public key: refuse the model unless it carries a valid signature by it [env MODELPACK_VERIFY_KEY].",
+)
+@click.option(
+    "--model-signature",
+    is_flag=True,
+    help="With -o: also write the OpenSSF model signature as DIR/model.sig.",
+)
 @json_option("cli-transfer.schema.json")
 @global_options
 def pull(
@@ -81,6 +101,8 @@ def pull(
     hf_cache: str | None,
     hf_repo_id: str | None,
     hf_revision: str | None,
+    verify_key: str | None,
+    model_signature: bool,
     as_json: bool,
 ) -> None:
     """Download model REFERENCE and print the directory holding its files.
@@ -96,6 +118,8 @@ def pull(
             hf_cache=hf_cache or False,
             hf_repo_id=hf_repo_id,
             hf_revision=hf_revision,
+            verify_key=verify_key,
+            model_signature=model_signature,
             settings=state().settings(),
             progress=progress,
         )

@@ -15,6 +15,7 @@ from . import (
     commands_build,
     commands_cache,
     commands_registry,
+    commands_signing,
     commands_store,
     commands_transfer,
 )
@@ -42,6 +43,7 @@ for module in (
     commands_build,
     commands_transfer,
     commands_registry,
+    commands_signing,
     commands_store,
     commands_cache,
 ):

@@ -18,6 +18,7 @@ from .api import (
     copy,
     generate_modelfile,
     inspect,
+    keygen,
     list_models,
     login,
     logout,
@@ -26,8 +27,10 @@ from .api import (
     pull_model,
     push,
     remove,
+    sign,
     tag,
     use_model,
+    verify,
     verify_dir,
 )
 from .build import BuildResult
@@ -71,6 +74,7 @@ __all__ = [
     "copy",
     "generate_modelfile",
     "inspect",
+    "keygen",
     "list_models",
     "login",
     "logout",
@@ -80,7 +84,9 @@ __all__ = [
     "pull_model",
     "push",
     "remove",
+    "sign",
     "tag",
     "use_model",
+    "verify",
     "verify_dir",
 ]

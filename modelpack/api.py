@@ -23,13 +23,16 @@ from .errors import FileNotFoundInSourceError, IntegrityError, ReferenceNotFound
 from .fsutil import atomic_write_bytes
 from .hfcache import default_hf_cache
 from .inspection import Inspection, inspect_endpoint
+from .keys import KeyPair, generate_key_pair, load_private_key, load_public_key
 from .metadata import derive_metadata
 from .overrides import apply_assignments, modelfile_assignments, parse_assignment
 from .progress import Progress
+from .provenance import attach_bundle, sign_tree
 from .reference import Reference, parse_reference
-from .registry import connect
+from .registry import RegistryRepository, connect, open_repository
 from .registry.credentials import Credentials, erase_credentials, store_credentials
 from .settings import Settings, parse_size
+from .signing import SignatureCheck, require_signature, sign_manifest
 from .source import classify, open_source
 from .source.modelfile import apply_modelfile, read_modelfile, render_modelfile
 from .spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Descriptor
@@ -192,6 +195,7 @@ def pull_model(
     hf_repo_id: str | None = None,
     hf_revision: str | None = None,
     verify_key: str | os.PathLike[str] | None = None,
+    model_signature: bool = False,
     settings: Settings | None = None,
     progress: ProgressOption = None,
     **options: Any,
@@ -205,18 +209,26 @@ def pull_model(
     matching files.  ``hf_cache`` (True for the default HF cache, or a path)
     also lays the model out as the Hugging Face hub cache does and ``path`` is
     the snapshot; ``hf_repo_id`` / ``hf_revision`` override the repo id and
-    revision name.  Mirrors configured for the registry are tried first.
+    revision name.  ``verify_key`` (a public key) refuses a model without a
+    valid signature by it before any file is written; ``model_signature``
+    also writes its OpenSSF model signature as ``output_dir/model.sig``.
+    Mirrors configured for the registry are tried first.
     """
     settings = resolve_settings(settings, **options)
-    if verify_key is not None:
-        raise UsageError("signature verification is not available in this build")
     request = None
     if hf_cache is not False:
         cache_dir = default_hf_cache() if hf_cache is True else Path(hf_cache).expanduser()
         request = transfer.HFCacheRequest(cache_dir, hf_repo_id, hf_revision)
     with _progress(progress, "pull") as shown:
         return transfer.pull(
-            reference, output_dir, settings, include=include, progress=shown, hf_cache=request
+            reference,
+            output_dir,
+            settings,
+            include=include,
+            progress=shown,
+            hf_cache=request,
+            verify_key=verify_key,
+            model_signature=model_signature,
         )
 
 
@@ -475,3 +487,71 @@ def verify_dir(
         )
         raise IntegrityError(f"{path} does not match {key}: {shown}")
     return report
+
+
+# -- signing ----------------------------------------------------------------------
+
+
+def keygen(
+    prefix: str | os.PathLike[str] = "modelpack",
+    *,
+    password: str | None = None,
+    algorithm: str = "ecdsa-p256",
+    overwrite: bool = False,
+) -> KeyPair:
+    """Write PREFIX.key and PREFIX.pub; the private key is encrypted when ``password`` is given."""
+    return generate_key_pair(prefix, password, algorithm=algorithm, overwrite=overwrite)
+
+
+@dataclass
+class SignResult:
+    reference: str
+    digest: str
+    key_id: str
+    model_signature: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "digest": self.digest,
+            "keyId": self.key_id,
+            "modelSignature": self.model_signature,
+        }
+
+
+def sign(
+    reference: str,
+    key: str | os.PathLike[str],
+    *,
+    password: str | None = None,
+    model_signing: bool = False,
+    settings: Settings | None = None,
+    **options: Any,
+) -> SignResult:
+    """Sign the artifact REF names in its registry, cosign-compatibly (the
+    ``sha256-<hex>.sig`` tag and an OCI referrer); with ``model_signing`` also
+    attach an OpenSSF model signature of its files."""
+    settings = resolve_settings(settings, **options)
+    private = load_private_key(key, password)
+    ref = parse_reference(reference)
+    repository = open_repository(ref, settings)
+    subject = repository.resolve(ref.target)
+    key_name = sign_manifest(repository, subject, private)
+    if model_signing:
+        tree = transfer.pull(f"{ref.name}@{subject.digest}", None, settings).path
+        assert tree is not None
+        attach_bundle(repository, subject, sign_tree(tree, key, password))
+    return SignResult(str(ref), subject.digest, key_name, model_signing)
+
+
+def verify(
+    reference: str, key: str | os.PathLike[str], *, settings: Settings | None = None, **options: Any
+) -> SignatureCheck:
+    """Check that REF's current manifest carries a valid signature by ``key``
+    (the public key); IntegrityError (exit 5) otherwise."""
+    settings = resolve_settings(settings, **options)
+    public = load_public_key(key)
+    endpoint = open_endpoint(reference, settings, reading=True)
+    repository = endpoint.target
+    assert isinstance(repository, RegistryRepository) and endpoint.resolved is not None
+    return require_signature(repository, endpoint.resolved, public, endpoint.display)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .endpoints import Endpoint
-from .errors import IntegrityError, NotFoundError, UsageError
+from .errors import IntegrityError, UsageError
+from .signing import COSIGN_ARTIFACT_TYPE, find_signatures
 from .spec import INDEX_MEDIA_TYPES, MODEL_CONFIG_MEDIA_TYPES, Descriptor, Manifest, ModelConfig
 from .target import fetch_bytes
 
@@ -28,7 +29,9 @@ class Inspection:
     config: ModelConfig | None
     location: str  # "local" or "remote"
     referrers: list[Descriptor] = field(default_factory=list)
-    signatures: int = 0  # cosign tag signatures + signature referrers
+    signatures: int = (
+        0  # distinct cosign signatures + other signature referrers (sigstore, notation)
+    )
 
     @property
     def size(self) -> int:
@@ -63,15 +66,6 @@ class Inspection:
         }
 
 
-def _cosign_signatures(endpoint: Endpoint, digest: str) -> int:
-    tag = "sha256-" + digest.split(":", 1)[1] + ".sig"
-    try:
-        desc = endpoint.target.resolve(endpoint.tag_reference(tag))
-    except NotFoundError:
-        return 0
-    return len(json.loads(fetch_bytes(endpoint.target, desc)).get("layers") or [])
-
-
 def inspect_endpoint(endpoint: Endpoint, location: str, *, attached: bool = True) -> Inspection:
     """Read the manifest and config (never the layers); ``attached`` also lists
     referrers and counts signatures."""
@@ -95,7 +89,10 @@ def inspect_endpoint(endpoint: Endpoint, location: str, *, attached: bool = True
     if attached:
         list_referrers = getattr(target, "referrers", None)
         inspection.referrers = list_referrers(root) if list_referrers else []
-        inspection.signatures = _cosign_signatures(endpoint, root.digest) + sum(
-            1 for r in inspection.referrers if r.artifact_type in SIGNATURE_ARTIFACT_TYPES
-        )
+        cosign = find_signatures(target, root, endpoint.tag_reference)
+        others = [
+            r for r in inspection.referrers
+            if r.artifact_type in SIGNATURE_ARTIFACT_TYPES and r.artifact_type != COSIGN_ARTIFACT_TYPE
+        ]  # fmt: skip
+        inspection.signatures = len(cosign) + len(others)
     return inspection

@@ -24,6 +24,7 @@ CLI_INSPECT = "cli-inspect.schema.json"
 CLI_LS = "cli-ls.schema.json"
 CLI_CACHE = "cli-cache.schema.json"
 CLI_VERIFY = "cli-verify.schema.json"
+CLI_SIGNATURE = "cli-signature.schema.json"
 
 
 @cache

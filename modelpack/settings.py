@@ -118,6 +118,11 @@ class Settings:
     )
     _registry_table: dict[str, Any] | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        # Accept str paths from library callers: Settings(home="/data/modelpack").
+        self.home = Path(self.home).expanduser()
+        self.config_file = Path(self.config_file).expanduser()
+
     @property
     def store_dir(self) -> Path:
         return self.home / "store"

@@ -23,10 +23,13 @@ from .endpoints import Endpoint, open_endpoint, registry_repository
 from .errors import UsageError
 from .hfcache import hf_mapping, write_hf_cache
 from .inspection import inspect_endpoint
+from .keys import load_public_key
 from .progress import Progress
+from .provenance import SIGNATURE_FILENAME, fetch_bundle
 from .reference import parse_reference
 from .registry import RegistryRepository
 from .settings import Settings
+from .signing import require_signature
 from .spec import INDEX_MEDIA_TYPES, Descriptor
 from .store import LayoutStore
 from .unpack import DirectoryTarget
@@ -168,9 +171,25 @@ def pull(
     include: Iterable[str] = (),
     progress: Progress | None = None,
     hf_cache: HFCacheRequest | None = None,
+    verify_key: str | os.PathLike[str] | None = None,
+    model_signature: bool = False,
 ) -> TransferResult:
     src = open_endpoint(reference, settings, reading=True)
     root = _refuse_index(src)
+    repository = registry_repository(src)
+    if verify_key is not None:
+        # Before anything is written: the signature must name exactly this digest,
+        # and everything below is pulled by that digest.
+        if repository is None:
+            raise UsageError("--verify-key needs a registry reference")
+        require_signature(repository, root, load_public_key(verify_key), src.display)
+    bundle = None
+    if model_signature:
+        if output_dir is None or repository is None:
+            raise UsageError(
+                "--model-signature writes DIR/model.sig: it needs -o DIR and a registry reference"
+            )
+        bundle = fetch_bundle(repository, root)
     patterns = list(include)
     layer_filter = _include_filter(patterns)
     if output_dir is not None:
@@ -181,6 +200,8 @@ def pull(
             result = _copy(
                 src, target, settings, progress, layer_filter=layer_filter, with_referrers=False
             )
+            if bundle is not None:
+                directory.add_file(SIGNATURE_FILENAME, bundle)
         return TransferResult(
             src.display, root.digest, result.stats, Path(output_dir), directory.files
         )

@@ -199,6 +199,12 @@ class DirectoryTarget:
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                     self.staging.joinpath(*relpath.parts).unlink()
 
+    def add_file(self, relpath: str, data: bytes) -> None:
+        """A file of our own beside the artifact's (a model.sig), placed with them."""
+        target = self._claim(safe_relpath(relpath, "extra file"), "extra file", "local")
+        with open(target, "xb") as out:
+            out.write(data)
+
     # -- Target -------------------------------------------------------------
 
     def describe(self) -> str:

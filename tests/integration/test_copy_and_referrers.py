@@ -79,31 +79,28 @@ def test_copy_between_registries_keeps_the_digest_and_brings_referrers(
     source_repo = open_repository(parse_reference(ref), resolve_settings(settings))
     sbom = _attach(source_repo, built.manifest_descriptor, SBOM_TYPE, b'{"sbom": 1}')
     hexpart = built.digest.split(":")[1]
-    signature = _attach(
-        source_repo,
-        built.manifest_descriptor,
-        "application/vnd.dev.cosign.artifact.sig.v1+json",
-        b"sig",
-        tag=f"sha256-{hexpart}.sig",
-    )
+    key = modelpack.keygen(tmp_path / "copy-key", password=None)
+    modelpack.sign(ref, key.private_path, settings=settings)
+    signature = source_repo.resolve(f"sha256-{hexpart}.sig")
 
     destination = f"{second_registry.host}/copy/dst:v1"
     result = run_cli("copy", ref, destination, "--plain-http", "--json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["digest"] == built.digest
-    assert document["referrers"] == 2
+    assert document["referrers"] == 3  # the SBOM, the signature referrer, the .sig tag
     raw = subprocess.run(
         ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{destination}"],
         capture_output=True, check=True,
     ).stdout  # fmt: skip
     assert sha256_bytes(raw) == built.digest
     dst_repo = open_repository(parse_reference(destination), resolve_settings(settings))
-    assert [d.digest for d in dst_repo.referrers(built.manifest_descriptor)] == [sbom.digest]
+    assert sbom.digest in [d.digest for d in dst_repo.referrers(built.manifest_descriptor)]
     assert dst_repo.resolve(f"sha256-{hexpart}.sig").digest == signature.digest
     out = modelpack.pull(destination, tmp_path / "out", settings=settings)
     assert tree_files(out) == tree_files(tiny_model)
     assert modelpack.inspect(destination, remote=True, settings=settings).signatures == 1
+    assert modelpack.verify(destination, key.public_path, settings=settings).valid
 
 
 def test_copy_within_one_registry_mounts(tiny_model, registry, settings):

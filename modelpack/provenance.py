@@ -1,0 +1,114 @@
+"""File-level provenance with OpenSSF model signing (the ``model-signing`` package).
+
+A sigstore bundle whose in-toto statement lists the digest of every file of
+the model tree, signed with the same ECDSA key, offline.  It is attached to
+the artifact as an OCI referrer, and ``pull -o DIR --model-signature``
+writes it as ``DIR/model.sig`` so that::
+
+    model_signing verify key --signature DIR/model.sig --public_key KEY.pub DIR
+
+passes on the pulled directory, independently of modelpack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .digests import sha256_bytes
+from .errors import IntegrityError, UsageError
+from .keys import key_password
+from .registry import RegistryRepository
+from .spec import (
+    ANNOTATION_TITLE,
+    MEDIA_TYPE_OCI_EMPTY,
+    MEDIA_TYPE_OCI_MANIFEST,
+    Descriptor,
+    canonical_json,
+)
+from .target import fetch_bytes, push_bytes
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+SIGNATURE_FILENAME = "model.sig"
+MAX_BUNDLE = 16 * 1024 * 1024
+
+
+def _model_signing():  # noqa: ANN202 - the module
+    try:
+        import model_signing
+    except ImportError as exc:
+        raise UsageError(
+            "file-level signatures need the model-signing package",
+            hint="pip install 'modelpack-oci[model-signing]'",
+        ) from exc
+    return model_signing
+
+
+def sign_tree(tree: Path, private_key: str | os.PathLike[str], password: str | None) -> bytes:
+    """The model_signing bundle for every file below ``tree``."""
+    model_signing = _model_signing()
+    password = key_password(private_key, password)
+    with tempfile.TemporaryDirectory(prefix="modelpack-sig-") as work:
+        output = Path(work) / SIGNATURE_FILENAME
+        try:
+            config = model_signing.signing.Config().use_elliptic_key_signer(
+                private_key=os.fspath(private_key),
+                password=password.encode() if password else None,  # it wants bytes
+            )
+            config.sign(tree, output)
+        except Exception as exc:  # the package raises plain ValueError/TypeError for key problems
+            raise UsageError(
+                f"model signing failed: {exc}", hint="model-signing needs an ECDSA P-256 key"
+            ) from exc
+        return output.read_bytes()
+
+
+def verify_tree(tree: Path, signature: Path, public_key: str | os.PathLike[str]) -> None:
+    model_signing = _model_signing()
+    try:
+        model_signing.verifying.Config().use_elliptic_key_verifier(
+            public_key=os.fspath(public_key)
+        ).verify(tree, signature)
+    except Exception as exc:
+        raise IntegrityError(f"{tree} does not match its model signature: {exc}") from exc
+
+
+def attach_bundle(repository: RegistryRepository, subject: Descriptor, bundle: bytes) -> Descriptor:
+    empty = b"{}"
+    config = Descriptor(MEDIA_TYPE_OCI_EMPTY, sha256_bytes(empty), len(empty))
+    push_bytes(repository, config, empty)
+    layer = Descriptor(
+        BUNDLE_MEDIA_TYPE,
+        sha256_bytes(bundle),
+        len(bundle),
+        annotations={ANNOTATION_TITLE: SIGNATURE_FILENAME},
+    )
+    push_bytes(repository, layer, bundle)
+    document = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+        "artifactType": BUNDLE_MEDIA_TYPE,
+        "config": config.to_dict(),
+        "layers": [layer.to_dict()],
+        "subject": subject.to_dict(),
+    }
+    data = canonical_json(document)
+    desc = Descriptor(
+        MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(data), len(data), artifact_type=BUNDLE_MEDIA_TYPE
+    )
+    push_bytes(repository, desc, data)
+    return desc
+
+
+def fetch_bundle(repository: RegistryRepository, subject: Descriptor) -> bytes:
+    for referrer in repository.referrers(subject, BUNDLE_MEDIA_TYPE):
+        document = json.loads(fetch_bytes(repository, referrer))
+        for layer in document.get("layers") or []:
+            if layer.get("mediaType") == BUNDLE_MEDIA_TYPE:
+                return fetch_bytes(repository, Descriptor.from_dict(layer), limit=MAX_BUNDLE)
+    raise IntegrityError(
+        f"{repository.describe()}@{subject.digest} has no model signature",
+        hint="sign it with `modelpack sign --model-signing`",
+    )

@@ -1,0 +1,297 @@
+"""cosign-compatible, key-based signatures of model artifacts, fully offline.
+
+What we write, for a model manifest with digest D in repository R:
+
+* the simple-signing payload cosign signs::
+
+    {"critical":{"identity":{"docker-reference":"R"},"image":{"docker-manifest-digest":"D"},
+     "type":"cosign container image signature"},"optional":null}
+
+* a layer with that payload (``application/vnd.dev.cosign.simplesigning.v1+json``),
+  its base64 ECDSA-SHA256 signature in ``dev.cosignproject.cosign/signature``,
+  appended to the manifest tagged ``sha256-<hex of D>.sig`` (other signatures
+  there are kept): the tag form cosign, Harbor and policy controllers read;
+* the same layer in an OCI 1.1 referrer of D (artifactType
+  ``application/vnd.dev.cosign.artifact.sig.v1+json``), through the referrers
+  API or its tag-schema fallback.
+
+Verification accepts a signature from either place when its payload names
+exactly D and the signature checks with the given public key.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .digests import parse_digest, sha256_bytes
+from .errors import IntegrityError, NotFoundError
+from .keys import PrivateKey, PublicKey, key_id, sign_bytes, verify_bytes
+from .registry import RegistryRepository
+from .spec import (
+    MEDIA_TYPE_OCI_EMPTY,
+    MEDIA_TYPE_OCI_MANIFEST,
+    Descriptor,
+    canonical_json,
+)
+from .target import Target, fetch_bytes, push_bytes
+
+SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+COSIGN_ARTIFACT_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"
+SIGNATURE_TYPE = "cosign container image signature"
+OCI_CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+MAX_PAYLOAD = 256 * 1024
+
+
+def signature_tag(digest: str) -> str:
+    alg, hexpart = parse_digest(digest)
+    return f"{alg}-{hexpart}.sig"
+
+
+def simple_signing_payload(docker_reference: str, digest: str) -> bytes:
+    """Byte for byte what cosign signs (Go's encoding/json field order)."""
+    return (
+        '{"critical":{"identity":{"docker-reference":'
+        + json.dumps(docker_reference)
+        + '},"image":{"docker-manifest-digest":'
+        + json.dumps(digest)
+        + '},"type":"cosign container image signature"},"optional":null}'
+    ).encode()
+
+
+@dataclass(frozen=True)
+class FoundSignature:
+    source: str  # "tag" (sha256-<hex>.sig) or "referrer"
+    layer: Descriptor
+    payload: dict[str, Any]
+    signature: bytes
+
+    @property
+    def docker_reference(self) -> str:
+        return str(
+            ((self.payload.get("critical") or {}).get("identity") or {}).get("docker-reference", "")
+        )
+
+    @property
+    def signed_digest(self) -> str:
+        return str(
+            ((self.payload.get("critical") or {}).get("image") or {}).get(
+                "docker-manifest-digest", ""
+            )
+        )
+
+
+@dataclass
+class SignatureCheck:
+    reference: str
+    digest: str
+    key_id: str
+    valid: list[FoundSignature] = field(default_factory=list)
+    others: int = 0  # signatures present that are not valid for this key and digest
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "digest": self.digest,
+            "verified": bool(self.valid),
+            "keyId": self.key_id,
+            "signatures": [
+                {
+                    "source": s.source,
+                    "payloadDigest": s.layer.digest,
+                    "dockerReference": s.docker_reference,
+                }
+                for s in self.valid
+            ],
+            "otherSignatures": self.others,
+        }
+
+
+# -- writing ------------------------------------------------------------------
+
+
+def _empty_config(repository: RegistryRepository) -> Descriptor:
+    data = b"{}"
+    desc = Descriptor(MEDIA_TYPE_OCI_EMPTY, sha256_bytes(data), len(data))
+    push_bytes(repository, desc, data)
+    return desc
+
+
+def _signature_layer(
+    repository: RegistryRepository, key: PrivateKey, subject: Descriptor
+) -> Descriptor:
+    payload = simple_signing_payload(f"{repository.registry}/{repository.name}", subject.digest)
+    signature = base64.b64encode(sign_bytes(key, payload)).decode()
+    layer = Descriptor(
+        SIMPLESIGNING_MEDIA_TYPE,
+        sha256_bytes(payload),
+        len(payload),
+        annotations={SIGNATURE_ANNOTATION: signature},
+    )
+    push_bytes(repository, layer, payload)
+    return layer
+
+
+def _put_manifest(
+    repository: RegistryRepository, document: dict, reference: str | None
+) -> Descriptor:
+    data = canonical_json(document)
+    desc = Descriptor(
+        MEDIA_TYPE_OCI_MANIFEST,
+        sha256_bytes(data),
+        len(data),
+        artifact_type=document.get("artifactType"),
+    )
+    push_bytes(repository, desc, data, reference=reference)
+    return desc
+
+
+def _cosign_config(layers: list[Descriptor]) -> bytes:
+    """The image config cosign writes for a signature manifest."""
+    return canonical_json(
+        {
+            "architecture": "",
+            "config": {},
+            "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"}],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
+        }
+    )
+
+
+def _append_to_signature_tag(
+    repository: RegistryRepository, subject: Descriptor, layer: Descriptor
+) -> None:
+    tag = signature_tag(subject.digest)
+    layers: list[Descriptor] = []
+    try:
+        existing = json.loads(fetch_bytes(repository, repository.resolve(tag)))
+        layers = [Descriptor.from_dict(d) for d in existing.get("layers") or []]
+    except NotFoundError:
+        pass
+    if any(
+        existing_layer.digest == layer.digest
+        and existing_layer.annotations.get(SIGNATURE_ANNOTATION)
+        == layer.annotations[SIGNATURE_ANNOTATION]
+        for existing_layer in layers
+    ):
+        return
+    layers.append(layer)
+    config = _cosign_config(layers)
+    config_desc = Descriptor(OCI_CONFIG_MEDIA_TYPE, sha256_bytes(config), len(config))
+    push_bytes(repository, config_desc, config)
+    _put_manifest(
+        repository,
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+            "config": config_desc.to_dict(),
+            "layers": [d.to_dict() for d in layers],
+        },
+        tag,
+    )
+
+
+def sign_manifest(repository: RegistryRepository, subject: Descriptor, key: PrivateKey) -> str:
+    """Sign ``subject`` in both places; returns the key id."""
+    layer = _signature_layer(repository, key, subject)
+    _append_to_signature_tag(repository, subject, layer)
+    _put_manifest(
+        repository,
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+            "artifactType": COSIGN_ARTIFACT_TYPE,
+            "config": _empty_config(repository).to_dict(),
+            "layers": [layer.to_dict()],
+            "subject": subject.to_dict(),
+        },
+        None,
+    )
+    return key_id(key.public_key())
+
+
+# -- reading ------------------------------------------------------------------
+
+
+def _layers_with_signatures(
+    repository: RegistryRepository, manifest: Descriptor
+) -> list[Descriptor]:
+    document = json.loads(fetch_bytes(repository, manifest))
+    return [
+        Descriptor.from_dict(d)
+        for d in document.get("layers") or []
+        if d.get("mediaType") == SIMPLESIGNING_MEDIA_TYPE
+        and SIGNATURE_ANNOTATION in (d.get("annotations") or {})
+    ]
+
+
+def find_signatures(
+    repository: Target, subject: Descriptor, tag_reference: Callable[[str], str] = lambda tag: tag
+) -> list[FoundSignature]:
+    """Every distinct cosign signature of ``subject``: in its ``.sig`` tag and in
+    referrers (the same signature in both places counts once)."""
+    sources: list[tuple[str, Descriptor]] = []
+    with contextlib.suppress(NotFoundError):
+        sources.append(("tag", repository.resolve(tag_reference(signature_tag(subject.digest)))))
+    list_referrers = getattr(repository, "referrers", None)
+    if list_referrers is not None:
+        sources += [("referrer", r) for r in list_referrers(subject, COSIGN_ARTIFACT_TYPE)]
+    found: list[FoundSignature] = []
+    seen: set[tuple[str, str]] = set()
+    for source, manifest in sources:
+        for layer in _layers_with_signatures(repository, manifest):
+            mark = (layer.digest, layer.annotations[SIGNATURE_ANNOTATION])
+            if mark in seen or layer.size > MAX_PAYLOAD:
+                continue
+            seen.add(mark)
+            payload = fetch_bytes(repository, layer, limit=MAX_PAYLOAD)
+            try:
+                document = json.loads(payload)
+                signature = base64.b64decode(layer.annotations[SIGNATURE_ANNOTATION], validate=True)
+            except ValueError:
+                continue  # malformed entries are someone else's problem, never a pass
+            found.append(FoundSignature(source, layer, document, signature))
+    return found
+
+
+def check_signatures(
+    repository: RegistryRepository, subject: Descriptor, public: PublicKey, display: str
+) -> SignatureCheck:
+    result = SignatureCheck(display, subject.digest, key_id(public))
+    for found in find_signatures(repository, subject):
+        payload = fetch_bytes(repository, found.layer, limit=MAX_PAYLOAD)
+        critical = found.payload.get("critical") or {}
+        if (
+            found.signed_digest == subject.digest
+            and critical.get("type") == SIGNATURE_TYPE
+            and verify_bytes(public, found.signature, payload)
+        ):
+            result.valid.append(found)
+        else:
+            result.others += 1
+    return result
+
+
+def require_signature(
+    repository: RegistryRepository, subject: Descriptor, public: PublicKey, display: str
+) -> SignatureCheck:
+    """IntegrityError (exit 5) unless a valid signature by ``public`` names this digest."""
+    result = check_signatures(repository, subject, public, display)
+    if not result.valid:
+        detail = (
+            f"{result.others} signature(s) found, none by key {result.key_id} over this digest"
+            if result.others
+            else "it is not signed"
+        )
+        raise IntegrityError(
+            f"{display}@{subject.digest}: no valid signature by key {result.key_id}: {detail}",
+            hint="sign it with `modelpack sign`, or check that the tag still points to the signed model",
+        )
+    return result
