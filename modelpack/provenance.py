@@ -17,18 +17,15 @@ import os
 import tempfile
 from pathlib import Path
 
-from .digests import sha256_bytes
+from .attach import attach, push_blob
 from .errors import IntegrityError, UsageError
 from .keys import key_password
 from .registry import RegistryRepository
 from .spec import (
     ANNOTATION_TITLE,
-    MEDIA_TYPE_OCI_EMPTY,
-    MEDIA_TYPE_OCI_MANIFEST,
     Descriptor,
-    canonical_json,
 )
-from .target import fetch_bytes, push_bytes
+from .target import fetch_bytes
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 SIGNATURE_FILENAME = "model.sig"
@@ -76,30 +73,8 @@ def verify_tree(tree: Path, signature: Path, public_key: str | os.PathLike[str])
 
 
 def attach_bundle(repository: RegistryRepository, subject: Descriptor, bundle: bytes) -> Descriptor:
-    empty = b"{}"
-    config = Descriptor(MEDIA_TYPE_OCI_EMPTY, sha256_bytes(empty), len(empty))
-    push_bytes(repository, config, empty)
-    layer = Descriptor(
-        BUNDLE_MEDIA_TYPE,
-        sha256_bytes(bundle),
-        len(bundle),
-        annotations={ANNOTATION_TITLE: SIGNATURE_FILENAME},
-    )
-    push_bytes(repository, layer, bundle)
-    document = {
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
-        "artifactType": BUNDLE_MEDIA_TYPE,
-        "config": config.to_dict(),
-        "layers": [layer.to_dict()],
-        "subject": subject.to_dict(),
-    }
-    data = canonical_json(document)
-    desc = Descriptor(
-        MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(data), len(data), artifact_type=BUNDLE_MEDIA_TYPE
-    )
-    push_bytes(repository, desc, data)
-    return desc
+    layer = push_blob(repository, BUNDLE_MEDIA_TYPE, bundle, {ANNOTATION_TITLE: SIGNATURE_FILENAME})
+    return attach(repository, subject, BUNDLE_MEDIA_TYPE, [layer])
 
 
 def fetch_bundle(repository: RegistryRepository, subject: Descriptor) -> bytes:

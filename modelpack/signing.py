@@ -28,17 +28,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .digests import parse_digest, sha256_bytes
+from .attach import attach, push_blob, push_manifest
+from .digests import parse_digest
 from .errors import IntegrityError, NotFoundError
 from .keys import PrivateKey, PublicKey, key_id, sign_bytes, verify_bytes
 from .registry import RegistryRepository
 from .spec import (
-    MEDIA_TYPE_OCI_EMPTY,
     MEDIA_TYPE_OCI_MANIFEST,
     Descriptor,
     canonical_json,
 )
-from .target import Target, fetch_bytes, push_bytes
+from .target import Target, fetch_bytes
 
 SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -115,40 +115,14 @@ class SignatureCheck:
 # -- writing ------------------------------------------------------------------
 
 
-def _empty_config(repository: RegistryRepository) -> Descriptor:
-    data = b"{}"
-    desc = Descriptor(MEDIA_TYPE_OCI_EMPTY, sha256_bytes(data), len(data))
-    push_bytes(repository, desc, data)
-    return desc
-
-
 def _signature_layer(
     repository: RegistryRepository, key: PrivateKey, subject: Descriptor
 ) -> Descriptor:
     payload = simple_signing_payload(f"{repository.registry}/{repository.name}", subject.digest)
     signature = base64.b64encode(sign_bytes(key, payload)).decode()
-    layer = Descriptor(
-        SIMPLESIGNING_MEDIA_TYPE,
-        sha256_bytes(payload),
-        len(payload),
-        annotations={SIGNATURE_ANNOTATION: signature},
+    return push_blob(
+        repository, SIMPLESIGNING_MEDIA_TYPE, payload, {SIGNATURE_ANNOTATION: signature}
     )
-    push_bytes(repository, layer, payload)
-    return layer
-
-
-def _put_manifest(
-    repository: RegistryRepository, document: dict, reference: str | None
-) -> Descriptor:
-    data = canonical_json(document)
-    desc = Descriptor(
-        MEDIA_TYPE_OCI_MANIFEST,
-        sha256_bytes(data),
-        len(data),
-        artifact_type=document.get("artifactType"),
-    )
-    push_bytes(repository, desc, data, reference=reference)
-    return desc
 
 
 def _cosign_config(layers: list[Descriptor]) -> bytes:
@@ -183,10 +157,8 @@ def _append_to_signature_tag(
     ):
         return
     layers.append(layer)
-    config = _cosign_config(layers)
-    config_desc = Descriptor(OCI_CONFIG_MEDIA_TYPE, sha256_bytes(config), len(config))
-    push_bytes(repository, config_desc, config)
-    _put_manifest(
+    config_desc = push_blob(repository, OCI_CONFIG_MEDIA_TYPE, _cosign_config(layers))
+    push_manifest(
         repository,
         {
             "schemaVersion": 2,
@@ -202,18 +174,7 @@ def sign_manifest(repository: RegistryRepository, subject: Descriptor, key: Priv
     """Sign ``subject`` in both places; returns the key id."""
     layer = _signature_layer(repository, key, subject)
     _append_to_signature_tag(repository, subject, layer)
-    _put_manifest(
-        repository,
-        {
-            "schemaVersion": 2,
-            "mediaType": MEDIA_TYPE_OCI_MANIFEST,
-            "artifactType": COSIGN_ARTIFACT_TYPE,
-            "config": _empty_config(repository).to_dict(),
-            "layers": [layer.to_dict()],
-            "subject": subject.to_dict(),
-        },
-        None,
-    )
+    attach(repository, subject, COSIGN_ARTIFACT_TYPE, [layer])
     return key_id(key.public_key())
 
 

@@ -8,11 +8,11 @@ from helpers import run_cli, tree_files
 
 import modelpack
 from modelpack.api import resolve_settings
+from modelpack.attach import attach, push_blob
 from modelpack.digests import sha256_bytes
 from modelpack.reference import parse_reference
 from modelpack.registry import open_repository
-from modelpack.spec import MEDIA_TYPE_OCI_EMPTY, MEDIA_TYPE_OCI_MANIFEST, Descriptor, canonical_json
-from modelpack.target import push_bytes
+from modelpack.spec import MEDIA_TYPE_OCI_MANIFEST, Descriptor
 from modelpack.testing import RegistryServer
 
 SBOM_TYPE = "application/vnd.example.sbom.v1+json"
@@ -32,30 +32,14 @@ def _push_model(tiny_model, registry, settings, name):
     return ref, built
 
 
-def _attach(
-    repository, subject: Descriptor, artifact_type: str, payload: bytes, tag: str | None = None
-):
-    """Push a small artifact whose subject is ``subject`` (a referrer), or a tagged one."""
-    empty = b"{}"
-    empty_desc = Descriptor(MEDIA_TYPE_OCI_EMPTY, sha256_bytes(empty), len(empty))
-    push_bytes(repository, empty_desc, empty)
-    layer = Descriptor("application/octet-stream", sha256_bytes(payload), len(payload))
-    push_bytes(repository, layer, payload)
-    document = {
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
-        "artifactType": artifact_type,
-        "config": empty_desc.to_dict(),
-        "layers": [layer.to_dict()],
-    }
-    if tag is None:
-        document["subject"] = subject.to_dict()
-    data = canonical_json(document)
-    desc = Descriptor(
-        MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(data), len(data), artifact_type=artifact_type
+def _attach(repository, subject: Descriptor, artifact_type: str, payload: bytes):
+    """Push a small artifact whose subject is ``subject`` (a referrer)."""
+    return attach(
+        repository,
+        subject,
+        artifact_type,
+        [push_blob(repository, "application/octet-stream", payload)],
     )
-    push_bytes(repository, desc, data, reference=tag)
-    return desc
 
 
 def test_referrers_fall_back_to_the_tag_schema_on_distribution(tiny_model, registry, settings):
