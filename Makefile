@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check -U pip
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@# Byte-compile the checkout: with PYTHONDONTWRITEBYTECODE set, every start would recompile it.
+	@$(PY) -m compileall -q modelpack cli >/dev/null
 	@touch $(STAMP)
 	@echo "installed modelpack into $(VENV)"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import click
-from rich.table import Table
 
 import modelpack
 from modelpack.display import human_size
@@ -30,6 +29,8 @@ def cache_ls(as_json: bool) -> None:
     if as_json:
         emit_json({"models": [e.to_dict() for e in entries]}, CLI_CACHE)
         return
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for column in ("REFERENCE", "DIGEST", "SIZE", "LAST USED", "PATH"):
         table.add_column(column, justify="right" if column == "SIZE" else "left")

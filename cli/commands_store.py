@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
 import modelpack
 from modelpack.display import human_size
@@ -33,6 +32,8 @@ def inspect(reference: str, remote: bool, as_json: bool) -> None:
         return
     console = stdout()
     console.print(f"[bold]{result.reference}[/bold] ({result.location})")
+    from rich.table import Table
+
     summary = Table(box=None, pad_edge=False, show_header=False)
     summary.add_column(style="bold")
     summary.add_column()
@@ -40,6 +41,8 @@ def inspect(reference: str, remote: bool, as_json: bool) -> None:
         summary.add_row(label, value)
     console.print(summary)
     console.print()
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for column in ("PATH", "MEDIA TYPE", "DIGEST", "SIZE"):
         table.add_column(column, justify="right" if column == "SIZE" else "left")
@@ -99,6 +102,8 @@ def list_command(as_json: bool) -> None:
     if as_json:
         emit_json({"models": [m.to_dict() for m in models]}, CLI_LS)
         return
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for column in ("REFERENCE", "DIGEST", "NAME", "FORMAT", "PARAMS", "SIZE", "CREATED"):
         table.add_column(column, justify="right" if column == "SIZE" else "left")

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from modelpack.schemas import validate
 
 from .state import state
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 def _console(stream) -> Console:  # noqa: ANN001
+    from rich.console import Console  # imported when output is drawn
+
     # Off a terminal rich would wrap tables at 80 columns; logs and pipes want whole lines.
     width = None if stream.isatty() else 240
     return Console(file=stream, width=width, highlight=False, soft_wrap=not stream.isatty())

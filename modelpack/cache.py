@@ -176,7 +176,7 @@ class NodeCache:
                 )
             else:
                 src: Target = self.store if source is None else ManifestOverlay(source, self.store)
-                with DirectoryTarget(destination, link_from=self.store) as directory:
+                with DirectoryTarget(destination, link_from=self.store, durable=True) as directory:
                     copy_graph(
                         src,
                         root.digest,

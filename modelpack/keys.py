@@ -13,16 +13,18 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from typing import TYPE_CHECKING
 
 from .errors import FileNotFoundInSourceError, UsageError
 from .fsutil import atomic_write_bytes
 
-PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+# cryptography is imported inside the functions: only commands that sign or
+# verify pay for it.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 ALGORITHMS = ("ecdsa-p256", "ed25519")
 
 
@@ -35,6 +37,8 @@ class KeyPair:
 
 def key_id(public: PublicKey) -> str:
     """A short, stable name for a public key: sha256 of its DER encoding."""
+    from cryptography.hazmat.primitives import serialization
+
     der = public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -49,6 +53,9 @@ def generate_key_pair(
     overwrite: bool = False,
 ) -> KeyPair:
     """Write PREFIX.key (private) and PREFIX.pub; ``password`` None means unencrypted."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
     if algorithm not in ALGORITHMS:
         raise UsageError(
             f"unknown key algorithm {algorithm!r}", hint=f"one of {', '.join(ALGORITHMS)}"
@@ -93,6 +100,9 @@ def key_password(path: str | os.PathLike[str], password: str | None) -> str | No
 
 
 def load_private_key(path: str | os.PathLike[str], password: str | None = None) -> PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
     data = _read(path, "private key")
     password = key_password(path, password)
     try:
@@ -108,30 +118,40 @@ def load_private_key(path: str | os.PathLike[str], password: str | None = None) 
         ) from None
     if isinstance(key, ec.EllipticCurvePrivateKey) and not isinstance(key.curve, ec.SECP256R1):
         raise UsageError(f"{path}: only P-256 ECDSA and Ed25519 keys are supported")
-    if not isinstance(key, PrivateKey):
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise UsageError(f"{path}: only P-256 ECDSA and Ed25519 keys are supported")
     return key
 
 
 def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
     data = _read(path, "public key")
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError as exc:
         raise UsageError(f"{path} is not a PEM public key ({exc})") from None
-    if not isinstance(key, PublicKey):
+    if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
         raise UsageError(f"{path}: only P-256 ECDSA and Ed25519 keys are supported")
     return key
 
 
 def sign_bytes(key: PrivateKey, data: bytes) -> bytes:
     """ECDSA-SHA256 (ASN.1 DER, as cosign writes) or Ed25519."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(data)
     return key.sign(data, ec.ECDSA(hashes.SHA256()))
 
 
 def verify_bytes(key: PublicKey, signature: bytes, data: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, data)

@@ -22,12 +22,18 @@ from .spec import Descriptor
 Opener = Callable[[int], contextlib.AbstractContextManager[BinaryIO]]
 
 
-def fill_partial(partial: Path, desc: Descriptor, opener: Opener, what: str) -> None:
+def fill_partial(
+    partial: Path, desc: Descriptor, opener: Opener, what: str, *, durable: bool = True
+) -> None:
     """Complete ``partial`` to exactly ``desc``'s bytes; ``opener(offset)`` streams the rest.
 
     Bytes already in the file are re-hashed (a local read), not fetched again.
-    On an interruption the file keeps what arrived (fsynced); on a digest
-    mismatch it is deleted and IntegrityError raised.
+    On an interruption the file keeps what arrived; on a digest mismatch it is
+    deleted and IntegrityError raised.  ``durable`` fsyncs the file before it
+    is handed back: the shared store wants that (a blob published under its
+    digest must hold those bytes even after a power cut); a pull into a
+    user's directory does not, as cp and skopeo do not (it costs ~1/3 of a
+    local pull's time).
     """
     reader = VerifyingReader(io.BytesIO(), desc.digest, desc.size, what)
     if partial.exists() and partial.stat().st_size > desc.size:
@@ -45,7 +51,8 @@ def fill_partial(partial: Path, desc: Descriptor, opener: Opener, what: str) -> 
                         out.write(chunk)
         finally:
             out.flush()
-            os.fsync(out.fileno())  # what arrived survives a crash, for the next attempt
+            if durable:
+                os.fsync(out.fileno())
     try:
         reader.verify()
     except IntegrityError:

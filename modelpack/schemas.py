@@ -11,9 +11,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import jsonschema
-from referencing import Registry, Resource
-
 from .errors import SchemaValidationError
 
 MODEL_CONFIG = "model-config.schema.json"
@@ -33,8 +30,10 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @cache
-def _registry() -> Registry:
-    registry: Registry = Registry()
+def _registry():  # noqa: ANN202 - referencing.Registry, imported when first needed
+    from referencing import Registry, Resource
+
+    registry = Registry()
     for entry in resources.files("modelpack._schemas").iterdir():
         if entry.name.endswith(".schema.json"):
             schema = load_schema(entry.name)
@@ -42,7 +41,7 @@ def _registry() -> Registry:
     return registry
 
 
-def field_path(error: jsonschema.ValidationError) -> str:
+def field_path(error) -> str:  # noqa: ANN001 - jsonschema.ValidationError
     path = ""
     for part in error.absolute_path:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
@@ -51,6 +50,8 @@ def field_path(error: jsonschema.ValidationError) -> str:
 
 def validate(document: Any, schema_name: str, what: str = "document") -> None:
     """Raise :class:`SchemaValidationError` naming the first offending field."""
+    import jsonschema  # ~100 ms: only when a document is actually checked
+
     schema = load_schema(schema_name)
     validator = jsonschema.Draft202012Validator(schema, registry=_registry())
     errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))

@@ -26,12 +26,12 @@ import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .attach import attach, push_blob, push_manifest
 from .digests import parse_digest
 from .errors import IntegrityError, NotFoundError
-from .keys import PrivateKey, PublicKey, key_id, sign_bytes, verify_bytes
+from .keys import key_id, sign_bytes, verify_bytes
 from .registry import RegistryRepository
 from .spec import (
     MEDIA_TYPE_OCI_MANIFEST,
@@ -39,6 +39,9 @@ from .spec import (
     canonical_json,
 )
 from .target import Target, fetch_bytes
+
+if TYPE_CHECKING:
+    from .keys import PrivateKey, PublicKey
 
 SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"

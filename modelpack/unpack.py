@@ -102,9 +102,16 @@ class DirectoryTarget:
     # An --include pull writes some layers only; that is the point.
     accepts_partial_graphs = True
 
-    def __init__(self, destination: str | os.PathLike[str], *, link_from=None) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        destination: str | os.PathLike[str],
+        *,
+        link_from=None,
+        durable: bool = False,  # noqa: ANN001
+    ) -> None:
         self.destination = Path(destination)
         self.link_from = link_from  # a LayoutStore whose read-only blobs may be hardlinked
+        self.durable = durable  # fsync copied files (the node cache), not for a user's -o DIR
         self.manifest: bytes | None = None
         self.config: bytes | None = None
         self.files: list[str] = []
@@ -265,7 +272,7 @@ class DirectoryTarget:
         alg, hexpart = parse_digest(desc.digest)
         partial = self.staging / PARTIAL_DIR / f"{alg}-{hexpart}"
         with self._partial_lock(partial):
-            fill_partial(partial, desc, opener, f"{what} ({relpath})")
+            fill_partial(partial, desc, opener, f"{what} ({relpath})", durable=self.durable)
             os.chmod(partial, _file_mode(metadata.mode if metadata else None))
             os.link(partial, target)
 
