@@ -139,6 +139,7 @@ def build(
             compress=compress,
             hf_repo_id=hf_repo_id,
             hf_revision=hf_revision,
+            push=push_after,
             settings=settings,
             progress=progress,
         )
@@ -149,19 +150,16 @@ def build(
         f"Built {result.reference} {result.digest} "
         f"({len(result.layers)} layers, {human_size(document['size'])})"
     )
-    if push_after:
-        with progress_for("push") as progress:
-            pushed = modelpack.push(result.reference, settings=settings, progress=progress)
-        document["push"] = pushed.to_dict()
+    if result.pushed is not None:
+        stats = result.pushed.stats
+        status(
+            f"Pushed {result.reference} ({stats.transferred} blobs sent, {stats.skipped} already there)"
+        )
         if sign_key:
             signed = modelpack.sign(
                 result.reference, sign_key, password=password_for(sign_key), settings=settings
             )
             status(f"Signed {signed.reference} {signed.digest} with key {signed.key_id}")
-        status(
-            f"Pushed {pushed.reference} ({pushed.stats.transferred} blobs sent, "
-            f"{pushed.stats.skipped} already there)"
-        )
     if as_json:
         emit_json(document, CLI_BUILD)
     else:

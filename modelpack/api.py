@@ -95,6 +95,7 @@ def build(
     compress: str = "none",
     hf_repo_id: str | None = None,
     hf_revision: str | None = None,
+    push: bool = False,
     settings: Settings | None = None,
     progress: ProgressOption = None,
     **options: Any,
@@ -108,6 +109,8 @@ def build(
     ``set_fields`` are ``config.quantization=awq``-style overrides of the
     derived config.  ``hf_repo_id`` / ``hf_revision`` are recorded so that
     ``pull(..., hf_cache=True)`` lays the model out under that hub repo id.
+    ``push`` sends it straight to the registry (``result.pushed``): weights
+    stream from the source files, the local store keeps no copy of them.
     """
     settings = resolve_settings(settings, **options)
     ref, key = _store_key(tag)
@@ -125,10 +128,11 @@ def build(
         model_source.annotations[ANNOTATION_HF_REPO_ID] = hf_repo_id
     if hf_revision:
         model_source.annotations[ANNOTATION_HF_COMMIT] = hf_revision
+    store = open_store(settings)
     with _progress(progress, "build") as shown:
-        return build_artifact(
+        result = build_artifact(
             model_source,
-            open_store(settings),
+            store,
             key,
             layer_format=fmt,
             kind_overrides=kind_overrides,
@@ -137,7 +141,12 @@ def build(
             else None,
             concurrency=settings.concurrency,
             progress=shown,
+            keep_raw=not push,
         )
+    if push:
+        with _progress(progress, "push") as shown, store.using():
+            result.pushed = transfer.push_built(result, store, settings, shown)
+    return result
 
 
 def generate_modelfile(

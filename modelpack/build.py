@@ -11,10 +11,11 @@ SOURCE_DATE_EPOCH set the manifest digest depends on file contents alone.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -100,9 +101,9 @@ class BuildResult:
     manifest: Manifest
     config: ModelConfig
     layers: list[BuiltLayer] = field(default_factory=list)
-    warnings: list[str] = field(
-        default_factory=list
-    )  # e.g. a README whose front matter was ignored
+    # e.g. a README whose front matter was ignored
+    warnings: list[str] = field(default_factory=list)
+    pushed: Any = None  # a TransferResult, when built with push=True
 
     @property
     def digest(self) -> str:
@@ -129,7 +130,7 @@ class BuildResult:
             "size": sum(layer.descriptor.size for layer in self.layers),
             "config": self.config.to_dict(),
             "layers": layers,
-        }
+        } | ({"push": self.pushed.to_dict()} if self.pushed is not None else {})
 
 
 def plan_layers(
@@ -214,12 +215,23 @@ def _tar_member(plan: PlannedLayer, mtime: int) -> tarfile.TarInfo:
 
 
 class LayerBuilder:
-    """Writes one planned layer into the store; used from worker threads."""
+    """Writes one planned layer into the store; used from worker threads.
 
-    def __init__(self, store: LayoutStore, layer_format: LayerFormat, progress: Progress) -> None:
+    With ``keep_raw=False`` raw layers are only hashed: the bytes stay in the
+    source files and a push streams them from there (``build --push``).
+    """
+
+    def __init__(
+        self,
+        store: LayoutStore,
+        layer_format: LayerFormat,
+        progress: Progress,
+        keep_raw: bool = True,
+    ) -> None:
         self.store = store
         self.layer_format = layer_format
         self.progress = progress
+        self.keep_raw = keep_raw
         self.epoch = source_date_epoch()
 
     def build(self, plan: PlannedLayer) -> BuiltLayer:
@@ -249,12 +261,14 @@ class LayerBuilder:
         self, plan: PlannedLayer, advance: Callable[[int], None]
     ) -> tuple[str, int, Placement | None]:
         f = plan.file
-        if self.store.shares_filesystem_with(f.path):
-            # One read to hash, then a link or clone: no weight byte rewritten.
+        if not self.keep_raw or self.store.shares_filesystem_with(f.path):
+            # One read to hash, then a link or clone (or nothing): no weight byte rewritten.
             hasher = hashlib.sha256()
             with open(f.path, "rb") as src:
                 size = _copy_with_progress(src, hasher.update, advance)
             digest = "sha256:" + hasher.hexdigest()
+            if not self.keep_raw:
+                return digest, size, None
             return digest, size, self.store.ingest_file(f.path, digest, size)
         # Another filesystem: copy and hash in the same pass.
         with self.store.writer() as writer, open(f.path, "rb") as src:
@@ -301,8 +315,14 @@ def build_artifact(
     config_overrides: Callable[[ModelConfig], None] | None = None,
     concurrency: int = 4,
     progress: Progress | None = None,
+    keep_raw: bool = True,
 ) -> BuildResult:
-    """Write layers, config and manifest of ``source`` into ``store`` and tag it."""
+    """Write layers, config and manifest of ``source`` into ``store`` and tag it.
+
+    ``keep_raw=False`` (for a build that goes straight to a registry) leaves raw
+    layers in the source files and does not tag the store, whose copy of the
+    artifact is then incomplete; :class:`BuiltArtifact` serves it for a push.
+    """
     progress = progress or NullProgress()
     plans = plan_layers(source, layer_format, kind_overrides)
     kinds = {p.file.relpath: p.kind for p in plans}
@@ -312,7 +332,7 @@ def build_artifact(
     if source.revision:
         derived.descriptor.revision = source.revision
 
-    builder = LayerBuilder(store, layer_format, progress)
+    builder = LayerBuilder(store, layer_format, progress, keep_raw)
     with store.using():
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             built = list(pool.map(builder.build, plans))
@@ -345,5 +365,42 @@ def build_artifact(
             size=len(manifest_bytes),
             artifact_type=manifest.artifact_type,
         )
-        push_bytes(store, manifest_desc, manifest_bytes, reference=reference)
+        push_bytes(store, manifest_desc, manifest_bytes, reference=reference if keep_raw else None)
     return BuildResult(reference, manifest_desc, manifest, config, built, derived.warnings)
+
+
+class BuiltArtifact:
+    """A just-built artifact as a read-only Target: config and manifest from the
+    store, raw layers straight from the source files (verified while sent)."""
+
+    def __init__(self, store: LayoutStore, result: BuildResult) -> None:
+        self.store = store
+        self.files = {
+            layer.descriptor.digest: layer.plan.file.path
+            for layer in result.layers
+            if not store.exists(layer.descriptor)
+        }
+
+    def describe(self) -> str:
+        return "the model being built"
+
+    def resolve(self, reference: str) -> Descriptor:
+        return self.store.resolve(reference)
+
+    def exists(self, desc: Descriptor) -> bool:
+        return desc.digest in self.files or self.store.exists(desc)
+
+    @contextlib.contextmanager
+    def fetch(self, desc: Descriptor) -> Iterator[BinaryIO]:
+        if desc.digest not in self.files:
+            with self.store.fetch(desc) as stream:
+                yield stream
+            return
+        with open(self.files[desc.digest], "rb") as stream:
+            yield stream
+
+    def push(self, desc: Descriptor, content: BinaryIO, reference: str | None = None) -> None:
+        raise NotImplementedError
+
+    def tag(self, desc: Descriptor, reference: str) -> None:
+        raise NotImplementedError

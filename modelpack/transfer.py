@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .blobinfo import BlobLocations
+from .build import BuildResult, BuiltArtifact
 from .cache import NodeCache
 from .copy import CopyOptions, CopyResult, CopyStats, copy_graph
 from .endpoints import Endpoint, open_endpoint, registry_repository
@@ -121,6 +122,16 @@ def push(reference: str, settings: Settings, progress: Progress | None = None) -
     dst = open_endpoint(reference, settings, reading=False)
     result = _copy(src, dst, settings, progress)
     return TransferResult(dst.display, result.descriptor.digest, result.stats)
+
+
+def push_built(
+    result: BuildResult, store: LayoutStore, settings: Settings, progress: Progress | None = None
+) -> TransferResult:
+    """Push what ``build_artifact(keep_raw=False)`` made: weights stream from the sources."""
+    source = Endpoint(BuiltArtifact(store, result), result.digest, result.reference)
+    dst = open_endpoint(result.reference, settings, reading=False)
+    copied = _copy(source, dst, settings, progress, with_referrers=False)
+    return TransferResult(dst.display, copied.descriptor.digest, copied.stats)
 
 
 def copy(

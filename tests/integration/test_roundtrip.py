@@ -182,3 +182,19 @@ def test_built_config_validates_against_the_upstream_schema_file(tiny_model, set
     )
     built = modelpack.build(tiny_model, "reg.io/a:v1", settings=settings)
     jsonschema.Draft202012Validator(upstream).validate(built.config.to_dict())
+
+
+def test_build_push_streams_weights_from_the_source(tiny_model, registry, settings, tmp_path):
+    ref = _ref(registry, "roundtrip/direct:v1")
+    result = modelpack.build(tiny_model, ref, push=True, settings=settings)
+    assert result.pushed is not None and result.pushed.digest == result.digest
+    store = LayoutStore(settings.store_dir)
+    weight = next(x for x in result.layers if x.plan.file.relpath == "model.safetensors")
+    assert not store.exists(weight.descriptor)  # no local copy of the weights, not even a link
+    assert weight.placement is None
+    assert modelpack.list_models(settings=settings) == []  # the store's copy is incomplete: untagged
+    out = modelpack.pull(ref, tmp_path / "out", settings=settings)
+    assert tree_files(out) == tree_files(tiny_model)
+    # Pushed again unchanged: nothing crosses the wire.
+    again = modelpack.build(tiny_model, ref, push=True, settings=settings)
+    assert again.pushed.stats.bytes_transferred == 0
