@@ -42,6 +42,7 @@ format: install
 	@$(VENV)/bin/ruff format modelpack cli tests examples benchmarks
 
 bench: install
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
 	@$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:

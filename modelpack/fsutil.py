@@ -38,15 +38,24 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+_NO_REFLINK: set[int] = set()  # devices where FICLONE failed once: do not try again
+
+
 def reflink(src: Path, dst: Path) -> bool:
     """Clone ``src`` to the new file ``dst`` copy-on-write; False where unsupported."""
+    try:
+        device = os.stat(src).st_dev
+    except OSError:
+        return False
+    if device in _NO_REFLINK:
+        return False
     try:
         with open(src, "rb") as fin, open(dst, "xb") as fout:
             try:
                 fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
                 return True
             except OSError:
-                pass
+                _NO_REFLINK.add(device)
         os.unlink(dst)
     except OSError:
         with contextlib.suppress(FileNotFoundError):

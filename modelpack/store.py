@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from .digests import VerifyingReader, new_hasher, parse_digest
 from .errors import BlobNotFoundError, IntegrityError, ReferenceNotFoundError, StoreError
-from .fsutil import Placement, atomic_write_bytes, place_file, same_filesystem
+from .fsutil import Placement, atomic_write_bytes, place_file
 from .locks import file_lock
 from .partial import Opener, fill_partial
 from .spec import (
@@ -101,6 +101,7 @@ class LayoutStore:
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
         self.root = Path(root)
+        self._device: int | None = None
         if create:
             self._initialise()
         elif not (self.root / "oci-layout").is_file():
@@ -347,7 +348,12 @@ class LayoutStore:
         return placement
 
     def shares_filesystem_with(self, path: Path) -> bool:
-        return same_filesystem(path, self.blobs_dir)
+        if self._device is None:
+            self._device = os.stat(self.blobs_dir).st_dev
+        try:
+            return os.stat(path).st_dev == self._device
+        except OSError:
+            return False
 
     # -- removal ------------------------------------------------------------
 

@@ -1,0 +1,472 @@
+"""`make bench`: build, push, pull, re-push and re-pull, modelpack beside skopeo, oras-py and
+modelpack-client, alternating, several rounds, on this machine; writes docs/benchmarks.md.
+
+    python -m benchmarks [--rounds 3] [--cases a,b] [--size-gib 20] [--registry HOST:PORT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import models, report
+from benchmarks.runner import Measurement, measure
+from modelpack.testing.registry import RegistryServer
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PEERS_VENV = HERE / ".peers-venv"
+PEER_PACKAGES = ("modelpack-client", "oras")
+PY = sys.executable
+
+
+def ensure_peers() -> Path:
+    """A separate venv for the Python peers (modelpack-client installs a `modelpack` script too)."""
+    python = PEERS_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                *PEER_PACKAGES,
+            ],
+            check=True,
+        )
+    return python
+
+
+def version_of(command: list[str]) -> str:
+    try:
+        return (
+            subprocess.run(command, capture_output=True, text=True, timeout=30)
+            .stdout.strip()
+            .splitlines()[0]
+        )
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class Case:
+    name: str  # "a", "b", "c"
+    label: str
+    model: Path
+    size: int
+
+
+@dataclass
+class Context:
+    work: Path
+    rounds: int
+    external: str | None  # --registry
+    peers_python: Path | None
+    tools: set[str]
+    results: list[Measurement]
+
+    def env(self, home: Path) -> dict[str, str]:
+        return {
+            "MODELPACK_HOME": str(home),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "MODELPACK_PLAIN_HTTP": "1",
+        }
+
+    def mp(self, *args: str) -> list[str]:
+        return [PY, "-m", "modelpack", *args, "-q"]
+
+
+@contextmanager
+def registry(ctx: Context) -> Iterator[str]:
+    """A fresh, empty registry (no blob to skip or mount), or the external one."""
+    if ctx.external:
+        yield ctx.external
+        return
+    server = RegistryServer(workdir=Path(tempfile.mkdtemp(prefix="bench-registry-", dir=ctx.work)))
+    server.start()
+    try:
+        yield server.host
+    finally:
+        server.cleanup()
+
+
+def record(ctx: Context, m: Measurement) -> Measurement:
+    ctx.results.append(m)
+    status = f"{m.seconds:7.2f} s  {m.peak_rss_mb:7.1f} MB" if m.ok else f"FAILED: {m.error}"
+    print(f"  {m.case} {m.operation:<9} {m.tool:<17} {status}", flush=True)
+    return m
+
+
+def fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def prepare(ctx: Context, case: Case) -> tuple[Path, Path]:
+    """Build once into a store (not measured) and export an OCI layout for skopeo."""
+    home = fresh(ctx.work / f"home-{case.name}")
+    ref = f"bench.local/{case.name}:v1"
+    subprocess.run(
+        ctx.mp("build", str(case.model), "-t", ref), env={**os.environ, **ctx.env(home)}, check=True
+    )
+    layout = fresh(ctx.work / f"layout-{case.name}")
+    subprocess.run(
+        ctx.mp("copy", f"store:{ref}", f"oci:{layout}:v1"),
+        env={**os.environ, **ctx.env(home)},
+        check=True,
+    )
+    return home, layout
+
+
+def bench_build(ctx: Context, case: Case) -> None:
+    files = [str(p) for p in models.model_files(case.model)]
+    home = ctx.work / f"build-home-{case.name}"
+    record(
+        ctx,
+        measure(
+            "modelpack",
+            "build",
+            case.name,
+            ctx.mp("build", str(case.model), "-t", f"bench.local/{case.name}:b"),
+            env=ctx.env(fresh(home)),
+        ),
+    )
+    record(ctx, measure("sha256sum", "build", case.name, ["sha256sum", *files]))
+    hash_all = "import hashlib,sys\nfor p in sys.argv[1:]:\n h=hashlib.sha256()\n with open(p,'rb') as f:\n  while c:=f.read(1<<20): h.update(c)"
+    record(ctx, measure("python hashlib", "build", case.name, [PY, "-c", hash_all, *files]))
+    target = fresh(ctx.work / f"cp-{case.name}")
+    record(ctx, measure("cp", "build", case.name, ["cp", "-r", str(case.model), str(target)]))
+    shutil.rmtree(target, ignore_errors=True)
+    if case.name != "b":
+        # build --push: straight to the registry, the weights never copied locally.
+        with registry(ctx) as host:
+            home = fresh(ctx.work / f"direct-home-{case.name}")
+            m = record(
+                ctx,
+                measure(
+                    "modelpack",
+                    "build+push",
+                    case.name,
+                    ctx.mp(
+                        "build",
+                        str(case.model),
+                        "-t",
+                        f"{host}/bench/direct-{case.name}:v1",
+                        "--push",
+                    ),
+                    env=ctx.env(home),
+                ),
+            )
+            m.extra["store_bytes"] = sum(
+                p.stat().st_size for p in (home / "store" / "blobs").rglob("*") if p.is_file()
+            )
+
+
+def bench_push(ctx: Context, case: Case, home: Path, layout: Path, round_: int) -> None:
+    repo = f"bench/{case.name}-r{round_}"
+    if "modelpack" in ctx.tools:
+        with registry(ctx) as host:
+            ref = f"{host}/{repo}-mp:v1"
+            subprocess.run(
+                ctx.mp("tag", f"bench.local/{case.name}:v1", ref),
+                env={**os.environ, **ctx.env(home)},
+                check=True,
+            )
+            (home / "blob-locations.sqlite").unlink(missing_ok=True)  # no mount from earlier rounds
+            m = record(
+                ctx,
+                measure(
+                    "modelpack", "push", case.name, ctx.mp("push", ref, "--json"), env=ctx.env(home)
+                ),
+            )
+            if m.ok:
+                m.extra["bytes"] = json.loads(m.extra["stdout"])["bytesTransferred"]
+    if "skopeo" in ctx.tools:
+        with registry(ctx) as host:
+            skopeo_home = fresh(ctx.work / "skopeo-home")
+            record(
+                ctx,
+                measure(
+                    "skopeo",
+                    "push",
+                    case.name,
+                    [
+                        "skopeo",
+                        "copy",
+                        "-q",
+                        "--dest-tls-verify=false",
+                        f"oci:{layout}:v1",
+                        f"docker://{host}/{repo}-sk:v1",
+                    ],
+                    env={"HOME": str(skopeo_home)},
+                ),
+            )
+    for peer in ("oras", "modelpack-client"):
+        if peer in ctx.tools and ctx.peers_python:
+            with registry(ctx) as host:
+                record(
+                    ctx,
+                    measure(
+                        peer,
+                        "push",
+                        case.name,
+                        [
+                            str(ctx.peers_python),
+                            str(HERE / "peer_driver.py"),
+                            peer,
+                            "push",
+                            f"{host}/{repo}-{peer}:v1",
+                            str(case.model),
+                        ],
+                    ),
+                )
+
+
+def bench_pull(ctx: Context, case: Case, host: str, round_: int) -> None:
+    ref = f"{host}/bench/{case.name}:v1"
+    out = ctx.work / f"pull-out-{case.name}"
+    if "modelpack" in ctx.tools:
+        m = record(
+            ctx,
+            measure(
+                "modelpack",
+                "pull",
+                case.name,
+                ctx.mp("pull", ref, "-o", str(fresh(out)), "--json"),
+                env=ctx.env(fresh(ctx.work / "pull-home")),
+            ),
+        )
+        if m.ok:
+            m.extra["bytes"] = json.loads(m.extra["stdout"])["bytesTransferred"]
+    if "skopeo" in ctx.tools:
+        record(
+            ctx,
+            measure(
+                "skopeo",
+                "pull",
+                case.name,
+                [
+                    "skopeo",
+                    "copy",
+                    "-q",
+                    "--src-tls-verify=false",
+                    f"docker://{ref}",
+                    f"oci:{fresh(out)}:v1",
+                ],
+                env={"HOME": str(fresh(ctx.work / "skopeo-home"))},
+            ),
+        )
+    for peer, peer_ref in (
+        ("oras", f"{host}/bench/{case.name}-oras:v1"),
+        ("modelpack-client", ref),
+    ):
+        if peer in ctx.tools and ctx.peers_python:
+            record(
+                ctx,
+                measure(
+                    peer,
+                    "pull",
+                    case.name,
+                    [
+                        str(ctx.peers_python),
+                        str(HERE / "peer_driver.py"),
+                        peer,
+                        "pull",
+                        peer_ref,
+                        str(fresh(out)),
+                    ],
+                ),
+            )
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def bench_unchanged(ctx: Context, case: Case, home: Path, host: str, layout: Path) -> None:
+    """Re-push and re-pull of a model the other side already has."""
+    ref = f"{host}/bench/{case.name}:v1"
+    m = record(
+        ctx,
+        measure(
+            "modelpack", "re-push", case.name, ctx.mp("push", ref, "--json"), env=ctx.env(home)
+        ),
+    )
+    if m.ok:
+        m.extra["bytes"] = json.loads(m.extra["stdout"])["bytesTransferred"]
+    node = ctx.work / f"node-{case.name}"
+    if not (node / "models").exists():
+        subprocess.run(ctx.mp("pull", ref), env={**os.environ, **ctx.env(node)}, check=True)
+    m = record(
+        ctx,
+        measure(
+            "modelpack", "re-pull", case.name, ctx.mp("pull", ref, "--json"), env=ctx.env(node)
+        ),
+    )
+    if m.ok:
+        m.extra["bytes"] = json.loads(m.extra["stdout"])["bytesTransferred"]
+    if "skopeo" in ctx.tools:
+        record(
+            ctx,
+            measure(
+                "skopeo",
+                "re-push",
+                case.name,
+                [
+                    "skopeo",
+                    "copy",
+                    "-q",
+                    "--dest-tls-verify=false",
+                    f"oci:{layout}:v1",
+                    f"docker://{ref}",
+                ],
+                env={"HOME": str(ctx.work / "skopeo-home")},
+            ),
+        )
+
+
+def run_case(ctx: Context, case: Case) -> None:
+    print(f"case {case.name}: {case.label}", flush=True)
+    home, layout = prepare(ctx, case)
+    with registry(ctx) as pull_host:
+        # The pull registry holds our artifact (and oras-py's, for its own pull).
+        ref = f"{pull_host}/bench/{case.name}:v1"
+        subprocess.run(
+            ctx.mp("tag", f"bench.local/{case.name}:v1", ref),
+            env={**os.environ, **ctx.env(home)},
+            check=True,
+        )
+        subprocess.run(ctx.mp("push", ref), env={**os.environ, **ctx.env(home)}, check=True)
+        if "oras" in ctx.tools and ctx.peers_python:
+            subprocess.run(
+                [
+                    str(ctx.peers_python),
+                    str(HERE / "peer_driver.py"),
+                    "oras",
+                    "push",
+                    f"{pull_host}/bench/{case.name}-oras:v1",
+                    str(case.model),
+                ],
+                check=True,
+                capture_output=True,
+            )
+        for round_ in range(ctx.rounds):
+            print(f" round {round_ + 1}/{ctx.rounds}", flush=True)
+            bench_build(ctx, case)
+            bench_push(ctx, case, home, layout, round_)
+            bench_pull(ctx, case, pull_host, round_)
+            bench_unchanged(ctx, case, home, pull_host, layout)
+    for leftover in ("layout-", "home-", "node-", "build-home-", "direct-home-"):
+        shutil.rmtree(ctx.work / f"{leftover}{case.name}", ignore_errors=True)
+
+
+def machine() -> dict[str, str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    mem = next(
+        (
+            line.split()[1]
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        "0",
+    )
+    return {
+        "cpu": f"{os.cpu_count()} x {cpu}",
+        "memory": f"{int(mem) / 1024 / 1024:.0f} GiB",
+        "python": sys.version.split()[0],
+        "registry": version_of(["docker-registry", "--version"]),
+        "skopeo": version_of(["skopeo", "--version"]),
+        "filesystem": subprocess.run(["df", "-T", str(ROOT)], capture_output=True, text=True)
+        .stdout.splitlines()[-1]
+        .split()[1],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--cases", default="a,b", help="a: 4 x 512 MiB, b: 2,000 small files, c: --size-gib"
+    )
+    parser.add_argument(
+        "--size-gib", type=float, default=0, help="also case c: a model of this size (4 shards)"
+    )
+    parser.add_argument("--tools", default="modelpack,skopeo,oras,modelpack-client")
+    parser.add_argument(
+        "--registry", help="HOST:PORT of an existing registry instead of local ones"
+    )
+    parser.add_argument("--workdir", default=str(HERE / ".work"))
+    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = parser.parse_args(argv)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    tools = set(args.tools.split(","))
+    peers = ensure_peers() if tools & {"oras", "modelpack-client"} else None
+    ctx = Context(work, args.rounds, args.registry, peers, tools, [])
+    cases: list[Case] = []
+    wanted = set(args.cases.split(","))
+    if "a" in wanted:
+        cases.append(
+            Case(
+                "a",
+                "4 x 512 MiB safetensors + config/tokenizer",
+                models.large_model(work / "model-a", 4 * 512 * models.MIB),
+                0,
+            )
+        )
+    if "b" in wanted:
+        cases.append(
+            Case(
+                "b",
+                f"{models.SMALL_FILES:,} files of 4-64 KiB",
+                models.many_files_model(work / "model-b"),
+                0,
+            )
+        )
+    if args.size_gib or "c" in wanted:
+        size = int((args.size_gib or 20) * 1024 * models.MIB)
+        cases.append(
+            Case(
+                "c",
+                f"{size / 1024**3:.0f} GiB in 4 shards",
+                models.large_model(work / f"model-c-{size}", size, seed=3),
+                0,
+            )
+        )
+    for case in cases:
+        case.size = models.model_bytes(case.model)
+        run_case(ctx, case)
+    versions = {"modelpack-client": "", "oras": ""}
+    if peers:
+        for name in versions:
+            versions[name] = version_of(
+                [str(peers), "-c", f"import importlib.metadata as m; print(m.version('{name}'))"]
+            )
+    report.write(
+        Path(args.output),
+        ctx.results,
+        cases,
+        machine() | {f"{k} (PyPI)": v for k, v in versions.items()},
+        args,
+    )
+    report.print_table(ctx.results)
+
+
+if __name__ == "__main__":
+    main()

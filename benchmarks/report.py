@@ -1,0 +1,239 @@
+"""Turn measurements into docs/benchmarks.md, a bar chart beside it, and a terminal table."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.runner import Measurement
+
+OPERATIONS = ("build", "build+push", "push", "pull", "re-push", "re-pull")
+PEERS = ("skopeo", "oras", "modelpack-client")
+
+
+@dataclass
+class Summary:
+    case: str
+    operation: str
+    tool: str
+    median: float
+    low: float
+    high: float
+    rss_mb: float
+    cpu: float
+    runs: int
+    failures: int
+    bytes: int | None
+    store_bytes: int | None
+
+
+def summarize(results: list[Measurement]) -> list[Summary]:
+    groups: dict[tuple[str, str, str], list[Measurement]] = defaultdict(list)
+    for m in results:
+        groups[(m.case, m.operation, m.tool)].append(m)
+    out = []
+    for (case, operation, tool), runs in groups.items():
+        good = [m for m in runs if m.ok]
+        seconds = [m.seconds for m in good] or [float("nan")]
+        moved = [m.extra["bytes"] for m in good if "bytes" in m.extra]
+        stored = [m.extra["store_bytes"] for m in good if "store_bytes" in m.extra]
+        out.append(Summary(case, operation, tool, statistics.median(seconds), min(seconds), max(seconds),
+                           max((m.peak_rss_mb for m in good), default=0.0),
+                           statistics.median([m.cpu_seconds for m in good]) if good else 0.0,
+                           len(runs), len(runs) - len(good), max(moved) if moved else None,
+                           max(stored) if stored else None))  # fmt: skip
+    order = {op: i for i, op in enumerate(OPERATIONS)}
+    return sorted(
+        out, key=lambda s: (s.case, order.get(s.operation, 99), s.tool != "modelpack", s.tool)
+    )
+
+
+def _find(summaries: list[Summary], case: str, operation: str, tool: str) -> Summary | None:
+    return next(
+        (s for s in summaries if (s.case, s.operation, s.tool) == (case, operation, tool)), None
+    )
+
+
+def ratio(summaries: list[Summary], case: str, operation: str, peer: str) -> float | None:
+    ours, theirs = (
+        _find(summaries, case, operation, "modelpack"),
+        _find(summaries, case, operation, peer),
+    )
+    if not ours or not theirs or theirs.failures == theirs.runs or ours.failures == ours.runs:
+        return None
+    return ours.median / theirs.median
+
+
+def targets(summaries: list[Summary]) -> list[tuple[str, str, bool | None]]:
+    """(target, what was measured, met?) for every target of the performance issue."""
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def check(name: str, value: float | None, limit: float, fmt: str = "{:.2f}") -> None:
+        if value is None:
+            rows.append((name, "not measured", None))
+        else:
+            rows.append((name, fmt.format(value), value <= limit))
+
+    for op in ("push", "pull"):
+        check(f"case a {op}: modelpack / skopeo <= 1.0", ratio(summaries, "a", op, "skopeo"), 1.0)
+        for peer in ("oras", "modelpack-client"):
+            check(f"case a {op}: modelpack / {peer} <= 0.5", ratio(summaries, "a", op, peer), 0.5)
+        check(f"case b {op}: modelpack / skopeo <= 1.5", ratio(summaries, "b", op, "skopeo"), 1.5)
+    build = _find(summaries, "a", "build", "modelpack")
+    floors = [
+        s
+        for s in (
+            _find(summaries, "a", "build", "sha256sum"),
+            _find(summaries, "a", "build", "python hashlib"),
+        )
+        if s
+    ]
+    check(
+        "case a build / hashing once <= 1.15",
+        build.median / min(f.median for f in floors) if build and floors else None,
+        1.15,
+    )
+    for case in ("a", "c"):
+        rss = [s.rss_mb for s in summaries if s.case == case and s.tool == "modelpack"]
+        check(
+            f"case {case} peak RSS of every modelpack command <= 150 MB",
+            max(rss) if rss else None,
+            150,
+            "{:.0f} MB",
+        )
+    for op in ("re-push", "re-pull"):
+        s = _find(summaries, "a", op, "modelpack")
+        check(f"case a {op}: under 1 s", s.median if s else None, 1.0, "{:.2f} s")
+        check(
+            f"case a {op}: 0 bytes transferred",
+            float(s.bytes) if s and s.bytes is not None else None,
+            0,
+            "{:.0f} bytes",
+        )
+    direct = _find(summaries, "a", "build+push", "modelpack")
+    check(
+        "case a build --push: weight bytes stored locally",
+        float(direct.store_bytes) if direct and direct.store_bytes is not None else None,
+        1 << 20,
+        "{:.0f} bytes",
+    )
+    return rows
+
+
+def chart(summaries: list[Summary], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    panels = [(c, op) for c in sorted({s.case for s in summaries}) for op in ("build", "push", "pull")
+              if any(s.case == c and s.operation == op for s in summaries)]  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (case, op) in zip(axes[0], panels, strict=True):
+        rows = [
+            s for s in summaries if s.case == case and s.operation == op and s.failures < s.runs
+        ]
+        ax.bar([s.tool for s in rows], [s.median for s in rows],
+               yerr=[[s.median - s.low for s in rows], [s.high - s.median for s in rows]],
+               color=["#2a7ae2" if s.tool == "modelpack" else "#999999" for s in rows], capsize=3)  # fmt: skip
+        ax.set_title(f"case {case}: {op}")
+        ax.set_ylabel("seconds (median, min-max)")
+        ax.tick_params(axis="x", rotation=35)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _mb(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1e6:,.1f} MB"
+
+
+def write(
+    path: Path,
+    results: list[Measurement],
+    cases: list,
+    machine: dict[str, str],
+    args: argparse.Namespace,
+) -> None:
+    summaries = summarize(results)
+    image = path.with_suffix(".png")
+    has_chart = chart(summaries, image)
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`python -m benchmarks --rounds {args.rounds} --cases {args.cases}"
+        + (f" --size-gib {args.size_gib}" if args.size_gib else "")
+        + f"`) on {time.strftime('%Y-%m-%d')}. Every tool runs in the same session, alternating, "
+        f"{args.rounds} rounds; times are medians with min-max; peak RSS and CPU (user+sys) come from "
+        "GNU time. Each push goes to a fresh, empty registry (nothing to skip or mount); each pull "
+        "to an empty directory (modelpack: `pull -o DIR` with an empty MODELPACK_HOME; skopeo: an OCI "
+        "layout). Registries are Debian's CNCF distribution on 127.0.0.1, on the same 2 cores.",
+        "",
+        "## Machine",
+        "",
+        *(f"- {k}: {v}" for k, v in machine.items()),
+        "",
+        "## Cases",
+        "",
+        *(f"- **{c.name}**: {c.label} ({c.size / 1024**3:.2f} GiB)" for c in cases),
+        "",
+    ]
+    if has_chart:
+        lines += [f"![benchmarks]({image.name})", ""]
+    lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for name, measured, met in targets(summaries):
+        lines.append(f"| {name} | {measured} | {'yes' if met else 'no' if met is False else '-'} |")
+    lines += ["", "## All results", "",
+              "| case | operation | tool | median s | min-max s | ours / this | peak RSS | CPU s | bytes moved | runs (failed) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for s in summaries:
+        theirs = (
+            ""
+            if s.tool == "modelpack"
+            else (
+                f"{r:.2f}"
+                if (r := ratio(summaries, s.case, s.operation, s.tool)) is not None
+                else "-"
+            )
+        )
+        lines.append(
+            f"| {s.case} | {s.operation} | {s.tool} | {s.median:.2f} | {s.low:.2f}-{s.high:.2f} | {theirs} | "
+            f"{s.rss_mb:.0f} MB | {s.cpu:.1f} | {_mb(s.bytes)} | {s.runs} ({s.failures}) |"
+        )
+    failures = [m for m in results if not m.ok]
+    if failures:
+        lines += ["", "## Failures", ""] + [
+            f"- {m.case} {m.operation} {m.tool}: {m.error}" for m in failures[:20]
+        ]
+    notes = Path(__file__).with_name("NOTES.md")
+    if notes.exists():
+        lines += ["", notes.read_text().strip()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {path}" + (f" and {image}" if has_chart else ""))
+
+
+def print_table(results: list[Measurement]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    summaries = summarize(results)
+    table = Table(title="modelpack benchmarks (median seconds)")
+    for column in ("case", "op", "tool", "median", "min-max", "ours/this", "RSS MB"):
+        table.add_column(
+            column, justify="right" if column not in ("case", "op", "tool") else "left"
+        )
+    for s in summaries:
+        r = ratio(summaries, s.case, s.operation, s.tool) if s.tool != "modelpack" else None
+        table.add_row(s.case, s.operation, s.tool, f"{s.median:.2f}", f"{s.low:.2f}-{s.high:.2f}",
+                      "" if r is None else f"{r:.2f}", f"{s.rss_mb:.0f}",
+                      style="bold" if s.tool == "modelpack" else None)  # fmt: skip
+    Console().print(table)
+    for name, measured, met in targets(summaries):
+        print(f"{'MET ' if met else 'MISS' if met is False else '----'} {name}: {measured}")
