@@ -81,13 +81,6 @@ def place_file(src: Path, dst: Path, *, allow_hardlink: bool) -> Placement:
     return Placement.COPY
 
 
-def same_filesystem(a: Path, b: Path) -> bool:
-    try:
-        return os.stat(a).st_dev == os.stat(b).st_dev
-    except OSError:
-        return False
-
-
 def remove_tree(path: Path) -> None:
     """Remove a directory we created, including read-only files inside it."""
 
