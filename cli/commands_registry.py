@@ -69,6 +69,12 @@ def login(host: str, username: str, password: str | None, password_stdin: bool) 
         raise click.UsageError("give exactly one of --password-stdin and -p/--password")
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        click.echo(
+            "Warning: a password on the command line is visible to other users and kept "
+            "in shell history; use --password-stdin.",
+            err=True,
+        )
     if not password:
         raise click.UsageError("the password is empty")
     where = modelpack.login(host, username, password, settings=state().settings())

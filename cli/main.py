@@ -19,7 +19,7 @@ from . import (
     commands_store,
     commands_transfer,
 )
-from .state import global_options
+from .state import global_options, log_requests
 
 EPILOG = """\b
 Examples:
@@ -60,6 +60,8 @@ def _verbose(args: list[str]) -> bool:
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; exit with the documented code for whatever happened."""
     args = list(sys.argv[1:] if args is None else args)
+    if _verbose(args):
+        log_requests()
     try:
         cli.main(args=args, prog_name="modelpack", standalone_mode=False)
     except ModelpackError as exc:

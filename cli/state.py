@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,17 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         setattr(state(ctx), param.name, value)
 
 
+def log_requests() -> None:
+    """-v: each HTTP request on stderr (method, URL without query, status), no headers."""
+    logger = logging.getLogger("modelpack")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("debug: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+
 _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (
         ("--plain-http",),
@@ -76,7 +88,10 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         },
     ),
     (("-q", "--quiet"), {"is_flag": True, "help": "No progress or status lines, only results."}),
-    (("-v", "--verbose"), {"is_flag": True, "help": "Show tracebacks and details on errors."}),
+    (
+        ("-v", "--verbose"),
+        {"is_flag": True, "help": "Log each registry request; tracebacks on errors."},
+    ),
 ]
 
 

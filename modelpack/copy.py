@@ -10,7 +10,6 @@ reporting live here once.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,13 @@ from typing import BinaryIO
 from .digests import parse_digest
 from .errors import AuthorizationExpiredError, NotFoundError, TransferInterruptedError
 from .progress import NullProgress, Progress, ReportingReader
-from .spec import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, Descriptor, manifest_successors
+from .spec import (
+    INDEX_MEDIA_TYPES,
+    MANIFEST_MEDIA_TYPES,
+    Descriptor,
+    manifest_successors,
+    parse_document,
+)
 from .target import Target, fetch_bytes, push_bytes
 
 REFERRER_DEPTH = 3
@@ -109,8 +114,8 @@ class GraphCopier:
             self.copy_blobs([desc])
             return
         data = fetch_bytes(self.src, desc)
-        document = json.loads(data)
-        children = manifest_successors(desc.media_type, document)
+        what = f"{desc.digest} from {self.src.describe()}"
+        children = manifest_successors(desc.media_type, parse_document(data, what), what)
         self.digests.update(c.digest for c in children if c.media_type not in MANIFEST_MEDIA_TYPES)
         if self.dst.exists(desc):
             # The destination has the manifest, hence (by copy order) all below it.
@@ -128,7 +133,10 @@ class GraphCopier:
                 partial, layers = len(kept) < len(layers), kept
             else:
                 partial = False
-            self.copy_blobs(config + layers)
+            blobs = config + layers
+            if (require_space := getattr(self.dst, "require_space", None)) is not None:
+                require_space([b for b in blobs if not self.dst.exists(b)])
+            self.copy_blobs(blobs)
             if partial and not getattr(self.dst, "accepts_partial_graphs", False):
                 return  # the manifest would claim blobs the destination lacks
         push_bytes(self.dst, desc, data, reference)

@@ -112,3 +112,7 @@ class RegistryError(ModelpackError):
 
 class StoreError(ModelpackError):
     """The local store is unusable (permissions, disk full, corrupt index)."""
+
+
+class DiskFullError(StoreError):
+    """Not enough space for what a transfer will write (checked before, or hit mid-way)."""

@@ -36,6 +36,16 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    fsync_directory(path.parent)  # the rename itself survives a power cut
+
+
+def fsync_directory(path: Path) -> None:
+    with contextlib.suppress(OSError):  # some filesystems refuse O_RDONLY dir fsync
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 _NO_REFLINK: set[int] = set()  # devices where FICLONE failed once: do not try again

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from .endpoints import Endpoint
-from .errors import IntegrityError, UsageError
+from .errors import UsageError
 from .signing import COSIGN_ARTIFACT_TYPE, find_signatures
-from .spec import INDEX_MEDIA_TYPES, MODEL_CONFIG_MEDIA_TYPES, Descriptor, Manifest, ModelConfig
+from .spec import (
+    INDEX_MEDIA_TYPES,
+    MODEL_CONFIG_MEDIA_TYPES,
+    Descriptor,
+    Manifest,
+    ModelConfig,
+    parse_manifest,
+    parse_model_config,
+)
 from .target import fetch_bytes
 
 # artifactType values of signature referrers: cosign, sigstore bundles, notation.
@@ -76,15 +83,12 @@ def inspect_endpoint(endpoint: Endpoint, location: str, *, attached: bool = True
             f"{endpoint.display} is an image index, not a model manifest",
             hint="inspect one of its manifests by digest",
         )
-    manifest = Manifest.from_dict(json.loads(fetch_bytes(target, root)))
+    manifest = parse_manifest(fetch_bytes(target, root), f"{endpoint.display} manifest")
     config = None
     if manifest.config.media_type in MODEL_CONFIG_MEDIA_TYPES:
-        try:
-            config = ModelConfig.from_dict(json.loads(fetch_bytes(target, manifest.config)))
-        except (ValueError, AttributeError) as exc:
-            raise IntegrityError(
-                f"{endpoint.display}: model config is not valid JSON ({exc})"
-            ) from exc
+        config = parse_model_config(
+            fetch_bytes(target, manifest.config), f"{endpoint.display} model config"
+        )
     inspection = Inspection(endpoint.display, root, manifest, config, location)
     if attached:
         list_referrers = getattr(target, "referrers", None)

@@ -12,7 +12,6 @@ passes on the pulled directory, independently of modelpack.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +23,7 @@ from .registry import RegistryRepository
 from .spec import (
     ANNOTATION_TITLE,
     Descriptor,
+    parse_manifest,
 )
 from .target import fetch_bytes
 
@@ -79,10 +79,10 @@ def attach_bundle(repository: RegistryRepository, subject: Descriptor, bundle: b
 
 def fetch_bundle(repository: RegistryRepository, subject: Descriptor) -> bytes:
     for referrer in repository.referrers(subject, BUNDLE_MEDIA_TYPE):
-        document = json.loads(fetch_bytes(repository, referrer))
-        for layer in document.get("layers") or []:
-            if layer.get("mediaType") == BUNDLE_MEDIA_TYPE:
-                return fetch_bytes(repository, Descriptor.from_dict(layer), limit=MAX_BUNDLE)
+        document = parse_manifest(fetch_bytes(repository, referrer), f"referrer {referrer.digest}")
+        for layer in document.layers:
+            if layer.media_type == BUNDLE_MEDIA_TYPE:
+                return fetch_bytes(repository, layer, limit=MAX_BUNDLE)
     raise IntegrityError(
         f"{repository.describe()}@{subject.digest} has no model signature",
         hint="sign it with `modelpack sign --model-signing`",

@@ -37,6 +37,7 @@ from .spec import (
     MEDIA_TYPE_OCI_MANIFEST,
     Descriptor,
     canonical_json,
+    parse_manifest,
 )
 from .target import Target, fetch_bytes
 
@@ -148,8 +149,8 @@ def _append_to_signature_tag(
     tag = signature_tag(subject.digest)
     layers: list[Descriptor] = []
     try:
-        existing = json.loads(fetch_bytes(repository, repository.resolve(tag)))
-        layers = [Descriptor.from_dict(d) for d in existing.get("layers") or []]
+        existing = parse_manifest(fetch_bytes(repository, repository.resolve(tag)), tag)
+        layers = list(existing.layers)
     except NotFoundError:
         pass
     if any(
@@ -187,12 +188,12 @@ def sign_manifest(repository: RegistryRepository, subject: Descriptor, key: Priv
 def _layers_with_signatures(
     repository: RegistryRepository, manifest: Descriptor
 ) -> list[Descriptor]:
-    document = json.loads(fetch_bytes(repository, manifest))
+    document = parse_manifest(fetch_bytes(repository, manifest), f"signature {manifest.digest}")
     return [
-        Descriptor.from_dict(d)
-        for d in document.get("layers") or []
-        if d.get("mediaType") == SIMPLESIGNING_MEDIA_TYPE
-        and SIGNATURE_ANNOTATION in (d.get("annotations") or {})
+        layer
+        for layer in document.layers
+        if layer.media_type == SIMPLESIGNING_MEDIA_TYPE
+        and SIGNATURE_ANNOTATION in layer.annotations
     ]
 
 

@@ -13,6 +13,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .digests import parse_digest
+from .errors import IntegrityError
+from .limits import max_layers
+
 # -- OCI ----------------------------------------------------------------------
 
 MEDIA_TYPE_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -122,6 +126,52 @@ def _drop_empty(mapping: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if v not in (None, "", [], {})}
 
 
+# Reading untrusted documents: every shape error is an IntegrityError naming the
+# field, never a KeyError/TypeError from deep inside (fuzzed in tests/unit/test_fuzz.py).
+
+
+def parse_document(data: bytes, what: str) -> dict[str, Any]:
+    """Decode a JSON object from a registry, a layout or an artifact."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise IntegrityError(f"{what} is not valid JSON ({str(exc)[:120]})") from None
+    if not isinstance(document, dict):
+        raise IntegrityError(f"{what} is not a JSON object")
+    return document
+
+
+def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise IntegrityError(f"{what}: {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _str_list(data: dict[str, Any], key: str, what: str) -> list[str]:
+    values = _field(data, key, list, what) or []
+    if not all(isinstance(v, str) for v in values):
+        raise IntegrityError(f"{what}: {key!r} must be a list of strings")
+    return list(values)
+
+
+def _object(data: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+    return _field(data, key, dict, what) or {}
+
+
+def _descriptor_list(data: dict[str, Any], key: str, what: str) -> list[Descriptor]:
+    entries = _field(data, key, list, what) or []
+    limit = max_layers()
+    if len(entries) > limit:
+        raise IntegrityError(
+            f"{what} lists {len(entries)} {key}; more than the limit of {limit}",
+            hint="raise MODELPACK_MAX_LAYERS if this artifact is legitimate",
+        )
+    return [Descriptor.from_dict(entry, what) for entry in entries]
+
+
 # -- OCI documents ------------------------------------------------------------
 
 
@@ -149,15 +199,25 @@ class Descriptor:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Descriptor:
-        annotations = data.get("annotations") or {}
+    def from_dict(cls, data: Any, what: str = "descriptor") -> Descriptor:
+        """Read a descriptor from an untrusted document; IntegrityError if malformed."""
+        if not isinstance(data, dict):
+            raise IntegrityError(f"{what}: a descriptor is not a JSON object")
+        digest = _field(data, "digest", str, what)
+        size = _field(data, "size", int, what)
+        if digest is None or size is None:
+            raise IntegrityError(f"{what}: a descriptor lacks its digest or size")
+        parse_digest(digest)  # digests become file names: only well-formed ones pass
+        if not 0 <= size < 1 << 63:
+            raise IntegrityError(f"{what}: descriptor {digest} has an impossible size {size}")
+        annotations = _object(data, "annotations", what)
         return cls(
-            media_type=str(data.get("mediaType", "")),
-            digest=str(data["digest"]),
-            size=int(data["size"]),
+            media_type=_field(data, "mediaType", str, what) or "",
+            digest=digest,
+            size=size,
             annotations={str(k): str(v) for k, v in annotations.items()},
-            artifact_type=data.get("artifactType"),
-            urls=tuple(data.get("urls") or ()),
+            artifact_type=_field(data, "artifactType", str, what),
+            urls=tuple(_str_list(data, "urls", what)),
         )
 
     @property
@@ -198,15 +258,17 @@ class Manifest:
         return canonical_json(self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+    def from_dict(cls, data: dict[str, Any], what: str = "manifest") -> Manifest:
+        if "config" not in data:
+            raise IntegrityError(f"{what} has no config: not an image manifest")
         subject = data.get("subject")
         return cls(
-            config=Descriptor.from_dict(data["config"]),
-            layers=tuple(Descriptor.from_dict(d) for d in data.get("layers") or ()),
-            media_type=str(data.get("mediaType") or MEDIA_TYPE_OCI_MANIFEST),
-            artifact_type=data.get("artifactType"),
-            annotations={str(k): str(v) for k, v in (data.get("annotations") or {}).items()},
-            subject=Descriptor.from_dict(subject) if subject else None,
+            config=Descriptor.from_dict(data["config"], what),
+            layers=tuple(_descriptor_list(data, "layers", what)),
+            media_type=_field(data, "mediaType", str, what) or MEDIA_TYPE_OCI_MANIFEST,
+            artifact_type=_field(data, "artifactType", str, what),
+            annotations={str(k): str(v) for k, v in _object(data, "annotations", what).items()},
+            subject=Descriptor.from_dict(subject, what) if subject else None,
         )
 
     @property
@@ -217,12 +279,27 @@ class Manifest:
         )
 
 
-def manifest_successors(media_type: str, document: dict[str, Any]) -> list[Descriptor]:
+def parse_manifest(data: bytes, what: str = "manifest") -> Manifest:
+    return Manifest.from_dict(parse_document(data, what), what)
+
+
+def referrer_artifact_type(document: dict[str, Any]) -> str | None:
+    """What a referrer is (a signature, an SBOM): its artifactType, else its config's type."""
+    config = document.get("config")
+    value = document.get("artifactType") or (
+        config.get("mediaType") if isinstance(config, dict) else None
+    )
+    return value if isinstance(value, str) else None
+
+
+def manifest_successors(
+    media_type: str, document: dict[str, Any], what: str = "manifest"
+) -> list[Descriptor]:
     """The descriptors a manifest or index points at, in the order to copy them."""
     if media_type in INDEX_MEDIA_TYPES or "manifests" in document:
-        return [Descriptor.from_dict(d) for d in document.get("manifests") or ()]
-    successors = [Descriptor.from_dict(document["config"])] if "config" in document else []
-    successors.extend(Descriptor.from_dict(d) for d in document.get("layers") or ())
+        return _descriptor_list(document, "manifests", what)
+    successors = [Descriptor.from_dict(document["config"], what)] if "config" in document else []
+    successors.extend(_descriptor_list(document, "layers", what))
     return successors
 
 
@@ -253,15 +330,15 @@ class ModelCapabilities:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelCapabilities:
+    def from_dict(cls, data: dict[str, Any], what: str = "model config") -> ModelCapabilities:
         return cls(
-            input_types=list(data.get("inputTypes") or []),
-            output_types=list(data.get("outputTypes") or []),
-            knowledge_cutoff=data.get("knowledgeCutoff"),
-            reasoning=data.get("reasoning"),
-            tool_usage=data.get("toolUsage"),
-            reward=data.get("reward"),
-            languages=list(data.get("languages") or []),
+            input_types=_str_list(data, "inputTypes", what),
+            output_types=_str_list(data, "outputTypes", what),
+            knowledge_cutoff=_field(data, "knowledgeCutoff", str, what),
+            reasoning=_field(data, "reasoning", bool, what),
+            tool_usage=_field(data, "toolUsage", bool, what),
+            reward=_field(data, "reward", bool, what),
+            languages=_str_list(data, "languages", what),
         )
 
 
@@ -303,21 +380,24 @@ class ModelDescriptor:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelDescriptor:
+    def from_dict(cls, data: dict[str, Any], what: str = "model config") -> ModelDescriptor:
+        def text(key: str) -> str | None:
+            return _field(data, key, str, what)
+
         return cls(
-            name=data.get("name"),
-            created_at=data.get("createdAt"),
-            authors=list(data.get("authors") or []),
-            vendor=data.get("vendor"),
-            family=data.get("family"),
-            version=data.get("version"),
-            title=data.get("title"),
-            description=data.get("description"),
-            doc_url=data.get("docURL"),
-            source_url=data.get("sourceURL"),
-            datasets_url=list(data.get("datasetsURL") or []),
-            revision=data.get("revision"),
-            licenses=list(data.get("licenses") or []),
+            name=text("name"),
+            created_at=text("createdAt"),
+            authors=_str_list(data, "authors", what),
+            vendor=text("vendor"),
+            family=text("family"),
+            version=text("version"),
+            title=text("title"),
+            description=text("description"),
+            doc_url=text("docURL"),
+            source_url=text("sourceURL"),
+            datasets_url=_str_list(data, "datasetsURL", what),
+            revision=text("revision"),
+            licenses=_str_list(data, "licenses", what),
         )
 
 
@@ -346,15 +426,18 @@ class ModelTechnicalConfig:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelTechnicalConfig:
-        caps = data.get("capabilities")
+    def from_dict(cls, data: dict[str, Any], what: str = "model config") -> ModelTechnicalConfig:
+        def text(key: str) -> str | None:
+            return _field(data, key, str, what)
+
+        caps = _object(data, "capabilities", what)
         return cls(
-            architecture=data.get("architecture"),
-            format=data.get("format"),
-            param_size=data.get("paramSize"),
-            precision=data.get("precision"),
-            quantization=data.get("quantization"),
-            capabilities=ModelCapabilities.from_dict(caps) if caps else None,
+            architecture=text("architecture"),
+            format=text("format"),
+            param_size=text("paramSize"),
+            precision=text("precision"),
+            quantization=text("quantization"),
+            capabilities=ModelCapabilities.from_dict(caps, what) if caps else None,
         )
 
 
@@ -377,13 +460,16 @@ class ModelConfig:
         return canonical_json(self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        modelfs = data.get("modelfs") or {}
+    def from_dict(cls, data: dict[str, Any], what: str = "model config") -> ModelConfig:
         return cls(
-            descriptor=ModelDescriptor.from_dict(data.get("descriptor") or {}),
-            config=ModelTechnicalConfig.from_dict(data.get("config") or {}),
-            diff_ids=list(modelfs.get("diffIds") or []),
+            descriptor=ModelDescriptor.from_dict(_object(data, "descriptor", what), what),
+            config=ModelTechnicalConfig.from_dict(_object(data, "config", what), what),
+            diff_ids=_str_list(_object(data, "modelfs", what), "diffIds", what),
         )
+
+
+def parse_model_config(data: bytes, what: str = "model config") -> ModelConfig:
+    return ModelConfig.from_dict(parse_document(data, what), what)
 
 
 @dataclass(frozen=True)
@@ -412,14 +498,18 @@ class FileMetadata:
         ).decode("utf-8")
 
     @classmethod
-    def from_json(cls, text: str) -> FileMetadata:
-        data = json.loads(text)
+    def from_json(cls, text: str, what: str = "file metadata") -> FileMetadata:
+        data = parse_document(text.encode("utf-8", "surrogatepass"), what)
+
+        def number(key: str) -> int:
+            return _field(data, key, int, what) or 0
+
         return cls(
-            name=str(data.get("name", "")),
-            mode=int(data.get("mode", 0)),
-            uid=int(data.get("uid", 0)),
-            gid=int(data.get("gid", 0)),
-            size=int(data.get("size", 0)),
-            mtime=str(data.get("mtime", "")),
-            typeflag=int(data.get("typeflag", 0)),
+            name=_field(data, "name", str, what) or "",
+            mode=number("mode"),
+            uid=number("uid"),
+            gid=number("gid"),
+            size=number("size"),
+            mtime=_field(data, "mtime", str, what) or "",
+            typeflag=number("typeflag"),
         )

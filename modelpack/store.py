@@ -26,6 +26,7 @@ from typing import BinaryIO
 from .digests import VerifyingReader, new_hasher, parse_digest
 from .errors import BlobNotFoundError, IntegrityError, ReferenceNotFoundError, StoreError
 from .fsutil import Placement, atomic_write_bytes, place_file
+from .limits import MAX_MANIFEST_BYTES, disk_full_errors, missing_bytes, require_space
 from .locks import file_lock
 from .partial import Opener, fill_partial
 from .spec import (
@@ -35,8 +36,10 @@ from .spec import (
     Descriptor,
     canonical_json,
     manifest_successors,
+    parse_document,
+    referrer_artifact_type,
 )
-from .target import MAX_MANIFEST_BYTES, fetch_bytes
+from .target import fetch_bytes
 
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
 # On untagged index.json entries: the digest a referrer (signature, SBOM) is about.
@@ -61,7 +64,8 @@ class BlobWriter:
         self.size = 0
 
     def write(self, data: bytes) -> int:
-        self._file.write(data)
+        with disk_full_errors(self._store.root, "a blob"):
+            self._file.write(data)
         self._hasher.update(data)
         self.size += len(data)
         return len(data)
@@ -156,12 +160,18 @@ class LayoutStore:
 
     def _read_index(self) -> list[dict]:
         try:
-            document = json.loads(self.index_path.read_bytes())
+            document = parse_document(self.index_path.read_bytes(), str(self.index_path))
+            manifests = document.get("manifests") or []
+            if not isinstance(manifests, list) or not all(isinstance(m, dict) for m in manifests):
+                raise IntegrityError(f"{self.index_path}: 'manifests' is not a list of objects")
         except FileNotFoundError:
             return []
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{self.index_path} is unreadable: {exc}") from exc
-        return list(document.get("manifests") or [])
+        except (OSError, IntegrityError) as exc:
+            raise StoreError(
+                f"{self.index_path} is unreadable: {exc}",
+                hint="restore it, or remove the store directory and pull again",
+            ) from exc
+        return manifests
 
     def _write_index(self, manifests: list[dict]) -> None:
         document = {"schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": manifests}
@@ -197,10 +207,11 @@ class LayoutStore:
         size = path.stat().st_size
         if size > MAX_MANIFEST_BYTES:
             raise IntegrityError(f"{digest} in {self.describe()} is too large to be a manifest")
-        try:
-            media_type = json.loads(path.read_bytes()).get("mediaType", "")
-        except ValueError as exc:
-            raise IntegrityError(f"{digest} in {self.describe()} is not a manifest") from exc
+        media_type = parse_document(path.read_bytes(), f"{digest} in {self.describe()}").get(
+            "mediaType"
+        )
+        if not isinstance(media_type, str) or media_type not in MANIFEST_MEDIA_TYPES:
+            raise IntegrityError(f"{digest} in {self.describe()} is not a manifest")
         return Descriptor(media_type=media_type, digest=digest, size=size)
 
     def exists(self, desc: Descriptor) -> bool:
@@ -247,9 +258,18 @@ class LayoutStore:
         with file_lock(self.ingest_dir / f"{alg}-{hexpart}.lock"):
             if self.exists(desc):
                 return
-            partial = self.ingest_dir / f"partial-{alg}-{hexpart}"
-            fill_partial(partial, desc, opener, f"blob {desc.digest}")
-            self._publish(partial, desc.digest)
+            with disk_full_errors(self.root, f"blob {desc.digest}"):
+                fill_partial(self._partial_path(desc), desc, opener, f"blob {desc.digest}")
+            self._publish(self._partial_path(desc), desc.digest)
+
+    def _partial_path(self, desc: Descriptor) -> Path:
+        alg, hexpart = parse_digest(desc.digest)
+        return self.ingest_dir / f"partial-{alg}-{hexpart}"
+
+    def require_space(self, blobs: list[Descriptor]) -> None:
+        """Refuse a pull that cannot fit before a byte is written (GraphCopier asks)."""
+        needed = missing_bytes(blobs, self._partial_path)
+        require_space(self.root, needed, f"{len(blobs)} blobs")
 
     def tag(self, desc: Descriptor, reference: str) -> None:
         if desc.media_type not in MANIFEST_MEDIA_TYPES:
@@ -277,19 +297,24 @@ class LayoutStore:
     def _index_if_referrer(self, desc: Descriptor) -> None:
         """Keep a manifest that names a ``subject`` in index.json (untagged), so it
         is found by :meth:`referrers` and survives prune while its subject lives."""
-        document = json.loads(fetch_bytes(self, desc))
-        subject = document.get("subject")
-        if not subject:
+        what = f"manifest {desc.digest}"
+        document = parse_document(fetch_bytes(self, desc), what)
+        if not document.get("subject"):
             return
+        subject = Descriptor.from_dict(document["subject"], what)
+        annotations = document.get("annotations")
         entry = Descriptor(
             media_type=desc.media_type,
             digest=desc.digest,
             size=desc.size,
-            artifact_type=document.get("artifactType")
-            or (document.get("config") or {}).get("mediaType"),
+            artifact_type=referrer_artifact_type(document),
             annotations={
-                **(document.get("annotations") or {}),
-                ANNOTATION_SUBJECT: subject["digest"],
+                **(
+                    {str(k): str(v) for k, v in annotations.items()}
+                    if isinstance(annotations, dict)
+                    else {}
+                ),
+                ANNOTATION_SUBJECT: subject.digest,
             },
         ).to_dict()
         with file_lock(self.root / ".index.lock"):
@@ -379,8 +404,9 @@ class LayoutStore:
                 continue
             seen.add(desc.digest)
             if desc.media_type in MANIFEST_MEDIA_TYPES:
-                document = json.loads(fetch_bytes(self, desc))
-                pending.extend(manifest_successors(desc.media_type, document))
+                what = f"manifest {desc.digest} in {self.describe()}"
+                document = parse_document(fetch_bytes(self, desc), what)
+                pending.extend(manifest_successors(desc.media_type, document, what))
 
     def _live_entries(self, manifests: list[dict]) -> tuple[list[dict], set[str]]:
         """Index entries still wanted and every digest they reach: tagged
@@ -413,6 +439,9 @@ class LayoutStore:
                 live, keep = self._live_entries(manifests)
                 if len(live) != len(manifests):  # referrers whose subject is gone
                     self._write_index(live)
+                # Left by writers killed mid-write (they hold this lock while writing).
+                for stale in self.root.glob(f".{self.index_path.name}.*.tmp"):
+                    stale.unlink()
             for alg_dir in self.blobs_dir.iterdir():
                 for blob in alg_dir.iterdir():
                     if f"{alg_dir.name}:{blob.name}" in keep:

@@ -13,10 +13,8 @@ from typing import BinaryIO, Protocol, runtime_checkable
 
 from .digests import verify_bytes
 from .errors import IntegrityError
+from .limits import MAX_MANIFEST_BYTES
 from .spec import Descriptor
-
-# Manifests and configs are read whole into memory; anything larger is hostile.
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 
 @runtime_checkable

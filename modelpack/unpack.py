@@ -26,8 +26,21 @@ from typing import BinaryIO
 import zstandard
 
 from .digests import CHUNK_SIZE, VerifyingReader, parse_digest, verify_bytes
-from .errors import IntegrityError, RegistryUnavailableError, UnsafePathError, UsageError
+from .errors import (
+    DiskFullError,
+    IntegrityError,
+    RegistryUnavailableError,
+    UnsafePathError,
+    UsageError,
+)
 from .fsutil import remove_tree
+from .limits import (
+    MAX_MANIFEST_BYTES,
+    disk_full_errors,
+    max_unpacked_bytes,
+    missing_bytes,
+    require_space,
+)
 from .locks import directory_lock
 from .partial import Opener, fill_partial
 from .spec import (
@@ -41,7 +54,6 @@ from .spec import (
     LayerFormat,
     parse_layer_media_type,
 )
-from .target import MAX_MANIFEST_BYTES
 
 STAGING_PREFIX = ".modelpack-staging-"
 PARTIAL_DIR = ".blobs"  # raw layer downloads by digest, kept across interrupted attempts
@@ -58,6 +70,18 @@ def safe_relpath(path: str, what: str) -> PurePosixPath:
     if not parts or any(p == ".." for p in parts):
         raise UnsafePathError(f"{what}: path {path!r} escapes the target directory")
     return PurePosixPath(*parts)
+
+
+# Go's tar.TypeReg is '0' (48), which modctl writes as a number; ours write 0.
+_REGULAR_TYPEFLAGS = (0, ord("0"))
+
+
+def _declared_file_size(desc: Descriptor) -> int | None:
+    """The size a tar layer's file metadata promises, when it describes one regular file."""
+    metadata = _metadata(desc)
+    if metadata is None or metadata.typeflag not in _REGULAR_TYPEFLAGS:
+        return None
+    return metadata.size
 
 
 def _file_mode(mode: int | None) -> int:
@@ -84,8 +108,8 @@ def _metadata(desc: Descriptor) -> FileMetadata | None:
         return None
     try:
         return FileMetadata.from_json(text)
-    except (ValueError, TypeError):
-        return None
+    except IntegrityError:
+        return None  # informational only: a bad annotation costs the file its mode
 
 
 class DirectoryTarget:
@@ -162,7 +186,11 @@ class DirectoryTarget:
             self._release()
 
     def suspend(self) -> None:
-        """Keep the partial downloads for the next attempt."""
+        """Keep the partial downloads for the next attempt (if any arrived)."""
+        partials = self.staging / PARTIAL_DIR
+        if partials.is_dir() and not any(partials.iterdir()):
+            self.abort()  # nothing to resume: leave no trace
+            return
         self._release()
 
     def _release(self) -> None:
@@ -174,8 +202,8 @@ class DirectoryTarget:
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
         if exc_type is None:
             self.commit()
-        elif issubclass(exc_type, (RegistryUnavailableError, KeyboardInterrupt)):
-            self.suspend()
+        elif issubclass(exc_type, (RegistryUnavailableError, DiskFullError, KeyboardInterrupt)):
+            self.suspend()  # what arrived is resumed by the next pull into the same place
         else:
             self.abort()
 
@@ -186,7 +214,9 @@ class DirectoryTarget:
                 if parent in self._claimed:
                     raise UnsafePathError(f"{what}: {parent} is a file, cannot hold {relpath}")
             if relpath in self._claimed and self._claimed[relpath] != digest:
-                raise UnsafePathError(f"{what}: {relpath} is written by two layers")
+                raise UnsafePathError(
+                    f"{what}: {relpath} is written twice (by two layers or two tar entries)"
+                )
             if relpath not in self._claimed:
                 self._claimed[relpath] = digest
                 self.files.append(str(relpath))
@@ -265,16 +295,29 @@ class DirectoryTarget:
         relpath = safe_relpath(_layer_path(desc), what)
         target = self._claim(relpath, what, desc.digest)
         metadata = _metadata(desc)
+        if target.is_dir() and not target.is_symlink():
+            raise UnsafePathError(f"{what}: a directory is in the way of {relpath}")
         with contextlib.suppress(FileNotFoundError):
             target.unlink()  # a retry of this layer
         if self._try_link(desc, target):
             return
-        alg, hexpart = parse_digest(desc.digest)
-        partial = self.staging / PARTIAL_DIR / f"{alg}-{hexpart}"
+        partial = self._partial_path(desc)
         with self._partial_lock(partial):
-            fill_partial(partial, desc, opener, f"{what} ({relpath})", durable=self.durable)
+            with disk_full_errors(self.staging, f"{relpath}"):
+                fill_partial(partial, desc, opener, f"{what} ({relpath})", durable=self.durable)
             os.chmod(partial, _file_mode(metadata.mode if metadata else None))
             os.link(partial, target)
+
+    def _partial_path(self, desc: Descriptor) -> Path:
+        alg, hexpart = parse_digest(desc.digest)
+        return self.staging / PARTIAL_DIR / f"{alg}-{hexpart}"
+
+    def require_space(self, blobs: list[Descriptor]) -> None:
+        """Refuse a pull that cannot fit before a byte is written (GraphCopier asks)."""
+        if self.link_from is not None:  # hardlinked from the store: no new bytes
+            blobs = [b for b in blobs if not self.link_from.exists(b)]
+        needed = missing_bytes(blobs, self._partial_path)
+        require_space(self.staging, needed, f"{len(blobs)} files")
 
     @contextlib.contextmanager
     def _partial_lock(self, partial: Path) -> Iterator[None]:
@@ -302,8 +345,14 @@ class DirectoryTarget:
         files are removed and the next attempt starts the layer again."""
         what = f"layer {desc.digest}"
         written: list[PurePosixPath] = []
+        budget = _UnpackBudget(
+            desc.size
+            if layer_format is LayerFormat.TAR
+            else max_unpacked_bytes(desc.size, _declared_file_size(desc)),
+            what,
+        )
         try:
-            with opener(0) as content:
+            with opener(0) as content, disk_full_errors(self.staging, what):
                 reader = VerifyingReader(content, desc.digest, desc.size, what)
                 stream: BinaryIO
                 if layer_format is LayerFormat.TAR_GZIP:
@@ -317,7 +366,7 @@ class DirectoryTarget:
                 try:
                     with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK_SIZE) as tar:
                         for member in tar:
-                            if relpath := self._extract_member(tar, member, what):
+                            if relpath := self._extract_member(tar, member, what, budget):
                                 written.append(relpath)
                 except (
                     tarfile.TarError,
@@ -336,7 +385,7 @@ class DirectoryTarget:
             raise
 
     def _extract_member(
-        self, tar: tarfile.TarFile, member: tarfile.TarInfo, what: str
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, what: str, budget: _UnpackBudget
     ) -> PurePosixPath | None:
         if member.isdir():
             relpath = safe_relpath(member.name, what)
@@ -345,19 +394,50 @@ class DirectoryTarget:
             except (FileExistsError, NotADirectoryError):
                 raise UnsafePathError(f"{what}: a file is in the way of {relpath}/") from None
             return None
-        if not member.isreg():
-            kind = "link" if member.issym() or member.islnk() else "special file"
+        if not member.isreg() or member.issparse():
+            kind = (
+                "link"
+                if member.issym() or member.islnk()
+                else "sparse file"
+                if member.issparse()
+                else "special file"
+            )
             raise UnsafePathError(f"{what}: tar entry {member.name!r} is a {kind}; refused")
         relpath = safe_relpath(member.name, what)
-        target = self._claim(relpath, what, f"{what}:{member.name}")
+        # Each entry claims its path for itself: a second entry with the same name
+        # (which would overwrite the first) is refused like a second layer would be.
+        target = self._claim(relpath, what, f"{what}@{member.offset}")
+        budget.spend(member.size)
         source = tar.extractfile(member)
         if source is None:
             raise IntegrityError(f"{what}: cannot read tar entry {member.name!r}")
-        with open(target, "xb") as out:
+        try:
+            out = open(target, "xb")  # noqa: SIM115 - closed below
+        except (FileExistsError, IsADirectoryError):
+            raise UnsafePathError(f"{what}: a directory is in the way of {relpath}") from None
+        with out:
             while chunk := source.read(CHUNK_SIZE):
                 out.write(chunk)
         os.chmod(target, _file_mode(member.mode))
         return relpath
+
+
+class _UnpackBudget:
+    """File bytes one tar layer may still produce (a decompression bomb stops here)."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.left = limit
+        self.limit = limit
+        self.what = what
+
+    def spend(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise IntegrityError(
+                f"{self.what}: unpacks to more than {self.limit} bytes "
+                "(its declared file size, or the expansion limit); refused",
+                hint="raise MODELPACK_MAX_EXPANSION if this artifact is legitimate",
+            )
 
 
 def _read_small(content: BinaryIO, desc: Descriptor) -> bytes:

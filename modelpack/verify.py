@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import tarfile
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import zstandard
 
 from .digests import CHUNK_SIZE, VerifyingReader, sha256_file
 from .endpoints import Endpoint
-from .spec import LayerFormat, Manifest, parse_layer_media_type
+from .spec import LayerFormat, parse_layer_media_type, parse_manifest
 from .target import fetch_bytes
 from .unpack import _layer_path, safe_relpath
 
@@ -63,7 +62,7 @@ def _tar_members(stream: BinaryIO, layer_format: LayerFormat) -> tarfile.TarFile
 def verify_directory(endpoint: Endpoint, directory: Path) -> DirectoryReport:
     target = endpoint.target
     root = endpoint.resolved or target.resolve(endpoint.reference)
-    manifest = Manifest.from_dict(json.loads(fetch_bytes(target, root)))
+    manifest = parse_manifest(fetch_bytes(target, root), f"{endpoint.display} manifest")
     report = DirectoryReport(endpoint.display, root.digest, directory)
     expected: set[str] = set()
 

@@ -9,19 +9,36 @@ way with no credentials.  Passwords never appear in messages or logs.
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 
 from ..errors import AuthenticationError
+from ..settings import is_loopback_host
 from .challenge import Challenge, parse_challenges
 from .credentials import Credentials
 from .transport import Transport, registry_error_message
 
 DEFAULT_TOKEN_LIFETIME = 60  # seconds, the token spec's default for expires_in
 CLIENT_ID = "modelpack"
+# A bearer token goes into a header: printable, no spaces or control characters.
+_TOKEN_RE = re.compile(r"[\x21-\x7e]{1,16384}")
+log = logging.getLogger("modelpack.http")
+
+
+def _may_send_credentials(realm: str, transport: Transport) -> bool:
+    """Credentials go to a token realm over TLS, to loopback, or where the user chose
+    plain HTTP for this registry, never in the clear to some other host."""
+    parts = urlsplit(realm)
+    if parts.scheme == "https":
+        return True
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return transport.options.plain_http or is_loopback_host(host)
 
 
 @dataclass
@@ -71,6 +88,9 @@ class Authenticator:
         requested = list(scopes) or [s for s in challenge.params.get("scope", "").split(" ") if s]
         document = self.request_token(challenge, requested)
         value = document.get("token") or document.get("access_token")
+        log.debug(
+            "token for %s from %s", " ".join(scopes) or "(no scope)", challenge.params["realm"]
+        )
         lifetime = document.get("expires_in") or DEFAULT_TOKEN_LIFETIME
         try:
             lifetime = max(int(lifetime), 1)
@@ -89,6 +109,12 @@ class Authenticator:
         realm = challenge.params["realm"]
         service = challenge.params.get("service")
         creds = self.credentials
+        if creds is not None and not _may_send_credentials(realm, self.transport):
+            raise AuthenticationError(
+                f"registry {self.transport.host} sends credentials to {realm}, "
+                "over plain HTTP to another host; refused",
+                hint="use an https token realm, or --plain-http if this is intended",
+            )
         if creds is not None and creds.identity_token:
             form = {
                 "grant_type": "refresh_token",
@@ -128,10 +154,15 @@ class Authenticator:
                 raise AuthenticationError(
                     f"token server for {self.transport.host} did not answer JSON"
                 ) from None
-        if not isinstance(document, dict) or not (
+        token = (
             document.get("token") or document.get("access_token")
-        ):
-            raise AuthenticationError(f"token server for {self.transport.host} returned no token")
+            if isinstance(document, dict)
+            else None
+        )
+        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+            raise AuthenticationError(
+                f"token server for {self.transport.host} returned no usable token"
+            )
         return document
 
     def check_login(self) -> str | None:

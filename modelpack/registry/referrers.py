@@ -8,12 +8,20 @@ oras-go and cosign do.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from ..digests import parse_digest, sha256_bytes
-from ..errors import ReferenceNotFoundError
-from ..spec import MEDIA_TYPE_OCI_INDEX, Descriptor, canonical_json
+from ..errors import IntegrityError, ReferenceNotFoundError
+from ..limits import MAX_MANIFEST_BYTES
+from ..spec import (
+    MEDIA_TYPE_OCI_INDEX,
+    Descriptor,
+    canonical_json,
+    manifest_successors,
+    parse_document,
+    referrer_artifact_type,
+)
+from ..target import fetch_bytes
 from .transport import raise_for_status
 
 if TYPE_CHECKING:
@@ -27,24 +35,26 @@ def referrers_tag(digest: str) -> str:
 
 def referrer_descriptor(desc: Descriptor, document: dict) -> Descriptor:
     """How a referrer manifest is listed in a referrers index."""
-    artifact_type = document.get("artifactType") or (document.get("config") or {}).get("mediaType")
     return Descriptor(
         media_type=desc.media_type,
         digest=desc.digest,
         size=desc.size,
-        artifact_type=artifact_type,
-        annotations=dict(document.get("annotations") or {}),
+        artifact_type=referrer_artifact_type(document),
+        annotations={str(k): str(v) for k, v in _mapping(document.get("annotations")).items()},
     )
 
 
-def _tag_schema_index(repo: RegistryRepository, subject_digest: str) -> list[dict]:
+def _mapping(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _tag_schema_index(repo: RegistryRepository, subject_digest: str) -> list[Descriptor]:
     try:
         index_desc = repo.resolve(referrers_tag(subject_digest))
     except ReferenceNotFoundError:
         return []
-    with repo.fetch(index_desc) as stream:
-        document = json.loads(stream.read())
-    return list(document.get("manifests") or [])
+    document = parse_document(fetch_bytes(repo, index_desc), f"referrers index {index_desc.digest}")
+    return manifest_successors(MEDIA_TYPE_OCI_INDEX, document, "referrers index")
 
 
 def list_referrers(
@@ -57,12 +67,19 @@ def list_referrers(
         repo.pull_scope,
         headers={"Accept": MEDIA_TYPE_OCI_INDEX},
         params=params,
+        stream=True,  # read with a cap below, not whole
     )
     with response:
         if response.status_code == 200 and response.headers.get("Content-Type", "").startswith(
             MEDIA_TYPE_OCI_INDEX
         ):
-            entries = list(response.json().get("manifests") or [])
+            data = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+            if len(data) > MAX_MANIFEST_BYTES:
+                raise IntegrityError(
+                    f"referrers of {subject.digest}: larger than {MAX_MANIFEST_BYTES} bytes"
+                )
+            document = parse_document(data, f"referrers of {subject.digest}")
+            entries = manifest_successors(MEDIA_TYPE_OCI_INDEX, document, "referrers list")
             repo.referrers_api = True
         elif response.status_code in (404, 400, 405):
             repo.referrers_api = False
@@ -70,7 +87,7 @@ def list_referrers(
         else:
             raise_for_status(response, f"listing referrers of {subject.digest}")
             entries = []
-    found = [Descriptor.from_dict(entry) for entry in entries]
+    found = entries
     if artifact_type:
         found = [d for d in found if d.artifact_type == artifact_type]
     return found
@@ -79,10 +96,14 @@ def list_referrers(
 def index_referrer(repo: RegistryRepository, subject_digest: str, referrer: Descriptor) -> None:
     """Add ``referrer`` to the tag-schema index of ``subject_digest`` (if not there)."""
     entries = _tag_schema_index(repo, subject_digest)
-    if any(entry.get("digest") == referrer.digest for entry in entries):
+    if any(entry.digest == referrer.digest for entry in entries):
         return
-    entries.append(referrer.to_dict())
-    document = {"schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": entries}
+    entries.append(referrer)
+    document = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_OCI_INDEX,
+        "manifests": [entry.to_dict() for entry in entries],
+    }
     data = canonical_json(document)
     desc = Descriptor(MEDIA_TYPE_OCI_INDEX, sha256_bytes(data), len(data))
     repo.put_manifest(desc, data, referrers_tag(subject_digest))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Iterator
 from typing import BinaryIO
 from urllib.parse import urljoin
@@ -26,8 +25,8 @@ from ..errors import (
     RegistryError,
     TransferInterruptedError,
 )
-from ..spec import MANIFEST_MEDIA_TYPES, Descriptor
-from ..target import MAX_MANIFEST_BYTES
+from ..limits import MAX_MANIFEST_BYTES
+from ..spec import MANIFEST_MEDIA_TYPES, Descriptor, parse_document
 from .auth import Authenticator
 from .referrers import index_referrer, list_referrers, referrer_descriptor
 from .transport import Transport, raise_for_status, registry_error_message
@@ -180,10 +179,11 @@ class RegistryRepository:
             raise_for_status(response, f"pushing manifest {self.describe()}:{reference}")
             indexed_by_registry = "OCI-Subject" in response.headers
         self._manifests[desc.digest] = data
-        document = json.loads(data)
+        document = parse_document(data, f"manifest {desc.digest}")
         subject = document.get("subject")
         if subject and not indexed_by_registry:
-            index_referrer(self, subject["digest"], referrer_descriptor(desc, document))
+            subject_digest = Descriptor.from_dict(subject, f"manifest {desc.digest}").digest
+            index_referrer(self, subject_digest, referrer_descriptor(desc, document))
 
     def tag(self, desc: Descriptor, reference: str) -> None:
         data = self._manifests.get(desc.digest)
@@ -299,17 +299,13 @@ class RegistryRepository:
 
 
 def _manifest_descriptor(data: bytes, digest: str, header_type: str, what: str) -> Descriptor:
-    try:
-        document = json.loads(data)
-    except ValueError as exc:
-        raise IntegrityError(f"{what}: manifest is not JSON") from exc
-    if not isinstance(document, dict):
-        raise IntegrityError(f"{what}: manifest is not a JSON object")
+    document = parse_document(data, f"{what}: manifest")
+    media_type, artifact_type = document.get("mediaType"), document.get("artifactType")
     return Descriptor(
-        media_type=document.get("mediaType") or header_type,
+        media_type=media_type if isinstance(media_type, str) and media_type else header_type,
         digest=digest,
         size=len(data),
-        artifact_type=document.get("artifactType"),
+        artifact_type=artifact_type if isinstance(artifact_type, str) else None,
     )
 
 

@@ -8,6 +8,8 @@ a one-shot stream is not retried here, its caller restarts it.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
 import threading
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from .._version import __version__
@@ -25,10 +28,14 @@ from ..errors import (
     RegistryUnavailableError,
     TransferInterruptedError,
 )
+from ..limits import MAX_MANIFEST_BYTES
 from ..settings import RegistryOptions, is_loopback_host
 from .challenge import parse_challenges
 
 USER_AGENT = f"modelpack/{__version__}"
+MAX_RESPONSE_BYTES = MAX_MANIFEST_BYTES  # any body we read whole: errors, tokens, tag lists
+# -v shows each request as METHOD URL -> STATUS; never headers or bodies (credentials).
+log = logging.getLogger("modelpack.http")
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 _NOT_TLS_MARKERS = ("WRONG_VERSION_NUMBER", "wrong version number", "record layer failure")
 
@@ -56,16 +63,31 @@ class RetryPolicy:
         return base * (0.5 + random.random() / 2)
 
 
-def registry_error_message(response: requests.Response) -> str:
-    """The registry's own words (``errors[0].message``), else the HTTP reason."""
+ERROR_BODY_BYTES = 64 * 1024  # of an error answer we read at most this
+ERROR_MESSAGE_CHARS = 300  # and show at most this of it: one line, not a page
+
+
+def _error_body(response: requests.Response) -> bytes:
+    if response._content_consumed:  # read already (capped by _preload)
+        return (response.content or b"")[:ERROR_BODY_BYTES]
     try:
-        errors = response.json().get("errors") or []
+        return response.raw.read(ERROR_BODY_BYTES, decode_content=True) or b""
+    except (urllib3.exceptions.HTTPError, OSError):
+        return b""
+
+
+def registry_error_message(response: requests.Response) -> str:
+    """The registry's own words (``errors[0].message``, shortened), else the HTTP reason."""
+    try:
+        errors = json.loads(_error_body(response)).get("errors") or []
         if errors:
             first = errors[0]
-            code = first.get("code", "")
-            message = first.get("message", "")
+            code = str(first.get("code", ""))
+            message = " ".join(str(first.get("message", "")).split())
+            if len(message) > ERROR_MESSAGE_CHARS:
+                message = message[:ERROR_MESSAGE_CHARS] + "..."
             return f"{code}: {message}".strip(": ") or response.reason
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         pass
     return f"HTTP {response.status_code} {response.reason}".strip()
 
@@ -94,8 +116,6 @@ class Transport:
         self.verify: bool | str = True
         if options.insecure:
             self.verify = False
-            import urllib3
-
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         elif options.ca_file:
             self.verify = options.ca_file
@@ -128,6 +148,10 @@ class Transport:
         """One request, retried on transient failures; the final response is returned."""
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("verify", self.verify)
+        # Bodies we do not stream are read here with a cap: a registry must not be able
+        # to make us hold a 10 GB error page or token document in memory.
+        streamed = kwargs.pop("stream", False)
+        kwargs["stream"] = True
         attempts = self.retry.attempts if retry else 1
         last_error: Exception | None = None
         for attempt in range(attempts):
@@ -155,6 +179,14 @@ class Transport:
                     hint="check the host and port, your network, and --plain-http",
                 ) from exc
             self._scheme_settled = True
+            if not streamed:
+                _preload(response, self.host)
+            log.debug(
+                "%s %s -> %s",
+                method,
+                _path_only(response.url, keep_host=True),
+                response.status_code,
+            )
             if response.status_code in RETRYABLE_STATUS and attempt + 1 < attempts:
                 delay = self.retry.delay(attempt, response.headers.get("Retry-After"))
                 response.close()
@@ -168,6 +200,24 @@ class Transport:
                 )
             return response
         raise RegistryUnavailableError(f"cannot reach registry {self.host}: {last_error}")
+
+
+def _preload(response: requests.Response, host: str) -> None:
+    """Read a small body (at most MAX_RESPONSE_BYTES) the way requests would for stream=False."""
+    try:
+        data = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        response.close()
+        raise TransferInterruptedError(f"connection to {host} lost mid-response: {exc}") from exc
+    if len(data) > MAX_RESPONSE_BYTES:
+        response.close()
+        raise RegistryError(
+            f"registry {host} sent a response body larger than {MAX_RESPONSE_BYTES} bytes to "
+            f"{response.request.method} {_path_only(response.url)}; refused"
+        )
+    response._content = data  # what requests' own non-streamed read would have set
+    response._content_consumed = True
+    response.raw.release_conn()
 
 
 def raise_for_status(response: requests.Response, what: str) -> None:
@@ -205,5 +255,7 @@ def _short(exc: Exception) -> str:
     return text.strip("()\"' ")[:200]
 
 
-def _path_only(url: str) -> str:
-    return url.split("://", 1)[-1].split("/", 1)[-1].split("?", 1)[0]
+def _path_only(url: str, *, keep_host: bool = False) -> str:
+    """A URL without its query (which may carry a storage signature) and scheme."""
+    rest = url.split("://", 1)[-1].split("?", 1)[0]
+    return rest if keep_host else rest.split("/", 1)[-1]

@@ -57,8 +57,9 @@ def test_login_push_pull_logout(tiny_model, basic_registry, tmp_path):
 
 def test_wrong_password_exits_4_with_one_line_naming_the_host(basic_registry):
     result = run_cli(
-        "login", basic_registry.host, "-u", USER, "-p", "wrong-password", "--plain-http"
-    )
+        "login", basic_registry.host, "-u", USER, "--password-stdin", "--plain-http",
+        input="wrong-password\n",
+    )  # fmt: skip
     assert result.returncode == 4
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and basic_registry.host in lines[0]

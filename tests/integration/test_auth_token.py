@@ -147,3 +147,36 @@ def test_login_stores_a_refresh_token_and_uses_the_oauth2_flow(
     grants = {r.get("grant_type") for r in tokens.requests if r["method"] == "POST"}
     assert grants == {"refresh_token"}
     assert not [r for r in tokens.requests if r["method"] == "GET" and r["user"]]
+
+
+def test_no_secret_in_anything_modelpack_prints(tiny_model, token_registry, tmp_path):
+    """Password, basic header, access and refresh tokens: never on stdout/stderr, even -v."""
+    import base64
+
+    server, tokens = token_registry
+    ref = f"{server.host}/team/secrets:v1"
+    outputs = [
+        run_cli("login", server.host, "-u", "alice", "--password-stdin", "--plain-http", "-v",
+                input="alice-pass\n"),
+        run_cli("build", str(tiny_model), "-t", ref, "-v"),
+        run_cli("push", ref, "--plain-http", "-v"),
+        run_cli("pull", ref, "-o", str(tmp_path / "out"), "--plain-http", "-v"),
+        run_cli("pull", f"{server.host}/prod/none:v1", "--plain-http", "-v"),  # an error path
+        run_cli("login", server.host, "-u", "alice", "-p", "alice-wrong", "--plain-http", "-v"),
+    ]  # fmt: skip
+    assert [r.returncode for r in outputs] == [0, 0, 0, 0, 3, 4], [r.stderr for r in outputs]
+    printed = "".join(r.stdout + r.stderr for r in outputs)
+    assert "debug: PUT" in printed and "debug: GET" in printed  # -v did log the requests
+    config = json.loads((tmp_path / "docker-config" / "config.json").read_text())
+    refresh = config["auths"][server.host]["identitytoken"]
+    secrets = [
+        "alice-pass",
+        base64.b64encode(b"alice:alice-pass").decode(),
+        refresh,
+        *tokens.issued,
+    ]
+    assert len(tokens.issued) >= 3
+    leaked = [s[:12] for s in secrets if s in printed]
+    assert leaked == []
+    # The command-line password got the warning docker gives.
+    assert "--password-stdin" in outputs[-1].stderr

@@ -1,6 +1,8 @@
 """A registry behind a proxy that fails on purpose: push and pull still finish, byte-identical,
 and interrupted transfers resume instead of starting over."""
 
+import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -176,3 +178,58 @@ def test_slow_start_then_ok_within_timeouts(model, flaky, settings, tmp_path, mo
     out = modelpack.pull(ref, tmp_path / "out", settings=settings)
     assert tree_files(out) == tree_files(model)
     assert time.monotonic() - t0 < 30
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: smaller than the model, so the disk fills mid-pull."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI and the dev machines run as root)")
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _grow(mount):
+    subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("into", ["pull -o", "pull to store"])
+def test_disk_full_is_one_clear_error_and_the_pull_resumes(
+    model, flaky, settings, tmp_path, small_disk, into
+):
+    ref, built = _pushed(model, flaky, settings, "full")
+    weight = _weight_digest(built)
+    if into == "pull -o":
+        out = small_disk / "out"
+        args, env = ["pull", ref, "--plain-http", "-o", str(out)], {}
+    else:
+        out = None
+        args, env = ["pull", ref, "--plain-http"], {"MODELPACK_HOME": str(small_disk / "home")}
+
+    checked = run_cli(*args, env=env)
+    assert checked.returncode == 1, checked.stderr
+    assert "not enough space" in checked.stderr
+    assert not (small_disk / "out").exists()
+    assert flaky.bytes_served(lambda e: weight.digest in e.path) == 0
+
+    # The free-space check can be wrong (quotas, thin volumes): then the disk fills mid-way.
+    full = run_cli(*args, env={**env, "MODELPACK_SKIP_SPACE_CHECK": "1"})
+    assert full.returncode == 1, full.stderr
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and "disk full while writing" in lines[0], full.stderr
+    assert not (small_disk / "out").exists()  # nothing half-written is visible
+    if out is None:
+        index = json.loads((small_disk / "home" / "store" / "index.json").read_text())
+        assert index["manifests"] == []  # the store names nothing it does not hold
+    kept = flaky.bytes_served(lambda e: weight.digest in e.path)
+
+    _grow(small_disk)
+    again = run_cli(*args, env=env)
+    assert again.returncode == 0, again.stderr
+    pulled = out if out is not None else Path(again.stdout.strip())
+    assert tree_files(pulled) == tree_files(model)
+    fetched_again = flaky.bytes_served(lambda e: weight.digest in e.path) - kept
+    assert 0 < fetched_again < weight.size  # resumed, not started over

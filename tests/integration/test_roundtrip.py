@@ -192,7 +192,9 @@ def test_build_push_streams_weights_from_the_source(tiny_model, registry, settin
     weight = next(x for x in result.layers if x.plan.file.relpath == "model.safetensors")
     assert not store.exists(weight.descriptor)  # no local copy of the weights, not even a link
     assert weight.placement is None
-    assert modelpack.list_models(settings=settings) == []  # the store's copy is incomplete: untagged
+    assert (
+        modelpack.list_models(settings=settings) == []
+    )  # the store's copy is incomplete: untagged
     out = modelpack.pull(ref, tmp_path / "out", settings=settings)
     assert tree_files(out) == tree_files(tiny_model)
     # Pushed again unchanged: nothing crosses the wire.

@@ -46,6 +46,7 @@ class TokenServer:
     expires_in: int = 300
     requests: list[dict] = field(default_factory=list)
     refresh_tokens: dict[str, str] = field(default_factory=dict)
+    issued: list[str] = field(default_factory=list)  # every access token, for leak checks
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +113,7 @@ class TokenServer:
             self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
         )
         token = f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        self.issued.append(token)
         return {
             "token": token,
             "access_token": token,

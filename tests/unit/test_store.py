@@ -100,3 +100,41 @@ def test_index_is_replaced_atomically(tmp_path):
     leftovers = [p for p in (tmp_path / "s").iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
     assert os.stat(tmp_path / "s" / "index.json").st_size > 0
+
+
+def _tag_forever(root, ready):
+    store = LayoutStore(root)
+    desc = store.resolve("reg.io/a:v1")
+    i = 0
+    while True:
+        store.tag(desc, f"reg.io/a:t{i}")
+        if i == 0:
+            ready.set()
+        i += 1
+
+
+@pytest.mark.parametrize("delay_ms", [0, 3, 7, 13, 29])
+def test_a_process_killed_mid_write_leaves_a_whole_index(tmp_path, delay_ms):
+    """SIGKILL while tagging in a loop: index.json is always a whole, earlier state."""
+    import signal
+    import time
+
+    root = tmp_path / "s"
+    _manifest(LayoutStore(root), "reg.io/a:v1")
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(4):
+        ready = ctx.Event()
+        writer = ctx.Process(target=_tag_forever, args=(root, ready))
+        writer.start()
+        assert ready.wait(30)
+        time.sleep(delay_ms / 1000 + attempt * 0.011)
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.join()
+        names = [ref.name for ref in LayoutStore(root).refs()]  # parses, or raises
+        tags = sorted(int(n.rsplit(":t", 1)[1]) for n in names if ":t" in n)
+        assert "reg.io/a:v1" in names
+        assert tags == list(range(len(tags)))  # a prefix of what was written: no torn state
+    # Temp files of killed writers are hidden, and prune clears them.
+    store = LayoutStore(root)
+    store.prune()
+    assert [p.name for p in root.iterdir() if p.name.endswith(".tmp")] == []

@@ -1,0 +1,107 @@
+"""A registry of the tests' own that lies on purpose.
+
+It speaks just enough of the distribution API for a pull (``/v2/``, manifests
+and blobs by GET/HEAD) and serves whatever bytes a test puts in it: a blob
+whose bytes differ from its digest, a longer blob, a manifest that hashes to
+something else than asked for, a lying ``Docker-Content-Digest``, an
+oversized manifest, or nothing at all for a while (a stalled server).
+
+Content goes in through :meth:`push` (it is a write-only
+:class:`~modelpack.target.Target`), so ``helpers.make_artifact`` builds
+artifacts here exactly as it does in a local store; a test then corrupts
+``blobs`` or ``manifests`` by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+
+from modelpack.spec import MANIFEST_MEDIA_TYPES, Descriptor
+
+from .serving import serve, shutdown
+
+
+@dataclass
+class HostileRegistry:
+    manifests: dict[str, bytes] = field(default_factory=dict)  # tag or digest -> body served
+    manifest_types: dict[str, str] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)  # digest -> body served
+    content_digest: dict[str, str] = field(default_factory=dict)  # reference -> header to claim
+    stall: float = 0.0  # seconds to sit on every request before answering
+    ping_body: bytes = b"{}"  # what GET /v2/ answers
+    not_found_body: bytes = b'{"errors":[{"code":"NOT_FOUND","message":"not here"}]}'
+    requests: list[str] = field(default_factory=list)
+
+    # -- filling it (the Target calls make_artifact uses) ---------------------
+
+    def describe(self) -> str:
+        return "hostile registry"
+
+    def push(self, desc: Descriptor, content, reference: str | None = None) -> None:  # noqa: ANN001
+        data = content.read()
+        if desc.media_type in MANIFEST_MEDIA_TYPES:
+            for key in filter(None, (desc.digest, reference)):
+                self.manifests[key] = data
+                self.manifest_types[key] = desc.media_type
+                self.content_digest.setdefault(key, desc.digest)
+        else:
+            self.blobs[desc.digest] = data
+
+    # -- serving --------------------------------------------------------------
+
+    def start(self) -> HostileRegistry:
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802
+                registry.requests.append(f"{self.command} {self.path}")
+                if registry.stall:
+                    time.sleep(registry.stall)
+                path = self.path.split("?", 1)[0]
+                if path in ("/v2", "/v2/"):
+                    headers = {"Content-Type": "application/json"}
+                    return self._answer(200, registry.ping_body, headers)
+                _, _, rest = path.partition("/v2/")
+                name, kind, reference = rest.rpartition("/manifests/")
+                if kind and reference in registry.manifests:
+                    headers = {
+                        "Content-Type": registry.manifest_types.get(reference, ""),
+                        "Docker-Content-Digest": registry.content_digest.get(reference, ""),
+                    }
+                    return self._answer(200, registry.manifests[reference], headers)
+                name, kind, digest = rest.rpartition("/blobs/")
+                if kind and digest in registry.blobs:
+                    headers = {"Content-Type": "application/octet-stream"}
+                    return self._answer(200, registry.blobs[digest], headers)
+                headers = {"Content-Type": "application/json"}
+                return self._answer(404, registry.not_found_body, headers)
+
+            do_HEAD = do_GET  # noqa: N815
+
+        self._server = serve(Handler)
+        return self
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        shutdown(self._server)
