@@ -188,7 +188,8 @@ class DirectoryTarget:
     def suspend(self) -> None:
         """Keep the partial downloads for the next attempt (if any arrived)."""
         partials = self.staging / PARTIAL_DIR
-        if partials.is_dir() and not any(partials.iterdir()):
+        kept = [p for p in partials.iterdir() if p.stat().st_size] if partials.is_dir() else []
+        if not kept:
             self.abort()  # nothing to resume: leave no trace
             return
         self._release()

@@ -40,13 +40,23 @@ def _pushed(model, flaky, settings, name):
     return ref, built
 
 
-def test_503s_are_retried(model, flaky, settings, tmp_path):
-    ref, _ = _pushed(model, flaky, settings, "503")
-    flaky.add(Fault(requests_to("GET", "/manifests/"), status=503, times=2))
-    flaky.add(Fault(requests_to("GET", "/blobs/sha256:"), status=503, times=2))
+@pytest.mark.parametrize("status", [500, 503])
+def test_server_errors_are_retried(model, flaky, settings, tmp_path, status):
+    ref, _ = _pushed(model, flaky, settings, f"e{status}")
+    flaky.add(Fault(requests_to("GET", "/manifests/"), status=status, times=2))
+    flaky.add(Fault(requests_to("GET", "/blobs/sha256:"), status=status, times=2))
     out = modelpack.pull(ref, tmp_path / "out", settings=settings.with_overrides(retries=4))
     assert tree_files(out) == tree_files(model)
-    assert sum(1 for e in flaky.exchanges if e.status == 503) == 4
+    assert sum(1 for e in flaky.exchanges if e.status == status) == 4
+
+
+def test_a_registry_that_keeps_failing_exits_6_and_leaves_nothing(model, flaky, settings, tmp_path):
+    ref, _ = _pushed(model, flaky, settings, "down")
+    flaky.add(Fault(requests_to("GET", "/blobs/sha256:"), status=503, times=1000))
+    result = run_cli("pull", ref, "--plain-http", "-o", str(tmp_path / "out"))
+    assert result.returncode == 6, result.stderr
+    assert "503" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []  # nor staging
 
 
 def test_429_retry_after_is_honoured(model, flaky, settings, tmp_path):
