@@ -166,12 +166,25 @@ def build(
         click.echo(f"{result.reference}@{result.digest}")
 
 
-@click.group()
+@click.group(
+    epilog="""\b
+Examples:
+  modelpack modelfile generate ./my-model -o Modelfile
+  modelpack build ./my-model -f Modelfile -t reg.example.com/ml/bert:v1
+"""
+)
 def modelfile() -> None:
     """modctl-compatible Modelfiles."""
 
 
-@modelfile.command(name="generate")
+@modelfile.command(
+    name="generate",
+    epilog="""\b
+Examples:
+  modelpack modelfile generate ./my-model
+  modelpack modelfile generate ./my-model -o Modelfile
+""",
+)
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 @click.option(
     "--exclude", multiple=True, metavar="GLOB", help="Leave out matching files (repeatable)."

@@ -14,13 +14,28 @@ from .output import emit_json, json_option, short_digest, status, stdout
 from .state import global_options, state
 
 
-@click.group()
+@click.group(
+    epilog="""\b
+Examples:
+  modelpack pull reg.example.com/ml/llama:v3     # fills the cache, prints the path
+  modelpack cache ls
+  modelpack cache prune --max-size 200G
+  modelpack cache rm reg.example.com/ml/llama:v3
+"""
+)
 @global_options
 def cache() -> None:
     """The node cache: one copy of each pulled model, shared by every process on this machine."""
 
 
-@cache.command(name="ls")
+@cache.command(
+    name="ls",
+    epilog="""\b
+Examples:
+  modelpack cache ls
+  modelpack cache ls --json
+""",
+)
 @json_option(CLI_CACHE)
 @global_options
 def cache_ls(as_json: bool) -> None:
@@ -45,7 +60,14 @@ def cache_ls(as_json: bool) -> None:
     stdout().print(table)
 
 
-@cache.command(name="prune")
+@cache.command(
+    name="prune",
+    epilog="""\b
+Examples:
+  modelpack cache prune --max-size 200G
+  MODELPACK_HOME=/var/lib/modelpack modelpack cache prune --max-size 500GiB
+""",
+)
 @click.option("--max-size", required=True, metavar="SIZE", help="Target size, e.g. 200G or 500GiB.")
 @global_options
 def cache_prune(max_size: str) -> None:
@@ -61,7 +83,13 @@ def cache_prune(max_size: str) -> None:
     status(f"Cache size now {human_size(result.size)}")
 
 
-@cache.command(name="rm")
+@cache.command(
+    name="rm",
+    epilog="""\b
+Examples:
+  modelpack cache rm reg.example.com/ml/llama:v3
+""",
+)
 @click.argument("reference")
 @global_options
 def cache_rm(reference: str) -> None:

@@ -81,7 +81,12 @@ def login(host: str, username: str, password: str | None, password_stdin: bool) 
     status(f"Login succeeded for {username} at {host} (saved in {where})")
 
 
-@click.command()
+@click.command(
+    epilog="""\b
+Examples:
+  modelpack logout harbor.example.com
+"""
+)
 @click.argument("host")
 @global_options
 def logout(host: str) -> None:

@@ -93,7 +93,14 @@ def _metadata_rows(result, document: dict) -> list[tuple[str, str]]:  # noqa: AN
     return rows
 
 
-@click.command(name="ls")
+@click.command(
+    name="ls",
+    epilog="""\b
+Examples:
+  modelpack ls
+  modelpack ls --json | jq -r '.models[].reference'
+""",
+)
 @json_option("cli-ls.schema.json")
 @global_options
 def list_command(as_json: bool) -> None:
@@ -120,7 +127,13 @@ def list_command(as_json: bool) -> None:
     stdout().print(table)
 
 
-@click.command()
+@click.command(
+    epilog="""\b
+Examples:
+  modelpack tag 127.0.0.1:5000/team/bert:v1 reg.example.com/ml/bert:v1
+  modelpack push reg.example.com/ml/bert:v1
+"""
+)
 @click.argument("source")
 @click.argument("target")
 @global_options
@@ -130,7 +143,14 @@ def tag(source: str, target: str) -> None:
     status(f"Tagged {desc.digest} as {modelpack.parse_reference(target)}")
 
 
-@click.command(name="rm")
+@click.command(
+    name="rm",
+    epilog="""\b
+Examples:
+  modelpack rm 127.0.0.1:5000/team/bert:v1
+  modelpack rm 127.0.0.1:5000/team/bert:v1 127.0.0.1:5000/team/bert:v2 && modelpack prune
+""",
+)
 @click.argument("references", nargs=-1, required=True)
 @global_options
 def remove_command(references: tuple[str, ...]) -> None:
@@ -141,7 +161,12 @@ def remove_command(references: tuple[str, ...]) -> None:
         status(f"Untagged {modelpack.parse_reference(reference)} ({desc.digest})")
 
 
-@click.command()
+@click.command(
+    epilog="""\b
+Examples:
+  modelpack rm 127.0.0.1:5000/team/bert:v1 && modelpack prune
+"""
+)
 @global_options
 def prune() -> None:
     """Delete blobs and model trees no tag in the local store refers to."""

@@ -15,6 +15,7 @@ from . import (
     commands_build,
     commands_cache,
     commands_registry,
+    commands_setup,
     commands_signing,
     commands_store,
     commands_transfer,
@@ -46,6 +47,7 @@ for module in (
     commands_signing,
     commands_store,
     commands_cache,
+    commands_setup,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)
@@ -63,7 +65,10 @@ def main(args: list[str] | None = None) -> None:
     if _verbose(args):
         log_requests()
     try:
-        cli.main(args=args, prog_name="modelpack", standalone_mode=False)
+        # Without standalone mode click returns (not raises) a command's Exit code.
+        code = cli.main(args=args, prog_name="modelpack", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except ModelpackError as exc:
         if _verbose(args):
             traceback.print_exc()

@@ -18,6 +18,7 @@ from . import transfer
 from .build import BuildResult, build_artifact, layer_format_for
 from .cache import CacheEntry, NodeCache
 from .display import progress_display
+from .doctor import Check, run_checks
 from .endpoints import Endpoint, open_endpoint
 from .errors import FileNotFoundInSourceError, IntegrityError, ReferenceNotFoundError, UsageError
 from .fsutil import atomic_write_bytes
@@ -289,6 +290,14 @@ def login(
 def logout(host: str) -> bool:
     """Forget stored credentials for ``host``; False if there were none."""
     return erase_credentials(host.removeprefix("https://").removeprefix("http://").rstrip("/"))
+
+
+def doctor(
+    host: str | None = None, *, settings: Settings | None = None, **options: Any
+) -> list[Check]:
+    """Check the store, node cache, config and (with ``host``) the registry's
+    reachability, TLS and authentication; each failed check says how to fix it."""
+    return run_checks(resolve_settings(settings, **options), host)
 
 
 # -- inspect / local store management ---------------------------------------------

@@ -22,6 +22,7 @@ CLI_LS = "cli-ls.schema.json"
 CLI_CACHE = "cli-cache.schema.json"
 CLI_VERIFY = "cli-verify.schema.json"
 CLI_SIGNATURE = "cli-signature.schema.json"
+CLI_DOCTOR = "cli-doctor.schema.json"
 
 
 @cache

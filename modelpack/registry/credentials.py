@@ -97,25 +97,30 @@ def _from_auth_entry(entry: dict) -> Credentials | None:
 
 
 def find_credentials(host: str) -> Credentials | None:
+    return find_credentials_with_source(host)[0]
+
+
+def find_credentials_with_source(host: str) -> tuple[Credentials | None, str]:
+    """The credentials for ``host`` and where they came from (for `modelpack doctor`)."""
     username = os.environ.get("MODELPACK_USERNAME")
     password = os.environ.get("MODELPACK_PASSWORD")
     if username and password is not None:
-        return Credentials(username=username, password=password)
+        return Credentials(username=username, password=password), "MODELPACK_USERNAME/PASSWORD"
     config = read_docker_config()
     keys = host_keys(host)
     helpers = config.get("credHelpers") or {}
     for key in keys:
         if key in helpers:
-            return _from_helper(helpers[key], key)
+            return _from_helper(helpers[key], key), f"docker-credential-{helpers[key]}"
     auths = config.get("auths") or {}
     for key in keys:
         if isinstance(auths.get(key), dict) and (found := _from_auth_entry(auths[key])):
-            return found
+            return found, str(docker_config_path())
     if store := config.get("credsStore"):
         for key in keys[:2]:
             if found := _from_helper(store, key):
-                return found
-    return None
+                return found, f"docker-credential-{store}"
+    return None, "none (anonymous)"
 
 
 def _helper_for(config: dict, key: str) -> str | None:

@@ -1,0 +1,116 @@
+"""`modelpack doctor` against real registries (plain, TLS, basic auth), shell completion,
+and help with examples on every command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import click
+import pytest
+from helpers import run_cli
+from modelpack_cli.main import cli
+
+from modelpack.schemas import CLI_DOCTOR, validate
+from modelpack.testing import RegistryServer
+
+
+def _doctor(*args, env=None):
+    result = run_cli("doctor", *args, "--json", env=env)
+    document = json.loads(result.stdout)
+    validate(document, CLI_DOCTOR, "doctor output")
+    return result.returncode, {c["name"]: c for c in document["checks"]}
+
+
+def test_doctor_on_a_healthy_setup_and_plain_registry(registry):
+    code, checks = _doctor(registry.host, "--plain-http")
+    assert code == 0, checks
+    assert {"home", "store", "node cache", "config", "credentials", "registry", "auth"} <= set(
+        checks
+    )
+    assert checks["registry"]["detail"].endswith("(plain HTTP)")
+    assert checks["auth"]["detail"] == "no authentication required"
+    assert checks["credentials"]["detail"].endswith("none (anonymous)")
+
+
+def test_doctor_names_the_fix_for_an_untrusted_certificate(tmp_path):
+    with RegistryServer(tls=True) as server:
+        code, checks = _doctor(server.host)
+        assert code == 1
+        assert checks["registry"]["status"] == "fail"
+        assert "--ca-file" in checks["registry"]["fix"]
+        code, checks = _doctor(server.host, "--ca-file", str(server.ca_file))
+        assert code == 0, checks
+        assert checks["registry"]["detail"].endswith("(TLS verified)")
+
+
+def test_doctor_checks_credentials_without_printing_them(tmp_path):
+    htpasswd = tmp_path / "htpasswd"
+    subprocess.run(
+        ["htpasswd", "-Bbc", str(htpasswd), "ci", "ci-secret"], check=True, capture_output=True
+    )
+    with RegistryServer(htpasswd=htpasswd) as server:
+        code, checks = _doctor(server.host, "--plain-http")
+        assert code == 1 and checks["auth"]["status"] == "fail"
+        assert "modelpack login" in checks["auth"]["fix"]
+        env = {"MODELPACK_USERNAME": "ci", "MODELPACK_PASSWORD": "wrong"}
+        code, checks = _doctor(server.host, "--plain-http", env=env)
+        assert code == 1 and "refused" in checks["auth"]["detail"]
+        env["MODELPACK_PASSWORD"] = "ci-secret"
+        result = run_cli("doctor", server.host, "--plain-http", env=env)
+        assert result.returncode == 0, result.stdout
+        assert "accepted as ci" in result.stdout and "MODELPACK_USERNAME" in result.stdout
+        assert "ci-secret" not in result.stdout + result.stderr
+
+
+def test_doctor_reports_an_unwritable_home_and_a_broken_config(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text("[registries\n")
+    (tmp_path / "file").write_text("not a directory")
+    env = {"MODELPACK_CONFIG": str(config), "MODELPACK_HOME": str(tmp_path / "file" / "home")}
+    code, checks = _doctor(env=env)
+    assert code == 1
+    assert checks["config"]["status"] == "fail" and "not valid TOML" in checks["config"]["detail"]
+    assert checks["home"]["status"] == "fail" and "MODELPACK_HOME" in checks["home"]["fix"]
+
+
+def test_doctor_an_unreachable_registry_fails_fast_with_a_hint():
+    code, checks = _doctor("127.0.0.1:9", "--plain-http")
+    assert code == 1
+    assert checks["registry"]["status"] == "fail" and checks["registry"]["fix"]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_and_completions(shell):
+    script = run_cli("completion", shell)
+    assert script.returncode == 0
+    assert "_MODELPACK_COMPLETE" in script.stdout
+    words = {"bash": "bash_complete", "zsh": "zsh_complete", "fish": "fish_complete"}[shell]
+    env = {
+        **os.environ,
+        "_MODELPACK_COMPLETE": words,
+        "COMP_WORDS": "modelpack pu",
+        "COMP_CWORD": "pu" if shell == "fish" else "1",  # fish passes the word itself
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "modelpack"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert "pull" in completed.stdout and "push" in completed.stdout
+
+
+def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        yield (*prefix, name), command
+        if isinstance(command, click.Group):
+            yield from _all_commands(command, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _all_commands(cli)], ids=" ".join)
+def test_every_command_has_help_with_examples(path):
+    result = run_cli(*path, "--help")
+    assert result.returncode == 0
+    assert "Examples:" in result.stdout
+    example_lines = result.stdout.split("Examples:", 1)[1].strip().splitlines()
+    assert example_lines and all("modelpack" in line or "$" in line for line in example_lines[:1])
