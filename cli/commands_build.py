@@ -160,6 +160,7 @@ def build(
                 result.reference, sign_key, password=password_for(sign_key), settings=settings
             )
             status(f"Signed {signed.reference} {signed.digest} with key {signed.key_id}")
+            document["signature"] = signed.to_dict()
     if as_json:
         emit_json(document, CLI_BUILD)
     else:

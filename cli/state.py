@@ -87,10 +87,21 @@ _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
             "help": "Where the local store and models live [env MODELPACK_HOME].",
         },
     ),
-    (("-q", "--quiet"), {"is_flag": True, "help": "No progress or status lines, only results."}),
+    (
+        ("-q", "--quiet"),
+        {
+            "is_flag": True,
+            "envvar": "MODELPACK_QUIET",
+            "help": "No progress or status lines, only results [env MODELPACK_QUIET=1].",
+        },
+    ),
     (
         ("-v", "--verbose"),
-        {"is_flag": True, "help": "Log each registry request; tracebacks on errors."},
+        {
+            "is_flag": True,
+            "envvar": "MODELPACK_VERBOSE",
+            "help": "Log each registry request; tracebacks on errors [env MODELPACK_VERBOSE=1].",
+        },
     ),
 ]
 
