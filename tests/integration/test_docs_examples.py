@@ -1,41 +1,40 @@
-"""The snippets of docs/python-api.md, run as a training script would run them."""
+"""examples/training/train.py (the Python API page's training script), run as a job would."""
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-import modelpack
-
-TRAINING_SCRIPT = """
-import sys
-import modelpack
 from safetensors.numpy import load_file
-from transformers import AutoConfig, AutoTokenizer
 
-path = modelpack.pull(sys.argv[1])
-weights = load_file(path / "model.safetensors")
-config = AutoConfig.from_pretrained(path)
-tokenizer = AutoTokenizer.from_pretrained(path)
-assert weights["embeddings.word_embeddings.weight"].shape == (config.vocab_size, config.hidden_size)
-with modelpack.use_model(sys.argv[1]) as held:
-    assert held == path
-print(path, len(weights), tokenizer("the model")["input_ids"])
-"""
+import modelpack
+
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "training" / "train.py"
 
 
-def test_training_script_example(tiny_model, registry, settings, tmp_path):
-    ref = f"{registry.host}/docs/bert:v1"
-    modelpack.build(tiny_model, ref, settings=settings)
-    modelpack.push(ref, settings=settings)
-    env = {**os.environ, "MODELPACK_HOME": str(tmp_path / "node"), "HF_HUB_OFFLINE": "1"}
+def test_training_example_pulls_trains_and_publishes(tiny_model, registry, settings, tmp_path):
+    base, tuned = f"{registry.host}/train/bert:base", f"{registry.host}/train/bert:tuned"
+    modelpack.build(tiny_model, base, settings=settings)
+    modelpack.push(base, settings=settings)
+    node = tmp_path / "node"
+    env = {**os.environ, "MODELPACK_HOME": str(node), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", TRAINING_SCRIPT, ref],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+        [sys.executable, str(SCRIPT), base, tuned, "--steps", "5"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    path, tensors, _ = result.stdout.split(" ", 2)
-    assert path.startswith(str(tmp_path / "node" / "models"))
-    assert int(tensors) == 39  # every BERT tensor of the tiny model
+    assert f"base {node / 'models'}" in result.stdout  # the node cache, not a copy
+
+    out = modelpack.pull(tuned, tmp_path / "tuned", settings=settings)
+    before, after = (
+        load_file(tiny_model / "model.safetensors"),
+        load_file(out / "model.safetensors"),
+    )
+    assert before.keys() == after.keys()
+    changed = [name for name in before if (before[name] != after[name]).any()]
+    assert changed == ["pooler.dense.weight"]
+    for path in tiny_model.rglob("*"):  # everything else arrives unchanged
+        if path.is_file() and path.name != "model.safetensors":
+            assert (out / path.relative_to(tiny_model)).read_bytes() == path.read_bytes()
+    # Only the new weights (and the new model config) crossed the wire.
+    assert ": 2 new blobs" in result.stdout
