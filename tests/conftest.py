@@ -103,6 +103,14 @@ def minilm_model() -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def peers_python() -> Path:
+    """A venv with oras-py and modelpack-client from PyPI, made once and cached."""
+    from modelpack.testing.peers import peers_python as make
+
+    return make(CACHE_DIR / "peers-venv")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the real registry are integration tests (selectable with -m)."""
     for item in items:
