@@ -100,6 +100,17 @@ def docker_engine_available() -> bool:
         return False
 
 
+def write_htpasswd(path: Path, users: dict[str, str]) -> Path:
+    """A bcrypt htpasswd file (what distribution accepts), via apache2-utils' htpasswd."""
+    path.unlink(missing_ok=True)
+    for user, password in users.items():
+        flags = "-Bbc" if not path.exists() else "-Bb"
+        subprocess.run(
+            ["htpasswd", flags, str(path), user, password], check=True, capture_output=True
+        )
+    return path
+
+
 def registry_binary() -> str | None:
     for name in REGISTRY_BINARIES:
         if path := shutil.which(name):
@@ -112,6 +123,7 @@ class RegistryServer:
     """A running registry; ``host`` is what goes into references (127.0.0.1:PORT)."""
 
     htpasswd: Path | None = None  # basic auth with this htpasswd file
+    users: dict[str, str] = field(default_factory=dict)  # or: basic auth for these users
     tls: bool = False  # serve HTTPS with a certificate from a fresh self-signed CA
     extra_config: str = ""  # YAML appended to the generated config (top-level keys)
     workdir: Path = field(
@@ -173,6 +185,8 @@ class RegistryServer:
     def start(self, timeout: float = 60.0) -> RegistryServer:
         """Start ``registry:2`` in Docker if an engine answers, else the local binary."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.users:
+            self.htpasswd = write_htpasswd(self.workdir / "htpasswd", self.users)
         if self.tls:
             self.scheme = "https"
             write_test_ca(self.workdir, hosts=["127.0.0.1", "localhost"])

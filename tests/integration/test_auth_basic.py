@@ -3,7 +3,6 @@
 import json
 import os
 import stat
-import subprocess
 import sys
 
 import pytest
@@ -18,11 +17,7 @@ USER, PASSWORD = "alice", "s3cret-Pa55word"
 @pytest.fixture(scope="module")
 def basic_registry(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("basic-registry")
-    htpasswd = workdir / "htpasswd"
-    subprocess.run(
-        ["htpasswd", "-Bbc", str(htpasswd), USER, PASSWORD], check=True, capture_output=True
-    )
-    server = RegistryServer(htpasswd=htpasswd, workdir=workdir / "server").start()
+    server = RegistryServer(users={USER: PASSWORD}, workdir=workdir / "server").start()
     yield server
     server.cleanup()
 

@@ -28,11 +28,7 @@ USER, PASSWORD, KEY_PASSWORD = "ci-robot", "ci-robot-pass", "key-pass"
 @pytest.fixture(scope="module")
 def auth_registry(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ci-registry")
-    htpasswd = workdir / "htpasswd"
-    subprocess.run(
-        ["htpasswd", "-Bbc", str(htpasswd), USER, PASSWORD], check=True, capture_output=True
-    )
-    server = RegistryServer(htpasswd=htpasswd, workdir=workdir / "server").start()
+    server = RegistryServer(users={USER: PASSWORD}, workdir=workdir / "server").start()
     yield server
     server.cleanup()
 

@@ -47,11 +47,7 @@ def test_doctor_names_the_fix_for_an_untrusted_certificate(tmp_path):
 
 
 def test_doctor_checks_credentials_without_printing_them(tmp_path):
-    htpasswd = tmp_path / "htpasswd"
-    subprocess.run(
-        ["htpasswd", "-Bbc", str(htpasswd), "ci", "ci-secret"], check=True, capture_output=True
-    )
-    with RegistryServer(htpasswd=htpasswd) as server:
+    with RegistryServer(users={"ci": "ci-secret"}) as server:
         code, checks = _doctor(server.host, "--plain-http")
         assert code == 1 and checks["auth"]["status"] == "fail"
         assert "modelpack login" in checks["auth"]["fix"]

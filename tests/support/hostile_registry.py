@@ -14,14 +14,12 @@ artifacts here exactly as it does in a local store; a test then corrupts
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 
 from modelpack.spec import MANIFEST_MEDIA_TYPES, Descriptor
 
-from .serving import serve, shutdown
+from .serving import QuietHandler, serve, shutdown
 
 
 @dataclass
@@ -55,22 +53,7 @@ class HostileRegistry:
     def start(self) -> HostileRegistry:
         registry = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                        self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 registry.requests.append(f"{self.command} {self.path}")
                 if registry.stall:
@@ -78,7 +61,7 @@ class HostileRegistry:
                 path = self.path.split("?", 1)[0]
                 if path in ("/v2", "/v2/"):
                     headers = {"Content-Type": "application/json"}
-                    return self._answer(200, registry.ping_body, headers)
+                    return self.answer(200, registry.ping_body, headers)
                 _, _, rest = path.partition("/v2/")
                 name, kind, reference = rest.rpartition("/manifests/")
                 if kind and reference in registry.manifests:
@@ -86,13 +69,13 @@ class HostileRegistry:
                         "Content-Type": registry.manifest_types.get(reference, ""),
                         "Docker-Content-Digest": registry.content_digest.get(reference, ""),
                     }
-                    return self._answer(200, registry.manifests[reference], headers)
+                    return self.answer(200, registry.manifests[reference], headers)
                 name, kind, digest = rest.rpartition("/blobs/")
                 if kind and digest in registry.blobs:
                     headers = {"Content-Type": "application/octet-stream"}
-                    return self._answer(200, registry.blobs[digest], headers)
+                    return self.answer(200, registry.blobs[digest], headers)
                 headers = {"Content-Type": "application/json"}
-                return self._answer(404, registry.not_found_body, headers)
+                return self.answer(404, registry.not_found_body, headers)
 
             do_HEAD = do_GET  # noqa: N815
 

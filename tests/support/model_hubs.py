@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .serving import serve, shutdown
+from .serving import QuietHandler, serve, shutdown
 
 LFS_THRESHOLD = 10_000  # files above this are served as LFS objects, as the hub does for weights
 
@@ -67,34 +67,13 @@ class FakeHub:
     def start(self) -> FakeHub:
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _send(
-                self,
-                status: int,
-                body: bytes,
-                headers: dict[str, str] | None = None,
-                head: bool = False,
-            ) -> None:
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                if "Content-Length" not in (headers or {}):
-                    self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def _json(self, status: int, document: object, error_code: str | None = None) -> None:
                 headers = {"Content-Type": "application/json"}
                 if error_code:
                     headers["X-Error-Code"] = error_code
                     headers["X-Error-Message"] = str(document)
-                self._send(status, json.dumps(document).encode(), headers)
+                self.answer(status, json.dumps(document).encode(), headers)
 
             def _repo(self, repo_id: str) -> HubRepo | None:
                 repo = hub.repos.get(repo_id)
@@ -116,7 +95,7 @@ class FakeHub:
                 return False
 
             def do_HEAD(self) -> None:  # noqa: N802
-                self._resolve(head=True)
+                self._resolve()
 
             def do_GET(self) -> None:  # noqa: N802
                 parts = urlsplit(self.path)
@@ -127,7 +106,7 @@ class FakeHub:
                 elif path.startswith("/api/models/"):
                     self._api(path)
                 else:
-                    self._resolve(head=False)
+                    self._resolve()
 
             def _api(self, path: str) -> None:
                 rest = path[len("/api/models/") :]
@@ -171,7 +150,7 @@ class FakeHub:
                 ]
                 return entries
 
-            def _resolve(self, head: bool) -> None:
+            def _resolve(self) -> None:
                 path = unquote(urlsplit(self.path).path).lstrip("/")
                 if "/resolve/" not in path:
                     self._json(404, {"error": "not found"}, "EntryNotFound")
@@ -190,7 +169,7 @@ class FakeHub:
                 if len(data) > LFS_THRESHOLD:
                     headers["X-Linked-Etag"] = f'"{hashlib.sha256(data).hexdigest()}"'
                     headers["X-Linked-Size"] = str(len(data))
-                self._send(200, data, headers, head=head)
+                self.answer(200, data, headers)
 
             def _modelscope(self, path: str, query: dict[str, list[str]]) -> None:
                 rest = path[len("/api/v1/models/") :]
@@ -214,7 +193,7 @@ class FakeHub:
                     self._json(404, {"Code": 10010205001, "Message": "file not found"})
                     return
                 body = repo.tampered.get(wanted, files[wanted])
-                self._send(200, body, {"Content-Type": "application/octet-stream"})
+                self.answer(200, body, {"Content-Type": "application/octet-stream"})
 
         self._server = serve(Handler)
         return self
