@@ -110,3 +110,35 @@ def test_every_command_has_help_with_examples(path):
     assert "Examples:" in result.stdout
     example_lines = result.stdout.split("Examples:", 1)[1].strip().splitlines()
     assert example_lines and all("modelpack" in line or "$" in line for line in example_lines[:1])
+
+
+def _on_a_terminal(args, env):
+    """Run the CLI with stdout on a pseudo-terminal, as a person at a shell would."""
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelpack", *args],
+        stdout=follower, stderr=subprocess.DEVNULL, env={**os.environ, **env},
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=60)
+    os.close(leader)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_no_color_is_honoured_on_a_terminal():
+    coloured = _on_a_terminal(["doctor"], {"TERM": "xterm-256color"})
+    plain = _on_a_terminal(["doctor"], {"TERM": "xterm-256color", "NO_COLOR": "1"})
+    assert "\x1b[32m" in coloured  # green "ok" when colour is allowed
+    assert "ok" in plain and "home" in plain
+    assert not any(f"\x1b[{code}m" in plain for code in (31, 32, 33))
