@@ -20,33 +20,13 @@ from pathlib import Path
 
 from benchmarks import models, report
 from benchmarks.runner import Measurement, measure
+from modelpack.testing.peers import PEER_PACKAGES, peer_command, peer_version, peers_python
 from modelpack.testing.registry import RegistryServer
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PEERS_VENV = HERE / ".peers-venv"
-PEER_PACKAGES = ("modelpack-client", "oras")
 PY = sys.executable
-
-
-def ensure_peers() -> Path:
-    """A separate venv for the Python peers (modelpack-client installs a `modelpack` script too)."""
-    python = PEERS_VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                *PEER_PACKAGES,
-            ],
-            check=True,
-        )
-    return python
 
 
 def version_of(command: list[str]) -> str:
@@ -88,6 +68,10 @@ class Context:
     def mp(self, *args: str) -> list[str]:
         return [PY, "-m", "modelpack", *args, "-q"]
 
+    def peer(self, tool: str, operation: str, reference: str, path: Path) -> list[str]:
+        assert self.peers_python is not None
+        return peer_command(self.peers_python, tool, operation, reference, path)
+
 
 @contextmanager
 def registry(ctx: Context) -> Iterator[str]:
@@ -123,11 +107,12 @@ def prepare(ctx: Context, case: Case) -> tuple[Path, Path]:
         ctx.mp("build", str(case.model), "-t", ref), env={**os.environ, **ctx.env(home)}, check=True
     )
     layout = fresh(ctx.work / f"layout-{case.name}")
-    subprocess.run(
-        ctx.mp("copy", f"store:{ref}", f"oci:{layout}:v1"),
-        env={**os.environ, **ctx.env(home)},
-        check=True,
-    )
+    if "skopeo" in ctx.tools:  # a second copy of the model on disk: only when skopeo needs it
+        subprocess.run(
+            ctx.mp("copy", f"store:{ref}", f"oci:{layout}:v1"),
+            env={**os.environ, **ctx.env(home)},
+            check=True,
+        )
     return home, layout
 
 
@@ -223,14 +208,7 @@ def bench_push(ctx: Context, case: Case, home: Path, layout: Path, round_: int) 
                         peer,
                         "push",
                         case.name,
-                        [
-                            str(ctx.peers_python),
-                            str(HERE / "peer_driver.py"),
-                            peer,
-                            "push",
-                            f"{host}/{repo}-{peer}:v1",
-                            str(case.model),
-                        ],
+                        ctx.peer(peer, "push", f"{host}/{repo}-{peer}:v1", case.model),
                     ),
                 )
 
@@ -280,20 +258,15 @@ def bench_pull(ctx: Context, case: Case, host: str, round_: int) -> None:
                     peer,
                     "pull",
                     case.name,
-                    [
-                        str(ctx.peers_python),
-                        str(HERE / "peer_driver.py"),
-                        peer,
-                        "pull",
-                        peer_ref,
-                        str(fresh(out)),
-                    ],
+                    ctx.peer(peer, "pull", peer_ref, fresh(out)),
                 ),
             )
     shutil.rmtree(out, ignore_errors=True)
 
 
-def bench_unchanged(ctx: Context, case: Case, home: Path, host: str, layout: Path) -> None:
+def bench_unchanged(
+    ctx: Context, case: Case, home: Path, host: str, layout: Path, round_: int
+) -> None:
     """Re-push and re-pull of a model the other side already has."""
     ref = f"{host}/bench/{case.name}:v1"
     m = record(
@@ -315,7 +288,7 @@ def bench_unchanged(ctx: Context, case: Case, home: Path, host: str, layout: Pat
     )
     if m.ok:
         m.extra["bytes"] = json.loads(m.extra["stdout"])["bytesTransferred"]
-    if "skopeo" in ctx.tools:
+    if "skopeo" in ctx.tools and (case.name != "b" or round_ == 0):  # ~5 min each for b
         record(
             ctx,
             measure(
@@ -351,14 +324,7 @@ def run_case(ctx: Context, case: Case) -> None:
         subprocess.run(ctx.mp("push", ref), env={**os.environ, **ctx.env(home)}, check=True)
         if "oras" in ctx.tools and ctx.peers_python:
             subprocess.run(
-                [
-                    str(ctx.peers_python),
-                    str(HERE / "peer_driver.py"),
-                    "oras",
-                    "push",
-                    f"{pull_host}/bench/{case.name}-oras:v1",
-                    str(case.model),
-                ],
+                ctx.peer("oras", "push", f"{pull_host}/bench/{case.name}-oras:v1", case.model),
                 check=True,
                 capture_output=True,
             )
@@ -368,7 +334,7 @@ def run_case(ctx: Context, case: Case) -> None:
             bench_push(ctx, case, home, layout, round_)
             bench_pull(ctx, case, pull_host, round_)
             if not case.only_ours:  # (the node cache would hold a third copy of case c)
-                bench_unchanged(ctx, case, home, pull_host, layout)
+                bench_unchanged(ctx, case, home, pull_host, layout, round_)
     for leftover in ("layout-", "home-", "node-", "build-home-", "direct-home-"):
         shutil.rmtree(ctx.work / f"{leftover}{case.name}", ignore_errors=True)
 
@@ -421,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     tools = set(args.tools.split(","))
-    peers = ensure_peers() if tools & {"oras", "modelpack-client"} else None
+    peers = peers_python(PEERS_VENV) if tools & {"oras", "modelpack-client"} else None
     ctx = Context(work, args.rounds, args.registry, peers, tools, [])
     cases: list[Case] = []
     wanted = set(args.cases.split(","))
@@ -459,12 +425,7 @@ def main(argv: list[str] | None = None) -> None:
         run_case(ctx, case)
         if case.only_ours:  # a 20 GiB model is not worth keeping between runs
             shutil.rmtree(case.model, ignore_errors=True)
-    versions = {"modelpack-client": "", "oras": ""}
-    if peers:
-        for name in versions:
-            versions[name] = version_of(
-                [str(peers), "-c", f"import importlib.metadata as m; print(m.version('{name}'))"]
-            )
+    versions = {name: peer_version(peers, name) if peers else "" for name in PEER_PACKAGES}
     report.write(
         Path(args.output),
         ctx.results,
