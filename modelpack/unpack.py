@@ -367,8 +367,7 @@ class DirectoryTarget:
                 try:
                     with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK_SIZE) as tar:
                         for member in tar:
-                            if relpath := self._extract_member(tar, member, what, budget):
-                                written.append(relpath)
+                            self._extract_member(tar, member, what, budget, written)
                 except (
                     tarfile.TarError,
                     EOFError,
@@ -386,28 +385,31 @@ class DirectoryTarget:
             raise
 
     def _extract_member(
-        self, tar: tarfile.TarFile, member: tarfile.TarInfo, what: str, budget: _UnpackBudget
-    ) -> PurePosixPath | None:
+        self,
+        tar: tarfile.TarFile,
+        member: tarfile.TarInfo,
+        what: str,
+        budget: _UnpackBudget,
+        written: list[PurePosixPath],
+    ) -> None:
+        """Write one entry; ``written`` gets its path as soon as it is claimed, so an
+        interrupted attempt is undone completely before the layer is tried again."""
         if member.isdir():
             relpath = safe_relpath(member.name, what)
             try:
                 self.staging.joinpath(*relpath.parts).mkdir(parents=True, exist_ok=True)
             except (FileExistsError, NotADirectoryError):
                 raise UnsafePathError(f"{what}: a file is in the way of {relpath}/") from None
-            return None
+            return
         if not member.isreg() or member.issparse():
-            kind = (
-                "link"
-                if member.issym() or member.islnk()
-                else "sparse file"
-                if member.issparse()
-                else "special file"
+            raise UnsafePathError(
+                f"{what}: tar entry {member.name!r} is a {_entry_kind(member)}; refused"
             )
-            raise UnsafePathError(f"{what}: tar entry {member.name!r} is a {kind}; refused")
         relpath = safe_relpath(member.name, what)
         # Each entry claims its path for itself: a second entry with the same name
         # (which would overwrite the first) is refused like a second layer would be.
         target = self._claim(relpath, what, f"{what}@{member.offset}")
+        written.append(relpath)
         budget.spend(member.size)
         source = tar.extractfile(member)
         if source is None:
@@ -420,7 +422,12 @@ class DirectoryTarget:
             while chunk := source.read(CHUNK_SIZE):
                 out.write(chunk)
         os.chmod(target, _file_mode(member.mode))
-        return relpath
+
+
+def _entry_kind(member: tarfile.TarInfo) -> str:
+    if member.issym() or member.islnk():
+        return "link"
+    return "sparse file" if member.issparse() else "special file"
 
 
 class _UnpackBudget:

@@ -239,3 +239,24 @@ def test_disk_full_is_one_clear_error_and_the_pull_resumes(
     assert tree_files(pulled) == tree_files(model)
     fetched_again = flaky.bytes_served(lambda e: weight.digest in e.path) - kept
     assert 0 < fetched_again < weight.size  # resumed, not started over
+
+
+@pytest.mark.parametrize("compress", ["none", "zstd"])
+def test_a_tar_layer_cut_mid_file_is_extracted_again_from_the_start(
+    model, flaky, settings, tmp_path, compress
+):
+    ref = f"{flaky.host}/faults/tar-{compress}:v1"
+    built = modelpack.build(model, ref, layer_format="tar", compress=compress, settings=settings)
+    modelpack.push(ref, settings=settings)
+    weight = _weight_digest(built)
+    # Past the first 1 MiB read, so the cut lands inside the member's data.
+    assert weight.size > 1024 * 1024 + 50_000
+    flaky.add(
+        Fault(
+            requests_to("GET", f"/blobs/{weight.digest}"), drop_response_after=weight.size - 50_000
+        )
+    )
+    out = modelpack.pull(ref, tmp_path / "out", settings=settings)
+    assert tree_files(out) == tree_files(model)
+    gets = [e for e in flaky.exchanges if e.method == "GET" and weight.digest in e.path]
+    assert len(gets) == 2 and "Range" not in gets[1].request_headers  # tar: start over
