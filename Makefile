@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast lint format bench clean
+.PHONY: install system-deps demo test test-fast lint format bench docs dist clean
 
 install: $(STAMP)
 
@@ -45,5 +45,20 @@ bench: install
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
 	@$(PY) -m benchmarks $(BENCH_ARGS)
 
+# The documentation site (mkdocs + material + mkdocstrings + mkdocs-click) into site/.
+# `make test` builds it too (tests/unit/test_docs_site.py), so a broken link fails the tests.
+docs: install
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[docs]'
+	@NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
+	@echo "site built in site/ (open site/index.html)"
+
+# The sdist and wheel in dist/, checked with twine.
+dist: install
+	@$(PY) -m pip install -q --disable-pip-version-check build twine
+	@rm -rf dist
+	@$(PY) -m build -q -o dist .
+	@$(PY) -m twine check --strict dist/*
+	@ls -l dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist site *.egg-info .pytest_cache .ruff_cache

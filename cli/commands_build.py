@@ -108,7 +108,7 @@ def build(
     """Package the model in SOURCE as a ModelPack artifact.
 
     SOURCE is a directory (an HF cache snapshot works too), hf://ORG/NAME[@REV]
-    (through huggingface_hub: HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE honoured)
+    (through huggingface_hub, the [hf] extra: HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE honoured)
     or modelscope://ORG/NAME[@REV].  Without -f, files are classified
     automatically (weights, weight config, doc, code, dataset) and the model
     config is derived from config.json, safetensors/GGUF headers and the

@@ -73,12 +73,12 @@ Examples:
 @click.option(
     "--model-signing",
     is_flag=True,
-    help="Also attach an OpenSSF model signature of the files (needs model-signing).",
+    help="Also attach an OpenSSF model signature of the files (needs the [signing] extra).",
 )
 @json_option(CLI_SIGNATURE)
 @global_options
 def sign(reference: str, key: str, model_signing: bool, as_json: bool) -> None:
-    """Sign REFERENCE in its registry the way cosign does (sha256-<hex>.sig tag and OCI referrer)."""
+    """Sign REFERENCE in its registry the way cosign does (sha256-HEX.sig tag and OCI referrer)."""
     result = modelpack.sign(
         reference,
         key,

@@ -245,7 +245,7 @@ def pull_model(
 def pull(reference: str, output_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Path:
     """Download a model and return the directory holding its files.
 
-    The same keywords as :func:`pull_model`; for example
+    The same keywords as ``pull_model()``; for example
     ``modelpack.pull("reg/ns/model:v1")`` in every worker of a training job
     downloads once per node and returns the same cached directory to all.
     """
@@ -319,6 +319,8 @@ def inspect(
 
 @dataclass
 class LocalModel:
+    """One tagged artifact in the local store, as ``modelpack ls`` lists it."""
+
     reference: str
     digest: str
     size: int
@@ -389,6 +391,8 @@ def remove(reference: str, *, settings: Settings | None = None, **options: Any) 
 
 @dataclass
 class PruneResult:
+    """What ``prune()`` removed from the local store and how many bytes that freed."""
+
     blobs_removed: int
     models_removed: int
     bytes_freed: int
@@ -420,6 +424,8 @@ def cache_list(*, settings: Settings | None = None, **options: Any) -> list[Cach
 
 @dataclass
 class CachePruneResult:
+    """What ``cache_prune()`` evicted, what it kept because it is in use, and the size after."""
+
     removed: list[CacheEntry]
     in_use: list[CacheEntry]
     size: int
@@ -436,7 +442,7 @@ def cache_prune(
     max_size: int | str, *, settings: Settings | None = None, **options: Any
 ) -> CachePruneResult:
     """Evict least recently used models until the cache fits ``max_size`` (``"200G"``);
-    a model being pulled or held with :func:`use_model` is never removed."""
+    a model being pulled or held with ``use_model()`` is never removed."""
     limit = parse_size(max_size, "--max-size")
     removed, busy, size = NodeCache(resolve_settings(settings, **options)).prune(limit)
     return CachePruneResult(removed, busy, size)
@@ -458,7 +464,7 @@ def cache_remove(
 @contextlib.contextmanager
 def use_model(reference: str, *, settings: Settings | None = None, **kwargs: Any) -> Iterator[Path]:
     """Pull (if needed) and hold a model for the ``with`` body: ``cache prune``
-    will not remove it meanwhile.  Keywords as for :func:`pull_model`.
+    will not remove it meanwhile.  Keywords as for ``pull_model()``.
 
         with modelpack.use_model("reg/ns/model:v1") as path:
             train(path)

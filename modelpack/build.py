@@ -96,6 +96,9 @@ class BuiltLayer:
 
 @dataclass
 class BuildResult:
+    """What ``build()`` made: the manifest and its digest, the derived model config and one
+    entry per layer; with ``push=True``, ``pushed`` holds the push's ``TransferResult``."""
+
     reference: str
     manifest_descriptor: Descriptor
     manifest: Manifest

@@ -58,6 +58,9 @@ def include_key(patterns: Iterable[str]) -> str:
 
 @dataclass(frozen=True)
 class CacheEntry:
+    """One model tree in the node cache: its path, size and last use; ``partial`` when only
+    some of its files were pulled (``include`` globs)."""
+
     reference: str
     digest: str
     path: Path

@@ -47,6 +47,10 @@ class SchemaValidationError(UsageError):
     """A document does not match its JSON Schema; the message names the field."""
 
 
+class MissingDependencyError(UsageError):
+    """A feature needs an optional package that is not installed; the hint names the extra."""
+
+
 # -- exit code 3: something named does not exist ----------------------------
 
 

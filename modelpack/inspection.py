@@ -30,6 +30,9 @@ SIGNATURE_ARTIFACT_TYPES = (
 
 @dataclass
 class Inspection:
+    """An artifact as the store or registry holds it: manifest, model config, referrers and the
+    number of signatures, read without fetching any layer."""
+
     reference: str
     descriptor: Descriptor
     manifest: Manifest

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .attach import attach, push_blob
 from .errors import IntegrityError, UsageError
+from .extras import require
 from .keys import key_password
 from .registry import RegistryRepository
 from .spec import (
@@ -33,14 +34,9 @@ MAX_BUNDLE = 16 * 1024 * 1024
 
 
 def _model_signing():  # noqa: ANN202 - the module
-    try:
-        import model_signing
-    except ImportError as exc:
-        raise UsageError(
-            "file-level signatures need the model-signing package",
-            hint="pip install 'modelpack-oci[model-signing]'",
-        ) from exc
-    return model_signing
+    return require(
+        "model_signing", extra="signing", purpose="file-level signatures", package="model-signing"
+    )
 
 
 def sign_tree(tree: Path, private_key: str | os.PathLike[str], password: str | None) -> bytes:

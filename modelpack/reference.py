@@ -75,7 +75,7 @@ def _invalid(text: str, why: str) -> InvalidReferenceError:
 
 
 def parse_reference(text: str) -> Reference:
-    """Parse and validate; raises :class:`InvalidReferenceError` (exit 2)."""
+    """Parse and validate; raises ``InvalidReferenceError`` (exit 2)."""
     if not text or text != text.strip():
         raise _invalid(text, "empty or surrounded by whitespace")
     remainder, digest = text, None

@@ -38,6 +38,9 @@ from .unpack import DirectoryTarget
 
 @dataclass
 class TransferResult:
+    """What a push, pull or copy did: the reference and manifest digest, blob and byte counts
+    in ``stats``; for a pull, ``path`` (the model directory) and the ``files`` written."""
+
     reference: str
     digest: str
     stats: CopyStats

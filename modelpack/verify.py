@@ -26,6 +26,9 @@ from .unpack import _layer_path, safe_relpath
 
 @dataclass
 class DirectoryReport:
+    """A directory re-hashed against a manifest: how many files were checked, and which are
+    missing, differ, or are extra (on disk but not in the artifact, not an error)."""
+
     reference: str
     digest: str
     directory: Path

@@ -21,6 +21,7 @@ from ..errors import (
     RegistryUnavailableError,
     SourceError,
 )
+from ..extras import require
 from ..spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID
 
 SCHEME = "hf://"
@@ -82,6 +83,7 @@ def download_snapshot(
     exclude: Iterable[str] = (),
 ) -> HubSnapshot:
     """snapshot_download, with its failures turned into modelpack errors."""
+    require("huggingface_hub", purpose="hf:// sources", extra="hf")
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,

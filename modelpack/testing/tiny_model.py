@@ -4,7 +4,8 @@ A BERT with 2 layers and hidden size 32: config.json, tokenizer files, a
 real safetensors file written with the ``safetensors`` package (tensor names
 and shapes as transformers' BertModel expects), a README with model-card
 front matter, a LICENSE and a sentence-transformers ``1_Pooling/`` folder.
-Seeded, so the same call always writes the same bytes.  Needs numpy.
+Seeded, so the same call always writes the same bytes.  Needs numpy and safetensors
+(in the ``[test]`` extra), which the base install does not bring.
 """
 
 from __future__ import annotations
@@ -156,8 +157,12 @@ def make_tiny_model(
     ``shards > 1`` splits the weights into ``model-0000i-of-0000n.safetensors``
     files plus ``model.safetensors.index.json``, as large hub models are.
     """
-    import numpy as np
-    from safetensors.numpy import save_file
+    from ..extras import require
+
+    np = require("numpy", purpose="tiny test models")
+    save_file = require(
+        "safetensors.numpy", purpose="tiny test models", package="safetensors"
+    ).save_file
 
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
@@ -257,3 +262,31 @@ def make_tiny_model(
     (root / "README.md").write_text(README.format(hidden=hidden, layers=layers), encoding="utf-8")
     (root / "LICENSE").write_text(LICENSE, encoding="utf-8")
     return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m modelpack.testing.tiny_model DIR [--shards N] [--dtype float16] [--hidden N]``"""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m modelpack.testing.tiny_model",
+        description="Write a small, real Hugging Face-style model to try modelpack on.",
+    )
+    parser.add_argument("directory")
+    parser.add_argument("--shards", type=int, default=1, help="split the weights into N files")
+    parser.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    parser.add_argument("--hidden", type=int, default=32, help="hidden size (bigger, bigger file)")
+    args = parser.parse_args(argv)
+    from ..errors import ModelpackError
+
+    try:
+        root = make_tiny_model(
+            args.directory, shards=args.shards, dtype=args.dtype, hidden=args.hidden
+        )
+    except ModelpackError as exc:
+        raise SystemExit(f"Error: {exc}") from None
+    print(root)
+
+
+if __name__ == "__main__":
+    main()
