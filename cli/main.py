@@ -15,6 +15,7 @@ from . import (
     commands_build,
     commands_cache,
     commands_registry,
+    commands_serve,
     commands_signing,
     commands_store,
     commands_transfer,
@@ -46,6 +47,7 @@ for module in (
     commands_signing,
     commands_store,
     commands_cache,
+    commands_serve,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)
