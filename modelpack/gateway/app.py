@@ -44,7 +44,9 @@ def hub_error(exc: ModelpackError, repo_id: str) -> HubError:
         # The hub answers 401 RepoNotFound for private repos too: existence is not revealed.
         return HubError(401, f"Repository not found or access denied: {repo_id}", "RepoNotFound")
     if isinstance(exc, IntegrityError):
-        return HubError(403, f"{repo_id}: refused: {exc}")
+        # "GatedRepo" makes huggingface_hub raise (GatedRepoError, with this message)
+        # instead of hiding the refusal behind "check your connection".
+        return HubError(403, f"{repo_id}: refused: {exc}", "GatedRepo")
     if isinstance(exc, NotFoundError):
         return repo_not_found(repo_id, exc.message)
     if isinstance(exc, RegistryUnavailableError):

@@ -36,7 +36,8 @@ from ..spec import (
     parse_model_config,
 )
 from ..sqlitedb import connect
-from ..target import fetch_bytes
+from ..store import LayoutStore
+from ..target import fetch_bytes, push_bytes
 from .access import Clients
 from .config import GatewayConfig
 from .hub import (
@@ -99,10 +100,12 @@ class Resolver:
         self.config = config
         self.clients = clients
         self.db_path = config.settings.home / "gateway.sqlite"
+        self.store = LayoutStore(config.settings.store_dir)
         self.public_key = load_public_key(config.verify_key) if config.verify_key else None
         self._views: OrderedDict[str, View] = OrderedDict()
         self._signed: set[str] = set()
         self._remembered: set[tuple[str, str, str]] = set()
+        self._reading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     # -- entry point ------------------------------------------------------------
@@ -200,12 +203,25 @@ class Resolver:
             if view is not None:
                 self._views.move_to_end(root.digest)
                 return view
+            reading = self._reading.setdefault(root.digest, threading.Lock())
+        with reading:  # concurrent first requests read the manifest and config once
+            with self._lock:
+                view = self._views.get(root.digest)
+            if view is None:
+                view = self._read_view(repository, reference, repo_id, root)
+        with self._lock:
+            self._reading.pop(root.digest, None)
+        return view
+
+    def _read_view(
+        self, repository: RegistryRepository, reference: Reference, repo_id: str, root: Descriptor
+    ) -> View:
         what = f"{reference} manifest"
         manifest = parse_manifest(fetch_bytes(repository, root), what)
         config = None
         if manifest.config.media_type in MODEL_CONFIG_MEDIA_TYPES:
             config = parse_model_config(
-                fetch_bytes(repository, manifest.config), f"{reference} model config"
+                self._config_bytes(repository, manifest.config), f"{reference} model config"
             )
         commit = hf_mapping(reference, manifest, config, repo_id=repo_id).commit
         root = Descriptor(
@@ -220,6 +236,16 @@ class Resolver:
             while len(self._views) > MAX_VIEWS:
                 self._views.popitem(last=False)
         return view
+
+    def _config_bytes(self, repository: RegistryRepository, desc: Descriptor) -> bytes:
+        """The model config, read once: kept in the node cache's store, where the
+        pull that follows finds it instead of fetching it again."""
+        if self.store.exists(desc):
+            return fetch_bytes(self.store, desc)
+        data = fetch_bytes(repository, desc)
+        with self.store.using():
+            push_bytes(self.store, desc, data)
+        return data
 
     # -- commit index -------------------------------------------------------------
 
