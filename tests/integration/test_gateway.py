@@ -5,6 +5,7 @@ the client is huggingface_hub in a subprocess, as every hub tool uses it.
 """
 
 import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from helpers import make_artifact, tree_files
 from support.gateway import Gateway, blob_gets, clean_env
 from support.hostile_registry import HostileRegistry
@@ -85,9 +87,7 @@ def test_snapshot_and_file_download_then_served_from_cache(hub, registry, tmp_pa
         metrics['modelpack_gateway_requests_total{method="GET",route="resolve",status="200"}'] >= 20
     )
     # One line per request on stderr, no credentials in it.
-    assert re.search(
-        r"GET /org/tiny/resolve/[0-9a-f]{40}/model.safetensors 200 \d+B cache", gateway.log()
-    )
+    gateway.wait_for_log(r"GET /org/tiny/resolve/[0-9a-f]{40}/model.safetensors 200 \d+B cache")
 
 
 def test_model_info_tree_and_hub_metadata(hub):
@@ -121,9 +121,7 @@ def test_range_requests_while_pulling_and_from_cache(hub, registry, tmp_path):
     assert first.status_code == 206
     assert first.content == data[100:4196]
     assert first.headers["Content-Range"] == f"bytes 100-4195/{size}"
-    assert re.search(
-        r"GET /org/ranged/resolve/v1/model.safetensors 206 4096B registry", gateway.log()
-    )
+    gateway.wait_for_log(r"GET /org/ranged/resolve/v1/model.safetensors 206 4096B registry")
     gateway.wait_idle()
     for header, expected in [
         ("bytes=0-0", data[:1]),
@@ -313,8 +311,31 @@ def test_tampered_weights_never_reach_a_client_whole(tmp_path):
             assert "error" in results[0], results
             gateway.wait_idle()
             assert not (gateway.cache / "store" / "blobs" / "sha256" / layer_digest[7:]).exists()
-            assert "(cut)" in gateway.log()
+            gateway.wait_for_log(r"\(cut\)")
         finally:
             gateway.stop()
     finally:
         hostile.stop()
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_example_image_and_manifest_run_real_serve_options():
+    from modelpack_cli.commands_serve import serve
+
+    known = {opt for param in serve.params for opt in param.opts}
+    documents = list(yaml.safe_load_all((EXAMPLES / "kubernetes" / "gateway.yaml").read_text()))
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    used = {a for a in container["args"] if a.startswith("--")}
+    dockerfile = (EXAMPLES / "gateway" / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith(("ENTRYPOINT [", "CMD [")):
+            used |= {a for a in json.loads(line.split(" ", 1)[1]) if a.startswith("--")}
+    assert used and used <= known, used - known
+    assert '--port", "8080"' in dockerfile
+    assert container["ports"][0]["containerPort"] == 8080
+    service = next(d for d in documents if d["kind"] == "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"

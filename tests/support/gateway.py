@@ -106,6 +106,14 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> str:
+        """The log once ``pattern`` is in it: a request's line is written after its body."""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, log := self.log()):
+            assert time.monotonic() < deadline, f"{pattern!r} not in the gateway log:\n{log}"
+            time.sleep(0.05)
+        return log
+
     def metrics(self) -> dict[str, float]:
         """``name{labels}`` -> value, from /metrics."""
         text = requests.get(f"{self.url}/metrics", timeout=10).text
