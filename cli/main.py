@@ -15,6 +15,7 @@ from . import (
     commands_build,
     commands_cache,
     commands_registry,
+    commands_serve,
     commands_setup,
     commands_signing,
     commands_store,
@@ -47,6 +48,7 @@ for module in (
     commands_signing,
     commands_store,
     commands_cache,
+    commands_serve,
     commands_setup,
 ):
     for command in module.COMMANDS:

@@ -266,6 +266,11 @@ class LayoutStore:
         alg, hexpart = parse_digest(desc.digest)
         return self.ingest_dir / f"partial-{alg}-{hexpart}"
 
+    def partial_path(self, desc: Descriptor) -> Path:
+        """Where a download of ``desc`` in progress (or interrupted) keeps its bytes;
+        readers may follow it, but only ``blob_path`` holds verified content."""
+        return self._partial_path(desc)
+
     def require_space(self, blobs: list[Descriptor]) -> None:
         """Refuse a pull that cannot fit before a byte is written (GraphCopier asks)."""
         needed = missing_bytes(blobs, self._partial_path)

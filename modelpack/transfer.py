@@ -220,19 +220,40 @@ def pull(
             src.display, root.digest, result.stats, Path(output_dir), directory.files
         )
     key = str(parse_reference(reference.removeprefix("docker://")))
-    cache = NodeCache(settings)
+    result, path, files = pull_to_node_cache(
+        src, root, key, settings, progress, patterns=patterns, layer_filter=layer_filter
+    )
+    if hf_cache is not None:
+        path = _write_hf_cache(src, root, path, files, hf_cache)
+    return TransferResult(src.display, root.digest, result.stats, path, files)
+
+
+def pull_to_node_cache(
+    src: Endpoint,
+    root: Descriptor,
+    key: str,
+    settings: Settings,
+    progress: Progress | None = None,
+    *,
+    patterns: list[str] | None = None,
+    layer_filter: Callable[[Descriptor], bool] | None = None,
+) -> tuple[CopyResult, Path, list[str]]:
+    """Registry -> local store (as ``store:KEY``) -> the model tree in the node cache.
+
+    ``src`` is an opened registry endpoint (``modelpack serve`` opens it with each
+    client's own credentials); returns the copy result, the tree and its files.
+    """
+    patterns = patterns or []
     store = open_endpoint(f"store:{key}", settings, reading=False)
     result = _copy(src, store, settings, progress, layer_filter=layer_filter)
-    path, files = cache.materialize(
+    path, files = NodeCache(settings).materialize(
         root,
         key,
         source=src.target if patterns else None,
         patterns=patterns,
         layer_filter=layer_filter,
     )
-    if hf_cache is not None:
-        path = _write_hf_cache(src, root, path, files, hf_cache)
-    return TransferResult(src.display, root.digest, result.stats, path, files)
+    return result, path, files
 
 
 def _write_hf_cache(

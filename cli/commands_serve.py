@@ -1,0 +1,98 @@
+"""modelpack serve."""
+
+from __future__ import annotations
+
+import click
+
+from modelpack.gateway import GatewayConfig
+from modelpack.gateway import serve as run_gateway
+
+from .state import global_options, state
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  modelpack serve --registry harbor.example.com/models --cache /var/lib/modelpack
+  modelpack serve --registry 127.0.0.1:5000/hub --plain-http --port 8080
+  HF_ENDPOINT=http://127.0.0.1:8080 python -c \\
+    'from huggingface_hub import snapshot_download; print(snapshot_download("org/name", revision="v1"))'
+"""
+)
+@click.option(
+    "--registry",
+    required=True,
+    envvar="MODELPACK_GATEWAY_REGISTRY",
+    metavar="HOST[/NAMESPACE]",
+    help="Registry to front: hub repo org/name is NAMESPACE/org/name there "
+    "[env MODELPACK_GATEWAY_REGISTRY].",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    envvar="MODELPACK_GATEWAY_PORT",
+    help="TCP port [env MODELPACK_GATEWAY_PORT].",
+)
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False),
+    help="Node cache directory (default: --home / MODELPACK_HOME).",
+)
+@click.option(
+    "--verify-key",
+    type=click.Path(dir_okay=False, exists=True),
+    envvar="MODELPACK_VERIFY_KEY",
+    help="Public key: serve only models signed by it [env MODELPACK_VERIFY_KEY].",
+)
+@click.option(
+    "--token-user",
+    envvar="MODELPACK_GATEWAY_TOKEN_USER",
+    metavar="USER",
+    help="Use a client's `Authorization: Bearer TOKEN` as the registry password of USER "
+    "(default: TOKEN is USER:PASSWORD, else an identity token) [env MODELPACK_GATEWAY_TOKEN_USER].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    default=64,
+    show_default=True,
+    help="Concurrent requests (each download holds one).",
+)
+@global_options
+def serve(
+    registry: str,
+    port: int,
+    bind: str,
+    cache: str | None,
+    verify_key: str | None,
+    token_user: str | None,
+    threads: int,
+) -> None:
+    """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
+
+    A read-only hub endpoint: model info, file tree and file downloads
+    (HEAD/GET, ETag, Range) for huggingface_hub, transformers, vLLM and TGI.
+    Files come from the node cache, pulled through from the registry on first
+    request; a client's Authorization is used as its registry credentials.
+    Health at /healthz, Prometheus metrics at /metrics, a log line per request
+    on stderr.  Needs the serve extra: pip install 'modelpack-oci[serve]'.
+    """
+    settings = state().settings()
+    if cache:
+        settings = settings.with_overrides(home=cache)
+    config = GatewayConfig(
+        registry,
+        settings=settings,
+        verify_key=verify_key,
+        token_user=token_user,
+        bind=bind,
+        port=port,
+        threads=threads,
+    )
+    run_gateway(config)
+
+
+COMMANDS = [serve]

@@ -1,0 +1,302 @@
+"""The WSGI application: hub routes -> resolver -> node cache, one log line per request."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import (
+    AuthenticationError,
+    IntegrityError,
+    ModelpackError,
+    NotFoundError,
+    RegistryUnavailableError,
+    UsageError,
+)
+from .access import Clients
+from .config import GatewayConfig
+from .http import Body, ClosingFile, Request, Response, parse_range, read_range
+from .hub import (
+    HubError,
+    RepoFile,
+    canonical_repo_id,
+    entry_not_found,
+    path_entries,
+    repo_not_found,
+    tree_entries,
+    valid_file_path,
+    valid_repo_id,
+)
+from .metrics import Metrics
+from .models import Model, Resolver
+from .pullthrough import PullThrough
+
+log = logging.getLogger("modelpack.gateway")
+MODEL_OPS = ("revision", "tree", "paths-info")
+OTHER_REPO_TYPES = ("datasets", "spaces", "kernels")
+
+
+def hub_error(exc: ModelpackError, repo_id: str) -> HubError:
+    """A library error as the hub would say it (what huggingface_hub maps to its errors)."""
+    if isinstance(exc, AuthenticationError):
+        # The hub answers 401 RepoNotFound for private repos too: existence is not revealed.
+        return HubError(401, f"Repository not found or access denied: {repo_id}", "RepoNotFound")
+    if isinstance(exc, IntegrityError):
+        # "GatedRepo" makes huggingface_hub raise (GatedRepoError, with this message)
+        # instead of hiding the refusal behind "check your connection".
+        return HubError(403, f"{repo_id}: refused: {exc}", "GatedRepo")
+    if isinstance(exc, NotFoundError):
+        return repo_not_found(repo_id, exc.message)
+    if isinstance(exc, RegistryUnavailableError):
+        return HubError(502, f"registry unavailable: {exc}")
+    if isinstance(exc, UsageError):
+        return HubError(400, str(exc))
+    return HubError(502, f"registry error: {exc}")
+
+
+class Gateway:
+    """``Gateway(config)`` is a WSGI callable; see :func:`modelpack.gateway.make_app`."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.clients = Clients(config)
+        self.resolver = Resolver(config, self.clients)
+        self.pulls = PullThrough(config.settings, self.metrics)
+
+    # -- WSGI -------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        started = time.monotonic()
+        request = Request.from_environ(environ)
+        route = "other"
+        try:
+            route, response = self.route(request)
+        except HubError as exc:
+            response = Response.error(exc)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            response = Response.error(HubError(500, "internal error in the gateway"))
+        if request.method == "HEAD":
+            response.body, response.file = b"", None
+        status = response.status
+
+        def finished(sent: int, failed: bool = False) -> None:
+            if response.source and sent:
+                self.metrics.served_bytes(response.source, sent)
+            self.metrics.request(request.method, route, status)
+            log.info(
+                "%s %s %s %d %dB%s %.1fms%s",
+                environ.get("REMOTE_ADDR", "-"),
+                request.method,
+                request.path,
+                status,
+                sent,
+                f" {response.source}" if response.source and sent else "",
+                (time.monotonic() - started) * 1000,
+                " (cut)" if failed else "",
+            )
+
+        if response.file is not None:
+            response.headers["Content-Length"] = str(response.length)
+            start_response(response.status_line(), list(response.headers.items()))
+            return self._send_file(environ, response, finished)
+        if isinstance(response.body, bytes):
+            response.headers.setdefault("Content-Length", str(len(response.body)))
+            start_response(response.status_line(), list(response.headers.items()))
+            finished(len(response.body))
+            return [response.body]
+        start_response(response.status_line(), list(response.headers.items()))
+        return Body(response.body, finished)
+
+    def _send_file(self, environ: dict[str, Any], response: Response, finished: Any) -> Any:
+        file = response.file
+        assert isinstance(file, ClosingFile)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None and str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn"):
+            # gunicorn sends Content-Length bytes from the file's position with sendfile(2).
+            file.seek(response.offset)
+            file.on_close = lambda: finished(response.length)
+            return wrapper(file, 1 << 20)
+        return Body(read_range(file, response.offset, response.length), finished)
+
+    # -- routing ----------------------------------------------------------------
+
+    def route(self, request: Request) -> tuple[str, Response]:
+        s = request.segments
+        if s == ["healthz"]:
+            return "healthz", Response.json({"status": "ok"})
+        if s == ["metrics"]:
+            return "metrics", Response.text(
+                self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
+            )
+        if len(s) >= 3 and s[0] == "api" and s[1] in OTHER_REPO_TYPES:
+            raise repo_not_found("/".join(s[2:4]), f"this gateway serves models, not {s[1]}")
+        if len(s) >= 3 and s[0] == "api" and s[1] == "models":
+            return self._api_models(request, s[2:])
+        for n in (2, 1):
+            if len(s) > n + 2 and s[n] == "resolve":
+                if s[0] in OTHER_REPO_TYPES:
+                    raise repo_not_found("/".join(s[1:n]), "this gateway serves models only")
+                path = "/".join(s[n + 2 :])
+                return "resolve", self._guarded(request, s[:n], s[n + 1], self.resolve, path)
+        raise HubError(404, "Not Found")
+
+    def _api_models(self, request: Request, rest: list[str]) -> tuple[str, Response]:
+        for n in (2, 1):
+            if len(rest) > n and rest[n] in MODEL_OPS:
+                op, args = rest[n], rest[n + 1 :]
+                if op == "revision" and len(args) == 1:
+                    return "info", self._guarded(request, rest[:n], args[0], self.info)
+                if op == "tree" and args:
+                    under = "/".join(args[1:])
+                    return "tree", self._guarded(request, rest[:n], args[0], self.tree, under)
+                if op == "paths-info" and len(args) == 1:
+                    return "paths-info", self._guarded(request, rest[:n], args[0], self.paths_info)
+                raise HubError(404, "Not Found")
+        if len(rest) in (1, 2):
+            return "info", self._guarded(request, rest, "main", self.info)
+        raise HubError(404, "Not Found")
+
+    def _guarded(
+        self, request: Request, repo: list[str], revision: str, handler, *args
+    ) -> Response:  # noqa: ANN001
+        """Check method and repo id, redirect to the canonical id, open the model, map errors."""
+        allowed = ("POST",) if handler == self.paths_info else ("GET", "HEAD")
+        if request.method not in allowed:
+            raise HubError(405, f"{request.method} is not allowed here", None,
+                           {"Allow": ", ".join(allowed)})  # fmt: skip
+        repo_id = "/".join(repo)
+        if not valid_repo_id(repo_id):
+            raise repo_not_found(repo_id, "not a valid repo id")
+        canonical = canonical_repo_id(repo_id)
+        if canonical != repo_id:
+            return self._redirect(request, repo, canonical)
+        try:
+            model = self.resolver.open(repo_id, revision, request.header("Authorization"))
+            return handler(request, model, *args)
+        except ModelpackError as exc:
+            raise hub_error(exc, repo_id) from None
+
+    def _redirect(self, request: Request, repo: list[str], canonical: str) -> Response:
+        """307 to the same URL under the canonical repo id, with a relative Location,
+        as the hub answers for a renamed repository (huggingface_hub follows it)."""
+        old = "/" + "/".join(quote(part, safe="") for part in repo)
+        new = "/" + "/".join(quote(part, safe="") for part in canonical.split("/"))
+        location = request.path.replace(old, new, 1)
+        if query := request.environ.get("QUERY_STRING"):
+            location += f"?{query}"
+        return Response(307, {"Location": location}, b"")
+
+    # -- handlers ---------------------------------------------------------------
+
+    def info(self, request: Request, model: Model) -> Response:
+        files = self.pulls.listing(model)
+        blobs = request.flag("blobs")
+        config = model.view.config
+        descriptor = config.descriptor if config else None
+        document: dict[str, Any] = {
+            "_id": model.commit,
+            "id": model.repo_id,
+            "modelId": model.repo_id,
+            "author": model.repo_id.split("/")[0] if "/" in model.repo_id else None,
+            "sha": model.commit,
+            "private": False,
+            "disabled": False,
+            "gated": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [t for t in ([config.config.format] if config else []) if t],
+            "library_name": None,
+            "siblings": [f.sibling(blobs) for _, f in sorted(files.items())],
+            "usedStorage": sum(f.size or 0 for f in files.values()),
+            "modelpack": {
+                "reference": model.key,
+                "digest": model.root.digest,
+                "name": descriptor.name if descriptor else None,
+            },
+        }
+        expand = request.query.get("expand") or request.query.get("expand[]")
+        if expand:
+            document = {k: v for k, v in document.items() if k in ("_id", "id", *expand)}
+        return Response.json(document)
+
+    def tree(self, request: Request, model: Model, under: str) -> Response:
+        entries = tree_entries(
+            self.pulls.listing(model),
+            model.root.digest,
+            under.strip("/"),
+            request.flag("recursive"),
+        )
+        if entries is None:
+            raise entry_not_found(model.repo_id, under, model.commit)
+        return Response.json(entries, headers={"X-Repo-Commit": model.commit})
+
+    def paths_info(self, request: Request, model: Model) -> Response:
+        paths = request.form().get("paths") or []
+        entries = path_entries(self.pulls.listing(model), model.root.digest, paths)
+        return Response.json(entries, headers={"X-Repo-Commit": model.commit})
+
+    def resolve(self, request: Request, model: Model, path: str) -> Response:
+        if not valid_file_path(path):
+            raise entry_not_found(model.repo_id, path, model.commit)
+        f = self.pulls.listing(model).get(path)
+        if f is None:
+            raise entry_not_found(model.repo_id, path, model.commit)
+        size = f.size
+        headers = _file_headers(model, f)
+        if size is None:  # only from an unpacked tree, where sizes are known
+            raise HubError(502, f"size of {path} unknown")
+        headers["Content-Length"] = str(size)
+        if request.header("If-None-Match") in (f'"{f.etag}"', f.etag, f'W/"{f.etag}"'):
+            return Response(304, headers, b"")
+        if request.method == "HEAD":
+            return Response(200, headers, b"")
+        span = parse_range(request.header("Range"), size)
+        status, (first, last) = (206, span) if span else (200, (0, size - 1))
+        if span:
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        headers["Content-Length"] = str(last - first + 1)
+        if size == 0:
+            return Response(200, headers, b"")
+        self.pulls.prefetch(model)
+        if (cached := self.pulls.cached_path(model, f)) is not None:
+            return _file_response(status, headers, cached, first, last, "cache")
+        if f.raw and f.layer is not None:
+            flight = self.pulls.pull_blob(model, f.layer)
+            body = self.pulls.follow(f.layer, flight, first, last)
+            return Response(status, headers, body, source="registry")
+        local = self.pulls.unpack_one(model, f) if f.layer else None
+        if local is None:
+            raise HubError(502, f"{path} is not in the node cache")
+        return _file_response(status, headers, local, first, last, "registry")
+
+
+def _file_headers(model: Model, f: RepoFile) -> dict[str, str]:
+    name = f.path.rsplit("/", 1)[-1]
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
+    headers = {
+        "X-Repo-Commit": model.commit,
+        "ETag": f'"{f.etag}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(name)}; filename=\"{ascii_name}\";",
+        "Cache-Control": "private, max-age=0",
+        "Vary": "Authorization",
+    }
+    if f.sha256 and f.size is not None:
+        # What the hub sends for LFS files: the client names its cache blob by this.
+        headers["X-Linked-Etag"] = f'"{f.sha256}"'
+        headers["X-Linked-Size"] = str(f.size)
+    return headers
+
+
+def _file_response(
+    status: int, headers: dict[str, str], path: Any, first: int, last: int, source: str
+) -> Response:
+    file = ClosingFile(path, "r")
+    return Response(
+        status, headers, file=file, offset=first, length=last - first + 1, source=source
+    )

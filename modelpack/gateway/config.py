@@ -1,0 +1,51 @@
+"""What a gateway serves and how: the registry it fronts, the node cache, policies."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+from ..reference import parse_reference
+from ..settings import Settings
+
+
+@dataclass
+class GatewayConfig:
+    """``registry`` is ``HOST[:PORT][/NAMESPACE]``: hub repo ``org/name`` is served
+    from OCI repository ``NAMESPACE/org/name`` on HOST.  ``settings.home`` is the
+    node cache.  ``verify_key`` refuses models without a valid signature by that
+    key.  ``token_user``: a client's ``Bearer TOKEN`` is used as the password of
+    this registry user (else as ``user:password``, else as an identity token)."""
+
+    registry: str
+    settings: Settings = field(default_factory=Settings)
+    verify_key: str | os.PathLike[str] | None = None
+    token_user: str | None = None
+    bind: str = "0.0.0.0"
+    port: int = 8080
+    threads: int = 64
+
+    def __post_init__(self) -> None:
+        text = self.registry.strip().removeprefix("https://")
+        if text.startswith("http://"):
+            text = text.removeprefix("http://")
+            self.settings = self.settings.with_overrides(plain_http=True)
+        host, _, namespace = text.strip("/").partition("/")
+        probe = "/".join(p for p in (host, namespace, "probe") if p)
+        try:
+            parse_reference(probe)
+        except UsageError as exc:
+            raise UsageError(
+                f"--registry {self.registry!r} is not HOST[:PORT][/NAMESPACE]: {exc.message}"
+            ) from None
+        self.host, self.namespace = host, namespace
+        if self.verify_key is not None and not Path(self.verify_key).is_file():
+            raise UsageError(f"--verify-key {self.verify_key}: no such file")
+        if self.threads < 1:
+            raise UsageError("--threads must be at least 1")
+
+    def repository(self, repo_id: str) -> str:
+        """The OCI repository that serves hub repo ``repo_id`` (already canonical)."""
+        return f"{self.namespace}/{repo_id}" if self.namespace else repo_id

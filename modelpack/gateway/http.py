@@ -1,0 +1,189 @@
+"""The little HTTP this gateway needs on top of WSGI: requests, responses, Range."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote
+
+from .hub import HubError
+
+REASONS = {
+    200: "OK", 206: "Partial Content", 304: "Not Modified", 307: "Temporary Redirect",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 416: "Range Not Satisfiable", 500: "Internal Server Error",
+    502: "Bad Gateway", 503: "Service Unavailable",
+}  # fmt: skip
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # as sent, percent-encoded, without the query
+    segments: list[str]  # decoded path segments, without the leading empty one
+    query: dict[str, list[str]]
+    environ: dict[str, Any]
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, Any]) -> Request:
+        # The raw target keeps %2F inside a segment (a revision "refs%2Fpr%2F1").
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        if not raw:
+            raw = quote(environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8", "replace"))
+            if environ.get("QUERY_STRING"):
+                raw += "?" + environ["QUERY_STRING"]
+        path, _, query = raw.partition("?")
+        segments = [unquote(s) for s in path.split("/")[1:]]
+        if segments and segments[-1] == "":
+            segments.pop()
+        return cls(
+            environ.get("REQUEST_METHOD", "GET").upper(),
+            path,
+            segments,
+            parse_qs(query),
+            environ,
+        )
+
+    def header(self, name: str) -> str | None:
+        return self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+    def flag(self, name: str) -> bool:
+        return (self.query.get(name) or [""])[-1].lower() in ("1", "true", "yes")
+
+    def form(self) -> dict[str, list[str]]:
+        try:
+            length = int(self.environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > 1 << 20:
+            raise HubError(400, "request body too large")
+        body = self.environ["wsgi.input"].read(length) if length else b""
+        kind = self.environ.get("CONTENT_TYPE", "")
+        if kind.startswith("application/json"):
+            try:
+                data = json.loads(body or b"{}")
+            except ValueError:
+                raise HubError(400, "request body is not JSON") from None
+            return {
+                k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in data.items()
+            }
+        return parse_qs(body.decode("utf-8", "replace"))
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | Iterable[bytes] = b""
+    file: io.RawIOBase | None = None  # sent from ``offset`` for ``length`` bytes
+    offset: int = 0
+    length: int = 0
+    source: str = ""  # "cache" / "registry": where served bytes came from (metrics, log)
+
+    @classmethod
+    def json(cls, document: Any, status: int = 200, headers: dict[str, str] | None = None):
+        body = json.dumps(document).encode()
+        return cls(status, {"Content-Type": "application/json", **(headers or {})}, body)
+
+    @classmethod
+    def text(cls, text: str, content_type: str = "text/plain; charset=utf-8") -> Response:
+        return cls(200, {"Content-Type": content_type}, text.encode())
+
+    @classmethod
+    def error(cls, error: HubError) -> Response:
+        return cls(
+            error.status,
+            {"Content-Type": "application/json", **error.response_headers()},
+            error.body(),
+        )
+
+    def status_line(self) -> str:
+        return f"{self.status} {REASONS.get(self.status, 'Unknown')}"
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range -> (first, last) inclusive; None to send the whole file.
+
+    Several ranges or a malformed header are ignored (RFC 9110 allows it); a
+    range that starts past the end raises 416 with ``Content-Range: bytes */size``.
+    """
+    if not header:
+        return None
+    match = _RANGE_RE.match(header.strip())
+    if not match or (not match.group(1) and not match.group(2)):
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first:  # suffix: the last N bytes
+        count = int(last)
+        if count == 0:
+            raise _unsatisfiable(size)
+        return max(size - count, 0), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if last and int(last) < start:
+        return None  # invalid: ignored
+    if start >= size:
+        raise _unsatisfiable(size)
+    return start, end
+
+
+def _unsatisfiable(size: int) -> HubError:
+    return HubError(416, f"Range not satisfiable (the file has {size} bytes)", None,
+                    {"Content-Range": f"bytes */{size}"})  # fmt: skip
+
+
+class Body:
+    """A response body that reports how many bytes went out when the server closes it."""
+
+    def __init__(self, chunks: Iterable[bytes], on_close: Callable[[int, bool], None]) -> None:
+        self._chunks = chunks
+        self._on_close = on_close
+        self.sent = 0
+        self.failed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._chunks:
+                self.sent += len(chunk)
+                yield chunk
+        except BaseException:
+            self.failed = True
+            raise
+
+    def close(self) -> None:
+        closer = getattr(self._chunks, "close", None)
+        if closer is not None:
+            closer()
+        self._on_close(self.sent, self.failed)
+
+
+class ClosingFile(io.FileIO):
+    """A file whose ``close`` reports the response done (for ``wsgi.file_wrapper``,
+    which gunicorn sends with sendfile(2))."""
+
+    on_close: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        callback, self.on_close = self.on_close, None
+        super().close()
+        if callback is not None:
+            callback()
+
+
+def read_range(file: io.RawIOBase, offset: int, length: int) -> Iterator[bytes]:
+    """The plain-Python way to send part of a file (servers without file_wrapper ranges)."""
+    try:
+        file.seek(offset)
+        while length > 0:
+            data = file.read(min(1 << 20, length))
+            if not data:
+                break
+            length -= len(data)
+            yield data
+    finally:
+        file.close()

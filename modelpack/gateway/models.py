@@ -1,0 +1,270 @@
+"""Hub repo + revision -> one verified model manifest, checked with the client's credentials.
+
+A revision is a tag (``main`` falls back to ``latest``, the OCI default), a
+manifest digest (``sha256:...``), or a 40-hex commit this gateway handed out
+earlier (remembered in ``gateway.sqlite`` under the cache; on a miss the
+repository's tags are searched).  The commit is what ``pull --hf-cache`` writes:
+the recorded ``io.modelpack.hf.commit``, else a stand-in derived from the
+manifest, so both produce the same snapshot folder names.
+
+Every request asks the registry with the client's own credentials (a manifest
+GET for a tag, a HEAD for a digest) before anything is served, cached or not.
+Manifests, configs and file lists are content-addressed and kept in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ..errors import NotFoundError, UsageError
+from ..hfcache import hf_mapping
+from ..keys import load_public_key
+from ..reference import Reference, parse_reference
+from ..registry import RegistryRepository
+from ..signing import require_signature
+from ..spec import (
+    INDEX_MEDIA_TYPES,
+    MEDIA_TYPE_OCI_MANIFEST,
+    MODEL_CONFIG_MEDIA_TYPES,
+    Descriptor,
+    Manifest,
+    ModelConfig,
+    parse_manifest,
+    parse_model_config,
+)
+from ..sqlitedb import connect
+from ..store import LayoutStore
+from ..target import fetch_bytes, push_bytes
+from .access import Clients
+from .config import GatewayConfig
+from .hub import (
+    COMMIT_RE,
+    HubError,
+    RepoFile,
+    files_from_manifest,
+    repo_not_found,
+    revision_not_found,
+)
+
+MAX_VIEWS = 512
+MAX_TAGS_SEARCHED = 200  # for a commit this gateway has not seen
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS commits (
+    repository TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    seen REAL NOT NULL,
+    PRIMARY KEY (repository, commit_id)
+)
+"""
+
+
+@dataclass(frozen=True)
+class View:
+    """What one manifest digest says, independent of who asks."""
+
+    root: Descriptor
+    manifest: Manifest
+    config: ModelConfig | None
+    commit: str
+    files: dict[str, RepoFile] | None  # None: known after the layers are unpacked
+
+
+@dataclass(frozen=True)
+class Model:
+    """A manifest as one request may see it (authorized with that request's credentials)."""
+
+    repo_id: str
+    repository: RegistryRepository
+    reference: Reference  # host/repository@digest
+    view: View
+
+    @property
+    def root(self) -> Descriptor:
+        return self.view.root
+
+    @property
+    def commit(self) -> str:
+        return self.view.commit
+
+    @property
+    def key(self) -> str:
+        return str(self.reference)
+
+
+class Resolver:
+    def __init__(self, config: GatewayConfig, clients: Clients) -> None:
+        self.config = config
+        self.clients = clients
+        self.db_path = config.settings.home / "gateway.sqlite"
+        self.store = LayoutStore(config.settings.store_dir)
+        self.public_key = load_public_key(config.verify_key) if config.verify_key else None
+        self._views: OrderedDict[str, View] = OrderedDict()
+        self._signed: set[str] = set()
+        self._remembered: set[tuple[str, str, str]] = set()
+        self._reading: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    # -- entry point ------------------------------------------------------------
+
+    def open(self, repo_id: str, revision: str, authorization: str | None) -> Model:
+        name = self.config.repository(repo_id)
+        try:
+            parse_reference(f"{self.config.host}/{name}")
+        except UsageError:
+            raise repo_not_found(repo_id, "not a valid OCI repository name") from None
+        _, client = self.clients.for_header(authorization)
+        repository = client.repository(name)
+        root = self._resolve(repository, repo_id, revision)
+        if root.media_type in INDEX_MEDIA_TYPES:
+            raise HubError(400, f"{repo_id}@{revision} is an image index, not a model manifest")
+        reference = parse_reference(f"{self.config.host}/{name}@{root.digest}")
+        view = self._view(repository, reference, repo_id, root)
+        if self.public_key is not None and root.digest not in self._signed:
+            require_signature(repository, root, self.public_key, f"{self.config.host}/{name}")
+            with self._lock:
+                self._signed.add(root.digest)
+        self._remember(name, view.commit, root.digest)
+        return Model(repo_id, repository, reference, view)
+
+    # -- revisions ------------------------------------------------------------
+
+    def _resolve(self, repository: RegistryRepository, repo_id: str, revision: str) -> Descriptor:
+        if revision.startswith("sha256:"):
+            return self._by_digest(repository, repo_id, revision, revision)
+        if COMMIT_RE.match(revision):
+            digest = self._recalled(repository.name, revision)
+            if digest is not None:
+                return self._by_digest(repository, repo_id, revision, digest)
+            return self._search_tags(repository, repo_id, revision)
+        tags = [revision, "latest"] if revision == "main" else [revision]
+        for tag in tags:
+            try:
+                parse_reference(f"{self.config.host}/{repository.name}:{tag}")
+            except UsageError:
+                break  # refs/pr/1 and the like: no OCI tag can be named so
+            try:
+                return repository.resolve(tag)
+            except NotFoundError:
+                continue
+        raise self._missing(repository, repo_id, revision)
+
+    def _by_digest(
+        self, repository: RegistryRepository, repo_id: str, revision: str, digest: str
+    ) -> Descriptor:
+        with self._lock:
+            view = self._views.get(digest)
+        if view is None:
+            try:
+                return repository.resolve(digest)
+            except NotFoundError:
+                raise self._missing(repository, repo_id, revision) from None
+        # Known content: a HEAD proves these credentials may still read it.
+        if not repository.exists(Descriptor(view.root.media_type, digest, view.root.size)):
+            raise self._missing(repository, repo_id, revision)
+        return view.root
+
+    def _search_tags(self, repository: RegistryRepository, repo_id: str, commit: str) -> Descriptor:
+        tags = repository.list_tags()
+        if not tags:
+            raise repo_not_found(repo_id)
+        for tag in tags[:MAX_TAGS_SEARCHED]:
+            try:
+                root = repository.resolve(tag)
+            except NotFoundError:
+                continue
+            if root.media_type in INDEX_MEDIA_TYPES:
+                continue
+            reference = parse_reference(f"{self.config.host}/{repository.name}@{root.digest}")
+            view = self._view(repository, reference, repo_id, root)
+            self._remember(repository.name, view.commit, root.digest)
+            if view.commit == commit:
+                return root
+        raise revision_not_found(repo_id, commit)
+
+    def _missing(self, repository: RegistryRepository, repo_id: str, revision: str) -> HubError:
+        """RepoNotFound when the repository has no tags at all, else RevisionNotFound."""
+        return (
+            revision_not_found(repo_id, revision)
+            if repository.list_tags()
+            else repo_not_found(repo_id)
+        )
+
+    # -- content ----------------------------------------------------------------
+
+    def _view(
+        self, repository: RegistryRepository, reference: Reference, repo_id: str, root: Descriptor
+    ) -> View:
+        with self._lock:
+            view = self._views.get(root.digest)
+            if view is not None:
+                self._views.move_to_end(root.digest)
+                return view
+            reading = self._reading.setdefault(root.digest, threading.Lock())
+        with reading:  # concurrent first requests read the manifest and config once
+            with self._lock:
+                view = self._views.get(root.digest)
+            if view is None:
+                view = self._read_view(repository, reference, repo_id, root)
+        with self._lock:
+            self._reading.pop(root.digest, None)
+        return view
+
+    def _read_view(
+        self, repository: RegistryRepository, reference: Reference, repo_id: str, root: Descriptor
+    ) -> View:
+        what = f"{reference} manifest"
+        manifest = parse_manifest(fetch_bytes(repository, root), what)
+        config = None
+        if manifest.config.media_type in MODEL_CONFIG_MEDIA_TYPES:
+            config = parse_model_config(
+                self._config_bytes(repository, manifest.config), f"{reference} model config"
+            )
+        commit = hf_mapping(reference, manifest, config, repo_id=repo_id).commit
+        root = Descriptor(
+            root.media_type or MEDIA_TYPE_OCI_MANIFEST,
+            root.digest,
+            root.size,
+            artifact_type=root.artifact_type,
+        )
+        view = View(root, manifest, config, commit, files_from_manifest(manifest, root.digest))
+        with self._lock:
+            self._views[root.digest] = view
+            while len(self._views) > MAX_VIEWS:
+                self._views.popitem(last=False)
+        return view
+
+    def _config_bytes(self, repository: RegistryRepository, desc: Descriptor) -> bytes:
+        """The model config, read once: kept in the node cache's store, where the
+        pull that follows finds it instead of fetching it again."""
+        if self.store.exists(desc):
+            return fetch_bytes(self.store, desc)
+        data = fetch_bytes(repository, desc)
+        with self.store.using():
+            push_bytes(self.store, desc, data)
+        return data
+
+    # -- commit index -------------------------------------------------------------
+
+    def _remember(self, repository: str, commit: str, digest: str) -> None:
+        entry = (repository, commit, digest)
+        if entry in self._remembered:
+            return
+        with connect(self.db_path, _SCHEMA) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO commits VALUES (?, ?, ?, ?)",
+                (repository, commit, digest, time.time()),
+            )
+        with self._lock:
+            self._remembered.add(entry)
+
+    def _recalled(self, repository: str, commit: str) -> str | None:
+        with connect(self.db_path, _SCHEMA) as db:
+            row = db.execute(
+                "SELECT digest FROM commits WHERE repository = ? AND commit_id = ?",
+                (repository, commit),
+            ).fetchone()
+        return row[0] if row else None

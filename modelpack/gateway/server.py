@@ -1,0 +1,72 @@
+"""Run the gateway on gunicorn: one worker process, many threads (``gthread``).
+
+Why gunicorn and plain WSGI rather than an asyncio stack: everything below the
+routes (the registry client, flocks, SQLite) blocks, so threads are the natural
+unit and nothing needs a thread pool hop; and gunicorn sends a
+``wsgi.file_wrapper`` body with ``socket.sendfile`` (sendfile(2): weights go from
+the page cache to the socket without passing through Python), honouring the
+Content-Length of a Range answer.  uvicorn has no sendfile path for Starlette's
+FileResponse.  The gthread worker parks idle keep-alive connections outside the
+threads, so ``threads`` bounds concurrent transfers, not connected clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ..errors import UsageError
+from .config import GatewayConfig
+
+
+def run(config: GatewayConfig) -> None:
+    """Serve until SIGTERM/SIGINT (gunicorn's signal handling)."""
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError:
+        raise UsageError(
+            "modelpack serve needs gunicorn",
+            hint="pip install 'modelpack-oci[serve]'",
+        ) from None
+    _log_requests()
+    options = {
+        "bind": [
+            f"[{config.bind}]:{config.port}"
+            if ":" in config.bind
+            else f"{config.bind}:{config.port}"
+        ],
+        "workers": 1,  # pulls are shared through in-process state (and flocks)
+        "worker_class": "gthread",
+        "threads": config.threads,
+        "timeout": 60,
+        "graceful_timeout": 15,
+        "keepalive": 15,
+        "accesslog": None,  # the gateway logs each request itself, without credentials
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "modelpack-serve",
+        "control_socket_disable": True,  # gunicorn >= 24 would open one in $HOME
+    }
+
+    class Application(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if key in self.cfg.settings:  # older gunicorn lacks some
+                    self.cfg.set(key, value)
+
+        def load(self):  # noqa: ANN202 - built in the worker, after the fork
+            from .app import Gateway
+
+            return Gateway(config)
+
+    Application().run()
+
+
+def _log_requests() -> None:
+    logger = logging.getLogger("modelpack.gateway")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s gateway: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
