@@ -3,7 +3,7 @@
 The base install (``pip install modelpack-oci``) builds from local
 directories, pushes, pulls, inspects, logs in, signs and verifies.  The rest
 comes with extras: ``[hf]`` (hf:// sources), ``[signing]`` (OpenSSF model
-signatures).  A missing one is a ``MissingDependencyError``
+signatures), ``[serve]`` (the gateway's gunicorn).  A missing one is a ``MissingDependencyError``
 that says which extra to install, never a bare ImportError.
 """
 

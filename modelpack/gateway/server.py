@@ -15,19 +15,18 @@ from __future__ import annotations
 import logging
 import sys
 
-from ..errors import UsageError
+from ..extras import require
 from .config import GatewayConfig
 
 
 def run(config: GatewayConfig) -> None:
     """Serve until SIGTERM/SIGINT (gunicorn's signal handling)."""
-    try:
-        from gunicorn.app.base import BaseApplication
-    except ImportError:
-        raise UsageError(
-            "modelpack serve needs gunicorn",
-            hint="pip install 'modelpack-oci[serve]'",
-        ) from None
+    BaseApplication = require(
+        "gunicorn.app.base",
+        purpose="modelpack serve's HTTP workers",
+        extra="serve",
+        package="gunicorn",
+    ).BaseApplication
     _log_requests()
     options = {
         "bind": [

@@ -27,7 +27,15 @@ NOT_OURS = {
     "modelpack_client": "the same",
 }
 # Extras that install heavy packages the base must never pull in.
-OPTIONAL = ("huggingface_hub", "model_signing", "OpenSSL", "numpy", "safetensors", "oras")
+OPTIONAL = (
+    "huggingface_hub",
+    "model_signing",
+    "OpenSSL",
+    "numpy",
+    "safetensors",
+    "oras",
+    "gunicorn",
+)
 
 
 def canonical(name: str) -> str:
@@ -126,11 +134,13 @@ def test_extras_layout():
     assert extras["hf"] == {"huggingface-hub"}
     assert {"model-signing", "pyopenssl"} <= extras["signing"]
     assert {"mkdocs", "mkdocs-material", "mkdocstrings", "mkdocs-click"} <= extras["docs"]
+    assert extras["serve"] == {"gunicorn"}
     base = base_dependencies()
-    for heavy in ("huggingface-hub", "model-signing", "oras", "filelock", "numpy", "safetensors"):
+    heavy_parts = ("huggingface-hub", "model-signing", "gunicorn", "oras", "filelock", "numpy")
+    for heavy in (*heavy_parts, "safetensors"):
         assert heavy not in base
     test_extra = " ".join(project()["optional-dependencies"]["test"])
-    for extra in ("hf", "signing", "docs"):
+    for extra in ("hf", "signing", "docs", "serve"):
         assert re.search(rf"modelpack-oci\[[^\]]*\b{extra}\b", test_extra), extra
 
 
@@ -173,3 +183,18 @@ def test_model_signing_without_the_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "model_signing", None)
     with pytest.raises(MissingDependencyError, match=r"modelpack-oci\[signing\]"):
         provenance.verify_tree(Path("."), Path("model.sig"), "key.pub")
+
+
+def test_serve_without_gunicorn_names_the_extra(tmp_path):
+    code = (
+        "import sys; sys.modules['gunicorn'] = None;"
+        "from modelpack_cli.main import main;"
+        f"main(['serve', '--registry', '127.0.0.1:1/hub', '--cache', {str(tmp_path)!r}])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "Error: modelpack serve's HTTP workers need the gunicorn package, which is not "
+        "installed (pip install 'modelpack-oci[serve]')"
+    )
+    assert not any(tmp_path.iterdir())  # nothing written before the refusal
