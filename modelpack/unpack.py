@@ -140,6 +140,7 @@ class DirectoryTarget:
         self.config: bytes | None = None
         self.files: list[str] = []
         self._claimed: dict[PurePosixPath, str] = {}  # path -> digest of the layer writing it
+        self._directories: set[PurePosixPath] = set()  # every directory a claimed path needs
         self._lock = threading.Lock()
         self._partial_locks: dict[str, threading.Lock] = {}
         self._exit = contextlib.ExitStack()
@@ -211,9 +212,11 @@ class DirectoryTarget:
     def _claim(self, relpath: PurePosixPath, what: str, digest: str) -> Path:
         """Reserve ``relpath`` for the layer ``digest`` (again, on a retry of that layer)."""
         with self._lock:
-            for parent in relpath.parents:
-                if parent in self._claimed:
-                    raise UnsafePathError(f"{what}: {parent} is a file, cannot hold {relpath}")
+            # Decided here, under the lock, not by looking at the disk: layers are written
+            # in parallel, so "a/b" and "a/b/c" from two layers must not race to make a/b.
+            if relpath in self._directories:
+                raise UnsafePathError(f"{what}: {relpath} is a directory, cannot be a file")
+            self._reserve_parents(relpath, what)
             if relpath in self._claimed and self._claimed[relpath] != digest:
                 raise UnsafePathError(
                     f"{what}: {relpath} is written twice (by two layers or two tar entries)"
@@ -227,6 +230,24 @@ class DirectoryTarget:
         except (FileExistsError, NotADirectoryError):
             raise UnsafePathError(f"{what}: a file is in the way of {relpath}") from None
         return target
+
+    def _reserve_parents(self, relpath: PurePosixPath, what: str) -> None:
+        """Under ``self._lock``: ``relpath``'s parents are directories from now on."""
+        for parent in relpath.parents:
+            if parent in self._claimed:
+                raise UnsafePathError(f"{what}: {parent} is a file, cannot hold {relpath}")
+        self._directories.update(relpath.parents)
+
+    def _claim_directory(self, relpath: PurePosixPath, what: str) -> None:
+        with self._lock:
+            if relpath in self._claimed:
+                raise UnsafePathError(f"{what}: {relpath} is a file, cannot be a directory")
+            self._reserve_parents(relpath, what)
+            self._directories.add(relpath)
+        try:
+            self.staging.joinpath(*relpath.parts).mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UnsafePathError(f"{what}: a file is in the way of {relpath}/") from None
 
     def _unclaim(self, relpaths: list[PurePosixPath]) -> None:
         with self._lock:
@@ -395,11 +416,7 @@ class DirectoryTarget:
         """Write one entry; ``written`` gets its path as soon as it is claimed, so an
         interrupted attempt is undone completely before the layer is tried again."""
         if member.isdir():
-            relpath = safe_relpath(member.name, what)
-            try:
-                self.staging.joinpath(*relpath.parts).mkdir(parents=True, exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
-                raise UnsafePathError(f"{what}: a file is in the way of {relpath}/") from None
+            self._claim_directory(safe_relpath(member.name, what), what)
             return
         if not member.isreg() or member.issparse():
             raise UnsafePathError(

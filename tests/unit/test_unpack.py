@@ -152,6 +152,39 @@ def test_two_layers_writing_one_path_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("order", [("a/b", "a/b/c"), ("a/b/c", "a/b")])
+@pytest.mark.parametrize("attempt", range(5))  # layers race in parallel: try each order a few times
+def test_a_file_where_another_layer_needs_a_directory_is_refused(tmp_path, order, attempt):
+    """Found by the long fuzz run: with the deeper path first, the two layers raced to
+    make a/b (a directory for one, a file for the other) and one failed with OSError."""
+    store = LayoutStore(tmp_path / "store")
+    layers = [(RAW, f"blob {i}".encode(), {ANNOTATION_FILEPATH: p}) for i, p in enumerate(order)]
+    make_artifact(store, "x", layers)
+    with pytest.raises(UnsafePathError, match="is a directory|is a file"):
+        _pull(store, "x", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_tar_directory_entry_over_a_file_of_another_layer_is_refused(tmp_path):
+    store = LayoutStore(tmp_path / "store")
+    make_artifact(
+        store,
+        "x",
+        [
+            (RAW, b"one", {ANNOTATION_FILEPATH: "tokenizer"}),
+            (
+                "application/vnd.cncf.model.weight.config.v1.tar",
+                _hostile_tar(_entry("tokenizer/", b"5")),
+                {ANNOTATION_FILEPATH: "tokenizer"},
+            ),
+        ],
+    )
+    with pytest.raises(UnsafePathError, match="tokenizer"):
+        _pull(store, "x", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_corrupt_blob_leaves_nothing(tmp_path):
     store = LayoutStore(tmp_path / "store")
     root = make_artifact(
