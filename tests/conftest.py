@@ -62,9 +62,8 @@ def tiny_model(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def registry() -> Iterator[RegistryServer]:
     """A real CNCF distribution registry on 127.0.0.1 for the whole session."""
-    server = RegistryServer().start()
-    yield server
-    server.cleanup()
+    with RegistryServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

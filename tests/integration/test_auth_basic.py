@@ -16,10 +16,9 @@ USER, PASSWORD = "alice", "s3cret-Pa55word"
 
 @pytest.fixture(scope="module")
 def basic_registry(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("basic-registry")
-    server = RegistryServer(users={USER: PASSWORD}, workdir=workdir / "server").start()
-    yield server
-    server.cleanup()
+    workdir = tmp_path_factory.mktemp("basic-registry") / "server"
+    with RegistryServer(users={USER: PASSWORD}, workdir=workdir) as server:
+        yield server
 
 
 def test_login_push_pull_logout(tiny_model, basic_registry, tmp_path):

@@ -27,10 +27,9 @@ USER, PASSWORD, KEY_PASSWORD = "ci-robot", "ci-robot-pass", "key-pass"
 
 @pytest.fixture(scope="module")
 def auth_registry(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("ci-registry")
-    server = RegistryServer(users={USER: PASSWORD}, workdir=workdir / "server").start()
-    yield server
-    server.cleanup()
+    workdir = tmp_path_factory.mktemp("ci-registry") / "server"
+    with RegistryServer(users={USER: PASSWORD}, workdir=workdir) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

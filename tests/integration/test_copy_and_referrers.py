@@ -20,9 +20,8 @@ SBOM_TYPE = "application/vnd.example.sbom.v1+json"
 
 @pytest.fixture(scope="module")
 def second_registry():
-    server = RegistryServer().start()
-    yield server
-    server.cleanup()
+    with RegistryServer() as server:
+        yield server
 
 
 def _push_model(tiny_model, registry, settings, name):

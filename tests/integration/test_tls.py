@@ -10,9 +10,8 @@ from modelpack.testing import RegistryServer
 
 @pytest.fixture(scope="module")
 def tls_registry():
-    server = RegistryServer(tls=True).start()
-    yield server
-    server.cleanup()
+    with RegistryServer(tls=True) as server:
+        yield server
 
 
 def test_https_round_trip_with_ca_file(tiny_model, tls_registry, settings, tmp_path):

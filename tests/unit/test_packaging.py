@@ -164,17 +164,22 @@ def test_hf_source_without_huggingface_hub_names_the_extra(monkeypatch, tmp_path
     assert caught.value.exit_code == 2
     assert "pip install 'modelpack-oci[hf]'" in str(caught.value)
 
-    code = (
-        "import sys; sys.modules['huggingface_hub'] = None;"
-        "from modelpack_cli.main import main;"
-        f"main(['build', 'hf://org/model', '-t', '127.0.0.1:1/t/m:v1', '--home', {str(tmp_path)!r}])"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == (
+    args = ["build", "hf://org/model", "-t", "127.0.0.1:1/t/m:v1", "--home", str(tmp_path)]
+    assert _cli_error_without("huggingface_hub", args) == (
         "Error: hf:// sources need the huggingface_hub package, which is not installed "
         "(pip install 'modelpack-oci[hf]')"
     )
+
+
+def _cli_error_without(module: str, args: list[str]) -> str:
+    """The CLI's stderr for ``args`` when ``module`` cannot be imported; exit code 2."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None;"
+        f"from modelpack_cli.main import main; main({args!r})"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    return result.stderr.strip()
 
 
 def test_model_signing_without_the_package_names_the_extra(monkeypatch):
@@ -186,14 +191,8 @@ def test_model_signing_without_the_package_names_the_extra(monkeypatch):
 
 
 def test_serve_without_gunicorn_names_the_extra(tmp_path):
-    code = (
-        "import sys; sys.modules['gunicorn'] = None;"
-        "from modelpack_cli.main import main;"
-        f"main(['serve', '--registry', '127.0.0.1:1/hub', '--cache', {str(tmp_path)!r}])"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == (
+    args = ["serve", "--registry", "127.0.0.1:1/hub", "--cache", str(tmp_path)]
+    assert _cli_error_without("gunicorn", args) == (
         "Error: modelpack serve's HTTP workers need the gunicorn package, which is not "
         "installed (pip install 'modelpack-oci[serve]')"
     )
