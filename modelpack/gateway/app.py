@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from itertools import chain
 from typing import Any
 from urllib.parse import quote
 
@@ -267,7 +268,10 @@ class Gateway:
         if f.raw and f.layer is not None:
             flight = self.pulls.pull_blob(model, f.layer)
             body = self.pulls.follow(f.layer, flight, first, last)
-            return Response(status, headers, body, source="registry")
+            # Wait for the first bytes here: a pull that fails before any (a tampered blob
+            # that arrived whole at once) is then a hub error, not a server's bare 500.
+            first_chunk = next(body, b"")
+            return Response(status, headers, chain([first_chunk], body), source="registry")
         local = self.pulls.unpack_one(model, f) if f.layer else None
         if local is None:
             raise HubError(502, f"{path} is not in the node cache")

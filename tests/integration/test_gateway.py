@@ -305,13 +305,24 @@ def test_tampered_weights_never_reach_a_client_whole(tmp_path):
         gateway = Gateway(hostile.host, tmp_path / "gateway").start()
         try:
             url = f"{gateway.url}/org/bad/resolve/v1/model.safetensors"
-            with pytest.raises(requests.exceptions.ChunkedEncodingError):
-                requests.get(url)
+            try:
+                answer = requests.get(url)
+            except requests.exceptions.ChunkedEncodingError:
+                pass  # cut mid-stream: the bytes outran the verification
+            else:  # the pull failed before the first byte: a hub error, not the bytes
+                assert answer.status_code == 403, answer.status_code
+                assert answer.headers["X-Error-Code"] == "GatedRepo"
+                assert "digest" in answer.json()["error"], answer.text
             results = gateway.hf([["file", "org/bad", "model.safetensors", "v1"]], tmp_path / "c")
             assert "error" in results[0], results
             gateway.wait_idle()
             assert not (gateway.cache / "store" / "blobs" / "sha256" / layer_digest[7:]).exists()
-            gateway.wait_for_log(r"\(cut\)")
+            # Every GET of it was refused or cut short, never answered whole.
+            log = gateway.wait_for_log(
+                r"GET /org/bad/resolve/v1/model\.safetensors (403|200 .*\(cut\))"
+            )
+            gets = [line for line in log.splitlines() if "GET /org/bad/resolve/" in line]
+            assert gets and all(" 403 " in line or "(cut)" in line for line in gets), gets
         finally:
             gateway.stop()
     finally:
