@@ -94,6 +94,15 @@ def record(ctx: Context, m: Measurement) -> Measurement:
     return m
 
 
+def measure_transfer(ctx: Context, operation: str, case: Case, args: list[str], home: Path) -> None:
+    """Time a modelpack push or pull (``args``) and record the bytes its --json reports."""
+    m = record(
+        ctx, measure("modelpack", operation, case.name, ctx.mp(*args, "--json"), env=ctx.env(home))
+    )
+    if m.ok:
+        m.extra["bytes"] = json.loads(m.extra["stdout"])["bytesTransferred"]
+
+
 def fresh(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     return path
@@ -171,14 +180,7 @@ def bench_push(ctx: Context, case: Case, home: Path, layout: Path, round_: int) 
                 check=True,
             )
             (home / "blob-locations.sqlite").unlink(missing_ok=True)  # no mount from earlier rounds
-            m = record(
-                ctx,
-                measure(
-                    "modelpack", "push", case.name, ctx.mp("push", ref, "--json"), env=ctx.env(home)
-                ),
-            )
-            if m.ok:
-                m.extra["bytes"] = json.loads(m.extra["stdout"])["bytesTransferred"]
+            measure_transfer(ctx, "push", case, ["push", ref], home)
     if "skopeo" in ctx.tools:
         with registry(ctx) as host:
             skopeo_home = fresh(ctx.work / "skopeo-home")
@@ -217,18 +219,8 @@ def bench_pull(ctx: Context, case: Case, host: str, round_: int) -> None:
     ref = f"{host}/bench/{case.name}:v1"
     out = ctx.work / f"pull-out-{case.name}"
     if "modelpack" in ctx.tools:
-        m = record(
-            ctx,
-            measure(
-                "modelpack",
-                "pull",
-                case.name,
-                ctx.mp("pull", ref, "-o", str(fresh(out)), "--json"),
-                env=ctx.env(fresh(ctx.work / "pull-home")),
-            ),
-        )
-        if m.ok:
-            m.extra["bytes"] = json.loads(m.extra["stdout"])["bytesTransferred"]
+        pull_home = fresh(ctx.work / "pull-home")
+        measure_transfer(ctx, "pull", case, ["pull", ref, "-o", str(fresh(out))], pull_home)
     if "skopeo" in ctx.tools:
         record(
             ctx,
@@ -269,25 +261,11 @@ def bench_unchanged(
 ) -> None:
     """Re-push and re-pull of a model the other side already has."""
     ref = f"{host}/bench/{case.name}:v1"
-    m = record(
-        ctx,
-        measure(
-            "modelpack", "re-push", case.name, ctx.mp("push", ref, "--json"), env=ctx.env(home)
-        ),
-    )
-    if m.ok:
-        m.extra["bytes"] = json.loads(m.extra["stdout"])["bytesTransferred"]
+    measure_transfer(ctx, "re-push", case, ["push", ref], home)
     node = ctx.work / f"node-{case.name}"
     if not (node / "models").exists():
         subprocess.run(ctx.mp("pull", ref), env={**os.environ, **ctx.env(node)}, check=True)
-    m = record(
-        ctx,
-        measure(
-            "modelpack", "re-pull", case.name, ctx.mp("pull", ref, "--json"), env=ctx.env(node)
-        ),
-    )
-    if m.ok:
-        m.extra["bytes"] = json.loads(m.extra["stdout"])["bytesTransferred"]
+    measure_transfer(ctx, "re-pull", case, ["pull", ref], node)
     if "skopeo" in ctx.tools and (case.name != "b" or round_ == 0):  # ~5 min each for b
         record(
             ctx,

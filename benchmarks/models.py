@@ -12,9 +12,9 @@ MIB = 1024 * 1024
 SMALL_FILES = 2000
 
 
-def _write_random(path: Path, size: int, rng: random.Random) -> None:
+def _write_random(path: Path, size: int, rng: random.Random, mode: str = "wb") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
+    with open(path, mode) as f:
         remaining = size
         while remaining > 0:
             n = min(remaining, 16 * MIB)
@@ -29,14 +29,8 @@ def _safetensors(path: Path, size: int, rng: random.Random) -> None:
     ).encode()
     header += b" " * (-len(header) % 8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(header)) + header)
-    with open(path, "ab") as f:
-        remaining = size
-        while remaining > 0:
-            n = min(remaining, 16 * MIB)
-            f.write(rng.randbytes(n))
-            remaining -= n
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    _write_random(path, size, rng, mode="ab")
 
 
 def _configs(root: Path) -> None:

@@ -46,13 +46,17 @@ class HubSnapshot:
 
 def parse_hf_source(text: str) -> tuple[str, str | None]:
     """``hf://org/name@rev`` -> (``org/name``, ``rev`` or None)."""
-    body = text[len(SCHEME) :] if text.startswith(SCHEME) else text
+    return split_hub_source(text, SCHEME, "a Hugging Face model")
+
+
+def split_hub_source(text: str, scheme: str, kind: str) -> tuple[str, str | None]:
+    """``SCHEME org/name@rev`` (scheme optional) -> (``org/name``, ``rev`` or None); hubs
+    that mirror Hugging Face (ModelScope) name their models the same way."""
+    body = text[len(scheme) :] if text.startswith(scheme) else text
     repo_id, _, revision = body.partition("@")
     repo_id = repo_id.strip("/")
     if not _REPO_RE.match(repo_id):
-        raise SourceError(
-            f"{text!r} is not a Hugging Face model: expected hf://ORG/NAME[@REVISION]"
-        )
+        raise SourceError(f"{text!r} is not {kind}: expected {scheme}ORG/NAME[@REVISION]")
     return repo_id, revision or None
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +24,14 @@ from ..errors import (
     AuthenticationError,
     ReferenceNotFoundError,
     RegistryUnavailableError,
-    SourceError,
 )
 from ..partial import fill_partial
 from ..spec import Descriptor
 from ..unpack import safe_relpath
+from .hf import split_hub_source
 
 SCHEME = "modelscope://"
 DEFAULT_REVISION = "master"
-_MODEL_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
 @dataclass(frozen=True)
@@ -51,13 +49,7 @@ def endpoint() -> str:
 
 
 def parse_modelscope_source(text: str) -> tuple[str, str]:
-    body = text[len(SCHEME) :]
-    model_id, _, revision = body.partition("@")
-    model_id = model_id.strip("/")
-    if not _MODEL_RE.match(model_id):
-        raise SourceError(
-            f"{text!r} is not a ModelScope model: expected modelscope://ORG/NAME[@REVISION]"
-        )
+    model_id, revision = split_hub_source(text, SCHEME, "a ModelScope model")
     return model_id, revision or DEFAULT_REVISION
 
 

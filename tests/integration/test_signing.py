@@ -109,20 +109,18 @@ def test_unsigned_wrong_key_and_retagged_models_exit_5(
     assert len(retagged.stderr.strip().splitlines()) == 1
 
 
+def _pull_verified(reference, out, public_key, env):
+    """``modelpack pull REF -o OUT --verify-key PUB`` as a user runs it."""
+    return run_cli(
+        "pull", reference, "-o", str(out), "--verify-key", str(public_key), "--plain-http", env=env
+    )
+
+
 def test_pull_verify_key_refuses_and_writes_nothing(pushed, keys, tiny_model, tmp_path, settings):
     first, _, _ = keys
     out, node = tmp_path / "out", tmp_path / "node"
     env = {"MODELPACK_HOME": str(node)}
-    refused = run_cli(
-        "pull",
-        pushed,
-        "-o",
-        str(out),
-        "--verify-key",
-        str(first.public_path),
-        "--plain-http",
-        env=env,
-    )
+    refused = _pull_verified(pushed, out, first.public_path, env)
     assert refused.returncode == 5
     assert not out.exists() and not list(tmp_path.glob(".modelpack-staging-*"))
     refused_cache = run_cli(
@@ -131,31 +129,13 @@ def test_pull_verify_key_refuses_and_writes_nothing(pushed, keys, tiny_model, tm
     assert refused_cache.returncode == 5
     assert not (node / "models").exists() or not any((node / "models").rglob("*.json"))
     _sign(pushed, first.private_path)
-    accepted = run_cli(
-        "pull",
-        pushed,
-        "-o",
-        str(out),
-        "--verify-key",
-        str(first.public_path),
-        "--plain-http",
-        env=env,
-    )
+    accepted = _pull_verified(pushed, out, first.public_path, env)
     assert accepted.returncode == 0, accepted.stderr
     assert tree_files(out) == tree_files(tiny_model)
     # Tampered: the tag moves to an unsigned model; a fresh pull refuses it.
     modelpack.build(make_tiny_model(tmp_path / "evil", seed=9), pushed, settings=settings)
     modelpack.push(pushed, settings=settings)
-    again = run_cli(
-        "pull",
-        pushed,
-        "-o",
-        str(tmp_path / "again"),
-        "--verify-key",
-        str(first.public_path),
-        "--plain-http",
-        env=env,
-    )
+    again = _pull_verified(pushed, tmp_path / "again", first.public_path, env)
     assert again.returncode == 5 and not (tmp_path / "again").exists()
 
 
