@@ -47,6 +47,9 @@ class Exchange:
     request_headers: dict[str, str]
     response_bytes: int = 0
     request_bytes: int = 0
+    # Set when the handler is done with the exchange (answered, cut, or the client went away):
+    # only then are the byte counters final.
+    finished: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
 @dataclass
@@ -78,12 +81,28 @@ class HttpProxy:
         return fault
 
     def bytes_served(self, predicate: Callable[[Exchange], bool]) -> int:
-        with self._lock:
-            return sum(e.response_bytes for e in self.exchanges if predicate(e))
+        """Response bytes of the matching exchanges, once each of them has finished."""
+        return sum(e.response_bytes for e in self.finished_exchanges(predicate))
 
     def bytes_received(self, predicate: Callable[[Exchange], bool]) -> int:
+        return sum(e.request_bytes for e in self.finished_exchanges(predicate))
+
+    def finished_exchanges(
+        self, predicate: Callable[[Exchange], bool], timeout: float = 60.0
+    ) -> list[Exchange]:
+        """The matching exchanges, after waiting for each handler to finish with it.
+
+        A handler can still be writing to a client that is gone (a killed puller) or
+        counting the last chunk a client has already read: counts taken before that
+        would move afterwards.
+        """
         with self._lock:
-            return sum(e.request_bytes for e in self.exchanges if predicate(e))
+            matching = [e for e in self.exchanges if predicate(e)]
+        deadline = time.monotonic() + timeout
+        for exchange in matching:
+            if not exchange.finished.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"{exchange.method} {exchange.path} still in progress")
+        return matching
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
@@ -141,6 +160,12 @@ class HttpProxy:
                     self.command, path, 0, time.monotonic(), dict(self.headers.items())
                 )
                 self._record(exchange)  # counters keep updating while it streams
+                try:
+                    self._forward(exchange, origin, path)
+                finally:
+                    exchange.finished.set()
+
+            def _forward(self, exchange: Exchange, origin: str, path: str) -> None:
                 if proxy.rewrite is not None:
                     path = proxy.rewrite(path)
                 fault = proxy._take_fault(self.command, path)
