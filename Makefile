@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	@$(PY) -m pip install -q --disable-pip-version-check -U pip
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@# Byte-compile the checkout: with PYTHONDONTWRITEBYTECODE set, every start would recompile it.
-	@$(PY) -m compileall -q modelpack cli >/dev/null
+	@$(PY) -m compileall -q modelpack modelpack_cli >/dev/null
 	@touch $(STAMP)
 	@echo "installed modelpack into $(VENV)"
 
@@ -34,12 +34,12 @@ test-fast: install
 	@$(PY) -m pytest -m "not integration"
 
 lint: install
-	@$(VENV)/bin/ruff check modelpack cli tests examples benchmarks
-	@$(VENV)/bin/ruff format --check modelpack cli tests examples benchmarks
+	@$(VENV)/bin/ruff check modelpack modelpack_cli tests examples benchmarks
+	@$(VENV)/bin/ruff format --check modelpack modelpack_cli tests examples benchmarks
 
 format: install
-	@$(VENV)/bin/ruff check --fix modelpack cli tests examples benchmarks
-	@$(VENV)/bin/ruff format modelpack cli tests examples benchmarks
+	@$(VENV)/bin/ruff check --fix modelpack modelpack_cli tests examples benchmarks
+	@$(VENV)/bin/ruff format modelpack modelpack_cli tests examples benchmarks
 
 bench: install
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'

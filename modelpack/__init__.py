@@ -11,6 +11,7 @@ from .api import (
     CachePruneResult,
     LocalModel,
     PruneResult,
+    SignResult,
     build,
     cache_list,
     cache_prune,
@@ -34,8 +35,9 @@ from .api import (
     verify,
     verify_dir,
 )
-from .build import BuildResult
-from .cache import CacheEntry
+from .diagnostics import Check, Status
+from .dircheck import DirectoryReport
+from .display import human_size, progress_display
 from .errors import (
     AuthenticationError,
     IntegrityError,
@@ -45,26 +47,39 @@ from .errors import (
     UsageError,
 )
 from .inspection import Inspection
-from .reference import Reference, parse_reference
+from .model.build import BuildResult
+from .oci.reference import Reference, parse_reference
+from .oci.spec import Descriptor
+from .progress import Progress, ProgressDisplay
 from .settings import Settings
+from .signing.cosign import SignatureCheck
+from .signing.keys import KeyPair, key_is_encrypted
+from .storage.cache import CacheEntry
 from .transfer import TransferResult
-from .verify import DirectoryReport
 
 __all__ = [
     "AuthenticationError",
+    "BuildResult",
     "CacheEntry",
     "CachePruneResult",
+    "Check",
+    "Descriptor",
     "DirectoryReport",
-    "BuildResult",
     "Inspection",
     "IntegrityError",
+    "KeyPair",
     "LocalModel",
     "ModelpackError",
     "NotFoundError",
+    "Progress",
+    "ProgressDisplay",
     "PruneResult",
     "Reference",
     "RegistryUnavailableError",
     "Settings",
+    "SignResult",
+    "SignatureCheck",
+    "Status",
     "TransferResult",
     "UsageError",
     "__version__",
@@ -75,12 +90,15 @@ __all__ = [
     "copy",
     "doctor",
     "generate_modelfile",
+    "human_size",
     "inspect",
+    "key_is_encrypted",
     "keygen",
     "list_models",
     "login",
     "logout",
     "parse_reference",
+    "progress_display",
     "prune",
     "pull",
     "pull_model",

@@ -1,8 +1,9 @@
 """The public functions: one per CLI command, composed from the modules below.
 
 Every function takes ``settings`` (a :class:`~modelpack.settings.Settings`)
-or the same options as keywords (``home``, ``plain_http``, ``insecure``,
-``ca_file``, ``concurrency``), falling back to environment variables.
+and, for the common cases, the same options as keywords (``home``; for those
+that talk to a registry also ``plain_http``, ``insecure``, ``ca_file``,
+``concurrency``, ``retries``), falling back to environment variables.
 """
 
 from __future__ import annotations
@@ -15,48 +16,57 @@ from pathlib import Path
 from typing import Any
 
 from . import transfer
-from .build import BuildResult, build_artifact, layer_format_for
-from .cache import CacheEntry, NodeCache
+from .diagnostics import Check, run_checks
+from .dircheck import DirectoryReport, verify_directory
 from .display import progress_display
-from .doctor import Check, run_checks
 from .endpoints import Endpoint, open_endpoint
 from .errors import FileNotFoundInSourceError, IntegrityError, ReferenceNotFoundError, UsageError
-from .fsutil import atomic_write_bytes
-from .hfcache import default_hf_cache
 from .inspection import Inspection, inspect_endpoint
-from .keys import KeyPair, generate_key_pair, load_private_key, load_public_key
-from .metadata import derive_metadata
-from .overrides import apply_assignments, modelfile_assignments, parse_assignment
+from .model.build import BuildResult, build_artifact, layer_format_for
+from .model.metadata import derive_metadata
+from .model.overrides import apply_assignments, modelfile_assignments, parse_assignment
+from .model.source import classify, open_source
+from .model.source.modelfile import apply_modelfile, read_modelfile, render_modelfile
+from .oci.reference import Reference, parse_reference
+from .oci.spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Descriptor
 from .progress import Progress
-from .provenance import attach_bundle, sign_tree
-from .reference import Reference, parse_reference
-from .registry import RegistryRepository, connect, open_repository
+from .registry.client import RegistryRepository, connect, open_repository
 from .registry.credentials import Credentials, erase_credentials, store_credentials
 from .settings import Settings, parse_size
-from .signing import SignatureCheck, require_signature, sign_manifest
-from .source import classify, open_source
-from .source.modelfile import apply_modelfile, read_modelfile, render_modelfile
-from .spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Descriptor
-from .store import LayoutStore
+from .signing.cosign import SignatureCheck, require_signature, sign_manifest
+from .signing.keys import KeyPair, generate_key_pair, load_private_key, load_public_key
+from .signing.openssf import attach_bundle, sign_tree
+from .storage._fsutil import atomic_write_bytes
+from .storage.cache import CacheEntry, NodeCache
+from .storage.hfcache import default_hf_cache
+from .storage.store import LayoutStore
 from .transfer import TransferResult
-from .verify import DirectoryReport, verify_directory
 
-_OPTION_NAMES = {
-    "home",
-    "plain_http",
-    "insecure",
-    "ca_file",
-    "concurrency",
-    "config_file",
-    "retries",
-}
+PathLike = str | os.PathLike[str]
 
 
-def resolve_settings(settings: Settings | None = None, **options: Any) -> Settings:
-    unknown = set(options) - _OPTION_NAMES
-    if unknown:
-        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    return (settings or Settings()).with_overrides(**options)
+def _settings(
+    settings: Settings | None,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
+) -> Settings:
+    """``settings`` (else the environment's) with every keyword the caller passed.
+
+    Each public function lists these keywords itself, so that an IDE completes
+    them and ``inspect.signature`` shows them; this is the one place they meet.
+    """
+    return (settings or Settings()).with_overrides(
+        home=home,
+        plain_http=plain_http,
+        insecure=insecure,
+        ca_file=None if ca_file is None else os.fspath(ca_file),
+        concurrency=concurrency,
+        retries=retries,
+    )
 
 
 ProgressOption = Progress | bool | None
@@ -85,12 +95,12 @@ def _store_key(reference: str | Reference) -> tuple[Reference, str]:
 
 
 def build(
-    source: str | os.PathLike[str],
+    source: PathLike,
     tag: str,
     *,
     exclude: Iterable[str] = (),
     include: Iterable[str] = (),
-    modelfile: str | os.PathLike[str] | None = None,
+    modelfile: PathLike | None = None,
     set_fields: Iterable[str] = (),
     layer_format: str = "raw",
     compress: str = "none",
@@ -99,7 +109,12 @@ def build(
     push: bool = False,
     settings: Settings | None = None,
     progress: ProgressOption = None,
-    **options: Any,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
 ) -> BuildResult:
     """Package a model as a ModelPack artifact in the local store, tagged ``tag``.
 
@@ -113,7 +128,7 @@ def build(
     ``push`` sends it straight to the registry (``result.pushed``): weights
     stream from the source files, the local store keeps no copy of them.
     """
-    settings = resolve_settings(settings, **options)
+    settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
     ref, key = _store_key(tag)
     if ref.digest:
         raise UsageError(f"build -t takes a tag, not a digest: {tag}")
@@ -151,10 +166,10 @@ def build(
 
 
 def generate_modelfile(
-    directory: str | os.PathLike[str],
+    directory: PathLike,
     *,
     exclude: Iterable[str] = (),
-    output: str | os.PathLike[str] | None = None,
+    output: PathLike | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a Modelfile for ``directory`` that modctl and modelpack both build from."""
@@ -189,26 +204,40 @@ def push(
     *,
     settings: Settings | None = None,
     progress: ProgressOption = None,
-    **options: Any,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
 ) -> TransferResult:
     """Upload a locally built artifact (and its signatures) to the registry its reference names."""
     with _progress(progress, "push") as shown:
-        return transfer.push(reference, resolve_settings(settings, **options), shown)
+        return transfer.push(
+            reference,
+            _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries),
+            shown,
+        )
 
 
 def pull_model(
     reference: str,
-    output_dir: str | os.PathLike[str] | None = None,
+    output_dir: PathLike | None = None,
     *,
     include: Iterable[str] = (),
-    hf_cache: bool | str | os.PathLike[str] = False,
+    hf_cache: bool | PathLike = False,
     hf_repo_id: str | None = None,
     hf_revision: str | None = None,
-    verify_key: str | os.PathLike[str] | None = None,
+    verify_key: PathLike | None = None,
     model_signature: bool = False,
     settings: Settings | None = None,
     progress: ProgressOption = None,
-    **options: Any,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
 ) -> TransferResult:
     """Download a model, verified, and say where it is.
 
@@ -224,7 +253,7 @@ def pull_model(
     also writes its OpenSSF model signature as ``output_dir/model.sig``.
     Mirrors configured for the registry are tried first.
     """
-    settings = resolve_settings(settings, **options)
+    settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
     request = None
     if hf_cache is not False:
         cache_dir = default_hf_cache() if hf_cache is True else Path(hf_cache).expanduser()
@@ -242,14 +271,44 @@ def pull_model(
         )
 
 
-def pull(reference: str, output_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Path:
+def pull(
+    reference: str,
+    output_dir: PathLike | None = None,
+    *,
+    include: Iterable[str] = (),
+    hf_cache: bool | PathLike = False,
+    hf_repo_id: str | None = None,
+    hf_revision: str | None = None,
+    verify_key: PathLike | None = None,
+    model_signature: bool = False,
+    settings: Settings | None = None,
+    progress: ProgressOption = None,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
+) -> Path:
     """Download a model and return the directory holding its files.
 
-    The same keywords as ``pull_model()``; for example
+    The keywords are ``pull_model()``'s; for example
     ``modelpack.pull("reg/ns/model:v1")`` in every worker of a training job
     downloads once per node and returns the same cached directory to all.
     """
-    result = pull_model(reference, output_dir, **kwargs)
+    settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
+    result = pull_model(
+        reference,
+        output_dir,
+        include=include,
+        hf_cache=hf_cache,
+        hf_repo_id=hf_repo_id,
+        hf_revision=hf_revision,
+        verify_key=verify_key,
+        model_signature=model_signature,
+        settings=settings,
+        progress=progress,
+    )
     assert result.path is not None
     return result.path
 
@@ -260,12 +319,22 @@ def copy(
     *,
     settings: Settings | None = None,
     progress: ProgressOption = None,
-    **options: Any,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
 ) -> TransferResult:
     """Copy an artifact with its signatures and other referrers between registries,
     ``oci:DIR[:TAG]`` layouts and the local store (``store:REF``)."""
     with _progress(progress, "copy") as shown:
-        return transfer.copy(source, destination, resolve_settings(settings, **options), shown)
+        return transfer.copy(
+            source,
+            destination,
+            _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries),
+            shown,
+        )
 
 
 def login(
@@ -274,10 +343,15 @@ def login(
     password: str,
     *,
     settings: Settings | None = None,
-    **options: Any,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
 ) -> str:
     """Check credentials against ``host`` and store them as ``docker login`` does."""
-    settings = resolve_settings(settings, **options)
+    settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
     registry = host.removeprefix("https://").removeprefix("http://").rstrip("/")
     credentials = Credentials(username=username, password=password)
     client = connect(registry, settings, credentials=credentials)
@@ -293,22 +367,41 @@ def logout(host: str) -> bool:
 
 
 def doctor(
-    host: str | None = None, *, settings: Settings | None = None, **options: Any
+    host: str | None = None,
+    *,
+    settings: Settings | None = None,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
 ) -> list[Check]:
     """Check the store, node cache, config and (with ``host``) the registry's
     reachability, TLS and authentication; each failed check says how to fix it."""
-    return run_checks(resolve_settings(settings, **options), host)
+    return run_checks(
+        _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries), host
+    )
 
 
 # -- inspect / local store management ---------------------------------------------
 
 
 def inspect(
-    reference: str, *, remote: bool = False, settings: Settings | None = None, **options: Any
+    reference: str,
+    *,
+    remote: bool = False,
+    settings: Settings | None = None,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
 ) -> Inspection:
     """Manifest, model config, referrers and signatures of an artifact in the local
     store or, with ``remote``, the registry (through its mirrors); layers are not read."""
-    settings = resolve_settings(settings, **options)
+    settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
     if remote:
         return inspect_endpoint(open_endpoint(reference, settings, reading=True), "remote")
     _, key = _store_key(reference)
@@ -341,9 +434,13 @@ class LocalModel:
         }
 
 
-def list_models(*, settings: Settings | None = None, **options: Any) -> list[LocalModel]:
+def list_models(
+    *,
+    settings: Settings | None = None,
+    home: PathLike | None = None,
+) -> list[LocalModel]:
     """Every tagged artifact in the local store."""
-    settings = resolve_settings(settings, **options)
+    settings = _settings(settings, home)
     store = open_store(settings)
     models = []
     for stored in store.refs():
@@ -368,10 +465,14 @@ def list_models(*, settings: Settings | None = None, **options: Any) -> list[Loc
 
 
 def tag(
-    source: str, target: str, *, settings: Settings | None = None, **options: Any
+    source: str,
+    target: str,
+    *,
+    settings: Settings | None = None,
+    home: PathLike | None = None,
 ) -> Descriptor:
     """Give a stored artifact another name (no bytes are copied)."""
-    settings = resolve_settings(settings, **options)
+    settings = _settings(settings, home)
     store = open_store(settings)
     src_ref, src_key = _store_key(source)
     dst_ref, dst_key = _store_key(target)
@@ -382,9 +483,14 @@ def tag(
     return desc
 
 
-def remove(reference: str, *, settings: Settings | None = None, **options: Any) -> Descriptor:
+def remove(
+    reference: str,
+    *,
+    settings: Settings | None = None,
+    home: PathLike | None = None,
+) -> Descriptor:
     """Untag an artifact in the local store; ``prune`` frees the bytes."""
-    settings = resolve_settings(settings, **options)
+    settings = _settings(settings, home)
     _, key = _store_key(reference)
     return open_store(settings).untag(key)
 
@@ -405,9 +511,13 @@ class PruneResult:
         }
 
 
-def prune(*, settings: Settings | None = None, **options: Any) -> PruneResult:
+def prune(
+    *,
+    settings: Settings | None = None,
+    home: PathLike | None = None,
+) -> PruneResult:
     """Delete blobs and model trees that no tag in the local store refers to."""
-    settings = resolve_settings(settings, **options)
+    settings = _settings(settings, home)
     cache = NodeCache(settings)
     blobs, freed = cache.store.prune()
     models, tree_bytes = cache.prune_untagged()
@@ -417,9 +527,13 @@ def prune(*, settings: Settings | None = None, **options: Any) -> PruneResult:
 # -- node cache -------------------------------------------------------------------
 
 
-def cache_list(*, settings: Settings | None = None, **options: Any) -> list[CacheEntry]:
+def cache_list(
+    *,
+    settings: Settings | None = None,
+    home: PathLike | None = None,
+) -> list[CacheEntry]:
     """Model trees in the node cache, most recently used first."""
-    return NodeCache(resolve_settings(settings, **options)).entries()
+    return NodeCache(_settings(settings, home)).entries()
 
 
 @dataclass
@@ -439,21 +553,27 @@ class CachePruneResult:
 
 
 def cache_prune(
-    max_size: int | str, *, settings: Settings | None = None, **options: Any
+    max_size: int | str,
+    *,
+    settings: Settings | None = None,
+    home: PathLike | None = None,
 ) -> CachePruneResult:
     """Evict least recently used models until the cache fits ``max_size`` (``"200G"``);
     a model being pulled or held with ``use_model()`` is never removed."""
     limit = parse_size(max_size, "--max-size")
-    removed, busy, size = NodeCache(resolve_settings(settings, **options)).prune(limit)
+    removed, busy, size = NodeCache(_settings(settings, home)).prune(limit)
     return CachePruneResult(removed, busy, size)
 
 
 def cache_remove(
-    reference: str, *, settings: Settings | None = None, **options: Any
+    reference: str,
+    *,
+    settings: Settings | None = None,
+    home: PathLike | None = None,
 ) -> list[CacheEntry]:
     """Remove a model from the node cache (its tree, tag and blobs nothing else uses)."""
     _, key = _store_key(reference)
-    removed = NodeCache(resolve_settings(settings, **options)).remove(key)
+    removed = NodeCache(_settings(settings, home)).remove(key)
     if not removed:
         raise ReferenceNotFoundError(
             f"{key} is not in the node cache", hint="`modelpack cache ls` lists it"
@@ -462,21 +582,34 @@ def cache_remove(
 
 
 @contextlib.contextmanager
-def use_model(reference: str, *, settings: Settings | None = None, **kwargs: Any) -> Iterator[Path]:
-    """Pull (if needed) and hold a model for the ``with`` body: ``cache prune``
-    will not remove it meanwhile.  Keywords as for ``pull_model()``.
+def use_model(
+    reference: str,
+    *,
+    include: Iterable[str] = (),
+    verify_key: PathLike | None = None,
+    settings: Settings | None = None,
+    progress: ProgressOption = None,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
+) -> Iterator[Path]:
+    """Pull (if needed) into the node cache and hold a model for the ``with`` body:
+    ``cache prune`` will not remove it meanwhile.
 
         with modelpack.use_model("reg/ns/model:v1") as path:
             train(path)
     """
-    settings = resolve_settings(
-        settings, **{k: kwargs.pop(k) for k in list(kwargs) if k in _OPTION_NAMES}
-    )
+    settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
     cache = NodeCache(settings)
     while True:
-        result = pull_model(reference, settings=settings, **kwargs)
+        result = pull_model(
+            reference, include=include, verify_key=verify_key, settings=settings, progress=progress
+        )
         assert result.path is not None
-        with cache.use(result.digest, kwargs.get("include", ())) as tree:
+        with cache.use(result.digest, include) as tree:
             if tree.is_dir():  # not pruned between the pull and the lock
                 yield result.path
                 return
@@ -484,14 +617,19 @@ def use_model(reference: str, *, settings: Settings | None = None, **kwargs: Any
 
 def verify_dir(
     reference: str,
-    directory: str | os.PathLike[str],
+    directory: PathLike,
     *,
     settings: Settings | None = None,
-    **options: Any,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
 ) -> DirectoryReport:
     """Re-hash an unpacked model against REF's manifest (local store first, else the
     registry); IntegrityError names the files that are missing or differ."""
-    settings = resolve_settings(settings, **options)
+    settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
     _, key = _store_key(reference)
     try:
         endpoint = open_endpoint(f"store:{key}", settings, reading=True)
@@ -517,7 +655,7 @@ def verify_dir(
 
 
 def keygen(
-    prefix: str | os.PathLike[str] = "modelpack",
+    prefix: PathLike = "modelpack",
     *,
     password: str | None = None,
     algorithm: str = "ecdsa-p256",
@@ -545,17 +683,22 @@ class SignResult:
 
 def sign(
     reference: str,
-    key: str | os.PathLike[str],
+    key: PathLike,
     *,
     password: str | None = None,
     model_signing: bool = False,
     settings: Settings | None = None,
-    **options: Any,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
 ) -> SignResult:
     """Sign the artifact REF names in its registry, cosign-compatibly (the
     ``sha256-<hex>.sig`` tag and an OCI referrer); with ``model_signing`` also
     attach an OpenSSF model signature of its files."""
-    settings = resolve_settings(settings, **options)
+    settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
     private = load_private_key(key, password)
     ref = parse_reference(reference)
     repository = open_repository(ref, settings)
@@ -569,11 +712,20 @@ def sign(
 
 
 def verify(
-    reference: str, key: str | os.PathLike[str], *, settings: Settings | None = None, **options: Any
+    reference: str,
+    key: PathLike,
+    *,
+    settings: Settings | None = None,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
 ) -> SignatureCheck:
     """Check that REF's current manifest carries a valid signature by ``key``
     (the public key); IntegrityError (exit 5) otherwise."""
-    settings = resolve_settings(settings, **options)
+    settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
     public = load_public_key(key)
     endpoint = open_endpoint(reference, settings, reading=True)
     repository = endpoint.target

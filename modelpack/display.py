@@ -12,7 +12,7 @@ import threading
 import time
 from types import TracebackType
 
-from .progress import NullProgress
+from .progress import NullProgress, ProgressDisplay
 
 PLAIN_LAYER_MIN = 64 * 1024 * 1024  # log a line per layer only for big ones
 PLAIN_HEARTBEAT = 15.0  # seconds between "so far" lines in long transfers
@@ -142,9 +142,7 @@ class QuietProgress(NullProgress):
         pass
 
 
-def progress_display(
-    verb: str, *, quiet: bool = False
-) -> RichProgress | PlainProgress | QuietProgress:
+def progress_display(verb: str, *, quiet: bool = False) -> ProgressDisplay:
     """The right display for where stderr goes; use as a context manager."""
     if quiet:
         return QuietProgress()

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidReferenceError
-from .reference import DEFAULT_TAG, Reference, parse_reference
-from .registry import RegistryRepository, open_for_pull, open_repository
+from .oci.reference import DEFAULT_TAG, Reference, parse_reference
+from .oci.spec import Descriptor
+from .oci.target import Target
+from .registry.client import RegistryRepository, open_for_pull, open_repository
 from .settings import Settings
-from .spec import Descriptor
-from .store import LayoutStore
-from .target import Target
+from .storage.store import LayoutStore
 
 
 @dataclass

@@ -7,8 +7,7 @@ from typing import Any
 
 from .endpoints import Endpoint
 from .errors import UsageError
-from .signing import COSIGN_ARTIFACT_TYPE, find_signatures
-from .spec import (
+from .oci.spec import (
     INDEX_MEDIA_TYPES,
     MODEL_CONFIG_MEDIA_TYPES,
     Descriptor,
@@ -17,7 +16,8 @@ from .spec import (
     parse_manifest,
     parse_model_config,
 )
-from .target import fetch_bytes
+from .oci.target import fetch_bytes, referrers_of
+from .signing.cosign import COSIGN_ARTIFACT_TYPE, find_signatures
 
 # artifactType values of signature referrers: cosign, sigstore bundles, notation.
 SIGNATURE_ARTIFACT_TYPES = (
@@ -94,8 +94,7 @@ def inspect_endpoint(endpoint: Endpoint, location: str, *, attached: bool = True
         )
     inspection = Inspection(endpoint.display, root, manifest, config, location)
     if attached:
-        list_referrers = getattr(target, "referrers", None)
-        inspection.referrers = list_referrers(root) if list_referrers else []
+        inspection.referrers = referrers_of(target, root)
         cosign = find_signatures(target, root, endpoint.tag_reference)
         others = [
             r for r in inspection.referrers

@@ -21,6 +21,14 @@ class Progress(Protocol):
         ...
 
 
+class ProgressDisplay(Progress, Protocol):
+    """A Progress that draws while it is entered (``with display:``): bars or log lines."""
+
+    def __enter__(self) -> ProgressDisplay: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
 class NullProgress:
     """Reports nowhere; the default for library calls."""
 

@@ -16,24 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .blobinfo import BlobLocations
-from .build import BuildResult, BuiltArtifact
-from .cache import NodeCache
-from .copy import CopyOptions, CopyResult, CopyStats, copy_graph
 from .endpoints import Endpoint, open_endpoint, registry_repository
 from .errors import UsageError
-from .hfcache import hf_mapping, write_hf_cache
 from .inspection import inspect_endpoint
-from .keys import load_public_key
+from .model.build import BuildResult, BuiltArtifact
+from .oci.copy import CopyOptions, CopyResult, CopyStats, copy_graph
+from .oci.reference import parse_reference
+from .oci.spec import INDEX_MEDIA_TYPES, Descriptor
 from .progress import Progress
-from .provenance import SIGNATURE_FILENAME, fetch_bundle
-from .reference import parse_reference
-from .registry import RegistryRepository
+from .registry.client import RegistryRepository
 from .settings import Settings
-from .signing import require_signature
-from .spec import INDEX_MEDIA_TYPES, Descriptor
-from .store import LayoutStore
-from .unpack import DirectoryTarget
+from .signing.cosign import require_signature
+from .signing.keys import load_public_key
+from .signing.openssf import SIGNATURE_FILENAME, fetch_bundle
+from .storage.blobinfo import BlobLocations
+from .storage.cache import NodeCache
+from .storage.hfcache import hf_mapping, write_hf_cache
+from .storage.store import LayoutStore
+from .storage.unpack import DirectoryTarget
 
 
 @dataclass
@@ -151,7 +151,7 @@ def _include_filter(patterns: list[str]) -> Callable[[Descriptor], bool] | None:
         return None
 
     def keep(desc: Descriptor) -> bool:
-        path = desc.filepath or desc.annotations.get("org.opencontainers.image.title") or ""
+        path = desc.named_path or ""
         name = path.rsplit("/", 1)[-1]
         return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 

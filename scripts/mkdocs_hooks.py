@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 
 import modelpack
-from modelpack.copy import CopyStats
+from modelpack.oci.copy import CopyStats
 from modelpack.errors import MissingDependencyError, ModelpackError
 
 MARKER = "<!-- api-reference: generated -->"

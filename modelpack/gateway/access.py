@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 
 from ..errors import AuthenticationError
-from ..registry import RegistryClient, connect
+from ..registry.client import RegistryClient, connect
 from ..registry.credentials import Credentials
 from .config import GatewayConfig
 

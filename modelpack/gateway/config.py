@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from ..reference import parse_reference
+from ..oci.reference import parse_reference
 from ..settings import Settings
 
 

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import IntegrityError
-from ..spec import (
+from ..oci.spec import (
     ANNOTATION_FILE_METADATA,
     LEGACY_ANNOTATION_FILE_METADATA,
     Descriptor,
@@ -180,7 +180,7 @@ def files_from_manifest(manifest: Manifest, digest: str) -> dict[str, RepoFile] 
     (a directory archive, or one without file metadata) must be unpacked first."""
     files: dict[str, RepoFile] = {}
     for layer in manifest.layers:
-        path = layer.filepath or layer.annotations.get("org.opencontainers.image.title")
+        path = layer.named_path
         if not path or path.endswith("/"):
             return None
         if not valid_file_path(path):

@@ -20,12 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..errors import NotFoundError, UsageError
-from ..hfcache import hf_mapping
-from ..keys import load_public_key
-from ..reference import Reference, parse_reference
-from ..registry import RegistryRepository
-from ..signing import require_signature
-from ..spec import (
+from ..oci.reference import Reference, parse_reference
+from ..oci.spec import (
     INDEX_MEDIA_TYPES,
     MEDIA_TYPE_OCI_MANIFEST,
     MODEL_CONFIG_MEDIA_TYPES,
@@ -35,9 +31,13 @@ from ..spec import (
     parse_manifest,
     parse_model_config,
 )
-from ..sqlitedb import connect
-from ..store import LayoutStore
-from ..target import fetch_bytes, push_bytes
+from ..oci.target import fetch_bytes, push_bytes
+from ..registry.client import RegistryRepository
+from ..signing.cosign import require_signature
+from ..signing.keys import load_public_key
+from ..storage._sqlite import connect
+from ..storage.hfcache import hf_mapping
+from ..storage.store import LayoutStore
 from .access import Clients
 from .config import GatewayConfig
 from .hub import (
@@ -117,7 +117,7 @@ class Resolver:
         except UsageError:
             raise repo_not_found(repo_id, "not a valid OCI repository name") from None
         _, client = self.clients.for_header(authorization)
-        repository = client.repository(name)
+        repository = RegistryRepository(client, name)
         root = self._resolve(repository, repo_id, revision)
         if root.media_type in INDEX_MEDIA_TYPES:
             raise HubError(400, f"{repo_id}@{revision} is an image index, not a model manifest")

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import transfer
-from ..cache import NodeCache
-from ..copy import CopyOptions, copy_graph
-from ..digests import CHUNK_SIZE
 from ..endpoints import Endpoint
 from ..errors import IntegrityError, RegistryUnavailableError
+from ..oci.copy import CopyOptions, copy_graph
+from ..oci.digests import CHUNK_SIZE
+from ..oci.spec import Descriptor
 from ..settings import Settings
-from ..spec import Descriptor
+from ..storage.cache import NodeCache
 from .hub import RepoFile
 from .metrics import Metrics
 from .models import Model

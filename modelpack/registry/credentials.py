@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import AuthenticationError, UsageError
-from ..fsutil import atomic_write_bytes
+from ..storage._fsutil import atomic_write_bytes
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 

@@ -8,12 +8,10 @@ oras-go and cosign do.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from ..digests import parse_digest, sha256_bytes
 from ..errors import IntegrityError, ReferenceNotFoundError
-from ..limits import MAX_MANIFEST_BYTES
-from ..spec import (
+from ..oci.digests import parse_digest, sha256_bytes
+from ..oci.limits import MAX_MANIFEST_BYTES
+from ..oci.spec import (
     MEDIA_TYPE_OCI_INDEX,
     Descriptor,
     canonical_json,
@@ -21,11 +19,9 @@ from ..spec import (
     parse_document,
     referrer_artifact_type,
 )
-from ..target import fetch_bytes
+from ..oci.target import fetch_bytes
+from .session import RepositoryAccess
 from .transport import raise_for_status
-
-if TYPE_CHECKING:
-    from .repository import RegistryRepository
 
 
 def referrers_tag(digest: str) -> str:
@@ -48,7 +44,7 @@ def _mapping(value: object) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _tag_schema_index(repo: RegistryRepository, subject_digest: str) -> list[Descriptor]:
+def _tag_schema_index(repo: RepositoryAccess, subject_digest: str) -> list[Descriptor]:
     try:
         index_desc = repo.resolve(referrers_tag(subject_digest))
     except ReferenceNotFoundError:
@@ -58,12 +54,12 @@ def _tag_schema_index(repo: RegistryRepository, subject_digest: str) -> list[Des
 
 
 def list_referrers(
-    repo: RegistryRepository, subject: Descriptor, artifact_type: str | None = None
+    repo: RepositoryAccess, subject: Descriptor, artifact_type: str | None = None
 ) -> list[Descriptor]:
     params = {"artifactType": artifact_type} if artifact_type else {}
     response = repo.client.request(
         "GET",
-        repo._path("referrers", subject.digest),
+        repo.path("referrers", subject.digest),
         repo.pull_scope,
         headers={"Accept": MEDIA_TYPE_OCI_INDEX},
         params=params,
@@ -93,7 +89,7 @@ def list_referrers(
     return found
 
 
-def index_referrer(repo: RegistryRepository, subject_digest: str, referrer: Descriptor) -> None:
+def index_referrer(repo: RepositoryAccess, subject_digest: str, referrer: Descriptor) -> None:
     """Add ``referrer`` to the tag-schema index of ``subject_digest`` (if not there)."""
     entries = _tag_schema_index(repo, subject_digest)
     if any(entry.digest == referrer.digest for entry in entries):

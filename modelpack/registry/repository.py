@@ -1,4 +1,4 @@
-"""One repository on a registry, as a :class:`~modelpack.target.Target`.
+"""One repository on a registry, as a :class:`~modelpack.oci.target.Target`.
 
 Speaks the OCI distribution API: manifests by tag or digest, blobs streamed
 in both directions (never held whole in memory), uploads (``upload.py``),
@@ -17,7 +17,6 @@ from urllib.parse import urljoin
 import requests
 import urllib3
 
-from ..digests import CHUNK_SIZE, is_digest, sha256_bytes, verify_bytes
 from ..errors import (
     BlobNotFoundError,
     IntegrityError,
@@ -25,11 +24,12 @@ from ..errors import (
     RegistryError,
     TransferInterruptedError,
 )
-from ..limits import MAX_MANIFEST_BYTES
-from ..spec import MANIFEST_MEDIA_TYPES, Descriptor, parse_document
-from .auth import Authenticator
+from ..oci.digests import CHUNK_SIZE, is_digest, sha256_bytes, verify_bytes
+from ..oci.limits import MAX_MANIFEST_BYTES
+from ..oci.spec import MANIFEST_MEDIA_TYPES, Descriptor, parse_document
 from .referrers import index_referrer, list_referrers, referrer_descriptor
-from .transport import Transport, raise_for_status, registry_error_message
+from .session import RegistryClient
+from .transport import raise_for_status, registry_error_message
 from .upload import chunk_size_for, upload_blob
 
 MANIFEST_ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
@@ -59,42 +59,9 @@ class ResponseStream:
         self._response.close()
 
 
-class RegistryClient:
-    """Transport + authentication for one registry host, shared by its repositories."""
-
-    def __init__(self, transport: Transport, auth: Authenticator) -> None:
-        self.transport = transport
-        self.auth = auth
-
-    @property
-    def host(self) -> str:
-        return self.transport.host
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        scopes: tuple[str, ...],
-        *,
-        headers: dict[str, str] | None = None,
-        replayable: bool = True,
-        **kwargs,
-    ) -> requests.Response:
-        """Send with current authorization; answer one 401 challenge and resend."""
-        merged = dict(headers or {})
-        merged.update(self.auth.headers(scopes))
-        response = self.transport.send(method, path, headers=merged, **kwargs)
-        if response.status_code == 401 and replayable and self.auth.answer(response, scopes):
-            response.close()
-            merged.update(self.auth.headers(scopes))
-            response = self.transport.send(method, path, headers=merged, **kwargs)
-        return response
-
-    def repository(self, name: str) -> RegistryRepository:
-        return RegistryRepository(self, name)
-
-
 class RegistryRepository:
+    """One repository (``team/bert``) on a registry; satisfies ``RepositoryAccess``."""
+
     def __init__(self, client: RegistryClient, name: str) -> None:
         self.client = client
         self.name = name
@@ -115,11 +82,11 @@ class RegistryRepository:
     def push_scope(self) -> tuple[str, ...]:
         return (f"repository:{self.name}:pull,push",)
 
-    def _path(self, kind: str, reference: str = "") -> str:
+    def path(self, kind: str, reference: str = "") -> str:
         return f"/v2/{self.name}/{kind}/{reference}"
 
     def upload_url(self, location: str) -> str:
-        return urljoin(self.client.transport.url(self._path("blobs", "uploads/")), location)
+        return urljoin(self.client.transport.url(self.path("blobs", "uploads/")), location)
 
     def describe(self) -> str:
         return f"{self.client.host}/{self.name}"
@@ -129,7 +96,7 @@ class RegistryRepository:
     def _get_manifest(self, reference: str) -> tuple[Descriptor, bytes]:
         response = self.client.request(
             "GET",
-            self._path("manifests", reference),
+            self.path("manifests", reference),
             self.pull_scope,
             headers={"Accept": MANIFEST_ACCEPT},
             stream=True,
@@ -170,7 +137,7 @@ class RegistryRepository:
     def put_manifest(self, desc: Descriptor, data: bytes, reference: str) -> None:
         response = self.client.request(
             "PUT",
-            self._path("manifests", reference),
+            self.path("manifests", reference),
             self.push_scope,
             headers={"Content-Type": desc.media_type},
             data=data,
@@ -196,7 +163,7 @@ class RegistryRepository:
 
     def list_tags(self) -> list[str]:
         tags: list[str] = []
-        path = self._path("tags", "list")
+        path = self.path("tags", "list")
         while path:
             response = self.client.request("GET", path, self.pull_scope)
             with response:
@@ -214,7 +181,7 @@ class RegistryRepository:
         kind = "manifests" if desc.media_type in MANIFEST_MEDIA_TYPES else "blobs"
         response = self.client.request(
             "HEAD",
-            self._path(kind, desc.digest),
+            self.path(kind, desc.digest),
             self.pull_scope,
             headers={"Accept": MANIFEST_ACCEPT} if kind == "manifests" else None,
         )
@@ -241,7 +208,7 @@ class RegistryRepository:
         (requests drops our Authorization header when the host changes)."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         response = self.client.request(
-            "GET", self._path("blobs", desc.digest), self.pull_scope, headers=headers, stream=True
+            "GET", self.path("blobs", desc.digest), self.pull_scope, headers=headers, stream=True
         )
         with response:
             what = f"blob {desc.digest} in {self.describe()}"
@@ -274,7 +241,7 @@ class RegistryRepository:
             scopes = (*scopes, f"repository:{mount_from}:pull")
             params = {"mount": digest, "from": mount_from}
         response = self.client.request(
-            "POST", self._path("blobs", "uploads/"), scopes, params=params, data=b""
+            "POST", self.path("blobs", "uploads/"), scopes, params=params, data=b""
         )
         with response:
             if response.status_code == 201 and mount_from:

@@ -28,7 +28,7 @@ from ..errors import (
     RegistryUnavailableError,
     TransferInterruptedError,
 )
-from ..limits import MAX_MANIFEST_BYTES
+from ..oci.limits import MAX_MANIFEST_BYTES
 from ..settings import RegistryOptions, is_loopback_host
 from .challenge import parse_challenges
 

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-from ..digests import CHUNK_SIZE, VerifyingReader
 from ..errors import AuthorizationExpiredError, RegistryError, TransferInterruptedError
-from ..spec import Descriptor
+from ..oci.digests import CHUNK_SIZE, VerifyingReader
+from ..oci.spec import Descriptor
+from .session import RepositoryAccess
 from .transport import raise_for_status
-
-if TYPE_CHECKING:
-    from .repository import RegistryRepository
 
 MONOLITHIC_MAX = 4 * 1024**3  # above this, chunked by default
 DEFAULT_CHUNK = 1024**3
@@ -57,7 +55,7 @@ def chunk_size_for(size: int, configured: int | None) -> int:
     return configured if 0 < configured < size else 0
 
 
-def upload_blob(repo: RegistryRepository, desc: Descriptor, content: BinaryIO, chunk: int) -> None:
+def upload_blob(repo: RepositoryAccess, desc: Descriptor, content: BinaryIO, chunk: int) -> None:
     location = repo.start_upload()
     assert location is not None
     reader = VerifyingReader(content, desc.digest, desc.size, f"blob {desc.digest}")
@@ -94,7 +92,7 @@ def _check_upload_response(repo, response, reader, desc, what) -> None:  # noqa:
 
 
 def _send_chunks(
-    repo: RegistryRepository,
+    repo: RepositoryAccess,
     desc: Descriptor,
     content: BinaryIO,
     reader: VerifyingReader,
@@ -153,7 +151,7 @@ def _seekable(content: BinaryIO) -> bool:
         return False
 
 
-def _upload_offset(repo: RegistryRepository, location: str) -> int:
+def _upload_offset(repo: RepositoryAccess, location: str) -> int:
     """How many bytes the registry holds for an upload in progress."""
     response = repo.client.request("GET", location, repo.push_scope)
     with response:

@@ -6,7 +6,7 @@ import stat
 import sys
 
 import pytest
-from helpers import run_cli, tree_files
+from support.helpers import run_cli, tree_files
 
 import modelpack
 from modelpack.testing import RegistryServer

@@ -4,7 +4,7 @@ import json
 import time
 
 import pytest
-from helpers import run_cli, tree_files
+from support.helpers import run_cli, tree_files
 from support.token_server import TokenServer
 
 import modelpack
@@ -106,11 +106,10 @@ def test_expired_tokens_are_renewed(tiny_model, token_registry, settings, monkey
     monkeypatch.setattr(tokens, "expires_in", 2)
     ref = f"{server.host}/team/short-lived:v1"
     modelpack.build(tiny_model, ref, settings=settings)
-    from modelpack.api import resolve_settings
-    from modelpack.registry import connect
+    from modelpack.registry import RegistryRepository, connect
 
-    client = connect(server.host, resolve_settings(settings))
-    repository = client.repository("team/short-lived")
+    client = connect(server.host, settings)
+    repository = RegistryRepository(client, "team/short-lived")
     tokens.requests.clear()
     with pytest.raises(modelpack.NotFoundError):
         repository.resolve("v1")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import run_cli, tree_files
+from support.helpers import run_cli, tree_files
 from support.model_hubs import FakeHub, HubRepo
 
 import modelpack

@@ -4,7 +4,7 @@ import json
 
 import jsonschema
 import pytest
-from helpers import run_cli, tree_files
+from support.helpers import run_cli, tree_files
 
 from modelpack.schemas import CLI_BUILD, CLI_INSPECT, CLI_LS, CLI_TRANSFER, validate
 from modelpack.testing.registry import free_port

@@ -4,15 +4,14 @@ import json
 import subprocess
 
 import pytest
-from helpers import run_cli, tree_files
+from support.helpers import build_and_push, run_cli, tree_files
 
 import modelpack
-from modelpack.api import resolve_settings
-from modelpack.attach import attach, push_blob
-from modelpack.digests import sha256_bytes
-from modelpack.reference import parse_reference
-from modelpack.registry import open_repository
-from modelpack.spec import MEDIA_TYPE_OCI_MANIFEST, Descriptor
+from modelpack.oci.digests import sha256_bytes
+from modelpack.oci.reference import parse_reference
+from modelpack.oci.spec import MEDIA_TYPE_OCI_MANIFEST, Descriptor
+from modelpack.registry.client import open_repository
+from modelpack.signing.attach import attach, push_blob
 from modelpack.testing import RegistryServer
 
 SBOM_TYPE = "application/vnd.example.sbom.v1+json"
@@ -26,9 +25,7 @@ def second_registry():
 
 def _push_model(tiny_model, registry, settings, name):
     ref = f"{registry.host}/{name}"
-    built = modelpack.build(tiny_model, ref, settings=settings)
-    modelpack.push(ref, settings=settings)
-    return ref, built
+    return ref, build_and_push(tiny_model, ref, settings)
 
 
 def _attach(repository, subject: Descriptor, artifact_type: str, payload: bytes):
@@ -43,7 +40,7 @@ def _attach(repository, subject: Descriptor, artifact_type: str, payload: bytes)
 
 def test_referrers_fall_back_to_the_tag_schema_on_distribution(tiny_model, registry, settings):
     ref, built = _push_model(tiny_model, registry, settings, "refs/model:v1")
-    repository = open_repository(parse_reference(ref), resolve_settings(settings))
+    repository = open_repository(parse_reference(ref), settings)
     sbom = _attach(repository, built.manifest_descriptor, SBOM_TYPE, b'{"sbom": true}')
     assert repository.referrers_api is None or repository.referrers_api is False
     found = repository.referrers(built.manifest_descriptor)
@@ -59,7 +56,7 @@ def test_copy_between_registries_keeps_the_digest_and_brings_referrers(
     tiny_model, registry, second_registry, settings, tmp_path
 ):
     ref, built = _push_model(tiny_model, registry, settings, "copy/src:v1")
-    source_repo = open_repository(parse_reference(ref), resolve_settings(settings))
+    source_repo = open_repository(parse_reference(ref), settings)
     sbom = _attach(source_repo, built.manifest_descriptor, SBOM_TYPE, b'{"sbom": 1}')
     hexpart = built.digest.split(":")[1]
     key = modelpack.keygen(tmp_path / "copy-key", password=None)
@@ -77,7 +74,7 @@ def test_copy_between_registries_keeps_the_digest_and_brings_referrers(
         capture_output=True, check=True,
     ).stdout  # fmt: skip
     assert sha256_bytes(raw) == built.digest
-    dst_repo = open_repository(parse_reference(destination), resolve_settings(settings))
+    dst_repo = open_repository(parse_reference(destination), settings)
     assert sbom.digest in [d.digest for d in dst_repo.referrers(built.manifest_descriptor)]
     assert dst_repo.resolve(f"sha256-{hexpart}.sig").digest == signature.digest
     out = modelpack.pull(destination, tmp_path / "out", settings=settings)
@@ -128,7 +125,7 @@ def test_copy_errors(registry, settings, tmp_path):
 def test_a_registry_with_the_referrers_api_is_asked_first(tiny_model, registry, settings):
     from support.http_proxy import Fault, HttpProxy, requests_to
 
-    from modelpack.spec import MEDIA_TYPE_OCI_INDEX
+    from modelpack.oci.spec import MEDIA_TYPE_OCI_INDEX
 
     front = HttpProxy(upstream=registry.url).start()
     try:
@@ -148,7 +145,7 @@ def test_a_registry_with_the_referrers_api_is_asked_first(tiny_model, registry, 
                 content_type=MEDIA_TYPE_OCI_INDEX,
             )
         )
-        repository = open_repository(parse_reference(ref), resolve_settings(settings))
+        repository = open_repository(parse_reference(ref), settings)
         found = repository.referrers(built.manifest_descriptor)
         assert [(d.digest, d.artifact_type) for d in found] == [(listed["digest"], SBOM_TYPE)]
         assert repository.referrers_api is True

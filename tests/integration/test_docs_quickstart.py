@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import modelpack
-from modelpack.spec import ARTIFACT_TYPE_MODEL_MANIFEST
+from modelpack.oci.spec import ARTIFACT_TYPE_MODEL_MANIFEST
 from modelpack.testing.registry import free_port
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "docs" / "quickstart.md"

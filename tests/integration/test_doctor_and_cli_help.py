@@ -10,11 +10,11 @@ import sys
 
 import click
 import pytest
-from helpers import run_cli
-from modelpack_cli.main import cli
+from support.helpers import run_cli
 
 from modelpack.schemas import CLI_DOCTOR, validate
 from modelpack.testing import RegistryServer
+from modelpack_cli.main import cli
 
 
 def _doctor(*args, env=None):

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, tree_files
+from support.helpers import build_and_push, run_cli, tree_files
 from support.http_proxy import Fault, HttpProxy, requests_to
 
 import modelpack
-from modelpack.digests import CHUNK_SIZE
+from modelpack.oci.digests import CHUNK_SIZE
 from modelpack.testing import RegistryServer, make_tiny_model
 
 
@@ -35,9 +35,7 @@ def _weight_digest(built):
 
 def _pushed(model, flaky, settings, name):
     ref = f"{flaky.host}/faults/{name}:v1"
-    built = modelpack.build(model, ref, settings=settings)
-    modelpack.push(ref, settings=settings)
-    return ref, built
+    return ref, build_and_push(model, ref, settings)
 
 
 @pytest.mark.parametrize("status", [500, 503])

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from helpers import make_artifact, tree_files
 from support.gateway import Gateway, blob_gets, clean_env
+from support.helpers import build_and_push, make_artifact, tree_files
 from support.hostile_registry import HostileRegistry
 
 import modelpack
+from modelpack.oci.spec import ANNOTATION_FILEPATH
 from modelpack.settings import Settings
-from modelpack.spec import ANNOTATION_FILEPATH
 from modelpack.testing import RegistryServer, make_tiny_model
 
 NAMESPACE = "gw"
@@ -31,8 +31,7 @@ WEIGHT_RAW = "application/vnd.cncf.model.weight.v1.raw"
 def _push(model: Path, host: str, name: str, home: Path, **kwargs) -> str:
     settings = Settings(home=home, plain_http=True)
     ref = f"{host}/{NAMESPACE}/{name}"
-    modelpack.build(model, ref, settings=settings, **kwargs)
-    modelpack.push(ref, settings=settings)
+    build_and_push(model, ref, settings, **kwargs)
     return ref
 
 

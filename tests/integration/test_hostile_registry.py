@@ -11,12 +11,12 @@ import os
 import tarfile
 
 import pytest
-from helpers import make_artifact, make_tar, run_cli
+from support.helpers import make_artifact, make_tar, run_cli
 from support.hostile_registry import HostileRegistry
 
-from modelpack.digests import sha256_bytes
-from modelpack.spec import ANNOTATION_FILE_METADATA, ANNOTATION_FILEPATH, FileMetadata
-from modelpack.unpack import STAGING_PREFIX
+from modelpack.oci.digests import sha256_bytes
+from modelpack.oci.spec import ANNOTATION_FILE_METADATA, ANNOTATION_FILEPATH, FileMetadata
+from modelpack.storage.unpack import STAGING_PREFIX
 
 RAW = "application/vnd.cncf.model.weight.v1.raw"
 TAR = "application/vnd.cncf.model.weight.v1.tar"

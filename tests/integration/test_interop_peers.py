@@ -8,11 +8,11 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from helpers import tree_files
+from support.helpers import tree_files
 
 import modelpack
 from modelpack.errors import UnsafePathError
-from modelpack.spec import ARTIFACT_TYPE_MODEL_MANIFEST
+from modelpack.oci.spec import ARTIFACT_TYPE_MODEL_MANIFEST
 from modelpack.testing.peers import peer_command
 
 

@@ -9,9 +9,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from helpers import tree_files
-
-import modelpack
+from support.helpers import build_and_push, tree_files
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "kubernetes"
 ENTRYPOINT = EXAMPLES / "entrypoint.py"
@@ -44,8 +42,7 @@ def _run(env, *args):
 @pytest.fixture
 def pushed(tiny_model, registry, settings):
     ref = f"{registry.host}/k8s/bert:v1"
-    modelpack.build(tiny_model, ref, settings=settings)
-    modelpack.push(ref, settings=settings)
+    build_and_push(tiny_model, ref, settings)
     return ref
 
 

@@ -1,7 +1,7 @@
 """Pull-through caches (a second distribution in proxy mode) and HTTP proxies."""
 
 import pytest
-from helpers import tree_files
+from support.helpers import tree_files
 from support.http_proxy import HttpProxy
 
 import modelpack

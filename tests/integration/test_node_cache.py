@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, tree_files
+from support.helpers import build_and_push, run_cli, tree_files
 from support.http_proxy import HttpProxy
 
 import modelpack
@@ -25,8 +25,7 @@ def big_model(tmp_path_factory):
 
 def _push(model, host, settings, name):
     ref = f"{host}/cache/{name}:v1"
-    built = modelpack.build(model, ref, settings=settings)
-    modelpack.push(ref, settings=settings)
+    built = build_and_push(model, ref, settings)
     weight = next(x.descriptor for x in built.layers if x.plan.file.relpath == "model.safetensors")
     return ref, built, weight
 
@@ -84,7 +83,7 @@ def test_pull_killed_mid_blob_resumes(big_model, registry, settings, tmp_path):
 
 LOCK_HOLDER = """
 import sys, time
-from modelpack.locks import file_lock
+from modelpack.storage._locks import file_lock
 with file_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(600)

@@ -5,13 +5,13 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import tree_files
 from safetensors import safe_open
+from support.helpers import tree_files
 
 import modelpack
-from modelpack.metadata import format_param_size
+from modelpack.model.metadata import format_param_size
 from modelpack.schemas import MODEL_CONFIG, validate
-from modelpack.store import LayoutStore
+from modelpack.storage.store import LayoutStore
 from modelpack.testing import make_tiny_model
 
 
@@ -184,7 +184,12 @@ def test_built_config_validates_against_the_upstream_schema_file(tiny_model, set
     jsonschema.Draft202012Validator(upstream).validate(built.config.to_dict())
 
 
-def test_build_push_streams_weights_from_the_source(tiny_model, registry, settings, tmp_path):
+def test_build_push_streams_weights_from_the_source(
+    tiny_model, registry, settings, tmp_path, monkeypatch
+):
+    # The rebuild below must make the same artifact: createdAt pinned (on a busy machine the
+    # two builds can straddle a second).
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     ref = _ref(registry, "roundtrip/direct:v1")
     result = modelpack.build(tiny_model, ref, push=True, settings=settings)
     assert result.pushed is not None and result.pushed.digest == result.digest

@@ -13,7 +13,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from helpers import run_cli, tree_files
+from support.helpers import build_and_push, run_cli, tree_files
 
 import modelpack
 from modelpack.schemas import CLI_SIGNATURE, validate
@@ -34,8 +34,7 @@ def keys(tmp_path_factory):
 @pytest.fixture
 def pushed(tiny_model, registry, settings, request):
     ref = f"{registry.host}/signed/{request.node.name.replace('_', '-')[:40].strip('-')}:v1"
-    modelpack.build(tiny_model, ref, settings=settings)
-    modelpack.push(ref, settings=settings)
+    build_and_push(tiny_model, ref, settings)
     return ref
 
 

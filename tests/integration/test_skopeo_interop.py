@@ -3,11 +3,11 @@
 import json
 import subprocess
 
-from helpers import compress, make_artifact, make_tar, tree_files
+from support.helpers import compress, make_artifact, make_tar, tree_files
 
 import modelpack
-from modelpack.spec import ANNOTATION_FILEPATH
-from modelpack.store import LayoutStore
+from modelpack.oci.spec import ANNOTATION_FILEPATH
+from modelpack.storage.store import LayoutStore
 
 
 def skopeo(*args: str) -> subprocess.CompletedProcess:

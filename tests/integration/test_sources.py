@@ -5,7 +5,7 @@ import shutil
 
 import jsonschema
 import pytest
-from helpers import run_cli, tree_files
+from support.helpers import run_cli, tree_files
 from support.model_hubs import FakeHub, HubRepo
 
 from modelpack.testing import make_tiny_model

@@ -1,7 +1,7 @@
 """HTTPS registries: trusted via --ca-file, refused with a clear line when not trusted."""
 
 import pytest
-from helpers import run_cli, tree_files
+from support.helpers import run_cli, tree_files
 
 import modelpack
 from modelpack.errors import RegistryUnavailableError

@@ -7,7 +7,7 @@ something else than asked for, a lying ``Docker-Content-Digest``, an
 oversized manifest, or nothing at all for a while (a stalled server).
 
 Content goes in through :meth:`push` (it is a write-only
-:class:`~modelpack.target.Target`), so ``helpers.make_artifact`` builds
+:class:`~modelpack.oci.target.Target`), so ``helpers.make_artifact`` builds
 artifacts here exactly as it does in a local store; a test then corrupts
 ``blobs`` or ``manifests`` by hand.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from modelpack.spec import MANIFEST_MEDIA_TYPES, Descriptor
+from modelpack.oci.spec import MANIFEST_MEDIA_TYPES, Descriptor
 
 from .serving import QuietHandler, serve, shutdown
 

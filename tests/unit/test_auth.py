@@ -46,17 +46,19 @@ def test_credentials_from_env_then_docker_config(tmp_path, monkeypatch):
 
 
 def test_docker_hub_references_talk_to_its_api_host():
-    from modelpack.registry import connect
+    from modelpack.registry import RegistryRepository, connect
     from modelpack.settings import Settings
 
     client = connect("docker.io", Settings(), credentials=Credentials("u", "p"))
     assert client.transport.host == "registry-1.docker.io"
-    assert client.repository("library/bert").describe() == "registry-1.docker.io/library/bert"
+    assert (
+        RegistryRepository(client, "library/bert").describe() == "registry-1.docker.io/library/bert"
+    )
 
 
 def test_mirrors_parse_and_borrow_upstream_credentials(monkeypatch, tmp_path):
-    from modelpack.reference import parse_reference
-    from modelpack.registry import mirror_repositories
+    from modelpack.oci.reference import parse_reference
+    from modelpack.registry.client import mirror_repositories
     from modelpack.settings import Settings
 
     monkeypatch.setenv(

@@ -12,15 +12,15 @@ import zstandard
 
 from modelpack import api
 from modelpack.errors import UsageError
-from modelpack.schemas import MODEL_CONFIG, validate
-from modelpack.spec import (
+from modelpack.oci.spec import (
     ANNOTATION_FILE_METADATA,
     ANNOTATION_FILEPATH,
     ANNOTATION_MEDIATYPE_UNTESTED,
     ANNOTATION_TITLE,
     MEDIA_TYPE_MODEL_CONFIG,
 )
-from modelpack.store import LayoutStore
+from modelpack.schemas import MODEL_CONFIG, validate
+from modelpack.storage.store import LayoutStore
 
 REF = "127.0.0.1:5000/team/bert:v1"
 

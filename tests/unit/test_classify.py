@@ -1,7 +1,7 @@
 import pytest
 
-from modelpack.source.classify import UNKNOWN_WEIGHT_THRESHOLD, classify, is_skipped
-from modelpack.spec import LayerKind
+from modelpack.model.source.classify import UNKNOWN_WEIGHT_THRESHOLD, classify, is_skipped
+from modelpack.oci.spec import LayerKind
 
 W, C, D, K, S = (
     LayerKind.WEIGHT,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 import pytest
-from modelpack_cli.main import cli
 
 import modelpack
+from modelpack_cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

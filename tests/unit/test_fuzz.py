@@ -16,15 +16,15 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from helpers import make_artifact
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.helpers import make_artifact
 
-from modelpack.copy import CopyOptions, copy_graph
-from modelpack.digests import sha256_bytes
 from modelpack.errors import IntegrityError, InvalidReferenceError
-from modelpack.reference import parse_reference
-from modelpack.spec import (
+from modelpack.oci.copy import CopyOptions, copy_graph
+from modelpack.oci.digests import sha256_bytes
+from modelpack.oci.reference import parse_reference
+from modelpack.oci.spec import (
     ANNOTATION_FILE_METADATA,
     ANNOTATION_FILEPATH,
     MEDIA_TYPE_OCI_MANIFEST,
@@ -33,8 +33,8 @@ from modelpack.spec import (
     parse_manifest,
     parse_model_config,
 )
-from modelpack.store import LayoutStore
-from modelpack.unpack import DirectoryTarget
+from modelpack.storage.store import LayoutStore
+from modelpack.storage.unpack import DirectoryTarget
 
 EXAMPLES = int(os.environ.get("MODELPACK_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
@@ -214,7 +214,7 @@ def _check_contained(ok: bool, out: Path, workdir: Path, before: list) -> None:
 @FUZZ
 @given(members, st.sampled_from(["tar", "tar+gzip", "tar+zstd"]))
 def test_random_tar_members_never_escape(entries, fmt):
-    from helpers import compress
+    from support.helpers import compress
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -6,18 +6,19 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from modelpack.metadata import (
+from modelpack.model.metadata import (
     _SAFETENSORS_PRECISION,
     derive_metadata,
     format_param_size,
     read_safetensors_header,
 )
-from modelpack.source.local import scan_directory
+from modelpack.model.source.local import scan_directory
+from modelpack.oci.spec import LayerKind
 from modelpack.testing import make_tiny_model
 
 
 def _kinds(files):
-    from modelpack.source import classify
+    from modelpack.model.source import classify
 
     return {f.relpath: classify(f.relpath, f.size).kind for f in files}
 
@@ -197,7 +198,7 @@ def test_pytorch_and_onnx_get_a_format_and_nothing_guessed(tmp_path):
     (root / "pytorch_model.bin").write_bytes(b"\x80\x02not-unpickled")
     derived = derive_metadata(
         scan_directory(root),
-        {"pytorch_model.bin": __import__("modelpack").spec.LayerKind.WEIGHT},
+        {"pytorch_model.bin": LayerKind.WEIGHT},
         name="p",
     )
     assert derived.config.format == "pt"
@@ -227,8 +228,8 @@ def test_readme_front_matter_variants(tmp_path, card, licenses, datasets, warned
     assert derived.descriptor.licenses == licenses
     assert derived.descriptor.datasets_url == datasets
     assert bool(derived.warnings) == warned
+    from modelpack.oci.spec import ModelConfig
     from modelpack.schemas import MODEL_CONFIG, validate
-    from modelpack.spec import ModelConfig
 
     validate(
         ModelConfig(derived.descriptor, derived.config, ["sha256:" + "0" * 64]).to_dict(),

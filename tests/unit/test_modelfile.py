@@ -7,9 +7,9 @@ import pytest
 from safetensors.numpy import save_file
 
 import modelpack
-from modelpack.source.local import scan_directory
-from modelpack.source.modelfile import ModelfileError, apply_modelfile, parse_modelfile
-from modelpack.spec import LayerKind
+from modelpack.model.source.local import scan_directory
+from modelpack.model.source.modelfile import ModelfileError, apply_modelfile, parse_modelfile
+from modelpack.oci.spec import LayerKind
 
 # The example in modctl's docs/getting-started.md.
 MODCTL_DOCS_EXAMPLE = """\

@@ -18,7 +18,7 @@ import pytest
 from modelpack.errors import MissingDependencyError
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [ROOT / "modelpack", ROOT / "cli"]
+SOURCES = [ROOT / "modelpack", ROOT / "modelpack_cli"]
 OWN = {"modelpack", "modelpack_cli"}
 # Imported lazily by code that runs outside our environment or only probes for the package.
 NOT_OURS = {
@@ -156,7 +156,7 @@ def test_importing_the_library_and_cli_loads_no_optional_package():
 
 
 def test_hf_source_without_huggingface_hub_names_the_extra(monkeypatch, tmp_path):
-    from modelpack.source.hf import download_snapshot
+    from modelpack.model.source.hf import download_snapshot
 
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import now raises ImportError
     with pytest.raises(MissingDependencyError) as caught:
@@ -183,7 +183,7 @@ def _cli_error_without(module: str, args: list[str]) -> str:
 
 
 def test_model_signing_without_the_package_names_the_extra(monkeypatch):
-    from modelpack import provenance
+    from modelpack.signing import openssf as provenance
 
     monkeypatch.setitem(sys.modules, "model_signing", None)
     with pytest.raises(MissingDependencyError, match=r"modelpack-oci\[signing\]"):

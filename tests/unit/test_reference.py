@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from modelpack.errors import InvalidReferenceError
-from modelpack.reference import parse_reference
+from modelpack.oci.reference import parse_reference
 
 DIGEST = "sha256:" + "0" * 64
 

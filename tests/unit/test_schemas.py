@@ -154,5 +154,7 @@ def test_our_schema_agrees_with_upstream_on_generated_documents(document):
 
 
 def test_all_published_schemas_are_valid_json_schema():
-    for path in (Path(__file__).resolve().parents[2] / "schemas").glob("*.schema.json"):
+    paths = sorted((Path(__file__).resolve().parents[2] / "modelpack" / "schemas").glob("*.json"))
+    assert len(paths) >= 10  # the folder moved once and this loop checked nothing
+    for path in paths:
         jsonschema.Draft202012Validator.check_schema(load_schema(path.name))

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from modelpack.errors import FileNotFoundInSourceError, SourceError
-from modelpack.source import open_source
-from modelpack.source.local import scan_directory
+from modelpack.model.source import open_source
+from modelpack.model.source.local import scan_directory
 
 
 def _write(root: Path, rel: str, data: bytes = b"x") -> None:

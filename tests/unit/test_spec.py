@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from modelpack import spec
-from modelpack.spec import (
+from modelpack.oci import spec
+from modelpack.oci.spec import (
     Descriptor,
     LayerFormat,
     LayerKind,

@@ -5,11 +5,11 @@ import os
 import pytest
 
 from modelpack import api
-from modelpack.digests import sha256_bytes
 from modelpack.errors import IntegrityError, ReferenceNotFoundError
-from modelpack.spec import MEDIA_TYPE_OCI_MANIFEST, Descriptor
-from modelpack.store import LayoutStore
-from modelpack.target import push_bytes
+from modelpack.oci.digests import sha256_bytes
+from modelpack.oci.spec import MEDIA_TYPE_OCI_MANIFEST, Descriptor
+from modelpack.oci.target import push_bytes
+from modelpack.storage.store import LayoutStore
 
 
 def _manifest(store, name):

@@ -1,11 +1,11 @@
 import pytest
-from helpers import compress, make_artifact, make_tar
+from support.helpers import compress, make_artifact, make_tar
 
-from modelpack.copy import CopyOptions, copy_graph
 from modelpack.errors import IntegrityError, UnsafePathError
-from modelpack.spec import ANNOTATION_FILEPATH, ANNOTATION_TITLE
-from modelpack.store import LayoutStore
-from modelpack.unpack import STAGING_PREFIX, DirectoryTarget
+from modelpack.oci.copy import CopyOptions, copy_graph
+from modelpack.oci.spec import ANNOTATION_FILEPATH, ANNOTATION_TITLE
+from modelpack.storage.store import LayoutStore
+from modelpack.storage.unpack import STAGING_PREFIX, DirectoryTarget
 
 RAW = "application/vnd.cncf.model.weight.v1.raw"
 

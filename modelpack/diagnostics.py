@@ -1,0 +1,174 @@
+"""`modelpack doctor`: what is wrong with this machine's set-up, and what to do about it.
+
+Each check looks at one thing a pull or push depends on (the local store,
+the node cache, the config file, credentials, the registry's reachability,
+TLS and authentication) and says what it found and, when it is not right,
+the one step that fixes it.  Checks never change anything and never print a
+secret.
+"""
+
+from __future__ import annotations
+
+import enum
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from ._version import __version__
+from .errors import ModelpackError
+from .settings import Settings
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"name": self.name, "status": self.status.value, "detail": self.detail}
+        if self.fix:
+            out["fix"] = self.fix
+        return out
+
+
+LOW_SPACE = 10 * 1024**3  # below this a typical model will not fit
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def check_home(settings: Settings) -> Check:
+    home = settings.home
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=home, prefix=".doctor-"):
+            pass
+    except OSError as exc:
+        return Check(
+            "home",
+            Status.FAIL,
+            f"{home} is not writable ({exc.strerror or exc})",
+            "set MODELPACK_HOME or --home to a writable directory",
+        )
+    free = shutil.disk_usage(home).free
+    if free < LOW_SPACE:
+        return Check(
+            "home",
+            Status.WARN,
+            f"{home}: only {_gb(free)} free",
+            "free space (`modelpack prune`, `modelpack cache prune --max-size ...`) "
+            "or move MODELPACK_HOME to a bigger disk",
+        )
+    return Check("home", Status.OK, f"{home} (writable, {_gb(free)} free)")
+
+
+def check_store(settings: Settings) -> Check:
+    from .storage.store import LayoutStore
+
+    try:
+        refs = LayoutStore(settings.store_dir).refs()
+    except ModelpackError as exc:
+        return Check("store", Status.FAIL, str(exc), exc.hint)
+    return Check("store", Status.OK, f"{settings.store_dir}: {len(refs)} tagged artifacts")
+
+
+def check_cache(settings: Settings) -> Check:
+    from .display import human_size
+    from .storage.cache import NodeCache
+
+    try:
+        entries = NodeCache(settings).entries()
+    except (ModelpackError, OSError) as exc:
+        return Check("node cache", Status.FAIL, str(exc), "remove the cache index and pull again")
+    size = sum(e.size for e in entries)
+    return Check(
+        "node cache", Status.OK, f"{settings.models_dir}: {len(entries)} models, {human_size(size)}"
+    )
+
+
+def check_config(settings: Settings) -> Check:
+    path = settings.config_file
+    if not path.exists():
+        return Check("config", Status.OK, f"{path} (none; defaults and environment apply)")
+    try:
+        settings.registry_options("example.invalid")  # parses the whole file
+    except ModelpackError as exc:
+        return Check("config", Status.FAIL, str(exc), f"fix or remove {path}")
+    return Check("config", Status.OK, str(path))
+
+
+def check_registry(host: str, settings: Settings) -> list[Check]:
+    """Reachability, TLS and authentication of ``host``, as a pull would meet them."""
+    from .registry.challenge import parse_challenges
+    from .registry.client import connect
+    from .registry.credentials import find_credentials_with_source
+
+    credentials, source = find_credentials_with_source(host)
+    checks = [Check("credentials", Status.OK, f"{host}: {source}")]
+    options = settings.registry_options(host)
+    once = settings.with_overrides(retries=1)  # a diagnosis, not a transfer: no backoff
+    client = connect(host, once, credentials=credentials, options=options)
+    try:
+        response = client.transport.send("GET", "/v2/")
+    except ModelpackError as exc:
+        return [*checks, Check("registry", Status.FAIL, f"{host}: {exc.message}", exc.hint)]
+    with response:
+        status, header = response.status_code, response.headers.get("WWW-Authenticate", "")
+        scheme = client.transport.base_url.split("://", 1)[0]
+    tls = "plain HTTP" if scheme == "http" else "TLS verified"
+    if scheme == "https" and options.insecure:
+        tls = "TLS NOT verified (--insecure)"
+    if status not in (200, 401):
+        return [
+            *checks,
+            Check(
+                "registry",
+                Status.FAIL,
+                f"{host} answered /v2/ with HTTP {status} ({tls})",
+                "is this an OCI registry? check the host and port",
+            ),  # fmt: skip
+        ]
+    checks.append(Check("registry", Status.OK, f"{host} answers the distribution API ({tls})"))
+    if options.mirrors:
+        checks.append(Check("mirrors", Status.OK, ", ".join(options.mirrors)))
+    if status == 200:
+        checks.append(Check("auth", Status.OK, "no authentication required"))
+        return checks
+    offered = ", ".join(sorted({c.scheme.capitalize() for c in parse_challenges(header)}))
+    try:
+        client.auth.check_login()
+    except ModelpackError as exc:
+        fix = exc.hint or f"run `modelpack login {host}`"
+        if credentials is None:
+            fix = f"run `modelpack login {host}` or set MODELPACK_USERNAME/MODELPACK_PASSWORD"
+        return [*checks, Check("auth", Status.FAIL, f"{offered}: {exc.message}", fix)]
+    who = f"as {credentials.username}" if credentials and credentials.username else "anonymously"
+    checks.append(Check("auth", Status.OK, f"{offered}: accepted {who}"))
+    return checks
+
+
+def run_checks(settings: Settings, host: str | None = None) -> list[Check]:
+    checks = [
+        Check(
+            "modelpack",
+            Status.OK,
+            f"{__version__} on Python {sys.version.split()[0]} ({sys.executable})",
+        ),
+        check_config(settings),
+        check_home(settings),
+    ]
+    if checks[-1].status is not Status.FAIL:
+        checks += [check_store(settings), check_cache(settings)]
+    if host:
+        checks += check_registry(host, settings)
+    return checks

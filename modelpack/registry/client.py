@@ -1,0 +1,113 @@
+"""The OCI distribution client: transport, auth, repositories, mirrors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+from ..errors import ModelpackError, UsageError
+from ..oci.reference import Reference
+from ..oci.spec import Descriptor
+from ..settings import RegistryOptions, Settings
+from .auth import Authenticator
+from .credentials import Credentials, find_credentials
+from .repository import RegistryRepository
+from .session import RegistryClient
+from .transport import Transport
+
+__all__ = [
+    "Credentials",
+    "Mirror",
+    "RegistryClient",
+    "RegistryRepository",
+    "connect",
+    "open_for_pull",
+    "open_repository",
+]
+
+log = logging.getLogger("modelpack.registry")
+DOCKER_HUB_API = "registry-1.docker.io"  # docker.io names Docker Hub; its API lives here
+
+
+def connect(
+    host: str,
+    settings: Settings,
+    credentials: Credentials | None = None,
+    options: RegistryOptions | None = None,
+) -> RegistryClient:
+    """A client for ``host`` with the options and credentials configured for it."""
+    transport = Transport(
+        DOCKER_HUB_API if host == "docker.io" else host,
+        options or settings.registry_options(host),
+        pool_size=settings.concurrency + 2,
+        retries=settings.retries,
+    )
+    creds = credentials if credentials is not None else find_credentials(host)
+    return RegistryClient(transport, Authenticator(transport, creds))
+
+
+def open_repository(reference: Reference, settings: Settings) -> RegistryRepository:
+    return RegistryRepository(connect(reference.registry, settings), reference.repository)
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A pull-through cache for one upstream host: ``[http[s]://]host[:port][/prefix]``."""
+
+    host: str
+    plain_http: bool
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Mirror:
+        parts = urlsplit(text if "://" in text else f"https://{text}")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise UsageError(f"mirror {text!r} is not [http[s]://]HOST[:PORT][/PREFIX]")
+        return cls(parts.netloc, parts.scheme == "http", parts.path.strip("/"))
+
+    def repository_for(self, repository: str) -> str:
+        return f"{self.prefix}/{repository}" if self.prefix else repository
+
+
+def mirror_repositories(reference: Reference, settings: Settings) -> list[RegistryRepository]:
+    """Repositories to try before the upstream, in the configured order.
+
+    A mirror without credentials of its own gets the upstream's: a
+    pass-through mirror (Dragonfly's dfdaemon, a caching proxy) forwards them
+    to the registry that asks.
+    """
+    upstream_credentials = None
+    repositories = []
+    for text in settings.registry_options(reference.registry).mirrors:
+        mirror = Mirror.parse(text)
+        options = replace(
+            settings.registry_options(mirror.host),
+            plain_http=mirror.plain_http or settings.plain_http,
+        )
+        credentials = find_credentials(mirror.host)
+        if credentials is None:
+            if upstream_credentials is None:
+                upstream_credentials = find_credentials(reference.registry)
+            credentials = upstream_credentials
+        client = connect(mirror.host, settings, credentials=credentials, options=options)
+        repositories.append(RegistryRepository(client, mirror.repository_for(reference.repository)))
+    return repositories
+
+
+def open_for_pull(
+    reference: Reference, settings: Settings
+) -> tuple[RegistryRepository, Descriptor]:
+    """Resolve ``reference`` through its mirrors in order, then the upstream registry.
+
+    A mirror that is down, lacks the artifact or refuses us is skipped; the
+    bytes are verified against the digest either way, so a mirror can make
+    a pull slower or faster, never different.
+    """
+    for repository in mirror_repositories(reference, settings):
+        try:
+            return repository, repository.resolve(reference.target)
+        except ModelpackError as exc:
+            log.info("mirror %s skipped for %s: %s", repository.describe(), reference, exc)
+    repository = open_repository(reference, settings)
+    return repository, repository.resolve(reference.target)

@@ -1,0 +1,138 @@
+"""Lay a pulled model out as the Hugging Face hub cache does, so existing code loads it.
+
+    <cache>/models--<org>--<name>/blobs/<sha256>
+    <cache>/models--<org>--<name>/snapshots/<commit>/<path>   symlinks into ../blobs
+    <cache>/models--<org>--<name>/refs/<revision>             the commit, no newline
+
+With HF_HUB_OFFLINE=1, ``snapshot_download(repo_id)``, ``hf_hub_download``
+and ``from_pretrained(repo_id)`` resolve ``refs/main`` (or the revision they
+are given) and read the snapshot; nothing else is consulted.  The repo id and
+commit come from the artifact's annotations (recorded at build), else from
+the reference; either can be overridden.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+from ..oci.digests import sha256_file
+from ..oci.reference import Reference
+from ..oci.spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Manifest, ModelConfig
+from ._fsutil import atomic_write_bytes, remove_tree
+
+_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+_HF_URL_RE = re.compile(r"^https?://[^/]+/([^/]+/[^/@?#]+)")
+
+
+def default_hf_cache() -> Path:
+    """Where huggingface_hub looks: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if value := os.environ.get("HF_HUB_CACHE"):
+        return Path(value).expanduser()
+    home = os.environ.get("HF_HOME") or str(
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+@dataclass(frozen=True)
+class HFMapping:
+    repo_id: str
+    commit: str
+    revisions: tuple[str, ...]  # names written under refs/, "main" first
+
+    @property
+    def folder(self) -> str:
+        return "models--" + self.repo_id.replace("/", "--")
+
+
+def hf_mapping(
+    reference: Reference,
+    manifest: Manifest,
+    config: ModelConfig | None,
+    *,
+    repo_id: str | None = None,
+    revision: str | None = None,
+) -> HFMapping:
+    """Decide the HF repo id, commit and revision names for a pulled artifact."""
+    annotations = manifest.annotations
+    source_url = config.descriptor.source_url if config else None
+    from_url = _HF_URL_RE.match(source_url or "")
+    repo = (
+        repo_id
+        or annotations.get(ANNOTATION_HF_REPO_ID)
+        or (from_url.group(1) if from_url else None)
+        or "/".join(reference.repository.split("/")[-2:])
+    )
+    if not _REPO_ID_RE.match(repo):
+        raise UsageError(f"{repo!r} is not a Hugging Face repo id (ORG/NAME)")
+    commit = annotations.get(ANNOTATION_HF_COMMIT) or (
+        config.descriptor.revision if config else None
+    )
+    if not commit or not _COMMIT_RE.match(commit):
+        # No hub commit known: a stable stand-in derived from the manifest bytes.
+        commit = hashlib.sha1(manifest.to_bytes()).hexdigest()
+    names = ["main"]
+    for name in (revision, reference.tag):
+        if name and name not in names and "/" not in name:
+            names.append(name)
+    return HFMapping(repo, commit, tuple(names))
+
+
+def write_hf_cache(
+    tree: Path,
+    files: list[str],
+    mapping: HFMapping,
+    cache_dir: Path,
+    known_digests: dict[str, str] | None = None,
+) -> Path:
+    """Link ``tree``'s files into the HF cache layout; return the snapshot directory.
+
+    ``known_digests`` (path -> sha256 hex, from raw layer digests) spares
+    re-reading those files; others are hashed here.
+    """
+    known = known_digests or {}
+    repo_dir = cache_dir / mapping.folder
+    blobs = repo_dir / "blobs"
+    snapshots = repo_dir / "snapshots"
+    blobs.mkdir(parents=True, exist_ok=True)
+    snapshots.mkdir(parents=True, exist_ok=True)
+    snapshot = snapshots / mapping.commit
+    if not snapshot.is_dir():
+        staging = snapshots / f".{mapping.commit}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            for relpath in sorted(files):
+                source = tree / relpath
+                blob = blobs / (known.get(relpath) or sha256_file(str(source))[0].split(":", 1)[1])
+                if not blob.exists():
+                    _place(source, blob)
+                link = staging / relpath
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(os.path.relpath(blob, link.parent), link)
+            os.rename(staging, snapshot)
+        except FileExistsError:
+            remove_tree(staging)  # another process finished the same snapshot first
+        except BaseException:
+            remove_tree(staging)
+            raise
+    refs = repo_dir / "refs"
+    for name in mapping.revisions:
+        # No trailing newline: huggingface_hub >= 2.4 fails to resolve it offline otherwise.
+        atomic_write_bytes(refs / name, mapping.commit.encode())
+    return snapshot
+
+
+def _place(source: Path, blob: Path) -> None:
+    tmp = blob.with_name(f".{blob.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, blob)

@@ -1,0 +1,477 @@
+"""A local OCI image layout: the embedded default store, and any ``oci:DIR``.
+
+Layout (image-spec image-layout.md): ``oci-layout``, ``index.json`` whose
+manifest descriptors carry ``org.opencontainers.image.ref.name``, and
+``blobs/<alg>/<hex>``.  skopeo, oras and crane read it as it is.
+
+Safety: blobs are written under ``ingest/`` and renamed into place after
+their digest is checked, so a blob path always holds the right bytes;
+``index.json`` is replaced atomically under an exclusive lock, so a crash
+leaves the previous index; ``prune`` takes the store exclusively while
+builds and pulls hold it shared, so it never deletes a blob in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import BlobNotFoundError, IntegrityError, ReferenceNotFoundError, StoreError
+from ..oci.digests import VerifyingReader, new_hasher, parse_digest
+from ..oci.limits import MAX_MANIFEST_BYTES
+from ..oci.spec import (
+    ANNOTATION_REF_NAME,
+    MANIFEST_MEDIA_TYPES,
+    MEDIA_TYPE_OCI_INDEX,
+    Descriptor,
+    canonical_json,
+    manifest_successors,
+    parse_document,
+    referrer_artifact_type,
+)
+from ..oci.target import Opener, fetch_bytes
+from ._fsutil import Placement, atomic_write_bytes, place_file
+from ._locks import file_lock
+from .diskspace import disk_full_errors, missing_bytes, require_space
+from .partial import fill_partial
+
+OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
+# On untagged index.json entries: the digest a referrer (signature, SBOM) is about.
+ANNOTATION_SUBJECT = "io.modelpack.subject"
+
+
+@dataclass(frozen=True)
+class StoredRef:
+    name: str
+    descriptor: Descriptor
+
+
+class BlobWriter:
+    """Write a new blob while hashing it; ``commit`` verifies and publishes it."""
+
+    def __init__(self, store: LayoutStore, algorithm: str = "sha256") -> None:
+        self._store = store
+        fd, tmp = tempfile.mkstemp(prefix="blob-", dir=store.ingest_dir)
+        self._file = os.fdopen(fd, "wb")
+        self._tmp = Path(tmp)
+        self._hasher = new_hasher(f"{algorithm}:")
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        with disk_full_errors(self._store.root, "a blob"):
+            self._file.write(data)
+        self._hasher.update(data)
+        self.size += len(data)
+        return len(data)
+
+    @property
+    def digest(self) -> str:
+        return f"{self._hasher.name}:{self._hasher.hexdigest()}"
+
+    def commit(self, expected_digest: str | None = None) -> str:
+        """Publish the blob under its digest and return that digest."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        digest = self.digest
+        if expected_digest is not None and digest != expected_digest:
+            self.discard()
+            raise IntegrityError(f"blob digest mismatch: expected {expected_digest}, got {digest}")
+        self._store._publish(self._tmp, digest)
+        return digest
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+        if exc_type is not None or not self._file.closed:
+            self.discard()
+
+
+class LayoutStore:
+    """An OCI image layout directory implementing :class:`~modelpack.oci.target.Target`."""
+
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.root = Path(root)
+        self._device: int | None = None
+        if create:
+            self._initialise()
+        elif not (self.root / "oci-layout").is_file():
+            raise ReferenceNotFoundError(
+                f"{self.root} is not an OCI image layout (no oci-layout file)"
+            )
+
+    # -- layout files -------------------------------------------------------
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def ingest_dir(self) -> Path:
+        return self.root / "ingest"
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / "index.json"
+
+    def _initialise(self) -> None:
+        try:
+            self.blobs_dir.joinpath("sha256").mkdir(parents=True, exist_ok=True)
+            self.ingest_dir.mkdir(parents=True, exist_ok=True)
+            if not (self.root / "oci-layout").exists():
+                atomic_write_bytes(self.root / "oci-layout", canonical_json(OCI_LAYOUT))
+            if not self.index_path.exists():
+                with file_lock(self.root / ".index.lock"):
+                    if not self.index_path.exists():
+                        self._write_index([])
+        except PermissionError as exc:
+            raise StoreError(
+                f"cannot write the local store at {self.root}: permission denied",
+                hint="set MODELPACK_HOME or --home to a writable directory",
+            ) from exc
+
+    def blob_path(self, digest: str) -> Path:
+        alg, hexpart = parse_digest(digest)
+        return self.blobs_dir / alg / hexpart
+
+    # -- locks --------------------------------------------------------------
+
+    def using(self) -> contextlib.AbstractContextManager[None]:
+        """Hold while writing blobs that are not yet referenced by the index."""
+        return file_lock(self.root / ".gc.lock", shared=True)
+
+    def exclusively(self) -> contextlib.AbstractContextManager[None]:
+        return file_lock(self.root / ".gc.lock", shared=False)
+
+    # -- index --------------------------------------------------------------
+
+    def _read_index(self) -> list[dict]:
+        try:
+            document = parse_document(self.index_path.read_bytes(), str(self.index_path))
+            manifests = document.get("manifests") or []
+            if not isinstance(manifests, list) or not all(isinstance(m, dict) for m in manifests):
+                raise IntegrityError(f"{self.index_path}: 'manifests' is not a list of objects")
+        except FileNotFoundError:
+            return []
+        except (OSError, IntegrityError) as exc:
+            raise StoreError(
+                f"{self.index_path} is unreadable: {exc}",
+                hint="restore it, or remove the store directory and pull again",
+            ) from exc
+        return manifests
+
+    def _write_index(self, manifests: list[dict]) -> None:
+        document = {"schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": manifests}
+        atomic_write_bytes(self.index_path, json.dumps(document, indent=2).encode() + b"\n")
+
+    def refs(self) -> list[StoredRef]:
+        out = []
+        for entry in self._read_index():
+            desc = Descriptor.from_dict(entry)
+            if name := desc.annotations.get(ANNOTATION_REF_NAME):
+                out.append(StoredRef(name=name, descriptor=desc))
+        return sorted(out, key=lambda r: r.name)
+
+    # -- Target -------------------------------------------------------------
+
+    def describe(self) -> str:
+        return f"local store {self.root}"
+
+    def resolve(self, reference: str) -> Descriptor:
+        for entry in self._read_index():
+            desc = Descriptor.from_dict(entry)
+            if reference in (desc.annotations.get(ANNOTATION_REF_NAME), desc.digest):
+                return _strip_ref_name(desc)
+        if reference.startswith("sha256:") and self.blob_path(reference).is_file():
+            return self._describe_manifest_blob(reference)
+        raise ReferenceNotFoundError(
+            f"{reference} is not in the {self.describe()}",
+            hint="`modelpack ls` lists what is there; build or pull it first",
+        )
+
+    def _describe_manifest_blob(self, digest: str) -> Descriptor:
+        path = self.blob_path(digest)
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise IntegrityError(f"{digest} in {self.describe()} is too large to be a manifest")
+        media_type = parse_document(path.read_bytes(), f"{digest} in {self.describe()}").get(
+            "mediaType"
+        )
+        if not isinstance(media_type, str) or media_type not in MANIFEST_MEDIA_TYPES:
+            raise IntegrityError(f"{digest} in {self.describe()} is not a manifest")
+        return Descriptor(media_type=media_type, digest=digest, size=size)
+
+    def exists(self, desc: Descriptor) -> bool:
+        try:
+            return self.blob_path(desc.digest).stat().st_size == desc.size
+        except FileNotFoundError:
+            return False
+
+    @contextlib.contextmanager
+    def fetch(self, desc: Descriptor) -> Iterator[BinaryIO]:
+        try:
+            f = open(self.blob_path(desc.digest), "rb")  # noqa: SIM115 - yielded
+        except FileNotFoundError:
+            raise BlobNotFoundError(
+                f"blob {desc.digest} is missing from the {self.describe()}"
+            ) from None
+        with f:
+            yield f
+
+    @contextlib.contextmanager
+    def fetch_from(self, desc: Descriptor, offset: int) -> Iterator[BinaryIO]:
+        with self.fetch(desc) as f:
+            f.seek(offset)
+            yield f
+
+    def push(self, desc: Descriptor, content: BinaryIO, reference: str | None = None) -> None:
+        if not self.exists(desc):
+            reader = VerifyingReader(content, desc.digest, desc.size, f"blob {desc.digest}")
+            with self.writer(desc.digest.split(":", 1)[0]) as writer:
+                for chunk in reader.chunks():
+                    writer.write(chunk)
+                reader.verify()
+                writer.commit(desc.digest)
+        if desc.media_type in MANIFEST_MEDIA_TYPES:
+            self._index_if_referrer(desc)
+        if reference is not None:
+            self.tag(desc, reference)
+
+    def push_resumable(self, desc: Descriptor, opener: Opener) -> None:
+        """Download a blob into ``ingest/``, continuing a partial file left by an
+        interrupted attempt (this process or an earlier one).  One process at a
+        time per blob: the others wait, then find it present."""
+        alg, hexpart = parse_digest(desc.digest)
+        with file_lock(self.ingest_dir / f"{alg}-{hexpart}.lock"):
+            if self.exists(desc):
+                return
+            with disk_full_errors(self.root, f"blob {desc.digest}"):
+                fill_partial(self._partial_path(desc), desc, opener, f"blob {desc.digest}")
+            self._publish(self._partial_path(desc), desc.digest)
+
+    def _partial_path(self, desc: Descriptor) -> Path:
+        alg, hexpart = parse_digest(desc.digest)
+        return self.ingest_dir / f"partial-{alg}-{hexpart}"
+
+    def partial_path(self, desc: Descriptor) -> Path:
+        """Where a download of ``desc`` in progress (or interrupted) keeps its bytes;
+        readers may follow it, but only ``blob_path`` holds verified content."""
+        return self._partial_path(desc)
+
+    def require_space(self, blobs: list[Descriptor]) -> None:
+        """Refuse a pull that cannot fit before a byte is written (GraphCopier asks)."""
+        needed = missing_bytes(blobs, self._partial_path)
+        require_space(self.root, needed, f"{len(blobs)} blobs")
+
+    def tag(self, desc: Descriptor, reference: str) -> None:
+        if desc.media_type not in MANIFEST_MEDIA_TYPES:
+            raise StoreError(f"cannot tag {desc.digest}: {desc.media_type!r} is not a manifest")
+        if not self.exists(desc):
+            raise BlobNotFoundError(f"cannot tag {desc.digest}: not in the {self.describe()}")
+        entry = Descriptor(
+            media_type=desc.media_type,
+            digest=desc.digest,
+            size=desc.size,
+            artifact_type=desc.artifact_type,
+            annotations={**desc.annotations, ANNOTATION_REF_NAME: reference},
+        ).to_dict()
+        with file_lock(self.root / ".index.lock"):
+            manifests = [
+                m
+                for m in self._read_index()
+                if (m.get("annotations") or {}).get(ANNOTATION_REF_NAME) != reference
+            ]
+            manifests.append(entry)
+            self._write_index(manifests)
+
+    # -- referrers ----------------------------------------------------------
+
+    def _index_if_referrer(self, desc: Descriptor) -> None:
+        """Keep a manifest that names a ``subject`` in index.json (untagged), so it
+        is found by :meth:`referrers` and survives prune while its subject lives."""
+        what = f"manifest {desc.digest}"
+        document = parse_document(fetch_bytes(self, desc), what)
+        if not document.get("subject"):
+            return
+        subject = Descriptor.from_dict(document["subject"], what)
+        annotations = document.get("annotations")
+        entry = Descriptor(
+            media_type=desc.media_type,
+            digest=desc.digest,
+            size=desc.size,
+            artifact_type=referrer_artifact_type(document),
+            annotations={
+                **(
+                    {str(k): str(v) for k, v in annotations.items()}
+                    if isinstance(annotations, dict)
+                    else {}
+                ),
+                ANNOTATION_SUBJECT: subject.digest,
+            },
+        ).to_dict()
+        with file_lock(self.root / ".index.lock"):
+            manifests = self._read_index()
+            if any(m.get("digest") == desc.digest and not _ref_name(m) for m in manifests):
+                return
+            manifests.append(entry)
+            self._write_index(manifests)
+
+    def referrers(self, subject: Descriptor, artifact_type: str | None = None) -> list[Descriptor]:
+        found = []
+        for entry in self._read_index():
+            annotations = entry.get("annotations") or {}
+            if annotations.get(ANNOTATION_SUBJECT) != subject.digest or _ref_name(entry):
+                continue
+            desc = Descriptor.from_dict(entry)
+            desc = Descriptor(
+                media_type=desc.media_type,
+                digest=desc.digest,
+                size=desc.size,
+                artifact_type=desc.artifact_type,
+                annotations={k: v for k, v in desc.annotations.items() if k != ANNOTATION_SUBJECT},
+            )
+            if artifact_type is None or desc.artifact_type == artifact_type:
+                found.append(desc)
+        return found
+
+    # -- writing blobs ------------------------------------------------------
+
+    def writer(self, algorithm: str = "sha256") -> BlobWriter:
+        self.ingest_dir.mkdir(parents=True, exist_ok=True)
+        return BlobWriter(self, algorithm)
+
+    def _publish(self, tmp: Path, digest: str) -> None:
+        final = self.blob_path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)  # blobs are immutable; read-only marks them as ours
+        os.replace(tmp, final)
+
+    def ingest_file(self, path: Path, digest: str, size: int) -> Placement | None:
+        """Place an already-hashed source file as a blob without rewriting its bytes.
+
+        Returns None when the blob was already present.  A hardlink shares the
+        inode with the user's file; an edit to it later is caught by digest
+        verification on push and pull.
+        """
+        final = self.blob_path(digest)
+        if self.exists(Descriptor(media_type="", digest=digest, size=size)):
+            return None
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.ingest_dir / f"link-{uuid.uuid4().hex}"
+        placement = place_file(path, tmp, allow_hardlink=True)
+        if placement is Placement.COPY:
+            os.chmod(tmp, 0o444)
+        os.replace(tmp, final)
+        return placement
+
+    def shares_filesystem_with(self, path: Path) -> bool:
+        if self._device is None:
+            self._device = os.stat(self.blobs_dir).st_dev
+        try:
+            return os.stat(path).st_dev == self._device
+        except OSError:
+            return False
+
+    # -- removal ------------------------------------------------------------
+
+    def untag(self, reference: str) -> Descriptor:
+        with file_lock(self.root / ".index.lock"):
+            manifests = self._read_index()
+            kept = [
+                m
+                for m in manifests
+                if (m.get("annotations") or {}).get(ANNOTATION_REF_NAME) != reference
+            ]
+            if len(kept) == len(manifests):
+                raise ReferenceNotFoundError(f"{reference} is not in the {self.describe()}")
+            removed = next(m for m in manifests if m not in kept)
+            self._write_index(kept)
+        return _strip_ref_name(Descriptor.from_dict(removed))
+
+    def _walk(self, roots: list[Descriptor], seen: set[str]) -> None:
+        pending = list(roots)
+        while pending:
+            desc = pending.pop()
+            if desc.digest in seen or not self.exists(desc):
+                continue
+            seen.add(desc.digest)
+            if desc.media_type in MANIFEST_MEDIA_TYPES:
+                what = f"manifest {desc.digest} in {self.describe()}"
+                document = parse_document(fetch_bytes(self, desc), what)
+                pending.extend(manifest_successors(desc.media_type, document, what))
+
+    def _live_entries(self, manifests: list[dict]) -> tuple[list[dict], set[str]]:
+        """Index entries still wanted and every digest they reach: tagged
+        manifests, and referrers (recursively) of anything reached."""
+        seen: set[str] = set()
+        live = [m for m in manifests if _ref_name(m)]
+        self._walk([Descriptor.from_dict(m) for m in live], seen)
+        referrers = [m for m in manifests if not _ref_name(m)]
+        changed = True
+        while changed:
+            changed = False
+            for entry in list(referrers):
+                if (entry.get("annotations") or {}).get(ANNOTATION_SUBJECT) in seen:
+                    referrers.remove(entry)
+                    live.append(entry)
+                    self._walk([Descriptor.from_dict(entry)], seen)
+                    changed = True
+        return live, seen
+
+    def reachable(self) -> set[str]:
+        """Digests of every blob a tag (or a referrer of what a tag reaches) needs."""
+        return self._live_entries(self._read_index())[1]
+
+    def prune(self) -> tuple[int, int]:
+        """Delete unreferenced blobs and abandoned ingest files; (count, bytes) freed."""
+        removed = freed = 0
+        with self.exclusively():
+            with file_lock(self.root / ".index.lock"):
+                manifests = self._read_index()
+                live, keep = self._live_entries(manifests)
+                if len(live) != len(manifests):  # referrers whose subject is gone
+                    self._write_index(live)
+                # Left by writers killed mid-write (they hold this lock while writing).
+                for stale in self.root.glob(f".{self.index_path.name}.*.tmp"):
+                    stale.unlink()
+            for alg_dir in self.blobs_dir.iterdir():
+                for blob in alg_dir.iterdir():
+                    if f"{alg_dir.name}:{blob.name}" in keep:
+                        continue
+                    freed += blob.stat().st_size
+                    blob.unlink()
+                    removed += 1
+            for leftover in self.ingest_dir.iterdir():
+                freed += leftover.stat().st_size
+                leftover.unlink()
+                removed += 1
+        return removed, freed
+
+
+def _ref_name(entry: dict) -> str | None:
+    return (entry.get("annotations") or {}).get(ANNOTATION_REF_NAME)
+
+
+def _strip_ref_name(desc: Descriptor) -> Descriptor:
+    annotations = {k: v for k, v in desc.annotations.items() if k != ANNOTATION_REF_NAME}
+    return Descriptor(
+        media_type=desc.media_type,
+        digest=desc.digest,
+        size=desc.size,
+        annotations=annotations,
+        artifact_type=desc.artifact_type,
+    )

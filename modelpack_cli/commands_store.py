@@ -1,0 +1,175 @@
+"""modelpack inspect / ls / tag / rm / prune."""
+
+from __future__ import annotations
+
+import click
+
+import modelpack
+from modelpack import human_size
+from modelpack.schemas import CLI_INSPECT, CLI_LS
+
+from .output import emit_json, json_option, print_models, short_digest, status, stdout
+from .state import global_options, state
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  modelpack inspect 127.0.0.1:5000/team/bert:v1
+  modelpack inspect 127.0.0.1:5000/team/bert:v1 --remote --json
+"""
+)
+@click.argument("reference")
+@click.option("--remote", is_flag=True, help="Ask the registry instead of the local store.")
+@json_option("cli-inspect.schema.json")
+@global_options
+def inspect(reference: str, remote: bool, as_json: bool) -> None:
+    """Show the manifest, model config and layers of REFERENCE."""
+    result = modelpack.inspect(reference, remote=remote, settings=state().settings())
+    document = result.to_dict()
+    if as_json:
+        emit_json(document, CLI_INSPECT)
+        return
+    console = stdout()
+    console.print(f"[bold]{result.reference}[/bold] ({result.location})")
+    from rich.table import Table
+
+    summary = Table(box=None, pad_edge=False, show_header=False)
+    summary.add_column(style="bold")
+    summary.add_column()
+    for label, value in _metadata_rows(result, document):
+        summary.add_row(label, value)
+    console.print(summary)
+    console.print()
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("PATH", "MEDIA TYPE", "DIGEST", "SIZE"):
+        table.add_column(column, justify="right" if column == "SIZE" else "left")
+    for layer in document["layers"]:
+        table.add_row(
+            layer.get("path", "-"),
+            layer["mediaType"].removeprefix("application/vnd.cncf.model."),
+            short_digest(layer["digest"]),
+            human_size(layer["size"]),
+        )
+    console.print(table)
+
+
+def _metadata_rows(result, document: dict) -> list[tuple[str, str]]:  # noqa: ANN001 - Inspection
+    rows = [
+        ("digest", result.descriptor.digest),
+        ("artifactType", str(result.manifest.artifact_type)),
+        ("size", f"{human_size(document['size'])} in {len(result.manifest.layers)} layers"),
+        ("signatures", f"{result.signatures} (referrers: {len(result.referrers)})"),
+    ]
+    if result.config is None:
+        return rows
+    descriptor, config = result.config.descriptor, result.config.config
+    caps = config.capabilities
+    for label, value in (
+        ("name", descriptor.name),
+        ("family", descriptor.family),
+        ("architecture", config.architecture),
+        ("format", config.format),
+        ("parameters", config.param_size),
+        ("precision", config.precision),
+        ("quantization", config.quantization),
+        ("licenses", ", ".join(descriptor.licenses)),
+        ("languages", ", ".join(caps.languages) if caps else None),
+        (
+            "inputs -> outputs",
+            f"{', '.join(caps.input_types)} -> {', '.join(caps.output_types)}"
+            if caps and caps.input_types
+            else None,
+        ),
+        ("datasets", ", ".join(descriptor.datasets_url)),
+        ("source", descriptor.source_url),
+        ("revision", descriptor.revision),
+        ("created", descriptor.created_at),
+    ):
+        if value:
+            rows.append((label, value))
+    return rows
+
+
+@click.command(
+    name="ls",
+    epilog="""\b
+Examples:
+  modelpack ls
+  modelpack ls --json | jq -r '.models[].reference'
+""",
+)
+@json_option("cli-ls.schema.json")
+@global_options
+def list_command(as_json: bool) -> None:
+    """List the artifacts in the local store."""
+    models = modelpack.list_models(settings=state().settings())
+    print_models(
+        models,
+        CLI_LS,
+        as_json,
+        {
+            "REFERENCE": lambda m: m.reference,
+            "DIGEST": lambda m: short_digest(m.digest),
+            "NAME": lambda m: m.name or "-",
+            "FORMAT": lambda m: m.format or "-",
+            "PARAMS": lambda m: m.param_size or "-",
+            "SIZE": lambda m: human_size(m.size),
+            "CREATED": lambda m: m.created or "-",
+        },
+    )
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  modelpack tag 127.0.0.1:5000/team/bert:v1 reg.example.com/ml/bert:v1
+  modelpack push reg.example.com/ml/bert:v1
+"""
+)
+@click.argument("source")
+@click.argument("target")
+@global_options
+def tag(source: str, target: str) -> None:
+    """Name the stored artifact SOURCE also as TARGET (no bytes copied)."""
+    desc = modelpack.tag(source, target, settings=state().settings())
+    status(f"Tagged {desc.digest} as {modelpack.parse_reference(target)}")
+
+
+@click.command(
+    name="rm",
+    epilog="""\b
+Examples:
+  modelpack rm 127.0.0.1:5000/team/bert:v1
+  modelpack rm 127.0.0.1:5000/team/bert:v1 127.0.0.1:5000/team/bert:v2 && modelpack prune
+""",
+)
+@click.argument("references", nargs=-1, required=True)
+@global_options
+def remove_command(references: tuple[str, ...]) -> None:
+    """Remove REFERENCES from the local store (run prune to free the space)."""
+    settings = state().settings()
+    for reference in references:
+        desc = modelpack.remove(reference, settings=settings)
+        status(f"Untagged {modelpack.parse_reference(reference)} ({desc.digest})")
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  modelpack rm 127.0.0.1:5000/team/bert:v1 && modelpack prune
+"""
+)
+@global_options
+def prune() -> None:
+    """Delete blobs and model trees no tag in the local store refers to."""
+    result = modelpack.prune(settings=state().settings())
+    status(
+        f"Removed {result.blobs_removed} blob(s) and {result.models_removed} model tree(s), "
+        f"freed {human_size(result.bytes_freed)}"
+    )
+
+
+COMMANDS = [inspect, list_command, tag, remove_command, prune]

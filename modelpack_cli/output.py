@@ -1,0 +1,91 @@
+"""Where output goes: results on stdout, status and progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from modelpack.schemas import validate
+
+from .state import state
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def _console(stream) -> Console:  # noqa: ANN001
+    from rich.console import Console  # imported when output is drawn
+
+    # Off a terminal rich would wrap tables at 80 columns; logs and pipes want whole lines.
+    width = None if stream.isatty() else 240
+    return Console(file=stream, width=width, highlight=False, soft_wrap=not stream.isatty())
+
+
+def stdout() -> Console:
+    return _console(sys.stdout)
+
+
+def stderr() -> Console:
+    return _console(sys.stderr)
+
+
+def status(message: str) -> None:
+    """A human status line on stderr, unless --quiet."""
+    if not state().quiet:
+        stderr().print(message)
+
+
+def emit_json(document: Any, schema_name: str) -> None:
+    """Print the one JSON document of --json, checked against its published schema."""
+    validate(document, schema_name, "--json output")
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def short_digest(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
+def json_option(schema_name: str):  # noqa: ANN201 - a click decorator
+    """``--json``: print one document valid against ``modelpack/schemas/<schema_name>``."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help=f"Print one JSON document (modelpack/schemas/{schema_name}).",
+    )
+
+
+def print_models(
+    rows: list[Any],
+    schema_name: str,
+    as_json: bool,
+    columns: dict[str, Callable[[Any], str]],
+) -> None:
+    """A list of models: ``{"models": [row.to_dict()...]}`` with --json, else a table with
+    one column per ``columns`` entry (header -> cell of a row; SIZE is right-aligned)."""
+    if as_json:
+        emit_json({"models": [row.to_dict() for row in rows]}, schema_name)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for header in columns:
+        table.add_column(header, justify="right" if header == "SIZE" else "left")
+    for row in rows:
+        table.add_row(*(cell(row) for cell in columns.values()))
+    stdout().print(table)
+
+
+def report_transfer(result, summary: str, as_json: bool) -> None:  # noqa: ANN001 - TransferResult
+    """A push or copy result: a status line, then REF@DIGEST or the --json document."""
+    from modelpack.schemas import CLI_TRANSFER
+
+    status(summary)
+    if as_json:
+        emit_json(result.to_dict(), CLI_TRANSFER)
+    else:
+        click.echo(f"{result.reference}@{result.digest}")

@@ -1,0 +1,107 @@
+"""Helpers for tests: run the CLI as a user would, compare trees, make artifacts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cli(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m modelpack`` as a user would; exit code and streams are the contract."""
+    return subprocess.run(
+        [sys.executable, "-m", "modelpack", *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def build_and_push(model: Path, reference: str, settings, **build_options):  # noqa: ANN001, ANN201
+    """``modelpack.build`` then ``modelpack.push``, as a user publishes a model; the build result."""
+    import modelpack
+
+    built = modelpack.build(model, reference, settings=settings, **build_options)
+    modelpack.push(reference, settings=settings)
+    return built
+
+
+def tree_files(root: Path) -> dict[str, bytes]:
+    """Relative path -> bytes of every regular file below ``root``."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    }
+
+
+def make_tar(entries: list[tuple[str, bytes | None]], *, kind: str = "file") -> bytes:
+    """A tar of (name, data) regular files; data None makes a directory entry."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def compress(data: bytes, how: str) -> bytes:
+    import gzip
+
+    import zstandard
+
+    if how == "gzip":
+        return gzip.compress(data, mtime=0)
+    if how == "zstd":
+        return zstandard.ZstdCompressor().compress(data)
+    return data
+
+
+def make_artifact(store, reference: str, layers: list[tuple[str, bytes, dict[str, str]]]):
+    """Write a ModelPack manifest with the given (mediaType, blob, annotations) layers
+    into a LayoutStore (or any Target) by hand, the way another tool would."""
+    import json
+
+    from modelpack.oci.digests import sha256_bytes
+    from modelpack.oci.spec import MEDIA_TYPE_MODEL_CONFIG, Descriptor, Manifest
+    from modelpack.oci.target import push_bytes
+
+    descriptors = []
+    for media_type, blob, layer_annotations in layers:
+        desc = Descriptor(media_type, sha256_bytes(blob), len(blob), dict(layer_annotations))
+        push_bytes(store, desc, blob)
+        descriptors.append(desc)
+    config = json.dumps(
+        {
+            "descriptor": {"name": "handmade"},
+            "config": {},
+            "modelfs": {
+                "type": "layers",
+                "diffIds": [d.digest for d in descriptors] or ["sha256:0"],
+            },
+        }
+    ).encode()
+    config_desc = Descriptor(MEDIA_TYPE_MODEL_CONFIG, sha256_bytes(config), len(config))
+    push_bytes(store, config_desc, config)
+    manifest = Manifest(config=config_desc, layers=tuple(descriptors))
+    data = manifest.to_bytes()
+    root = Descriptor(
+        manifest.media_type, sha256_bytes(data), len(data), artifact_type=manifest.artifact_type
+    )
+    push_bytes(store, root, data, reference=reference)
+    return root
