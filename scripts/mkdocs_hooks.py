@@ -8,8 +8,8 @@ from __future__ import annotations
 import inspect
 
 import modelpack
-from modelpack.oci.copy import CopyStats
 from modelpack.errors import MissingDependencyError, ModelpackError
+from modelpack.oci.copy import CopyStats
 
 MARKER = "<!-- api-reference: generated -->"
 TOPICS = {
