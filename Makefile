@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast lint format bench docs dist clean
+.PHONY: install system-deps peers demo test test-fast lint format bench docs dist clean
 
 install: $(STAMP)
 
@@ -24,10 +24,16 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	@touch $(STAMP)
 	@echo "installed modelpack into $(VENV)"
 
+# The reference tools (oras, modctl, kit, cosign, crane, regctl) at the pins in
+# scripts/peers/pins.txt, built from the Go module proxy once into ~/.cache/modelpack-peers
+# (MODELPACK_PEERS_DIR); a tool is rebuilt only when its pin changes.
+peers:
+	@bash scripts/peers/build-peers.sh
+
 demo: install
 	@$(PY) examples/demo.py
 
-test: install
+test: install peers
 	@$(PY) -m pytest
 
 test-fast: install

@@ -110,6 +110,14 @@ def peers_python() -> Path:
     return make(CACHE_DIR / "peers-venv")
 
 
+@pytest.fixture(scope="session")
+def go_peers(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - support.go_peers.GoPeers
+    """oras, modctl, kit, cosign, crane, regctl at their pins (scripts/peers/pins.txt)."""
+    from support.go_peers import GoPeers, build_peers
+
+    return GoPeers(build_peers(), tmp_path_factory.mktemp("peers"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the real registry are integration tests (selectable with -m)."""
     for item in items:

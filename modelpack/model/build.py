@@ -217,6 +217,22 @@ def _tar_member(plan: PlannedLayer, mtime: int) -> tarfile.TarInfo:
     return info
 
 
+def _parent_directories(relpath: str, mtime: int) -> list[tarfile.TarInfo]:
+    """Directory entries for ``a/`` and ``a/b/`` before ``a/b/c``: KitOps' unpack (v1.15)
+    creates no parent folders itself, and tar/oras/modctl readers all accept them."""
+    parts = relpath.split("/")[:-1]
+    entries = []
+    for depth in range(1, len(parts) + 1):
+        info = tarfile.TarInfo(name="/".join(parts[:depth]))
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        info.mtime = mtime
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        entries.append(info)
+    return entries
+
+
 class LayerBuilder:
     """Writes one planned layer into the store; used from worker threads.
 
@@ -301,6 +317,8 @@ class LayerBuilder:
                 ) as tar,
                 open(plan.file.path, "rb") as src,
             ):
+                for directory in _parent_directories(plan.file.relpath, mtime):
+                    tar.addfile(directory)
                 tar.addfile(_tar_member(plan, mtime), ReportingReader(src, advance))
             if compressor is not None:
                 compressor.close()

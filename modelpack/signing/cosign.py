@@ -40,6 +40,7 @@ from ..oci.target import Target, fetch_bytes, referrers_of
 from ..registry.client import RegistryRepository
 from .attach import attach, push_blob, push_manifest
 from .keys import key_id, sign_bytes, verify_bytes
+from .sigstore import find_bundle_signatures
 
 if TYPE_CHECKING:
     from .keys import PrivateKey, PublicKey
@@ -70,7 +71,7 @@ def simple_signing_payload(docker_reference: str, digest: str) -> bytes:
 
 @dataclass(frozen=True)
 class FoundSignature:
-    source: str  # "tag" (sha256-<hex>.sig) or "referrer"
+    source: str  # "tag" (sha256-<hex>.sig), "referrer", or "bundle" (a sigstore bundle referrer)
     layer: Descriptor
     payload: dict[str, Any]
     signature: bytes
@@ -237,6 +238,12 @@ def check_signatures(
             and verify_bytes(public, found.signature, payload)
         ):
             result.valid.append(found)
+        else:
+            result.others += 1
+    for bundle in find_bundle_signatures(repository, subject):  # cosign v3's default form
+        if bundle.verifies(public, subject.digest):
+            statement = bundle.statement() or {}
+            result.valid.append(FoundSignature("bundle", bundle.layer, statement, bundle.signature))
         else:
             result.others += 1
     return result

@@ -79,7 +79,7 @@ def test_unknown_file_is_packaged_and_marked_untested(tiny_model, settings):
         ("zstd", "tar+zstd", lambda b: zstandard.ZstdDecompressor().decompressobj().decompress(b)),
     ],
 )
-def test_tar_layers_are_deterministic_single_file_tars(
+def test_tar_layers_are_deterministic_one_file_tars(
     tiny_model, settings, monkeypatch, compress, suffix, decompress
 ):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
@@ -89,8 +89,14 @@ def test_tar_layers_are_deterministic_single_file_tars(
         tar_bytes = decompress(_blob(settings, layer.descriptor.digest))
         assert layer.diff_id == "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
         with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
-            (member,) = tar.getmembers()
+            *parents, member = tar.getmembers()
             assert member.name == layer.plan.file.relpath
+            # Its folders first (KitOps' unpack needs them), then the one file.
+            folders = layer.plan.file.relpath.split("/")[:-1]
+            assert [p.name for p in parents] == [
+                "/".join(folders[: i + 1]) for i in range(len(folders))
+            ]
+            assert all(p.isdir() and p.mtime == 1700000000 for p in parents)
             assert (member.uid, member.gid, member.uname, member.gname) == (0, 0, "", "")
             assert member.mtime == 1700000000
             assert member.mode in (0o644, 0o755)

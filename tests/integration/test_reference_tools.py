@@ -1,0 +1,267 @@
+"""modelpack against the reference tools themselves, built at their pins (not our imitations):
+modctl, ORAS, KitOps, cosign and crane, each direction where it makes sense, raw and tar
+layers.  docs/interop.md says what each row showed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from support.helpers import build_and_push, run_cli, tree_files
+
+import modelpack
+
+
+@pytest.fixture
+def model(tiny_model):
+    return tiny_model
+
+
+def _ref(registry, name: str) -> str:
+    return f"{registry.host}/reference-tools/{name}"
+
+
+# -- modctl -----------------------------------------------------------------------
+
+
+def _modctl_modelfile(go_peers, model, folder):
+    folder.mkdir(exist_ok=True)
+    go_peers.run("modctl", "modelfile", "generate", str(model), "--output", str(folder))
+    return folder / "Modelfile"
+
+
+def _modctl_build_push(go_peers, model, ref, modelfile, *extra):
+    go_peers.run("modctl", "build", "-t", ref, "-f", str(modelfile), *extra, str(model))
+    go_peers.run("modctl", "push", "--plain-http", ref)
+
+
+@pytest.mark.parametrize("layers", ["raw", "tar"])
+def test_modctl_build_push_then_modelpack_pull(
+    layers, go_peers, model, registry, settings, tmp_path
+):
+    ref = _ref(registry, f"modctl-{layers}:v1")
+    modelfile = _modctl_modelfile(go_peers, model, tmp_path / "mf")
+    _modctl_build_push(
+        go_peers, model, ref, modelfile, *([] if layers == "raw" else ["--raw=false"])
+    )
+    out = modelpack.pull(ref, tmp_path / "out", settings=settings)
+    assert tree_files(out) == tree_files(model)
+    inspected = modelpack.inspect(ref, remote=True, settings=settings)
+    assert inspected.config is not None
+    assert inspected.config.descriptor.family == "bert"  # modctl read config.json's model_type
+    assert inspected.config.descriptor.name == model.name
+    shown = run_cli("inspect", ref, "--remote", "--plain-http")
+    assert shown.returncode == 0, shown.stderr
+    assert "model.safetensors" in shown.stdout and "bert" in shown.stdout
+
+
+@pytest.mark.parametrize("layer_format", ["raw", "tar"])
+def test_modelpack_push_then_modctl_pull_and_extract(
+    layer_format, go_peers, model, registry, settings, tmp_path
+):
+    ref = _ref(registry, f"ours-for-modctl-{layer_format}:v1")
+    build_and_push(model, ref, settings, layer_format=layer_format)
+    go_peers.run("modctl", "pull", "--plain-http", ref, "--extract-dir", str(tmp_path / "pulled"))
+    assert tree_files(tmp_path / "pulled") == tree_files(model)
+    go_peers.run("modctl", "extract", ref, "--output", str(tmp_path / "extracted"))
+    assert tree_files(tmp_path / "extracted") == tree_files(model)
+
+
+def test_modctl_fetch_patterns_of_ours(go_peers, model, registry, settings, tmp_path):
+    ref = _ref(registry, "ours-for-modctl-fetch:v1")
+    build_and_push(model, ref, settings)
+    out = tmp_path / "fetched"
+    go_peers.run(
+        "modctl", "fetch", "--plain-http", ref, "--output", str(out), "--patterns", "*.json"
+    )
+    # modctl matches patterns with Go's filepath.Match: `*` stops at a `/`.
+    wanted = {k: v for k, v in tree_files(model).items() if k.endswith(".json") and "/" not in k}
+    assert tree_files(out) == wanted
+
+
+def test_modelfiles_cross_build(go_peers, model, registry, settings, tmp_path):
+    """Ours builds with modctl build -f; modctl's builds with modelpack build -f."""
+    ours = tmp_path / "ours.Modelfile"
+    made = run_cli("modelfile", "generate", str(model), "--output", str(ours))
+    assert made.returncode == 0, made.stderr
+    ref = _ref(registry, "modctl-from-our-modelfile:v1")
+    _modctl_build_push(go_peers, model, ref, ours)
+    assert tree_files(modelpack.pull(ref, tmp_path / "a", settings=settings)) == tree_files(model)
+
+    theirs = _modctl_modelfile(go_peers, model, tmp_path / "theirs")
+    ref = _ref(registry, "ours-from-modctl-modelfile:v1")
+    built = modelpack.build(model, ref, modelfile=theirs, settings=settings)
+    assert built.config.descriptor.family == "bert"
+    modelpack.push(ref, settings=settings)
+    assert tree_files(modelpack.pull(ref, tmp_path / "b", settings=settings)) == tree_files(model)
+
+
+# -- ORAS -------------------------------------------------------------------------
+
+
+def test_oras_fetches_our_manifest_byte_for_byte(go_peers, model, registry, settings):
+    ref = _ref(registry, "ours-for-oras:v1")
+    built = build_and_push(model, ref, settings)
+    fetched = go_peers.run("oras", "manifest", "fetch", "--plain-http", ref).stdout
+    assert "sha256:" + __import__("hashlib").sha256(fetched.encode()).hexdigest() == built.digest
+    assert json.loads(fetched)["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"
+
+
+def test_oras_pull_of_raw_layers_gives_the_files(go_peers, model, registry, settings, tmp_path):
+    ref = _ref(registry, "ours-for-oras-raw:v1")
+    build_and_push(model, ref, settings)
+    go_peers.run("oras", "pull", "--plain-http", "-o", str(tmp_path / "o"), ref)
+    assert tree_files(tmp_path / "o") == tree_files(model)
+
+
+def test_oras_pull_of_tar_layers_writes_each_archive_under_its_path(
+    go_peers, model, registry, settings, tmp_path
+):
+    """ORAS unpacks only layers it made itself (its own unpack annotation): a ModelPack tar
+    layer lands as the tar archive, named by its title.  What users see, recorded."""
+    ref = _ref(registry, "ours-for-oras-tar:v1")
+    build_and_push(model, ref, settings, layer_format="tar")
+    go_peers.run("oras", "pull", "--plain-http", "-o", str(tmp_path / "o"), ref)
+    import tarfile
+
+    with tarfile.open(tmp_path / "o" / "model.safetensors") as archive:
+        member = archive.extractfile("model.safetensors")
+        assert member is not None
+        assert member.read() == (model / "model.safetensors").read_bytes()
+
+
+def test_oras_discover_lists_our_signature(go_peers, model, registry, settings, tmp_path):
+    ref = _ref(registry, "ours-signed-for-oras:v1")
+    build_and_push(model, ref, settings)
+    keys = modelpack.keygen(tmp_path / "k", password=None)
+    modelpack.sign(ref, keys.private_path, settings=settings)
+    shown = go_peers.run("oras", "discover", "--plain-http", "--format", "json", ref).stdout
+    types = {r["artifactType"] for r in json.loads(shown).get("referrers", [])}
+    assert "application/vnd.dev.cosign.artifact.sig.v1+json" in types
+
+
+def test_oras_attach_then_modelpack_copy_carries_the_sbom(
+    go_peers, model, registry, settings, tmp_path
+):
+    ref = _ref(registry, "ours-sbom:v1")
+    build_and_push(model, ref, settings)
+    sbom = tmp_path / "sbom.spdx.json"
+    sbom.write_text('{"spdxVersion": "SPDX-2.3"}')
+    go_peers.run(
+        "oras", "attach", "--plain-http", "--artifact-type", "application/spdx+json",
+        ref, f"{sbom.name}:application/spdx+json", cwd=tmp_path,
+    )  # fmt: skip
+    copied = _ref(registry, "ours-sbom-copy:v1")
+    result = modelpack.copy(ref, copied, settings=settings)
+    assert result.stats.referrers >= 1
+    shown = go_peers.run("oras", "discover", "--plain-http", "--format", "json", copied).stdout
+    assert {r["artifactType"] for r in json.loads(shown)["referrers"]} == {"application/spdx+json"}
+
+
+def test_oras_copy_of_ours_keeps_the_digest(go_peers, model, registry, settings, tmp_path):
+    ref = _ref(registry, "ours-for-oras-copy:v1")
+    built = build_and_push(model, ref, settings)
+    copied = _ref(registry, "ours-oras-copied:v1")
+    go_peers.run("oras", "copy", "--from-plain-http", "--to-plain-http", ref, copied)
+    assert (
+        modelpack.inspect(copied, remote=True, settings=settings).descriptor.digest == built.digest
+    )
+    assert tree_files(modelpack.pull(copied, tmp_path / "o", settings=settings)) == tree_files(
+        model
+    )
+
+
+# -- KitOps -----------------------------------------------------------------------
+
+
+def test_kit_pack_modelpack_then_modelpack_pull(go_peers, model, registry, settings, tmp_path):
+    source = tmp_path / "kit-model"
+    shutil.copytree(model, source)
+    go_peers.run("kit", "init", str(source))
+    ref = _ref(registry, "kit-modelpack:v1")
+    go_peers.run("kit", "pack", "--use-model-pack", "-t", ref, str(source))
+    go_peers.run("kit", "push", "--plain-http", ref)
+    out = modelpack.pull(ref, tmp_path / "out", settings=settings)
+    expected = {k: v for k, v in tree_files(source).items() if k != "Kitfile"}
+    assert tree_files(out) == expected
+
+
+@pytest.mark.parametrize("layer_format", ["raw", "tar"])
+def test_modelpack_push_then_kit_pull_and_unpack(
+    layer_format, go_peers, model, registry, settings, tmp_path
+):
+    ref = _ref(registry, f"ours-for-kit-{layer_format}:v1")
+    build_and_push(model, ref, settings, layer_format=layer_format)
+    go_peers.run("kit", "pull", "--plain-http", ref)
+    go_peers.run("kit", "unpack", ref, "-d", str(tmp_path / "unpacked"))
+    assert tree_files(tmp_path / "unpacked") == tree_files(model)
+
+
+# -- crane ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer_format", ["raw", "tar"])
+def test_crane_validates_and_reads_our_artifacts(layer_format, go_peers, model, registry, settings):
+    ref = _ref(registry, f"ours-for-crane-{layer_format}:v1")
+    built = build_and_push(model, ref, settings, layer_format=layer_format)
+    go_peers.run("crane", "validate", "--insecure", "--remote", ref)
+    digest = go_peers.run("crane", "digest", "--insecure", ref).stdout.strip()
+    assert digest == built.digest
+    manifest = json.loads(go_peers.run("crane", "manifest", "--insecure", ref).stdout)
+    assert manifest["config"]["mediaType"] == "application/vnd.cncf.model.config.v1+json"
+
+
+# -- cosign -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cosign_keys(go_peers, tmp_path):
+    go_peers.run("cosign", "generate-key-pair", cwd=tmp_path, env={"COSIGN_PASSWORD": ""})
+    return tmp_path / "cosign.key", tmp_path / "cosign.pub"
+
+
+def _cosign_verify(go_peers, public, ref, check=True):
+    return go_peers.run(
+        "cosign", "verify", "--key", str(public), "--insecure-ignore-tlog=true",
+        "--allow-http-registry", ref, check=check,
+    )  # fmt: skip
+
+
+def test_cosign_verifies_modelpack_signatures(go_peers, model, registry, settings, tmp_path):
+    ref = _ref(registry, "ours-signed-for-cosign:v1")
+    built = build_and_push(model, ref, settings)
+    keys = modelpack.keygen(tmp_path / "ours", password=None)
+    modelpack.sign(ref, keys.private_path, settings=settings)
+    verified = _cosign_verify(go_peers, keys.public_path, ref)
+    claims = json.loads(verified.stdout)
+    assert claims[0]["critical"]["image"]["docker-manifest-digest"] == built.digest
+    other = modelpack.keygen(tmp_path / "other", password=None)
+    refused = _cosign_verify(go_peers, other.public_path, ref, check=False)
+    assert refused.returncode != 0
+
+
+@pytest.mark.parametrize("form", ["bundle", "legacy-tag"])
+def test_modelpack_verifies_cosign_signatures(
+    form, go_peers, cosign_keys, model, registry, settings, tmp_path
+):
+    """cosign v3 writes a sigstore bundle referrer by default, and the `.sig` tag with
+    --new-bundle-format=false; both verify with `modelpack verify` and `pull --verify-key`."""
+    private, public = cosign_keys
+    ref = _ref(registry, f"cosign-signed-{form}:v1")
+    build_and_push(model, ref, settings)
+    extra = ["--new-bundle-format=false"] if form == "legacy-tag" else []
+    go_peers.run(
+        "cosign", "sign", "--key", str(private), "--use-signing-config=false",
+        "--tlog-upload=false", "--allow-http-registry", "-y", *extra, ref,
+        env={"COSIGN_PASSWORD": ""},
+    )  # fmt: skip
+    check = modelpack.verify(ref, public, settings=settings)
+    assert check.valid and check.valid[0].source == ("bundle" if form == "bundle" else "tag")
+    pulled = run_cli("pull", ref, "-o", str(tmp_path / "out"), "--verify-key", str(public),
+                     "--plain-http")  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    assert tree_files(tmp_path / "out") == tree_files(model)
+    other = modelpack.keygen(tmp_path / "other", password=None)
+    refused = run_cli("verify", ref, "--key", str(other.public_path), "--plain-http")
+    assert refused.returncode == 5, refused.stderr
