@@ -118,8 +118,25 @@ def go_peers(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - suppor
     return GoPeers(build_peers(), tmp_path_factory.mktemp("peers"))
 
 
+@pytest.fixture(scope="session")
+def crane_registry(go_peers, tmp_path_factory):  # noqa: ANN201 - support.go_peers.CraneRegistry
+    """A second registry implementation: go-containerregistry's ``crane registry serve``."""
+    from support.go_peers import CraneRegistry
+
+    with CraneRegistry(go_peers, tmp_path_factory.mktemp("crane-registry")) as server:
+        yield server
+
+
+@pytest.fixture(params=["distribution", "crane"])
+def any_registry(request):  # noqa: ANN201
+    """Each registry implementation in turn: tests that use it run against both."""
+    if request.param == "distribution":
+        return request.getfixturevalue("registry")
+    return request.getfixturevalue("crane_registry")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the real registry are integration tests (selectable with -m)."""
     for item in items:
-        if "registry" in getattr(item, "fixturenames", ()):
+        if {"registry", "any_registry"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)

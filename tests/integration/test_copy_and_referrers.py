@@ -17,8 +17,12 @@ from modelpack.testing import RegistryServer
 SBOM_TYPE = "application/vnd.example.sbom.v1+json"
 
 
-@pytest.fixture(scope="module")
-def second_registry():
+@pytest.fixture(scope="module", params=["distribution", "crane"])
+def second_registry(request):
+    """Where copies go: another distribution, and go-containerregistry's registry."""
+    if request.param == "crane":
+        yield request.getfixturevalue("crane_registry")
+        return
     with RegistryServer() as server:
         yield server
 
@@ -38,14 +42,15 @@ def _attach(repository, subject: Descriptor, artifact_type: str, payload: bytes)
     )
 
 
-def test_referrers_fall_back_to_the_tag_schema_on_distribution(tiny_model, registry, settings):
-    ref, built = _push_model(tiny_model, registry, settings, "refs/model:v1")
+def test_referrers_fall_back_to_the_tag_schema(tiny_model, any_registry, settings):
+    """Neither distribution 2.8 nor crane's registry serves the referrers API."""
+    ref, built = _push_model(tiny_model, any_registry, settings, "refs/model:v1")
     repository = open_repository(parse_reference(ref), settings)
     sbom = _attach(repository, built.manifest_descriptor, SBOM_TYPE, b'{"sbom": true}')
     assert repository.referrers_api is None or repository.referrers_api is False
     found = repository.referrers(built.manifest_descriptor)
     assert [(d.digest, d.artifact_type) for d in found] == [(sbom.digest, SBOM_TYPE)]
-    assert repository.referrers_api is False  # distribution 2.8 has no referrers API
+    assert repository.referrers_api is False
     hexpart = built.digest.split(":")[1]
     assert f"sha256-{hexpart}" in repository.list_tags()
     inspected = modelpack.inspect(ref, remote=True, settings=settings)

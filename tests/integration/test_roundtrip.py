@@ -19,8 +19,8 @@ def _ref(registry, name):
     return f"{registry.host}/{name}"
 
 
-def test_tiny_model_round_trips_byte_identical(tiny_model, registry, settings, tmp_path):
-    ref = _ref(registry, "roundtrip/tiny:v1")
+def test_tiny_model_round_trips_byte_identical(tiny_model, any_registry, settings, tmp_path):
+    ref = _ref(any_registry, "roundtrip/tiny:v1")
     built = modelpack.build(tiny_model, ref, settings=settings)
     pushed = modelpack.push(ref, settings=settings)
     assert pushed.digest == built.digest
@@ -38,8 +38,8 @@ def test_tiny_model_round_trips_byte_identical(tiny_model, registry, settings, t
     assert pulled.digest == built.digest
 
 
-def test_second_push_sends_nothing(tiny_model, registry, settings):
-    ref = _ref(registry, "roundtrip/again:v1")
+def test_second_push_sends_nothing(tiny_model, any_registry, settings):
+    ref = _ref(any_registry, "roundtrip/again:v1")
     modelpack.build(tiny_model, ref, settings=settings)
     modelpack.push(ref, settings=settings)
     built = modelpack.inspect(ref, settings=settings)
@@ -61,8 +61,8 @@ def test_push_to_a_new_tag_skips_existing_blobs(tiny_model, registry, settings):
     assert pushed.stats.skipped == len(built.layers) - 1
 
 
-def test_real_hub_model_with_subfolders_round_trips(minilm_model, registry, settings, tmp_path):
-    ref = _ref(registry, "sentence-transformers/all-minilm-l6-v2:v1")
+def test_real_hub_model_with_subfolders_round_trips(minilm_model, any_registry, settings, tmp_path):
+    ref = _ref(any_registry, "sentence-transformers/all-minilm-l6-v2:v1")
     built = modelpack.build(minilm_model, ref, settings=settings)
     source_files = tree_files(minilm_model)
     assert len(source_files) >= 8 and "1_Pooling/config.json" in source_files
@@ -89,8 +89,10 @@ def test_real_hub_model_with_subfolders_round_trips(minilm_model, registry, sett
 @pytest.mark.parametrize(
     ("layer_format", "compress"), [("tar", "none"), ("tar", "gzip"), ("tar", "zstd")]
 )
-def test_tar_layers_round_trip(tiny_model, registry, settings, tmp_path, layer_format, compress):
-    ref = _ref(registry, f"roundtrip/tar-{compress}:v1")
+def test_tar_layers_round_trip(
+    tiny_model, any_registry, settings, tmp_path, layer_format, compress
+):
+    ref = _ref(any_registry, f"roundtrip/tar-{compress}:v1")
     modelpack.build(
         tiny_model, ref, layer_format=layer_format, compress=compress, settings=settings
     )

@@ -74,6 +74,55 @@ class GoPeers:
         return []
 
 
+@dataclass
+class CraneRegistry:
+    """go-containerregistry's registry (``crane registry serve``): a second implementation of
+    the distribution API beside CNCF distribution, blobs on disk.  It has no referrers API
+    (its ``pkg/registry`` option for one is not reachable from the command), so referrers go
+    through the tag schema there too."""
+
+    peers: GoPeers
+    workdir: Path
+    port: int = 0
+    _process: subprocess.Popen | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def __enter__(self) -> CraneRegistry:
+        import time
+        import urllib.request
+
+        from modelpack.testing.registry import free_port
+
+        self.port = free_port()
+        (self.workdir / "blobs").mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            [str(self.peers.path("crane")), "registry", "serve",
+             "--address", self.host, "--disk", str(self.workdir / "blobs")],
+            stdout=subprocess.DEVNULL, stderr=open(self.workdir / "log", "wb"),  # noqa: SIM115
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"crane registry serve did not answer on {self.host}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+
+
 def build_peers() -> Path:
     """Run the build script (cached: only a changed pin rebuilds); the bin directory."""
     result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=3600)
