@@ -28,7 +28,7 @@ from .model.overrides import apply_assignments, modelfile_assignments, parse_ass
 from .model.source import classify, open_source
 from .model.source.modelfile import apply_modelfile, read_modelfile, render_modelfile
 from .oci.reference import Reference, parse_reference
-from .oci.spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Descriptor
+from .oci.spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Descriptor, MediaTypes
 from .progress import Progress
 from .registry.client import RegistryRepository, connect, open_repository
 from .registry.credentials import Credentials, erase_credentials, store_credentials
@@ -106,6 +106,7 @@ def build(
     compress: str = "none",
     hf_repo_id: str | None = None,
     hf_revision: str | None = None,
+    media_types: str | None = None,
     push: bool = False,
     settings: Settings | None = None,
     progress: ProgressOption = None,
@@ -125,7 +126,9 @@ def build(
     ``set_fields`` are ``config.quantization=awq``-style overrides of the
     derived config.  ``hf_repo_id`` / ``hf_revision`` are recorded so that
     ``pull(..., hf_cache=True)`` lays the model out under that hub repo id.
-    ``push`` sends it straight to the registry (``result.pushed``): weights
+    ``media_types`` is ``"cncf"`` (the spec's names) or ``"cnai"`` (the names released
+    Harbor renders; doc layers are then tar); by default the tag's registry's
+    ``media_types`` from the registries config, else cncf.  ``push`` sends it straight to the registry (``result.pushed``): weights
     stream from the source files, the local store keeps no copy of them.
     """
     settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
@@ -133,6 +136,7 @@ def build(
     if ref.digest:
         raise UsageError(f"build -t takes a tag, not a digest: {tag}")
     fmt = layer_format_for(layer_format, compress)
+    family = _media_types(media_types or settings.registry_options(ref.registry).media_types)
     assignments = [parse_assignment(text) for text in set_fields]
     model_source = open_source(os.fspath(source), exclude, include, cache_root=settings.home)
     kind_overrides = None
@@ -158,11 +162,19 @@ def build(
             concurrency=settings.concurrency,
             progress=shown,
             keep_raw=not push,
+            media_types=family,
         )
     if push:
         with _progress(progress, "push") as shown, store.using():
             result.pushed = transfer.push_built(result, store, settings, shown)
     return result
+
+
+def _media_types(value: str | None) -> MediaTypes:
+    try:
+        return MediaTypes(value or "cncf")
+    except ValueError:
+        raise UsageError(f"--media-types must be cncf or cnai, not {value!r}") from None
 
 
 def generate_modelfile(
@@ -317,6 +329,7 @@ def copy(
     source: str,
     destination: str,
     *,
+    media_types: str | None = None,
     settings: Settings | None = None,
     progress: ProgressOption = None,
     home: PathLike | None = None,
@@ -327,13 +340,21 @@ def copy(
     retries: int | None = None,
 ) -> TransferResult:
     """Copy an artifact with its signatures and other referrers between registries,
-    ``oci:DIR[:TAG]`` layouts and the local store (``store:REF``)."""
+    ``oci:DIR[:TAG]`` layouts and the local store (``store:REF``).
+
+    ``media_types`` (``"cncf"`` or ``"cnai"``; by default the destination registry's
+    ``media_types`` setting) converts a model to the other family's names on the way: the
+    blobs are the same, the manifest and its digest are new, and signatures (which name
+    the old digest) are not copied (``result.converted_from`` is the old digest).
+    """
+    family = None if media_types is None else _media_types(media_types).value
     with _progress(progress, "copy") as shown:
         return transfer.copy(
             source,
             destination,
             _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries),
             shown,
+            media_types=family,
         )
 
 

@@ -10,10 +10,12 @@ secret.
 from __future__ import annotations
 
 import enum
+import re
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 from ._version import __version__
 from .errors import ModelpackError
@@ -139,6 +141,8 @@ def check_registry(host: str, settings: Settings) -> list[Check]:
             ),  # fmt: skip
         ]
     checks.append(Check("registry", Status.OK, f"{host} answers the distribution API ({tls})"))
+    if (harbor := check_harbor(client.transport, host, options.media_types)) is not None:
+        checks.append(harbor)
     if options.mirrors:
         checks.append(Check("mirrors", Status.OK, ", ".join(options.mirrors)))
     if status == 200:
@@ -155,6 +159,45 @@ def check_registry(host: str, settings: Settings) -> list[Check]:
     who = f"as {credentials.username}" if credentials and credentials.username else "anonymously"
     checks.append(Check("auth", Status.OK, f"{offered}: accepted {who}"))
     return checks
+
+
+# Released Harbor renders a model (README, LICENSE, files) only with the pre-CNCF names;
+# its main branch reads the CNCF ones from 2026 on (docs/registries.md).
+HARBOR_CNCF_FROM = (2, 16)
+
+
+def _version_tuple(text: str) -> tuple[int, ...] | None:
+    match = re.match(r"v?(\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def check_harbor(transport: Any, host: str, media_types: str | None) -> Check | None:
+    """A Harbor says so at /api/v2.0/systeminfo (no login needed); which names it renders."""
+    try:
+        response = transport.send("GET", "/api/v2.0/systeminfo", retry=False)
+    except ModelpackError:
+        return None
+    with response:
+        if response.status_code != 200 or len(response.content) > 64 * 1024:
+            return None
+        try:
+            version = str(response.json().get("harbor_version") or "")
+        except (ValueError, AttributeError):
+            return None
+    if not version:
+        return None
+    parsed = _version_tuple(version)
+    wants = "cncf" if parsed is not None and parsed >= HARBOR_CNCF_FROM else "cnai"
+    detail = f"Harbor {version} renders models written with {wants} media types"
+    if (media_types or "cncf") == wants:
+        return Check("harbor", Status.OK, f"{detail}; this registry gets {wants}")
+    return Check(
+        "harbor",
+        Status.WARN,
+        f"{detail}; artifacts pushed here get {media_types or 'cncf'} (shown as plain files)",
+        f'set media_types = "{wants}" under [registries."{host}"] in the registries config '
+        f"(or pass --media-types {wants} to build and copy)",
+    )
 
 
 def run_checks(settings: Settings, host: str | None = None) -> list[Check]:

@@ -80,6 +80,19 @@ def parse_size(value: str | int, what: str = "size") -> int:
     return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
 
 
+MEDIA_TYPE_FAMILIES = ("cncf", "cnai")
+
+
+def _media_types(value: Any, host: str) -> str | None:
+    if value is None:
+        return None
+    if value not in MEDIA_TYPE_FAMILIES:
+        raise UsageError(
+            f"media_types = {value!r} for {host} in the registries config is not cncf or cnai"
+        )
+    return str(value)
+
+
 def parse_mirrors_env(text: str) -> dict[str, tuple[str, ...]]:
     """``host=url1,url2;host2=url3`` (MODELPACK_MIRRORS) -> {host: (url1, url2)}."""
     mirrors: dict[str, tuple[str, ...]] = {}
@@ -100,6 +113,9 @@ class RegistryOptions:
     ca_file: str | None = None
     mirrors: tuple[str, ...] = ()
     chunk_size: int | None = None  # None: automatic; 0: never chunk uploads
+    # "cnai" or "cncf": the ModelPack names artifacts get on their way to this registry
+    # (build -t, push, copy); None keeps what they have.  Released Harbor reads "cnai".
+    media_types: str | None = None
 
 
 @dataclass
@@ -146,6 +162,7 @@ class Settings:
             ca_file=self.ca_file or entry.get("ca_file"),
             mirrors=env_mirrors.get(host) or tuple(entry.get("mirrors", ())),
             chunk_size=None if chunk is None else parse_size(chunk, "chunk_size"),
+            media_types=_media_types(entry.get("media_types"), host),
         )
 
     def with_overrides(self, **overrides: Any) -> Settings:

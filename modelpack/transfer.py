@@ -22,7 +22,7 @@ from .inspection import inspect_endpoint
 from .model.build import BuildResult, BuiltArtifact
 from .oci.copy import CopyOptions, CopyResult, CopyStats, copy_graph
 from .oci.reference import parse_reference
-from .oci.spec import INDEX_MEDIA_TYPES, Descriptor
+from .oci.spec import INDEX_MEDIA_TYPES, Descriptor, MediaTypes, rewrite_manifest_bytes
 from .progress import Progress
 from .registry.client import RegistryRepository
 from .settings import Settings
@@ -46,6 +46,9 @@ class TransferResult:
     stats: CopyStats
     path: Path | None = None
     files: list[str] = field(default_factory=list)
+    # The source digest when the artifact was converted to other media types on the way
+    # (its signatures sign that digest, so they were not copied).
+    converted_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -53,6 +56,8 @@ class TransferResult:
             "digest": self.digest,
             **self.stats.to_dict(),
         }
+        if self.converted_from is not None:
+            out["convertedFrom"] = self.converted_from
         if self.path is not None:
             out["path"] = str(self.path)
             out["files"] = sorted(self.files)
@@ -96,8 +101,16 @@ def _copy(
     *,
     layer_filter: Callable[[Descriptor], bool] | None = None,
     with_referrers: bool = True,
+    media_types: str | None = None,
 ) -> CopyResult:
+    dst_repo = registry_repository(dst)
+    family = media_types or (
+        settings.registry_options(dst_repo.registry).media_types if dst_repo else None
+    )
     options = CopyOptions(
+        rewrite_root=None
+        if family is None
+        else lambda data: rewrite_manifest_bytes(data, MediaTypes(family), f"{src.display}"),
         concurrency=settings.concurrency,
         layer_filter=layer_filter,
         src_tag_reference=src.tag_reference,
@@ -107,7 +120,7 @@ def _copy(
     )
     if progress is not None:
         options.progress = progress
-    src_repo, dst_repo = registry_repository(src), registry_repository(dst)
+    src_repo = registry_repository(src)
     if dst_repo is not None:
         same_registry = src_repo is not None and src_repo.registry == dst_repo.registry
         options.mount_sources = _mount_sources(
@@ -123,8 +136,17 @@ def _copy(
 def push(reference: str, settings: Settings, progress: Progress | None = None) -> TransferResult:
     src = open_endpoint(f"store:{reference}", settings, reading=True)
     dst = open_endpoint(reference, settings, reading=False)
-    result = _copy(src, dst, settings, progress)
-    return TransferResult(dst.display, result.descriptor.digest, result.stats)
+    return _transfer_result(dst, _copy(src, dst, settings, progress))
+
+
+def _transfer_result(dst: Endpoint, result: CopyResult) -> TransferResult:
+    original = result.rewritten_from
+    return TransferResult(
+        dst.display,
+        result.descriptor.digest,
+        result.stats,
+        converted_from=original.digest if original is not None else None,
+    )
 
 
 def push_built(
@@ -133,17 +155,21 @@ def push_built(
     """Push what ``build_artifact(keep_raw=False)`` made: weights stream from the sources."""
     source = Endpoint(BuiltArtifact(store, result), result.digest, result.reference)
     dst = open_endpoint(result.reference, settings, reading=False)
-    copied = _copy(source, dst, settings, progress, with_referrers=False)
-    return TransferResult(dst.display, copied.descriptor.digest, copied.stats)
+    return _transfer_result(dst, _copy(source, dst, settings, progress, with_referrers=False))
 
 
 def copy(
-    source: str, destination: str, settings: Settings, progress: Progress | None = None
+    source: str,
+    destination: str,
+    settings: Settings,
+    progress: Progress | None = None,
+    *,
+    media_types: str | None = None,
 ) -> TransferResult:
+    """``media_types`` ("cncf"/"cnai") converts a model's names on the way (a new digest)."""
     src = open_endpoint(source, settings, reading=True)
     dst = open_endpoint(destination, settings, reading=False)
-    result = _copy(src, dst, settings, progress)
-    return TransferResult(dst.display, result.descriptor.digest, result.stats)
+    return _transfer_result(dst, _copy(src, dst, settings, progress, media_types=media_types))
 
 
 def _include_filter(patterns: list[str]) -> Callable[[Descriptor], bool] | None:

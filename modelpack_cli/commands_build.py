@@ -8,7 +8,7 @@ import modelpack
 from modelpack import human_size
 from modelpack.schemas import CLI_BUILD
 
-from .output import emit_json, json_option, status
+from .output import emit_json, json_option, media_types_option, status
 from .progress import progress_for
 from .signing_prompt import password_for
 from .state import global_options, state
@@ -80,6 +80,7 @@ Examples:
 @click.option(
     "--hf-revision", metavar="COMMIT", help="Record the hub commit sha the files come from."
 )
+@media_types_option("Names to write:")
 @click.option("--push", "push_after", is_flag=True, help="Push to the registry after building.")
 @click.option(
     "--sign-key",
@@ -101,6 +102,7 @@ def build(
     compress: str,
     hf_repo_id: str | None,
     hf_revision: str | None,
+    media_types: str | None,
     push_after: bool,
     sign_key: str | None,
     as_json: bool,
@@ -139,6 +141,7 @@ def build(
             compress=compress,
             hf_repo_id=hf_repo_id,
             hf_revision=hf_revision,
+            media_types=media_types,
             push=push_after,
             settings=settings,
             progress=progress,

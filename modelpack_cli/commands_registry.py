@@ -10,7 +10,7 @@ import modelpack
 from modelpack import human_size
 from modelpack.schemas import CLI_TRANSFER
 
-from .output import json_option, report_transfer, status
+from .output import json_option, media_types_option, report_transfer, status
 from .progress import progress_for
 from .state import global_options, state
 
@@ -23,13 +23,15 @@ Examples:
   modelpack copy reg.example.com/ml/bert:v1 oci:./bert-layout:v1           # to an OCI layout
   modelpack copy oci:./bert-layout:v1 airgap.example.com/ml/bert:v1
   modelpack copy reg.example.com/ml/bert:v1 store:reg.example.com/ml/bert:v1
+  modelpack copy reg.example.com/ml/bert:v1 harbor.example.com/ml/bert:v1 --media-types cnai
 """
 )
 @click.argument("source")
 @click.argument("destination")
+@media_types_option("Convert to these names on the way (a new digest; signatures stay behind):")
 @json_option(CLI_TRANSFER)
 @global_options
-def copy(source: str, destination: str, as_json: bool) -> None:
+def copy(source: str, destination: str, media_types: str | None, as_json: bool) -> None:
     """Copy an artifact, its signatures and other referrers from SOURCE to DESTINATION.
 
     Each side is a registry reference, oci:DIR[:TAG] (an OCI image layout)
@@ -37,7 +39,13 @@ def copy(source: str, destination: str, as_json: bool) -> None:
     in memory; within one registry they are mounted instead of sent.
     """
     with progress_for("copy") as progress:
-        result = modelpack.copy(source, destination, settings=state().settings(), progress=progress)
+        result = modelpack.copy(
+            source,
+            destination,
+            media_types=media_types,
+            settings=state().settings(),
+            progress=progress,
+        )
     stats = result.stats
     report_transfer(
         result,

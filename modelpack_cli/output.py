@@ -80,11 +80,27 @@ def print_models(
     stdout().print(table)
 
 
+def media_types_option(what: str):  # noqa: ANN201 - a click decorator
+    """``--media-types cncf|cnai``: which ModelPack names the artifact gets."""
+    return click.option(
+        "--media-types",
+        type=click.Choice(["cncf", "cnai"]),
+        default=None,
+        help=f"{what} cncf: the spec's names; cnai: the names released Harbor (2.13-2.15) "
+        "renders. Default: the registry's media_types in the registries config, else cncf.",
+    )
+
+
 def report_transfer(result, summary: str, as_json: bool) -> None:  # noqa: ANN001 - TransferResult
     """A push or copy result: a status line, then REF@DIGEST or the --json document."""
     from modelpack.schemas import CLI_TRANSFER
 
     status(summary)
+    if result.converted_from is not None:
+        status(
+            f"Converted from {result.converted_from}: its signatures name that digest and were "
+            "not copied; sign the converted artifact (`modelpack sign`)"
+        )
     if as_json:
         emit_json(result.to_dict(), CLI_TRANSFER)
     else:

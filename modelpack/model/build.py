@@ -12,6 +12,7 @@ SOURCE_DATE_EPOCH set the manifest digest depends on file contents alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import tarfile
@@ -36,8 +37,11 @@ from ..oci.spec import (
     LayerFormat,
     LayerKind,
     Manifest,
+    MediaTypes,
     ModelConfig,
+    convert_manifest,
     layer_media_type,
+    parse_layer_media_type,
 )
 from ..oci.target import push_bytes
 from ..progress import NullProgress, Progress, ReportingReader
@@ -84,6 +88,12 @@ class PlannedLayer:
     kind: LayerKind
     untested: bool
     media_type: str
+
+    @property
+    def layer_format(self) -> LayerFormat:
+        parsed = parse_layer_media_type(self.media_type)
+        assert parsed is not None  # planned from layer_media_type()
+        return parsed[1]
 
 
 @dataclass
@@ -140,8 +150,12 @@ def plan_layers(
     source: ModelSource,
     layer_format: LayerFormat,
     kind_overrides: dict[str, LayerKind] | None = None,
+    *,
+    tar_docs: bool = False,
 ) -> list[PlannedLayer]:
-    """Classify every file; ``kind_overrides`` (from a Modelfile) wins over detection."""
+    """Classify every file; ``kind_overrides`` (from a Modelfile) wins over detection.
+    ``tar_docs`` makes doc layers tar even in a raw build (Harbor renders README and
+    LICENSE only from tar doc layers)."""
     overrides = kind_overrides or {}
     planned = []
     for f in source.files:
@@ -150,7 +164,12 @@ def plan_layers(
         else:
             found = classify(f.relpath, f.size)
             kind, untested = found.kind, found.untested
-        planned.append(PlannedLayer(f, kind, untested, layer_media_type(kind, layer_format)))
+        fmt = (
+            LayerFormat.TAR
+            if tar_docs and kind is LayerKind.DOC and not layer_format.is_tar
+            else layer_format
+        )
+        planned.append(PlannedLayer(f, kind, untested, layer_media_type(kind, fmt)))
     return planned
 
 
@@ -243,12 +262,10 @@ class LayerBuilder:
     def __init__(
         self,
         store: LayoutStore,
-        layer_format: LayerFormat,
         progress: Progress,
         keep_raw: bool = True,
     ) -> None:
         self.store = store
-        self.layer_format = layer_format
         self.progress = progress
         self.keep_raw = keep_raw
         self.epoch = source_date_epoch()
@@ -260,7 +277,7 @@ class LayerBuilder:
         def advance(n: int) -> None:
             self.progress.advance(key, n)
 
-        if self.layer_format is LayerFormat.RAW:
+        if plan.layer_format is LayerFormat.RAW:
             digest, size, placement = self._raw(plan, advance)
             diff_id = digest
         else:
@@ -298,11 +315,11 @@ class LayerBuilder:
         mtime = self.epoch if self.epoch is not None else 0
         with self.store.writer() as writer:
             compressor: BinaryIO | None = None
-            if self.layer_format is LayerFormat.TAR_GZIP:
+            if plan.layer_format is LayerFormat.TAR_GZIP:
                 compressor = gzip.GzipFile(
                     filename="", mode="wb", fileobj=writer, compresslevel=GZIP_LEVEL, mtime=0
                 )
-            elif self.layer_format is LayerFormat.TAR_ZSTD:
+            elif plan.layer_format is LayerFormat.TAR_ZSTD:
                 compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(
                     writer, closefd=False
                 )
@@ -337,6 +354,7 @@ def build_artifact(
     concurrency: int = 4,
     progress: Progress | None = None,
     keep_raw: bool = True,
+    media_types: MediaTypes = MediaTypes.CNCF,
 ) -> BuildResult:
     """Write layers, config and manifest of ``source`` into ``store`` and tag it.
 
@@ -345,7 +363,9 @@ def build_artifact(
     artifact is then incomplete; :class:`BuiltArtifact` serves it for a push.
     """
     progress = progress or NullProgress()
-    plans = plan_layers(source, layer_format, kind_overrides)
+    plans = plan_layers(
+        source, layer_format, kind_overrides, tar_docs=media_types is MediaTypes.CNAI
+    )
     kinds = {p.file.relpath: p.kind for p in plans}
     derived = derive_metadata(source.files, kinds, name=source.name, hub=source.hub)
     if source.source_url:
@@ -353,7 +373,7 @@ def build_artifact(
     if source.revision:
         derived.descriptor.revision = source.revision
 
-    builder = LayerBuilder(store, layer_format, progress, keep_raw)
+    builder = LayerBuilder(store, progress, keep_raw)
     with store.using():
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             built = list(pool.map(builder.build, plans))
@@ -374,11 +394,18 @@ def build_artifact(
         )
         push_bytes(store, config_desc, config_bytes)
 
-        manifest = Manifest(
-            config=config_desc,
-            layers=tuple(layer.descriptor for layer in built),
-            annotations=dict(source.annotations),
+        manifest = convert_manifest(
+            Manifest(
+                config=config_desc,
+                layers=tuple(layer.descriptor for layer in built),
+                annotations=dict(source.annotations),
+            ),
+            media_types,
         )
+        built = [
+            dataclasses.replace(layer, descriptor=desc)
+            for layer, desc in zip(built, manifest.layers, strict=True)
+        ]
         manifest_bytes = manifest.to_bytes()
         manifest_desc = Descriptor(
             media_type=manifest.media_type,

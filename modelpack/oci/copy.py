@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from ..errors import AuthorizationExpiredError, NotFoundError, TransferInterruptedError
 from ..progress import NullProgress, Progress, ReportingReader
-from .digests import parse_digest
+from .digests import parse_digest, sha256_bytes
 from .spec import (
     INDEX_MEDIA_TYPES,
     MANIFEST_MEDIA_TYPES,
@@ -82,6 +82,7 @@ class CopyResult:
     descriptor: Descriptor
     stats: CopyStats
     digests: set[str] = field(default_factory=set)  # every blob the destination now has
+    rewritten_from: Descriptor | None = None  # the source manifest, when rewrite_root changed it
 
 
 @dataclass
@@ -97,6 +98,9 @@ class CopyOptions:
     dst_tag_reference: Callable[[str], str] | None = None
     with_referrers: bool = False
     transfer_attempts: int = 5  # per blob; an interrupted transfer resumes where it can
+    # The root manifest's bytes -> the bytes to write instead (same blobs, other names:
+    # ``--media-types``).  A rewritten root is a new digest: its referrers do not follow.
+    rewrite_root: Callable[[bytes], bytes] | None = None
 
 
 def _label(desc: Descriptor) -> str:
@@ -116,21 +120,36 @@ class GraphCopier:
 
     # -- manifests ----------------------------------------------------------
 
-    def copy_node(self, desc: Descriptor, reference: str | None) -> None:
-        """Copy ``desc`` and everything below it; tag it with ``reference``."""
+    def copy_node(
+        self,
+        desc: Descriptor,
+        reference: str | None,
+        rewrite: Callable[[bytes], bytes] | None = None,
+    ) -> Descriptor:
+        """Copy ``desc`` and everything below it; tag it with ``reference``; the
+        descriptor written (``desc``, or the rewritten manifest's)."""
         if desc.media_type not in MANIFEST_MEDIA_TYPES:
             self.copy_blobs([desc])
-            return
+            return desc
         data = fetch_bytes(self.src, desc)
         what = f"{desc.digest} from {self.src.describe()}"
         children = manifest_successors(desc.media_type, parse_document(data, what), what)
+        if rewrite is not None and (rewritten := rewrite(data)) != data:
+            data = rewritten
+            document = parse_document(data, what)
+            desc = Descriptor(
+                desc.media_type,
+                sha256_bytes(data),
+                len(data),
+                artifact_type=document.get("artifactType"),
+            )
         self.digests.update(c.digest for c in children if c.media_type not in MANIFEST_MEDIA_TYPES)
         if self.dst.exists(desc):
             # The destination has the manifest, hence (by copy order) all below it.
             self.stats.add(skipped=len(children))
             if reference is not None:
                 self.dst.tag(desc, reference)
-            return
+            return desc
         if desc.media_type in INDEX_MEDIA_TYPES:
             for child in children:
                 self.copy_node(child, None)
@@ -146,8 +165,9 @@ class GraphCopier:
                 self.dst.require_space([b for b in blobs if not self.dst.exists(b)])
             self.copy_blobs(blobs)
             if partial and not isinstance(self.dst, FileTreeWriter):
-                return  # the manifest would claim blobs the destination lacks
+                return desc  # the manifest would claim blobs the destination lacks
         push_bytes(self.dst, desc, data, reference)
+        return desc
 
     def copy_referrers(self, subject: Descriptor, depth: int = 0) -> None:
         """Signatures, SBOMs and other artifacts attached to ``subject``."""
@@ -261,7 +281,12 @@ def copy_graph(
     options = options or CopyOptions()
     root = src.resolve(src_reference)
     copier = GraphCopier(src, dst, options)
-    copier.copy_node(root, dst_reference)
-    if options.with_referrers:
+    written = copier.copy_node(root, dst_reference, options.rewrite_root)
+    if options.with_referrers and written.digest == root.digest:
         copier.copy_referrers(root)
-    return CopyResult(descriptor=root, stats=copier.stats, digests=copier.digests)
+    return CopyResult(
+        descriptor=written,
+        stats=copier.stats,
+        digests=copier.digests,
+        rewritten_from=root if written.digest != root.digest else None,
+    )

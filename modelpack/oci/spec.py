@@ -8,6 +8,7 @@ bytes that are hashed, so the same document always has the same digest.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 from dataclasses import dataclass, field
@@ -51,8 +52,9 @@ ANNOTATION_MEDIATYPE_UNTESTED = "org.cncf.model.file.mediatype.untested"
 ANNOTATION_HF_REPO_ID = "io.modelpack.hf.repo-id"
 ANNOTATION_HF_COMMIT = "io.modelpack.hf.commit"
 
-# The pre-CNCF names (dragonflyoss/model-spec, "cnai"), still produced by old
-# modctl releases and read by Harbor; accepted on pull, never written.
+# The pre-CNCF names (dragonflyoss/model-spec, "cnai"), still produced by modctl
+# releases and the only ones released Harbor (v2.13-v2.15) renders as models; accepted
+# on pull everywhere, written with `--media-types cnai` (see MediaTypes below).
 LEGACY_ARTIFACT_TYPE_MODEL_MANIFEST = "application/vnd.cnai.model.manifest.v1+json"
 LEGACY_MEDIA_TYPE_MODEL_CONFIG = "application/vnd.cnai.model.config.v1+json"
 LEGACY_ANNOTATION_FILEPATH = "org.cnai.model.filepath"
@@ -62,6 +64,75 @@ MODEL_ARTIFACT_TYPES = (ARTIFACT_TYPE_MODEL_MANIFEST, LEGACY_ARTIFACT_TYPE_MODEL
 MODEL_CONFIG_MEDIA_TYPES = (MEDIA_TYPE_MODEL_CONFIG, LEGACY_MEDIA_TYPE_MODEL_CONFIG)
 
 _MODEL_PREFIXES = ("application/vnd.cncf.model.", "application/vnd.cnai.model.")
+
+
+class MediaTypes(enum.StrEnum):
+    """The two families of ModelPack names: ``cncf`` (the spec today, the default) and
+    ``cnai`` (the names before the spec moved to the CNCF, which Harbor releases read)."""
+
+    CNCF = "cncf"
+    CNAI = "cnai"
+
+    @property
+    def prefix(self) -> str:
+        return f"application/vnd.{self.value}.model."
+
+    @property
+    def annotation_prefix(self) -> str:
+        return f"org.{self.value}.model."
+
+
+def media_types_of(manifest: Manifest) -> MediaTypes | None:
+    """Which family a model manifest is written in; None for anything else."""
+    for family in MediaTypes:
+        if manifest.config.media_type.startswith(family.prefix):
+            return family
+    return None
+
+
+def convert_manifest(manifest: Manifest, family: MediaTypes) -> Manifest:
+    """The same model in the other family's names: artifact type, config and layer media
+    types and the ``org.*.model.*`` annotation keys.  Blobs are untouched (the config JSON
+    is the same in both), so only the manifest and its digest change."""
+    source = media_types_of(manifest)
+    if source is None or source is family:
+        return manifest
+
+    def media_type(value: str | None) -> str | None:
+        if value is not None and value.startswith(source.prefix):
+            return family.prefix + value[len(source.prefix) :]
+        return value
+
+    def annotations(values: dict[str, str]) -> dict[str, str]:
+        return {
+            (family.annotation_prefix + key[len(source.annotation_prefix) :])
+            if key.startswith(source.annotation_prefix)
+            else key: value
+            for key, value in values.items()
+        }
+
+    def descriptor(desc: Descriptor) -> Descriptor:
+        return dataclasses.replace(
+            desc,
+            media_type=media_type(desc.media_type) or desc.media_type,
+            annotations=annotations(desc.annotations),
+            artifact_type=media_type(desc.artifact_type),
+        )
+
+    return dataclasses.replace(
+        manifest,
+        config=descriptor(manifest.config),
+        layers=tuple(descriptor(layer) for layer in manifest.layers),
+        artifact_type=media_type(manifest.artifact_type),
+        annotations=annotations(manifest.annotations),
+    )
+
+
+def rewrite_manifest_bytes(data: bytes, family: MediaTypes, what: str) -> bytes:
+    """``data`` unchanged unless it is a model manifest in the other family's names."""
+    manifest = Manifest.from_dict(parse_document(data, what), what)
+    converted = convert_manifest(manifest, family)
+    return data if converted is manifest else converted.to_bytes()
 
 
 class LayerKind(enum.StrEnum):
@@ -87,8 +158,10 @@ class LayerFormat(enum.StrEnum):
         return self is not LayerFormat.RAW
 
 
-def layer_media_type(kind: LayerKind, fmt: LayerFormat) -> str:
-    return f"application/vnd.cncf.model.{kind.value}.v1.{fmt.value}"
+def layer_media_type(
+    kind: LayerKind, fmt: LayerFormat, family: MediaTypes = MediaTypes.CNCF
+) -> str:
+    return f"{family.prefix}{kind.value}.v1.{fmt.value}"
 
 
 def parse_layer_media_type(media_type: str) -> tuple[LayerKind, LayerFormat] | None:

@@ -142,3 +142,53 @@ def test_no_color_is_honoured_on_a_terminal():
     assert "\x1b[32m" in coloured  # green "ok" when colour is allowed
     assert "ok" in plain and "home" in plain
     assert not any(f"\x1b[{code}m" in plain for code in (31, 32, 33))
+
+
+def _fake_harbor(version: str):
+    """/v2/ as a registry answers it, and Harbor's /api/v2.0/systeminfo."""
+    from support.serving import QuietHandler, serve
+
+    class Handler(QuietHandler):
+        def do_GET(self):  # noqa: N802
+            if self.path == "/api/v2.0/systeminfo":
+                body = json.dumps({"harbor_version": version, "auth_mode": "db_auth"}).encode()
+                self.answer(200, body, {"Content-Type": "application/json"})
+            else:
+                self.answer(200, b"{}", {"Content-Type": "application/json"})
+
+    return serve(Handler)
+
+
+@pytest.mark.parametrize(
+    ("version", "configured", "status", "wants"),
+    [
+        ("v2.13.1-5f3d2a1c", None, "warn", "cnai"),
+        ("v2.15.0-1d2e3f4a", "cnai", "ok", "cnai"),
+        ("v2.16.0-a1b2c3d4", None, "ok", "cncf"),
+    ],
+)
+def test_doctor_recognises_a_harbor_and_the_media_types_it_renders(
+    version, configured, status, wants, tmp_path
+):
+    from support.serving import shutdown
+
+    server = _fake_harbor(version)
+    host = f"127.0.0.1:{server.server_address[1]}"
+    config = tmp_path / "registries.toml"
+    config.write_text(
+        f'[registries."{host}"]\n' + (f'media_types = "{configured}"\n' if configured else "")
+    )
+    try:
+        code, checks = _doctor(host, "--plain-http", env={"MODELPACK_CONFIG": str(config)})
+    finally:
+        shutdown(server)
+    assert code == 0, checks
+    assert checks["harbor"]["status"] == status
+    assert f"Harbor {version} renders models written with {wants}" in checks["harbor"]["detail"]
+    if status == "warn":
+        assert f'media_types = "{wants}"' in checks["harbor"]["fix"]
+
+
+def test_doctor_says_nothing_of_harbor_for_another_registry(registry):
+    _, checks = _doctor(registry.host, "--plain-http")
+    assert "harbor" not in checks

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pytest
+from support import harbor_rules
 from support.helpers import build_and_push, run_cli, tree_files
 
 import modelpack
@@ -265,3 +267,108 @@ def test_modelpack_verifies_cosign_signatures(
     other = modelpack.keygen(tmp_path / "other", password=None)
     refused = run_cli("verify", ref, "--key", str(other.public_path), "--plain-http")
     assert refused.returncode == 5, refused.stderr
+
+
+# -- Harbor's media types -------------------------------------------------------
+
+
+def _manifest_and_blobs(go_peers, ref):
+    manifest = json.loads(go_peers.run("crane", "manifest", "--insecure", ref).stdout)
+    repository = ref.rsplit(":", 1)[0]
+
+    def blob(digest):
+        return subprocess.run(
+            [str(go_peers.path("crane")), "blob", "--insecure", f"{repository}@{digest}"],
+            capture_output=True, check=True, timeout=120,
+        ).stdout  # fmt: skip
+
+    return manifest, blob
+
+
+def test_build_for_harbor_renders_readme_license_and_files(
+    go_peers, model, registry, settings, tmp_path
+):
+    ref = _ref(registry, "for-harbor:v1")
+    built = modelpack.build(model, ref, media_types="cnai", settings=settings)
+    modelpack.push(ref, settings=settings)
+    manifest, blob = _manifest_and_blobs(go_peers, ref)
+    assert manifest["artifactType"] == "application/vnd.cnai.model.manifest.v1+json"
+    assert harbor_rules.is_model(manifest)
+    readme = harbor_rules.addition(manifest, ("README", "README.md"), blob)
+    assert readme == (model / "README.md").read_bytes()
+    license_text = harbor_rules.addition(manifest, ("LICENSE", "LICENSE.txt"), blob)
+    assert license_text == (model / "LICENSE").read_bytes()
+    assert set(harbor_rules.files(manifest)) == set(tree_files(model))
+    # the weights stay raw (zero-copy); only the doc layers are tar
+    kinds = {layer.plan.file.relpath: layer.descriptor.media_type for layer in built.layers}
+    assert kinds["model.safetensors"] == "application/vnd.cnai.model.weight.v1.raw"
+    # every tool still reads it: modctl, and our own pull
+    go_peers.run("modctl", "pull", "--plain-http", ref, "--extract-dir", str(tmp_path / "m"))
+    assert tree_files(tmp_path / "m") == tree_files(model)
+    assert tree_files(modelpack.pull(ref, tmp_path / "o", settings=settings)) == tree_files(model)
+
+
+def test_a_cncf_build_is_not_a_model_to_released_harbor(go_peers, model, registry, settings):
+    ref = _ref(registry, "cncf-for-harbor:v1")
+    build_and_push(model, ref, settings)
+    manifest, blob = _manifest_and_blobs(go_peers, ref)
+    assert not harbor_rules.is_model(manifest)
+    assert harbor_rules.addition(manifest, ("README", "README.md"), blob) is None
+
+
+def test_copy_converts_media_types_and_leaves_signatures_behind(
+    go_peers, model, registry, settings, tmp_path
+):
+    ref = _ref(registry, "convert-src:v1")
+    built = build_and_push(model, ref, settings)
+    keys = modelpack.keygen(tmp_path / "k", password=None)
+    modelpack.sign(ref, keys.private_path, settings=settings)
+    target = _ref(registry, "convert-dst:v1")
+    copied = run_cli("copy", ref, target, "--media-types", "cnai", "--plain-http", "--json")
+    assert copied.returncode == 0, copied.stderr
+    document = json.loads(copied.stdout)
+    assert document["convertedFrom"] == built.digest and document["digest"] != built.digest
+    assert document["referrers"] == 0 and document["transferred"] == 0  # blobs mounted/skipped
+    assert "signatures name that digest" in copied.stderr
+    manifest, _ = _manifest_and_blobs(go_peers, target)
+    assert harbor_rules.is_model(manifest)
+    assert all("org.cnai.model.filepath" in layer["annotations"] for layer in manifest["layers"])
+    assert tree_files(modelpack.pull(target, tmp_path / "o", settings=settings)) == tree_files(
+        model
+    )
+    back = _ref(registry, "convert-back:v1")
+    again = modelpack.copy(target, back, media_types="cncf", settings=settings)
+    assert again.digest == built.digest  # the same names again: the same bytes, the same digest
+
+
+def test_registries_config_media_types_applies_to_build_and_push(
+    go_peers, model, registry, tmp_path, monkeypatch
+):
+    config = tmp_path / "registries.toml"
+    config.write_text(f'[registries."{registry.host}"]\nmedia_types = "cnai"\nplain_http = true\n')
+    monkeypatch.setenv("MODELPACK_CONFIG", str(config))
+    ref = _ref(registry, "configured:v1")
+    assert run_cli("build", str(model), "-t", ref, "-q").returncode == 0
+    pushed = run_cli("push", ref, "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    assert "convertedFrom" not in json.loads(pushed.stdout)  # built in cnai already
+    manifest, _ = _manifest_and_blobs(go_peers, ref)
+    assert harbor_rules.is_model(manifest)
+
+
+@pytest.mark.parametrize("how", ["cache", "hf-cache", "verify-dir"])
+def test_modctl_cnai_artifacts_work_on_every_pull_path(
+    how, go_peers, model, registry, settings, tmp_path
+):
+    """modctl v0.2 writes vnd.cnai: the node cache, the HF layout and verify --dir read it."""
+    ref = _ref(registry, f"modctl-cnai-{how}:v1")
+    modelfile = _modctl_modelfile(go_peers, model, tmp_path / "mf")
+    _modctl_build_push(go_peers, model, ref, modelfile)
+    if how == "cache":
+        assert tree_files(modelpack.pull(ref, settings=settings)) == tree_files(model)
+    elif how == "hf-cache":
+        snapshot = modelpack.pull(ref, hf_cache=tmp_path / "hf", settings=settings)
+        assert tree_files(snapshot) == tree_files(model)
+    else:
+        out = modelpack.pull(ref, tmp_path / "o", settings=settings)
+        assert modelpack.verify_dir(ref, out, settings=settings).ok

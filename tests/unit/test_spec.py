@@ -108,3 +108,41 @@ def test_vendored_spec_matches_the_shared_copy_when_present():
         pytest.skip("no ../shared/modelpack-spec beside this checkout")
     for name in ("config-schema.json", "config.md", "mediatype.go", "annotations.go"):
         assert (SPEC_DIR / name).read_bytes() == (shared / name).read_bytes(), name
+
+
+def test_media_type_conversion_renames_and_round_trips():
+    from modelpack.oci.spec import (
+        Descriptor,
+        Manifest,
+        MediaTypes,
+        convert_manifest,
+        media_types_of,
+        rewrite_manifest_bytes,
+    )
+
+    layer = Descriptor(
+        "application/vnd.cncf.model.weight.v1.raw",
+        "sha256:" + "a" * 64,
+        3,
+        {"org.cncf.model.filepath": "w.bin", "org.opencontainers.image.title": "w.bin"},
+    )
+    config = Descriptor("application/vnd.cncf.model.config.v1+json", "sha256:" + "b" * 64, 2)
+    original = Manifest(config=config, layers=(layer,))
+    cnai = convert_manifest(original, MediaTypes.CNAI)
+    assert media_types_of(cnai) is MediaTypes.CNAI
+    assert cnai.artifact_type == "application/vnd.cnai.model.manifest.v1+json"
+    assert cnai.layers[0].media_type == "application/vnd.cnai.model.weight.v1.raw"
+    assert cnai.layers[0].annotations == {
+        "org.cnai.model.filepath": "w.bin",
+        "org.opencontainers.image.title": "w.bin",  # not a model key: kept
+    }
+    assert cnai.layers[0].digest == layer.digest  # blobs untouched
+    assert convert_manifest(cnai, MediaTypes.CNCF).to_bytes() == original.to_bytes()
+    data = original.to_bytes()
+    assert rewrite_manifest_bytes(data, MediaTypes.CNCF, "m") is data  # nothing to do
+    image = Manifest(
+        config=Descriptor("application/vnd.oci.image.config.v1+json", "sha256:" + "c" * 64, 2),
+        layers=(),
+        artifact_type=None,
+    )
+    assert convert_manifest(image, MediaTypes.CNAI) is image  # not a model: left alone
