@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps peers demo test test-fast lint format bench docs dist clean
+.PHONY: install system-deps peers demo test test-fast interop lint format bench docs dist clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ demo: install
 
 test: install peers
 	@$(PY) -m pytest
+
+# Run the interop tests (the reference tools, the Python peers, skopeo, both registries)
+# and write their matrix into docs/interop.md.
+interop: install peers
+	@$(PY) scripts/interop_matrix.py
 
 test-fast: install
 	@$(PY) -m pytest -m "not integration"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -133,6 +134,27 @@ def any_registry(request):  # noqa: ANN201
     if request.param == "distribution":
         return request.getfixturevalue("registry")
     return request.getfixturevalue("crane_registry")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201
+    """With MODELPACK_INTEROP_REPORT set, each interop-marked test's outcome is appended
+    there as one JSON line; scripts/interop_matrix.py turns them into docs/interop.md."""
+    report = yield
+    marker = item.get_closest_marker("interop")
+    target = os.environ.get("MODELPACK_INTEROP_REPORT")
+    if marker is not None and target and (report.when == "call" or report.failed):
+        tool, direction, checked = marker.args
+        row = {
+            "test": item.nodeid,
+            "tool": tool,
+            "direction": direction,
+            "checked": checked,
+            "outcome": report.outcome,
+        }
+        with open(target, "a", encoding="utf-8") as out:
+            out.write(json.dumps(row) + "\n")
+    return report
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

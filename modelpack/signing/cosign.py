@@ -241,6 +241,8 @@ def check_signatures(
         else:
             result.others += 1
     for bundle in find_bundle_signatures(repository, subject):  # cosign v3's default form
+        if not bundle.is_cosign_signature():
+            continue  # a model-signing bundle: `verify --dir`/--model-signature's business
         if bundle.verifies(public, subject.digest):
             statement = bundle.statement() or {}
             result.valid.append(FoundSignature("bundle", bundle.layer, statement, bundle.signature))

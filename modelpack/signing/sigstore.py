@@ -57,6 +57,12 @@ class BundleSignature:
             return None
         return document if isinstance(document, dict) else None
 
+    def is_cosign_signature(self) -> bool:
+        """A ``cosign sign`` statement (not, say, an OpenSSF model-signing bundle, which
+        shares the bundle media type and signs files, not the manifest)."""
+        statement = self.statement()
+        return statement is not None and statement.get("predicateType") == COSIGN_SIGN_PREDICATE
+
     def names(self, digest: str) -> bool:
         """The in-toto statement is cosign's signing statement and names ``digest``."""
         statement = self.statement()

@@ -42,6 +42,9 @@ def _attach(repository, subject: Descriptor, artifact_type: str, payload: bytes)
     )
 
 
+@pytest.mark.interop(
+    "registries", "referrers", "no referrers API on either: the tag schema is written and read"
+)
 def test_referrers_fall_back_to_the_tag_schema(tiny_model, any_registry, settings):
     """Neither distribution 2.8 nor crane's registry serves the referrers API."""
     ref, built = _push_model(tiny_model, any_registry, settings, "refs/model:v1")
@@ -57,10 +60,15 @@ def test_referrers_fall_back_to_the_tag_schema(tiny_model, any_registry, setting
     assert [r.digest for r in inspected.referrers] == [sbom.digest]
 
 
+@pytest.mark.interop(
+    "registries",
+    "copy between registries",
+    "digest kept; SBOM, signature referrer and `.sig` tag arrive; verify passes there",
+)
 def test_copy_between_registries_keeps_the_digest_and_brings_referrers(
     tiny_model, registry, second_registry, settings, tmp_path
 ):
-    ref, built = _push_model(tiny_model, registry, settings, "copy/src:v1")
+    ref, built = _push_model(tiny_model, registry, settings, f"copy/src-{second_registry.port}:v1")
     source_repo = open_repository(parse_reference(ref), settings)
     sbom = _attach(source_repo, built.manifest_descriptor, SBOM_TYPE, b'{"sbom": 1}')
     hexpart = built.digest.split(":")[1]

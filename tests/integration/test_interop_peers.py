@@ -25,6 +25,9 @@ def _peer(peers_python, tool, operation, reference, path):
 
 
 # oras-py saves a tar layer as the archive itself (no unpacking): raw layers only there.
+@pytest.mark.interop(
+    "oras-py / modelpack-client", "pulls ours", "same files at the same paths, subfolders included"
+)
 @pytest.mark.parametrize(
     ("tool", "layer_format"),
     [("oras", "raw"), ("modelpack-client", "raw"), ("modelpack-client", "tar")],
@@ -50,6 +53,11 @@ def _flat_copy(model, target):
     return target
 
 
+@pytest.mark.interop(
+    "oras-py / modelpack-client",
+    "we pull theirs",
+    "identical files; inspect reads modelpack-client's config",
+)
 @pytest.mark.parametrize("tool", ["oras", "modelpack-client"])
 def test_we_pull_the_peers_artifacts(tool, peers_python, tiny_model, registry, settings, tmp_path):
     ref = f"{registry.host}/interop/theirs-{tool}:v1"
@@ -66,6 +74,11 @@ def test_we_pull_the_peers_artifacts(tool, peers_python, tiny_model, registry, s
     assert tree_files(cached) == tree_files(source)
 
 
+@pytest.mark.interop(
+    "oras-py",
+    "we pull a flattened tree",
+    "oras-py titles by basename: colliding paths are refused (exit 5), not merged",
+)
 def test_an_oras_py_push_of_a_tree_that_loses_paths_is_refused_not_merged(
     peers_python, tiny_model, registry, settings, tmp_path
 ):

@@ -5,6 +5,7 @@ layers.  docs/interop.md says what each row showed."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -38,6 +39,11 @@ def _modctl_build_push(go_peers, model, ref, modelfile, *extra):
     go_peers.run("modctl", "push", "--plain-http", ref)
 
 
+@pytest.mark.interop(
+    "modctl",
+    "modctl build + push, we pull",
+    "files identical (raw and tar layers); config read: name, family; `inspect --remote` shows them",
+)
 @pytest.mark.parametrize("layers", ["raw", "tar"])
 def test_modctl_build_push_then_modelpack_pull(
     layers, go_peers, model, registry, settings, tmp_path
@@ -58,6 +64,11 @@ def test_modctl_build_push_then_modelpack_pull(
     assert "model.safetensors" in shown.stdout and "bert" in shown.stdout
 
 
+@pytest.mark.interop(
+    "modctl",
+    "we push, modctl pull / extract",
+    "`modctl pull --extract-dir` and `modctl extract` give identical files (raw and tar)",
+)
 @pytest.mark.parametrize("layer_format", ["raw", "tar"])
 def test_modelpack_push_then_modctl_pull_and_extract(
     layer_format, go_peers, model, registry, settings, tmp_path
@@ -70,6 +81,11 @@ def test_modelpack_push_then_modctl_pull_and_extract(
     assert tree_files(tmp_path / "extracted") == tree_files(model)
 
 
+@pytest.mark.interop(
+    "modctl",
+    "we push, modctl fetch",
+    "`modctl fetch --patterns '*.json'` gets exactly the matching files (Go's filepath.Match: `*` stops at `/`)",
+)
 def test_modctl_fetch_patterns_of_ours(go_peers, model, registry, settings, tmp_path):
     ref = _ref(registry, "ours-for-modctl-fetch:v1")
     build_and_push(model, ref, settings)
@@ -82,6 +98,11 @@ def test_modctl_fetch_patterns_of_ours(go_peers, model, registry, settings, tmp_
     assert tree_files(out) == wanted
 
 
+@pytest.mark.interop(
+    "modctl",
+    "Modelfiles both ways",
+    "ours builds with `modctl build -f`, modctl's with `modelpack build -f`; both pull identical",
+)
 def test_modelfiles_cross_build(go_peers, model, registry, settings, tmp_path):
     """Ours builds with modctl build -f; modctl's builds with modelpack build -f."""
     ours = tmp_path / "ours.Modelfile"
@@ -102,6 +123,11 @@ def test_modelfiles_cross_build(go_peers, model, registry, settings, tmp_path):
 # -- ORAS -------------------------------------------------------------------------
 
 
+@pytest.mark.interop(
+    "oras",
+    "oras manifest fetch of ours",
+    "the bytes hash to our digest; artifactType is the CNCF model manifest",
+)
 def test_oras_fetches_our_manifest_byte_for_byte(go_peers, model, registry, settings):
     ref = _ref(registry, "ours-for-oras:v1")
     built = build_and_push(model, ref, settings)
@@ -110,6 +136,7 @@ def test_oras_fetches_our_manifest_byte_for_byte(go_peers, model, registry, sett
     assert json.loads(fetched)["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"
 
 
+@pytest.mark.interop("oras", "oras pull of ours (raw)", "every file at its path, identical")
 def test_oras_pull_of_raw_layers_gives_the_files(go_peers, model, registry, settings, tmp_path):
     ref = _ref(registry, "ours-for-oras-raw:v1")
     build_and_push(model, ref, settings)
@@ -117,6 +144,11 @@ def test_oras_pull_of_raw_layers_gives_the_files(go_peers, model, registry, sett
     assert tree_files(tmp_path / "o") == tree_files(model)
 
 
+@pytest.mark.interop(
+    "oras",
+    "oras pull of ours (tar)",
+    "oras writes each tar layer as the archive under its title (not unpacked); the archive holds the file",
+)
 def test_oras_pull_of_tar_layers_writes_each_archive_under_its_path(
     go_peers, model, registry, settings, tmp_path
 ):
@@ -133,6 +165,7 @@ def test_oras_pull_of_tar_layers_writes_each_archive_under_its_path(
         assert member.read() == (model / "model.safetensors").read_bytes()
 
 
+@pytest.mark.interop("oras", "oras discover of ours", "our cosign signature referrer is listed")
 def test_oras_discover_lists_our_signature(go_peers, model, registry, settings, tmp_path):
     ref = _ref(registry, "ours-signed-for-oras:v1")
     build_and_push(model, ref, settings)
@@ -143,6 +176,11 @@ def test_oras_discover_lists_our_signature(go_peers, model, registry, settings, 
     assert "application/vnd.dev.cosign.artifact.sig.v1+json" in types
 
 
+@pytest.mark.interop(
+    "oras",
+    "oras attach, we copy",
+    "an SBOM attached with `oras attach` arrives with `modelpack copy` in the other repository",
+)
 def test_oras_attach_then_modelpack_copy_carries_the_sbom(
     go_peers, model, registry, settings, tmp_path
 ):
@@ -161,6 +199,9 @@ def test_oras_attach_then_modelpack_copy_carries_the_sbom(
     assert {r["artifactType"] for r in json.loads(shown)["referrers"]} == {"application/spdx+json"}
 
 
+@pytest.mark.interop(
+    "oras", "oras copy of ours", "same digest at the destination; we pull identical files from it"
+)
 def test_oras_copy_of_ours_keeps_the_digest(go_peers, model, registry, settings, tmp_path):
     ref = _ref(registry, "ours-for-oras-copy:v1")
     built = build_and_push(model, ref, settings)
@@ -177,6 +218,11 @@ def test_oras_copy_of_ours_keeps_the_digest(go_peers, model, registry, settings,
 # -- KitOps -----------------------------------------------------------------------
 
 
+@pytest.mark.interop(
+    "kit",
+    "kit pack --use-model-pack + push, we pull",
+    "files identical (tar layers, a directory as one layer)",
+)
 def test_kit_pack_modelpack_then_modelpack_pull(go_peers, model, registry, settings, tmp_path):
     source = tmp_path / "kit-model"
     shutil.copytree(model, source)
@@ -189,6 +235,11 @@ def test_kit_pack_modelpack_then_modelpack_pull(go_peers, model, registry, setti
     assert tree_files(out) == expected
 
 
+@pytest.mark.interop(
+    "kit",
+    "we push, kit pull + unpack",
+    "identical files, raw and tar layers (tar layers carry their folders, which kit needs)",
+)
 @pytest.mark.parametrize("layer_format", ["raw", "tar"])
 def test_modelpack_push_then_kit_pull_and_unpack(
     layer_format, go_peers, model, registry, settings, tmp_path
@@ -203,6 +254,11 @@ def test_modelpack_push_then_kit_pull_and_unpack(
 # -- crane ------------------------------------------------------------------------
 
 
+@pytest.mark.interop(
+    "crane",
+    "crane validate / digest / manifest of ours",
+    "`crane validate --remote` passes; digest and config media type as we wrote them (raw and tar)",
+)
 @pytest.mark.parametrize("layer_format", ["raw", "tar"])
 def test_crane_validates_and_reads_our_artifacts(layer_format, go_peers, model, registry, settings):
     ref = _ref(registry, f"ours-for-crane-{layer_format}:v1")
@@ -230,6 +286,11 @@ def _cosign_verify(go_peers, public, ref, check=True):
     )  # fmt: skip
 
 
+@pytest.mark.interop(
+    "cosign",
+    "cosign verify of our signatures",
+    "`cosign verify --key --insecure-ignore-tlog` accepts ours and names our digest; another key is refused",
+)
 def test_cosign_verifies_modelpack_signatures(go_peers, model, registry, settings, tmp_path):
     ref = _ref(registry, "ours-signed-for-cosign:v1")
     built = build_and_push(model, ref, settings)
@@ -243,6 +304,11 @@ def test_cosign_verifies_modelpack_signatures(go_peers, model, registry, setting
     assert refused.returncode != 0
 
 
+@pytest.mark.interop(
+    "cosign",
+    "cosign sign, we verify",
+    "`cosign sign --key --tlog-upload=false` in both forms (sigstore bundle referrer, `.sig` tag): `verify` and `pull --verify-key` accept; another key exits 5",
+)
 @pytest.mark.parametrize("form", ["bundle", "legacy-tag"])
 def test_modelpack_verifies_cosign_signatures(
     form, go_peers, cosign_keys, model, registry, settings, tmp_path
@@ -285,6 +351,11 @@ def _manifest_and_blobs(go_peers, ref):
     return manifest, blob
 
 
+@pytest.mark.interop(
+    "Harbor (rules)",
+    "build --media-types cnai",
+    "Harbor 2.13-2.15's processor rules (from its source): a MODEL, README and LICENSE render, FILES lists every file; modctl and we still pull it",
+)
 def test_build_for_harbor_renders_readme_license_and_files(
     go_peers, model, registry, settings, tmp_path
 ):
@@ -308,6 +379,11 @@ def test_build_for_harbor_renders_readme_license_and_files(
     assert tree_files(modelpack.pull(ref, tmp_path / "o", settings=settings)) == tree_files(model)
 
 
+@pytest.mark.interop(
+    "Harbor (rules)",
+    "a cncf build",
+    "released Harbor does not see a model (why --media-types cnai exists)",
+)
 def test_a_cncf_build_is_not_a_model_to_released_harbor(go_peers, model, registry, settings):
     ref = _ref(registry, "cncf-for-harbor:v1")
     build_and_push(model, ref, settings)
@@ -316,6 +392,11 @@ def test_a_cncf_build_is_not_a_model_to_released_harbor(go_peers, model, registr
     assert harbor_rules.addition(manifest, ("README", "README.md"), blob) is None
 
 
+@pytest.mark.interop(
+    "Harbor (rules)",
+    "copy --media-types cnai",
+    "converted manifest, same blobs, signatures not carried (said so), back to cncf gives the original digest",
+)
 def test_copy_converts_media_types_and_leaves_signatures_behind(
     go_peers, model, registry, settings, tmp_path
 ):
@@ -341,6 +422,11 @@ def test_copy_converts_media_types_and_leaves_signatures_behind(
     assert again.digest == built.digest  # the same names again: the same bytes, the same digest
 
 
+@pytest.mark.interop(
+    "Harbor (rules)",
+    "media_types per registry",
+    '`media_types = "cnai"` in the registries config: build -t and push write cnai',
+)
 def test_registries_config_media_types_applies_to_build_and_push(
     go_peers, model, registry, tmp_path, monkeypatch
 ):
@@ -356,6 +442,9 @@ def test_registries_config_media_types_applies_to_build_and_push(
     assert harbor_rules.is_model(manifest)
 
 
+@pytest.mark.interop(
+    "modctl", "modctl's cnai artifacts, we pull", "node cache, `--hf-cache`, `verify --dir`"
+)
 @pytest.mark.parametrize("how", ["cache", "hf-cache", "verify-dir"])
 def test_modctl_cnai_artifacts_work_on_every_pull_path(
     how, go_peers, model, registry, settings, tmp_path
@@ -372,3 +461,44 @@ def test_modctl_cnai_artifacts_work_on_every_pull_path(
     else:
         out = modelpack.pull(ref, tmp_path / "o", settings=settings)
         assert modelpack.verify_dir(ref, out, settings=settings).ok
+
+
+FIELDS = ("name", "family", "architecture", "format", "paramSize", "precision")
+
+
+def _config_fields(go_peers, ref) -> dict[str, str]:
+    manifest, blob = _manifest_and_blobs(go_peers, ref)
+    config = json.loads(blob(manifest["config"]["digest"]))
+    merged = {**config.get("descriptor", {}), **config.get("config", {})}
+    return {field: str(merged.get(field, "")) for field in FIELDS}
+
+
+@pytest.mark.interop(
+    "modctl / kit",
+    "config fields for the same directory",
+    "what each tool derives (table below); modctl and we agree on name, family, "
+    "architecture and precision; only we read format and parameter count",
+)
+def test_config_fields_each_tool_derives(go_peers, model, registry, settings, tmp_path):
+    ours = _ref(registry, "fields-ours:v1")
+    build_and_push(model, ours, settings)
+    theirs = _ref(registry, "fields-modctl:v1")
+    _modctl_build_push(go_peers, model, theirs, _modctl_modelfile(go_peers, model, tmp_path / "mf"))
+    kit_source = tmp_path / "kit-model"
+    shutil.copytree(model, kit_source)
+    go_peers.run("kit", "init", str(kit_source))
+    kit_ref = _ref(registry, "fields-kit:v1")
+    go_peers.run("kit", "pack", "--use-model-pack", "-t", kit_ref, str(kit_source))
+    go_peers.run("kit", "push", "--plain-http", kit_ref)
+    table = {
+        "modelpack": _config_fields(go_peers, ours),
+        f"modctl {go_peers.versions['modctl']}": _config_fields(go_peers, theirs),
+        f"kit {go_peers.versions['kit']}": _config_fields(go_peers, kit_ref),
+    }
+    mine, modctl = table["modelpack"], table[f"modctl {go_peers.versions['modctl']}"]
+    for field in ("name", "family", "architecture", "precision"):
+        assert mine[field] == modctl[field] != "", (field, table)
+    assert mine["format"] == "safetensors" and mine["paramSize"]
+    if report := os.environ.get("MODELPACK_INTEROP_REPORT"):
+        with open(report, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"config-fields": table}) + "\n")

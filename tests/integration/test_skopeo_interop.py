@@ -3,6 +3,7 @@
 import json
 import subprocess
 
+import pytest
 from support.helpers import compress, make_artifact, make_tar, tree_files
 
 import modelpack
@@ -16,6 +17,7 @@ def skopeo(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.interop("skopeo", "skopeo inspect of ours", "artifactType seen")
 def test_skopeo_sees_our_artifact_type(tiny_model, registry, settings):
     ref = f"{registry.host}/interop/tiny:v1"
     built = modelpack.build(tiny_model, ref, settings=settings)
@@ -27,6 +29,11 @@ def test_skopeo_sees_our_artifact_type(tiny_model, registry, settings):
     assert len(manifest["layers"]) == len(built.layers)
 
 
+@pytest.mark.interop(
+    "skopeo",
+    "copy both ways",
+    "registry -> OCI layout -> registry keeps the digest; we read skopeo's layout",
+)
 def test_skopeo_copies_ours_both_ways_with_the_digest_unchanged(
     tiny_model, registry, settings, tmp_path
 ):
@@ -44,6 +51,9 @@ def test_skopeo_copies_ours_both_ways_with_the_digest_unchanged(
     assert tree_files(out) == tree_files(tiny_model)
 
 
+@pytest.mark.interop(
+    "skopeo", "we pull what skopeo pushed", "tar, tar+gzip, tar+zstd layers of all kinds"
+)
 def test_handmade_tar_gzip_zstd_artifact_pushed_by_skopeo_pulls_right(registry, settings, tmp_path):
     layout = LayoutStore(tmp_path / "handmade")
     make_artifact(
