@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -129,6 +130,12 @@ class Transport:
 
     def url(self, path: str) -> str:
         return path if "://" in path else f"{self.base_url}{path}"
+
+    def same_origin(self, url: str) -> bool:
+        """True when ``url`` (a path, or absolute) is on this registry: the same scheme,
+        host and port.  Only such URLs get our Authorization header."""
+        origin = _origin(self.url(url))
+        return origin is not None and origin == _origin(self.base_url)
 
     def _tls_failure(self, exc: requests.exceptions.SSLError) -> RegistryUnavailableError:
         return RegistryUnavailableError(
@@ -245,6 +252,18 @@ def raise_for_status(response: requests.Response, what: str) -> None:
             hint="the credentials lack permission for this repository",
         )
     raise RegistryError(f"{what}: {message}")
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an absolute URL, the default port made explicit."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a port that is not a number
+        return None
+    if port is None or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port
 
 
 def _short(exc: Exception) -> str:
