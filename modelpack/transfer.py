@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .endpoints import Endpoint, open_endpoint, registry_repository
+from .endpoints import Endpoint, open_endpoint, registry_of, registry_repository
 from .errors import UsageError
 from .inspection import inspect_endpoint
 from .model.build import BuildResult, BuiltArtifact
@@ -140,7 +140,9 @@ def push_built(
 def copy(
     source: str, destination: str, settings: Settings, progress: Progress | None = None
 ) -> TransferResult:
-    src = open_endpoint(source, settings, reading=True)
+    # Between two registries the command is about the one it writes to: the
+    # environment's credentials go there, the source gets what `docker login` stored.
+    src = open_endpoint(source, settings, reading=True, command_registry=registry_of(destination))
     dst = open_endpoint(destination, settings, reading=False)
     result = _copy(src, dst, settings, progress)
     return TransferResult(dst.display, result.descriptor.digest, result.stats)

@@ -244,7 +244,8 @@ def raise_for_status(response: requests.Response, what: str) -> None:
     if response.status_code == 401:
         raise AuthenticationError(
             f"{what}: the registry requires authentication ({message})",
-            hint="run `modelpack login HOST` or set MODELPACK_USERNAME/MODELPACK_PASSWORD",
+            hint="run `modelpack login HOST`, or set MODELPACK_USERNAME/MODELPACK_PASSWORD "
+            "(and MODELPACK_REGISTRY=HOST when the command talks to two registries)",
         )
     if response.status_code == 403:
         raise AuthenticationError(
