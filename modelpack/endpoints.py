@@ -66,17 +66,28 @@ def _store(text: str, settings: Settings) -> Endpoint:
     )
 
 
-def open_endpoint(text: str, settings: Settings, *, reading: bool) -> Endpoint:
-    """Parse an endpoint; ``reading`` ones resolve through registry mirrors."""
+def registry_of(text: str) -> str | None:
+    """The registry host an endpoint names, None for ``oci:`` and ``store:``."""
+    if text.startswith(("oci:", "store:")):
+        return None
+    return parse_reference(text.removeprefix("docker://")).registry
+
+
+def open_endpoint(
+    text: str, settings: Settings, *, reading: bool, command_registry: str | None = None
+) -> Endpoint:
+    """Parse an endpoint; ``reading`` ones resolve through registry mirrors.
+    ``command_registry``: the registry the command is about when it is another one
+    (MODELPACK_USERNAME/PASSWORD are for that one, registry.credentials)."""
     if text.startswith("oci:"):
         return _layout(text, create=not reading)
     if text.startswith("store:"):
         return _store(text, settings)
     ref = parse_reference(text.removeprefix("docker://"))
     if reading:
-        repository, root = open_for_pull(ref, settings)
+        repository, root = open_for_pull(ref, settings, command_registry=command_registry)
         return Endpoint(repository, root.digest, str(ref), registry_ref=ref, resolved=root)
-    repository = open_repository(ref, settings)
+    repository = open_repository(ref, settings, command_registry=command_registry)
     return Endpoint(repository, ref.target, str(ref), registry_ref=ref)
 
 

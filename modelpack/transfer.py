@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .endpoints import Endpoint, open_endpoint, registry_repository
+from .endpoints import Endpoint, open_endpoint, registry_of, registry_repository
 from .errors import UsageError
 from .inspection import inspect_endpoint
 from .model.build import BuildResult, BuiltArtifact
@@ -167,7 +167,9 @@ def copy(
     media_types: str | None = None,
 ) -> TransferResult:
     """``media_types`` ("cncf"/"cnai") converts a model's names on the way (a new digest)."""
-    src = open_endpoint(source, settings, reading=True)
+    # Between two registries the command is about the one it writes to: the
+    # environment's credentials go there, the source gets what `docker login` stored.
+    src = open_endpoint(source, settings, reading=True, command_registry=registry_of(destination))
     dst = open_endpoint(destination, settings, reading=False)
     return _transfer_result(dst, _copy(src, dst, settings, progress, media_types=media_types))
 

@@ -30,6 +30,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in (
         "MODELPACK_USERNAME",
         "MODELPACK_PASSWORD",
+        "MODELPACK_REGISTRY",
         "MODELPACK_PLAIN_HTTP",
         "MODELPACK_INSECURE",
         "MODELPACK_CA_FILE",

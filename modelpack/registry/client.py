@@ -11,7 +11,7 @@ from ..oci.reference import Reference
 from ..oci.spec import Descriptor
 from ..settings import RegistryOptions, Settings
 from .auth import Authenticator
-from .credentials import Credentials, find_credentials
+from .credentials import Credentials, find_credentials, stored_credentials
 from .repository import RegistryRepository
 from .session import RegistryClient
 from .transport import Transport
@@ -35,20 +35,29 @@ def connect(
     settings: Settings,
     credentials: Credentials | None = None,
     options: RegistryOptions | None = None,
+    *,
+    command_registry: str | None = None,
 ) -> RegistryClient:
-    """A client for ``host`` with the options and credentials configured for it."""
+    """A client for ``host`` with the options and credentials configured for it
+    (``command_registry``, default ``host``: see ``credentials``)."""
     transport = Transport(
         DOCKER_HUB_API if host == "docker.io" else host,
         options or settings.registry_options(host),
         pool_size=settings.concurrency + 2,
         retries=settings.retries,
     )
-    creds = credentials if credentials is not None else find_credentials(host)
-    return RegistryClient(transport, Authenticator(transport, creds))
+    if credentials is None:
+        credentials = find_credentials(host, command_registry)
+    return RegistryClient(transport, Authenticator(transport, credentials))
 
 
-def open_repository(reference: Reference, settings: Settings) -> RegistryRepository:
-    return RegistryRepository(connect(reference.registry, settings), reference.repository)
+def open_repository(
+    reference: Reference, settings: Settings, *, command_registry: str | None = None
+) -> RegistryRepository:
+    """``reference``'s repository; ``command_registry``: the registry the command is
+    about, when it is not this one (the destination of a copy)."""
+    client = connect(reference.registry, settings, command_registry=command_registry)
+    return RegistryRepository(client, reference.repository)
 
 
 @dataclass(frozen=True)
@@ -70,12 +79,15 @@ class Mirror:
         return f"{self.prefix}/{repository}" if self.prefix else repository
 
 
-def mirror_repositories(reference: Reference, settings: Settings) -> list[RegistryRepository]:
+def mirror_repositories(
+    reference: Reference, settings: Settings, *, command_registry: str | None = None
+) -> list[RegistryRepository]:
     """Repositories to try before the upstream, in the configured order.
 
-    A mirror without credentials of its own gets the upstream's: a
-    pass-through mirror (Dragonfly's dfdaemon, a caching proxy) forwards them
-    to the registry that asks.
+    A mirror without credentials of its own gets those ``docker login`` stored
+    for the upstream: a pass-through mirror (Dragonfly's dfdaemon, a caching
+    proxy) forwards them to the registry that asks.  MODELPACK_USERNAME/PASSWORD
+    never: they are for one registry (a mirror only when MODELPACK_REGISTRY names it).
     """
     upstream_credentials = None
     repositories = []
@@ -85,18 +97,18 @@ def mirror_repositories(reference: Reference, settings: Settings) -> list[Regist
             settings.registry_options(mirror.host),
             plain_http=mirror.plain_http or settings.plain_http,
         )
-        credentials = find_credentials(mirror.host)
-        if credentials is None:
+        upstream = command_registry or reference.registry
+        client = connect(mirror.host, settings, options=options, command_registry=upstream)
+        if client.auth.credentials is None:
             if upstream_credentials is None:
-                upstream_credentials = find_credentials(reference.registry)
-            credentials = upstream_credentials
-        client = connect(mirror.host, settings, credentials=credentials, options=options)
+                upstream_credentials = stored_credentials(reference.registry)[0]
+            client.auth.credentials = upstream_credentials
         repositories.append(RegistryRepository(client, mirror.repository_for(reference.repository)))
     return repositories
 
 
 def open_for_pull(
-    reference: Reference, settings: Settings
+    reference: Reference, settings: Settings, *, command_registry: str | None = None
 ) -> tuple[RegistryRepository, Descriptor]:
     """Resolve ``reference`` through its mirrors in order, then the upstream registry.
 
@@ -104,10 +116,10 @@ def open_for_pull(
     bytes are verified against the digest either way, so a mirror can make
     a pull slower or faster, never different.
     """
-    for repository in mirror_repositories(reference, settings):
+    for repository in mirror_repositories(reference, settings, command_registry=command_registry):
         try:
             return repository, repository.resolve(reference.target)
         except ModelpackError as exc:
             log.info("mirror %s skipped for %s: %s", repository.describe(), reference, exc)
-    repository = open_repository(reference, settings)
+    repository = open_repository(reference, settings, command_registry=command_registry)
     return repository, repository.resolve(reference.target)

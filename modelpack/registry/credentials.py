@@ -4,6 +4,12 @@ Order: MODELPACK_USERNAME / MODELPACK_PASSWORD (CI), then the docker config
 (``$DOCKER_CONFIG/config.json``, default ``~/.docker/config.json``): a
 per-host ``credHelpers`` entry, inline ``auths`` entries, then ``credsStore``.
 Helpers get the host on stdin, never in argv.
+
+The environment's pair is for one registry, as ``docker/login-action``'s
+``registry`` input is: the host ``MODELPACK_REGISTRY`` names, else the registry
+the command is about (``command_registry``: the reference pulled or pushed, the
+destination of a copy between two registries).  Never a mirror or any other
+host, unless MODELPACK_REGISTRY names it.
 """
 
 from __future__ import annotations
@@ -96,16 +102,54 @@ def _from_auth_entry(entry: dict) -> Credentials | None:
     return None
 
 
-def find_credentials(host: str) -> Credentials | None:
-    return find_credentials_with_source(host)[0]
+def registry_key(text: str) -> str:
+    """One spelling per registry: lower case, no scheme or trailing ``/v1/``, Docker
+    Hub's aliases as ``docker.io``; UsageError for anything that is not HOST[:PORT]."""
+    host = text.strip().lower().split("://", 1)[-1].rstrip("/")
+    host = host.removesuffix("/v1").removesuffix("/v2")
+    if not host or "/" in host or any(c.isspace() for c in host):
+        raise UsageError(
+            f"MODELPACK_REGISTRY={text!r} is not HOST[:PORT]",
+            hint="name the one registry MODELPACK_USERNAME/PASSWORD are for, as `docker login HOST`",
+        )
+    return "docker.io" if host in ("index.docker.io", "registry-1.docker.io") else host
 
 
-def find_credentials_with_source(host: str) -> tuple[Credentials | None, str]:
-    """The credentials for ``host`` and where they came from (for `modelpack doctor`)."""
+def environment_registry(command_registry: str) -> str:
+    """The registry MODELPACK_USERNAME/PASSWORD are for in a command about ``command_registry``."""
+    return registry_key(os.environ.get("MODELPACK_REGISTRY") or command_registry)
+
+
+def environment_credentials(host: str, command_registry: str | None = None) -> Credentials | None:
+    """MODELPACK_USERNAME/PASSWORD when ``host`` is the registry they are for."""
     username = os.environ.get("MODELPACK_USERNAME")
     password = os.environ.get("MODELPACK_PASSWORD")
-    if username and password is not None:
-        return Credentials(username=username, password=password), "MODELPACK_USERNAME/PASSWORD"
+    if not username or password is None:
+        return None
+    if registry_key(host) != environment_registry(command_registry or host):
+        return None
+    return Credentials(username=username, password=password)
+
+
+def find_credentials(host: str, command_registry: str | None = None) -> Credentials | None:
+    return find_credentials_with_source(host, command_registry)[0]
+
+
+def find_credentials_with_source(
+    host: str, command_registry: str | None = None
+) -> tuple[Credentials | None, str]:
+    """The credentials for ``host`` and where they came from (for `modelpack doctor`);
+    ``command_registry`` (default ``host``) is the registry the command is about."""
+    if found := environment_credentials(host, command_registry):
+        return found, "MODELPACK_USERNAME/PASSWORD"
+    found, source = stored_credentials(host)
+    if found is None and os.environ.get("MODELPACK_USERNAME"):
+        source += f"; MODELPACK_USERNAME is for {environment_registry(command_registry or host)}"
+    return found, source
+
+
+def stored_credentials(host: str) -> tuple[Credentials | None, str]:
+    """What ``docker login HOST`` stored: credHelpers, auths, credsStore."""
     config = read_docker_config()
     keys = host_keys(host)
     helpers = config.get("credHelpers") or {}

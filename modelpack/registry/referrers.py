@@ -8,6 +8,10 @@ oras-go and cosign do.
 
 from __future__ import annotations
 
+import contextlib
+
+import requests
+
 from ..errors import IntegrityError, ReferenceNotFoundError
 from ..oci.digests import parse_digest, sha256_bytes
 from ..oci.limits import MAX_MANIFEST_BYTES
@@ -56,37 +60,46 @@ def _tag_schema_index(repo: RepositoryAccess, subject_digest: str) -> list[Descr
 def list_referrers(
     repo: RepositoryAccess, subject: Descriptor, artifact_type: str | None = None
 ) -> list[Descriptor]:
+    """The referrers of ``subject``: every page the API serves, else the tag schema."""
     params = {"artifactType": artifact_type} if artifact_type else {}
-    response = repo.client.request(
-        "GET",
+    what = f"listing referrers of {subject.digest}"
+    entries: list[Descriptor] = []
+    api = True
+    pages = repo.client.pages(
         repo.path("referrers", subject.digest),
         repo.pull_scope,
+        what,
         headers={"Accept": MEDIA_TYPE_OCI_INDEX},
         params=params,
         stream=True,  # read with a cap below, not whole
     )
-    with response:
-        if response.status_code == 200 and response.headers.get("Content-Type", "").startswith(
-            MEDIA_TYPE_OCI_INDEX
-        ):
-            data = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
-            if len(data) > MAX_MANIFEST_BYTES:
-                raise IntegrityError(
-                    f"referrers of {subject.digest}: larger than {MAX_MANIFEST_BYTES} bytes"
-                )
-            document = parse_document(data, f"referrers of {subject.digest}")
-            entries = manifest_successors(MEDIA_TYPE_OCI_INDEX, document, "referrers list")
-            repo.referrers_api = True
-        elif response.status_code in (404, 400, 405):
-            repo.referrers_api = False
-            entries = _tag_schema_index(repo, subject.digest)
-        else:
-            raise_for_status(response, f"listing referrers of {subject.digest}")
-            entries = []
-    found = entries
+    with contextlib.closing(pages):
+        for number, response in enumerate(pages):
+            if number == 0 and response.status_code in (404, 400, 405):
+                api = False
+                break
+            raise_for_status(response, what)
+            if response.status_code != 200 or not response.headers.get(
+                "Content-Type", ""
+            ).startswith(MEDIA_TYPE_OCI_INDEX):
+                break  # not a referrers index (an old registry's catch-all): none listed
+            entries += _referrers_page(response, subject.digest)
+    repo.referrers_api = api
+    if not api:
+        entries = _tag_schema_index(repo, subject.digest)
     if artifact_type:
-        found = [d for d in found if d.artifact_type == artifact_type]
-    return found
+        entries = [d for d in entries if d.artifact_type == artifact_type]
+    return entries
+
+
+def _referrers_page(response: requests.Response, subject_digest: str) -> list[Descriptor]:
+    data = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise IntegrityError(
+            f"referrers of {subject_digest}: larger than {MAX_MANIFEST_BYTES} bytes"
+        )
+    document = parse_document(data, f"referrers of {subject_digest}")
+    return manifest_successors(MEDIA_TYPE_OCI_INDEX, document, "referrers list")
 
 
 def index_referrer(repo: RepositoryAccess, subject_digest: str, referrer: Descriptor) -> None:

@@ -163,16 +163,12 @@ class RegistryRepository:
 
     def list_tags(self) -> list[str]:
         tags: list[str] = []
-        path = self.path("tags", "list")
-        while path:
-            response = self.client.request("GET", path, self.pull_scope)
-            with response:
-                if response.status_code == 404:
-                    return []
-                raise_for_status(response, f"listing tags of {self.describe()}")
-                tags.extend(response.json().get("tags") or [])
-                link = response.links.get("next", {}).get("url")
-            path = urljoin(self.client.transport.url(path), link) if link else ""
+        what = f"listing tags of {self.describe()}"
+        for response in self.client.pages(self.path("tags", "list"), self.pull_scope, what):
+            if response.status_code == 404:
+                return []
+            raise_for_status(response, what)
+            tags.extend(_tag_page(response, what))
         return tags
 
     # -- Target -------------------------------------------------------------
@@ -274,6 +270,20 @@ def _manifest_descriptor(data: bytes, digest: str, header_type: str, what: str) 
         size=len(data),
         artifact_type=artifact_type if isinstance(artifact_type, str) else None,
     )
+
+
+def _tag_page(response: requests.Response, what: str) -> list[str]:
+    """The tags of one ``tags/list`` page: a JSON object whose ``tags`` are strings."""
+    try:
+        document = response.json()
+    except (ValueError, RecursionError):
+        document = None
+    tags = document.get("tags") if isinstance(document, dict) else None
+    if tags is None and isinstance(document, dict):
+        return []
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise RegistryError(f"{what}: the registry's answer is not a tag list")
+    return tags
 
 
 def _skip(stream: ResponseStream, count: int, what: str) -> None:

@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -130,6 +131,12 @@ class Transport:
     def url(self, path: str) -> str:
         return path if "://" in path else f"{self.base_url}{path}"
 
+    def same_origin(self, url: str) -> bool:
+        """True when ``url`` (a path, or absolute) is on this registry: the same scheme,
+        host and port.  Only such URLs get our Authorization header."""
+        origin = _origin(self.url(url))
+        return origin is not None and origin == _origin(self.base_url)
+
     def _tls_failure(self, exc: requests.exceptions.SSLError) -> RegistryUnavailableError:
         return RegistryUnavailableError(
             f"TLS handshake with {self.host} failed: {_short(exc)}",
@@ -237,7 +244,8 @@ def raise_for_status(response: requests.Response, what: str) -> None:
     if response.status_code == 401:
         raise AuthenticationError(
             f"{what}: the registry requires authentication ({message})",
-            hint="run `modelpack login HOST` or set MODELPACK_USERNAME/MODELPACK_PASSWORD",
+            hint="run `modelpack login HOST`, or set MODELPACK_USERNAME/MODELPACK_PASSWORD "
+            "(and MODELPACK_REGISTRY=HOST when the command talks to two registries)",
         )
     if response.status_code == 403:
         raise AuthenticationError(
@@ -245,6 +253,18 @@ def raise_for_status(response: requests.Response, what: str) -> None:
             hint="the credentials lack permission for this repository",
         )
     raise RegistryError(f"{what}: {message}")
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an absolute URL, the default port made explicit."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a port that is not a number
+        return None
+    if port is None or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port
 
 
 def _short(exc: Exception) -> str:

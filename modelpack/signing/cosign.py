@@ -22,14 +22,13 @@ exactly D and the signature checks with the given public key.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import IntegrityError, NotFoundError
-from ..oci.digests import parse_digest
+from ..oci.digests import is_digest, parse_digest
 from ..oci.spec import (
     MEDIA_TYPE_OCI_MANIFEST,
     Descriptor,
@@ -49,6 +48,7 @@ SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 COSIGN_ARTIFACT_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"
 SIGNATURE_TYPE = "cosign container image signature"
+BUNDLE_SIGNATURE_TYPE = "cosign sign statement (sigstore bundle)"
 OCI_CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 MAX_PAYLOAD = 256 * 1024
 
@@ -70,25 +70,73 @@ def simple_signing_payload(docker_reference: str, digest: str) -> bytes:
 
 
 @dataclass(frozen=True)
+class SimpleSigning:
+    """The fields of a cosign simple-signing payload that verification reads."""
+
+    docker_reference: str
+    manifest_digest: str
+    type: str
+
+
+def parse_simple_signing(data: bytes, what: str) -> SimpleSigning:
+    """The payload, or IntegrityError unless it is cosign's simple-signing shape:
+    ``{"critical": {"identity": {"docker-reference": str}, "image":
+    {"docker-manifest-digest": digest}, "type": str}, "optional": object|null}``."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):  # not UTF-8 or not JSON; nested past the stack
+        raise IntegrityError(f"{what}: the payload is not JSON") from None
+    if not isinstance(document, dict):
+        raise IntegrityError(f"{what}: the payload is not a JSON object")
+    if document.get("optional") is not None:
+        _field(document, "optional", dict, what)
+    critical = _field(document, "critical", dict, what)
+    image = _field(critical, "image", dict, what)
+    digest = _field(image, "docker-manifest-digest", str, what)
+    if not is_digest(digest):
+        raise IntegrityError(f"{what}: payload field docker-manifest-digest is not a digest")
+    return SimpleSigning(
+        docker_reference=_field(
+            _field(critical, "identity", dict, what), "docker-reference", str, what
+        ),
+        manifest_digest=digest,
+        type=_field(critical, "type", str, what),
+    )
+
+
+def _field(document: dict, name: str, kind: type, what: str) -> Any:
+    """``document[name]``; IntegrityError unless it is a ``kind`` (dict or str)."""
+    value = document.get(name)
+    if not isinstance(value, kind):
+        wanted = "an object" if kind is dict else "a string"
+        raise IntegrityError(f"{what}: payload field {name} is not {wanted}")
+    return value
+
+
+@dataclass(frozen=True)
 class FoundSignature:
     source: str  # "tag" (sha256-<hex>.sig), "referrer", or "bundle" (a sigstore bundle referrer)
     layer: Descriptor
-    payload: dict[str, Any]
-    signature: bytes
+    payload: SimpleSigning
+    data: bytes = field(repr=False)  # the payload's bytes, what the signature is over
+    signature: bytes = field(repr=False)
 
     @property
     def docker_reference(self) -> str:
-        return str(
-            ((self.payload.get("critical") or {}).get("identity") or {}).get("docker-reference", "")
-        )
+        return self.payload.docker_reference
 
     @property
     def signed_digest(self) -> str:
-        return str(
-            ((self.payload.get("critical") or {}).get("image") or {}).get(
-                "docker-manifest-digest", ""
-            )
-        )
+        return self.payload.manifest_digest
+
+
+@dataclass
+class SignatureScan:
+    """What ``scan_signatures`` found: the well-formed signatures, and one
+    IntegrityError for each entry that is not (it never hides the others)."""
+
+    found: list[FoundSignature] = field(default_factory=list)
+    rejected: list[IntegrityError] = field(default_factory=list)
 
 
 @dataclass
@@ -98,6 +146,7 @@ class SignatureCheck:
     key_id: str
     valid: list[FoundSignature] = field(default_factory=list)
     others: int = 0  # signatures present that are not valid for this key and digest
+    rejected: list[str] = field(default_factory=list)  # why each malformed one was refused
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,9 +235,7 @@ def sign_manifest(repository: RegistryRepository, subject: Descriptor, key: Priv
 # -- reading ------------------------------------------------------------------
 
 
-def _layers_with_signatures(
-    repository: RegistryRepository, manifest: Descriptor
-) -> list[Descriptor]:
+def _layers_with_signatures(repository: Target, manifest: Descriptor) -> list[Descriptor]:
     document = parse_manifest(fetch_bytes(repository, manifest), f"signature {manifest.digest}")
     return [
         layer
@@ -198,54 +245,105 @@ def _layers_with_signatures(
     ]
 
 
+def _signature_sources(
+    repository: Target,
+    subject: Descriptor,
+    tag_reference: Callable[[str], str],
+    scan: SignatureScan,
+) -> list[tuple[str, Descriptor]]:
+    """The manifests that may hold signatures: the ``.sig`` tag, then cosign referrers."""
+    sources: list[tuple[str, Descriptor]] = []
+    tag = tag_reference(signature_tag(subject.digest))
+    try:
+        sources.append(("tag", repository.resolve(tag)))
+    except NotFoundError:
+        pass  # no .sig tag
+    except IntegrityError as exc:  # a junk .sig tag: the referrers still count
+        scan.rejected.append(exc)
+    try:
+        sources += [
+            ("referrer", r) for r in referrers_of(repository, subject, COSIGN_ARTIFACT_TYPE)
+        ]
+    except IntegrityError as exc:  # a junk referrers list: the .sig tag still counts
+        scan.rejected.append(exc)
+    return sources
+
+
+def _read_signature(repository: Target, source: str, layer: Descriptor) -> FoundSignature:
+    """One signature layer, IntegrityError (or NotFoundError) when it is unusable."""
+    what = f"signature {layer.digest} ({source})"
+    if layer.size > MAX_PAYLOAD:
+        raise IntegrityError(f"{what}: payload of {layer.size} bytes, over {MAX_PAYLOAD}")
+    data = fetch_bytes(repository, layer, limit=MAX_PAYLOAD)
+    payload = parse_simple_signing(data, what)
+    try:
+        signature = base64.b64decode(layer.annotations[SIGNATURE_ANNOTATION], validate=True)
+    except ValueError:
+        raise IntegrityError(f"{what}: the signature annotation is not base64") from None
+    return FoundSignature(source, layer, payload, data, signature)
+
+
+def scan_signatures(
+    repository: Target, subject: Descriptor, tag_reference: Callable[[str], str] = lambda tag: tag
+) -> SignatureScan:
+    """Every distinct cosign signature of ``subject``: in its ``.sig`` tag and in
+    referrers (the same signature in both places counts once).  A manifest or
+    layer that is junk is one rejection; the rest are still read."""
+    scan = SignatureScan()
+    seen: set[tuple[str, str]] = set()
+    for source, manifest in _signature_sources(repository, subject, tag_reference, scan):
+        try:
+            layers = _layers_with_signatures(repository, manifest)
+        except (IntegrityError, NotFoundError) as exc:
+            scan.rejected.append(_as_integrity_error(exc))
+            continue
+        for layer in layers:
+            mark = (layer.digest, layer.annotations[SIGNATURE_ANNOTATION])
+            if mark in seen:
+                continue
+            seen.add(mark)
+            try:
+                scan.found.append(_read_signature(repository, source, layer))
+            except (IntegrityError, NotFoundError) as exc:
+                scan.rejected.append(_as_integrity_error(exc))
+    return scan
+
+
+def _as_integrity_error(exc: IntegrityError | NotFoundError) -> IntegrityError:
+    return exc if isinstance(exc, IntegrityError) else IntegrityError(exc.message)
+
+
 def find_signatures(
     repository: Target, subject: Descriptor, tag_reference: Callable[[str], str] = lambda tag: tag
 ) -> list[FoundSignature]:
-    """Every distinct cosign signature of ``subject``: in its ``.sig`` tag and in
-    referrers (the same signature in both places counts once)."""
-    sources: list[tuple[str, Descriptor]] = []
-    with contextlib.suppress(NotFoundError):
-        sources.append(("tag", repository.resolve(tag_reference(signature_tag(subject.digest)))))
-    sources += [("referrer", r) for r in referrers_of(repository, subject, COSIGN_ARTIFACT_TYPE)]
-    found: list[FoundSignature] = []
-    seen: set[tuple[str, str]] = set()
-    for source, manifest in sources:
-        for layer in _layers_with_signatures(repository, manifest):
-            mark = (layer.digest, layer.annotations[SIGNATURE_ANNOTATION])
-            if mark in seen or layer.size > MAX_PAYLOAD:
-                continue
-            seen.add(mark)
-            payload = fetch_bytes(repository, layer, limit=MAX_PAYLOAD)
-            try:
-                document = json.loads(payload)
-                signature = base64.b64decode(layer.annotations[SIGNATURE_ANNOTATION], validate=True)
-            except ValueError:
-                continue  # malformed entries are someone else's problem, never a pass
-            found.append(FoundSignature(source, layer, document, signature))
-    return found
+    """The well-formed signatures of ``scan_signatures``."""
+    return scan_signatures(repository, subject, tag_reference).found
 
 
 def check_signatures(
     repository: RegistryRepository, subject: Descriptor, public: PublicKey, display: str
 ) -> SignatureCheck:
     result = SignatureCheck(display, subject.digest, key_id(public))
-    for found in find_signatures(repository, subject):
-        payload = fetch_bytes(repository, found.layer, limit=MAX_PAYLOAD)
-        critical = found.payload.get("critical") or {}
+    scan = scan_signatures(repository, subject)
+    result.rejected = [exc.message for exc in scan.rejected]
+    for found in scan.found:
         if (
             found.signed_digest == subject.digest
-            and critical.get("type") == SIGNATURE_TYPE
-            and verify_bytes(public, found.signature, payload)
+            and found.payload.type == SIGNATURE_TYPE
+            and verify_bytes(public, found.signature, found.data)
         ):
             result.valid.append(found)
         else:
             result.others += 1
+    result.others += len(scan.rejected)
     for bundle in find_bundle_signatures(repository, subject):  # cosign v3's default form
         if not bundle.is_cosign_signature():
             continue  # a model-signing bundle: `verify --dir`/--model-signature's business
         if bundle.verifies(public, subject.digest):
-            statement = bundle.statement() or {}
-            result.valid.append(FoundSignature("bundle", bundle.layer, statement, bundle.signature))
+            statement = SimpleSigning("", subject.digest, BUNDLE_SIGNATURE_TYPE)
+            result.valid.append(
+                FoundSignature("bundle", bundle.layer, statement, bundle.payload, bundle.signature)
+            )
         else:
             result.others += 1
     return result
@@ -262,6 +360,8 @@ def require_signature(
             if result.others
             else "it is not signed"
         )
+        if result.rejected:
+            detail += f" ({len(result.rejected)} malformed; the first: {result.rejected[0]})"
         raise IntegrityError(
             f"{display}@{subject.digest}: no valid signature by key {result.key_id}: {detail}",
             hint="sign it with `modelpack sign`, or check that the tag still points to the signed model",

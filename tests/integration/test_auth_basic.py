@@ -1,12 +1,14 @@
 """HTTP basic auth (htpasswd) against a real registry: login, push, pull, refusals, secrets."""
 
+import base64
 import json
 import os
 import stat
 import sys
 
 import pytest
-from support.helpers import run_cli, tree_files
+from support.helpers import make_artifact, run_cli, tree_files
+from support.hostile_registry import HostileRegistry
 
 import modelpack
 from modelpack.testing import RegistryServer
@@ -77,6 +79,50 @@ def test_ci_credentials_from_the_environment(tiny_model, basic_registry, setting
     ref = f"{basic_registry.host}/ci/tiny:v1"
     modelpack.build(tiny_model, ref, settings=settings)
     assert modelpack.push(ref, settings=settings).stats.transferred > 0
+
+
+CI_ENV = {"MODELPACK_USERNAME": USER, "MODELPACK_PASSWORD": PASSWORD}
+
+
+@pytest.fixture
+def recorder():
+    """Another registry, on another port, that demands credentials and records what it gets."""
+    server = HostileRegistry(basic_auth=True).start()
+    yield server
+    server.stop()
+
+
+def test_ci_credentials_never_reach_a_mirror(tiny_model, basic_registry, recorder, tmp_path):
+    ref = f"{basic_registry.host}/ci/mirrored:v1"
+    assert run_cli("build", str(tiny_model), "-t", ref, "-q").returncode == 0
+    assert run_cli("push", ref, "--plain-http", env=CI_ENV).returncode == 0
+    mirrors = {"MODELPACK_MIRRORS": f"{basic_registry.host}=http://{recorder.host}"}
+    for named in ({}, {"MODELPACK_REGISTRY": basic_registry.host}):
+        out = tmp_path / f"out-{len(named)}"
+        pulled = run_cli(
+            "pull", ref, "-o", str(out), "--plain-http", env={**CI_ENV, **mirrors, **named}
+        )
+        assert pulled.returncode == 0, pulled.stderr  # from the registry, with the credentials
+        assert tree_files(out) == tree_files(tiny_model)
+    assert recorder.requests  # the mirror was asked first
+    assert recorder.authorizations == []  # and never got them
+
+
+def test_ci_credentials_go_to_the_registry_named_and_no_other(basic_registry, recorder, tmp_path):
+    make_artifact(recorder, "v1", [("application/vnd.cncf.model.weight.v1.raw", b"w", {})])
+    source, destination = f"{recorder.host}/evil/model:v1", f"{basic_registry.host}/ci/copied:v1"
+    # A copy between two registries: the credentials are for the one written to, not the source.
+    copied = run_cli("copy", source, destination, "--plain-http", env=CI_ENV)
+    assert copied.returncode == 4, copied.stderr
+    assert recorder.host in copied.stderr and "MODELPACK_REGISTRY" in copied.stderr
+    assert recorder.authorizations == []
+    # MODELPACK_REGISTRY names the source: it gets them, and the destination does not.
+    named = {**CI_ENV, "MODELPACK_REGISTRY": recorder.host}
+    copied = run_cli("copy", source, destination, "--plain-http", env=named)
+    assert copied.returncode == 4 and basic_registry.host in copied.stderr, copied.stderr
+    assert recorder.authorizations and set(recorder.authorizations) == {
+        "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    }
 
 
 HELPER = """#!{python}

@@ -18,6 +18,7 @@ import yaml
 from support.gateway import Gateway, blob_gets, clean_env
 from support.helpers import build_and_push, make_artifact, tree_files
 from support.hostile_registry import HostileRegistry
+from support.junk_signatures import add_junk_signatures
 
 import modelpack
 from modelpack.oci.spec import ANNOTATION_FILEPATH
@@ -276,6 +277,34 @@ def test_verify_key_refuses_unsigned_models(registry, tiny_model, tmp_path):
         assert "no valid signature" in results[1]["message"]
         refused = requests.get(f"{gateway.url}/org/unsigned/resolve/v1/config.json")
         assert refused.status_code == 403 and "signature" in refused.json()["error"]
+    finally:
+        gateway.stop()
+
+
+def test_verify_key_reads_past_junk_signatures(registry, tiny_model, tmp_path):
+    keys = modelpack.keygen(tmp_path / "key")
+    settings = Settings(home=tmp_path / "home", plain_http=True)
+    signed = _push(tiny_model, registry.host, "org/junk-beside:v1", tmp_path / "home")
+    modelpack.sign(signed, keys.private_path, settings=settings)
+    add_junk_signatures(signed, settings)
+    only_junk = _push(
+        tiny_model,
+        registry.host,
+        "org/only-junk:v1",
+        tmp_path / "home",
+        set_fields=["config.precision=int8"],
+    )
+    add_junk_signatures(only_junk, settings)
+    gateway = Gateway(
+        f"{registry.host}/{NAMESPACE}",
+        tmp_path / "gateway",
+        ("--verify-key", str(keys.public_path)),
+    ).start()
+    try:
+        beside = requests.get(f"{gateway.url}/org/junk-beside/resolve/v1/config.json")
+        assert beside.status_code == 200, beside.text
+        refused = requests.get(f"{gateway.url}/org/only-junk/resolve/v1/config.json")
+        assert refused.status_code == 403 and "malformed" in refused.json()["error"], refused.text
     finally:
         gateway.stop()
 

@@ -14,8 +14,18 @@ import pytest
 from support.helpers import make_artifact, make_tar, run_cli
 from support.hostile_registry import HostileRegistry
 
+from modelpack.errors import RegistryError
 from modelpack.oci.digests import sha256_bytes
-from modelpack.oci.spec import ANNOTATION_FILE_METADATA, ANNOTATION_FILEPATH, FileMetadata
+from modelpack.oci.spec import (
+    ANNOTATION_FILE_METADATA,
+    ANNOTATION_FILEPATH,
+    MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_MANIFEST,
+    Descriptor,
+    FileMetadata,
+)
+from modelpack.registry import session
+from modelpack.registry.client import Credentials, RegistryRepository, connect
 from modelpack.storage.unpack import STAGING_PREFIX
 
 RAW = "application/vnd.cncf.model.weight.v1.raw"
@@ -335,3 +345,80 @@ def test_a_stalled_registry_times_out_with_exit_6(hostile, canary, tmp_path):
     hostile.stall = 5  # without a working read timeout the pull would succeed after it
     result, out = _pull(hostile, tmp_path, env={"MODELPACK_READ_TIMEOUT": "1"})
     _assert_refused(result, out, canary, code=6, match="cannot reach registry")
+
+
+# -- listings: Link headers stay on the registry ------------------------------
+
+SUBJECT = Descriptor(MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(b"subject"), 7)
+
+
+def _tag_page(tags):
+    return json.dumps({"name": "evil/model", "tags": tags}).encode()
+
+
+def _referrer_page(names):
+    manifests = [
+        Descriptor(MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(n.encode()), 1, artifact_type=n).to_dict()
+        for n in names
+    ]
+    return json.dumps(
+        {"schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": manifests}
+    ).encode()
+
+
+LISTINGS = {  # what a listing is called, how to make its pages, how to read it, what it gives
+    "tags": (
+        "tags/list",
+        "application/json",
+        _tag_page,
+        lambda repository: repository.list_tags(),
+    ),
+    "referrers": (
+        f"referrers/{SUBJECT.digest}",
+        MEDIA_TYPE_OCI_INDEX,
+        _referrer_page,
+        lambda repository: [d.artifact_type for d in repository.referrers(SUBJECT)],
+    ),
+}
+
+
+def _listing(hostile, kind, pages, settings):
+    """``hostile`` serving ``pages`` of one listing to a client that holds credentials."""
+    key, content_type, page, _ = LISTINGS[kind]
+    hostile.listings[key] = (content_type, [page(names) for names in pages])
+    client = connect(hostile.host, settings, credentials=Credentials("ci", "s3cret"))
+    return RegistryRepository(client, "evil/model")
+
+
+@pytest.mark.parametrize("kind", sorted(LISTINGS))
+def test_every_page_on_the_registry_is_read(hostile, settings, kind):
+    repository = _listing(hostile, kind, [["a", "b"], ["c"], ["d"]], settings)
+    assert LISTINGS[kind][3](repository) == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("kind", sorted(LISTINGS))
+def test_a_link_to_another_host_is_refused_and_gets_no_credentials(hostile, settings, kind):
+    hostile.basic_auth = True
+    elsewhere = HostileRegistry().start()  # another port: another origin, recording what it gets
+    try:
+        key = LISTINGS[kind][0]
+        elsewhere.listings[key] = (LISTINGS[kind][1], [LISTINGS[kind][2](["stolen"])])
+        hostile.next_link = f"http://{elsewhere.host}/v2/evil/model/{key}"
+        repository = _listing(hostile, kind, [["a"]], settings)
+        with pytest.raises(RegistryError, match="links the next page to another host"):
+            LISTINGS[kind][3](repository)
+        assert hostile.authorizations  # the registry itself did get the credentials
+        assert elsewhere.requests == [] and elsewhere.authorizations == []
+    finally:
+        elsewhere.stop()
+
+
+@pytest.mark.parametrize("kind", sorted(LISTINGS))
+def test_pages_that_link_in_a_loop_stop_at_the_page_cap(hostile, settings, kind, monkeypatch):
+    monkeypatch.setattr(session, "MAX_PAGES", 5)
+    hostile.next_link = f"/v2/evil/model/{LISTINGS[kind][0]}"  # page 0 links to itself
+    repository = _listing(hostile, kind, [["a"]], settings)
+    with pytest.raises(RegistryError, match="more than 5 pages"):
+        LISTINGS[kind][3](repository)
+    listing_requests = [r for r in hostile.requests if LISTINGS[kind][0] in r]
+    assert len(listing_requests) == 5

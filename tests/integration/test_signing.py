@@ -14,6 +14,7 @@ import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.helpers import build_and_push, run_cli, tree_files
+from support.junk_signatures import add_junk_signatures
 
 import modelpack
 from modelpack.schemas import CLI_SIGNATURE, validate
@@ -286,3 +287,29 @@ def test_init_container_refuses_unsigned_models(pushed, keys, tmp_path):
 def _clean(tmp_path):
     yield
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_junk_signatures_are_refused_one_by_one_and_hide_nothing(
+    pushed, keys, tiny_model, registry, settings, tmp_path
+):
+    first, _, _ = keys
+    _sign(pushed, first.private_path)
+    junk = add_junk_signatures(pushed, settings)
+    verified = run_cli("verify", pushed, "--key", str(first.public_path), "--plain-http", "--json")
+    assert verified.returncode == 0, verified.stderr
+    document = json.loads(verified.stdout)
+    validate(document, CLI_SIGNATURE)
+    assert len(document["signatures"]) == 1 and document["otherSignatures"] == junk
+    pulled = _pull_verified(pushed, tmp_path / "out", first.public_path, {})
+    assert pulled.returncode == 0, pulled.stderr
+    assert tree_files(tmp_path / "out") == tree_files(tiny_model)
+    # Nothing but junk: refused with exit 5, one line that says why.
+    only_junk = f"{registry.host}/signed/only-junk:v1"
+    build_and_push(tiny_model, only_junk, settings, set_fields=["config.precision=int8"])
+    add_junk_signatures(only_junk, settings)
+    refused = run_cli("verify", only_junk, "--key", str(first.public_path), "--plain-http")
+    assert refused.returncode == 5, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{junk} malformed" in lines[0], lines
+    assert _pull_verified(only_junk, tmp_path / "no", first.public_path, {}).returncode == 5
+    assert not (tmp_path / "no").exists()

@@ -1,6 +1,9 @@
 import base64
 import json
 
+import pytest
+
+from modelpack.errors import UsageError
 from modelpack.registry.challenge import parse_challenges
 from modelpack.registry.credentials import Credentials, find_credentials
 
@@ -45,6 +48,44 @@ def test_credentials_from_env_then_docker_config(tmp_path, monkeypatch):
     assert find_credentials("reg.io") == Credentials("ci", "token")
 
 
+CI = Credentials("ci", "token")
+
+
+@pytest.mark.parametrize(
+    ("named", "host", "command_registry", "expected"),
+    [
+        (None, "reg.io", None, CI),  # the command's own registry
+        (None, "mirror.io", "reg.io", None),  # a mirror of it, or a copy's source
+        (None, "reg.io", "reg.io", CI),
+        ("reg.io", "reg.io", "other.io", CI),  # the one MODELPACK_REGISTRY names
+        ("reg.io", "other.io", None, None),  # and no other
+        ("reg.io", "mirror.io", "reg.io", None),
+        ("mirror.io", "mirror.io", "reg.io", CI),  # a mirror when it is the one named
+        ("https://Reg.IO:5000/", "reg.io:5000", None, CI),  # docker login's spellings
+        ("reg.io:5000", "reg.io", None, None),  # another port is another registry
+        ("https://index.docker.io/v1/", "docker.io", None, CI),
+        ("docker.io", "registry-1.docker.io", None, CI),
+    ],
+)
+def test_environment_credentials_are_for_one_registry(
+    monkeypatch, named, host, command_registry, expected
+):
+    monkeypatch.setenv("MODELPACK_USERNAME", "ci")
+    monkeypatch.setenv("MODELPACK_PASSWORD", "token")
+    if named is not None:
+        monkeypatch.setenv("MODELPACK_REGISTRY", named)
+    assert find_credentials(host, command_registry) == expected
+
+
+@pytest.mark.parametrize("named", ["reg.io/team", "reg io", "https://"])
+def test_a_registry_variable_that_is_not_a_host_is_a_usage_error(monkeypatch, named):
+    monkeypatch.setenv("MODELPACK_USERNAME", "ci")
+    monkeypatch.setenv("MODELPACK_PASSWORD", "token")
+    monkeypatch.setenv("MODELPACK_REGISTRY", named)
+    with pytest.raises(UsageError, match="MODELPACK_REGISTRY"):
+        find_credentials("reg.io")
+
+
 def test_docker_hub_references_talk_to_its_api_host():
     from modelpack.registry import RegistryRepository, connect
     from modelpack.settings import Settings
@@ -80,3 +121,15 @@ def test_mirrors_parse_and_borrow_upstream_credentials(monkeypatch, tmp_path):
     assert repos[0].client.transport.base_url == "http://127.0.0.1:4001"
     assert repos[1].client.transport.base_url == "https://cache.example.com"
     assert repos[0].client.auth.credentials.username == "robot$ml+ci"
+
+
+def test_mirrors_never_get_the_environment_credentials(monkeypatch):
+    from modelpack.oci.reference import parse_reference
+    from modelpack.registry.client import mirror_repositories
+    from modelpack.settings import Settings
+
+    monkeypatch.setenv("MODELPACK_MIRRORS", "harbor.example.com=http://127.0.0.1:4001")
+    monkeypatch.setenv("MODELPACK_USERNAME", "ci")
+    monkeypatch.setenv("MODELPACK_PASSWORD", "token")
+    (mirror,) = mirror_repositories(parse_reference("harbor.example.com/ml/bert:v1"), Settings())
+    assert mirror.client.auth.credentials is None
