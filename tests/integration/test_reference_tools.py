@@ -502,3 +502,45 @@ def test_config_fields_each_tool_derives(go_peers, model, registry, settings, tm
     if report := os.environ.get("MODELPACK_INTEROP_REPORT"):
         with open(report, "a", encoding="utf-8") as out:
             out.write(json.dumps({"config-fields": table}) + "\n")
+
+
+@pytest.mark.interop(
+    "cosign",
+    "a tampered signature",
+    "one byte of a `.sig` signature flipped: `cosign verify` and `modelpack verify` both refuse",
+)
+def test_a_tampered_signature_is_refused_by_both(go_peers, cosign_keys, model, registry, settings):
+    import base64
+
+    from modelpack.oci.digests import sha256_bytes
+    from modelpack.oci.reference import parse_reference
+    from modelpack.oci.spec import MEDIA_TYPE_OCI_MANIFEST, Descriptor
+    from modelpack.registry import open_repository
+
+    private, public = cosign_keys
+    ref = _ref(registry, "tampered:v1")
+    built = build_and_push(model, ref, settings)
+    go_peers.run(
+        "cosign", "sign", "--key", str(private), "--use-signing-config=false",
+        "--tlog-upload=false", "--allow-http-registry", "-y", "--new-bundle-format=false", ref,
+        env={"COSIGN_PASSWORD": ""},
+    )  # fmt: skip
+    assert modelpack.verify(ref, public, settings=settings).valid  # intact: both accept
+    assert _cosign_verify(go_peers, public, ref).returncode == 0
+    tag = "sha256-" + built.digest.split(":")[1] + ".sig"
+    repository = open_repository(parse_reference(ref), settings)
+    manifest = json.loads(
+        go_peers.run("crane", "manifest", "--insecure", f"{ref.rsplit(':', 1)[0]}:{tag}").stdout
+    )
+    key = "dev.cosignproject.cosign/signature"
+    for layer in manifest["layers"]:
+        signature = bytearray(base64.b64decode(layer["annotations"][key]))
+        signature[len(signature) // 2] ^= 0x01
+        layer["annotations"][key] = base64.b64encode(bytes(signature)).decode()
+    data = json.dumps(manifest).encode()
+    desc = Descriptor(MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(data), len(data))
+    repository.put_manifest(desc, data, tag)
+    assert _cosign_verify(go_peers, public, ref, check=False).returncode != 0
+    ours = run_cli("verify", ref, "--key", str(public), "--plain-http")
+    assert ours.returncode == 5, ours.stderr
+    assert "none by key" in ours.stderr
