@@ -21,6 +21,17 @@ def model(tiny_model):
     return tiny_model
 
 
+@pytest.fixture(params=["tiny", "minilm"])
+def models(request, tmp_path):
+    """The tiny model and the real MiniLM (91 MB, 14 files, a subfolder), each in turn; a
+    copy, since the tools write beside the files (Kitfile, Modelfile)."""
+    if request.param == "tiny":
+        return request.getfixturevalue("tiny_model")
+    copy = tmp_path / "all-MiniLM-L6-v2"
+    shutil.copytree(request.getfixturevalue("minilm_model"), copy)
+    return copy
+
+
 def _ref(registry, name: str) -> str:
     return f"{registry.host}/reference-tools/{name}"
 
@@ -46,19 +57,19 @@ def _modctl_build_push(go_peers, model, ref, modelfile, *extra):
 )
 @pytest.mark.parametrize("layers", ["raw", "tar"])
 def test_modctl_build_push_then_modelpack_pull(
-    layers, go_peers, model, registry, settings, tmp_path
+    layers, go_peers, models, registry, settings, tmp_path
 ):
     ref = _ref(registry, f"modctl-{layers}:v1")
-    modelfile = _modctl_modelfile(go_peers, model, tmp_path / "mf")
+    modelfile = _modctl_modelfile(go_peers, models, tmp_path / "mf")
     _modctl_build_push(
-        go_peers, model, ref, modelfile, *([] if layers == "raw" else ["--raw=false"])
+        go_peers, models, ref, modelfile, *([] if layers == "raw" else ["--raw=false"])
     )
     out = modelpack.pull(ref, tmp_path / "out", settings=settings)
-    assert tree_files(out) == tree_files(model)
+    assert tree_files(out) == tree_files(models)
     inspected = modelpack.inspect(ref, remote=True, settings=settings)
     assert inspected.config is not None
     assert inspected.config.descriptor.family == "bert"  # modctl read config.json's model_type
-    assert inspected.config.descriptor.name == model.name
+    assert inspected.config.descriptor.name == models.name
     shown = run_cli("inspect", ref, "--remote", "--plain-http")
     assert shown.returncode == 0, shown.stderr
     assert "model.safetensors" in shown.stdout and "bert" in shown.stdout
@@ -71,14 +82,14 @@ def test_modctl_build_push_then_modelpack_pull(
 )
 @pytest.mark.parametrize("layer_format", ["raw", "tar"])
 def test_modelpack_push_then_modctl_pull_and_extract(
-    layer_format, go_peers, model, registry, settings, tmp_path
+    layer_format, go_peers, models, registry, settings, tmp_path
 ):
     ref = _ref(registry, f"ours-for-modctl-{layer_format}:v1")
-    build_and_push(model, ref, settings, layer_format=layer_format)
+    build_and_push(models, ref, settings, layer_format=layer_format)
     go_peers.run("modctl", "pull", "--plain-http", ref, "--extract-dir", str(tmp_path / "pulled"))
-    assert tree_files(tmp_path / "pulled") == tree_files(model)
+    assert tree_files(tmp_path / "pulled") == tree_files(models)
     go_peers.run("modctl", "extract", ref, "--output", str(tmp_path / "extracted"))
-    assert tree_files(tmp_path / "extracted") == tree_files(model)
+    assert tree_files(tmp_path / "extracted") == tree_files(models)
 
 
 @pytest.mark.interop(
@@ -223,9 +234,9 @@ def test_oras_copy_of_ours_keeps_the_digest(go_peers, model, registry, settings,
     "kit pack --use-model-pack + push, we pull",
     "files identical (tar layers, a directory as one layer)",
 )
-def test_kit_pack_modelpack_then_modelpack_pull(go_peers, model, registry, settings, tmp_path):
+def test_kit_pack_modelpack_then_modelpack_pull(go_peers, models, registry, settings, tmp_path):
     source = tmp_path / "kit-model"
-    shutil.copytree(model, source)
+    shutil.copytree(models, source)
     go_peers.run("kit", "init", str(source))
     ref = _ref(registry, "kit-modelpack:v1")
     go_peers.run("kit", "pack", "--use-model-pack", "-t", ref, str(source))
@@ -242,13 +253,13 @@ def test_kit_pack_modelpack_then_modelpack_pull(go_peers, model, registry, setti
 )
 @pytest.mark.parametrize("layer_format", ["raw", "tar"])
 def test_modelpack_push_then_kit_pull_and_unpack(
-    layer_format, go_peers, model, registry, settings, tmp_path
+    layer_format, go_peers, models, registry, settings, tmp_path
 ):
     ref = _ref(registry, f"ours-for-kit-{layer_format}:v1")
-    build_and_push(model, ref, settings, layer_format=layer_format)
+    build_and_push(models, ref, settings, layer_format=layer_format)
     go_peers.run("kit", "pull", "--plain-http", ref)
     go_peers.run("kit", "unpack", ref, "-d", str(tmp_path / "unpacked"))
-    assert tree_files(tmp_path / "unpacked") == tree_files(model)
+    assert tree_files(tmp_path / "unpacked") == tree_files(models)
 
 
 # -- crane ------------------------------------------------------------------------
