@@ -32,6 +32,7 @@ from .oci.spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Descriptor, M
 from .progress import Progress
 from .registry.client import RegistryRepository, connect, open_repository
 from .registry.credentials import Credentials, erase_credentials, store_credentials
+from .registry.referrers import is_companion_tag
 from .settings import Settings, parse_size
 from .signing.cosign import SignatureCheck, require_signature, sign_manifest
 from .signing.keys import KeyPair, generate_key_pair, load_private_key, load_public_key
@@ -406,6 +407,29 @@ def doctor(
 
 
 # -- inspect / local store management ---------------------------------------------
+
+
+def list_tags(
+    repository: str,
+    *,
+    include_companions: bool = False,
+    settings: Settings | None = None,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
+) -> list[str]:
+    """The tags of ``repository`` (``HOST/NAME``) in its registry, as ``crane ls`` and
+    ``oras repo tags`` list them; the ``sha256-<hex>.sig``-style tags that hold signatures
+    and referrer indexes only with ``include_companions``."""
+    settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
+    ref = parse_reference(repository)
+    if ref.digest:
+        raise UsageError(f"tags takes a repository, not a digest: {repository}")
+    tags = open_repository(ref, settings).list_tags()
+    return tags if include_companions else [t for t in tags if not is_companion_tag(t)]
 
 
 def inspect(

@@ -6,7 +6,7 @@ import click
 
 import modelpack
 from modelpack import human_size
-from modelpack.schemas import CLI_INSPECT, CLI_LS
+from modelpack.schemas import CLI_INSPECT, CLI_LS, CLI_TAGS
 
 from .output import emit_json, json_option, print_models, short_digest, status, stdout
 from .state import global_options, state
@@ -172,4 +172,31 @@ def prune() -> None:
     )
 
 
-COMMANDS = [inspect, list_command, tag, remove_command, prune]
+@click.command(
+    epilog="""\b
+Examples:
+  modelpack tags 127.0.0.1:5000/team/bert
+  modelpack tags harbor.example.com/ml/bert --json | jq -r '.tags[]'
+"""
+)
+@click.argument("repository")
+@click.option(
+    "--all", "include_companions", is_flag=True, help="Also the sha256-<hex>.sig-style tags."
+)
+@json_option("cli-tags.schema.json")
+@global_options
+def tags(repository: str, include_companions: bool, as_json: bool) -> None:
+    """List the tags of REPOSITORY (HOST/NAME) in its registry."""
+    found = modelpack.list_tags(
+        repository, include_companions=include_companions, settings=state().settings()
+    )
+    if as_json:
+        emit_json({"repository": repository, "tags": found}, CLI_TAGS)
+        return
+    if not found:
+        status(f"{repository} has no tags")
+    for name in found:
+        click.echo(name)
+
+
+COMMANDS = [inspect, list_command, tags, tag, remove_command, prune]

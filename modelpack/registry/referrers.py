@@ -9,6 +9,7 @@ oras-go and cosign do.
 from __future__ import annotations
 
 import contextlib
+import re
 
 import requests
 
@@ -26,6 +27,12 @@ from ..oci.spec import (
 from ..oci.target import fetch_bytes
 from .session import RepositoryAccess
 from .transport import raise_for_status
+
+
+def is_companion_tag(tag: str) -> bool:
+    """A tag that holds signatures or a referrers index of a manifest (``sha256-<hex>``,
+    ``sha256-<hex>.sig``/``.att``/``.sbom``), not a model version a user tagged."""
+    return re.fullmatch(r"sha256-[0-9a-f]{64}(\.[a-z]+)?", tag) is not None
 
 
 def referrers_tag(digest: str) -> str:

@@ -20,6 +20,7 @@ import urllib3
 from ..errors import (
     BlobNotFoundError,
     IntegrityError,
+    ModelpackError,
     ReferenceNotFoundError,
     RegistryError,
     TransferInterruptedError,
@@ -27,7 +28,7 @@ from ..errors import (
 from ..oci.digests import CHUNK_SIZE, is_digest, sha256_bytes, verify_bytes
 from ..oci.limits import MAX_MANIFEST_BYTES
 from ..oci.spec import MANIFEST_MEDIA_TYPES, Descriptor, parse_document
-from .referrers import index_referrer, list_referrers, referrer_descriptor
+from .referrers import index_referrer, is_companion_tag, list_referrers, referrer_descriptor
 from .session import RegistryClient
 from .transport import raise_for_status, registry_error_message
 from .upload import chunk_size_for, upload_blob
@@ -107,7 +108,7 @@ class RegistryRepository:
             if response.status_code == 404:
                 raise ReferenceNotFoundError(
                     f"{what} not found ({registry_error_message(response)})",
-                    hint="check the repository and tag; `modelpack inspect --remote` shows what exists",
+                    hint=self._not_found_hint(),
                 )
             raise_for_status(response, what)
             data = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
@@ -160,6 +161,18 @@ class RegistryRepository:
 
     def referrers(self, subject: Descriptor, artifact_type: str | None = None) -> list[Descriptor]:
         return list_referrers(self, subject, artifact_type)
+
+    def _not_found_hint(self) -> str:
+        """Which tags do exist (the hint a user needs after a typo), best effort."""
+        listing = f"`modelpack tags {self.describe()}` lists them"
+        try:
+            tags = [t for t in self.list_tags() if not is_companion_tag(t)]
+        except ModelpackError:
+            return f"check the repository and tag; {listing}"
+        if not tags:
+            return f"{self.describe()} has no tags: check the repository name"
+        shown = ", ".join(tags[:8]) + (f" and {len(tags) - 8} more" if len(tags) > 8 else "")
+        return f"tags in {self.describe()}: {shown} ({listing})"
 
     def list_tags(self) -> list[str]:
         tags: list[str] = []

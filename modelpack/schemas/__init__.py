@@ -23,6 +23,7 @@ CLI_CACHE = "cli-cache.schema.json"
 CLI_VERIFY = "cli-verify.schema.json"
 CLI_SIGNATURE = "cli-signature.schema.json"
 CLI_DOCTOR = "cli-doctor.schema.json"
+CLI_TAGS = "cli-tags.schema.json"
 
 
 @cache

@@ -6,7 +6,8 @@ import jsonschema
 import pytest
 from support.helpers import run_cli, tree_files
 
-from modelpack.schemas import CLI_BUILD, CLI_INSPECT, CLI_LS, CLI_TRANSFER, validate
+import modelpack
+from modelpack.schemas import CLI_BUILD, CLI_INSPECT, CLI_LS, CLI_TAGS, CLI_TRANSFER, validate
 from modelpack.testing.registry import free_port
 
 
@@ -152,3 +153,28 @@ def test_json_output_is_one_document_and_nothing_else(tiny_model):
 def test_version_and_module_entry_point():
     result = _ok(run_cli("--version"))
     assert result.stdout.startswith("modelpack, version ")
+
+
+def test_tags_lists_a_repository_and_a_missing_tag_names_the_ones_that_exist(
+    tiny_model, registry, settings, tmp_path
+):
+    repository = f"{registry.host}/cli/tagged"
+    for tag in ("v1", "v2"):
+        modelpack.build(tiny_model, f"{repository}:{tag}", settings=settings)
+        modelpack.push(f"{repository}:{tag}", settings=settings)
+    keys = modelpack.keygen(tmp_path / "k", password=None)
+    modelpack.sign(f"{repository}:v1", keys.private_path, settings=settings)
+    listed = run_cli("tags", repository, "--plain-http", "--json")
+    assert listed.returncode == 0, listed.stderr
+    document = json.loads(listed.stdout)
+    validate(document, CLI_TAGS, "tags --json")
+    assert document["tags"] == ["v1", "v2"]  # the signature's sha256-<hex>.sig tag hidden
+    everything = run_cli("tags", repository, "--plain-http", "--all")
+    assert any(t.endswith(".sig") for t in everything.stdout.split())
+    missing = run_cli("pull", f"{repository}:v3", "--plain-http", "-o", str(tmp_path / "x"))
+    assert missing.returncode == 3
+    assert f"tags in {repository}: v1, v2" in missing.stderr
+    assert f"modelpack tags {repository}" in missing.stderr
+    nothing = run_cli("tags", f"{registry.host}/cli/never-pushed", "--plain-http")
+    assert nothing.returncode == 0 and nothing.stdout == ""
+    assert "has no tags" in nothing.stderr
