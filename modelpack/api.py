@@ -40,7 +40,7 @@ from .signing.openssf import attach_bundle, sign_tree
 from .storage._fsutil import atomic_write_bytes
 from .storage.cache import CacheEntry, NodeCache
 from .storage.hfcache import default_hf_cache
-from .storage.store import LayoutStore
+from .storage.store import LayoutStore, node_store
 from .transfer import TransferResult
 
 PathLike = str | os.PathLike[str]
@@ -84,7 +84,7 @@ def _progress(progress: ProgressOption, verb: str) -> Iterator[Progress | None]:
 
 
 def open_store(settings: Settings) -> LayoutStore:
-    return LayoutStore(settings.store_dir)
+    return node_store(settings)
 
 
 def _store_key(reference: str | Reference) -> tuple[Reference, str]:
@@ -654,8 +654,8 @@ def use_model(
             reference, include=include, verify_key=verify_key, settings=settings, progress=progress
         )
         assert result.path is not None
-        with cache.use(result.digest, include) as tree:
-            if tree.is_dir():  # not pruned between the pull and the lock
+        with cache.use(result.digest, include):
+            if cache.ready(result.digest, include):  # not pruned or changed since the pull
                 yield result.path
                 return
 

@@ -75,10 +75,10 @@ def check_home(settings: Settings) -> Check:
 
 
 def check_store(settings: Settings) -> Check:
-    from .storage.store import LayoutStore
+    from .storage.store import node_store
 
     try:
-        refs = LayoutStore(settings.store_dir).refs()
+        refs = node_store(settings).refs()
     except ModelpackError as exc:
         return Check("store", Status.FAIL, str(exc), exc.hint)
     return Check("store", Status.OK, f"{settings.store_dir}: {len(refs)} tagged artifacts")

@@ -20,7 +20,7 @@ from .oci.spec import Descriptor
 from .oci.target import Target
 from .registry.client import RegistryRepository, open_for_pull, open_repository
 from .settings import Settings
-from .storage.store import LayoutStore
+from .storage.store import LayoutStore, node_store
 
 
 @dataclass
@@ -59,7 +59,7 @@ def _store(text: str, settings: Settings) -> Endpoint:
     ref = parse_reference(text[len("store:") :])
     key = str(ref)
     return Endpoint(
-        LayoutStore(settings.store_dir),
+        node_store(settings),
         ref.digest or key,
         f"store:{key}",
         tag_reference=lambda tag: str(ref.with_tag(tag)),

@@ -37,7 +37,7 @@ from ..signing.cosign import require_signature
 from ..signing.keys import load_public_key
 from ..storage._sqlite import connect
 from ..storage.hfcache import hf_mapping
-from ..storage.store import LayoutStore
+from ..storage.store import node_store
 from .access import Clients
 from .config import GatewayConfig
 from .hub import (
@@ -100,7 +100,7 @@ class Resolver:
         self.config = config
         self.clients = clients
         self.db_path = config.settings.home / "gateway.sqlite"
-        self.store = LayoutStore(config.settings.store_dir)
+        self.store = node_store(config.settings)
         self.public_key = load_public_key(config.verify_key) if config.verify_key else None
         self._views: OrderedDict[str, View] = OrderedDict()
         self._signed: set[str] = set()

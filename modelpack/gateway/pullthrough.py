@@ -96,8 +96,7 @@ class PullThrough:
     # -- the whole model --------------------------------------------------------
 
     def tree(self, model: Model) -> Path | None:
-        path = self.cache.tree_path(model.root.digest)
-        return path if path.is_dir() else None
+        return self.cache.ready(model.root.digest)  # complete and unchanged
 
     def prefetch(self, model: Model) -> Flight | None:
         """Start pulling the whole model into the node cache unless it is there."""
@@ -148,10 +147,10 @@ class PullThrough:
         if (tree := self.tree(model)) is not None:
             candidates.append(tree / f.path)
         if f.raw and f.layer is not None:
-            candidates.append(self.store.blob_path(f.layer.digest))
-        elif f.layer is not None:
-            candidates.append(self.cache.tree_path(model.root.digest, [f.path]) / f.path)
-        return next((p for p in candidates if p.is_file()), None)
+            candidates.append(self.store.intact_path(f.layer))
+        elif f.layer is not None and (one := self.cache.ready(model.root.digest, [f.path])):
+            candidates.append(one / f.path)
+        return next((p for p in candidates if p is not None and p.is_file()), None)
 
     def pull_blob(self, model: Model, layer: Descriptor) -> Flight:
         return self._start(f"blob {layer.digest}", "blob", lambda: self._pull_blob(model, layer))

@@ -1,4 +1,5 @@
-"""Small filesystem primitives: atomic writes and zero-copy file placement."""
+"""Small filesystem primitives: atomic writes, zero-copy file placement, the
+filesystem a path lives on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import shutil
 import tempfile
 from enum import StrEnum
 from pathlib import Path
+
+from ..errors import UsageError
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
@@ -102,3 +105,50 @@ def remove_tree(path: Path) -> None:
 
     if path.exists() or path.is_symlink():
         shutil.rmtree(path, onerror=_make_writable)
+
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+# Filesystems whose flock and SQLite locking cannot be trusted between processes.
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "ceph", "glusterfs", "lustre", "9p"}
+    | {f"fuse.{name}" for name in ("sshfs", "s3fs", "gcsfuse", "rclone", "glusterfs", "ceph")}
+)
+
+
+def _unescape_mount_path(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    for code in ("040", "011", "012", "134"):
+        field = field.replace(f"\\{code}", chr(int(code, 8)))
+    return field
+
+
+def filesystem_type(path: Path, mountinfo: Path | None = None) -> str | None:
+    """The type of the filesystem ``path`` (or its nearest existing parent) is on."""
+    try:
+        lines = (mountinfo or MOUNTINFO).read_text().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, fstype = "", None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5 or not right.split():
+            continue
+        point = _unescape_mount_path(fields[4])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # the last of stacked mounts wins
+            best, fstype = point, right.split()[0]
+    return fstype
+
+
+def require_local_disk(path: Path, what: str) -> None:
+    """Refuse a node cache on a network filesystem, whose locks it cannot rely on."""
+    fstype = filesystem_type(path)
+    if fstype in NETWORK_FILESYSTEMS:
+        raise UsageError(
+            f"{what} {path} is on a network filesystem ({fstype}): the node cache's "
+            "locks and SQLite index need a local disk",
+            hint="set MODELPACK_HOME (or --home) to a directory on a local disk; "
+            "`modelpack pull -o DIR` writes a model anywhere, shared storage included",
+        )

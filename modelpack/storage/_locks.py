@@ -4,10 +4,15 @@
 (reader) locks as well as exclusive ones: builds and pulls hold a store
 shared while ``prune`` needs it alone.  The kernel drops a flock when its
 holder dies (even by SIGKILL), so a crashed process never leaves a stale lock.
+
+Every lock is a regular file opened read-write: NFS turns a flock into a POSIX
+record lock, which refuses ``LOCK_EX`` on a descriptor opened read-only (so a
+directory cannot be locked itself).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
@@ -15,46 +20,66 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-@contextmanager
-def file_lock(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator[None]:
-    """Hold a blocking flock on ``path`` (created if missing) for the ``with`` body."""
+def _open_lock_file(path: str | os.PathLike[str]) -> int:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+@contextmanager
+def file_lock(
+    path: str | os.PathLike[str], *, shared: bool = False, blocking: bool = True
+) -> Iterator[bool]:
+    """Hold a flock on ``path`` (created if missing) for the ``with`` body.
+
+    Yields True once held; with ``blocking=False`` yields False at once when
+    another holder has it (the body then runs without the lock).
+    """
+    fd = _open_lock_file(path)
+    flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, flags)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def _same_file(fd: int, path: str | os.PathLike[str]) -> bool:
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    locked = os.fstat(fd)
+    return (current.st_dev, current.st_ino) == (locked.st_dev, locked.st_ino)
+
+
 @contextmanager
 def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Create (if needed) and exclusively lock the directory ``path`` itself.
+    """Create (if needed) the directory ``path`` and hold it exclusively.
 
-    No lock file is left behind.  After waiting, the path is checked to still
-    be the directory we locked: a previous holder may have renamed it away
-    (a finished pull moves its staging directory into place).
+    The lock is the file ``<path>.lock`` beside it, removed on release.  After
+    waiting, the lock file is checked to still be the one we locked: a previous
+    holder unlinks it on its way out, and a waiter holding the old inode must
+    not believe it holds the new one.
     """
+    lock = Path(f"{os.fspath(path)}.lock")
     while True:
-        os.makedirs(path, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fd = _open_lock_file(lock)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                current = os.stat(path)
-            except FileNotFoundError:
-                current = None
-            locked = os.fstat(fd)
-            if current is not None and (current.st_dev, current.st_ino) == (
-                locked.st_dev,
-                locked.st_ino,
-            ):
+            if _same_file(fd, lock):
                 break
         except BaseException:
             os.close(fd)
             raise
         os.close(fd)
     try:
+        os.makedirs(path, exist_ok=True)
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)  # still held: no one can have locked this inode since
         os.close(fd)

@@ -7,20 +7,27 @@ Under MODELPACK_HOME:
     models/sha256/<hex>/    a materialized model tree per manifest digest: raw layers
                             hardlinked to their verified, read-only blobs, tar layers
                             extracted; partial pulls get <hex>+<patterns-hash>
-    models/.locks/          one flock per tree: held while it is made, shared by users
+    models/.locks/          one flock per tree: held while it (or its staging) is made or
+                            removed, shared by users
+    models/.complete/       one marker per tree, written last: its files and their seals
     cache.sqlite            last use of each tree and reference, for `cache ls` / LRU prune
 
-A tree is built in a staging directory and renamed into place, so a reader
-sees a complete model or none.  Concurrent pullers serialize on per-blob and
-per-tree flocks, which the kernel releases when a holder dies (even by
-SIGKILL): no stale lock outlives its process.
+A tree is built in a staging directory, renamed into place, then marked
+complete; it is reused only while its marker lists exactly its files and each
+still matches its seal (``_seals``), else it is rebuilt.  So a tree half
+built, half removed, or written to after the pull is never handed out.
+Removal (prune, ``cache rm``) takes the tree's lock without waiting, drops
+the marker first, then the tree and any staging left by a dead puller.
+Concurrent pullers serialize on per-blob and per-tree flocks, which the
+kernel releases when a holder dies (even by SIGKILL): no stale lock outlives
+its process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
+import json
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -33,11 +40,12 @@ from ..oci.copy import CopyOptions, copy_graph
 from ..oci.spec import Descriptor
 from ..oci.target import Target
 from ..settings import Settings
-from ._fsutil import remove_tree
+from ._fsutil import atomic_write_bytes, remove_tree
 from ._locks import file_lock
+from ._seals import Seal
 from ._sqlite import connect
-from .store import LayoutStore
-from .unpack import DirectoryTarget
+from .store import LayoutStore, node_store
+from .unpack import STAGING_PREFIX, DirectoryTarget
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trees (
@@ -109,7 +117,7 @@ class ManifestOverlay:
 class NodeCache:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = LayoutStore(settings.store_dir)
+        self.store = node_store(settings)
         self.models_dir = settings.models_dir
         self.db_path = settings.home / "cache.sqlite"
 
@@ -126,21 +134,55 @@ class NodeCache:
     def _lock_path(self, name: str) -> Path:
         return self.models_dir / ".locks" / f"{name}.lock"
 
-    def tree_lock(self, name: str, *, shared: bool = False) -> AbstractContextManager[None]:
-        """Held exclusively while a tree is made or removed; shared while it is in use."""
-        return file_lock(self._lock_path(name), shared=shared)
+    def tree_lock(
+        self, name: str, *, shared: bool = False, blocking: bool = True
+    ) -> AbstractContextManager[bool]:
+        """Held exclusively while a tree (or its staging) is made or removed; shared
+        while it is in use."""
+        return file_lock(self._lock_path(name), shared=shared, blocking=blocking)
 
-    def _try_exclusive(self, name: str) -> int | None:
-        """The tree's lock if nobody holds it (for prune), else None."""
-        path = self._lock_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    def _marker_path(self, name: str) -> Path:
+        return self.models_dir / ".complete" / f"{name}.json"
+
+    # -- completeness -------------------------------------------------------
+
+    def _intact_files(self, name: str, tree: Path) -> list[str] | None:
+        """The tree's files if it was completed and none changed since; else None."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            record = json.loads(self._marker_path(name).read_bytes())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        return fd
+        if not isinstance(record, dict) or set(_regular_files(tree)) != set(record):
+            return None
+        for relpath, value in record.items():
+            seal = Seal.from_list(value)
+            if seal is None or not seal.matches(tree / relpath):
+                return None
+        return sorted(record)
+
+    def _mark_complete(self, name: str, tree: Path, files: list[str]) -> None:
+        seals = {relpath: Seal.of(tree / relpath).to_list() for relpath in files}
+        atomic_write_bytes(self._marker_path(name), json.dumps({"files": seals}).encode())
+
+    def ready(self, digest: str, patterns: Iterable[str] = ()) -> Path | None:
+        """The tree of ``digest`` if it is complete and unchanged, else None."""
+        patterns = list(patterns)
+        tree = self.tree_path(digest, patterns)
+        return tree if self._intact_files(self.tree_name(digest, patterns), tree) else None
+
+    def _discard(self, name: str, tree: Path) -> None:
+        """Under the tree's exclusive lock: the marker first, then the tree and any
+        staging (its owner held this lock, so it is gone)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._marker_path(name).unlink()
+        remove_tree(tree)
+        self._discard_staging(tree)
+
+    def _discard_staging(self, tree: Path) -> None:
+        staging = tree.with_name(f"{STAGING_PREFIX}{tree.name}")
+        remove_tree(staging)
+        with contextlib.suppress(FileNotFoundError):
+            staging.with_name(f"{staging.name}.lock").unlink()
 
     # -- usage index --------------------------------------------------------
 
@@ -166,32 +208,36 @@ class NodeCache:
         patterns: Iterable[str] = (),
         layer_filter=None,  # noqa: ANN001 - Callable[[Descriptor], bool] | None
     ) -> tuple[Path, list[str]]:
-        """The model tree of ``root`` (its blobs already in the store), made once."""
+        """The model tree of ``root`` (its blobs already in the store), made once and
+        made again when it is incomplete or was changed."""
         patterns = list(patterns)
         name = self.tree_name(root.digest, patterns)
         destination = self.tree_path(root.digest, patterns)
-        with self.store.using(), self.tree_lock(name):
-            if destination.is_dir():
-                files = sorted(
-                    p.relative_to(destination).as_posix()
-                    for p in destination.rglob("*")
-                    if p.is_file()
-                )
-            else:
-                src: Target = self.store if source is None else ManifestOverlay(source, self.store)
-                with DirectoryTarget(destination, link_from=self.store, durable=True) as directory:
-                    copy_graph(
-                        src,
-                        root.digest,
-                        directory,
-                        None,
-                        CopyOptions(
-                            concurrency=self.settings.concurrency, layer_filter=layer_filter
-                        ),
-                    )
-                files = directory.files
+        with self.store.using():
+            with self.tree_lock(name, shared=True):
+                files = self._intact_files(name, destination)
+            if files is None:
+                with self.tree_lock(name):
+                    files = self._intact_files(name, destination)
+                    if files is None:
+                        self._discard(name, destination)
+                        src = self.store if source is None else ManifestOverlay(source, self.store)
+                        files = self._build(src, root, destination, layer_filter)
+                        self._mark_complete(name, destination, files)
             self.record_use(name, root.digest, reference, destination)
-        return destination, sorted(files)
+        return destination, files
+
+    def _build(
+        self,
+        src: Target,
+        root: Descriptor,
+        destination: Path,
+        layer_filter,  # noqa: ANN001 - Callable[[Descriptor], bool] | None
+    ) -> list[str]:
+        with DirectoryTarget(destination, link_from=self.store, durable=True) as directory:
+            options = CopyOptions(concurrency=self.settings.concurrency, layer_filter=layer_filter)
+            copy_graph(src, root.digest, directory, None, options)
+        return sorted(directory.files)
 
     @contextlib.contextmanager
     def use(self, digest: str, patterns: Iterable[str] = ()) -> Iterator[Path]:
@@ -214,17 +260,19 @@ class NodeCache:
                 out.append(CacheEntry(reference, digest, path, size, last_used, "+" in name))
         return out
 
-    def _drop_tree(self, entry: CacheEntry) -> bool:
-        name = entry.path.name
-        fd = self._try_exclusive(name)
-        if fd is None:
-            return False  # being made or in use
-        try:
-            remove_tree(entry.path)
+    def _drop_tree(self, tree: Path, *, staging_only: bool = False) -> bool:
+        """Remove ``tree`` (or only a staging left by a dead puller) unless its lock
+        is held: being made or in use."""
+        name = tree.name
+        with self.tree_lock(name, blocking=False) as held:
+            if not held:
+                return False
+            if staging_only:
+                self._discard_staging(tree)
+                return True
+            self._discard(name, tree)
             with self._db() as db:
                 db.execute("DELETE FROM trees WHERE name = ?", (name,))
-        finally:
-            os.close(fd)
         return True
 
     def _untag_digest(self, digest: str) -> None:
@@ -241,7 +289,7 @@ class NodeCache:
             digest = self.store.resolve(reference).digest
         for entry in self.entries():
             if entry.reference == reference or (digest and entry.digest == digest):
-                if self._drop_tree(entry):
+                if self._drop_tree(entry.path):
                     removed.append(entry)
                 digest = digest or entry.digest
         if digest:
@@ -250,18 +298,19 @@ class NodeCache:
         return removed
 
     def prune_untagged(self) -> tuple[int, int]:
-        """Remove trees whose manifest no store tag names (and are not in use); (count, bytes)."""
+        """Remove trees whose manifest no store tag names, and staging left by dead
+        pullers; never what a live process holds (made or in use).  (trees, bytes)."""
         tagged = {r.descriptor.digest for r in self.store.refs()}
         removed = freed = 0
         for alg_dir in self.models_dir.glob("sha*"):
-            for tree in alg_dir.iterdir():
-                digest = f"{alg_dir.name}:{tree.name.split('+', 1)[0]}"
-                if digest in tagged or not tree.is_dir():
-                    continue
-                size = _tree_size(tree)
-                entry = CacheEntry("", digest, tree, size, 0.0, "+" in tree.name)
-                if self._drop_tree(entry):
-                    removed += 1
+            for name in sorted({_owning_tree(entry.name) for entry in alg_dir.iterdir()}):
+                tree = alg_dir / name
+                keep = f"{alg_dir.name}:{name.split('+', 1)[0]}" in tagged
+                staging = tree.with_name(f"{STAGING_PREFIX}{name}")
+                size = _unique_size([staging] if keep else [tree, staging])
+                existed = tree.is_dir()
+                if self._drop_tree(tree, staging_only=keep) and not keep:
+                    removed += int(existed)
                     freed += size
         return removed, freed
 
@@ -281,7 +330,7 @@ class NodeCache:
         for entry in sorted(self.entries(), key=lambda e: e.last_used):
             if current <= max_size:
                 break
-            if not self._drop_tree(entry):
+            if not self._drop_tree(entry.path):
                 busy.append(entry)
                 continue
             removed.append(entry)
@@ -291,6 +340,20 @@ class NodeCache:
             self.store.prune()
             current = self.size()
         return removed, busy, current
+
+
+def _owning_tree(entry_name: str) -> str:
+    """The tree an entry of models/<alg>/ belongs to: itself, or its staging (and lock)."""
+    return entry_name.removeprefix(STAGING_PREFIX).removesuffix(".lock")
+
+
+def _regular_files(tree: Path) -> list[str]:
+    """Every entry but a directory (a file or link someone added counts too)."""
+    return [
+        Path(dirpath, filename).relative_to(tree).as_posix()
+        for dirpath, _dirnames, filenames in os.walk(tree)
+        for filename in filenames
+    ]
 
 
 def _tree_size(tree: Path) -> int:

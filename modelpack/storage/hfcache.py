@@ -95,38 +95,58 @@ def write_hf_cache(
 ) -> Path:
     """Link ``tree``'s files into the HF cache layout; return the snapshot directory.
 
+    A new snapshot is staged and renamed into place; one that exists already (from
+    an ``--include`` pull, or ``hf_hub_download`` of single files) gets the files it
+    lacks, each link made atomically, as huggingface_hub itself fills snapshots in.
     ``known_digests`` (path -> sha256 hex, from raw layer digests) spares
     re-reading those files; others are hashed here.
     """
-    known = known_digests or {}
     repo_dir = cache_dir / mapping.folder
-    blobs = repo_dir / "blobs"
+    (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
     snapshots = repo_dir / "snapshots"
-    blobs.mkdir(parents=True, exist_ok=True)
     snapshots.mkdir(parents=True, exist_ok=True)
     snapshot = snapshots / mapping.commit
+    links = _SnapshotLinks(tree, repo_dir / "blobs", known_digests or {})
     if not snapshot.is_dir():
         staging = snapshots / f".{mapping.commit}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             for relpath in sorted(files):
-                source = tree / relpath
-                blob = blobs / (known.get(relpath) or sha256_file(str(source))[0].split(":", 1)[1])
-                if not blob.exists():
-                    _place(source, blob)
-                link = staging / relpath
-                link.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(os.path.relpath(blob, link.parent), link)
+                links.link(relpath, staging)
             os.rename(staging, snapshot)
         except FileExistsError:
-            remove_tree(staging)  # another process finished the same snapshot first
+            remove_tree(staging)  # another process made the same snapshot first
         except BaseException:
             remove_tree(staging)
             raise
+    for relpath in sorted(files):
+        if not (snapshot / relpath).is_file():  # missing, or a link to a missing blob
+            links.link(relpath, snapshot)
     refs = repo_dir / "refs"
     for name in mapping.revisions:
         # No trailing newline: huggingface_hub >= 2.4 fails to resolve it offline otherwise.
         atomic_write_bytes(refs / name, mapping.commit.encode())
     return snapshot
+
+
+@dataclass(frozen=True)
+class _SnapshotLinks:
+    """Places a tree's file as a blob (by sha256) and links a snapshot path to it."""
+
+    tree: Path
+    blobs: Path
+    known: dict[str, str]
+
+    def link(self, relpath: str, snapshot: Path) -> None:
+        source = self.tree / relpath
+        hexpart = self.known.get(relpath) or sha256_file(str(source))[0].split(":", 1)[1]
+        blob = self.blobs / hexpart
+        if not blob.exists():
+            _place(source, blob)
+        link = snapshot / relpath
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}.tmp")
+        os.symlink(os.path.relpath(blob, link.parent), tmp)
+        os.replace(tmp, link)
 
 
 def _place(source: Path, blob: Path) -> None:

@@ -9,6 +9,11 @@ their digest is checked, so a blob path always holds the right bytes;
 ``index.json`` is replaced atomically under an exclusive lock, so a crash
 leaves the previous index; ``prune`` takes the store exclusively while
 builds and pulls hold it shared, so it never deletes a blob in flight.
+
+A published blob is sealed (``_seals``: inode, size, mtime in ``.seals/``):
+a blob whose seal no longer matches was written to through a hardlink (a
+model tree, a built source file) and is neither reused nor served; a pull
+fetches it again, a push names the changed file.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import BlobNotFoundError, IntegrityError, ReferenceNotFoundError, StoreError
-from ..oci.digests import VerifyingReader, new_hasher, parse_digest
+from ..oci.digests import VerifyingReader, new_hasher, parse_digest, sha256_file
 from ..oci.limits import MAX_MANIFEST_BYTES
 from ..oci.spec import (
     ANNOTATION_REF_NAME,
@@ -37,8 +42,10 @@ from ..oci.spec import (
     referrer_artifact_type,
 )
 from ..oci.target import Opener, fetch_bytes
-from ._fsutil import Placement, atomic_write_bytes, place_file
+from ..settings import Settings
+from ._fsutil import Placement, atomic_write_bytes, place_file, require_local_disk
 from ._locks import file_lock
+from ._seals import BlobSeal, Seal, changed_blob_error
 from .diskspace import disk_full_errors, missing_bytes, require_space
 from .partial import fill_partial
 
@@ -84,7 +91,8 @@ class BlobWriter:
         if expected_digest is not None and digest != expected_digest:
             self.discard()
             raise IntegrityError(f"blob digest mismatch: expected {expected_digest}, got {digest}")
-        self._store._publish(self._tmp, digest)
+        with self._store.blob_lock(digest):
+            self._store._publish(self._tmp, digest)
         return digest
 
     def discard(self) -> None:
@@ -107,6 +115,9 @@ class LayoutStore:
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
         self.root = Path(root)
         self._device: int | None = None
+        # Seal blobs we write, and hash (then seal) unsealed ones before reusing them;
+        # a layout opened only to read from is left as it is (its reader verifies).
+        self._sealing = create
         if create:
             self._initialise()
         elif not (self.root / "oci-layout").is_file():
@@ -147,6 +158,38 @@ class LayoutStore:
     def blob_path(self, digest: str) -> Path:
         alg, hexpart = parse_digest(digest)
         return self.blobs_dir / alg / hexpart
+
+    @property
+    def seals_dir(self) -> Path:
+        return self.root / ".seals"
+
+    def _seal_path(self, digest: str) -> Path:
+        alg, hexpart = parse_digest(digest)
+        return self.seals_dir / alg / hexpart
+
+    def _unchanged(self, digest: str, st: os.stat_result) -> bool:
+        """Whether the blob file ``st`` describes still holds what was verified."""
+        record = BlobSeal.read(self._seal_path(digest))
+        if record is not None:
+            return record.seal == Seal.from_stat(st)
+        if not self._sealing:
+            return True
+        # Stored before seals existed (or by another tool): hash it once, then seal it.
+        path = self.blob_path(digest)
+        if not digest.startswith("sha256:") or sha256_file(str(path))[0] != digest:
+            return False
+        if Seal.of(path) == Seal.from_stat(st):
+            with contextlib.suppress(OSError):  # a store we may read but not write
+                BlobSeal(Seal.from_stat(st)).write(self._seal_path(digest))
+        return True
+
+    def _changed_error(self, digest: str) -> IntegrityError:
+        record = BlobSeal.read(self._seal_path(digest))
+        return changed_blob_error(digest, self.blob_path(digest), record and record.origin)
+
+    def intact_path(self, desc: Descriptor) -> Path | None:
+        """The blob's path if it is present and unchanged since it was verified."""
+        return self.blob_path(desc.digest) if self._intact(desc) else None
 
     # -- locks --------------------------------------------------------------
 
@@ -216,10 +259,27 @@ class LayoutStore:
         return Descriptor(media_type=media_type, digest=digest, size=size)
 
     def exists(self, desc: Descriptor) -> bool:
+        """Present, of the right size, and unchanged since verified (a changed blob
+        is absent for a copy, which fetches it again).  A copy skips what is below a
+        manifest it finds, so a manifest exists only while every blob below it does."""
+        if not self._intact(desc):
+            return False
+        if desc.media_type not in MANIFEST_MEDIA_TYPES:
+            return True
+        return all(self.exists(child) for child in self._successors(desc))
+
+    def _intact(self, desc: Descriptor) -> bool:
         try:
-            return self.blob_path(desc.digest).stat().st_size == desc.size
+            st = self.blob_path(desc.digest).stat()
         except FileNotFoundError:
             return False
+        return st.st_size == desc.size and self._unchanged(desc.digest, st)
+
+    def _successors(self, desc: Descriptor) -> list[Descriptor]:
+        what = f"manifest {desc.digest} in {self.describe()}"
+        return manifest_successors(
+            desc.media_type, parse_document(fetch_bytes(self, desc), what), what
+        )
 
     @contextlib.contextmanager
     def fetch(self, desc: Descriptor) -> Iterator[BinaryIO]:
@@ -230,6 +290,8 @@ class LayoutStore:
                 f"blob {desc.digest} is missing from the {self.describe()}"
             ) from None
         with f:
+            if not self._unchanged(desc.digest, os.fstat(f.fileno())):
+                raise self._changed_error(desc.digest)
             yield f
 
     @contextlib.contextmanager
@@ -255,8 +317,7 @@ class LayoutStore:
         """Download a blob into ``ingest/``, continuing a partial file left by an
         interrupted attempt (this process or an earlier one).  One process at a
         time per blob: the others wait, then find it present."""
-        alg, hexpart = parse_digest(desc.digest)
-        with file_lock(self.ingest_dir / f"{alg}-{hexpart}.lock"):
+        with self.blob_lock(desc.digest):
             if self.exists(desc):
                 return
             with disk_full_errors(self.root, f"blob {desc.digest}"):
@@ -354,28 +415,44 @@ class LayoutStore:
         self.ingest_dir.mkdir(parents=True, exist_ok=True)
         return BlobWriter(self, algorithm)
 
-    def _publish(self, tmp: Path, digest: str) -> None:
+    def blob_lock(self, digest: str) -> contextlib.AbstractContextManager[bool]:
+        """Held while one blob is downloaded or published: one writer per blob."""
+        alg, hexpart = parse_digest(digest)
+        return file_lock(self.ingest_dir / f"{alg}-{hexpart}.lock")
+
+    def _publish(
+        self, tmp: Path, digest: str, *, origin: str | None = None, read_only: bool = True
+    ) -> None:
+        """Under :meth:`blob_lock`: move a verified ``tmp`` to its digest, sealed."""
         final = self.blob_path(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(tmp, 0o444)  # blobs are immutable; read-only marks them as ours
+        if read_only:
+            os.chmod(tmp, 0o444)  # blobs are immutable; read-only marks them as ours
+        with contextlib.suppress(FileNotFoundError):
+            if self._unchanged(digest, final.stat()):
+                tmp.unlink()  # published meanwhile: keep the inode trees already link
+                return
+        # The seal first, then the rename (which keeps inode and mtime): a reader never
+        # finds the new blob under an old seal.
+        BlobSeal(Seal.of(tmp), origin).write(self._seal_path(digest))
         os.replace(tmp, final)
 
     def ingest_file(self, path: Path, digest: str, size: int) -> Placement | None:
         """Place an already-hashed source file as a blob without rewriting its bytes.
 
         Returns None when the blob was already present.  A hardlink shares the
-        inode with the user's file; an edit to it later is caught by digest
-        verification on push and pull.
+        inode with the user's file: its seal names that file, so an edit to it
+        later is refused by name before the blob is pushed or linked.
         """
-        final = self.blob_path(digest)
-        if self.exists(Descriptor(media_type="", digest=digest, size=size)):
-            return None
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.ingest_dir / f"link-{uuid.uuid4().hex}"
-        placement = place_file(path, tmp, allow_hardlink=True)
-        if placement is Placement.COPY:
-            os.chmod(tmp, 0o444)
-        os.replace(tmp, final)
+        with self.blob_lock(digest):
+            if self.exists(Descriptor(media_type="", digest=digest, size=size)):
+                return None
+            tmp = self.ingest_dir / f"link-{uuid.uuid4().hex}"
+            placement = place_file(path, tmp, allow_hardlink=True)
+            shared = placement is Placement.HARDLINK
+            self._publish(
+                tmp, digest, origin=str(path.resolve()) if shared else None, read_only=not shared
+            )
         return placement
 
     def shares_filesystem_with(self, path: Path) -> bool:
@@ -406,13 +483,11 @@ class LayoutStore:
         pending = list(roots)
         while pending:
             desc = pending.pop()
-            if desc.digest in seen or not self.exists(desc):
-                continue
+            if desc.digest in seen or not self._intact(desc):
+                continue  # a changed blob is not kept: a pull fetches it again
             seen.add(desc.digest)
             if desc.media_type in MANIFEST_MEDIA_TYPES:
-                what = f"manifest {desc.digest} in {self.describe()}"
-                document = parse_document(fetch_bytes(self, desc), what)
-                pending.extend(manifest_successors(desc.media_type, document, what))
+                pending.extend(self._successors(desc))
 
     def _live_entries(self, manifests: list[dict]) -> tuple[list[dict], set[str]]:
         """Index entries still wanted and every digest they reach: tagged
@@ -455,11 +530,20 @@ class LayoutStore:
                     freed += blob.stat().st_size
                     blob.unlink()
                     removed += 1
+            for seal in self.seals_dir.glob("*/*"):
+                if f"{seal.parent.name}:{seal.name}" not in keep:
+                    seal.unlink()
             for leftover in self.ingest_dir.iterdir():
                 freed += leftover.stat().st_size
                 leftover.unlink()
                 removed += 1
         return removed, freed
+
+
+def node_store(settings: Settings) -> LayoutStore:
+    """This node's store (MODELPACK_HOME/store); refused on a network filesystem."""
+    require_local_disk(settings.home, "MODELPACK_HOME")
+    return LayoutStore(settings.store_dir)
 
 
 def _ref_name(entry: dict) -> str | None:

@@ -29,6 +29,7 @@ from ..errors import (
     DiskFullError,
     IntegrityError,
     RegistryUnavailableError,
+    StoreError,
     UnsafePathError,
     UsageError,
 )
@@ -45,7 +46,7 @@ from ..oci.spec import (
     parse_layer_media_type,
 )
 from ..oci.target import Opener
-from ._fsutil import remove_tree
+from ._fsutil import reflink, remove_tree
 from ._locks import directory_lock
 from .diskspace import disk_full_errors, missing_bytes, require_space
 from .partial import fill_partial
@@ -154,11 +155,23 @@ class DirectoryTarget:
             if entry.name != PARTIAL_DIR:
                 remove_tree(entry) if entry.is_dir() else entry.unlink()
         staging.joinpath(PARTIAL_DIR).mkdir(exist_ok=True)
+        self._staging_id = _file_id(staging)
         return staging
+
+    def _check_staging(self) -> None:
+        """Refuse to publish a staging directory someone removed (and a layer's
+        ``mkdir`` then made again, holding only the layers written since)."""
+        if _file_id(self.staging) != self._staging_id:
+            remove_tree(self.staging)  # whatever was made again holds only some layers
+            raise StoreError(
+                f"{self.staging} was removed while the pull was writing it",
+                hint="pull again; do not delete .modelpack-staging-* directories of a running pull",
+            )
 
     def commit(self) -> Path:
         """Move the complete, verified tree into place."""
         try:
+            self._check_staging()
             remove_tree(self.staging / PARTIAL_DIR)
             if self.destination.is_dir():
                 for entry in sorted(self.staging.iterdir()):
@@ -340,10 +353,15 @@ class DirectoryTarget:
             yield
 
     def _try_link(self, desc: Descriptor, target: Path) -> bool:
-        """Hardlink a verified, read-only store blob instead of copying it."""
-        if self.link_from is None or not self.link_from.exists(desc):
+        """Clone (reflink) or hardlink an unchanged store blob instead of copying it.
+
+        A clone is a file of its own; a hardlink is the blob itself, so a write to
+        it changes the blob, which the blob's seal then shows (and the tree's own)."""
+        if self.link_from is None or (blob := self.link_from.intact_path(desc)) is None:
             return False
-        blob = self.link_from.blob_path(desc.digest)
+        if reflink(blob, target):
+            os.chmod(target, 0o444)
+            return True
         if blob.stat().st_mode & 0o222:  # writable: shared with a user's file, copy instead
             return False
         try:
@@ -429,6 +447,14 @@ class DirectoryTarget:
             while chunk := source.read(CHUNK_SIZE):
                 out.write(chunk)
         os.chmod(target, _file_mode(member.mode))
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _entry_kind(member: tarfile.TarInfo) -> str:

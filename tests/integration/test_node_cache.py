@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from support.helpers import build_and_push, run_cli, tree_files
 from support.http_proxy import HttpProxy
 
 import modelpack
+from modelpack.storage.cache import NodeCache
+from modelpack.storage.unpack import DirectoryTarget
 from modelpack.testing import make_tiny_model
 
 
@@ -254,3 +257,110 @@ def test_progress_false_and_true(tiny_model, registry, settings, tmp_path, capfd
     assert capfd.readouterr().err == ""
     modelpack.pull(ref, tmp_path / "loud", progress=True, settings=settings)
     assert capfd.readouterr().err == ""  # not a TTY and nothing big: plain mode stays short
+
+
+def _held_after_first_link(monkeypatch):
+    """Pause a tree's materialization after its first layer is linked into staging:
+    (reached, release) events for the test to act in between."""
+    reached, release = threading.Event(), threading.Event()
+    original = DirectoryTarget._try_link
+
+    def paused(self, desc, target):
+        linked = original(self, desc, target)
+        if not reached.is_set():
+            reached.set()
+            assert release.wait(120), "the test never released the pull"
+        return linked
+
+    monkeypatch.setattr(DirectoryTarget, "_try_link", paused)
+    return reached, release
+
+
+def test_prune_racing_a_pull_never_publishes_a_partial_tree(
+    tiny_model, registry, settings, tmp_path, monkeypatch
+):
+    ref, _, _ = _push(tiny_model, registry.host, settings, "prune-race")
+    node = settings.with_overrides(home=tmp_path / "node", concurrency=1)
+    reached, release = _held_after_first_link(monkeypatch)
+    outcome: dict = {}
+
+    def pull():
+        try:
+            outcome["result"] = modelpack.pull_model(ref, settings=node)
+        except Exception as exc:  # handed to the assertion below
+            outcome["error"] = exc
+
+    puller = threading.Thread(target=pull)
+    puller.start()
+    try:
+        assert reached.wait(120)
+        # What `modelpack prune` does once the store part is done, while the tree is staged.
+        NodeCache(node).prune_untagged()
+    finally:
+        release.set()
+        puller.join(120)
+    assert "error" not in outcome, outcome.get("error")
+    assert tree_files(outcome["result"].path) == tree_files(tiny_model)
+    monkeypatch.undo()
+    again = modelpack.pull_model(ref, settings=node)
+    assert tree_files(again.path) == tree_files(tiny_model)
+
+
+def test_a_tree_without_its_completion_marker_is_rebuilt(tiny_model, registry, settings, tmp_path):
+    ref, built, _ = _push(tiny_model, registry.host, settings, "marker")
+    node = settings.with_overrides(home=tmp_path / "node")
+    first = modelpack.pull_model(ref, settings=node)
+    # A tree half removed by a killed prune, or renamed into place by a pull killed
+    # before it was marked complete: never reused as it is.
+    (first.path / "vocab.txt").unlink()
+    (node.models_dir / ".complete" / f"{first.path.name}.json").unlink(missing_ok=True)
+    again = modelpack.pull_model(ref, settings=node)
+    assert again.path == first.path
+    assert tree_files(again.path) == tree_files(tiny_model)
+    # Staging whose puller is gone (no lock held) is removed by prune; untagged, so the tree too.
+    staging = first.path.with_name(f".modelpack-staging-{first.path.name}")
+    (staging / "sub").mkdir(parents=True)
+    modelpack.cache_remove(ref, settings=node)
+    assert not staging.exists() and not first.path.exists()
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """What a careless training script does to a file it was given (root ignores 0444)."""
+    if os.geteuid() != 0:
+        path.chmod(0o644)
+    with open(path, "r+b") as f:
+        f.write(data)
+
+
+def test_writing_into_a_cached_tree_leaks_into_no_other_pull(
+    tiny_model, registry, settings, tmp_path
+):
+    ref_a, _, _ = _push(tiny_model, registry.host, settings, "write-a")
+    ref_b, _, _ = _push(tiny_model, registry.host, settings, "write-b")  # the same blobs
+    node = settings.with_overrides(home=tmp_path / "node")
+    a = modelpack.pull_model(ref_a, settings=node)
+    _write_in_place(a.path / "model.safetensors", b"\x00" * 64)
+    _write_in_place(a.path / "config.json", b"{}")
+    b = modelpack.pull_model(ref_b, settings=node)
+    assert tree_files(b.path) == tree_files(tiny_model)
+    again = modelpack.pull_model(ref_a, settings=node)  # the changed tree is rebuilt
+    assert tree_files(again.path) == tree_files(tiny_model)
+    layout = tmp_path / "layout"
+    modelpack.copy(f"store:{ref_a}", f"oci:{layout}:v1", settings=node)  # reads every blob
+    assert tree_files(modelpack.pull(f"oci:{layout}:v1", tmp_path / "out", settings=node)) == (
+        tree_files(tiny_model)
+    )
+
+
+def test_hf_cache_after_an_include_pull_is_the_whole_model(
+    tiny_model, registry, settings, tmp_path
+):
+    ref, _, _ = _push(tiny_model, registry.host, settings, "hf-partial")
+    hub = tmp_path / "hub"
+    part = run_cli("pull", ref, "--include", "*.json", "--hf-cache", str(hub), "--plain-http")
+    assert part.returncode == 0, part.stderr
+    assert set(tree_files(Path(part.stdout.strip()))) < set(tree_files(tiny_model))
+    full = run_cli("pull", ref, "--hf-cache", str(hub), "--plain-http")
+    assert full.returncode == 0, full.stderr
+    assert Path(full.stdout.strip()) == Path(part.stdout.strip())
+    assert tree_files(Path(full.stdout.strip())) == tree_files(tiny_model)

@@ -187,8 +187,10 @@ def test_source_edited_after_build_is_caught_on_push(tiny_model, registry, setti
     data[-1] ^= 0xFF
     with open(path, "r+b") as f:
         f.write(data)
-    with pytest.raises(modelpack.IntegrityError, match="digest mismatch"):
+    # Refused before a byte is sent, naming the edited file and the fix.
+    with pytest.raises(modelpack.IntegrityError, match="changed after `modelpack build`") as caught:
         modelpack.push(ref, settings=settings)
+    assert str(path) in str(caught.value) and "build` again" in caught.value.hint
 
 
 def test_built_config_validates_against_the_upstream_schema_file(tiny_model, settings):

@@ -138,3 +138,19 @@ def test_a_process_killed_mid_write_leaves_a_whole_index(tmp_path, delay_ms):
     store = LayoutStore(root)
     store.prune()
     assert [p.name for p in root.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_blob_stored_before_seals_is_hashed_once_then_sealed(tmp_path):
+    import shutil
+
+    store = LayoutStore(tmp_path / "s")
+    good, bad = Descriptor("x", sha256_bytes(b"good"), 4), Descriptor("x", sha256_bytes(b"mine"), 4)
+    push_bytes(store, good, b"good")
+    push_bytes(store, bad, b"mine")
+    shutil.rmtree(store.seals_dir)  # as an older modelpack left them
+    store.blob_path(bad.digest).chmod(0o644)
+    store.blob_path(bad.digest).write_bytes(b"evil")
+    assert store.exists(good) and not store.exists(bad)
+    assert (store.seals_dir / "sha256" / good.digest.split(":")[1]).is_file()
+    with pytest.raises(IntegrityError, match="changed after it was verified"), store.fetch(bad):
+        pass
