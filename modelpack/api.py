@@ -27,7 +27,7 @@ from .model.metadata import derive_metadata
 from .model.overrides import apply_assignments, modelfile_assignments, parse_assignment
 from .model.source import classify, open_source
 from .model.source.modelfile import apply_modelfile, read_modelfile, render_modelfile
-from .oci.reference import Reference, parse_reference
+from .oci.reference import DEFAULT_REGISTRY, Reference, parse_reference
 from .oci.spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Descriptor, MediaTypes
 from .progress import Progress
 from .registry.client import RegistryRepository, connect, open_repository
@@ -164,6 +164,13 @@ def build(
             progress=shown,
             keep_raw=not push,
             media_types=family,
+        )
+    if ref.registry == DEFAULT_REGISTRY and not str(tag).startswith(
+        ("docker.io/", "index.docker.io/")
+    ):
+        result.warnings.append(
+            f"{tag} names no registry host, so it is {key} on Docker Hub; "
+            "write HOST/NAME:TAG (e.g. 127.0.0.1:5000/team/bert:v1) for another registry"
         )
     if push:
         with _progress(progress, "push") as shown, store.using():

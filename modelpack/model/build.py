@@ -143,6 +143,7 @@ class BuildResult:
             "size": sum(layer.descriptor.size for layer in self.layers),
             "config": self.config.to_dict(),
             "layers": layers,
+            "warnings": list(self.warnings),
         } | ({"push": self.pushed.to_dict()} if self.pushed is not None else {})
 
 
@@ -414,7 +415,14 @@ def build_artifact(
             artifact_type=manifest.artifact_type,
         )
         push_bytes(store, manifest_desc, manifest_bytes, reference=reference if keep_raw else None)
-    return BuildResult(reference, manifest_desc, manifest, config, built, derived.warnings)
+    warnings = list(derived.warnings)
+    if not any(plan.kind is LayerKind.WEIGHT for plan in plans):
+        warnings.append(
+            "no weight files (safetensors, GGUF, .bin, .pt, .onnx ...) in the model: "
+            "its config says nothing of format or size; mark weights with a Modelfile "
+            "(MODEL path) if detection missed them"
+        )
+    return BuildResult(reference, manifest_desc, manifest, config, built, warnings)
 
 
 class BuiltArtifact:

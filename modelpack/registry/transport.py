@@ -181,10 +181,7 @@ class Transport:
                     raise TransferInterruptedError(
                         f"connection to {self.host} lost during {method}: {_short(exc)}"
                     ) from exc
-                raise RegistryUnavailableError(
-                    f"cannot reach registry {self.host}: {_short(exc)}",
-                    hint="check the host and port, your network, and --plain-http",
-                ) from exc
+                raise unreachable(self.host, exc) from exc
             self._scheme_settled = True
             if not streamed:
                 _preload(response, self.host)
@@ -265,6 +262,44 @@ def _origin(url: str) -> tuple[str, str, int] | None:
     if port is None or not parts.hostname:
         return None
     return parts.scheme, parts.hostname.lower(), port
+
+
+DOCKER_HUB_HOSTS = ("registry-1.docker.io", "docker.io", "index.docker.io")
+
+
+def unreachable(host: str, exc: Exception) -> RegistryUnavailableError:
+    """One line for a registry that cannot be reached: what failed, on which host, and the
+    likely fix (a name that does not resolve is usually a reference without its host)."""
+    text = str(exc)
+    if (
+        "NameResolutionError" in text
+        or "Name or service not known" in text
+        or "nodename nor servname" in text
+    ):
+        if host in DOCKER_HUB_HOSTS:
+            return RegistryUnavailableError(
+                f"cannot resolve {host} (Docker Hub): the reference names no registry host, "
+                "so Docker Hub was assumed",
+                hint="write the registry into the reference, e.g. 127.0.0.1:5000/team/bert:v1",
+            )
+        return RegistryUnavailableError(
+            f"cannot resolve the registry host {host}",
+            hint="check the host name in the reference and your DNS",
+        )
+    if "Connection refused" in text or "ConnectionRefusedError" in text:
+        return RegistryUnavailableError(
+            f"registry {host} refused the connection: nothing listens there",
+            hint="check the port, that the registry is running, and --plain-http",
+        )
+    if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text:
+        return RegistryUnavailableError(
+            f"registry {host} did not answer in time",
+            hint="check your network or proxy settings; MODELPACK_CONNECT_TIMEOUT raises the limit",
+        )
+    return RegistryUnavailableError(
+        f"cannot reach registry {host}: {_short(exc)}",
+        hint="check the host and port, your network, and --plain-http",
+    )
 
 
 def _short(exc: Exception) -> str:

@@ -99,8 +99,40 @@ def test_unreachable_registry_exits_6(tmp_path):
         ),
         6,
     )
-    assert "cannot reach registry" in line
+    assert "refused the connection: nothing listens there" in line
     assert not (tmp_path / "x").exists()
+
+
+def test_a_host_that_does_not_resolve_is_one_line_naming_it(tmp_path):
+    line = _one_line_error(
+        run_cli("pull", "models.example.invalid/team/bert:v1", "-o", str(tmp_path / "x")), 6
+    )
+    assert "cannot resolve the registry host models.example.invalid" in line
+
+
+def test_a_reference_without_a_host_says_docker_hub_was_assumed(tmp_path):
+    from modelpack.registry.transport import unreachable
+
+    error = unreachable(
+        "registry-1.docker.io",
+        OSError("NameResolutionError(... Failed to resolve 'registry-1.docker.io')"),
+    )
+    assert "the reference names no registry host, so Docker Hub was assumed" in error.message
+    assert "127.0.0.1:5000/team/bert:v1" in error.hint
+
+
+def test_build_warns_of_no_weights_and_of_an_assumed_docker_hub(tmp_path):
+    folder = tmp_path / "no-weights"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    result = run_cli("build", str(folder), "-t", "bert:v1", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    validate(document, CLI_BUILD, "build --json")
+    assert any(w.startswith("no weight files") for w in document["warnings"])
+    assert any("names no registry host" in w for w in document["warnings"])
+    assert "Warning: no weight files" in result.stderr
+    assert "docker.io/library/bert:v1 on Docker Hub" in result.stderr
 
 
 def test_plain_http_from_the_environment(tiny_model, registry):

@@ -344,7 +344,7 @@ def test_a_stalled_registry_times_out_with_exit_6(hostile, canary, tmp_path):
     _weights_artifact(hostile)
     hostile.stall = 5  # without a working read timeout the pull would succeed after it
     result, out = _pull(hostile, tmp_path, env={"MODELPACK_READ_TIMEOUT": "1"})
-    _assert_refused(result, out, canary, code=6, match="cannot reach registry")
+    _assert_refused(result, out, canary, code=6, match="did not answer in time")
 
 
 # -- listings: Link headers stay on the registry ------------------------------
