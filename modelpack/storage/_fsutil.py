@@ -91,8 +91,23 @@ def place_file(src: Path, dst: Path, *, allow_hardlink: bool) -> Placement:
     return Placement.COPY
 
 
+def remove_entry(path: Path) -> None:
+    """Remove what is at ``path`` (a file, a link or a directory tree) without following a link."""
+    if path.is_dir() and not path.is_symlink():
+        remove_tree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 def remove_tree(path: Path) -> None:
-    """Remove a directory we created, including read-only files inside it."""
+    """Remove a directory we created, including read-only files inside it.
+
+    A link at ``path`` is removed itself; nothing is ever removed through a link.
+    """
+    if path.is_symlink():
+        path.unlink()
+        return
 
     def _make_writable(func, target, _exc):  # noqa: ANN001 - shutil's callback shape
         with contextlib.suppress(OSError):

@@ -8,6 +8,7 @@ holder dies (even by SIGKILL), so a crashed process never leaves a stale lock.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
@@ -29,19 +30,22 @@ def file_lock(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator
 
 @contextmanager
 def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Create (if needed) and exclusively lock the directory ``path`` itself.
+    """Create (if needed, mode 0700) and exclusively lock the directory ``path`` itself.
 
-    No lock file is left behind.  After waiting, the path is checked to still
-    be the directory we locked: a previous holder may have renamed it away
-    (a finished pull moves its staging directory into place).
+    No lock file is left behind.  A link at ``path`` is never followed (the
+    open fails).  After waiting, the path is checked to still be the directory
+    we locked: a previous holder may have renamed it away (a finished pull
+    moves its staging directory into place).
     """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     while True:
-        os.makedirs(path, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                current = os.stat(path)
+                current = os.lstat(path)
             except FileNotFoundError:
                 current = None
             locked = os.fstat(fd)
