@@ -256,7 +256,8 @@ def test_odd_and_reserved_names_are_one_clear_refusal(tmp_path, path, message):
     UnicodeEncodeError, a 256-byte name a raw OSError."""
     store = LayoutStore(tmp_path / "store")
     _pushed_manifest(
-        store, [(RAW, b"odd", {ANNOTATION_FILEPATH: path}), (RAW, b"ok", {ANNOTATION_FILEPATH: "ok"})]
+        store,
+        [(RAW, b"odd", {ANNOTATION_FILEPATH: path}), (RAW, b"ok", {ANNOTATION_FILEPATH: "ok"})],
     )
     with pytest.raises(UnsafePathError, match=message):
         _pull(store, "x", tmp_path / "out")
@@ -371,9 +372,11 @@ def test_an_existing_file_with_other_bytes_is_not_overwritten_unless_forced(tmp_
     ]  # fmt: skip
     assert (out / "tok" / "vocab.txt").read_bytes() == b"my vocab"
     (out / "w.bin").write_bytes(b"my weights")  # a raw layer's file: refused before the pull
-    with pytest.raises(DestinationConflictError, match=r"w\.bin"):
-        with DirectoryTarget(out) as directory:
-            directory.check_planned(list(store_layers(store)))
+    with (
+        pytest.raises(DestinationConflictError, match=r"w\.bin"),
+        DirectoryTarget(out) as directory,
+    ):
+        directory.check_planned(list(store_layers(store)))
     assert (out / "w.bin").read_bytes() == b"my weights"
     _pull(store, "x", out, force=True)
     assert (out / "w.bin").read_bytes() == b"new weights"
