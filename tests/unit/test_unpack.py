@@ -220,24 +220,6 @@ def test_existing_directory_is_filled_in_place(tmp_path):
     assert _leftovers(out) == []
 
 
-def _pushed_manifest(store, layers):
-    """Like make_artifact, but the manifest is written as ASCII JSON by hand, so an annotation
-    can carry what our own writer cannot encode (a lone surrogate, as "\\udcff")."""
-    import json
-
-    from modelpack.oci.digests import sha256_bytes
-    from modelpack.oci.spec import Descriptor
-    from modelpack.oci.target import push_bytes
-
-    root = make_artifact(store, "base", [(media, blob, {}) for media, blob, _ in layers])
-    document = json.loads(store.blob_path(root.digest).read_bytes())
-    for layer, (_, _, annotations) in zip(document["layers"], layers, strict=True):
-        layer["annotations"] = annotations
-    data = json.dumps(document, ensure_ascii=True).encode()
-    desc = Descriptor(root.media_type, sha256_bytes(data), len(data))
-    push_bytes(store, desc, data, reference="x")
-
-
 @pytest.mark.parametrize(
     ("path", "message"),
     [
@@ -255,10 +237,8 @@ def test_odd_and_reserved_names_are_one_clear_refusal(tmp_path, path, message):
     """Item 13: .blobs/ files were dropped while listed as pulled, a lone surrogate raised
     UnicodeEncodeError, a 256-byte name a raw OSError."""
     store = LayoutStore(tmp_path / "store")
-    _pushed_manifest(
-        store,
-        [(RAW, b"odd", {ANNOTATION_FILEPATH: path}), (RAW, b"ok", {ANNOTATION_FILEPATH: "ok"})],
-    )
+    layers = [(RAW, b"odd", {ANNOTATION_FILEPATH: path}), (RAW, b"ok", {ANNOTATION_FILEPATH: "ok"})]
+    make_artifact(store, "x", layers, ascii_json=True)
     with pytest.raises(UnsafePathError, match=message):
         _pull(store, "x", tmp_path / "out")
     assert not (tmp_path / "out").exists()
