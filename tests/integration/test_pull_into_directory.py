@@ -40,9 +40,17 @@ def _one_line(result, code, *needles):
     ],
     ids=["image", "generic", "not-json"],
 )  # fmt: skip
-def test_an_artifact_that_is_not_a_model_is_refused(home, tmp_path, config, needles, into):
+def test_an_artifact_that_is_not_a_model_is_refused(
+    request, home, settings, tmp_path, config, needles, into
+):
     ref = _layout(tmp_path, config=config)
-    out = ["-o", str(tmp_path / "out")] if into == "-o" else []
+    if into == "-o":
+        out = ["-o", str(tmp_path / "out")]
+    else:  # the node cache takes registry references
+        registry = request.getfixturevalue("registry")
+        out, layout = ["--plain-http"], ref
+        ref = f"{registry.host}/not-a-model/{tmp_path.name.lower()}:v1"
+        modelpack.copy(layout, ref, settings=settings)
     _one_line(run_cli("pull", ref, *out), 5, *needles)
     assert not (tmp_path / "out").exists()
     assert not (home / "store").exists() or list((home / "store").rglob("sha256/*")) == []
