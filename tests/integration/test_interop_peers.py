@@ -11,7 +11,7 @@ import pytest
 from support.helpers import tree_files
 
 import modelpack
-from modelpack.errors import UnsafePathError
+from modelpack.errors import IntegrityError, UnsafePathError
 from modelpack.oci.spec import ARTIFACT_TYPE_MODEL_MANIFEST
 from modelpack.testing.peers import peer_command
 
@@ -56,6 +56,10 @@ def test_we_pull_the_peers_artifacts(tool, peers_python, tiny_model, registry, s
     source = _flat_copy(tiny_model, tmp_path / "flat") if tool == "oras" else tiny_model
     _peer(peers_python, tool, "push", ref, source)
     generic = tool == "oras"  # a generic OCI artifact, not a ModelPack model: asked for
+    if generic:
+        with pytest.raises(IntegrityError, match="not a ModelPack model"):
+            modelpack.pull(ref, tmp_path / "refused", settings=settings)
+        assert not (tmp_path / "refused").exists()
     out = modelpack.pull(ref, tmp_path / "ours", allow_oci_artifact=generic, settings=settings)
     assert tree_files(out) == tree_files(source)
     inspected = modelpack.inspect(ref, remote=True, settings=settings)
