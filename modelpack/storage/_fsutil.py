@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from enum import StrEnum
 from pathlib import Path
@@ -89,6 +90,18 @@ def place_file(src: Path, dst: Path, *, allow_hardlink: bool) -> Placement:
             pass
     shutil.copyfile(src, dst)
     return Placement.COPY
+
+
+def default_dir_mode(where: Path) -> int:
+    """The mode ``mkdir`` gives a new folder in ``where`` (0777 less the umask), read
+    from a probe folder: changing the umask to read it would race other threads."""
+    probe = Path(tempfile.mkdtemp(dir=where))  # mkdtemp is 0700 whatever the umask
+    try:
+        inner = probe / "mode"
+        inner.mkdir()
+        return stat.S_IMODE(inner.stat().st_mode)
+    finally:
+        remove_tree(probe)
 
 
 def remove_entry(path: Path) -> None:

@@ -53,7 +53,7 @@ from ..oci.spec import (
 )
 from ..oci.target import Opener
 from ._destination import Planned, check_destination, sized, staged
-from ._fsutil import remove_entry, remove_tree
+from ._fsutil import default_dir_mode, remove_entry, remove_tree
 from ._locks import directory_lock
 from .diskspace import disk_full_errors, missing_bytes, require_space
 from .partial import fill_partial
@@ -258,6 +258,8 @@ class DirectoryTarget:
                     _move_into(entry, self.destination / entry.name)
                 self.staging.rmdir()
             else:
+                # Staged private (0700); the model folder gets the mode mkdir would give it.
+                os.chmod(self.staging, default_dir_mode(self.staging))
                 os.rename(self.staging, self.destination)
         finally:
             self._release()

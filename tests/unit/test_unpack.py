@@ -410,3 +410,17 @@ def test_pulling_the_same_artifact_again_into_its_directory_works(tmp_path):
     assert sorted(again.files) == ["tok/vocab.txt", "w.bin"]
     assert (out / "w.bin").read_bytes() == b"weights"
     assert _leftovers(out) == []
+
+
+def test_a_new_model_folder_gets_the_mode_mkdir_gives(tmp_path):
+    """Staging folders are private (0700, how we know one is ours); the model folder is not."""
+    import os
+    import stat
+
+    store = LayoutStore(tmp_path / "store")
+    make_artifact(store, "x", [(RAW, b"w", {ANNOTATION_FILEPATH: "sub/w.bin"})])
+    (tmp_path / "probe").mkdir()
+    _pull(store, "x", tmp_path / "out")
+    expected = stat.S_IMODE(os.stat(tmp_path / "probe").st_mode)
+    assert stat.S_IMODE(os.stat(tmp_path / "out").st_mode) == expected
+    assert stat.S_IMODE(os.stat(tmp_path / "out" / "sub").st_mode) == expected
