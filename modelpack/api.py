@@ -248,8 +248,11 @@ def pull_model(
     hf_cache: bool | PathLike = False,
     hf_repo_id: str | None = None,
     hf_revision: str | None = None,
+    hf_trust_annotations: bool = False,
     verify_key: PathLike | None = None,
     model_signature: bool = False,
+    force: bool = False,
+    allow_oci_artifact: bool = False,
     settings: Settings | None = None,
     progress: ProgressOption = None,
     home: PathLike | None = None,
@@ -267,17 +270,22 @@ def pull_model(
     and ``path`` is the model's directory there.  ``include`` globs fetch only
     matching files.  ``hf_cache`` (True for the default HF cache, or a path)
     also lays the model out as the Hugging Face hub cache does and ``path`` is
-    the snapshot; ``hf_repo_id`` / ``hf_revision`` override the repo id and
-    revision name.  ``verify_key`` (a public key) refuses a model without a
-    valid signature by it before any file is written; ``model_signature``
-    also writes its OpenSSF model signature as ``output_dir/model.sig``.
-    Mirrors configured for the registry are tried first.
+    the snapshot; its repo id comes from the reference unless ``hf_repo_id``
+    names one or ``hf_trust_annotations`` takes the repo id and commit the
+    artifact recorded at build; ``hf_revision`` adds a revision name.
+    ``verify_key`` (a public key) refuses a model without a valid signature by
+    it before any file is written; ``model_signature`` also writes its OpenSSF
+    model signature as ``output_dir/model.sig``.  A file already in
+    ``output_dir`` with other bytes is refused (DestinationConflictError)
+    unless ``force``.  An artifact whose config is not a ModelPack config is
+    refused unless ``allow_oci_artifact`` (its titled files are written then;
+    container images never).  Mirrors configured for the registry are tried first.
     """
     settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
     request = None
     if hf_cache is not False:
         cache_dir = default_hf_cache() if hf_cache is True else Path(hf_cache).expanduser()
-        request = transfer.HFCacheRequest(cache_dir, hf_repo_id, hf_revision)
+        request = transfer.HFCacheRequest(cache_dir, hf_repo_id, hf_revision, hf_trust_annotations)
     with _progress(progress, "pull") as shown:
         return transfer.pull(
             reference,
@@ -288,6 +296,8 @@ def pull_model(
             hf_cache=request,
             verify_key=verify_key,
             model_signature=model_signature,
+            force=force,
+            allow_oci_artifact=allow_oci_artifact,
         )
 
 
@@ -299,8 +309,11 @@ def pull(
     hf_cache: bool | PathLike = False,
     hf_repo_id: str | None = None,
     hf_revision: str | None = None,
+    hf_trust_annotations: bool = False,
     verify_key: PathLike | None = None,
     model_signature: bool = False,
+    force: bool = False,
+    allow_oci_artifact: bool = False,
     settings: Settings | None = None,
     progress: ProgressOption = None,
     home: PathLike | None = None,
@@ -324,8 +337,11 @@ def pull(
         hf_cache=hf_cache,
         hf_repo_id=hf_repo_id,
         hf_revision=hf_revision,
+        hf_trust_annotations=hf_trust_annotations,
         verify_key=verify_key,
         model_signature=model_signature,
+        force=force,
+        allow_oci_artifact=allow_oci_artifact,
         settings=settings,
         progress=progress,
     )

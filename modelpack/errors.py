@@ -51,6 +51,10 @@ class MissingDependencyError(UsageError):
     """A feature needs an optional package that is not installed; the hint names the extra."""
 
 
+class DestinationConflictError(UsageError):
+    """A pull would replace a file of the output directory with other bytes (and no ``force``)."""
+
+
 # -- exit code 3: something named does not exist ----------------------------
 
 

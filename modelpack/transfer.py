@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .endpoints import Endpoint, open_endpoint, registry_of, registry_repository
-from .errors import UsageError
-from .inspection import inspect_endpoint
+from .errors import IntegrityError, UsageError
+from .inspection import Inspection, inspect_endpoint
 from .model.build import BuildResult, BuiltArtifact
 from .oci.copy import CopyOptions, CopyResult, CopyStats, copy_graph
 from .oci.reference import parse_reference
@@ -33,7 +33,7 @@ from .storage.blobinfo import BlobLocations
 from .storage.cache import NodeCache
 from .storage.hfcache import hf_mapping, write_hf_cache
 from .storage.store import LayoutStore
-from .storage.unpack import DirectoryTarget
+from .storage.unpack import DirectoryTarget, planned_files
 
 
 @dataclass
@@ -196,13 +196,45 @@ def _refuse_index(endpoint: Endpoint) -> Descriptor:
     return root
 
 
+# Container image configs: an image is not a model, with or without allow_oci_artifact.
+IMAGE_CONFIG_MEDIA_TYPES = (
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+)
+
+
+def _inspect_model(src: Endpoint, allow_oci_artifact: bool) -> Inspection:
+    """The manifest and model config of what is pulled (a config that is not JSON raises here);
+    what is not a ModelPack model is refused before a byte is written."""
+    inspection = inspect_endpoint(src, "remote", attached=False)
+    found = inspection.manifest.config.media_type
+    if inspection.config is not None:
+        return inspection
+    if found in IMAGE_CONFIG_MEDIA_TYPES:
+        raise IntegrityError(
+            f"{src.display} is a container image (config {found}), not a model",
+            hint="pull images with docker, podman or skopeo",
+        )
+    if not allow_oci_artifact:
+        raise IntegrityError(
+            f"{src.display} is not a ModelPack model: its config is {found}",
+            hint="pass --allow-oci-artifact to write a generic OCI artifact's titled files anyway",
+        )
+    return inspection
+
+
 @dataclass
 class HFCacheRequest:
-    """Also lay the model out in a Hugging Face hub cache (``pull --hf-cache``)."""
+    """Also lay the model out in a Hugging Face hub cache (``pull --hf-cache``).
+
+    The repo id comes from the reference and the commit from the manifest digest unless
+    ``repo_id`` is given or ``trust_annotations`` lets the artifact's recorded ones count.
+    """
 
     cache_dir: Path
     repo_id: str | None = None
     revision: str | None = None
+    trust_annotations: bool = False
 
 
 def pull(
@@ -215,9 +247,14 @@ def pull(
     hf_cache: HFCacheRequest | None = None,
     verify_key: str | os.PathLike[str] | None = None,
     model_signature: bool = False,
+    force: bool = False,
+    allow_oci_artifact: bool = False,
 ) -> TransferResult:
+    """``force`` replaces files of ``output_dir`` that hold other bytes (else refused);
+    ``allow_oci_artifact`` writes the titled files of an artifact that is not a model."""
     src = open_endpoint(reference, settings, reading=True)
     root = _refuse_index(src)
+    inspection = _inspect_model(src, allow_oci_artifact)
     repository = registry_repository(src)
     if verify_key is not None:
         # Before anything is written: the signature must name exactly this digest,
@@ -234,10 +271,14 @@ def pull(
         bundle = fetch_bundle(repository, root)
     patterns = list(include)
     layer_filter = _include_filter(patterns)
+    layers = [
+        layer for layer in inspection.manifest.layers if not layer_filter or layer_filter(layer)
+    ]
     if output_dir is not None:
         if hf_cache is not None:
             raise UsageError("--hf-cache and -o are alternatives: the HF layout lives in the cache")
-        with DirectoryTarget(output_dir) as directory:
+        with DirectoryTarget(output_dir, force=force) as directory:
+            directory.check_planned(layers)
             target = Endpoint(directory, "", str(output_dir), tag_reference=lambda tag: "")
             result = _copy(
                 src, target, settings, progress, layer_filter=layer_filter, with_referrers=False
@@ -247,12 +288,13 @@ def pull(
         return TransferResult(
             src.display, root.digest, result.stats, Path(output_dir), directory.files
         )
+    planned_files(layers)  # every path checked before a byte is fetched
     key = str(parse_reference(reference.removeprefix("docker://")))
     result, path, files = pull_to_node_cache(
         src, root, key, settings, progress, patterns=patterns, layer_filter=layer_filter
     )
     if hf_cache is not None:
-        path = _write_hf_cache(src, root, path, files, hf_cache)
+        path = _write_hf_cache(src, inspection, path, files, hf_cache)
     return TransferResult(src.display, root.digest, result.stats, path, files)
 
 
@@ -285,9 +327,8 @@ def pull_to_node_cache(
 
 
 def _write_hf_cache(
-    src: Endpoint, root: Descriptor, tree: Path, files: list[str], request: HFCacheRequest
+    src: Endpoint, inspection: Inspection, tree: Path, files: list[str], request: HFCacheRequest
 ) -> Path:
-    inspection = inspect_endpoint(src, "remote", attached=False)
     assert src.registry_ref is not None
     mapping = hf_mapping(
         src.registry_ref,
@@ -295,6 +336,7 @@ def _write_hf_cache(
         inspection.config,
         repo_id=request.repo_id,
         revision=request.revision,
+        trust_annotations=request.trust_annotations,
     )
     known = {
         layer.filepath: layer.digest.split(":", 1)[1]

@@ -76,10 +76,27 @@ Examples:
 @click.option(
     "--hf-repo-id",
     metavar="ORG/NAME",
-    help="Repo id in the HF cache (default: recorded at build, else from the reference).",
+    help="Repo id in the HF cache (default: the reference's last two path components).",
 )
 @click.option(
     "--hf-revision", metavar="NAME", help="Also name the snapshot by this revision (refs/NAME)."
+)
+@click.option(
+    "--hf-trust-annotations",
+    is_flag=True,
+    help="Take the HF repo id and commit the artifact recorded at build (annotations) "
+    "instead of the reference's; only for artifacts whose publisher you trust.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With -o: replace files of DIR that hold other bytes (default: refuse, exit 2).",
+)
+@click.option(
+    "--allow-oci-artifact",
+    is_flag=True,
+    help="Also pull an OCI artifact that is not a ModelPack model (e.g. made by oras push): "
+    "its titled files are written.",
 )
 @click.option(
     "--verify-key",
@@ -101,6 +118,9 @@ def pull(
     hf_cache: str | None,
     hf_repo_id: str | None,
     hf_revision: str | None,
+    hf_trust_annotations: bool,
+    force: bool,
+    allow_oci_artifact: bool,
     verify_key: str | None,
     model_signature: bool,
     as_json: bool,
@@ -118,8 +138,11 @@ def pull(
             hf_cache=hf_cache or False,
             hf_repo_id=hf_repo_id,
             hf_revision=hf_revision,
+            hf_trust_annotations=hf_trust_annotations,
             verify_key=verify_key,
             model_signature=model_signature,
+            force=force,
+            allow_oci_artifact=allow_oci_artifact,
             settings=state().settings(),
             progress=progress,
         )

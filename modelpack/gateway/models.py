@@ -223,7 +223,10 @@ class Resolver:
             config = parse_model_config(
                 self._config_bytes(repository, manifest.config), f"{reference} model config"
             )
-        commit = hf_mapping(reference, manifest, config, repo_id=repo_id).commit
+        # The repo id is the one asked for; the recorded hub commit names its snapshot.
+        commit = hf_mapping(
+            reference, manifest, config, repo_id=repo_id, trust_annotations=True
+        ).commit
         root = Descriptor(
             root.media_type or MEDIA_TYPE_OCI_MANIFEST,
             root.digest,

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from enum import StrEnum
 from pathlib import Path
@@ -94,8 +95,35 @@ def place_file(src: Path, dst: Path, *, allow_hardlink: bool) -> Placement:
     return Placement.COPY
 
 
+def default_dir_mode(where: Path) -> int:
+    """The mode ``mkdir`` gives a new folder in ``where`` (0777 less the umask), read
+    from a probe folder: changing the umask to read it would race other threads."""
+    probe = Path(tempfile.mkdtemp(dir=where))  # mkdtemp is 0700 whatever the umask
+    try:
+        inner = probe / "mode"
+        inner.mkdir()
+        return stat.S_IMODE(inner.stat().st_mode)
+    finally:
+        remove_tree(probe)
+
+
+def remove_entry(path: Path) -> None:
+    """Remove what is at ``path`` (a file, a link or a directory tree) without following a link."""
+    if path.is_dir() and not path.is_symlink():
+        remove_tree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 def remove_tree(path: Path) -> None:
-    """Remove a directory we created, including read-only files inside it."""
+    """Remove a directory we created, including read-only files inside it.
+
+    A link at ``path`` is removed itself; nothing is ever removed through a link.
+    """
+    if path.is_symlink():
+        path.unlink()
+        return
 
     def _make_writable(func, target, _exc):  # noqa: ANN001 - shutil's callback shape
         with contextlib.suppress(OSError):

@@ -13,8 +13,10 @@ directory cannot be locked itself).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 
 def _open_lock_file(path: str | os.PathLike[str]) -> int:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
 
 
 @contextmanager
@@ -58,12 +60,13 @@ def _same_file(fd: int, path: str | os.PathLike[str]) -> bool:
 
 @contextmanager
 def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Create (if needed) the directory ``path`` and hold it exclusively.
+    """Create (if needed, mode 0700) the directory ``path`` and hold it exclusively.
 
-    The lock is the file ``<path>.lock`` beside it, removed on release.  After
-    waiting, the lock file is checked to still be the one we locked: a previous
-    holder unlinks it on its way out, and a waiter holding the old inode must
-    not believe it holds the new one.
+    The lock is the file ``<path>.lock`` beside it (a directory cannot be locked
+    itself on NFS), removed on release.  After waiting, the lock file is checked to
+    still be the one we locked: a previous holder unlinks it on its way out, and a
+    waiter holding the old inode must not believe it holds the new one.  A link is
+    never followed, neither at ``path`` nor at the lock file.
     """
     lock = Path(f"{os.fspath(path)}.lock")
     while True:
@@ -77,7 +80,12 @@ def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
             raise
         os.close(fd)
     try:
-        os.makedirs(path, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise NotADirectoryError(
+                errno.ENOTDIR, "not a directory (a link is never followed)", os.fspath(path)
+            )
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -6,9 +6,13 @@
 
 With HF_HUB_OFFLINE=1, ``snapshot_download(repo_id)``, ``hf_hub_download``
 and ``from_pretrained(repo_id)`` resolve ``refs/main`` (or the revision they
-are given) and read the snapshot; nothing else is consulted.  The repo id and
-commit come from the artifact's annotations (recorded at build), else from
-the reference; either can be overridden.
+are given) and read the snapshot; nothing else is consulted.  The repo id
+comes from the reference (its last two path components) and the commit is a
+stand-in derived from the manifest: an artifact must not choose which repo of
+the user's cache it writes (``someone/innocent:v1`` claiming to be
+``meta-llama/...``).  The ids recorded at build (annotations, the config's
+source URL and revision) count only when the caller trusts them
+(``trust_annotations``); an explicit ``repo_id`` always wins.
 """
 
 from __future__ import annotations
@@ -60,22 +64,14 @@ def hf_mapping(
     *,
     repo_id: str | None = None,
     revision: str | None = None,
+    trust_annotations: bool = False,
 ) -> HFMapping:
     """Decide the HF repo id, commit and revision names for a pulled artifact."""
-    annotations = manifest.annotations
-    source_url = config.descriptor.source_url if config else None
-    from_url = _HF_URL_RE.match(source_url or "")
-    repo = (
-        repo_id
-        or annotations.get(ANNOTATION_HF_REPO_ID)
-        or (from_url.group(1) if from_url else None)
-        or "/".join(reference.repository.split("/")[-2:])
-    )
+    recorded = _recorded_ids(manifest, config) if trust_annotations else (None, None)
+    repo = repo_id or recorded[0] or "/".join(reference.repository.split("/")[-2:])
     if not _REPO_ID_RE.match(repo):
         raise UsageError(f"{repo!r} is not a Hugging Face repo id (ORG/NAME)")
-    commit = annotations.get(ANNOTATION_HF_COMMIT) or (
-        config.descriptor.revision if config else None
-    )
+    commit = recorded[1]
     if not commit or not _COMMIT_RE.match(commit):
         # No hub commit known: a stable stand-in derived from the manifest bytes.
         commit = hashlib.sha1(manifest.to_bytes()).hexdigest()
@@ -84,6 +80,17 @@ def hf_mapping(
         if name and name not in names and "/" not in name:
             names.append(name)
     return HFMapping(repo, commit, tuple(names))
+
+
+def _recorded_ids(manifest: Manifest, config: ModelConfig | None) -> tuple[str | None, str | None]:
+    """The repo id and commit the artifact says it came from (annotations, else its config)."""
+    annotations = manifest.annotations
+    from_url = _HF_URL_RE.match((config.descriptor.source_url if config else None) or "")
+    repo = annotations.get(ANNOTATION_HF_REPO_ID) or (from_url.group(1) if from_url else None)
+    commit = annotations.get(ANNOTATION_HF_COMMIT) or (
+        config.descriptor.revision if config else None
+    )
+    return repo, commit
 
 
 def write_hf_cache(

@@ -5,10 +5,15 @@ tar+zstd, for all five kinds, plus the legacy ``cnai`` names); a generic
 OCI artifact layer with a title annotation (what ``oras push`` makes) is
 written as a raw file.  Bytes are verified against the layer digest while
 they are written.  Every path comes from an untrusted manifest or tar
-header and is checked before use: no absolute paths, no ``..``, no links,
-devices or FIFOs, no two layers writing the same file.  Files are written
-into a staging directory beside the target and only moved into place once
-every layer has arrived and verified, so a failed pull leaves nothing.
+header and is checked before use (:func:`safe_relpath`): no absolute paths,
+no ``..``, no ``.git`` folder, no names that are not UTF-8 or longer than a
+file system allows, none of our own internal names; no links, devices or
+FIFOs, no two layers writing the same file.  Files are written into a
+staging directory beside the target and only moved into place once every
+layer has arrived and verified, so a failed pull leaves nothing; a file of
+the target with other bytes is replaced only when asked (``force``).  The
+staging directory is never a link: anything else found under its name is
+left alone and a fresh one is made.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import stat
 import tarfile
+import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
@@ -46,26 +53,78 @@ from ..oci.spec import (
     parse_layer_media_type,
 )
 from ..oci.target import Opener
-from ._fsutil import reflink, remove_tree
+from ._destination import Planned, check_destination, sized, staged
+from ._fsutil import default_dir_mode, reflink, remove_entry, remove_tree
 from ._locks import directory_lock
 from .diskspace import disk_full_errors, missing_bytes, require_space
 from .partial import fill_partial
 
 STAGING_PREFIX = ".modelpack-staging-"
 PARTIAL_DIR = ".blobs"  # raw layer downloads by digest, kept across interrupted attempts
+# Top-level names of our own in a pull directory, never an artifact's (compared casefolded):
+# the partial downloads, and every name starting like a staging directory.
+RESERVED_NAMES = (PARTIAL_DIR, STAGING_PREFIX.rstrip("-") + "*")
+NAME_MAX = 255  # bytes in one path component (Linux, macOS, Windows alike)
+# Code points HFS+ ignores in names (as git's is_hfs_dotgit does): ".g\u200cit" is ".git" there.
+_HFS_IGNORED = dict.fromkeys(
+    [*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF]
+)
 
 
 def safe_relpath(path: str, what: str) -> PurePosixPath:
-    """Validate an untrusted relative path; return it normalized."""
+    """Validate an untrusted relative path; return it normalized.
+
+    Refused: empty, NUL or backslash, absolute, ``..``, not encodable as UTF-8
+    (a lone surrogate such as ``"\\udcff"`` in JSON), a component over
+    :data:`NAME_MAX` bytes, a ``.git`` component in any spelling a file system
+    folds to it (see :func:`_is_git_folder`), and :data:`RESERVED_NAMES` at the top.
+    """
     if not path or "\x00" in path or "\\" in path:
         raise UnsafePathError(f"{what}: unusable path {path!r}")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafePathError(f"{what}: path {path!r} is not valid UTF-8; refused") from None
     pure = PurePosixPath(path)
     if pure.is_absolute():
         raise UnsafePathError(f"{what}: absolute path {path!r} refused")
     parts = [p for p in pure.parts if p not in ("", ".")]
     if not parts or any(p == ".." for p in parts):
         raise UnsafePathError(f"{what}: path {path!r} escapes the target directory")
+    for part in parts:
+        _check_component(part, path, what)
+    if _is_reserved(parts[0]):
+        raise UnsafePathError(f"{what}: path {path!r} uses a name modelpack reserves; refused")
     return PurePosixPath(*parts)
+
+
+def _check_component(part: str, path: str, what: str) -> None:
+    if len(part.encode("utf-8")) > NAME_MAX:
+        raise UnsafePathError(
+            f"{what}: path {_shown(path)} has a name longer than {NAME_MAX} bytes; refused"
+        )
+    if _is_git_folder(part):
+        raise UnsafePathError(
+            f"{what}: path {path!r} writes into a .git folder (git would run its config "
+            "and hooks); refused"
+        )
+
+
+def _shown(path: str) -> str:
+    text = repr(path)
+    return text if len(text) <= 80 else f"{text[:60]}...{text[-12:]}"
+
+
+def _is_reserved(top: str) -> bool:
+    folded = top.casefold()
+    return folded == PARTIAL_DIR or folded.startswith(STAGING_PREFIX.rstrip("-"))
+
+
+def _is_git_folder(part: str) -> bool:
+    """``.git`` as case-insensitive file systems see it: any case, HFS+-ignored code points
+    removed, trailing dots and spaces dropped (Windows), or the 8.3 short name ``git~1``."""
+    folded = part.translate(_HFS_IGNORED).casefold().rstrip(". ")
+    return folded in (".git", "git~1")
 
 
 # Go's tar.TypeReg is '0' (48), which modctl writes as a number; ours write 0.
@@ -78,6 +137,21 @@ def _declared_file_size(desc: Descriptor) -> int | None:
     if metadata is None or metadata.typeflag not in _REGULAR_TYPEFLAGS:
         return None
     return metadata.size
+
+
+def planned_files(layers: list[Descriptor]) -> list[Planned]:
+    """What the layers will write, every path checked: call before the first byte is fetched.
+
+    A raw layer is one file of known size; a tar layer's files are known only when
+    it is read, so only its path is checked here (the commit checks what it held).
+    """
+    planned = []
+    for desc in layers:
+        relpath = safe_relpath(_layer_path(desc), f"layer {desc.digest}")
+        parsed = parse_layer_media_type(desc.media_type)
+        if parsed is None or parsed[1] is LayerFormat.RAW:
+            planned.append(sized(relpath, desc.size))
+    return planned
 
 
 def _file_mode(mode: int | None) -> int:
@@ -114,17 +188,20 @@ class DirectoryTarget:
     Use as a context manager: leaving the ``with`` block without error calls
     :meth:`commit`; a network interruption keeps the staging directory (raw
     layers downloaded so far are resumed by the next pull into the same
-    place); any other error calls :meth:`abort`.
+    place); any other error calls :meth:`abort`.  A file already in ``destination``
+    is replaced only with ``force`` or when it holds the same bytes.
     """
 
     def __init__(
         self,
         destination: str | os.PathLike[str],
         *,
-        link_from=None,
-        durable: bool = False,  # noqa: ANN001
+        link_from=None,  # noqa: ANN001
+        durable: bool = False,
+        force: bool = False,
     ) -> None:
         self.destination = Path(destination)
+        self.force = force  # replace files of the destination that have other bytes
         self.link_from = link_from  # a LayoutStore whose read-only blobs may be hardlinked
         self.durable = durable  # fsync copied files (the node cache), not for a user's -o DIR
         self.manifest: bytes | None = None
@@ -135,6 +212,7 @@ class DirectoryTarget:
         self._lock = threading.Lock()
         self._partial_locks: dict[str, threading.Lock] = {}
         self._exit = contextlib.ExitStack()
+        self._resumable = True  # False in a one-off staging dir (our usual name was taken)
         self.staging = self._open_staging()
 
     # -- staging ------------------------------------------------------------
@@ -144,16 +222,22 @@ class DirectoryTarget:
             raise UsageError(f"{self.destination} exists and is not a directory")
         if self.destination.is_dir():
             # An existing directory (maybe a mounted volume): stage inside it.
-            staging = self.destination / STAGING_PREFIX.rstrip("-")
+            base, name = self.destination, STAGING_PREFIX.rstrip("-")
         else:
             self.destination.parent.mkdir(parents=True, exist_ok=True)
-            staging = self.destination.parent / f"{STAGING_PREFIX}{self.destination.name}"
+            base, name = self.destination.parent, f"{STAGING_PREFIX}{self.destination.name}"
+        staging = base / name
+        if not _free_or_ours(staging):
+            # A link (a cloned repo can ship one), a file, someone else's folder: never
+            # touched.  A fresh, unique folder instead; nothing to resume from there.
+            staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+            self._resumable = False
         # One pull at a time into one place; the lock dies with its process.
         self._exit.enter_context(directory_lock(staging))
         # Left by an interrupted pull: keep the raw downloads (verified or partial).
-        for entry in staging.iterdir():
-            if entry.name != PARTIAL_DIR:
-                remove_tree(entry) if entry.is_dir() else entry.unlink()
+        for entry in os.scandir(staging):
+            if entry.name != PARTIAL_DIR or not entry.is_dir(follow_symlinks=False):
+                remove_entry(Path(entry.path))
         staging.joinpath(PARTIAL_DIR).mkdir(exist_ok=True)
         self._staging_id = _file_id(staging)
         return staging
@@ -168,8 +252,17 @@ class DirectoryTarget:
                 hint="pull again; do not delete .modelpack-staging-* directories of a running pull",
             )
 
+    def check_planned(self, layers: list[Descriptor]) -> None:
+        """Before the first byte: every path usable, nothing in the destination replaced."""
+        check_destination(self.destination, planned_files(layers), force=self.force)
+
     def commit(self) -> Path:
-        """Move the complete, verified tree into place."""
+        """Move the complete, verified tree into place (nothing moves if a file is in the way)."""
+        try:
+            check_destination(self.destination, self._staged(), force=self.force)
+        except BaseException:
+            self.abort()
+            raise
         try:
             self._check_staging()
             remove_tree(self.staging / PARTIAL_DIR)
@@ -178,10 +271,16 @@ class DirectoryTarget:
                     _move_into(entry, self.destination / entry.name)
                 self.staging.rmdir()
             else:
+                # Staged private (0700); the model folder gets the mode mkdir would give it.
+                os.chmod(self.staging, default_dir_mode(self.staging))
                 os.rename(self.staging, self.destination)
         finally:
             self._release()
         return self.destination
+
+    def _staged(self) -> list[Planned]:
+        files = [staged(rel, self.staging.joinpath(*rel.parts)) for rel in self._claimed]
+        return files + [Planned(rel) for rel in self._directories if rel.parts]
 
     def abort(self) -> None:
         try:
@@ -193,7 +292,7 @@ class DirectoryTarget:
         """Keep the partial downloads for the next attempt (if any arrived)."""
         partials = self.staging / PARTIAL_DIR
         kept = [p for p in partials.iterdir() if p.stat().st_size] if partials.is_dir() else []
-        if not kept:
+        if not kept or not self._resumable:
             self.abort()  # nothing to resume: leave no trace
             return
         self._release()
@@ -479,6 +578,19 @@ class _UnpackBudget:
                 "(its declared file size, or the expansion limit); refused",
                 hint="raise MODELPACK_MAX_EXPANSION if this artifact is legitimate",
             )
+
+
+def _free_or_ours(path: Path) -> bool:
+    """Nothing at ``path``, or a real folder we made: ours, mode 0700 (git makes none such)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    return (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.geteuid()
+        and stat.S_IMODE(info.st_mode) & 0o077 == 0
+    )
 
 
 def _read_small(content: BinaryIO, desc: Descriptor) -> bytes:

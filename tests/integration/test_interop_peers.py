@@ -11,7 +11,7 @@ import pytest
 from support.helpers import tree_files
 
 import modelpack
-from modelpack.errors import UnsafePathError
+from modelpack.errors import IntegrityError, UnsafePathError
 from modelpack.oci.spec import ARTIFACT_TYPE_MODEL_MANIFEST
 from modelpack.testing.peers import peer_command
 
@@ -63,14 +63,19 @@ def test_we_pull_the_peers_artifacts(tool, peers_python, tiny_model, registry, s
     ref = f"{registry.host}/interop/theirs-{tool}:v1"
     source = _flat_copy(tiny_model, tmp_path / "flat") if tool == "oras" else tiny_model
     _peer(peers_python, tool, "push", ref, source)
-    out = modelpack.pull(ref, tmp_path / "ours", settings=settings)
+    generic = tool == "oras"  # a generic OCI artifact, not a ModelPack model: asked for
+    if generic:
+        with pytest.raises(IntegrityError, match="not a ModelPack model"):
+            modelpack.pull(ref, tmp_path / "refused", settings=settings)
+        assert not (tmp_path / "refused").exists()
+    out = modelpack.pull(ref, tmp_path / "ours", allow_oci_artifact=generic, settings=settings)
     assert tree_files(out) == tree_files(source)
     inspected = modelpack.inspect(ref, remote=True, settings=settings)
     if tool == "modelpack-client":
         assert inspected.manifest.artifact_type == ARTIFACT_TYPE_MODEL_MANIFEST
         assert inspected.config is not None and inspected.config.descriptor.name == "peer"
     # And through the node cache (pull without -o), the way a serving pod uses it.
-    cached = modelpack.pull(ref, settings=settings)
+    cached = modelpack.pull(ref, allow_oci_artifact=generic, settings=settings)
     assert tree_files(cached) == tree_files(source)
 
 
@@ -87,5 +92,5 @@ def test_an_oras_py_push_of_a_tree_that_loses_paths_is_refused_not_merged(
     ref = f"{registry.host}/interop/theirs-oras-tree:v1"
     _peer(peers_python, "oras", "push", ref, tiny_model)
     with pytest.raises(UnsafePathError, match="config.json is written twice"):
-        modelpack.pull(ref, tmp_path / "ours", settings=settings)
+        modelpack.pull(ref, tmp_path / "ours", allow_oci_artifact=True, settings=settings)
     assert not (tmp_path / "ours").exists()

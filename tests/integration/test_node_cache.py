@@ -138,7 +138,7 @@ def test_hf_cache_layout_loads_offline_with_unchanged_code(
     modelpack.build(tiny_model, ref, hf_repo_id="modelpack-test/tiny-bert", settings=settings)
     modelpack.push(ref, settings=settings)
     hub = tmp_path / "hf-hub"
-    result = run_cli("pull", ref, "--hf-cache", str(hub), "--plain-http")
+    result = run_cli("pull", ref, "--hf-cache", str(hub), "--hf-trust-annotations", "--plain-http")
     assert result.returncode == 0, result.stderr
     snapshot = Path(result.stdout.strip())
     repo_dir = hub / "models--modelpack-test--tiny-bert"

@@ -63,9 +63,13 @@ def test_hf_build_end_to_end(hub, hf_env, registry, tmp_path):
     out = tmp_path / "out"
     assert run_cli("pull", ref, "-o", str(out), "--plain-http", env=hf_env).returncode == 0
     assert tree_files(out) == tree_files(hub.repos["org/tiny"].root)
-    # The hub repo id and commit travel with the artifact: --hf-cache rebuilds the same layout.
+    # The hub repo id and commit travel with the artifact: --hf-cache rebuilds the same layout
+    # when the puller trusts what the artifact recorded.
     hf_home = tmp_path / "other-hf"
-    pulled = run_cli("pull", ref, "--hf-cache", str(hf_home), "--plain-http", env=hf_env)
+    pulled = run_cli(
+        "pull", ref, "--hf-cache", str(hf_home), "--hf-trust-annotations", "--plain-http",
+        env=hf_env,
+    )  # fmt: skip
     assert pulled.returncode == 0, pulled.stderr
     assert pulled.stdout.strip().endswith(f"models--org--tiny/snapshots/{COMMIT}")
 

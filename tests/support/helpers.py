@@ -72,9 +72,20 @@ def compress(data: bytes, how: str) -> bytes:
     return data
 
 
-def make_artifact(store, reference: str, layers: list[tuple[str, bytes, dict[str, str]]]):
+def make_artifact(
+    store,
+    reference: str,
+    layers: list[tuple[str, bytes, dict[str, str]]],
+    *,
+    config: tuple[str, bytes] | None = None,
+    annotations: dict[str, str] | None = None,
+    ascii_json: bool = False,
+):
     """Write a ModelPack manifest with the given (mediaType, blob, annotations) layers
-    into a LayoutStore (or any Target) by hand, the way another tool would."""
+    into a LayoutStore (or any Target) by hand, the way another tool would; ``config``
+    (mediaType, bytes) and manifest ``annotations`` make it another kind of artifact;
+    ``ascii_json`` writes the manifest with JSON escapes, so an annotation can carry what our
+    own writer cannot encode (a lone surrogate travels as ``"\\udcff"``)."""
     import json
 
     from modelpack.oci.digests import sha256_bytes
@@ -86,7 +97,7 @@ def make_artifact(store, reference: str, layers: list[tuple[str, bytes, dict[str
         desc = Descriptor(media_type, sha256_bytes(blob), len(blob), dict(layer_annotations))
         push_bytes(store, desc, blob)
         descriptors.append(desc)
-    config = json.dumps(
+    model_config = json.dumps(
         {
             "descriptor": {"name": "handmade"},
             "config": {},
@@ -96,10 +107,13 @@ def make_artifact(store, reference: str, layers: list[tuple[str, bytes, dict[str
             },
         }
     ).encode()
-    config_desc = Descriptor(MEDIA_TYPE_MODEL_CONFIG, sha256_bytes(config), len(config))
-    push_bytes(store, config_desc, config)
-    manifest = Manifest(config=config_desc, layers=tuple(descriptors))
-    data = manifest.to_bytes()
+    config_type, config_bytes = config or (MEDIA_TYPE_MODEL_CONFIG, model_config)
+    config_desc = Descriptor(config_type, sha256_bytes(config_bytes), len(config_bytes))
+    push_bytes(store, config_desc, config_bytes)
+    manifest = Manifest(
+        config=config_desc, layers=tuple(descriptors), annotations=dict(annotations or {})
+    )
+    data = json.dumps(manifest.to_dict()).encode() if ascii_json else manifest.to_bytes()
     root = Descriptor(
         manifest.media_type, sha256_bytes(data), len(data), artifact_type=manifest.artifact_type
     )

@@ -10,8 +10,8 @@ from modelpack.storage.unpack import STAGING_PREFIX, DirectoryTarget
 RAW = "application/vnd.cncf.model.weight.v1.raw"
 
 
-def _pull(store, reference, destination):
-    with DirectoryTarget(destination) as directory:
+def _pull(store, reference, destination, **options):
+    with DirectoryTarget(destination, **options) as directory:
         copy_graph(store, reference, directory, None, CopyOptions(concurrency=4))
     return directory
 
@@ -214,7 +214,213 @@ def test_existing_directory_is_filled_in_place(tmp_path):
     (out / "a").mkdir(parents=True)
     (out / "a" / "w.bin").write_bytes(b"old")
     (out / "keep.txt").write_bytes(b"keep")
-    _pull(store, "x", out)
+    _pull(store, "x", out, force=True)  # replacing a/w.bin is asked for
     assert (out / "a" / "w.bin").read_bytes() == b"new"
     assert (out / "keep.txt").read_bytes() == b"keep"
     assert _leftovers(out) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (".blobs/x.bin", "reserves"),
+        (".BLOBS/x.bin", "reserves"),
+        (".modelpack-staging/x.bin", "reserves"),
+        (".modelpack-staging-out", "reserves"),
+        ("\udcff.bin", "not valid UTF-8"),
+        ("a" * 256, "longer than 255 bytes"),
+        ("sub/" + "é" * 128, "longer than 255 bytes"),  # 256 bytes in UTF-8
+    ],
+    ids=["blobs", "BLOBS", "staging-inside", "staging-beside", "surrogate", "long", "long-utf8"],
+)
+def test_odd_and_reserved_names_are_one_clear_refusal(tmp_path, path, message):
+    """Item 13: .blobs/ files were dropped while listed as pulled, a lone surrogate raised
+    UnicodeEncodeError, a 256-byte name a raw OSError."""
+    store = LayoutStore(tmp_path / "store")
+    layers = [(RAW, b"odd", {ANNOTATION_FILEPATH: path}), (RAW, b"ok", {ANNOTATION_FILEPATH: "ok"})]
+    make_artifact(store, "x", layers, ascii_json=True)
+    with pytest.raises(UnsafePathError, match=message):
+        _pull(store, "x", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_names_just_within_the_limits_are_pulled(tmp_path):
+    store = LayoutStore(tmp_path / "store")
+    names = ["a" * 255, "é" * 127, ".blobs2/x", ".gitattributes", ".github/workflows/ci.yml"]
+    make_artifact(store, "x", [(RAW, n.encode(), {ANNOTATION_FILEPATH: n}) for n in names])
+    _pull(store, "x", tmp_path / "out")
+    assert all((tmp_path / "out" / n).read_bytes() == n.encode() for n in names)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [".git/config", ".GIT/hooks/post-checkout", "sub/.Git/config", ".git./config",
+     ".git /config", ".g\u200cit/config", "GIT~1/config"],
+)  # fmt: skip
+def test_git_folders_are_refused_in_layer_paths(tmp_path, path):
+    """Item 5: `pull -o .` wrote .git/config (core.fsmonitor runs a command on git status)."""
+    store = LayoutStore(tmp_path / "store")
+    make_artifact(store, "x", [(RAW, b"[core]\n\tfsmonitor = evil\n", {ANNOTATION_FILEPATH: path})])
+    out = tmp_path / "repo"
+    out.mkdir()
+    with pytest.raises(UnsafePathError, match=r"\.git folder"):
+        _pull(store, "x", out)
+    assert list(out.iterdir()) == []
+
+
+def test_git_folders_are_refused_in_tar_members(tmp_path):
+    store = LayoutStore(tmp_path / "store")
+    tar = make_tar([("code/", None), ("code/.git/hooks/pre-commit", b"#!/bin/sh\nevil\n")])
+    make_artifact(
+        store, "x", [("application/vnd.cncf.model.code.v1.tar", tar, {ANNOTATION_FILEPATH: "code"})]
+    )
+    with pytest.raises(UnsafePathError, match=r"\.git folder"):
+        _pull(store, "x", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("inside", [True, False], ids=["DIR exists", "DIR is new"])
+def test_a_planted_link_named_like_the_staging_folder_is_never_followed(tmp_path, inside):
+    """Item 4: `.modelpack-staging[-x] -> /home/user/important` in the pull's place made the
+    pull empty the link's target (and write the model there)."""
+    store = LayoutStore(tmp_path / "store")
+    make_artifact(store, "x", [(RAW, b"weights", {ANNOTATION_FILEPATH: "w.bin"})])
+    important = tmp_path / "important"
+    important.mkdir()
+    (important / "thesis.tex").write_bytes(b"years of work")
+    (important / "sub").mkdir()
+    (important / "sub" / "data").write_bytes(b"more")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    out = repo / "x"
+    if inside:
+        out.mkdir()
+        (out / ".modelpack-staging").symlink_to(important)
+    else:
+        (repo / ".modelpack-staging-x").symlink_to(important)
+    _pull(store, "x", out)
+    assert (out / "w.bin").read_bytes() == b"weights"
+    assert sorted(p.name for p in important.rglob("*")) == ["data", "sub", "thesis.tex"]
+    assert (important / "thesis.tex").read_bytes() == b"years of work"
+    links = [p for p in (out, repo) for p in p.iterdir() if p.is_symlink()]
+    assert len(links) == 1  # the planted link itself is left alone
+    assert [p.name for p in (out if inside else repo).iterdir() if p.name.startswith(
+        ".modelpack-staging") and not p.is_symlink()] == []  # fmt: skip
+
+
+def test_a_foreign_folder_named_like_the_staging_folder_is_left_alone(tmp_path):
+    """A cloned repo can ship a real folder of that name (mode 0755, as git makes them)
+    holding a link named .blobs: it is not ours, so nothing in it is used or removed."""
+    store = LayoutStore(tmp_path / "store")
+    make_artifact(store, "x", [(RAW, b"weights", {ANNOTATION_FILEPATH: "w.bin"})])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shipped = tmp_path / ".modelpack-staging-out"
+    shipped.mkdir(mode=0o755)
+    (shipped / ".blobs").symlink_to(elsewhere)
+    (shipped / "README").write_bytes(b"shipped")
+    _pull(store, "x", tmp_path / "out")
+    assert (tmp_path / "out" / "w.bin").read_bytes() == b"weights"
+    assert sorted(p.name for p in shipped.iterdir()) == [".blobs", "README"]
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_an_existing_file_with_other_bytes_is_not_overwritten_unless_forced(tmp_path):
+    """Item 5: a pull replaced the user's files in -o DIR without asking."""
+    from modelpack.errors import DestinationConflictError
+
+    store = LayoutStore(tmp_path / "store")
+    tar = make_tar([("tok/", None), ("tok/vocab.txt", b"new vocab")])
+    make_artifact(
+        store,
+        "x",
+        [
+            (RAW, b"new weights", {ANNOTATION_FILEPATH: "w.bin"}),
+            ("application/vnd.cncf.model.code.v1.tar", tar, {ANNOTATION_FILEPATH: "tok"}),
+        ],
+    )
+    out = tmp_path / "out"
+    (out / "tok").mkdir(parents=True)
+    (out / "tok" / "vocab.txt").write_bytes(b"my vocab")  # same path inside a tar layer
+    (out / "mine.txt").write_bytes(b"mine")
+    with pytest.raises(DestinationConflictError, match=r"tok/vocab\.txt") as raised:
+        _pull(store, "x", out)
+    assert raised.value.exit_code == 2 and "--force" in str(raised.value)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "mine.txt", "tok", "tok/vocab.txt"
+    ]  # fmt: skip
+    assert (out / "tok" / "vocab.txt").read_bytes() == b"my vocab"
+    (out / "w.bin").write_bytes(b"my weights")  # a raw layer's file: refused before the pull
+    with (
+        pytest.raises(DestinationConflictError, match=r"w\.bin"),
+        DirectoryTarget(out) as directory,
+    ):
+        directory.check_planned(list(store_layers(store)))
+    assert (out / "w.bin").read_bytes() == b"my weights"
+    _pull(store, "x", out, force=True)
+    assert (out / "w.bin").read_bytes() == b"new weights"
+    assert (out / "tok" / "vocab.txt").read_bytes() == b"new vocab"
+    assert (out / "mine.txt").read_bytes() == b"mine"
+
+
+def store_layers(store):
+    import json
+
+    from modelpack.oci.spec import Descriptor
+
+    manifest = json.loads(store.blob_path(store.resolve("x").digest).read_bytes())
+    return [Descriptor.from_dict(layer) for layer in manifest["layers"]]
+
+
+@pytest.mark.parametrize("planted", ["link", "file"])
+def test_a_link_or_file_where_the_artifact_needs_a_folder_is_in_the_way(tmp_path, planted):
+    from modelpack.errors import DestinationConflictError
+
+    store = LayoutStore(tmp_path / "store")
+    make_artifact(store, "x", [(RAW, b"w", {ANNOTATION_FILEPATH: "sub/w.bin"})])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    if planted == "link":
+        (out / "sub").symlink_to(elsewhere)
+    else:
+        (out / "sub").write_bytes(b"a file")
+    with pytest.raises(DestinationConflictError, match="sub"):
+        _pull(store, "x", out)
+    assert list(elsewhere.iterdir()) == []
+    assert _leftovers(out) == []
+
+
+def test_pulling_the_same_artifact_again_into_its_directory_works(tmp_path):
+    store = LayoutStore(tmp_path / "store")
+    tar = make_tar([("tok/", None), ("tok/vocab.txt", b"vocab")])
+    make_artifact(
+        store,
+        "x",
+        [
+            (RAW, b"weights", {ANNOTATION_FILEPATH: "w.bin"}),
+            ("application/vnd.cncf.model.code.v1.tar", tar, {ANNOTATION_FILEPATH: "tok"}),
+        ],
+    )
+    out = tmp_path / "out"
+    _pull(store, "x", out)
+    again = _pull(store, "x", out)
+    assert sorted(again.files) == ["tok/vocab.txt", "w.bin"]
+    assert (out / "w.bin").read_bytes() == b"weights"
+    assert _leftovers(out) == []
+
+
+def test_a_new_model_folder_gets_the_mode_mkdir_gives(tmp_path):
+    """Staging folders are private (0700, how we know one is ours); the model folder is not."""
+    import os
+    import stat
+
+    store = LayoutStore(tmp_path / "store")
+    make_artifact(store, "x", [(RAW, b"w", {ANNOTATION_FILEPATH: "sub/w.bin"})])
+    (tmp_path / "probe").mkdir()
+    _pull(store, "x", tmp_path / "out")
+    expected = stat.S_IMODE(os.stat(tmp_path / "probe").st_mode)
+    assert stat.S_IMODE(os.stat(tmp_path / "out").st_mode) == expected
+    assert stat.S_IMODE(os.stat(tmp_path / "out" / "sub").st_mode) == expected
