@@ -35,15 +35,21 @@ def connect(
     settings: Settings,
     credentials: Credentials | None = None,
     options: RegistryOptions | None = None,
+    *,
+    anonymous: bool = False,
 ) -> RegistryClient:
-    """A client for ``host`` with the options and credentials configured for it."""
+    """A client for ``host`` with the options and credentials configured for it
+    (``credentials``, else the configured ones; none at all when ``anonymous``)."""
     transport = Transport(
         DOCKER_HUB_API if host == "docker.io" else host,
         options or settings.registry_options(host),
         pool_size=settings.concurrency + 2,
         retries=settings.retries,
     )
-    creds = credentials if credentials is not None else find_credentials(host)
+    if anonymous:
+        creds = None
+    else:
+        creds = credentials if credentials is not None else find_credentials(host)
     return RegistryClient(transport, Authenticator(transport, creds))
 
 
