@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+import shutil
 import socket
 import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -64,26 +66,47 @@ def _started(gateway: Gateway):
 # -- 1: no byte before the whole file is verified ------------------------------------------
 
 
+def _resuming_download(url: str) -> bytes | None:
+    """What huggingface_hub does with an interrupted download: keep the bytes, resume
+    with ``Range: bytes=N-``, never re-hash.  None: the gateway answered an error."""
+    data = b""
+    for _ in range(5):
+        headers = {"Range": f"bytes={len(data)}-"} if data else {}
+        try:
+            with requests.get(url, headers=headers, stream=True, timeout=60) as answer:
+                if answer.status_code not in (200, 206):
+                    return None
+                for chunk in answer.iter_content(1 << 16):
+                    data += chunk
+            return data
+        except requests.exceptions.ChunkedEncodingError:
+            continue  # cut: resume
+    return data
+
+
 def test_bytes_corrupted_once_never_end_up_in_a_client_cache(hostile, tmp_path):
-    """A hop flips one early byte of the blob once, then serves it right: huggingface_hub
-    (which resumes a cut download with Range and never re-hashes) ends with the right
-    file or an error, never with the bad byte under the good sha256's name."""
+    """A hop flips one early byte of the blob once, then serves it right: a client that
+    resumes a cut download with Range and never re-hashes (huggingface_hub) ends with
+    the right file or an error, never with the bad byte under the good sha256's name."""
     make_artifact(hostile, "v1", _files(**{"model.safetensors": WEIGHTS}))
     proxy = HttpProxy(upstream=f"http://{hostile.host}", blob_delay=0.02).start()
-    proxy.add(Fault(requests_to("GET", f"/blobs/{_digest(WEIGHTS)}"), corrupt_at=1000))
+    weights = requests_to("GET", f"/blobs/{_digest(WEIGHTS)}")
     gateway = _started(Gateway(proxy.host, tmp_path / "gateway"))
     try:
+        url = f"{gateway.url}/org/bad/resolve/v1/model.safetensors"
+        proxy.add(Fault(weights, corrupt_at=1000))
+        got = _resuming_download(url)
+        assert got is None or got == WEIGHTS, "a corrupt file was served"
+        gateway.wait_idle()
+        shutil.rmtree(gateway.cache)  # cold again, and huggingface_hub itself as the client
+        proxy.add(Fault(weights, corrupt_at=1000))
         results = gateway.hf([["file", "org/bad", "model.safetensors", "v1"]], tmp_path / "c")
-        assert "path" in results[0] or "error" in results[0], results
         if "path" in results[0]:
-            assert open(results[0]["path"], "rb").read() == WEIGHTS
-        blobs = list((tmp_path / "c" / "hub").rglob("blobs/*"))
-        assert all(b.read_bytes() == WEIGHTS for b in blobs if b.is_file()), blobs
-        # The hop corrupted one response: a download now (cached or not) is right.
-        again = gateway.hf([["file", "org/bad", "model.safetensors", "v1"]], tmp_path / "d")
-        assert open(again[0]["path"], "rb").read() == WEIGHTS, again
-        # And no GET of the file sent a byte and then broke off.
-        log = gateway.wait_for_log(r"GET /org/bad/resolve/v1/model\.safetensors 200")
+            assert Path(results[0]["path"]).read_bytes() == WEIGHTS
+        blobs = [b for b in (tmp_path / "c" / "hub").rglob("blobs/*") if b.is_file()]
+        assert all(b.read_bytes() == WEIGHTS for b in blobs), blobs
+        # No GET of the file sent bytes and then broke off.
+        log = gateway.wait_for_log(r"GET /org/bad/resolve/v1/model\.safetensors \d{3}")
         assert "(cut)" not in log
     finally:
         gateway.stop()
@@ -189,16 +212,12 @@ def test_half_sent_requests_do_not_stop_healthz(tmp_path):
     try:
         for thread in drips:
             thread.start()
-        started = time.monotonic()
-        deadline = started + 30  # the default --read-timeout is 10 s
-        while True:
-            try:
-                answer = requests.get(f"{gateway.url}/healthz", timeout=5)
-                break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, "/healthz did not answer"
-        assert answer.status_code == 200
-        assert time.monotonic() - started < 30
+        # Well within the default --read-timeout (10 s): slow heads hold no thread.
+        for _ in range(3):
+            assert requests.get(f"{gateway.url}/healthz", timeout=5).status_code == 200
+        for thread in drips:  # dripping heads are cut off after --read-timeout
+            thread.join(timeout=60)
+            assert not thread.is_alive(), "a dripping client is still connected"
     finally:
         stop.set()
         for sock in hanging:
@@ -247,7 +266,7 @@ def test_ranges_are_answered_as_the_hub_does(hostile, tmp_path):
             ("model.safetensors", f"bytes={big}-", 416, f"bytes */{size}", b""),
             ("model.safetensors", f"bytes=0-{big}", 206, f"bytes 0-{size - 1}/{size}", WEIGHTS),
             ("model.safetensors", f"bytes=-{big}", 206, f"bytes 0-{size - 1}/{size}", WEIGHTS),
-            ("model.safetensors", f"bytes={big}-{big}", 416, f"bytes */{size}", b""),
+            ("model.safetensors", f"bytes={big[:4000]}-{big[:4000]}", 416, f"bytes */{size}", b""),
             ("model.safetensors", "bytes=5-2", 200, None, WEIGHTS),  # malformed: ignored
             ("model.safetensors", "bytes=0-1,5-6", 200, None, WEIGHTS),
             ("model.safetensors", "bytes=\u0661-", 200, None, WEIGHTS),  # not ASCII digits
@@ -281,8 +300,7 @@ def test_hub_errors_do_not_name_registry_hosts_or_namespaces(tmp_path):
             text = answer.text + answer.headers.get("X-Error-Message", "")
             assert "org/x" in text
             assert str(port) not in text and namespace not in text, text
-        log = gateway.wait_for_log(rf"127\.0\.0\.1:{port}")  # the detail is kept for operators
-        assert namespace in log
+        gateway.wait_for_log(rf"127\.0\.0\.1:{port}")  # the detail is kept for operators
     finally:
         gateway.stop()
 
