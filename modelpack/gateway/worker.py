@@ -10,7 +10,8 @@ head has ``read_timeout`` seconds in all (not per read: dripping one byte at a
 time does not extend it); a connection that sends nothing more is closed after
 the keep-alive timeout.  Once the head is in, each send or body read may take
 ``IO_TIMEOUT`` seconds (a client that stops reading a download is dropped).
-Imported only by ``server.run``, after gunicorn is known to be installed.
+gunicorn is imported by :func:`worker_class`, which ``server.run`` calls once it is known
+to be installed.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from __future__ import annotations
 import socket
 import time
 from typing import Any
-
-from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
 IO_TIMEOUT = 120.0  # per send/recv once a request is being answered
 HEAD_LIMIT = 64 * 1024  # past this, gunicorn's own limits answer (431, 400)
@@ -95,6 +94,7 @@ def _head_arrived(conn: Any, sock: DeadlineSocket) -> bool:
 
 def worker_class(read_timeout: float) -> type:
     """The gthread worker class with this head-reading deadline."""
+    from gunicorn.workers.gthread import _DEFER, ThreadWorker  # the serve extra
 
     class GatewayWorker(ThreadWorker):
         def accept(self, listener: Any) -> None:
