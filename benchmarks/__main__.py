@@ -2,6 +2,7 @@
 modelpack-client, alternating, several rounds, on this machine; writes docs/benchmarks.md.
 
     python -m benchmarks [--rounds 3] [--cases a,b] [--size-gib 20] [--registry HOST:PORT]
+    python -m benchmarks --cases gateway [--gateway-gib 2]   # modelpack serve alone, printed only
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import models, report
+from benchmarks import gateway, models, report
 from benchmarks.runner import Measurement, measure
 from modelpack.testing.peers import PEER_PACKAGES, peer_command, peer_version, peers_python
 from modelpack.testing.registry import RegistryServer
@@ -350,8 +351,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--cases", default="a,b", help="a: 4 x 512 MiB, b: 2,000 small files, c: --size-gib"
+        "--cases",
+        default="a,b",
+        help="a: 4 x 512 MiB, b: 2,000 small files, c: --size-gib, "
+        "gateway: one file through modelpack serve (benchmarks/gateway.py)",
     )
+    parser.add_argument("--gateway-gib", type=float, default=2, help="the gateway case's file")
     parser.add_argument(
         "--size-gib", type=float, default=0, help="also case c: a model of this size (4 shards)"
     )
@@ -365,10 +370,13 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     tools = set(args.tools.split(","))
-    peers = peers_python(PEERS_VENV) if tools & {"oras", "modelpack-client"} else None
+    wanted = set(args.cases.split(","))
+    peer_cases = wanted - {"gateway"}
+    peers = (
+        peers_python(PEERS_VENV) if peer_cases and tools & {"oras", "modelpack-client"} else None
+    )
     ctx = Context(work, args.rounds, args.registry, peers, tools, [])
     cases: list[Case] = []
-    wanted = set(args.cases.split(","))
     if "a" in wanted:
         cases.append(
             Case(
@@ -398,6 +406,14 @@ def main(argv: list[str] | None = None) -> None:
                 only_ours=True,
             )
         )
+    if "gateway" in wanted:
+        print(
+            f"case gateway: one {args.gateway_gib:g} GiB file through modelpack serve", flush=True
+        )
+        size = int(args.gateway_gib * 1024 * models.MIB)
+        ctx.results += gateway.run(work, args.rounds, size)
+        if not cases:
+            return  # the gateway case alone is printed, not written to docs/benchmarks.md
     for case in cases:
         case.size = models.model_bytes(case.model)
         run_case(ctx, case)

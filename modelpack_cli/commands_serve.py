@@ -55,6 +55,26 @@ Examples:
     "(default: TOKEN is USER:PASSWORD, else an identity token) [env MODELPACK_GATEWAY_TOKEN_USER].",
 )
 @click.option(
+    "--lend-credentials",
+    is_flag=True,
+    envvar="MODELPACK_GATEWAY_LEND_CREDENTIALS",
+    help="Requests without Authorization use the gateway's own registry credentials "
+    "(default: they are anonymous at the registry) [env MODELPACK_GATEWAY_LEND_CREDENTIALS].",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client has to send a request's line and headers.",
+)
+@click.option(
+    "--max-pulls",
+    type=click.IntRange(1, 1024),
+    help="Requests that may wait on pulls from the registry at once; more get 429 "
+    "and retry (default: half of --threads).",
+)
+@click.option(
     "--threads",
     type=click.IntRange(1, 1024),
     default=64,
@@ -69,6 +89,9 @@ def serve(
     cache: str | None,
     verify_key: str | None,
     token_user: str | None,
+    lend_credentials: bool,
+    read_timeout: float,
+    max_pulls: int | None,
     threads: int,
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
@@ -88,6 +111,9 @@ def serve(
         settings=settings,
         verify_key=verify_key,
         token_user=token_user,
+        lend_credentials=lend_credentials,
+        read_timeout=read_timeout,
+        max_pulls=max_pulls,
         bind=bind,
         port=port,
         threads=threads,

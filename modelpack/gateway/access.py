@@ -3,8 +3,9 @@
 A client's ``Authorization`` header becomes registry credentials; each distinct
 credential gets its own client (and so its own token cache), so what one
 client's token may read is never read with it on behalf of another.  A request
-without ``Authorization`` uses the gateway's own credentials for the registry
-(docker config, MODELPACK_USERNAME/PASSWORD), which may be none: anonymous.
+without ``Authorization`` is anonymous at the registry, unless the operator lends
+such clients the gateway's own credentials (``lend_credentials``: docker config,
+MODELPACK_USERNAME/PASSWORD).
 Tokens are never logged; clients are keyed by a hash of the header.
 """
 
@@ -72,7 +73,12 @@ class Clients:
                 self._clients.move_to_end(key)
                 return key, client
         credentials = credentials_from_header(header, self.config.token_user) if header else None
-        client = connect(self.config.host, self.config.settings, credentials=credentials)
+        client = connect(
+            self.config.host,
+            self.config.settings,
+            credentials=credentials,
+            anonymous=not header and not self.config.lend_credentials,
+        )
         with self._lock:
             client = self._clients.setdefault(key, client)
             while len(self._clients) > MAX_CLIENTS:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import select
+import socket
 import time
-from itertools import chain
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +33,7 @@ from .hub import (
     valid_repo_id,
 )
 from .metrics import Metrics
-from .models import Model, Resolver
+from .models import Model, Resolver, SignatureRefusedError
 from .pullthrough import PullThrough
 
 log = logging.getLogger("modelpack.gateway")
@@ -40,21 +42,35 @@ OTHER_REPO_TYPES = ("datasets", "spaces", "kernels")
 
 
 def hub_error(exc: ModelpackError, repo_id: str) -> HubError:
-    """A library error as the hub would say it (what huggingface_hub maps to its errors)."""
+    """A library error as the hub would say it (what huggingface_hub maps to its errors).
+
+    The client sees the repo id it asked for and what kind of failure it was, never
+    the library's message: that names registry hosts, namespaces and digests of the
+    deployment (the gateway log keeps it, see ``Gateway._guarded``)."""
     if isinstance(exc, AuthenticationError):
         # The hub answers 401 RepoNotFound for private repos too: existence is not revealed.
         return HubError(401, f"Repository not found or access denied: {repo_id}", "RepoNotFound")
+    # "GatedRepo" makes huggingface_hub raise (GatedRepoError, with this message)
+    # instead of hiding the refusal behind "check your connection".
+    if isinstance(exc, SignatureRefusedError):
+        return HubError(403, f"{repo_id}: refused: {SIGNATURE_REFUSED}", "GatedRepo")
     if isinstance(exc, IntegrityError):
-        # "GatedRepo" makes huggingface_hub raise (GatedRepoError, with this message)
-        # instead of hiding the refusal behind "check your connection".
-        return HubError(403, f"{repo_id}: refused: {exc}", "GatedRepo")
+        return HubError(403, f"{repo_id}: refused: {INTEGRITY_REFUSED}", "GatedRepo")
     if isinstance(exc, NotFoundError):
-        return repo_not_found(repo_id, exc.message)
+        return repo_not_found(repo_id)
     if isinstance(exc, RegistryUnavailableError):
-        return HubError(502, f"registry unavailable: {exc}")
+        return HubError(502, f"{repo_id}: the registry behind this gateway is unavailable; "
+                        "try again later")  # fmt: skip
     if isinstance(exc, UsageError):
-        return HubError(400, str(exc))
-    return HubError(502, f"registry error: {exc}")
+        return HubError(400, f"{repo_id}: the gateway cannot serve this request")
+    return HubError(502, f"{repo_id}: the registry behind this gateway answered with an error")
+
+
+SIGNATURE_REFUSED = "the model has no valid signature by the key this gateway requires"
+INTEGRITY_REFUSED = (
+    "the bytes the registry sent failed verification against their digest; "
+    "nothing was served or cached, try again later"
+)
 
 
 class Gateway:
@@ -65,7 +81,7 @@ class Gateway:
         self.metrics = Metrics()
         self.clients = Clients(config)
         self.resolver = Resolver(config, self.clients)
-        self.pulls = PullThrough(config.settings, self.metrics)
+        self.pulls = PullThrough(config.settings, self.metrics, config.max_pulls or 1)
 
     # -- WSGI -------------------------------------------------------------------
 
@@ -179,6 +195,7 @@ class Gateway:
             model = self.resolver.open(repo_id, revision, request.header("Authorization"))
             return handler(request, model, *args)
         except ModelpackError as exc:
+            log.warning("%s %s: %s", request.method, request.path, exc)  # the detail stays here
             raise hub_error(exc, repo_id) from None
 
     def _redirect(self, request: Request, repo: list[str], canonical: str) -> Response:
@@ -246,13 +263,18 @@ class Gateway:
         f = self.pulls.listing(model).get(path)
         if f is None:
             raise entry_not_found(model.repo_id, path, model.commit)
-        size = f.size
+        size, cached = f.size, None
         headers = _file_headers(model, f)
         if size is None:  # only from an unpacked tree, where sizes are known
             raise HubError(502, f"size of {path} unknown")
         headers["Content-Length"] = str(size)
         if request.header("If-None-Match") in (f'"{f.etag}"', f.etag, f'W/"{f.etag}"'):
             return Response(304, headers, b"")
+        if size and (cached := self.pulls.cached_path(model, f)) is None:
+            # A HEAD comes before every hub download: start pulling now, the GET waits less.
+            self.pulls.prefetch(model)
+            if f.raw and f.layer is not None:
+                self.pulls.pull_blob(model, f.layer)
         if request.method == "HEAD":
             return Response(200, headers, b"")
         span = parse_range(request.header("Range"), size)
@@ -262,20 +284,33 @@ class Gateway:
         headers["Content-Length"] = str(last - first + 1)
         if size == 0:
             return Response(200, headers, b"")
-        self.pulls.prefetch(model)
-        if (cached := self.pulls.cached_path(model, f)) is not None:
+        if cached is not None:
             return _file_response(status, headers, cached, first, last, "cache")
+        # Not a byte before the whole file is verified (pullthrough.py says why).
+        gone = _client_gone(request.environ)
         if f.raw and f.layer is not None:
-            flight = self.pulls.pull_blob(model, f.layer)
-            body = self.pulls.follow(f.layer, flight, first, last)
-            # Wait for the first bytes here: a pull that fails before any (a tampered blob
-            # that arrived whole at once) is then a hub error, not a server's bare 500.
-            first_chunk = next(body, b"")
-            return Response(status, headers, chain([first_chunk], body), source="registry")
-        local = self.pulls.unpack_one(model, f) if f.layer else None
-        if local is None:
+            local = self.pulls.verified_blob(model, f.layer, gone)
+        elif f.layer is not None:
+            local = self.pulls.unpack_one(model, f, gone)
+        else:
             raise HubError(502, f"{path} is not in the node cache")
         return _file_response(status, headers, local, first, last, "registry")
+
+
+def _client_gone(environ: dict[str, Any]) -> Callable[[], bool]:
+    """Whether the client has closed its connection (gunicorn's socket; else never)."""
+    sock = environ.get("gunicorn.socket")
+
+    def gone() -> bool:
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    return gone
 
 
 def _file_headers(model: Model, f: RepoFile) -> dict[str, str]:

@@ -17,15 +17,22 @@ class GatewayConfig:
     from OCI repository ``NAMESPACE/org/name`` on HOST.  ``settings.home`` is the
     node cache.  ``verify_key`` refuses models without a valid signature by that
     key.  ``token_user``: a client's ``Bearer TOKEN`` is used as the password of
-    this registry user (else as ``user:password``, else as an identity token)."""
+    this registry user (else as ``user:password``, else as an identity token).
+    ``lend_credentials``: requests without ``Authorization`` use the gateway's own
+    registry credentials (else they are anonymous).  ``read_timeout``: seconds a
+    client has to send a whole request head.  ``max_pulls``: concurrent requests
+    waiting on a pull-through (more get 429 and retry); None: half the threads."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
     verify_key: str | os.PathLike[str] | None = None
     token_user: str | None = None
+    lend_credentials: bool = False
     bind: str = "0.0.0.0"
     port: int = 8080
     threads: int = 64
+    read_timeout: float = 10.0
+    max_pulls: int | None = None
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
@@ -45,6 +52,12 @@ class GatewayConfig:
             raise UsageError(f"--verify-key {self.verify_key}: no such file")
         if self.threads < 1:
             raise UsageError("--threads must be at least 1")
+        if self.read_timeout <= 0:
+            raise UsageError("--read-timeout must be positive")
+        if self.max_pulls is None:
+            self.max_pulls = max(1, self.threads // 2)
+        if self.max_pulls < 1:
+            raise UsageError("--max-pulls must be at least 1")
 
     def repository(self, repo_id: str) -> str:
         """The OCI repository that serves hub repo ``repo_id`` (already canonical)."""

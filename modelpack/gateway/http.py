@@ -15,10 +15,11 @@ from .hub import HubError
 REASONS = {
     200: "OK", 206: "Partial Content", 304: "Not Modified", 307: "Temporary Redirect",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 416: "Range Not Satisfiable", 500: "Internal Server Error",
+    405: "Method Not Allowed", 416: "Range Not Satisfiable", 429: "Too Many Requests",
+    499: "Client Closed Request", 500: "Internal Server Error",
     502: "Bad Gateway", 503: "Service Unavailable",
 }  # fmt: skip
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)\Z")
 
 
 @dataclass
@@ -109,8 +110,11 @@ class Response:
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """One ``bytes=`` range -> (first, last) inclusive; None to send the whole file.
 
-    Several ranges or a malformed header are ignored (RFC 9110 allows it); a
-    range that starts past the end raises 416 with ``Content-Range: bytes */size``.
+    As the hub's storage (S3) answers: several ranges or a malformed header are
+    ignored (RFC 9110 allows it); a range that starts at or past the end, a
+    zero-length suffix, and every range of an empty file raise 416 with
+    ``Content-Range: bytes */size``.  Positions of any length are fine (a 5000-digit
+    one is just past the end).
     """
     if not header:
         return None
@@ -119,17 +123,22 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last = match.group(1), match.group(2)
     if not first:  # suffix: the last N bytes
-        count = int(last)
-        if count == 0:
+        count = _position(last)
+        if count == 0 or size == 0:
             raise _unsatisfiable(size)
         return max(size - count, 0), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if last and int(last) < start:
+    start = _position(first)
+    if last and _position(last) < start:
         return None  # invalid: ignored
     if start >= size:
         raise _unsatisfiable(size)
-    return start, end
+    return start, min(_position(last), size - 1) if last else size - 1
+
+
+def _position(digits: str) -> int:
+    """A byte position; past any file's end when it has more digits than int64 holds."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 1 << 63
 
 
 def _unsatisfiable(size: int) -> HubError:

@@ -19,8 +19,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ..errors import NotFoundError, UsageError
-from ..oci.reference import Reference, parse_reference
+from ..errors import IntegrityError, NotFoundError, UsageError
+from ..oci.digests import is_digest
+from ..oci.reference import Reference, is_tag, parse_reference
 from ..oci.spec import (
     INDEX_MEDIA_TYPES,
     MEDIA_TYPE_OCI_MANIFEST,
@@ -60,6 +61,10 @@ CREATE TABLE IF NOT EXISTS commits (
     PRIMARY KEY (repository, commit_id)
 )
 """
+
+
+class SignatureRefusedError(IntegrityError):
+    """``--verify-key`` is set and no valid signature by it names this manifest."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,10 @@ class Resolver:
         reference = parse_reference(f"{self.config.host}/{name}@{root.digest}")
         view = self._view(repository, reference, repo_id, root)
         if self.public_key is not None and root.digest not in self._signed:
-            require_signature(repository, root, self.public_key, f"{self.config.host}/{name}")
+            try:
+                require_signature(repository, root, self.public_key, f"{self.config.host}/{name}")
+            except IntegrityError as exc:
+                raise SignatureRefusedError(exc.message, hint=exc.hint) from exc
             with self._lock:
                 self._signed.add(root.digest)
         self._remember(name, view.commit, root.digest)
@@ -133,7 +141,11 @@ class Resolver:
     # -- revisions ------------------------------------------------------------
 
     def _resolve(self, repository: RegistryRepository, repo_id: str, revision: str) -> Descriptor:
-        if revision.startswith("sha256:"):
+        if not (is_tag(revision) or is_digest(revision)):
+            # refs/pr/1, "..", anything else: no OCI tag or digest is named so, and it
+            # must never reach a registry URL (where a client would collapse "..").
+            raise self._missing(repository, repo_id, revision)
+        if is_digest(revision):
             return self._by_digest(repository, repo_id, revision, revision)
         if COMMIT_RE.match(revision):
             digest = self._recalled(repository.name, revision)
@@ -142,10 +154,6 @@ class Resolver:
             return self._search_tags(repository, repo_id, revision)
         tags = [revision, "latest"] if revision == "main" else [revision]
         for tag in tags:
-            try:
-                parse_reference(f"{self.config.host}/{repository.name}:{tag}")
-            except UsageError:
-                break  # refs/pr/1 and the like: no OCI tag can be named so
             try:
                 return repository.resolve(tag)
             except NotFoundError:

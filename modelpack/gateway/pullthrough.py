@@ -8,19 +8,25 @@ for before that finishes is pulled on its own at once (its blob into the same
 store, through the same copy); the per-blob flocks of the store make the two,
 and any number of concurrent requests or processes, download each blob once.
 
-While a raw (weight) blob is still arriving, its bytes are streamed to the client
-as they land in the store's partial file, all but the last byte of the response:
-that one goes out only after the whole blob hashed to its digest, so no client
-ever completes a download of unverified bytes.
+No byte of a file reaches a client before the whole file is verified: a request
+for a file still being pulled waits (holding its thread, never a second download)
+until the blob hashed to its digest and was published in the store, then it is
+sent from there like any cached file.  Streaming while verifying cannot be made
+safe: a client that is cut off when the digest fails resumes with ``Range`` and
+never re-hashes, so bad bytes sent once stay in its cache under the good name.
+The wait is bounded by progress (a pull that stalls fails the request), by the
+client (one that hangs up frees its thread) and by ``max_waiting`` (more
+requests waiting at once are told 429 and retry).  Pulls start as early as the
+client shows interest (the HEAD before each download), so time to first byte
+is the blob's pull time, not more.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +34,17 @@ from .. import transfer
 from ..endpoints import Endpoint
 from ..errors import IntegrityError, RegistryUnavailableError
 from ..oci.copy import CopyOptions, copy_graph
-from ..oci.digests import CHUNK_SIZE
 from ..oci.spec import Descriptor
 from ..settings import Settings
 from ..storage.cache import NodeCache
-from .hub import RepoFile
+from .hub import HubError, RepoFile
 from .metrics import Metrics
 from .models import Model
 
 log = logging.getLogger("modelpack.gateway")
-STALL_SECONDS = 300.0  # a pull that delivers no byte for this long fails the response
-POLL_SECONDS = 0.02
+STALL_SECONDS = 300.0  # a pull that delivers no byte for this long fails the request
+POLL_SECONDS = 0.05
+INTEGRITY_ATTEMPTS = 2  # a blob that fails its digest is pulled once more before giving up
 
 
 class Flight:
@@ -57,7 +63,7 @@ class Flight:
 
 
 class PullThrough:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, max_waiting: int = 32) -> None:
         self.settings = settings
         self.cache = NodeCache(settings)
         self.store = self.cache.store
@@ -65,6 +71,7 @@ class PullThrough:
         self._flights: dict[str, Flight] = {}
         self._listings: dict[str, dict[str, RepoFile]] = {}
         self._lock = threading.Lock()
+        self._waiting = threading.BoundedSemaphore(max_waiting)
 
     def _start(self, key: str, kind: str, job: Callable[[], Any]) -> Flight:
         with self._lock:
@@ -161,12 +168,21 @@ class PullThrough:
             layer_filter=lambda d: d.digest == layer.digest,
             transfer_attempts=self.settings.retries,
         )
-        with self.store.using():
-            result = copy_graph(model.repository, model.root.digest, self.store, None, options)
+        for attempt in range(INTEGRITY_ATTEMPTS):
+            try:
+                with self.store.using():
+                    result = copy_graph(
+                        model.repository, model.root.digest, self.store, None, options
+                    )
+                break
+            except IntegrityError as exc:  # bad bytes from a flaky hop: discarded, once more
+                if attempt + 1 == INTEGRITY_ATTEMPTS:
+                    raise
+                log.warning("pull of %s failed verification, retrying: %s", layer.digest, exc)
         self.metrics.pulled(result.stats.bytes_transferred)
         return self.store.blob_path(layer.digest)
 
-    def unpack_one(self, model: Model, f: RepoFile) -> Path:
+    def unpack_one(self, model: Model, f: RepoFile, gone: Callable[[], bool]) -> Path:
         """A file of an archive layer, unpacked on its own (a partial tree of one file)."""
         assert f.layer is not None
         layer = f.layer
@@ -182,67 +198,39 @@ class PullThrough:
             )
             return tree / f.path
 
-        return self._start(f"file {model.root.digest} {f.path}", "file", job).wait()
+        flight = self._start(f"file {model.root.digest} {f.path}", "file", job)
+        return self.verified(flight, self.store.partial_path(layer), gone)
 
-    def follow(self, layer: Descriptor, flight: Flight, start: int, end: int) -> Iterator[bytes]:
-        """Bytes ``start..end`` (inclusive) of a raw blob while it is being pulled.
-
-        Read from the store's partial file as it grows; the final byte is sent only
-        once the blob is published under its digest (verified), and only if it is
-        the very file we read from (a partial discarded after a mismatch is not).
-        """
-        final, partial = self.store.blob_path(layer.digest), self.store.partial_path(layer)
-        fd: int | None = None
-        position, last_progress = start, time.monotonic()
+    def verified(self, flight: Flight, partial: Path, gone: Callable[[], bool]) -> Any:
+        """The flight's result once it is done; while it runs, fail on a stall and
+        give up (499) when the client has gone.  Takes one of ``max_waiting`` slots."""
+        if not self._waiting.acquire(blocking=False):
+            raise HubError(429, "the gateway is busy pulling other files from the registry; "
+                           "retry shortly", None, {"Retry-After": "2"})  # fmt: skip
         try:
-            while position <= end:
-                if fd is None:
-                    fd = _open_first(final, partial)
-                verified = fd is not None and _same_file(fd, final)
-                if fd is not None and not verified and final.exists():
-                    if position > start:
-                        raise IntegrityError(
-                            f"blob {layer.digest}: the partial download being streamed was "
-                            "replaced; the response is cut so the client retries"
-                        )
-                    os.close(fd)
-                    fd = None
-                    continue
-                limit = end + 1 if verified else end  # hold the last byte back
-                if fd is not None and position < limit:
-                    data = os.pread(fd, min(CHUNK_SIZE, limit - position), position)
-                    if data:
-                        position += len(data)
-                        last_progress = time.monotonic()
-                        yield data
-                        continue
-                if flight.done.is_set() and not final.exists():
-                    flight.wait()  # raises the pull's error
-                    raise IntegrityError(f"blob {layer.digest}: pulled but not in the store")
-                if time.monotonic() - last_progress > STALL_SECONDS:
+            size, progress = -1, time.monotonic()
+            while not flight.done.wait(POLL_SECONDS):
+                if gone():
+                    raise HubError(499, "the client went away while the file was being pulled")
+                now, grown = time.monotonic(), _size(partial)
+                if grown != size:
+                    size, progress = grown, now
+                elif now - progress > STALL_SECONDS:
                     raise RegistryUnavailableError(
-                        f"blob {layer.digest}: no progress from the registry "
-                        f"for {STALL_SECONDS:.0f}s"
+                        f"{partial.name}: no progress from the registry for {STALL_SECONDS:.0f}s"
                     )
-                time.sleep(POLL_SECONDS)
+            return flight.wait()
         finally:
-            if fd is not None:
-                os.close(fd)
+            self._waiting.release()
+
+    def verified_blob(self, model: Model, layer: Descriptor, gone: Callable[[], bool]) -> Path:
+        """The path of a raw blob in the store, after it is pulled and verified."""
+        flight = self.pull_blob(model, layer)
+        return self.verified(flight, self.store.partial_path(layer), gone)
 
 
-def _open_first(*paths: Path) -> int | None:
-    for path in paths:
-        try:
-            return os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-    return None
-
-
-def _same_file(fd: int, path: Path) -> bool:
+def _size(path: Path) -> int:
     try:
-        there = os.stat(path)
+        return path.stat().st_size
     except FileNotFoundError:
-        return False
-    here = os.fstat(fd)
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+        return -1

@@ -7,7 +7,8 @@ unit and nothing needs a thread pool hop; and gunicorn sends a
 the page cache to the socket without passing through Python), honouring the
 Content-Length of a Range answer.  uvicorn has no sendfile path for Starlette's
 FileResponse.  The gthread worker parks idle keep-alive connections outside the
-threads, so ``threads`` bounds concurrent transfers, not connected clients.
+threads, so ``threads`` bounds concurrent transfers, not connected clients;
+``worker.py`` adds the deadline for reading a request head that gthread lacks.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def run(config: GatewayConfig) -> None:
         package="gunicorn",
     ).BaseApplication
     _log_requests()
+    from .worker import worker_class
+
     options = {
         "bind": [
             f"[{config.bind}]:{config.port}"
@@ -35,7 +38,7 @@ def run(config: GatewayConfig) -> None:
             else f"{config.bind}:{config.port}"
         ],
         "workers": 1,  # pulls are shared through in-process state (and flocks)
-        "worker_class": "gthread",
+        "worker_class": worker_class(config.read_timeout),  # gthread + a head deadline
         "threads": config.threads,
         "timeout": 60,
         "graceful_timeout": 15,

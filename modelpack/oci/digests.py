@@ -16,7 +16,7 @@ from ..errors import IntegrityError
 CHUNK_SIZE = 1 << 20  # 1 MiB: large enough that per-chunk overhead is noise
 
 _ALGORITHMS = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^(?P<alg>[a-z0-9]+(?:[.+_-][a-z0-9]+)*):(?P<hex>[a-zA-Z0-9=_-]+)$")
+_DIGEST_RE = re.compile(r"^(?P<alg>[a-z0-9]+(?:[.+_-][a-z0-9]+)*):(?P<hex>[a-zA-Z0-9=_-]+)\Z")
 
 
 def parse_digest(digest: str) -> tuple[str, str]:

@@ -21,12 +21,12 @@ _NAME_TOTAL_LENGTH_MAX = 255
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[_.]|__|[-]+)"
 _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
-_PATH_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
+_PATH_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*\Z")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _IPV6 = r"\[(?:[a-fA-F0-9:]+)\]"
 _HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})"
-_DOMAIN_RE = re.compile(rf"^{_HOST}(?::[0-9]+)?$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_DOMAIN_RE = re.compile(rf"^{_HOST}(?::[0-9]+)?\Z")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,11 @@ class Reference:
         if self.digest:
             text += f"@{self.digest}"
         return text
+
+
+def is_tag(text: str) -> bool:
+    """The OCI tag grammar: ``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`` (ASCII only)."""
+    return bool(_TAG_RE.match(text))
 
 
 def _invalid(text: str, why: str) -> InvalidReferenceError:

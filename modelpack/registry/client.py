@@ -37,16 +37,20 @@ def connect(
     options: RegistryOptions | None = None,
     *,
     command_registry: str | None = None,
+    anonymous: bool = False,
 ) -> RegistryClient:
     """A client for ``host`` with the options and credentials configured for it
-    (``command_registry``, default ``host``: see ``credentials``)."""
+    (``command_registry``, default ``host``: see ``credentials``); none at all when
+    ``anonymous``."""
     transport = Transport(
         DOCKER_HUB_API if host == "docker.io" else host,
         options or settings.registry_options(host),
         pool_size=settings.concurrency + 2,
         retries=settings.retries,
     )
-    if credentials is None:
+    if anonymous:
+        credentials = None
+    elif credentials is None:
         credentials = find_credentials(host, command_registry)
     return RegistryClient(transport, Authenticator(transport, credentials))
 

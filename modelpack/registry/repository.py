@@ -12,7 +12,7 @@ import contextlib
 import io
 from collections.abc import Iterator
 from typing import BinaryIO
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import requests
 import urllib3
@@ -24,6 +24,7 @@ from ..errors import (
     ReferenceNotFoundError,
     RegistryError,
     TransferInterruptedError,
+    UsageError,
 )
 from ..oci.digests import CHUNK_SIZE, is_digest, sha256_bytes, verify_bytes
 from ..oci.limits import MAX_MANIFEST_BYTES
@@ -84,7 +85,15 @@ class RegistryRepository:
         return (f"repository:{self.name}:pull,push",)
 
     def path(self, kind: str, reference: str = "") -> str:
-        return f"/v2/{self.name}/{kind}/{reference}"
+        """``/v2/NAME/KIND/REFERENCE`` with every part percent-quoted; a dot segment
+        (which HTTP clients collapse, leaving the repository) is refused."""
+        parts = [*self.name.split("/"), kind, *reference.split("/")]
+        if any(part in (".", "..") for part in parts):
+            raise UsageError(
+                f"{self.describe()}: {reference!r} is not a tag or digest",
+                hint="a tag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}, a digest ALGORITHM:HEX",
+            )
+        return "/v2/" + "/".join(quote(part, safe=":@") for part in parts)
 
     def upload_url(self, location: str) -> str:
         return urljoin(self.client.transport.url(self.path("blobs", "uploads/")), location)

@@ -16,17 +16,14 @@ import pytest
 import requests
 import yaml
 from support.gateway import Gateway, blob_gets, clean_env
-from support.helpers import build_and_push, make_artifact, tree_files
-from support.hostile_registry import HostileRegistry
+from support.helpers import build_and_push, tree_files
 from support.junk_signatures import add_junk_signatures
 
 import modelpack
-from modelpack.oci.spec import ANNOTATION_FILEPATH
 from modelpack.settings import Settings
 from modelpack.testing import RegistryServer, make_tiny_model
 
 NAMESPACE = "gw"
-WEIGHT_RAW = "application/vnd.cncf.model.weight.v1.raw"
 
 
 def _push(model: Path, host: str, name: str, home: Path, **kwargs) -> str:
@@ -304,7 +301,9 @@ def test_verify_key_reads_past_junk_signatures(registry, tiny_model, tmp_path):
         beside = requests.get(f"{gateway.url}/org/junk-beside/resolve/v1/config.json")
         assert beside.status_code == 200, beside.text
         refused = requests.get(f"{gateway.url}/org/only-junk/resolve/v1/config.json")
-        assert refused.status_code == 403 and "malformed" in refused.json()["error"], refused.text
+        assert refused.status_code == 403, refused.text
+        assert "no valid signature" in refused.json()["error"]  # the client sees no internals
+        assert "malformed" in gateway.wait_for_log("malformed")  # the operator's log does
     finally:
         gateway.stop()
 
@@ -316,45 +315,6 @@ def test_serve_without_a_registry_is_a_usage_error(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "HOST[:PORT][/NAMESPACE]" in result.stderr
-
-
-def test_tampered_weights_never_reach_a_client_whole(tmp_path):
-    """Bytes stream while the blob arrives, but the last one only after its digest
-    matched: a registry serving other bytes under the digest cuts the response."""
-    weights = bytes(range(256)) * 8192  # 2 MiB
-    hostile = HostileRegistry().start()
-    try:
-        annotations = {ANNOTATION_FILEPATH: "model.safetensors"}
-        root = make_artifact(hostile, "v1", [(WEIGHT_RAW, weights, annotations)])
-        layer_digest = next(
-            d for d in hostile.blobs if d != root.digest and hostile.blobs[d] == weights
-        )
-        hostile.blobs[layer_digest] = weights[:-1] + b"X"  # same size, other bytes
-        gateway = Gateway(hostile.host, tmp_path / "gateway").start()
-        try:
-            url = f"{gateway.url}/org/bad/resolve/v1/model.safetensors"
-            try:
-                answer = requests.get(url)
-            except requests.exceptions.ChunkedEncodingError:
-                pass  # cut mid-stream: the bytes outran the verification
-            else:  # the pull failed before the first byte: a hub error, not the bytes
-                assert answer.status_code == 403, answer.status_code
-                assert answer.headers["X-Error-Code"] == "GatedRepo"
-                assert "digest" in answer.json()["error"], answer.text
-            results = gateway.hf([["file", "org/bad", "model.safetensors", "v1"]], tmp_path / "c")
-            assert "error" in results[0], results
-            gateway.wait_idle()
-            assert not (gateway.cache / "store" / "blobs" / "sha256" / layer_digest[7:]).exists()
-            # Every GET of it was refused or cut short, never answered whole.
-            log = gateway.wait_for_log(
-                r"GET /org/bad/resolve/v1/model\.safetensors (403|200 .*\(cut\))"
-            )
-            gets = [line for line in log.splitlines() if "GET /org/bad/resolve/" in line]
-            assert gets and all(" 403 " in line or "(cut)" in line for line in gets), gets
-        finally:
-            gateway.stop()
-    finally:
-        hostile.stop()
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -56,6 +56,7 @@ class Gateway:
     registry: str  # HOST/NAMESPACE
     workdir: Path
     args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)  # on top of a clean environment
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
@@ -80,7 +81,10 @@ class Gateway:
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=clean_env(self.workdir)
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=clean_env(self.workdir, **self.env),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -2,7 +2,8 @@
 
 As a reverse proxy (``upstream`` set) it stands in front of a registry and,
 by rule, answers 503/429 instead, cuts a response or a request body after N
-bytes (a connection reset mid-blob), or redirects blob downloads to another
+bytes (a connection reset mid-blob), flips a byte of a response (a bad hop),
+or redirects blob downloads to another
 host.  As a forward proxy (``upstream`` None) it serves ``GET http://...``
 requests, as HTTP_PROXY clients send them.  It counts every byte.
 """
@@ -34,6 +35,7 @@ class Fault:
     drop_request_after: int | None = None  # close after reading N request body bytes
     redirect_to: Callable[[str], str] | None = None  # path -> Location (a 307)
     body: bytes | None = None  # with ``status``: answer this body
+    corrupt_at: int | None = None  # flip the bits of the response body byte at this offset
     content_type: str = "application/json"
     times: int = 1
 
@@ -228,6 +230,7 @@ class HttpProxy:
                     exchange.response_bytes = len(body)
                 elif self.command != "HEAD":
                     while data := response.read(1 << 16):
+                        data = _corrupted(data, fault, exchange.response_bytes)
                         if limit is not None and exchange.response_bytes + len(data) > limit:
                             data = data[: limit - exchange.response_bytes]
                             self.wfile.write(data)
@@ -249,6 +252,16 @@ class HttpProxy:
     def stop(self) -> None:
         shutdown(self._server)
         self._server = None
+
+
+def _corrupted(data: bytes, fault: Fault | None, offset: int) -> bytes:
+    """``data`` (the body bytes from ``offset`` on) with the fault's byte flipped."""
+    if fault is None or fault.corrupt_at is None:
+        return data
+    at = fault.corrupt_at - offset
+    if not 0 <= at < len(data):
+        return data
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
 
 
 def requests_to(method: str, fragment: str) -> Callable[[str, str], bool]:

@@ -1,0 +1,351 @@
+"""`modelpack serve` against hostile hops and hostile clients (issue 16, second round).
+
+Bad bytes from a registry hop never reach a client's cache; revisions cannot
+name anything outside ``--registry HOST/NAMESPACE``; half-sent requests do not
+stall the gateway; odd ``Range`` headers are answered as the hub does; errors
+do not name the deployment's internals; header-less clients borrow the
+gateway's credentials only when the operator says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from support.gateway import Gateway
+from support.helpers import make_artifact
+from support.hostile_registry import HostileRegistry
+from support.http_proxy import Fault, HttpProxy, requests_to
+
+from modelpack.oci.reference import parse_reference
+from modelpack.oci.spec import ANNOTATION_FILEPATH
+from modelpack.registry.client import open_repository
+from modelpack.settings import Settings
+from modelpack.testing import RegistryServer
+from modelpack.testing.registry import free_port
+
+WEIGHT_RAW = "application/vnd.cncf.model.weight.v1.raw"
+CONFIG_RAW = "application/vnd.cncf.model.weight.config.v1.raw"
+WEIGHTS = bytes(range(256)) * 8192  # 2 MiB
+
+
+def _files(**files: bytes) -> list[tuple[str, bytes, dict[str, str]]]:
+    return [
+        (WEIGHT_RAW if name.endswith(".safetensors") else CONFIG_RAW, data,
+         {ANNOTATION_FILEPATH: name})
+        for name, data in files.items()
+    ]  # fmt: skip
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def hostile():
+    server = HostileRegistry().start()
+    yield server
+    server.stop()
+
+
+def _started(gateway: Gateway):
+    gateway.start()
+    return gateway
+
+
+# -- 1: no byte before the whole file is verified ------------------------------------------
+
+
+def _resuming_download(url: str) -> bytes | None:
+    """What huggingface_hub does with an interrupted download: keep the bytes, resume
+    with ``Range: bytes=N-``, never re-hash.  None: the gateway answered an error."""
+    data = b""
+    for _ in range(5):
+        headers = {"Range": f"bytes={len(data)}-"} if data else {}
+        try:
+            with requests.get(url, headers=headers, stream=True, timeout=60) as answer:
+                if answer.status_code not in (200, 206):
+                    return None
+                for chunk in answer.iter_content(1 << 16):
+                    data += chunk
+            return data
+        except requests.exceptions.ChunkedEncodingError:
+            continue  # cut: resume
+    return data
+
+
+def test_bytes_corrupted_once_never_end_up_in_a_client_cache(hostile, tmp_path):
+    """A hop flips one early byte of the blob once, then serves it right: a client that
+    resumes a cut download with Range and never re-hashes (huggingface_hub) ends with
+    the right file or an error, never with the bad byte under the good sha256's name."""
+    make_artifact(hostile, "v1", _files(**{"model.safetensors": WEIGHTS}))
+    proxy = HttpProxy(upstream=f"http://{hostile.host}", blob_delay=0.02).start()
+    weights = requests_to("GET", f"/blobs/{_digest(WEIGHTS)}")
+    gateway = _started(Gateway(proxy.host, tmp_path / "gateway"))
+    try:
+        url = f"{gateway.url}/org/bad/resolve/v1/model.safetensors"
+        proxy.add(Fault(weights, corrupt_at=1000))
+        got = _resuming_download(url)
+        assert got is None or got == WEIGHTS, "a corrupt file was served"
+        gateway.wait_idle()
+        shutil.rmtree(gateway.cache)  # cold again, and huggingface_hub itself as the client
+        proxy.add(Fault(weights, corrupt_at=1000))
+        results = gateway.hf([["file", "org/bad", "model.safetensors", "v1"]], tmp_path / "c")
+        if "path" in results[0]:
+            assert Path(results[0]["path"]).read_bytes() == WEIGHTS
+        blobs = [b for b in (tmp_path / "c" / "hub").rglob("blobs/*") if b.is_file()]
+        assert all(b.read_bytes() == WEIGHTS for b in blobs), blobs
+        # No GET of the file sent bytes and then broke off.
+        log = gateway.wait_for_log(r"GET /org/bad/resolve/v1/model\.safetensors \d{3}")
+        assert "(cut)" not in log
+    finally:
+        gateway.stop()
+        proxy.stop()
+
+
+def test_tampered_weights_are_refused_before_any_byte(hostile, tmp_path):
+    """A registry that always serves other bytes under the digest: every GET is a 403
+    (GatedRepo, the reason in the hub's format), none sends a byte; nothing is cached."""
+    make_artifact(hostile, "v1", _files(**{"model.safetensors": WEIGHTS}))
+    digest = _digest(WEIGHTS)
+    hostile.blobs[digest] = WEIGHTS[:-1] + b"X"  # same size, other bytes
+    gateway = _started(Gateway(hostile.host, tmp_path / "gateway"))
+    try:
+        answer = requests.get(f"{gateway.url}/org/bad/resolve/v1/model.safetensors")
+        assert answer.status_code == 403, answer.status_code
+        assert answer.headers["X-Error-Code"] == "GatedRepo"
+        assert "digest" in answer.json()["error"] and hostile.host not in answer.text
+        results = gateway.hf([["file", "org/bad", "model.safetensors", "v1"]], tmp_path / "c")
+        assert results[0].get("error") == "GatedRepoError", results
+        gateway.wait_idle()
+        assert not (gateway.cache / "store" / "blobs" / "sha256" / digest[7:]).exists()
+        log = gateway.wait_for_log(r"GET /org/bad/resolve/v1/model\.safetensors 403")
+        access = re.findall(r"GET /org/bad/resolve/v1/model\.safetensors (\d{3}) \d+B", log)
+        assert access and set(access) == {"403"}, access
+        assert digest in log  # the detail is in the gateway's log
+    finally:
+        gateway.stop()
+
+
+# -- 7: revisions cannot leave the namespace --------------------------------------------------
+
+ESCAPES = [
+    "sha256:x%2F..%2F..%2F..%2F..%2F..%2Fprivate%2Fsecret%2Fmanifests%2Flatest",
+    "sha256:x%2F..%2F..%2Fprivate%2Fsecret%2Fmanifests%2Flatest",
+    "..%2F..%2F..%2F..%2Fprivate%2Fsecret%2Fmanifests%2Flatest",
+    "v1%2F..%2F..%2F..%2F..%2F..%2Fprivate%2Fsecret%2Fmanifests%2Flatest",
+    "%2E%2E",
+    "sha256:..",
+    "v1%3F",
+    "v1%23x",
+    "latest%0A",
+]
+
+
+def test_no_revision_reaches_outside_the_namespace(registry, tmp_path):
+    settings = Settings(home=tmp_path / "home", plain_http=True)
+    for name in ("gw/org/tiny", "private/secret"):
+        make_artifact(
+            open_repository(parse_reference(f"{registry.host}/{name}"), settings),
+            "latest",
+            _files(**{"config.json": b"{}", "model.safetensors": WEIGHTS[:4096]}),
+        )
+    proxy = HttpProxy(upstream=registry.url).start()
+    gateway = _started(Gateway(f"{proxy.host}/gw", tmp_path / "gateway"))
+    try:
+        for revision in ESCAPES:
+            for url in (
+                f"/api/models/org/tiny/revision/{revision}",
+                f"/api/models/org/tiny/tree/{revision}",
+                f"/org/tiny/resolve/{revision}/config.json",
+            ):
+                answer = requests.get(gateway.url + url)
+                assert answer.status_code in (400, 404), (url, answer.status_code, answer.text)
+        paths = [e.path.split("?")[0] for e in proxy.exchanges]
+        assert paths, "the gateway never asked the registry"
+        outside = [
+            p for p in paths
+            if p != "/v2/" and not (p.startswith("/v2/gw/") and posixpath.normpath(p) == p)
+        ]  # fmt: skip
+        assert not outside, outside
+    finally:
+        gateway.stop()
+        proxy.stop()
+
+
+# -- 9: slow clients, capped pull-throughs -----------------------------------------------------
+
+
+def _half_request(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+    return sock
+
+
+def _drip(port: int, stop: threading.Event) -> None:
+    """A client that sends its request one byte every 0.5 s, forever."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        for byte in b"GET /healthz HTTP/1.1\r\nX-Padding: " + b"a" * 10_000:
+            if stop.wait(0.5):
+                return
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                return  # dropped by the gateway
+
+
+def test_half_sent_requests_do_not_stop_healthz(tmp_path):
+    gateway = _started(Gateway("127.0.0.1:9/gw", tmp_path / "gateway", ("--threads", "4")))
+    stop = threading.Event()
+    drips = [threading.Thread(target=_drip, args=(gateway.port, stop)) for _ in range(4)]
+    hanging = [_half_request(gateway.port) for _ in range(8)]
+    try:
+        for thread in drips:
+            thread.start()
+        # Well within the default --read-timeout (10 s): slow heads hold no thread.
+        for _ in range(3):
+            assert requests.get(f"{gateway.url}/healthz", timeout=5).status_code == 200
+        for thread in drips:  # dripping heads are cut off after --read-timeout
+            thread.join(timeout=60)
+            assert not thread.is_alive(), "a dripping client is still connected"
+    finally:
+        stop.set()
+        for sock in hanging:
+            sock.close()
+        for thread in drips:
+            thread.join()
+        gateway.stop()
+
+
+def test_pull_throughs_are_capped_and_healthz_answers_meanwhile(hostile, tmp_path):
+    make_artifact(hostile, "v1", _files(**{"model.safetensors": WEIGHTS, "b.safetensors": WEIGHTS[::-1]}))  # fmt: skip
+    proxy = HttpProxy(upstream=f"http://{hostile.host}", blob_delay=0.1).start()  # ~3 s a blob
+    gateway = _started(
+        Gateway(proxy.host, tmp_path / "gateway", ("--threads", "4", "--max-pulls", "1"))
+    )
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(
+                requests.get, f"{gateway.url}/org/m/resolve/v1/model.safetensors", timeout=60
+            )
+            deadline = time.monotonic() + 30
+            while gateway.metrics()["modelpack_gateway_pulls_in_flight"] == 0:
+                assert time.monotonic() < deadline and not first.done(), "no pull started"
+            busy = requests.get(f"{gateway.url}/org/m/resolve/v1/b.safetensors", timeout=60)
+            health = requests.get(f"{gateway.url}/healthz", timeout=5)
+            assert first.result().content == WEIGHTS
+        assert health.status_code == 200
+        if busy.status_code != 200:  # the first pull still held the one slot
+            assert busy.status_code == 429 and busy.headers["Retry-After"], busy.status_code
+    finally:
+        gateway.stop()
+        proxy.stop()
+
+
+# -- 12: ranges ------------------------------------------------------------------------------
+
+
+def test_ranges_are_answered_as_the_hub_does(hostile, tmp_path):
+    make_artifact(hostile, "v1", _files(**{"model.safetensors": WEIGHTS, "empty.json": b""}))
+    gateway = _started(Gateway(hostile.host, tmp_path / "gateway"))
+    big = "9" * 5000
+    size = len(WEIGHTS)
+    try:
+        url = f"{gateway.url}/org/r/resolve/v1"
+        cases = [
+            ("model.safetensors", f"bytes={big}-", 416, f"bytes */{size}", b""),
+            ("model.safetensors", f"bytes=0-{big}", 206, f"bytes 0-{size - 1}/{size}", WEIGHTS),
+            ("model.safetensors", f"bytes=-{big}", 206, f"bytes 0-{size - 1}/{size}", WEIGHTS),
+            ("model.safetensors", f"bytes={big[:4000]}-{big[:4000]}", 416, f"bytes */{size}", b""),
+            ("model.safetensors", "bytes=5-2", 200, None, WEIGHTS),  # malformed: ignored
+            ("model.safetensors", "bytes=0-1,5-6", 200, None, WEIGHTS),
+            ("model.safetensors", "bytes=\u0661-", 200, None, WEIGHTS),  # not ASCII digits
+            ("empty.json", "bytes=0-", 416, "bytes */0", b""),
+            ("empty.json", "bytes=-5", 416, "bytes */0", b""),
+            ("empty.json", None, 200, None, b""),
+        ]
+        for name, header, status, content_range, body in cases:
+            headers = {"Range": header.encode("utf-8")} if header else {}
+            answer = requests.get(f"{url}/{name}", headers=headers)
+            assert answer.status_code == status, (name, header[:20] if header else None)
+            assert answer.headers.get("Content-Range") == content_range, answer.headers
+            if status != 416:
+                assert answer.content == body
+        assert "Traceback" not in gateway.log()
+    finally:
+        gateway.stop()
+
+
+# -- 16: hub errors without internals; header-less clients and the gateway's identity -------
+
+
+def test_hub_errors_do_not_name_registry_hosts_or_namespaces(tmp_path):
+    port = free_port()  # nothing listens there: the registry is down
+    namespace = "team-internal"
+    gateway = _started(Gateway(f"127.0.0.1:{port}/{namespace}", tmp_path / "gateway"))
+    try:
+        for url in ("/api/models/org/x/revision/v1", "/org/x/resolve/v1/config.json"):
+            answer = requests.get(gateway.url + url)
+            assert answer.status_code == 502, answer.status_code
+            text = answer.text + answer.headers.get("X-Error-Message", "")
+            assert "org/x" in text
+            assert str(port) not in text and namespace not in text, text
+        gateway.wait_for_log(rf"127\.0\.0\.1:{port}")  # the detail is kept for operators
+    finally:
+        gateway.stop()
+
+
+USER, PASSWORD = "gateway-robot", "robot-Pa55"
+
+
+@pytest.fixture
+def private_registry(tmp_path):
+    htpasswd = tmp_path / "htpasswd"
+    subprocess.run(
+        ["htpasswd", "-Bbc", str(htpasswd), USER, PASSWORD], check=True, capture_output=True
+    )
+    with RegistryServer(htpasswd=htpasswd, workdir=tmp_path / "registry") as server:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MODELPACK_USERNAME", USER)
+            mp.setenv("MODELPACK_PASSWORD", PASSWORD)
+            settings = Settings(home=tmp_path / "home", plain_http=True)
+            repository = open_repository(parse_reference(f"{server.host}/gw/team/m"), settings)
+            make_artifact(repository, "v1", _files(**{"config.json": b"{}"}))
+        yield server
+
+
+@pytest.mark.parametrize("lend", [False, True])
+def test_header_less_clients_borrow_the_gateways_identity_only_when_lent(
+    private_registry, tmp_path, lend
+):
+    gateway = _started(
+        Gateway(
+            f"{private_registry.host}/gw",
+            tmp_path / "gateway",
+            ("--lend-credentials",) if lend else (),
+            env={"MODELPACK_USERNAME": USER, "MODELPACK_PASSWORD": PASSWORD},
+        )
+    )
+    try:
+        url = f"{gateway.url}/team/m/resolve/v1/config.json"
+        anonymous = requests.get(url)
+        assert anonymous.status_code == (200 if lend else 401), anonymous.text
+        if not lend:
+            assert anonymous.headers["X-Error-Code"] == "RepoNotFound"
+        # A client that sends its own credentials is never helped by the gateway's.
+        wrong = requests.get(url, headers={"Authorization": "Bearer nobody:wrong"})
+        assert wrong.status_code == 401
+        right = requests.get(url, headers={"Authorization": f"Bearer {USER}:{PASSWORD}"})
+        assert right.status_code == 200 and right.content == b"{}"
+    finally:
+        gateway.stop()
