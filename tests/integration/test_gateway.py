@@ -87,6 +87,17 @@ def test_snapshot_and_file_download_then_served_from_cache(hub, registry, tmp_pa
     gateway.wait_for_log(r"GET /org/tiny/resolve/[0-9a-f]{40}/model.safetensors 200 \d+B cache")
 
 
+def test_a_model_in_cnai_media_types_is_served_too(hub, tmp_path):
+    """The pre-CNCF names (modctl releases, builds for Harbor) on the gateway's path."""
+    gateway, model = hub
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+        _push(model, gateway.registry.split("/")[0], "org/tiny-cnai:v1", tmp_path / "home",
+              media_types="cnai")  # fmt: skip
+    (snapshot,) = _ok(gateway.hf([["snapshot", "org/tiny-cnai", "v1"]], tmp_path / "hf"))
+    assert tree_files(snapshot) == tree_files(model)
+
+
 def test_model_info_tree_and_hub_metadata(hub):
     gateway, model = hub
     info = requests.get(f"{gateway.url}/api/models/org/tiny/revision/v1?blobs=true").json()
