@@ -212,11 +212,7 @@ USER, PASSWORD = "alice", "gateway-Pa55"
 
 
 def test_client_credentials_pass_through_and_never_leak(tiny_model, tmp_path):
-    htpasswd = tmp_path / "htpasswd"
-    subprocess.run(
-        ["htpasswd", "-Bbc", str(htpasswd), USER, PASSWORD], check=True, capture_output=True
-    )
-    with RegistryServer(htpasswd=htpasswd, workdir=tmp_path / "registry") as server:
+    with RegistryServer(users={USER: PASSWORD}, workdir=tmp_path / "registry") as server:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MODELPACK_USERNAME", USER)
             mp.setenv("MODELPACK_PASSWORD", PASSWORD)

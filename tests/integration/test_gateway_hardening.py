@@ -14,7 +14,6 @@ import posixpath
 import re
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -310,11 +309,7 @@ USER, PASSWORD = "gateway-robot", "robot-Pa55"
 
 @pytest.fixture
 def private_registry(tmp_path):
-    htpasswd = tmp_path / "htpasswd"
-    subprocess.run(
-        ["htpasswd", "-Bbc", str(htpasswd), USER, PASSWORD], check=True, capture_output=True
-    )
-    with RegistryServer(htpasswd=htpasswd, workdir=tmp_path / "registry") as server:
+    with RegistryServer(users={USER: PASSWORD}, workdir=tmp_path / "registry") as server:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MODELPACK_USERNAME", USER)
             mp.setenv("MODELPACK_PASSWORD", PASSWORD)
