@@ -6,8 +6,9 @@ and folder that was staged (tar members too), compared byte for byte.  A file
 already holding exactly the artifact's bytes is not an overwrite, so pulling
 the same artifact again into the same directory keeps working.  A link, or a
 file where the artifact needs a folder, is in the way and is never followed.
-A policy that refuses more (a non-empty directory as a whole, say) belongs
-in :func:`check_destination` too.
+An existing directory must also hold nothing but the artifact's own names
+(a user's ``notes.txt`` would otherwise end up mixed into the model), except
+``lost+found`` (a fresh volume) and our own staging entries; ``force`` merges.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def check_destination(destination: Path, planned: Iterable[Planned], *, force: b
     """Refuse, before anything is moved, a pull that would replace something in ``destination``."""
     if force or not destination.is_dir():
         return
+    planned = list(planned)
     clashes = [path for item in planned if (path := _in_the_way(destination, item)) is not None]
     if clashes:
         more = f" and {len(clashes) - 1} more" if len(clashes) > 1 else ""
@@ -52,6 +54,30 @@ def check_destination(destination: Path, planned: Iterable[Planned], *, force: b
             f"refusing to overwrite {clashes[0]}{more}: the artifact has other content there",
             hint="pass --force (force=True) to replace it, or pull into an empty directory",
         )
+    foreign = _foreign_entries(destination, {item.relpath.parts[0] for item in planned})
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise DestinationConflictError(
+            f"{destination} is not empty: it holds {foreign[0]}{more}, which the artifact "
+            "does not have",
+            hint="pull into an empty or new directory, or pass --force to merge into this one",
+        )
+
+
+# Entries an existing directory may hold besides the artifact: a fresh filesystem's
+# lost+found, and our own staging folder and its lock while a pull runs.
+_ALLOWED = ("lost+found",)
+_OURS = ".modelpack-staging"
+
+
+def _foreign_entries(destination: Path, names: set[str]) -> list[str]:
+    return sorted(
+        entry.name
+        for entry in os.scandir(destination)
+        if entry.name not in names
+        and entry.name not in _ALLOWED
+        and not entry.name.startswith(_OURS)
+    )
 
 
 def _in_the_way(destination: Path, item: Planned) -> Path | None:

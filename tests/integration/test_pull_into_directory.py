@@ -108,8 +108,23 @@ def test_an_existing_file_is_not_overwritten_without_force(tmp_path):
     assert again.returncode == 0, again.stderr
     assert tree_files(out) == {"w.bin": b"weights", "notes.txt": b"notes"}
     # The same artifact into a directory that holds exactly its files: not an overwrite.
+    (out / "notes.txt").unlink()
     same = run_cli("pull", ref, "-o", str(out))
     assert same.returncode == 0, same.stderr
+
+
+def test_a_directory_with_files_of_its_own_is_refused_unless_forced(tmp_path):
+    """Issue 22 item 2: a user's notes.txt stayed mixed into the model, without a word."""
+    ref = _layout(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_bytes(b"notes")
+    (out / "lost+found").mkdir()  # a fresh volume's: allowed
+    _one_line(run_cli("pull", ref, "-o", str(out)), 2, "is not empty", "notes.txt", "--force")
+    assert sorted(p.name for p in out.iterdir()) == ["lost+found", "notes.txt"]
+    merged = run_cli("pull", ref, "-o", str(out), "--force")
+    assert merged.returncode == 0, merged.stderr
+    assert tree_files(out) == {"w.bin": b"weights", "notes.txt": b"notes"}
 
 
 def test_hf_cache_repo_id_and_commit_come_from_the_reference_unless_trusted(
