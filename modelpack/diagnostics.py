@@ -81,7 +81,11 @@ def check_store(settings: Settings) -> Check:
         refs = node_store(settings).refs()
     except ModelpackError as exc:
         return Check("store", Status.FAIL, str(exc), exc.hint)
-    return Check("store", Status.OK, f"{settings.store_dir}: {len(refs)} tagged artifacts")
+    return Check(
+        "store",
+        Status.OK,
+        f"{settings.store_dir}: {len(refs)} tagged artifact{'' if len(refs) == 1 else 's'}",
+    )
 
 
 def check_cache(settings: Settings) -> Check:

@@ -106,7 +106,10 @@ class PlainProgress:
         self._lock = threading.Lock()
 
     def _line(self, text: str) -> None:
-        print(f"{self._verb}: {text}", file=sys.stderr, flush=True)
+        """One whole line in one write (the caller holds the lock): worker threads finish
+        layers at once, and print()'s separate text and newline writes would interleave."""
+        sys.stderr.write(f"{self._verb}: {text}\n")
+        sys.stderr.flush()
 
     def start(self, key: str, label: str, total: int) -> None:
         with self._lock:
@@ -123,9 +126,10 @@ class PlainProgress:
                 self._line(f"{human_size(self._done)} of {human_size(self._expected)} so far")
 
     def finish(self, key: str, *, note: str = "") -> None:
-        label, size = self._sizes.get(key, (key, 0))
-        if size >= PLAIN_LAYER_MIN or note == "mounted":
-            self._line(f"{label} ({human_size(size)}) {note or 'done'}")
+        with self._lock:
+            label, size = self._sizes.get(key, (key, 0))
+            if size >= PLAIN_LAYER_MIN or note == "mounted":
+                self._line(f"{label} ({human_size(size)}) {note or 'done'}")
 
     def __enter__(self) -> PlainProgress:
         return self

@@ -8,7 +8,7 @@ import modelpack
 from modelpack import human_size
 from modelpack.schemas import CLI_BUILD
 
-from .output import emit_json, json_option, media_types_option, status
+from .output import counted, emit_json, json_option, media_types_option, status
 from .progress import progress_for
 from .signing_prompt import password_for
 from .state import global_options, state
@@ -151,12 +151,13 @@ def build(
     document = result.to_dict()
     status(
         f"Built {result.reference} {result.digest} "
-        f"({len(result.layers)} layers, {human_size(document['size'])})"
+        f"({counted(len(result.layers), 'layer')}, {human_size(document['size'])})"
     )
     if result.pushed is not None:
         stats = result.pushed.stats
         status(
-            f"Pushed {result.reference} ({stats.transferred} blobs sent, {stats.skipped} already there)"
+            f"Pushed {result.reference} ({counted(stats.transferred, 'blob')} sent, "
+            f"{stats.mounted} mounted, {stats.skipped} already there)"
         )
         if sign_key:
             signed = modelpack.sign(

@@ -10,7 +10,7 @@ import modelpack
 from modelpack import human_size
 from modelpack.schemas import CLI_TRANSFER
 
-from .output import json_option, media_types_option, report_transfer, status
+from .output import counted, json_option, media_types_option, report_transfer, status
 from .progress import progress_for
 from .state import global_options, state
 
@@ -49,9 +49,9 @@ def copy(source: str, destination: str, media_types: str | None, as_json: bool) 
     stats = result.stats
     report_transfer(
         result,
-        f"Copied {source} to {result.reference} {result.digest}: {stats.transferred} blob(s) sent "
+        f"Copied {source} to {result.reference} {result.digest}: {counted(stats.transferred, 'blob')} sent "
         f"({human_size(stats.bytes_transferred)}), {stats.mounted} mounted, {stats.skipped} already "
-        f"there, {stats.referrers} referrer(s)",
+        f"there, {counted(stats.referrers, 'referrer')}",
         as_json,
     )
 

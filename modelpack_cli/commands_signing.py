@@ -7,7 +7,7 @@ import click
 import modelpack
 from modelpack.schemas import CLI_SIGNATURE, CLI_VERIFY
 
-from .output import emit_json, json_option, status
+from .output import counted, emit_json, json_option, status
 from .signing_prompt import key_password, password_for
 from .state import global_options, state
 
@@ -140,7 +140,7 @@ def verify(reference: str, key: str | None, directory: str | None, as_json: bool
     if directory:
         report = modelpack.verify_dir(reference, directory, settings=settings)
         status(
-            f"Verified {report.checked} file(s) in {directory} against {report.reference} {report.digest}"
+            f"Verified {counted(report.checked, 'file')} in {directory} against {report.reference} {report.digest}"
         )
         if report.extra:
             status(f"Not part of the model: {', '.join(report.extra[:10])}")

@@ -8,7 +8,7 @@ import modelpack
 from modelpack import human_size
 from modelpack.schemas import CLI_INSPECT, CLI_LS, CLI_TAGS
 
-from .output import emit_json, json_option, print_models, short_digest, status, stdout
+from .output import counted, emit_json, json_option, print_models, short_digest, status, stdout
 from .state import global_options, state
 
 
@@ -60,7 +60,10 @@ def _metadata_rows(result, document: dict) -> list[tuple[str, str]]:  # noqa: AN
     rows = [
         ("digest", result.descriptor.digest),
         ("artifactType", str(result.manifest.artifact_type)),
-        ("size", f"{human_size(document['size'])} in {len(result.manifest.layers)} layers"),
+        (
+            "size",
+            f"{human_size(document['size'])} in {counted(len(result.manifest.layers), 'layer')}",
+        ),
         ("signatures", f"{result.signatures} (referrers: {len(result.referrers)})"),
     ]
     if result.config is None:
@@ -167,7 +170,8 @@ def prune() -> None:
     """Delete blobs and model trees no tag in the local store refers to."""
     result = modelpack.prune(settings=state().settings())
     status(
-        f"Removed {result.blobs_removed} blob(s) and {result.models_removed} model tree(s), "
+        f"Removed {counted(result.blobs_removed, 'blob')} and "
+        f"{counted(result.models_removed, 'model tree')}, "
         f"freed {human_size(result.bytes_freed)}"
     )
 

@@ -8,7 +8,7 @@ import modelpack
 from modelpack import human_size
 from modelpack.schemas import CLI_TRANSFER
 
-from .output import emit_json, json_option, report_transfer, status
+from .output import counted, emit_json, json_option, report_transfer, status
 from .progress import progress_for
 from .signing_prompt import password_for
 from .state import global_options, state
@@ -43,8 +43,9 @@ def push(reference: str, sign_key: str | None, as_json: bool) -> None:
     stats = result.stats
     report_transfer(
         result,
-        f"Pushed {result.reference} {result.digest}: {stats.transferred} blob(s) sent "
-        f"({human_size(stats.bytes_transferred)}), {stats.skipped} already there",
+        f"Pushed {result.reference} {result.digest}: {counted(stats.transferred, 'blob')} sent "
+        f"({human_size(stats.bytes_transferred)}), {stats.mounted} mounted, "
+        f"{stats.skipped} already there",
         as_json,
     )
 
@@ -148,7 +149,7 @@ def pull(
         )
     stats = result.stats
     status(
-        f"Pulled {result.reference} {result.digest}: {len(result.files)} file(s), "
+        f"Pulled {result.reference} {result.digest}: {counted(len(result.files), 'file')}, "
         f"{human_size(stats.bytes_transferred)} downloaded"
     )
     if as_json:

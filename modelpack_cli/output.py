@@ -45,6 +45,11 @@ def emit_json(document: Any, schema_name: str) -> None:
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 layer``, ``2 layers``: a count with its noun in the right number."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
 def short_digest(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
 

@@ -210,3 +210,22 @@ def test_tags_lists_a_repository_and_a_missing_tag_names_the_ones_that_exist(
     nothing = run_cli("tags", f"{registry.host}/cli/never-pushed", "--plain-http")
     assert nothing.returncode == 0 and nothing.stdout == ""
     assert "has no tags" in nothing.stderr
+
+
+def test_push_summary_counts_mounted_blobs_and_speaks_in_the_right_number(
+    tiny_model, registry, tmp_path
+):
+    first = f"{registry.host}/cli/mount-a:v1"
+    second = f"{registry.host}/cli/mount-b:v1"
+    same_config = {"SOURCE_DATE_EPOCH": "1700000000"}  # the same bytes: every blob mountable
+    for ref in (first, second):
+        assert run_cli("build", str(tiny_model), "-t", ref, "-q", env=same_config).returncode == 0
+    assert run_cli("push", first, "--plain-http").returncode == 0
+    pushed = run_cli("push", second, "--plain-http")
+    assert pushed.returncode == 0, pushed.stderr
+    assert "0 blobs sent (0 B), 11 mounted, 0 already there" in pushed.stderr
+    one = tmp_path / "one-file"
+    one.mkdir()
+    (one / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes())
+    built = run_cli("build", str(one), "-t", f"{registry.host}/cli/one:v1")
+    assert "(1 layer, " in built.stderr, built.stderr

@@ -163,3 +163,34 @@ def test_store_on_another_filesystem_copies_in_one_pass(tiny_model, settings, tm
         assert blob.stat().st_mode & 0o222 == 0  # our own copy: read-only
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_plain_progress_writes_each_line_whole(monkeypatch):
+    """Worker threads finish layers at once; a line written in two parts (print's text, then
+    its newline) ran together with another thread's in CI logs.  Each line is one write."""
+    import sys
+    import threading
+
+    from modelpack.display import PlainProgress
+
+    class Recorder(io.StringIO):
+        calls: list[str] = []
+
+        def write(self, text):
+            self.calls.append(text)
+            return super().write(text)
+
+    stream = Recorder()
+    monkeypatch.setattr(sys, "stderr", stream)
+    display = PlainProgress("push")
+    keys = [f"k{i}" for i in range(32)]
+    for key in keys:
+        display.start(key, f"file-{key}.bin", 10)
+    threads = [
+        threading.Thread(target=display.finish, args=(k,), kwargs={"note": "mounted"}) for k in keys
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(stream.calls) == sorted(f"push: file-{k}.bin (10 B) mounted\n" for k in keys)
