@@ -52,14 +52,17 @@ format: install
 	@$(VENV)/bin/ruff check --fix modelpack modelpack_cli tests examples benchmarks
 	@$(VENV)/bin/ruff format modelpack modelpack_cli tests examples benchmarks
 
-bench: install
+$(VENV)/.bench-installed: $(STAMP)
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
+	@touch $@
+
+bench: install $(VENV)/.bench-installed
 	@$(PY) -m benchmarks $(BENCH_ARGS)
 
 # The documentation site (mkdocs + material + mkdocstrings + mkdocs-click) into site/.
 # `make test` builds it too (tests/unit/test_docs_site.py), so a broken link fails the tests.
+# (mkdocs and its plugins come with the [test] extra that `make install` installs.)
 docs: install
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[docs]'
 	@NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 	@echo "site built in site/ (open site/index.html)"
 

@@ -24,8 +24,11 @@ def require(
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        install = f"'modelpack-oci[{extra}]'" if extra else package
+        hint = (
+            f"pip install 'modelpack-oci[{extra}]', or from a checkout: pip install '.[{extra}]'"
+            if extra
+            else f"pip install {package}"
+        )
         raise MissingDependencyError(
-            f"{purpose} need the {package} package, which is not installed",
-            hint=f"pip install {install}",
+            f"{purpose} need the {package} package, which is not installed", hint=hint
         ) from exc
