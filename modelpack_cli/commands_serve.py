@@ -35,7 +35,12 @@ Examples:
     envvar="MODELPACK_GATEWAY_PORT",
     help="TCP port [env MODELPACK_GATEWAY_PORT].",
 )
-@click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option(
+    "--bind",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 in a container or to serve other machines).",
+)
 @click.option(
     "--cache",
     type=click.Path(file_okay=False),

@@ -28,7 +28,7 @@ class GatewayConfig:
     verify_key: str | os.PathLike[str] | None = None
     token_user: str | None = None
     lend_credentials: bool = False
-    bind: str = "0.0.0.0"
+    bind: str = "127.0.0.1"  # this machine only, unless the operator says otherwise
     port: int = 8080
     threads: int = 64
     read_timeout: float = 10.0
@@ -58,6 +58,17 @@ class GatewayConfig:
             self.max_pulls = max(1, self.threads // 2)
         if self.max_pulls < 1:
             raise UsageError("--max-pulls must be at least 1")
+
+    def banner(self) -> list[str]:
+        """What an operator needs on start: the HF_ENDPOINT to set and how repo ids map."""
+        host = "127.0.0.1" if self.bind in ("0.0.0.0", "::") else self.bind
+        url = f"http://{host}:{self.port}"
+        prefix = f"{self.host}/{self.namespace}/" if self.namespace else f"{self.host}/"
+        return [
+            f"modelpack serve: Hugging Face clients use HF_ENDPOINT={url}",
+            f"  repo id ORG/NAME, revision TAG -> {prefix}ORG/NAME:TAG "
+            f"(e.g. snapshot_download('ORG/NAME', revision='v1'))",
+        ]
 
     def repository(self, repo_id: str) -> str:
         """The OCI repository that serves hub repo ``repo_id`` (already canonical)."""

@@ -72,8 +72,13 @@ def repo_not_found(repo_id: str, detail: str = "") -> HubError:
     return HubError(404, message, "RepoNotFound")
 
 
-def revision_not_found(repo_id: str, revision: str) -> HubError:
-    return HubError(404, f"Invalid rev id: {revision} for {repo_id}", "RevisionNotFound")
+def revision_not_found(repo_id: str, revision: str, tags: list[str] | None = None) -> HubError:
+    """The hub's message, and (what the hub cannot say) the revisions that do exist."""
+    message = f"Invalid rev id: {revision} for {repo_id}"
+    if tags:
+        shown = ", ".join(tags[:10]) + (f" and {len(tags) - 10} more" if len(tags) > 10 else "")
+        message += f" (revisions: {shown})"
+    return HubError(404, message, "RevisionNotFound")
 
 
 def entry_not_found(repo_id: str, path: str, commit: str) -> HubError:

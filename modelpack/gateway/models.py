@@ -34,6 +34,7 @@ from ..oci.spec import (
 )
 from ..oci.target import fetch_bytes, push_bytes
 from ..registry.client import RegistryRepository
+from ..registry.referrers import is_companion_tag
 from ..signing.cosign import require_signature
 from ..signing.keys import load_public_key
 from ..storage._sqlite import connect
@@ -195,11 +196,8 @@ class Resolver:
 
     def _missing(self, repository: RegistryRepository, repo_id: str, revision: str) -> HubError:
         """RepoNotFound when the repository has no tags at all, else RevisionNotFound."""
-        return (
-            revision_not_found(repo_id, revision)
-            if repository.list_tags()
-            else repo_not_found(repo_id)
-        )
+        tags = [t for t in repository.list_tags() if not is_companion_tag(t)]
+        return revision_not_found(repo_id, revision, tags) if tags else repo_not_found(repo_id)
 
     # -- content ----------------------------------------------------------------
 

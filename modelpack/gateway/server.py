@@ -29,6 +29,8 @@ def run(config: GatewayConfig) -> None:
         package="gunicorn",
     ).BaseApplication
     _log_requests()
+    for line in config.banner():
+        logging.getLogger("modelpack.gateway").info(line)
     from .worker import worker_class
 
     options = {

@@ -345,3 +345,26 @@ def test_example_image_and_manifest_run_real_serve_options():
     service = next(d for d in documents if d["kind"] == "Service")
     assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_start_says_what_to_set_and_a_missing_revision_lists_the_tags(hub, tmp_path):
+    """Issue 22 item 7: the README's names work, the start line says HF_ENDPOINT and the
+    mapping, and `Invalid rev id: main` says which revisions exist."""
+    gateway, _ = hub
+    banner = gateway.wait_for_log("HF_ENDPOINT=")
+    assert f"HF_ENDPOINT=http://127.0.0.1:{gateway.port}" in banner
+    assert f"-> {gateway.registry}/ORG/NAME:TAG" in gateway.log()
+    answer = requests.get(f"{gateway.url}/api/models/org/tiny/revision/main")
+    assert answer.status_code == 404
+    assert answer.headers["X-Error-Code"] == "RevisionNotFound"
+    assert "Invalid rev id: main for org/tiny (revisions: v1" in answer.json()["error"]
+
+
+def test_serve_binds_to_this_machine_unless_told():
+    from modelpack.gateway import GatewayConfig
+
+    assert GatewayConfig("127.0.0.1:5000").bind == "127.0.0.1"
+    from modelpack_cli.main import cli
+
+    serve = cli.commands["serve"]
+    assert next(p for p in serve.params if p.name == "bind").default == "127.0.0.1"
