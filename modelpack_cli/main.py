@@ -9,6 +9,7 @@ import traceback
 import click
 
 from modelpack import ModelpackError, __version__
+from modelpack.schemas import CLI_ERROR
 
 from . import (
     commands_build,
@@ -20,6 +21,7 @@ from . import (
     commands_store,
     commands_transfer,
 )
+from .output import emit_json
 from .state import global_options, log_requests
 
 EPILOG = """\b
@@ -60,6 +62,17 @@ def _verbose(args: list[str]) -> bool:
     ) not in ("", "0")
 
 
+def _json_error(args: list[str], kind: str, message: str, hint: str | None, code: int) -> None:
+    """Under --json, a failure is a JSON document on stdout too (schema cli-error), so a
+    pipeline that parses stdout reads why instead of failing to parse nothing."""
+    if "--json" not in args:
+        return
+    document = {"error": {"kind": kind, "message": message, "exitCode": code}}
+    if hint:
+        document["error"]["hint"] = hint
+    emit_json(document, CLI_ERROR)
+
+
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; exit with the documented code for whatever happened."""
     args = list(sys.argv[1:] if args is None else args)
@@ -74,12 +87,14 @@ def main(args: list[str] | None = None) -> None:
         if _verbose(args):
             traceback.print_exc()
         click.echo(f"Error: {exc}", err=True)
+        _json_error(args, type(exc).__name__, exc.message, exc.hint, exc.exit_code)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
+        _json_error(args, "UsageError", exc.format_message(), None, exc.exit_code)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -229,3 +229,23 @@ def test_push_summary_counts_mounted_blobs_and_speaks_in_the_right_number(
     (one / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes())
     built = run_cli("build", str(one), "-t", f"{registry.host}/cli/one:v1")
     assert "(1 layer, " in built.stderr, built.stderr
+
+
+def test_a_failure_under_json_is_a_json_document_with_the_exit_code(tmp_path):
+    from modelpack.schemas import CLI_ERROR
+
+    failed = run_cli(
+        "pull", f"127.0.0.1:{free_port()}/team/bert:v1", "--json", "-o", str(tmp_path / "x")
+    )
+    assert failed.returncode == 6
+    document = json.loads(failed.stdout)
+    validate(document, CLI_ERROR, "error document")
+    assert document["error"]["exitCode"] == 6
+    assert document["error"]["kind"] == "RegistryUnavailableError"
+    assert "refused the connection" in document["error"]["message"]
+    assert failed.stderr.startswith("Error: ")  # the human line stays where it was
+    usage = run_cli("tags", "--json")
+    assert usage.returncode == 2
+    assert json.loads(usage.stdout)["error"]["exitCode"] == 2
+    plain = run_cli("tags")
+    assert plain.stdout == ""  # without --json nothing changes on stdout
