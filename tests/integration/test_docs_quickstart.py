@@ -139,7 +139,7 @@ def test_every_quickstart_command_works(tmp_path, home):
         tree = Path(cache_block.stdout.splitlines()[0])
         assert tree.is_relative_to(home / "models") and same_tree(model, tree)
         assert f"{host}/team/bert:v1" in cache_block.stdout
-        assert re.search(r"\b0 blob\(s\) sent", cache_block.stderr)  # the :stable push
+        assert re.search(r"\b0 blobs sent", cache_block.stderr)  # the :stable push
         stored = {m.reference for m in modelpack.list_models(home=home)}
         assert {f"{host}/team/bert:v1", f"{host}/team/bert:v2"} <= stored
         assert f"{host}/team/bert:stable" not in stored

@@ -167,7 +167,7 @@ def test_hf_source_without_huggingface_hub_names_the_extra(monkeypatch, tmp_path
     args = ["build", "hf://org/model", "-t", "127.0.0.1:1/t/m:v1", "--home", str(tmp_path)]
     assert _cli_error_without("huggingface_hub", args) == (
         "Error: hf:// sources need the huggingface_hub package, which is not installed "
-        "(pip install 'modelpack-oci[hf]')"
+        "(pip install 'modelpack-oci[hf]', or from a checkout: pip install '.[hf]')"
     )
 
 
@@ -194,6 +194,7 @@ def test_serve_without_gunicorn_names_the_extra(tmp_path):
     args = ["serve", "--registry", "127.0.0.1:1/hub", "--cache", str(tmp_path)]
     assert _cli_error_without("gunicorn", args) == (
         "Error: modelpack serve's HTTP workers need the gunicorn package, which is not "
-        "installed (pip install 'modelpack-oci[serve]')"
+        "installed (pip install 'modelpack-oci[serve]', or from a checkout: "
+        "pip install '.[serve]')"
     )
     assert not any(tmp_path.iterdir())  # nothing written before the refusal
