@@ -19,7 +19,9 @@ DIR="${MODELPACK_PEERS_DIR:-$HOME/.cache/modelpack-peers}"
 ONLY=" ${MODELPACK_PEERS_ONLY:-} "
 SKIP=" ${MODELPACK_PEERS_SKIP:-} "
 
-command -v go >/dev/null 2>&1 || { echo "build-peers: go not found on PATH" >&2; exit 2; }
+# Go's usual install places, for shells (CI) whose PATH lacks them.
+command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
+command -v go >/dev/null 2>&1 || { echo "build-peers: go not found on PATH (install Go 1.26)" >&2; exit 2; }
 [[ -r "$PINS" ]] || { echo "build-peers: cannot read $PINS" >&2; exit 2; }
 mkdir -p "$DIR/bin" "$DIR/logs"
 
