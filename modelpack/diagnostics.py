@@ -78,14 +78,18 @@ def check_store(settings: Settings) -> Check:
     from .storage.store import node_store
 
     try:
-        refs = node_store(settings).refs()
+        store = node_store(settings)
+        refs = store.refs()
+        changed = store.changed_blobs()
     except ModelpackError as exc:
         return Check("store", Status.FAIL, str(exc), exc.hint)
-    return Check(
-        "store",
-        Status.OK,
-        f"{settings.store_dir}: {len(refs)} tagged artifact{'' if len(refs) == 1 else 's'}",
-    )
+    summary = f"{settings.store_dir}: {len(refs)} tagged artifact{'' if len(refs) == 1 else 's'}"
+    if changed:
+        more = f" ({len(changed) - 1} more blob(s) changed too)" if len(changed) > 1 else ""
+        return Check(
+            "store", Status.FAIL, f"{summary}; {changed[0].message}{more}", changed[0].hint
+        )
+    return Check("store", Status.OK, summary)
 
 
 def check_cache(settings: Settings) -> Check:

@@ -187,6 +187,21 @@ class LayoutStore:
         record = BlobSeal.read(self._seal_path(digest))
         return changed_blob_error(digest, self.blob_path(digest), record and record.origin)
 
+    def changed_blobs(self) -> list[IntegrityError]:
+        """Every sealed blob whose file no longer matches its seal, as the error a reuse
+        would raise (it names the edited source file where build linked one).  Read-only."""
+        changed = []
+        for seal_file in sorted(self.seals_dir.glob("*/*")):
+            digest = f"{seal_file.parent.name}:{seal_file.name}"
+            record = BlobSeal.read(seal_file)
+            try:
+                st = os.lstat(self.blob_path(digest))
+            except (OSError, ValueError):
+                continue  # pruned, or not a digest: nothing to reuse
+            if record is not None and record.seal != Seal.from_stat(st):
+                changed.append(self._changed_error(digest))
+        return changed
+
     def intact_path(self, desc: Descriptor) -> Path | None:
         """The blob's path if it is present and unchanged since it was verified."""
         return self.blob_path(desc.digest) if self._intact(desc) else None

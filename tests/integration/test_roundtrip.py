@@ -187,7 +187,11 @@ def test_source_edited_after_build_is_caught_on_push(tiny_model, registry, setti
     data[-1] ^= 0xFF
     with open(path, "r+b") as f:
         f.write(data)
-    # Refused before a byte is sent, naming the edited file and the fix.
+    # doctor says so before anything else would trip over it (issue 22 item 1) ...
+    store_check = next(c for c in modelpack.doctor(settings=settings) if c.name == "store")
+    assert store_check.status is modelpack.Status.FAIL
+    assert str(path) in store_check.detail and "build` again" in store_check.fix
+    # ... and a push is refused before a byte is sent, naming the edited file and the fix.
     with pytest.raises(modelpack.IntegrityError, match="changed after `modelpack build`") as caught:
         modelpack.push(ref, settings=settings)
     assert str(path) in str(caught.value) and "build` again" in caught.value.hint
