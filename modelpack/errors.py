@@ -111,6 +111,15 @@ class TransferInterruptedError(RegistryUnavailableError):
     """A connection dropped mid-blob; the caller may restart or resume the transfer."""
 
 
+# -- exit code 130: the user pressed Ctrl-C -----------------------------------
+
+
+class InterruptedByUserError(ModelpackError):
+    """Ctrl-C (SIGINT) during a transfer: what arrived is kept for the next run."""
+
+    exit_code = 130
+
+
 # -- exit code 1: everything else we anticipated ----------------------------
 
 

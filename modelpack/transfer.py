@@ -33,7 +33,7 @@ from .storage.blobinfo import BlobLocations
 from .storage.cache import NodeCache
 from .storage.hfcache import hf_mapping, write_hf_cache
 from .storage.store import LayoutStore
-from .storage.unpack import DirectoryTarget, planned_files
+from .storage.unpack import DirectoryTarget, interrupted, planned_files
 
 
 @dataclass
@@ -315,7 +315,11 @@ def pull_to_node_cache(
     """
     patterns = patterns or []
     store = open_endpoint(f"store:{key}", settings, reading=False)
-    result = _copy(src, store, settings, progress, layer_filter=layer_filter)
+    try:
+        result = _copy(src, store, settings, progress, layer_filter=layer_filter)
+    except KeyboardInterrupt as exc:
+        assert isinstance(store.target, LayoutStore)
+        raise interrupted(store.target.partial_bytes(), store.target.ingest_dir) from exc
     path, files = NodeCache(settings).materialize(
         root,
         key,

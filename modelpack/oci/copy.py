@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -77,6 +77,10 @@ class CopyStats:
         }
 
 
+class CopyAbandoned(Exception):  # noqa: N818 - not an error of its own: the reason is elsewhere
+    """Raised in a worker once the copy is being given up; what arrived stays resumable."""
+
+
 @dataclass
 class CopyResult:
     descriptor: Descriptor
@@ -117,6 +121,9 @@ class GraphCopier:
         self.progress = options.progress
         self.stats = CopyStats()
         self.digests: set[str] = set()
+        # Set when the copy is being given up (Ctrl-C, or another blob failed): the other
+        # workers stop at their next chunk instead of finishing their blobs first.
+        self._abandoned = threading.Event()
 
     # -- manifests ----------------------------------------------------------
 
@@ -201,14 +208,23 @@ class GraphCopier:
             return
         with ThreadPoolExecutor(max_workers=min(self.options.concurrency, len(unique))) as pool:
             futures = [pool.submit(self.copy_blob, blob) for blob in unique]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()
+            try:
+                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:  # Ctrl-C while waiting: stop the workers, keep what arrived
+                self._abandon(futures)
+                raise
+            if pending:  # a blob failed: the others need not finish
+                self._abandon(pending)
             for future in done:
                 future.result()  # re-raise the first failure
             for future in pending:
                 if not future.cancelled():
                     future.result()
+
+    def _abandon(self, futures: Iterable[Future]) -> None:
+        self._abandoned.set()
+        for future in futures:
+            future.cancel()
 
     def _skip_or_mount(self, desc: Descriptor, key: str, label: str) -> bool:
         if self.dst.exists(desc):
@@ -237,6 +253,8 @@ class GraphCopier:
 
             def on_bytes(n: int) -> None:
                 nonlocal received
+                if self._abandoned.is_set():
+                    raise CopyAbandoned(f"{desc.digest}: the copy was given up")
                 received += n
                 self.progress.advance(key, n)
 

@@ -187,6 +187,14 @@ class LayoutStore:
         record = BlobSeal.read(self._seal_path(digest))
         return changed_blob_error(digest, self.blob_path(digest), record and record.origin)
 
+    def partial_bytes(self) -> int:
+        """Bytes of interrupted downloads waiting in ``ingest/`` to be resumed."""
+        total = 0
+        for path in self.ingest_dir.glob("partial-*"):
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
+
     def changed_blobs(self) -> list[IntegrityError]:
         """Every sealed blob whose file no longer matches its seal, as the error a reuse
         would raise (it names the edited source file where build linked one).  Read-only."""

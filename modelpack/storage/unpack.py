@@ -35,6 +35,7 @@ import zstandard
 from ..errors import (
     DiskFullError,
     IntegrityError,
+    InterruptedByUserError,
     RegistryUnavailableError,
     StoreError,
     UnsafePathError,
@@ -182,6 +183,17 @@ def _metadata(desc: Descriptor) -> FileMetadata | None:
         return None  # informational only: a bad annotation costs the file its mode
 
 
+def interrupted(kept: int, where: Path) -> InterruptedByUserError:
+    """What Ctrl-C left behind, and that running the same command again resumes."""
+    if not kept:
+        return InterruptedByUserError("interrupted: nothing was written")
+    return InterruptedByUserError(
+        f"interrupted: {kept / 1e6:.1f} MB of downloads kept in {where}",
+        hint="run the same command again to resume from there; `modelpack prune` removes "
+        "what an abandoned pull left",
+    )
+
+
 class DirectoryTarget:
     """Write-only Target that materializes an artifact into ``destination``.
 
@@ -288,14 +300,15 @@ class DirectoryTarget:
         finally:
             self._release()
 
-    def suspend(self) -> None:
-        """Keep the partial downloads for the next attempt (if any arrived)."""
+    def suspend(self) -> int:
+        """Keep the partial downloads for the next attempt (if any arrived); their bytes."""
         partials = self.staging / PARTIAL_DIR
         kept = [p for p in partials.iterdir() if p.stat().st_size] if partials.is_dir() else []
         if not kept or not self._resumable:
             self.abort()  # nothing to resume: leave no trace
-            return
+            return 0
         self._release()
+        return sum(p.stat().st_size for p in kept)
 
     def _release(self) -> None:
         self._exit.close()
@@ -306,7 +319,10 @@ class DirectoryTarget:
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
         if exc_type is None:
             self.commit()
-        elif issubclass(exc_type, (RegistryUnavailableError, DiskFullError, KeyboardInterrupt)):
+        elif issubclass(exc_type, KeyboardInterrupt):
+            kept = self.suspend()
+            raise interrupted(kept, self.staging) from exc
+        elif issubclass(exc_type, (RegistryUnavailableError, DiskFullError)):
             self.suspend()  # what arrived is resumed by the next pull into the same place
         else:
             self.abort()

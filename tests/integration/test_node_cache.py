@@ -364,3 +364,46 @@ def test_hf_cache_after_an_include_pull_is_the_whole_model(
     assert full.returncode == 0, full.stderr
     assert Path(full.stdout.strip()) == Path(part.stdout.strip())
     assert tree_files(Path(full.stdout.strip())) == tree_files(tiny_model)
+
+
+@pytest.mark.parametrize("into", ["-o", "node cache"])
+def test_ctrl_c_says_what_was_kept_and_the_next_run_resumes(
+    into, big_model, registry, settings, tmp_path
+):
+    """Issue 22 item 3: Ctrl-C printed only `Aborted.` and left 451 MB without a word."""
+    slow = HttpProxy(upstream=registry.url, blob_delay=0.004).start()
+    try:
+        ref, built, weight = _push(big_model, slow.host, settings, f"ctrl-c-{into[:2]}")
+        node = tmp_path / "node"
+        out = tmp_path / "out"
+        args = ["-o", str(out)] if into == "-o" else []
+        env = {**os.environ, "MODELPACK_HOME": str(node)}
+        command = [sys.executable, "-m", "modelpack", "pull", ref, "--plain-http", *args]
+        puller = subprocess.Popen(
+            command, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        hexpart = weight.digest.split(":")[1]
+
+        def partials():
+            if into == "-o":
+                return list(tmp_path.glob(f".modelpack-staging-out/.blobs/sha256-{hexpart}"))
+            return list((node / "store" / "ingest").glob(f"partial-sha256-{hexpart}"))
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            found = partials()
+            if found and found[0].stat().st_size >= weight.size * 0.3:
+                break
+            time.sleep(0.02)
+        puller.send_signal(signal.SIGINT)
+        _, err = puller.communicate(timeout=60)
+        assert puller.returncode == 130, err
+        (line,) = [x for x in err.splitlines() if x.startswith("Error:")]
+        assert re.search(r"interrupted: [\d.]+ MB of downloads kept in ", line), line
+        assert "run the same command again to resume" in line
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        done = out if into == "-o" else Path(again.stdout.strip())
+        assert tree_files(done) == tree_files(big_model)
+    finally:
+        slow.stop()
