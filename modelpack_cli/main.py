@@ -31,7 +31,7 @@ Examples:
   modelpack pull 127.0.0.1:5000/team/bert:v1 -o ./bert --plain-http
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 auth refused,
-5 integrity/signature failure, 6 registry unreachable.
+5 integrity/signature failure, 6 registry unreachable, 130 interrupted.
 """
 
 
