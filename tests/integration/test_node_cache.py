@@ -379,8 +379,15 @@ def test_ctrl_c_says_what_was_kept_and_the_next_run_resumes(
         args = ["-o", str(out)] if into == "-o" else []
         env = {**os.environ, "MODELPACK_HOME": str(node)}
         command = [sys.executable, "-m", "modelpack", "pull", ref, "--plain-http", *args]
+        # A shell's background job (CI, nohup) starts with SIGINT ignored, and a Python
+        # started so keeps ignoring it: give the puller the default, as a terminal would.
         puller = subprocess.Popen(
-            command, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            command,
+            env=env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         hexpart = weight.digest.split(":")[1]
 
