@@ -32,7 +32,6 @@ from .oci.spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Descriptor, M
 from .progress import Progress
 from .registry.client import RegistryRepository, connect, open_repository
 from .registry.credentials import Credentials, erase_credentials, store_credentials
-from .registry.referrers import is_companion_tag
 from .settings import Settings, parse_size
 from .signing.cosign import SignatureCheck, require_signature, sign_manifest
 from .signing.keys import KeyPair, generate_key_pair, load_private_key, load_public_key
@@ -451,8 +450,8 @@ def list_tags(
     ref = parse_reference(repository)
     if ref.digest:
         raise UsageError(f"tags takes a repository, not a digest: {repository}")
-    tags = open_repository(ref, settings).list_tags()
-    return tags if include_companions else [t for t in tags if not is_companion_tag(t)]
+    repository = open_repository(ref, settings)
+    return repository.list_tags() if include_companions else repository.user_tags()
 
 
 def inspect(

@@ -34,7 +34,6 @@ from ..oci.spec import (
 )
 from ..oci.target import fetch_bytes, push_bytes
 from ..registry.client import RegistryRepository
-from ..registry.referrers import is_companion_tag
 from ..signing.cosign import require_signature
 from ..signing.keys import load_public_key
 from ..storage._sqlite import connect
@@ -196,7 +195,7 @@ class Resolver:
 
     def _missing(self, repository: RegistryRepository, repo_id: str, revision: str) -> HubError:
         """RepoNotFound when the repository has no tags at all, else RevisionNotFound."""
-        tags = [t for t in repository.list_tags() if not is_companion_tag(t)]
+        tags = repository.user_tags()
         return revision_not_found(repo_id, revision, tags) if tags else repo_not_found(repo_id)
 
     # -- content ----------------------------------------------------------------

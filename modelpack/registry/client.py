@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from ..errors import ModelpackError, UsageError
+from ..errors import ModelpackError, ReferenceNotFoundError, UsageError
 from ..oci.reference import Reference
 from ..oci.spec import Descriptor
 from ..settings import RegistryOptions, Settings
@@ -126,4 +126,7 @@ def open_for_pull(
         except ModelpackError as exc:
             log.info("mirror %s skipped for %s: %s", repository.describe(), reference, exc)
     repository = open_repository(reference, settings, command_registry=command_registry)
-    return repository, repository.resolve(reference.target)
+    try:
+        return repository, repository.resolve(reference.target)
+    except ReferenceNotFoundError as exc:  # the miss the user sees: say which tags exist
+        raise ReferenceNotFoundError(exc.message, hint=repository.not_found_hint()) from exc

@@ -117,7 +117,8 @@ class RegistryRepository:
             if response.status_code == 404:
                 raise ReferenceNotFoundError(
                     f"{what} not found ({registry_error_message(response)})",
-                    hint=self._not_found_hint(),
+                    hint=f"check the repository and tag; `modelpack tags {self.describe()}` "
+                    "lists the tags",
                 )
             raise_for_status(response, what)
             data = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
@@ -171,17 +172,22 @@ class RegistryRepository:
     def referrers(self, subject: Descriptor, artifact_type: str | None = None) -> list[Descriptor]:
         return list_referrers(self, subject, artifact_type)
 
-    def _not_found_hint(self) -> str:
-        """Which tags do exist (the hint a user needs after a typo), best effort."""
+    def not_found_hint(self) -> str:
+        """Which tags do exist (the hint a user needs after a typo), best effort: one more
+        request, so it is asked for where a miss reaches the user, not on every miss."""
         listing = f"`modelpack tags {self.describe()}` lists them"
         try:
-            tags = [t for t in self.list_tags() if not is_companion_tag(t)]
+            tags = self.user_tags()
         except ModelpackError:
             return f"check the repository and tag; {listing}"
         if not tags:
             return f"{self.describe()} has no tags: check the repository name"
         shown = ", ".join(tags[:8]) + (f" and {len(tags) - 8} more" if len(tags) > 8 else "")
         return f"tags in {self.describe()}: {shown} ({listing})"
+
+    def user_tags(self) -> list[str]:
+        """The tags people gave, without the ``sha256-<hex>.sig``-style companion tags."""
+        return [tag for tag in self.list_tags() if not is_companion_tag(tag)]
 
     def list_tags(self) -> list[str]:
         tags: list[str] = []
