@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ..oci.digests import parse_digest
@@ -50,25 +51,25 @@ class BundleSignature:
     payload: bytes
     signature: bytes
 
+    @cached_property
     def statement(self) -> dict[str, Any] | None:
+        """The payload as a JSON object (parsed once), or None."""
         try:
             document = json.loads(self.payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON; nested past the stack
             return None
         return document if isinstance(document, dict) else None
 
     def is_cosign_signature(self) -> bool:
         """A ``cosign sign`` statement (not, say, an OpenSSF model-signing bundle, which
         shares the bundle media type and signs files, not the manifest)."""
-        statement = self.statement()
+        statement = self.statement
         return statement is not None and statement.get("predicateType") == COSIGN_SIGN_PREDICATE
 
     def names(self, digest: str) -> bool:
         """The in-toto statement is cosign's signing statement and names ``digest``."""
-        statement = self.statement()
-        if statement is None or statement.get("_type") not in INTOTO_STATEMENT_TYPES:
-            return False
-        if statement.get("predicateType") != COSIGN_SIGN_PREDICATE:
+        statement = self.statement
+        if not self.is_cosign_signature() or statement.get("_type") not in INTOTO_STATEMENT_TYPES:
             return False
         algorithm, hexpart = parse_digest(digest)
         subjects = statement.get("subject")
@@ -134,12 +135,14 @@ def parse_bundle(data: bytes, layer: Descriptor) -> list[BundleSignature]:
 def find_bundle_signatures(repository: Target, subject: Descriptor) -> list[BundleSignature]:
     """Every DSSE signature in the sigstore bundles attached to ``subject`` as referrers."""
     found: list[BundleSignature] = []
-    for artifact_type in BUNDLE_ARTIFACT_TYPES:
-        for referrer in referrers_of(repository, subject, artifact_type):
-            manifest = parse_manifest(
-                fetch_bytes(repository, referrer), f"signature bundle {referrer.digest}"
-            )
-            for layer in manifest.layers:
-                if layer.media_type in BUNDLE_ARTIFACT_TYPES and layer.size <= MAX_BUNDLE:
-                    found += parse_bundle(fetch_bytes(repository, layer, limit=MAX_BUNDLE), layer)
+    # One listing for both spellings of the type (a tag-schema registry reads its index once).
+    for referrer in referrers_of(repository, subject):
+        if referrer.artifact_type not in BUNDLE_ARTIFACT_TYPES:
+            continue
+        manifest = parse_manifest(
+            fetch_bytes(repository, referrer), f"signature bundle {referrer.digest}"
+        )
+        for layer in manifest.layers:
+            if layer.media_type in BUNDLE_ARTIFACT_TYPES and layer.size <= MAX_BUNDLE:
+                found += parse_bundle(fetch_bytes(repository, layer, limit=MAX_BUNDLE), layer)
     return found
