@@ -67,7 +67,9 @@ def check_destination(destination: Path, planned: Iterable[Planned], *, force: b
 # Entries an existing directory may hold besides the artifact: a fresh filesystem's
 # lost+found, and our own staging folder and its lock while a pull runs.
 _ALLOWED = ("lost+found",)
-_OURS = ".modelpack-staging"
+# Where a pull stages its files (``.modelpack-staging-NAME`` beside, or
+# ``.modelpack-staging`` inside, the destination); shared with unpack and the cache.
+STAGING_PREFIX = ".modelpack-staging-"
 
 
 def _foreign_entries(destination: Path, names: set[str]) -> list[str]:
@@ -76,7 +78,7 @@ def _foreign_entries(destination: Path, names: set[str]) -> list[str]:
         for entry in os.scandir(destination)
         if entry.name not in names
         and entry.name not in _ALLOWED
-        and not entry.name.startswith(_OURS)
+        and not entry.name.startswith(STAGING_PREFIX.rstrip("-"))
     )
 
 

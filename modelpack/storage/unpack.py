@@ -54,13 +54,12 @@ from ..oci.spec import (
     parse_layer_media_type,
 )
 from ..oci.target import Opener
-from ._destination import Planned, check_destination, sized, staged
+from ._destination import STAGING_PREFIX, Planned, check_destination, sized, staged
 from ._fsutil import default_dir_mode, reflink, remove_entry, remove_tree
 from ._locks import directory_lock
 from .diskspace import disk_full_errors, missing_bytes, require_space
 from .partial import fill_partial
 
-STAGING_PREFIX = ".modelpack-staging-"
 PARTIAL_DIR = ".blobs"  # raw layer downloads by digest, kept across interrupted attempts
 # Top-level names of our own in a pull directory, never an artifact's (compared casefolded):
 # the partial downloads, and every name starting like a staging directory.
