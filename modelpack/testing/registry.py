@@ -81,6 +81,30 @@ def write_test_ca(directory: Path, hosts: list[str]) -> None:
     )
 
 
+def wait_until_serving(
+    url: str,
+    process: subprocess.Popen | None,
+    log: Path,
+    timeout: float,
+    *,
+    verify: str | bool = True,
+) -> None:
+    """Until ``url`` answers ``/v2/`` as a registry does (200 or 401); a process that exits
+    first, or a deadline, is a RuntimeError with the end of its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"registry exited with {process.returncode}: "
+                + (log.read_text(errors="replace")[-2000:] if log.exists() else "")
+            )
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{url}/v2/", timeout=1, verify=verify).status_code in (200, 401):
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"registry on {url} did not answer within {timeout}s")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -228,20 +252,8 @@ class RegistryServer:
         self.port = int(container.get_exposed_port(5000))
 
     def _wait(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(
-                    f"registry exited with {self._process.returncode}: "
-                    + self.log_path.read_text(errors="replace")[-2000:]
-                )
-            with contextlib.suppress(requests.RequestException):
-                verify = str(self.ca_file) if self.tls else True
-                r = requests.get(f"{self.url}/v2/", timeout=1, verify=verify)
-                if r.status_code in (200, 401):
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"registry on {self.host} did not answer within {timeout}s")
+        verify = str(self.ca_file) if self.tls else True
+        wait_until_serving(self.url, self._process, self.log_path, timeout, verify=verify)
 
     def stop(self) -> None:
         if self._container is not None:

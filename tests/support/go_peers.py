@@ -95,27 +95,19 @@ class CraneRegistry:
         return f"http://{self.host}"
 
     def __enter__(self) -> CraneRegistry:
-        import time
-        import urllib.request
-
-        from modelpack.testing.registry import free_port
+        from modelpack.testing.registry import free_port, wait_until_serving
 
         self.port = free_port()
         (self.workdir / "blobs").mkdir(parents=True, exist_ok=True)
-        self._process = subprocess.Popen(
-            [str(self.peers.path("crane")), "registry", "serve",
-             "--address", self.host, "--disk", str(self.workdir / "blobs")],
-            stdout=subprocess.DEVNULL, stderr=open(self.workdir / "log", "wb"),  # noqa: SIM115
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as answer:
-                    if answer.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"crane registry serve did not answer on {self.host}")
+        log = self.workdir / "log"
+        with open(log, "wb") as stderr:  # the child keeps its own descriptor
+            self._process = subprocess.Popen(
+                [str(self.peers.path("crane")), "registry", "serve",
+                 "--address", self.host, "--disk", str(self.workdir / "blobs")],
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            )  # fmt: skip
+        wait_until_serving(self.url, self._process, log, timeout=60)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self._process is not None:
