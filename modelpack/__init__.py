@@ -56,12 +56,14 @@ from .settings import Settings
 from .signing.cosign import SignatureCheck
 from .signing.keys import KeyPair, key_is_encrypted
 from .storage.cache import CacheEntry
+from .storage.interrupted import InterruptedPull
 from .transfer import TransferResult
 
 __all__ = [
     "AuthenticationError",
     "BuildResult",
     "CacheEntry",
+    "InterruptedPull",
     "CachePruneResult",
     "Check",
     "Descriptor",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from .signing.openssf import attach_bundle, sign_tree
 from .storage._fsutil import atomic_write_bytes
 from .storage.cache import CacheEntry, NodeCache
 from .storage.hfcache import default_hf_cache
+from .storage.interrupted import InterruptedPull, InterruptedPulls
 from .storage.store import LayoutStore, node_store
 from .transfer import TransferResult
 
@@ -564,16 +565,19 @@ def remove(
 
 @dataclass
 class PruneResult:
-    """What ``prune()`` removed from the local store and how many bytes that freed."""
+    """What ``prune()`` removed from the local store and the node cache, which staging
+    directories of interrupted pulls it cleared, and how many bytes that freed."""
 
     blobs_removed: int
     models_removed: int
     bytes_freed: int
+    interrupted_removed: list[InterruptedPull] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "blobsRemoved": self.blobs_removed,
             "modelsRemoved": self.models_removed,
+            "interruptedPullsRemoved": [p.to_dict() for p in self.interrupted_removed],
             "bytesFreed": self.bytes_freed,
         }
 
@@ -583,12 +587,14 @@ def prune(
     settings: Settings | None = None,
     home: PathLike | None = None,
 ) -> PruneResult:
-    """Delete blobs and model trees that no tag in the local store refers to."""
+    """Delete blobs and model trees that no tag in the local store refers to, and the
+    downloads interrupted pulls into ``-o DIR`` kept for resuming (not a running pull's)."""
     settings = _settings(settings, home)
     cache = NodeCache(settings)
     blobs, freed = cache.store.prune()
     models, tree_bytes = cache.prune_untagged()
-    return PruneResult(blobs, models, freed + tree_bytes)
+    staging = InterruptedPulls(settings.home).clear()
+    return PruneResult(blobs, models, freed + tree_bytes + sum(p.size for p in staging), staging)
 
 
 # -- node cache -------------------------------------------------------------------

@@ -106,6 +106,28 @@ def check_cache(settings: Settings) -> Check:
     )
 
 
+def check_interrupted(settings: Settings) -> Check:
+    from .display import human_size
+    from .storage.interrupted import InterruptedPulls
+
+    stale = InterruptedPulls(settings.home).stale()
+    ingest = settings.store_dir / "ingest"  # the node cache's partial downloads
+    partial = sum(p.stat().st_size for p in ingest.iterdir()) if ingest.is_dir() else 0
+    if not stale and not partial:
+        return Check("interrupted pulls", Status.OK, "none")
+    found = [f"{p.staging} ({human_size(p.size)})" for p in stale]
+    if partial:
+        found.append(f"{ingest} ({human_size(partial)})")
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    size = sum(p.size for p in stale) + partial
+    return Check(
+        "interrupted pulls",
+        Status.WARN,
+        f"{human_size(size)} of downloads kept: {', '.join(found[:3])}{more}",
+        "run the same pull again to resume it, or `modelpack prune` to remove what was kept",
+    )
+
+
 def check_config(settings: Settings) -> Check:
     path = settings.config_file
     if not path.exists():
@@ -219,7 +241,7 @@ def run_checks(settings: Settings, host: str | None = None) -> list[Check]:
         check_home(settings),
     ]
     if checks[-1].status is not Status.FAIL:
-        checks += [check_store(settings), check_cache(settings)]
+        checks += [check_store(settings), check_cache(settings), check_interrupted(settings)]
     if host:
         checks += check_registry(host, settings)
     return checks

@@ -27,6 +27,39 @@ def human_size(size: int) -> str:
     return f"{size} B"
 
 
+LABEL_WIDTH = 40  # one width for every frame: a long path shows its tail
+
+
+def fit_label(label: str, width: int = LABEL_WIDTH) -> str:
+    return label if len(label) <= width else "…" + label[-(width - 1) :]
+
+
+class _Units:
+    """The bytes a display expects, unit by unit: planned up front or as units start,
+    minus what a unit had from an earlier attempt, minus units that moved nothing."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, int] = {}
+        self.already: dict[str, int] = {}
+        self.expected = 0
+
+    def plan(self, key: str, size: int) -> None:
+        if key not in self.sizes:
+            self.sizes[key] = size
+            self.expected += size
+
+    def resume(self, key: str, already: int) -> int:
+        """Record ``already``; the bytes left to move for ``key``."""
+        self.expected -= already - self.already.get(key, 0)
+        self.already[key] = already
+        return self.sizes.get(key, 0) - already
+
+    def drop(self, key: str) -> None:
+        """``key`` moved nothing (it was there, or mounted)."""
+        self.expected -= self.sizes.get(key, 0) - self.already.get(key, 0)
+        self.already[key] = self.sizes.get(key, 0)
+
+
 class RichProgress:
     """A total bar plus one bar per active layer: bytes, rate, ETA."""
 
@@ -40,9 +73,13 @@ class RichProgress:
             TransferSpeedColumn,
         )
         from rich.progress import Progress as RichProgressBar
+        from rich.table import Column
 
         self._bar = RichProgressBar(
-            TextColumn("{task.description}", justify="left"),
+            TextColumn(
+                "{task.description}",
+                table_column=Column(width=LABEL_WIDTH, no_wrap=True, overflow="crop"),
+            ),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
@@ -52,15 +89,33 @@ class RichProgress:
         )
         self._total = self._bar.add_task(f"[bold]{verb} total", total=0)
         self._tasks: dict[str, int] = {}
+        self._units = _Units()
         self._lock = threading.Lock()
+
+    def _update_total(self) -> None:
+        self._bar.update(self._total, total=self._units.expected)
+
+    def expect(self, units: list[tuple[str, int]]) -> None:
+        with self._lock:
+            for key, size in units:
+                self._units.plan(key, size)
+            self._update_total()
 
     def start(self, key: str, label: str, total: int) -> None:
         with self._lock:
+            self._units.plan(key, total)
             if key in self._tasks:
                 self._bar.reset(self._tasks[key], total=total)
-                return
-            self._tasks[key] = self._bar.add_task(label[-48:], total=total)
-            self._bar.update(self._total, total=(self._bar.tasks[self._total].total or 0) + total)
+            else:
+                self._tasks[key] = self._bar.add_task(fit_label(label), total=total)
+            self._update_total()
+
+    def resumed(self, key: str, already: int) -> None:
+        with self._lock:
+            left = self._units.resume(key, already)
+            if key in self._tasks:
+                self._bar.reset(self._tasks[key], total=left)
+            self._update_total()
 
     def advance(self, key: str, amount: int) -> None:
         with self._lock:
@@ -76,10 +131,8 @@ class RichProgress:
             size = self._bar.tasks[task].total or 0
             done = self._bar.tasks[task].completed
             if note in ("exists", "mounted"):
-                # Nothing was transferred: take it out of the total.
-                self._bar.update(
-                    self._total, total=(self._bar.tasks[self._total].total or 0) - size
-                )
+                self._units.drop(key)  # nothing was transferred: take it out of the total
+                self._update_total()
             elif done < size:
                 self._bar.advance(self._total, size - done)
             self._bar.update(task, completed=size, visible=False)
@@ -99,9 +152,9 @@ class PlainProgress:
 
     def __init__(self, verb: str) -> None:
         self._verb = verb
-        self._sizes: dict[str, tuple[str, int]] = {}
+        self._labels: dict[str, str] = {}
+        self._units = _Units()
         self._done = 0
-        self._expected = 0
         self._last_beat = time.monotonic()
         self._lock = threading.Lock()
 
@@ -111,11 +164,19 @@ class PlainProgress:
         sys.stderr.write(f"{self._verb}: {text}\n")
         sys.stderr.flush()
 
+    def expect(self, units: list[tuple[str, int]]) -> None:
+        with self._lock:
+            for key, size in units:
+                self._units.plan(key, size)
+
     def start(self, key: str, label: str, total: int) -> None:
         with self._lock:
-            if key not in self._sizes:
-                self._expected += total
-            self._sizes[key] = (label, total)
+            self._units.plan(key, total)
+            self._labels[key] = label
+
+    def resumed(self, key: str, already: int) -> None:
+        with self._lock:
+            self._units.resume(key, already)
 
     def advance(self, key: str, amount: int) -> None:
         with self._lock:
@@ -123,11 +184,16 @@ class PlainProgress:
             now = time.monotonic()
             if now - self._last_beat >= PLAIN_HEARTBEAT:
                 self._last_beat = now
-                self._line(f"{human_size(self._done)} of {human_size(self._expected)} so far")
+                self._line(f"{human_size(self._done)} of {human_size(self._units.expected)} so far")
 
     def finish(self, key: str, *, note: str = "") -> None:
         with self._lock:
-            label, size = self._sizes.get(key, (key, 0))
+            label, size = self._labels.get(key, key), self._units.sizes.get(key, 0)
+            if note in ("exists", "mounted"):
+                self._units.drop(key)
+            already = self._units.already.get(key, 0)
+            if not note and already:
+                note = f"done (resumed after {human_size(already)})"
             if size >= PLAIN_LAYER_MIN or note == "mounted":
                 self._line(f"{label} ({human_size(size)}) {note or 'done'}")
 

@@ -6,7 +6,7 @@ Implementations must be thread-safe: transfers report from worker threads.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 
 
 class Progress(Protocol):
@@ -18,6 +18,20 @@ class Progress(Protocol):
 
     def finish(self, key: str, *, note: str = "") -> None:
         """The unit is done; ``note`` says how ("exists", "mounted", "linked"...)."""
+        ...
+
+
+@runtime_checkable
+class PlannedProgress(Protocol):
+    """Optional: told up front what a copy will move, so the first frame shows the whole
+    size, and which bytes a resumed transfer already had, so rates stay honest."""
+
+    def expect(self, units: list[tuple[str, int]]) -> None:
+        """``(key, total)`` of every unit about to start, before the first one does."""
+        ...
+
+    def resumed(self, key: str, already: int) -> None:
+        """``already`` bytes of ``key`` were there from an earlier attempt: not transferred."""
         ...
 
 

@@ -32,6 +32,7 @@ from .signing.openssf import SIGNATURE_FILENAME, fetch_bundle
 from .storage.blobinfo import BlobLocations
 from .storage.cache import NodeCache
 from .storage.hfcache import hf_mapping, write_hf_cache
+from .storage.interrupted import InterruptedPulls
 from .storage.store import LayoutStore
 from .storage.unpack import DirectoryTarget, interrupted, planned_files
 
@@ -277,7 +278,8 @@ def pull(
     if output_dir is not None:
         if hf_cache is not None:
             raise UsageError("--hf-cache and -o are alternatives: the HF layout lives in the cache")
-        with DirectoryTarget(output_dir, force=force) as directory:
+        journal = InterruptedPulls(settings.home)
+        with DirectoryTarget(output_dir, force=force, journal=journal) as directory:
             directory.check_planned(layers)
             target = Endpoint(directory, "", str(output_dir), tag_reference=lambda tag: "")
             result = _copy(

@@ -167,11 +167,14 @@ Examples:
 )
 @global_options
 def prune() -> None:
-    """Delete blobs and model trees no tag in the local store refers to."""
+    """Delete blobs and model trees no tag refers to, and what interrupted pulls kept."""
     result = modelpack.prune(settings=state().settings())
+    for pull in result.interrupted_removed:
+        status(f"Removed {pull.staging} ({human_size(pull.size)} an interrupted pull kept)")
     status(
-        f"Removed {counted(result.blobs_removed, 'blob')} and "
-        f"{counted(result.models_removed, 'model tree')}, "
+        f"Removed {counted(result.blobs_removed, 'blob')}, "
+        f"{counted(result.models_removed, 'model tree')} and "
+        f"{counted(len(result.interrupted_removed), 'interrupted pull')}, "
         f"freed {human_size(result.bytes_freed)}"
     )
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..errors import AuthorizationExpiredError, NotFoundError, TransferInterruptedError
-from ..progress import NullProgress, Progress, ReportingReader
+from ..progress import NullProgress, PlannedProgress, Progress, ReportingReader
 from .digests import parse_digest, sha256_bytes
 from .spec import (
     INDEX_MEDIA_TYPES,
@@ -108,7 +108,14 @@ class CopyOptions:
 
 
 def _label(desc: Descriptor) -> str:
-    return desc.named_path or desc.digest[:19]
+    if desc.named_path:
+        return desc.named_path
+    return "config" if ".config." in desc.media_type else desc.digest[:19]
+
+
+def _key(desc: Descriptor) -> str:
+    """One progress unit per blob, and per file where one blob is written as two files."""
+    return f"{desc.digest} {desc.filepath or ''}"
 
 
 class GraphCopier:
@@ -202,6 +209,8 @@ class GraphCopier:
             unique = list({(b.digest, b.filepath): b for b in blobs}.values())
         else:
             unique = list({b.digest: b for b in blobs}.values())
+        if isinstance(self.progress, PlannedProgress):
+            self.progress.expect([(_key(b), b.size) for b in unique])
         if len(unique) <= 1 or self.options.concurrency == 1:
             for blob in unique:
                 self.copy_blob(blob)
@@ -243,7 +252,7 @@ class GraphCopier:
         return False
 
     def copy_blob(self, desc: Descriptor) -> None:
-        key, label = f"{desc.digest} {desc.filepath or ''}", _label(desc)
+        key, label = _key(desc), _label(desc)
         if self._skip_or_mount(desc, key, label):
             return
         attempts = max(1, self.options.transfer_attempts)
@@ -259,7 +268,7 @@ class GraphCopier:
                 self.progress.advance(key, n)
 
             try:
-                self._transfer(desc, on_bytes)
+                self._transfer(desc, key, on_bytes)
             except (TransferInterruptedError, AuthorizationExpiredError):
                 # A dropped connection or a token that expired mid-transfer: go again
                 # (from where we stopped, where both sides can do ranges).
@@ -269,16 +278,20 @@ class GraphCopier:
                     raise
                 time.sleep(min(0.25 * 2**attempt, 4.0))
                 continue
+            if not received and desc.size and isinstance(self.progress, PlannedProgress):
+                self.progress.resumed(key, desc.size)  # complete from an earlier attempt
             self.progress.finish(key)
             self.stats.add(transferred=1, nbytes=received)
             return
 
-    def _transfer(self, desc: Descriptor, on_bytes: Callable[[int], None]) -> None:
+    def _transfer(self, desc: Descriptor, key: str, on_bytes: Callable[[int], None]) -> None:
         src, dst = self.src, self.dst
         if isinstance(dst, ResumablePusher) and isinstance(src, RangeFetcher):
 
             @contextlib.contextmanager
             def opener(offset: int) -> Iterator[BinaryIO]:
+                if offset and isinstance(self.progress, PlannedProgress):
+                    self.progress.resumed(key, offset)  # there before: not this run's bytes
                 with src.fetch_from(desc, offset) as stream:
                     yield ReportingReader(stream, on_bytes)
 

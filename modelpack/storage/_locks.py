@@ -91,3 +91,18 @@ def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock)  # still held: no one can have locked this inode since
         os.close(fd)
+
+
+def held_elsewhere(path: str | os.PathLike[str]) -> bool:
+    """Whether some process holds the lock file ``path`` now; looks without creating it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except (FileNotFoundError, OSError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the lock we may just have taken
+    return False

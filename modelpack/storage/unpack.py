@@ -58,6 +58,7 @@ from ._destination import STAGING_PREFIX, Planned, check_destination, sized, sta
 from ._fsutil import default_dir_mode, reflink, remove_entry, remove_tree
 from ._locks import directory_lock
 from .diskspace import disk_full_errors, missing_bytes, require_space
+from .interrupted import InterruptedPulls
 from .partial import fill_partial
 
 PARTIAL_DIR = ".blobs"  # raw layer downloads by digest, kept across interrupted attempts
@@ -210,8 +211,10 @@ class DirectoryTarget:
         link_from=None,  # noqa: ANN001
         durable: bool = False,
         force: bool = False,
+        journal: InterruptedPulls | None = None,
     ) -> None:
         self.destination = Path(destination)
+        self.journal = journal  # where prune and doctor find staging an interruption left
         self.force = force  # replace files of the destination that have other bytes
         self.link_from = link_from  # a LayoutStore whose read-only blobs may be hardlinked
         self.durable = durable  # fsync copied files (the node cache), not for a user's -o DIR
@@ -245,6 +248,8 @@ class DirectoryTarget:
             self._resumable = False
         # One pull at a time into one place; the lock dies with its process.
         self._exit.enter_context(directory_lock(staging))
+        if self.journal is not None:
+            self.journal.record(staging, self.destination)  # forgotten on commit or abort
         # Left by an interrupted pull: keep the raw downloads (verified or partial).
         for entry in os.scandir(staging):
             if entry.name != PARTIAL_DIR or not entry.is_dir(follow_symlinks=False):
@@ -285,6 +290,7 @@ class DirectoryTarget:
                 # Staged private (0700); the model folder gets the mode mkdir would give it.
                 os.chmod(self.staging, default_dir_mode(self.staging))
                 os.rename(self.staging, self.destination)
+            self._forget()
         finally:
             self._release()
         return self.destination
@@ -296,8 +302,13 @@ class DirectoryTarget:
     def abort(self) -> None:
         try:
             remove_tree(self.staging)
+            self._forget()
         finally:
             self._release()
+
+    def _forget(self) -> None:
+        if self.journal is not None:
+            self.journal.forget(self.staging)
 
     def suspend(self) -> int:
         """Keep the partial downloads for the next attempt (if any arrived); their bytes."""

@@ -414,3 +414,39 @@ def test_ctrl_c_says_what_was_kept_and_the_next_run_resumes(
         assert tree_files(done) == tree_files(big_model)
     finally:
         slow.stop()
+
+
+def test_prune_and_doctor_find_what_a_killed_pull_left(big_model, registry, settings, tmp_path):
+    """Issue 22 item 3: a killed pull's hidden staging directory was known to neither."""
+    slow = HttpProxy(upstream=registry.url, blob_delay=0.004).start()
+    try:
+        ref, _, weight = _push(big_model, slow.host, settings, "killed-pull")
+        node, out = tmp_path / "node", tmp_path / "out"
+        env = {**os.environ, "MODELPACK_HOME": str(node)}
+        command = [sys.executable, "-m", "modelpack", "pull", ref, "--plain-http", "-o", str(out)]
+        puller = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        partial = tmp_path / ".modelpack-staging-out" / ".blobs" / f"sha256-{weight.digest[7:]}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+            partial.exists() and partial.stat().st_size > weight.size * 0.2
+        ):
+            time.sleep(0.02)
+        puller.kill()
+        puller.communicate(timeout=60)
+    finally:
+        slow.stop()
+    staging = partial.parent.parent
+    assert staging.is_dir()
+    doctor = run_cli("doctor", env={"MODELPACK_HOME": str(node)})
+    (line,) = [x for x in doctor.stdout.splitlines() if "interrupted pulls" in x]
+    assert "of downloads kept" in line and str(staging) in line, doctor.stdout
+    assert "modelpack prune" in doctor.stdout
+    pruned = run_cli("prune", env={"MODELPACK_HOME": str(node)})
+    assert pruned.returncode == 0, pruned.stderr
+    assert f"Removed {staging} (" in pruned.stderr
+    assert "1 interrupted pull," in pruned.stderr
+    assert not staging.exists() and not out.exists()
+    assert not list(tmp_path.glob(".modelpack-staging-out*"))  # its lock file too
+    again = run_cli("doctor", env={"MODELPACK_HOME": str(node)})
+    (line,) = [x for x in again.stdout.splitlines() if "interrupted pulls" in x]
+    assert line.split()[-1] == "none", again.stdout

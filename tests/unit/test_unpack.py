@@ -424,3 +424,31 @@ def test_a_new_model_folder_gets_the_mode_mkdir_gives(tmp_path):
     expected = stat.S_IMODE(os.stat(tmp_path / "probe").st_mode)
     assert stat.S_IMODE(os.stat(tmp_path / "out").st_mode) == expected
     assert stat.S_IMODE(os.stat(tmp_path / "out" / "sub").st_mode) == expected
+
+
+def test_prune_leaves_the_staging_of_a_running_pull(tmp_path):
+    """Interrupted-pull records: one a live pull holds is not cleared; once released, it is."""
+    from modelpack.storage.interrupted import InterruptedPulls
+
+    journal = InterruptedPulls(tmp_path / "home")
+    running = DirectoryTarget(tmp_path / "out", journal=journal)
+    (running.staging / "x").write_bytes(b"12345")
+    assert journal.stale() == []  # held: a pull is using it
+    assert journal.clear() == []
+    assert running.staging.is_dir()
+    running._release()  # what a killed process leaves: the folder, its record, no lock
+    (kept,) = journal.stale()
+    assert kept.staging == running.staging and kept.size == 5
+    assert [p.staging for p in journal.clear()] == [running.staging]
+    assert not running.staging.exists() and journal.stale() == []
+
+
+def test_a_committed_or_aborted_pull_leaves_no_record(tmp_path):
+    from modelpack.storage.interrupted import InterruptedPulls
+
+    journal = InterruptedPulls(tmp_path / "home")
+    store = LayoutStore(tmp_path / "store")
+    make_artifact(store, "x", [(RAW, b"w" * 10, {ANNOTATION_FILEPATH: "w.bin"})])
+    _pull(store, "x", tmp_path / "out", journal=journal)
+    DirectoryTarget(tmp_path / "other", journal=journal).abort()
+    assert list(journal.root.iterdir()) == []
