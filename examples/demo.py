@@ -70,7 +70,7 @@ def main() -> None:
             print("model config: " + json.dumps(built["config"]["config"], sort_keys=True))
 
             step("Push it to the registry")
-            run("push", ref, "--plain-http", env=env)
+            run("push", ref, env=env)
 
             step("Ask the registry what it holds")
             remote = json.loads(run("inspect", ref, "--remote", "--json", env=env))
@@ -86,7 +86,7 @@ def main() -> None:
 
             step("Pull it into a directory and check every byte")
             out = work / "pulled"
-            run("pull", ref, "-o", str(out), "--plain-http", env=env)
+            run("pull", ref, "-o", str(out), env=env)
             count = same_tree(model, out)
             print(f"verified: {count} files identical to the source, byte for byte")
 

@@ -50,6 +50,8 @@ class TransferResult:
     # The source digest when the artifact was converted to other media types on the way
     # (its signatures sign that digest, so they were not copied).
     converted_from: str | None = None
+    # For a pull: the bytes of the model's files (its layers), as build and inspect count.
+    size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -62,6 +64,8 @@ class TransferResult:
         if self.path is not None:
             out["path"] = str(self.path)
             out["files"] = sorted(self.files)
+        if self.size is not None:
+            out["size"] = self.size
         return out
 
 
@@ -288,7 +292,12 @@ def pull(
             if bundle is not None:
                 directory.add_file(SIGNATURE_FILENAME, bundle)
         return TransferResult(
-            src.display, root.digest, result.stats, Path(output_dir), directory.files
+            src.display,
+            root.digest,
+            result.stats,
+            Path(output_dir),
+            directory.files,
+            size=sum(layer.size for layer in layers),
         )
     planned_files(layers)  # every path checked before a byte is fetched
     key = str(parse_reference(reference.removeprefix("docker://")))
@@ -297,7 +306,8 @@ def pull(
     )
     if hf_cache is not None:
         path = _write_hf_cache(src, inspection, path, files, hf_cache)
-    return TransferResult(src.display, root.digest, result.stats, path, files)
+    size = sum(layer.size for layer in layers)
+    return TransferResult(src.display, root.digest, result.stats, path, files, size=size)
 
 
 def pull_to_node_cache(

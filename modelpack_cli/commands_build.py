@@ -15,6 +15,7 @@ from .state import global_options, state
 
 
 @click.command(
+    short_help="Package SOURCE as a ModelPack artifact.",
     epilog="""\b
 Examples:
   modelpack build ./bert -t 127.0.0.1:5000/team/bert:v1
@@ -23,7 +24,7 @@ Examples:
   modelpack build ./bert -t reg.example.com/ml/bert:v1 -f Modelfile --push
   modelpack build ./llama -t reg.example.com/ml/llama:v3 --set config.quantization=awq --exclude 'checkpoint-*'
   SOURCE_DATE_EPOCH=0 modelpack build ./bert -t reg.example.com/ml/bert:v1 --json
-"""
+""",
 )
 @click.argument("source", required=False)
 @click.option(
@@ -183,6 +184,7 @@ def modelfile() -> None:
 
 
 @modelfile.command(
+    short_help="Write a Modelfile listing DIRECTORY's files.",
     name="generate",
     epilog="""\b
 Examples:

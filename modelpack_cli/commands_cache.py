@@ -10,18 +10,19 @@ import modelpack
 from modelpack import human_size
 from modelpack.schemas import CLI_CACHE
 
-from .output import json_option, print_models, short_digest, status
+from .output import json_option, print_models, short_digest, short_reference, status
 from .state import global_options, state
 
 
 @click.group(
+    short_help="The node cache of pulled models.",
     epilog="""\b
 Examples:
   modelpack pull reg.example.com/ml/llama:v3     # fills the cache, prints the path
   modelpack cache ls
   modelpack cache prune --max-size 200G
   modelpack cache rm reg.example.com/ml/llama:v3
-"""
+""",
 )
 @global_options
 def cache() -> None:
@@ -29,6 +30,7 @@ def cache() -> None:
 
 
 @cache.command(
+    short_help="List the models in the node cache.",
     name="ls",
     epilog="""\b
 Examples:
@@ -46,7 +48,9 @@ def cache_ls(as_json: bool) -> None:
         CLI_CACHE,
         as_json,
         {
-            "REFERENCE": lambda e: e.reference + (" (partial)" if e.partial else ""),
+            "REFERENCE": lambda e: (
+                short_reference(e.reference) + (" (partial)" if e.partial else "")
+            ),
             "DIGEST": lambda e: short_digest(e.digest),
             "SIZE": lambda e: human_size(e.size),
             "LAST USED": lambda e: time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)),
@@ -56,6 +60,7 @@ def cache_ls(as_json: bool) -> None:
 
 
 @cache.command(
+    short_help="Evict least recently used models to fit SIZE.",
     name="prune",
     epilog="""\b
 Examples:
@@ -79,6 +84,7 @@ def cache_prune(max_size: str) -> None:
 
 
 @cache.command(
+    short_help="Remove REFERENCE's model from the node cache.",
     name="rm",
     epilog="""\b
 Examples:

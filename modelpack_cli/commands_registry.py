@@ -16,6 +16,7 @@ from .state import global_options, state
 
 
 @click.command(
+    short_help="Copy an artifact and its referrers.",
     epilog="""\b
 Examples:
   modelpack copy reg-a.example.com/ml/bert:v1 reg-b.example.com/ml/bert:v1
@@ -24,7 +25,7 @@ Examples:
   modelpack copy oci:./bert-layout:v1 airgap.example.com/ml/bert:v1
   modelpack copy reg.example.com/ml/bert:v1 store:reg.example.com/ml/bert:v1
   modelpack copy reg.example.com/ml/bert:v1 harbor.example.com/ml/bert:v1 --media-types cnai
-"""
+""",
 )
 @click.argument("source")
 @click.argument("destination")
@@ -57,11 +58,12 @@ def copy(source: str, destination: str, media_types: str | None, as_json: bool) 
 
 
 @click.command(
+    short_help="Check and store credentials for HOST.",
     epilog="""\b
 Examples:
   echo "$TOKEN" | modelpack login harbor.example.com -u 'robot$ml+ci' --password-stdin
-  modelpack login 127.0.0.1:5000 -u alice -p secret --plain-http
-"""
+  modelpack login 127.0.0.1:5000 -u alice -p secret
+""",
 )
 @click.argument("host")
 @click.option("-u", "--username", required=True, help="User name (or robot account).")

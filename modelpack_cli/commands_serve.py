@@ -11,13 +11,14 @@ from .state import global_options, state
 
 
 @click.command(
+    short_help="Serve models to Hugging Face clients.",
     epilog="""\b
 Examples:
   modelpack serve --registry harbor.example.com/models --cache /var/lib/modelpack
-  modelpack serve --registry 127.0.0.1:5000/hub --plain-http --port 8080
+  modelpack serve --registry 127.0.0.1:5000/hub --port 8080
   HF_ENDPOINT=http://127.0.0.1:8080 python -c \\
     'from huggingface_hub import snapshot_download; print(snapshot_download("org/name", revision="v1"))'
-"""
+""",
 )
 @click.option(
     "--registry",

@@ -19,12 +19,13 @@ MARKS = {
 
 
 @click.command(
+    short_help="Check this machine's set-up; say what to fix.",
     epilog="""\b
 Examples:
   modelpack doctor
   modelpack doctor harbor.example.com
-  modelpack doctor 127.0.0.1:5000 --plain-http --json
-"""
+  modelpack doctor 127.0.0.1:5000 --json
+""",
 )
 @click.argument("host", required=False)
 @json_option(CLI_DOCTOR)
@@ -50,12 +51,13 @@ SHELLS = ("bash", "zsh", "fish")
 
 
 @click.command(
+    short_help="Print the shell completion script for SHELL.",
     epilog="""\b
 Examples:
   eval "$(modelpack completion bash)"           # in ~/.bashrc
   modelpack completion zsh > "${fpath[1]}/_modelpack"
   modelpack completion fish > ~/.config/fish/completions/modelpack.fish
-"""
+""",
 )
 @click.argument("shell", type=click.Choice(SHELLS))
 @click.pass_context

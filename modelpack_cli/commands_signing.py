@@ -13,11 +13,12 @@ from .state import global_options, state
 
 
 @click.command(
+    short_help="Make a signing key pair.",
     epilog="""\b
 Examples:
   MODELPACK_KEY_PASSWORD=... modelpack keygen --out ci-signing
   modelpack keygen --out dev --unencrypted
-"""
+""",
 )
 @click.option(
     "--out",
@@ -56,11 +57,12 @@ def keygen(prefix: str, algorithm: str, unencrypted: bool, force: bool) -> None:
 
 
 @click.command(
+    short_help="Sign REFERENCE the way cosign does.",
     epilog="""\b
 Examples:
   modelpack sign reg.example.com/ml/bert:v1 --key ci-signing.key
   modelpack sign reg.example.com/ml/bert@sha256:... --key ci-signing.key --model-signing
-"""
+""",
 )
 @click.argument("reference")
 @click.option(
@@ -97,11 +99,12 @@ def sign(reference: str, key: str, model_signing: bool, as_json: bool) -> None:
 
 
 @click.command(
+    short_help="Check REFERENCE's signature or unpacked copy.",
     epilog="""\b
 Examples:
   modelpack verify reg.example.com/ml/bert:v1 --key ci-signing.pub
   modelpack verify 127.0.0.1:5000/team/bert:v1 --dir ./bert
-"""
+""",
 )
 @click.argument("reference")
 @click.option(

@@ -8,16 +8,27 @@ import modelpack
 from modelpack import human_size
 from modelpack.schemas import CLI_INSPECT, CLI_LS, CLI_TAGS
 
-from .output import counted, emit_json, json_option, print_models, short_digest, status, stdout
+from .output import (
+    counted,
+    emit_json,
+    json_option,
+    print_models,
+    print_table,
+    short_digest,
+    short_reference,
+    status,
+    stdout,
+)
 from .state import global_options, state
 
 
 @click.command(
+    short_help="Show REFERENCE's manifest, config and layers.",
     epilog="""\b
 Examples:
   modelpack inspect 127.0.0.1:5000/team/bert:v1
   modelpack inspect 127.0.0.1:5000/team/bert:v1 --remote --json
-"""
+""",
 )
 @click.argument("reference")
 @click.option("--remote", is_flag=True, help="Ask the registry instead of the local store.")
@@ -39,10 +50,8 @@ def inspect(reference: str, remote: bool, as_json: bool) -> None:
     summary.add_column()
     for label, value in _metadata_rows(result, document):
         summary.add_row(label, value)
-    console.print(summary)
+    print_table(summary)
     console.print()
-    from rich.table import Table
-
     table = Table(box=None, pad_edge=False)
     for column in ("PATH", "MEDIA TYPE", "DIGEST", "SIZE"):
         table.add_column(column, justify="right" if column == "SIZE" else "left")
@@ -53,7 +62,7 @@ def inspect(reference: str, remote: bool, as_json: bool) -> None:
             short_digest(layer["digest"]),
             human_size(layer["size"]),
         )
-    console.print(table)
+    print_table(table)
 
 
 def _metadata_rows(result, document: dict) -> list[tuple[str, str]]:  # noqa: ANN001 - Inspection
@@ -114,7 +123,7 @@ def list_command(as_json: bool) -> None:
         CLI_LS,
         as_json,
         {
-            "REFERENCE": lambda m: m.reference,
+            "REFERENCE": lambda m: short_reference(m.reference),
             "DIGEST": lambda m: short_digest(m.digest),
             "NAME": lambda m: m.name or "-",
             "FORMAT": lambda m: m.format or "-",
@@ -126,11 +135,12 @@ def list_command(as_json: bool) -> None:
 
 
 @click.command(
+    short_help="Give stored artifact SOURCE the name TARGET.",
     epilog="""\b
 Examples:
   modelpack tag 127.0.0.1:5000/team/bert:v1 reg.example.com/ml/bert:v1
   modelpack push reg.example.com/ml/bert:v1
-"""
+""",
 )
 @click.argument("source")
 @click.argument("target")
@@ -142,6 +152,7 @@ def tag(source: str, target: str) -> None:
 
 
 @click.command(
+    short_help="Remove REFERENCES from the local store.",
     name="rm",
     epilog="""\b
 Examples:
@@ -160,10 +171,11 @@ def remove_command(references: tuple[str, ...]) -> None:
 
 
 @click.command(
+    short_help="Delete untagged blobs and interrupted pulls.",
     epilog="""\b
 Examples:
   modelpack rm 127.0.0.1:5000/team/bert:v1 && modelpack prune
-"""
+""",
 )
 @global_options
 def prune() -> None:
@@ -180,11 +192,12 @@ def prune() -> None:
 
 
 @click.command(
+    short_help="List the tags of REPOSITORY in its registry.",
     epilog="""\b
 Examples:
   modelpack tags 127.0.0.1:5000/team/bert
   modelpack tags harbor.example.com/ml/bert --json | jq -r '.tags[]'
-"""
+""",
 )
 @click.argument("repository")
 @click.option(

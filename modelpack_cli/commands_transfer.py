@@ -15,11 +15,12 @@ from .state import global_options, state
 
 
 @click.command(
+    short_help="Upload the built artifact REFERENCE.",
     epilog="""\b
 Examples:
-  modelpack push 127.0.0.1:5000/team/bert:v1 --plain-http
+  modelpack push 127.0.0.1:5000/team/bert:v1
   modelpack push reg.example.com/ml/bert:v1 --json
-"""
+""",
 )
 @click.argument("reference")
 @click.option(
@@ -51,12 +52,13 @@ def push(reference: str, sign_key: str | None, as_json: bool) -> None:
 
 
 @click.command(
+    short_help="Download model REFERENCE into a directory.",
     epilog="""\b
 Examples:
-  modelpack pull 127.0.0.1:5000/team/bert:v1 -o ./bert --plain-http
+  modelpack pull 127.0.0.1:5000/team/bert:v1 -o ./bert
   modelpack pull reg.example.com/ml/llama:v3 -o /models/llama --include '*.json' --include 'model-00001*'
   path=$(modelpack pull reg.example.com/ml/bert:v1 -q)
-"""
+""",
 )
 @click.argument("reference")
 @click.option(
@@ -150,7 +152,7 @@ def pull(
     stats = result.stats
     status(
         f"Pulled {result.reference} {result.digest}: {counted(len(result.files), 'file')}, "
-        f"{human_size(stats.bytes_transferred)} downloaded"
+        f"{human_size(result.size or 0)} ({human_size(stats.bytes_transferred)} downloaded)"
     )
     if as_json:
         emit_json(result.to_dict(), CLI_TRANSFER)

@@ -27,8 +27,8 @@ from .state import global_options, log_requests
 EPILOG = """\b
 Examples:
   modelpack build ./my-model -t 127.0.0.1:5000/team/bert:v1
-  modelpack push 127.0.0.1:5000/team/bert:v1 --plain-http
-  modelpack pull 127.0.0.1:5000/team/bert:v1 -o ./bert --plain-http
+  modelpack push 127.0.0.1:5000/team/bert:v1
+  modelpack pull 127.0.0.1:5000/team/bert:v1 -o ./bert
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 auth refused,
 5 integrity/signature failure, 6 registry unreachable, 130 interrupted.

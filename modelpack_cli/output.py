@@ -82,7 +82,32 @@ def print_models(
         table.add_column(header, justify="right" if header == "SIZE" else "left")
     for row in rows:
         table.add_row(*(cell(row) for cell in columns.values()))
-    stdout().print(table)
+    print_table(table)
+
+
+def print_table(table: Any) -> None:
+    """A rich table on stdout without the spaces rich pads its last column with."""
+    from rich.segment import Segment, Segments
+
+    console = stdout()
+    segments: list[Segment] = []
+    for line in console.render_lines(table, pad=False):
+        while line and not line[-1].text.strip():
+            line.pop()
+        if line:
+            last = line[-1]
+            line[-1] = Segment(last.text.rstrip(), last.style, last.control)
+        segments += [*line, Segment.line()]
+    console.print(Segments(segments), end="")
+
+
+def short_reference(reference: str) -> str:
+    """``REPO@sha256:<12 hex>…`` (or ``sha256:<12 hex>…``, what a pull by digest keeps) for
+    a reference by digest, so a table stays narrow (DIGEST and --json have it whole)."""
+    name, at, digest = reference.rpartition("@")
+    if not at and reference.startswith("sha256:"):
+        digest = reference
+    return f"{name}{at}{digest[:19]}…" if digest.startswith("sha256:") else reference
 
 
 def media_types_option(what: str):  # noqa: ANN201 - a click decorator

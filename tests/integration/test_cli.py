@@ -249,3 +249,32 @@ def test_a_failure_under_json_is_a_json_document_with_the_exit_code(tmp_path):
     assert json.loads(usage.stdout)["error"]["exitCode"] == 2
     plain = run_cli("tags")
     assert plain.stdout == ""  # without --json nothing changes on stdout
+
+
+def test_tables_have_no_trailing_spaces_and_stay_narrow_and_sizes_agree(
+    tiny_model, registry, tmp_path
+):
+    """Issue 22 item 9: padded headers, a 190-column `ls` after a pull by digest, and build
+    and pull naming two sizes for one model."""
+    env = {"MODELPACK_HOME": str(tmp_path / "home")}
+    ref = f"{registry.host}/team/sizes:v1"
+    built = json.loads(_ok(run_cli("build", str(tiny_model), "-t", ref, "--json", env=env)).stdout)
+    _ok(run_cli("push", ref, env=env))
+    by_digest = f"{registry.host}/team/sizes@{built['digest']}"
+    other = {"MODELPACK_HOME": str(tmp_path / "node")}
+    pulled = _ok(run_cli("pull", by_digest, "--json", env=other))
+    document = json.loads(pulled.stdout)
+    validate(document, CLI_TRANSFER)
+    assert document["size"] == built["size"]
+    built_line = _ok(run_cli("build", str(tiny_model), "-t", ref, env=env)).stderr
+    size = modelpack.human_size(built["size"])
+    assert f", {size})" in built_line
+    out_line = _ok(run_cli("pull", ref, "-o", str(tmp_path / "out"), env=other)).stderr
+    assert f"{len(document['files'])} files, {size} (" in out_line, out_line
+    for command in (["ls"], ["inspect", ref], ["cache", "ls"], ["tags", ref.rsplit(":", 1)[0]]):
+        shown = _ok(run_cli(*command, env=other if command[0] == "cache" else env)).stdout
+        lines = shown.splitlines()
+        assert lines and all(line == line.rstrip() for line in lines), (command, shown)
+    listed = _ok(run_cli("ls", env=other)).stdout
+    assert max(map(len, listed.splitlines())) < 140, listed
+    assert f"sha256:{built['digest'][7:19]}…" in listed

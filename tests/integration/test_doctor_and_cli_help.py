@@ -112,6 +112,21 @@ def test_every_command_has_help_with_examples(path):
     assert example_lines and all("modelpack" in line or "$" in line for line in example_lines[:1])
 
 
+@pytest.mark.parametrize("path", [p for p, _ in _all_commands(cli)], ids=" ".join)
+def test_command_summaries_are_whole_sentences(path):
+    """Issue 22 item 9: summaries were cut mid-phrase, in `--help` (click's limit) and in the
+    CLI reference (mkdocs-click takes the docstring's first line)."""
+    command = cli
+    for name in path:
+        command = command.commands[name]
+    summary = command.get_short_help_str(limit=45)
+    assert not summary.endswith("..."), summary
+    line = command.short_help or (command.help or "").splitlines()[0]
+    assert line == summary and line.endswith("."), line
+    listed = run_cli(*path[:-1], "--help").stdout
+    assert f"{path[-1]}  " in listed and summary in " ".join(listed.split()), listed
+
+
 def _on_a_terminal(args, env):
     """Run the CLI with stdout on a pseudo-terminal, as a person at a shell would."""
     import pty
