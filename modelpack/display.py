@@ -144,6 +144,8 @@ class RichProgress:
     def __exit__(
         self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if not self._units.expected:  # all there or mounted: a 0/0 bar says nothing
+            self._bar.update(self._total, visible=False)
         self._bar.stop()
 
 

@@ -102,3 +102,22 @@ def test_labels_have_one_width_and_keep_the_file_name():
     assert len(fit_label(long)) == LABEL_WIDTH
     assert fit_label(long).endswith("model-00001-of-00004.safetensors")
     assert fit_label("a.bin") == "a.bin"
+
+
+def test_a_copy_that_moved_nothing_draws_no_empty_bar(monkeypatch):
+    """Issue 22 item 8: a push of blobs all there already ended on `0/0 bytes ? -:--:--`."""
+    from modelpack.display import RichProgress
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    with RichProgress("push") as display:
+        display.expect([("k1", 1000)])
+        display.start("k1", "weights.bin", 1000)
+        display.finish("k1", note="mounted")
+    assert "0/0" not in stream.getvalue()
+    stream.truncate(0)
+    with RichProgress("push") as display:
+        display.start("k1", "weights.bin", 1000)
+        display.advance("k1", 1000)
+        display.finish("k1")
+    assert "push total" in stream.getvalue() and "1.0/1.0 kB" in stream.getvalue()
