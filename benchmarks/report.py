@@ -124,31 +124,100 @@ def targets(summaries: list[Summary]) -> list[tuple[str, str, bool | None]]:
     return rows
 
 
-def chart(summaries: list[Summary], path: Path) -> bool:
+# One colour per tool, the same in every panel: modelpack blue, each peer its own colour, the
+# hashing and copying floors of the build in greys.
+COLORS = {
+    "modelpack": "#2a7ae2",
+    "skopeo": "#e8912d",
+    "oras": "#3aa655",
+    "modelpack-client": "#9b59b6",
+    "cp": "#c8c8c8",
+    "python hashlib": "#969696",
+    "sha256sum": "#5f5f5f",
+}
+RATIO_NOTE = (
+    "A ratio is modelpack's median time divided by the other tool's (ratio = modelpack time / "
+    "peer time): below 1.0 means modelpack is faster, 0.5 means it takes half the time, above 1.0 "
+    "means it is slower. `build / hashing once` divides modelpack's build by the faster of "
+    "sha256sum and python hashlib reading the same files. The `ours / this` column of the results "
+    "is the same ratio, against the tool of its row."
+)
+
+
+def chart(summaries: list[Summary], path: Path, columns: int = 3) -> bool:
+    """A grid of bar charts, one per case and operation (build, push, pull), ``columns`` wide,
+    median seconds with min-max whiskers, and one legend for the tools of every panel."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
         return False
     panels = [(c, op) for c in sorted({s.case for s in summaries}) for op in ("build", "push", "pull")
               if any(s.case == c and s.operation == op for s in summaries)]  # fmt: skip
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
-    for ax, (case, op) in zip(axes[0], panels, strict=True):
+    if not panels:
+        return False
+    columns = min(columns, len(panels))
+    rows_n = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(4 * columns, 3 * rows_n + 0.6),
+                             squeeze=False, layout="constrained")  # fmt: skip
+    slots = max(len([s for s in summaries if (s.case, s.operation) == p]) for p in panels)
+    tools: list[str] = []
+    for ax, (case, op) in zip(axes.flat, panels, strict=False):
         rows = [
             s for s in summaries if s.case == case and s.operation == op and s.failures < s.runs
         ]
-        ax.bar([s.tool for s in rows], [s.median for s in rows],
+        rows.sort(key=lambda s: list(COLORS).index(s.tool) if s.tool in COLORS else len(COLORS))
+        tools += [s.tool for s in rows if s.tool not in tools]
+        x = range(len(rows))
+        ax.bar(x, [s.median for s in rows],
                yerr=[[s.median - s.low for s in rows], [s.high - s.median for s in rows]],
-               color=["#2a7ae2" if s.tool == "modelpack" else "#999999" for s in rows], capsize=3)  # fmt: skip
-        ax.set_title(f"case {case}: {op}")
-        ax.set_ylabel("seconds (median, min-max)")
-        ax.tick_params(axis="x", rotation=35)
-    fig.tight_layout()
+               color=[COLORS.get(s.tool, "#999999") for s in rows], capsize=3, width=0.7)  # fmt: skip
+        for i, s in enumerate(rows):
+            ax.annotate(f"{s.median:.1f}", (i, s.high), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=11)  # fmt: skip
+        ax.set_xticks(list(x), [s.tool for s in rows], rotation=30, ha="right", fontsize=11)
+        ax.set_xlim(-0.6, slots - 0.4)  # the same bar width in every panel
+        alone = f" ({rows[0].tool} only)" if len(rows) == 1 else ""
+        ax.set_title(f"case {case}: {op}{alone}", fontsize=14)
+        ax.set_ylabel("seconds", fontsize=11)
+        ax.tick_params(axis="y", labelsize=10)
+        ax.margins(y=0.15)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    tools.sort(key=lambda t: list(COLORS).index(t) if t in COLORS else len(COLORS))
+    fig.legend(
+        handles=[Patch(color=COLORS.get(t, "#999999"), label=t) for t in tools],
+        loc="outside upper center",
+        ncol=len(tools),
+        frameon=False,
+        fontsize=12,
+        title="median seconds, whiskers min-max: lower is faster",
+        title_fontsize=12,
+    )
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def summaries_from_page(text: str) -> list[Summary]:
+    """The summaries back from the "All results" table of a docs/benchmarks.md that `write`
+    wrote, so the chart can be drawn again without measuring again."""
+    table = text[text.index("## All results") :].split("\n\n")[1].splitlines()[2:]
+    out = []
+    for line in table:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        case, operation, tool, median, span, _ratio, rss, cpu, moved, runs = cells
+        low, high = span.split("-")
+        total, failed = runs.rstrip(")").split(" (")
+        out.append(Summary(case, operation, tool, float(median), float(low), float(high),
+                           float(rss.removesuffix(" MB")), float(cpu), int(total), int(failed),
+                           None if moved == "-" else round(float(moved.removesuffix(" MB").replace(",", "")) * 1e6),
+                           None))  # fmt: skip
+    return out
 
 
 def _mb(value: int | None) -> str:
@@ -186,8 +255,8 @@ def write(
         "",
     ]
     if has_chart:
-        lines += [f"![benchmarks]({image.name})", ""]
-    lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+        lines += [f"[![benchmarks]({image.name})]({image.name})", ""]
+    lines += ["## Targets", "", RATIO_NOTE, "", "| target | measured | met |", "|---|---|---|"]
     for name, measured, met in targets(summaries):
         lines.append(f"| {name} | {measured} | {'yes' if met else 'no' if met is False else '-'} |")
     lines += ["", "## All results", "",
@@ -237,3 +306,19 @@ def print_table(results: list[Measurement]) -> None:
     Console().print(table)
     for name, measured, met in targets(summaries):
         print(f"{'MET ' if met else 'MISS' if met is False else '----'} {name}: {measured}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m benchmarks.report`: draw docs/benchmarks.png again from the numbers of
+    docs/benchmarks.md (a new chart layout without a new run of `make bench`)."""
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--page", default=str(Path(__file__).parents[1] / "docs" / "benchmarks.md"))
+    args = parser.parse_args(argv)
+    page = Path(args.page)
+    if not chart(summaries_from_page(page.read_text(encoding="utf-8")), page.with_suffix(".png")):
+        raise SystemExit("the chart needs matplotlib: pip install '.[bench]'")
+    print(f"wrote {page.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -89,3 +89,50 @@ def test_concepts_page_has_its_diagram(site):
     source = (site / "concepts" / "index.html").read_text(encoding="utf-8")
     assert 'class="mermaid"' in source
     assert "application/vnd.cncf.model.weight.v1.raw" in _text(site / "concepts" / "index.html")
+
+
+def _code_blocks(page: Path) -> list[tuple[str, str]]:
+    """(language, body) of every fenced code block of a docs page."""
+    text = page.read_text(encoding="utf-8")
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)
+
+
+def test_home_page_starts_with_install():
+    text = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    install = text.index("\n## Install\n")
+    first_table = text.index("\n|")
+    assert install < first_table, "docs/index.md: Install comes after a table"
+    assert text.index("\n## ") == install, "docs/index.md: Install is not the first section"
+    for command in ("make demo", "make test", "pip install ."):
+        assert install < text.index(command) < first_table, f"{command} is not in Install"
+
+
+# What fits beside the copy button in a code block of a 1280-pixel wide window (the lines of a
+# command block are pasted as they are, so a long one is split with a backslash, not cut).
+CODE_LINE_MAX = 76
+
+
+@pytest.mark.parametrize("name", ["index.md", "quickstart.md"])
+def test_commands_fit_the_code_blocks(name):
+    long = [
+        line
+        for lang, body in _code_blocks(ROOT / "docs" / name)
+        if lang in ("bash", "python")
+        for line in body.splitlines()
+        if len(line) > CODE_LINE_MAX
+    ]
+    assert not long, f"docs/{name}: code lines over {CODE_LINE_MAX} characters: {long}"
+
+
+def test_shell_blocks_do_not_paint_addresses(site):
+    # The bash lexer makes the 127 of 127.0.0.1 a number token (class "m"), which material
+    # paints red; docs/stylesheets/extra.css paints numbers of shell blocks as plain text,
+    # which needs the language class on each block (pygments_lang_class).
+    source = (site / "quickstart" / "index.html").read_text(encoding="utf-8")
+    bash_blocks = re.findall(r'<div class="language-bash highlight">(.*?)</pre>', source, re.S)
+    assert any('<span class="m">127</span>.0.0.1' in block for block in bash_blocks)
+    assert 'href="../stylesheets/extra.css"' in source
+    css = (site / "stylesheets" / "extra.css").read_text(encoding="utf-8")
+    rule = css[css.index(".md-typeset .language-bash .m") :]
+    assert rule[: rule.index("}")].strip().endswith("color: var(--md-code-fg-color);")
+    assert re.search(r"\.md-typeset pre > code \{[^}]*padding-right", css)  # the copy button
