@@ -35,6 +35,7 @@ from .hub import (
 from .metrics import Metrics
 from .models import Model, Resolver, SignatureRefusedError
 from .pullthrough import PullThrough
+from .upstream import Upstream
 
 log = logging.getLogger("modelpack.gateway")
 MODEL_OPS = ("revision", "tree", "paths-info")
@@ -81,6 +82,8 @@ class Gateway:
         self.metrics = Metrics()
         self.clients = Clients(config)
         self.resolver = Resolver(config, self.clients)
+        # What opens a model: the registry, or the registry then the upstream hub.
+        self.models = Upstream(config, self.resolver) if config.upstream else self.resolver
         self.pulls = PullThrough(config.settings, self.metrics, config.max_pulls or 1)
 
     # -- WSGI -------------------------------------------------------------------
@@ -192,7 +195,7 @@ class Gateway:
         if canonical != repo_id:
             return self._redirect(request, repo, canonical)
         try:
-            model = self.resolver.open(repo_id, revision, request.header("Authorization"))
+            model = self.models.open(repo_id, revision, request.header("Authorization"))
             return handler(request, model, *args)
         except ModelpackError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc)  # the detail stays here

@@ -1,0 +1,237 @@
+"""`modelpack serve --upstream`: repos the registry lacks are imported from another hub.
+
+The upstream is a second `modelpack serve` in front of a second registry (MatrixHub's
+`hfd` cannot be fetched through the Go module proxy here: docs/gateway.md), plus a
+tiny hostile hub in this process that lists one sha256 and sends other bytes.
+"""
+
+import hashlib
+import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+from support.gateway import Gateway
+from support.helpers import build_and_push, tree_files
+
+import modelpack
+from modelpack.errors import UsageError
+from modelpack.gateway import GatewayConfig
+from modelpack.settings import Settings
+from modelpack.testing import RegistryServer, make_tiny_model
+
+UP = "up"  # namespace on the upstream's registry
+NS = "imported"  # namespace on the registry the gateway under test fronts
+ALLOW = ("--upstream-allow", "org/tiny*", "--upstream-allow", "team/*")
+MANIFEST_ACCEPT = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _requests(log: str, pattern: str) -> list[str]:
+    """The request lines of a gateway log that match ``pattern`` (method and path)."""
+    return [m for m in re.findall(r"(?:GET|HEAD|POST) \S+", log) if re.fullmatch(pattern, m)]
+
+
+@pytest.fixture(scope="module")
+def world(registry, tmp_path_factory):
+    """(model, upstream hub, gateway with --upstream in front of `registry`)."""
+    work = tmp_path_factory.mktemp("upstream")
+    model = make_tiny_model(work / "tiny")
+    with RegistryServer(workdir=work / "upstream-registry") as up_registry:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DOCKER_CONFIG", str(work / "docker"))
+            settings = Settings(home=work / "home", plain_http=True)
+            for name in ("org/tiny:main", "org/tiny-offline:main", "org/other:main"):
+                build_and_push(model, f"{up_registry.host}/{UP}/{name}", settings)
+        upstream = Gateway(f"{up_registry.host}/{UP}", work / "upstream-hub").start()
+        gateway = Gateway(
+            f"{registry.host}/{NS}", work / "gateway", ("--upstream", upstream.url, *ALLOW)
+        ).start()
+        try:
+            yield model, upstream, gateway
+        finally:
+            gateway.stop()
+            upstream.stop()
+
+
+def _info(gateway: Gateway, repo: str, revision: str = "main") -> requests.Response:
+    return requests.get(f"{gateway.url}/api/models/{repo}/revision/{revision}", timeout=300)
+
+
+@pytest.fixture(scope="module")
+def imported(world):
+    """org/tiny@main imported by 8 concurrent first requests: their answers."""
+    _, _, gateway = world
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda _: _info(gateway, "org/tiny"), range(8)))
+
+
+def test_eight_concurrent_first_requests_import_once_then_none(world, imported, tmp_path):
+    model, upstream, gateway = world
+    log = upstream.log()
+    # One import: the revision resolved once, each file downloaded once.
+    assert len(_requests(log, r"GET /api/models/org/tiny/revision/main")) == 1
+    commit = _info(upstream, "org/tiny").json()["sha"]
+    assert [r.status_code for r in imported] == [200] * 8
+    assert {r.json()["sha"] for r in imported} == {commit}  # the upstream's commit id
+    gets = _requests(log, r"GET /org/tiny/resolve/[0-9a-f]{40}/.+")
+    assert sorted(g.rsplit(f"/{commit}/", 1)[1] for g in gets) == sorted(tree_files(model))
+    gateway.wait_for_log(r"upstream: imported org/tiny@main \(commit [0-9a-f]{40}")
+
+    before = len(upstream.log().splitlines())
+    (result,) = gateway.hf([["snapshot", "org/tiny", "main"]], tmp_path / "hf")
+    assert tree_files(Path(result["path"])) == tree_files(model)
+    assert Path(result["path"]).name == commit
+    assert len(upstream.log().splitlines()) == before  # zero upstream requests
+
+
+def test_the_imported_artifact_pulls_with_identical_files(world, imported, registry, tmp_path):
+    model, upstream, _ = world
+    reference = f"{registry.host}/{NS}/org/tiny:main"
+    out = tmp_path / "out"
+    modelpack.pull(
+        reference, output_dir=out, settings=Settings(home=tmp_path / "h", plain_http=True)
+    )
+    assert tree_files(out) == tree_files(model)
+    manifest = requests.get(
+        f"{registry.url}/v2/{NS}/org/tiny/manifests/main",
+        headers={"Accept": MANIFEST_ACCEPT},
+        timeout=30,
+    ).json()
+    annotations = manifest.get("annotations", {})
+    assert annotations["io.modelpack.hf.commit"] == _info(upstream, "org/tiny").json()["sha"]
+    assert annotations["io.modelpack.hf.repo-id"] == "org/tiny"
+
+
+def test_the_allow_list_refuses_other_repos(world, registry):
+    _, upstream, gateway = world
+    response = _info(gateway, "org/other")
+    assert response.status_code == 404
+    assert response.headers["X-Error-Code"] == "RepoNotFound"
+    assert "registry" not in response.text and registry.host not in response.text
+    assert not _requests(upstream.log(), r"\S+ /(api/models/)?org/other/.*")
+    gateway.wait_for_log(r"upstream: org/other is not in --upstream-allow")
+
+
+def test_offline_serves_what_was_imported_only(world, imported, registry, tmp_path):
+    model, upstream, _ = world
+    offline = Gateway(
+        f"{registry.host}/{NS}",
+        tmp_path / "offline",
+        ("--upstream", upstream.url, *ALLOW, "--offline"),
+    ).start()
+    try:
+        (result,) = offline.hf([["snapshot", "org/tiny", "main"]], tmp_path / "hf")
+        assert tree_files(Path(result["path"])) == tree_files(model)
+        (missing,) = offline.hf([["snapshot", "org/tiny-offline", "main"]], tmp_path / "hf")
+        assert missing["error"] == "RepositoryNotFoundError", missing
+        assert "upstream" in offline.log() and "offline" in offline.log()
+    finally:
+        offline.stop()
+    assert not _requests(upstream.log(), r"\S+ /(api/models/)?org/tiny-offline/.*")
+
+
+def test_upstream_needs_an_allow_list():
+    with pytest.raises(UsageError, match="--upstream-allow"):
+        GatewayConfig("127.0.0.1:5000", upstream="http://127.0.0.1:1")
+    with pytest.raises(UsageError, match="http"):
+        GatewayConfig("127.0.0.1:5000", upstream="ftp://x", upstream_allow=("*",))
+    config = GatewayConfig(
+        "127.0.0.1:5000", upstream="http://up/", upstream_allow=("a/*",), upstream_token="s3cret"
+    )
+    assert "s3cret" not in repr(config) and config.upstream == "http://up"
+
+
+# -- a hostile upstream ---------------------------------------------------------------
+
+COMMIT = "c0ffee" + "0" * 34
+GOOD = b"\x01" * 4096
+BAD = b"\x02" * 4096  # the same size: only the sha256 can tell
+TOKEN = "hf_upstream_secret_123"
+
+
+class HostileHub(BaseHTTPRequestHandler):
+    """Lists model.safetensors with sha256(GOOD), sends BAD; records each request."""
+
+    seen: list[tuple[str, str, str]] = []
+
+    def log_message(self, *args):  # noqa: ANN002
+        pass
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self) -> None:
+        HostileHub.seen.append((self.command, self.path, self.headers.get("Authorization", "")))
+        path = self.path.split("?")[0]
+        sha = hashlib.sha256(GOOD).hexdigest()
+        if path.startswith("/api/models/org/evil/revision/"):
+            body = json.dumps({
+                "_id": COMMIT, "id": "org/evil", "modelId": "org/evil", "sha": COMMIT,
+                "private": False, "siblings": [
+                    {"rfilename": "model.safetensors", "size": len(GOOD), "blobId": sha[:40],
+                     "lfs": {"sha256": sha, "size": len(GOOD), "pointerSize": 134}},
+                ],
+            }).encode()  # fmt: skip
+            return self._send(200, {"Content-Type": "application/json",
+                                    "Content-Length": str(len(body))}, body)  # fmt: skip
+        if path == f"/api/models/org/evil/tree/{COMMIT}":  # snapshot_download lists the tree
+            body = json.dumps([
+                {"type": "file", "path": "model.safetensors", "size": len(GOOD), "oid": sha[:40],
+                 "lfs": {"oid": sha, "size": len(GOOD), "pointerSize": 134}},
+            ]).encode()  # fmt: skip
+            return self._send(200, {"Content-Type": "application/json",
+                                    "Content-Length": str(len(body))}, body)  # fmt: skip
+        if path == f"/org/evil/resolve/{COMMIT}/model.safetensors":
+            return self._send(200, {
+                "ETag": f'"{sha}"', "X-Repo-Commit": COMMIT, "Content-Length": str(len(BAD)),
+                "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
+            }, BAD)  # fmt: skip
+        body = b'{"error": "Repository not found"}'
+        self._send(404, {"X-Error-Code": "RepoNotFound", "Content-Length": str(len(body))}, body)
+
+    do_GET = do_HEAD = _handle
+
+
+@pytest.fixture
+def hostile():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HostileHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    HostileHub.seen = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_bytes_that_fail_their_sha256_are_never_imported(hostile, registry, tmp_path):
+    gateway = Gateway(
+        f"{registry.host}/{NS}-hostile",
+        tmp_path / "gateway",
+        ("--upstream", hostile, "--upstream-allow", "org/*"),
+        env={"MODELPACK_GATEWAY_UPSTREAM_TOKEN": TOKEN},
+    ).start()
+    try:
+        (result,) = gateway.hf([["file", "org/evil", "model.safetensors", "main"]], tmp_path / "hf")
+        assert result["error"] == "GatedRepoError" and result["status"] == 403, result
+        assert "sha256" in result["message"] and "nothing was imported" in result["message"]
+        log = gateway.wait_for_log(r"upstream: import of org/evil@main failed: .*sha256")
+        assert TOKEN not in log
+    finally:
+        gateway.stop()
+    # The bytes were downloaded (and refused), the token went to the upstream only.
+    downloads = [s for s in HostileHub.seen if s[0] == "GET" and "/resolve/" in s[1]]
+    assert downloads and all(auth == f"Bearer {TOKEN}" for _, _, auth in HostileHub.seen)
+    tags = requests.get(f"{registry.url}/v2/{NS}-hostile/org/evil/tags/list", timeout=30)
+    assert tags.status_code == 404  # nothing pushed
+    leftovers = list((gateway.cache / "upstream").glob("import-*"))
+    assert leftovers == []
+    assert not list(gateway.cache.rglob("*.safetensors"))
