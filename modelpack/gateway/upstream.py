@@ -58,6 +58,8 @@ from .pullthrough import Flight
 log = logging.getLogger("modelpack.gateway")
 MISSING_CODES = ("RepoNotFound", "RevisionNotFound")
 CHUNK = 1 << 20
+FILE_WAIT = 5.0  # seconds a file request waits on an import (huggingface_hub's HEAD allows 10)
+RETRY_AFTER = 5
 
 
 class UpstreamIntegrityError(IntegrityError):
@@ -80,7 +82,14 @@ class Upstream:
     def allowed(self, repo_id: str) -> bool:
         return any(fnmatchcase(repo_id, p.lower()) for p in self.config.upstream_allow)
 
-    def open(self, repo_id: str, revision: str, authorization: str | None) -> Model:
+    def open(
+        self, repo_id: str, revision: str, authorization: str | None, wait: float | None = None
+    ) -> Model:
+        """The model, imported first if the registry lacks it and it may be imported.
+
+        ``wait``: seconds to wait for a running import before answering 503 with
+        Retry-After (file requests: huggingface_hub gives a HEAD 10 s, then retries
+        on 503); None waits until it is done (info requests, which have no timeout)."""
         try:
             return self.resolver.open(repo_id, revision, authorization)
         except HubError as exc:
@@ -88,7 +97,7 @@ class Upstream:
                 raise
             if not self._importable(repo_id, revision):
                 raise
-        self._imported(repo_id, revision)
+        self._imported(repo_id, revision, wait)
         return self.resolver.open(repo_id, revision, authorization)
 
     def _importable(self, repo_id: str, revision: str) -> bool:
@@ -103,7 +112,7 @@ class Upstream:
 
     # -- one import per revision -------------------------------------------------
 
-    def _imported(self, repo_id: str, revision: str) -> None:
+    def _imported(self, repo_id: str, revision: str, wait: float | None) -> None:
         """Wait for the import of ``repo_id@revision`` (started here or joined)."""
         key = f"{repo_id}@{revision}"
         with self._lock:
@@ -118,6 +127,9 @@ class Upstream:
                 target=self._run, args=(key, flight, repo_id, revision),
                 name=f"import {key[:40]}", daemon=True,
             ).start()  # fmt: skip
+        if not flight.done.wait(wait):
+            raise HubError(503, f"{repo_id}: being imported from the upstream hub; retry shortly",
+                           None, {"Retry-After": str(RETRY_AFTER)})  # fmt: skip
         try:
             flight.wait()
         except UpstreamIntegrityError:

@@ -86,6 +86,17 @@ def test_eight_concurrent_first_requests_import_once_then_none(world, imported, 
     assert tree_files(Path(result["path"])) == tree_files(model)
     assert Path(result["path"]).name == commit
     assert len(upstream.log().splitlines()) == before  # zero upstream requests
+    assert len(re.findall(r"upstream: imported org/tiny@", gateway.log())) == 1
+
+    # Another replica (its own node cache) serves it from the registry too.
+    replica = Gateway(gateway.registry, tmp_path / "replica", gateway.args).start()
+    try:
+        (again,) = replica.hf([["snapshot", "org/tiny", "main"]], tmp_path / "hf2")
+        assert tree_files(Path(again["path"])) == tree_files(model)
+    finally:
+        replica.stop()
+    assert len(upstream.log().splitlines()) == before
+    assert "upstream: imported" not in replica.log()
 
 
 def test_the_imported_artifact_pulls_with_identical_files(world, imported, registry, tmp_path):
@@ -145,78 +156,92 @@ def test_upstream_needs_an_allow_list():
     assert "s3cret" not in repr(config) and config.upstream == "http://up"
 
 
-# -- a hostile upstream ---------------------------------------------------------------
+# -- a hostile (or slow) upstream ------------------------------------------------------
 
 COMMIT = "c0ffee" + "0" * 34
-GOOD = b"\x01" * 4096
-BAD = b"\x02" * 4096  # the same size: only the sha256 can tell
+
+
+def _safetensors(fill: bytes, n: int = 4096) -> bytes:
+    """A valid safetensors file of one uint8 tensor of ``n`` bytes of ``fill``."""
+    header = json.dumps({"w": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}}).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + fill * n
+
+
+GOOD = _safetensors(b"\x01")
+BAD = _safetensors(b"\x02")  # the same size: only the sha256 can tell
 TOKEN = "hf_upstream_secret_123"
 
 
-class HostileHub(BaseHTTPRequestHandler):
-    """Lists model.safetensors with sha256(GOOD), sends BAD; records each request."""
+class TinyHub(BaseHTTPRequestHandler):
+    """Lists model.safetensors with sha256(GOOD) for every repo in ``served``; sends what
+    ``served`` says (org/evil: BAD), a GET not before ``release`` is set; records requests."""
 
+    served = {"org/evil": BAD, "org/slow": GOOD}
     seen: list[tuple[str, str, str]] = []
+    release = threading.Event()
 
     def log_message(self, *args):  # noqa: ANN002
         pass
 
     def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.send_response(status)
-        for k, v in headers.items():
+        for k, v in {**headers, "Content-Length": str(len(body))}.items():
             self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _json(self, document: object) -> None:
+        self._send(200, {"Content-Type": "application/json"}, json.dumps(document).encode())
+
     def _handle(self) -> None:
-        HostileHub.seen.append((self.command, self.path, self.headers.get("Authorization", "")))
+        TinyHub.seen.append((self.command, self.path, self.headers.get("Authorization", "")))
         path = self.path.split("?")[0]
         sha = hashlib.sha256(GOOD).hexdigest()
-        if path.startswith("/api/models/org/evil/revision/"):
-            body = json.dumps({
-                "_id": COMMIT, "id": "org/evil", "modelId": "org/evil", "sha": COMMIT,
-                "private": False, "siblings": [
-                    {"rfilename": "model.safetensors", "size": len(GOOD), "blobId": sha[:40],
-                     "lfs": {"sha256": sha, "size": len(GOOD), "pointerSize": 134}},
-                ],
-            }).encode()  # fmt: skip
-            return self._send(200, {"Content-Type": "application/json",
-                                    "Content-Length": str(len(body))}, body)  # fmt: skip
-        if path == f"/api/models/org/evil/tree/{COMMIT}":  # snapshot_download lists the tree
-            body = json.dumps([
-                {"type": "file", "path": "model.safetensors", "size": len(GOOD), "oid": sha[:40],
-                 "lfs": {"oid": sha, "size": len(GOOD), "pointerSize": 134}},
-            ]).encode()  # fmt: skip
-            return self._send(200, {"Content-Type": "application/json",
-                                    "Content-Length": str(len(body))}, body)  # fmt: skip
-        if path == f"/org/evil/resolve/{COMMIT}/model.safetensors":
-            return self._send(200, {
-                "ETag": f'"{sha}"', "X-Repo-Commit": COMMIT, "Content-Length": str(len(BAD)),
-                "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
-            }, BAD)  # fmt: skip
-        body = b'{"error": "Repository not found"}'
-        self._send(404, {"X-Error-Code": "RepoNotFound", "Content-Length": str(len(body))}, body)
+        for repo, data in self.served.items():
+            if path.startswith(f"/api/models/{repo}/revision/"):
+                return self._json({
+                    "_id": COMMIT, "id": repo, "sha": COMMIT, "private": False, "siblings": [
+                        {"rfilename": "model.safetensors", "size": len(GOOD), "blobId": sha[:40],
+                         "lfs": {"sha256": sha, "size": len(GOOD), "pointerSize": 134}},
+                    ],
+                })  # fmt: skip
+            if path == f"/api/models/{repo}/tree/{COMMIT}":  # what snapshot_download lists
+                return self._json([
+                    {"type": "file", "path": "model.safetensors", "size": len(GOOD),
+                     "oid": sha[:40], "lfs": {"oid": sha, "size": len(GOOD), "pointerSize": 134}},
+                ])  # fmt: skip
+            if path == f"/{repo}/resolve/{COMMIT}/model.safetensors":
+                if self.command == "GET":
+                    assert TinyHub.release.wait(120)
+                return self._send(200, {
+                    "ETag": f'"{sha}"', "X-Repo-Commit": COMMIT, "Accept-Ranges": "bytes",
+                    "Content-Type": "application/octet-stream",
+                }, data)  # fmt: skip
+        self._send(404, {"X-Error-Code": "RepoNotFound"}, b'{"error": "Repository not found"}')
 
     do_GET = do_HEAD = _handle
 
 
 @pytest.fixture
-def hostile():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HostileHub)
+def tiny_hub():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TinyHub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    HostileHub.seen = []
+    TinyHub.seen = []
+    TinyHub.release.set()
     yield f"http://127.0.0.1:{server.server_address[1]}"
+    TinyHub.release.set()
     server.shutdown()
     server.server_close()
 
 
-def test_bytes_that_fail_their_sha256_are_never_imported(hostile, registry, tmp_path):
+def test_bytes_that_fail_their_sha256_are_never_imported(tiny_hub, registry, tmp_path):
     gateway = Gateway(
         f"{registry.host}/{NS}-hostile",
         tmp_path / "gateway",
-        ("--upstream", hostile, "--upstream-allow", "org/*"),
+        ("--upstream", tiny_hub, "--upstream-allow", "org/*"),
         env={"MODELPACK_GATEWAY_UPSTREAM_TOKEN": TOKEN},
     ).start()
     try:
@@ -228,10 +253,36 @@ def test_bytes_that_fail_their_sha256_are_never_imported(hostile, registry, tmp_
     finally:
         gateway.stop()
     # The bytes were downloaded (and refused), the token went to the upstream only.
-    downloads = [s for s in HostileHub.seen if s[0] == "GET" and "/resolve/" in s[1]]
-    assert downloads and all(auth == f"Bearer {TOKEN}" for _, _, auth in HostileHub.seen)
+    downloads = [s for s in TinyHub.seen if s[0] == "GET" and "/resolve/" in s[1]]
+    assert downloads and all(auth == f"Bearer {TOKEN}" for _, _, auth in TinyHub.seen)
     tags = requests.get(f"{registry.url}/v2/{NS}-hostile/org/evil/tags/list", timeout=30)
     assert tags.status_code == 404  # nothing pushed
     leftovers = list((gateway.cache / "upstream").glob("import-*"))
     assert leftovers == []
     assert not list(gateway.cache.rglob("*.safetensors"))
+
+
+def test_a_file_request_during_a_long_import_is_told_to_retry(tiny_hub, registry, tmp_path):
+    """hf_hub_download's HEAD (10 s timeout) gets 503 + Retry-After while the import runs,
+    retries, and gets the file once it is imported; the upstream sent it once."""
+    gateway = Gateway(
+        f"{registry.host}/{NS}-slow",
+        tmp_path / "gateway",
+        ("--upstream", tiny_hub, "--upstream-allow", "org/slow"),
+    ).start()
+    TinyHub.release.clear()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            download = pool.submit(
+                gateway.hf, [["file", "org/slow", "model.safetensors", "main"]], tmp_path / "hf"
+            )
+            gateway.wait_for_log(r"HEAD /org/slow/resolve/main/model.safetensors 503", 60)
+            TinyHub.release.set()
+            (result,) = download.result(timeout=300)
+        assert Path(result["path"]).read_bytes() == GOOD, result
+    finally:
+        TinyHub.release.set()
+        gateway.stop()
+    gets = [s for s in TinyHub.seen if s[0] == "GET" and "/resolve/" in s[1]]
+    assert len(gets) == 1
+    assert all(auth == "" for _, _, auth in TinyHub.seen)  # no token configured: none sent
