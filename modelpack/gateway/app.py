@@ -82,8 +82,8 @@ class Gateway:
         self.metrics = Metrics()
         self.clients = Clients(config)
         self.resolver = Resolver(config, self.clients)
-        self.upstream = Upstream(config, self.resolver) if config.upstream else None
         self.pulls = PullThrough(config.settings, self.metrics, config.max_pulls or 1)
+        self.upstream = Upstream(config, self.resolver, self.metrics) if config.upstream else None
 
     # -- WSGI -------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ from ..registry.client import RegistryRepository, connect
 from ..storage._locks import file_lock
 from .config import GatewayConfig
 from .hub import HubError
+from .metrics import Metrics
 from .models import Model, Resolver
 from .pullthrough import Flight
 
@@ -69,9 +70,10 @@ class UpstreamIntegrityError(IntegrityError):
 class Upstream:
     """``open`` as :class:`Resolver` has it, importing from the upstream on a miss."""
 
-    def __init__(self, config: GatewayConfig, resolver: Resolver) -> None:
+    def __init__(self, config: GatewayConfig, resolver: Resolver, metrics: Metrics) -> None:
         assert config.upstream
         self.config = config
+        self.metrics = metrics  # an import counts as a pull of kind "upstream"
         self.url = config.upstream
         self.resolver = resolver
         self.root = config.settings.home / "upstream"
@@ -146,6 +148,7 @@ class Upstream:
             ) from None
 
     def _run(self, key: str, flight: Flight, repo_id: str, revision: str) -> None:
+        self.metrics.pull_started()
         try:
             flight.result = self._import(repo_id, revision)
         except BaseException as exc:  # handed to every waiter
@@ -154,6 +157,7 @@ class Upstream:
         finally:
             with self._lock:
                 self._flights.pop(key, None)
+            self.metrics.pull_finished("upstream", flight.error is None)
             flight.done.set()
 
     def _import(self, repo_id: str, revision: str) -> str | None:

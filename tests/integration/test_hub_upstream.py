@@ -44,7 +44,8 @@ def world(registry, tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("DOCKER_CONFIG", str(work / "docker"))
             settings = Settings(home=work / "home", plain_http=True)
-            for name in ("org/tiny:main", "org/tiny-offline:main", "org/other:main"):
+            for name in ("org/tiny:main", "org/tiny-offline:main", "org/tiny-pinned:main",
+                         "org/other:main"):  # fmt: skip
                 build_and_push(model, f"{up_registry.host}/{UP}/{name}", settings)
         upstream = Gateway(f"{up_registry.host}/{UP}", work / "upstream-hub").start()
         gateway = Gateway(
@@ -80,6 +81,7 @@ def test_eight_concurrent_first_requests_import_once_then_none(world, imported, 
     gets = _requests(log, r"GET /org/tiny/resolve/[0-9a-f]{40}/.+")
     assert sorted(g.rsplit(f"/{commit}/", 1)[1] for g in gets) == sorted(tree_files(model))
     gateway.wait_for_log(r"upstream: imported org/tiny@main \(commit [0-9a-f]{40}")
+    assert gateway.metrics()['modelpack_gateway_pulls_total{kind="upstream",result="ok"}'] == 1
 
     before = len(upstream.log().splitlines())
     (result,) = gateway.hf([["snapshot", "org/tiny", "main"]], tmp_path / "hf")
@@ -115,6 +117,17 @@ def test_the_imported_artifact_pulls_with_identical_files(world, imported, regis
     annotations = manifest.get("annotations", {})
     assert annotations["io.modelpack.hf.commit"] == _info(upstream, "org/tiny").json()["sha"]
     assert annotations["io.modelpack.hf.repo-id"] == "org/tiny"
+
+
+def test_a_commit_id_is_imported_under_that_tag(world, registry, tmp_path):
+    """A pinned commit the registry lacks is imported as tag COMMIT and served as that commit."""
+    model, upstream, gateway = world
+    commit = _info(upstream, "org/tiny-pinned").json()["sha"]
+    (result,) = gateway.hf([["snapshot", "org/tiny-pinned", commit]], tmp_path / "hf")
+    assert Path(result["path"]).name == commit
+    assert tree_files(Path(result["path"])) == tree_files(model)
+    tags = requests.get(f"{registry.url}/v2/{NS}/org/tiny-pinned/tags/list", timeout=30).json()
+    assert tags["tags"] == [commit]
 
 
 def test_the_allow_list_refuses_other_repos(world, registry):
