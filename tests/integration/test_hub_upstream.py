@@ -45,7 +45,7 @@ def world(registry, tmp_path_factory):
             mp.setenv("DOCKER_CONFIG", str(work / "docker"))
             settings = Settings(home=work / "home", plain_http=True)
             for name in ("org/tiny:main", "org/tiny-offline:main", "org/tiny-pinned:main",
-                         "org/other:main"):  # fmt: skip
+                         "org/tiny-shared:main", "org/tiny-pr:main", "org/other:main"):  # fmt: skip
                 build_and_push(model, f"{up_registry.host}/{UP}/{name}", settings)
         upstream = Gateway(f"{up_registry.host}/{UP}", work / "upstream-hub").start()
         gateway = Gateway(
@@ -130,6 +130,24 @@ def test_a_commit_id_is_imported_under_that_tag(world, registry, tmp_path):
     assert tags["tags"] == [commit]
 
 
+def test_two_processes_sharing_a_cache_import_once(world, tmp_path):
+    """A second gateway on the same cache directory: concurrent first requests to both."""
+    _, upstream, gateway = world
+    second = Gateway(
+        gateway.registry, tmp_path / "second", (*gateway.args, "--cache", str(gateway.cache))
+    ).start()
+    try:
+        targets = [gateway, second] * 4
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda g: _info(g, "org/tiny-shared"), targets))
+        assert [r.status_code for r in answers] == [200] * 8
+        logs = gateway.log() + second.log()
+    finally:
+        second.stop()
+    assert len(re.findall(r"upstream: imported org/tiny-shared@main", logs)) == 1
+    assert len(_requests(upstream.log(), r"GET /api/models/org/tiny-shared/revision/main")) == 1
+
+
 def test_the_allow_list_refuses_other_repos(world, registry):
     _, upstream, gateway = world
     response = _info(gateway, "org/other")
@@ -138,6 +156,10 @@ def test_the_allow_list_refuses_other_repos(world, registry):
     assert "registry" not in response.text and registry.host not in response.text
     assert not _requests(upstream.log(), r"\S+ /(api/models/)?org/other/.*")
     gateway.wait_for_log(r"upstream: org/other is not in --upstream-allow")
+    # Allowed, but no tag can name these revisions: never imported, never asked for.
+    for revision in ("refs%2Fpr%2F1", "sha256:" + "0" * 64):
+        assert _info(gateway, "org/tiny-pr", revision).status_code == 404
+    assert not _requests(upstream.log(), r"\S+ /(api/models/)?org/tiny-pr/.*")
 
 
 def test_offline_serves_what_was_imported_only(world, imported, registry, tmp_path):
@@ -282,6 +304,7 @@ def test_a_file_request_during_a_long_import_is_told_to_retry(tiny_hub, registry
         f"{registry.host}/{NS}-slow",
         tmp_path / "gateway",
         ("--upstream", tiny_hub, "--upstream-allow", "org/slow"),
+        env={"HF_TOKEN": "hf_the_gateways_own_env"},  # not for the upstream: never sent
     ).start()
     TinyHub.release.clear()
     try:
@@ -298,4 +321,4 @@ def test_a_file_request_during_a_long_import_is_told_to_retry(tiny_hub, registry
         gateway.stop()
     gets = [s for s in TinyHub.seen if s[0] == "GET" and "/resolve/" in s[1]]
     assert len(gets) == 1
-    assert all(auth == "" for _, _, auth in TinyHub.seen)  # no token configured: none sent
+    assert TinyHub.seen and all(auth == "" for _, _, auth in TinyHub.seen)  # none configured
