@@ -48,7 +48,7 @@ from ..errors import (
 from ..model.source.hf import HubFile, download_snapshot, hub_listing
 from ..oci.digests import is_digest
 from ..oci.reference import is_tag
-from ..registry.client import RegistryRepository, connect
+from ..registry.client import RegistryClient, RegistryRepository, connect
 from ..storage._locks import file_lock
 from .config import GatewayConfig
 from .hub import HubError
@@ -79,7 +79,7 @@ class Upstream:
         self.root = config.settings.home / "upstream"
         self._flights: dict[str, Flight] = {}
         self._lock = threading.Lock()
-        self._client = None
+        self._client: RegistryClient | None = None  # the gateway's own credentials
 
     def allowed(self, repo_id: str) -> bool:
         return any(fnmatchcase(repo_id, p.lower()) for p in self.config.upstream_allow)
@@ -135,8 +135,8 @@ class Upstream:
         try:
             flight.wait()
         except UpstreamIntegrityError:
-            raise HubError(403, f"{repo_id}: refused: the upstream hub sent bytes that do not "
-                           "match their sha256; nothing was imported", "GatedRepo") from None  # fmt: skip
+            raise HubError(403, f"{repo_id}: refused: the upstream hub sent files unlike its "
+                           "listing (sizes, sha256); nothing was imported", "GatedRepo") from None  # fmt: skip
         except NotFoundError:
             raise HubError(404, f"Repository not found: {repo_id}", "RepoNotFound") from None
         except AuthenticationError:
@@ -206,7 +206,12 @@ class Upstream:
 
 
 def verify(root: Path, files: list[HubFile], what: str) -> None:
-    """Every listed file is there with the listed size, LFS files with their sha256."""
+    """Every listed file is there with the listed size, LFS files with their sha256,
+    and nothing else is (the tree huggingface_hub downloads is a second listing)."""
+    listed = {f.path for f in files}
+    for extra in sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()):
+        if extra not in listed:
+            raise UpstreamIntegrityError(f"{what}: {extra} downloaded but not listed")
     for f in files:
         path = root / f.path
         if not path.is_file():

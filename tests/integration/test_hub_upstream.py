@@ -180,6 +180,26 @@ def test_offline_serves_what_was_imported_only(world, imported, registry, tmp_pa
     assert not _requests(upstream.log(), r"\S+ /(api/models/)?org/tiny-offline/.*")
 
 
+def test_serve_options_and_their_environment(monkeypatch):
+    """--upstream-allow from the environment is space separated; the token stays out of repr."""
+    from modelpack_cli import commands_serve
+    from modelpack_cli.main import main
+
+    seen = []
+    monkeypatch.setattr(commands_serve, "run_gateway", seen.append)
+    monkeypatch.setenv("MODELPACK_GATEWAY_UPSTREAM_ALLOW", "org/* team/bert")
+    monkeypatch.setenv("MODELPACK_GATEWAY_UPSTREAM_TOKEN", TOKEN)
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--registry", "127.0.0.1:5000/ns", "--upstream", "http://127.0.0.1:1",
+              "--offline"])  # fmt: skip
+    assert exit_.value.code == 0
+    (config,) = seen
+    assert config.upstream_allow == ("org/*", "team/bert")
+    assert config.upstream_token == TOKEN and TOKEN not in repr(config)
+    assert config.offline
+    assert any("offline" in line for line in config.banner())
+
+
 def test_upstream_needs_an_allow_list():
     with pytest.raises(UsageError, match="--upstream-allow"):
         GatewayConfig("127.0.0.1:5000", upstream="http://127.0.0.1:1")
@@ -210,9 +230,11 @@ TOKEN = "hf_upstream_secret_123"
 
 class TinyHub(BaseHTTPRequestHandler):
     """Lists model.safetensors with sha256(GOOD) for every repo in ``served``; sends what
-    ``served`` says (org/evil: BAD), a GET not before ``release`` is set; records requests."""
+    ``served`` says (org/evil: BAD), a GET not before ``release`` is set; records requests.
+    The tree of org/sneaky (what snapshot_download fetches) has a file the listing lacks."""
 
-    served = {"org/evil": BAD, "org/slow": GOOD}
+    served = {"org/evil": BAD, "org/slow": GOOD, "org/sneaky": GOOD}
+    SNEAKY = {"type": "file", "path": "run.py", "size": 12, "oid": "1" * 40}
     seen: list[tuple[str, str, str]] = []
     release = threading.Event()
 
@@ -246,7 +268,11 @@ class TinyHub(BaseHTTPRequestHandler):
                 return self._json([
                     {"type": "file", "path": "model.safetensors", "size": len(GOOD),
                      "oid": sha[:40], "lfs": {"oid": sha, "size": len(GOOD), "pointerSize": 134}},
+                    *([self.SNEAKY] if repo == "org/sneaky" else []),
                 ])  # fmt: skip
+            if path == f"/{repo}/resolve/{COMMIT}/run.py" and repo == "org/sneaky":
+                return self._send(200, {"ETag": '"' + "1" * 40 + '"', "X-Repo-Commit": COMMIT},
+                                  b"print('hi')\n")  # fmt: skip
             if path == f"/{repo}/resolve/{COMMIT}/model.safetensors":
                 if self.command == "GET":
                     assert TinyHub.release.wait(120)
@@ -272,7 +298,14 @@ def tiny_hub():
     server.server_close()
 
 
-def test_bytes_that_fail_their_sha256_are_never_imported(tiny_hub, registry, tmp_path):
+@pytest.mark.parametrize(
+    ("repo", "reason"),
+    [("org/evil", "has sha256"), ("org/sneaky", "run.py downloaded but not listed")],
+)
+def test_files_unlike_the_upstreams_listing_are_never_imported(
+    tiny_hub, registry, tmp_path, repo, reason
+):
+    """Bytes that fail their listed sha256, or a file the listing lacks: refused, not pushed."""
     gateway = Gateway(
         f"{registry.host}/{NS}-hostile",
         tmp_path / "gateway",
@@ -280,17 +313,17 @@ def test_bytes_that_fail_their_sha256_are_never_imported(tiny_hub, registry, tmp
         env={"MODELPACK_GATEWAY_UPSTREAM_TOKEN": TOKEN},
     ).start()
     try:
-        (result,) = gateway.hf([["file", "org/evil", "model.safetensors", "main"]], tmp_path / "hf")
+        (result,) = gateway.hf([["file", repo, "model.safetensors", "main"]], tmp_path / "hf")
         assert result["error"] == "GatedRepoError" and result["status"] == 403, result
-        assert "sha256" in result["message"] and "nothing was imported" in result["message"]
-        log = gateway.wait_for_log(r"upstream: import of org/evil@main failed: .*sha256")
+        assert "listing" in result["message"] and "nothing was imported" in result["message"]
+        log = gateway.wait_for_log(rf"upstream: import of {repo}@main failed: .*{reason}")
         assert TOKEN not in log
     finally:
         gateway.stop()
     # The bytes were downloaded (and refused), the token went to the upstream only.
     downloads = [s for s in TinyHub.seen if s[0] == "GET" and "/resolve/" in s[1]]
     assert downloads and all(auth == f"Bearer {TOKEN}" for _, _, auth in TinyHub.seen)
-    tags = requests.get(f"{registry.url}/v2/{NS}-hostile/org/evil/tags/list", timeout=30)
+    tags = requests.get(f"{registry.url}/v2/{NS}-hostile/{repo}/tags/list", timeout=30)
     assert tags.status_code == 404  # nothing pushed
     leftovers = list((gateway.cache / "upstream").glob("import-*"))
     assert leftovers == []
