@@ -87,6 +87,36 @@ Examples:
     show_default=True,
     help="Concurrent requests (each download holds one).",
 )
+@click.option(
+    "--upstream",
+    envvar="MODELPACK_GATEWAY_UPSTREAM",
+    metavar="URL",
+    help="Hugging Face-compatible hub to import repos the registry lacks from, on first "
+    "request (pushed with the gateway's own registry credentials) "
+    "[env MODELPACK_GATEWAY_UPSTREAM].",
+)
+@click.option(
+    "--upstream-allow",
+    multiple=True,
+    envvar="MODELPACK_GATEWAY_UPSTREAM_ALLOW",
+    metavar="PATTERN",
+    help="Repo ids that may be imported (fnmatch, e.g. 'myorg/*'; repeatable; required "
+    "with --upstream, '*' for all) [env MODELPACK_GATEWAY_UPSTREAM_ALLOW, space separated].",
+)
+@click.option(
+    "--upstream-token",
+    envvar="MODELPACK_GATEWAY_UPSTREAM_TOKEN",
+    metavar="TOKEN",
+    help="Token for gated or private repos, sent to the upstream only "
+    "(prefer the env var) [env MODELPACK_GATEWAY_UPSTREAM_TOKEN].",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    envvar="MODELPACK_GATEWAY_OFFLINE",
+    help="Never ask the upstream: serve only what the registry has "
+    "[env MODELPACK_GATEWAY_OFFLINE].",
+)
 @global_options
 def serve(
     registry: str,
@@ -99,6 +129,10 @@ def serve(
     read_timeout: float,
     max_pulls: int | None,
     threads: int,
+    upstream: str | None,
+    upstream_allow: tuple[str, ...],
+    upstream_token: str | None,
+    offline: bool,
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
 
@@ -106,6 +140,8 @@ def serve(
     (HEAD/GET, ETag, Range) for huggingface_hub, transformers, vLLM and TGI.
     Files come from the node cache, pulled through from the registry on first
     request; a client's Authorization is used as its registry credentials.
+    With --upstream, repos the registry lacks are imported from another hub
+    on first request and served from the registry from then on.
     Health at /healthz, Prometheus metrics at /metrics, a log line per request
     on stderr.  Needs the serve extra: pip install 'modelpack-oci[serve]'.
     """
@@ -123,6 +159,10 @@ def serve(
         bind=bind,
         port=port,
         threads=threads,
+        upstream=upstream,
+        upstream_allow=upstream_allow,
+        upstream_token=upstream_token,
+        offline=offline,
     )
     run_gateway(config)
 

@@ -35,6 +35,7 @@ from .hub import (
 from .metrics import Metrics
 from .models import Model, Resolver, SignatureRefusedError
 from .pullthrough import PullThrough
+from .upstream import FILE_WAIT, Upstream
 
 log = logging.getLogger("modelpack.gateway")
 MODEL_OPS = ("revision", "tree", "paths-info")
@@ -82,6 +83,7 @@ class Gateway:
         self.clients = Clients(config)
         self.resolver = Resolver(config, self.clients)
         self.pulls = PullThrough(config.settings, self.metrics, config.max_pulls or 1)
+        self.upstream = Upstream(config, self.resolver, self.metrics) if config.upstream else None
 
     # -- WSGI -------------------------------------------------------------------
 
@@ -192,7 +194,12 @@ class Gateway:
         if canonical != repo_id:
             return self._redirect(request, repo, canonical)
         try:
-            model = self.resolver.open(repo_id, revision, request.header("Authorization"))
+            authorization = request.header("Authorization")
+            if self.upstream is not None:  # the registry, else an import from the upstream hub
+                wait = FILE_WAIT if handler == self.resolve else None
+                model = self.upstream.open(repo_id, revision, authorization, wait)
+            else:
+                model = self.resolver.open(repo_id, revision, authorization)
             return handler(request, model, *args)
         except ModelpackError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc)  # the detail stays here

@@ -21,7 +21,11 @@ class GatewayConfig:
     ``lend_credentials``: requests without ``Authorization`` use the gateway's own
     registry credentials (else they are anonymous).  ``read_timeout``: seconds a
     client has to send a whole request head.  ``max_pulls``: concurrent requests
-    waiting on a pull-through (more get 429 and retry); None: half the threads."""
+    waiting on a pull-through (more get 429 and retry); None: half the threads.
+    ``upstream``: a hub URL to import repos the registry lacks from (upstream.py),
+    only those matching an ``upstream_allow`` fnmatch pattern, with
+    ``upstream_token`` (sent to the upstream only).  ``offline``: no upstream
+    requests, serve only what the registry has."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -33,6 +37,10 @@ class GatewayConfig:
     threads: int = 64
     read_timeout: float = 10.0
     max_pulls: int | None = None
+    upstream: str | None = None
+    upstream_allow: tuple[str, ...] = ()
+    upstream_token: str | None = field(default=None, repr=False)  # never in a log line
+    offline: bool = False
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
@@ -58,6 +66,24 @@ class GatewayConfig:
             self.max_pulls = max(1, self.threads // 2)
         if self.max_pulls < 1:
             raise UsageError("--max-pulls must be at least 1")
+        self._check_upstream()
+
+    def _check_upstream(self) -> None:
+        self.upstream_allow = tuple(p.strip() for p in self.upstream_allow if p.strip())
+        if not self.upstream:
+            if self.upstream_allow or self.upstream_token:
+                raise UsageError("--upstream-allow and --upstream-token need --upstream URL")
+            return
+        self.upstream = self.upstream.strip().rstrip("/")
+        if not self.upstream.startswith(("http://", "https://")):
+            raise UsageError(f"--upstream {self.upstream!r} is not an http(s):// URL")
+        if not self.upstream_allow:
+            # Proxying is opt-in per org or repo: an open proxy would let any client
+            # fill the registry (disk, egress, licences) with whatever it names.
+            raise UsageError(
+                "--upstream needs at least one --upstream-allow PATTERN "
+                "(e.g. 'myorg/*'; '*' proxies every repo)"
+            )
 
     def banner(self) -> list[str]:
         """What an operator needs on start: the HF_ENDPOINT to set and how repo ids map."""
@@ -68,6 +94,17 @@ class GatewayConfig:
             f"modelpack serve: Hugging Face clients use HF_ENDPOINT={url}",
             f"  repo id ORG/NAME, revision TAG -> {prefix}ORG/NAME:TAG "
             f"(e.g. snapshot_download('ORG/NAME', revision='v1'))",
+            *self._upstream_banner(),
+        ]
+
+    def _upstream_banner(self) -> list[str]:
+        if not self.upstream:
+            return ["  offline: only what the registry has"] if self.offline else []
+        if self.offline:
+            return [f"  offline: nothing is imported from {self.upstream}"]
+        return [
+            f"  repos the registry lacks are imported from {self.upstream} "
+            f"when they match {' '.join(self.upstream_allow)}"
         ]
 
     def repository(self, repo_id: str) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,10 +86,68 @@ def download_snapshot(
     *,
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: Path | None = None,
 ) -> HubSnapshot:
-    """snapshot_download, with its failures turned into modelpack errors."""
+    """snapshot_download, with its failures turned into modelpack errors.
+
+    ``endpoint`` / ``token`` / ``cache_dir`` default to huggingface_hub's own
+    (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE); ``token=False`` sends none."""
     require("huggingface_hub", purpose="hf:// sources", extra="hf")
     from huggingface_hub import constants, snapshot_download
+
+    what = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    with hub_errors(what, endpoint):
+        path = snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=list(include) or None,
+            ignore_patterns=list(exclude) or None,
+            tqdm_class=None if sys.stderr.isatty() else _quiet_tqdm(),
+            endpoint=endpoint,
+            token=token,
+            cache_dir=cache_dir,
+        )
+    snapshot = Path(path)
+    commit = snapshot.name if _COMMIT_RE.match(snapshot.name) else (revision or "")
+    return HubSnapshot(snapshot, repo_id, commit, f"{endpoint}/{repo_id}")
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """A file as the hub lists it: ``sha256`` for LFS files (the hub's content hash)."""
+
+    path: str
+    size: int | None
+    sha256: str | None
+
+
+def hub_listing(
+    repo_id: str, revision: str, *, endpoint: str, token: str | bool | None = None
+) -> tuple[str, list[HubFile]]:
+    """(commit, files) of ``repo_id@revision`` as the hub says, to check downloads against."""
+    require("huggingface_hub", purpose="hf:// sources", extra="hf")
+    from huggingface_hub import HfApi
+
+    endpoint = endpoint.rstrip("/")
+    with hub_errors(f"hf://{repo_id}@{revision}", endpoint):
+        info = HfApi(endpoint=endpoint, token=token).model_info(
+            repo_id, revision=revision, files_metadata=True
+        )
+    files = [
+        HubFile(s.rfilename, s.size, s.lfs.sha256 if s.lfs else None) for s in info.siblings or []
+    ]
+    if not info.sha or not _COMMIT_RE.match(info.sha):
+        raise SourceError(f"hf://{repo_id}@{revision}: {endpoint} named no commit for it")
+    return info.sha, files
+
+
+@contextmanager
+def hub_errors(what: str, endpoint: str) -> Iterator[None]:
+    """huggingface_hub's failures as modelpack errors."""
+    from huggingface_hub import constants
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -97,16 +156,8 @@ def download_snapshot(
         RevisionNotFoundError,
     )
 
-    what = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
-    endpoint = constants.ENDPOINT.rstrip("/")
     try:
-        path = snapshot_download(
-            repo_id,
-            revision=revision,
-            allow_patterns=list(include) or None,
-            ignore_patterns=list(exclude) or None,
-            tqdm_class=None if sys.stderr.isatty() else _quiet_tqdm(),
-        )
+        yield
     except GatedRepoError as exc:
         raise AuthenticationError(
             f"{what} is gated on {endpoint}", hint="accept its terms on the hub and set HF_TOKEN"
@@ -135,6 +186,11 @@ def download_snapshot(
                 f"{what}: {endpoint} refused access", hint="set HF_TOKEN"
             ) from exc
         raise RegistryUnavailableError(f"{what}: {endpoint} answered {status}: {exc}") from exc
-    snapshot = Path(path)
-    commit = snapshot.name if _COMMIT_RE.match(snapshot.name) else (revision or "")
-    return HubSnapshot(snapshot, repo_id, commit, f"{endpoint}/{repo_id}")
+    except Exception as exc:
+        # The HTTP library's connect/read failures (httpx, or httpx2 in newer releases).
+        if type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests"):
+            raise RegistryUnavailableError(
+                f"cannot reach {endpoint} for {what}: {type(exc).__name__}",
+                hint="check the network or HF_ENDPOINT",
+            ) from exc
+        raise

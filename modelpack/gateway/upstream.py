@@ -1,0 +1,230 @@
+"""A repo or revision the registry lacks, imported from an upstream hub on first request.
+
+``--upstream URL`` names a Hugging Face-compatible hub (the public hub, a mirror,
+another ``modelpack serve``).  A request for a repo id matching ``--upstream-allow``
+that the registry cannot serve (RepoNotFound / RevisionNotFound) downloads that
+revision from the upstream with huggingface_hub, checks every file against what
+the upstream listed for it (size; sha256 for LFS files), and builds and pushes it
+to the registry as a ModelPack artifact: tag = the revision asked for, annotated
+with the upstream's commit id.  Then the request is answered from the registry
+like any other, and so is every later one, on any replica: the registry has it.
+
+Integrity: no byte from the upstream reaches a client.  The whole revision is
+downloaded and verified first (a client waits for that), because a client cut
+off when a digest fails would resume with ``Range`` and keep bad bytes under
+the good name (see pullthrough.py).  A file that fails its sha256 or size fails
+the import: nothing is pushed, the download is deleted, the client gets 403.
+
+Once.  Concurrent requests for the same revision wait on one import in this
+process (a Flight); processes sharing the cache take a flock per revision and
+look at the registry again before importing, so a replica that lost the race
+finds the tag and imports nothing.  A tag in the registry is never re-imported
+or overwritten: the registry wins (see docs/gateway.md for the policy).
+
+The import pushes with the gateway's own registry credentials (docker config,
+MODELPACK_USERNAME/PASSWORD), which need push rights on the namespace; the
+request that triggered it is then served with the client's own credentials,
+as every request is.  The upstream token is sent to the upstream only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from .. import api
+from ..errors import (
+    AuthenticationError,
+    IntegrityError,
+    NotFoundError,
+    RegistryUnavailableError,
+)
+from ..model.source.hf import HubFile, download_snapshot, hub_listing
+from ..oci.digests import is_digest
+from ..oci.reference import is_tag
+from ..registry.client import RegistryClient, RegistryRepository, connect
+from ..storage._locks import file_lock
+from .config import GatewayConfig
+from .hub import HubError
+from .metrics import Metrics
+from .models import Model, Resolver
+from .pullthrough import Flight
+
+log = logging.getLogger("modelpack.gateway")
+MISSING_CODES = ("RepoNotFound", "RevisionNotFound")
+CHUNK = 1 << 20
+FILE_WAIT = 5.0  # seconds a file request waits on an import (huggingface_hub's HEAD allows 10)
+RETRY_AFTER = 5
+
+
+class UpstreamIntegrityError(IntegrityError):
+    """The upstream's bytes do not match the size or sha256 it listed for them."""
+
+
+class Upstream:
+    """``open`` as :class:`Resolver` has it, importing from the upstream on a miss."""
+
+    def __init__(self, config: GatewayConfig, resolver: Resolver, metrics: Metrics) -> None:
+        assert config.upstream
+        self.config = config
+        self.metrics = metrics  # an import counts as a pull of kind "upstream"
+        self.url = config.upstream
+        self.resolver = resolver
+        self.root = config.settings.home / "upstream"
+        self._flights: dict[str, Flight] = {}
+        self._lock = threading.Lock()
+        self._client: RegistryClient | None = None  # the gateway's own credentials
+
+    def allowed(self, repo_id: str) -> bool:
+        return any(fnmatchcase(repo_id, p.lower()) for p in self.config.upstream_allow)
+
+    def open(
+        self, repo_id: str, revision: str, authorization: str | None, wait: float | None = None
+    ) -> Model:
+        """The model, imported first if the registry lacks it and it may be imported.
+
+        ``wait``: seconds to wait for a running import before answering 503 with
+        Retry-After (file requests: huggingface_hub gives a HEAD 10 s, then retries
+        on 503); None waits until it is done (info requests, which have no timeout)."""
+        try:
+            return self.resolver.open(repo_id, revision, authorization)
+        except HubError as exc:
+            if exc.status != 404 or exc.code not in MISSING_CODES:
+                raise
+            if not self._importable(repo_id, revision):
+                raise
+        self._imported(repo_id, revision, wait)
+        return self.resolver.open(repo_id, revision, authorization)
+
+    def _importable(self, repo_id: str, revision: str) -> bool:
+        if self.config.offline:
+            log.info("upstream: %s@%s is not in the registry (offline)", repo_id, revision)
+            return False
+        if not self.allowed(repo_id):
+            log.info("upstream: %s is not in --upstream-allow", repo_id)
+            return False
+        # A tag names it in the registry; a digest or refs/pr/1 cannot be imported.
+        return is_tag(revision) and not is_digest(revision)
+
+    # -- one import per revision -------------------------------------------------
+
+    def _imported(self, repo_id: str, revision: str, wait: float | None) -> None:
+        """Wait for the import of ``repo_id@revision`` (started here or joined)."""
+        key = f"{repo_id}@{revision}"
+        with self._lock:
+            flight = self._flights.get(key)
+            starter = flight is None
+            if starter:
+                flight = self._flights[key] = Flight()
+        assert flight is not None
+        if starter:
+            # Its own thread: a client that hangs up does not abort what others wait on.
+            threading.Thread(
+                target=self._run, args=(key, flight, repo_id, revision),
+                name=f"import {key[:40]}", daemon=True,
+            ).start()  # fmt: skip
+        if not flight.done.wait(wait):
+            raise HubError(503, f"{repo_id}: being imported from the upstream hub; retry shortly",
+                           None, {"Retry-After": str(RETRY_AFTER)})  # fmt: skip
+        try:
+            flight.wait()
+        except UpstreamIntegrityError:
+            raise HubError(403, f"{repo_id}: refused: the upstream hub sent files unlike its "
+                           "listing (sizes, sha256); nothing was imported", "GatedRepo") from None  # fmt: skip
+        except NotFoundError:
+            raise HubError(404, f"Repository not found: {repo_id}", "RepoNotFound") from None
+        except AuthenticationError:
+            raise HubError(401, f"Repository not found or access denied: {repo_id}",
+                           "RepoNotFound") from None  # fmt: skip
+        except RegistryUnavailableError:
+            raise HubError(
+                502, f"{repo_id}: the upstream hub is unavailable; try again later"
+            ) from None
+
+    def _run(self, key: str, flight: Flight, repo_id: str, revision: str) -> None:
+        self.metrics.pull_started()
+        try:
+            flight.result = self._import(repo_id, revision)
+        except BaseException as exc:  # handed to every waiter
+            flight.error = exc
+            log.warning("upstream: import of %s failed: %s", key, exc)
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            self.metrics.pull_finished("upstream", flight.error is None)
+            flight.done.set()
+
+    def _import(self, repo_id: str, revision: str) -> str | None:
+        name = self.config.repository(repo_id)
+        lock = self.root / "locks" / (hashlib.sha256(f"{name}:{revision}".encode()).hexdigest())
+        with file_lock(lock):
+            if self._in_registry(name, revision):  # another process or replica was first
+                log.info("upstream: %s@%s is in the registry already", repo_id, revision)
+                return None
+            started = time.monotonic()
+            token = self.config.upstream_token or False  # never HF_TOKEN of the gateway's env
+            commit, files = hub_listing(repo_id, revision, endpoint=self.url, token=token)
+            self.root.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix="import-", dir=self.root))
+            try:
+                snapshot = download_snapshot(
+                    repo_id, commit, endpoint=self.url, token=token, cache_dir=work / "hub"
+                )
+                verify(snapshot.path, files, f"{self.url}/{repo_id}@{commit}")
+                tag = f"{self.config.host}/{name}:{revision}"
+                result = api.build(
+                    snapshot.path,
+                    tag,
+                    hf_repo_id=repo_id,
+                    hf_revision=commit,
+                    push=True,
+                    settings=self.config.settings,
+                )
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            log.info(
+                "upstream: imported %s@%s (commit %s, %d files) as %s:%s@%s in %.1fs",
+                repo_id, revision, commit, len(files), name, revision, result.digest,
+                time.monotonic() - started,
+            )  # fmt: skip
+            return commit
+
+    def _in_registry(self, name: str, revision: str) -> bool:
+        if self._client is None:
+            self._client = connect(self.config.host, self.config.settings)
+        try:
+            RegistryRepository(self._client, name).resolve(revision)
+        except NotFoundError:
+            return False
+        return True
+
+
+def verify(root: Path, files: list[HubFile], what: str) -> None:
+    """Every listed file is there with the listed size, LFS files with their sha256,
+    and nothing else is (the tree huggingface_hub downloads is a second listing)."""
+    listed = {f.path for f in files}
+    for extra in sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()):
+        if extra not in listed:
+            raise UpstreamIntegrityError(f"{what}: {extra} downloaded but not listed")
+    for f in files:
+        path = root / f.path
+        if not path.is_file():
+            raise UpstreamIntegrityError(f"{what}: {f.path} listed but not downloaded")
+        size = path.stat().st_size
+        if f.size is not None and size != f.size:
+            raise UpstreamIntegrityError(f"{what}: {f.path} is {size} bytes, listed as {f.size}")
+        if f.sha256 is not None:
+            digest = hashlib.sha256()
+            with open(path, "rb") as stream:
+                while chunk := stream.read(CHUNK):
+                    digest.update(chunk)
+            if digest.hexdigest() != f.sha256.lower():
+                raise UpstreamIntegrityError(
+                    f"{what}: {f.path} has sha256 {digest.hexdigest()}, listed as {f.sha256}"
+                )
