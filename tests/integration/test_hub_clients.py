@@ -22,7 +22,7 @@ from support.helpers import build_and_push, tree_files
 from support.rust_clients import build_rust_clients
 
 from modelpack.settings import Settings
-from modelpack.testing import make_tiny_model
+from modelpack.testing import RegistryServer, make_tiny_model
 
 NAMESPACE = "hc"
 HF = Path(sys.executable).with_name("hf")
@@ -183,10 +183,16 @@ def test_rust_hf_hub_downloads_identical_bytes(hub, rust_bin, tmp_path):
 # -- Dragonfly's hf:// backend --------------------------------------------------------
 
 
-def _dragonfly(rust_bin: Path, gateway: Gateway, revision: str, out: Path, repo: str = "org/tiny"):
+def _dragonfly(
+    rust_bin: Path, gateway: Gateway, revision: str, out: Path, repo: str = "org/tiny", *token: str
+) -> subprocess.CompletedProcess:
     command = [str(rust_bin / "dragonfly-hf-fetch"), gateway.url, repo, revision, str(out)]
     return subprocess.run(
-        [*command, "32768"], env=clean_env(out.parent), capture_output=True, text=True, timeout=600
+        [*command, "32768", *token],
+        env=clean_env(out.parent),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -225,3 +231,56 @@ def test_dragonfly_hf_backend_downloads_each_revision(hub, rust_bin, tmp_path):
     missing = _dragonfly(rust_bin, gateway, "v1", tmp_path / "missing", "org/absent")
     assert missing.returncode == 1
     assert "stat hf://org/absent" in missing.stderr and "404" in missing.stderr
+
+
+# -- both Rust clients with a private model ---------------------------------------------
+
+USER, PASSWORD = "alice", "clients-Pa55"
+
+
+@pytest.mark.interop(
+    "hf-hub 0.4.3 / Dragonfly hf:// backend 1.5.10",
+    "download a private model through serve",
+    "the client's token (hf-hub: $HF_HOME/token, Dragonfly: --hf-token) is the registry "
+    "credential: identical bytes with it, 401 without it",
+)
+def test_rust_clients_pass_their_token_through(rust_bin, tmp_path):
+    model = make_tiny_model(tmp_path / "model")
+    expected = tree_files(model)
+    with RegistryServer(users={USER: PASSWORD}, workdir=tmp_path / "registry") as server:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+            mp.setenv("MODELPACK_USERNAME", USER)
+            mp.setenv("MODELPACK_PASSWORD", PASSWORD)
+            settings = Settings(home=tmp_path / "home", plain_http=True)
+            build_and_push(model, f"{server.host}/{NAMESPACE}/team/private:v1", settings)
+        gateway = Gateway(
+            f"{server.host}/{NAMESPACE}", tmp_path / "gateway", ("--token-user", USER)
+        ).start()
+        try:
+            env = _hub_env(gateway, tmp_path / "hf-hub")
+            (tmp_path / "hf-hub" / "hf-home").mkdir(parents=True)
+            (tmp_path / "hf-hub" / "hf-home" / "token").write_text(PASSWORD)
+            result = _run([str(rust_bin / "hf-hub-fetch"), "team/private", "v1"], env)
+            files = {name: Path(path) for name, path in _fields(result.stdout, "file")}
+            assert {name: path.read_bytes() for name, path in files.items()} == expected
+            anonymous = subprocess.run(
+                [str(rust_bin / "hf-hub-fetch"), "team/private", "v1"],
+                env=_hub_env(gateway, tmp_path / "anonymous"),
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert anonymous.returncode == 1 and "401" in anonymous.stderr, anonymous.stderr
+
+            out = tmp_path / "dragonfly" / "out"
+            ok = _dragonfly(rust_bin, gateway, "v1", out, "team/private", PASSWORD)
+            assert ok.returncode == 0, ok.stderr[-3000:]
+            assert tree_files(out) == expected
+            refused = _dragonfly(
+                rust_bin, gateway, "v1", tmp_path / "df-anon" / "out", "team/private"
+            )
+            assert refused.returncode == 1 and "401" in refused.stderr, refused.stderr
+        finally:
+            gateway.stop()
+    assert PASSWORD not in gateway.log()
