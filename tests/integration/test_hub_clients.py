@@ -228,6 +228,13 @@ def test_dragonfly_hf_backend_downloads_each_revision(hub, rust_bin, tmp_path):
     ):
         assert line in log, line
 
+    api = f"{gateway.url}/api/models/org/tiny"
+    by_query = requests.get(api, params={"revision": "v2"}, timeout=30).json()
+    assert by_query["sha"] == requests.get(f"{api}/revision/v2", timeout=30).json()["sha"]
+    hostile = requests.get(api, params={"revision": "../../v1"}, timeout=30)
+    assert hostile.status_code == 404 and hostile.headers["X-Error-Code"] == "RevisionNotFound"
+    assert gateway.registry.split("/")[0] not in hostile.text
+
     missing = _dragonfly(rust_bin, gateway, "v1", tmp_path / "missing", "org/absent")
     assert missing.returncode == 1
     assert "stat hf://org/absent" in missing.stderr and "404" in missing.stderr
