@@ -27,8 +27,11 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 # The reference tools (oras, modctl, kit, cosign, crane, regctl) at the pins in
 # scripts/peers/pins.txt, built from the Go module proxy once into ~/.cache/modelpack-peers
 # (MODELPACK_PEERS_DIR); a tool is rebuilt only when its pin changes.
+# Also the Rust hub clients of tests/clients/ (hf-hub, Dragonfly's hf:// backend), with
+# cargo from crates.io at their Cargo.lock, rebuilt only when one changes.
 peers:
 	@bash scripts/peers/build-peers.sh
+	@bash scripts/peers/build-rust-clients.sh
 
 demo: install
 	@$(PY) examples/demo.py

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real parts the tests and demo run against, if missing:
-# Debian's docker-registry (CNCF distribution) and skopeo (an independent OCI client).
+# Debian's docker-registry (CNCF distribution) and skopeo (an independent OCI client);
+# protoc, which Dragonfly's API crate runs when tests/clients/dragonfly-hf is built.
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,7 @@ command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then

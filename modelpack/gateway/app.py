@@ -176,7 +176,9 @@ class Gateway:
                     return "paths-info", self._guarded(request, rest[:n], args[0], self.paths_info)
                 raise HubError(404, "Not Found")
         if len(rest) in (1, 2):
-            return "info", self._guarded(request, rest, "main", self.info)
+            # Dragonfly's hf:// backend asks /api/models/{repo}?revision=... for a listing.
+            revision = (request.query.get("revision") or ["main"])[-1] or "main"
+            return "info", self._guarded(request, rest, revision, self.info)
         raise HubError(404, "Not Found")
 
     def _guarded(
