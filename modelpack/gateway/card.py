@@ -1,0 +1,86 @@
+"""A model's card: its README, read through the node cache, split into front matter and text.
+
+The hub's ``cardData`` (``model_info(expand=["cardData"])``) and the web page's badges
+are the README's YAML front matter; the page renders the markdown after it.  The README
+is read like any file a client downloads (the node cache, else pulled through and
+verified), so a card costs one small blob from the registry once per manifest.
+Cards are kept per manifest digest: the caller has already checked the viewer's access.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ModelpackError
+from ..model.metadata import front_matter, split_front_matter
+from .hub import HubError, RepoFile
+from .models import Model
+from .pullthrough import PullThrough
+
+MAX_CARD_BYTES = 1 << 20  # a bigger README is not rendered (the file is still served)
+MAX_CARDS = 256
+README_NAMES = ("README.md", "readme.md", "README", "Readme.md")
+
+
+@dataclass(frozen=True)
+class Card:
+    data: dict[str, Any] = field(default_factory=dict)  # the front matter (cardData)
+    text: str = ""  # the markdown after it
+    warnings: tuple[str, ...] = ()  # why the front matter was ignored, or the text not read
+    complete: bool = True  # False: reading failed this time (not kept, tried again)
+
+
+def readme_file(files: dict[str, RepoFile]) -> RepoFile | None:
+    return next((files[name] for name in README_NAMES if name in files), None)
+
+
+class Cards:
+    """README -> Card, once per manifest digest."""
+
+    def __init__(self, pulls: PullThrough) -> None:
+        self.pulls = pulls
+        self._cards: OrderedDict[str, Card] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def card(self, model: Model, files: dict[str, RepoFile]) -> Card | None:
+        """The model's card, None when it has no README."""
+        f = readme_file(files)
+        if f is None:
+            return None
+        with self._lock:
+            known = self._cards.get(model.root.digest)
+        if known is not None:
+            return known
+        card = self._read(model, f)
+        if not card.complete:
+            return card
+        with self._lock:
+            self._cards[model.root.digest] = card
+            while len(self._cards) > MAX_CARDS:
+                self._cards.popitem(last=False)
+        return card
+
+    def _read(self, model: Model, f: RepoFile) -> Card:
+        if f.size is not None and f.size > MAX_CARD_BYTES:
+            return Card(warnings=(f"{f.path} is larger than {MAX_CARD_BYTES} bytes; not shown",))
+        try:
+            path = self.pulls.cached_path(model, f)
+            if path is None and f.layer is not None:
+                never = lambda: False  # noqa: E731 - a page waits like a download
+                if f.raw:
+                    path = self.pulls.verified_blob(model, f.layer, never)
+                else:
+                    path = self.pulls.unpack_one(model, f, never)
+            if path is None:
+                return Card(warnings=(f"{f.path} is not in the node cache",), complete=False)
+            text = path.read_bytes()[:MAX_CARD_BYTES].decode("utf-8-sig", "replace")
+        except (ModelpackError, HubError, OSError) as exc:
+            reason = f"{f.path} could not be read now ({type(exc).__name__})"
+            return Card(warnings=(reason,), complete=False)
+        warnings: list[str] = []
+        data = front_matter(text, f.path, warnings)
+        _, body = split_front_matter(text)
+        return Card(data, body, tuple(warnings))
