@@ -21,7 +21,7 @@ from .models import Model
 from .pullthrough import PullThrough
 
 MAX_CARD_BYTES = 1 << 20  # a bigger README is not rendered (the file is still served)
-MAX_CARDS = 256
+MAX_CARDS = 1024
 README_NAMES = ("README.md", "readme.md", "README", "Readme.md")
 
 

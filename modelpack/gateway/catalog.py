@@ -72,7 +72,8 @@ class Entry:
 
     repo_id: str
     tags: tuple[str, ...]  # the user tags the client's credentials listed
-    model: Model | None  # the default revision's manifest, None if it could not be opened
+    model: Model | None = None  # the default revision's manifest, None if not opened
+    card: Card | None = None  # its README's card, when its files are known without a pull
 
     @property
     def revision(self) -> str:
@@ -301,7 +302,7 @@ class Catalog:
         key, client = self.clients.for_header(authorization)
         with ThreadPoolExecutor(CHECK_WORKERS) as pool:
             tags = list(pool.map(lambda r: self._client_tags(key, client, r), repo_ids))
-        return [Entry(r, t, None) for r, t in zip(repo_ids, tags, strict=True) if t]
+        return [Entry(r, t) for r, t in zip(repo_ids, tags, strict=True) if t]
 
     def _client_tags(self, key: str, client: RegistryClient, repo_id: str) -> tuple[str, ...]:
         now = time.monotonic()
@@ -323,7 +324,7 @@ class Catalog:
 
     def opened(self, entries: list[Entry], authorization: str | None) -> list[Entry]:
         """The entries with their default revision's manifest (checked with the
-        client's credentials by the resolver, as every route is)."""
+        client's credentials by the resolver, as every route is) and card (for its tags)."""
 
         def open_one(entry: Entry) -> Entry:
             try:
@@ -331,7 +332,9 @@ class Catalog:
             except (ModelpackError, HubError) as exc:
                 log.info("listing %s: %s not opened: %s", entry.repo_id, entry.revision, exc)
                 return entry
-            return Entry(entry.repo_id, entry.tags, model)
+            files = self.known_files(model)
+            card = self.cards.card(model, files) if files is not None else None
+            return Entry(entry.repo_id, entry.tags, model, card)
 
         with ThreadPoolExecutor(CHECK_WORKERS) as pool:
             return list(pool.map(open_one, entries))
@@ -350,7 +353,7 @@ class Catalog:
         if needs_models:
             entries = [e for e in self.opened(entries, authorization) if e.model is not None]
             wanted = set(query.filters)
-            entries = [e for e in entries if wanted <= set(model_tags(e.model))]  # type: ignore[arg-type]
+            entries = [e for e in entries if wanted <= set(model_tags(e.model, e.card))]  # type: ignore[arg-type]
         if query.sort in ("lastModified", "createdAt"):
             entries.sort(key=lambda e: (_created(e), e.repo_id), reverse=query.descending)
         elif query.sort in ("", "id"):
@@ -369,9 +372,10 @@ class Catalog:
                 document: dict[str, Any] = {"_id": entry.repo_id, "id": entry.repo_id,
                                             "modelId": entry.repo_id}  # fmt: skip
             else:
-                files = self.known_files(entry.model) if want_files or want_card else None
-                card = self.cards.card(entry.model, files) if want_card and files else None
-                document = model_document(entry.model, files if want_files else None, False, card)
+                files = self.known_files(entry.model) if want_files else None
+                document = model_document(entry.model, files, False, entry.card)
+                if not want_card:
+                    document.pop("cardData", None)
             if query.expand:
                 document = select_fields(document, query.expand)
             elif not query.full:

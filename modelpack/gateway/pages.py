@@ -199,7 +199,7 @@ class Pages:
     def _list_item(self, entry: Entry) -> str:
         href = url_path(*entry.repo_id.split("/"))
         badges = "".join(f'<span class="badge">{e(t)}</span>' for t in
-                         (model_tags(entry.model) if entry.model else [])[:8])  # fmt: skip
+                         (model_tags(entry.model, entry.card) if entry.model else [])[:8])  # fmt: skip
         revision = entry.revision
         shown_tags = ", ".join(entry.tags[:6]) + (" …" if len(entry.tags) > 6 else "")
         created = _config_time(entry.model)
