@@ -7,6 +7,7 @@ Chromium (screenshots in the test's tmp dir and /tmp/hub-shots/).
 """
 
 import base64
+import hashlib
 import os
 import re
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 import requests
 import yaml
 from support.browser import dump_dom, screenshot
-from support.gateway import Gateway, clean_env
+from support.gateway import Gateway, blob_gets, clean_env
 from support.helpers import build_and_push, tree_files
 from support.token_server import TokenServer
 
@@ -144,9 +145,14 @@ def hub(registry, tmp_path_factory):
 ALL = ["org/alpha", "org/beta", "team/gamma", "team/hostile"]
 
 
-def test_list_models_with_the_real_client(hub, tmp_path):
+def test_list_models_with_the_real_client(hub, registry, tmp_path):
     gateway, model, _, _ = hub
     out = gateway.client(LIST_CLIENT, None, tmp_path / "hf")
+    # Eleven listings read each README once and never a weights file.
+    pulled = blob_gets(registry.access_log(), f"{NAMESPACE}/org/beta")
+    readme = hashlib.sha256((model / "README.md").read_bytes()).hexdigest()
+    weights = hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()
+    assert pulled.get(f"sha256:{readme}") == 1 and f"sha256:{weights}" not in pulled, pulled
     assert out["all"] == ALL
     assert out["author"] == ["team/gamma", "team/hostile"]
     assert out["search"] == ["org/alpha"]
