@@ -252,7 +252,8 @@ class Catalog:
         self.cards = Cards(pulls)
         self._own: RegistryClient | None = None
         self._repositories: _Timed | None = None
-        self._tags: dict[tuple[str, str], _Timed] = {}
+        self._tags: dict[tuple[str, str], _Timed] = {}  # (credential, repo) -> user tags
+        self._opened: dict[tuple[str, str], _Timed] = {}  # (credential, repo) -> Entry
         self._lock = threading.Lock()
         self._reading = threading.Lock()
 
@@ -316,17 +317,21 @@ class Catalog:
             found = ()
         with self._lock:
             self._tags[(key, repo_id)] = _Timed(now, found)
-            if len(self._tags) > 50_000:
-                stale = [k for k, v in self._tags.items() if now - v.at >= ACCESS_TTL]
-                for k in stale:
-                    del self._tags[k]
+            _drop_stale(self._tags, now)
         return found
 
     def opened(self, entries: list[Entry], authorization: str | None) -> list[Entry]:
         """The entries with their default revision's manifest (checked with the
         client's credentials by the resolver, as every route is) and card (for its tags)."""
 
+        key, _ = self.clients.for_header(authorization)
+
         def open_one(entry: Entry) -> Entry:
+            now = time.monotonic()
+            with self._lock:
+                known = self._opened.get((key, entry.repo_id))
+            if known is not None and now - known.at < ACCESS_TTL and known.value.tags == entry.tags:
+                return known.value
             try:
                 model = self.resolver.open(entry.repo_id, entry.revision, authorization)
             except (ModelpackError, HubError) as exc:
@@ -334,7 +339,11 @@ class Catalog:
                 return entry
             files = self.known_files(model)
             card = self.cards.card(model, files) if files is not None else None
-            return Entry(entry.repo_id, entry.tags, model, card)
+            opened = Entry(entry.repo_id, entry.tags, model, card)
+            with self._lock:
+                self._opened[(key, entry.repo_id)] = _Timed(now, opened)
+                _drop_stale(self._opened, now)
+            return opened
 
         with ThreadPoolExecutor(CHECK_WORKERS) as pool:
             return list(pool.map(open_one, entries))
@@ -390,6 +399,13 @@ class Catalog:
         return None
 
 
+def _drop_stale(entries: dict[Any, _Timed], now: float, limit: int = 50_000) -> None:
+    """Forget what is past its TTL once a cache holds ``limit`` entries (under the lock)."""
+    if len(entries) > limit:
+        for key in [k for k, v in entries.items() if now - v.at >= ACCESS_TTL]:
+            del entries[key]
+
+
 def _created(entry: Entry) -> str:
     config = entry.model.view.config if entry.model else None
     return hub_time(config.descriptor.created_at if config else None) or ""
@@ -406,14 +422,23 @@ def _catalog_page(response: Any) -> list[str]:
     return names
 
 
-def next_link(request: Request, query: ListQuery) -> str:
-    """The absolute URL of the next page (huggingface_hub requests it as is)."""
+def base_url(request: Request) -> str:
+    """Where the client reached this gateway: its ``Host``, and ``https`` when a TLS
+    proxy in front says so (``X-Forwarded-Proto``), so a link never drops to plain
+    HTTP with the client's token on it."""
     environ = request.environ
     scheme = environ.get("wsgi.url_scheme", "http")
+    if (request.header("X-Forwarded-Proto") or "").strip().lower() == "https":
+        scheme = "https"
     host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
+    return f"{scheme}://{host}"
+
+
+def next_link(request: Request, query: ListQuery) -> str:
+    """The absolute URL of the next page (huggingface_hub requests it as is)."""
     params = [(k, v) for k, values in request.query.items() if k != "cursor" for v in values]
     params.append(("cursor", _cursor(query.offset + query.limit)))
-    return f"{scheme}://{host}{request.path}?{urlencode(params)}"
+    return f"{base_url(request)}{request.path}?{urlencode(params)}"
 
 
 def list_models(catalog: Catalog, request: Request) -> Response:

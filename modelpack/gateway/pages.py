@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
 from html import escape
 from importlib.resources import files as package_files
@@ -25,13 +27,22 @@ from urllib.parse import quote
 
 import yaml
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from ..errors import ModelpackError
 from ..registry.client import RegistryRepository
 from ..signing.cosign import check_signatures, scan_signatures
 from ..signing.sigstore import find_bundle_signatures
 from .card import Card
-from .catalog import Catalog, Entry, ListQuery, default_revision, hub_time, model_tags
+from .catalog import (
+    Catalog,
+    Entry,
+    ListQuery,
+    base_url,
+    default_revision,
+    hub_time,
+    model_tags,
+)
 from .config import GatewayConfig
 from .http import Request, Response
 from .hub import HubError, RepoFile, repo_not_found
@@ -67,21 +78,38 @@ def human_size(size: int | None) -> str:
     return f"{size} B"
 
 
-def render_markdown(text: str) -> str:
-    """The README's markdown as HTML; raw HTML in it is shown as text."""
-    return _MARKDOWN.render(text)
+def render_markdown(text: str, files_url: str = "") -> str:
+    """The README's markdown as HTML; raw HTML in it is shown as text.  A relative
+    link or image (``![](images/arch.png)``) points at that file of the model
+    (``files_url`` + path), as it does on the hub."""
+    tokens = _MARKDOWN.parse(text)
+    if files_url:
+        for token in _walk(tokens):
+            name = {"link_open": "href", "image": "src"}.get(token.type)
+            value = token.attrGet(name) if name else None
+            if isinstance(value, str) and _relative(value):
+                path = posixpath.normpath(value.split("#", 1)[0].split("?", 1)[0])
+                if path and not path.startswith(".."):
+                    token.attrSet(name, files_url + path)  # type: ignore[arg-type]
+    return _MARKDOWN.renderer.render(tokens, _MARKDOWN.options, {})
+
+
+def _walk(tokens: list[Token]) -> Iterator[Token]:
+    for token in tokens:
+        yield token
+        if token.children:
+            yield from _walk(token.children)
+
+
+def _relative(url: str) -> bool:
+    """A path inside the repository: no scheme, host, absolute path or fragment only."""
+    return bool(url) and not url.startswith(("/", "#", "?")) and ":" not in url.split("/")[0]
 
 
 @dataclass(frozen=True)
 class Signatures:
     state: str  # "verified" | "present" | "none" | "unknown"
     text: str
-
-
-def base_url(request: Request) -> str:
-    environ = request.environ
-    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
-    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
 
 
 def basic_user(authorization: str | None) -> str | None:
@@ -231,7 +259,7 @@ class Pages:
             "</div>"
             f"{self._badges(model, card, signatures)}"
             '<div class="layout"><section>'
-            f"{self._card_html(card)}"
+            f"{self._card_html(card, url_path(*repo_id.split('/'), 'resolve', model.commit) + '/')}"
             f"<h2>Files</h2>{self._files(model, files)}"
             "</section><aside>"
             f"{self._revisions(repo_id, tags, revision)}"
@@ -280,11 +308,11 @@ class Pages:
                    if t not in shown and t.split(":")[-1] not in shown]  # fmt: skip
         return f'<div class="badges">{"".join(badges)}</div>'
 
-    def _card_html(self, card: Card | None) -> str:
+    def _card_html(self, card: Card | None, files_url: str) -> str:
         if card is None:
             return '<div class="card"><p class="muted">This model has no README.</p></div>'
         warnings = "".join(f'<div class="notice">{e(w)}</div>' for w in card.warnings)
-        return f'{warnings}<article class="card" id="readme">{render_markdown(card.text)}</article>'
+        return f'{warnings}<article class="card" id="readme">{render_markdown(card.text, files_url)}</article>'
 
     def _files(self, model: Model, files: dict[str, RepoFile]) -> str:
         rows = []

@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 from support.browser import dump_dom, screenshot
-from support.gateway import Gateway, blob_gets, clean_env
+from support.gateway import Gateway, clean_env
 from support.helpers import build_and_push, tree_files
 from support.token_server import TokenServer
 
@@ -40,7 +40,8 @@ tags:
 <script>document.title='pwned'</script>
 <img src=x onerror="document.title='pwned'">
 
-[click me](javascript:document.title='pwned') and [fine](https://example.com/ok)
+[click me](javascript:document.title='pwned') and [fine](https://example.com/ok),
+[the config](./config.json) and ![a picture](1_Pooling/config.json)
 """
 
 LIST_CLIENT = """
@@ -148,11 +149,14 @@ ALL = ["org/alpha", "org/beta", "team/gamma", "team/hostile"]
 def test_list_models_with_the_real_client(hub, registry, tmp_path):
     gateway, model, _, _ = hub
     out = gateway.client(LIST_CLIENT, None, tmp_path / "hf")
-    # Eleven listings read each README once and never a weights file.
-    pulled = blob_gets(registry.access_log(), f"{NAMESPACE}/org/beta")
+    # Eleven listings read the README once (the same bytes in three repositories: one
+    # GET into the node cache) and never a weights file.
+    gets = re.findall(
+        rf"GET /v2/{NAMESPACE}/\S+/blobs/(sha256:[0-9a-f]{{64}})", registry.access_log()
+    )
     readme = hashlib.sha256((model / "README.md").read_bytes()).hexdigest()
     weights = hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()
-    assert pulled.get(f"sha256:{readme}") == 1 and f"sha256:{weights}" not in pulled, pulled
+    assert gets.count(f"sha256:{readme}") == 1 and f"sha256:{weights}" not in gets, gets
     assert out["all"] == ALL
     assert out["author"] == ["team/gamma", "team/hostile"]
     assert out["search"] == ["org/alpha"]
@@ -173,6 +177,10 @@ def test_list_models_with_the_real_client(hub, registry, tmp_path):
     last = requests.get(first.links["next"]["url"])
     assert [m["id"] for m in last.json()] == ALL[2:] and "next" not in last.links
     assert requests.get(f"{gateway.url}/api/models", params={"sort": "stars"}).status_code == 400
+    # Behind a TLS proxy the next page stays on https (the client's token goes with it).
+    proxied = requests.get(f"{gateway.url}/api/models", params={"limit": 2},
+                           headers={"X-Forwarded-Proto": "https", "Host": "hub.example.com"})  # fmt: skip
+    assert proxied.links["next"]["url"].startswith("https://hub.example.com/api/models?limit=2&")
     assert requests.post(f"{gateway.url}/api/models").status_code == 405
 
 
@@ -439,6 +447,12 @@ def test_a_hostile_card_cannot_inject_html(hub, tmp_path):
     hrefs = [a.get("href", "") for t, a in elements if t == "a"]
     assert not [h for h in hrefs if h.strip().lower().startswith("javascript:")]
     assert "https://example.com/ok" in hrefs  # a plain link still works
+    # Relative links and images point at the model's files, and download them.
+    commit = re.search(r"commit <code>([0-9a-f]{40})</code>", dom).group(1)
+    assert f"/team/hostile/resolve/{commit}/config.json" in hrefs
+    images = [a.get("src", "") for t, a in elements if t == "img"]
+    assert images == [f"/team/hostile/resolve/{commit}/1_Pooling/config.json"]
+    assert requests.get(gateway.url + images[0]).status_code == 200
     assert "<title>team/hostile: modelpack hub</title>" in dom  # no script renamed it
     # The hostile text is shown as text.
     assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;" in dom
