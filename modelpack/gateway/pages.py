@@ -300,7 +300,8 @@ class Pages:
         data = card.data if card else {}
         for key in (*CARD_KEYS, *sorted(k for k in data if k not in CARD_KEYS)):
             for value in _values(data.get(key))[:12]:
-                badges.append(f'<span class="badge"><b>{e(key)}</b>{e(value)}</span>')
+                label = "" if key == "tags" else f"<b>{e(key)}</b>"  # tags as the hub shows them
+                badges.append(f'<span class="badge">{label}{e(value)}</span>')
                 shown.add(str(value))
             if len(badges) > 40:
                 break
