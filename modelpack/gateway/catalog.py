@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from ..errors import ModelpackError
+from ..errors import ModelpackError, RegistryError
 from ..registry.client import RegistryClient, RegistryRepository, connect
 from ..registry.transport import raise_for_status
 from .access import Clients
@@ -418,7 +418,7 @@ def _catalog_page(response: Any) -> list[str]:
         document = None
     names = document.get("repositories") if isinstance(document, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise HubError(502, "the registry's catalog is not a repository list")
+        raise RegistryError("the registry's /v2/_catalog answer is not a repository list")
     return names
 
 

@@ -482,3 +482,17 @@ def test_signature_status_with_a_verify_key(hub, tmp_path):
         verifying.stop()
     unsigned = requests.get(f"{gateway.url}/org/beta")
     assert 'id="signature">not signed<' in unsigned.text
+
+
+def test_the_catalog_is_read_page_by_page(hub, registry, tmp_path, monkeypatch):
+    """distribution pages /v2/_catalog with Link headers; two names a page here."""
+    from modelpack.gateway import GatewayConfig, catalog, make_app
+
+    monkeypatch.setattr(catalog, "CATALOG_PAGE", 2)
+    config = GatewayConfig(
+        f"{registry.host}/{NAMESPACE}", settings=Settings(home=tmp_path / "home", plain_http=True)
+    )
+    found = make_app(config).catalog.repositories()
+    assert found.available and list(found.ids) == ALL
+    pages = re.findall(r"GET /v2/_catalog\?\S*n=2\S* ", registry.access_log())
+    assert len(pages) >= 2  # four names here, more when other tests pushed to the registry
