@@ -295,6 +295,13 @@ def test_each_client_sees_only_what_the_registry_lets_it_read(token_hub, tmp_pat
             f"{gateway.url}/prod/secret", headers={"Authorization": _basic("reader")}
         )
         assert allowed.status_code == 200 and "model.safetensors" in allowed.text
+        # Sign in in a browser: /?signin=1 challenges, the browser answers with Basic
+        # credentials (from the URL here: headless Chromium has no prompt to type them into).
+        dom = dump_dom(
+            f"http://alice:{USERS['alice']}@127.0.0.1:{gateway.port}/?signin=1", tmp_path
+        )
+        assert "signed in as alice" in dom and 'href="/team/one"' in dom
+        assert "prod/secret" not in dom and "public/open" not in dom
     finally:
         gateway.stop()
     assert USERS["lister"] not in gateway.log() and USERS["alice"] not in gateway.log()
