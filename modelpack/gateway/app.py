@@ -247,9 +247,7 @@ class Gateway:
     def info(self, request: Request, model: Model) -> Response:
         files = self.pulls.listing(model)
         expand = request.query.get("expand") or request.query.get("expand[]")
-        card = None
-        if request.flag("cardData") or "cardData" in (expand or ()):
-            card = self.catalog.cards.card(model, files)  # the README's front matter
+        card = self.catalog.cards.card(model, files)  # cardData, tags: as the hub answers
         document = model_document(model, files, request.flag("blobs"), card)
         if expand:
             document = select_fields(document, expand)

@@ -91,7 +91,8 @@ out = {
     "card": info.card_data.to_dict() if info.card_data else None,
     "tags": info.tags,
     "last_modified": str(info.last_modified),
-    "default_card": api.model_info(repo, revision=rev).card_data is None,
+    "default": (lambda i: [i.card_data.to_dict()["pipeline_tag"], i.pipeline_tag, i.tags])(
+        api.model_info(repo, revision=rev)),
     "files": sorted(list_repo_files(repo, revision=rev)),
     "tree": sorted((e.path, type(e).__name__) for e in tree),
     "top": sorted(e.path for e in api.list_repo_tree(repo, revision=rev)),
@@ -195,7 +196,10 @@ def test_model_info_and_what_loaders_call(hub, tmp_path):
     assert out["card"]["license"] == "apache-2.0" and out["card"]["tags"] == ["tiny", "testing"]
     assert {"tiny", "testing", "safetensors", "license:apache-2.0"} <= set(out["tags"])
     assert out["last_modified"].startswith("2020-09-13 12:26:40")
-    assert out["default_card"] is True  # cardData only when asked for (it reads the README)
+    # Without expand too, as the hub: the card, and the tags it gives (transformers'
+    # is_base_mistral reads them).
+    assert out["default"][:2] == ["feature-extraction", "feature-extraction"]
+    assert {"tiny", "testing"} <= set(out["default"][2])
     kinds = dict(out["tree"])
     assert kinds.pop("1_Pooling") == "RepoFolder"
     assert kinds == dict.fromkeys(files, "RepoFile")
