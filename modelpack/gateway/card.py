@@ -9,9 +9,11 @@ Cards are kept per manifest digest: the caller has already checked the viewer's 
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 from ..errors import ModelpackError
@@ -22,6 +24,7 @@ from .pullthrough import PullThrough
 
 MAX_CARD_BYTES = 1 << 20  # a bigger README is not rendered (the file is still served)
 MAX_CARDS = 1024
+MAX_CARD_NODES = 100_000  # values in a card's front matter, aliases expanded
 README_NAMES = ("README.md", "readme.md", "README", "Readme.md")
 
 
@@ -81,6 +84,39 @@ class Cards:
             reason = f"{f.path} could not be read now ({type(exc).__name__})"
             return Card(warnings=(reason,), complete=False)
         warnings: list[str] = []
-        data = front_matter(text, f.path, warnings)
+        try:
+            data = as_json(front_matter(text, f.path, warnings))
+        except (RecursionError, _TooLarge):  # nested too deep, or aliases that expand
+            data = {}
+            warnings.append(f"{f.path}: front matter ignored, it is too large or too deep")
         _, body = split_front_matter(text)
         return Card(data, body, tuple(warnings))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def as_json(data: dict[str, Any], budget: int = MAX_CARD_NODES) -> dict[str, Any]:
+    """Front matter as JSON can carry it (what the hub answers as ``cardData``): dates
+    as ISO text, keys as text, NaN as null; binary and other YAML-only values dropped.
+    YAML aliases can make a small card a huge tree: past ``budget`` values it is refused."""
+    left = [budget]
+
+    def convert(value: Any) -> Any:
+        left[0] -= 1
+        if left[0] < 0:
+            raise _TooLarge
+        if isinstance(value, dict):
+            return {str(k): convert(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [convert(v) for v in value]
+        if isinstance(value, bool | int | str) or value is None:
+            return value
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, date | datetime):
+            return value.isoformat()
+        return None  # bytes (!!binary), sets (!!set): nothing JSON has
+
+    return convert(data)

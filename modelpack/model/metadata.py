@@ -239,7 +239,7 @@ def front_matter(text: str, name: str, warnings: list[str]) -> dict[str, Any]:
         return {}
     try:
         card = yaml.safe_load(block)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deep
         warnings.append(
             f"{name}: front matter ignored, it is not valid YAML ({type(exc).__name__})"
         )

@@ -507,3 +507,48 @@ def test_the_catalog_is_read_page_by_page(hub, registry, tmp_path, monkeypatch):
     assert found.available and list(found.ids) == ALL
     pages = re.findall(r"GET /v2/_catalog\?\S*n=2\S* ", registry.access_log())
     assert len(pages) >= 2  # four names here, more when other tests pushed to the registry
+
+
+ODD_CARD = """---
+date: 2024-01-01
+when: 2024-01-01T10:00:00Z
+blob: !!binary aGVsbG8=
+score: .nan
+1: one
+---
+# Odd
+"""
+ALIAS_BOMB = "---\na: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+) + "---\n# Bomb\n"  # fmt: skip
+
+
+def test_cards_json_cannot_carry_or_that_expand_are_answered_safely(registry, tmp_path):
+    """YAML dates, binary and NaN become JSON; aliases that expand to 10^9 values are
+    refused (the card is shown without front matter), never a 500 or a hung thread."""
+    model = make_tiny_model(tmp_path / "odd")
+    bomb = make_tiny_model(tmp_path / "bomb")
+    (model / "README.md").write_text(ODD_CARD)
+    (bomb / "README.md").write_text(ALIAS_BOMB)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+        _push(model, f"{registry.host}/disco-odd/org/odd:v1", tmp_path / "home", mp)
+        _push(bomb, f"{registry.host}/disco-odd/org/bomb:v1", tmp_path / "home", mp)
+    gateway = Gateway(f"{registry.host}/disco-odd", tmp_path / "gateway").start()
+    try:
+        odd = requests.get(f"{gateway.url}/api/models/org/odd/revision/v1", timeout=30)
+        assert odd.status_code == 200
+        assert odd.json()["cardData"] == {"date": "2024-01-01", "when": "2024-01-01T10:00:00+00:00",
+                                          "blob": None, "score": None, "1": "one"}  # fmt: skip
+        answer = requests.get(f"{gateway.url}/api/models/org/bomb/revision/v1", timeout=30)
+        assert answer.status_code == 200 and answer.json()["cardData"] == {}
+        page = requests.get(f"{gateway.url}/org/bomb", timeout=30)
+        assert page.status_code == 200 and "too large or too deep" in page.text
+        assert "<h1>Bomb</h1>" in page.text
+        listed = requests.get(
+            f"{gateway.url}/api/models", params={"expand": "cardData"}, timeout=30
+        )
+        assert [m["id"] for m in listed.json()] == ["org/bomb", "org/odd"]
+    finally:
+        gateway.stop()
+    assert "Traceback" not in gateway.log()
