@@ -78,3 +78,15 @@ def test_markdown_has_no_raw_html_and_relative_links_point_at_files():
     assert 'href="https://e.com"' in html and 'href="#top"' in html
     assert "javascript:" not in html.split("[c](")[0] and 'href="javascript' not in html
     assert 'href="../../up"' in html  # leaves the repository: left alone
+
+
+def test_front_matter_too_deep_or_too_large_is_ignored():
+    from modelpack.gateway.card import _TooLarge, as_json
+    from modelpack.model.metadata import front_matter
+
+    warnings: list[str] = []
+    deep = "---\nx: " + "[" * 5000 + "]" * 5000 + "\n---\n"
+    assert front_matter(deep, "README.md", warnings) == {}
+    assert "RecursionError" in warnings[-1]
+    with pytest.raises(_TooLarge):
+        as_json({"a": [[0] * 1000] * 1000})  # a million values, shared as aliases make them
