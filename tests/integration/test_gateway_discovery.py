@@ -441,6 +441,7 @@ def test_pages_in_a_browser(hub, tmp_path):
     missing = requests.get(f"{gateway.url}/org/nothing-here")
     assert missing.status_code == 404 and "text/html" in missing.headers["Content-Type"]
     assert "Repository not found: org/nothing-here" in missing.text
+    screenshot(f"{gateway.url}/org/nothing-here", shots / "hub-not-found.png", tmp_path)
     assert (
         requests.get(f"{gateway.url}/Org/Alpha", allow_redirects=False).headers["Location"]
         == "/org/alpha"
