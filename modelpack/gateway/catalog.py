@@ -300,7 +300,10 @@ class Catalog:
 
     def entries(self, repo_ids: list[str], authorization: str | None) -> list[Entry]:
         """Those of ``repo_ids`` the client's credentials can read, with their tags."""
-        key, client = self.clients.for_header(authorization)
+        try:
+            key, client = self.clients.for_header(authorization)
+        except ModelpackError:  # an Authorization that is no credential: nothing readable
+            return []
         with ThreadPoolExecutor(CHECK_WORKERS) as pool:
             tags = list(pool.map(lambda r: self._client_tags(key, client, r), repo_ids))
         return [Entry(r, t) for r, t in zip(repo_ids, tags, strict=True) if t]
@@ -324,6 +327,8 @@ class Catalog:
         """The entries with their default revision's manifest (checked with the
         client's credentials by the resolver, as every route is) and card (for its tags)."""
 
+        if not entries:  # (and so no credential to parse)
+            return []
         key, _ = self.clients.for_header(authorization)
 
         def open_one(entry: Entry) -> Entry:

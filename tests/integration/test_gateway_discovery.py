@@ -183,6 +183,10 @@ def test_list_models_with_the_real_client(hub, registry, tmp_path):
                            headers={"X-Forwarded-Proto": "https", "Host": "hub.example.com"})  # fmt: skip
     assert proxied.links["next"]["url"].startswith("https://hub.example.com/api/models?limit=2&")
     assert requests.post(f"{gateway.url}/api/models").status_code == 405
+    # An Authorization that is no credential reads nothing (and is no 500).
+    junk = requests.get(f"{gateway.url}/api/models", headers={"Authorization": "0"})
+    assert junk.status_code == 200 and junk.json() == []
+    assert requests.get(f"{gateway.url}/", headers={"Authorization": "0"}).status_code == 200
 
 
 def test_model_info_and_what_loaders_call(hub, tmp_path):
