@@ -19,6 +19,7 @@ from ..errors import (
     UsageError,
 )
 from .access import Clients
+from .catalog import Catalog, list_models, model_document, select_fields
 from .config import GatewayConfig
 from .http import Body, ClosingFile, Request, Response, parse_range, read_range
 from .hub import (
@@ -34,6 +35,7 @@ from .hub import (
 )
 from .metrics import Metrics
 from .models import Model, Resolver, SignatureRefusedError
+from .pages import Pages
 from .pullthrough import PullThrough
 from .upstream import FILE_WAIT, Upstream
 
@@ -84,6 +86,8 @@ class Gateway:
         self.resolver = Resolver(config, self.clients)
         self.pulls = PullThrough(config.settings, self.metrics, config.max_pulls or 1)
         self.upstream = Upstream(config, self.resolver, self.metrics) if config.upstream else None
+        self.catalog = Catalog(config, self.clients, self.resolver, self.pulls)
+        self.pages = Pages(config, self.catalog, self.resolver, self.pulls)
 
     # -- WSGI -------------------------------------------------------------------
 
@@ -151,6 +155,10 @@ class Gateway:
             return "metrics", Response.text(
                 self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
             )
+        if s == ["api", "models"]:
+            return "list", list_models(self.catalog, request)
+        if (page := self._page(request)) is not None:
+            return "page", page
         if len(s) >= 3 and s[0] == "api" and s[1] in OTHER_REPO_TYPES:
             raise repo_not_found("/".join(s[2:4]), f"this gateway serves models, not {s[1]}")
         if len(s) >= 3 and s[0] == "api" and s[1] == "models":
@@ -162,6 +170,32 @@ class Gateway:
                 path = "/".join(s[n + 2 :])
                 return "resolve", self._guarded(request, s[:n], s[n + 1], self.resolve, path)
         raise HubError(404, "Not Found")
+
+    def _page(self, request: Request) -> Response | None:
+        """The web page (pages.py): ``/``, ``/-/hub.css``, ``/ORG/NAME[/tree/REV]``."""
+        s, repo, revision = request.segments, request.segments, None
+        if len(s) == 4 and s[2] == "tree":
+            repo, revision = s[:2], s[3]
+        if s == ["-", "hub.css"]:
+            return self.pages.stylesheet()
+        if s and (len(repo) > 2 or not valid_repo_id("/".join(repo)) or s[0] == "api"):
+            return None
+        if request.method not in ("GET", "HEAD"):
+            raise HubError(
+                405, f"{request.method} is not allowed here", None, {"Allow": "GET, HEAD"}
+            )
+        if not s:
+            return self.pages.index(request)
+        repo_id = "/".join(repo)
+        if canonical_repo_id(repo_id) != repo_id:
+            return self._redirect(request, repo, canonical_repo_id(repo_id))
+        try:
+            return self.pages.model(request, repo_id, revision)
+        except ModelpackError as exc:
+            log.warning("%s %s: %s", request.method, request.path, exc)
+            return self.pages.error(request, hub_error(exc, repo_id))
+        except HubError as exc:
+            return self.pages.error(request, exc)
 
     def _api_models(self, request: Request, rest: list[str]) -> tuple[str, Response]:
         for n in (2, 1):
@@ -221,33 +255,11 @@ class Gateway:
 
     def info(self, request: Request, model: Model) -> Response:
         files = self.pulls.listing(model)
-        blobs = request.flag("blobs")
-        config = model.view.config
-        descriptor = config.descriptor if config else None
-        document: dict[str, Any] = {
-            "_id": model.commit,
-            "id": model.repo_id,
-            "modelId": model.repo_id,
-            "author": model.repo_id.split("/")[0] if "/" in model.repo_id else None,
-            "sha": model.commit,
-            "private": False,
-            "disabled": False,
-            "gated": False,
-            "downloads": 0,
-            "likes": 0,
-            "tags": [t for t in ([config.config.format] if config else []) if t],
-            "library_name": None,
-            "siblings": [f.sibling(blobs) for _, f in sorted(files.items())],
-            "usedStorage": sum(f.size or 0 for f in files.values()),
-            "modelpack": {
-                "reference": model.key,
-                "digest": model.root.digest,
-                "name": descriptor.name if descriptor else None,
-            },
-        }
         expand = request.query.get("expand") or request.query.get("expand[]")
+        card = self.catalog.cards.card(model, files)  # cardData, tags: as the hub answers
+        document = model_document(model, files, request.flag("blobs"), card)
         if expand:
-            document = {k: v for k, v in document.items() if k in ("_id", "id", *expand)}
+            document = select_fields(document, expand)
         return Response.json(document)
 
     def tree(self, request: Request, model: Model, under: str) -> Response:

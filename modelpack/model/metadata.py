@@ -216,24 +216,36 @@ def read_front_matter(readme: Path, warnings: list[str]) -> dict[str, Any]:
     (its ``metadata_load`` is this regex plus ``yaml.safe_load``; importing the
     hub client for it would cost a build 0.4 s).  A malformed card must not stop
     a build: it is ignored, with a warning."""
-    import yaml
-
     try:
-        match = _FRONT_MATTER.search(readme.read_text(encoding="utf-8-sig"))
+        text = readme.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         warnings.append(f"{readme.name}: not read ({exc})")
         return {}
-    if not match:
+    return front_matter(text, readme.name, warnings)
+
+
+def split_front_matter(text: str) -> tuple[str | None, str]:
+    """(the YAML of a model card's front matter or None, the markdown after it)."""
+    match = _FRONT_MATTER.search(text)
+    return (match.group(2), text[match.end() :]) if match else (None, text)
+
+
+def front_matter(text: str, name: str, warnings: list[str]) -> dict[str, Any]:
+    """The front matter of a card's text as a mapping; {} (with a warning) if malformed."""
+    import yaml
+
+    block, _ = split_front_matter(text)
+    if block is None:
         return {}
     try:
-        card = yaml.safe_load(match.group(2))
-    except yaml.YAMLError as exc:
+        card = yaml.safe_load(block)
+    except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deep
         warnings.append(
-            f"{readme.name}: front matter ignored, it is not valid YAML ({type(exc).__name__})"
+            f"{name}: front matter ignored, it is not valid YAML ({type(exc).__name__})"
         )
         return {}
     if card is not None and not isinstance(card, dict):
-        warnings.append(f"{readme.name}: front matter ignored, it is not a mapping")
+        warnings.append(f"{name}: front matter ignored, it is not a mapping")
         return {}
     return card or {}
 

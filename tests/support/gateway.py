@@ -137,6 +137,11 @@ class Gateway:
 
     def hf(self, ops: list[list[str]], hf_home: Path, token: str | None = None) -> list[dict]:
         """Run huggingface_hub with only HF_ENDPOINT (and HF_TOKEN) pointing it here."""
+        return self.client(HF_CLIENT, ops, hf_home, token)
+
+    def client(self, code: str, argument, hf_home: Path, token: str | None = None):  # noqa: ANN001, ANN201
+        """Run ``code`` as a hub client process (``sys.argv[1]`` is ``argument`` as JSON);
+        its last line of output is JSON, returned."""
         env = clean_env(
             hf_home,
             HF_ENDPOINT=self.url,
@@ -148,7 +153,7 @@ class Gateway:
         if token is not None:
             env["HF_TOKEN"] = token
         result = subprocess.run(
-            [sys.executable, "-c", HF_CLIENT, json.dumps(ops)],
+            [sys.executable, "-c", code, json.dumps(argument)],
             env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]

@@ -47,6 +47,7 @@ class TokenServer:
     requests: list[dict] = field(default_factory=list)
     refresh_tokens: dict[str, str] = field(default_factory=dict)
     issued: list[str] = field(default_factory=list)  # every access token, for leak checks
+    catalog_users: set[str] = field(default_factory=set)  # granted registry:catalog:*
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +98,10 @@ class TokenServer:
         access = []
         for scope in scopes:
             parts = scope.split(":")
+            if parts[:2] == ["registry", "catalog"]:  # distribution's /v2/_catalog
+                granted = ["*"] if user in self.catalog_users else []
+                access.append({"type": "registry", "name": "catalog", "actions": granted})
+                continue
             if len(parts) != 3 or parts[0] != "repository":
                 continue
             actions = self.allowed(user, parts[1], parts[2].split(","))

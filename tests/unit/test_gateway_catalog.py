@@ -1,0 +1,92 @@
+"""The listing's parts a client controls (query, cursor) and the page's markdown, in-process."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelpack.gateway.catalog import (
+    ListQuery,
+    _cursor,
+    base_url,
+    default_revision,
+    hub_time,
+    next_link,
+)
+from modelpack.gateway.http import Request
+from modelpack.gateway.hub import HubError
+from modelpack.gateway.pages import render_markdown
+
+
+def _request(query: str = "", **headers: str) -> Request:
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": f"/api/models?{query}", "HTTP_HOST": "gw:8080",
+               "wsgi.url_scheme": "http"}  # fmt: skip
+    environ.update({"HTTP_" + k.upper(): v for k, v in headers.items()})
+    return Request.from_environ(environ)
+
+
+def test_the_query_huggingface_hub_sends():
+    query = ListQuery.from_request(_request(
+        "search=BERT&author=Org&filter=a&filter=b&sort=lastModified&limit=5000"
+        "&expand=sha&expand=tags&full=True&cardData=true"))  # fmt: skip
+    assert (query.search, query.author, query.filters) == ("bert", "org", ("a", "b"))
+    assert query.sort == "lastModified" and query.descending
+    assert query.limit == 1000  # the hub's largest page
+    assert query.expand == ("sha", "tags") and query.full and query.card_data
+    assert not ListQuery.from_request(_request("sort=id")).descending
+    assert ListQuery.from_request(_request("sort=id&direction=-1")).descending
+    assert not ListQuery.from_request(_request("sort=createdAt&direction=1")).descending
+    assert ListQuery.from_request(_request("limit=0")).limit == 1
+
+
+@pytest.mark.parametrize("query", ["sort=stars", "limit=x", "cursor=!!", "cursor=e30"])
+def test_a_bad_query_is_a_400(query):
+    with pytest.raises(HubError) as caught:
+        ListQuery.from_request(_request(query))
+    assert caught.value.status == 400
+
+
+def test_next_link_keeps_the_query_and_moves_the_cursor():
+    request = _request("search=x&filter=a&filter=b&limit=2&cursor=" + _cursor(2))
+    query = ListQuery.from_request(request)
+    assert query.offset == 2
+    link = next_link(request, query)
+    assert link.startswith("http://gw:8080/api/models?search=x&filter=a&filter=b&limit=2&cursor=")
+    assert ListQuery.from_request(_request(link.split("?", 1)[1])).offset == 4
+    assert base_url(_request(X_FORWARDED_PROTO="https")) == "https://gw:8080"
+    assert base_url(_request(X_FORWARDED_PROTO="gopher")) == "http://gw:8080"
+
+
+def test_default_revision_and_hub_times():
+    assert default_revision(["v1", "main", "latest"]) == "main"
+    assert default_revision(["v1", "latest"]) == "latest"
+    assert default_revision(["v9", "v10", "v2"]) == "v10"
+    assert default_revision([]) == "main"
+    assert hub_time("2024-11-16T00:27:02Z") == "2024-11-16T00:27:02.000Z"
+    assert hub_time("2024-11-16T02:27:02.123456+02:00") == "2024-11-16T00:27:02.123Z"
+    assert hub_time("yesterday") is None and hub_time(None) is None
+
+
+def test_markdown_has_no_raw_html_and_relative_links_point_at_files():
+    html = render_markdown(
+        "<script>x</script> [a](config.json) [b](https://e.com) [c](javascript:x) "
+        "![i](img/p.png) [d](#top) [e](../../up)",
+        "/org/m/resolve/abc/",
+    )
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert 'href="/org/m/resolve/abc/config.json"' in html
+    assert 'src="/org/m/resolve/abc/img/p.png"' in html
+    assert 'href="https://e.com"' in html and 'href="#top"' in html
+    assert "javascript:" not in html.split("[c](")[0] and 'href="javascript' not in html
+    assert 'href="../../up"' in html  # leaves the repository: left alone
+
+
+def test_front_matter_too_deep_or_too_large_is_ignored():
+    from modelpack.gateway.card import _TooLarge, as_json
+    from modelpack.model.metadata import front_matter
+
+    warnings: list[str] = []
+    deep = "---\nx: " + "[" * 5000 + "]" * 5000 + "\n---\n"
+    assert front_matter(deep, "README.md", warnings) == {}
+    assert "RecursionError" in warnings[-1]
+    with pytest.raises(_TooLarge):
+        as_json({"a": [[0] * 1000] * 1000})  # a million values, shared as aliases make them
