@@ -73,7 +73,7 @@ def _hub_env(gateway: Gateway, home: Path) -> dict[str, str]:
 
 
 @pytest.mark.interop(
-    f"hf CLI (huggingface_hub {HF_VERSION})",
+    "hf CLI (huggingface_hub)",
     "downloads through serve",
     "hf download --revision --local-dir: identical bytes, a whole repo and one file",
 )
@@ -121,7 +121,7 @@ print(json.dumps({"hub": load(repo, revision=revision), "folder": load(folder)})
 
 
 @pytest.mark.interop(
-    f"transformers {TRANSFORMERS_VERSION}",
+    "transformers",
     "downloads through serve",
     "AutoConfig/AutoTokenizer.from_pretrained(repo, revision=) equal to loading the folder; "
     "the weights file from_pretrained resolves has the same bytes (AutoModel not run: no torch)",
