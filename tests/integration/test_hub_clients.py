@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,6 @@ from modelpack.testing import RegistryServer, make_tiny_model
 
 NAMESPACE = "hc"
 HF = Path(sys.executable).with_name("hf")
-HF_VERSION = version("huggingface_hub")
-TRANSFORMERS_VERSION = version("transformers")
 
 
 @pytest.fixture(scope="module")
