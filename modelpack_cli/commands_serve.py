@@ -117,6 +117,16 @@ Examples:
     help="Never ask the upstream: serve only what the registry has "
     "[env MODELPACK_GATEWAY_OFFLINE].",
 )
+@click.option(
+    "--inline-max",
+    type=click.IntRange(min=0),
+    default=512 * 1024 * 1024,
+    show_default=True,
+    envvar="MODELPACK_GATEWAY_INLINE_MAX",
+    metavar="BYTES",
+    help="Uploads: files up to this size go inline in the commit, larger ones "
+    "through LFS [env MODELPACK_GATEWAY_INLINE_MAX].",
+)
 @global_options
 def serve(
     registry: str,
@@ -133,6 +143,7 @@ def serve(
     upstream_allow: tuple[str, ...],
     upstream_token: str | None,
     offline: bool,
+    inline_max: int,
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
 
@@ -163,6 +174,7 @@ def serve(
         upstream_allow=upstream_allow,
         upstream_token=upstream_token,
         offline=offline,
+        inline_max=inline_max,
     )
     run_gateway(config)
 

@@ -37,6 +37,7 @@ from .metrics import Metrics
 from .models import Model, Resolver, SignatureRefusedError
 from .pages import Pages
 from .pullthrough import PullThrough
+from .uploads import Uploads
 from .upstream import FILE_WAIT, Upstream
 
 log = logging.getLogger("modelpack.gateway")
@@ -88,6 +89,7 @@ class Gateway:
         self.upstream = Upstream(config, self.resolver, self.metrics) if config.upstream else None
         self.catalog = Catalog(config, self.clients, self.resolver, self.pulls)
         self.pages = Pages(config, self.catalog, self.resolver, self.pulls)
+        self.uploads = Uploads(config, self.clients, self.resolver, hub_error)
 
     # -- WSGI -------------------------------------------------------------------
 
@@ -155,6 +157,8 @@ class Gateway:
             return "metrics", Response.text(
                 self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
             )
+        if (answered := self.uploads.route(request)) is not None:
+            return answered
         if s == ["api", "models"]:
             return "list", list_models(self.catalog, request)
         if (page := self._page(request)) is not None:

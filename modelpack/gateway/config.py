@@ -25,7 +25,9 @@ class GatewayConfig:
     ``upstream``: a hub URL to import repos the registry lacks from (upstream.py),
     only those matching an ``upstream_allow`` fnmatch pattern, with
     ``upstream_token`` (sent to the upstream only).  ``offline``: no upstream
-    requests, serve only what the registry has."""
+    requests, serve only what the registry has.
+    ``inline_max``: files up to this size are uploaded inline in the commit
+    (preupload says "regular"), larger ones through LFS (docs/gateway.md)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -41,6 +43,7 @@ class GatewayConfig:
     upstream_allow: tuple[str, ...] = ()
     upstream_token: str | None = field(default=None, repr=False)  # never in a log line
     offline: bool = False
+    inline_max: int = 512 * 1024 * 1024
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
@@ -64,6 +67,8 @@ class GatewayConfig:
             raise UsageError("--read-timeout must be positive")
         if self.max_pulls is None:
             self.max_pulls = max(1, self.threads // 2)
+        if self.inline_max < 0:
+            raise UsageError("--inline-max must not be negative")
         if self.max_pulls < 1:
             raise UsageError("--max-pulls must be at least 1")
         self._check_upstream()

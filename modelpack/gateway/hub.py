@@ -166,7 +166,7 @@ class RepoFile:
         return entry
 
 
-def _single_file_size(layer: Descriptor) -> int | None:
+def single_file_size(layer: Descriptor) -> int | None:
     """The file size an archive layer unpacks to, when it holds exactly one regular file."""
     text = layer.annotations.get(ANNOTATION_FILE_METADATA) or layer.annotations.get(
         LEGACY_ANNOTATION_FILE_METADATA
@@ -193,7 +193,7 @@ def files_from_manifest(manifest: Manifest, digest: str) -> dict[str, RepoFile] 
         if layer.media_type.endswith(".raw"):
             size: int | None = layer.size
         else:
-            size = _single_file_size(layer)
+            size = single_file_size(layer)
             if size is None:
                 return None
         files[path] = RepoFile(path, size, layer, digest)

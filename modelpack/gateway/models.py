@@ -151,7 +151,10 @@ class Resolver:
             digest = self._recalled(repository.name, revision)
             if digest is not None:
                 return self._by_digest(repository, repo_id, revision, digest)
-            return self._search_tags(repository, repo_id, revision)
+            try:  # hub commits made through a gateway are tagged by their id
+                return repository.resolve(revision)
+            except NotFoundError:
+                return self._search_tags(repository, repo_id, revision)
         tags = [revision, "latest"] if revision == "main" else [revision]
         for tag in tags:
             try:

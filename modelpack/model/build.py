@@ -199,6 +199,12 @@ def _layer_annotations(plan: PlannedLayer, mtime: float) -> dict[str, str]:
     return annotations
 
 
+def layer_annotations(plan: PlannedLayer, mtime: float) -> dict[str, str]:
+    """The annotations ``build`` gives a layer (path, file metadata, title): for layers
+    made elsewhere from bytes already in a registry (the gateway's hub commits)."""
+    return _layer_annotations(plan, mtime)
+
+
 class _HashingSink:
     """A write-only file object that hashes what passes and forwards it."""
 

@@ -1,0 +1,360 @@
+"""A hub commit as a ModelPack artifact, and the history that commits leave in a registry.
+
+A commit is the parent's files with the commit's changes applied, packaged as
+``modelpack build`` would package them: one layer per file, classified by
+``plan_layers``, a model config from ``derive_metadata`` (read from a staging
+folder holding the few bytes it reads: JSON, READMEs, safetensors and GGUF
+headers) and a manifest.  Files the parent has keep their layer as it is.
+
+The commit id is 40 hex, derived as git derives one: a sha1 over the parent's
+id, the config and every (path, layer digest), the message and the date.  The
+manifest records it (``io.modelpack.hf.commit``, what the resolver and
+``pull --hf-cache`` read), its parent's id, the branch and the message, and is
+tagged by the id and by the branch: history is walked in the registry alone,
+so every gateway in front of it answers the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import IntegrityError
+from ..model.build import PlannedLayer, layer_annotations, plan_layers
+from ..model.metadata import derive_metadata, rfc3339
+from ..model.source import ModelSource, SourceFile
+from ..oci.digests import sha256_bytes
+from ..oci.spec import (
+    ANNOTATION_CREATED,
+    ANNOTATION_HF_COMMIT,
+    ANNOTATION_HF_REPO_ID,
+    MEDIA_TYPE_MODEL_CONFIG,
+    Descriptor,
+    LayerFormat,
+    LayerKind,
+    Manifest,
+    MediaTypes,
+    ModelConfig,
+    convert_manifest,
+    parse_layer_media_type,
+)
+from ..oci.target import push_bytes
+from ..registry.client import RegistryRepository
+from ..schemas import MODEL_CONFIG, validate
+from .hub import single_file_size
+
+ANNOTATION_PARENT = "io.modelpack.hf.parent"
+ANNOTATION_BRANCH = "io.modelpack.hf.branch"
+ANNOTATION_COMMIT_TITLE = "io.modelpack.hf.commit.title"
+ANNOTATION_COMMIT_MESSAGE = "io.modelpack.hf.commit.message"
+ANNOTATION_COMMIT_AUTHOR = "io.modelpack.hf.commit.author"
+ANNOTATION_GIT_OID = "io.modelpack.hf.git-oid"  # on a layer: the git blob sha1 of the file
+SAFETENSORS_HEADER_MAX = 100 * 1024 * 1024
+GGUF_PREFIX = 32 * 1024 * 1024  # enough for the key/value header of real GGUF files
+MESSAGE_MAX = 16 * 1024  # annotations stay small: longer messages are cut
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """A file the commit adds, already a blob in the repository."""
+
+    path: str
+    digest: str
+    size: int
+    git_oid: str | None = None  # regular (inline) files: what the client compares
+    local: Path | None = None  # a spooled copy, read instead of the registry
+
+
+@dataclass(frozen=True)
+class Head:
+    """The commit a branch points at (a model manifest, by anyone)."""
+
+    descriptor: Descriptor
+    manifest: Manifest
+    config: ModelConfig | None
+    commit: str
+
+
+@dataclass
+class Change:
+    added: dict[str, NewFile] = field(default_factory=dict)
+    deleted_files: set[str] = field(default_factory=set)
+    deleted_folders: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    title: str
+    message: str
+    author: str
+    branch: str
+    date: float
+
+
+@dataclass(frozen=True)
+class Built:
+    commit: str
+    descriptor: Descriptor
+    manifest: Manifest
+    config_descriptor: Descriptor
+    config_bytes: bytes
+
+
+class MissingEntryError(IntegrityError):
+    """A deleted path that the parent does not have."""
+
+
+@dataclass(frozen=True)
+class _Carried:
+    layer: Descriptor
+    diff_id: str
+    kind: LayerKind
+
+
+def entries(head: Head | None) -> dict[str, _Carried]:
+    """The parent's files by path, each with its layer, diffID and kind."""
+    if head is None:
+        return {}
+    diff_ids = head.config.diff_ids if head.config else []
+    found: dict[str, _Carried] = {}
+    for index, layer in enumerate(head.manifest.layers):
+        path = layer.named_path
+        if not path:
+            continue
+        parsed = parse_layer_media_type(layer.media_type)
+        kind = parsed[0] if parsed else LayerKind.CODE
+        raw = parsed is not None and parsed[1] is LayerFormat.RAW
+        diff_id = diff_ids[index] if index < len(diff_ids) else (layer.digest if raw else "")
+        found[path.rstrip("/")] = _Carried(layer, diff_id, kind)
+    return found
+
+
+def apply(head: Head | None, change: Change) -> dict[str, _Carried | NewFile]:
+    files: dict[str, _Carried | NewFile] = dict(entries(head))
+    for path in sorted(change.deleted_files):
+        if path not in files:
+            raise MissingEntryError(f"A file with this name doesn't exist: {path}")
+        del files[path]
+    for folder in change.deleted_folders:
+        prefix = folder.strip("/") + "/"
+        for path in [p for p in files if p.startswith(prefix) or prefix == "/"]:
+            del files[path]
+    files.update(change.added)
+    return dict(sorted(files.items()))
+
+
+def build_commit(
+    repository: RegistryRepository,
+    repo_id: str,
+    head: Head | None,
+    change: Change,
+    info: CommitInfo,
+    workdir: Path,
+) -> Built:
+    """The manifest and config of ``head`` + ``change`` (nothing pushed yet)."""
+    files = apply(head, change)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix="commit-", dir=workdir))
+    try:
+        sources = [
+            _stage(repository, stage, path, entry, info.date) for path, entry in files.items()
+        ]
+        name = repo_id.rsplit("/", 1)[-1]
+        plans = {
+            p.file.relpath: p
+            for p in plan_layers(ModelSource(stage, sources, name), LayerFormat.RAW)
+        }
+        kinds = {
+            path: entry.kind if isinstance(entry, _Carried) else plans[path].kind
+            for path, entry in files.items()
+        }
+        derived = derive_metadata(sources, kinds, name=name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    layers, diff_ids = [], []
+    for path, entry in files.items():
+        if isinstance(entry, _Carried):
+            layers.append(entry.layer)
+            diff_ids.append(entry.diff_id)
+        else:
+            layers.append(_new_layer(plans[path], entry, info.date))
+            diff_ids.append(entry.digest)
+    derived.descriptor.created_at = rfc3339(info.date)
+    config = ModelConfig(descriptor=derived.descriptor, config=derived.config, diff_ids=diff_ids)
+    validate(config.to_dict(), MODEL_CONFIG, "model config")
+    config_bytes = config.to_bytes()
+    config_desc = Descriptor(MEDIA_TYPE_MODEL_CONFIG, sha256_bytes(config_bytes), len(config_bytes))
+    parent = head.commit if head else ""
+    commit = commit_id(parent, config_desc.digest, layers, info)
+    annotations = {
+        ANNOTATION_HF_REPO_ID: repo_id,
+        ANNOTATION_HF_COMMIT: commit,
+        ANNOTATION_BRANCH: info.branch,
+        ANNOTATION_COMMIT_TITLE: info.title[:MESSAGE_MAX],
+        ANNOTATION_COMMIT_MESSAGE: info.message[:MESSAGE_MAX],
+        ANNOTATION_COMMIT_AUTHOR: info.author,
+        ANNOTATION_CREATED: rfc3339(info.date),
+    }
+    if parent:
+        annotations[ANNOTATION_PARENT] = parent
+    manifest = convert_manifest(
+        Manifest(config=config_desc, layers=tuple(layers), annotations=annotations),
+        MediaTypes.CNCF,
+    )
+    return Built(commit, manifest_descriptor(manifest), manifest, config_desc, config_bytes)
+
+
+def commit_id(parent: str, config: str, layers: list[Descriptor], info: CommitInfo) -> str:
+    document = {
+        "parent": parent,
+        "config": config,
+        "files": [[layer.named_path, layer.digest] for layer in layers],
+        "title": info.title,
+        "message": info.message,
+        "author": info.author,
+        "date": int(info.date),
+    }
+    return hashlib.sha1(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def manifest_descriptor(manifest: Manifest) -> Descriptor:
+    data = manifest.to_bytes()
+    return Descriptor(
+        manifest.media_type, sha256_bytes(data), len(data), artifact_type=manifest.artifact_type
+    )
+
+
+def push_commit(repository: RegistryRepository, built: Built, head: Head | None) -> None:
+    """Config, then the manifest tagged by commit id, then the branch moved to it.
+
+    A parent the gateway did not make (``modelpack push``) is tagged by its
+    commit id too, so the history that starts at it can be walked."""
+    if not repository.exists(built.config_descriptor):
+        push_bytes(repository, built.config_descriptor, built.config_bytes)
+    if head is not None and ANNOTATION_BRANCH not in head.manifest.annotations:
+        repository.tag(head.descriptor, head.commit)
+    repository.put_manifest(built.descriptor, built.manifest.to_bytes(), built.commit)
+    repository.tag(built.descriptor, str(built.manifest.annotations[ANNOTATION_BRANCH]))
+
+
+def branch_manifest(head: Head, repo_id: str, branch: str) -> tuple[Descriptor, bytes]:
+    """``head`` as the first commit of a new branch: the same files, config and commit
+    id; only the branch annotation differs (so refs can tell branches from tags)."""
+    annotations = {
+        **head.manifest.annotations,
+        ANNOTATION_HF_REPO_ID: head.manifest.annotations.get(ANNOTATION_HF_REPO_ID, repo_id),
+        ANNOTATION_HF_COMMIT: head.commit,
+        ANNOTATION_BRANCH: branch,
+    }
+    manifest = replace(head.manifest, annotations=annotations)
+    return manifest_descriptor(manifest), manifest.to_bytes()
+
+
+def _new_layer(plan: PlannedLayer, entry: NewFile, date: float) -> Descriptor:
+    annotations = layer_annotations(plan, date)
+    if entry.git_oid:
+        annotations[ANNOTATION_GIT_OID] = entry.git_oid
+    return Descriptor(plan.media_type, entry.digest, entry.size, annotations=annotations)
+
+
+# -- the staging folder derive_metadata reads --------------------------------------
+
+
+def _wanted(path: str, size: int) -> int:
+    """How many leading bytes of a file the metadata readers use (-1: all of it)."""
+    name = path.rsplit("/", 1)[-1].lower()
+    if name.endswith(".json") or name in ("readme", "readme.md"):
+        return -1 if size <= 64 * 1024 * 1024 else 0
+    if name.endswith(".gguf"):
+        return min(size, GGUF_PREFIX)
+    if name.endswith(".safetensors"):
+        return -2  # 8 bytes of length, then the header
+    return 0
+
+
+def _stage(
+    repository: RegistryRepository, stage: Path, path: str, entry: _Carried | NewFile, date: float
+) -> SourceFile:
+    """A sparse file of the real size holding the bytes metadata needs."""
+    size = _carried_size(entry.layer) if isinstance(entry, _Carried) else entry.size
+    target = stage / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    wanted = _wanted(path, size)
+    with open(target, "wb") as out:
+        if wanted and size:
+            with _open_file(repository, entry) as stream:
+                if wanted == -2:
+                    _copy_safetensors_header(stream, out)
+                else:
+                    _copy(stream, out, size if wanted == -1 else wanted)
+        out.truncate(size)
+    return SourceFile(path, target, size, 0o644, date)
+
+
+def _carried_size(layer: Descriptor) -> int:
+    parsed = parse_layer_media_type(layer.media_type)
+    if parsed is not None and parsed[1] is LayerFormat.RAW:
+        return layer.size
+    return single_file_size(layer) or 0
+
+
+@contextlib.contextmanager
+def _open_file(repository: RegistryRepository, entry: _Carried | NewFile) -> Iterator[BinaryIO]:
+    if isinstance(entry, NewFile):
+        if entry.local is not None:
+            with open(entry.local, "rb") as stream:
+                yield stream
+            return
+        desc = Descriptor("application/octet-stream", entry.digest, entry.size)
+        with repository.fetch(desc) as stream:
+            yield stream
+        return
+    parsed = parse_layer_media_type(entry.layer.media_type)
+    with repository.fetch(entry.layer) as stream:
+        if parsed is None or parsed[1] is LayerFormat.RAW:
+            yield stream
+            return
+        with tarfile.open(fileobj=stream, mode="r|*") as archive:
+            for member in archive:
+                if member.isfile():
+                    extracted = archive.extractfile(member)
+                    assert extracted is not None
+                    yield extracted
+                    return
+        raise IntegrityError(f"layer {entry.layer.digest} holds no file")
+
+
+def _copy(stream: BinaryIO, out: BinaryIO, count: int) -> None:
+    while count > 0:
+        data = stream.read(min(1 << 20, count))
+        if not data:
+            return
+        out.write(data)
+        count -= len(data)
+
+
+def _copy_safetensors_header(stream: BinaryIO, out: BinaryIO) -> None:
+    prefix = stream.read(8)
+    out.write(prefix)
+    if len(prefix) == 8:
+        (length,) = struct.unpack("<Q", prefix)
+        _copy(stream, out, min(length, SAFETENSORS_HEADER_MAX))
+
+
+def git_blob_oid(path: str | os.PathLike[str], size: int) -> str:
+    """The git object id of a file (what the hub calls a regular file's oid)."""
+    hasher = hashlib.sha1(f"blob {size}\0".encode())
+    with open(path, "rb") as f:
+        while data := f.read(1 << 20):
+            hasher.update(data)
+    return hasher.hexdigest()

@@ -1,0 +1,611 @@
+"""The hub's write API: create_repo, preupload, LFS batch + basic transfer, commit,
+branches, tags, refs and commit history, all pushed with the client's credentials.
+
+What huggingface_hub (2.x) asks and what the gateway answers is in docs/gateway.md
+("Uploads").  In short: preupload says ``regular`` for files up to
+``inline_max`` (their bytes come base64 in the commit) and ``lfs`` above it;
+the LFS batch answer has no action for blobs the repository has (the hub's
+"skip") and an upload href back to this gateway for the rest, whose body is
+streamed into a registry blob upload and checked against its sha256.  A client
+with hf_xet uploads ``lfs`` files through Xet, which the gateway does not
+speak: its ``xet-write-token`` request is refused with a message saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..errors import AuthenticationError, IntegrityError, ModelpackError, NotFoundError
+from ..model.metadata import front_matter_problem
+from ..oci.digests import sha256_file
+from ..oci.reference import is_tag
+from ..oci.spec import ANNOTATION_CREATED, Descriptor
+from ..registry.client import RegistryRepository
+from ..registry.upload import chunk_size_for, upload_blob
+from .access import Clients, credentials_from_header
+from .commits import (
+    ANNOTATION_BRANCH,
+    ANNOTATION_COMMIT_AUTHOR,
+    ANNOTATION_COMMIT_MESSAGE,
+    ANNOTATION_COMMIT_TITLE,
+    ANNOTATION_GIT_OID,
+    ANNOTATION_PARENT,
+    Change,
+    CommitInfo,
+    Head,
+    MissingEntryError,
+    NewFile,
+    branch_manifest,
+    build_commit,
+    git_blob_oid,
+    push_commit,
+)
+from .config import GatewayConfig
+from .http import Request, Response
+from .hub import (
+    COMMIT_RE,
+    HubError,
+    canonical_repo_id,
+    repo_not_found,
+    valid_file_path,
+    valid_repo_id,
+)
+from .models import Model, Resolver
+from .payload import operations
+
+log = logging.getLogger("modelpack.gateway")
+REPO_OPS = ("preupload", "commit", "branch", "tag", "refs", "commits", "xet-write-token")
+READ_OPS = ("revision", "tree", "paths-info")  # app.py's
+OID_RE = re.compile(r"^[0-9a-f]{64}$")
+JSON_MAX = 4 << 20
+TICKET_TTL = 3600.0
+HISTORY_MAX = 1000
+REFS_MAX = 1000
+GITATTRIBUTES = b"""\
+*.bin filter=lfs diff=lfs merge=lfs -text
+*.ckpt filter=lfs diff=lfs merge=lfs -text
+*.gguf filter=lfs diff=lfs merge=lfs -text
+*.h5 filter=lfs diff=lfs merge=lfs -text
+*.onnx filter=lfs diff=lfs merge=lfs -text
+*.pt filter=lfs diff=lfs merge=lfs -text
+*.pth filter=lfs diff=lfs merge=lfs -text
+*.safetensors filter=lfs diff=lfs merge=lfs -text
+*.zip filter=lfs diff=lfs merge=lfs -text
+"""
+XET_REFUSED = (
+    "this gateway stores files in an OCI registry and does not speak Xet; files over "
+    "its inline limit ({limit} bytes) need the LFS path: set HF_HUB_DISABLE_XET=1 "
+    "for this upload (docs/gateway.md, Uploads)"
+)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """An LFS upload href's authority: the batch request's credentials, for one blob."""
+
+    authorization: str | None
+    repo_id: str
+    oid: str
+    size: int
+    expires: float
+
+
+class Tickets:
+    """Upload hrefs hand out an opaque ticket, never credentials (the PUT has no
+    Authorization: huggingface_hub sends the body alone, as to a presigned URL)."""
+
+    def __init__(self) -> None:
+        self._tickets: dict[str, Ticket] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, authorization: str | None, repo_id: str, oid: str, size: int) -> str:
+        key = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        with self._lock:
+            for old in [k for k, t in self._tickets.items() if t.expires < now]:
+                del self._tickets[old]
+            self._tickets[key] = Ticket(authorization, repo_id, oid, size, now + TICKET_TTL)
+        return key
+
+    def take(self, key: str) -> Ticket | None:
+        with self._lock:
+            ticket = self._tickets.pop(key, None)
+        return ticket if ticket and ticket.expires >= time.monotonic() else None
+
+
+class Uploads:
+    """Routes and handlers of the write API; ``route`` answers None for other paths."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        clients: Clients,
+        resolver: Resolver,
+        hub_error: Callable[[ModelpackError, str], HubError],
+    ) -> None:
+        self.config = config
+        self.clients = clients
+        self.resolver = resolver
+        self.hub_error = hub_error
+        self.tickets = Tickets()
+        self.workdir = config.settings.home / "uploads"
+        self._branches: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    # -- routing ----------------------------------------------------------------
+
+    def route(self, request: Request) -> tuple[str, Response] | None:
+        s = request.segments
+        if s == ["api", "validate-yaml"]:
+            return "validate-yaml", self._call(request, "POST", "", self.validate_yaml)
+        if s[:3] == ["api", "repos", "create"] and len(s) == 3:
+            return "create-repo", self._call(request, "POST", "", self.create_repo)
+        if len(s) == 4 and s[:3] == ["api", "modelpack", "lfs-upload"]:
+            return "lfs-upload", self._call(request, "PUT", "", self.lfs_upload, s[3])
+        for n in (2, 1):
+            batch = len(s) == n + 4 and s[n:] == ["info", "lfs", "objects", "batch"]
+            if batch and s[n - 1].endswith(".git"):
+                repo = [*s[: n - 1], s[n - 1].removesuffix(".git")]
+                return "lfs-batch", self._repo(request, "POST", repo, self.lfs_batch)
+        if len(s) >= 4 and s[:2] == ["api", "models"]:
+            rest = s[2:]
+            for n in (2, 1):
+                if len(rest) > n and rest[n] in REPO_OPS:
+                    op, args = rest[n], rest[n + 1 :]
+                    return self._repo_op(request, rest[:n], op, args)
+                if len(rest) > n and rest[n] in READ_OPS:
+                    return None  # a read of a repo named like one of ours ("org/refs")
+        return None
+
+    def _repo_op(
+        self, request: Request, repo: list[str], op: str, args: list[str]
+    ) -> tuple[str, Response]:
+        if op == "refs" and not args:
+            return "refs", self._repo(request, "GET", repo, self.refs)
+        if len(args) != 1:
+            raise HubError(404, "Not Found")
+        handlers = {
+            "preupload": ("POST", self.preupload),
+            "commit": ("POST", self.commit),
+            "branch": ("POST", self.create_branch),
+            "tag": ("POST", self.create_tag),
+            "commits": ("GET", self.commits),
+            "xet-write-token": ("GET", self.xet_write_token),
+        }
+        if op not in handlers:
+            raise HubError(404, "Not Found")
+        method, handler = handlers[op]
+        return op, self._repo(request, method, repo, handler, args[0])
+
+    def _call(self, request: Request, method: str, repo_id: str, handler, *args) -> Response:  # noqa: ANN001
+        if request.method != method:
+            raise HubError(405, f"{request.method} is not allowed here", None, {"Allow": method})
+        try:
+            return handler(request, *args)
+        except ModelpackError as exc:
+            raise self._error(exc, repo_id, request) from None
+
+    def _repo(self, request: Request, method: str, repo: list[str], handler, *args) -> Response:  # noqa: ANN001
+        repo_id = "/".join(repo)
+        if not valid_repo_id(repo_id) or canonical_repo_id(repo_id) != repo_id:
+            # No redirect for writes: a 307 would make clients resend large bodies.
+            raise repo_not_found(repo_id, "repo ids are lower case on this gateway")
+        return self._call(request, method, repo_id, handler, repo_id, *args)
+
+    def _error(self, exc: ModelpackError, repo_id: str, request: Request) -> HubError:
+        """As ``hub_error``, but a write refused to credentials the client sent is a
+        403 (the hub's "no write access"), and a wrong upload a 400."""
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        if isinstance(exc, AuthenticationError) and request.header("Authorization"):
+            return HubError(403, f"You don't have the rights to push to {repo_id}")
+        if isinstance(exc, MissingEntryError):
+            return HubError(404, exc.message, "EntryNotFound")
+        if isinstance(exc, IntegrityError):
+            return HubError(400, f"{repo_id}: the uploaded bytes do not match their sha256")
+        return self.hub_error(exc, repo_id)
+
+    # -- shared -----------------------------------------------------------------
+
+    def _repository(self, repo_id: str, request: Request) -> RegistryRepository:
+        _, client = self.clients.for_header(request.header("Authorization"))
+        return RegistryRepository(client, self.config.repository(repo_id))
+
+    def _open(self, repo_id: str, revision: str, request: Request) -> Model:
+        return self.resolver.open(repo_id, revision, request.header("Authorization"))
+
+    @staticmethod
+    def _head(model: Model) -> Head:
+        return Head(model.root, model.view.manifest, model.view.config, model.commit)
+
+    @staticmethod
+    def _base(request: Request) -> str:
+        env = request.environ
+        host = env.get("HTTP_HOST") or f"{env.get('SERVER_NAME')}:{env.get('SERVER_PORT')}"
+        return f"{env.get('wsgi.url_scheme', 'http')}://{host}"
+
+    @staticmethod
+    def _json(request: Request) -> dict[str, Any]:
+        try:
+            length = int(request.environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > JSON_MAX:
+            raise HubError(413, "request body too large")
+        body = request.environ["wsgi.input"].read(length) if length else b""
+        try:
+            document = json.loads(body or b"{}")
+        except (ValueError, RecursionError):
+            raise HubError(400, "request body is not JSON") from None
+        if not isinstance(document, dict):
+            raise HubError(400, "request body is not a JSON object")
+        return document
+
+    def _check_push(self, repository: RegistryRepository) -> None:
+        """Ask the registry whether these credentials may push (an upload opened and
+        cancelled): refusals come before any byte is sent."""
+        location = repository.start_upload()
+        if location:
+            with contextlib.suppress(ModelpackError):
+                repository.client.request("DELETE", location, repository.push_scope).close()
+
+    def _branch_lock(self, repo_id: str, branch: str) -> threading.Lock:
+        with self._lock:
+            return self._branches.setdefault((repo_id, branch), threading.Lock())
+
+    @staticmethod
+    def _branch_name(name: str) -> str:
+        if not is_tag(name) or COMMIT_RE.match(name):
+            raise HubError(
+                400, f"{name!r}: branches and tags here are OCI tags ([A-Za-z0-9_][A-Za-z0-9_.-]*)"
+            )
+        return name
+
+    def _author(self, request: Request) -> str:
+        header = request.header("Authorization")
+        if not header:
+            return "anonymous"
+        try:
+            return credentials_from_header(header, self.config.token_user).username or "token"
+        except ModelpackError:
+            return "unknown"
+
+    # -- repositories -----------------------------------------------------------
+
+    def validate_yaml(self, request: Request) -> Response:
+        """upload_folder checks a README's front matter first (as a build reads it)."""
+        problem = front_matter_problem(str(self._json(request).get("content") or ""))
+        if problem:
+            document = {"errors": [{"message": problem}], "warnings": []}
+            return Response.json(document, 400, {"X-Error-Message": problem})
+        return Response.json({"errors": [], "warnings": []})
+
+    def create_repo(self, request: Request) -> Response:
+        body = self._json(request)
+        if body.get("type") not in (None, "model"):
+            raise repo_not_found(str(body.get("name")), "this gateway serves models only")
+        name, org = str(body.get("name") or ""), body.get("organization")
+        repo_id = f"{org}/{name}" if org else name
+        if not valid_repo_id(repo_id):
+            raise HubError(400, f"{repo_id!r} is not a valid repo id")
+        repo_id = canonical_repo_id(repo_id)
+        url = f"{self._base(request)}/{repo_id}"
+        try:
+            repository = self._repository(repo_id, request)
+            if repository.user_tags():
+                raise HubError(409, "You already created this model repo", None)
+            with self._branch_lock(repo_id, "main"):
+                self._first_commit(repository, repo_id, request)
+        except ModelpackError as exc:
+            raise self._error(exc, repo_id, request) from None
+        return Response.json({"url": url, "name": repo_id, "id": repo_id})
+
+    def _first_commit(self, repository: RegistryRepository, repo_id: str, request: Request) -> None:
+        """A new repo holds .gitattributes, as on the hub."""
+        work = Path(tempfile.mkdtemp(prefix="repo-", dir=self._workdir()))
+        try:
+            local = work / ".gitattributes"
+            local.write_bytes(GITATTRIBUTES)
+            added = self._push_file(repository, ".gitattributes", local)
+            change = Change(added={".gitattributes": added})
+            info = CommitInfo("initial commit", "", self._author(request), "main", time.time())
+            built = build_commit(repository, repo_id, None, change, info, work)
+            push_commit(repository, built, None)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _workdir(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return self.workdir
+
+    def _push_file(self, repository: RegistryRepository, path: str, local: Path) -> NewFile:
+        digest, size = sha256_file(str(local))
+        self._push_blob(repository, local, digest, size)
+        return NewFile(path, digest, size, git_blob_oid(local, size), local)
+
+    @staticmethod
+    def _push_blob(repository: RegistryRepository, local: Path, digest: str, size: int) -> None:
+        desc = Descriptor("application/octet-stream", digest, size)
+        if not repository.exists(desc):  # unchanged bytes are never sent again
+            with open(local, "rb") as content:
+                repository.push(desc, content)
+
+    # -- preupload and LFS --------------------------------------------------------
+
+    def preupload(self, request: Request, repo_id: str, revision: str) -> Response:
+        body = self._json(request)
+        files = body.get("files")
+        if not isinstance(files, list):
+            raise HubError(400, "files must be a list")
+        model = self._open(repo_id, revision, request)
+        self._check_push(model.repository)
+        existing = {f.path: f for f in (model.view.files or {}).values()}
+        answers = []
+        for item in files:
+            if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+                raise HubError(400, "each file needs a path")
+            path, size = item["path"], item.get("size")
+            if not isinstance(size, int) or size < 0:
+                raise HubError(400, f"{path}: size must be a number of bytes")
+            mode = "regular" if size <= self.config.inline_max else "lfs"
+            answer: dict[str, Any] = {"path": path, "uploadMode": mode, "shouldIgnore": False}
+            if (found := existing.get(path)) is not None and found.layer is not None:
+                oid = (
+                    found.sha256
+                    if mode == "lfs"
+                    else found.layer.annotations.get(ANNOTATION_GIT_OID)
+                )
+                if oid:
+                    answer["oid"] = oid  # the client drops files whose oid it computes the same
+            answers.append(answer)
+        return Response.json({"files": answers, "commitOid": model.commit})
+
+    def lfs_batch(self, request: Request, repo_id: str) -> Response:
+        body = self._json(request)
+        if body.get("operation") != "upload":
+            raise HubError(400, "this gateway answers LFS uploads only (downloads: /resolve)")
+        objects = body.get("objects")
+        if not isinstance(objects, list):
+            raise HubError(400, "objects must be a list")
+        repository = self._repository(repo_id, request)
+        self._check_push(repository)
+        base = self._base(request)
+        answers = []
+        for item in objects:
+            oid = item.get("oid") if isinstance(item, dict) else None
+            size = item.get("size") if isinstance(item, dict) else None
+            if not isinstance(oid, str) or not OID_RE.match(oid) or not isinstance(size, int):
+                answers.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
+                                "error": {"code": 422, "message": "oid must be a sha256, size a number"}})  # fmt: skip
+                continue
+            answer: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
+            if not repository.exists(Descriptor("application/octet-stream", f"sha256:{oid}", size)):
+                ticket = self.tickets.issue(request.header("Authorization"), repo_id, oid, size)
+                href = f"{base}/api/modelpack/lfs-upload/{ticket}"
+                answer["actions"] = {"upload": {"href": href, "header": {}, "expires_in": 3600}}
+            answers.append(answer)  # no actions: the registry has the blob, nothing to send
+        document = {"transfer": "basic", "objects": answers, "hash_algo": "sha256"}
+        return Response(
+            200, {"Content-Type": "application/vnd.git-lfs+json"}, json.dumps(document).encode()
+        )
+
+    def lfs_upload(self, request: Request, key: str) -> Response:
+        ticket = self.tickets.take(key)
+        if ticket is None:
+            raise HubError(404, "unknown or expired upload; ask the LFS batch endpoint again")
+        length = request.environ.get("CONTENT_LENGTH")
+        if length not in (None, "") and length != str(ticket.size):
+            raise HubError(400, f"the upload must be {ticket.size} bytes")
+        _, client = self.clients.for_header(ticket.authorization)
+        repository = RegistryRepository(client, self.config.repository(ticket.repo_id))
+        desc = Descriptor("application/octet-stream", f"sha256:{ticket.oid}", ticket.size)
+        chunk = chunk_size_for(ticket.size, client.transport.options.chunk_size)
+        try:
+            upload_blob(
+                repository, desc, _Capped(request.environ["wsgi.input"], ticket.size), chunk
+            )
+        except ModelpackError as exc:
+            raise self._error(exc, ticket.repo_id, request) from None
+        return Response(200, {}, b"")
+
+    def xet_write_token(self, request: Request, repo_id: str, revision: str) -> Response:
+        # hf_xet shows the status only ("501 Not Implemented"); the log keeps why.
+        message = XET_REFUSED.format(limit=self.config.inline_max)
+        log.warning("%s %s: %s", request.method, request.path, message)
+        raise HubError(501, message)
+
+    # -- commits ------------------------------------------------------------------
+
+    def commit(self, request: Request, repo_id: str, branch: str) -> Response:
+        if request.flag("create_pr"):
+            raise HubError(400, "pull requests are not supported by this gateway")
+        self._branch_name(branch)
+        with self._branch_lock(repo_id, branch):
+            model = self._open(repo_id, branch, request)
+            head = self._head(model)
+            work = Path(tempfile.mkdtemp(prefix="commit-", dir=self._workdir()))
+            try:
+                change, header = self._read_operations(request, model.repository, head, work)
+                title = str(header.get("summary") or "")
+                info = CommitInfo(title, str(header.get("description") or ""),
+                                  self._author(request), branch, time.time())  # fmt: skip
+                built = build_commit(model.repository, repo_id, head, change, info, work)
+                push_commit(model.repository, built, head)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        url = f"{self._base(request)}/{repo_id}/commit/{built.commit}"
+        return Response.json(
+            {"commitUrl": url, "commitOid": built.commit, "pullRequestUrl": None, "success": True}
+        )
+
+    def _read_operations(
+        self, request: Request, repository: RegistryRepository, head: Head, work: Path
+    ) -> tuple[Change, dict[str, Any]]:
+        change, header = Change(), {}
+        try:
+            length = int(request.environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            length = None
+        line_max = self.config.inline_max * 4 // 3 + (1 << 20)
+        for op in operations(request.environ["wsgi.input"], length, work / "spool", line_max):
+            value = op.value
+            path = value.get("path")
+            if op.key == "header":
+                header = value
+                parent = value.get("parentCommit")
+                if parent and parent != head.commit:
+                    raise HubError(
+                        412, "A commit has happened since. Please refresh and try again."
+                    )
+                continue
+            if not isinstance(path, str) or not valid_file_path(path.strip("/") or "x"):
+                raise HubError(400, f"{path!r} is not a valid path in a repo")
+            if op.key == "file" and op.content is not None:
+                spooled = op.content
+                self._push_blob(repository, spooled.path, spooled.sha256, spooled.size)
+                git_oid = git_blob_oid(spooled.path, spooled.size)
+                change.added[path] = NewFile(
+                    path, spooled.sha256, spooled.size, git_oid, spooled.path
+                )
+            elif op.key == "lfsFile":
+                oid, size = value.get("oid"), value.get("size")
+                if (
+                    value.get("algo", "sha256") != "sha256"
+                    or not isinstance(oid, str)
+                    or not OID_RE.match(oid)
+                ):
+                    raise HubError(400, f"{path}: an LFS file needs its sha256 oid")
+                if not isinstance(size, int):
+                    raise HubError(
+                        400, f"{path}: an LFS file needs its size (copies are not supported)"
+                    )
+                desc = Descriptor("application/octet-stream", f"sha256:{oid}", size)
+                if not repository.exists(desc):
+                    raise HubError(422, f"{path}: LFS object {oid} was not uploaded")
+                change.added[path] = NewFile(path, desc.digest, size)
+            elif op.key == "deletedFile":
+                change.deleted_files.add(path)
+            elif op.key == "deletedFolder":
+                change.deleted_folders.add(path)
+            else:
+                raise HubError(400, f"commit operation {op.key!r} is not supported by this gateway")
+        return change, header
+
+    # -- refs and history -----------------------------------------------------------
+
+    def create_branch(self, request: Request, repo_id: str, branch: str) -> Response:
+        body = self._json(request)
+        self._branch_name(branch)
+        start = str(body.get("startingPoint") or "main")
+        with self._branch_lock(repo_id, branch):
+            model = self._open(repo_id, start, request)
+            self._refuse_existing(model.repository, branch)
+            head = self._head(model)
+            desc, data = branch_manifest(head, repo_id, branch)
+            if ANNOTATION_BRANCH not in head.manifest.annotations:
+                model.repository.tag(head.descriptor, head.commit)
+            model.repository.put_manifest(desc, data, branch)
+        return Response.json({})
+
+    def create_tag(self, request: Request, repo_id: str, revision: str) -> Response:
+        body = self._json(request)
+        tag = self._branch_name(str(body.get("tag") or ""))
+        with self._branch_lock(repo_id, tag):
+            model = self._open(repo_id, revision, request)
+            self._refuse_existing(model.repository, tag)
+            model.repository.tag(model.root, tag)
+        return Response.json({})
+
+    @staticmethod
+    def _refuse_existing(repository: RegistryRepository, name: str) -> None:
+        try:
+            repository.resolve(name)
+        except NotFoundError:
+            return
+        raise HubError(409, f"Reference already exists: {name}")
+
+    def refs(self, request: Request, repo_id: str) -> Response:
+        repository = self._repository(repo_id, request)
+        tags = [t for t in repository.user_tags() if not COMMIT_RE.match(t)][:REFS_MAX]
+        if not tags:
+            raise repo_not_found(repo_id)
+        branches, hub_tags = [], []
+        for tag in tags:
+            try:
+                model = self._open(repo_id, tag, request)
+            except HubError:
+                continue  # an index, a tag removed meanwhile
+            recorded = model.view.manifest.annotations.get(ANNOTATION_BRANCH)
+            if tag == recorded or tag == "main":
+                branches.append(_ref(tag, "heads", model.commit))
+            elif tag == "latest" and "main" not in tags and recorded is None:
+                branches.append(_ref("main", "heads", model.commit))  # what "main" resolves to
+            else:
+                hub_tags.append(_ref(tag, "tags", model.commit))
+        document = {"branches": branches, "tags": hub_tags, "converts": [], "pullRequests": []}
+        return Response.json(document)
+
+    def commits(self, request: Request, repo_id: str, revision: str) -> Response:
+        model = self._open(repo_id, revision, request)
+        history, seen = [], set()
+        while model.commit not in seen and len(history) < HISTORY_MAX:
+            seen.add(model.commit)
+            history.append(_commit_entry(model))
+            parent = model.view.manifest.annotations.get(ANNOTATION_PARENT)
+            if not parent:
+                break
+            try:
+                model = self._open(repo_id, parent, request)
+            except HubError:
+                break  # a parent tag someone removed: history ends there
+        return Response.json(history)
+
+
+def _ref(name: str, kind: str, commit: str) -> dict[str, str]:
+    return {"name": name, "ref": f"refs/{kind}/{name}", "targetCommit": commit}
+
+
+def _commit_entry(model: Model) -> dict[str, Any]:
+    annotations = model.view.manifest.annotations
+    config = model.view.config
+    date = annotations.get(ANNOTATION_CREATED) or (
+        config.descriptor.created_at if config and config.descriptor.created_at else None
+    )
+    made_here = ANNOTATION_BRANCH in annotations
+    return {
+        "id": model.commit,
+        "authors": [{"user": annotations.get(ANNOTATION_COMMIT_AUTHOR) or "modelpack"}],
+        "date": date or "1970-01-01T00:00:00Z",
+        "title": annotations.get(ANNOTATION_COMMIT_TITLE, "") if made_here else "modelpack push",
+        "message": annotations.get(ANNOTATION_COMMIT_MESSAGE, ""),
+    }
+
+
+class _Capped:
+    """The request body, never read past the ticket's size."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self.stream = stream
+        self.remaining = size
+
+    def read(self, n: int = -1) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        n = self.remaining if n is None or n < 0 else min(n, self.remaining)
+        data = self.stream.read(n)
+        self.remaining -= len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True

@@ -1,0 +1,342 @@
+"""Uploads through `modelpack serve`: huggingface_hub (with hf_xet, as pip installs it)
+creates repos, commits, branches and tags; each commit is a ModelPack artifact in the
+real registry, pushed with the client's own credentials.
+"""
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from support.gateway import Gateway, clean_env
+from support.helpers import tree_files
+
+import modelpack
+from modelpack.settings import Settings
+from modelpack.testing import RegistryServer, make_tiny_model
+
+NAMESPACE = "up"
+USER, PASSWORD = "pusher", "s3cret-push"
+
+
+def hf_python(gateway: Gateway, code: str, hf_home: Path, token: str | None = None, **env):
+    """Run ``code`` with huggingface_hub pointed at the gateway; its last stdout line is JSON."""
+    environment = clean_env(
+        hf_home,
+        HF_ENDPOINT=gateway.url,
+        HF_HOME=str(hf_home),
+        HF_HUB_CACHE=str(hf_home / "hub"),
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        **env,
+    )
+    if token is not None:
+        environment["HF_TOKEN"] = token
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+CATCH = """
+def attempt(call):
+    try:
+        return {"ok": call()}
+    except Exception as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        return {"error": type(exc).__name__, "status": status, "message": str(exc)[:600]}
+"""
+
+
+def blob_puts(registry_log: str, repository: str) -> list[str]:
+    """Digests of the blob uploads the registry completed (PUT ...?digest=), in order."""
+    return re.findall(
+        rf'"PUT /v2/{re.escape(repository)}/blobs/uploads/[^ ?]+\?[^ ]*digest=sha256%3A([0-9a-f]{{64}}) HTTP/1\.1" 201',
+        registry_log,
+    )
+
+
+def registry_manifest(registry, repo: str, reference: str) -> dict:
+    response = requests.get(
+        f"http://{registry.host}/v2/{NAMESPACE}/{repo}/manifests/{reference}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def gateway(registry, tmp_path_factory):
+    work = tmp_path_factory.mktemp("uploads")
+    gateway = Gateway(f"{registry.host}/{NAMESPACE}", work / "gateway").start()
+    yield gateway
+    gateway.stop()
+
+
+def test_upload_folder_then_download_and_pull(gateway, registry, tiny_model, tmp_path):
+    code = f"""
+import json
+from huggingface_hub import HfApi, snapshot_download
+api = HfApi()
+url = api.create_repo("org/tiny")
+info = api.upload_folder(repo_id="org/tiny", folder_path={str(tiny_model)!r})
+print(json.dumps({{"url": str(url), "oid": info.oid, "path": snapshot_download("org/tiny")}}))
+"""
+    out = hf_python(gateway, code, tmp_path / "hf")
+    assert out["url"] == f"{gateway.url}/org/tiny"
+    snapshot = Path(out["path"])
+    assert snapshot.name == out["oid"] and re.fullmatch(r"[0-9a-f]{40}", out["oid"])
+    assert tree_files(snapshot) == tree_files(tiny_model)  # byte-identical
+    assert (snapshot / ".gitattributes").read_bytes().startswith(b"*.bin filter=lfs")
+
+    # The commit is a ModelPack artifact tagged by branch and by commit id.
+    settings = Settings(home=tmp_path / "home", plain_http=True)
+    reference = f"{registry.host}/{NAMESPACE}/org/tiny"
+    for tag in ("main", out["oid"]):
+        pulled = modelpack.pull(f"{reference}:{tag}", tmp_path / f"pulled-{tag}", settings=settings)
+        assert tree_files(pulled) == tree_files(tiny_model)
+    manifest = registry_manifest(registry, "org/tiny", "main")
+    assert manifest["annotations"]["io.modelpack.hf.commit"] == out["oid"]
+    assert manifest["annotations"]["io.modelpack.hf.branch"] == "main"
+    parent = manifest["annotations"]["io.modelpack.hf.parent"]  # the repo's initial commit
+    assert (
+        registry_manifest(registry, "org/tiny", parent)["annotations"]["io.modelpack.hf.commit"]
+        == parent
+    )
+    kinds = {
+        layer["annotations"]["org.cncf.model.filepath"]: layer["mediaType"]
+        for layer in manifest["layers"]
+    }
+    assert kinds["model.safetensors"] == "application/vnd.cncf.model.weight.v1.raw"
+    assert kinds["config.json"] == "application/vnd.cncf.model.weight.config.v1.raw"
+    assert kinds["README.md"] == "application/vnd.cncf.model.doc.v1.raw"
+
+
+def test_a_second_commit_uploads_only_the_changed_file(gateway, registry, tiny_model, tmp_path):
+    repository = f"{NAMESPACE}/org/second"
+    first = f"""
+import json
+from huggingface_hub import HfApi
+api = HfApi()
+api.create_repo("org/second")
+print(json.dumps(api.upload_folder(repo_id="org/second", folder_path={str(tiny_model)!r}).oid))
+"""
+    first_oid = hf_python(gateway, first, tmp_path / "hf")
+    before = blob_puts(registry.access_log(), repository)
+    weights = tiny_model / "model.safetensors"
+    weights.write_bytes(
+        (make_tiny_model(tmp_path / "other", seed=7) / "model.safetensors").read_bytes()
+    )
+    changed = hashlib.sha256(weights.read_bytes()).hexdigest()
+    second = f"""
+import json
+from huggingface_hub import HfApi, snapshot_download
+api = HfApi()
+info = api.upload_folder(repo_id="org/second", folder_path={str(tiny_model)!r})
+commits = [c.commit_id for c in api.list_repo_commits("org/second")]
+print(json.dumps({{"oid": info.oid, "commits": commits, "path": snapshot_download("org/second")}}))
+"""
+    out = hf_python(gateway, second, tmp_path / "hf")
+    assert out["oid"] != first_oid and out["commits"][:2] == [out["oid"], first_oid]
+    assert tree_files(Path(out["path"])) == tree_files(tiny_model)
+    uploaded = blob_puts(registry.access_log(), repository)[len(before) :]
+    # The changed weights and the new model config; no other file went to the registry again.
+    assert changed in uploaded and len(uploaded) == 2, uploaded
+    files = {hashlib.sha256(d).hexdigest() for d in tree_files(tiny_model).values()}
+    assert (files & set(uploaded)) == {changed}
+
+
+def test_branches_tags_refs_history_and_delete(gateway, registry, tiny_model, tmp_path):
+    code = (
+        CATCH
+        + f"""
+import json
+from huggingface_hub import HfApi, hf_hub_download
+api = HfApi()
+api.create_repo("org/refs")
+c1 = api.upload_file(path_or_fileobj={str(tiny_model / "config.json")!r},
+                     path_in_repo="config.json", repo_id="org/refs").oid
+api.create_branch("org/refs", branch="dev")
+api.create_tag("org/refs", tag="v1", revision=c1)
+c2 = api.upload_file(path_or_fileobj=b"on dev only", path_in_repo="dev.txt",
+                     repo_id="org/refs", revision="dev").oid
+c3 = api.delete_file("config.json", repo_id="org/refs").oid
+refs = api.list_repo_refs("org/refs")
+print(json.dumps({{
+    "c1": c1, "c2": c2, "c3": c3,
+    "branches": sorted((r.name, r.target_commit) for r in refs.branches),
+    "tags": sorted((r.name, r.target_commit) for r in refs.tags),
+    "main": [[c.commit_id, c.title] for c in api.list_repo_commits("org/refs")],
+    "dev": [c.commit_id for c in api.list_repo_commits("org/refs", revision="dev")],
+    "files_main": sorted(api.list_repo_files("org/refs")),
+    "files_v1": sorted(api.list_repo_files("org/refs", revision="v1")),
+    "files_dev": sorted(api.list_repo_files("org/refs", revision="dev")),
+    "dev_txt": open(hf_hub_download("org/refs", "dev.txt", revision="dev")).read(),
+    "again": attempt(lambda: api.create_branch("org/refs", branch="dev")),
+    "missing": attempt(lambda: api.delete_file("nope.txt", repo_id="org/refs")),
+}}))
+"""
+    )
+    out = hf_python(gateway, code, tmp_path / "hf")
+    c1, c2, c3 = out["c1"], out["c2"], out["c3"]
+    main = out["main"]
+    assert [c for c, _ in main][:2] == [c3, c1] and len(main) == 3  # + the initial commit
+    assert main[1][1] == "Upload config.json with huggingface_hub"
+    assert main[0][1] == "Delete config.json with huggingface_hub"
+    assert out["dev"][:2] == [c2, c1]
+    assert out["branches"] == [["dev", c2], ["main", c3]]
+    assert out["tags"] == [["v1", c1]]
+    assert out["files_main"] == [".gitattributes"]
+    assert out["files_v1"] == [".gitattributes", "config.json"]
+    assert out["files_dev"] == [".gitattributes", "config.json", "dev.txt"]
+    assert out["dev_txt"] == "on dev only"
+    assert out["again"]["status"] == 409
+    assert out["missing"]["error"] == "RemoteEntryNotFoundError", out["missing"]
+
+    # Another gateway (its own process and cache) answers the same: all is in the registry.
+    replica = Gateway(gateway.registry, tmp_path / "replica").start()
+    try:
+        refs = requests.get(f"{replica.url}/api/models/org/refs/refs", timeout=30).json()
+        history = requests.get(f"{replica.url}/api/models/org/refs/commits/main", timeout=30).json()
+    finally:
+        replica.stop()
+    assert sorted((r["name"], r["targetCommit"]) for r in refs["branches"]) == [
+        ("dev", c2),
+        ("main", c3),
+    ]
+    assert [c["id"] for c in history] == [c for c, _ in main]
+
+
+def test_create_commit_through_lfs_basic_transfer(registry, tiny_model, tmp_path):
+    """Files over --inline-max go through the LFS batch API and the basic transfer; a
+    file object (not a path) takes that path even with hf_xet installed."""
+    gateway = Gateway(
+        f"{registry.host}/{NAMESPACE}",
+        tmp_path / "gateway",
+        env={"MODELPACK_GATEWAY_INLINE_MAX": "1024"},
+    ).start()
+    weights = tiny_model / "model.safetensors"
+    code = (
+        CATCH
+        + f"""
+import json
+from huggingface_hub import HfApi, CommitOperationAdd, hf_hub_download
+api = HfApi()
+api.create_repo("org/lfs")
+def commit(target):
+    ops = [CommitOperationAdd(target, open({str(weights)!r}, "rb")),
+           CommitOperationAdd("notes.txt", b"small and inline")]
+    return api.create_commit("org/lfs", operations=ops, commit_message="weights " + target).oid
+first = commit("model.safetensors")
+second = commit("copy.safetensors")
+xet = attempt(lambda: api.upload_file(path_or_fileobj={str(weights)!r},
+                                      path_in_repo="xet.safetensors", repo_id="org/lfs"))
+print(json.dumps({{
+    "first": first, "second": second, "xet": xet,
+    "a": hf_hub_download("org/lfs", "model.safetensors"),
+    "b": hf_hub_download("org/lfs", "copy.safetensors"),
+    "notes": open(hf_hub_download("org/lfs", "notes.txt")).read(),
+}}))
+"""
+    )
+    try:
+        out = hf_python(gateway, code, tmp_path / "hf")
+        log = gateway.log()
+    finally:
+        gateway.stop()
+    data = weights.read_bytes()
+    assert Path(out["a"]).read_bytes() == data and Path(out["b"]).read_bytes() == data
+    assert out["notes"] == "small and inline"
+    # One body PUT to the gateway: the second batch answer had no action (the blob was there).
+    assert len(re.findall(r"PUT /api/modelpack/lfs-upload/\S+ 200", log)) == 1, log
+    assert len(re.findall(r"POST /org/lfs.git/info/lfs/objects/batch 200", log)) == 2
+    oid = hashlib.sha256(data).hexdigest()
+    assert blob_puts(registry.access_log(), f"{NAMESPACE}/org/lfs").count(oid) == 1
+    # A client with hf_xet sends path uploads over the limit through Xet: refused, and said why.
+    assert "501 Not Implemented" in out["xet"]["message"], out["xet"]
+    assert "xet-write-token" in out["xet"]["message"] and "HF_HUB_DISABLE_XET=1" in log
+
+
+def test_lfs_upload_with_wrong_bytes_is_rejected(gateway, registry, tmp_path):
+    hf_python(gateway, 'from huggingface_hub import HfApi; HfApi().create_repo("org/bad"); print(1)',
+              tmp_path / "hf")  # fmt: skip
+    good = b"the bytes the client announced"
+    oid = hashlib.sha256(good).hexdigest()
+    batch = requests.post(
+        f"{gateway.url}/org/bad.git/info/lfs/objects/batch",
+        json={
+            "operation": "upload",
+            "transfers": ["basic"],
+            "objects": [{"oid": oid, "size": len(good)}],
+        },
+        timeout=30,
+    ).json()
+    href = batch["objects"][0]["actions"]["upload"]["href"]
+    assert batch["transfer"] == "basic" and href.startswith(gateway.url)
+    put = requests.put(href, data=b"other bytes, the same length!!", timeout=30)
+    assert put.status_code == 400 and "sha256" in put.headers["X-Error-Message"]
+    assert oid not in blob_puts(registry.access_log(), f"{NAMESPACE}/org/bad")
+    assert requests.put(href, data=good, timeout=30).status_code == 404  # a ticket is used once
+
+
+def test_uploads_need_push_rights_at_the_registry(tiny_model, tmp_path):
+    with RegistryServer(users={USER: PASSWORD}, workdir=tmp_path / "registry") as server:
+        gateway = Gateway(
+            f"{server.host}/{NAMESPACE}", tmp_path / "gateway", ("--token-user", USER)
+        ).start()
+        code = (
+            CATCH
+            + f"""
+import json, sys
+from huggingface_hub import HfApi
+api = HfApi()
+print(json.dumps({{
+    "create": attempt(lambda: str(api.create_repo("team/private"))),
+    "upload": attempt(lambda: api.upload_folder(repo_id="team/private",
+                                                folder_path={str(tiny_model)!r}).oid),
+}}))
+"""
+        )
+        try:
+            refused = {
+                token: hf_python(gateway, code, tmp_path / f"hf-{token}", token=token)
+                for token in ("wrong-password", None)
+            }
+            allowed = hf_python(gateway, code, tmp_path / "hf-ok", token=PASSWORD)
+            second = hf_python(gateway, code, tmp_path / "hf-ok", token="wrong-password")
+        finally:
+            gateway.stop()
+        log = gateway.log()
+    wrong = refused["wrong-password"]
+    assert wrong["create"]["status"] == 403 and "rights" in wrong["create"]["message"]
+    assert refused[None]["create"]["status"] == 401
+    assert wrong["upload"]["status"] in (401, 403) and refused[None]["upload"]["status"] == 401
+    assert allowed["create"]["ok"].endswith("/team/private") and "ok" in allowed["upload"]
+    assert second["upload"]["status"] in (401, 403)  # the repo exists now; still refused
+    assert PASSWORD not in log and "wrong-password" not in log and server.host not in str(refused)
+
+
+def test_hf_upload_cli(gateway, tiny_model, tmp_path):
+    hf = Path(sys.executable).with_name("hf")
+    env = clean_env(
+        tmp_path,
+        HF_ENDPOINT=gateway.url,
+        HF_HOME=str(tmp_path / "hf"),
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
+    result = subprocess.run(
+        [str(hf), "upload", "org/cli", str(tiny_model), "."],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{gateway.url}/org/cli" in result.stdout + result.stderr
+    code = 'import json; from huggingface_hub import snapshot_download; print(json.dumps(snapshot_download("org/cli")))'
+    snapshot = hf_python(gateway, code, tmp_path / "hf2")
+    assert tree_files(Path(snapshot)) == tree_files(tiny_model)
