@@ -120,12 +120,12 @@ Examples:
 @click.option(
     "--inline-max",
     type=click.IntRange(min=0),
-    default=512 * 1024 * 1024,
+    default=10 * 1024 * 1024,
     show_default=True,
     envvar="MODELPACK_GATEWAY_INLINE_MAX",
     metavar="BYTES",
     help="Uploads: files up to this size go inline in the commit, larger ones "
-    "through LFS [env MODELPACK_GATEWAY_INLINE_MAX].",
+    "through Xet or LFS [env MODELPACK_GATEWAY_INLINE_MAX].",
 )
 @global_options
 def serve(

@@ -45,6 +45,8 @@ class GatewayConfig:
     offline: bool = False
     inline_max: int = 512 * 1024 * 1024
 
+    inline_max: int = 10 * 1024 * 1024
+
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
         if text.startswith("http://"):

@@ -7,8 +7,7 @@ What huggingface_hub (2.x) asks and what the gateway answers is in docs/gateway.
 the LFS batch answer has no action for blobs the repository has (the hub's
 "skip") and an upload href back to this gateway for the rest, whose body is
 streamed into a registry blob upload and checked against its sha256.  A client
-with hf_xet uploads ``lfs`` files through Xet, which the gateway does not
-speak: its ``xet-write-token`` request is refused with a message saying so.
+with hf_xet uploads ``lfs`` files given by path through Xet instead (xet.py).
 """
 
 from __future__ import annotations
@@ -64,6 +63,7 @@ from .hub import (
 )
 from .models import Model, Resolver
 from .payload import operations
+from .xet import Xet
 
 log = logging.getLogger("modelpack.gateway")
 REPO_OPS = ("preupload", "commit", "branch", "tag", "refs", "commits", "xet-write-token")
@@ -84,11 +84,6 @@ GITATTRIBUTES = b"""\
 *.safetensors filter=lfs diff=lfs merge=lfs -text
 *.zip filter=lfs diff=lfs merge=lfs -text
 """
-XET_REFUSED = (
-    "this gateway stores files in an OCI registry and does not speak Xet; files over "
-    "its inline limit ({limit} bytes) need the LFS path: set HF_HUB_DISABLE_XET=1 "
-    "for this upload (docs/gateway.md, Uploads)"
-)
 
 
 @dataclass(frozen=True)
@@ -140,6 +135,7 @@ class Uploads:
         self.resolver = resolver
         self.hub_error = hub_error
         self.tickets = Tickets()
+        self.xet = Xet(config, clients)
         self.workdir = config.settings.home / "uploads"
         self._branches: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
@@ -148,6 +144,8 @@ class Uploads:
 
     def route(self, request: Request) -> tuple[str, Response] | None:
         s = request.segments
+        if (answered := self.xet.route(request)) is not None:
+            return answered
         if s == ["api", "validate-yaml"]:
             return "validate-yaml", self._call(request, "POST", "", self.validate_yaml)
         if s[:3] == ["api", "repos", "create"] and len(s) == 3:
@@ -420,10 +418,10 @@ class Uploads:
         return Response(200, {}, b"")
 
     def xet_write_token(self, request: Request, repo_id: str, revision: str) -> Response:
-        # hf_xet shows the status only ("501 Not Implemented"); the log keeps why.
-        message = XET_REFUSED.format(limit=self.config.inline_max)
-        log.warning("%s %s: %s", request.method, request.path, message)
-        raise HubError(501, message)
+        """hf_xet's first request: push rights are checked here, as the hub does."""
+        model = self._open(repo_id, revision, request)
+        self._check_push(model.repository)
+        return self.xet.write_token(request, repo_id, self._base(request))
 
     # -- commits ------------------------------------------------------------------
 

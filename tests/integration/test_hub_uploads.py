@@ -5,7 +5,9 @@ real registry, pushed with the client's own credentials.
 
 import hashlib
 import json
+import random
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +73,18 @@ def registry_manifest(registry, repo: str, reference: str) -> dict:
     return response.json()
 
 
+def chunk_schemes(xorbs: Path) -> set[int]:
+    """The compression schemes of the chunks in the xorbs hf_xet sent (chunk headers:
+    version, 3-byte compressed size, scheme, 3-byte size)."""
+    schemes = set()
+    for path in xorbs.iterdir():
+        data, offset = path.read_bytes(), 0
+        while offset + 8 <= len(data) and data[offset] == 0:
+            schemes.add(data[offset + 4])
+            offset += 8 + int.from_bytes(data[offset + 1 : offset + 4], "little")
+    return schemes
+
+
 @pytest.fixture(scope="module")
 def gateway(registry, tmp_path_factory):
     work = tmp_path_factory.mktemp("uploads")
@@ -82,6 +96,8 @@ def gateway(registry, tmp_path_factory):
 def test_upload_folder_then_download_and_pull(gateway, registry, tiny_model, tmp_path):
     code = f"""
 import json
+import random
+import struct
 from huggingface_hub import HfApi, snapshot_download
 api = HfApi()
 url = api.create_repo("org/tiny")
@@ -122,6 +138,8 @@ def test_a_second_commit_uploads_only_the_changed_file(gateway, registry, tiny_m
     repository = f"{NAMESPACE}/org/second"
     first = f"""
 import json
+import random
+import struct
 from huggingface_hub import HfApi
 api = HfApi()
 api.create_repo("org/second")
@@ -136,6 +154,8 @@ print(json.dumps(api.upload_folder(repo_id="org/second", folder_path={str(tiny_m
     changed = hashlib.sha256(weights.read_bytes()).hexdigest()
     second = f"""
 import json
+import random
+import struct
 from huggingface_hub import HfApi, snapshot_download
 api = HfApi()
 info = api.upload_folder(repo_id="org/second", folder_path={str(tiny_model)!r})
@@ -157,6 +177,8 @@ def test_branches_tags_refs_history_and_delete(gateway, registry, tiny_model, tm
         CATCH
         + f"""
 import json
+import random
+import struct
 from huggingface_hub import HfApi, hf_hub_download
 api = HfApi()
 api.create_repo("org/refs")
@@ -226,6 +248,8 @@ def test_create_commit_through_lfs_basic_transfer(registry, tiny_model, tmp_path
         CATCH
         + f"""
 import json
+import random
+import struct
 from huggingface_hub import HfApi, CommitOperationAdd, hf_hub_download
 api = HfApi()
 api.create_repo("org/lfs")
@@ -236,7 +260,7 @@ def commit(target):
 first = commit("model.safetensors")
 second = commit("copy.safetensors")
 xet = attempt(lambda: api.upload_file(path_or_fileobj={str(weights)!r},
-                                      path_in_repo="xet.safetensors", repo_id="org/lfs"))
+                                      path_in_repo="by-path.safetensors", repo_id="org/lfs"))
 print(json.dumps({{
     "first": first, "second": second, "xet": xet,
     "a": hf_hub_download("org/lfs", "model.safetensors"),
@@ -258,9 +282,8 @@ print(json.dumps({{
     assert len(re.findall(r"POST /org/lfs.git/info/lfs/objects/batch 200", log)) == 2
     oid = hashlib.sha256(data).hexdigest()
     assert blob_puts(registry.access_log(), f"{NAMESPACE}/org/lfs").count(oid) == 1
-    # A client with hf_xet sends path uploads over the limit through Xet: refused, and said why.
-    assert "501 Not Implemented" in out["xet"]["message"], out["xet"]
-    assert "xet-write-token" in out["xet"]["message"] and "HF_HUB_DISABLE_XET=1" in log
+    assert "ok" in out["xet"], out["xet"]  # by path: through Xet (see below)
+    assert "xet-write-token/main 200" in log
 
 
 def test_lfs_upload_with_wrong_bytes_is_rejected(gateway, registry, tmp_path):
@@ -340,3 +363,48 @@ def test_hf_upload_cli(gateway, tiny_model, tmp_path):
     code = 'import json; from huggingface_hub import snapshot_download; print(json.dumps(snapshot_download("org/cli")))'
     snapshot = hf_python(gateway, code, tmp_path / "hf2")
     assert tree_files(Path(snapshot)) == tree_files(tiny_model)
+
+
+def test_xet_uploads_of_files_over_the_inline_limit(registry, tiny_model, tmp_path):
+    """hf_xet's path (the default for files given by path): xorbs and shards to the
+    gateway's CAS endpoint, each file put together and pushed as a registry blob."""
+    gateway = Gateway(
+        f"{registry.host}/{NAMESPACE}",
+        tmp_path / "gateway",
+        env={"MODELPACK_GATEWAY_INLINE_MAX": "200"},
+    ).start()
+    # Bytes hf_xet compresses (LZ4 and byte-grouped LZ4 chunks) and bytes it cannot.
+    extra = tiny_model / "extra"
+    extra.mkdir()
+    (extra / "zeros.bin").write_bytes(bytes(3 * 1024 * 1024 + 17))
+    (extra / "text.txt").write_bytes(
+        b"".join(b"line %d of a repetitive file\n" % i for i in range(200_000))
+    )
+    floats = b"".join(struct.pack("<f", 1.0 + (i % 977) * 1e-3) for i in range(700_000))
+    (extra / "floats.bin").write_bytes(floats)
+    (extra / "random.bin").write_bytes(random.Random(5).randbytes(2 * 1024 * 1024 + 3))
+    code = f"""
+import json
+import random
+import struct
+from huggingface_hub import HfApi, snapshot_download
+api = HfApi()
+api.create_repo("org/xet")
+info = api.upload_folder(repo_id="org/xet", folder_path={str(tiny_model)!r})
+print(json.dumps({{"oid": info.oid, "path": snapshot_download("org/xet")}}))
+"""
+    try:
+        out = hf_python(gateway, code, tmp_path / "hf")
+        log = gateway.log()
+    finally:
+        gateway.stop()
+    assert tree_files(Path(out["path"])) == tree_files(tiny_model)
+    assert re.search(r"GET /api/models/org/xet/xet-write-token/main 200", log)
+    assert re.search(r"POST /api/modelpack/xet/v1/xorbs/default/[0-9a-f]{64} 200", log)
+    assert re.search(r"POST /api/modelpack/xet/v1/shards 200", log)
+    assert {0, 1, 2} <= chunk_schemes(gateway.cache / "xet" / "xorbs")  # stored, LZ4, BG4-LZ4
+    big = {
+        p: hashlib.sha256(d).hexdigest() for p, d in tree_files(tiny_model).items() if len(d) > 200
+    }
+    uploaded = set(blob_puts(registry.access_log(), f"{NAMESPACE}/org/xet"))
+    assert set(big.values()) <= uploaded

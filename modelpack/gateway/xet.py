@@ -1,0 +1,163 @@
+"""A Xet CAS endpoint for uploads, so huggingface_hub with hf_xet uploads as it does to
+the hub: each file a shard describes is put back together from its xorbs and pushed
+to the registry as a blob (its sha256 = the raw layer a commit then names).
+
+The client asks ``/api/models/REPO/xet-write-token/REV`` (with its hub token: the
+gateway checks push rights at the registry) and gets a CAS URL under this gateway
+and an opaque access token standing for the request's credentials.  hf_xet then
+sends ``POST /v1/xorbs/default/HASH`` (chunks; kept in the node cache, where later
+uploads may reuse them), ``GET /v1/chunks/default-merkledb/HASH`` (global dedup:
+always 404 here) and ``POST /v1/shards`` (the files).  Xorb hashes are not
+recomputed: what a commit publishes is checked by its sha256, computed here
+while the file is put together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+from ..errors import ModelpackError
+from ..oci.spec import Descriptor
+from ..registry.client import RegistryRepository
+from .access import Clients
+from .config import GatewayConfig
+from .http import Request, Response
+from .hub import HubError
+from .xetformat import FileInfo, XetFormatError, parse_shard, xorb_chunks
+
+log = logging.getLogger("modelpack.gateway")
+TOKEN_TTL = 3600
+XORB_MAX = 80 * 1024 * 1024  # the spec caps serialized xorbs at 64 MiB
+SHARD_MAX = 64 * 1024 * 1024
+HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+PREFIX = ["api", "modelpack", "xet"]
+
+
+@dataclass(frozen=True)
+class Session:
+    authorization: str | None
+    repo_id: str
+    expires: float
+
+
+class Xet:
+    def __init__(self, config: GatewayConfig, clients: Clients) -> None:
+        self.config = config
+        self.clients = clients
+        self.root = config.settings.home / "xet"
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    # -- the hub side -----------------------------------------------------------
+
+    def write_token(self, request: Request, repo_id: str, base: str) -> Response:
+        """What the hub answers: JSON (hf_xet reads it) and the same in headers
+        (huggingface_hub reads those)."""
+        token = secrets.token_urlsafe(32)
+        expires = int(time.time()) + TOKEN_TTL
+        with self._lock:
+            now = time.time()
+            for old in [k for k, s in self._sessions.items() if s.expires < now]:
+                del self._sessions[old]
+            self._sessions[token] = Session(request.header("Authorization"), repo_id, expires)
+        url = f"{base}/{'/'.join(PREFIX)}"
+        headers = {
+            "X-Xet-Cas-Url": url,
+            "X-Xet-Access-Token": token,
+            "X-Xet-Token-Expiration": str(expires),
+        }
+        return Response.json({"accessToken": token, "exp": expires, "casUrl": url}, 200, headers)
+
+    # -- the CAS side -----------------------------------------------------------
+
+    def route(self, request: Request) -> tuple[str, Response] | None:
+        s = request.segments
+        if s[: len(PREFIX)] != PREFIX:
+            return None
+        rest = s[len(PREFIX) :]
+        session = self._session(request)
+        if rest[:3] == ["v1", "chunks", "default-merkledb"] and len(rest) == 4:
+            raise HubError(404, "no global deduplication on this gateway")
+        if rest[:3] == ["v1", "xorbs", "default"] and len(rest) == 4 and request.method == "POST":
+            return "xet-xorb", self._xorb(request, rest[3])
+        if rest == ["v1", "shards"] and request.method == "POST":
+            return "xet-shard", self._shard(request, session)
+        raise HubError(404, "Not Found")
+
+    def _session(self, request: Request) -> Session:
+        scheme, _, token = (request.header("Authorization") or "").partition(" ")
+        with self._lock:
+            session = self._sessions.get(token.strip()) if scheme.lower() == "bearer" else None
+        if session is None or session.expires < time.time():
+            raise HubError(401, "unknown or expired Xet token; ask xet-write-token again")
+        return session
+
+    def _body(self, request: Request, limit: int) -> bytes:
+        try:
+            length = int(request.environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > limit:
+            raise HubError(413, f"over {limit} bytes")
+        stream = request.environ["wsgi.input"]
+        data = stream.read(length) if length else stream.read(limit + 1)
+        if len(data) > limit:
+            raise HubError(413, f"over {limit} bytes")
+        return data
+
+    def _xorb(self, request: Request, name: str) -> Response:
+        if not HASH_RE.match(name):
+            raise HubError(400, "a xorb hash is 64 hex digits")
+        data = self._body(request, XORB_MAX)
+        target = self.root / "xorbs" / name
+        inserted = not target.exists()
+        if inserted:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
+                out.write(data)
+            os.replace(out.name, target)
+        return Response.json({"was_inserted": inserted})
+
+    def _shard(self, request: Request, session: Session) -> Response:
+        data = self._body(request, SHARD_MAX)
+        try:
+            files = parse_shard(data)
+            _, client = self.clients.for_header(session.authorization)
+            repository = RegistryRepository(client, self.config.repository(session.repo_id))
+            for info in files:
+                self._publish(repository, info)
+        except XetFormatError as exc:
+            raise HubError(400, exc.message) from None
+        except ModelpackError as exc:
+            log.warning("%s %s: %s", request.method, request.path, exc)
+            raise HubError(502, "the registry refused a file of this shard") from None
+        return Response.json({"result": 1})
+
+    def _publish(self, repository: RegistryRepository, info: FileInfo) -> None:
+        """Put the file together from its xorbs into a spool file, then push it."""
+        spool = self.root / "spool"
+        spool.mkdir(parents=True, exist_ok=True)
+        hasher = hashlib.sha256()
+        with tempfile.NamedTemporaryFile(dir=spool, prefix="file-") as out:
+            for term in info.terms:
+                path = self.root / "xorbs" / term.xorb
+                if not path.is_file():
+                    raise XetFormatError(f"the shard names xorb {term.xorb}, never uploaded here")
+                with open(path, "rb") as stream:
+                    for chunk in xorb_chunks(stream, term.start, term.end):
+                        hasher.update(chunk)
+                        out.write(chunk)
+            out.flush()
+            size = out.tell()
+            desc = Descriptor("application/octet-stream", "sha256:" + hasher.hexdigest(), size)
+            if not repository.exists(desc):
+                out.seek(0)
+                repository.push(desc, out)
