@@ -116,15 +116,38 @@ class Xet:
     def _xorb(self, request: Request, name: str) -> Response:
         if not HASH_RE.match(name):
             raise HubError(400, "a xorb hash is 64 hex digits")
-        data = self._body(request, XORB_MAX)
         target = self.root / "xorbs" / name
         inserted = not target.exists()
-        if inserted:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
-                out.write(data)
-            os.replace(out.name, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".part-", delete=False) as out:
+            try:
+                self._copy_body(request, out, XORB_MAX)
+            except BaseException:
+                out.close()
+                os.unlink(out.name)
+                raise
+        os.replace(out.name, target)  # content-addressed: a second copy is the same
         return Response.json({"was_inserted": inserted})
+
+    @staticmethod
+    def _copy_body(request: Request, out, limit: int) -> None:  # noqa: ANN001
+        """The request body to ``out`` in pieces, refused past ``limit``."""
+        stream, total = request.environ["wsgi.input"], 0
+        try:
+            remaining = int(request.environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            remaining = -1
+        if remaining > limit:
+            raise HubError(413, f"over {limit} bytes")
+        while remaining != 0:
+            data = stream.read(1 << 20 if remaining < 0 else min(1 << 20, remaining))
+            if not data:
+                break
+            total += len(data)
+            if total > limit:
+                raise HubError(413, f"over {limit} bytes")
+            out.write(data)
+            remaining -= len(data) if remaining > 0 else 0
 
     def _shard(self, request: Request, session: Session) -> Response:
         data = self._body(request, SHARD_MAX)

@@ -333,6 +333,14 @@ print(json.dumps({{
             }
             allowed = hf_python(gateway, code, tmp_path / "hf-ok", token=PASSWORD)
             second = hf_python(gateway, code, tmp_path / "hf-ok", token="wrong-password")
+            xet = {
+                token: requests.get(
+                    f"{gateway.url}/api/models/team/private/xet-write-token/main",
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=30,
+                ).status_code
+                for token in ("wrong-password", PASSWORD)
+            }
         finally:
             gateway.stop()
         log = gateway.log()
@@ -342,6 +350,7 @@ print(json.dumps({{
     assert wrong["upload"]["status"] in (401, 403) and refused[None]["upload"]["status"] == 401
     assert allowed["create"]["ok"].endswith("/team/private") and "ok" in allowed["upload"]
     assert second["upload"]["status"] in (401, 403)  # the repo exists now; still refused
+    assert xet == {"wrong-password": 403, PASSWORD: 200}
     assert PASSWORD not in log and "wrong-password" not in log and server.host not in str(refused)
 
 
@@ -408,3 +417,31 @@ print(json.dumps({{"oid": info.oid, "path": snapshot_download("org/xet")}}))
     }
     uploaded = set(blob_puts(registry.access_log(), f"{NAMESPACE}/org/xet"))
     assert set(big.values()) <= uploaded
+
+
+def test_xet_endpoint_refuses_unknown_tokens_and_bad_shards(gateway, registry, tmp_path):
+    hf_python(gateway, 'from huggingface_hub import HfApi; HfApi().create_repo("org/cas"); print(1)',
+              tmp_path / "hf")  # fmt: skip
+    token = requests.get(f"{gateway.url}/api/models/org/cas/xet-write-token/main", timeout=30)
+    assert token.status_code == 200
+    info = token.json()
+    assert info["casUrl"] == f"{gateway.url}/api/modelpack/xet"
+    assert token.headers["X-Xet-Access-Token"] == info["accessToken"]
+    cas = info["casUrl"]
+    before = blob_puts(registry.access_log(), f"{NAMESPACE}/org/cas")  # .gitattributes, config
+    auth = {"Authorization": f"Bearer {info['accessToken']}"}
+    wrong = requests.post(f"{cas}/v1/shards", data=b"x", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert (
+        requests.post(f"{cas}/v1/shards", data=b"not a shard" * 10, headers=auth).status_code == 400
+    )
+    # A shard naming a xorb never uploaded: nothing is published.
+    tag = b"HFRepoMetaData\x00" + bytes(17)
+    entry = bytes(range(32)) + struct.pack("<IIII", 0, 10, 0, 1)
+    shard = tag + struct.pack("<QQ", 2, 0) + bytes(32) + struct.pack("<II", 0, 1) + bytes(8) + entry
+    shard += b"\xff" * 32 + bytes(16)
+    missing = requests.post(f"{cas}/v1/shards", data=shard, headers=auth)
+    assert missing.status_code == 400 and "never uploaded" in missing.headers["X-Error-Message"]
+    dedup = requests.get(f"{cas}/v1/chunks/default-merkledb/{'0' * 64}", headers=auth)
+    assert dedup.status_code == 404
+    assert blob_puts(registry.access_log(), f"{NAMESPACE}/org/cas") == before
