@@ -5,9 +5,9 @@ to the registry as a blob (its sha256 = the raw layer a commit then names).
 The client asks ``/api/models/REPO/xet-write-token/REV`` (with its hub token: the
 gateway checks push rights at the registry) and gets a CAS URL under this gateway
 and an opaque access token standing for the request's credentials.  hf_xet then
-sends ``POST /v1/xorbs/default/HASH`` (chunks; kept in the node cache, where later
-uploads may reuse them), ``GET /v1/chunks/default-merkledb/HASH`` (global dedup:
-always 404 here) and ``POST /v1/shards`` (the files).  Xorb hashes are not
+sends ``GET /v1/chunks/default/HASH`` (global dedup: always 404 here), ``POST
+/v1/xorbs/default/HASH`` (chunks; kept in the node cache) and ``POST /v1/shards``
+(the files).  Xorb hashes are not
 recomputed: what a commit publishes is checked by its sha256, computed here
 while the file is put together.
 """
@@ -84,7 +84,7 @@ class Xet:
             return None
         rest = s[len(PREFIX) :]
         session = self._session(request)
-        if rest[:3] == ["v1", "chunks", "default-merkledb"] and len(rest) == 4:
+        if rest[:2] == ["v1", "chunks"] and len(rest) == 4:  # prefix default(-merkledb)
             raise HubError(404, "no global deduplication on this gateway")
         if rest[:3] == ["v1", "xorbs", "default"] and len(rest) == 4 and request.method == "POST":
             return "xet-xorb", self._xorb(request, rest[3])
@@ -158,6 +158,7 @@ class Xet:
             for info in files:
                 self._publish(repository, info)
         except XetFormatError as exc:
+            log.warning("%s %s: %s", request.method, request.path, exc.message)
             raise HubError(400, exc.message) from None
         except ModelpackError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc)
@@ -165,7 +166,13 @@ class Xet:
         return Response.json({"result": 1})
 
     def _publish(self, repository: RegistryRepository, info: FileInfo) -> None:
-        """Put the file together from its xorbs into a spool file, then push it."""
+        """Put the file together from its xorbs into a spool file, then push it; a
+        file the repository has already (by the sha256 the shard declares) is left:
+        hf_xet may name xorbs of earlier uploads for it without sending them."""
+        if info.sha256 and repository.exists(
+            Descriptor("application/octet-stream", f"sha256:{info.sha256}", info.size)
+        ):
+            return
         spool = self.root / "spool"
         spool.mkdir(parents=True, exist_ok=True)
         hasher = hashlib.sha256()
@@ -180,6 +187,8 @@ class Xet:
                         out.write(chunk)
             out.flush()
             size = out.tell()
+            if info.sha256 and hasher.hexdigest() != info.sha256:
+                raise XetFormatError("a file of the shard does not hash to its declared sha256")
             desc = Descriptor("application/octet-stream", "sha256:" + hasher.hexdigest(), size)
             if not repository.exists(desc):
                 out.seek(0)

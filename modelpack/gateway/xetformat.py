@@ -43,6 +43,7 @@ class Term:
 class FileInfo:
     file_hash: str
     terms: tuple[Term, ...]
+    sha256: str | None = None  # what the client says the file's sha256 is (metadata ext)
 
     @property
     def size(self) -> int:
@@ -77,9 +78,13 @@ def parse_shard(data: bytes) -> list[FileInfo]:
             offset += ENTRY
         if flags & FLAG_VERIFICATION:
             offset += ENTRY * count
+        sha256 = None
         if flags & FLAG_METADATA_EXT:
+            if offset + ENTRY > len(data):
+                raise XetFormatError("Xet shard ends inside a file's metadata")
+            sha256 = hash_name(data[offset : offset + 32])  # stored as a Xet hash is
             offset += ENTRY
-        files.append(FileInfo(hash_name(file_hash), tuple(terms)))
+        files.append(FileInfo(hash_name(file_hash), tuple(terms), sha256))
 
 
 def xorb_chunks(stream: BinaryIO, start: int, end: int) -> Iterator[bytes]:

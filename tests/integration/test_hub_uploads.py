@@ -7,6 +7,7 @@ import hashlib
 import json
 import random
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -402,16 +403,36 @@ api.create_repo("org/xet")
 info = api.upload_folder(repo_id="org/xet", folder_path={str(tiny_model)!r})
 print(json.dumps({{"oid": info.oid, "path": snapshot_download("org/xet")}}))
 """
+    again = f"""
+import json
+from huggingface_hub import HfApi, snapshot_download
+info = HfApi().upload_folder(repo_id="org/xet", folder_path={str(tiny_model)!r}, path_in_repo="copy")
+print(json.dumps(snapshot_download("org/xet")))
+"""
     try:
         out = hf_python(gateway, code, tmp_path / "hf")
         log = gateway.log()
     finally:
         gateway.stop()
+    schemes = chunk_schemes(gateway.cache / "xet" / "xorbs")
+    # Another gateway, without those xorbs, and the client with its Xet cache.
+    shutil.rmtree(gateway.cache / "xet" / "xorbs")
+    second = Gateway(gateway.registry, tmp_path / "second", env=gateway.env).start()
+    try:
+        snapshot = Path(hf_python(second, again, tmp_path / "hf"))
+        second_log = second.log()
+    finally:
+        second.stop()
+    files = tree_files(tiny_model)
+    assert tree_files(snapshot) == files | {f"copy/{p}": d for p, d in files.items()}
+    # hf_xet asks for global dedup (none here: 404) and sends the chunks again.
+    assert re.search(r"GET /api/modelpack/xet/v1/chunks/default/[0-9a-f]{64} 404", second_log)
+    assert re.search(r"POST /api/modelpack/xet/v1/shards 200", second_log)
     assert tree_files(Path(out["path"])) == tree_files(tiny_model)
     assert re.search(r"GET /api/models/org/xet/xet-write-token/main 200", log)
     assert re.search(r"POST /api/modelpack/xet/v1/xorbs/default/[0-9a-f]{64} 200", log)
     assert re.search(r"POST /api/modelpack/xet/v1/shards 200", log)
-    assert {0, 1, 2} <= chunk_schemes(gateway.cache / "xet" / "xorbs")  # stored, LZ4, BG4-LZ4
+    assert {0, 1, 2} <= schemes  # stored, LZ4, byte-grouped LZ4
     big = {
         p: hashlib.sha256(d).hexdigest() for p, d in tree_files(tiny_model).items() if len(d) > 200
     }

@@ -147,6 +147,7 @@ def test_shards_name_each_file_and_its_chunk_ranges():
     assert files[0].terms[0].xorb == hash_name(xorb)
     assert (files[0].terms[0].start, files[0].terms[0].end, files[0].size) == (2, 5, 1000)
     assert files[1].size == 2000
+    assert files[0].sha256 == "0" * 64 and files[1].sha256 is None  # from the metadata ext
     with pytest.raises(XetFormatError):
         parse_shard(b"x" * 100)
     with pytest.raises(XetFormatError):
