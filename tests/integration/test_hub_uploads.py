@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 from support.gateway import Gateway, clean_env
-from support.helpers import tree_files
+from support.helpers import run_cli, tree_files
 
-import modelpack
-from modelpack.settings import Settings
 from modelpack.testing import RegistryServer, make_tiny_model
 
 NAMESPACE = "up"
@@ -113,11 +111,19 @@ print(json.dumps({{"url": str(url), "oid": info.oid, "path": snapshot_download("
     assert (snapshot / ".gitattributes").read_bytes().startswith(b"*.bin filter=lfs")
 
     # The commit is a ModelPack artifact tagged by branch and by commit id.
-    settings = Settings(home=tmp_path / "home", plain_http=True)
     reference = f"{registry.host}/{NAMESPACE}/org/tiny"
+    env = {"MODELPACK_HOME": str(tmp_path / "home")}
     for tag in ("main", out["oid"]):
-        pulled = modelpack.pull(f"{reference}:{tag}", tmp_path / f"pulled-{tag}", settings=settings)
-        assert tree_files(pulled) == tree_files(tiny_model)
+        target = tmp_path / f"pulled-{tag}"
+        pulled = run_cli("pull", "--plain-http", f"{reference}:{tag}", "-o", str(target), env=env)
+        assert pulled.returncode == 0, pulled.stderr
+        assert tree_files(target) == tree_files(tiny_model)
+    # `pull --hf-cache` names the snapshot by the hub commit id the gateway recorded.
+    hf_cache = tmp_path / "hf-cache"
+    pulled = run_cli("pull", "--plain-http", f"{reference}:main", "--hf-cache", str(hf_cache),
+                     "--hf-trust-annotations", env=env)  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    assert (hf_cache / "models--org--tiny" / "snapshots" / out["oid"]).is_dir()
     manifest = registry_manifest(registry, "org/tiny", "main")
     assert manifest["annotations"]["io.modelpack.hf.commit"] == out["oid"]
     assert manifest["annotations"]["io.modelpack.hf.branch"] == "main"
