@@ -196,9 +196,12 @@ api.create_tag("org/refs", tag="v1", revision=c1)
 c2 = api.upload_file(path_or_fileobj=b"on dev only", path_in_repo="dev.txt",
                      repo_id="org/refs", revision="dev").oid
 c3 = api.delete_file("config.json", repo_id="org/refs").oid
+api.upload_file(path_or_fileobj=b"1", path_in_repo="sub/a.txt", repo_id="org/refs", revision="dev")
+folder = sorted(api.list_repo_files("org/refs", revision="dev"))
+c5 = api.delete_folder("sub", repo_id="org/refs", revision="dev").oid
 refs = api.list_repo_refs("org/refs")
 print(json.dumps({{
-    "c1": c1, "c2": c2, "c3": c3,
+    "c1": c1, "c2": c2, "c3": c3, "c5": c5, "folder": folder,
     "branches": sorted((r.name, r.target_commit) for r in refs.branches),
     "tags": sorted((r.name, r.target_commit) for r in refs.tags),
     "main": [[c.commit_id, c.title] for c in api.list_repo_commits("org/refs")],
@@ -218,8 +221,10 @@ print(json.dumps({{
     assert [c for c, _ in main][:2] == [c3, c1] and len(main) == 3  # + the initial commit
     assert main[1][1] == "Upload config.json with huggingface_hub"
     assert main[0][1] == "Delete config.json with huggingface_hub"
-    assert out["dev"][:2] == [c2, c1]
-    assert out["branches"] == [["dev", c2], ["main", c3]]
+    c5 = out["c5"]
+    assert out["dev"][0] == c5 and out["dev"][2:4] == [c2, c1] and len(out["dev"]) == 5
+    assert "sub/a.txt" in out["folder"]
+    assert out["branches"] == [["dev", c5], ["main", c3]]
     assert out["tags"] == [["v1", c1]]
     assert out["files_main"] == [".gitattributes"]
     assert out["files_v1"] == [".gitattributes", "config.json"]
@@ -236,7 +241,7 @@ print(json.dumps({{
     finally:
         replica.stop()
     assert sorted((r["name"], r["targetCommit"]) for r in refs["branches"]) == [
-        ("dev", c2),
+        ("dev", c5),
         ("main", c3),
     ]
     assert [c["id"] for c in history] == [c for c, _ in main]
