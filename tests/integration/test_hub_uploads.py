@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 from support.gateway import Gateway, clean_env
-from support.helpers import run_cli, tree_files
+from support.helpers import build_and_push, run_cli, tree_files
 
+from modelpack.settings import Settings
 from modelpack.testing import RegistryServer, make_tiny_model
 
 NAMESPACE = "up"
@@ -477,3 +478,40 @@ def test_xet_endpoint_refuses_unknown_tokens_and_bad_shards(gateway, registry, t
     dedup = requests.get(f"{cas}/v1/chunks/default-merkledb/{'0' * 64}", headers=auth)
     assert dedup.status_code == 404
     assert blob_puts(registry.access_log(), f"{NAMESPACE}/org/cas") == before
+
+
+def test_commit_on_top_of_a_pushed_artifact(gateway, registry, tiny_model, tmp_path):
+    """A model `modelpack push`ed (tar layers, no hub annotations, tag latest) is the
+    parent of the first upload: its layers are kept, its config.json read from its tar
+    layer, and it is tagged by its commit id so the history reaches it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+        settings = Settings(home=tmp_path / "home", plain_http=True)
+        build_and_push(tiny_model, f"{registry.host}/{NAMESPACE}/org/pushed:latest", settings,
+                       layer_format="tar", compress="gzip")  # fmt: skip
+    code = """
+import json
+from huggingface_hub import HfApi, snapshot_download
+api = HfApi()
+before = api.model_info("org/pushed").sha
+commit = api.upload_file(path_or_fileobj=b"new", path_in_repo="added.txt", repo_id="org/pushed").oid
+print(json.dumps({"before": before, "commit": commit, "path": snapshot_download("org/pushed"),
+                  "history": [c.commit_id for c in api.list_repo_commits("org/pushed")],
+                  "refs": [(r.name, r.target_commit) for r in api.list_repo_refs("org/pushed").branches]}))
+"""
+    out = hf_python(gateway, code, tmp_path / "hf")
+    assert tree_files(Path(out["path"])) == {**tree_files(tiny_model), "added.txt": b"new"}
+    assert out["history"] == [out["commit"], out["before"]]
+    assert out["refs"] == [["main", out["commit"]]]
+    manifest = registry_manifest(registry, "org/pushed", "main")
+    media = {
+        layer["annotations"]["org.cncf.model.filepath"]: layer["mediaType"]
+        for layer in manifest["layers"]
+    }
+    assert media["model.safetensors"].endswith(".tar+gzip") and media["added.txt"].endswith(".raw")
+    config = requests.get(
+        f"http://{registry.host}/v2/{NAMESPACE}/org/pushed/blobs/{manifest['config']['digest']}",
+        timeout=30,
+    ).json()
+    assert config["config"]["paramSize"] and config["config"]["format"] == "safetensors"
+    assert len(config["modelfs"]["diffIds"]) == len(manifest["layers"])
