@@ -302,7 +302,10 @@ class Uploads:
         try:
             repository = self._repository(repo_id, request)
             if repository.user_tags():
-                raise HubError(409, "You already created this model repo", None)
+                # The hub's 409 carries the url: create_repo(exist_ok=True) returns it.
+                taken = HubError(409, "You already created this model repo")
+                headers = taken.response_headers()
+                return Response.json({"error": taken.message, "url": url}, 409, headers)
             with self._branch_lock(repo_id, "main"):
                 self._first_commit(repository, repo_id, request)
         except ModelpackError as exc:

@@ -96,8 +96,6 @@ def gateway(registry, tmp_path_factory):
 def test_upload_folder_then_download_and_pull(gateway, registry, tiny_model, tmp_path):
     code = f"""
 import json
-import random
-import struct
 from huggingface_hub import HfApi, snapshot_download
 api = HfApi()
 url = api.create_repo("org/tiny")
@@ -146,8 +144,6 @@ def test_a_second_commit_uploads_only_the_changed_file(gateway, registry, tiny_m
     repository = f"{NAMESPACE}/org/second"
     first = f"""
 import json
-import random
-import struct
 from huggingface_hub import HfApi
 api = HfApi()
 api.create_repo("org/second")
@@ -160,17 +156,22 @@ print(json.dumps(api.upload_folder(repo_id="org/second", folder_path={str(tiny_m
         (make_tiny_model(tmp_path / "other", seed=7) / "model.safetensors").read_bytes()
     )
     changed = hashlib.sha256(weights.read_bytes()).hexdigest()
-    second = f"""
+    second = (
+        CATCH
+        + f"""
 import json
-import random
-import struct
 from huggingface_hub import HfApi, snapshot_download
 api = HfApi()
+exists = attempt(lambda: api.create_repo("org/second"))
+api.create_repo("org/second", exist_ok=True)
 info = api.upload_folder(repo_id="org/second", folder_path={str(tiny_model)!r})
 commits = [c.commit_id for c in api.list_repo_commits("org/second")]
-print(json.dumps({{"oid": info.oid, "commits": commits, "path": snapshot_download("org/second")}}))
+print(json.dumps({{"oid": info.oid, "commits": commits, "path": snapshot_download("org/second"),
+                  "exists": exists}}))
 """
+    )
     out = hf_python(gateway, second, tmp_path / "hf")
+    assert out["exists"]["status"] == 409  # and exist_ok=True accepted it
     assert out["oid"] != first_oid and out["commits"][:2] == [out["oid"], first_oid]
     assert tree_files(Path(out["path"])) == tree_files(tiny_model)
     uploaded = blob_puts(registry.access_log(), repository)[len(before) :]
@@ -185,8 +186,6 @@ def test_branches_tags_refs_history_and_delete(gateway, registry, tiny_model, tm
         CATCH
         + f"""
 import json
-import random
-import struct
 from huggingface_hub import HfApi, hf_hub_download
 api = HfApi()
 api.create_repo("org/refs")
@@ -261,8 +260,6 @@ def test_create_commit_through_lfs_basic_transfer(registry, tiny_model, tmp_path
         CATCH
         + f"""
 import json
-import random
-import struct
 from huggingface_hub import HfApi, CommitOperationAdd, hf_hub_download
 api = HfApi()
 api.create_repo("org/lfs")
@@ -407,8 +404,6 @@ def test_xet_uploads_of_files_over_the_inline_limit(registry, tiny_model, tmp_pa
     (extra / "random.bin").write_bytes(random.Random(5).randbytes(2 * 1024 * 1024 + 3))
     code = f"""
 import json
-import random
-import struct
 from huggingface_hub import HfApi, snapshot_download
 api = HfApi()
 api.create_repo("org/xet")
