@@ -119,6 +119,7 @@ class _Carried:
     layer: Descriptor
     diff_id: str
     kind: LayerKind
+    directory: bool = False  # a directory archive layer: carried whole, never staged
 
 
 def entries(head: Head | None) -> dict[str, _Carried]:
@@ -135,7 +136,7 @@ def entries(head: Head | None) -> dict[str, _Carried]:
         kind = parsed[0] if parsed else LayerKind.CODE
         raw = parsed is not None and parsed[1] is LayerFormat.RAW
         diff_id = diff_ids[index] if index < len(diff_ids) else (layer.digest if raw else "")
-        found[path.rstrip("/")] = _Carried(layer, diff_id, kind)
+        found[path.rstrip("/")] = _Carried(layer, diff_id, kind, path.endswith("/"))
     return found
 
 
@@ -167,17 +168,16 @@ def build_commit(
     stage = Path(tempfile.mkdtemp(prefix="commit-", dir=workdir))
     try:
         sources = [
-            _stage(repository, stage, path, entry, info.date) for path, entry in files.items()
+            _stage(repository, stage, path, entry, info.date)
+            for path, entry in files.items()
+            if not (isinstance(entry, _Carried) and entry.directory)
         ]
         name = repo_id.rsplit("/", 1)[-1]
         plans = {
             p.file.relpath: p
             for p in plan_layers(ModelSource(stage, sources, name), LayerFormat.RAW)
         }
-        kinds = {
-            path: entry.kind if isinstance(entry, _Carried) else plans[path].kind
-            for path, entry in files.items()
-        }
+        kinds = {f.relpath: _kind(files[f.relpath], plans[f.relpath]) for f in sources}
         derived = derive_metadata(sources, kinds, name=name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -258,6 +258,11 @@ def branch_manifest(head: Head, repo_id: str, branch: str) -> tuple[Descriptor, 
     }
     manifest = replace(head.manifest, annotations=annotations)
     return manifest_descriptor(manifest), manifest.to_bytes()
+
+
+def _kind(entry: _Carried | NewFile, plan: PlannedLayer) -> LayerKind:
+    """A carried layer keeps the kind its builder gave it (a Modelfile may have)."""
+    return entry.kind if isinstance(entry, _Carried) else plan.kind
 
 
 def _new_layer(plan: PlannedLayer, entry: NewFile, date: float) -> Descriptor:
