@@ -25,9 +25,9 @@ class GatewayConfig:
     ``upstream``: a hub URL to import repos the registry lacks from (upstream.py),
     only those matching an ``upstream_allow`` fnmatch pattern, with
     ``upstream_token`` (sent to the upstream only).  ``offline``: no upstream
-    requests, serve only what the registry has.
-    ``inline_max``: files up to this size are uploaded inline in the commit
-    (preupload says "regular"), larger ones through LFS (docs/gateway.md)."""
+    requests, serve only what the registry has.  ``inline_max``: uploads of files
+    up to this size come inline in the commit (preupload says "regular"), larger
+    ones through Xet or LFS (docs/gateway.md, Uploads)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -43,8 +43,6 @@ class GatewayConfig:
     upstream_allow: tuple[str, ...] = ()
     upstream_token: str | None = field(default=None, repr=False)  # never in a log line
     offline: bool = False
-    inline_max: int = 512 * 1024 * 1024
-
     inline_max: int = 10 * 1024 * 1024
 
     def __post_init__(self) -> None:
