@@ -16,7 +16,7 @@ REASONS = {
     200: "OK", 206: "Partial Content", 304: "Not Modified", 307: "Temporary Redirect",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 416: "Range Not Satisfiable", 429: "Too Many Requests",
-    499: "Client Closed Request", 500: "Internal Server Error", 501: "Not Implemented",
+    499: "Client Closed Request", 500: "Internal Server Error",
     502: "Bad Gateway", 503: "Service Unavailable",
 }  # fmt: skip
 _RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)\Z")
