@@ -15,7 +15,9 @@ from .hub import HubError
 REASONS = {
     200: "OK", 206: "Partial Content", 304: "Not Modified", 307: "Temporary Redirect",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 416: "Range Not Satisfiable", 429: "Too Many Requests",
+    405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
+    413: "Content Too Large", 416: "Range Not Satisfiable", 422: "Unprocessable Content",
+    429: "Too Many Requests",
     499: "Client Closed Request", 500: "Internal Server Error",
     502: "Bad Gateway", 503: "Service Unavailable",
 }  # fmt: skip

@@ -510,3 +510,46 @@ print(json.dumps({"before": before, "commit": commit, "path": snapshot_download(
     ).json()
     assert config["config"]["paramSize"] and config["config"]["format"] == "safetensors"
     assert len(config["modelfs"]["diffIds"]) == len(manifest["layers"])
+
+
+def test_what_the_commit_api_refuses(gateway, tmp_path):
+    code = (
+        CATCH
+        + """
+import json
+from huggingface_hub import HfApi, CommitOperationAdd
+api = HfApi()
+api.create_repo("org/strict")
+add = lambda: [CommitOperationAdd("a.txt", b"a")]
+head = api.model_info("org/strict").sha
+print(json.dumps({
+    "stale_parent": attempt(lambda: api.create_commit("org/strict", operations=add(),
+                            commit_message="m", parent_commit="0" * 40)),
+    "right_parent": attempt(lambda: api.create_commit("org/strict", operations=add(),
+                            commit_message="m", parent_commit=head).oid),
+    "pr": attempt(lambda: api.create_commit("org/strict", operations=[CommitOperationAdd("p", b"p")],
+                  commit_message="m", create_pr=True)),
+    "slash_branch": attempt(lambda: api.create_branch("org/strict", branch="feature/x")),
+    "mixed_case": attempt(lambda: api.upload_file(path_or_fileobj=b"x", path_in_repo="x",
+                          repo_id="Org/Strict")),
+}))
+"""
+    )
+    out = hf_python(gateway, code, tmp_path / "hf")
+    assert out["stale_parent"].get("status") == 412, out
+    assert "ok" in out["right_parent"]
+    assert out["pr"].get("status") == 400, out
+    assert "pull requests" in out["pr"]["message"]
+    assert out["slash_branch"].get("status") == 400, out
+    assert out["mixed_case"].get("status") == 404 and "lower case" in out["mixed_case"]["message"]
+    # An lfsFile naming bytes nobody uploaded.
+    body = json.dumps({"key": "header", "value": {"summary": "s"}}) + "\n"
+    body += json.dumps({"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256",
+                                                    "oid": "1" * 64, "size": 5}}) + "\n"  # fmt: skip
+    answer = requests.post(
+        f"{gateway.url}/api/models/org/strict/commit/main",
+        data=body,
+        headers={"Content-Type": "application/x-ndjson"},
+        timeout=30,
+    )
+    assert answer.status_code == 422 and "not uploaded" in answer.headers["X-Error-Message"]
