@@ -146,12 +146,17 @@ class Uploads:
         s = request.segments
         if (answered := self.xet.route(request)) is not None:
             return answered
-        if s == ["api", "validate-yaml"]:
-            return "validate-yaml", self._call(request, "POST", "", self.validate_yaml)
+        if s == ["api", "validate-yaml"]:  # touches no registry
+            if request.method != "POST":
+                raise HubError(
+                    405, f"{request.method} is not allowed here", None, {"Allow": "POST"}
+                )
+            return "validate-yaml", self.validate_yaml(request)
         if s[:3] == ["api", "repos", "create"] and len(s) == 3:
             return "create-repo", self._call(request, "POST", "", self.create_repo)
         if len(s) == 4 and s[:3] == ["api", "modelpack", "lfs-upload"]:
-            return "lfs-upload", self._call(request, "PUT", "", self.lfs_upload, s[3])
+            # The ticket stands for the batch request's credentials (no header here).
+            return "lfs-upload", self._call(request, "PUT", "", self.lfs_upload, s[3], lend=True)
         for n in (2, 1):
             batch = len(s) == n + 4 and s[n:] == ["info", "lfs", "objects", "batch"]
             if batch and s[n - 1].endswith(".git"):
@@ -187,9 +192,13 @@ class Uploads:
         method, handler = handlers[op]
         return op, self._repo(request, method, repo, handler, args[0])
 
-    def _call(self, request: Request, method: str, repo_id: str, handler, *args) -> Response:  # noqa: ANN001
+    def _call(
+        self, request: Request, method: str, repo_id: str, handler, *args, lend: bool = False
+    ) -> Response:  # noqa: ANN001
         if request.method != method:
             raise HubError(405, f"{request.method} is not allowed here", None, {"Allow": method})
+        if method != "GET" and not lend:
+            self._own_credentials(request)
         try:
             return handler(request, *args)
         except ModelpackError as exc:
@@ -201,6 +210,12 @@ class Uploads:
             # No redirect for writes: a 307 would make clients resend large bodies.
             raise repo_not_found(repo_id, "repo ids are lower case on this gateway")
         return self._call(request, method, repo_id, handler, repo_id, *args)
+
+    def _own_credentials(self, request: Request) -> None:
+        """Lent credentials (``--lend-credentials``) are for reading: a write is made
+        with the client's own credentials, or anonymously where lending is off."""
+        if self.config.lend_credentials and not request.header("Authorization"):
+            raise HubError(401, "Uploads need your own credentials (HF_TOKEN) on this gateway")
 
     def _error(self, exc: ModelpackError, repo_id: str, request: Request) -> HubError:
         """As ``hub_error``, but a write refused to credentials the client sent is a
@@ -422,6 +437,7 @@ class Uploads:
 
     def xet_write_token(self, request: Request, repo_id: str, revision: str) -> Response:
         """hf_xet's first request: push rights are checked here, as the hub does."""
+        self._own_credentials(request)
         model = self._open(repo_id, revision, request)
         self._check_push(model.repository)
         return self.xet.write_token(request, repo_id, self._base(request))

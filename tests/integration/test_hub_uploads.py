@@ -354,6 +354,31 @@ print(json.dumps({{
         finally:
             gateway.stop()
         log = gateway.log()
+        # --lend-credentials: the gateway's own credentials serve anonymous reads, never writes.
+        lending = Gateway(
+            f"{server.host}/{NAMESPACE}",
+            tmp_path / "lending",
+            ("--token-user", USER, "--lend-credentials"),
+            env={"MODELPACK_USERNAME": USER, "MODELPACK_PASSWORD": PASSWORD},
+        ).start()
+        try:
+            read = requests.get(f"{lending.url}/api/models/team/private", timeout=30)
+            lent = {
+                path: requests.request(
+                    method, f"{lending.url}{path}", json={}, timeout=30
+                ).status_code
+                for method, path in [
+                    ("POST", "/api/models/team/private/preupload/main"),
+                    ("POST", "/team/private.git/info/lfs/objects/batch"),
+                    ("GET", "/api/models/team/private/xet-write-token/main"),
+                    ("POST", "/api/models/team/private/commit/main"),
+                    ("POST", "/api/repos/create"),
+                ]
+            }
+        finally:
+            lending.stop()
+    assert read.status_code == 200
+    assert set(lent.values()) == {401}, lent
     wrong = refused["wrong-password"]
     assert wrong["create"]["status"] == 403 and "rights" in wrong["create"]["message"]
     assert refused[None]["create"]["status"] == 401
