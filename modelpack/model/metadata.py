@@ -214,18 +214,9 @@ _FRONT_MATTER = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---
 def front_matter_problem(text: str) -> str | None:
     """Why a model card's front matter would be ignored (None: it is fine or absent);
     what the gateway answers huggingface_hub's ``validate-yaml`` with."""
-    import yaml
-
-    match = _FRONT_MATTER.search(text)
-    if not match:
-        return None
-    try:
-        card = yaml.safe_load(match.group(2))
-    except yaml.YAMLError as exc:
-        return f"front matter is not valid YAML ({type(exc).__name__})"
-    if card is not None and not isinstance(card, dict):
-        return "front matter is not a mapping"
-    return None
+    warnings: list[str] = []
+    front_matter(text, "README.md", warnings)
+    return warnings[0] if warnings else None
 
 
 def read_front_matter(readme: Path, warnings: list[str]) -> dict[str, Any]:

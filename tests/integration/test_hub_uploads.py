@@ -578,3 +578,10 @@ print(json.dumps({
         timeout=30,
     )
     assert answer.status_code == 422 and "not uploaded" in answer.headers["X-Error-Message"]
+    # upload_folder's README check: front matter the build would ignore is a 400.
+    for content, status in [("---\nlicense: mit\n---\n# x", 200), ("---\na: [1\n---\n", 400),
+                            ("---\n" + "[" * 5000 + "\n---\n", 400)]:  # fmt: skip
+        check = requests.post(
+            f"{gateway.url}/api/validate-yaml", json={"content": content}, timeout=30
+        )
+        assert check.status_code == status and ("errors" in check.json())
