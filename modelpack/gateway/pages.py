@@ -29,6 +29,7 @@ import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from ..display import human_size as display_size
 from ..errors import ModelpackError
 from ..registry.client import RegistryRepository
 from ..signing.cosign import check_signatures, scan_signatures
@@ -68,14 +69,7 @@ def url_path(*parts: str) -> str:
 
 
 def human_size(size: int | None) -> str:
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"
+    return "?" if size is None else display_size(size)
 
 
 def render_markdown(text: str, files_url: str = "") -> str:

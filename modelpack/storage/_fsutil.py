@@ -107,6 +107,20 @@ def default_dir_mode(where: Path) -> int:
         remove_tree(probe)
 
 
+def private_folder(path: Path) -> bool | None:
+    """Whether ``path`` is a real folder (not a link) of this user with no group or other
+    access, as we make staging folders (git makes none such); None if nothing is there."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.geteuid()
+        and stat.S_IMODE(info.st_mode) & 0o077 == 0
+    )
+
+
 def remove_entry(path: Path) -> None:
     """Remove what is at ``path`` (a file, a link or a directory tree) without following a link."""
     if path.is_dir() and not path.is_symlink():

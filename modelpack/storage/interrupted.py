@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._destination import STAGING_PREFIX
-from ._fsutil import atomic_write_bytes, remove_tree
+from ._fsutil import atomic_write_bytes, private_folder, remove_tree
 from ._locks import file_lock, held_elsewhere
 
 
@@ -65,16 +64,7 @@ def _tree_size(root: Path) -> int:
 
 def _ours(path: Path) -> bool:
     """A real folder named like a staging directory, ours and private, as a pull makes it."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return (
-        path.name.startswith(STAGING_PREFIX.rstrip("-"))
-        and stat.S_ISDIR(info.st_mode)
-        and info.st_uid == os.geteuid()
-        and stat.S_IMODE(info.st_mode) & 0o077 == 0
-    )
+    return path.name.startswith(STAGING_PREFIX.rstrip("-")) and private_folder(path) is True
 
 
 class InterruptedPulls:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
-import stat
 import tarfile
 import tempfile
 import threading
@@ -55,7 +54,7 @@ from ..oci.spec import (
 )
 from ..oci.target import Opener
 from ._destination import STAGING_PREFIX, Planned, check_destination, sized, staged
-from ._fsutil import default_dir_mode, reflink, remove_entry, remove_tree
+from ._fsutil import default_dir_mode, private_folder, reflink, remove_entry, remove_tree
 from ._locks import directory_lock
 from .diskspace import disk_full_errors, missing_bytes, require_space
 from .interrupted import InterruptedPulls
@@ -607,16 +606,8 @@ class _UnpackBudget:
 
 
 def _free_or_ours(path: Path) -> bool:
-    """Nothing at ``path``, or a real folder we made: ours, mode 0700 (git makes none such)."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return True
-    return (
-        stat.S_ISDIR(info.st_mode)
-        and info.st_uid == os.geteuid()
-        and stat.S_IMODE(info.st_mode) & 0o077 == 0
-    )
+    """Nothing at ``path``, or a real folder we made (see ``private_folder``)."""
+    return private_folder(path) is not False
 
 
 def _read_small(content: BinaryIO, desc: Descriptor) -> bytes:

@@ -27,22 +27,7 @@ USER, PASSWORD = "pusher", "s3cret-push"
 
 def hf_python(gateway: Gateway, code: str, hf_home: Path, token: str | None = None, **env):
     """Run ``code`` with huggingface_hub pointed at the gateway; its last stdout line is JSON."""
-    environment = clean_env(
-        hf_home,
-        HF_ENDPOINT=gateway.url,
-        HF_HOME=str(hf_home),
-        HF_HUB_CACHE=str(hf_home / "hub"),
-        HF_HUB_DISABLE_PROGRESS_BARS="1",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        **env,
-    )
-    if token is not None:
-        environment["HF_TOKEN"] = token
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return gateway.client(code, None, hf_home, token, env)
 
 
 CATCH = """

@@ -139,7 +139,14 @@ class Gateway:
         """Run huggingface_hub with only HF_ENDPOINT (and HF_TOKEN) pointing it here."""
         return self.client(HF_CLIENT, ops, hf_home, token)
 
-    def client(self, code: str, argument, hf_home: Path, token: str | None = None):  # noqa: ANN001, ANN201
+    def client(  # noqa: ANN201
+        self,
+        code: str,
+        argument,  # noqa: ANN001
+        hf_home: Path,
+        token: str | None = None,
+        env_extra: dict[str, str] | None = None,
+    ):
         """Run ``code`` as a hub client process (``sys.argv[1]`` is ``argument`` as JSON);
         its last line of output is JSON, returned."""
         env = clean_env(
@@ -149,6 +156,7 @@ class Gateway:
             HF_HUB_CACHE=str(hf_home / "hub"),
             HF_HUB_DISABLE_PROGRESS_BARS="1",
             HF_HUB_DISABLE_TELEMETRY="1",
+            **(env_extra or {}),
         )
         if token is not None:
             env["HF_TOKEN"] = token
