@@ -238,6 +238,26 @@ def split_front_matter(text: str) -> tuple[str | None, str]:
     return (match.group(2), text[match.end() :]) if match else (None, text)
 
 
+MAX_FRONT_MATTER_VALUES = 100_000  # aliases expanded: a few lines of YAML can name 10^9
+
+
+def _expands_past(data: Any, budget: int) -> bool:
+    """Whether ``data`` holds more than ``budget`` values once YAML aliases are expanded
+    (every later walk over it, ``str()`` included, would take that long)."""
+    stack = [data]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return True
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple | set):
+            stack.extend(value)
+    return False
+
+
 def front_matter(text: str, name: str, warnings: list[str]) -> dict[str, Any]:
     """The front matter of a card's text as a mapping; {} (with a warning) if malformed."""
     import yaml
@@ -254,6 +274,12 @@ def front_matter(text: str, name: str, warnings: list[str]) -> dict[str, Any]:
         return {}
     if card is not None and not isinstance(card, dict):
         warnings.append(f"{name}: front matter ignored, it is not a mapping")
+        return {}
+    if _expands_past(card, MAX_FRONT_MATTER_VALUES):
+        warnings.append(
+            f"{name}: front matter ignored, it expands to more than "
+            f"{MAX_FRONT_MATTER_VALUES} values (YAML aliases)"
+        )
         return {}
     return card or {}
 

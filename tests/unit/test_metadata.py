@@ -258,3 +258,25 @@ def test_set_overrides_and_their_validation(tiny_model, settings):
         )
     with pytest.raises(modelpack.UsageError, match="expected descriptor.FIELD=VALUE"):
         modelpack.build(tiny_model, "reg.io/a:v3", settings=settings, set_fields=["modelfs.type=x"])
+
+
+def test_front_matter_that_expands_past_a_budget_is_ignored_at_once():
+    """A few lines of YAML aliases name 10^9 values: `modelpack build` hung on such a README
+    (its license list was stringified value by value). It is ignored, with a warning."""
+    from modelpack.model.metadata import MAX_FRONT_MATTER_VALUES, front_matter
+
+    lines = ["---", "a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 10)}]")
+    lines += ["license: *i", "---", "# card"]
+    warnings: list[str] = []
+    assert front_matter("\n".join(lines), "README.md", warnings) == {}
+    assert warnings == [
+        "README.md: front matter ignored, it expands to more than "
+        f"{MAX_FRONT_MATTER_VALUES} values (YAML aliases)"
+    ]
+    small: list[str] = []
+    assert front_matter("---\nlicense: [mit, apache-2.0]\n---\n", "README.md", small) == {
+        "license": ["mit", "apache-2.0"]
+    }
+    assert small == []
