@@ -1,0 +1,373 @@
+"""`make bench-cluster`: 8 nodes pull the same model at once, three ways, on one machine.
+
+    python -m benchmarks.cluster_bench [--nodes 8] [--size-gib 1] [--shards 4] [--no-write]
+
+(a) every node straight from the registry; (b) through a CNCF distribution pull-through
+mirror (a second docker-registry with ``proxy: remoteurl``, the nodes' MODELPACK_MIRRORS);
+(c) through ``modelpack serve`` as the cluster's shared cache, the nodes as huggingface_hub
+clients (``snapshot_download``). Measured: the origin registry's egress (its access log and
+its link's byte counter), the time until every node has a verified model, the worst node.
+Root only (benchmarks/cluster.py makes the namespaces). Writes the section "Many nodes at
+once" of docs/benchmarks.md and docs/benchmarks-cluster.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import models
+from benchmarks.cluster import NOT_ROOT, Cluster, Host, Link, NotRoot, NsRegistry, require_root
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+HEADING = "## Many nodes at once"
+PY = sys.executable
+REPO = "bench/model"
+GATEWAY_PORT = 8080
+
+# A node as a Hugging Face client: download, then check every file's sha256 (huggingface_hub
+# checks sizes, not digests), so "done" means a verified model as for `modelpack pull`.
+HF_NODE = """
+import hashlib, json, sys
+from pathlib import Path
+from huggingface_hub import snapshot_download
+path = Path(snapshot_download(sys.argv[1], revision=sys.argv[2]))
+expected = json.loads(sys.argv[3])
+got = {}
+for name in expected:
+    h = hashlib.sha256()
+    with open(path / name, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    got[name] = h.hexdigest()
+sys.exit(0 if got == expected else 3)
+"""
+
+
+@dataclass
+class Result:
+    case: str
+    label: str
+    node_seconds: list[float]
+    all_done: float
+    origin_bytes: int  # response bytes in the origin registry's access log
+    origin_wire: int  # bytes the origin's link sent (headers and retransmits included)
+    by_client: dict[str, int]  # origin response bytes by client address
+    failures: int
+    notes: list[str] = field(default_factory=list)
+
+
+def digests(model: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted(model.rglob("*")):
+        if path.is_file() and path.name != ".complete":
+            out[str(path.relative_to(model))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def bytes_by_client(log: str) -> dict[str, int]:
+    """Response bytes per client address from a distribution access log (combined format)."""
+    out: dict[str, int] = defaultdict(int)
+    for m in re.finditer(r'^(\S+) - \S+ \[[^]]+\] "[^"]*" \d{3} (\d+) ', log, re.M):
+        out[m.group(1)] += int(m.group(2))
+    return dict(out)
+
+
+def fresh_nodes(cluster: Cluster) -> None:
+    for host in cluster.node_hosts:
+        shutil.rmtree(cluster.home(host).parent, ignore_errors=True)
+        cluster.home(host).mkdir(parents=True)
+
+
+def run_nodes(
+    cluster: Cluster, commands: dict[str, tuple[list[str], dict[str, str]]]
+) -> tuple[list[float], float, int]:
+    """Start every node's command at once; each node's seconds, the time until all are done,
+    and how many failed."""
+    times: dict[str, float] = {}
+    codes: dict[str, int] = {}
+    start = time.monotonic()
+    procs = {
+        role: cluster.spawn(cluster.hosts[role], argv, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(cluster.home(cluster.hosts[role]).parent / "node.log", "wb"))  # noqa: SIM115
+        for role, (argv, env) in commands.items()
+    }  # fmt: skip
+
+    def wait(role: str, proc: subprocess.Popen) -> None:
+        codes[role] = proc.wait()
+        times[role] = time.monotonic() - start
+
+    threads = [threading.Thread(target=wait, args=item) for item in procs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for role, code in codes.items():
+        if code != 0:
+            log = (cluster.home(cluster.hosts[role]).parent / "node.log").read_text(
+                errors="replace"
+            )
+            print(f"  {role} failed ({code}): {log[-800:]}", file=sys.stderr)
+    return (
+        [times[r] for r in sorted(times)],
+        time.monotonic() - start,
+        sum(c != 0 for c in codes.values()),
+    )
+
+
+def measure(cluster: Cluster, origin: NsRegistry, case: str, label: str,
+            commands: dict[str, tuple[list[str], dict[str, str]]]) -> Result:  # fmt: skip
+    print(f"case {case}: {label}", flush=True)
+    log_before = len(origin.access_log())
+    wire_before = cluster.tx_bytes("registry")
+    node_seconds, all_done, failures = run_nodes(cluster, commands)
+    time.sleep(1.0)  # the access log line of the last response
+    log = origin.access_log()[log_before:]
+    by_client = bytes_by_client(log)
+    result = Result(case, label, node_seconds, all_done, sum(by_client.values()),
+                    cluster.tx_bytes("registry") - wire_before, by_client, failures)  # fmt: skip
+    print(f"  all done {all_done:.1f} s, worst node {max(node_seconds):.1f} s, "
+          f"origin egress {result.origin_bytes / 2**30:.2f} GiB, failures {failures}", flush=True)  # fmt: skip
+    return result
+
+
+def pull_commands(
+    cluster: Cluster, ref: str, **env: str
+) -> dict[str, tuple[list[str], dict[str, str]]]:
+    argv = [PY, "-m", "modelpack", "pull", ref, "-q"]
+    return {h.role: (argv, cluster.env(h, **env)) for h in cluster.node_hosts}
+
+
+def case_a(cluster: Cluster, origin: NsRegistry, ref: str) -> Result:
+    fresh_nodes(cluster)
+    return measure(cluster, origin, "a", "straight from the registry", pull_commands(cluster, ref))
+
+
+def case_b(cluster: Cluster, origin: NsRegistry, ref: str) -> Result:
+    fresh_nodes(cluster)
+    mirror = cluster.start_registry("mirror", proxy_of=origin.address)
+    try:
+        mirrors = f"{origin.address}=http://{mirror.address}"
+        result = measure(cluster, origin, "b", "through a distribution pull-through mirror",
+                         pull_commands(cluster, ref, MODELPACK_MIRRORS=mirrors))  # fmt: skip
+        served = sum(bytes_by_client(mirror.access_log()).values())
+        result.notes.append(f"the mirror sent the nodes {served / 2**30:.2f} GiB")
+        return result
+    finally:
+        mirror.stop()
+
+
+def case_c(cluster: Cluster, origin: NsRegistry, expected: dict[str, str]) -> Result:
+    fresh_nodes(cluster)
+    host = cluster.hosts["cache"]
+    shutil.rmtree(cluster.home(host), ignore_errors=True)
+    log = open(cluster.home(host).parent / "gateway.log", "wb")  # noqa: SIM115
+    gateway = cluster.spawn(host, [PY, "-m", "modelpack", "serve", "--registry", origin.address,
+                                   "--bind", host.ip, "--port", str(GATEWAY_PORT),
+                                   "--cache", str(cluster.home(host)), "--plain-http"],
+                            stdout=log, stderr=log)  # fmt: skip
+    endpoint = f"http://{host.ip}:{GATEWAY_PORT}"
+    try:
+        cluster.wait_http(host, f"{endpoint}/healthz", timeout=60)
+        commands = {
+            h.role: ([PY, "-c", HF_NODE, REPO, "v1", json.dumps(expected)],
+                     cluster.env(h, HF_ENDPOINT=endpoint, HF_HUB_DOWNLOAD_TIMEOUT="300",
+                                 HF_HUB_ETAG_TIMEOUT="300", HF_HUB_DISABLE_TELEMETRY="1"))
+            for h in cluster.node_hosts
+        }  # fmt: skip
+        return measure(
+            cluster, origin, "c", "through `modelpack serve` (huggingface_hub clients)", commands
+        )
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=30)
+        log.close()
+
+
+def publish(cluster: Cluster, model: Path, ref: str) -> None:
+    """Build on this machine into n0's store, push from n0's namespace over its link."""
+    n0: Host = cluster.hosts["n0"]
+    env = cluster.env(n0)
+    subprocess.run(
+        [PY, "-m", "modelpack", "build", str(model), "-t", ref, "-q"], env=env, check=True
+    )
+    cluster.run(n0, [PY, "-m", "modelpack", "push", ref, "-q"], env=env, check=True)
+
+
+def chart(results: list[Result], one_copy: int, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    names = [f"({r.case})" for r in results]
+    x = range(len(results))
+    left.bar([i - 0.2 for i in x], [r.all_done for r in results], width=0.4, color="#2a7ae2",
+             label="every node done")  # fmt: skip
+    left.bar([i + 0.2 for i in x], [statistics.median(r.node_seconds) for r in results],
+             width=0.4, color="#9ec5f0", label="median node")  # fmt: skip
+    for i, r in enumerate(results):
+        left.annotate(f"{r.all_done:.0f}", (i - 0.2, r.all_done), xytext=(0, 2),
+                      textcoords="offset points", ha="center", fontsize=10)  # fmt: skip
+    left.set_xticks(list(x), names)
+    left.set_ylabel("seconds")
+    left.set_title("time (lower is faster)")
+    left.legend(frameon=False, fontsize=9)
+    copies = [r.origin_bytes / one_copy for r in results]
+    right.bar(list(x), copies, color="#e8912d", width=0.6)
+    right.axhline(1.0, color="#5f5f5f", linestyle="--", linewidth=1)
+    for i, c in enumerate(copies):
+        right.annotate(f"{c:.2f}", (i, c), xytext=(0, 2), textcoords="offset points",
+                       ha="center", fontsize=10)  # fmt: skip
+    right.set_xticks(list(x), names)
+    right.set_ylabel("model copies")
+    right.set_title("origin registry egress")
+    for ax in (left, right):
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.margins(y=0.15)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def section(results: list[Result], args: argparse.Namespace, cluster: Cluster, one_copy: int,
+            machine: dict[str, str], image: Path | None) -> str:  # fmt: skip
+    reg, node = cluster.registry_link, cluster.node_link
+    rtt = ("" if cluster.delay else
+           " **Round trip times are not emulated**: this machine's kernel is built without "
+           "`sch_netem` (`CONFIG_NET_SCH_NETEM` is not set), so tc shapes the rate (htb) only; "
+           "the links add no delay.")  # fmt: skip
+    lines = [
+        HEADING,
+        "",
+        f"Written by `make bench-cluster` (`python -m benchmarks.cluster_bench --nodes {args.nodes} "
+        f"--size-gib {args.size_gib:g} --shards {args.shards}`) on {time.strftime('%Y-%m-%d')}, one "
+        f"round. {args.nodes} node hosts, the registry, a mirror host and a cache host are network "
+        "namespaces on one bridge (benchmarks/cluster.py), each with its own MODELPACK_HOME; all "
+        f"{args.nodes} nodes start pulling the same model ({args.shards} safetensors shards, "
+        f"{one_copy / 2**30:.2f} GiB) at the same moment. Links: the registry's uplink "
+        f"{reg.rate}, every other host {node.rate} (tc htb on both ends of each veth)." + rtt,
+        "",
+        "- **(a)** every node runs `modelpack pull` against the registry.",
+        "- **(b)** a second Debian docker-registry in proxy mode (`proxy: remoteurl:` the registry) "
+        "on the mirror host, the nodes' `MODELPACK_MIRRORS` pointing at it; a fresh, empty mirror.",
+        "- **(c)** `modelpack serve --registry REGISTRY` on the cache host (empty node cache), the "
+        "nodes as Hugging Face clients (`snapshot_download` with `HF_ENDPOINT`, hf_xet installed), "
+        "each then checking every file's sha256. The gateway speaks the hub API only (no `/v2/`), "
+        "so `modelpack pull` cannot use it as a mirror; the hub clients are how nodes use it.",
+        "",
+        "Origin egress is the response bytes in the registry's access log (the wire column is its "
+        "link's transmit counter, TCP/IP headers included); one copy is the sum of the model's "
+        "blobs. A node is done when its process exits with a verified model.",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".",
+        "",
+    ]
+    if image is not None:
+        lines += [f"[![many nodes]({image.name})]({image.name})", ""]
+    lines += [
+        "| case | every node done | median node | worst node | origin egress | copies | wire | failed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| ({r.case}) {r.label} | {r.all_done:.1f} s | {statistics.median(r.node_seconds):.1f} s | "
+            f"{max(r.node_seconds):.1f} s | {r.origin_bytes / 2**30:.2f} GiB | "
+            f"{r.origin_bytes / one_copy:.2f} | {r.origin_wire / 2**30:.2f} GiB | {r.failures} |"
+        )
+    lines.append("")
+    for r in results:
+        clients = ", ".join(f"{ip} {b / 2**30:.2f} GiB" for ip, b in sorted(r.by_client.items()))
+        lines.append(f"- ({r.case}): origin bytes by client: {clients}" +
+                     "".join(f"; {n}" for n in r.notes) + ".")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str, doc: Path = DOC) -> None:
+    """Replace the section (up to the next ``## `` heading) or append it at the end."""
+    page = doc.read_text(encoding="utf-8")
+    if HEADING in page:
+        head, rest = page.split(HEADING, 1)
+        tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
+        page = head + text + ("\n" + tail if tail else "")
+    else:
+        page = page.rstrip("\n") + "\n\n" + text
+    doc.write_text(page, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--size-gib", type=float, default=1.0)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--registry-rate", default="1gbit")
+    parser.add_argument("--node-rate", default="10gbit")
+    parser.add_argument("--cases", default="a,b,c")
+    parser.add_argument("--no-write", action="store_true", help="print only; docs/ untouched")
+    args = parser.parse_args(argv)
+    try:
+        require_root()
+    except NotRoot:
+        print(NOT_ROOT, file=sys.stderr)
+        return 2
+    from benchmarks.__main__ import machine
+
+    cache = Path(
+        os.environ.get("MODELPACK_BENCH_CACHE", Path.home() / ".cache" / "modelpack-bench")
+    )
+    model = models.large_model(
+        cache / f"cluster-{args.size_gib:g}g-{args.shards}",
+        int(args.size_gib * 2**30),
+        files=args.shards,
+    )
+    expected = digests(model)
+    cluster = Cluster(nodes=args.nodes, extra=("mirror", "cache"),
+                      registry_link=Link(args.registry_rate, 20.0),
+                      node_link=Link(args.node_rate, 1.0), extra_link=Link(args.node_rate, 1.0)).up()  # fmt: skip
+    try:
+        origin = cluster.start_registry()
+        ref = f"{origin.address}/{REPO}:v1"
+        publish(cluster, model, ref)
+        one_copy = sum(
+            p.stat().st_size for p in model.rglob("*") if p.is_file() and p.name != ".complete"
+        )
+        results = []
+        for case in args.cases.split(","):
+            if case == "a":
+                results.append(case_a(cluster, origin, ref))
+            elif case == "b":
+                results.append(case_b(cluster, origin, ref))
+            elif case == "c":
+                results.append(case_c(cluster, origin, expected))
+        info = machine()
+        info.pop("skopeo", None)
+        image = ROOT / "docs" / "benchmarks-cluster.png"
+        text = section(results, args, cluster, one_copy, info, image)
+        print(text)
+        if not args.no_write:
+            drawn = chart(results, one_copy, image)
+            write_section(section(results, args, cluster, one_copy, info, image if drawn else None))
+            print(f"wrote {DOC}" + (f" and {image}" if drawn else ""))
+        return 0 if all(r.failures == 0 for r in results) else 1
+    finally:
+        cluster.down()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
