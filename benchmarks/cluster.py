@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +112,14 @@ def workdir_for(prefix: str) -> Path:
     return Path(tempfile.gettempdir()) / f"{prefix}work"
 
 
+def _new_prefix() -> str:
+    """``mpk-<pid>-<n>-``: the pid finds a killed run's leftovers, n keeps a process's runs apart."""
+    return f"{ROOT_PREFIX}{os.getpid()}-{next(_runs)}-"
+
+
+_runs = itertools.count()
+
+
 def cleanup(prefix: str) -> list[str]:
     """Kill every process in the namespaces of ``prefix``, delete them (their veths and the
     bridge go with them) and the run's work directory. Returns the namespaces removed."""
@@ -128,7 +138,8 @@ def cleanup(prefix: str) -> list[str]:
         time.sleep(0.1)
     for ns in removed:
         sh("ip", "netns", "delete", ns, check=False)
-    shutil.rmtree(workdir_for(prefix), ignore_errors=True)
+    for work in Path(tempfile.gettempdir()).glob(f"{prefix}*work"):
+        shutil.rmtree(work, ignore_errors=True)
     return removed
 
 
@@ -167,10 +178,11 @@ class Cluster:
     registry_link: Link = field(default_factory=lambda: Link("1gbit", 20.0))
     node_link: Link = field(default_factory=Link)
     extra_link: Link = field(default_factory=Link)
-    prefix: str = field(default_factory=lambda: f"{ROOT_PREFIX}{os.getpid()}-")
+    prefix: str = field(default_factory=_new_prefix)
     hosts: dict[str, Host] = field(default_factory=dict)
     delay: bool | None = None  # the links' round trip applied (netem); None: found out at up()
     _up: bool = False
+    _handlers: dict[int, object] = field(default_factory=dict)
 
     @property
     def workdir(self) -> Path:
@@ -193,8 +205,9 @@ class Cluster:
         if self.nodes + len(self.extra) > 200:
             raise ClusterError("at most 200 hosts fit in 10.213.0.0/24 here")
         atexit.register(self.down)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                self._handlers[sig] = signal.signal(sig, self._on_signal)
         self._up = True
         self.workdir.mkdir(parents=True, exist_ok=True)
         sh("ip", "netns", "add", self.switch)
@@ -231,6 +244,9 @@ class Cluster:
         if self._up:
             self._up = False
             cleanup(self.prefix)
+        while self._handlers:
+            sig, handler = self._handlers.popitem()
+            signal.signal(sig, handler)  # type: ignore[arg-type]
 
     # -- using it --------------------------------------------------------------------------
 

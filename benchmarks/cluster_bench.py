@@ -128,17 +128,31 @@ def run_nodes(
     )
 
 
-def measure(cluster: Cluster, origin: NsRegistry, case: str, label: str,
-            commands: dict[str, tuple[list[str], dict[str, str]]]) -> Result:  # fmt: skip
+def measure(
+    cluster: Cluster,
+    origin: NsRegistry,
+    case: str,
+    label: str,
+    commands: dict[str, tuple[list[str], dict[str, str]]],
+    warmup: dict[str, tuple[list[str], dict[str, str]]] | None = None,
+) -> Result:
+    """Run ``warmup`` (if any, counted in the egress, not in the times), then every node at once."""
     print(f"case {case}: {label}", flush=True)
     log_before = len(origin.access_log())
     wire_before = cluster.tx_bytes("registry")
+    notes = []
+    if warmup:
+        seconds, _, failed = run_nodes(cluster, warmup)
+        notes.append(
+            f"the warm-up pull took {max(seconds):.1f} s" + (" and failed" if failed else "")
+        )
+        fresh_nodes(cluster)
     node_seconds, all_done, failures = run_nodes(cluster, commands)
     time.sleep(1.0)  # the access log line of the last response
     log = origin.access_log()[log_before:]
     by_client = bytes_by_client(log)
     result = Result(case, label, node_seconds, all_done, sum(by_client.values()),
-                    cluster.tx_bytes("registry") - wire_before, by_client, failures)  # fmt: skip
+                    cluster.tx_bytes("registry") - wire_before, by_client, failures, notes)  # fmt: skip
     print(f"  all done {all_done:.1f} s, worst node {max(node_seconds):.1f} s, "
           f"origin egress {result.origin_bytes / 2**30:.2f} GiB, failures {failures}", flush=True)  # fmt: skip
     return result
@@ -156,13 +170,21 @@ def case_a(cluster: Cluster, origin: NsRegistry, ref: str) -> Result:
     return measure(cluster, origin, "a", "straight from the registry", pull_commands(cluster, ref))
 
 
-def case_b(cluster: Cluster, origin: NsRegistry, ref: str) -> Result:
+def case_b(cluster: Cluster, origin: NsRegistry, ref: str, warm: bool = False) -> Result:
+    """The mirror cold (every node's first request at once) or, ``warm``, after one node
+    pulled alone: what distribution's proxy does with concurrent first requests."""
     fresh_nodes(cluster)
+    shutil.rmtree(cluster.workdir / "mirror" / "registry", ignore_errors=True)
     mirror = cluster.start_registry("mirror", proxy_of=origin.address)
     try:
         mirrors = f"{origin.address}=http://{mirror.address}"
-        result = measure(cluster, origin, "b", "through a distribution pull-through mirror",
-                         pull_commands(cluster, ref, MODELPACK_MIRRORS=mirrors))  # fmt: skip
+        commands = pull_commands(cluster, ref, MODELPACK_MIRRORS=mirrors)
+        if warm:
+            label = "through the mirror, warmed by one node first"
+            result = measure(cluster, origin, "b2", label, commands, warmup={"n0": commands["n0"]})
+        else:
+            label = "through a distribution pull-through mirror"
+            result = measure(cluster, origin, "b", label, commands)
         served = sum(bytes_by_client(mirror.access_log()).values())
         result.notes.append(f"the mirror sent the nodes {served / 2**30:.2f} GiB")
         return result
@@ -267,6 +289,8 @@ def section(results: list[Result], args: argparse.Namespace, cluster: Cluster, o
         "- **(a)** every node runs `modelpack pull` against the registry.",
         "- **(b)** a second Debian docker-registry in proxy mode (`proxy: remoteurl:` the registry) "
         "on the mirror host, the nodes' `MODELPACK_MIRRORS` pointing at it; a fresh, empty mirror.",
+        "- **(b2)** the same, a fresh mirror warmed by one node's pull first (its time is left "
+        "out, its origin bytes are counted), then all nodes at once.",
         "- **(c)** `modelpack serve --registry REGISTRY` on the cache host (empty node cache), the "
         "nodes as Hugging Face clients (`snapshot_download` with `HF_ENDPOINT`, hf_xet installed), "
         "each then checking every file's sha256. The gateway speaks the hub API only (no `/v2/`), "
@@ -296,7 +320,39 @@ def section(results: list[Result], args: argparse.Namespace, cluster: Cluster, o
         clients = ", ".join(f"{ip} {b / 2**30:.2f} GiB" for ip, b in sorted(r.by_client.items()))
         lines.append(f"- ({r.case}): origin bytes by client: {clients}" +
                      "".join(f"; {n}" for n in r.notes) + ".")  # fmt: skip
+    lines += ["", *why(results, one_copy)]
     return "\n".join(lines) + "\n"
+
+
+def why(results: list[Result], one_copy: int) -> list[str]:
+    """The measured reason when a shared cache let the origin send more than 1.1 copies."""
+    found = {r.case: r.origin_bytes / one_copy for r in results}
+    out = []
+    if found.get("b", 0) > 1.1:
+        out.append(
+            f"**Why the mirror cost {found['b']:.2f} copies, not one.** Distribution's proxy "
+            "(`registry/proxy/proxyblobstore.go`, 2.8) deduplicates nothing for concurrent "
+            "readers: the first request for a blob starts a background fetch into its storage "
+            "*and* streams a second fetch from the origin to the client; every request that "
+            "arrives while that blob is in flight streams its own fetch from the origin. With "
+            "all nodes asking at once that is 1 + N copies of every blob (here 1 + "
+            f"{len(results[0].node_seconds)}). Only requests after the blob is stored are served "
+            "locally"
+            + (
+                f": warmed by one node first (b2), the origin sent {found['b2']:.2f} copies "
+                "(that node's stream and the stored copy), the other nodes none."
+                if "b2" in found
+                else "."
+            )
+        )
+    if found.get("c", 0) > 1.1:
+        out.append(f"`modelpack serve` cost {found['c']:.2f} copies: not one pull per blob.")
+    elif "c" in found:
+        out.append(
+            f"`modelpack serve` pulls each blob once however many clients ask at once (the node "
+            f"cache's single flight), so the origin sent {found['c']:.2f} copies."
+        )
+    return out
 
 
 def write_section(text: str, doc: Path = DOC) -> None:
@@ -318,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--registry-rate", default="1gbit")
     parser.add_argument("--node-rate", default="10gbit")
-    parser.add_argument("--cases", default="a,b,c")
+    parser.add_argument("--cases", default="a,b,b2,c")
     parser.add_argument("--no-write", action="store_true", help="print only; docs/ untouched")
     args = parser.parse_args(argv)
     try:
@@ -353,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(case_a(cluster, origin, ref))
             elif case == "b":
                 results.append(case_b(cluster, origin, ref))
+            elif case == "b2":
+                results.append(case_b(cluster, origin, ref, warm=True))
             elif case == "c":
                 results.append(case_c(cluster, origin, expected))
         info = machine()
