@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks import models
@@ -34,6 +34,8 @@ from benchmarks.cluster import NOT_ROOT, Cluster, Host, Link, NotRoot, NsRegistr
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Many nodes at once"
+IMAGE = ROOT / "docs" / "benchmarks-cluster.png"
+RESULTS = Path(__file__).with_name("cluster-results.json")
 PY = sys.executable
 REPO = "bench/model"
 GATEWAY_PORT = 8080
@@ -68,6 +70,40 @@ class Result:
     by_client: dict[str, int]  # origin response bytes by client address
     failures: int
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """One run's settings and results: what the doc section is written from (and saved as
+    benchmarks/cluster-results.json, so the section can be written again without root)."""
+
+    nodes: int
+    size_gib: float
+    shards: int
+    registry_rate: str
+    node_rate: str
+    rtt_emulated: bool
+    one_copy: int
+    machine: dict[str, str]
+    date: str
+    results: list[Result]
+
+    @classmethod
+    def load(cls, path: Path) -> Run:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["results"] = [Result(**r) for r in data["results"]]
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1) + "\n", encoding="utf-8")
+
+
+def rate_bits(rate: str) -> float:
+    """tc's rate units (kbit, mbit, gbit; bit) as bits per second."""
+    m = re.fullmatch(r"([\d.]+)\s*([kmg]?)bit", rate.lower())
+    if not m:
+        raise ValueError(f"rate {rate!r}: expected e.g. 1gbit")
+    return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
 
 
 def digests(model: Path) -> dict[str, str]:
@@ -268,23 +304,23 @@ def chart(results: list[Result], one_copy: int, path: Path) -> bool:
     return True
 
 
-def section(results: list[Result], args: argparse.Namespace, cluster: Cluster, one_copy: int,
-            machine: dict[str, str], image: Path | None) -> str:  # fmt: skip
-    reg, node = cluster.registry_link, cluster.node_link
-    rtt = ("" if cluster.delay else
+def section(run: Run, image: Path | None) -> str:
+    results, one_copy = run.results, run.one_copy
+    rtt = ("" if run.rtt_emulated else
            " **Round trip times are not emulated**: this machine's kernel is built without "
            "`sch_netem` (`CONFIG_NET_SCH_NETEM` is not set), so tc shapes the rate (htb) only; "
            "the links add no delay.")  # fmt: skip
     lines = [
         HEADING,
         "",
-        f"Written by `make bench-cluster` (`python -m benchmarks.cluster_bench --nodes {args.nodes} "
-        f"--size-gib {args.size_gib:g} --shards {args.shards}`) on {time.strftime('%Y-%m-%d')}, one "
-        f"round. {args.nodes} node hosts, the registry, a mirror host and a cache host are network "
+        f"Written by `make bench-cluster` (`python -m benchmarks.cluster_bench --nodes {run.nodes} "
+        f"--size-gib {run.size_gib:g} --shards {run.shards}`) on {run.date}, one "
+        f"round. {run.nodes} node hosts, the registry, a mirror host and a cache host are network "
         "namespaces on one bridge (benchmarks/cluster.py), each with its own MODELPACK_HOME; all "
-        f"{args.nodes} nodes start pulling the same model ({args.shards} safetensors shards, "
+        f"{run.nodes} nodes start pulling the same model ({run.shards} safetensors shards, "
         f"{one_copy / 2**30:.2f} GiB) at the same moment. Links: the registry's uplink "
-        f"{reg.rate}, every other host {node.rate} (tc htb on both ends of each veth)." + rtt,
+        f"{run.registry_rate}, every other host {run.node_rate} (tc htb on both ends of each veth)."
+        + rtt,
         "",
         "- **(a)** every node runs `modelpack pull` against the registry.",
         "- **(b)** a second Debian docker-registry in proxy mode (`proxy: remoteurl:` the registry) "
@@ -300,27 +336,44 @@ def section(results: list[Result], args: argparse.Namespace, cluster: Cluster, o
         "link's transmit counter, TCP/IP headers included); one copy is the sum of the model's "
         "blobs. A node is done when its process exits with a verified model.",
         "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".",
+        "The cluster itself is `python -m benchmarks.cluster up|run|down` (root only; exit 2 "
+        "with one line otherwise): `up --nodes N` makes the hosts and a registry and keeps them "
+        "until Ctrl-C or SIGTERM, `run --nodes N -- CMD` runs CMD in every node at once "
+        "(`{registry}` is the registry's HOST:PORT), `down` removes what a killed run left (its "
+        "namespaces carry the maker's pid: `mpk-PID-N-*`; `--prefix` for one run). The bridge "
+        "sits in a namespace of its own and addresses (10.213.0.0/24) exist only inside the "
+        "namespaces: nothing touches the machine's interfaces, routes or sysctls. Tested in "
+        "tests/integration/test_cluster.py (8 namespaces made and removed, a SIGKILLed run "
+        "cleaned afterwards, SIGTERM, the refusal as an unprivileged user, a pull across a "
+        "shaped link).",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in run.machine.items()) + ".",
         "",
     ]
     if image is not None:
         lines += [f"[![many nodes]({image.name})]({image.name})", ""]
     lines += [
-        "| case | every node done | median node | worst node | origin egress | copies | wire | failed |",
-        "|---|---|---|---|---|---|---|---|",
+        "The uplink floor is the origin egress at the uplink's rate: the least time that many bytes "
+        "take through it.",
+        "",
+        "| case | every node done | median node | worst node | origin egress | copies | wire | uplink floor | failed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    uplink = rate_bits(run.registry_rate) / 8
     for r in results:
         lines.append(
             f"| ({r.case}) {r.label} | {r.all_done:.1f} s | {statistics.median(r.node_seconds):.1f} s | "
             f"{max(r.node_seconds):.1f} s | {r.origin_bytes / 2**30:.2f} GiB | "
-            f"{r.origin_bytes / one_copy:.2f} | {r.origin_wire / 2**30:.2f} GiB | {r.failures} |"
+            f"{r.origin_bytes / one_copy:.2f} | {r.origin_wire / 2**30:.2f} GiB | "
+            f"{r.origin_wire / uplink:.1f} s | {r.failures} |"
         )
     lines.append("")
     for r in results:
         clients = ", ".join(f"{ip} {b / 2**30:.2f} GiB" for ip, b in sorted(r.by_client.items()))
         lines.append(f"- ({r.case}): origin bytes by client: {clients}" +
                      "".join(f"; {n}" for n in r.notes) + ".")  # fmt: skip
-    lines += ["", *why(results, one_copy)]
+    for paragraph in why(results, one_copy):
+        lines += ["", paragraph]
     return "\n".join(lines) + "\n"
 
 
@@ -376,12 +429,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-rate", default="10gbit")
     parser.add_argument("--cases", default="a,b,b2,c")
     parser.add_argument("--no-write", action="store_true", help="print only; docs/ untouched")
+    parser.add_argument(
+        "--from-json",
+        action="store_true",
+        help=f"write the doc section and chart again from {RESULTS.name} (no root, no run)",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        publish_run(Run.load(RESULTS))
+        return 0
     try:
         require_root()
     except NotRoot:
         print(NOT_ROOT, file=sys.stderr)
         return 2
+    run = measure_all(args)
+    print(section(run, None))
+    if not args.no_write:
+        run.save(RESULTS)
+        publish_run(run)
+    return 0 if all(r.failures == 0 for r in run.results) else 1
+
+
+def publish_run(run: Run) -> None:
+    drawn = chart(run.results, run.one_copy, IMAGE)
+    write_section(section(run, IMAGE if drawn else None))
+    print(f"wrote {DOC}" + (f" and {IMAGE}" if drawn else ""))
+
+
+def measure_all(args: argparse.Namespace) -> Run:
     from benchmarks.__main__ import machine
 
     cache = Path(
@@ -400,9 +476,6 @@ def main(argv: list[str] | None = None) -> int:
         origin = cluster.start_registry()
         ref = f"{origin.address}/{REPO}:v1"
         publish(cluster, model, ref)
-        one_copy = sum(
-            p.stat().st_size for p in model.rglob("*") if p.is_file() and p.name != ".complete"
-        )
         results = []
         for case in args.cases.split(","):
             if case == "a":
@@ -413,18 +486,22 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(case_b(cluster, origin, ref, warm=True))
             elif case == "c":
                 results.append(case_c(cluster, origin, expected))
-        info = machine()
-        info.pop("skopeo", None)
-        image = ROOT / "docs" / "benchmarks-cluster.png"
-        text = section(results, args, cluster, one_copy, info, image)
-        print(text)
-        if not args.no_write:
-            drawn = chart(results, one_copy, image)
-            write_section(section(results, args, cluster, one_copy, info, image if drawn else None))
-            print(f"wrote {DOC}" + (f" and {image}" if drawn else ""))
-        return 0 if all(r.failures == 0 for r in results) else 1
     finally:
         cluster.down()
+    info = machine()
+    info.pop("skopeo", None)
+    return Run(
+        nodes=args.nodes,
+        size_gib=args.size_gib,
+        shards=args.shards,
+        registry_rate=args.registry_rate,
+        node_rate=args.node_rate,
+        rtt_emulated=bool(cluster.delay),
+        one_copy=sum(Path(model, name).stat().st_size for name in expected),
+        machine=info,
+        date=time.strftime("%Y-%m-%d"),
+        results=results,
+    )
 
 
 if __name__ == "__main__":
