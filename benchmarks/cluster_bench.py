@@ -354,7 +354,9 @@ def section(run: Run, image: Path | None) -> str:
         lines += [f"[![many nodes]({image.name})]({image.name})", ""]
     lines += [
         "The uplink floor is the origin egress at the uplink's rate: the least time that many bytes "
-        "take through it.",
+        "take through it. Every host shares this machine's cores and disk, so where a case takes "
+        "much longer than its floor the time goes there (each node writes and hashes its own copy; "
+        "in (c) the nodes also hash every file after the download).",
         "",
         "| case | every node done | median node | worst node | origin egress | copies | wire | uplink floor | failed |",
         "|---|---|---|---|---|---|---|---|---|",
