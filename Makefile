@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps peers demo test test-fast interop lint format bench docs dist clean
+.PHONY: install system-deps peers demo test test-fast interop lint format bench bench-cluster docs dist clean
 
 install: $(STAMP)
 
@@ -61,6 +61,13 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: install $(VENV)/.bench-installed
 	@$(PY) -m benchmarks $(BENCH_ARGS)
+
+# 8 nodes (network namespaces) pull one model at once: from the registry, through a
+# distribution mirror, through modelpack serve (benchmarks/cluster_bench.py). Root only.
+bench-cluster:
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench-cluster needs root (network namespaces, veth, tc)" >&2; exit 2; fi
+	@$(MAKE) --no-print-directory install $(VENV)/.bench-installed
+	@$(PY) -m benchmarks.cluster_bench $(BENCH_ARGS)
 
 # The documentation site (mkdocs + material + mkdocstrings + mkdocs-click) into site/.
 # `make test` builds it too (tests/unit/test_docs_site.py), so a broken link fails the tests.

@@ -1,0 +1,44 @@
+"""The 8-node benchmark's bookkeeping: origin bytes from a distribution access log, its doc
+section replaced in place (never duplicated), tc rates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cluster import access_log_bytes
+from benchmarks.cluster_bench import HEADING, bytes_by_client, rate_bits, write_section
+
+LOG = (
+    '10.213.0.5 - - [01/Dec/2026:19:40:01 +0000] "GET /v2/ HTTP/1.1" 200 2 "" "modelpack/0.1"\n'
+    'time="2026-12-01T19:40:01Z" level=info msg="response completed" http.response.written=7\n'
+    '10.213.0.5 - - [01/Dec/2026:19:40:02 +0000] "GET /v2/m/blobs/sha256:ab HTTP/1.1" 200 1000 "" "x"\n'
+    '10.213.0.3 - - [01/Dec/2026:19:40:03 +0000] "HEAD /v2/m/manifests/v1 HTTP/1.1" 200 0 "" "x"\n'
+    '10.213.0.3 - - [01/Dec/2026:19:40:04 +0000] "GET /v2/m/blobs/sha256:ab HTTP/1.1" 200 1000 "" "x"\n'
+)
+
+
+def test_origin_bytes_by_client() -> None:
+    assert bytes_by_client(LOG) == {"10.213.0.5": 1002, "10.213.0.3": 1000}
+    assert access_log_bytes(LOG) == 2002
+    assert access_log_bytes(LOG, since=LOG.index("10.213.0.3")) == 1000
+
+
+def test_section_replaced_in_place(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Other\n\ntext\n", encoding="utf-8")
+    write_section(f"{HEADING}\n\nfirst\n", doc)
+    assert doc.read_text().endswith(f"text\n\n{HEADING}\n\nfirst\n")
+    doc.write_text(doc.read_text() + "\n## After\n\nkept\n", encoding="utf-8")
+    write_section(f"{HEADING}\n\nsecond\n", doc)
+    page = doc.read_text()
+    assert page.count(HEADING) == 1 and "first" not in page
+    assert "second\n\n## After\n\nkept\n" in page and "## Other\n\ntext" in page
+
+
+def test_rates() -> None:
+    assert rate_bits("1gbit") == 1e9
+    assert rate_bits("100mbit") == 1e8
+    with pytest.raises(ValueError):
+        rate_bits("fast")
