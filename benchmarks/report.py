@@ -284,8 +284,30 @@ def write(
     notes = Path(__file__).with_name("NOTES.md")
     if notes.exists():
         lines += ["", notes.read_text().strip()]
+    lines += kept_sections(path)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {path}" + (f" and {image}" if has_chart else ""))
+
+
+# Sections other benchmarks write into the same page (`make bench-cluster`, the ranged
+# download benchmark): a `make bench` rewrites the page and must keep them.
+KEPT_SECTIONS = ("## Many nodes at once", "## One big blob over a capped link")
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The lines of every KEPT_SECTIONS section of the page at ``path``, in page order."""
+    if not path.exists():
+        return []
+    kept: list[str] = []
+    keeping = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            keeping = line.strip() in KEPT_SECTIONS
+            if keeping:
+                kept.append("")
+        if keeping:
+            kept.append(line)
+    return kept
 
 
 def print_table(results: list[Measurement]) -> None:

@@ -82,3 +82,19 @@ def test_the_chart_has_a_panel_grid_and_a_legend(tmp_path, monkeypatch):
     (legend,) = fig.legends
     labels = [t.get_text() for t in legend.get_texts()]
     assert labels[:4] == ["modelpack", "skopeo", "oras", "modelpack-client"]
+
+
+def test_a_rewrite_keeps_the_sections_other_benchmarks_wrote(tmp_path):
+    """`make bench` rewrote docs/benchmarks.md whole and dropped the cluster section."""
+    from benchmarks.report import kept_sections
+
+    page = tmp_path / "benchmarks.md"
+    page.write_text(
+        "# Benchmarks\n\n## Targets\n\nold\n\n## Many nodes at once\n\n| a | b |\n\n"
+        "### detail\n\ntext\n\n## All results\n\nold too\n",
+        encoding="utf-8",
+    )
+    assert kept_sections(page) == [
+        "", "## Many nodes at once", "", "| a | b |", "", "### detail", "", "text", "",
+    ]  # fmt: skip
+    assert kept_sections(tmp_path / "missing.md") == []
