@@ -123,7 +123,7 @@ def _copy(
         dst_tag_reference=dst.tag_reference,
         with_referrers=with_referrers,
         transfer_attempts=settings.retries,
-        ranged=RangedPolicy(settings.ranged_min, settings.piece_size),
+        ranged=RangedPolicy.of(settings),
     )
     if progress is not None:
         options.progress = progress

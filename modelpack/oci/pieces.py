@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..progress import ReportingReader
+from ..settings import Settings, default_piece_size, default_ranged_min
 from .spec import Descriptor
 from .target import Opener, PieceFetcher
 
@@ -40,10 +41,13 @@ class RangedPolicy:
             and size > self.piece_size
         )
 
+    @classmethod
+    def of(cls, settings: Settings) -> RangedPolicy:
+        return cls(settings.ranged_min, settings.piece_size)
+
 
 def default_policy() -> RangedPolicy:
-    from ..settings import default_piece_size, default_ranged_min
-
+    """MODELPACK_RANGED_MIN and MODELPACK_RANGED_PIECE, for callers without Settings."""
     return RangedPolicy(default_ranged_min(), default_piece_size())
 
 
