@@ -4,6 +4,7 @@ pieces, a server that ignores Range, a bad piece, the connection budget, and ran
 that follow a redirect to storage without the registry's credentials."""
 
 import base64
+import json
 import math
 import os
 import signal
@@ -86,7 +87,7 @@ def test_below_the_threshold_a_blob_is_one_stream(model, proxy, settings, tmp_pa
     assert len(gets) == 1 and "Range" not in gets[0].request_headers
 
 
-def _spawn_pull(ref, home, out):
+def _spawn_pull(ref, home, out, *extra):
     env = {
         **os.environ,
         **RANGED,
@@ -95,7 +96,7 @@ def _spawn_pull(ref, home, out):
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "modelpack", "pull", ref, "--plain-http", "-q", "-o", str(out)],
+        [sys.executable, "-m", "modelpack", "pull", ref, "--plain-http", "-q", "-o", str(out), *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -138,8 +139,8 @@ def test_a_pull_killed_with_sigkill_refetches_only_the_missing_pieces(
         total = _pieces(weight.size)
         assert 4 <= len(done) < total
         before = _quiet(slow)
-        again = _spawn_pull(ref, home, out)
-        _, err = again.communicate(timeout=300)
+        again = _spawn_pull(ref, home, out, "--json")
+        report, err = again.communicate(timeout=300)
         assert again.returncode == 0, err
         assert tree_files(out) == tree_files(model)
         gets = _gets(slow, weight.digest, before)
@@ -150,6 +151,13 @@ def test_a_pull_killed_with_sigkill_refetches_only_the_missing_pieces(
         missing_bytes = sum(min(PIECE, weight.size - i * PIECE) for i in missing)
         assert slow.bytes_served(lambda e: e in gets) == missing_bytes
         assert not journal.exists()
+        # What this run moved, not the pieces already there (small layers may come too).
+        others = sum(
+            e.response_bytes
+            for e in slow.exchanges[before:]
+            if "/blobs/" in e.path and e not in gets
+        )
+        assert missing_bytes <= json.loads(report)["bytesTransferred"] <= missing_bytes + others
     finally:
         slow.stop()
 
