@@ -20,6 +20,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import IntegrityError, RangeIgnoredError, TransferInterruptedError
 from ..oci.digests import CHUNK_SIZE, new_hasher
@@ -27,6 +28,7 @@ from ..oci.pieces import PieceSource, piece_bounds
 from ..oci.spec import Descriptor
 
 BORROW_WAIT = 0.2  # seconds a helper waits for a free connection before it looks again
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
 def journal_path(partial: Path) -> Path:
@@ -158,10 +160,13 @@ class _Download:
         with self.lock:
             return bool(self.missing) and not self.failed.is_set()
 
-    def fetch(self, index: int) -> None:
+    def fetch(self, index: int, stream: BinaryIO | None = None) -> None:
+        """Piece ``index`` into the file, from ``stream`` when it is open already."""
         start, end = self.bounds[index]
-        offset = start
-        with self.source.piece(start, end) as stream:
+        with contextlib.ExitStack() as stack:
+            if stream is None:
+                stream = stack.enter_context(self.source.piece(start, end))
+            offset = start
             while offset < end:
                 if self.failed.is_set():
                     raise _Stopped
@@ -172,21 +177,27 @@ class _Download:
                     )
                 offset += os.pwrite(self.fd, data, offset)
         if self.durable:
-            os.fdatasync(self.fd)  # the bytes first, then the record that they are there
+            _datasync(self.fd)  # the bytes first, then the record that they are there
         self.journal.record(index)
         self.hasher.finished(index)
 
-    def work(self) -> None:
-        """Fetch pieces until none are left or a thread failed; the first error is kept."""
+    def run_one(self, index: int, stream: BinaryIO | None = None) -> bool:
+        """Fetch one piece; False (the error kept, the others told) when it failed."""
         try:
-            while (index := self.next_piece()) is not None:
-                self.fetch(index)
+            self.fetch(index, stream)
+            return True
         except _Stopped:
-            pass
+            return False
         except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
             with self.lock:
                 self.errors.append(exc)
             self.failed.set()
+            return False
+
+    def work(self) -> None:
+        """Fetch pieces until none are left or a thread failed."""
+        while (index := self.next_piece()) is not None and self.run_one(index):
+            pass
 
     def helper(self) -> None:
         """A second (third...) connection: only while the budget has one free."""
@@ -195,16 +206,7 @@ class _Download:
                 continue
             try:
                 index = self.next_piece()
-                if index is None:
-                    return
-                try:
-                    self.fetch(index)
-                except _Stopped:
-                    return
-                except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
-                    with self.lock:
-                        self.errors.append(exc)
-                    self.failed.set()
+                if index is None or not self.run_one(index):
                     return
             finally:
                 self.source.budget.give_back()
@@ -219,23 +221,25 @@ def _run(
 ) -> bool:
     """Fetch the missing pieces; False when the first answer shows no Range support."""
     try:
-        if missing:  # the first piece alone: it shows whether the server does ranges
+        with contextlib.ExitStack() as first_piece:
             first = download.next_piece()
-            assert first is not None
-            try:
-                download.fetch(first)
-            except RangeIgnoredError:
-                download.failed.set()
-                return False
-        already = sum(end - start for i, (start, end) in enumerate(bounds) if i in done)
-        if already:
-            source.on_resumed(already)  # there before: not this run's bytes
-        helpers = [
-            threading.Thread(target=download.helper, daemon=True, name=f"piece-{n}")
-            for n in range(min(source.budget.slots - 1, len(missing) - 1))
-        ]
-        for thread in helpers:
-            thread.start()
+            if first is not None:  # its answer shows whether the server does ranges
+                try:
+                    stream = first_piece.enter_context(source.piece(*bounds[first]))
+                except RangeIgnoredError:
+                    download.failed.set()
+                    return False
+            already = sum(end - start for i, (start, end) in enumerate(bounds) if i in done)
+            if already:
+                source.on_resumed(already)  # there before: not this run's bytes
+            helpers = [
+                threading.Thread(target=download.helper, daemon=True, name=f"piece-{n}")
+                for n in range(min(source.budget.slots - 1, len(missing) - 1))
+            ]
+            for thread in helpers:
+                thread.start()
+            if first is not None:
+                download.run_one(first, stream)
         download.work()
         for thread in helpers:
             thread.join()
