@@ -198,8 +198,9 @@ def write_doc(path: Path, args: argparse.Namespace, size: int, results: list[Mea
         f"`--concurrency {args.concurrency}` under the cap is "
         f"{args.concurrency * args.cap_mib * models.MIB / 1e6:.0f} MB/s, yet nginx's `limit_rate` "
         "lets each request send its first second's worth uncapped (its allowance is "
-        "`rate x (elapsed + 1 s)`): 64 pieces of 32 MiB get 64 such seconds, 8 pieces of "
-        "256 MiB get 8, which is why the default row can beat that ceiling and the 256 MiB "
+        "`rate x (elapsed + 1 s)`): "
+        f"{-(-size // (32 * models.MIB))} pieces of 32 MiB get as many such seconds, "
+        f"{-(-size // (256 * models.MIB))} pieces of 256 MiB that many, which is why the default row can beat that ceiling and the 256 MiB "
         "row is nearer what a strict per-connection cap gives. A strict cap (an object "
         "store's) and added delay were not available here: not tested. About 4 minutes.",
         "",
