@@ -250,3 +250,45 @@ def test_ranges_follow_a_redirect_to_storage_without_registry_credentials(
         finally:
             storage.stop()
             front.stop()
+
+
+class Recorder:
+    """A PlannedProgress that keeps, per unit, the bytes advanced and the bytes resumed."""
+
+    def __init__(self):
+        self.advanced, self.resumed_bytes = {}, {}
+
+    def expect(self, units):
+        pass
+
+    def start(self, key, label, total):
+        self.advanced.setdefault(key, 0)
+
+    def advance(self, key, amount):
+        self.advanced[key] += amount
+
+    def resumed(self, key, already):
+        self.resumed_bytes[key] = self.resumed_bytes.get(key, 0) + already
+
+    def finish(self, key, *, note=""):
+        pass
+
+
+def test_a_piece_cut_mid_way_is_fetched_again_alone(model, proxy, ranged, tmp_path):
+    ref, weight = _push(model, proxy.host, ranged, "cut")
+    third = f"bytes={2 * PIECE}-{3 * PIECE - 1}"
+    proxy.add(
+        Fault(lambda m, p: m == "GET" and weight.digest in p, drop_response_after=1000, range=third)
+    )
+    progress = Recorder()
+    node = ranged.with_overrides(home=tmp_path / "node")
+    start = len(proxy.exchanges)
+    out = modelpack.pull(ref, tmp_path / "out", settings=node, progress=progress)
+    assert tree_files(out) == tree_files(model)
+    asked = [e.request_headers["Range"] for e in _gets(proxy, weight.digest, start)]
+    assert asked.count(third) == 2  # cut, then again
+    assert len(asked) == _pieces(weight.size) + 1  # and nothing else twice
+    key = next(k for k in progress.advanced if k.startswith(weight.digest))
+    # The bytes reported: this attempt's pieces plus those kept from the cut attempt.
+    assert progress.advanced[key] + progress.resumed_bytes.get(key, 0) == weight.size
+    assert progress.resumed_bytes.get(key, 0) > 0
