@@ -287,7 +287,9 @@ def test_a_piece_cut_mid_way_is_fetched_again_alone(model, proxy, ranged, tmp_pa
     assert tree_files(out) == tree_files(model)
     asked = [e.request_headers["Range"] for e in _gets(proxy, weight.digest, start)]
     assert asked.count(third) == 2  # cut, then again
-    assert len(asked) == _pieces(weight.size) + 1  # and nothing else twice
+    assert len(set(asked)) == _pieces(weight.size)
+    # Only the pieces in flight when the cut came (at most one per connection) come again.
+    assert len(asked) <= _pieces(weight.size) + node.concurrency
     key = next(k for k in progress.advanced if k.startswith(weight.digest))
     # The bytes reported: this attempt's pieces plus those kept from the cut attempt.
     assert progress.advanced[key] + progress.resumed_bytes.get(key, 0) == weight.size
