@@ -127,6 +127,11 @@ class RegistryError(ModelpackError):
     """The registry answered with an error we do not map more precisely."""
 
 
+class RangeIgnoredError(RegistryError):
+    """A server answered a bounded Range request with the whole blob (200, not 206):
+    a ranged download falls back to one stream."""
+
+
 class StoreError(ModelpackError):
     """The local store is unusable (permissions, disk full, corrupt index)."""
 

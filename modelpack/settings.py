@@ -51,6 +51,28 @@ def default_concurrency() -> int:
     return min(8, max(4, os.cpu_count() or 1))
 
 
+RANGED_MIN = 256 * 1024**2  # blobs this big are fetched as parallel ranges by default
+PIECE_SIZE = 32 * 1024**2  # one Range request; also what a killed pull refetches at most
+
+
+def default_ranged_min() -> int | None:
+    """MODELPACK_RANGED_MIN: the blob size from which a download is split into ranges
+    (``off`` or ``0``: never)."""
+    value = os.environ.get("MODELPACK_RANGED_MIN", "").strip()
+    if value.lower() in {"off", "0", "no", "false"}:
+        return None
+    return parse_size(value, "MODELPACK_RANGED_MIN") if value else RANGED_MIN
+
+
+def default_piece_size() -> int:
+    """MODELPACK_RANGED_PIECE: bytes per Range request of a ranged download."""
+    value = os.environ.get("MODELPACK_RANGED_PIECE", "").strip()
+    size = parse_size(value, "MODELPACK_RANGED_PIECE") if value else PIECE_SIZE
+    if size < 1:
+        raise UsageError("MODELPACK_RANGED_PIECE must be at least 1 byte")
+    return size
+
+
 def is_loopback_host(host: str) -> bool:
     """True for localhost / 127.0.0.0/8 / ::1, with or without a port."""
     name = host
@@ -132,6 +154,9 @@ class Settings:
     retries: int = field(
         default_factory=lambda: max(1, int(os.environ.get("MODELPACK_RETRIES") or 4))
     )
+    # Parallel ranged downloads of one big blob (None: off) and the size of each range.
+    ranged_min: int | None = field(default_factory=default_ranged_min)
+    piece_size: int = field(default_factory=default_piece_size)
     _registry_table: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -178,6 +203,8 @@ class Settings:
             "concurrency": self.concurrency,
             "config_file": self.config_file,
             "retries": self.retries,
+            "ranged_min": self.ranged_min,
+            "piece_size": self.piece_size,
         }
         current.update(values)
         if current["concurrency"] < 1:

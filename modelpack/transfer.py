@@ -21,6 +21,7 @@ from .errors import IntegrityError, UsageError
 from .inspection import Inspection, inspect_endpoint
 from .model.build import BuildResult, BuiltArtifact
 from .oci.copy import CopyOptions, CopyResult, CopyStats, copy_graph
+from .oci.pieces import RangedPolicy
 from .oci.reference import parse_reference
 from .oci.spec import INDEX_MEDIA_TYPES, Descriptor, MediaTypes, rewrite_manifest_bytes
 from .progress import Progress
@@ -122,6 +123,7 @@ def _copy(
         dst_tag_reference=dst.tag_reference,
         with_referrers=with_referrers,
         transfer_attempts=settings.retries,
+        ranged=RangedPolicy.of(settings),
     )
     if progress is not None:
         options.progress = progress

@@ -20,6 +20,7 @@ from typing import BinaryIO
 from ..errors import AuthorizationExpiredError, NotFoundError, TransferInterruptedError
 from ..progress import NullProgress, PlannedProgress, Progress, ReportingReader
 from .digests import parse_digest, sha256_bytes
+from .pieces import ConnectionBudget, PieceSource, RangedPolicy, default_policy
 from .spec import (
     INDEX_MEDIA_TYPES,
     MANIFEST_MEDIA_TYPES,
@@ -30,6 +31,7 @@ from .spec import (
 from .target import (
     FileTreeWriter,
     Mounter,
+    PieceFetcher,
     RangeFetcher,
     ResumablePusher,
     SpaceChecker,
@@ -105,6 +107,8 @@ class CopyOptions:
     # The root manifest's bytes -> the bytes to write instead (same blobs, other names:
     # ``--media-types``).  A rewritten root is a new digest: its referrers do not follow.
     rewrite_root: Callable[[bytes], bytes] | None = None
+    # A big blob as parallel Range requests (oci/pieces.py); they share ``concurrency``.
+    ranged: RangedPolicy = field(default_factory=default_policy)
 
 
 def _label(desc: Descriptor) -> str:
@@ -131,6 +135,8 @@ class GraphCopier:
         # Set when the copy is being given up (Ctrl-C, or another blob failed): the other
         # workers stop at their next chunk instead of finishing their blobs first.
         self._abandoned = threading.Event()
+        # Blob connections open at once, layers and their pieces together.
+        self.budget = ConnectionBudget(options.concurrency)
 
     # -- manifests ----------------------------------------------------------
 
@@ -268,7 +274,8 @@ class GraphCopier:
                 self.progress.advance(key, n)
 
             try:
-                self._transfer(desc, key, on_bytes)
+                with self.budget.slot():
+                    self._transfer(desc, key, on_bytes)
             except (TransferInterruptedError, AuthorizationExpiredError):
                 # A dropped connection or a token that expired mid-transfer: go again
                 # (from where we stopped, where both sides can do ranges).
@@ -284,17 +291,37 @@ class GraphCopier:
             self.stats.add(transferred=1, nbytes=received)
             return
 
+    def _resumed(self, key: str, already: int) -> None:
+        if isinstance(self.progress, PlannedProgress):
+            self.progress.resumed(key, already)  # there before: not this run's bytes
+
     def _transfer(self, desc: Descriptor, key: str, on_bytes: Callable[[int], None]) -> None:
         src, dst = self.src, self.dst
         if isinstance(dst, ResumablePusher) and isinstance(src, RangeFetcher):
 
             @contextlib.contextmanager
             def opener(offset: int) -> Iterator[BinaryIO]:
-                if offset and isinstance(self.progress, PlannedProgress):
-                    self.progress.resumed(key, offset)  # there before: not this run's bytes
+                if offset:
+                    self._resumed(key, offset)
                 with src.fetch_from(desc, offset) as stream:
                     yield ReportingReader(stream, on_bytes)
 
+            if isinstance(src, PieceFetcher) and self.options.ranged.applies(
+                desc.size, self.budget.slots
+            ):
+                dst.push_resumable(
+                    desc,
+                    PieceSource(
+                        desc,
+                        src,
+                        opener,
+                        piece_size=self.options.ranged.piece_size,
+                        budget=self.budget,
+                        on_bytes=on_bytes,
+                        on_resumed=lambda n: self._resumed(key, n),
+                    ),
+                )
+                return
             dst.push_resumable(desc, opener)
             return
         with self.src.fetch(desc) as stream:

@@ -61,6 +61,17 @@ class RangeFetcher(Protocol):
 
 
 @runtime_checkable
+class PieceFetcher(Protocol):
+    """A source that streams bytes ``[start, end)`` of a blob, so one big blob can come
+    over several connections at once (:mod:`modelpack.oci.pieces`).  A server that
+    answers with the whole blob instead raises RangeIgnoredError."""
+
+    def fetch_range(
+        self, desc: Descriptor, start: int, end: int
+    ) -> AbstractContextManager[BinaryIO]: ...
+
+
+@runtime_checkable
 class ResumablePusher(Protocol):
     """A destination that keeps what arrived and asks ``opener(offset)`` only for the rest."""
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..oci.copy import CopyOptions, copy_graph
+from ..oci.pieces import RangedPolicy
 from ..oci.spec import Descriptor
 from ..oci.target import Target
 from ..settings import Settings
@@ -235,7 +236,11 @@ class NodeCache:
         layer_filter,  # noqa: ANN001 - Callable[[Descriptor], bool] | None
     ) -> list[str]:
         with DirectoryTarget(destination, link_from=self.store, durable=True) as directory:
-            options = CopyOptions(concurrency=self.settings.concurrency, layer_filter=layer_filter)
+            options = CopyOptions(
+                concurrency=self.settings.concurrency,
+                layer_filter=layer_filter,
+                ranged=RangedPolicy.of(self.settings),
+            )
             copy_graph(src, root.digest, directory, None, options)
         return sorted(directory.files)
 

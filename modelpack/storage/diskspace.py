@@ -52,7 +52,9 @@ def missing_bytes(blobs: Iterable[Descriptor], partial_path: Callable[[Descripto
     needed = 0
     for desc in {b.digest: b for b in blobs}.values():
         try:
-            have = partial_path(desc).stat().st_size
+            st = partial_path(desc).stat()
+            # A ranged download's file is sparse: its blocks, not its size, are what it holds.
+            have = min(st.st_size, st.st_blocks * 512)
         except FileNotFoundError:
             have = 0
         needed += max(desc.size - have, 0)

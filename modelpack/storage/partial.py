@@ -14,8 +14,10 @@ from pathlib import Path
 
 from ..errors import IntegrityError
 from ..oci.digests import CHUNK_SIZE, VerifyingReader
+from ..oci.pieces import PieceSource
 from ..oci.spec import Descriptor
 from ..oci.target import Opener
+from .pieces import fill_pieces, settle_to_prefix
 
 
 def fill_partial(
@@ -25,12 +27,19 @@ def fill_partial(
 
     Bytes already in the file are re-hashed (a local read), not fetched again.
     On an interruption the file keeps what arrived; on a digest mismatch it is
-    deleted and IntegrityError raised.  ``durable`` fsyncs the file before it
+    deleted and IntegrityError raised.  An opener that is a PieceSource fetches
+    the rest as parallel ranges (:mod:`.pieces`) unless the server ignores them.
+    ``durable`` fsyncs the file before it
     is handed back: the shared store wants that (a blob published under its
     digest must hold those bytes even after a power cut); a pull into a
     user's directory does not, as cp and skopeo do not (it costs ~1/3 of a
     local pull's time).
     """
+    if isinstance(opener, PieceSource) and fill_pieces(
+        partial, desc, opener, what, durable=durable
+    ):
+        return
+    settle_to_prefix(partial)  # a ranged attempt's pieces, for one stream to append to
     reader = VerifyingReader(io.BytesIO(), desc.digest, desc.size, what)
     if partial.exists() and partial.stat().st_size > desc.size:
         partial.unlink()

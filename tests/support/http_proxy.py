@@ -4,7 +4,7 @@ As a reverse proxy (``upstream`` set) it stands in front of a registry and,
 by rule, answers 503/429 instead, cuts a response or a request body after N
 bytes (a connection reset mid-blob), flips a byte of a response (a bad hop),
 or redirects blob downloads to another
-host.  As a forward proxy (``upstream`` None) it serves ``GET http://...``
+host; it can also play a server that ignores ``Range`` (``strip_range``).  As a forward proxy (``upstream`` None) it serves ``GET http://...``
 requests, as HTTP_PROXY clients send them.  It counts every byte.
 """
 
@@ -38,6 +38,7 @@ class Fault:
     corrupt_at: int | None = None  # flip the bits of the response body byte at this offset
     content_type: str = "application/json"
     times: int = 1
+    range: str | None = None  # only requests with this Range header (one piece)
 
 
 @dataclass
@@ -63,6 +64,10 @@ class HttpProxy:
     blob_delay: float = 0.0
     faults: list[Fault] = field(default_factory=list)
     exchanges: list[Exchange] = field(default_factory=list)
+    strip_range: bool = False  # forward without Range: the upstream answers 200, whole
+    # Blob GETs being answered right now, and the most there ever were at once.
+    blob_gets_open: int = 0
+    blob_gets_peak: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -106,9 +111,11 @@ class HttpProxy:
                 raise TimeoutError(f"{exchange.method} {exchange.path} still in progress")
         return matching
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str, range_: str | None = None) -> Fault | None:
         with self._lock:
             for fault in self.faults:
+                if fault.range is not None and fault.range != range_:
+                    continue
                 if fault.times > 0 and fault.match(method, path):
                     fault.times -= 1
                     return fault
@@ -162,15 +169,23 @@ class HttpProxy:
                     self.command, path, 0, time.monotonic(), dict(self.headers.items())
                 )
                 self._record(exchange)  # counters keep updating while it streams
+                blob_get = self.command == "GET" and "/blobs/sha256:" in path
+                if blob_get:
+                    with proxy._lock:
+                        proxy.blob_gets_open += 1
+                        proxy.blob_gets_peak = max(proxy.blob_gets_peak, proxy.blob_gets_open)
                 try:
                     self._forward(exchange, origin, path)
                 finally:
+                    if blob_get:
+                        with proxy._lock:
+                            proxy.blob_gets_open -= 1
                     exchange.finished.set()
 
             def _forward(self, exchange: Exchange, origin: str, path: str) -> None:
                 if proxy.rewrite is not None:
                     path = proxy.rewrite(path)
-                fault = proxy._take_fault(self.command, path)
+                fault = proxy._take_fault(self.command, path, self.headers.get("Range"))
                 if fault is not None and fault.status is not None and fault.body is not None:
                     self._drain_request()
                     self.send_response(fault.status)
@@ -192,6 +207,8 @@ class HttpProxy:
                 connection.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
                 for name, value in self.headers.items():
                     if name.lower() not in HOP_HEADERS and name not in proxy.inject_headers:
+                        if proxy.strip_range and name.lower() == "range":
+                            continue
                         connection.putheader(name, value)
                 for name, value in proxy.inject_headers.items():
                     connection.putheader(name, value)
