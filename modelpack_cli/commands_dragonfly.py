@@ -71,7 +71,9 @@ def preheat(
     if as_json:
         emit_json(job.to_dict(), CLI_PREHEAT)
     else:
-        status(f"Preheat of {reference} ({counted(len(job.urls), 'blob')}): job {job.id} {job.state}")
+        status(
+            f"Preheat of {reference} ({counted(len(job.urls), 'blob')}): job {job.id} {job.state}"
+        )
 
 
 COMMANDS = [preheat]

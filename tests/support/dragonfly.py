@@ -98,7 +98,9 @@ class Peer:
         return f"http://127.0.0.1:{self.proxy_port}"
 
     def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.rglob("*")) if p.is_file())
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.log_dir.rglob("*")) if p.is_file()
+        )
 
 
 @dataclass
@@ -263,7 +265,9 @@ pprofPort: -1
 
     def _peer(self, name: str, manager_grpc: int, *, seed: bool) -> Peer:
         base = self.workdir / name
-        ports = {k: free_port() for k in ("upload", "tcp", "quic", "proxy", "health", "metrics", "stats")}
+        ports = {
+            k: free_port() for k in ("upload", "tcp", "quic", "proxy", "health", "metrics", "stats")
+        }
         seed_block = "seedPeer:\n  enable: true\n  type: super\n  clusterID: 1\n" if seed else ""
         config = base / "dfdaemon.yaml"
         base.mkdir(parents=True)
