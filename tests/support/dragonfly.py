@@ -113,6 +113,7 @@ class DragonflyCluster:
     processes: list[Process] = field(default_factory=list)
     peers: list[Peer] = field(default_factory=list)
     manager_port: int = 0
+    started: float = 0.0  # when the scheduler came up (time.monotonic)
 
     @property
     def manager_url(self) -> str:
@@ -231,6 +232,7 @@ pprofPort: -1
 server:
   advertiseIP: 127.0.0.1
   listenIP: 127.0.0.1
+  advertisePort: {port}
   port: {port}
   host: df-scheduler
   logDir: {self.workdir}/scheduler-log
@@ -259,7 +261,34 @@ pprofPort: -1
             "scheduler", [str(self.bin_dir / "df-scheduler"), "--config", str(config), "--console"]
         )
         wait_until(lambda: port_open(port), "Dragonfly scheduler", logs=(scheduler.log,))
+        # A dfdaemon that finds no active scheduler at the manager exits: wait for it.
+        self._wait_keepalive("SCHEDULER_SOURCE", scheduler)
         return port
+
+    def _wait_announced(self, hostname: str, process: Process) -> None:
+        """Until the scheduler knows the peer ``hostname`` (seed peers too: v2.5's manager
+        keeps no list of Rust seed peers, the scheduler learns them from this announcement)."""
+        scheduler_log = self.workdir / "scheduler.out"
+
+        def announced() -> bool:
+            return any(
+                "announce new host" in line and f'"hostID": "127.0.0.1-{hostname}' in line
+                for line in scheduler_log.read_text(errors="replace").splitlines()
+            )
+
+        wait_until(announced, f"{hostname} known to the scheduler", logs=(process.log,))
+
+    def _wait_keepalive(self, source: str, process: Process) -> None:
+        """Until the manager has marked a ``source`` (scheduler, seed peer) active."""
+        manager_log = self.workdir / "manager.out"
+
+        def active() -> bool:
+            return any(
+                "keepalive for the first time" in line and source in line
+                for line in manager_log.read_text(errors="replace").splitlines()
+            )
+
+        wait_until(active, f"{process.name} known to the manager", logs=(process.log, manager_log))
 
     # -- the Rust peers ---------------------------------------------------------
 
@@ -305,6 +334,7 @@ proxy:
     port: {ports["proxy"]}
   rules:
     - regex: 'blobs/sha256.*'
+      schedulingPolicy: always
   registryMirror:
     addr: {self.registry_url}
     enableTaskIDBasedBlobDigest: false
@@ -327,6 +357,7 @@ stats:
             [str(self.bin_dir / "dfdaemon"), "--config", str(config), "--log-dir", str(log_dir)],
         )
         wait_until(lambda: port_open(ports["proxy"]), f"dfdaemon {name}", logs=(process.log,))
+        self._wait_announced(name, process)
         return Peer(name, ports["proxy"], log_dir, base / "storage", seed)
 
     # -- lifecycle --------------------------------------------------------------
@@ -337,6 +368,7 @@ stats:
             redis_port = self._redis()
             manager_grpc = self._manager(mysql_port, redis_port)
             self._scheduler(manager_grpc, redis_port)
+            self.started = time.monotonic()
             self.peers.append(self._peer("df-seed", manager_grpc, seed=True))
             for n in range(self.peer_count):
                 self.peers.append(self._peer(f"df-peer-{n}", manager_grpc, seed=False))
@@ -344,6 +376,13 @@ stats:
             self.stop()
             raise
         return self
+
+    def wait_for_seed_peer(self) -> None:
+        """The scheduler adds announced seed peers to its ring once a minute
+        (SeedPeerRefreshInterval, not configurable in v2.5.0); preheat needs one there."""
+        remaining = self.started + 62 - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
 
     @property
     def seed(self) -> Peer:
