@@ -220,7 +220,7 @@ def preheat(
     on_state: Callable[[PreheatJob], None] | None = None,
 ) -> PreheatJob:
     """Ask Dragonfly's manager to warm every blob of ``reference``; with ``wait``, poll
-    the job until it succeeds (a failed job raises :class:`DragonflyError`).
+    the job until it succeeds (a failed job raises ``DragonflyError``).
 
     ``manager`` (default ``$MODELPACK_DRAGONFLY_MANAGER``) is the manager's REST
     address, e.g. ``http://dragonfly-manager:8080``; ``token`` (default
