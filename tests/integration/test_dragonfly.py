@@ -45,7 +45,7 @@ def dragonfly(origin, tmp_path_factory) -> DragonflyCluster:
     )
     cluster.start()
     yield cluster
-    cluster.stop()  # logs kept under pytest tmp
+    cluster.cleanup()
 
 
 def blob_gets(registry: RegistryServer, repository: str) -> list[tuple[str, int]]:
@@ -140,6 +140,7 @@ def test_preheat_makes_the_seed_peer_fetch_every_blob_once(
     assert job["urls"][0].startswith(f"{origin.url}/v2/df/preheat/blobs/sha256:")
     warmed = blob_gets(origin, "df/preheat")[len(before) :]
     assert bytes_sent(warmed) == sizes, warmed  # the seed peer fetched each blob once
+    assert all(f"/v2/df/preheat/blobs/{d}" in dragonfly.seed.log_text() for d in sizes)
     # A node then pulls the model through its dfdaemon, intact.  (Not asserted: that the
     # registry sends no blob again.  It does, 11 of 11 here; the scheduler logs "can not
     # find candidate parents" for the node's tasks although the seed peer holds the same
