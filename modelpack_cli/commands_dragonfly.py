@@ -16,8 +16,8 @@ from .state import global_options, state
     short_help="Ask Dragonfly's manager to warm every blob of REFERENCE.",
     epilog="""\b
 Examples:
-  export MODELPACK_DRAGONFLY_TOKEN=...   # a personal access token, scope 'job'
   modelpack preheat harbor.example.com/ml/bert:v1 --manager http://dragonfly-manager:8080 --wait
+  export MODELPACK_DRAGONFLY_TOKEN=...   # first: a personal access token, scope 'job'
   modelpack preheat harbor.example.com/ml/bert:v1 --scope all_peers --json
 """,
 )
