@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 # Also the Rust hub clients of tests/clients/ (hf-hub, Dragonfly's hf:// backend), with
 # cargo from crates.io at their Cargo.lock, rebuilt only when one changes.
 # And a Dragonfly cluster (manager, scheduler: Go; dfdaemon: Rust) at its pins
-# (scripts/peers/build-dragonfly.sh; about 30 min cold on 2 cores).
+# (scripts/peers/build-dragonfly.sh; about 40 min cold on 2 cores).
 peers:
 	@bash scripts/peers/build-peers.sh
 	@bash scripts/peers/build-rust-clients.sh

@@ -8,7 +8,7 @@
 #   built by build-peers.sh ($DIR/df-manager-<v>/, $DIR/df-scheduler-<v>/).
 # - dfdaemon (peer and seed peer), dfget: Rust, crate dragonfly-client at
 #   DFCLIENT_VERSION below, `cargo install --locked` ($DIR/dragonfly-client-<v>/).
-# Cold, on 2 busy cores: manager 236 s, scheduler ~150 s, dragonfly-client ~25 min
+# Cold, on 2 busy cores: manager 236 s, scheduler 18 s after it, dragonfly-client ~35 min
 # (rocksdb and aws-lc are C/C++). Warm: well under a second.
 set -euo pipefail
 
