@@ -29,9 +29,12 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 # (MODELPACK_PEERS_DIR); a tool is rebuilt only when its pin changes.
 # Also the Rust hub clients of tests/clients/ (hf-hub, Dragonfly's hf:// backend), with
 # cargo from crates.io at their Cargo.lock, rebuilt only when one changes.
+# And a Dragonfly cluster (manager, scheduler: Go; dfdaemon: Rust) at its pins
+# (scripts/peers/build-dragonfly.sh; about 40 min cold on 2 cores).
 peers:
 	@bash scripts/peers/build-peers.sh
 	@bash scripts/peers/build-rust-clients.sh
+	@bash scripts/peers/build-dragonfly.sh
 
 demo: install
 	@$(PY) examples/demo.py

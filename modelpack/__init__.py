@@ -39,6 +39,7 @@ from .api import (
 from .diagnostics import Check, Status
 from .dircheck import DirectoryReport
 from .display import human_size, progress_display
+from .dragonfly import PreheatJob, PreheatScope, preheat
 from .errors import (
     AuthenticationError,
     IntegrityError,
@@ -74,6 +75,8 @@ __all__ = [
     "LocalModel",
     "ModelpackError",
     "NotFoundError",
+    "PreheatJob",
+    "PreheatScope",
     "Progress",
     "ProgressDisplay",
     "PruneResult",
@@ -104,6 +107,7 @@ __all__ = [
     "parse_reference",
     "progress_display",
     "prune",
+    "preheat",
     "pull",
     "pull_model",
     "push",

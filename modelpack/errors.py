@@ -136,5 +136,9 @@ class StoreError(ModelpackError):
     """The local store is unusable (permissions, disk full, corrupt index)."""
 
 
+class DragonflyError(ModelpackError):
+    """Dragonfly's manager refused a job, or the job failed (the message says which)."""
+
+
 class DiskFullError(StoreError):
     """Not enough space for what a transfer will write (checked before, or hit mid-way)."""

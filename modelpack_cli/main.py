@@ -14,6 +14,7 @@ from modelpack.schemas import CLI_ERROR
 from . import (
     commands_build,
     commands_cache,
+    commands_dragonfly,
     commands_registry,
     commands_serve,
     commands_setup,
@@ -49,6 +50,7 @@ for module in (
     commands_signing,
     commands_store,
     commands_cache,
+    commands_dragonfly,
     commands_serve,
     commands_setup,
 ):

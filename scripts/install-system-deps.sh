@@ -7,6 +7,11 @@ set -euo pipefail
 missing=()
 command -v docker-registry >/dev/null 2>&1 || command -v registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+# MariaDB and Redis: the stores of Dragonfly's manager (tests/integration/test_dragonfly.py).
+command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# libclang: bindgen in librocksdb-sys, built with Dragonfly's dfdaemon (crate dragonfly-client).
+ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)

@@ -24,6 +24,7 @@ CLI_VERIFY = "cli-verify.schema.json"
 CLI_SIGNATURE = "cli-signature.schema.json"
 CLI_DOCTOR = "cli-doctor.schema.json"
 CLI_TAGS = "cli-tags.schema.json"
+CLI_PREHEAT = "cli-preheat.schema.json"
 CLI_ERROR = "cli-error.schema.json"
 
 
