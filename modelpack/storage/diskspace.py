@@ -47,17 +47,21 @@ def require_space(path: Path, needed: int, what: str) -> None:
         )
 
 
+def held_bytes(path: Path) -> int:
+    """The bytes a (partial) file holds: a ranged download's file is sparse, so its
+    blocks, not its size, are what arrived.  0 when there is no such file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return 0
+    return min(st.st_size, st.st_blocks * 512)
+
+
 def missing_bytes(blobs: Iterable[Descriptor], partial_path: Callable[[Descriptor], Path]) -> int:
     """Bytes still to arrive for ``blobs``, less what earlier partial downloads hold."""
     needed = 0
     for desc in {b.digest: b for b in blobs}.values():
-        try:
-            st = partial_path(desc).stat()
-            # A ranged download's file is sparse: its blocks, not its size, are what it holds.
-            have = min(st.st_size, st.st_blocks * 512)
-        except FileNotFoundError:
-            have = 0
-        needed += max(desc.size - have, 0)
+        needed += max(desc.size - held_bytes(partial_path(desc)), 0)
     return needed
 
 

@@ -46,7 +46,7 @@ from ..settings import Settings
 from ._fsutil import Placement, atomic_write_bytes, place_file, require_local_disk
 from ._locks import file_lock
 from ._seals import BlobSeal, Seal, changed_blob_error
-from .diskspace import disk_full_errors, missing_bytes, require_space
+from .diskspace import disk_full_errors, held_bytes, missing_bytes, require_space
 from .partial import fill_partial
 
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
@@ -192,7 +192,7 @@ class LayoutStore:
         total = 0
         for path in self.ingest_dir.glob("partial-*"):
             with contextlib.suppress(OSError):
-                total += path.stat().st_size
+                total += held_bytes(path)
         return total
 
     def changed_blobs(self) -> list[IntegrityError]:

@@ -56,7 +56,7 @@ from ..oci.target import Opener
 from ._destination import STAGING_PREFIX, Planned, check_destination, sized, staged
 from ._fsutil import default_dir_mode, private_folder, reflink, remove_entry, remove_tree
 from ._locks import directory_lock
-from .diskspace import disk_full_errors, missing_bytes, require_space
+from .diskspace import disk_full_errors, held_bytes, missing_bytes, require_space
 from .interrupted import InterruptedPulls
 from .partial import fill_partial
 
@@ -312,12 +312,12 @@ class DirectoryTarget:
     def suspend(self) -> int:
         """Keep the partial downloads for the next attempt (if any arrived); their bytes."""
         partials = self.staging / PARTIAL_DIR
-        kept = [p for p in partials.iterdir() if p.stat().st_size] if partials.is_dir() else []
-        if not kept or not self._resumable:
+        held = [held_bytes(p) for p in partials.iterdir()] if partials.is_dir() else []
+        if not any(held) or not self._resumable:
             self.abort()  # nothing to resume: leave no trace
             return 0
         self._release()
-        return sum(p.stat().st_size for p in kept)
+        return sum(held)
 
     def _release(self) -> None:
         self._exit.close()

@@ -452,3 +452,19 @@ def test_a_committed_or_aborted_pull_leaves_no_record(tmp_path):
     _pull(store, "x", tmp_path / "out", journal=journal)
     DirectoryTarget(tmp_path / "other", journal=journal).abort()
     assert list(journal.root.iterdir()) == []
+
+
+def test_a_sparse_ranged_partial_counts_the_bytes_it_holds(tmp_path):
+    """An interrupted ranged download is a sparse file of the blob's size: what Ctrl-C says
+    was kept is what arrived, not that size."""
+    from modelpack.storage.diskspace import held_bytes
+    from modelpack.storage.unpack import PARTIAL_DIR
+
+    target = DirectoryTarget(tmp_path / "out")
+    partial = target.staging / PARTIAL_DIR / ("sha256-" + "a" * 64)
+    with open(partial, "wb") as f:
+        f.truncate(64 * 1024 * 1024)  # preallocated, as the piece writer does
+        f.write(b"x" * 8192)  # one piece's worth arrived
+    assert held_bytes(partial) < 1024 * 1024
+    assert target.suspend() == held_bytes(partial) >= 8192
+    assert held_bytes(tmp_path / "missing") == 0
