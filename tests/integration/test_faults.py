@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from support.helpers import build_and_push, run_cli, tree_files
-from support.http_proxy import Fault, HttpProxy, requests_to
+from support.http_proxy import Fault, HttpProxy, registry_with_storage, requests_to
 
 import modelpack
 from modelpack.oci.digests import CHUNK_SIZE
-from modelpack.testing import RegistryServer, make_tiny_model
+from modelpack.testing import make_tiny_model
 
 
 @pytest.fixture
@@ -147,32 +147,14 @@ def test_chunked_upload_resumes_after_a_reset(model, flaky, settings, monkeypatc
 def test_blob_redirect_to_storage_gets_no_registry_credentials(
     model, tmp_path, settings, monkeypatch
 ):
-    with RegistryServer(users={"bob": "bob-pass"}) as registry:
-        import base64
-
-        basic = "Basic " + base64.b64encode(b"bob:bob-pass").decode()
-        storage = HttpProxy(upstream=registry.url, inject_headers={"Authorization": basic}).start()
-        front = HttpProxy(upstream=registry.url).start()
-        try:
-            monkeypatch.setenv("MODELPACK_USERNAME", "bob")
-            monkeypatch.setenv("MODELPACK_PASSWORD", "bob-pass")
-            ref, _ = _pushed(model, front, settings, "redirect")
-            storage_port = storage.host.split(":")[1]
-            front.add(
-                Fault(
-                    requests_to("GET", "/blobs/sha256:"),
-                    redirect_to=lambda p: f"http://localhost:{storage_port}{p}",
-                    times=100,
-                )
-            )
-            out = modelpack.pull(ref, tmp_path / "out", settings=settings)
-            assert tree_files(out) == tree_files(model)
-            assert storage.exchanges, "blobs were not fetched from the storage host"
-            assert all("Authorization" not in e.request_headers for e in storage.exchanges)
-            assert any("Authorization" in e.request_headers for e in front.exchanges)
-        finally:
-            storage.stop()
-            front.stop()
+    with registry_with_storage(monkeypatch) as hosts:
+        ref, _ = _pushed(model, hosts.front, settings, "redirect")
+        hosts.redirect(requests_to("GET", "/blobs/sha256:"))
+        out = modelpack.pull(ref, tmp_path / "out", settings=settings)
+        assert tree_files(out) == tree_files(model)
+        assert hosts.storage.exchanges, "blobs were not fetched from the storage host"
+        assert all("Authorization" not in e.request_headers for e in hosts.storage.exchanges)
+        assert any("Authorization" in e.request_headers for e in hosts.front.exchanges)
 
 
 def test_slow_start_then_ok_within_timeouts(model, flaky, settings, tmp_path, monkeypatch):

@@ -3,7 +3,6 @@ requests against the real registry, a SIGKILLed pull that refetches only the mis
 pieces, a server that ignores Range, a bad piece, the connection budget, and ranges
 that follow a redirect to storage without the registry's credentials."""
 
-import base64
 import json
 import math
 import os
@@ -15,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from support.helpers import build_and_push, tree_files
-from support.http_proxy import Fault, HttpProxy
+from support.http_proxy import Fault, HttpProxy, registry_with_storage
 
 import modelpack
 from modelpack.errors import IntegrityError
 from modelpack.storage.store import LayoutStore
-from modelpack.testing import RegistryServer, make_tiny_model
+from modelpack.testing import make_tiny_model
 
 PIECE = 256 * 1024
 RANGED = {"MODELPACK_RANGED_MIN": "1MiB", "MODELPACK_RANGED_PIECE": "256KiB"}
@@ -219,37 +218,23 @@ def test_layers_and_pieces_share_the_concurrency_budget(
 def test_ranges_follow_a_redirect_to_storage_without_registry_credentials(
     model, tmp_path, settings, monkeypatch
 ):
-    with RegistryServer(users={"bob": "bob-pass"}) as registry:
-        basic = "Basic " + base64.b64encode(b"bob:bob-pass").decode()
-        storage = HttpProxy(upstream=registry.url, inject_headers={"Authorization": basic}).start()
-        front = HttpProxy(upstream=registry.url).start()
-        try:
-            monkeypatch.setenv("MODELPACK_USERNAME", "bob")
-            monkeypatch.setenv("MODELPACK_PASSWORD", "bob-pass")
-            ranged = settings.with_overrides(ranged_min=1024 * 1024, piece_size=PIECE)
-            ref, weight = _push(model, front.host, ranged, "redirect")
-            port = storage.host.split(":")[1]
-            front.add(
-                Fault(
-                    lambda m, p: m == "GET" and weight.digest in p,
-                    redirect_to=lambda p: f"http://localhost:{port}{p}?X-Amz-Signature=s",
-                    times=1000,
-                )
-            )
-            out = modelpack.pull(ref, tmp_path / "out", settings=ranged)
-            assert tree_files(out) == tree_files(model)
-            pieces = [e for e in storage.exchanges if weight.digest in e.path]
-            assert len(pieces) == _pieces(weight.size)
-            assert all(e.status == 206 and "Range" in e.request_headers for e in pieces)
-            assert all("Authorization" not in e.request_headers for e in storage.exchanges)
-            redirected = [
-                e for e in front.exchanges if weight.digest in e.path and e.method == "GET"
-            ]
-            assert len(redirected) == len(pieces)
-            assert all("Authorization" in e.request_headers for e in redirected)
-        finally:
-            storage.stop()
-            front.stop()
+    with registry_with_storage(monkeypatch) as hosts:
+        ranged = settings.with_overrides(ranged_min=1024 * 1024, piece_size=PIECE)
+        ref, weight = _push(model, hosts.front.host, ranged, "redirect")
+        hosts.redirect(
+            lambda m, p: m == "GET" and weight.digest in p, "?X-Amz-Signature=s", times=1000
+        )
+        out = modelpack.pull(ref, tmp_path / "out", settings=ranged)
+        assert tree_files(out) == tree_files(model)
+        pieces = [e for e in hosts.storage.exchanges if weight.digest in e.path]
+        assert len(pieces) == _pieces(weight.size)
+        assert all(e.status == 206 and "Range" in e.request_headers for e in pieces)
+        assert all("Authorization" not in e.request_headers for e in hosts.storage.exchanges)
+        redirected = [
+            e for e in hosts.front.exchanges if weight.digest in e.path and e.method == "GET"
+        ]
+        assert len(redirected) == len(pieces)
+        assert all("Authorization" in e.request_headers for e in redirected)
 
 
 class Recorder:

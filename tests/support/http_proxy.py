@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -288,3 +289,42 @@ def requests_to(method: str, fragment: str) -> Callable[[str, str], bool]:
 
 def exchanges_matching(proxy: HttpProxy, method: str, fragment: str) -> list[Exchange]:
     return [e for e in proxy.exchanges if e.method == method and fragment in e.path]
+
+
+@dataclass
+class StorageRedirect:
+    """``front``: a proxy to a basic-auth registry; ``storage``: a second host serving the
+    same blobs and authenticating by itself, as a presigned object-store URL does."""
+
+    front: HttpProxy
+    storage: HttpProxy
+
+    def redirect(
+        self, match: Callable[[str, str], bool], query: str = "", times: int = 100
+    ) -> None:
+        """Answer matching requests at ``front`` with a redirect to the same path at storage."""
+        port = self.storage.host.split(":")[1]
+        self.front.add(
+            Fault(match, redirect_to=lambda p: f"http://localhost:{port}{p}{query}", times=times)
+        )
+
+
+@contextmanager
+def registry_with_storage(monkeypatch, user: str = "bob", password: str = "bob-pass"):  # noqa: ANN001, ANN201
+    """A basic-auth registry whose credentials the client has (MODELPACK_USERNAME/PASSWORD),
+    behind a front proxy that can redirect blob GETs to a storage host."""
+    import base64
+
+    from modelpack.testing import RegistryServer
+
+    with RegistryServer(users={user: password}) as registry:
+        basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        storage = HttpProxy(upstream=registry.url, inject_headers={"Authorization": basic}).start()
+        front = HttpProxy(upstream=registry.url).start()
+        try:
+            monkeypatch.setenv("MODELPACK_USERNAME", user)
+            monkeypatch.setenv("MODELPACK_PASSWORD", password)
+            yield StorageRedirect(front, storage)
+        finally:
+            storage.stop()
+            front.stop()
