@@ -62,23 +62,23 @@ class Flight:
         return self.result
 
 
-class PullThrough:
-    def __init__(self, settings: Settings, metrics: Metrics, max_waiting: int = 32) -> None:
-        self.settings = settings
-        self.cache = NodeCache(settings)
-        self.store = self.cache.store
-        self.metrics = metrics
-        self._flights: dict[str, Flight] = {}
-        self._listings: dict[str, dict[str, RepoFile]] = {}
-        self._lock = threading.Lock()
-        self._waiting = threading.BoundedSemaphore(max_waiting)
+class Flights:
+    """Background jobs by key: a request for a key already running joins that job.
+    Each runs on its own thread, so a client that hangs up does not abort what others
+    wait on; ``failed`` is the log line of a failure (key, error)."""
 
-    def _start(self, key: str, kind: str, job: Callable[[], Any]) -> Flight:
+    def __init__(self, metrics: Metrics, failed: str) -> None:
+        self.metrics = metrics
+        self.failed = failed
+        self._running: dict[str, Flight] = {}
+        self._lock = threading.Lock()
+
+    def start(self, key: str, kind: str, job: Callable[[], Any]) -> Flight:
         with self._lock:
-            flight = self._flights.get(key)
+            flight = self._running.get(key)
             if flight is not None:
                 return flight
-            flight = self._flights[key] = Flight()
+            flight = self._running[key] = Flight()
         self.metrics.pull_started()
 
         def run() -> None:
@@ -86,19 +86,27 @@ class PullThrough:
                 flight.result = job()
             except BaseException as exc:  # handed to every waiter
                 flight.error = exc
-                log.warning("pull failed: %s: %s", key, exc)
+                log.warning(self.failed, key, exc)
             finally:
                 with self._lock:
-                    self._flights.pop(key, None)
+                    self._running.pop(key, None)
                 self.metrics.pull_finished(kind, flight.error is None)
                 flight.done.set()
 
-        threading.Thread(target=run, name=f"pull {key[:40]}", daemon=True).start()
+        threading.Thread(target=run, name=f"{kind} {key[:40]}", daemon=True).start()
         return flight
 
-    def in_flight(self) -> int:
-        with self._lock:
-            return len(self._flights)
+
+class PullThrough:
+    def __init__(self, settings: Settings, metrics: Metrics, max_waiting: int = 32) -> None:
+        self.settings = settings
+        self.cache = NodeCache(settings)
+        self.store = self.cache.store
+        self.metrics = metrics
+        self._flights = Flights(metrics, "pull failed: %s: %s")
+        self._listings: dict[str, dict[str, RepoFile]] = {}
+        self._lock = threading.Lock()
+        self._waiting = threading.BoundedSemaphore(max_waiting)
 
     # -- the whole model --------------------------------------------------------
 
@@ -109,7 +117,9 @@ class PullThrough:
         """Start pulling the whole model into the node cache unless it is there."""
         if self.tree(model) is not None:
             return None
-        return self._start(f"model {model.root.digest}", "model", lambda: self._pull_model(model))
+        return self._flights.start(
+            f"model {model.root.digest}", "model", lambda: self._pull_model(model)
+        )
 
     def _pull_model(self, model: Model) -> Path:
         src = Endpoint(
@@ -160,7 +170,9 @@ class PullThrough:
         return next((p for p in candidates if p is not None and p.is_file()), None)
 
     def pull_blob(self, model: Model, layer: Descriptor) -> Flight:
-        return self._start(f"blob {layer.digest}", "blob", lambda: self._pull_blob(model, layer))
+        return self._flights.start(
+            f"blob {layer.digest}", "blob", lambda: self._pull_blob(model, layer)
+        )
 
     def _pull_blob(self, model: Model, layer: Descriptor) -> Path:
         options = CopyOptions(
@@ -198,7 +210,7 @@ class PullThrough:
             )
             return tree / f.path
 
-        flight = self._start(f"file {model.root.digest} {f.path}", "file", job)
+        flight = self._flights.start(f"file {model.root.digest} {f.path}", "file", job)
         return self.verified(flight, self.store.partial_path(layer), gone)
 
     def verified(self, flight: Flight, partial: Path, gone: Callable[[], bool]) -> Any:

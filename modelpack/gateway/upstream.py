@@ -33,7 +33,6 @@ import hashlib
 import logging
 import shutil
 import tempfile
-import threading
 import time
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -54,7 +53,7 @@ from .config import GatewayConfig
 from .hub import HubError
 from .metrics import Metrics
 from .models import Model, Resolver
-from .pullthrough import Flight
+from .pullthrough import Flights
 
 log = logging.getLogger("modelpack.gateway")
 MISSING_CODES = ("RepoNotFound", "RevisionNotFound")
@@ -77,8 +76,7 @@ class Upstream:
         self.url = config.upstream
         self.resolver = resolver
         self.root = config.settings.home / "upstream"
-        self._flights: dict[str, Flight] = {}
-        self._lock = threading.Lock()
+        self._flights = Flights(metrics, "upstream: import of %s failed: %s")
         self._client: RegistryClient | None = None  # the gateway's own credentials
 
     def allowed(self, repo_id: str) -> bool:
@@ -117,18 +115,7 @@ class Upstream:
     def _imported(self, repo_id: str, revision: str, wait: float | None) -> None:
         """Wait for the import of ``repo_id@revision`` (started here or joined)."""
         key = f"{repo_id}@{revision}"
-        with self._lock:
-            flight = self._flights.get(key)
-            starter = flight is None
-            if starter:
-                flight = self._flights[key] = Flight()
-        assert flight is not None
-        if starter:
-            # Its own thread: a client that hangs up does not abort what others wait on.
-            threading.Thread(
-                target=self._run, args=(key, flight, repo_id, revision),
-                name=f"import {key[:40]}", daemon=True,
-            ).start()  # fmt: skip
+        flight = self._flights.start(key, "upstream", lambda: self._import(repo_id, revision))
         if not flight.done.wait(wait):
             raise HubError(503, f"{repo_id}: being imported from the upstream hub; retry shortly",
                            None, {"Retry-After": str(RETRY_AFTER)})  # fmt: skip
@@ -146,19 +133,6 @@ class Upstream:
             raise HubError(
                 502, f"{repo_id}: the upstream hub is unavailable; try again later"
             ) from None
-
-    def _run(self, key: str, flight: Flight, repo_id: str, revision: str) -> None:
-        self.metrics.pull_started()
-        try:
-            flight.result = self._import(repo_id, revision)
-        except BaseException as exc:  # handed to every waiter
-            flight.error = exc
-            log.warning("upstream: import of %s failed: %s", key, exc)
-        finally:
-            with self._lock:
-                self._flights.pop(key, None)
-            self.metrics.pull_finished("upstream", flight.error is None)
-            flight.done.set()
 
     def _import(self, repo_id: str, revision: str) -> str | None:
         name = self.config.repository(repo_id)
