@@ -17,14 +17,18 @@ from datetime import date, datetime
 from typing import Any
 
 from ..errors import ModelpackError
-from ..model.metadata import front_matter, split_front_matter
+from ..model.metadata import (
+    MAX_FRONT_MATTER_VALUES,
+    expands_past,
+    front_matter,
+    split_front_matter,
+)
 from .hub import HubError, RepoFile
 from .models import Model
 from .pullthrough import PullThrough
 
 MAX_CARD_BYTES = 1 << 20  # a bigger README is not rendered (the file is still served)
 MAX_CARDS = 1024
-MAX_CARD_NODES = 100_000  # values in a card's front matter, aliases expanded
 README_NAMES = ("README.md", "readme.md", "README", "Readme.md")
 
 
@@ -97,16 +101,14 @@ class _TooLarge(Exception):
     pass
 
 
-def as_json(data: dict[str, Any], budget: int = MAX_CARD_NODES) -> dict[str, Any]:
+def as_json(data: dict[str, Any], budget: int = MAX_FRONT_MATTER_VALUES) -> dict[str, Any]:
     """Front matter as JSON can carry it (what the hub answers as ``cardData``): dates
     as ISO text, keys as text, NaN as null; binary and other YAML-only values dropped.
     YAML aliases can make a small card a huge tree: past ``budget`` values it is refused."""
-    left = [budget]
+    if expands_past(data, budget):
+        raise _TooLarge
 
     def convert(value: Any) -> Any:
-        left[0] -= 1
-        if left[0] < 0:
-            raise _TooLarge
         if isinstance(value, dict):
             return {str(k): convert(v) for k, v in value.items()}
         if isinstance(value, list | tuple):

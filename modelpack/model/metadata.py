@@ -241,7 +241,7 @@ def split_front_matter(text: str) -> tuple[str | None, str]:
 MAX_FRONT_MATTER_VALUES = 100_000  # aliases expanded: a few lines of YAML can name 10^9
 
 
-def _expands_past(data: Any, budget: int) -> bool:
+def expands_past(data: Any, budget: int) -> bool:
     """Whether ``data`` holds more than ``budget`` values once YAML aliases are expanded
     (every later walk over it, ``str()`` included, would take that long)."""
     stack = [data]
@@ -275,7 +275,7 @@ def front_matter(text: str, name: str, warnings: list[str]) -> dict[str, Any]:
     if card is not None and not isinstance(card, dict):
         warnings.append(f"{name}: front matter ignored, it is not a mapping")
         return {}
-    if _expands_past(card, MAX_FRONT_MATTER_VALUES):
+    if expands_past(card, MAX_FRONT_MATTER_VALUES):
         warnings.append(
             f"{name}: front matter ignored, it expands to more than "
             f"{MAX_FRONT_MATTER_VALUES} values (YAML aliases)"
