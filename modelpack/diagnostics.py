@@ -109,10 +109,11 @@ def check_cache(settings: Settings) -> Check:
 def check_interrupted(settings: Settings) -> Check:
     from .display import human_size
     from .storage.interrupted import InterruptedPulls
+    from .storage.store import LayoutStore
 
     stale = InterruptedPulls(settings.home).stale()
-    ingest = settings.store_dir / "ingest"  # the node cache's partial downloads
-    partial = sum(p.stat().st_size for p in ingest.iterdir()) if ingest.is_dir() else 0
+    store = LayoutStore(settings.store_dir, create=False)  # the node cache's partial downloads
+    ingest, partial = store.ingest_dir, store.partial_bytes()
     if not stale and not partial:
         return Check("interrupted pulls", Status.OK, "none")
     found = [f"{p.staging} ({human_size(p.size)})" for p in stale]
