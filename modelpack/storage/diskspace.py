@@ -49,9 +49,10 @@ def require_space(path: Path, needed: int, what: str) -> None:
 
 def held_bytes(path: Path) -> int:
     """The bytes a (partial) file holds: a ranged download's file is sparse, so its
-    blocks, not its size, are what arrived.  0 when there is no such file."""
+    blocks, not its size, are what arrived.  0 when there is no such file; a link is
+    not followed."""
     try:
-        st = path.stat()
+        st = os.lstat(path)
     except FileNotFoundError:
         return 0
     return min(st.st_size, st.st_blocks * 512)

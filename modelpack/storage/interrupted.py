@@ -21,6 +21,7 @@ from pathlib import Path
 from ._destination import STAGING_PREFIX
 from ._fsutil import atomic_write_bytes, private_folder, remove_tree
 from ._locks import file_lock, held_elsewhere
+from .diskspace import held_bytes
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,7 @@ def _tree_size(root: Path) -> int:
     total = 0
     for folder, _, names in os.walk(root):
         for name in names:
-            try:
-                total += os.lstat(os.path.join(folder, name)).st_size
-            except FileNotFoundError:
-                continue
+            total += held_bytes(Path(folder, name))
     return total
 
 
