@@ -19,6 +19,7 @@ from .api import (
     copy,
     doctor,
     generate_modelfile,
+    image,
     inspect,
     keygen,
     list_models,
@@ -48,6 +49,7 @@ from .errors import (
     RegistryUnavailableError,
     UsageError,
 )
+from .images import ImageResult
 from .inspection import Inspection
 from .model.build import BuildResult
 from .oci.reference import Reference, parse_reference
@@ -69,6 +71,7 @@ __all__ = [
     "Check",
     "Descriptor",
     "DirectoryReport",
+    "ImageResult",
     "Inspection",
     "IntegrityError",
     "KeyPair",
@@ -97,6 +100,7 @@ __all__ = [
     "doctor",
     "generate_modelfile",
     "human_size",
+    "image",
     "inspect",
     "key_is_encrypted",
     "keygen",

@@ -21,6 +21,7 @@ from .dircheck import DirectoryReport, verify_directory
 from .display import progress_display
 from .endpoints import Endpoint, open_endpoint
 from .errors import FileNotFoundInSourceError, IntegrityError, ReferenceNotFoundError, UsageError
+from .images import ImageResult, make_image
 from .inspection import Inspection, inspect_endpoint
 from .model.build import BuildResult, build_artifact, layer_format_for
 from .model.metadata import derive_metadata
@@ -379,6 +380,42 @@ def copy(
             _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries),
             shown,
             media_types=family,
+        )
+
+
+def image(
+    source: str,
+    image_ref: str,
+    *,
+    modelcar: bool = False,
+    platform: str | None = None,
+    busybox: PathLike | None = None,
+    settings: Settings | None = None,
+    progress: ProgressOption = None,
+    home: PathLike | None = None,
+    plain_http: bool | None = None,
+    insecure: bool | None = None,
+    ca_file: PathLike | None = None,
+    concurrency: int | None = None,
+    retries: int | None = None,
+) -> ImageResult:
+    """Push ``image_ref``, an OCI image of the model ``source`` for Kubernetes image volumes
+    (files at the image root) or, with ``modelcar``, a KServe modelcar (also under
+    ``/models``, with a static busybox: ``busybox``, default ``/bin/busybox``).
+
+    The model's tar layers are the image's layers (no layer byte added); a model with raw
+    layers is refused (UsageError): rebuild it with ``layer_format="tar"``. ``platform``
+    (``OS/ARCH[/VARIANT]``) defaults to linux and the busybox's architecture (amd64 without).
+    """
+    with _progress(progress, "copy") as shown:
+        return make_image(
+            source,
+            image_ref,
+            _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries),
+            modelcar=modelcar,
+            platform=platform,
+            busybox=busybox,
+            progress=shown,
         )
 
 

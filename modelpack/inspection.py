@@ -7,6 +7,7 @@ from typing import Any
 
 from .endpoints import Endpoint
 from .errors import UsageError
+from .model.image import ANNOTATION_IMAGE_KIND, ANNOTATION_IMAGE_MODEL
 from .oci.spec import (
     INDEX_MEDIA_TYPES,
     MODEL_CONFIG_MEDIA_TYPES,
@@ -47,6 +48,18 @@ class Inspection:
     def size(self) -> int:
         return sum(layer.size for layer in self.manifest.layers)
 
+    @property
+    def images(self) -> list[Descriptor]:
+        """The images ``modelpack image`` made of this model (referrers that say so)."""
+        return [r for r in self.referrers if ANNOTATION_IMAGE_KIND in r.annotations]
+
+    @property
+    def image_of(self) -> str | None:
+        """For an image ``modelpack image`` made: the model's name@digest."""
+        if ANNOTATION_IMAGE_KIND not in self.manifest.annotations:
+            return None
+        return self.manifest.annotations.get(ANNOTATION_IMAGE_MODEL)
+
     def to_dict(self) -> dict[str, Any]:
         layers = []
         for layer in self.manifest.layers:
@@ -73,6 +86,11 @@ class Inspection:
                 for r in self.referrers
             ],
             "signatures": self.signatures,
+            "images": [
+                {"digest": r.digest, "kind": r.annotations[ANNOTATION_IMAGE_KIND]}
+                for r in self.images
+            ],
+            "imageOf": self.image_of,
         }
 
 

@@ -210,7 +210,7 @@ IMAGE_CONFIG_MEDIA_TYPES = (
 )
 
 
-def _inspect_model(src: Endpoint, allow_oci_artifact: bool) -> Inspection:
+def inspect_model(src: Endpoint, allow_oci_artifact: bool = False) -> Inspection:
     """The manifest and model config of what is pulled (a config that is not JSON raises here);
     what is not a ModelPack model is refused before a byte is written."""
     inspection = inspect_endpoint(src, "remote", attached=False)
@@ -261,7 +261,7 @@ def pull(
     ``allow_oci_artifact`` writes the titled files of an artifact that is not a model."""
     src = open_endpoint(reference, settings, reading=True)
     root = _refuse_index(src)
-    inspection = _inspect_model(src, allow_oci_artifact)
+    inspection = inspect_model(src, allow_oci_artifact)
     repository = registry_repository(src)
     if verify_key is not None:
         # Before anything is written: the signature must name exactly this digest,

@@ -75,6 +75,9 @@ def _metadata_rows(result, document: dict) -> list[tuple[str, str]]:  # noqa: AN
         ),
         ("signatures", f"{result.signatures} (referrers: {len(result.referrers)})"),
     ]
+    rows += [(f"image ({image['kind']})", image["digest"]) for image in document["images"]]
+    if document["imageOf"]:
+        rows.append(("image of", document["imageOf"]))
     if result.config is None:
         return rows
     descriptor, config = result.config.descriptor, result.config.config

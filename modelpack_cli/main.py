@@ -15,6 +15,7 @@ from . import (
     commands_build,
     commands_cache,
     commands_dragonfly,
+    commands_image,
     commands_registry,
     commands_serve,
     commands_setup,
@@ -51,6 +52,7 @@ for module in (
     commands_store,
     commands_cache,
     commands_dragonfly,
+    commands_image,
     commands_serve,
     commands_setup,
 ):

@@ -16,6 +16,9 @@ command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+# modelpack image: umoci unpacks the images in tests; busybox-static is the modelcar's base.
+command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -25,6 +25,7 @@ CLI_SIGNATURE = "cli-signature.schema.json"
 CLI_DOCTOR = "cli-doctor.schema.json"
 CLI_TAGS = "cli-tags.schema.json"
 CLI_PREHEAT = "cli-preheat.schema.json"
+CLI_IMAGE = "cli-image.schema.json"
 CLI_ERROR = "cli-error.schema.json"
 
 

@@ -1,0 +1,233 @@
+"""An OCI image of a model, for what container runtimes mount: image volumes and KServe modelcars.
+
+containerd and CRI-O mount only image manifests whose layers are
+``application/vnd.oci.image.layer.v1.tar[+gzip|+zstd]``. A ModelPack tar layer already is such
+a tar (one file and its parent folders, at the model's relative path), so the image lists the
+very same blobs under the image media types: no layer byte is added to the registry. A raw
+layer is the file itself, not a tar, and cannot be reused (:func:`raw_layers` names them).
+
+A modelcar (KServe runs ``sh -c "ln -sf /proc/$$/root/models /mnt/models && sleep infinity"``
+in it) gets one base layer before the model's: a static busybox with the applets KServe's two
+commands use, and ``models -> .``, so the files at the image root are also its ``/models``.
+The base is byte-identical for every model (fixed mtime and owners), one blob per registry.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+from ..oci.digests import sha256_bytes
+from ..oci.spec import (
+    MEDIA_TYPE_OCI_MANIFEST,
+    Descriptor,
+    LayerFormat,
+    Manifest,
+    ModelConfig,
+    canonical_json,
+    parse_layer_media_type,
+)
+
+MEDIA_TYPE_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
+IMAGE_LAYER_MEDIA_TYPES = {
+    LayerFormat.TAR: "application/vnd.oci.image.layer.v1.tar",
+    LayerFormat.TAR_GZIP: "application/vnd.oci.image.layer.v1.tar+gzip",
+    LayerFormat.TAR_ZSTD: "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+# On the image manifest: what it is and which model it shows (the model is also its subject).
+ANNOTATION_IMAGE_KIND = "io.modelpack.image.kind"  # "volume" or "modelcar"
+ANNOTATION_IMAGE_MODEL = "io.modelpack.image.model"  # the model's name@digest
+KIND_VOLUME = "volume"
+KIND_MODELCAR = "modelcar"
+MODELCAR_ROOT = "/models"
+# Every command KServe's modelcar and modelcar-init containers run (pkg/utils/storage.go).
+MODELCAR_APPLETS = ("sh", "ln", "sleep", "echo", "ls", "[", "test")
+DEFAULT_BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static installs it here
+
+# ELF e_machine -> OCI architecture.
+_ELF_ARCHITECTURES = {3: "386", 20: "ppc", 21: "ppc64le", 22: "s390x", 40: "arm", 62: "amd64",
+                      183: "arm64", 243: "riscv64"}  # fmt: skip
+_PT_INTERP = 3
+
+
+@dataclass(frozen=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        parts = text.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise UsageError(
+                f"--platform {text!r}: expected OS/ARCH[/VARIANT]", hint="e.g. linux/arm64"
+            )
+        return cls(*parts)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A small blob the image adds (config, modelcar base), held in memory."""
+
+    descriptor: Descriptor
+    data: bytes
+
+
+@dataclass
+class ImagePlan:
+    """What to push: the new blobs, then the manifest; ``reused`` are the model's layers."""
+
+    manifest: bytes
+    descriptor: Descriptor
+    config: Blob
+    base: Blob | None
+    reused: list[Descriptor] = field(default_factory=list)
+
+    @property
+    def new_blobs(self) -> list[Blob]:
+        return [self.config] + ([self.base] if self.base else [])
+
+
+def raw_layers(manifest: Manifest) -> list[Descriptor]:
+    """The layers an image cannot reuse: raw files, and anything that is not a model tar."""
+    out = []
+    for layer in manifest.layers:
+        parsed = parse_layer_media_type(layer.media_type)
+        if parsed is None or parsed[1] not in IMAGE_LAYER_MEDIA_TYPES:
+            out.append(layer)
+    return out
+
+
+def elf_architecture(path: Path) -> str:
+    """The OCI architecture of a static ELF executable; UsageError for anything else
+    (a dynamic busybox would not start in an image that has no libc)."""
+    what = f"--busybox {path}"
+    try:
+        with open(path, "rb") as f:
+            header = f.read(64)
+            if header[:4] != b"\x7fELF" or header[4] != 2 or header[5] != 1:
+                raise UsageError(f"{what} is not a 64-bit little-endian ELF executable")
+            machine = struct.unpack_from("<H", header, 18)[0]
+            phoff, = struct.unpack_from("<Q", header, 32)  # fmt: skip
+            phentsize, phnum = struct.unpack_from("<HH", header, 54)
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+    except OSError as e:
+        raise UsageError(
+            f"{what}: {e.strerror or e}",
+            hint="install a static busybox (Debian: apt-get install busybox-static) "
+            "or pass --busybox PATH",
+        ) from e
+    for i in range(phnum):
+        if struct.unpack_from("<I", table, i * phentsize)[0] == _PT_INTERP:
+            raise UsageError(
+                f"{what} is dynamically linked: it would not start in an image with no libc",
+                hint="use a static build (Debian's busybox-static)",
+            )
+    if machine not in _ELF_ARCHITECTURES:
+        raise UsageError(f"{what}: unknown ELF machine {machine}")
+    return _ELF_ARCHITECTURES[machine]
+
+
+def _entry(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size, info.linkname = kind, mode, size, link
+    info.mtime = info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def modelcar_base(busybox: Path) -> tuple[Blob, str]:
+    """The modelcar's base layer and its architecture: ``bin/busybox``, the applets as
+    symlinks to it, and ``models -> .`` (relative, so it also resolves through
+    ``/proc/PID/root/models`` from the serving container)."""
+    architecture = elf_architecture(busybox)
+    binary = busybox.read_bytes()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_entry("bin", tarfile.DIRTYPE, 0o755))
+        tar.addfile(_entry("bin/busybox", tarfile.REGTYPE, 0o755, len(binary)), io.BytesIO(binary))
+        for applet in MODELCAR_APPLETS:
+            tar.addfile(_entry(f"bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox"))
+        tar.addfile(_entry(MODELCAR_ROOT.lstrip("/"), tarfile.SYMTYPE, 0o777, link="."))
+    data = out.getvalue()
+    annotations = {"org.opencontainers.image.title": "modelcar base (busybox)"}
+    descriptor = Descriptor(
+        IMAGE_LAYER_MEDIA_TYPES[LayerFormat.TAR], sha256_bytes(data), len(data), annotations
+    )
+    return Blob(descriptor, data), architecture
+
+
+def _diff_ids(manifest: Manifest, config: ModelConfig) -> list[str]:
+    """The uncompressed digests the runtime checks after unpacking: the model config's
+    ``modelfs.diffIds`` (for an uncompressed tar, its digest)."""
+    if len(config.diff_ids) != len(manifest.layers):
+        raise UsageError(
+            f"the model config lists {len(config.diff_ids)} diffIds for "
+            f"{len(manifest.layers)} layers: cannot write the image's rootfs"
+        )
+    for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
+        parsed = parse_layer_media_type(layer.media_type)
+        if parsed and parsed[1] is LayerFormat.TAR and diff_id != layer.digest:
+            raise UsageError(
+                f"layer {layer.digest} is an uncompressed tar, but its diffId is {diff_id}"
+            )
+    return list(config.diff_ids)
+
+
+def plan_image(
+    model: Descriptor,
+    manifest: Manifest,
+    config: ModelConfig,
+    *,
+    model_name: str,
+    platform: Platform,
+    base: Blob | None = None,
+) -> ImagePlan:
+    """The image manifest for a model whose layers are all tars (check :func:`raw_layers`
+    first): the model's blobs as image layers, behind ``base`` if given; ``subject`` is the model."""
+    layers = []
+    for layer in manifest.layers:
+        parsed = parse_layer_media_type(layer.media_type)
+        assert parsed is not None and parsed[1] in IMAGE_LAYER_MEDIA_TYPES, layer.media_type
+        layers.append(
+            Descriptor(IMAGE_LAYER_MEDIA_TYPES[parsed[1]], layer.digest, layer.size,
+                       dict(layer.annotations))
+        )  # fmt: skip
+    diff_ids = _diff_ids(manifest, config)
+    image_config: dict = {"architecture": platform.architecture, "os": platform.os}
+    if platform.variant:
+        image_config["variant"] = platform.variant
+    if base is not None:
+        diff_ids.insert(0, base.descriptor.digest)
+        layers.insert(0, base.descriptor)
+        image_config["config"] = {"Env": ["PATH=/bin"], "WorkingDir": MODELCAR_ROOT}
+    image_config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+    config_data = canonical_json(image_config)
+    config_blob = Blob(
+        Descriptor(MEDIA_TYPE_IMAGE_CONFIG, sha256_bytes(config_data), len(config_data)),
+        config_data,
+    )
+    annotations = {
+        ANNOTATION_IMAGE_KIND: KIND_MODELCAR if base is not None else KIND_VOLUME,
+        ANNOTATION_IMAGE_MODEL: f"{model_name}@{model.digest}",
+    }
+    document = Manifest(
+        config=config_blob.descriptor,
+        layers=tuple(layers),
+        artifact_type=None,
+        annotations=annotations,
+        subject=Descriptor(model.media_type, model.digest, model.size),
+    ).to_bytes()
+    descriptor = Descriptor(
+        MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(document), len(document), annotations
+    )
+    return ImagePlan(document, descriptor, config_blob, base, list(manifest.layers))

@@ -1,0 +1,83 @@
+"""modelpack image: an OCI image of a model, for Kubernetes image volumes and KServe modelcars."""
+
+from __future__ import annotations
+
+import click
+
+import modelpack
+from modelpack import human_size
+from modelpack.schemas import CLI_IMAGE
+
+from .output import counted, emit_json, json_option, status
+from .progress import progress_for
+from .state import global_options, state
+
+
+@click.command(
+    short_help="Make an image of a model for image volumes.",
+    epilog="""\b
+Examples:
+  modelpack image 127.0.0.1:5000/ml/bert:v1 127.0.0.1:5000/ml/bert:v1-image
+  modelpack image 127.0.0.1:5000/ml/bert:v1 127.0.0.1:5000/ml/bert:v1-modelcar --modelcar
+  modelpack image store:127.0.0.1:5000/ml/bert:v1 127.0.0.1:5000/images/bert:v1 --json
+""",
+)
+@click.argument("reference")
+@click.argument("image_ref")
+@click.option(
+    "--modelcar",
+    is_flag=True,
+    help="For KServe (storageUri oci://): add a static busybox and /models.",
+)
+@click.option(
+    "--platform",
+    metavar="OS/ARCH",
+    help="The image config's platform [default: linux/ and the busybox's architecture, "
+    "else linux/amd64].",
+)
+@click.option(
+    "--busybox",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="With --modelcar: the static busybox to use [default: /bin/busybox].",
+)
+@json_option(CLI_IMAGE)
+@global_options
+def image(
+    reference: str,
+    image_ref: str,
+    modelcar: bool,
+    platform: str | None,
+    busybox: str | None,
+    as_json: bool,
+) -> None:
+    """Push IMAGE_REF, an OCI image of the model REFERENCE that container runtimes mount.
+
+    The model's tar layers are the image's layers, so the registry stores no layer twice;
+    the files are at the image root (an image volume's mountPath), with --modelcar also
+    under /models.  A model built with raw layers (modelpack's default) is refused: rebuild
+    it with --layer-format tar.  REFERENCE may also be store:REF or oci:DIR[:TAG]; a model
+    in another repository is copied (mounted) into IMAGE_REF's repository first.
+    """
+    with progress_for("copy") as progress:
+        result = modelpack.image(
+            reference,
+            image_ref,
+            modelcar=modelcar,
+            platform=platform,
+            busybox=busybox,
+            settings=state().settings(),
+            progress=progress,
+        )
+    if as_json:
+        emit_json(result.to_dict(), CLI_IMAGE)
+        return
+    status(
+        f"Image {result.reference} ({result.kind}, {result.platform}, files at {result.root}): "
+        f"{counted(result.layers_reused, 'layer')} of the model reused "
+        f"({human_size(result.bytes_reused)}), {human_size(result.bytes_added)} added"
+    )
+    click.echo(f"{result.reference}@{result.digest}")
+
+
+COMMANDS = [image]

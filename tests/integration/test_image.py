@@ -1,0 +1,199 @@
+"""`modelpack image`: an image of a model, seen as a container runtime would see it, from the
+registry's own storage (no layer stored twice), skopeo + umoci, crane export, and KServe's
+modelcar commands run in the unpacked root filesystem."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from support.helpers import build_and_push, run_cli, tree_files
+
+# What KServe's modelcar-init and modelcar containers run (kserve pkg/utils/storage.go,
+# CreateModelcarInitContainer / CreateModelcarContainer), with Kubernetes' `$$` escapes undone.
+KSERVE_INIT = (
+    "echo 'Pre-fetching modelcar: ' && [ -d /models ] && [ \"$(ls -A /models)\" ] && "
+    "echo 'OK ... Prefetched and valid (/models exists)' || "
+    "(echo 'NOK ... Prefetched but modelcar is invalid' && exit 1)"
+)
+KSERVE_MODELCAR = "ln -sf /proc/$$/root/models /mnt/models && sleep infinity"
+
+
+def stored_blobs(registry) -> dict[str, int]:  # noqa: ANN001
+    """digest -> size of every blob in the registry's storage (manifests are blobs there too)."""
+    root = registry.workdir / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+    return {f"sha256:{p.parent.name}": p.stat().st_size for p in root.glob("*/*/data")}
+
+
+def unpack_with_umoci(reference: str, workdir: Path) -> Path:
+    """skopeo copy to an OCI layout, then umoci unpack: the rootfs a runtime would mount."""
+    layout, bundle = workdir / "layout", workdir / "bundle"
+    workdir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{reference}",
+                    f"oci:{layout}:image"], check=True, capture_output=True, timeout=120)  # fmt: skip
+    result = subprocess.run(["umoci", "unpack", "--image", f"{layout}:image", str(bundle)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return bundle / "rootfs"
+
+
+def image_json(*args: str) -> dict:
+    result = run_cli("image", *args, "--json", "--plain-http")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def tar_model(tiny_model, registry, settings, env_home):
+    ref = f"{registry.host}/images/bert:v1"
+    build_and_push(tiny_model, ref, settings, layer_format="tar")
+    return ref
+
+
+@pytest.fixture
+def env_home(home, monkeypatch):
+    monkeypatch.setenv("MODELPACK_HOME", str(home))
+    return home
+
+
+@pytest.mark.interop(
+    "skopeo / umoci",
+    "modelpack image -> skopeo copy -> umoci unpack",
+    "the image's root filesystem holds the model's files, identical; the registry stores no layer twice",
+)  # fmt: skip
+def test_image_volume_reuses_every_layer_and_unpacks_to_the_model(
+    tar_model, tiny_model, registry, tmp_path
+):
+    before = stored_blobs(registry)
+    out = image_json(tar_model, f"{registry.host}/images/bert:v1-image")
+    added = {d: s for d, s in stored_blobs(registry).items() if d not in before}
+    # New in storage: the image config, the image manifest and the referrers index (tag
+    # schema) naming the image as the model's referrer. No layer.
+    assert out["layersReused"] == len(tree_files(tiny_model)) and out["bytesReused"] > 200_000
+    assert out["digest"] in added and len(added) == 3, added
+    assert max(added.values()) < 8_000
+    assert 0 < sum(added.values()) - out["bytesAdded"] < 4_000  # the index, beside config+manifest
+    assert out["kind"] == "volume" and out["root"] == "/" and not out["modelCopied"]
+
+    rootfs = unpack_with_umoci(out["reference"], tmp_path)
+    assert tree_files(rootfs) == tree_files(tiny_model)
+
+
+@pytest.mark.interop(
+    "crane",
+    "modelpack image -> crane export",
+    "the flattened filesystem of a gzip-layered model's image is the model's files, identical",
+)
+def test_crane_exports_the_model_from_a_compressed_models_image(
+    tiny_model, registry, settings, env_home, go_peers, tmp_path
+):
+    ref = f"{registry.host}/images/gz:v1"
+    build_and_push(tiny_model, ref, settings, layer_format="tar", compress="gzip")
+    out = image_json(ref, f"{registry.host}/images/gz:v1-image")
+    exported = tmp_path / "fs.tar"
+    go_peers.run("crane", "export", "--insecure", out["reference"], str(exported))
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.unpack_archive(exported, root, format="tar")
+    assert tree_files(root) == tree_files(tiny_model)
+    # umoci checks each layer's diffId (from the model config) after decompressing it
+    assert tree_files(unpack_with_umoci(out["reference"], tmp_path / "umoci")) == tree_files(
+        tiny_model
+    )
+
+
+@pytest.mark.interop(
+    "skopeo / umoci",
+    "modelpack image --modelcar -> umoci unpack -> KServe's modelcar commands",
+    "KServe's modelcar-init check passes and /mnt/models reads the model through /proc/PID/root",
+)  # fmt: skip
+def test_modelcar_runs_kserves_commands_and_serves_the_model(
+    tar_model, tiny_model, registry, tmp_path
+):
+    assert os.geteuid() == 0, "this test chroots into the unpacked image: run it as root"
+    before = stored_blobs(registry)
+    out = image_json(tar_model, f"{registry.host}/images/bert:v1-modelcar", "--modelcar")
+    added = {d: s for d, s in stored_blobs(registry).items() if d not in before}
+    busybox = Path("/bin/busybox").stat().st_size
+    # config, manifest, referrers index, and the busybox base: still no model layer
+    assert len(added) == 4 and busybox < sum(added.values()) < busybox + 30_000, added
+    assert out["kind"] == "modelcar" and out["root"] == "/models"
+
+    rootfs = unpack_with_umoci(out["reference"], tmp_path)
+    init = subprocess.run(["chroot", str(rootfs), "/bin/sh", "-c", KSERVE_INIT],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert init.returncode == 0 and "OK ... Prefetched" in init.stdout, init.stdout + init.stderr
+
+    shared = rootfs / "mnt"  # the pod's emptyDir, mounted at /mnt in the modelcar container
+    shared.mkdir()
+    sidecar = subprocess.Popen(["chroot", str(rootfs), "/bin/sh", "-c", KSERVE_MODELCAR])
+    try:
+        deadline = time.monotonic() + 30
+        while not (shared / "models").is_symlink() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.readlink(shared / "models") == f"/proc/{sidecar.pid}/root/models"
+        assert sidecar.poll() is None  # the modelcar stays alive (sleep infinity)
+        # the serving container reads /mnt/models (here: the emptyDir from outside)
+        served = {name: (shared / "models" / name).read_bytes() for name in tree_files(tiny_model)}
+        assert served == tree_files(tiny_model)
+    finally:
+        subprocess.run(["pkill", "-P", str(sidecar.pid)], check=False)
+        sidecar.kill()
+        sidecar.wait(timeout=10)
+
+
+def test_inspect_links_the_model_and_its_images_and_copies_across_repositories(tar_model, registry):
+    volume = image_json(tar_model, f"{registry.host}/images/bert:v1-image")
+    before = stored_blobs(registry)
+    elsewhere = image_json(tar_model, f"{registry.host}/serving/bert:v1")
+    new = {d: s for d, s in stored_blobs(registry).items() if d not in before}
+    assert elsewhere["modelCopied"] and elsewhere["digest"] == volume["digest"]
+    assert all(size < 8_000 for size in new.values()), new  # mounted: no layer stored again
+
+    model = json.loads(run_cli("inspect", "--remote", tar_model, "--json", "--plain-http").stdout)
+    assert {"digest": volume["digest"], "kind": "volume"} in model["images"]
+    image = json.loads(
+        run_cli("inspect", "--remote", elsewhere["reference"], "--json", "--plain-http").stdout
+    )
+    assert image["imageOf"] == f"{registry.host}/images/bert@{model['digest']}"
+    shown = run_cli("inspect", "--remote", tar_model, "--plain-http").stdout
+    assert f"image (volume)     {volume['digest']}" in shown
+
+
+def test_image_refuses_raw_layers_and_pushes_nothing(tiny_model, registry, settings, env_home):
+    ref = f"{registry.host}/images/raw:v1"
+    build_and_push(tiny_model, ref, settings)
+    before = stored_blobs(registry)
+    result = run_cli("image", ref, f"{registry.host}/images/raw:v1-image", "--plain-http")
+    assert result.returncode == 2
+    assert (
+        f"has {len(tree_files(tiny_model))} raw layers" in result.stderr
+        and "--layer-format tar" in result.stderr
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert stored_blobs(registry) == before
+    tags = run_cli("tags", f"{registry.host}/images/raw", "--plain-http").stdout
+    assert "v1-image" not in tags
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--modelcar", "--busybox", "/bin/ls"], "dynamically linked"),
+        (["--modelcar", "--platform", "linux/arm64"], "busybox is built for amd64"),
+        (["--platform", "linux"], "expected OS/ARCH"),
+        (["--modelcar", "--busybox", "/nonexistent/busybox"], "No such file"),
+    ],
+)
+def test_image_option_errors_are_one_line_with_exit_2(tar_model, registry, args, message):
+    result = run_cli("image", tar_model, f"{registry.host}/images/bert:bad", *args, "--plain-http")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_digest_image_reference_is_refused(tar_model, registry):
+    result = run_cli("image", tar_model, f"{registry.host}/images/bert@sha256:{'0' * 64}")
+    assert result.returncode == 2 and "needs a tag" in result.stderr
