@@ -31,6 +31,8 @@ def versions() -> dict[str, str]:
     found = {tool: version for tool, version in pinned_versions().items()}
     skopeo = subprocess.run(["skopeo", "--version"], capture_output=True, text=True).stdout
     found["skopeo"] = skopeo.split()[-1] if skopeo else "?"
+    umoci = subprocess.run(["umoci", "--version"], capture_output=True, text=True).stdout
+    found["umoci"] = umoci.split()[-1] if umoci else "?"
     registry = subprocess.run(
         ["docker-registry", "--version"], capture_output=True, text=True
     ).stdout.split()

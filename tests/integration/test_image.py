@@ -197,3 +197,20 @@ def test_image_option_errors_are_one_line_with_exit_2(tar_model, registry, args,
 def test_a_digest_image_reference_is_refused(tar_model, registry):
     result = run_cli("image", tar_model, f"{registry.host}/images/bert@sha256:{'0' * 64}")
     assert result.returncode == 2 and "needs a tag" in result.stderr
+
+
+def test_an_image_is_signed_on_its_own_and_travels_with_its_model(tar_model, registry, tmp_path):
+    out = image_json(tar_model, f"{registry.host}/images/bert:v1-image")
+    key = tmp_path / "cosign"
+    assert run_cli("keygen", "--out", str(key), "--unencrypted").returncode == 0
+    signed = run_cli("sign", out["reference"], "--key", f"{key}.key", "--plain-http")
+    assert signed.returncode == 0, signed.stderr
+    verified = run_cli("verify", out["reference"], "--key", f"{key}.pub", "--plain-http")
+    assert verified.returncode == 0, verified.stderr
+
+    copied = f"{registry.host}/mirror/bert:v1"
+    assert run_cli("copy", tar_model, copied, "--plain-http").returncode == 0
+    model = json.loads(run_cli("inspect", "--remote", copied, "--json", "--plain-http").stdout)
+    assert {"digest": out["digest"], "kind": "volume"} in model["images"]
+    rootfs = unpack_with_umoci(f"{registry.host}/mirror/bert@{out['digest']}", tmp_path / "u")
+    assert rootfs.joinpath("config.json").is_file()

@@ -1,5 +1,6 @@
 """examples/kubernetes: the manifests are valid, the entrypoint does what a pod asks of it."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -14,6 +15,45 @@ from support.helpers import build_and_push, tree_files
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "kubernetes"
 ENTRYPOINT = EXAMPLES / "entrypoint.py"
 K8S_VERSION = "1.31.0"
+# Image volumes are GA in 1.36: that example is checked against that version's API.
+K8S_VERSIONS = {"pod-image-volume.yaml": "1.36.0"}
+KSERVE_SCHEMA = Path(__file__).resolve().parents[1] / "data" / "kserve"
+KSERVE_API = "serving.kserve.io/v1beta1"
+
+
+def unknown_fields(document, schema, path="") -> list[str]:  # noqa: ANN001
+    """Fields the CRD's structural schema does not declare (the API server would prune them):
+    the `strict` half that plain JSON Schema validation of a CRD schema lacks."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if isinstance(document, dict):
+        known = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        found = []
+        for key, value in document.items():
+            if not path and key == "metadata":
+                continue  # ObjectMeta: checked by the API server, not in the CRD's schema
+            if key in known:
+                found += unknown_fields(value, known[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                found += unknown_fields(value, extra, f"{path}.{key}")
+            else:
+                found.append(f"{path}.{key}")
+        return found
+    if isinstance(document, list) and "items" in schema:
+        return [f for i, item in enumerate(document)
+                for f in unknown_fields(item, schema["items"], f"{path}[{i}]")]  # fmt: skip
+    return []
+
+
+def validate_kserve(document) -> None:  # noqa: ANN001
+    import jsonschema
+
+    schema = json.loads(gzip.decompress(
+        (KSERVE_SCHEMA / "inferenceservice-v1beta1.schema.json.gz").read_bytes()))  # fmt: skip
+    assert document["kind"] == "InferenceService"
+    jsonschema.validate(document, schema)
+    assert not unknown_fields(document, schema)
 
 
 @pytest.mark.parametrize("manifest", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
@@ -21,7 +61,30 @@ def test_manifests_validate_offline(manifest):
     documents = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
     assert documents
     for document in documents:
-        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+        if document["apiVersion"] == KSERVE_API:
+            validate_kserve(document)
+        else:
+            version = K8S_VERSIONS.get(manifest.name, K8S_VERSION)
+            kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_kserve_validation_catches_a_misspelt_field():
+    document = yaml.safe_load((EXAMPLES / "kserve-modelcar.yaml").read_text())
+    document["spec"]["predictor"]["model"]["storageURI"] = "oci://x/y:z"
+    with pytest.raises(AssertionError):
+        validate_kserve(document)
+    document = yaml.safe_load((EXAMPLES / "kserve-modelcar.yaml").read_text())
+    document["spec"]["predictor"]["model"]["storageUri"] = 7
+    with pytest.raises(Exception, match="is not of type"):
+        validate_kserve(document)
+
+
+def test_the_image_volume_is_checked_against_an_api_that_has_it():
+    document = yaml.safe_load((EXAMPLES / "pod-image-volume.yaml").read_text())
+    assert document["spec"]["volumes"][0]["image"]["reference"].endswith(":v1-image")
+    document["spec"]["volumes"][0]["image"]["pullPolcy"] = "Always"
+    with pytest.raises(Exception, match="pullPolcy"):
+        kubernetes_validate.validate(document, K8S_VERSIONS["pod-image-volume.yaml"], strict=True)
 
 
 def test_manifests_use_the_entrypoints_variables():

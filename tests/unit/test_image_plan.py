@@ -1,0 +1,97 @@
+"""model/image.py: the image manifest over a model's blobs, and the modelcar base."""
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from modelpack.errors import UsageError
+from modelpack.model.image import (
+    ANNOTATION_IMAGE_KIND,
+    MEDIA_TYPE_IMAGE_CONFIG,
+    Platform,
+    elf_architecture,
+    modelcar_base,
+    plan_image,
+    raw_layers,
+)
+from modelpack.oci.spec import Descriptor, Manifest, ModelConfig, parse_model_config
+
+DIGESTS = [f"sha256:{c * 64}" for c in "abc"]
+
+
+def model(media_types: list[str], diff_ids: list[str]) -> tuple[Descriptor, Manifest, ModelConfig]:
+    layers = tuple(
+        Descriptor(mt, d, 10 + i, {"org.cncf.model.filepath": f"f{i}"})
+        for i, (mt, d) in enumerate(zip(media_types, DIGESTS, strict=False))
+    )
+    config = parse_model_config(
+        json.dumps({"descriptor": {"name": "m"}, "config": {},
+                    "modelfs": {"type": "layers", "diffIds": diff_ids}}).encode()
+    )  # fmt: skip
+    manifest = Manifest(
+        Descriptor("application/vnd.cncf.model.config.v1+json", "sha256:" + "d" * 64, 5), layers
+    )
+    return (
+        Descriptor("application/vnd.oci.image.manifest.v1+json", "sha256:" + "e" * 64, 99),
+        manifest,
+        config,
+    )
+
+
+def test_tar_layers_keep_their_blobs_and_compressed_ones_their_diff_ids():
+    desc, manifest, config = model(
+        ["application/vnd.cncf.model.weight.v1.tar", "application/vnd.cncf.model.doc.v1.tar+gzip"],
+        [DIGESTS[0], "sha256:" + "f" * 64],
+    )
+    plan = plan_image(desc, manifest, config, model_name="r/m", platform=Platform("linux", "arm64"))
+    document = json.loads(plan.manifest)
+    assert [layer["digest"] for layer in document["layers"]] == DIGESTS[:2]
+    assert [layer["mediaType"] for layer in document["layers"]] == [
+        "application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip"]  # fmt: skip
+    assert document["subject"]["digest"] == desc.digest and "artifactType" not in document
+    assert document["annotations"][ANNOTATION_IMAGE_KIND] == "volume"
+    image_config = json.loads(plan.config.data)
+    assert plan.config.descriptor.media_type == MEDIA_TYPE_IMAGE_CONFIG
+    assert image_config["rootfs"]["diff_ids"] == [DIGESTS[0], "sha256:" + "f" * 64]
+    assert (image_config["os"], image_config["architecture"]) == ("linux", "arm64")
+
+
+def test_raw_layers_are_named_and_a_wrong_diff_id_is_refused():
+    desc, manifest, config = model(
+        ["application/vnd.cncf.model.weight.v1.raw", "application/vnd.cncf.model.doc.v1.tar"],
+        [DIGESTS[0], DIGESTS[0]],
+    )
+    assert [layer.digest for layer in raw_layers(manifest)] == [DIGESTS[0]]
+    _, tar_only, config = model(["application/vnd.cncf.model.doc.v1.tar"], [DIGESTS[1]])
+    with pytest.raises(UsageError, match="uncompressed tar, but its diffId"):
+        plan_image(desc, tar_only, config, model_name="r/m", platform=Platform("linux", "amd64"))
+    _, tar_only, config = model(["application/vnd.cncf.model.doc.v1.tar"], [])
+    with pytest.raises(UsageError, match="0 diffIds for 1 layers"):
+        plan_image(desc, tar_only, config, model_name="r/m", platform=Platform("linux", "amd64"))
+
+
+def test_the_modelcar_base_is_reproducible_and_static_only(tmp_path):
+    busybox = Path("/bin/busybox")
+    first, arch = modelcar_base(busybox)
+    second, _ = modelcar_base(busybox)
+    assert first.descriptor.digest == second.descriptor.digest and arch == "amd64"
+    with tarfile.open(fileobj=io.BytesIO(first.data)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["models"].issym() and members["models"].linkname == "."
+    assert members["bin/sh"].linkname == "busybox" and members["bin/busybox"].mode == 0o755
+    assert {m.mtime for m in members.values()} == {0}
+    with pytest.raises(UsageError, match="dynamically linked"):
+        elf_architecture(Path("/bin/ls"))
+    script = tmp_path / "busybox"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(UsageError, match="not a 64-bit little-endian ELF"):
+        elf_architecture(script)
+
+
+def test_platform_parse():
+    assert str(Platform.parse("linux/arm64/v8")) == "linux/arm64/v8"
+    with pytest.raises(UsageError):
+        Platform.parse("linux//")
