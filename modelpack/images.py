@@ -109,7 +109,8 @@ def make_image(
             hint="pass a busybox of that architecture with --busybox",
         )
     src_repo = registry_repository(src)
-    name = src_repo.describe() if src_repo else src.display
+    # The model is (or is copied) where the image is: its subject must be in that repository.
+    name = dst_ref.name
     plan = plan_image(model.descriptor, model.manifest, model.config, model_name=name,
                       platform=chosen, base=base)  # fmt: skip
     copied = not (src_repo and registry_of(image_ref) == src_repo.registry

@@ -150,7 +150,7 @@ def test_inspect_links_the_model_and_its_images_and_copies_across_repositories(t
     before = stored_blobs(registry)
     elsewhere = image_json(tar_model, f"{registry.host}/serving/bert:v1")
     new = {d: s for d, s in stored_blobs(registry).items() if d not in before}
-    assert elsewhere["modelCopied"] and elsewhere["digest"] == volume["digest"]
+    assert elsewhere["modelCopied"] and elsewhere["layersReused"] == volume["layersReused"]
     assert all(size < 8_000 for size in new.values()), new  # mounted: no layer stored again
 
     model = json.loads(run_cli("inspect", "--remote", tar_model, "--json", "--plain-http").stdout)
@@ -158,7 +158,7 @@ def test_inspect_links_the_model_and_its_images_and_copies_across_repositories(t
     image = json.loads(
         run_cli("inspect", "--remote", elsewhere["reference"], "--json", "--plain-http").stdout
     )
-    assert image["imageOf"] == f"{registry.host}/images/bert@{model['digest']}"
+    assert image["imageOf"] == f"{registry.host}/serving/bert@{model['digest']}"
     shown = run_cli("inspect", "--remote", tar_model, "--plain-http").stdout
     assert f"image (volume)     {volume['digest']}" in shown
 
@@ -214,3 +214,16 @@ def test_an_image_is_signed_on_its_own_and_travels_with_its_model(tar_model, reg
     assert {"digest": out["digest"], "kind": "volume"} in model["images"]
     rootfs = unpack_with_umoci(f"{registry.host}/mirror/bert@{out['digest']}", tmp_path / "u")
     assert rootfs.joinpath("config.json").is_file()
+
+
+def test_an_image_of_a_model_in_the_local_store_pushes_the_model_first(
+    tiny_model, registry, settings, env_home, tmp_path
+):
+    import modelpack
+
+    local = f"{registry.host}/images/local:v1"
+    modelpack.build(tiny_model, local, settings=settings, layer_format="tar")
+    out = image_json(f"store:{local}", f"{registry.host}/images/local:v1-image")
+    assert out["modelCopied"] and out["model"].startswith(f"{registry.host}/images/local@sha256:")
+    rootfs = unpack_with_umoci(out["reference"], tmp_path)
+    assert tree_files(rootfs) == tree_files(tiny_model)
