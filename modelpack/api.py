@@ -390,6 +390,7 @@ def image(
     modelcar: bool = False,
     platform: str | None = None,
     busybox: PathLike | None = None,
+    convert_raw: bool = False,
     settings: Settings | None = None,
     progress: ProgressOption = None,
     home: PathLike | None = None,
@@ -403,8 +404,9 @@ def image(
     (files at the image root) or, with ``modelcar``, a KServe modelcar (also under
     ``/models``, with a static busybox: ``busybox``, default ``/bin/busybox``).
 
-    The model's tar layers are the image's layers (no layer byte added); a model with raw
-    layers is refused (UsageError): rebuild it with ``layer_format="tar"``. ``platform``
+    The model's tar layers are the image's layers (no layer byte added); raw layers are
+    refused (UsageError) unless ``convert_raw``, which adds a tar copy of each (their size
+    once more in the registry); ``build(layer_format="tar")`` avoids the copy. ``platform``
     (``OS/ARCH[/VARIANT]``) defaults to linux and the busybox's architecture (amd64 without).
     """
     with _progress(progress, "copy") as shown:
@@ -415,6 +417,7 @@ def image(
             modelcar=modelcar,
             platform=platform,
             busybox=busybox,
+            convert_raw=convert_raw,
             progress=shown,
         )
 

@@ -1,36 +1,42 @@
 """``modelpack image``: an OCI image of a model in the registry, from the model's own blobs.
 
 The model's tar layers become the image's layers as they are (no byte uploaded for them);
-only the image config, for a modelcar the busybox base, and the manifest are new. The image
+only the image config, for a modelcar the busybox base, and the manifest are new (with
+``--convert-raw`` also a tar copy of each raw layer, made in the local store). The image
 names the model as its ``subject``, so it is one of the model's referrers (``inspect`` lists
 it, ``copy`` takes it along). How it is put together: ``model/image.py``.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import transfer
 from .display import human_size
-from .endpoints import open_endpoint, registry_of, registry_repository
+from .endpoints import open_endpoint, registry_repository
 from .errors import UsageError
+from .model.build import LayerBuilder, PlannedLayer
 from .model.image import (
     DEFAULT_BUSYBOX,
     KIND_MODELCAR,
     KIND_VOLUME,
     MODELCAR_ROOT,
-    ImagePlan,
+    Blob,
+    ImageArtifact,
     Platform,
     modelcar_base,
     plan_image,
     raw_layers,
 )
+from .model.source.local import SourceFile
+from .oci.copy import CopyOptions, copy_graph
 from .oci.reference import parse_reference
-from .progress import Progress
+from .oci.spec import Descriptor, LayerFormat, Manifest, layer_media_type, parse_layer_media_type
+from .progress import NullProgress, Progress
 from .settings import Settings
+from .storage.store import node_store
 
 
 @dataclass
@@ -43,6 +49,7 @@ class ImageResult:
     platform: str
     layers_reused: int
     bytes_reused: int
+    layers_converted: int  # raw layers the image has a tar copy of (--convert-raw)
     bytes_added: int  # new blobs and the manifest (what the image costs the registry, at most)
     bytes_uploaded: int  # of those, what was not there yet
     model_copied: bool  # the model's blobs were copied into the image's repository first
@@ -57,24 +64,48 @@ class ImageResult:
             "platform": self.platform,
             "layersReused": self.layers_reused,
             "bytesReused": self.bytes_reused,
+            "layersConverted": self.layers_converted,
             "bytesAdded": self.bytes_added,
             "bytesUploaded": self.bytes_uploaded,
             "modelCopied": self.model_copied,
         }
 
 
-def _refuse_raw(display: str, manifest) -> None:  # noqa: ANN001
-    raw = raw_layers(manifest)
-    if not raw:
-        return
+def _refuse_raw(display: str, raw: list[Descriptor]) -> None:
     size = human_size(sum(layer.size for layer in raw))
     raise UsageError(
         f"{display} has {len(raw)} raw layer{'s' if len(raw) != 1 else ''} ({size}): container "
-        "runtimes mount only tar layers, so an image would need a tar copy of them "
-        f"({size} more in the registry)",
-        hint="rebuild it with `modelpack build --layer-format tar` (modctl's default): "
-        "its image then reuses every layer, 0 bytes more",
+        "runtimes mount only tar layers",
+        hint=f"pass --convert-raw to add a tar copy of them ({size} more in the registry), or "
+        "rebuild it with `modelpack build --layer-format tar` (modctl's default), whose image "
+        "reuses every layer: 0 bytes more",
     )
+
+
+def _tar_copies(
+    source: str, manifest: Manifest, raw: list[Descriptor], settings: Settings,
+    progress: Progress | None,
+) -> dict[int, Descriptor]:  # fmt: skip
+    """Pull the model into the node cache (verified), then write each raw file as the tar
+    `build --layer-format tar` would make of it, into the local store."""
+    tree = transfer.pull(source, None, settings, progress=progress).path
+    assert tree is not None
+    builder = LayerBuilder(node_store(settings), progress or NullProgress())
+    copies = {}
+    for index, layer in enumerate(manifest.layers):
+        if layer not in raw:
+            continue
+        parsed = parse_layer_media_type(layer.media_type)
+        if parsed is None or not layer.filepath:
+            raise UsageError(
+                f"layer {layer.digest} is not a ModelPack file layer: no tar copy of it"
+            )
+        path = tree / layer.filepath
+        stat = path.stat()
+        file = SourceFile(layer.filepath, path, stat.st_size, stat.st_mode & 0o777, stat.st_mtime)
+        plan = PlannedLayer(file, parsed[0], False, layer_media_type(parsed[0], LayerFormat.TAR))
+        copies[index] = builder.build(plan).descriptor
+    return copies
 
 
 def make_image(
@@ -85,11 +116,13 @@ def make_image(
     modelcar: bool = False,
     platform: str | None = None,
     busybox: str | Path | None = None,
+    convert_raw: bool = False,
     progress: Progress | None = None,
 ) -> ImageResult:
     """Push IMAGE_REF, an image of the model SOURCE (a registry reference, ``store:REF`` or
     ``oci:DIR[:TAG]``). A model in another repository (or not in a registry) is copied to
-    IMAGE_REF's repository first, by digest: across repositories of one registry a mount."""
+    IMAGE_REF's repository first, by digest: across repositories of one registry a mount.
+    ``convert_raw`` writes a tar copy of each raw layer (pulled into the node cache first)."""
     dst_ref = parse_reference(image_ref.removeprefix("docker://"))
     if dst_ref.digest or not dst_ref.tag:
         raise UsageError(
@@ -98,8 +131,50 @@ def make_image(
     src = open_endpoint(source, settings, reading=True, command_registry=dst_ref.registry)
     model = transfer.inspect_model(src)
     assert model.config is not None
-    _refuse_raw(src.display, model.manifest)
-    base, architecture = (None, None)
+    raw = raw_layers(model.manifest)
+    if raw and not convert_raw:
+        _refuse_raw(src.display, raw)
+    base, chosen = _base_and_platform(modelcar, busybox, platform)
+    pinned = _pinned(source, model.descriptor.digest)
+    src_repo = registry_repository(src)
+    copied = not (src_repo and dst_ref.registry == src_repo.registry
+                  and src_repo.name == dst_ref.repository)  # fmt: skip
+    store = node_store(settings)
+    with store.using():  # the tar copies stay in the store until they are pushed
+        copies = _tar_copies(pinned, model.manifest, raw, settings, progress) if raw else {}
+        # The model is (or is copied) where the image is: its subject must be there.
+        plan = plan_image(model.descriptor, model.manifest, model.config,
+                          model_name=dst_ref.name, platform=chosen, base=base,
+                          tar_copies=copies)  # fmt: skip
+        if copied:
+            transfer.copy(pinned, f"{dst_ref.name}@{model.descriptor.digest}", settings, progress)
+        dst = open_endpoint(str(dst_ref), settings, reading=False)
+        options = CopyOptions(concurrency=settings.concurrency, transfer_attempts=settings.retries)
+        if progress is not None:
+            options.progress = progress
+        image = ImageArtifact(plan, [store, src.target])
+        pushed = copy_graph(image, plan.descriptor.digest, dst.target, dst_ref.tag, options)
+    return ImageResult(
+        reference=str(dst_ref),
+        digest=plan.descriptor.digest,
+        model=f"{dst_ref.name}@{model.descriptor.digest}",
+        kind=KIND_MODELCAR if modelcar else KIND_VOLUME,
+        root=MODELCAR_ROOT if modelcar else "/",
+        platform=str(chosen),
+        layers_reused=len(plan.reused),
+        bytes_reused=sum(layer.size for layer in plan.reused),
+        layers_converted=len(copies),
+        bytes_added=plan.added_bytes,
+        bytes_uploaded=pushed.stats.bytes_transferred,
+        model_copied=copied,
+    )
+
+
+def _base_and_platform(
+    modelcar: bool, busybox: str | Path | None, platform: str | None
+) -> tuple[Blob | None, Platform]:
+    """The modelcar base (if asked for) and the image's platform, which must be the busybox's."""
+    base, architecture = None, None
     if modelcar:
         base, architecture = modelcar_base(Path(busybox or DEFAULT_BUSYBOX))
     chosen = Platform.parse(platform) if platform else Platform("linux", architecture or "amd64")
@@ -108,31 +183,7 @@ def make_image(
             f"--platform {chosen} but the busybox is built for {architecture}",
             hint="pass a busybox of that architecture with --busybox",
         )
-    src_repo = registry_repository(src)
-    # The model is (or is copied) where the image is: its subject must be in that repository.
-    name = dst_ref.name
-    plan = plan_image(model.descriptor, model.manifest, model.config, model_name=name,
-                      platform=chosen, base=base)  # fmt: skip
-    copied = not (src_repo and registry_of(image_ref) == src_repo.registry
-                  and src_repo.name == dst_ref.repository)  # fmt: skip
-    if copied:
-        transfer.copy(_pinned(source, model.descriptor.digest),
-                      f"{dst_ref.name}@{model.descriptor.digest}", settings, progress)  # fmt: skip
-    dst = open_endpoint(image_ref, settings, reading=False)
-    uploaded = _push(dst.target, plan, dst_ref.tag)
-    return ImageResult(
-        reference=str(dst_ref),
-        digest=plan.descriptor.digest,
-        model=f"{name}@{model.descriptor.digest}",
-        kind=KIND_MODELCAR if modelcar else KIND_VOLUME,
-        root=MODELCAR_ROOT if modelcar else "/",
-        platform=str(chosen),
-        layers_reused=len(plan.reused),
-        bytes_reused=sum(layer.size for layer in plan.reused),
-        bytes_added=sum(b.descriptor.size for b in plan.new_blobs) + plan.descriptor.size,
-        bytes_uploaded=uploaded,
-        model_copied=copied,
-    )
+    return base, chosen
 
 
 def _pinned(source: str, digest: str) -> str:
@@ -140,13 +191,3 @@ def _pinned(source: str, digest: str) -> str:
     if source.startswith(("oci:", "store:")):
         return source
     return str(parse_reference(source.removeprefix("docker://")).with_digest(digest))
-
-
-def _push(target, plan: ImagePlan, tag: str) -> int:  # noqa: ANN001
-    uploaded = 0
-    for blob in plan.new_blobs:
-        if not target.exists(blob.descriptor):
-            target.push(blob.descriptor, io.BytesIO(blob.data))
-            uploaded += blob.descriptor.size
-    target.push(plan.descriptor, io.BytesIO(plan.manifest), reference=tag)
-    return uploaded + plan.descriptor.size

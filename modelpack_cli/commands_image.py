@@ -41,6 +41,11 @@ Examples:
     metavar="PATH",
     help="With --modelcar: the static busybox to use [default: /bin/busybox].",
 )
+@click.option(
+    "--convert-raw",
+    is_flag=True,
+    help="Add a tar copy of each raw layer (their size again in the registry).",
+)
 @json_option(CLI_IMAGE)
 @global_options
 def image(
@@ -49,14 +54,15 @@ def image(
     modelcar: bool,
     platform: str | None,
     busybox: str | None,
+    convert_raw: bool,
     as_json: bool,
 ) -> None:
     """Push IMAGE_REF, an OCI image of the model REFERENCE that container runtimes mount.
 
     The model's tar layers are the image's layers, so the registry stores no layer twice;
     the files are at the image root (an image volume's mountPath), with --modelcar also
-    under /models.  A model built with raw layers (modelpack's default) is refused: rebuild
-    it with --layer-format tar.  REFERENCE may also be store:REF or oci:DIR[:TAG]; a model
+    under /models.  A model built with raw layers (modelpack's default) is refused unless
+    --convert-raw; building it with --layer-format tar avoids the copy.  REFERENCE may also be store:REF or oci:DIR[:TAG]; a model
     in another repository is copied (mounted) into IMAGE_REF's repository first.
     """
     with progress_for("copy") as progress:
@@ -66,6 +72,7 @@ def image(
             modelcar=modelcar,
             platform=platform,
             busybox=busybox,
+            convert_raw=convert_raw,
             settings=state().settings(),
             progress=progress,
         )
@@ -75,7 +82,13 @@ def image(
     status(
         f"Image {result.reference} ({result.kind}, {result.platform}, files at {result.root}): "
         f"{counted(result.layers_reused, 'layer')} of the model reused "
-        f"({human_size(result.bytes_reused)}), {human_size(result.bytes_added)} added"
+        f"({human_size(result.bytes_reused)}), "
+        + (
+            f"{counted(result.layers_converted, 'raw layer')} copied as tar, "
+            if result.layers_converted
+            else ""
+        )
+        + f"{human_size(result.bytes_added)} added"
     )
     click.echo(f"{result.reference}@{result.digest}")
 

@@ -14,11 +14,14 @@ The base is byte-identical for every model (fixed mtime and owners), one blob pe
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import UsageError
 from ..oci.digests import sha256_bytes
@@ -31,6 +34,7 @@ from ..oci.spec import (
     canonical_json,
     parse_layer_media_type,
 )
+from ..oci.target import Target
 
 MEDIA_TYPE_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
 IMAGE_LAYER_MEDIA_TYPES = {
@@ -83,17 +87,60 @@ class Blob:
 
 @dataclass
 class ImagePlan:
-    """What to push: the new blobs, then the manifest; ``reused`` are the model's layers."""
+    """What to push: the new blobs, then the manifest. ``reused`` are the model's layers the
+    image lists as they are, ``tar_copies`` the tars written for its raw layers."""
 
     manifest: bytes
     descriptor: Descriptor
     config: Blob
     base: Blob | None
     reused: list[Descriptor] = field(default_factory=list)
+    tar_copies: list[Descriptor] = field(default_factory=list)
 
     @property
     def new_blobs(self) -> list[Blob]:
         return [self.config] + ([self.base] if self.base else [])
+
+    @property
+    def added_bytes(self) -> int:
+        """What the image adds to a registry that has the model: at most this."""
+        blobs = [b.descriptor for b in self.new_blobs] + self.tar_copies + [self.descriptor]
+        return sum(desc.size for desc in blobs)
+
+
+class ImageArtifact:
+    """The image as a read-only Target for the graph copy: its config, base and manifest
+    from memory, every other blob from ``sources`` (the model's target, the local store)."""
+
+    def __init__(self, plan: ImagePlan, sources: list[Target]) -> None:
+        blobs = [*plan.new_blobs, Blob(plan.descriptor, plan.manifest)]
+        self.blobs = {b.descriptor.digest: b.data for b in blobs}
+        self.plan = plan
+        self.sources = sources
+
+    def describe(self) -> str:
+        return "the image being written"
+
+    def resolve(self, reference: str) -> Descriptor:
+        return self.plan.descriptor
+
+    def exists(self, desc: Descriptor) -> bool:
+        return desc.digest in self.blobs or any(s.exists(desc) for s in self.sources)
+
+    @contextlib.contextmanager
+    def fetch(self, desc: Descriptor) -> Iterator[BinaryIO]:
+        if desc.digest in self.blobs:
+            yield io.BytesIO(self.blobs[desc.digest])
+            return
+        source = next((s for s in self.sources if s.exists(desc)), self.sources[-1])
+        with source.fetch(desc) as stream:
+            yield stream
+
+    def push(self, desc: Descriptor, content: BinaryIO, reference: str | None = None) -> None:
+        raise NotImplementedError
+
+    def tag(self, desc: Descriptor, reference: str) -> None:
+        raise NotImplementedError
 
 
 def raw_layers(manifest: Manifest) -> list[Descriptor]:
@@ -191,18 +238,29 @@ def plan_image(
     model_name: str,
     platform: Platform,
     base: Blob | None = None,
+    tar_copies: dict[int, Descriptor] | None = None,
 ) -> ImagePlan:
-    """The image manifest for a model whose layers are all tars (check :func:`raw_layers`
-    first): the model's blobs as image layers, behind ``base`` if given; ``subject`` is the model."""
-    layers = []
-    for layer in manifest.layers:
+    """The image manifest for a model: its tar blobs as image layers, behind ``base`` if
+    given; ``subject`` is the model. A raw layer (:func:`raw_layers`) needs its uncompressed
+    tar copy in ``tar_copies`` (the layer's index -> the tar's descriptor)."""
+    tar_copies = tar_copies or {}
+    layers, diff_ids, reused = [], [], []
+    pairs = zip(manifest.layers, _diff_ids(manifest, config), strict=True)
+    for index, (layer, diff_id) in enumerate(pairs):
+        if index in tar_copies:
+            copy = tar_copies[index]
+            layers.append(Descriptor(IMAGE_LAYER_MEDIA_TYPES[LayerFormat.TAR], copy.digest,
+                                     copy.size, dict(layer.annotations)))  # fmt: skip
+            diff_ids.append(copy.digest)
+            continue
         parsed = parse_layer_media_type(layer.media_type)
         assert parsed is not None and parsed[1] in IMAGE_LAYER_MEDIA_TYPES, layer.media_type
         layers.append(
             Descriptor(IMAGE_LAYER_MEDIA_TYPES[parsed[1]], layer.digest, layer.size,
                        dict(layer.annotations))
         )  # fmt: skip
-    diff_ids = _diff_ids(manifest, config)
+        diff_ids.append(diff_id)
+        reused.append(layer)
     image_config: dict = {"architecture": platform.architecture, "os": platform.os}
     if platform.variant:
         image_config["variant"] = platform.variant
@@ -230,4 +288,4 @@ def plan_image(
     descriptor = Descriptor(
         MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(document), len(document), annotations
     )
-    return ImagePlan(document, descriptor, config_blob, base, list(manifest.layers))
+    return ImagePlan(document, descriptor, config_blob, base, reused, list(tar_copies.values()))

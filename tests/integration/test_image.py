@@ -227,3 +227,33 @@ def test_an_image_of_a_model_in_the_local_store_pushes_the_model_first(
     assert out["modelCopied"] and out["model"].startswith(f"{registry.host}/images/local@sha256:")
     rootfs = unpack_with_umoci(out["reference"], tmp_path)
     assert tree_files(rootfs) == tree_files(tiny_model)
+
+
+def test_convert_raw_adds_one_tar_copy_per_raw_layer(
+    tiny_model, registry, settings, env_home, tmp_path
+):
+    import modelpack
+
+    ref = f"{registry.host}/images/rawc:v1"
+    build_and_push(tiny_model, ref, settings)
+    files = tree_files(tiny_model)
+    before = stored_blobs(registry)
+    out = image_json(ref, f"{registry.host}/images/rawc:v1-image", "--convert-raw")
+    added = {d: s for d, s in stored_blobs(registry).items() if d not in before}
+    assert out["layersConverted"] == len(files) and out["layersReused"] == 0
+    # one tar per file (+ config, manifest, referrers index)
+    assert len(added) == len(files) + 3, added
+    assert sum(len(b) for b in files.values()) < out["bytesAdded"] <= sum(added.values())
+    # each copy is exactly the layer `build --layer-format tar` makes of that file
+    tar_build = modelpack.build(
+        tiny_model, f"{registry.host}/images/rawc:tar", settings=settings, layer_format="tar"
+    )
+    image = json.loads(
+        run_cli("inspect", "--remote", out["reference"], "--json", "--plain-http").stdout
+    )
+    assert {layer["digest"] for layer in image["layers"]} == {
+        layer.descriptor.digest for layer in tar_build.layers
+    }
+    assert tree_files(unpack_with_umoci(out["reference"], tmp_path)) == files
+    again = image_json(ref, f"{registry.host}/images/rawc:v1-image2", "--convert-raw")
+    assert again["bytesUploaded"] < 8_000  # the tar copies are there already
