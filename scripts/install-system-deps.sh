@@ -18,6 +18,9 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 # modelpack image: umoci unpacks the images in tests; busybox-static is the modelcar's base.
 command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+# ...and containerd with runc pull, mount and run them as a kubelet's runtime would.
+command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -7,9 +7,11 @@ very same blobs under the image media types: no layer byte is added to the regis
 layer is the file itself, not a tar, and cannot be reused (:func:`raw_layers` names them).
 
 A modelcar (KServe runs ``sh -c "ln -sf /proc/$$/root/models /mnt/models && sleep infinity"``
-in it) gets one base layer before the model's: a static busybox with the applets KServe's two
-commands use, and ``models -> .``, so the files at the image root are also its ``/models``.
-The base is byte-identical for every model (fixed mtime and owners), one blob per registry.
+in it) gets two small layers around the model's: first a static busybox with the applets
+KServe's two commands use, byte-identical for every model (fixed mtimes and owners: one blob
+per registry); last ``models/``, one relative symlink per model file (``models/config.json ->
+../config.json``), so ``/models`` holds the model's files and nothing else, and the links
+also resolve through ``/proc/PID/root/models`` from the serving container.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import contextlib
 import io
 import struct
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -35,6 +37,7 @@ from ..oci.spec import (
     parse_layer_media_type,
 )
 from ..oci.target import Target
+from ..storage.unpack import safe_relpath
 
 MEDIA_TYPE_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
 IMAGE_LAYER_MEDIA_TYPES = {
@@ -93,13 +96,13 @@ class ImagePlan:
     manifest: bytes
     descriptor: Descriptor
     config: Blob
-    base: Blob | None
+    modelcar: list[Blob]  # the busybox base and the /models links; none for an image volume
     reused: list[Descriptor] = field(default_factory=list)
     tar_copies: list[Descriptor] = field(default_factory=list)
 
     @property
     def new_blobs(self) -> list[Blob]:
-        return [self.config] + ([self.base] if self.base else [])
+        return [self.config, *self.modelcar]
 
     @property
     def added_bytes(self) -> int:
@@ -193,24 +196,57 @@ def _entry(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> 
 
 
 def modelcar_base(busybox: Path) -> tuple[Blob, str]:
-    """The modelcar's base layer and its architecture: ``bin/busybox``, the applets as
-    symlinks to it, and ``models -> .`` (relative, so it also resolves through
-    ``/proc/PID/root/models`` from the serving container)."""
+    """The modelcar's base layer and its architecture: ``bin/busybox`` and the applets as
+    symlinks to it."""
     architecture = elf_architecture(busybox)
     binary = busybox.read_bytes()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+    def write(tar: tarfile.TarFile) -> None:
         tar.addfile(_entry("bin", tarfile.DIRTYPE, 0o755))
         tar.addfile(_entry("bin/busybox", tarfile.REGTYPE, 0o755, len(binary)), io.BytesIO(binary))
         for applet in MODELCAR_APPLETS:
             tar.addfile(_entry(f"bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox"))
-        tar.addfile(_entry(MODELCAR_ROOT.lstrip("/"), tarfile.SYMTYPE, 0o777, link="."))
+
+    return _tar_blob(write, "modelcar base (busybox)"), architecture
+
+
+def modelcar_links(manifest: Manifest) -> Blob:
+    """``models/`` with a relative symlink to each of the model's files (and folders):
+    the modelcar's ``/models``, without a second copy of any byte."""
+    root = MODELCAR_ROOT.lstrip("/")
+    paths = []
+    for layer in manifest.layers:
+        if not layer.filepath:
+            raise UsageError(f"layer {layer.digest} names no file path: a modelcar cannot link it")
+        path = safe_relpath(layer.filepath.rstrip("/"), f"layer {layer.digest}")
+        if path.parts[0] in (root, "bin"):
+            raise UsageError(
+                f"the model has its own {path.parts[0]}/ ({layer.filepath}), where a modelcar "
+                f"keeps {'its links' if path.parts[0] == root else 'busybox'}",
+                hint="use the plain image (no --modelcar) in an image volume",
+            )
+        paths.append(path)
+
+    def write(tar: tarfile.TarFile) -> None:
+        folders = sorted({p.parents[i] for p in paths for i in range(len(p.parts) - 1)})
+        tar.addfile(_entry(root, tarfile.DIRTYPE, 0o755))
+        for folder in folders:
+            tar.addfile(_entry(f"{root}/{folder}", tarfile.DIRTYPE, 0o755))
+        for path in sorted(paths):
+            up = "../" * len(path.parts)
+            tar.addfile(_entry(f"{root}/{path}", tarfile.SYMTYPE, 0o777, link=f"{up}{path}"))
+
+    return _tar_blob(write, "modelcar /models links")
+
+
+def _tar_blob(write: Callable[[tarfile.TarFile], None], title: str) -> Blob:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        write(tar)
     data = out.getvalue()
-    annotations = {"org.opencontainers.image.title": "modelcar base (busybox)"}
-    descriptor = Descriptor(
-        IMAGE_LAYER_MEDIA_TYPES[LayerFormat.TAR], sha256_bytes(data), len(data), annotations
-    )
-    return Blob(descriptor, data), architecture
+    descriptor = Descriptor(IMAGE_LAYER_MEDIA_TYPES[LayerFormat.TAR], sha256_bytes(data),
+                            len(data), {"org.opencontainers.image.title": title})  # fmt: skip
+    return Blob(descriptor, data)
 
 
 def _diff_ids(manifest: Manifest, config: ModelConfig) -> list[str]:
@@ -264,9 +300,11 @@ def plan_image(
     image_config: dict = {"architecture": platform.architecture, "os": platform.os}
     if platform.variant:
         image_config["variant"] = platform.variant
+    links = None
     if base is not None:
-        diff_ids.insert(0, base.descriptor.digest)
-        layers.insert(0, base.descriptor)
+        links = modelcar_links(manifest)
+        layers = [base.descriptor, *layers, links.descriptor]
+        diff_ids = [base.descriptor.digest, *diff_ids, links.descriptor.digest]
         image_config["config"] = {"Env": ["PATH=/bin"], "WorkingDir": MODELCAR_ROOT}
     image_config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
     config_data = canonical_json(image_config)
@@ -288,4 +326,11 @@ def plan_image(
     descriptor = Descriptor(
         MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(document), len(document), annotations
     )
-    return ImagePlan(document, descriptor, config_blob, base, reused, list(tar_copies.values()))
+    return ImagePlan(
+        document,
+        descriptor,
+        config_blob,
+        [b for b in (base, links) if b],
+        reused,
+        list(tar_copies.values()),
+    )

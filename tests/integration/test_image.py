@@ -1,6 +1,6 @@
-"""`modelpack image`: an image of a model, seen as a container runtime would see it, from the
-registry's own storage (no layer stored twice), skopeo + umoci, crane export, and KServe's
-modelcar commands run in the unpacked root filesystem."""
+"""`modelpack image`: an image of a model, seen as a container runtime sees it, from the
+registry's own storage (no layer stored twice), containerd (pull, mount, and KServe's modelcar
+commands run in it), skopeo + umoci, and crane export."""
 
 import json
 import os
@@ -108,52 +108,86 @@ def test_crane_exports_the_model_from_a_compressed_models_image(
     )
 
 
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory):  # noqa: ANN201 - support.containerd.Containerd
+    from support.containerd import Containerd
+
+    with Containerd(tmp_path_factory.mktemp("containerd")) as daemon:
+        yield daemon
+
+
 @pytest.mark.interop(
-    "skopeo / umoci",
-    "modelpack image --modelcar -> umoci unpack -> KServe's modelcar commands",
-    "KServe's modelcar-init check passes and /mnt/models reads the model through /proc/PID/root",
-)  # fmt: skip
-def test_modelcar_runs_kserves_commands_and_serves_the_model(
-    tar_model, tiny_model, registry, tmp_path
+    "containerd / runc",
+    "modelpack image -> containerd pull, unpack and mount",
+    "the mounted image (what an image volume is on containerd) is the model's files, read-only",
+)
+def test_containerd_mounts_the_image_as_an_image_volume_would(
+    tar_model, tiny_model, registry, containerd, tmp_path
 ):
-    assert os.geteuid() == 0, "this test chroots into the unpacked image: run it as root"
+    out = image_json(tar_model, f"{registry.host}/images/bert:v1-image")
+    containerd.pull(out["reference"])  # unpacks every layer and checks its diffId
+    mount = tmp_path / "volume"
+    mount.mkdir()
+    containerd.ctr("images", "mount", out["reference"], str(mount))
+    try:
+        assert tree_files(mount) == tree_files(tiny_model)
+        with pytest.raises(OSError, match="Read-only file system"):
+            (mount / "config.json").write_text("{}")
+    finally:
+        containerd.ctr("images", "unmount", str(mount))
+
+
+@pytest.mark.interop(
+    "containerd / runc",
+    "modelpack image --modelcar -> containerd runs KServe's modelcar-init and modelcar commands",
+    "the check passes; a second container in the modelcar's PID namespace reads /mnt/models: the model's files, nothing else",
+)  # fmt: skip
+def test_modelcar_runs_kserves_commands_in_containerd(
+    tar_model, tiny_model, registry, containerd, tmp_path
+):
     before = stored_blobs(registry)
     out = image_json(tar_model, f"{registry.host}/images/bert:v1-modelcar", "--modelcar")
     added = {d: s for d, s in stored_blobs(registry).items() if d not in before}
     image = json.loads(
         run_cli("inspect", "--remote", out["reference"], "--json", "--plain-http").stdout
     )
-    base = image["layers"][0]
+    base, links = image["layers"][0], image["layers"][-1]
     assert base["size"] > Path("/bin/busybox").stat().st_size
-    # the config, manifest, referrers index, and the busybox base (unless an earlier modelcar
-    # left it: it is one blob for all): still no model layer
-    assert set(added) - {base["digest"]} and all(
-        d == base["digest"] or s < 8_000 for d, s in added.items()
-    ), added
-    assert len(set(added) - {base["digest"]}) == 3
+    # new: config, manifest, referrers index, the /models links, and the busybox base unless an
+    # earlier modelcar left it (one blob for all); no model layer
+    assert {d for d in added if d != base["digest"]} >= {out["digest"], links["digest"]}
+    assert len({d for d in added if d != base["digest"]}) == 4
+    assert all(d == base["digest"] or s < 16_000 for d, s in added.items()), added
     assert out["kind"] == "modelcar" and out["root"] == "/models"
 
-    rootfs = unpack_with_umoci(out["reference"], tmp_path)
-    init = subprocess.run(["chroot", str(rootfs), "/bin/sh", "-c", KSERVE_INIT],
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    reference = out["reference"]
+    containerd.pull(reference)
+    init = containerd.run(reference, "modelcar-init", "sh", "-c", KSERVE_INIT)
     assert init.returncode == 0 and "OK ... Prefetched" in init.stdout, init.stdout + init.stderr
 
-    shared = rootfs / "mnt"  # the pod's emptyDir, mounted at /mnt in the modelcar container
+    shared, copied = tmp_path / "shared", tmp_path / "copied"  # the pod's emptyDir; our eyes
     shared.mkdir()
-    sidecar = subprocess.Popen(["chroot", str(rootfs), "/bin/sh", "-c", KSERVE_MODELCAR])
-    try:
-        deadline = time.monotonic() + 30
-        while not (shared / "models").is_symlink() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert os.readlink(shared / "models") == f"/proc/{sidecar.pid}/root/models"
-        assert sidecar.poll() is None  # the modelcar stays alive (sleep infinity)
-        # the serving container reads /mnt/models (here: the emptyDir from outside)
-        served = {name: (shared / "models" / name).read_bytes() for name in tree_files(tiny_model)}
-        assert served == tree_files(tiny_model)
-    finally:
-        subprocess.run(["pkill", "-P", str(sidecar.pid)], check=False)
-        sidecar.kill()
-        sidecar.wait(timeout=10)
+    copied.mkdir()
+    emptydir = f"type=bind,src={shared},dst=/mnt,options=rbind:rw"
+    sidecar = containerd.run(reference, "modelcar", "sh", "-c", KSERVE_MODELCAR, detach=True,
+                             options=("--mount", emptydir))  # fmt: skip
+    assert sidecar.returncode == 0, sidecar.stderr
+    deadline = time.monotonic() + 30
+    while not (shared / "models").is_symlink() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.readlink(shared / "models") == "/proc/1/root/models"  # PID 1 of the pod's namespace
+    pid = containerd.task_pid("modelcar")
+    # the serving container: the same PID namespace (shareProcessNamespace) and emptyDir
+    server = containerd.run(
+        reference, "server", "sh", "-c", "ls -A /mnt/models && /bin/busybox cp -rL /mnt/models/. /out/",
+        options=("--with-ns", f"pid:/proc/{pid}/ns/pid", "--mount", emptydir,
+                 "--mount", f"type=bind,src={copied},dst=/out,options=rbind:rw"),
+    )  # fmt: skip
+    assert server.returncode == 0, server.stderr
+    top = {name.split("/")[0] for name in tree_files(tiny_model)}
+    assert set(server.stdout.split()) == top  # /models holds the model and nothing else
+    assert tree_files(copied) == tree_files(tiny_model)
+    assert containerd.task_pid("modelcar") == pid  # still alive: sleep infinity
 
 
 def test_inspect_links_the_model_and_its_images_and_copies_across_repositories(tar_model, registry):

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from modelpack.errors import UsageError
+from modelpack.errors import UnsafePathError, UsageError
 from modelpack.model.image import (
     ANNOTATION_IMAGE_KIND,
     MEDIA_TYPE_IMAGE_CONFIG,
     Platform,
     elf_architecture,
     modelcar_base,
+    modelcar_links,
     plan_image,
     raw_layers,
 )
@@ -80,7 +81,7 @@ def test_the_modelcar_base_is_reproducible_and_static_only(tmp_path):
     assert first.descriptor.digest == second.descriptor.digest and arch == "amd64"
     with tarfile.open(fileobj=io.BytesIO(first.data)) as tar:
         members = {m.name: m for m in tar.getmembers()}
-    assert members["models"].issym() and members["models"].linkname == "."
+    assert "models" not in members
     assert members["bin/sh"].linkname == "busybox" and members["bin/busybox"].mode == 0o755
     assert {m.mtime for m in members.values()} == {0}
     with pytest.raises(UsageError, match="dynamically linked"):
@@ -95,3 +96,27 @@ def test_platform_parse():
     assert str(Platform.parse("linux/arm64/v8")) == "linux/arm64/v8"
     with pytest.raises(UsageError):
         Platform.parse("linux//")
+
+
+def _paths(*paths: str) -> Manifest:
+    layers = tuple(
+        Descriptor("application/vnd.cncf.model.weight.v1.tar", DIGESTS[0], 1,
+                   {"org.cncf.model.filepath": p} if p else {})
+        for p in paths
+    )  # fmt: skip
+    return Manifest(Descriptor("x", "sha256:" + "d" * 64, 1), layers)
+
+
+def test_models_links_are_relative_and_refuse_what_would_escape_or_collide():
+    links = modelcar_links(_paths("config.json", "1_Pooling/config.json", "onnx/"))
+    with tarfile.open(fileobj=io.BytesIO(links.data)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["models/config.json"].linkname == "../config.json"
+    assert members["models/1_Pooling/config.json"].linkname == "../../1_Pooling/config.json"
+    assert members["models/1_Pooling"].isdir() and members["models/onnx"].linkname == "../onnx"
+    with pytest.raises(UnsafePathError):
+        modelcar_links(_paths("../etc/passwd"))
+    with pytest.raises(UsageError, match="its own models/"):
+        modelcar_links(_paths("models/x.bin"))
+    with pytest.raises(UsageError, match="names no file path"):
+        modelcar_links(_paths(""))
