@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps peers demo test test-fast interop lint format bench bench-cluster docs dist clean
+.PHONY: install system-deps peers demo test test-fast interop lint format bench bench-cluster bench-images docs dist clean
 
 install: $(STAMP)
 
@@ -71,6 +71,13 @@ bench-cluster:
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench-cluster needs root (network namespaces, veth, tc)" >&2; exit 2; fi
 	@$(MAKE) --no-print-directory install $(VENV)/.bench-installed
 	@$(PY) -m benchmarks.cluster_bench $(BENCH_ARGS)
+
+# A node's cold start: modelpack pull -o vs containerd pulling the model as an image
+# (image volume, modelcar), benchmarks/cold_start.py. Root only (it runs containerd).
+bench-images:
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench-images needs root (it runs containerd)" >&2; exit 2; fi
+	@$(MAKE) --no-print-directory install $(VENV)/.bench-installed
+	@$(PY) -m benchmarks.cold_start $(BENCH_ARGS)
 
 # The documentation site (mkdocs + material + mkdocstrings + mkdocs-click) into site/.
 # `make test` builds it too (tests/unit/test_docs_site.py), so a broken link fails the tests.

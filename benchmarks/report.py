@@ -291,7 +291,11 @@ def write(
 
 # Sections other benchmarks write into the same page (`make bench-cluster`, the ranged
 # download benchmark): a `make bench` rewrites the page and must keep them.
-KEPT_SECTIONS = ("## Many nodes at once", "## One big blob over a capped link")
+KEPT_SECTIONS = (
+    "## Many nodes at once",
+    "## One big blob over a capped link",
+    "## Cold start on a node",
+)
 
 
 def kept_sections(path: Path) -> list[str]:

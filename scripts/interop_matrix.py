@@ -33,8 +33,7 @@ def versions() -> dict[str, str]:
     found["skopeo"] = skopeo.split()[-1] if skopeo else "?"
     umoci = subprocess.run(["umoci", "--version"], capture_output=True, text=True).stdout
     found["umoci"] = umoci.split()[-1] if umoci else "?"
-    sys.path.insert(0, str(ROOT / "tests"))
-    from support.containerd import version
+    from modelpack.testing.containerd import version
 
     found["containerd"], found["runc"] = version("containerd"), version("runc")
     registry = subprocess.run(

@@ -109,8 +109,8 @@ def test_crane_exports_the_model_from_a_compressed_models_image(
 
 
 @pytest.fixture(scope="module")
-def containerd(tmp_path_factory):  # noqa: ANN201 - support.containerd.Containerd
-    from support.containerd import Containerd
+def containerd(tmp_path_factory):  # noqa: ANN201 - modelpack.testing.containerd.Containerd
+    from modelpack.testing.containerd import Containerd
 
     with Containerd(tmp_path_factory.mktemp("containerd")) as daemon:
         yield daemon
