@@ -123,6 +123,11 @@ def make_image(
     ``oci:DIR[:TAG]``). A model in another repository (or not in a registry) is copied to
     IMAGE_REF's repository first, by digest: across repositories of one registry a mount.
     ``convert_raw`` writes a tar copy of each raw layer (pulled into the node cache first)."""
+    if image_ref.startswith(("oci:", "store:")):
+        raise UsageError(
+            f"{image_ref}: IMAGE_REF is a registry reference (runtimes pull images from one)",
+            hint="write it to a registry, then `modelpack copy IMAGE_REF oci:DIR:TAG` for a layout",
+        )
     dst_ref = parse_reference(image_ref.removeprefix("docker://"))
     if dst_ref.digest or not dst_ref.tag:
         raise UsageError(

@@ -304,3 +304,9 @@ def test_convert_raw_adds_one_tar_copy_per_raw_layer(
     assert tree_files(unpack_with_umoci(out["reference"], tmp_path)) == files
     again = image_json(ref, f"{registry.host}/images/rawc:v1-image2", "--convert-raw")
     assert again["bytesUploaded"] < 8_000  # the tar copies are there already
+
+
+def test_an_oci_layout_as_image_ref_is_refused_with_the_way_there(tar_model, tmp_path):
+    result = run_cli("image", tar_model, f"oci:{tmp_path}/layout:v1", "--plain-http")
+    assert result.returncode == 2 and "modelpack copy IMAGE_REF oci:DIR:TAG" in result.stderr
+    assert not (tmp_path / "layout").exists()
