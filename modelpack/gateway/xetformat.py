@@ -1,7 +1,7 @@
 """The Xet storage formats a client uploads: shards (which chunks make each file) and
 xorbs (the chunks, LZ4 or byte-grouped LZ4 compressed), read as huggingface/xet-core's
-spec/shard.md and spec/xorb.md describe them; LZ4 is decoded here in Python (the
-frame and block formats of lz4.org), so the gateway needs no compression library.
+spec/shard.md and spec/xorb.md describe them; LZ4 (frames and bare blocks) is decoded by
+python-lz4, the ``[serve]`` extra's ``lz4``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..errors import IntegrityError
+from ..extras import require
 
 SHARD_TAG_PREFIX = b"HFRepoMetaData\x00"
 ENTRY = 48
@@ -136,64 +137,17 @@ def _ungroup4(data: bytes) -> bytes:
 
 
 def lz4_decompress(data: bytes, size: int) -> bytes:
-    """An LZ4 frame (or a bare block) holding ``size`` bytes."""
-    if not data.startswith(LZ4_FRAME_MAGIC):
-        return lz4_block(data, size)
-    flags = data[4]
-    position = 7 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0)
-    block_checksum = bool(flags & 0x10)
-    out = bytearray()
-    while True:
-        if position + 4 > len(data):
-            raise XetFormatError("LZ4 frame cut short")
-        (length,) = struct.unpack_from("<I", data, position)
-        position += 4
-        if length == 0:
-            return bytes(out)
-        raw, length = bool(length & 0x80000000), length & 0x7FFFFFFF
-        block = data[position : position + length]
-        position += length + (4 if block_checksum else 0)
-        out += block if raw else lz4_block(block, size - len(out))
-
-
-def lz4_block(src: bytes, limit: int) -> bytes:
-    """One LZ4 block (sequences of literals and back-references)."""
-    out = bytearray()
-    i, n = 0, len(src)
-    while i < n:
-        token = src[i]
-        i += 1
-        count = token >> 4
-        if count == 15:
-            while True:
-                extra = src[i]
-                i += 1
-                count += extra
-                if extra != 255:
-                    break
-        out += src[i : i + count]
-        i += count
-        if i >= n:
-            break
-        offset = src[i] | (src[i + 1] << 8)
-        i += 2
-        match = token & 15
-        if match == 15:
-            while True:
-                extra = src[i]
-                i += 1
-                match += extra
-                if extra != 255:
-                    break
-        match += 4
-        begin = len(out) - offset
-        if offset == 0 or begin < 0:
-            raise XetFormatError("LZ4 block refers before its start")
-        if offset >= match:
-            out += out[begin : begin + match]
-        else:  # the match overlaps what it writes: a repeating pattern
-            pattern = bytes(out[begin:])
-            out += (pattern * (match // offset + 1))[:match]
-        if len(out) > limit:
-            raise XetFormatError("LZ4 block unpacks past its chunk")
-    return bytes(out)
+    """An LZ4 frame (or a bare block) holding exactly ``size`` bytes, decoded by python-lz4
+    and never past ``size`` (a chunk that claims less than it unpacks to is refused)."""
+    lz4 = require("lz4.frame", purpose="Xet uploads", extra="serve", package="lz4")
+    block = require("lz4.block", purpose="Xet uploads", extra="serve", package="lz4")
+    try:
+        if not data.startswith(LZ4_FRAME_MAGIC):
+            return block.decompress(data, uncompressed_size=size)
+        decoder = lz4.LZ4FrameDecompressor()
+        out = decoder.decompress(data, max_length=size + 1)
+    except (RuntimeError, block.LZ4BlockError) as e:
+        raise XetFormatError(f"LZ4 data does not decode: {e}") from None
+    if len(out) > size or not decoder.eof:
+        raise XetFormatError("LZ4 frame unpacks past its chunk, or is cut short")
+    return out

@@ -19,7 +19,6 @@ from modelpack.gateway.xetformat import (
     XetFormatError,
     decompress_chunk,
     hash_name,
-    lz4_block,
     lz4_decompress,
     parse_shard,
     xorb_chunks,
@@ -79,25 +78,23 @@ def test_hash_names_are_little_endian_words():
     )
 
 
-def test_lz4_blocks_literals_matches_and_overlaps():
-    assert lz4_block(b"\x50hello", 5) == b"hello"
-    # "ab", then 6 bytes from 2 back (overlapping), then a last literal.
-    assert lz4_block(b"\x22ab\x02\x00\x10z", 9) == b"ababababz"
-    long_literals = bytes(range(20))
-    assert lz4_block(b"\xf0\x05" + long_literals, 20) == long_literals
-    # A match length of 15 + 255 + 10 + 4.
-    data = lz4_block(b"\x1fa\x01\x00\xff\x0a\x10b", 1000)
-    assert data == b"a" * (1 + 15 + 255 + 10 + 4) + b"b"
+def test_lz4_frames_and_blocks_from_the_real_encoder_decode_within_their_size():
+    import lz4.block
+    import lz4.frame
+
+    data = b"".join(random.Random(7).choice([b"ab", b"xyz", bytes(range(40))]) for _ in range(500))
+    assert lz4_decompress(lz4.frame.compress(data), len(data)) == data
+    assert lz4_decompress(lz4.frame.compress(data, block_checksum=True), len(data)) == data
+    assert lz4_decompress(lz4.block.compress(data, store_size=False), len(data)) == data
+    # a chunk that unpacks to more than it declares, a cut frame, bytes that are not LZ4
     with pytest.raises(XetFormatError):
-        lz4_block(b"\x10a\x05\x00", 100)  # refers before the start
-
-
-def test_lz4_frames_with_stored_and_compressed_blocks():
-    header = b"\x04\x22\x4d\x18" + b"\x60\x40" + b"\x00"  # v1, independent blocks, no sizes
-    stored = struct.pack("<I", 0x80000000 | 3) + b"xyz"
-    packed = struct.pack("<I", 7) + b"\x22ab\x02\x00\x10z"
-    frame = header + stored + packed + struct.pack("<I", 0)
-    assert lz4_decompress(frame, 12) == b"xyzababababz"
+        lz4_decompress(lz4.frame.compress(data), len(data) - 1)
+    with pytest.raises(XetFormatError):
+        lz4_decompress(lz4.frame.compress(data)[:-20], len(data))
+    with pytest.raises(XetFormatError):
+        lz4_decompress(b"\x04\x22\x4d\x18garbage", 10)
+    with pytest.raises(XetFormatError):
+        lz4_decompress(b"\x1fa\x01\x00\xff\x0a\x10b" * 3, 1000)  # a block that breaks LZ4's rules
 
 
 def group4(data: bytes) -> bytes:
@@ -108,8 +105,9 @@ def group4(data: bytes) -> bytes:
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 7, 8, 1001])
 def test_byte_grouping_is_undone(size):
     data = random.Random(size).randbytes(size)
-    stored = b"\x04\x22\x4d\x18\x60\x40\x00" + struct.pack("<I", 0x80000000 | size) + group4(data)
-    assert decompress_chunk(2, stored + struct.pack("<I", 0), size) == data
+    import lz4.frame
+
+    assert decompress_chunk(2, lz4.frame.compress(group4(data)), size) == data
 
 
 def chunk(data: bytes) -> bytes:
