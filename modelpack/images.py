@@ -139,7 +139,7 @@ def make_image(
     raw = raw_layers(model.manifest)
     if raw and not convert_raw:
         _refuse_raw(src.display, raw)
-    base, chosen = _base_and_platform(modelcar, busybox, platform)
+    base, platforms = _base_and_platforms(modelcar, busybox, platform)
     pinned = _pinned(source, model.descriptor.digest)
     src_repo = registry_repository(src)
     copied = not (src_repo and dst_ref.registry == src_repo.registry
@@ -149,7 +149,7 @@ def make_image(
         copies = _tar_copies(pinned, model.manifest, raw, settings, progress) if raw else {}
         # The model is (or is copied) where the image is: its subject must be there.
         plan = plan_image(model.descriptor, model.manifest, model.config,
-                          model_name=dst_ref.name, platform=chosen, base=base,
+                          model_name=dst_ref.name, platforms=platforms, base=base,
                           tar_copies=copies)  # fmt: skip
         if copied:
             transfer.copy(pinned, f"{dst_ref.name}@{model.descriptor.digest}", settings, progress)
@@ -165,7 +165,7 @@ def make_image(
         model=f"{dst_ref.name}@{model.descriptor.digest}",
         kind=KIND_MODELCAR if modelcar else KIND_VOLUME,
         root=MODELCAR_ROOT if modelcar else "/",
-        platform=str(chosen),
+        platform=",".join(str(p) for p in platforms),
         layers_reused=len(plan.reused),
         bytes_reused=sum(layer.size for layer in plan.reused),
         layers_converted=len(copies),
@@ -175,18 +175,23 @@ def make_image(
     )
 
 
-def _base_and_platform(
+def _base_and_platforms(
     modelcar: bool, busybox: str | Path | None, platform: str | None
-) -> tuple[Blob | None, Platform]:
-    """The modelcar base (if asked for) and the image's platform, which must be the busybox's."""
+) -> tuple[Blob | None, list[Platform]]:
+    """The modelcar base (if asked for) and the image's platforms (``a,b``: an index); a
+    modelcar has one, its busybox's."""
     base, architecture = None, None
     if modelcar:
         base, architecture = modelcar_base(Path(busybox or DEFAULT_BUSYBOX))
-    chosen = Platform.parse(platform) if platform else Platform("linux", architecture or "amd64")
-    if architecture and chosen.architecture != architecture:
+    if not platform:
+        return base, [Platform("linux", architecture or "amd64")]
+    chosen = [Platform.parse(p.strip()) for p in platform.split(",")]
+    if len({str(p) for p in chosen}) != len(chosen):
+        raise UsageError(f"--platform {platform}: a platform is named twice")
+    if architecture and [p.architecture for p in chosen] != [architecture]:
         raise UsageError(
-            f"--platform {chosen} but the busybox is built for {architecture}",
-            hint="pass a busybox of that architecture with --busybox",
+            f"--platform {platform} but the busybox is built for {architecture}",
+            hint="a modelcar has its busybox's one platform: pass another one with --busybox",
         )
     return base, chosen
 

@@ -31,9 +31,9 @@ Examples:
 )
 @click.option(
     "--platform",
-    metavar="OS/ARCH",
-    help="The image config's platform [default: linux/ and the busybox's architecture, "
-    "else linux/amd64].",
+    metavar="OS/ARCH[,...]",
+    help="The image's platform; several (linux/amd64,linux/arm64) write an index "
+    "[default: linux/amd64, or the busybox's architecture].",
 )
 @click.option(
     "--busybox",

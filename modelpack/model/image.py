@@ -28,6 +28,7 @@ from typing import BinaryIO
 from ..errors import UsageError
 from ..oci.digests import sha256_bytes
 from ..oci.spec import (
+    MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_MANIFEST,
     Descriptor,
     LayerFormat,
@@ -79,6 +80,13 @@ class Platform:
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
+    def to_dict(self) -> dict[str, str]:
+        """As an index entry's ``platform``."""
+        out = {"architecture": self.architecture, "os": self.os}
+        if self.variant:
+            out["variant"] = self.variant
+        return out
+
 
 @dataclass(frozen=True)
 class Blob:
@@ -90,24 +98,20 @@ class Blob:
 
 @dataclass
 class ImagePlan:
-    """What to push: the new blobs, then the manifest. ``reused`` are the model's layers the
-    image lists as they are, ``tar_copies`` the tars written for its raw layers."""
+    """What to push: ``blobs`` (configs, the modelcar's layers, and with several platforms
+    one manifest each), then the root ``manifest`` (an index with several). ``reused`` are the
+    model's layers the image lists as they are, ``tar_copies`` the tars made of raw ones."""
 
     manifest: bytes
     descriptor: Descriptor
-    config: Blob
-    modelcar: list[Blob]  # the busybox base and the /models links; none for an image volume
+    blobs: list[Blob]
     reused: list[Descriptor] = field(default_factory=list)
     tar_copies: list[Descriptor] = field(default_factory=list)
 
     @property
-    def new_blobs(self) -> list[Blob]:
-        return [self.config, *self.modelcar]
-
-    @property
     def added_bytes(self) -> int:
         """What the image adds to a registry that has the model: at most this."""
-        blobs = [b.descriptor for b in self.new_blobs] + self.tar_copies + [self.descriptor]
+        blobs = [b.descriptor for b in self.blobs] + self.tar_copies + [self.descriptor]
         return sum(desc.size for desc in blobs)
 
 
@@ -116,7 +120,7 @@ class ImageArtifact:
     from memory, every other blob from ``sources`` (the model's target, the local store)."""
 
     def __init__(self, plan: ImagePlan, sources: list[Target]) -> None:
-        blobs = [*plan.new_blobs, Blob(plan.descriptor, plan.manifest)]
+        blobs = [*plan.blobs, Blob(plan.descriptor, plan.manifest)]
         self.blobs = {b.descriptor.digest: b.data for b in blobs}
         self.plan = plan
         self.sources = sources
@@ -272,14 +276,60 @@ def plan_image(
     config: ModelConfig,
     *,
     model_name: str,
-    platform: Platform,
+    platforms: list[Platform],
     base: Blob | None = None,
     tar_copies: dict[int, Descriptor] | None = None,
 ) -> ImagePlan:
-    """The image manifest for a model: its tar blobs as image layers, behind ``base`` if
-    given; ``subject`` is the model. A raw layer (:func:`raw_layers`) needs its uncompressed
-    tar copy in ``tar_copies`` (the layer's index -> the tar's descriptor)."""
+    """The image of a model: its tar blobs as image layers, behind ``base`` if given (a
+    modelcar, then also ending with the ``/models`` links). A raw layer (:func:`raw_layers`)
+    needs its uncompressed tar copy in ``tar_copies`` (the layer's index -> its descriptor).
+    One platform: one manifest whose ``subject`` is the model. Several: a manifest each (the
+    same layers, configs that differ in the platform) under an index whose subject it is."""
     tar_copies = tar_copies or {}
+    layers, diff_ids, reused = _layers(manifest, config, tar_copies)
+    blobs = []
+    if base is not None:
+        links = modelcar_links(manifest)
+        layers = [base.descriptor, *layers, links.descriptor]
+        diff_ids = [base.descriptor.digest, *diff_ids, links.descriptor.digest]
+        blobs += [base, links]
+    annotations = {
+        ANNOTATION_IMAGE_KIND: KIND_MODELCAR if base is not None else KIND_VOLUME,
+        ANNOTATION_IMAGE_MODEL: f"{model_name}@{model.digest}",
+    }
+    subject = Descriptor(model.media_type, model.digest, model.size)
+    manifests = []
+    for platform in platforms:
+        image_config = _image_config(platform, diff_ids, modelcar=base is not None)
+        document = Manifest(
+            config=image_config.descriptor,
+            layers=tuple(layers),
+            artifact_type=None,
+            annotations=annotations,
+            subject=subject if len(platforms) == 1 else None,
+        ).to_bytes()
+        blobs.append(image_config)
+        manifests.append((Blob(_descriptor(MEDIA_TYPE_OCI_MANIFEST, document), document), platform))
+    if len(manifests) == 1:
+        (root, _), = manifests  # fmt: skip
+        return ImagePlan(root.data, _with(root.descriptor, annotations), blobs, reused,
+                         list(tar_copies.values()))  # fmt: skip
+    index = canonical_json({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_OCI_INDEX,
+        "manifests": [{**m.descriptor.to_dict(), "platform": p.to_dict()} for m, p in manifests],
+        "subject": subject.to_dict(),
+        "annotations": annotations,
+    })  # fmt: skip
+    blobs += [m for m, _ in manifests]
+    return ImagePlan(index, _with(_descriptor(MEDIA_TYPE_OCI_INDEX, index), annotations), blobs,
+                     reused, list(tar_copies.values()))  # fmt: skip
+
+
+def _layers(
+    manifest: Manifest, config: ModelConfig, tar_copies: dict[int, Descriptor]
+) -> tuple[list[Descriptor], list[str], list[Descriptor]]:
+    """The model's layers as image layers, their diffIds, and which were reused as they are."""
     layers, diff_ids, reused = [], [], []
     pairs = zip(manifest.layers, _diff_ids(manifest, config), strict=True)
     for index, (layer, diff_id) in enumerate(pairs):
@@ -297,40 +347,23 @@ def plan_image(
         )  # fmt: skip
         diff_ids.append(diff_id)
         reused.append(layer)
-    image_config: dict = {"architecture": platform.architecture, "os": platform.os}
+    return layers, diff_ids, reused
+
+
+def _image_config(platform: Platform, diff_ids: list[str], *, modelcar: bool) -> Blob:
+    document: dict = {"architecture": platform.architecture, "os": platform.os}
     if platform.variant:
-        image_config["variant"] = platform.variant
-    links = None
-    if base is not None:
-        links = modelcar_links(manifest)
-        layers = [base.descriptor, *layers, links.descriptor]
-        diff_ids = [base.descriptor.digest, *diff_ids, links.descriptor.digest]
-        image_config["config"] = {"Env": ["PATH=/bin"], "WorkingDir": MODELCAR_ROOT}
-    image_config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
-    config_data = canonical_json(image_config)
-    config_blob = Blob(
-        Descriptor(MEDIA_TYPE_IMAGE_CONFIG, sha256_bytes(config_data), len(config_data)),
-        config_data,
-    )
-    annotations = {
-        ANNOTATION_IMAGE_KIND: KIND_MODELCAR if base is not None else KIND_VOLUME,
-        ANNOTATION_IMAGE_MODEL: f"{model_name}@{model.digest}",
-    }
-    document = Manifest(
-        config=config_blob.descriptor,
-        layers=tuple(layers),
-        artifact_type=None,
-        annotations=annotations,
-        subject=Descriptor(model.media_type, model.digest, model.size),
-    ).to_bytes()
-    descriptor = Descriptor(
-        MEDIA_TYPE_OCI_MANIFEST, sha256_bytes(document), len(document), annotations
-    )
-    return ImagePlan(
-        document,
-        descriptor,
-        config_blob,
-        [b for b in (base, links) if b],
-        reused,
-        list(tar_copies.values()),
-    )
+        document["variant"] = platform.variant
+    if modelcar:
+        document["config"] = {"Env": ["PATH=/bin"], "WorkingDir": MODELCAR_ROOT}
+    document["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+    data = canonical_json(document)
+    return Blob(_descriptor(MEDIA_TYPE_IMAGE_CONFIG, data), data)
+
+
+def _descriptor(media_type: str, data: bytes) -> Descriptor:
+    return Descriptor(media_type, sha256_bytes(data), len(data))
+
+
+def _with(desc: Descriptor, annotations: dict[str, str]) -> Descriptor:
+    return Descriptor(desc.media_type, desc.digest, desc.size, dict(annotations))

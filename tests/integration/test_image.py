@@ -28,11 +28,13 @@ def stored_blobs(registry) -> dict[str, int]:  # noqa: ANN001
     return {f"sha256:{p.parent.name}": p.stat().st_size for p in root.glob("*/*/data")}
 
 
-def unpack_with_umoci(reference: str, workdir: Path) -> Path:
-    """skopeo copy to an OCI layout, then umoci unpack: the rootfs a runtime would mount."""
+def unpack_with_umoci(reference: str, workdir: Path, arch: str | None = None) -> Path:
+    """skopeo copy to an OCI layout (of ``arch``'s manifest), then umoci unpack: the rootfs a
+    runtime would mount."""
     layout, bundle = workdir / "layout", workdir / "bundle"
     workdir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{reference}",
+    chosen = ["--override-arch", arch] if arch else []
+    subprocess.run(["skopeo", *chosen, "copy", "--src-tls-verify=false", f"docker://{reference}",
                     f"oci:{layout}:image"], check=True, capture_output=True, timeout=120)  # fmt: skip
     result = subprocess.run(["umoci", "unpack", "--image", f"{layout}:image", str(bundle)],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -310,3 +312,17 @@ def test_an_oci_layout_as_image_ref_is_refused_with_the_way_there(tar_model, tmp
     result = run_cli("image", tar_model, f"oci:{tmp_path}/layout:v1", "--plain-http")
     assert result.returncode == 2 and "modelpack copy IMAGE_REF oci:DIR:TAG" in result.stderr
     assert not (tmp_path / "layout").exists()
+
+
+def test_several_platforms_make_one_index_that_each_node_architecture_resolves(
+    tar_model, tiny_model, registry, containerd, tmp_path
+):
+    out = image_json(tar_model, f"{registry.host}/images/bert:v1-multi",
+                     "--platform", "linux/amd64,linux/arm64")  # fmt: skip
+    assert out["platform"] == "linux/amd64,linux/arm64"
+    for arch in ("amd64", "arm64"):
+        rootfs = unpack_with_umoci(out["reference"], tmp_path / arch, arch=arch)
+        assert tree_files(rootfs) == tree_files(tiny_model)
+    containerd.pull(out["reference"])  # this node's platform out of the index
+    model = json.loads(run_cli("inspect", "--remote", tar_model, "--json", "--plain-http").stdout)
+    assert {"digest": out["digest"], "kind": "volume"} in model["images"]

@@ -47,15 +47,18 @@ def test_tar_layers_keep_their_blobs_and_compressed_ones_their_diff_ids():
         ["application/vnd.cncf.model.weight.v1.tar", "application/vnd.cncf.model.doc.v1.tar+gzip"],
         [DIGESTS[0], "sha256:" + "f" * 64],
     )
-    plan = plan_image(desc, manifest, config, model_name="r/m", platform=Platform("linux", "arm64"))
+    plan = plan_image(
+        desc, manifest, config, model_name="r/m", platforms=[Platform("linux", "arm64")]
+    )
     document = json.loads(plan.manifest)
     assert [layer["digest"] for layer in document["layers"]] == DIGESTS[:2]
     assert [layer["mediaType"] for layer in document["layers"]] == [
         "application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip"]  # fmt: skip
     assert document["subject"]["digest"] == desc.digest and "artifactType" not in document
     assert document["annotations"][ANNOTATION_IMAGE_KIND] == "volume"
-    image_config = json.loads(plan.config.data)
-    assert plan.config.descriptor.media_type == MEDIA_TYPE_IMAGE_CONFIG
+    (config_blob,) = plan.blobs
+    image_config = json.loads(config_blob.data)
+    assert config_blob.descriptor.media_type == MEDIA_TYPE_IMAGE_CONFIG
     assert image_config["rootfs"]["diff_ids"] == [DIGESTS[0], "sha256:" + "f" * 64]
     assert (image_config["os"], image_config["architecture"]) == ("linux", "arm64")
 
@@ -68,10 +71,10 @@ def test_raw_layers_are_named_and_a_wrong_diff_id_is_refused():
     assert [layer.digest for layer in raw_layers(manifest)] == [DIGESTS[0]]
     _, tar_only, config = model(["application/vnd.cncf.model.doc.v1.tar"], [DIGESTS[1]])
     with pytest.raises(UsageError, match="uncompressed tar, but its diffId"):
-        plan_image(desc, tar_only, config, model_name="r/m", platform=Platform("linux", "amd64"))
+        plan_image(desc, tar_only, config, model_name="r/m", platforms=[Platform("linux", "amd64")])
     _, tar_only, config = model(["application/vnd.cncf.model.doc.v1.tar"], [])
     with pytest.raises(UsageError, match="0 diffIds for 1 layers"):
-        plan_image(desc, tar_only, config, model_name="r/m", platform=Platform("linux", "amd64"))
+        plan_image(desc, tar_only, config, model_name="r/m", platforms=[Platform("linux", "amd64")])
 
 
 def test_the_modelcar_base_is_reproducible_and_static_only(tmp_path):
@@ -120,3 +123,21 @@ def test_models_links_are_relative_and_refuse_what_would_escape_or_collide():
         modelcar_links(_paths("models/x.bin"))
     with pytest.raises(UsageError, match="names no file path"):
         modelcar_links(_paths(""))
+
+
+def test_several_platforms_make_an_index_of_manifests_that_share_every_layer():
+    desc, manifest, config = model(["application/vnd.cncf.model.weight.v1.tar"], [DIGESTS[0]])
+    platforms = [Platform("linux", "amd64"), Platform("linux", "arm64", "v8")]
+    plan = plan_image(desc, manifest, config, model_name="r/m", platforms=platforms)
+    index = json.loads(plan.manifest)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert index["subject"]["digest"] == desc.digest
+    assert [m["platform"] for m in index["manifests"]] == [
+        {"architecture": "amd64", "os": "linux"},
+        {"architecture": "arm64", "os": "linux", "variant": "v8"},
+    ]
+    blobs = {b.descriptor.digest: b.data for b in plan.blobs}
+    children = [json.loads(blobs[m["digest"]]) for m in index["manifests"]]
+    assert all("subject" not in child for child in children)  # the index is the referrer
+    assert children[0]["layers"] == children[1]["layers"]
+    assert children[0]["config"]["digest"] != children[1]["config"]["digest"]
