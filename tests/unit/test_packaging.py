@@ -29,6 +29,7 @@ NOT_OURS = {
 # Extras that install heavy packages the base must never pull in.
 OPTIONAL = (
     "huggingface_hub",
+    "lz4",
     "model_signing",
     "OpenSSL",
     "numpy",
@@ -134,7 +135,7 @@ def test_extras_layout():
     assert extras["hf"] == {"huggingface-hub"}
     assert {"model-signing", "pyopenssl"} <= extras["signing"]
     assert {"mkdocs", "mkdocs-material", "mkdocstrings", "mkdocs-click"} <= extras["docs"]
-    assert extras["serve"] == {"gunicorn"}
+    assert extras["serve"] == {"gunicorn", "lz4"}
     base = base_dependencies()
     heavy_parts = ("huggingface-hub", "model-signing", "gunicorn", "oras", "filelock", "numpy")
     for heavy in (*heavy_parts, "safetensors"):
