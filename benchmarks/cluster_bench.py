@@ -1,11 +1,12 @@
-"""`make bench-cluster`: 8 nodes pull the same model at once, three ways, on one machine.
+"""`make bench-cluster`: 8 nodes pull the same model at once, four ways, on one machine.
 
     python -m benchmarks.cluster_bench [--nodes 8] [--size-gib 1] [--shards 4] [--no-write]
 
 (a) every node straight from the registry; (b) through a CNCF distribution pull-through
 mirror (a second docker-registry with ``proxy: remoteurl``, the nodes' MODELPACK_MIRRORS);
 (c) through ``modelpack serve`` as the cluster's shared cache, the nodes as huggingface_hub
-clients (``snapshot_download``). Measured: the origin registry's egress (its access log and
+clients (``snapshot_download``); (d) through a real Dragonfly (benchmarks/dragonfly.py: the
+control plane and a seed peer on hosts of their own, a dfdaemon in every node). Measured: the origin registry's egress (its access log and
 its link's byte counter), the time until every node has a verified model, the worst node.
 Root only (benchmarks/cluster.py makes the namespaces). Writes the section "Many nodes at
 once" of docs/benchmarks.md and docs/benchmarks-cluster.png.
@@ -28,7 +29,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks import models
+from benchmarks import dragonfly, models
 from benchmarks.cluster import NOT_ROOT, Cluster, Host, Link, NotRoot, NsRegistry, require_root
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +40,7 @@ RESULTS = Path(__file__).with_name("cluster-results.json")
 PY = sys.executable
 REPO = "bench/model"
 GATEWAY_PORT = 8080
+CASES = ("a", "b", "b2", "c", "d")
 
 # A node as a Hugging Face client: download, then check every file's sha256 (huggingface_hub
 # checks sizes, not digests), so "done" means a verified model as for `modelpack pull`.
@@ -255,6 +257,101 @@ def case_c(cluster: Cluster, origin: NsRegistry, expected: dict[str, str]) -> Re
         log.close()
 
 
+# modelpack's parallel Range requests (blobs of 256 MiB and more) are off through dfdaemon:
+# each range is a peer of its own at the scheduler, on the same host as the node's other
+# ranges, holding only its pieces; measured 2026-12-01 with them on (1 GiB, 4 shards of
+# 256 MiB): 5.40 copies from the origin, the nodes sent back to source ("scheduling exceeded
+# RetryBackToSourceLimit").  MODELPACK_BENCH_DF_RANGED_MIN measures another value.
+DF_RANGED_MIN = os.environ.get("MODELPACK_BENCH_DF_RANGED_MIN", "off")
+# The scheduler's tries to find a parent before it sends a node to the registry (v2.5.0: 4,
+# about 2 s): 2026-12-01, with 4, six of eight nodes fetched one 256 MiB blob themselves
+# (2.50 copies; "scheduling exceeded RetryBackToSourceLimit 4" within 3 s of the seed peer
+# being triggered, the machine at load 26); with 40, 1.00 copies.
+DF_RETRY_BACK_TO_SOURCE = int(os.environ.get("MODELPACK_BENCH_DF_RETRIES", "40"))
+PORT_PROBE = (
+    "import socket,sys\n"
+    "s=socket.socket(); s.settimeout(0.5)\n"
+    "sys.exit(s.connect_ex((sys.argv[1], int(sys.argv[2]))))\n"
+)
+
+
+def namespace_site(cluster: Cluster, host: Host) -> dragonfly.Site:
+    """Dragonfly processes in ``host``'s namespace, on its bridge address."""
+    return dragonfly.Site(
+        host.ip,
+        lambda argv, **kwargs: cluster.spawn(host, argv, **kwargs),
+        lambda port: cluster.run(host, [PY, "-c", PORT_PROBE, host.ip, str(port)]).returncode == 0,
+        dragonfly.port_range(40000),
+    )
+
+
+def case_d(cluster: Cluster, origin: NsRegistry, ref: str) -> Result:
+    """A Rust dfdaemon in every node (each its own ip, so its own host id), the control plane
+    on the dragonfly host, the seed peer on the seed host; every node pulls through its own
+    dfdaemon as registry mirror.  Start-up, and the scheduler's first seed-peer refresh, are
+    waited for before the clock starts."""
+    fresh_nodes(cluster)
+    workdir = cluster.workdir / "dragonfly-d"
+    shutil.rmtree(workdir, ignore_errors=True)
+    nodes = [(f"df-{h.role}", namespace_site(cluster, h)) for h in cluster.node_hosts]
+    df = dragonfly.Dragonfly(
+        dragonfly.build(), workdir, f"http://{origin.address}",
+        control=namespace_site(cluster, cluster.hosts["dragonfly"]),
+        seed_site=namespace_site(cluster, cluster.hosts["seed"]), peer_sites=nodes,
+        scheduler_log_level=os.environ.get("MODELPACK_BENCH_DF_LOG", "info"),
+        retry_back_to_source_limit=DF_RETRY_BACK_TO_SOURCE,
+    )  # fmt: skip
+    try:
+        begun = time.monotonic()
+        df.start()
+        waited = df.wait_for_seed_peer()
+        ready = time.monotonic() - begun
+        commands = {
+            h.role: (
+                [PY, "-m", "modelpack", "pull", ref, "-q"],
+                cluster.env(
+                    h,
+                    MODELPACK_MIRRORS=f"{origin.address}={peer.proxy}",
+                    MODELPACK_RANGED_MIN=DF_RANGED_MIN,
+                ),
+            )
+            for h, peer in zip(cluster.node_hosts, df.nodes, strict=True)
+        }
+        mark = len(origin.access_log())
+        label = "through Dragonfly (a dfdaemon on every node)"
+        result = measure(cluster, origin, "d", label, commands)
+        probes = len(re.findall(r'HTTP/1\.[01]" 206 1 ', origin.access_log()[mark:]))
+        seed_bytes = result.by_client.get(df.seed.ip, 0)
+        log = (workdir / "scheduler.out").read_text(errors="replace")
+        parents = scheduled_parents(log, df.peers)
+        result.notes += [
+            f"the seed peer ({df.seed.ip}) fetched {seed_bytes / 2**30:.2f} GiB of it, the "
+            f"nodes' dfdaemons {result.origin_bytes - seed_bytes} bytes; the scheduler offered "
+            f"{len(parents)} distinct parents ({', '.join(sorted(parents))})",
+            f"Dragonfly took {ready:.0f} s to be ready before the clock started (MariaDB, Redis, "
+            f"manager, scheduler, {len(df.peers)} dfdaemons announced, then {waited:.0f} s more "
+            "for the scheduler's first seed-peer refresh)",
+            f"the origin's egress includes {probes} one-byte `Range: bytes=0-0` probes "
+            "(dfdaemon asks each blob's length before it asks the scheduler)",
+        ]
+        return result
+    finally:
+        df.stop()
+        keep = os.environ.get("MODELPACK_BENCH_DF_LOGS")  # a directory to keep the logs in
+        if keep and workdir.is_dir():
+            shutil.copytree(workdir, keep, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("mariadb", "storage", "*.sock"))  # fmt: skip
+        df.cleanup()
+
+
+def scheduled_parents(scheduler_log: str, peers: list[dragonfly.Peer]) -> set[str]:
+    """The names of the dfdaemons the scheduler offered as parents (its ``filter candidate
+    parents is []string{"PEER-ID", ...}`` lines; a peer id starts with its ip-hostname)."""
+    offered = re.findall(r"filter candidate parents is \[\]string\{([^}]*)\}", scheduler_log)
+    ids = {peer for listed in offered for peer in re.findall(r'"([^"]+)"', listed)}
+    return {p.name for p in peers if any(i.startswith(f"{p.ip}-{p.name}-") for i in ids)}
+
+
 def publish(cluster: Cluster, model: Path, ref: str) -> None:
     """Build on this machine into n0's store, push from n0's namespace over its link."""
     n0: Host = cluster.hosts["n0"]
@@ -306,6 +403,7 @@ def chart(results: list[Result], one_copy: int, path: Path) -> bool:
 
 def section(run: Run, image: Path | None) -> str:
     results, one_copy = run.results, run.one_copy
+    dragonfly_run = any(r.case == "d" for r in results)
     rtt = ("" if run.rtt_emulated else
            " **Round trip times are not emulated**: this machine's kernel is built without "
            "`sch_netem` (`CONFIG_NET_SCH_NETEM` is not set), so tc shapes the rate (htb) only; "
@@ -315,7 +413,9 @@ def section(run: Run, image: Path | None) -> str:
         "",
         f"Written by `make bench-cluster` (`python -m benchmarks.cluster_bench --nodes {run.nodes} "
         f"--size-gib {run.size_gib:g} --shards {run.shards}`) on {run.date}, one "
-        f"round. {run.nodes} node hosts, the registry, a mirror host and a cache host are network "
+        f"round. {run.nodes} node hosts, the registry, a mirror host and a cache host"
+        + (" (and for (d) a Dragonfly host and a seed-peer host)" if dragonfly_run else "")
+        + " are network "
         "namespaces on one bridge (benchmarks/cluster.py), each with its own MODELPACK_HOME; all "
         f"{run.nodes} nodes start pulling the same model ({run.shards} safetensors shards, "
         f"{one_copy / 2**30:.2f} GiB) at the same moment. Links: the registry's uplink "
@@ -331,6 +431,23 @@ def section(run: Run, image: Path | None) -> str:
         "nodes as Hugging Face clients (`snapshot_download` with `HF_ENDPOINT`, hf_xet installed), "
         "each then checking every file's sha256. The gateway speaks the hub API only (no `/v2/`), "
         "so `modelpack pull` cannot use it as a mirror; the hub clients are how nodes use it.",
+    ]
+    if dragonfly_run:
+        lines.append(
+            "- **(d)** Dragonfly (manager and scheduler v2.5.0, MariaDB, Redis on the Dragonfly "
+            "host; a Rust dfdaemon 1.5.10 seed peer on the seed host; a Rust dfdaemon in every "
+            "node's namespace on the node's own address, so every node is its own host to the "
+            "scheduler), configured as in docs/registries.md (`schedulingPolicy: always`, "
+            "`enableTaskIDBasedBlobDigest: false`, the scheduler's `retryBackToSourceLimit` 40 "
+            "instead of 4); each node runs `modelpack pull` with `MODELPACK_MIRRORS` pointing at "
+            "its own dfdaemon (registry-mirror mode) and `MODELPACK_RANGED_MIN=off` (dfdaemon "
+            "fetches pieces in parallel itself; modelpack's parallel ranges would each be a peer "
+            "of their own), empty caches everywhere. The clock starts once every dfdaemon has announced itself to the "
+            "scheduler and the scheduler's first seed-peer refresh (once a minute, v2.5.0) has "
+            "passed; that start-up is not in the times. The origin's egress includes dfdaemon's "
+            "one-byte `Range: bytes=0-0` probe of each blob from each dfdaemon."
+        )
+    lines += [
         "",
         "Origin egress is the response bytes in the registry's access log (the wire column is its "
         "link's transmit counter, TCP/IP headers included); one copy is the sum of the model's "
@@ -407,6 +524,18 @@ def why(results: list[Result], one_copy: int) -> list[str]:
             f"`modelpack serve` pulls each blob once however many clients ask at once (the node "
             f"cache's single flight), so the origin sent {found['c']:.2f} copies."
         )
+    if "d" in found:
+        verb = "fetched each blob once" if found["d"] <= 1.1 else "did not fetch each blob once"
+        out.append(
+            f"Dragonfly {verb}: the origin sent {found['d']:.2f} copies (the seed peer's bytes "
+            "and the nodes' are in the notes). The first dfdaemon asking for a blob makes the "
+            "scheduler trigger the seed peer, which fetches it from the registry in pieces; the "
+            "nodes wait for parents (up to 40 tries, the benchmark's `retryBackToSourceLimit`) "
+            "and get the pieces from the seed peer and from each other (the parents the "
+            "scheduler offered are in the notes), so a node's time includes the seed peer's "
+            "fetch through the uplink. A node the scheduler gave up on fetches from the "
+            "registry itself: that is what more than one copy means here."
+        )
     return out
 
 
@@ -429,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--registry-rate", default="1gbit")
     parser.add_argument("--node-rate", default="10gbit")
-    parser.add_argument("--cases", default="a,b,b2,c")
+    parser.add_argument("--cases", default="a,b,b2,c,d")
     parser.add_argument("--no-write", action="store_true", help="print only; docs/ untouched")
     parser.add_argument(
         "--from-json",
@@ -437,6 +566,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"write the doc section and chart again from {RESULTS.name} (no root, no run)",
     )
     args = parser.parse_args(argv)
+    if unknown := set(args.cases.split(",")) - set(CASES):
+        parser.error(
+            f"unknown case(s) {', '.join(sorted(unknown))}: choose from {', '.join(CASES)}"
+        )
     if args.from_json:
         publish_run(Run.load(RESULTS))
         return 0
@@ -471,7 +604,7 @@ def measure_all(args: argparse.Namespace) -> Run:
         files=args.shards,
     )
     expected = digests(model)
-    cluster = Cluster(nodes=args.nodes, extra=("mirror", "cache"),
+    cluster = Cluster(nodes=args.nodes, extra=("mirror", "cache", "dragonfly", "seed"),
                       registry_link=Link(args.registry_rate, 20.0),
                       node_link=Link(args.node_rate, 1.0), extra_link=Link(args.node_rate, 1.0)).up()  # fmt: skip
     try:
@@ -488,6 +621,8 @@ def measure_all(args: argparse.Namespace) -> Run:
                 results.append(case_b(cluster, origin, ref, warm=True))
             elif case == "c":
                 results.append(case_c(cluster, origin, expected))
+            elif case == "d":
+                results.append(case_d(cluster, origin, ref))
     finally:
         cluster.down()
     info = machine()

@@ -6,7 +6,8 @@ What is checked, against the registry's own access log:
   gives the model's exact files, and the blobs reach the registry once for two pulls
   from two different dfdaemons (the second is served peer to peer);
 - ``modelpack preheat --wait`` runs a real job that makes the seed peer fetch every blob
-  once (a later node pull still goes to the registry: see docs/registries.md);
+  once; a node's pull afterwards gets the blobs of more than one piece (4 MiB) from the seed
+  peer, and fetches the smaller ones from the registry again (why: docs/registries.md);
 - what preheat says when the token is wrong, the manager is down or the tag is missing.
 """
 
@@ -28,6 +29,7 @@ import modelpack
 from modelpack.testing import RegistryServer
 
 ROOT = Path(__file__).resolve().parents[2]
+PIECE = 4 << 20  # dfdaemon 1.5's smallest piece: a blob up to this size is one piece
 ACCESS = re.compile(r'"(GET|HEAD) (/v2/\S+) HTTP/[\d.]+" (\d{3}) (\d+) "[^"]*" "([^"]*)"')
 
 
@@ -126,7 +128,12 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_preheat_makes_the_seed_peer_fetch_every_blob_once(
     dragonfly, origin, tiny_model, settings, tmp_path, monkeypatch
 ):
+    # A blob of more than one piece (dfdaemon's pieces are 4 MiB at least) besides the tiny
+    # model's small ones: the seed peer registers only those at the scheduler.
+    (tiny_model / "weights.bin").write_bytes(os.urandom(12 << 20))
     ref, sizes = push_model(origin, tiny_model, settings, "df/preheat")
+    large = {digest for digest, size in sizes.items() if size > PIECE}
+    assert len(large) == 1 and len(sizes) > 1, sizes
     dragonfly.wait_for_seed_peer()
     before = blob_gets(origin, "df/preheat")
     result = run_cli(
@@ -141,15 +148,19 @@ def test_preheat_makes_the_seed_peer_fetch_every_blob_once(
     warmed = blob_gets(origin, "df/preheat")[len(before) :]
     assert bytes_sent(warmed) == sizes, warmed  # the seed peer fetched each blob once
     assert all(f"/v2/df/preheat/blobs/{d}" in dragonfly.seed.log_text() for d in sizes)
-    # A node then pulls the model through its dfdaemon, intact.  (Not asserted: that the
-    # registry sends no blob again.  It does, 11 of 11 here; the scheduler logs "can not
-    # find candidate parents" for the node's tasks although the seed peer holds the same
-    # task ids; docs/registries.md "Dragonfly, run for real".)
+    # A node then pulls the model through its dfdaemon, intact: the large blob comes from
+    # the seed peer (the registry sends only its 1-byte probe), each small one from the
+    # registry again.  The seed peer fetched those (one piece each) without the scheduler
+    # (schedulingPolicy auto in the scheduler's preheat request), so the scheduler knows no
+    # parent for them; docs/registries.md "Dragonfly, run for real".
     monkeypatch.setenv("MODELPACK_MIRRORS", f"{origin.host}={dragonfly.nodes[0].proxy}")
     out = modelpack.pull(
         ref, tmp_path / "out", settings=settings.with_overrides(home=tmp_path / "n")
     )
     assert tree_files(out) == tree_files(tiny_model)
+    pulled = bytes_sent(blob_gets(origin, "df/preheat")[len(before) + len(warmed) :])
+    assert not large & set(pulled), pulled
+    assert pulled == Counter({d: n for d, n in sizes.items() if d not in large}), pulled
 
 
 def test_preheat_refusals_and_their_exit_codes(dragonfly, origin, tiny_model, settings):

@@ -1,5 +1,6 @@
 """The 8-node benchmark's bookkeeping: origin bytes from a distribution access log, its doc
-section replaced in place (never duplicated), tc rates."""
+section replaced in place (never duplicated), tc rates, the parents Dragonfly's scheduler
+offered, and the section written from saved results with and without case (d)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,18 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cluster import access_log_bytes
-from benchmarks.cluster_bench import HEADING, bytes_by_client, rate_bits, write_section
+from benchmarks.cluster_bench import (
+    HEADING,
+    RESULTS,
+    Result,
+    Run,
+    bytes_by_client,
+    rate_bits,
+    scheduled_parents,
+    section,
+    write_section,
+)
+from benchmarks.dragonfly import Peer
 
 LOG = (
     '10.213.0.5 - - [01/Dec/2026:19:40:01 +0000] "GET /v2/ HTTP/1.1" 200 2 "" "modelpack/0.1"\n'
@@ -42,3 +54,29 @@ def test_rates() -> None:
     assert rate_bits("100mbit") == 1e8
     with pytest.raises(ValueError):
         rate_bits("fast")
+
+
+def test_parents_offered_by_the_scheduler() -> None:
+    peers = [Peer("df-seed", "10.213.0.6", 1, Path(), Path(), seed=True)]
+    peers += [Peer(f"df-n{i}", f"10.213.0.{7 + i}", 1, Path(), Path()) for i in (1, 10)]
+    log = (
+        "INFO scheduling/scheduling.go:554 filter candidate parents is []string{}\n"
+        "INFO scheduling/scheduling.go:554 filter candidate parents is []string{"
+        '"10.213.0.6-df-seed-2b4b426e-bfca-4929-ad2c-86dd27f05240-seed", '
+        '"10.213.0.17-df-n10-f0f44620-24d3-4a6e-ac20-878d80cb0c51"}\n'
+    )
+    assert scheduled_parents(log, peers) == {"df-seed", "df-n10"}
+    assert scheduled_parents("", peers) == set()
+
+
+def test_section_from_saved_results_with_and_without_dragonfly() -> None:
+    old = Run.load(RESULTS)  # written before case (d) existed
+    text = section(old, None)
+    assert "(d)" not in text and "Dragonfly" not in text
+    d = Result("d", "through Dragonfly (a dfdaemon on every node)", [10.0] * old.nodes, 11.0,
+               old.one_copy + 64, old.one_copy + 10**6, {"10.213.0.6": old.one_copy}, 0,
+               ["the seed peer fetched it"])  # fmt: skip
+    old.results.append(d)
+    text = section(old, None)
+    assert "| (d) through Dragonfly (a dfdaemon on every node) | 11.0 s |" in text
+    assert "- **(d)** Dragonfly" in text and "Dragonfly fetched each blob once" in text
