@@ -257,12 +257,13 @@ def case_c(cluster: Cluster, origin: NsRegistry, expected: dict[str, str]) -> Re
         log.close()
 
 
-# modelpack's parallel Range requests (blobs of 256 MiB and more) are off through dfdaemon:
-# each range is a peer of its own at the scheduler, on the same host as the node's other
-# ranges, holding only its pieces; measured 2026-12-01 with them on (1 GiB, 4 shards of
-# 256 MiB): 5.40 copies from the origin, the nodes sent back to source ("scheduling exceeded
-# RetryBackToSourceLimit").  MODELPACK_BENCH_DF_RANGED_MIN measures another value.
-DF_RANGED_MIN = os.environ.get("MODELPACK_BENCH_DF_RANGED_MIN", "off")
+# modelpack's parallel Range requests (blobs of 256 MiB and more) are off through a mirror by
+# default, dfdaemon included: there each range would be a peer of its own at the scheduler, on
+# the same host as the node's other ranges, holding only its pieces; measured 2026-12-01 with
+# them on (1 GiB, 4 shards of 256 MiB): 5.40 copies from the origin, the nodes sent back to
+# source ("scheduling exceeded RetryBackToSourceLimit").  MODELPACK_BENCH_DF_RANGED_MIN (e.g.
+# 256MiB) turns them on through the mirror to measure that again.
+DF_RANGED_MIN = os.environ.get("MODELPACK_BENCH_DF_RANGED_MIN")
 # The scheduler's tries to find a parent before it sends a node to the registry (v2.5.0: 4,
 # about 2 s): 2026-12-01, with 4, six of eight nodes fetched one 256 MiB blob themselves
 # (2.50 copies; "scheduling exceeded RetryBackToSourceLimit 4" within 3 s of the seed peer
@@ -312,7 +313,7 @@ def case_d(cluster: Cluster, origin: NsRegistry, ref: str) -> Result:
                 cluster.env(
                     h,
                     MODELPACK_MIRRORS=f"{origin.address}={peer.proxy}",
-                    MODELPACK_RANGED_MIN=DF_RANGED_MIN,
+                    **({"MODELPACK_RANGED_MIN": DF_RANGED_MIN} if DF_RANGED_MIN else {}),
                 ),
             )
             for h, peer in zip(cluster.node_hosts, df.nodes, strict=True)
@@ -440,9 +441,9 @@ def section(run: Run, image: Path | None) -> str:
             "scheduler), configured as in docs/registries.md (`schedulingPolicy: always`, "
             "`enableTaskIDBasedBlobDigest: false`, the scheduler's `retryBackToSourceLimit` 40 "
             "instead of 4); each node runs `modelpack pull` with `MODELPACK_MIRRORS` pointing at "
-            "its own dfdaemon (registry-mirror mode) and `MODELPACK_RANGED_MIN=off` (dfdaemon "
-            "fetches pieces in parallel itself; modelpack's parallel ranges would each be a peer "
-            "of their own), empty caches everywhere. The clock starts once every dfdaemon has announced itself to the "
+            "its own dfdaemon (registry-mirror mode; through a mirror modelpack sends one request "
+            "per blob, and dfdaemon fetches its pieces in parallel itself), empty caches "
+            "everywhere. The clock starts once every dfdaemon has announced itself to the "
             "scheduler and the scheduler's first seed-peer refresh (once a minute, v2.5.0) has "
             "passed; that start-up is not in the times. The origin's egress includes dfdaemon's "
             "one-byte `Range: bytes=0-0` probe of each blob from each dfdaemon."

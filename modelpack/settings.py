@@ -157,6 +157,11 @@ class Settings:
     # Parallel ranged downloads of one big blob (None: off) and the size of each range.
     ranged_min: int | None = field(default_factory=default_ranged_min)
     piece_size: int = field(default_factory=default_piece_size)
+    # Ranges through a registry mirror too: only when MODELPACK_RANGED_MIN is set. A mirror is
+    # near and uncapped, and a P2P one (dfdaemon) makes each range a peer of its own.
+    ranged_through_mirrors: bool = field(
+        default_factory=lambda: bool(os.environ.get("MODELPACK_RANGED_MIN", "").strip())
+    )
     _registry_table: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -205,6 +210,7 @@ class Settings:
             "retries": self.retries,
             "ranged_min": self.ranged_min,
             "piece_size": self.piece_size,
+            "ranged_through_mirrors": self.ranged_through_mirrors,
         }
         current.update(values)
         if current["concurrency"] < 1:

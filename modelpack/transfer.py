@@ -123,7 +123,7 @@ def _copy(
         dst_tag_reference=dst.tag_reference,
         with_referrers=with_referrers,
         transfer_attempts=settings.retries,
-        ranged=RangedPolicy.of(settings),
+        ranged=_ranged_policy(src, settings),
     )
     if progress is not None:
         options.progress = progress
@@ -138,6 +138,16 @@ def _copy(
     _remember(settings, src, result)
     _remember(settings, dst, result)
     return result
+
+
+def _ranged_policy(src: Endpoint, settings: Settings) -> RangedPolicy:
+    """Ranges from the registry itself (object stores behind it cap each connection); from a
+    mirror one request per blob unless MODELPACK_RANGED_MIN asks otherwise."""
+    policy = RangedPolicy.of(settings)
+    repository = registry_repository(src)
+    if repository is not None and repository.mirror_of and not settings.ranged_through_mirrors:
+        return RangedPolicy(None, policy.piece_size)
+    return policy
 
 
 def push(reference: str, settings: Settings, progress: Progress | None = None) -> TransferResult:

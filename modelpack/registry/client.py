@@ -107,7 +107,11 @@ def mirror_repositories(
             if upstream_credentials is None:
                 upstream_credentials = stored_credentials(reference.registry)[0]
             client.auth.credentials = upstream_credentials
-        repositories.append(RegistryRepository(client, mirror.repository_for(reference.repository)))
+        repositories.append(
+            RegistryRepository(
+                client, mirror.repository_for(reference.repository), mirror_of=reference.registry
+            )
+        )
     return repositories
 
 

@@ -65,9 +65,10 @@ class ResponseStream:
 class RegistryRepository:
     """One repository (``team/bert``) on a registry; satisfies ``RepositoryAccess``."""
 
-    def __init__(self, client: RegistryClient, name: str) -> None:
+    def __init__(self, client: RegistryClient, name: str, mirror_of: str | None = None) -> None:
         self.client = client
         self.name = name
+        self.mirror_of = mirror_of  # the registry this one mirrors (MODELPACK_MIRRORS), if any
         self.referrers_api: bool | None = None  # learnt from the first referrers call
         self._manifests: dict[str, bytes] = {}
 

@@ -279,3 +279,20 @@ def test_a_piece_cut_mid_way_is_fetched_again_alone(model, proxy, ranged, tmp_pa
     # The bytes reported: this attempt's pieces plus those kept from the cut attempt.
     assert progress.advanced[key] + progress.resumed_bytes.get(key, 0) == weight.size
     assert progress.resumed_bytes.get(key, 0) > 0
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_through_a_mirror_a_blob_is_one_request_unless_ranges_are_asked_for(
+    model, registry, proxy, ranged, tmp_path, monkeypatch, asked
+):
+    """A mirror (here a proxy in front of the registry) is near and uncapped, and a P2P one
+    would make each range a peer of its own: one request per blob there, by default."""
+    ref, weight = _push(model, registry.host, ranged, f"mirrored-{str(asked).lower()}")
+    monkeypatch.setenv("MODELPACK_MIRRORS", f"{registry.host}=http://{proxy.host}")
+    node = ranged.with_overrides(home=tmp_path / "node", ranged_through_mirrors=asked)
+    start = len(proxy.exchanges)
+    out = modelpack.pull(ref, tmp_path / "out", settings=node)
+    assert tree_files(out) == tree_files(model)
+    gets = _gets(proxy, weight.digest, start)  # every byte came through the mirror
+    assert proxy.bytes_served(lambda e: e in gets) == weight.size
+    assert len(gets) == (_pieces(weight.size) if asked else 1)

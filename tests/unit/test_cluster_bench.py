@@ -70,7 +70,8 @@ def test_parents_offered_by_the_scheduler() -> None:
 
 
 def test_section_from_saved_results_with_and_without_dragonfly() -> None:
-    old = Run.load(RESULTS)  # written before case (d) existed
+    old = Run.load(RESULTS)
+    old.results = [r for r in old.results if r.case != "d"]  # as written before (d) existed
     text = section(old, None)
     assert "(d)" not in text and "Dragonfly" not in text
     d = Result("d", "through Dragonfly (a dfdaemon on every node)", [10.0] * old.nodes, 11.0,
