@@ -9,6 +9,7 @@ it, ``copy`` takes it along). How it is put together: ``model/image.py``.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from .oci.spec import Descriptor, LayerFormat, Manifest, layer_media_type, parse
 from .progress import NullProgress, Progress
 from .settings import Settings
 from .storage.store import node_store
+from .storage.unpack import safe_relpath
 
 
 @dataclass
@@ -90,8 +92,7 @@ def _tar_copies(
     `build --layer-format tar` would make of it, into the local store."""
     tree = transfer.pull(source, None, settings, progress=progress).path
     assert tree is not None
-    builder = LayerBuilder(node_store(settings), progress or NullProgress())
-    copies = {}
+    plans: dict[int, PlannedLayer] = {}
     for index, layer in enumerate(manifest.layers):
         if layer not in raw:
             continue
@@ -100,12 +101,16 @@ def _tar_copies(
             raise UsageError(
                 f"layer {layer.digest} is not a ModelPack file layer: no tar copy of it"
             )
-        path = tree / layer.filepath
+        relpath = safe_relpath(layer.filepath, f"layer {layer.digest}").as_posix()
+        path = tree / relpath
         stat = path.stat()
-        file = SourceFile(layer.filepath, path, stat.st_size, stat.st_mode & 0o777, stat.st_mtime)
-        plan = PlannedLayer(file, parsed[0], False, layer_media_type(parsed[0], LayerFormat.TAR))
-        copies[index] = builder.build(plan).descriptor
-    return copies
+        file = SourceFile(relpath, path, stat.st_size, stat.st_mode & 0o777, stat.st_mtime)
+        plans[index] = PlannedLayer(file, parsed[0], False,
+                                    layer_media_type(parsed[0], LayerFormat.TAR))  # fmt: skip
+    builder = LayerBuilder(node_store(settings), progress or NullProgress())
+    with ThreadPoolExecutor(max_workers=settings.concurrency) as pool:
+        built = dict(zip(plans, pool.map(builder.build, plans.values()), strict=True))
+    return {index: layer.descriptor for index, layer in built.items()}
 
 
 def make_image(
