@@ -29,8 +29,17 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks import dragonfly, models
-from benchmarks.cluster import NOT_ROOT, Cluster, Host, Link, NotRoot, NsRegistry, require_root
+from benchmarks import dragonfly, models, nginx
+from benchmarks.cluster import (
+    NOT_ROOT,
+    REGISTRY_PORT,
+    Cluster,
+    Host,
+    Link,
+    NotRoot,
+    NsRegistry,
+    require_root,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -40,7 +49,7 @@ RESULTS = Path(__file__).with_name("cluster-results.json")
 PY = sys.executable
 REPO = "bench/model"
 GATEWAY_PORT = 8080
-CASES = ("a", "b", "b2", "c", "d")
+CASES = ("a", "b", "b2", "b3", "c", "d")
 
 # A node as a Hugging Face client: download, then check every file's sha256 (huggingface_hub
 # checks sizes, not digests), so "done" means a verified model as for `modelpack pull`.
@@ -228,6 +237,34 @@ def case_b(cluster: Cluster, origin: NsRegistry, ref: str, warm: bool = False) -
         return result
     finally:
         mirror.stop()
+
+
+def case_b3(cluster: Cluster, origin: NsRegistry, ref: str) -> Result:
+    """A pull-through mirror that does coalesce: Debian's nginx caching blobs with
+    ``proxy_cache_lock`` on the mirror host (benchmarks/nginx.py), cold."""
+    fresh_nodes(cluster)
+    host = cluster.hosts["mirror"]
+    work = cluster.workdir / "mirror" / "nginx"
+    shutil.rmtree(work, ignore_errors=True)
+    listen = f"{host.ip}:{REGISTRY_PORT}"
+    conf = nginx.write_conf(work, nginx.blob_cache(work, listen, origin.address))
+    log = open(work / "nginx.out", "wb")  # noqa: SIM115
+    process = cluster.spawn(host, [nginx.binary(), "-c", str(conf), "-p", str(work)],
+                            stdout=log, stderr=log)  # fmt: skip
+    try:
+        cluster.wait_http(host, f"http://{listen}/v2/")
+        commands = pull_commands(
+            cluster, ref, MODELPACK_MIRRORS=f"{origin.address}=http://{listen}"
+        )
+        label = "through a caching nginx mirror (proxy_cache_lock)"
+        result = measure(cluster, origin, "b3", label, commands)
+        served = sum(bytes_by_client((work / "nginx-access.log").read_text()).values())
+        result.notes.append(f"the mirror sent the nodes {served / 2**30:.2f} GiB")
+        return result
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
 
 
 def case_c(cluster: Cluster, origin: NsRegistry, expected: dict[str, str]) -> Result:
@@ -428,6 +465,15 @@ def section(run: Run, image: Path | None) -> str:
         "on the mirror host, the nodes' `MODELPACK_MIRRORS` pointing at it; a fresh, empty mirror.",
         "- **(b2)** the same, a fresh mirror warmed by one node's pull first (its time is left "
         "out, its origin bytes are counted), then all nodes at once.",
+    ]
+    if any(r.case == "b3" for r in run.results):
+        lines.append(
+            "- **(b3)** Debian's nginx on the mirror host as the nodes' mirror instead, caching "
+            "blobs (`proxy_cache` keyed by the blob's URL, `proxy_cache_lock`: concurrent first "
+            "requests for a blob wait for one fetch) and passing manifests through "
+            "(benchmarks/nginx.py); a fresh, empty cache."
+        )
+    lines += [
         "- **(c)** `modelpack serve --registry REGISTRY` on the cache host (empty node cache), the "
         "nodes as Hugging Face clients (`snapshot_download` with `HF_ENDPOINT`, hf_xet installed), "
         "each then checking every file's sha256. The gateway speaks the hub API only (no `/v2/`), "
@@ -518,6 +564,14 @@ def why(results: list[Result], one_copy: int) -> list[str]:
                 else "."
             )
         )
+    if "b3" in found:
+        verb = "did what distribution's proxy does not" if found["b3"] <= 1.1 else "did not help"
+        out.append(
+            f"A mirror that coalesces concurrent first requests {verb}: the caching nginx (b3) "
+            f"cost {found['b3']:.2f} copies, the nodes waiting on its cache lock while it fetched "
+            "each blob once. A pull-through mirror is then within one copy, but that mirror is "
+            "an HTTP cache, not a registry: it holds blobs by URL and forwards everything else."
+        )
     if found.get("c", 0) > 1.1:
         out.append(f"`modelpack serve` cost {found['c']:.2f} copies: not one pull per blob.")
     elif "c" in found:
@@ -559,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--registry-rate", default="1gbit")
     parser.add_argument("--node-rate", default="10gbit")
-    parser.add_argument("--cases", default="a,b,b2,c,d")
+    parser.add_argument("--cases", default="a,b,b2,b3,c,d")
     parser.add_argument("--no-write", action="store_true", help="print only; docs/ untouched")
     parser.add_argument(
         "--from-json",
@@ -620,6 +674,8 @@ def measure_all(args: argparse.Namespace) -> Run:
                 results.append(case_b(cluster, origin, ref))
             elif case == "b2":
                 results.append(case_b(cluster, origin, ref, warm=True))
+            elif case == "b3":
+                results.append(case_b3(cluster, origin, ref))
             elif case == "c":
                 results.append(case_c(cluster, origin, expected))
             elif case == "d":

@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import models
+from benchmarks import models, nginx
 from benchmarks.runner import Measurement, measure
 from modelpack.testing.peers import peer_command, peer_version, peers_python
 from modelpack.testing.registry import RegistryServer, free_port, wait_until_serving
@@ -34,36 +34,6 @@ ROOT = HERE.parent
 PY = sys.executable
 HEADING = "## One big blob over a capped link"
 NAMESPACE = "mp-bench-ranged"
-
-NGINX_CONF = """
-user root;
-worker_processes 2;
-daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {work}/nginx-access.log;
-    client_body_temp_path {work}/body;
-    proxy_temp_path {work}/proxy;
-    fastcgi_temp_path {work}/fastcgi;
-    uwsgi_temp_path {work}/uwsgi;
-    scgi_temp_path {work}/scgi;
-    client_max_body_size 0;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://{upstream};
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_buffering on;
-            proxy_max_temp_file_size 0;
-            limit_rate {cap};
-        }}
-    }}
-}}
-"""
 
 
 class Nginx:
@@ -79,15 +49,9 @@ class Nginx:
         return f"127.0.0.1:{self.port}"
 
     def __enter__(self) -> Nginx:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        if not Path(binary).exists():
-            raise SystemExit("nginx is missing: apt-get install nginx-light")
-        self.work.mkdir(parents=True, exist_ok=True)
-        conf = self.work / "nginx.conf"
-        conf.write_text(
-            NGINX_CONF.format(work=self.work, port=self.port, upstream=self.upstream, cap=self.cap)
-        )
-        self.process = subprocess.Popen([binary, "-c", str(conf), "-p", str(self.work)])
+        server = nginx.capping_proxy(self.host, self.upstream, self.cap)
+        conf = nginx.write_conf(self.work, server)
+        self.process = subprocess.Popen([nginx.binary(), "-c", str(conf), "-p", str(self.work)])
         wait_until_serving(f"http://{self.host}", self.process, self.work / "nginx-error.log", 30)
         return self
 
