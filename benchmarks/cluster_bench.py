@@ -40,6 +40,7 @@ from benchmarks.cluster import (
     NsRegistry,
     require_root,
 )
+from benchmarks.report import replace_section
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -595,15 +596,7 @@ def why(results: list[Result], one_copy: int) -> list[str]:
 
 
 def write_section(text: str, doc: Path = DOC) -> None:
-    """Replace the section (up to the next ``## `` heading) or append it at the end."""
-    page = doc.read_text(encoding="utf-8")
-    if HEADING in page:
-        head, rest = page.split(HEADING, 1)
-        tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
-        page = head + text + ("\n" + tail if tail else "")
-    else:
-        page = page.rstrip("\n") + "\n\n" + text
-    doc.write_text(page, encoding="utf-8")
+    replace_section(doc, HEADING, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import models
+from benchmarks.report import replace_section
 from benchmarks.runner import Measurement, measure
 from modelpack.testing.containerd import Containerd, version
 from modelpack.testing.registry import RegistryServer
@@ -145,14 +146,7 @@ def write_doc(path: Path, args: argparse.Namespace, results: list[Measurement],
             "plugin's `discard_unpacked_layers` drops the first). Where its time goes was not "
             "profiled; containerd 2.x, which image volumes need, was not measured.",
         ]
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if HEADING in text:
-        before, _, rest = text.partition(HEADING)
-        following = rest.find("\n## ")
-        text = before + "\n".join(lines) + (rest[following + 1 :] if following >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines)
-    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    replace_section(path, HEADING, "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:

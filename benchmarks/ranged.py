@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import models, nginx
+from benchmarks.report import replace_section
 from benchmarks.runner import Measurement, measure
 from modelpack.testing.peers import peer_command, peer_version, peers_python
 from modelpack.testing.registry import RegistryServer, free_port, wait_until_serving
@@ -169,14 +170,7 @@ def write_doc(path: Path, args: argparse.Namespace, size: int, results: list[Mea
         "store's) and added delay were not available here: not tested. About 4 minutes.",
         "",
     ]
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if HEADING in text:
-        before, _, rest = text.partition(HEADING)
-        following = rest.find("\n## ")
-        text = before + "\n".join(lines) + (rest[following + 1 :] if following >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines)
-    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    replace_section(path, HEADING, "\n".join(lines))
 
 
 def in_namespace(args: argparse.Namespace, argv: list[str]) -> int | None:

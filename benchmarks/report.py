@@ -298,6 +298,19 @@ KEPT_SECTIONS = (
 )
 
 
+def replace_section(path: Path, heading: str, text: str) -> None:
+    """Put ``text`` (which starts with ``heading``) where that section of the page is, up to
+    the next ``## `` heading, or at the end: how each standalone benchmark writes its part."""
+    page = path.read_text(encoding="utf-8") if path.exists() else ""
+    if heading in page:
+        head, rest = page.split(heading, 1)
+        tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
+        page = head + text.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
+    else:
+        page = page.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
+    path.write_text(page, encoding="utf-8")
+
+
 def kept_sections(path: Path) -> list[str]:
     """The lines of every KEPT_SECTIONS section of the page at ``path``, in page order."""
     if not path.exists():
