@@ -197,7 +197,7 @@ def test_disk_full_is_one_clear_error_and_the_pull_resumes(
 
     checked = run_cli(*args, env=env)
     assert checked.returncode == 1, checked.stderr
-    assert "not enough space" in checked.stderr
+    assert "not enough space" in checked.stderr, checked.stderr
     assert not (small_disk / "out").exists()
     assert flaky.bytes_served(lambda e: weight.digest in e.path) == 0
 
@@ -218,7 +218,9 @@ def test_disk_full_is_one_clear_error_and_the_pull_resumes(
     pulled = out if out is not None else Path(again.stdout.strip())
     assert tree_files(pulled) == tree_files(model)
     fetched_again = flaky.bytes_served(lambda e: weight.digest in e.path) - kept
-    assert 0 < fetched_again < weight.size  # resumed, not started over
+    assert 0 < fetched_again < weight.size, (  # resumed, not started over
+        f"fetched again {fetched_again} of {weight.size} (kept {kept}): {again.stderr}"
+    )
 
 
 @pytest.mark.parametrize("compress", ["none", "zstd"])
