@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .endpoints import Endpoint
-from .errors import UsageError
+from .errors import ModelpackError, UsageError
 from .model.image import ANNOTATION_IMAGE_KIND, ANNOTATION_IMAGE_MODEL
 from .oci.spec import (
     INDEX_MEDIA_TYPES,
@@ -14,10 +14,11 @@ from .oci.spec import (
     Descriptor,
     Manifest,
     ModelConfig,
+    parse_document,
     parse_manifest,
     parse_model_config,
 )
-from .oci.target import fetch_bytes, referrers_of
+from .oci.target import Target, fetch_bytes, referrers_of
 from .signing.cosign import COSIGN_ARTIFACT_TYPE, find_signatures
 
 # artifactType values of signature referrers: cosign, sigstore bundles, notation.
@@ -102,7 +103,7 @@ def inspect_endpoint(endpoint: Endpoint, location: str, *, attached: bool = True
     if root.media_type in INDEX_MEDIA_TYPES:
         raise UsageError(
             f"{endpoint.display} is an image index, not a model manifest",
-            hint="inspect one of its manifests by digest",
+            hint=_index_hint(target, root, endpoint),
         )
     manifest = parse_manifest(fetch_bytes(target, root), f"{endpoint.display} manifest")
     config = None
@@ -120,3 +121,23 @@ def inspect_endpoint(endpoint: Endpoint, location: str, *, attached: bool = True
         ]  # fmt: skip
         inspection.signatures = len(cosign) + len(others)
     return inspection
+
+
+def _index_hint(target: Target, root: Descriptor, endpoint: Endpoint) -> str:
+    """Which manifests an index holds, so the user can name one (best effort)."""
+    display = endpoint.display
+    try:
+        document = parse_document(fetch_bytes(target, root), f"{display} index")
+        entries = [
+            Descriptor.from_dict(m, f"{display} index") for m in document.get("manifests", [])
+        ]
+        platforms = [m.get("platform") or {} for m in document.get("manifests", [])]
+    except ModelpackError:
+        return "inspect one of its manifests by digest"
+    name = f"{endpoint.registry_ref.name}@" if endpoint.registry_ref else ""
+    listed = ", ".join(
+        f"{name}{entry.digest}"
+        + (f" ({p.get('os')}/{p.get('architecture')})" if isinstance(p, dict) and p else "")
+        for entry, p in zip(entries[:4], platforms, strict=False)
+    )
+    return f"inspect one of its manifests by digest: {listed}" if listed else "it lists no manifest"

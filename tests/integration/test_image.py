@@ -324,5 +324,7 @@ def test_several_platforms_make_one_index_that_each_node_architecture_resolves(
         rootfs = unpack_with_umoci(out["reference"], tmp_path / arch, arch=arch)
         assert tree_files(rootfs) == tree_files(tiny_model)
     containerd.pull(out["reference"])  # this node's platform out of the index
+    shown = run_cli("inspect", "--remote", out["reference"], "--plain-http")
+    assert shown.returncode == 2 and "(linux/arm64)" in shown.stderr  # names each manifest
     model = json.loads(run_cli("inspect", "--remote", tar_model, "--json", "--plain-http").stdout)
     assert {"digest": out["digest"], "kind": "volume"} in model["images"]
