@@ -129,8 +129,12 @@ def convert_manifest(manifest: Manifest, family: MediaTypes) -> Manifest:
 
 
 def rewrite_manifest_bytes(data: bytes, family: MediaTypes, what: str) -> bytes:
-    """``data`` unchanged unless it is a model manifest in the other family's names."""
-    manifest = Manifest.from_dict(parse_document(data, what), what)
+    """``data`` unchanged unless it is a model manifest in the other family's names (an
+    image index, a multi-platform image, is never one)."""
+    document = parse_document(data, what)
+    if document.get("mediaType") in INDEX_MEDIA_TYPES or "manifests" in document:
+        return data
+    manifest = Manifest.from_dict(document, what)
     converted = convert_manifest(manifest, family)
     return data if converted is manifest else converted.to_bytes()
 

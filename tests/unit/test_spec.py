@@ -112,9 +112,11 @@ def test_vendored_spec_matches_the_shared_copy_when_present():
 
 def test_media_type_conversion_renames_and_round_trips():
     from modelpack.oci.spec import (
+        MEDIA_TYPE_OCI_INDEX,
         Descriptor,
         Manifest,
         MediaTypes,
+        canonical_json,
         convert_manifest,
         media_types_of,
         rewrite_manifest_bytes,
@@ -146,3 +148,5 @@ def test_media_type_conversion_renames_and_round_trips():
         artifact_type=None,
     )
     assert convert_manifest(image, MediaTypes.CNAI) is image  # not a model: left alone
+    index = canonical_json({"schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": []})
+    assert rewrite_manifest_bytes(index, MediaTypes.CNAI, "i") is index  # an index neither
