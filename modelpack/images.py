@@ -16,7 +16,7 @@ from typing import Any
 
 from . import transfer
 from .display import human_size
-from .endpoints import open_endpoint, registry_repository
+from .endpoints import Endpoint, open_endpoint, registry_repository
 from .errors import UsageError
 from .model.build import LayerBuilder, PlannedLayer
 from .model.image import (
@@ -32,7 +32,6 @@ from .model.image import (
     raw_layers,
 )
 from .model.source.local import SourceFile
-from .oci.copy import CopyOptions, copy_graph
 from .oci.reference import parse_reference
 from .oci.spec import Descriptor, LayerFormat, Manifest, layer_media_type, parse_layer_media_type
 from .progress import NullProgress, Progress
@@ -158,12 +157,9 @@ def make_image(
                           tar_copies=copies)  # fmt: skip
         if copied:
             transfer.copy(pinned, f"{dst_ref.name}@{model.descriptor.digest}", settings, progress)
-        dst = open_endpoint(str(dst_ref), settings, reading=False)
-        options = CopyOptions(concurrency=settings.concurrency, transfer_attempts=settings.retries)
-        if progress is not None:
-            options.progress = progress
-        image = ImageArtifact(plan, [store, src.target])
-        pushed = copy_graph(image, plan.descriptor.digest, dst.target, dst_ref.tag, options)
+        image = Endpoint(ImageArtifact(plan, [store, src.target]), plan.descriptor.digest,
+                         "the image being written")  # fmt: skip
+        pushed = transfer.push_from(image, str(dst_ref), settings, progress)
     return ImageResult(
         reference=str(dst_ref),
         digest=plan.descriptor.digest,

@@ -171,7 +171,15 @@ def push_built(
 ) -> TransferResult:
     """Push what ``build_artifact(keep_raw=False)`` made: weights stream from the sources."""
     source = Endpoint(BuiltArtifact(store, result), result.digest, result.reference)
-    dst = open_endpoint(result.reference, settings, reading=False)
+    return push_from(source, result.reference, settings, progress)
+
+
+def push_from(
+    source: Endpoint, destination: str, settings: Settings, progress: Progress | None = None
+) -> TransferResult:
+    """Push what a read-only Target holds (a model being built, an image being written) to
+    the registry reference ``destination``, without referrers."""
+    dst = open_endpoint(destination, settings, reading=False)
     return _transfer_result(dst, _copy(source, dst, settings, progress, with_referrers=False))
 
 
