@@ -43,7 +43,7 @@ from ..oci.spec import (
     layer_media_type,
     parse_layer_media_type,
 )
-from ..oci.target import push_bytes
+from ..oci.target import ReadOnlyTarget, push_bytes
 from ..progress import NullProgress, Progress, ReportingReader
 from ..schemas import MODEL_CONFIG, validate
 from ..storage._fsutil import Placement
@@ -431,7 +431,7 @@ def build_artifact(
     return BuildResult(reference, manifest_desc, manifest, config, built, warnings)
 
 
-class BuiltArtifact:
+class BuiltArtifact(ReadOnlyTarget):
     """A just-built artifact as a read-only Target: config and manifest from the
     store, raw layers straight from the source files (verified while sent)."""
 
@@ -460,9 +460,3 @@ class BuiltArtifact:
             return
         with open(self.files[desc.digest], "rb") as stream:
             yield stream
-
-    def push(self, desc: Descriptor, content: BinaryIO, reference: str | None = None) -> None:
-        raise NotImplementedError
-
-    def tag(self, desc: Descriptor, reference: str) -> None:
-        raise NotImplementedError

@@ -37,7 +37,7 @@ from ..oci.spec import (
     canonical_json,
     parse_layer_media_type,
 )
-from ..oci.target import Target
+from ..oci.target import ReadOnlyTarget, Target
 from ..storage.unpack import safe_relpath
 
 MEDIA_TYPE_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -115,7 +115,7 @@ class ImagePlan:
         return sum(desc.size for desc in blobs)
 
 
-class ImageArtifact:
+class ImageArtifact(ReadOnlyTarget):
     """The image as a read-only Target for the graph copy: its config, base and manifest
     from memory, every other blob from ``sources`` (the model's target, the local store)."""
 
@@ -142,12 +142,6 @@ class ImageArtifact:
         source = next((s for s in self.sources if s.exists(desc)), self.sources[-1])
         with source.fetch(desc) as stream:
             yield stream
-
-    def push(self, desc: Descriptor, content: BinaryIO, reference: str | None = None) -> None:
-        raise NotImplementedError
-
-    def tag(self, desc: Descriptor, reference: str) -> None:
-        raise NotImplementedError
 
 
 def raw_layers(manifest: Manifest) -> list[Descriptor]:

@@ -113,6 +113,17 @@ class FileTreeWriter(Protocol):
     def commit(self) -> Path: ...
 
 
+class ReadOnlyTarget:
+    """The write half of a Target that is only ever a copy's source (a model being built, an
+    image being written, a store seen through fetched manifests): writing to one is a bug."""
+
+    def push(self, desc: Descriptor, content: BinaryIO, reference: str | None = None) -> None:
+        raise NotImplementedError(f"{type(self).__name__} is read-only")
+
+    def tag(self, desc: Descriptor, reference: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} is read-only")
+
+
 def referrers_of(target: Target, subject: Descriptor, artifact_type: str | None = None):
     """``subject``'s referrers where ``target`` can list them, else none."""
     if isinstance(target, ReferrerLister):

@@ -39,7 +39,7 @@ from typing import BinaryIO
 from ..oci.copy import CopyOptions, copy_graph
 from ..oci.pieces import RangedPolicy
 from ..oci.spec import Descriptor
-from ..oci.target import Target
+from ..oci.target import ReadOnlyTarget, Target
 from ..settings import Settings
 from ._fsutil import atomic_write_bytes, remove_tree
 from ._locks import file_lock
@@ -88,7 +88,7 @@ class CacheEntry:
         }
 
 
-class ManifestOverlay:
+class ManifestOverlay(ReadOnlyTarget):
     """Manifests from one target (already fetched), blobs from another: lets a
     partial pull materialize from the store without the store holding an
     incomplete manifest."""
@@ -107,12 +107,6 @@ class ManifestOverlay:
 
     def fetch(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
         return self.blobs.fetch(desc) if self.blobs.exists(desc) else self.manifests.fetch(desc)
-
-    def push(self, desc: Descriptor, content: BinaryIO, reference: str | None = None) -> None:
-        raise NotImplementedError
-
-    def tag(self, desc: Descriptor, reference: str) -> None:
-        raise NotImplementedError
 
 
 class NodeCache:
