@@ -16,7 +16,7 @@ from typing import Any
 
 from . import transfer
 from .display import human_size
-from .endpoints import Endpoint, open_endpoint, registry_repository
+from .endpoints import Endpoint, open_endpoint, registry_of, registry_repository
 from .errors import UsageError
 from .model.build import LayerBuilder, PlannedLayer
 from .model.image import (
@@ -127,7 +127,7 @@ def make_image(
     ``oci:DIR[:TAG]``). A model in another repository (or not in a registry) is copied to
     IMAGE_REF's repository first, by digest: across repositories of one registry a mount.
     ``convert_raw`` writes a tar copy of each raw layer (pulled into the node cache first)."""
-    if image_ref.startswith(("oci:", "store:")):
+    if registry_of(image_ref) is None:
         raise UsageError(
             f"{image_ref}: IMAGE_REF is a registry reference (runtimes pull images from one)",
             hint="write it to a registry, then `modelpack copy IMAGE_REF oci:DIR:TAG` for a layout",
@@ -199,6 +199,6 @@ def _base_and_platforms(
 
 def _pinned(source: str, digest: str) -> str:
     """SOURCE by the digest just inspected, so a tag moved meanwhile cannot change the model."""
-    if source.startswith(("oci:", "store:")):
+    if registry_of(source) is None:
         return source
     return str(parse_reference(source.removeprefix("docker://")).with_digest(digest))
