@@ -27,20 +27,18 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 # The reference tools (oras, modctl, kit, cosign, crane, regctl) at the pins in
 # scripts/peers/pins.txt, built from the Go module proxy once into ~/.cache/modelpack-peers
 # (MODELPACK_PEERS_DIR); a tool is rebuilt only when its pin changes.
-# Also the Rust hub clients of tests/clients/ (hf-hub, Dragonfly's hf:// backend), with
-# cargo from crates.io at their Cargo.lock, rebuilt only when one changes.
-# And a Dragonfly cluster (manager, scheduler: Go; dfdaemon: Rust) at its pins
-# (scripts/peers/build-dragonfly.sh; about 40 min cold on 2 cores).
+# Also the Rust peers, one cargo workspace in tests/clients/ (dfdaemon, the hf-hub crate,
+# Dragonfly's hf:// backend) from crates.io at its Cargo.lock, rebuilt only when it changes,
+# and Dragonfly's Go manager and scheduler at their pins (scripts/peers/build-all.sh).
 peers:
-	@bash scripts/peers/build-peers.sh
-	@bash scripts/peers/build-rust-clients.sh
-	@bash scripts/peers/build-dragonfly.sh
+	@bash scripts/peers/build-all.sh
 
 demo: install
 	@$(PY) examples/demo.py
 
-test: install peers
-	@$(PY) -m pytest
+# The peers build in the background while the tests that need none run (scripts/test.sh).
+test: install
+	@PY=$(PY) scripts/test.sh
 
 # Run the interop tests (the reference tools, the Python peers, skopeo, both registries)
 # and write their matrix into docs/interop.md.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the real parts the tests and demo run against, if missing:
+# Install the real parts the tests and demo run against, if missing. Each check tests for
+# what the build or the tests read (a command, a header, a .proto, a library), not a name:
 # Debian's docker-registry (CNCF distribution) and skopeo (an independent OCI client);
 # protoc, which Dragonfly's API crate runs when tests/clients/dragonfly-hf is built.
 set -euo pipefail
@@ -15,7 +16,13 @@ ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# protoc and the well-known .proto files it imports (google/protobuf/duration.proto, ...):
+# Dragonfly's API crate compiles its protos when tests/clients and dfdaemon are built.
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/duration.proto ] || missing+=(libprotobuf-dev)
+# cmake: aws-lc-sys (rustls' crypto, in dfdaemon) runs it; a C and C++ compiler for RocksDB.
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
 # modelpack image: umoci unpacks the images in tests; busybox-static is the modelcar's base.
 command -v umoci >/dev/null 2>&1 || missing+=(umoci)
 # ...and containerd with runc pull, mount and run them as a kubelet's runtime would.

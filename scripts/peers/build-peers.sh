@@ -6,6 +6,7 @@
 #   MODELPACK_PEERS_DIR=/x scripts/peers/build-peers.sh
 #   MODELPACK_PEERS_ONLY="oras crane" ...   # only these tools
 #   MODELPACK_PEERS_SKIP="zot" ...          # skip these tools
+#   MODELPACK_PEERS_CHECK=1 ...             # only say which are cached and which would build
 #
 # Layout: $DIR/<tool>-<version>/bin/<tool>  (+ .pin with the pin line it was built from)
 #         $DIR/bin/<tool> -> ../<tool>-<version>/bin/<tool>
@@ -26,7 +27,7 @@ command -v go >/dev/null 2>&1 || { echo "build-peers: go not found on PATH (inst
 mkdir -p "$DIR/bin" "$DIR/logs"
 
 # One run at a time per cache dir (a second run waits for the first).
-if command -v flock >/dev/null 2>&1; then
+if [[ -z "${MODELPACK_PEERS_CHECK:-}" ]] && command -v flock >/dev/null 2>&1; then
   exec 9>"$DIR/.lock"
   flock 9
 fi
@@ -95,7 +96,13 @@ while read -r name pkg version need rest || [[ -n "${name:-}" ]]; do
   bin="$dest/bin/$name"
   log="$DIR/logs/$name-$version.log"
 
-  if [[ -x "$bin" && -f "$dest/.pin" && "$(cat "$dest/.pin")" == "$pin" ]]; then
+  cached=0
+  [[ -x "$bin" && -f "$dest/.pin" && "$(cat "$dest/.pin")" == "$pin" ]] && cached=1
+  if [[ -n "${MODELPACK_PEERS_CHECK:-}" ]]; then
+    printf '%-8s %-9s %s\n' "$name" "$version" "$([[ $cached == 1 ]] && echo cached || echo 'to build')"
+    continue
+  fi
+  if [[ $cached == 1 ]]; then
     ln -sfn "../$name-$version/bin/$name" "$DIR/bin/$name"
     printf '%-8s %-9s cached\n' "$name" "$version"
     continue

@@ -3,7 +3,7 @@
 huggingface_hub's own downloads are test_gateway.py's; here: the ``hf`` CLI, transformers'
 ``from_pretrained`` loaders, the Rust ``hf-hub`` crate (what TGI and ModelExpress link) and
 Dragonfly's ``hf://`` backend (the ``dragonfly-client-backend`` crate dfdaemon links), the
-last two built with cargo from crates.io (tests/clients/, scripts/peers/build-rust-clients.sh).
+last two built with cargo from crates.io (tests/clients/, scripts/peers/build-rust-peers.sh).
 Each gets the bytes of the pushed model, compared file by file.
 """
 
@@ -18,7 +18,7 @@ import pytest
 import requests
 from support.gateway import Gateway, clean_env
 from support.helpers import build_and_push, tree_files
-from support.rust_clients import build_rust_clients
+from support.rust_clients import build_rust_peers
 
 from modelpack.settings import Settings
 from modelpack.testing import RegistryServer, make_tiny_model
@@ -47,7 +47,7 @@ def hub(registry, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rust_bin():
-    return build_rust_clients()
+    return build_rust_peers()
 
 
 def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
