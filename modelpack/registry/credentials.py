@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,9 @@ from ..errors import AuthenticationError, UsageError
 from ..storage._fsutil import atomic_write_bytes
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+# A helper is named by a plain word (docker-credential-<word> on PATH): never a path, so a
+# config.json someone else wrote cannot make us run a program of its choosing.
+_HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,22 @@ def host_keys(host: str) -> list[str]:
     return [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"]
 
 
+def _helper_program(helper: object) -> str:
+    """``docker-credential-<helper>``, for a helper name that is a plain word; else UsageError."""
+    if not isinstance(helper, str) or not _HELPER_NAME.fullmatch(helper):
+        raise UsageError(
+            f"credential helper name {str(helper)[:80]!r} in {docker_config_path()} is not a plain"
+            " word; refusing to run it",
+            hint="a helper is named like 'pass' or 'ecr-login' (docker-credential-NAME on PATH)",
+        )
+    return f"docker-credential-{helper}"
+
+
 def _from_helper(helper: str, host: str) -> Credentials | None:
+    program = _helper_program(helper)
     try:
         result = subprocess.run(
-            [f"docker-credential-{helper}", "get"],
+            [program, "get"],
             input=host.encode(),
             capture_output=True,
             timeout=30,
@@ -173,9 +189,10 @@ def _helper_for(config: dict, key: str) -> str | None:
 
 def _run_helper(helper: str, action: str, payload: str) -> None:
     """Run ``docker-credential-<helper> <action>`` with the secret on stdin, never argv."""
+    program = _helper_program(helper)
     try:
         result = subprocess.run(
-            [f"docker-credential-{helper}", action],
+            [program, action],
             input=payload.encode(),
             capture_output=True,
             timeout=30,

@@ -35,7 +35,8 @@ def test_login_push_pull_logout(tiny_model, basic_registry, tmp_path):
     assert PASSWORD not in login.stdout + login.stderr
 
     ref = f"{host}/private/tiny:v1"
-    assert run_cli("build", str(tiny_model), "-t", ref, "-q").returncode == 0
+    built = run_cli("build", str(tiny_model), "-t", ref, "-q")
+    assert built.returncode == 0, built.stderr
     pushed = run_cli("push", ref, "--plain-http", "-v")
     assert pushed.returncode == 0, pushed.stderr
     out = tmp_path / "out"
@@ -173,3 +174,26 @@ def test_credential_helper_gets_secrets_on_stdin_never_argv(
     calls = [json.loads(line) for line in argv_log.read_text().splitlines()]
     assert {c[1] for c in calls} >= {"store", "get"}
     assert all(PASSWORD not in arg for call in calls for arg in call)
+
+
+@pytest.mark.parametrize("field", ["credsStore", "credHelpers"])
+def test_a_credential_helper_name_that_is_a_path_is_never_run(tmp_path, basic_registry, field):
+    """Issue 28, defect 2: a config.json naming ``x/../../<dir>/prog`` made us run ``prog``
+    (docker-credential-x/../../... resolves through the working directory)."""
+    planted = tmp_path / "work" / "prog"
+    planted.parent.mkdir()
+    canary = tmp_path / "ran"
+    planted.write_text(f"#!/bin/sh\ntouch {canary}\n")
+    planted.chmod(0o755)
+    (tmp_path / "work" / "docker-credential-x").mkdir()
+    name = "x/../prog"
+    config_dir = tmp_path / "docker-config"
+    config_dir.mkdir(exist_ok=True)
+    host = basic_registry.host
+    config = {"credsStore": name} if field == "credsStore" else {"credHelpers": {host: name}}
+    (config_dir / "config.json").write_text(json.dumps(config))
+    env = {"PATH": f"{tmp_path / 'work'}{os.pathsep}{os.environ['PATH']}"}
+    result = run_cli("tags", f"{host}/helper/tiny", "--plain-http", env=env, cwd=tmp_path / "work")
+    assert not canary.exists(), "the planted program ran"
+    assert result.returncode == 2, result.stderr
+    assert "not a plain word" in result.stderr and "Traceback" not in result.stderr

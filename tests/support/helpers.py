@@ -9,7 +9,10 @@ from pathlib import Path
 
 
 def run_cli(
-    *args: str, input: str | None = None, env: dict[str, str] | None = None
+    *args: str,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``python -m modelpack`` as a user would; exit code and streams are the contract."""
     return subprocess.run(
@@ -18,6 +21,7 @@ def run_cli(
         text=True,
         input=input,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         timeout=600,
     )
 
