@@ -62,8 +62,8 @@ fail() {
 src="$DIR/rust-src"
 rm -rf "$src"
 mkdir -p "$src/vendor"
-(cd "$WORKSPACE" && tar cf - Cargo.toml Cargo.lock hf-hub-rs dragonfly-hf --exclude=target) \
-  | tar xf - -C "$src"
+(cd "$WORKSPACE" && tar cf - --exclude=target Cargo.toml Cargo.lock hf-hub-rs dragonfly-hf) \
+  | tar xf - -C "$src" 2>>"$log" || fail "cannot copy the workspace from $WORKSPACE"
 while read -r crate version sha256 || [[ -n "${crate:-}" ]]; do
   [[ -z "${crate:-}" || "$crate" == \#* ]] && continue
   archive="$DIR/logs/$crate-$version.crate"
@@ -73,8 +73,8 @@ while read -r crate version sha256 || [[ -n "${crate:-}" ]]; do
   fi
   echo "$sha256  $archive" | sha256sum -c --quiet - >>"$log" 2>&1 \
     || fail "$crate $version: sha256 differs from rust-pins.txt"
-  tar xzf "$archive" -C "$src/vendor"
-  mv "$src/vendor/$crate-$version" "$src/vendor/$crate"
+  tar xzf "$archive" -C "$src/vendor" 2>>"$log" && mv "$src/vendor/$crate-$version" "$src/vendor/$crate" \
+    || fail "cannot unpack $archive"
   rm -f "$src/vendor/$crate/Cargo.lock"  # the workspace's lock governs
 done <"$PINS"
 
