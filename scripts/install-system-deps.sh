@@ -28,6 +28,8 @@ command -v umoci >/dev/null 2>&1 || missing+=(umoci)
 # ...and containerd with runc pull, mount and run them as a kubelet's runtime would.
 command -v containerd >/dev/null 2>&1 || missing+=(containerd)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
+# Headless Chromium: the web page tests look at the page as a person's browser shows it.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
