@@ -9,15 +9,15 @@ set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 start=$SECONDS
 if [[ -n "${MODELPACK_PEERS_CHECK:-}" ]]; then
-  { bash "$here/build-peers.sh"; bash "$here/build-dragonfly.sh"; } | grep -v '^export PATH\|^bin dir'
+  { bash "$here/build-peers.sh"; bash "$here/build-dragonfly.sh"; } | grep --line-buffered -v '^export PATH\|^bin dir'
   exit 0
 fi
-bash "$here/build-rust-peers.sh" | grep -v '^bin dir' &
+bash "$here/build-rust-peers.sh" | grep --line-buffered -v '^bin dir' &
 rust=$!
 rc=0
-bash "$here/build-peers.sh" | grep -v '^export PATH\|^bin dir' || rc=1
+bash "$here/build-peers.sh" | grep --line-buffered -v '^export PATH\|^bin dir' || rc=1
 # Dragonfly's Go servers; its dfdaemon is the Rust build above (waited for on its lock).
-bash "$here/build-dragonfly.sh" | grep -v '^bin dir\|^rust-peers' || rc=1
+bash "$here/build-dragonfly.sh" | grep --line-buffered -v '^bin dir\|^rust-peers' || rc=1
 wait "$rust" || rc=1
 printf 'peers: %s in %d s\n' "$([[ $rc == 0 ]] && echo 'all ready' || echo 'FAILED')" "$((SECONDS - start))"
 exit "$rc"
