@@ -6,6 +6,10 @@ A commit is the parent's files with the commit's changes applied, packaged as
 folder holding the few bytes it reads: JSON, READMEs, safetensors and GGUF
 headers) and a manifest.  Files the parent has keep their layer as it is.
 
+Every path, the commit's and the parent's, passes ``hub.path_problem`` before a
+byte is staged, and the staging folder is written only through descriptors opened
+beneath it (``O_NOFOLLOW``, new files ``O_EXCL``): nothing lands outside it.
+
 The commit id is 40 hex, derived as git derives one: a sha1 over the parent's
 id, the config and every (path, layer digest), the message and the date.  The
 manifest records it (``io.modelpack.hf.commit``, what the resolver and
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, UsageError
 from ..model.build import PlannedLayer, layer_annotations, plan_layers
 from ..model.metadata import derive_metadata, rfc3339
 from ..model.source import ModelSource, SourceFile
@@ -51,7 +55,7 @@ from ..oci.spec import (
 from ..oci.target import push_bytes
 from ..registry.client import RegistryRepository
 from ..schemas import MODEL_CONFIG, validate
-from .hub import single_file_size
+from .hub import path_problem, shown_path, single_file_size
 
 ANNOTATION_PARENT = "io.modelpack.hf.parent"
 ANNOTATION_BRANCH = "io.modelpack.hf.branch"
@@ -114,6 +118,15 @@ class MissingEntryError(IntegrityError):
     """A deleted path that the parent does not have."""
 
 
+class CommitPathError(UsageError):
+    """A path the commit cannot hold: the hub answers ``status`` (400: the request's
+    fault; 422: the parent's, which only a new artifact at the branch can mend)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class _Carried:
     layer: Descriptor
@@ -132,6 +145,13 @@ def entries(head: Head | None) -> dict[str, _Carried]:
         path = layer.named_path
         if not path:
             continue
+        # Any OCI tool can push a layer titled "../../x.json": never carried, never staged.
+        if problem := path_problem(path.removesuffix("/") or path):
+            raise CommitPathError(
+                f"the parent commit {head.commit} has a file this gateway refuses, "
+                f"{shown_path(path)}: {problem}; push a fixed artifact to the branch first",
+                422,
+            )
         parsed = parse_layer_media_type(layer.media_type)
         kind = parsed[0] if parsed else LayerKind.CODE
         raw = parsed is not None and parsed[1] is LayerFormat.RAW
@@ -151,7 +171,22 @@ def apply(head: Head | None, change: Change) -> dict[str, _Carried | NewFile]:
         for path in [p for p in files if p.startswith(prefix) or prefix == "/"]:
             del files[path]
     files.update(change.added)
+    _refuse_files_as_folders(files)
     return dict(sorted(files.items()))
+
+
+def _refuse_files_as_folders(files: dict[str, _Carried | NewFile]) -> None:
+    """``a`` and ``a/b`` cannot both be files (git and every file system agree)."""
+    for path in files:
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            entry = files.get(folder)
+            if entry is not None and not (isinstance(entry, _Carried) and entry.directory):
+                raise CommitPathError(
+                    f"{shown_path(folder)} is a file, and {shown_path(path)} needs it as a "
+                    "folder; delete the file in the same commit to replace it"
+                )
 
 
 def build_commit(
@@ -293,9 +328,8 @@ def _stage(
     """A sparse file of the real size holding the bytes metadata needs."""
     size = _carried_size(entry.layer) if isinstance(entry, _Carried) else entry.size
     target = stage / path
-    target.parent.mkdir(parents=True, exist_ok=True)
     wanted = _wanted(path, size)
-    with open(target, "wb") as out:
+    with _create_beneath(stage, path) as out:
         if wanted and size:
             with _open_file(repository, entry) as stream:
                 if wanted == -2:
@@ -304,6 +338,33 @@ def _stage(
                     _copy(stream, out, size if wanted == -1 else wanted)
         out.truncate(size)
     return SourceFile(path, target, size, 0o644, date)
+
+
+@contextlib.contextmanager
+def _create_beneath(stage: Path, path: str) -> Iterator[BinaryIO]:
+    """A new file at ``stage/path``, proven inside ``stage``: the path resolves there,
+    each folder is made and opened relative to its parent's descriptor without
+    following a link, and the file is created (``O_EXCL``), never reused."""
+    if not (stage / path).resolve().is_relative_to(stage.resolve()):
+        raise CommitPathError(f"{shown_path(path)} leaves the repository")
+    *folders, name = path.split("/")
+    fd = os.open(stage, _DIRECTORY)
+    try:
+        for folder in folders:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder, 0o700, dir_fd=fd)
+            child = os.open(folder, _DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        created = os.open(name, _NEW_FILE, 0o600, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with os.fdopen(created, "wb") as out:
+        yield out
+
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _carried_size(layer: Descriptor) -> int:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, UnsafePathError
 from ..oci.spec import (
     ANNOTATION_FILE_METADATA,
     LEGACY_ANNOTATION_FILE_METADATA,
@@ -29,10 +30,18 @@ from ..oci.spec import (
     FileMetadata,
     Manifest,
 )
+from ..storage.unpack import safe_relpath
 
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+# Every pattern ends in \Z: "$" would also match before a trailing newline.
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
 # Hub repo ids: NAME or ORG/NAME, letters, digits, '-', '_', '.'.
-_REPO_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_REPO_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
+# A whole repo path, in bytes: a client's --local-dir or cache folder, and the gateway's
+# staging folder, go in front of it and everything must stay under PATH_MAX (4096).
+PATH_BYTES_MAX = 1024
+# What huggingface_hub refuses to upload (constants.FORBIDDEN_FOLDERS): git's folder, and
+# the one where `hf download --local-dir` keeps what it downloaded and when.
+FORBIDDEN_FOLDERS = (".git", ".cache")
 LFS_POINTER_SIZE = 134  # what a git-lfs pointer file of a sha256 takes; the hub reports it
 
 
@@ -53,18 +62,20 @@ class HubError(Exception):
         self.headers = dict(headers or {})
 
     def response_headers(self) -> dict[str, str]:
-        headers = {"X-Error-Message": _header_text(self.message), **self.headers}
+        headers = {"X-Error-Message": self.message, **self.headers}
         if self.code:
             headers["X-Error-Code"] = self.code
-        return headers
+        return {name: header_text(value) for name, value in headers.items()}
 
     def body(self) -> bytes:
         return json.dumps({"error": self.message}).encode()
 
 
-def _header_text(text: str) -> str:
-    """One line of latin-1: header values must not carry newlines or other scripts."""
-    return " ".join(text.split()).encode("latin-1", "replace").decode("latin-1")[:500]
+def header_text(text: str) -> str:
+    """One line of printable latin-1 for a header value: a newline would split the
+    header, and a NUL or other control character makes gunicorn answer 500 instead."""
+    printable = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(printable.split()).encode("latin-1", "replace").decode("latin-1")[:500]
 
 
 def repo_not_found(repo_id: str, detail: str = "") -> HubError:
@@ -101,9 +112,46 @@ def canonical_repo_id(repo_id: str) -> str:
     return repo_id.lower()
 
 
-def valid_file_path(path: str) -> bool:
+def path_problem(path: object) -> str | None:
+    """Why ``path`` cannot name a file in a repo, or None.  One rule for every path
+    the gateway takes or carries (preupload, each commit operation, the parent's
+    layers) and serves: relative, no empty, ``.`` or ``..`` part; no control character
+    (a newline or NUL no client's file system or header takes); at most
+    :data:`PATH_BYTES_MAX` bytes; no ``.cache`` part; and what a pull refuses
+    (``storage.unpack.safe_relpath``: ``.git`` in any spelling a file system folds to it,
+    backslashes, not UTF-8, a name over 255 bytes, modelpack's reserved names)."""
+    if not isinstance(path, str) or not path:
+        return "an empty path"
+    if path.startswith("/"):
+        return "an absolute path"
+    if any(unicodedata.category(c) == "Cc" for c in path):
+        return "a control character (newline, tab, NUL...) in a name"
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "not valid UTF-8"
+    if size > PATH_BYTES_MAX:
+        return f"longer than {PATH_BYTES_MAX} bytes"
     parts = path.split("/")
-    return bool(path) and all(p not in ("", ".", "..") and "\\" not in p for p in parts)
+    if any(part in ("", ".", "..") for part in parts):
+        return "an empty, '.' or '..' part"
+    if any(part in FORBIDDEN_FOLDERS for part in parts):
+        return "a .git or .cache folder, which huggingface_hub refuses too"
+    try:
+        safe_relpath(path, "path")
+    except UnsafePathError as exc:
+        return exc.message.removeprefix("path: ")
+    return None
+
+
+def shown_path(path: object) -> str:
+    """A path as an error message shows it: quoted, escaped, not too long."""
+    text = ascii(path)
+    return text if len(text) <= 120 else f"{text[:90]}...{text[-20:]}"
+
+
+def valid_file_path(path: str) -> bool:
+    return path_problem(path) is None
 
 
 def stand_in_oid(*parts: str) -> str:

@@ -59,6 +59,8 @@ class _Input:
         want = READ_SIZE if self.remaining is None else min(READ_SIZE, self.remaining)
         data = self.stream.read(want) if want else b""
         if not data:
+            if self.remaining:  # the connection dropped: a part of a commit is not the commit
+                raise HubError(400, f"the commit payload ended {self.remaining} bytes short")
             self.ended = True
             return False
         if self.remaining is not None:

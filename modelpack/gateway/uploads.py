@@ -17,8 +17,6 @@ import json
 import logging
 import re
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +30,7 @@ from ..oci.digests import sha256_file
 from ..oci.reference import is_tag
 from ..oci.spec import ANNOTATION_CREATED, Descriptor
 from ..registry.client import RegistryRepository
+from ..registry.transport import raise_for_status
 from ..registry.upload import chunk_size_for, upload_blob
 from .access import Clients, credentials_from_header
 from .commits import (
@@ -43,6 +42,7 @@ from .commits import (
     ANNOTATION_PARENT,
     Change,
     CommitInfo,
+    CommitPathError,
     Head,
     MissingEntryError,
     NewFile,
@@ -57,18 +57,21 @@ from .hub import (
     COMMIT_RE,
     HubError,
     canonical_repo_id,
+    header_text,
+    path_problem,
     repo_not_found,
-    valid_file_path,
+    shown_path,
     valid_repo_id,
 )
 from .models import Model, Resolver
 from .payload import operations
+from .spools import claimed_folder, sweep
 from .xet import Xet
 
 log = logging.getLogger("modelpack.gateway")
 REPO_OPS = ("preupload", "commit", "branch", "tag", "refs", "commits", "xet-write-token")
 READ_OPS = ("revision", "tree", "paths-info")  # app.py's
-OID_RE = re.compile(r"^[0-9a-f]{64}$")
+OID_RE = re.compile(r"^[0-9a-f]{64}\Z")
 JSON_MAX = 4 << 20
 TICKET_TTL = 3600.0
 HISTORY_MAX = 1000
@@ -99,7 +102,11 @@ class Ticket:
 
 class Tickets:
     """Upload hrefs hand out an opaque ticket, never credentials (the PUT has no
-    Authorization: huggingface_hub sends the body alone, as to a presigned URL)."""
+    Authorization: huggingface_hub sends the body alone, as to a presigned URL).
+
+    A ticket is good until one upload with it succeeds (or for an hour): huggingface_hub
+    retries the same href after a cut connection or a 5xx (``http_backoff``), and a
+    wrong body leaves nothing behind to protect."""
 
     def __init__(self) -> None:
         self._tickets: dict[str, Ticket] = {}
@@ -114,10 +121,14 @@ class Tickets:
             self._tickets[key] = Ticket(authorization, repo_id, oid, size, now + TICKET_TTL)
         return key
 
-    def take(self, key: str) -> Ticket | None:
+    def get(self, key: str) -> Ticket | None:
         with self._lock:
-            ticket = self._tickets.pop(key, None)
+            ticket = self._tickets.get(key)
         return ticket if ticket and ticket.expires >= time.monotonic() else None
+
+    def used(self, key: str) -> None:
+        with self._lock:
+            self._tickets.pop(key, None)
 
 
 class Uploads:
@@ -139,6 +150,7 @@ class Uploads:
         self.workdir = config.settings.home / "uploads"
         self._branches: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
+        sweep(self.workdir)  # what a killed worker left (spools.py)
 
     # -- routing ----------------------------------------------------------------
 
@@ -225,6 +237,8 @@ class Uploads:
             return HubError(403, f"You don't have the rights to push to {repo_id}")
         if isinstance(exc, MissingEntryError):
             return HubError(404, exc.message, "EntryNotFound")
+        if isinstance(exc, CommitPathError):
+            return HubError(exc.status, f"{repo_id}: {exc.message}")
         if isinstance(exc, IntegrityError):
             return HubError(400, f"{repo_id}: the uploaded bytes do not match their sha256")
         return self.hub_error(exc, repo_id)
@@ -301,7 +315,7 @@ class Uploads:
         problem = front_matter_problem(str(self._json(request).get("content") or ""))
         if problem:
             document = {"errors": [{"message": problem}], "warnings": []}
-            return Response.json(document, 400, {"X-Error-Message": problem})
+            return Response.json(document, 400, {"X-Error-Message": header_text(problem)})
         return Response.json({"errors": [], "warnings": []})
 
     def create_repo(self, request: Request) -> Response:
@@ -316,12 +330,14 @@ class Uploads:
         url = f"{self._base(request)}/{repo_id}"
         try:
             repository = self._repository(repo_id, request)
-            if repository.user_tags():
-                # The hub's 409 carries the url: create_repo(exist_ok=True) returns it.
-                taken = HubError(409, "You already created this model repo")
-                headers = taken.response_headers()
-                return Response.json({"error": taken.message, "url": url}, 409, headers)
+            # Looked at under the lock every commit to main takes: of concurrent creates
+            # exactly one makes the first commit, and none resets a branch in use.
             with self._branch_lock(repo_id, "main"):
+                if repository.user_tags():
+                    # The hub's 409 carries the url: create_repo(exist_ok=True) returns it.
+                    taken = HubError(409, "You already created this model repo")
+                    headers = taken.response_headers()
+                    return Response.json({"error": taken.message, "url": url}, 409, headers)
                 self._first_commit(repository, repo_id, request)
         except ModelpackError as exc:
             raise self._error(exc, repo_id, request) from None
@@ -329,8 +345,7 @@ class Uploads:
 
     def _first_commit(self, repository: RegistryRepository, repo_id: str, request: Request) -> None:
         """A new repo holds .gitattributes, as on the hub."""
-        work = Path(tempfile.mkdtemp(prefix="repo-", dir=self._workdir()))
-        try:
+        with claimed_folder(self.workdir, "repo-") as work:
             local = work / ".gitattributes"
             local.write_bytes(GITATTRIBUTES)
             added = self._push_file(repository, ".gitattributes", local)
@@ -338,12 +353,6 @@ class Uploads:
             info = CommitInfo("initial commit", "", self._author(request), "main", time.time())
             built = build_commit(repository, repo_id, None, change, info, work)
             push_commit(repository, built, None)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-
-    def _workdir(self) -> Path:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        return self.workdir
 
     def _push_file(self, repository: RegistryRepository, path: str, local: Path) -> NewFile:
         digest, size = sha256_file(str(local))
@@ -369,11 +378,11 @@ class Uploads:
         existing = {f.path: f for f in (model.view.files or {}).values()}
         answers = []
         for item in files:
-            if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            if not isinstance(item, dict):
                 raise HubError(400, "each file needs a path")
-            path, size = item["path"], item.get("size")
+            path, size = _file_path(item.get("path")), item.get("size")
             if not isinstance(size, int) or size < 0:
-                raise HubError(400, f"{path}: size must be a number of bytes")
+                raise HubError(400, f"{shown_path(path)}: size must be a number of bytes")
             mode = "regular" if size <= self.config.inline_max else "lfs"
             answer: dict[str, Any] = {"path": path, "uploadMode": mode, "shouldIgnore": False}
             if (found := existing.get(path)) is not None and found.layer is not None:
@@ -417,7 +426,7 @@ class Uploads:
         )
 
     def lfs_upload(self, request: Request, key: str) -> Response:
-        ticket = self.tickets.take(key)
+        ticket = self.tickets.get(key)
         if ticket is None:
             raise HubError(404, "unknown or expired upload; ask the LFS batch endpoint again")
         length = request.environ.get("CONTENT_LENGTH")
@@ -433,6 +442,7 @@ class Uploads:
             )
         except ModelpackError as exc:
             raise self._error(exc, ticket.repo_id, request) from None
+        self.tickets.used(key)
         return Response(200, {}, b"")
 
     def xet_write_token(self, request: Request, repo_id: str, revision: str) -> Response:
@@ -451,16 +461,13 @@ class Uploads:
         with self._branch_lock(repo_id, branch):
             model = self._open(repo_id, branch, request)
             head = self._head(model)
-            work = Path(tempfile.mkdtemp(prefix="commit-", dir=self._workdir()))
-            try:
+            with claimed_folder(self.workdir, "commit-") as work:
                 change, header = self._read_operations(request, model.repository, head, work)
                 title = str(header.get("summary") or "")
                 info = CommitInfo(title, str(header.get("description") or ""),
                                   self._author(request), branch, time.time())  # fmt: skip
                 built = build_commit(model.repository, repo_id, head, change, info, work)
                 push_commit(model.repository, built, head)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
         url = f"{self._base(request)}/{repo_id}/commit/{built.commit}"
         return Response.json(
             {"commitUrl": url, "commitOid": built.commit, "pullRequestUrl": None, "success": True}
@@ -477,7 +484,6 @@ class Uploads:
         line_max = self.config.inline_max * 4 // 3 + (1 << 20)
         for op in operations(request.environ["wsgi.input"], length, work / "spool", line_max):
             value = op.value
-            path = value.get("path")
             if op.key == "header":
                 header = value
                 parent = value.get("parentCommit")
@@ -486,8 +492,7 @@ class Uploads:
                         412, "A commit has happened since. Please refresh and try again."
                     )
                 continue
-            if not isinstance(path, str) or not valid_file_path(path.strip("/") or "x"):
-                raise HubError(400, f"{path!r} is not a valid path in a repo")
+            path = _file_path(value.get("path"), folder=op.key == "deletedFolder")
             if op.key == "file" and op.content is not None:
                 spooled = op.content
                 self._push_blob(repository, spooled.path, spooled.sha256, spooled.size)
@@ -508,8 +513,13 @@ class Uploads:
                         400, f"{path}: an LFS file needs its size (copies are not supported)"
                     )
                 desc = Descriptor("application/octet-stream", f"sha256:{oid}", size)
-                if not repository.exists(desc):
-                    raise HubError(422, f"{path}: LFS object {oid} was not uploaded")
+                uploaded = _blob_size(repository, desc)
+                if uploaded is None:
+                    raise HubError(422, f"{shown_path(path)}: LFS object {oid} was not uploaded")
+                if uploaded != size:  # the listing would show the false size forever
+                    raise HubError(
+                        400, f"{shown_path(path)}: LFS object {oid} is {uploaded} bytes, not {size}"
+                    )
                 change.added[path] = NewFile(path, desc.digest, size)
             elif op.key == "deletedFile":
                 change.deleted_files.add(path)
@@ -589,6 +599,35 @@ class Uploads:
         return Response.json(history)
 
 
+def _file_path(path: object, folder: bool = False) -> str:
+    """A path the request names, or a 400 saying why no repo can hold it
+    (``hub.path_problem``).  A folder may end in ``/``, and ``""`` is the root."""
+    if folder and isinstance(path, str):
+        path = path.removesuffix("/")
+        if not path:
+            return ""
+    if problem := path_problem(path):
+        raise HubError(400, f"{shown_path(path)} is not a valid path in a repo: {problem}")
+    assert isinstance(path, str)
+    return path
+
+
+def _blob_size(repository: RegistryRepository, desc: Descriptor) -> int | None:
+    """The size of a blob as the registry has it (HEAD); None when it has none.  A
+    registry that sends no Content-Length is taken at the declared size."""
+    response = repository.client.request(
+        "HEAD", repository.path("blobs", desc.digest), repository.pull_scope
+    )
+    response.close()
+    if response.status_code == 404:
+        return None
+    raise_for_status(response, f"{repository.describe()}@{desc.digest}")
+    try:
+        return int(response.headers["Content-Length"])
+    except (KeyError, ValueError):
+        return desc.size
+
+
 def _ref(name: str, kind: str, commit: str) -> dict[str, str]:
     return {"name": name, "ref": f"refs/{kind}/{name}", "targetCommit": commit}
 
@@ -610,7 +649,9 @@ def _commit_entry(model: Model) -> dict[str, Any]:
 
 
 class _Capped:
-    """The request body, never read past the ticket's size."""
+    """The request body, never read past the ticket's size, and never short of it: a
+    body that ends early stops the registry upload at once (the registry would wait
+    for the missing bytes, and a gateway thread with it)."""
 
     def __init__(self, stream: BinaryIO, size: int) -> None:
         self.stream = stream
@@ -621,6 +662,8 @@ class _Capped:
             return b""
         n = self.remaining if n is None or n < 0 else min(n, self.remaining)
         data = self.stream.read(n)
+        if not data:
+            raise HubError(400, f"the upload ended {self.remaining} bytes short; send it again")
         self.remaining -= len(data)
         return data
 

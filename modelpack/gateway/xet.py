@@ -37,7 +37,7 @@ log = logging.getLogger("modelpack.gateway")
 TOKEN_TTL = 3600
 XORB_MAX = 80 * 1024 * 1024  # the spec caps serialized xorbs at 64 MiB
 SHARD_MAX = 64 * 1024 * 1024
-HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+HASH_RE = re.compile(r"^[0-9a-f]{64}\Z")
 PREFIX = ["api", "modelpack", "xet"]
 
 

@@ -71,6 +71,21 @@ def test_commit_payload_refuses_malformed_lines(tmp_path, body, status):
     assert caught.value.status == status
 
 
+def test_a_commit_payload_shorter_than_its_content_length_is_refused(tmp_path):
+    """A dropped connection ends the body early: the lines that did arrive are not a commit."""
+    body = ndjson({"key": "header", "value": {"summary": "s"}},
+                  {"key": "deletedFile", "value": {"path": "a.txt"}})  # fmt: skip
+    read = []
+    with pytest.raises(HubError, match="ended 100 bytes short") as refused:
+        for op in operations(io.BytesIO(body), len(body) + 100, tmp_path, 1 << 20):
+            read.append(op.key)
+    assert refused.value.status == 400 and read == ["header", "deletedFile"]
+    assert [op.key for op in operations(io.BytesIO(body), len(body), tmp_path, 1 << 20)] == [
+        "header",
+        "deletedFile",
+    ]
+
+
 def test_hash_names_are_little_endian_words():
     # The example of xet-core's spec/api.md (whose printed string drops the "10" byte).
     assert hash_name(bytes(range(32))) == (
