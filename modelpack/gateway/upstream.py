@@ -2,12 +2,17 @@
 
 ``--upstream URL`` names a Hugging Face-compatible hub (the public hub, a mirror,
 another ``modelpack serve``).  A request for a repo id matching ``--upstream-allow``
-that the registry cannot serve (RepoNotFound / RevisionNotFound) downloads that
-revision from the upstream, checks every file against what the upstream listed for it
+that the registry has no repository for (RepoNotFound) downloads that revision
+from the upstream, checks every file against what the upstream listed for it
 (upstreamfiles.py: sizes and caps, sha256 for LFS files, git blob ids), and builds
 and pushes it to the registry as a ModelPack artifact: tag = the revision asked
 for, annotated with the upstream's commit id.  Then the request is answered from
 the registry like any other, and so is every later one, on any replica.
+
+A repository the registry has is internal: the upstream is never asked about it,
+and an import never adds a tag to it (else an upstream that publishes ``main``
+of an internal repo id that only has ``v1`` would put its files there: dependency
+confusion).  An import only ever creates a repository.
 
 Integrity: no byte from the upstream reaches a client.  The whole revision is
 downloaded and verified first (a client waits for that), because a client cut
@@ -19,9 +24,9 @@ hosts with global addresses, so a listing cannot point the gateway at its own
 network.
 
 Once.  Concurrent requests for the same revision wait on one import in this
-process (a Flight); processes sharing the cache take a flock per revision and
+process (a Flight); processes sharing the cache take a flock per repository and
 look at the registry again before importing, so a replica that lost the race
-finds the tag and imports nothing.  A tag in the registry is never re-imported
+finds the repository and imports nothing.  A tag in the registry is never re-imported
 or overwritten: the registry wins (see docs/gateway.md for the policy).
 
 The import pushes with the gateway's own registry credentials (docker config,
@@ -62,10 +67,13 @@ from .pullthrough import Flights
 from .upstreamfiles import Caps, UpstreamFile, download, fetch_listing
 
 log = logging.getLogger("modelpack.gateway")
-MISSING_CODES = ("RepoNotFound", "RevisionNotFound")
 FILE_WAIT = 5.0  # seconds a file request waits on an import (huggingface_hub's HEAD allows 10)
 RETRY_AFTER = 5
 DOWNLOADS = 4  # files of one import fetched at once
+
+
+class InternalRepositoryError(NotFoundError):
+    """The registry has the repository: the upstream adds nothing to it."""
 
 
 class Upstream:
@@ -98,7 +106,10 @@ class Upstream:
         try:
             return self.resolver.open(repo_id, revision, authorization)
         except HubError as exc:
-            if exc.status != 404 or exc.code not in MISSING_CODES:
+            if exc.status != 404 or exc.code != "RepoNotFound":
+                if exc.code == "RevisionNotFound" and self.allowed(repo_id):
+                    # The registry has the repo: internal, the upstream is not asked.
+                    log.info("upstream: %s is in the registry: %s not asked", repo_id, revision)
                 raise
             if not self._importable(repo_id, revision):
                 raise
@@ -145,11 +156,17 @@ class Upstream:
 
     def _import(self, repo_id: str, revision: str) -> str | None:
         name = self.config.repository(repo_id)
-        lock = self.root / "locks" / (hashlib.sha256(f"{name}:{revision}".encode()).hexdigest())
+        lock = self.root / "locks" / hashlib.sha256(name.encode()).hexdigest()
         with file_lock(lock):
-            if self._in_registry(name, revision):  # another process or replica was first
+            tags = self._tags(name)
+            if revision in tags:  # another process or replica was first
                 log.info("upstream: %s@%s is in the registry already", repo_id, revision)
                 return None
+            if tags:  # only a concurrent import makes it, or a repo this client cannot see
+                raise InternalRepositoryError(
+                    f"{repo_id}@{revision} not imported: the registry has {name} "
+                    "(the upstream adds nothing to a repository the registry has)"
+                )
             started = time.monotonic()
             commit, files = fetch_listing(self.egress, repo_id, revision, self.caps)
             self.root.mkdir(parents=True, exist_ok=True)
@@ -191,11 +208,8 @@ class Upstream:
                 for job in jobs:  # the first failure ends the import: start no more
                     job.cancel()
 
-    def _in_registry(self, name: str, revision: str) -> bool:
+    def _tags(self, name: str) -> list[str]:
+        """The repository's tags, read with the gateway's own credentials."""
         if self._client is None:
             self._client = connect(self.config.host, self.config.settings)
-        try:
-            RegistryRepository(self._client, name).resolve(revision)
-        except NotFoundError:
-            return False
-        return True
+        return RegistryRepository(self._client, name).list_tags()

@@ -47,8 +47,11 @@ def world(registry, tmp_path_factory):
             mp.setenv("DOCKER_CONFIG", str(work / "docker"))
             settings = Settings(home=work / "home", plain_http=True)
             for name in ("org/tiny:main", "org/tiny-offline:main", "org/tiny-pinned:main",
-                         "org/tiny-shared:main", "org/tiny-pr:main", "org/other:main"):  # fmt: skip
+                         "org/tiny-shared:main", "org/tiny-pr:main", "org/other:main",
+                         "team/internal:main"):  # fmt: skip
                 build_and_push(model, f"{up_registry.host}/{UP}/{name}", settings)
+            # An internal repo: only v1, in the registry the gateway fronts.
+            build_and_push(model, f"{registry.host}/{NS}/team/internal:v1", settings)
         upstream = Gateway(f"{up_registry.host}/{UP}", work / "upstream-hub").start()
         gateway = Gateway(
             f"{registry.host}/{NS}", work / "gateway", ("--upstream", upstream.url, *ALLOW)
@@ -163,6 +166,21 @@ def test_the_allow_list_refuses_other_repos(world, registry):
     for revision in ("refs%2Fpr%2F1", "sha256:" + "0" * 64):
         assert _info(gateway, "org/tiny-pr", revision).status_code == 404
     assert not _requests(upstream.log(), r"\S+ /(api/models/)?org/tiny-pr/.*")
+
+
+def test_an_internal_repo_never_takes_a_revision_from_the_upstream(world, registry):
+    """Dependency confusion: team/internal has only v1 in the registry; the upstream
+    (allowed for team/*) publishes a main.  The upstream is not asked, nothing is added."""
+    _, upstream, gateway = world
+    response = _info(gateway, "team/internal")
+    assert response.status_code == 404, response.text
+    assert response.headers["X-Error-Code"] == "RevisionNotFound"
+    assert "v1" in response.json()["error"]  # the revisions the registry has
+    assert not _requests(upstream.log(), r"\S+ /(api/models/)?team/internal/.*")
+    gateway.wait_for_log(r"upstream: team/internal is in the registry: main not asked")
+    tags = requests.get(f"{registry.url}/v2/{NS}/team/internal/tags/list", timeout=30).json()
+    assert tags["tags"] == ["v1"]
+    assert _info(gateway, "team/internal", "v1").status_code == 200
 
 
 def test_offline_serves_what_was_imported_only(world, imported, registry, tmp_path):
