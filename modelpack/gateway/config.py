@@ -10,6 +10,7 @@ from ..errors import UsageError
 from ..oci.reference import parse_reference
 from ..settings import Settings
 from .egress import DEFAULT_REDIRECT_HOSTS, origin
+from .upstreamfiles import Caps
 
 
 @dataclass
@@ -27,7 +28,9 @@ class GatewayConfig:
     only those matching an ``upstream_allow`` fnmatch pattern, with
     ``upstream_token`` (sent to the upstream only); ``upstream_redirect_allow``: host
     patterns the upstream may redirect downloads to (None: the public hub's CDNs; any
-    address must still be global, egress.py).  ``offline``: no upstream
+    address must still be global, egress.py); ``upstream_caps``: bounds on one import
+    (None: the defaults and their MODELPACK_GATEWAY_UPSTREAM_MAX_* overrides, read here
+    so that a bad value stops the start, not a worker).  ``offline``: no upstream
     requests, serve only what the registry has.  ``inline_max``: uploads of files
     up to this size come inline in the commit (preupload says "regular"), larger
     ones through Xet or LFS (docs/gateway.md, Uploads)."""
@@ -46,6 +49,7 @@ class GatewayConfig:
     upstream_allow: tuple[str, ...] = ()
     upstream_token: str | None = field(default=None, repr=False)  # never in a log line
     upstream_redirect_allow: tuple[str, ...] | None = None
+    upstream_caps: Caps | None = None
     offline: bool = False
     inline_max: int = 10 * 1024 * 1024
 
@@ -97,6 +101,8 @@ class GatewayConfig:
         self.upstream = self.upstream.strip().rstrip("/")
         if not self.upstream.startswith(("http://", "https://")) or origin(self.upstream) is None:
             raise UsageError(f"--upstream {self.upstream!r} is not an http(s):// URL")
+        if self.upstream_caps is None:
+            self.upstream_caps = Caps.from_env()
         if not self.upstream_allow:
             # Proxying is opt-in per org or repo: an open proxy would let any client
             # fill the registry (disk, egress, licences) with whatever it names.

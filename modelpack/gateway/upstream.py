@@ -87,7 +87,7 @@ class Upstream:
         self.root = config.settings.home / "upstream"
         self._flights = Flights(metrics, "upstream: import of %s failed: %s")
         self._client: RegistryClient | None = None  # the gateway's own credentials
-        self.caps = Caps.from_env()
+        self.caps = config.upstream_caps or Caps()
         policy = EgressPolicy(config.upstream, config.upstream_redirect_allow or ())
         # Without --upstream-token no token is sent, not even the gateway's own HF_TOKEN.
         self.egress = Egress(policy, config.upstream_token)

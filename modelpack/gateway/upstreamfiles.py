@@ -57,8 +57,9 @@ class Caps:
     @classmethod
     def from_env(cls) -> Caps:
         def read(name: str, default: int) -> int:
-            value = os.environ.get(f"MODELPACK_GATEWAY_UPSTREAM_{name}")
-            return parse_size(value, name) if value else default
+            variable = f"MODELPACK_GATEWAY_UPSTREAM_{name}"
+            value = os.environ.get(variable)
+            return parse_size(value, variable) if value else default
 
         defaults = cls()
         return cls(

@@ -223,7 +223,7 @@ def test_serve_options_and_their_environment(monkeypatch):
     assert any("offline" in line for line in config.banner())
 
 
-def test_upstream_needs_an_allow_list():
+def test_upstream_needs_an_allow_list(monkeypatch):
     with pytest.raises(UsageError, match="--upstream-allow"):
         GatewayConfig("127.0.0.1:5000", upstream="http://127.0.0.1:1")
     with pytest.raises(UsageError, match="http"):
@@ -236,6 +236,10 @@ def test_upstream_needs_an_allow_list():
     with pytest.raises(UsageError, match="host name pattern"):
         GatewayConfig("127.0.0.1:5000", upstream="http://up", upstream_allow=("*",),
                       upstream_redirect_allow=("https://cdn.example/",))  # fmt: skip
+    assert config.upstream_caps.files == 10_000  # the defaults (docs/gateway.md)
+    monkeypatch.setenv("MODELPACK_GATEWAY_UPSTREAM_MAX_REPO_BYTES", "lots")
+    with pytest.raises(UsageError, match="MODELPACK_GATEWAY_UPSTREAM_MAX_REPO_BYTES"):
+        GatewayConfig("127.0.0.1:5000", upstream="http://up", upstream_allow=("*",))
 
 
 # -- a hostile (or slow) upstream ------------------------------------------------------
