@@ -104,6 +104,15 @@ Examples:
     "with --upstream, '*' for all) [env MODELPACK_GATEWAY_UPSTREAM_ALLOW, space separated].",
 )
 @click.option(
+    "--upstream-redirect-allow",
+    multiple=True,
+    envvar="MODELPACK_GATEWAY_UPSTREAM_REDIRECT_ALLOW",
+    metavar="HOST",
+    help="Hosts the upstream may redirect downloads to (fnmatch, e.g. '*.hf.co'; "
+    "repeatable; default '*.hf.co' '*.huggingface.co'); only global addresses are ever "
+    "fetched [env MODELPACK_GATEWAY_UPSTREAM_REDIRECT_ALLOW, space separated].",
+)
+@click.option(
     "--upstream-token",
     envvar="MODELPACK_GATEWAY_UPSTREAM_TOKEN",
     metavar="TOKEN",
@@ -141,6 +150,7 @@ def serve(
     threads: int,
     upstream: str | None,
     upstream_allow: tuple[str, ...],
+    upstream_redirect_allow: tuple[str, ...],
     upstream_token: str | None,
     offline: bool,
     inline_max: int,
@@ -172,6 +182,7 @@ def serve(
         threads=threads,
         upstream=upstream,
         upstream_allow=upstream_allow,
+        upstream_redirect_allow=upstream_redirect_allow or None,
         upstream_token=upstream_token,
         offline=offline,
         inline_max=inline_max,

@@ -9,6 +9,8 @@ from pathlib import Path
 from ..errors import UsageError
 from ..oci.reference import parse_reference
 from ..settings import Settings
+from .egress import DEFAULT_REDIRECT_HOSTS, origin
+from .upstreamfiles import Caps
 
 
 @dataclass
@@ -24,7 +26,11 @@ class GatewayConfig:
     waiting on a pull-through (more get 429 and retry); None: half the threads.
     ``upstream``: a hub URL to import repos the registry lacks from (upstream.py),
     only those matching an ``upstream_allow`` fnmatch pattern, with
-    ``upstream_token`` (sent to the upstream only).  ``offline``: no upstream
+    ``upstream_token`` (sent to the upstream only); ``upstream_redirect_allow``: host
+    patterns the upstream may redirect downloads to (None: the public hub's CDNs; any
+    address must still be global, egress.py); ``upstream_caps``: bounds on one import
+    (None: the defaults and their MODELPACK_GATEWAY_UPSTREAM_MAX_* overrides, read here
+    so that a bad value stops the start, not a worker).  ``offline``: no upstream
     requests, serve only what the registry has.  ``inline_max``: uploads of files
     up to this size come inline in the commit (preupload says "regular"), larger
     ones through Xet or LFS (docs/gateway.md, Uploads)."""
@@ -42,6 +48,8 @@ class GatewayConfig:
     upstream: str | None = None
     upstream_allow: tuple[str, ...] = ()
     upstream_token: str | None = field(default=None, repr=False)  # never in a log line
+    upstream_redirect_allow: tuple[str, ...] | None = None
+    upstream_caps: Caps | None = None
     offline: bool = False
     inline_max: int = 10 * 1024 * 1024
 
@@ -75,13 +83,26 @@ class GatewayConfig:
 
     def _check_upstream(self) -> None:
         self.upstream_allow = tuple(p.strip() for p in self.upstream_allow if p.strip())
+        if self.upstream_redirect_allow is None:
+            self.upstream_redirect_allow = DEFAULT_REDIRECT_HOSTS
+        self.upstream_redirect_allow = tuple(
+            p.strip().lower() for p in self.upstream_redirect_allow if p.strip()
+        )
+        for pattern in self.upstream_redirect_allow:
+            if "/" in pattern or ":" in pattern:
+                raise UsageError(
+                    f"--upstream-redirect-allow {pattern!r} is a host name pattern "
+                    "(e.g. '*.hf.co'), not a URL"
+                )
         if not self.upstream:
             if self.upstream_allow or self.upstream_token:
                 raise UsageError("--upstream-allow and --upstream-token need --upstream URL")
             return
         self.upstream = self.upstream.strip().rstrip("/")
-        if not self.upstream.startswith(("http://", "https://")):
+        if not self.upstream.startswith(("http://", "https://")) or origin(self.upstream) is None:
             raise UsageError(f"--upstream {self.upstream!r} is not an http(s):// URL")
+        if self.upstream_caps is None:
+            self.upstream_caps = Caps.from_env()
         if not self.upstream_allow:
             # Proxying is opt-in per org or repo: an open proxy would let any client
             # fill the registry (disk, egress, licences) with whatever it names.

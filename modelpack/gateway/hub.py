@@ -204,8 +204,11 @@ class RepoFile:
     def sibling(self, blobs: bool) -> dict:
         entry: dict = {"rfilename": self.path}
         if blobs:
-            entry.update(size=self.size or 0, blobId=self.oid)
+            entry["size"] = self.size or 0
+            # blobId only beside a sha256: for other files it would be a stand-in where
+            # an importer checks a git blob id (upstreamfiles.py), and no client needs it.
             if self.sha256:
+                entry["blobId"] = self.oid
                 entry["lfs"] = {
                     "sha256": self.sha256,
                     "size": self.size or 0,

@@ -2,23 +2,31 @@
 
 ``--upstream URL`` names a Hugging Face-compatible hub (the public hub, a mirror,
 another ``modelpack serve``).  A request for a repo id matching ``--upstream-allow``
-that the registry cannot serve (RepoNotFound / RevisionNotFound) downloads that
-revision from the upstream with huggingface_hub, checks every file against what
-the upstream listed for it (size; sha256 for LFS files), and builds and pushes it
-to the registry as a ModelPack artifact: tag = the revision asked for, annotated
-with the upstream's commit id.  Then the request is answered from the registry
-like any other, and so is every later one, on any replica: the registry has it.
+that the registry has no repository for (RepoNotFound) downloads that revision
+from the upstream, checks every file against what the upstream listed for it
+(upstreamfiles.py: sizes and caps, sha256 for LFS files, git blob ids), and builds
+and pushes it to the registry as a ModelPack artifact: tag = the revision asked
+for, annotated with the upstream's commit id.  Then the request is answered from
+the registry like any other, and so is every later one, on any replica.
+
+A repository the registry has is internal: the upstream is never asked about it,
+and an import never adds a tag to it (else an upstream that publishes ``main``
+of an internal repo id that only has ``v1`` would put its files there: dependency
+confusion).  An import only ever creates a repository.
 
 Integrity: no byte from the upstream reaches a client.  The whole revision is
 downloaded and verified first (a client waits for that), because a client cut
 off when a digest fails would resume with ``Range`` and keep bad bytes under
-the good name (see pullthrough.py).  A file that fails its sha256 or size fails
+the good name (see pullthrough.py).  A file that fails its hash or size fails
 the import: nothing is pushed, the download is deleted, the client gets 403.
+The upstream's answers are fetched through egress.py: redirects only to allowed
+hosts with global addresses, so a listing cannot point the gateway at its own
+network.
 
 Once.  Concurrent requests for the same revision wait on one import in this
-process (a Flight); processes sharing the cache take a flock per revision and
+process (a Flight); processes sharing the cache take a flock per repository and
 look at the registry again before importing, so a replica that lost the race
-finds the tag and imports nothing.  A tag in the registry is never re-imported
+finds the repository and imports nothing.  A tag in the registry is never re-imported
 or overwritten: the registry wins (see docs/gateway.md for the policy).
 
 The import pushes with the gateway's own registry credentials (docker config,
@@ -34,36 +42,38 @@ import logging
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .. import api
 from ..errors import (
     AuthenticationError,
-    IntegrityError,
+    ModelpackError,
     NotFoundError,
     RegistryUnavailableError,
 )
-from ..model.source.hf import HubFile, download_snapshot, hub_listing
 from ..oci.digests import is_digest
 from ..oci.reference import is_tag
 from ..registry.client import RegistryClient, RegistryRepository, connect
 from ..storage._locks import file_lock
+from ..storage.diskspace import disk_full_errors, require_space
 from .config import GatewayConfig
+from .egress import Egress, EgressPolicy, RefusedError
 from .hub import HubError
 from .metrics import Metrics
 from .models import Model, Resolver
 from .pullthrough import Flights
+from .upstreamfiles import Caps, UpstreamFile, download, fetch_listing
 
 log = logging.getLogger("modelpack.gateway")
-MISSING_CODES = ("RepoNotFound", "RevisionNotFound")
-CHUNK = 1 << 20
 FILE_WAIT = 5.0  # seconds a file request waits on an import (huggingface_hub's HEAD allows 10)
 RETRY_AFTER = 5
+DOWNLOADS = 4  # files of one import fetched at once
 
 
-class UpstreamIntegrityError(IntegrityError):
-    """The upstream's bytes do not match the size or sha256 it listed for them."""
+class InternalRepositoryError(NotFoundError):
+    """The registry has the repository: the upstream adds nothing to it."""
 
 
 class Upstream:
@@ -73,11 +83,14 @@ class Upstream:
         assert config.upstream
         self.config = config
         self.metrics = metrics  # an import counts as a pull of kind "upstream"
-        self.url = config.upstream
         self.resolver = resolver
         self.root = config.settings.home / "upstream"
         self._flights = Flights(metrics, "upstream: import of %s failed: %s")
         self._client: RegistryClient | None = None  # the gateway's own credentials
+        self.caps = config.upstream_caps or Caps()
+        policy = EgressPolicy(config.upstream, config.upstream_redirect_allow or ())
+        # Without --upstream-token no token is sent, not even the gateway's own HF_TOKEN.
+        self.egress = Egress(policy, config.upstream_token)
 
     def allowed(self, repo_id: str) -> bool:
         return any(fnmatchcase(repo_id, p.lower()) for p in self.config.upstream_allow)
@@ -93,7 +106,10 @@ class Upstream:
         try:
             return self.resolver.open(repo_id, revision, authorization)
         except HubError as exc:
-            if exc.status != 404 or exc.code not in MISSING_CODES:
+            if exc.status != 404 or exc.code != "RepoNotFound":
+                if exc.code == "RevisionNotFound" and self.allowed(repo_id):
+                    # The registry has the repo: internal, the upstream is not asked.
+                    log.info("upstream: %s is in the registry: %s not asked", repo_id, revision)
                 raise
             if not self._importable(repo_id, revision):
                 raise
@@ -121,9 +137,8 @@ class Upstream:
                            None, {"Retry-After": str(RETRY_AFTER)})  # fmt: skip
         try:
             flight.wait()
-        except UpstreamIntegrityError:
-            raise HubError(403, f"{repo_id}: refused: the upstream hub sent files unlike its "
-                           "listing (sizes, sha256); nothing was imported", "GatedRepo") from None  # fmt: skip
+        except RefusedError as exc:
+            raise HubError(403, f"{repo_id}: refused: {exc.public}", "GatedRepo") from None
         except NotFoundError:
             raise HubError(404, f"Repository not found: {repo_id}", "RepoNotFound") from None
         except AuthenticationError:
@@ -133,28 +148,39 @@ class Upstream:
             raise HubError(
                 502, f"{repo_id}: the upstream hub is unavailable; try again later"
             ) from None
+        except ModelpackError:
+            raise  # the app answers it in the hub's format
+        except Exception as exc:  # a bug met by upstream content: the log gets the trace
+            log.error("upstream: import of %s@%s failed", repo_id, revision, exc_info=exc)
+            raise HubError(502, f"{repo_id}: the import from the upstream hub failed") from None
 
     def _import(self, repo_id: str, revision: str) -> str | None:
         name = self.config.repository(repo_id)
-        lock = self.root / "locks" / (hashlib.sha256(f"{name}:{revision}".encode()).hexdigest())
+        lock = self.root / "locks" / hashlib.sha256(name.encode()).hexdigest()
         with file_lock(lock):
-            if self._in_registry(name, revision):  # another process or replica was first
+            tags = self._tags(name)
+            if revision in tags:  # another process or replica was first
                 log.info("upstream: %s@%s is in the registry already", repo_id, revision)
                 return None
+            if tags:  # only a concurrent import makes it, or a repo this client cannot see
+                raise InternalRepositoryError(
+                    f"{repo_id}@{revision} not imported: the registry has {name} "
+                    "(the upstream adds nothing to a repository the registry has)"
+                )
             started = time.monotonic()
-            token = self.config.upstream_token or False  # never HF_TOKEN of the gateway's env
-            commit, files = hub_listing(repo_id, revision, endpoint=self.url, token=token)
+            commit, files = fetch_listing(self.egress, repo_id, revision, self.caps)
             self.root.mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(prefix="import-", dir=self.root))
             try:
-                snapshot = download_snapshot(
-                    repo_id, commit, endpoint=self.url, token=token, cache_dir=work / "hub"
-                )
-                verify(snapshot.path, files, f"{self.url}/{repo_id}@{commit}")
-                tag = f"{self.config.host}/{name}:{revision}"
+                what = f"an import of {repo_id}"
+                require_space(work, sum(f.size for f in files), what)
+                # The HF cache's layout: the build takes the model's name and revision from it.
+                tree = work / f"models--{repo_id.replace('/', '--')}" / "snapshots" / commit
+                with disk_full_errors(work, what):
+                    self._download(repo_id, commit, files, tree)
                 result = api.build(
-                    snapshot.path,
-                    tag,
+                    tree,
+                    f"{self.config.host}/{name}:{revision}",
                     hf_repo_id=repo_id,
                     hf_revision=commit,
                     push=True,
@@ -169,36 +195,21 @@ class Upstream:
             )  # fmt: skip
             return commit
 
-    def _in_registry(self, name: str, revision: str) -> bool:
+    def _download(self, repo_id: str, commit: str, files: list[UpstreamFile], into: Path) -> None:
+        """Every listed file (and nothing else) into ``into``, each checked as it is written."""
+        with ThreadPoolExecutor(DOWNLOADS, thread_name_prefix="upstream") as pool:
+            jobs = [
+                pool.submit(download, self.egress, repo_id, commit, f, into / f.path) for f in files
+            ]
+            try:
+                for job in jobs:
+                    job.result()
+            finally:
+                for job in jobs:  # the first failure ends the import: start no more
+                    job.cancel()
+
+    def _tags(self, name: str) -> list[str]:
+        """The repository's tags, read with the gateway's own credentials."""
         if self._client is None:
             self._client = connect(self.config.host, self.config.settings)
-        try:
-            RegistryRepository(self._client, name).resolve(revision)
-        except NotFoundError:
-            return False
-        return True
-
-
-def verify(root: Path, files: list[HubFile], what: str) -> None:
-    """Every listed file is there with the listed size, LFS files with their sha256,
-    and nothing else is (the tree huggingface_hub downloads is a second listing)."""
-    listed = {f.path for f in files}
-    for extra in sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()):
-        if extra not in listed:
-            raise UpstreamIntegrityError(f"{what}: {extra} downloaded but not listed")
-    for f in files:
-        path = root / f.path
-        if not path.is_file():
-            raise UpstreamIntegrityError(f"{what}: {f.path} listed but not downloaded")
-        size = path.stat().st_size
-        if f.size is not None and size != f.size:
-            raise UpstreamIntegrityError(f"{what}: {f.path} is {size} bytes, listed as {f.size}")
-        if f.sha256 is not None:
-            digest = hashlib.sha256()
-            with open(path, "rb") as stream:
-                while chunk := stream.read(CHUNK):
-                    digest.update(chunk)
-            if digest.hexdigest() != f.sha256.lower():
-                raise UpstreamIntegrityError(
-                    f"{what}: {f.path} has sha256 {digest.hexdigest()}, listed as {f.sha256}"
-                )
+        return RegistryRepository(self._client, name).list_tags()

@@ -115,35 +115,6 @@ def download_snapshot(
     return HubSnapshot(snapshot, repo_id, commit, f"{endpoint}/{repo_id}")
 
 
-@dataclass(frozen=True)
-class HubFile:
-    """A file as the hub lists it: ``sha256`` for LFS files (the hub's content hash)."""
-
-    path: str
-    size: int | None
-    sha256: str | None
-
-
-def hub_listing(
-    repo_id: str, revision: str, *, endpoint: str, token: str | bool | None = None
-) -> tuple[str, list[HubFile]]:
-    """(commit, files) of ``repo_id@revision`` as the hub says, to check downloads against."""
-    require("huggingface_hub", purpose="hf:// sources", extra="hf")
-    from huggingface_hub import HfApi
-
-    endpoint = endpoint.rstrip("/")
-    with hub_errors(f"hf://{repo_id}@{revision}", endpoint):
-        info = HfApi(endpoint=endpoint, token=token).model_info(
-            repo_id, revision=revision, files_metadata=True
-        )
-    files = [
-        HubFile(s.rfilename, s.size, s.lfs.sha256 if s.lfs else None) for s in info.siblings or []
-    ]
-    if not info.sha or not _COMMIT_RE.match(info.sha):
-        raise SourceError(f"hf://{repo_id}@{revision}: {endpoint} named no commit for it")
-    return info.sha, files
-
-
 @contextmanager
 def hub_errors(what: str, endpoint: str) -> Iterator[None]:
     """huggingface_hub's failures as modelpack errors."""
