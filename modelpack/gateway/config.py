@@ -10,6 +10,9 @@ from ..errors import UsageError
 from ..oci.reference import parse_reference
 from ..settings import Settings
 
+XET_FILE_MAX = 50 * 1024**3  # the hub's per-file limit is 50 GB
+XET_SESSION_MAX = 1024**4  # 1 TiB: a 405B model in bf16 (810 GB) in one upload_folder
+
 
 @dataclass
 class GatewayConfig:
@@ -27,7 +30,10 @@ class GatewayConfig:
     ``upstream_token`` (sent to the upstream only).  ``offline``: no upstream
     requests, serve only what the registry has.  ``inline_max``: uploads of files
     up to this size come inline in the commit (preupload says "regular"), larger
-    ones through Xet or LFS (docs/gateway.md, Uploads)."""
+    ones through Xet or LFS (docs/gateway.md, Uploads).  ``xet_file_max``: the
+    largest file a Xet shard may put together (the hub's 50 GB limit);
+    ``xet_session_max``: the bytes one Xet token may send as xorbs, and publish as
+    files (xet.py says why both are bounded)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -44,6 +50,8 @@ class GatewayConfig:
     upstream_token: str | None = field(default=None, repr=False)  # never in a log line
     offline: bool = False
     inline_max: int = 10 * 1024 * 1024
+    xet_file_max: int = XET_FILE_MAX
+    xet_session_max: int = XET_SESSION_MAX
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
@@ -71,6 +79,8 @@ class GatewayConfig:
             raise UsageError("--inline-max must not be negative")
         if self.max_pulls < 1:
             raise UsageError("--max-pulls must be at least 1")
+        if self.xet_file_max < 1 or self.xet_session_max < 1:
+            raise UsageError("--xet-file-max and --xet-session-max must be at least 1")
         self._check_upstream()
 
     def _check_upstream(self) -> None:
