@@ -135,8 +135,13 @@ def _chunk_header(header: bytes, index: int) -> tuple[int, int, int]:
         raise XetFormatError(f"xorb chunk {index} is cut short")
     packed = int.from_bytes(header[1:4], "little")
     unpacked = int.from_bytes(header[5:8], "little")
-    if header[0] != 0 or not 0 < unpacked <= CHUNK_MAX or not 0 < packed <= PACKED_MAX:
+    if header[0] != 0:
         raise XetFormatError(f"xorb chunk {index}: not a version 0 chunk header")
+    if not 0 < unpacked <= CHUNK_MAX or not 0 < packed <= PACKED_MAX:
+        raise XetFormatError(
+            f"xorb chunk {index} holds {unpacked} bytes ({packed} packed): "
+            f"a chunk holds 1 to {CHUNK_MAX}"
+        )
     return packed, header[4], unpacked
 
 
