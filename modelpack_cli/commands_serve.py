@@ -136,6 +136,26 @@ Examples:
     help="Uploads: files up to this size go inline in the commit, larger ones "
     "through Xet or LFS [env MODELPACK_GATEWAY_INLINE_MAX].",
 )
+@click.option(
+    "--xet-file-max",
+    type=click.IntRange(min=1),
+    default=GatewayConfig.xet_file_max,
+    show_default=True,
+    envvar="MODELPACK_GATEWAY_XET_FILE_MAX",
+    metavar="BYTES",
+    help="Uploads: the largest file a Xet shard may put together "
+    "[env MODELPACK_GATEWAY_XET_FILE_MAX].",
+)
+@click.option(
+    "--xet-session-max",
+    type=click.IntRange(min=1),
+    default=GatewayConfig.xet_session_max,
+    show_default=True,
+    envvar="MODELPACK_GATEWAY_XET_SESSION_MAX",
+    metavar="BYTES",
+    help="Uploads: the bytes one Xet token may send as xorbs, and publish as files "
+    "[env MODELPACK_GATEWAY_XET_SESSION_MAX].",
+)
 @global_options
 def serve(
     registry: str,
@@ -154,6 +174,8 @@ def serve(
     upstream_token: str | None,
     offline: bool,
     inline_max: int,
+    xet_file_max: int,
+    xet_session_max: int,
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
 
@@ -186,6 +208,8 @@ def serve(
         upstream_token=upstream_token,
         offline=offline,
         inline_max=inline_max,
+        xet_file_max=xet_file_max,
+        xet_session_max=xet_session_max,
     )
     run_gateway(config)
 

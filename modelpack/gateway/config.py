@@ -12,6 +12,9 @@ from ..settings import Settings
 from .egress import DEFAULT_REDIRECT_HOSTS, origin
 from .upstreamfiles import Caps
 
+XET_FILE_MAX = 50 * 1024**3  # the hub's per-file limit is 50 GB
+XET_SESSION_MAX = 1024**4  # 1 TiB: a 405B model in bf16 (810 GB) in one upload_folder
+
 
 @dataclass
 class GatewayConfig:
@@ -33,7 +36,10 @@ class GatewayConfig:
     so that a bad value stops the start, not a worker).  ``offline``: no upstream
     requests, serve only what the registry has.  ``inline_max``: uploads of files
     up to this size come inline in the commit (preupload says "regular"), larger
-    ones through Xet or LFS (docs/gateway.md, Uploads)."""
+    ones through Xet or LFS (docs/gateway.md, Uploads).  ``xet_file_max``: the
+    largest file a Xet shard may put together (the hub's 50 GB limit);
+    ``xet_session_max``: the bytes one Xet token may send as xorbs, and publish as
+    files (xet.py says why both are bounded)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -52,6 +58,8 @@ class GatewayConfig:
     upstream_caps: Caps | None = None
     offline: bool = False
     inline_max: int = 10 * 1024 * 1024
+    xet_file_max: int = XET_FILE_MAX
+    xet_session_max: int = XET_SESSION_MAX
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
@@ -79,6 +87,8 @@ class GatewayConfig:
             raise UsageError("--inline-max must not be negative")
         if self.max_pulls < 1:
             raise UsageError("--max-pulls must be at least 1")
+        if self.xet_file_max < 1 or self.xet_session_max < 1:
+            raise UsageError("--xet-file-max and --xet-session-max must be at least 1")
         self._check_upstream()
 
     def _check_upstream(self) -> None:

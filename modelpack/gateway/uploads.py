@@ -376,7 +376,7 @@ class Uploads:
         model = self._open(repo_id, revision, request)
         self._check_push(model.repository)
         existing = {f.path: f for f in (model.view.files or {}).values()}
-        answers = []
+        answers, lfs_sizes = [], []
         for item in files:
             if not isinstance(item, dict):
                 raise HubError(400, "each file needs a path")
@@ -384,6 +384,7 @@ class Uploads:
             if not isinstance(size, int) or size < 0:
                 raise HubError(400, f"{shown_path(path)}: size must be a number of bytes")
             mode = "regular" if size <= self.config.inline_max else "lfs"
+            lfs_sizes += [size] if mode == "lfs" else []
             answer: dict[str, Any] = {"path": path, "uploadMode": mode, "shouldIgnore": False}
             if (found := existing.get(path)) is not None and found.layer is not None:
                 oid = (
@@ -394,6 +395,7 @@ class Uploads:
                 if oid:
                     answer["oid"] = oid  # the client drops files whose oid it computes the same
             answers.append(answer)
+        self.xet.announce(request.header("Authorization"), repo_id, lfs_sizes)
         return Response.json({"files": answers, "commitOid": model.commit})
 
     def lfs_batch(self, request: Request, repo_id: str) -> Response:

@@ -17,6 +17,7 @@ import pytest
 import requests
 from support.gateway import Gateway, clean_env
 from support.helpers import build_and_push, run_cli, tree_files
+from support.xetbuild import shard as xet_shard
 
 from modelpack.settings import Settings
 from modelpack.testing import RegistryServer, make_tiny_model
@@ -435,9 +436,9 @@ print(json.dumps(snapshot_download("org/xet")))
         log = gateway.log()
     finally:
         gateway.stop()
-    schemes = chunk_schemes(gateway.cache / "xet" / "xorbs")
+    schemes = chunk_schemes(gateway.cache / "xet" / "verified")
     # Another gateway, without those xorbs, and the client with its Xet cache.
-    shutil.rmtree(gateway.cache / "xet" / "xorbs")
+    shutil.rmtree(gateway.cache / "xet" / "verified")
     second = Gateway(gateway.registry, tmp_path / "second", env=gateway.env).start()
     try:
         snapshot = Path(hf_python(second, again, tmp_path / "hf"))
@@ -478,10 +479,7 @@ def test_xet_endpoint_refuses_unknown_tokens_and_bad_shards(gateway, registry, t
         requests.post(f"{cas}/v1/shards", data=b"not a shard" * 10, headers=auth).status_code == 400
     )
     # A shard naming a xorb never uploaded: nothing is published.
-    tag = b"HFRepoMetaData\x00" + bytes(17)
-    entry = bytes(range(32)) + struct.pack("<IIII", 0, 10, 0, 1)
-    shard = tag + struct.pack("<QQ", 2, 0) + bytes(32) + struct.pack("<II", 0, 1) + bytes(8) + entry
-    shard += b"\xff" * 32 + bytes(16)
+    shard = xet_shard([([("1" * 64, 0, 1, 10)], "2" * 64)])
     missing = requests.post(f"{cas}/v1/shards", data=shard, headers=auth)
     assert missing.status_code == 400 and "never uploaded" in missing.headers["X-Error-Message"]
     dedup = requests.get(f"{cas}/v1/chunks/default-merkledb/{'0' * 64}", headers=auth)

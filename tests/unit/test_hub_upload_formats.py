@@ -14,14 +14,21 @@ from modelpack.gateway.hub import HubError
 from modelpack.gateway.payload import operations
 from modelpack.gateway.xetformat import (
     BOOKEND,
+    CHUNK_MAX,
+    FILE_TERMS_MAX,
     FLAG_METADATA_EXT,
     FLAG_VERIFICATION,
+    SHARD_FILES_MAX,
+    XORB_CHUNKS_MAX,
     XetFormatError,
     decompress_chunk,
     hash_name,
+    index_xorb,
     lz4_decompress,
+    merkle_root,
     parse_shard,
-    xorb_chunks,
+    read_chunks,
+    xorb_hash,
 )
 
 
@@ -137,11 +144,98 @@ def chunk(data: bytes) -> bytes:
 
 def test_xorb_chunk_ranges():
     xorb = io.BytesIO(b"".join(chunk(bytes([i]) * (i + 1)) for i in range(5)))
-    assert list(xorb_chunks(xorb, 1, 3)) == [b"\x01\x01", b"\x02\x02\x02"]
+    index = index_xorb(xorb)
+    assert list(read_chunks(xorb, index, 1, 3)) == [b"\x01\x01", b"\x02\x02\x02"]
+    assert (index.chunks, index.size(1, 3), index.size(0, 5)) == (5, 5, 15)
+    single = io.BytesIO(chunk(b"a"))
     with pytest.raises(XetFormatError):
-        list(xorb_chunks(io.BytesIO(chunk(b"a")), 0, 2))
+        list(read_chunks(single, index_xorb(single), 0, 2))
     with pytest.raises(XetFormatError):
         decompress_chunk(7, b"", 0)
+
+
+# xet-core merklehash/src/aggregated_hashes.rs, test_correctness: (hash, size) leaves
+# and the root cas_node_hash computes for them.
+LEAVES = [
+    ("0" * 64, 0),
+    ("cfc5d07f6f03c29bbf424132963fe08d19a37d5757aaf520bf08119f05cd56d6", 100),
+    ("c3e67584b5c4fc2a89837ec39e40f2c8a6bb0b2987ac94cd4b31e5fbdd210a72", 200),
+    ("0d2beb91b9196929a5ddec9f6e306924ddf4a24268e3e59fd8464738d525af37", 300),
+    ("adf8773496a9b7319b2e50dc98093f344053b17d8ad37100b9c07d9805988784", 400),
+    ("4ac202caf347fc1e9c874b1ef6a1c5e619141eb775a6f43f0f0124ccd0060d9e", 500),
+    ("b3b28636f65c149ea52eb1f94669466f70f033b54cea792824c696ba6ef3c389", 600),
+    ("0e2c1a002aae913d2c0fc8ddfa4e9e14b7b311b3b0d458726d5d9f6a6318013c", 700),
+]
+
+
+@pytest.mark.parametrize(
+    ("leaves", "root"),
+    [
+        ([], "0" * 64),
+        ([1], LEAVES[1][0]),
+        ([1, 2, 3], "71ec1275fca074724e2dd666921b3277c7cee603e4d025bcab2d4050015be2bc"),
+        ([1] * 4, "89f2ada89ff8c96763c6b25010e6dd76a4c05b1466207633ea559acf2093211b"),
+        ([1, 2, 1, 2, 3, 4], "52c826f99507aa05d0b45e9837fa1709e0485425cfbcb1e80db3905cf98b3ee9"),
+        ([3, 4, 5, 3], "73b9dc802ab03a0855c66823a18d95c2a785af594535756abf405038b6270cb8"),
+        (list(range(8)), "f62abe77e3fb9c954fe52b0028027ddc90c064c45951a4fd2211d87e5c0011db"),
+        ([1] * 32, "0a0123c1617921883b7e13902095fcb86676e77c49120c33b233003b0af0e0a6"),
+        ([i % 8 for i in range(64)], "6554007c9b5d0a5e7918f79596a1b68815c1407535585435f5735db761f21b88"),
+    ],
+)  # fmt: skip
+def test_xorb_hashes_are_xet_cores_merkle_tree(leaves, root):
+    nodes = [(raw_of(LEAVES[i][0]), LEAVES[i][1]) for i in leaves]
+    assert hash_name(merkle_root(nodes)) == root
+
+
+def raw_of(name: str) -> bytes:
+    return struct.pack("<4Q", *(int(name[i : i + 16], 16) for i in range(0, 64, 16)))
+
+
+def test_a_xorb_is_named_by_the_merkle_hash_of_its_chunks_however_compressed():
+    import lz4.block
+
+    data = [random.Random(i).randbytes(1000 + i) for i in range(12)]
+    plain = io.BytesIO(b"".join(chunk(d) for d in data))
+    packed = b"".join(
+        bytes([0]) + len(body).to_bytes(3, "little") + b"\x01" + len(d).to_bytes(3, "little") + body
+        for d in data
+        for body in [lz4.block.compress(d, store_size=False)]
+    )
+    name = xorb_hash(plain, index_xorb(plain))
+    assert xorb_hash(io.BytesIO(packed), index_xorb(io.BytesIO(packed))) == name
+    # An older client's footer after the chunks is not a chunk.
+    footed = io.BytesIO(plain.getvalue() + b"XETBLOB\x01" + bytes(100))
+    assert index_xorb(footed).chunks == 12 and xorb_hash(footed, index_xorb(footed)) == name
+    other = io.BytesIO(b"".join(chunk(d) for d in data[:-1]))
+    assert xorb_hash(other, index_xorb(other)) != name
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # no chunk
+        chunk(b""),  # a chunk of nothing
+        chunk(bytes(CHUNK_MAX + 1)),  # past the spec's 128 KiB
+        chunk(b"abc")[:-1],  # cut short
+        chunk(b"abc") + b"\x00\x01",  # a header cut short
+        chunk(b"a") * (XORB_CHUNKS_MAX + 1),  # more chunks than xet-core makes
+        bytes([1]) + chunk(b"abc")[1:],  # not version 0
+    ],
+    ids=["empty", "empty-chunk", "big-chunk", "cut-body", "cut-header", "many", "version"],
+)
+def test_xorbs_past_the_specs_bounds_are_refused(body):
+    with pytest.raises(XetFormatError):
+        index_xorb(io.BytesIO(body))
+
+
+def test_a_xorb_unpacks_to_at_most_64_mib():
+    import lz4.block
+
+    body = lz4.block.compress(bytes(CHUNK_MAX), store_size=False)  # 128 KiB in ~500 bytes
+    one = bytes([0]) + len(body).to_bytes(3, "little") + b"\x01" + CHUNK_MAX.to_bytes(3, "little")
+    assert index_xorb(io.BytesIO((one + body) * 512)).size(0, 512) == 64 << 20
+    with pytest.raises(XetFormatError, match="unpack to at most"):
+        index_xorb(io.BytesIO((one + body) * 514))
 
 
 def test_shards_name_each_file_and_its_chunk_ranges():
@@ -165,3 +259,19 @@ def test_shards_name_each_file_and_its_chunk_ranges():
         parse_shard(b"x" * 100)
     with pytest.raises(XetFormatError):
         parse_shard(header + first)  # no bookend
+
+
+def shard_of(files: list[bytes]) -> bytes:
+    header = b"HFRepoMetaData\x00" + bytes(17) + struct.pack("<QQ", 2, 0)
+    return header + b"".join(files) + BOOKEND + bytes(16)
+
+
+def test_shards_past_the_count_limits_are_refused():
+    entry = bytes(range(32)) + struct.pack("<IIII", 0, 10, 0, 1)
+    one = bytes(32) + struct.pack("<II", 0, 1) + bytes(8) + entry
+    assert len(parse_shard(shard_of([one] * SHARD_FILES_MAX))) == SHARD_FILES_MAX
+    with pytest.raises(XetFormatError, match="at most"):
+        parse_shard(shard_of([one] * (SHARD_FILES_MAX + 1)))
+    many = FILE_TERMS_MAX + 1
+    with pytest.raises(XetFormatError, match="at most"):
+        parse_shard(shard_of([bytes(32) + struct.pack("<II", 0, many) + bytes(8) + entry * many]))
