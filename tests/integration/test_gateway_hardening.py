@@ -226,6 +226,50 @@ def test_half_sent_requests_do_not_stop_healthz(tmp_path):
         gateway.stop()
 
 
+def _pipelined(port: int, count: int) -> socket.socket:
+    """A keep-alive connection that sends ``count`` requests before reading any answer."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+    return sock
+
+
+def _answers(sock: socket.socket, count: int, timeout: float) -> int:
+    """How many ``200`` answers arrive on ``sock`` within ``timeout`` seconds (at most count)."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while data.count(b"HTTP/1.1 200") < count and time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data.count(b"HTTP/1.1 200")
+
+
+def test_pipelined_requests_hold_no_thread(tmp_path):
+    """Issue 28, defect 3: --threads connections that each send two requests at once (the
+    second one buffered by the parser while the first is answered) are all answered at
+    once, and /healthz still answers; they used to hold every thread for 120 s."""
+    threads = 2
+    gateway = _started(Gateway("127.0.0.1:9/gw", tmp_path / "gateway", ("--threads", str(threads))))
+    connections = [_pipelined(gateway.port, 2) for _ in range(threads)]
+    try:
+        started = time.monotonic()
+        # The first answers come either way; then every thread is free (it held one each).
+        assert [_answers(sock, 1, 5) for sock in connections] == [1] * threads
+        time.sleep(0.5)  # the threads take up the buffered second requests
+        assert requests.get(f"{gateway.url}/healthz", timeout=5).status_code == 200
+        assert [_answers(sock, 1, 5) for sock in connections] == [1] * threads
+        assert time.monotonic() - started < 5
+    finally:
+        for sock in connections:
+            sock.close()
+        gateway.stop()
+
+
 def test_pull_throughs_are_capped_and_healthz_answers_meanwhile(hostile, tmp_path):
     make_artifact(hostile, "v1", _files(**{"model.safetensors": WEIGHTS, "b.safetensors": WEIGHTS[::-1]}))  # fmt: skip
     proxy = HttpProxy(upstream=f"http://{hostile.host}", blob_delay=0.1).start()  # ~3 s a blob
