@@ -63,6 +63,7 @@ from .hub import (
 )
 from .models import Model, Resolver
 from .payload import operations
+from .ttlmap import TTLMap
 from .xet import Xet
 
 log = logging.getLogger("modelpack.gateway")
@@ -71,6 +72,9 @@ READ_OPS = ("revision", "tree", "paths-info")  # app.py's
 OID_RE = re.compile(r"^[0-9a-f]{64}$")
 JSON_MAX = 4 << 20
 TICKET_TTL = 3600.0
+# Outstanding LFS upload tickets: huggingface_hub asks for 256 objects per batch, so
+# this is 32 such batches at once; each holds an Authorization header (under 8 KiB).
+MAX_TICKETS = 8192
 HISTORY_MAX = 1000
 REFS_MAX = 1000
 GITATTRIBUTES = b"""\
@@ -94,30 +98,26 @@ class Ticket:
     repo_id: str
     oid: str
     size: int
-    expires: float
 
 
 class Tickets:
     """Upload hrefs hand out an opaque ticket, never credentials (the PUT has no
-    Authorization: huggingface_hub sends the body alone, as to a presigned URL)."""
+    Authorization: huggingface_hub sends the body alone, as to a presigned URL).
+    At most MAX_TICKETS are outstanding (the oldest go first), each for TICKET_TTL."""
 
     def __init__(self) -> None:
-        self._tickets: dict[str, Ticket] = {}
-        self._lock = threading.Lock()
+        self._tickets: TTLMap[str, Ticket] = TTLMap(MAX_TICKETS, TICKET_TTL)
+
+    def __len__(self) -> int:
+        return len(self._tickets)
 
     def issue(self, authorization: str | None, repo_id: str, oid: str, size: int) -> str:
         key = secrets.token_urlsafe(32)
-        now = time.monotonic()
-        with self._lock:
-            for old in [k for k, t in self._tickets.items() if t.expires < now]:
-                del self._tickets[old]
-            self._tickets[key] = Ticket(authorization, repo_id, oid, size, now + TICKET_TTL)
+        self._tickets.set(key, Ticket(authorization, repo_id, oid, size))
         return key
 
     def take(self, key: str) -> Ticket | None:
-        with self._lock:
-            ticket = self._tickets.pop(key, None)
-        return ticket if ticket and ticket.expires >= time.monotonic() else None
+        return self._tickets.pop(key)
 
 
 class Uploads:

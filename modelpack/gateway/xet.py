@@ -20,7 +20,6 @@ import os
 import re
 import secrets
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 
@@ -31,10 +30,12 @@ from .access import Clients
 from .config import GatewayConfig
 from .http import Request, Response
 from .hub import HubError
+from .ttlmap import TTLMap
 from .xetformat import FileInfo, XetFormatError, parse_shard, xorb_chunks
 
 log = logging.getLogger("modelpack.gateway")
 TOKEN_TTL = 3600
+MAX_SESSIONS = 1024  # Xet write tokens alive at once (one per upload; the oldest go first)
 XORB_MAX = 80 * 1024 * 1024  # the spec caps serialized xorbs at 64 MiB
 SHARD_MAX = 64 * 1024 * 1024
 HASH_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -53,8 +54,7 @@ class Xet:
         self.config = config
         self.clients = clients
         self.root = config.settings.home / "xet"
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
+        self.sessions: TTLMap[str, Session] = TTLMap(MAX_SESSIONS, TOKEN_TTL)
 
     # -- the hub side -----------------------------------------------------------
 
@@ -63,11 +63,7 @@ class Xet:
         (huggingface_hub reads those)."""
         token = secrets.token_urlsafe(32)
         expires = int(time.time()) + TOKEN_TTL
-        with self._lock:
-            now = time.time()
-            for old in [k for k, s in self._sessions.items() if s.expires < now]:
-                del self._sessions[old]
-            self._sessions[token] = Session(request.header("Authorization"), repo_id, expires)
+        self.sessions.set(token, Session(request.header("Authorization"), repo_id, expires))
         url = f"{base}/{'/'.join(PREFIX)}"
         headers = {
             "X-Xet-Cas-Url": url,
@@ -94,8 +90,7 @@ class Xet:
 
     def _session(self, request: Request) -> Session:
         scheme, _, token = (request.header("Authorization") or "").partition(" ")
-        with self._lock:
-            session = self._sessions.get(token.strip()) if scheme.lower() == "bearer" else None
+        session = self.sessions.get(token.strip()) if scheme.lower() == "bearer" else None
         if session is None or session.expires < time.time():
             raise HubError(401, "unknown or expired Xet token; ask xet-write-token again")
         return session
