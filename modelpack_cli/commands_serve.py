@@ -127,6 +127,16 @@ Examples:
     help="Uploads: files up to this size go inline in the commit, larger ones "
     "through Xet or LFS [env MODELPACK_GATEWAY_INLINE_MAX].",
 )
+@click.option(
+    "--public-url",
+    multiple=True,
+    envvar="MODELPACK_GATEWAY_PUBLIC_URL",
+    metavar="URL",
+    help="http(s)://HOST[:PORT] clients reach this gateway at, used in every absolute URL "
+    "it hands out (upload URLs, next pages); repeatable or a comma list. Without it only "
+    "loopback names and the --bind address are taken from a request's Host "
+    "[env MODELPACK_GATEWAY_PUBLIC_URL, space separated].",
+)
 @global_options
 def serve(
     registry: str,
@@ -144,6 +154,7 @@ def serve(
     upstream_token: str | None,
     offline: bool,
     inline_max: int,
+    public_url: tuple[str, ...],
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
 
@@ -175,6 +186,7 @@ def serve(
         upstream_token=upstream_token,
         offline=offline,
         inline_max=inline_max,
+        public_url=public_url,
     )
     run_gateway(config)
 

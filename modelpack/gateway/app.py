@@ -106,6 +106,8 @@ class Gateway:
             response = Response.error(HubError(500, "internal error in the gateway"))
         if request.method == "HEAD":
             response.body, response.file = b"", None
+        # No answer is ever to be sniffed into HTML (a model's files are anyone's bytes).
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         status = response.status
 
         def finished(sent: int, failed: bool = False) -> None:

@@ -427,23 +427,11 @@ def _catalog_page(response: Any) -> list[str]:
     return names
 
 
-def base_url(request: Request) -> str:
-    """Where the client reached this gateway: its ``Host``, and ``https`` when a TLS
-    proxy in front says so (``X-Forwarded-Proto``), so a link never drops to plain
-    HTTP with the client's token on it."""
-    environ = request.environ
-    scheme = environ.get("wsgi.url_scheme", "http")
-    if (request.header("X-Forwarded-Proto") or "").strip().lower() == "https":
-        scheme = "https"
-    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
-    return f"{scheme}://{host}"
-
-
-def next_link(request: Request, query: ListQuery) -> str:
+def next_link(request: Request, query: ListQuery, config: GatewayConfig) -> str:
     """The absolute URL of the next page (huggingface_hub requests it as is)."""
     params = [(k, v) for k, values in request.query.items() if k != "cursor" for v in values]
     params.append(("cursor", _cursor(query.offset + query.limit)))
-    return f"{base_url(request)}{request.path}?{urlencode(params)}"
+    return f"{request.base_url(config)}{request.path}?{urlencode(params)}"
 
 
 def list_models(catalog: Catalog, request: Request) -> Response:
@@ -454,5 +442,5 @@ def list_models(catalog: Catalog, request: Request) -> Response:
     page, more = catalog.search(query, request.header("Authorization"))
     headers = {"Vary": "Authorization", "Cache-Control": "private, max-age=0"}
     if more:
-        headers["Link"] = f'<{next_link(request, query)}>; rel="next"'
+        headers["Link"] = f'<{next_link(request, query, catalog.config)}>; rel="next"'
     return Response.json(catalog.documents(query, page), headers=headers)

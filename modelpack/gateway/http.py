@@ -7,10 +7,13 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote
 
 from .hub import HubError
+
+if TYPE_CHECKING:
+    from .config import GatewayConfig
 
 REASONS = {
     200: "OK", 206: "Partial Content", 304: "Not Modified", 307: "Temporary Redirect",
@@ -54,6 +57,18 @@ class Request:
 
     def header(self, name: str) -> str | None:
         return self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the server, or a TLS proxy in front (``X-Forwarded-Proto``),
+        says so: a link never drops to plain HTTP with the client's token on it."""
+        if (self.header("X-Forwarded-Proto") or "").strip().lower() == "https":
+            return "https"
+        return "https" if self.environ.get("wsgi.url_scheme") == "https" else "http"
+
+    def base_url(self, config: GatewayConfig) -> str:
+        """The gateway's URL for this client (never a Host it is not known by)."""
+        return config.base_url(self.header("Host"), self.scheme)
 
     def flag(self, name: str) -> bool:
         return (self.query.get(name) or [""])[-1].lower() in ("1", "true", "yes")

@@ -242,11 +242,8 @@ class Uploads:
     def _head(model: Model) -> Head:
         return Head(model.root, model.view.manifest, model.view.config, model.commit)
 
-    @staticmethod
-    def _base(request: Request) -> str:
-        env = request.environ
-        host = env.get("HTTP_HOST") or f"{env.get('SERVER_NAME')}:{env.get('SERVER_PORT')}"
-        return f"{env.get('wsgi.url_scheme', 'http')}://{host}"
+    def _base(self, request: Request) -> str:
+        return request.base_url(self.config)
 
     @staticmethod
     def _json(request: Request) -> dict[str, Any]:

@@ -388,3 +388,83 @@ def test_header_less_clients_borrow_the_gateways_identity_only_when_lent(
         assert right.status_code == 200 and right.content == b"{}"
     finally:
         gateway.stop()
+
+
+# -- issue 28, defect 11: absolute URLs never reflect a hostile Host; headers -----------------
+
+HOSTILE = {"Host": "evil.example:8080"}
+
+
+def _absolute_urls(gateway: Gateway, headers: dict[str, str], repo: str) -> dict[str, str]:
+    """Every absolute URL the gateway hands out, asked with ``headers``."""
+    urls = {}
+    created = requests.post(f"{gateway.url}/api/repos/create", json={"name": repo,
+                            "organization": "org"}, headers=headers, timeout=30)  # fmt: skip
+    assert created.status_code in (200, 409), created.text
+    urls["create_repo"] = created.json()["url"]
+    batch = requests.post(
+        f"{gateway.url}/org/{repo}.git/info/lfs/objects/batch",
+        json={"operation": "upload", "objects": [{"oid": "5" * 64, "size": 3}]},
+        headers={**headers, "Content-Type": "application/vnd.git-lfs+json"},
+        timeout=30,
+    ).json()
+    urls["lfs"] = batch["objects"][0]["actions"]["upload"]["href"]
+    token = requests.get(
+        f"{gateway.url}/api/models/org/{repo}/xet-write-token/main", headers=headers, timeout=30
+    )
+    assert token.status_code == 200, token.text
+    urls["xet"] = token.json()["casUrl"]
+    urls["xet_header"] = token.headers["X-Xet-Cas-Url"]
+    listing = requests.get(f"{gateway.url}/api/models?limit=1", headers=headers, timeout=30)
+    urls["next_page"] = listing.links["next"]["url"]
+    page = requests.get(f"{gateway.url}/org/{repo}", headers=headers, timeout=30)
+    urls["page"] = re.search(r"export HF_ENDPOINT=(\S+)", page.text).group(1) + "/"
+    return urls
+
+
+def test_absolute_urls_never_reflect_a_hostile_host(registry, tmp_path):
+    """Upload hrefs, the Xet CAS URL, create_repo's url, the next-page Link and the page's
+    HF_ENDPOINT come from --public-url; without it only loopback names and the listen
+    address are taken from Host.  They used to be whatever Host the client sent."""
+    namespace = "host28"
+    gateway = _started(Gateway(f"{registry.host}/{namespace}", tmp_path / "gateway"))
+    try:
+        for repo in ("a", "b"):  # two repositories: the listing has a next page
+            requests.post(f"{gateway.url}/api/repos/create", json={"name": repo,
+                          "organization": "org"}, timeout=30).raise_for_status()  # fmt: skip
+        hostile = _absolute_urls(gateway, HOSTILE, "a")
+        assert all(url.startswith(gateway.url + "/") for url in hostile.values()), hostile
+        local = _absolute_urls(gateway, {"Host": f"localhost:{gateway.port}"}, "a")
+        assert all(u.startswith(f"http://localhost:{gateway.port}/") for u in local.values())
+    finally:
+        gateway.stop()
+    public = "https://hub.example.com"
+    gateway = Gateway(f"{registry.host}/{namespace}", tmp_path / "gateway2",
+                      ("--public-url", f"{public}, http://127.0.0.1:1"))  # fmt: skip
+    _started(gateway)
+    try:
+        for headers in (HOSTILE, {}, {"Host": "hub.example.com", "X-Forwarded-Proto": "https"}):
+            urls = _absolute_urls(gateway, headers, "a")
+            assert all(url.startswith(public + "/") for url in urls.values()), (headers, urls)
+        urls = _absolute_urls(gateway, {"Host": "127.0.0.1:1"}, "a")  # the second public URL
+        assert all(url.startswith("http://127.0.0.1:1/") for url in urls.values()), urls
+    finally:
+        gateway.stop()
+
+
+def test_every_answer_says_nosniff_and_the_page_loads_no_foreign_image(registry, tmp_path):
+    namespace = "sniff28"
+    settings = Settings(home=tmp_path / "home", plain_http=True)
+    repository = open_repository(parse_reference(f"{registry.host}/{namespace}/org/m"), settings)
+    make_artifact(repository, "v1", _files(**{"config.json": b"{}", "x.html": b"<script>"}))
+    gateway = _started(Gateway(f"{registry.host}/{namespace}", tmp_path / "gateway"))
+    try:
+        for path in ("/org/m/resolve/v1/x.html", "/org/m/resolve/v1/missing", "/healthz",
+                     "/api/models/org/m", "/org/m", "/-/hub.css"):  # fmt: skip
+            answer = requests.get(gateway.url + path, timeout=30)
+            assert answer.headers.get("X-Content-Type-Options") == "nosniff", path
+        csp = requests.get(f"{gateway.url}/org/m", timeout=30).headers["Content-Security-Policy"]
+        directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+        assert directives["img-src"] == "'self' data:", csp
+    finally:
+        gateway.stop()
