@@ -21,6 +21,7 @@ from ..errors import (
 from .access import Clients
 from .catalog import Catalog, list_models, model_document, select_fields
 from .config import GatewayConfig
+from .crosssite import refuse_cross_site
 from .http import Body, ClosingFile, Request, Response, parse_range, read_range
 from .hub import (
     HubError,
@@ -152,6 +153,7 @@ class Gateway:
     # -- routing ----------------------------------------------------------------
 
     def route(self, request: Request) -> tuple[str, Response]:
+        refuse_cross_site(request, self.config)  # before any route: every write is covered
         s = request.segments
         if s == ["healthz"]:
             return "healthz", Response.json({"status": "ok"})

@@ -19,12 +19,17 @@ REASONS = {
     200: "OK", 206: "Partial Content", 304: "Not Modified", 307: "Temporary Redirect",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
-    413: "Content Too Large", 416: "Range Not Satisfiable", 422: "Unprocessable Content",
+    413: "Content Too Large", 415: "Unsupported Media Type", 416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
     429: "Too Many Requests",
     499: "Client Closed Request", 500: "Internal Server Error",
     502: "Bad Gateway", 503: "Service Unavailable",
 }  # fmt: skip
 _RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)\Z")
+# What huggingface_hub sends (httpx's json=, its LFS batch, its commit); none of them is
+# a type a browser may send to another site without asking (crosssite.py).
+JSON_TYPES = ("application/json", "application/vnd.git-lfs+json")
+NDJSON_TYPES = ("application/x-ndjson",)
 
 
 @dataclass
@@ -57,6 +62,14 @@ class Request:
 
     def header(self, name: str) -> str | None:
         return self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+    def require_type(self, accepted: tuple[str, ...]) -> None:
+        """415 unless the body's ``Content-Type`` is one of ``accepted`` (parameters
+        such as ``charset`` aside): a body parsed as JSON must say it is JSON."""
+        media = (self.environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
+        if media not in accepted:
+            raise HubError(415, f"the request body must be sent as Content-Type: {accepted[0]}"
+                           f" (not {media or 'none'})")  # fmt: skip
 
     @property
     def scheme(self) -> str:

@@ -52,7 +52,7 @@ from .commits import (
     push_commit,
 )
 from .config import GatewayConfig
-from .http import Request, Response
+from .http import JSON_TYPES, NDJSON_TYPES, Request, Response
 from .hub import (
     COMMIT_RE,
     HubError,
@@ -247,6 +247,7 @@ class Uploads:
 
     @staticmethod
     def _json(request: Request) -> dict[str, Any]:
+        request.require_type(JSON_TYPES)
         try:
             length = int(request.environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -444,6 +445,7 @@ class Uploads:
     def commit(self, request: Request, repo_id: str, branch: str) -> Response:
         if request.flag("create_pr"):
             raise HubError(400, "pull requests are not supported by this gateway")
+        request.require_type(NDJSON_TYPES)
         self._branch_name(branch)
         with self._branch_lock(repo_id, branch):
             model = self._open(repo_id, branch, request)
