@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import AuthenticationError, IntegrityError, ModelpackError, NotFoundError
-from ..model.metadata import front_matter_problem
 from ..oci.digests import sha256_file
 from ..oci.reference import is_tag
 from ..oci.spec import ANNOTATION_CREATED, Descriptor
 from ..registry.client import RegistryRepository
 from ..registry.upload import chunk_size_for, upload_blob
 from .access import Clients, credentials_from_header
+from .card import MAX_CARD_BYTES, check_front_matter
 from .commits import (
     ANNOTATION_BRANCH,
     ANNOTATION_COMMIT_AUTHOR,
@@ -246,13 +246,13 @@ class Uploads:
         return request.base_url(self.config)
 
     @staticmethod
-    def _json(request: Request) -> dict[str, Any]:
+    def _json(request: Request, limit: int = JSON_MAX) -> dict[str, Any]:
         request.require_type(JSON_TYPES)
         try:
             length = int(request.environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length > JSON_MAX:
+        if length > limit:
             raise HubError(413, "request body too large")
         body = request.environ["wsgi.input"].read(length) if length else b""
         try:
@@ -296,11 +296,13 @@ class Uploads:
 
     def validate_yaml(self, request: Request) -> Response:
         """upload_folder checks a README's front matter first (as a build reads it)."""
-        problem = front_matter_problem(str(self._json(request).get("content") or ""))
-        if problem:
-            document = {"errors": [{"message": problem}], "warnings": []}
-            return Response.json(document, 400, {"X-Error-Message": problem})
-        return Response.json({"errors": [], "warnings": []})
+        text = str(self._json(request, MAX_CARD_BYTES).get("content") or "")
+        errors, warnings = check_front_matter(text)
+        document = {"errors": [{"message": m} for m in errors],
+                    "warnings": [{"message": m} for m in warnings]}  # fmt: skip
+        if errors:
+            return Response.json(document, 400, {"X-Error-Message": errors[0]})
+        return Response.json(document)
 
     def create_repo(self, request: Request) -> Response:
         body = self._json(request)

@@ -10,6 +10,7 @@ gateway's credentials only when the operator says so.
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 import re
 import shutil
@@ -466,5 +467,47 @@ def test_every_answer_says_nosniff_and_the_page_loads_no_foreign_image(registry,
         csp = requests.get(f"{gateway.url}/org/m", timeout=30).headers["Content-Security-Policy"]
         directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
         assert directives["img-src"] == "'self' data:", csp
+    finally:
+        gateway.stop()
+
+
+# -- issue 28, defect 10: no amplification without credentials --------------------------------
+
+
+def _worker_cpu(gateway: Gateway) -> float:
+    """CPU seconds (user + system) the gateway's worker process has used so far."""
+    assert gateway.process is not None
+    children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children")
+    total = 0.0
+    for pid in children.read_text().split():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _costly_yaml(size: int) -> str:
+    """Front matter the pure-Python YAML parser takes about 40 us a byte for."""
+    line = "a: " + "[" * 200 + "]" * 200 + "\n"
+    return "---\n" + line * (size // len(line)) + "---\n# card\n"
+
+
+def test_validate_yaml_is_bounded(tmp_path):
+    """Issue 28, defect 10: /api/validate-yaml needs no credentials.  Its front matter is
+    parsed with libyaml and only up to 64 KiB (bigger is a warning, not parsed), the
+    body is at most 1 MiB; it used to parse 4 MB in pure Python (300 KB: seconds)."""
+    gateway = _started(Gateway("127.0.0.1:9/gw", tmp_path / "gateway"))
+    url = f"{gateway.url}/api/validate-yaml"
+    try:
+        cases = [(_costly_yaml(300_000), 200, "not checked"), (_costly_yaml(60_000), 200, None)]
+        for content, status, warning in cases:
+            before = _worker_cpu(gateway)
+            answer = requests.post(url, json={"content": content}, timeout=60)
+            spent = _worker_cpu(gateway) - before
+            assert answer.status_code == status, answer.text
+            warnings = [w["message"] for w in answer.json()["warnings"]]
+            assert (warning in " ".join(warnings)) if warning else not warnings, warnings
+            assert spent < 1.0, f"{len(content)} bytes of YAML cost {spent:.2f} s of CPU"
+        huge = requests.post(url, json={"content": "x" * (1 << 20)}, timeout=60)
+        assert huge.status_code == 413 and huge.headers["X-Error-Message"]
     finally:
         gateway.stop()
