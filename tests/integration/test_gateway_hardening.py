@@ -511,3 +511,34 @@ def test_validate_yaml_is_bounded(tmp_path):
         assert huge.status_code == 413 and huge.headers["X-Error-Message"]
     finally:
         gateway.stop()
+
+
+def test_unknown_commits_cost_no_manifest_per_tag_per_request(registry, tmp_path):
+    """Issue 28, defect 10: a 40-hex revision the gateway never handed out made it list the
+    tags and fetch a manifest per tag, on every request.  Now the tags are searched once
+    per repository and credential for SEARCH_TTL seconds; meanwhile an unknown commit
+    costs one manifest request."""
+    settings = Settings(home=tmp_path / "home", plain_http=True)
+    repository = open_repository(parse_reference(f"{registry.host}/commits28/org/m"), settings)
+    for number in range(6):
+        make_artifact(repository, f"v{number}", _files(**{"config.json": f"{number}".encode()}))
+    proxy = HttpProxy(upstream=registry.url).start()
+    gateway = _started(Gateway(f"{proxy.host}/commits28", tmp_path / "gateway"))
+    try:
+        costs = []
+        for number in range(8):
+            commit = hashlib.sha1(f"unknown {number}".encode()).hexdigest()
+            asked = len(proxy.exchanges)
+            answer = requests.get(f"{gateway.url}/api/models/org/m/revision/{commit}", timeout=30)
+            assert answer.status_code == 404, answer.text
+            assert answer.headers["X-Error-Code"] == "RevisionNotFound"
+            costs.append(len(proxy.exchanges) - asked)
+        assert costs[0] >= 7, costs  # the first: the tag list and a manifest per tag
+        assert max(costs[1:]) <= 1, costs
+        # A commit the search found is still served (it was remembered).
+        known = requests.get(f"{gateway.url}/api/models/org/m/revision/v3", timeout=30).json()
+        again = requests.get(f"{gateway.url}/api/models/org/m/revision/{known['sha']}", timeout=30)
+        assert again.status_code == 200 and again.json()["sha"] == known["sha"]
+    finally:
+        gateway.stop()
+        proxy.stop()
