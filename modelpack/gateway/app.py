@@ -192,12 +192,12 @@ class Gateway:
             raise HubError(
                 405, f"{request.method} is not allowed here", None, {"Allow": "GET, HEAD"}
             )
-        if not s:
-            return self.pages.index(request)
         repo_id = "/".join(repo)
-        if canonical_repo_id(repo_id) != repo_id:
+        if s and canonical_repo_id(repo_id) != repo_id:
             return self._redirect(request, repo, canonical_repo_id(repo_id))
         try:
+            if not s:
+                return self.pages.index(request)  # refused credentials: a 401 asks again
             return self.pages.model(request, repo_id, revision)
         except ModelpackError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc)

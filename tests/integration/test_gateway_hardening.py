@@ -542,3 +542,50 @@ def test_unknown_commits_cost_no_manifest_per_tag_per_request(registry, tmp_path
     finally:
         gateway.stop()
         proxy.stop()
+
+
+def test_a_listing_with_wrong_credentials_is_one_check_and_a_401(tmp_path):
+    """Issue 28, defect 10: GET /api/models with made-up credentials cost a tag list per
+    repository of the catalog (each refused), on every request, and answered []. Now
+    the credentials are checked once at the registry (as docker login does) and refused
+    with 401 before the catalog is walked."""
+    with RegistryServer(users={USER: PASSWORD}, workdir=tmp_path / "registry") as server:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MODELPACK_USERNAME", USER)
+            mp.setenv("MODELPACK_PASSWORD", PASSWORD)
+            settings = Settings(home=tmp_path / "home", plain_http=True)
+            for number in range(6):
+                reference = parse_reference(f"{server.host}/gw/org/m{number}")
+                make_artifact(open_repository(reference, settings), "main", _files(**{"a.json": b"{}"}))  # fmt: skip
+        proxy = HttpProxy(upstream=server.url).start()
+        gateway = _started(Gateway(f"{proxy.host}/gw", tmp_path / "gateway",
+                                   env={"MODELPACK_USERNAME": USER, "MODELPACK_PASSWORD": PASSWORD}))  # fmt: skip
+        try:
+            right = {"Authorization": f"Bearer {USER}:{PASSWORD}"}
+            # One request first: the listing's parallel first requests would race for the
+            # client's Basic answer (registry/auth.py; see docs/security.md).
+            requests.get(f"{gateway.url}/api/models/org/m0", headers=right, timeout=60)
+            listed = requests.get(f"{gateway.url}/api/models", headers=right, timeout=60)
+            assert [m["id"] for m in listed.json()] == [f"org/m{n}" for n in range(6)]
+            costs = []
+            for number in range(3):
+                asked = len(proxy.exchanges)
+                junk = {"Authorization": f"Bearer nobody:wrong-{number}"}
+                answer = requests.get(f"{gateway.url}/api/models", headers=junk, timeout=60)
+                assert answer.status_code == 401, answer.text
+                assert answer.headers["X-Error-Message"] and "error" in answer.json()
+                costs.append(len(proxy.exchanges) - asked)
+            assert max(costs) <= 2, costs  # /v2/ and the same with the credentials
+            asked = len(proxy.exchanges)
+            for header in ("0", "Basic !!", "Bearer"):  # no credentials at all: not asked
+                answer = requests.get(f"{gateway.url}/api/models", timeout=60,
+                                      headers={"Authorization": header})  # fmt: skip
+                assert answer.status_code == 401
+            page = requests.get(f"{gateway.url}/", headers=junk, timeout=60)
+            assert page.status_code == 401 and page.headers["WWW-Authenticate"].startswith("Basic")
+            assert len(proxy.exchanges) - asked <= 2  # the page's check of the last junk: cached
+            again = requests.get(f"{gateway.url}/api/models", headers=right, timeout=60)
+            assert again.json() == listed.json()
+        finally:
+            gateway.stop()
+            proxy.stop()
