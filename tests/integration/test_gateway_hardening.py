@@ -259,11 +259,15 @@ def test_pipelined_requests_hold_no_thread(tmp_path):
     connections = [_pipelined(gateway.port, 2) for _ in range(threads)]
     try:
         started = time.monotonic()
-        # The first answers come either way; then every thread is free (it held one each).
-        assert [_answers(sock, 1, 5) for sock in connections] == [1] * threads
-        time.sleep(0.5)  # the threads take up the buffered second requests
+        # The first answers come either way (the second ones with them, once fixed)...
+        received = [_answers(sock, 1, 5) for sock in connections]
+        assert min(received) >= 1, received
+        time.sleep(0.5)  # ...and the threads take up the buffered second requests
         assert requests.get(f"{gateway.url}/healthz", timeout=5).status_code == 200
-        assert [_answers(sock, 1, 5) for sock in connections] == [1] * threads
+        received = [
+            n + _answers(sock, 2 - n, 5) for n, sock in zip(received, connections, strict=True)
+        ]
+        assert received == [2] * threads
         assert time.monotonic() - started < 5
     finally:
         for sock in connections:
