@@ -156,6 +156,16 @@ Examples:
     help="Uploads: the bytes one Xet token may send as xorbs, and publish as files "
     "[env MODELPACK_GATEWAY_XET_SESSION_MAX].",
 )
+@click.option(
+    "--public-url",
+    multiple=True,
+    envvar="MODELPACK_GATEWAY_PUBLIC_URL",
+    metavar="URL",
+    help="http(s)://HOST[:PORT] clients reach this gateway at, used in every absolute URL "
+    "it hands out (upload URLs, next pages); repeatable or a comma list. Without it only "
+    "loopback names and the --bind address are taken from a request's Host "
+    "[env MODELPACK_GATEWAY_PUBLIC_URL, space separated].",
+)
 @global_options
 def serve(
     registry: str,
@@ -176,6 +186,7 @@ def serve(
     inline_max: int,
     xet_file_max: int,
     xet_session_max: int,
+    public_url: tuple[str, ...],
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
 
@@ -210,6 +221,7 @@ def serve(
         inline_max=inline_max,
         xet_file_max=xet_file_max,
         xet_session_max=xet_session_max,
+        public_url=public_url,
     )
     run_gateway(config)
 

@@ -2,7 +2,8 @@
 # Install the real parts the tests and demo run against, if missing. Each check tests for
 # what the build or the tests read (a command, a header, a .proto, a library), not a name:
 # Debian's docker-registry (CNCF distribution) and skopeo (an independent OCI client);
-# protoc, which Dragonfly's API crate runs when tests/clients/dragonfly-hf is built.
+# protoc, which Dragonfly's API crate runs when tests/clients/dragonfly-hf is built;
+# chromium, which drives the web page tests.
 set -euo pipefail
 
 missing=()
@@ -31,6 +32,9 @@ command -v runc >/dev/null 2>&1 || missing+=(runc)
 # Headless Chromium: the web page tests look at the page as a person's browser shows it.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
+# Headless Chromium: the gateway's web page as a browser renders it, and a real cross-site
+# page posting to the gateway's write routes (tests/support/browser.py).
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -165,7 +165,9 @@ PEER_FIXTURES = {"go_peers", "crane_registry", "rust_bin", "dragonfly"}
 
 def _needs_peers(item: pytest.Item) -> bool:
     params = getattr(getattr(item, "callspec", None), "params", {})
-    return bool(PEER_FIXTURES & set(getattr(item, "fixturenames", ()))) or "crane" in params.values()
+    return (
+        bool(PEER_FIXTURES & set(getattr(item, "fixturenames", ()))) or "crane" in params.values()
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -20,10 +20,14 @@ from collections import OrderedDict
 from ..errors import AuthenticationError
 from ..registry.client import RegistryClient, connect
 from ..registry.credentials import Credentials
+from ..registry.transport import raise_for_status
 from .config import GatewayConfig
+from .ttlmap import TTLMap
 
 MAX_CLIENTS = 256
 ANONYMOUS = "anonymous"
+CHECK_TTL = 30.0  # seconds a credential check's answer is kept
+MAX_CHECKED = 4096
 
 
 def credentials_from_header(header: str, token_user: str | None) -> Credentials:
@@ -60,6 +64,28 @@ class Clients:
         self.config = config
         self._clients: OrderedDict[str, RegistryClient] = OrderedDict()
         self._lock = threading.Lock()
+        self._checked: TTLMap[str, bool] = TTLMap(MAX_CHECKED, CHECK_TTL)
+
+    def check(self, header: str | None) -> None:
+        """AuthenticationError unless the registry takes these credentials, asked once
+        (``GET /v2/``, its challenge answered, as ``docker login`` does) before a request
+        that fans out into a registry request per repository: made-up credentials cost
+        that one round trip, not one per repository.  No header: nothing to check
+        (anonymous, or the gateway's own credentials).  Kept CHECK_TTL s per credential."""
+        if not header:
+            return
+        key, client = self.for_header(header)  # a header that is no credential: refused
+        accepted = self._checked.get(key)
+        if accepted is None:
+            try:
+                with client.request("GET", "/v2/", ()) as response:
+                    raise_for_status(response, "checking the credentials")
+                accepted = True
+            except AuthenticationError:
+                accepted = False
+            self._checked.set(key, accepted)
+        if not accepted:
+            raise AuthenticationError("the registry refused the credentials")
 
     def for_header(self, header: str | None) -> tuple[str, RegistryClient]:
         """(a key naming the credential without revealing it, its client)."""

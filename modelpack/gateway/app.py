@@ -21,6 +21,7 @@ from ..errors import (
 from .access import Clients
 from .catalog import Catalog, list_models, model_document, select_fields
 from .config import GatewayConfig
+from .crosssite import refuse_cross_site
 from .http import Body, ClosingFile, Request, Response, parse_range, read_range
 from .hub import (
     HubError,
@@ -106,6 +107,8 @@ class Gateway:
             response = Response.error(HubError(500, "internal error in the gateway"))
         if request.method == "HEAD":
             response.body, response.file = b"", None
+        # No answer is ever to be sniffed into HTML (a model's files are anyone's bytes).
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         status = response.status
 
         def finished(sent: int, failed: bool = False) -> None:
@@ -150,6 +153,7 @@ class Gateway:
     # -- routing ----------------------------------------------------------------
 
     def route(self, request: Request) -> tuple[str, Response]:
+        refuse_cross_site(request, self.config)  # before any route: every write is covered
         s = request.segments
         if s == ["healthz"]:
             return "healthz", Response.json({"status": "ok"})
@@ -188,12 +192,12 @@ class Gateway:
             raise HubError(
                 405, f"{request.method} is not allowed here", None, {"Allow": "GET, HEAD"}
             )
-        if not s:
-            return self.pages.index(request)
         repo_id = "/".join(repo)
-        if canonical_repo_id(repo_id) != repo_id:
+        if s and canonical_repo_id(repo_id) != repo_id:
             return self._redirect(request, repo, canonical_repo_id(repo_id))
         try:
+            if not s:
+                return self.pages.index(request)  # refused credentials: a 401 asks again
             return self.pages.model(request, repo_id, revision)
         except ModelpackError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc)

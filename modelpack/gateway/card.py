@@ -21,6 +21,7 @@ from ..model.metadata import (
     MAX_FRONT_MATTER_VALUES,
     expands_past,
     front_matter,
+    front_matter_problem,
     split_front_matter,
 )
 from .hub import HubError, RepoFile
@@ -28,6 +29,10 @@ from .models import Model
 from .pullthrough import PullThrough
 
 MAX_CARD_BYTES = 1 << 20  # a bigger README is not rendered (the file is still served)
+# validate-yaml (no credentials needed) parses front matter up to this size; libyaml
+# takes at most about 0.3 s of CPU for it (docs/security.md).  A bigger one is not
+# checked there (a warning says so); a build still reads it.
+MAX_CHECKED_FRONT_MATTER = 64 * 1024
 MAX_CARDS = 1024
 README_NAMES = ("README.md", "readme.md", "README", "Readme.md")
 
@@ -38,6 +43,17 @@ class Card:
     text: str = ""  # the markdown after it
     warnings: tuple[str, ...] = ()  # why the front matter was ignored, or the text not read
     complete: bool = True  # False: reading failed this time (not kept, tried again)
+
+
+def check_front_matter(text: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings) for huggingface_hub's ``validate-yaml``: an error when a build
+    would ignore the README's front matter, a warning when it is too big to check here."""
+    block, _ = split_front_matter(text)
+    if block is not None and len(block) > MAX_CHECKED_FRONT_MATTER:
+        return [], [f"README.md: front matter larger than {MAX_CHECKED_FRONT_MATTER} "
+                    "characters is not checked by this gateway"]  # fmt: skip
+    problem = front_matter_problem(text)
+    return ([problem] if problem else []), []
 
 
 def readme_file(files: dict[str, RepoFile]) -> RepoFile | None:

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from ..errors import ModelpackError, RegistryError
+from ..errors import AuthenticationError, ModelpackError, RegistryError
 from ..registry.client import RegistryClient, RegistryRepository, connect
 from ..registry.transport import raise_for_status
 from .access import Clients
@@ -40,6 +40,7 @@ from .http import Request, Response
 from .hub import HubError, RepoFile, canonical_repo_id, valid_repo_id
 from .models import Model, Resolver
 from .pullthrough import PullThrough
+from .ttlmap import TTLMap
 
 log = logging.getLogger("modelpack.gateway")
 CATALOG_TTL = 30.0
@@ -48,6 +49,8 @@ CATALOG_PAGE = 1000  # repositories asked for per _catalog page
 PAGE_SIZE = 1000  # the hub's largest page, and its default
 MAX_REPOSITORIES = 10_000  # read from the catalog at most
 CHECK_WORKERS = 8  # registry requests in parallel for one listing
+WALK_STEP = 64  # repositories checked before looking whether the page is full
+MAX_KEPT = 50_000  # (credential, repository) answers kept, each for ACCESS_TTL
 SORT_KEYS = ("id", "lastModified", "createdAt", "downloads", "likes", "trendingScore")
 # What a hub listing item carries without expand (huggingface_hub's ModelInfo reads them).
 LIST_FIELDS = (
@@ -252,8 +255,9 @@ class Catalog:
         self.cards = Cards(pulls)
         self._own: RegistryClient | None = None
         self._repositories: _Timed | None = None
-        self._tags: dict[tuple[str, str], _Timed] = {}  # (credential, repo) -> user tags
-        self._opened: dict[tuple[str, str], _Timed] = {}  # (credential, repo) -> Entry
+        # (credential, repo) -> its user tags; -> its Entry
+        self._tags: TTLMap[tuple[str, str], tuple[str, ...]] = TTLMap(MAX_KEPT, ACCESS_TTL)
+        self._opened: TTLMap[tuple[str, str], Entry] = TTLMap(MAX_KEPT, ACCESS_TTL)
         self._lock = threading.Lock()
         self._reading = threading.Lock()
 
@@ -298,29 +302,31 @@ class Catalog:
 
     # -- which of them this client may read -------------------------------------------
 
-    def entries(self, repo_ids: list[str], authorization: str | None) -> list[Entry]:
-        """Those of ``repo_ids`` the client's credentials can read, with their tags."""
-        try:
-            key, client = self.clients.for_header(authorization)
-        except ModelpackError:  # an Authorization that is no credential: nothing readable
-            return []
+    def entries(
+        self, repo_ids: list[str], authorization: str | None, wanted: int | None = None
+    ) -> list[Entry]:
+        """Those of ``repo_ids`` the client's credentials can read, with their tags, in
+        order; the walk stops once ``wanted`` are found (a page needs no more)."""
+        key, client = self.clients.for_header(authorization)
+        found: list[Entry] = []
         with ThreadPoolExecutor(CHECK_WORKERS) as pool:
-            tags = list(pool.map(lambda r: self._client_tags(key, client, r), repo_ids))
-        return [Entry(r, t) for r, t in zip(repo_ids, tags, strict=True) if t]
+            for start in range(0, len(repo_ids), WALK_STEP):
+                step = repo_ids[start : start + WALK_STEP]
+                tags = pool.map(lambda r: self._client_tags(key, client, r), step)
+                found += [Entry(r, t) for r, t in zip(step, tags, strict=True) if t]
+                if wanted is not None and len(found) >= wanted:
+                    break
+        return found
 
     def _client_tags(self, key: str, client: RegistryClient, repo_id: str) -> tuple[str, ...]:
-        now = time.monotonic()
-        with self._lock:
-            known = self._tags.get((key, repo_id))
-            if known is not None and now - known.at < ACCESS_TTL:
-                return known.value
+        known = self._tags.get((key, repo_id))
+        if known is not None:
+            return known
         try:
             found = tuple(RegistryRepository(client, self.config.repository(repo_id)).user_tags())
         except ModelpackError:  # refused, gone, or the registry failed: not listed
             found = ()
-        with self._lock:
-            self._tags[(key, repo_id)] = _Timed(now, found)
-            _drop_stale(self._tags, now)
+        self._tags.set((key, repo_id), found)
         return found
 
     def opened(self, entries: list[Entry], authorization: str | None) -> list[Entry]:
@@ -332,11 +338,9 @@ class Catalog:
         key, _ = self.clients.for_header(authorization)
 
         def open_one(entry: Entry) -> Entry:
-            now = time.monotonic()
-            with self._lock:
-                known = self._opened.get((key, entry.repo_id))
-            if known is not None and now - known.at < ACCESS_TTL and known.value.tags == entry.tags:
-                return known.value
+            known = self._opened.get((key, entry.repo_id))
+            if known is not None and known.tags == entry.tags:
+                return known
             try:
                 model = self.resolver.open(entry.repo_id, entry.revision, authorization)
             except (ModelpackError, HubError) as exc:
@@ -345,9 +349,7 @@ class Catalog:
             files = self.known_files(model)
             card = self.cards.card(model, files) if files is not None else None
             opened = Entry(entry.repo_id, entry.tags, model, card)
-            with self._lock:
-                self._opened[(key, entry.repo_id)] = _Timed(now, opened)
-                _drop_stale(self._opened, now)
+            self._opened.set((key, entry.repo_id), opened)
             return opened
 
         with ThreadPoolExecutor(CHECK_WORKERS) as pool:
@@ -356,26 +358,41 @@ class Catalog:
     # -- the listing -------------------------------------------------------------------
 
     def search(self, query: ListQuery, authorization: str | None) -> tuple[list[Entry], bool]:
-        """(this page's entries, whether there is a next page)."""
+        """(this page's entries, whether there is a next page).  The client's credentials
+        are checked first (one round trip; 401 if refused), then the catalog is walked
+        with them: in id order only as far as the page needs."""
+        self._check(authorization)
         ids = [
             i
             for i in self.repositories().ids
             if query.search in i and (not query.author or i.split("/")[0] == query.author)
         ]
-        entries = self.entries(ids, authorization)
         needs_models = bool(query.filters) or query.sort in ("lastModified", "createdAt")
+        if query.descending and query.sort in ("", "id"):
+            ids.reverse()  # (the catalog's ids are sorted; downloads etc. keep that order)
+        # In the ids' order, the page and one more (is there a next page?) suffice.
+        wanted = None if needs_models else query.offset + query.limit + 1
+        entries = self.entries(ids, authorization, wanted)
         if needs_models:
             entries = [e for e in self.opened(entries, authorization) if e.model is not None]
-            wanted = set(query.filters)
-            entries = [e for e in entries if wanted <= set(model_tags(e.model, e.card))]  # type: ignore[arg-type]
+            tags = set(query.filters)
+            entries = [e for e in entries if tags <= set(model_tags(e.model, e.card))]  # type: ignore[arg-type]
         if query.sort in ("lastModified", "createdAt"):
             entries.sort(key=lambda e: (_created(e), e.repo_id), reverse=query.descending)
-        elif query.sort in ("", "id"):
-            entries.sort(key=lambda e: e.repo_id, reverse=query.descending)
         page = entries[query.offset : query.offset + query.limit]
         if not needs_models:
             page = self.opened(page, authorization)
         return page, query.offset + query.limit < len(entries)
+
+    def _check(self, authorization: str | None) -> None:
+        try:
+            self.clients.check(authorization)
+        except AuthenticationError:
+            raise HubError(401, "Invalid credentials in Authorization header") from None
+        except ModelpackError as exc:
+            log.warning("checking a listing's credentials: %s", exc)
+            raise HubError(502, "the registry behind this gateway is unavailable; "
+                           "try again later") from None  # fmt: skip
 
     def documents(self, query: ListQuery, page: list[Entry]) -> list[dict[str, Any]]:
         out = []
@@ -404,13 +421,6 @@ class Catalog:
         return None
 
 
-def _drop_stale(entries: dict[Any, _Timed], now: float, limit: int = 50_000) -> None:
-    """Forget what is past its TTL once a cache holds ``limit`` entries (under the lock)."""
-    if len(entries) > limit:
-        for key in [k for k, v in entries.items() if now - v.at >= ACCESS_TTL]:
-            del entries[key]
-
-
 def _created(entry: Entry) -> str:
     config = entry.model.view.config if entry.model else None
     return hub_time(config.descriptor.created_at if config else None) or ""
@@ -427,23 +437,11 @@ def _catalog_page(response: Any) -> list[str]:
     return names
 
 
-def base_url(request: Request) -> str:
-    """Where the client reached this gateway: its ``Host``, and ``https`` when a TLS
-    proxy in front says so (``X-Forwarded-Proto``), so a link never drops to plain
-    HTTP with the client's token on it."""
-    environ = request.environ
-    scheme = environ.get("wsgi.url_scheme", "http")
-    if (request.header("X-Forwarded-Proto") or "").strip().lower() == "https":
-        scheme = "https"
-    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
-    return f"{scheme}://{host}"
-
-
-def next_link(request: Request, query: ListQuery) -> str:
+def next_link(request: Request, query: ListQuery, config: GatewayConfig) -> str:
     """The absolute URL of the next page (huggingface_hub requests it as is)."""
     params = [(k, v) for k, values in request.query.items() if k != "cursor" for v in values]
     params.append(("cursor", _cursor(query.offset + query.limit)))
-    return f"{base_url(request)}{request.path}?{urlencode(params)}"
+    return f"{request.base_url(config)}{request.path}?{urlencode(params)}"
 
 
 def list_models(catalog: Catalog, request: Request) -> Response:
@@ -454,5 +452,5 @@ def list_models(catalog: Catalog, request: Request) -> Response:
     page, more = catalog.search(query, request.header("Authorization"))
     headers = {"Vary": "Authorization", "Cache-Control": "private, max-age=0"}
     if more:
-        headers["Link"] = f'<{next_link(request, query)}>; rel="next"'
+        headers["Link"] = f'<{next_link(request, query, catalog.config)}>; rel="next"'
     return Response.json(catalog.documents(query, page), headers=headers)

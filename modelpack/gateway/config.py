@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..errors import UsageError
 from ..oci.reference import parse_reference
-from ..settings import Settings
+from ..settings import Settings, is_loopback_host
 from .egress import DEFAULT_REDIRECT_HOSTS, origin
 from .upstreamfiles import Caps
 
 XET_FILE_MAX = 50 * 1024**3  # the hub's per-file limit is 50 GB
 XET_SESSION_MAX = 1024**4  # 1 TiB: a 405B model in bf16 (810 GB) in one upload_folder
+
+# A Host header worth looking at: a name or IPv4 address, or a bracketed IPv6 one, and a port.
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?\Z")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def browser_origin(scheme: str, host: str) -> str | None:
+    """``scheme://host[:port]`` as browsers write an ``Origin``: lower case, no default
+    port; None for a scheme other than http(s) or a host that is no host."""
+    scheme, host = scheme.lower(), host.lower()
+    if scheme not in _DEFAULT_PORTS or not _HOST_RE.match(host):
+        return None
+    if host.endswith(f":{_DEFAULT_PORTS[scheme]}"):
+        host = host.rsplit(":", 1)[0]
+    return f"{scheme}://{host}"
 
 
 @dataclass
@@ -39,7 +56,10 @@ class GatewayConfig:
     ones through Xet or LFS (docs/gateway.md, Uploads).  ``xet_file_max``: the
     largest file a Xet shard may put together (the hub's 50 GB limit);
     ``xet_session_max``: the bytes one Xet token may send as xorbs, and publish as
-    files (xet.py says why both are bounded)."""
+    files (xet.py says why both are bounded).  ``public_url``: the
+    ``http(s)://HOST[:PORT]`` clients reach this gateway at (several, or a comma
+    list, when it has several names): every absolute URL it hands out is one of
+    them (see ``base_url``)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -60,6 +80,7 @@ class GatewayConfig:
     inline_max: int = 10 * 1024 * 1024
     xet_file_max: int = XET_FILE_MAX
     xet_session_max: int = XET_SESSION_MAX
+    public_url: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
@@ -90,6 +111,7 @@ class GatewayConfig:
         if self.xet_file_max < 1 or self.xet_session_max < 1:
             raise UsageError("--xet-file-max and --xet-session-max must be at least 1")
         self._check_upstream()
+        self.public_url = _public_urls(self.public_url)
 
     def _check_upstream(self) -> None:
         self.upstream_allow = tuple(p.strip() for p in self.upstream_allow if p.strip())
@@ -121,17 +143,49 @@ class GatewayConfig:
                 "(e.g. 'myorg/*'; '*' proxies every repo)"
             )
 
+    @property
+    def listen_url(self) -> str:
+        """``http://ADDRESS:PORT`` of the listening socket (127.0.0.1 for any address)."""
+        host = "127.0.0.1" if self.bind in ("0.0.0.0", "::", "") else self.bind
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def base_url(self, host: str | None, scheme: str) -> str:
+        """Where a client that sent this ``Host`` reaches the gateway, for the absolute
+        URLs it hands out (upload hrefs, the Xet CAS, next pages, the page's snippets).
+
+        A Host header is the client's to choose: reflected as is, it lets whoever can
+        make a client (or a cache in between) see a hostile Host hand out upload URLs
+        that send the client's bytes elsewhere.  So it is used only when it is one of
+        ``public_url``, else the first of those; without ``public_url``, only a loopback
+        name or the listen address is taken from Host, anything else gets
+        ``listen_url``."""
+        asked = browser_origin(scheme, host or "")
+        if self.public_url:
+            return asked if asked in self.public_url else self.public_url[0]
+        if asked is not None and host and self._reflected(host):
+            return asked
+        return self.listen_url
+
+    def _reflected(self, host: str) -> bool:
+        name = urlsplit(f"//{host}").hostname or ""
+        own = self.bind.strip("[]").lower() not in ("0.0.0.0", "::", "")
+        return is_loopback_host(host) or (own and name == self.bind.strip("[]").lower())
+
     def banner(self) -> list[str]:
         """What an operator needs on start: the HF_ENDPOINT to set and how repo ids map."""
-        host = "127.0.0.1" if self.bind in ("0.0.0.0", "::") else self.bind
-        url = f"http://{host}:{self.port}"
+        url = self.public_url[0] if self.public_url else self.listen_url
         prefix = f"{self.host}/{self.namespace}/" if self.namespace else f"{self.host}/"
-        return [
+        lines = [
             f"modelpack serve: Hugging Face clients use HF_ENDPOINT={url}",
             f"  repo id ORG/NAME, revision TAG -> {prefix}ORG/NAME:TAG "
             f"(e.g. snapshot_download('ORG/NAME', revision='v1'))",
-            *self._upstream_banner(),
         ]
+        if not self.public_url and self.bind in ("0.0.0.0", "::"):
+            lines.append(
+                f"  upload URLs and next pages name {url} to clients that reach this gateway "
+                "by another name: pass --public-url http(s)://NAME[:PORT]"
+            )
+        return [*lines, *self._upstream_banner()]
 
     def _upstream_banner(self) -> list[str]:
         if not self.upstream:
@@ -146,3 +200,24 @@ class GatewayConfig:
     def repository(self, repo_id: str) -> str:
         """The OCI repository that serves hub repo ``repo_id`` (already canonical)."""
         return f"{self.namespace}/{repo_id}" if self.namespace else repo_id
+
+
+def _public_urls(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--public-url`` values (each possibly a comma list) as origins, in order."""
+    found: list[str] = []
+    for text in (t.strip() for value in values for t in value.split(",")):
+        if not text:
+            continue
+        parts = urlsplit(text)
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        url = browser_origin(parts.scheme, parts.netloc) if port_ok else None
+        if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+            url = None
+        if url is None:
+            raise UsageError(f"--public-url {text!r} is not http(s)://HOST[:PORT]",
+                             hint="the gateway serves at the root of its address")  # fmt: skip
+        found.append(url)
+    return tuple(dict.fromkeys(found))

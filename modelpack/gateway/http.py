@@ -7,21 +7,29 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote
 
 from .hub import HubError
+
+if TYPE_CHECKING:
+    from .config import GatewayConfig
 
 REASONS = {
     200: "OK", 206: "Partial Content", 304: "Not Modified", 307: "Temporary Redirect",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
-    413: "Content Too Large", 416: "Range Not Satisfiable", 422: "Unprocessable Content",
+    413: "Content Too Large", 415: "Unsupported Media Type", 416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
     429: "Too Many Requests",
     499: "Client Closed Request", 500: "Internal Server Error",
     502: "Bad Gateway", 503: "Service Unavailable",
 }  # fmt: skip
 _RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)\Z")
+# What huggingface_hub sends (httpx's json=, its LFS batch, its commit); none of them is
+# a type a browser may send to another site without asking (crosssite.py).
+JSON_TYPES = ("application/json", "application/vnd.git-lfs+json")
+NDJSON_TYPES = ("application/x-ndjson",)
 
 
 @dataclass
@@ -54,6 +62,26 @@ class Request:
 
     def header(self, name: str) -> str | None:
         return self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+    def require_type(self, accepted: tuple[str, ...]) -> None:
+        """415 unless the body's ``Content-Type`` is one of ``accepted`` (parameters
+        such as ``charset`` aside): a body parsed as JSON must say it is JSON."""
+        media = (self.environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
+        if media not in accepted:
+            raise HubError(415, f"the request body must be sent as Content-Type: {accepted[0]}"
+                           f" (not {media or 'none'})")  # fmt: skip
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the server, or a TLS proxy in front (``X-Forwarded-Proto``),
+        says so: a link never drops to plain HTTP with the client's token on it."""
+        if (self.header("X-Forwarded-Proto") or "").strip().lower() == "https":
+            return "https"
+        return "https" if self.environ.get("wsgi.url_scheme") == "https" else "http"
+
+    def base_url(self, config: GatewayConfig) -> str:
+        """The gateway's URL for this client (never a Host it is not known by)."""
+        return config.base_url(self.header("Host"), self.scheme)
 
     def flag(self, name: str) -> bool:
         return (self.query.get(name) or [""])[-1].lower() in ("1", "true", "yes")

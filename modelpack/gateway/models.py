@@ -49,9 +49,15 @@ from .hub import (
     repo_not_found,
     revision_not_found,
 )
+from .ttlmap import TTLMap
 
 MAX_VIEWS = 512
 MAX_TAGS_SEARCHED = 200  # for a commit this gateway has not seen
+# After a search of a repository's tags found no commit, another unknown commit is
+# answered without a search for this long (per repository and credential): a client
+# cannot make every request cost a tag list and a manifest per tag.
+SEARCH_TTL = 30.0
+MAX_SEARCHES = 4096
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commits (
     repository TEXT NOT NULL,
@@ -112,6 +118,8 @@ class Resolver:
         self._remembered: set[tuple[str, str, str]] = set()
         self._reading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
+        self._searched: TTLMap[tuple[str, str], bool] = TTLMap(MAX_SEARCHES, SEARCH_TTL)
+        self._searching = [threading.Lock() for _ in range(16)]  # one search at a time each
 
     # -- entry point ------------------------------------------------------------
 
@@ -121,9 +129,9 @@ class Resolver:
             parse_reference(f"{self.config.host}/{name}")
         except UsageError:
             raise repo_not_found(repo_id, "not a valid OCI repository name") from None
-        _, client = self.clients.for_header(authorization)
+        key, client = self.clients.for_header(authorization)
         repository = RegistryRepository(client, name)
-        root = self._resolve(repository, repo_id, revision)
+        root = self._resolve(repository, repo_id, revision, key)
         if root.media_type in INDEX_MEDIA_TYPES:
             raise HubError(400, f"{repo_id}@{revision} is an image index, not a model manifest")
         reference = parse_reference(f"{self.config.host}/{name}@{root.digest}")
@@ -140,7 +148,9 @@ class Resolver:
 
     # -- revisions ------------------------------------------------------------
 
-    def _resolve(self, repository: RegistryRepository, repo_id: str, revision: str) -> Descriptor:
+    def _resolve(
+        self, repository: RegistryRepository, repo_id: str, revision: str, key: str
+    ) -> Descriptor:
         if not (is_tag(revision) or is_digest(revision)):
             # refs/pr/1, "..", anything else: no OCI tag or digest is named so, and it
             # must never reach a registry URL (where a client would collapse "..").
@@ -154,7 +164,7 @@ class Resolver:
             try:  # hub commits made through a gateway are tagged by their id
                 return repository.resolve(revision)
             except NotFoundError:
-                return self._search_tags(repository, repo_id, revision)
+                return self._search_once(repository, repo_id, revision, key)
         tags = [revision, "latest"] if revision == "main" else [revision]
         for tag in tags:
             try:
@@ -177,6 +187,22 @@ class Resolver:
         if not repository.exists(Descriptor(view.root.media_type, digest, view.root.size)):
             raise self._missing(repository, repo_id, revision)
         return view.root
+
+    def _search_once(
+        self, repository: RegistryRepository, repo_id: str, commit: str, key: str
+    ) -> Descriptor:
+        """``_search_tags``, unless one with these credentials found nothing in the last
+        SEARCH_TTL seconds: every commit of those tags was remembered then."""
+        searched = (key, repository.name)
+        with self._searching[hash(searched) % len(self._searching)]:
+            if self._searched.get(searched):
+                raise revision_not_found(repo_id, commit)
+            try:
+                return self._search_tags(repository, repo_id, commit)
+            except HubError as exc:
+                if exc.code == "RevisionNotFound":  # all tags read: remember that
+                    self._searched.set(searched, True)
+                raise
 
     def _search_tags(self, repository: RegistryRepository, repo_id: str, commit: str) -> Descriptor:
         tags = repository.list_tags()

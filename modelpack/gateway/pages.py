@@ -39,7 +39,6 @@ from .catalog import (
     Catalog,
     Entry,
     ListQuery,
-    base_url,
     default_revision,
     hub_time,
     model_tags,
@@ -51,8 +50,10 @@ from .models import Model, Resolver
 from .pullthrough import PullThrough
 
 INDEX_PAGE = 60  # models per page of the listing
+# Images from this gateway (a README's relative images are its files) and data: only:
+# an image from elsewhere in a README would tell that host who reads which model.
 CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self' https: data:; "
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 CARD_KEYS = ("license", "library_name", "pipeline_tag", "language", "base_model", "datasets",
@@ -245,7 +246,7 @@ class Pages:
         files = self.pulls.listing(model)
         card = self.catalog.cards.card(model, files)
         signatures = self.signatures(model)
-        base = base_url(request)
+        base = request.base_url(self.config)
         body = (
             f"<h1>{e(repo_id)}</h1>"
             f'<div class="muted">revision <b>{e(revision)}</b> · commit <code>{e(model.commit)}'

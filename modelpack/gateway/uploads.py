@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import AuthenticationError, IntegrityError, ModelpackError, NotFoundError
-from ..model.metadata import front_matter_problem
 from ..oci.digests import sha256_file
 from ..oci.reference import is_tag
 from ..oci.spec import ANNOTATION_CREATED, Descriptor
@@ -33,6 +32,7 @@ from ..registry.client import RegistryRepository
 from ..registry.transport import raise_for_status
 from ..registry.upload import chunk_size_for, upload_blob
 from .access import Clients, credentials_from_header
+from .card import MAX_CARD_BYTES, check_front_matter
 from .commits import (
     ANNOTATION_BRANCH,
     ANNOTATION_COMMIT_AUTHOR,
@@ -52,7 +52,7 @@ from .commits import (
     push_commit,
 )
 from .config import GatewayConfig
-from .http import Request, Response
+from .http import JSON_TYPES, NDJSON_TYPES, Request, Response
 from .hub import (
     COMMIT_RE,
     HubError,
@@ -66,6 +66,7 @@ from .hub import (
 from .models import Model, Resolver
 from .payload import operations
 from .spools import claimed_folder, sweep
+from .ttlmap import TTLMap
 from .xet import Xet
 
 log = logging.getLogger("modelpack.gateway")
@@ -74,6 +75,9 @@ READ_OPS = ("revision", "tree", "paths-info")  # app.py's
 OID_RE = re.compile(r"^[0-9a-f]{64}\Z")
 JSON_MAX = 4 << 20
 TICKET_TTL = 3600.0
+# Outstanding LFS upload tickets: huggingface_hub asks for 256 objects per batch, so
+# this is 32 such batches at once; each holds an Authorization header (under 8 KiB).
+MAX_TICKETS = 8192
 HISTORY_MAX = 1000
 REFS_MAX = 1000
 GITATTRIBUTES = b"""\
@@ -97,7 +101,6 @@ class Ticket:
     repo_id: str
     oid: str
     size: int
-    expires: float
 
 
 class Tickets:
@@ -106,29 +109,25 @@ class Tickets:
 
     A ticket is good until one upload with it succeeds (or for an hour): huggingface_hub
     retries the same href after a cut connection or a 5xx (``http_backoff``), and a
-    wrong body leaves nothing behind to protect."""
+    wrong body leaves nothing behind to protect.
+    At most MAX_TICKETS are outstanding (the oldest go first), each for TICKET_TTL."""
 
     def __init__(self) -> None:
-        self._tickets: dict[str, Ticket] = {}
-        self._lock = threading.Lock()
+        self._tickets: TTLMap[str, Ticket] = TTLMap(MAX_TICKETS, TICKET_TTL)
+
+    def __len__(self) -> int:
+        return len(self._tickets)
 
     def issue(self, authorization: str | None, repo_id: str, oid: str, size: int) -> str:
         key = secrets.token_urlsafe(32)
-        now = time.monotonic()
-        with self._lock:
-            for old in [k for k, t in self._tickets.items() if t.expires < now]:
-                del self._tickets[old]
-            self._tickets[key] = Ticket(authorization, repo_id, oid, size, now + TICKET_TTL)
+        self._tickets.set(key, Ticket(authorization, repo_id, oid, size))
         return key
 
     def get(self, key: str) -> Ticket | None:
-        with self._lock:
-            ticket = self._tickets.get(key)
-        return ticket if ticket and ticket.expires >= time.monotonic() else None
+        return self._tickets.get(key)
 
     def used(self, key: str) -> None:
-        with self._lock:
-            self._tickets.pop(key, None)
+        self._tickets.pop(key)
 
 
 class Uploads:
@@ -256,19 +255,17 @@ class Uploads:
     def _head(model: Model) -> Head:
         return Head(model.root, model.view.manifest, model.view.config, model.commit)
 
-    @staticmethod
-    def _base(request: Request) -> str:
-        env = request.environ
-        host = env.get("HTTP_HOST") or f"{env.get('SERVER_NAME')}:{env.get('SERVER_PORT')}"
-        return f"{env.get('wsgi.url_scheme', 'http')}://{host}"
+    def _base(self, request: Request) -> str:
+        return request.base_url(self.config)
 
     @staticmethod
-    def _json(request: Request) -> dict[str, Any]:
+    def _json(request: Request, limit: int = JSON_MAX) -> dict[str, Any]:
+        request.require_type(JSON_TYPES)
         try:
             length = int(request.environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length > JSON_MAX:
+        if length > limit:
             raise HubError(413, "request body too large")
         body = request.environ["wsgi.input"].read(length) if length else b""
         try:
@@ -312,11 +309,13 @@ class Uploads:
 
     def validate_yaml(self, request: Request) -> Response:
         """upload_folder checks a README's front matter first (as a build reads it)."""
-        problem = front_matter_problem(str(self._json(request).get("content") or ""))
-        if problem:
-            document = {"errors": [{"message": problem}], "warnings": []}
-            return Response.json(document, 400, {"X-Error-Message": header_text(problem)})
-        return Response.json({"errors": [], "warnings": []})
+        text = str(self._json(request, MAX_CARD_BYTES).get("content") or "")
+        errors, warnings = check_front_matter(text)
+        document = {"errors": [{"message": m} for m in errors],
+                    "warnings": [{"message": m} for m in warnings]}  # fmt: skip
+        if errors:
+            return Response.json(document, 400, {"X-Error-Message": header_text(errors[0])})
+        return Response.json(document)
 
     def create_repo(self, request: Request) -> Response:
         body = self._json(request)
@@ -459,6 +458,7 @@ class Uploads:
     def commit(self, request: Request, repo_id: str, branch: str) -> Response:
         if request.flag("create_pr"):
             raise HubError(400, "pull requests are not supported by this gateway")
+        request.require_type(NDJSON_TYPES)
         self._branch_name(branch)
         with self._branch_lock(repo_id, branch):
             model = self._open(repo_id, branch, request)

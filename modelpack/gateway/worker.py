@@ -8,8 +8,11 @@ arrived (without waiting) and, while the head is incomplete, hands the
 connection back to gunicorn's poller, which wakes it when more bytes come.  A
 head has ``read_timeout`` seconds in all (not per read: dripping one byte at a
 time does not extend it); a connection that sends nothing more is closed after
-the keep-alive timeout.  Once the head is in, each send or body read may take
-``IO_TIMEOUT`` seconds (a client that stops reading a download is dropped).
+the keep-alive timeout.  A pipelined request that gunicorn's parser already
+buffered while answering the one before is taken up without reading the socket
+(every read here is non-blocking), so it holds no thread either.  Once the head
+is in, each send or body read may take ``IO_TIMEOUT`` seconds (a client that
+stops reading a download is dropped).
 gunicorn is imported by :func:`worker_class`, which ``server.run`` calls once it is known
 to be installed.
 """
@@ -36,19 +39,29 @@ class DeadlineSocket(socket.socket):
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def available(self) -> tuple[bytes, bool]:
-        """What has arrived, without waiting, and whether the client closed."""
+        """What has arrived, without waiting, and whether the client closed.
+
+        ``MSG_DONTWAIT`` alone is not enough: on a socket with a timeout (the
+        ``IO_TIMEOUT`` of an answered request, still set when gunicorn hands back a
+        connection whose next request it already buffered) Python polls for up to
+        that timeout before it calls recv.  So the socket is non-blocking meanwhile."""
         data = b""
-        while len(data) < HEAD_LIMIT:
-            try:
-                chunk = socket.socket.recv(self, HEAD_LIMIT, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return data, False
-            except OSError:
-                return data, True
-            if not chunk:
-                return data, True
-            data += chunk
-        return data, False
+        previous = self.gettimeout()
+        self.setblocking(False)
+        try:
+            while len(data) < HEAD_LIMIT:
+                try:
+                    chunk = socket.socket.recv(self, HEAD_LIMIT)
+                except (BlockingIOError, InterruptedError):
+                    return data, False
+                except OSError:
+                    return data, True
+                if not chunk:
+                    return data, True
+                data += chunk
+            return data, False
+        finally:
+            self.settimeout(previous)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if self.deadline is None:
@@ -86,10 +99,18 @@ def _head_arrived(conn: Any, sock: DeadlineSocket) -> bool:
     head is complete (or the client closed, or it is too long: gunicorn answers)."""
     conn.init()
     unreader = conn.parser.unreader
-    data, closed = sock.available()
-    buffered = unreader.take_buffered() + data
+    buffered = unreader.take_buffered()
+    closed = False
+    if not _complete(buffered):  # a pipelined request may be here already: read nothing
+        data, closed = sock.available()
+        buffered += data
     unreader.unread(buffered)
-    return closed or len(buffered) >= HEAD_LIMIT or b"\r\n\r\n" in buffered or (b"\n\n" in buffered)
+    return closed or _complete(buffered)
+
+
+def _complete(head: bytes) -> bool:
+    """Whether a request head is all there (or too long: gunicorn answers it)."""
+    return len(head) >= HEAD_LIMIT or b"\r\n\r\n" in head or b"\n\n" in head
 
 
 def worker_class(read_timeout: float) -> type:

@@ -32,10 +32,10 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import re
 import secrets
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,7 @@ from .access import Clients
 from .config import GatewayConfig
 from .http import Request, Response
 from .hub import HubError
+from .ttlmap import TTLMap
 from .xetformat import (
     FileInfo,
     Term,
@@ -62,6 +63,7 @@ from .xetformat import (
 
 log = logging.getLogger("modelpack.gateway")
 TOKEN_TTL = 3600
+MAX_SESSIONS = 1024  # Xet write tokens alive at once (one per upload; the oldest go first)
 XORB_MAX = 80 * 1024 * 1024  # the spec caps serialized xorbs at 64 MiB
 SHARD_MAX = 64 * 1024 * 1024  # xet-core's shard target size
 HASH_RE = re.compile(r"^[0-9a-f]{64}\Z")
@@ -99,7 +101,7 @@ class Xet:
         self.root = config.settings.home / "xet"
         # A new name: xorbs an older gateway kept unchecked are never trusted.
         self.store = self.root / "verified"
-        self._sessions: dict[str, Session] = {}
+        self.sessions: TTLMap[str, Session] = TTLMap(MAX_SESSIONS, TOKEN_TTL)
         self._scopes: dict[tuple[str | None, str], Scope] = {}
         self._lock = threading.Lock()
 
@@ -112,11 +114,8 @@ class Xet:
         expires = int(time.time()) + TOKEN_TTL
         authorization = request.header("Authorization")
         with self._lock:
-            now = time.time()
-            for old in [k for k, s in self._sessions.items() if s.expires < now]:
-                del self._sessions[old]
             scope = self._scope(authorization, repo_id)
-            self._sessions[token] = Session(authorization, repo_id, expires, scope)
+        self.sessions.set(token, Session(authorization, repo_id, expires, scope))
         url = f"{base}/{'/'.join(PREFIX)}"
         headers = {
             "X-Xet-Cas-Url": url,
@@ -159,9 +158,9 @@ class Xet:
 
     def _session(self, request: Request) -> Session:
         scheme, _, token = (request.header("Authorization") or "").partition(" ")
-        with self._lock:
-            session = self._sessions.get(token.strip()) if scheme.lower() == "bearer" else None
-            if session is not None:
+        session = self.sessions.get(token.strip()) if scheme.lower() == "bearer" else None
+        if session is not None:
+            with self._lock:
                 session.scope.used = time.time()
         if session is None or session.expires < time.time():
             raise HubError(401, "unknown or expired Xet token; ask xet-write-token again")

@@ -266,7 +266,9 @@ def front_matter(text: str, name: str, warnings: list[str]) -> dict[str, Any]:
     if block is None:
         return {}
     try:
-        card = yaml.safe_load(block)
+        # libyaml when PyYAML has it: 5-10x less CPU than the pure-Python parser on the
+        # same card (the gateway's validate-yaml parses what anyone sends).
+        card = yaml.load(block, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: nested too deep
         warnings.append(
             f"{name}: front matter ignored, it is not valid YAML ({type(exc).__name__})"

@@ -10,6 +10,7 @@ gateway's credentials only when the operator says so.
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 import re
 import shutil
@@ -226,6 +227,54 @@ def test_half_sent_requests_do_not_stop_healthz(tmp_path):
         gateway.stop()
 
 
+def _pipelined(port: int, count: int) -> socket.socket:
+    """A keep-alive connection that sends ``count`` requests before reading any answer."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+    return sock
+
+
+def _answers(sock: socket.socket, count: int, timeout: float) -> int:
+    """How many ``200`` answers arrive on ``sock`` within ``timeout`` seconds (at most count)."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while data.count(b"HTTP/1.1 200") < count and time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data.count(b"HTTP/1.1 200")
+
+
+def test_pipelined_requests_hold_no_thread(tmp_path):
+    """Issue 28, defect 3: --threads connections that each send two requests at once (the
+    second one buffered by the parser while the first is answered) are all answered at
+    once, and /healthz still answers; they used to hold every thread for 120 s."""
+    threads = 2
+    gateway = _started(Gateway("127.0.0.1:9/gw", tmp_path / "gateway", ("--threads", str(threads))))
+    connections = [_pipelined(gateway.port, 2) for _ in range(threads)]
+    try:
+        started = time.monotonic()
+        # The first answers come either way (the second ones with them, once fixed)...
+        received = [_answers(sock, 1, 5) for sock in connections]
+        assert min(received) >= 1, received
+        time.sleep(0.5)  # ...and the threads take up the buffered second requests
+        assert requests.get(f"{gateway.url}/healthz", timeout=5).status_code == 200
+        received = [
+            n + _answers(sock, 2 - n, 5) for n, sock in zip(received, connections, strict=True)
+        ]
+        assert received == [2] * threads
+        assert time.monotonic() - started < 5
+    finally:
+        for sock in connections:
+            sock.close()
+        gateway.stop()
+
+
 def test_pull_throughs_are_capped_and_healthz_answers_meanwhile(hostile, tmp_path):
     make_artifact(hostile, "v1", _files(**{"model.safetensors": WEIGHTS, "b.safetensors": WEIGHTS[::-1]}))  # fmt: skip
     proxy = HttpProxy(upstream=f"http://{hostile.host}", blob_delay=0.1).start()  # ~3 s a blob
@@ -344,3 +393,203 @@ def test_header_less_clients_borrow_the_gateways_identity_only_when_lent(
         assert right.status_code == 200 and right.content == b"{}"
     finally:
         gateway.stop()
+
+
+# -- issue 28, defect 11: absolute URLs never reflect a hostile Host; headers -----------------
+
+HOSTILE = {"Host": "evil.example:8080"}
+
+
+def _absolute_urls(gateway: Gateway, headers: dict[str, str], repo: str) -> dict[str, str]:
+    """Every absolute URL the gateway hands out, asked with ``headers``."""
+    urls = {}
+    created = requests.post(f"{gateway.url}/api/repos/create", json={"name": repo,
+                            "organization": "org"}, headers=headers, timeout=30)  # fmt: skip
+    assert created.status_code in (200, 409), created.text
+    urls["create_repo"] = created.json()["url"]
+    batch = requests.post(
+        f"{gateway.url}/org/{repo}.git/info/lfs/objects/batch",
+        json={"operation": "upload", "objects": [{"oid": "5" * 64, "size": 3}]},
+        headers={**headers, "Content-Type": "application/vnd.git-lfs+json"},
+        timeout=30,
+    ).json()
+    urls["lfs"] = batch["objects"][0]["actions"]["upload"]["href"]
+    token = requests.get(
+        f"{gateway.url}/api/models/org/{repo}/xet-write-token/main", headers=headers, timeout=30
+    )
+    assert token.status_code == 200, token.text
+    urls["xet"] = token.json()["casUrl"]
+    urls["xet_header"] = token.headers["X-Xet-Cas-Url"]
+    listing = requests.get(f"{gateway.url}/api/models?limit=1", headers=headers, timeout=30)
+    urls["next_page"] = listing.links["next"]["url"]
+    page = requests.get(f"{gateway.url}/org/{repo}", headers=headers, timeout=30)
+    urls["page"] = re.search(r"export HF_ENDPOINT=(\S+)", page.text).group(1) + "/"
+    return urls
+
+
+def test_absolute_urls_never_reflect_a_hostile_host(registry, tmp_path):
+    """Upload hrefs, the Xet CAS URL, create_repo's url, the next-page Link and the page's
+    HF_ENDPOINT come from --public-url; without it only loopback names and the listen
+    address are taken from Host.  They used to be whatever Host the client sent."""
+    namespace = "host28"
+    gateway = _started(Gateway(f"{registry.host}/{namespace}", tmp_path / "gateway"))
+    try:
+        for repo in ("a", "b"):  # two repositories: the listing has a next page
+            requests.post(f"{gateway.url}/api/repos/create", json={"name": repo,
+                          "organization": "org"}, timeout=30).raise_for_status()  # fmt: skip
+        hostile = _absolute_urls(gateway, HOSTILE, "a")
+        assert all(url.startswith(gateway.url + "/") for url in hostile.values()), hostile
+        local = _absolute_urls(gateway, {"Host": f"localhost:{gateway.port}"}, "a")
+        assert all(u.startswith(f"http://localhost:{gateway.port}/") for u in local.values())
+    finally:
+        gateway.stop()
+    public = "https://hub.example.com"
+    gateway = Gateway(f"{registry.host}/{namespace}", tmp_path / "gateway2",
+                      ("--public-url", f"{public}, http://127.0.0.1:1"))  # fmt: skip
+    _started(gateway)
+    try:
+        for headers in (HOSTILE, {}, {"Host": "hub.example.com", "X-Forwarded-Proto": "https"}):
+            urls = _absolute_urls(gateway, headers, "a")
+            assert all(url.startswith(public + "/") for url in urls.values()), (headers, urls)
+        urls = _absolute_urls(gateway, {"Host": "127.0.0.1:1"}, "a")  # the second public URL
+        assert all(url.startswith("http://127.0.0.1:1/") for url in urls.values()), urls
+    finally:
+        gateway.stop()
+
+
+def test_every_answer_says_nosniff_and_the_page_loads_no_foreign_image(registry, tmp_path):
+    namespace = "sniff28"
+    settings = Settings(home=tmp_path / "home", plain_http=True)
+    repository = open_repository(parse_reference(f"{registry.host}/{namespace}/org/m"), settings)
+    make_artifact(repository, "v1", _files(**{"config.json": b"{}", "x.html": b"<script>"}))
+    gateway = _started(Gateway(f"{registry.host}/{namespace}", tmp_path / "gateway"))
+    try:
+        for path in ("/org/m/resolve/v1/x.html", "/org/m/resolve/v1/missing", "/healthz",
+                     "/api/models/org/m", "/org/m", "/-/hub.css"):  # fmt: skip
+            answer = requests.get(gateway.url + path, timeout=30)
+            assert answer.headers.get("X-Content-Type-Options") == "nosniff", path
+        csp = requests.get(f"{gateway.url}/org/m", timeout=30).headers["Content-Security-Policy"]
+        directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+        assert directives["img-src"] == "'self' data:", csp
+    finally:
+        gateway.stop()
+
+
+# -- issue 28, defect 10: no amplification without credentials --------------------------------
+
+
+def _worker_cpu(gateway: Gateway) -> float:
+    """CPU seconds (user + system) the gateway's worker process has used so far."""
+    assert gateway.process is not None
+    children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children")
+    total = 0.0
+    for pid in children.read_text().split():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _costly_yaml(size: int) -> str:
+    """Front matter the pure-Python YAML parser takes about 40 us a byte for."""
+    line = "a: " + "[" * 200 + "]" * 200 + "\n"
+    return "---\n" + line * (size // len(line)) + "---\n# card\n"
+
+
+def test_validate_yaml_is_bounded(tmp_path):
+    """Issue 28, defect 10: /api/validate-yaml needs no credentials.  Its front matter is
+    parsed with libyaml and only up to 64 KiB (bigger is a warning, not parsed), the
+    body is at most 1 MiB; it used to parse 4 MB in pure Python (300 KB: seconds)."""
+    gateway = _started(Gateway("127.0.0.1:9/gw", tmp_path / "gateway"))
+    url = f"{gateway.url}/api/validate-yaml"
+    try:
+        cases = [(_costly_yaml(300_000), 200, "not checked"), (_costly_yaml(60_000), 200, None)]
+        for content, status, warning in cases:
+            before = _worker_cpu(gateway)
+            answer = requests.post(url, json={"content": content}, timeout=60)
+            spent = _worker_cpu(gateway) - before
+            assert answer.status_code == status, answer.text
+            warnings = [w["message"] for w in answer.json()["warnings"]]
+            assert (warning in " ".join(warnings)) if warning else not warnings, warnings
+            assert spent < 1.0, f"{len(content)} bytes of YAML cost {spent:.2f} s of CPU"
+        huge = requests.post(url, json={"content": "x" * (1 << 20)}, timeout=60)
+        assert huge.status_code == 413 and huge.headers["X-Error-Message"]
+    finally:
+        gateway.stop()
+
+
+def test_unknown_commits_cost_no_manifest_per_tag_per_request(registry, tmp_path):
+    """Issue 28, defect 10: a 40-hex revision the gateway never handed out made it list the
+    tags and fetch a manifest per tag, on every request.  Now the tags are searched once
+    per repository and credential for SEARCH_TTL seconds; meanwhile an unknown commit
+    costs one manifest request."""
+    settings = Settings(home=tmp_path / "home", plain_http=True)
+    repository = open_repository(parse_reference(f"{registry.host}/commits28/org/m"), settings)
+    for number in range(6):
+        make_artifact(repository, f"v{number}", _files(**{"config.json": f"{number}".encode()}))
+    proxy = HttpProxy(upstream=registry.url).start()
+    gateway = _started(Gateway(f"{proxy.host}/commits28", tmp_path / "gateway"))
+    try:
+        costs = []
+        for number in range(8):
+            commit = hashlib.sha1(f"unknown {number}".encode()).hexdigest()
+            asked = len(proxy.exchanges)
+            answer = requests.get(f"{gateway.url}/api/models/org/m/revision/{commit}", timeout=30)
+            assert answer.status_code == 404, answer.text
+            assert answer.headers["X-Error-Code"] == "RevisionNotFound"
+            costs.append(len(proxy.exchanges) - asked)
+        assert costs[0] >= 7, costs  # the first: the tag list and a manifest per tag
+        assert max(costs[1:]) <= 1, costs
+        # A commit the search found is still served (it was remembered).
+        known = requests.get(f"{gateway.url}/api/models/org/m/revision/v3", timeout=30).json()
+        again = requests.get(f"{gateway.url}/api/models/org/m/revision/{known['sha']}", timeout=30)
+        assert again.status_code == 200 and again.json()["sha"] == known["sha"]
+    finally:
+        gateway.stop()
+        proxy.stop()
+
+
+def test_a_listing_with_wrong_credentials_is_one_check_and_a_401(tmp_path):
+    """Issue 28, defect 10: GET /api/models with made-up credentials cost a tag list per
+    repository of the catalog (each refused), on every request, and answered []. Now
+    the credentials are checked once at the registry (as docker login does) and refused
+    with 401 before the catalog is walked."""
+    with RegistryServer(users={USER: PASSWORD}, workdir=tmp_path / "registry") as server:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MODELPACK_USERNAME", USER)
+            mp.setenv("MODELPACK_PASSWORD", PASSWORD)
+            settings = Settings(home=tmp_path / "home", plain_http=True)
+            for number in range(6):
+                reference = parse_reference(f"{server.host}/gw/org/m{number}")
+                make_artifact(open_repository(reference, settings), "main", _files(**{"a.json": b"{}"}))  # fmt: skip
+        proxy = HttpProxy(upstream=server.url).start()
+        gateway = _started(Gateway(f"{proxy.host}/gw", tmp_path / "gateway",
+                                   env={"MODELPACK_USERNAME": USER, "MODELPACK_PASSWORD": PASSWORD}))  # fmt: skip
+        try:
+            right = {"Authorization": f"Bearer {USER}:{PASSWORD}"}
+            # One request first: the listing's parallel first requests would race for the
+            # client's Basic answer (registry/auth.py; see docs/security.md).
+            requests.get(f"{gateway.url}/api/models/org/m0", headers=right, timeout=60)
+            listed = requests.get(f"{gateway.url}/api/models", headers=right, timeout=60)
+            assert [m["id"] for m in listed.json()] == [f"org/m{n}" for n in range(6)]
+            costs = []
+            for number in range(3):
+                asked = len(proxy.exchanges)
+                junk = {"Authorization": f"Bearer nobody:wrong-{number}"}
+                answer = requests.get(f"{gateway.url}/api/models", headers=junk, timeout=60)
+                assert answer.status_code == 401, answer.text
+                assert answer.headers["X-Error-Message"] and "error" in answer.json()
+                costs.append(len(proxy.exchanges) - asked)
+            assert max(costs) <= 2, costs  # /v2/ and the same with the credentials
+            asked = len(proxy.exchanges)
+            for header in ("0", "Basic !!", "Bearer"):  # no credentials at all: not asked
+                answer = requests.get(f"{gateway.url}/api/models", timeout=60,
+                                      headers={"Authorization": header})  # fmt: skip
+                assert answer.status_code == 401
+            page = requests.get(f"{gateway.url}/", headers=junk, timeout=60)
+            assert page.status_code == 401 and page.headers["WWW-Authenticate"].startswith("Basic")
+            assert len(proxy.exchanges) - asked <= 2  # the page's check of the last junk: cached
+            again = requests.get(f"{gateway.url}/api/models", headers=right, timeout=60)
+            assert again.json() == listed.json()
+        finally:
+            gateway.stop()
+            proxy.stop()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from modelpack.errors import UsageError
 from modelpack.gateway.catalog import (
     ListQuery,
     _cursor,
-    base_url,
     default_revision,
     hub_time,
     next_link,
 )
+from modelpack.gateway.config import GatewayConfig
 from modelpack.gateway.http import Request
 from modelpack.gateway.hub import HubError
 from modelpack.gateway.pages import render_markdown
@@ -45,15 +46,47 @@ def test_a_bad_query_is_a_400(query):
     assert caught.value.status == 400
 
 
-def test_next_link_keeps_the_query_and_moves_the_cursor():
+def test_next_link_keeps_the_query_and_moves_the_cursor(tmp_path):
+    config = GatewayConfig("127.0.0.1:9", public_url=("http://gw:8080",))
     request = _request("search=x&filter=a&filter=b&limit=2&cursor=" + _cursor(2))
     query = ListQuery.from_request(request)
     assert query.offset == 2
-    link = next_link(request, query)
+    link = next_link(request, query, config)
     assert link.startswith("http://gw:8080/api/models?search=x&filter=a&filter=b&limit=2&cursor=")
     assert ListQuery.from_request(_request(link.split("?", 1)[1])).offset == 4
-    assert base_url(_request(X_FORWARDED_PROTO="https")) == "https://gw:8080"
-    assert base_url(_request(X_FORWARDED_PROTO="gopher")) == "http://gw:8080"
+
+
+def test_the_base_url_is_a_public_url_or_a_loopback_or_listen_address():
+    """Issue 28, defect 11: a Host header is never reflected unless it is known."""
+    config = GatewayConfig("127.0.0.1:9", bind="10.1.2.3", port=8080)
+    assert _request().base_url(config) == "http://10.1.2.3:8080"  # Host gw:8080: not ours
+    assert _request(HOST="10.1.2.3:8080").base_url(config) == "http://10.1.2.3:8080"
+    assert _request(HOST="localhost:9999", X_FORWARDED_PROTO="https").base_url(config) == (
+        "https://localhost:9999"
+    )
+    assert _request(HOST="[::1]:80").base_url(config) == "http://[::1]"
+    for hostile in ("evil.example", "evil.example@127.0.0.1", "127.0.0.1/x", "a b", ""):
+        assert _request(HOST=hostile).base_url(config) == "http://10.1.2.3:8080", hostile
+    anywhere = GatewayConfig("127.0.0.1:9", bind="0.0.0.0", port=8080)
+    assert _request(HOST="0.0.0.0:8080").base_url(anywhere) == "http://127.0.0.1:8080"
+    public = GatewayConfig(
+        "127.0.0.1:9", public_url=("HTTPS://Hub.Example.com:443/, http://gw:8080", "http://gw:8080")
+    )
+    assert public.public_url == ("https://hub.example.com", "http://gw:8080")
+    assert _request().base_url(public) == "http://gw:8080"
+    assert _request(HOST="localhost").base_url(public) == "https://hub.example.com"
+    assert _request(HOST="hub.example.com", X_FORWARDED_PROTO="https").base_url(public) == (
+        "https://hub.example.com"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["hub.example.com", "ftp://hub", "https://hub/prefix", "https://u@hub", "http://h:0",
+            "http://h:99999", "https://hub?x", "https://"]
+)  # fmt: skip
+def test_a_public_url_is_an_http_origin(url):
+    with pytest.raises(UsageError):
+        GatewayConfig("127.0.0.1:9", public_url=(url,))
 
 
 def test_default_revision_and_hub_times():
@@ -87,6 +120,6 @@ def test_front_matter_too_deep_or_too_large_is_ignored():
     warnings: list[str] = []
     deep = "---\nx: " + "[" * 5000 + "]" * 5000 + "\n---\n"
     assert front_matter(deep, "README.md", warnings) == {}
-    assert "RecursionError" in warnings[-1]
+    assert "not valid YAML" in warnings[-1]  # libyaml: too deep; the Python parser: RecursionError
     with pytest.raises(_TooLarge):
         as_json({"a": [[0] * 1000] * 1000})  # a million values, shared as aliases make them

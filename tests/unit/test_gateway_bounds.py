@@ -1,0 +1,69 @@
+"""What clients make the gateway remember is capped in count and age (issue 28, defect 10)."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelpack.gateway.config import GatewayConfig
+from modelpack.gateway.http import Request
+from modelpack.gateway.hub import HubError
+from modelpack.gateway.ttlmap import TTLMap
+from modelpack.gateway.uploads import MAX_TICKETS, Tickets
+from modelpack.gateway.xet import MAX_SESSIONS, Xet
+from modelpack.settings import Settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_ttl_map_drops_the_oldest_past_its_size_and_everything_past_its_age():
+    clock = Clock()
+    seen: TTLMap[str, int] = TTLMap(3, 10.0, clock)
+    for i in range(5):
+        seen.set(f"k{i}", i)
+    assert len(seen) == 3 and seen.get("k0") is None and seen.get("k4") == 4
+    seen.set("k2", 22)  # set again: the newest now
+    seen.set("k5", 5)
+    assert seen.get("k3") is None and seen.get("k2") == 22
+    clock.now += 10.0
+    assert seen.get("k5") is None and len(seen) == 0
+    seen.set("a", 1)
+    assert seen.pop("a") == 1 and seen.pop("a") is None
+    with pytest.raises(ValueError):
+        TTLMap(0, 1.0)
+
+
+def test_upload_tickets_are_capped():
+    tickets = Tickets()
+    keys = [tickets.issue("Basic x", "org/m", "0" * 64, i) for i in range(MAX_TICKETS + 50)]
+    assert len(tickets) == MAX_TICKETS
+    assert tickets.take(keys[0]) is None  # the oldest went first
+    taken = tickets.take(keys[-1])
+    assert taken is not None and taken.size == MAX_TICKETS + 49
+    assert tickets.take(keys[-1]) is None  # a ticket is good for one upload
+
+
+def _request(**headers: str) -> Request:
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/", "HTTP_HOST": "127.0.0.1:8080",
+               "wsgi.url_scheme": "http"}  # fmt: skip
+    environ.update({"HTTP_" + k.upper(): v for k, v in headers.items()})
+    return Request.from_environ(environ)
+
+
+def test_xet_sessions_are_capped(tmp_path):
+    config = GatewayConfig("127.0.0.1:9/gw", settings=Settings(home=tmp_path, plain_http=True))
+    xet = Xet(config, clients=None)  # type: ignore[arg-type]  # no registry is asked here
+    tokens = []
+    for _ in range(MAX_SESSIONS + 5):
+        answer = xet.write_token(_request(AUTHORIZATION="Basic x"), "org/m", "http://gw")
+        tokens.append(answer.headers["X-Xet-Access-Token"])
+    assert len(xet.sessions) == MAX_SESSIONS
+    with pytest.raises(HubError) as refused:
+        xet._session(_request(AUTHORIZATION=f"Bearer {tokens[0]}"))
+    assert refused.value.status == 401
+    assert xet._session(_request(AUTHORIZATION=f"Bearer {tokens[-1]}")).repo_id == "org/m"
