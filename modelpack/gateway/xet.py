@@ -32,10 +32,10 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import re
 import secrets
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
