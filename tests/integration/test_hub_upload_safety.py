@@ -390,6 +390,7 @@ def test_a_commit_cut_short_commits_nothing(gateway):
     with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
         sock.sendall(
             b"POST /api/models/org/cut/commit/main HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/x-ndjson\r\n"
             + f"Content-Length: {len(body) + 500}\r\n\r\n{body}".encode()
         )
         sock.shutdown(socket.SHUT_WR)  # the rest never comes

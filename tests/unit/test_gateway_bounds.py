@@ -42,10 +42,11 @@ def test_upload_tickets_are_capped():
     tickets = Tickets()
     keys = [tickets.issue("Basic x", "org/m", "0" * 64, i) for i in range(MAX_TICKETS + 50)]
     assert len(tickets) == MAX_TICKETS
-    assert tickets.take(keys[0]) is None  # the oldest went first
-    taken = tickets.take(keys[-1])
-    assert taken is not None and taken.size == MAX_TICKETS + 49
-    assert tickets.take(keys[-1]) is None  # a ticket is good for one upload
+    assert tickets.get(keys[0]) is None  # the oldest went first
+    kept = tickets.get(keys[-1])
+    assert kept is not None and kept.size == MAX_TICKETS + 49
+    tickets.used(keys[-1])
+    assert tickets.get(keys[-1]) is None  # good until one upload with it succeeds
 
 
 def _request(**headers: str) -> Request:
