@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
@@ -64,6 +62,7 @@ from .hub import HubError
 from .metrics import Metrics
 from .models import Model, Resolver
 from .pullthrough import Flights
+from .spools import claimed_folder, sweep
 from .upstreamfiles import Caps, UpstreamFile, download, fetch_listing
 
 log = logging.getLogger("modelpack.gateway")
@@ -85,6 +84,7 @@ class Upstream:
         self.metrics = metrics  # an import counts as a pull of kind "upstream"
         self.resolver = resolver
         self.root = config.settings.home / "upstream"
+        sweep(self.root / "work")  # imports a killed worker left (spools.py)
         self._flights = Flights(metrics, "upstream: import of %s failed: %s")
         self._client: RegistryClient | None = None  # the gateway's own credentials
         self.caps = config.upstream_caps or Caps()
@@ -169,9 +169,7 @@ class Upstream:
                 )
             started = time.monotonic()
             commit, files = fetch_listing(self.egress, repo_id, revision, self.caps)
-            self.root.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix="import-", dir=self.root))
-            try:
+            with claimed_folder(self.root / "work", "import-") as work:
                 what = f"an import of {repo_id}"
                 require_space(work, sum(f.size for f in files), what)
                 # The HF cache's layout: the build takes the model's name and revision from it.
@@ -186,8 +184,6 @@ class Upstream:
                     push=True,
                     settings=self.config.settings,
                 )
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
             log.info(
                 "upstream: imported %s@%s (commit %s, %d files) as %s:%s@%s in %.1fs",
                 repo_id, revision, commit, len(files), name, revision, result.digest,

@@ -49,6 +49,7 @@ from .access import Clients
 from .config import GatewayConfig
 from .http import Request, Response
 from .hub import HubError
+from .spools import claimed_folder, sweep
 from .ttlmap import TTLMap
 from .xetformat import (
     FileInfo,
@@ -101,6 +102,8 @@ class Xet:
         self.root = config.settings.home / "xet"
         # A new name: xorbs an older gateway kept unchecked are never trusted.
         self.store = self.root / "verified"
+        self.spool = self.root / "spool"
+        sweep(self.spool)  # files a killed worker left (spools.py)
         self.sessions: TTLMap[str, Session] = TTLMap(MAX_SESSIONS, TOKEN_TTL)
         self._scopes: dict[tuple[str | None, str], Scope] = {}
         self._lock = threading.Lock()
@@ -280,14 +283,13 @@ class Xet:
     ) -> None:
         """Put the file together from its xorbs into a spool file, check its sha256,
         push it, and record which chunk ranges it published where."""
-        spool = self.root / "spool"
-        spool.mkdir(parents=True, exist_ok=True)
-        require_space(spool, size, "a file of a Xet upload")
         hasher = hashlib.sha256()
         with (
-            tempfile.NamedTemporaryFile(dir=spool, prefix="file-") as out,
-            disk_full_errors(spool, "a file of a Xet upload"),
+            claimed_folder(self.spool, "file-") as work,
+            open(work / "file", "w+b") as out,
+            disk_full_errors(work, "a file of a Xet upload"),
         ):
+            require_space(work, size, "a file of a Xet upload")
             for term in info.terms:
                 with open(self.store / term.xorb, "rb") as stream:
                     for chunk in read_chunks(stream, shard.index(term.xorb), term.start, term.end):

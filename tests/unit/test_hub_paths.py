@@ -125,3 +125,25 @@ def test_the_sweep_removes_what_no_live_process_holds(tmp_path):
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     assert sweep(uploads, max_age=3600) == ["file-old"]
     assert young.exists() and sorted(os.listdir(uploads)) == ["file-young"]
+
+
+def test_xet_and_import_work_left_by_a_killed_worker_is_swept_at_start(tmp_path):
+    """Issue 28, 11: nothing cleaned ``xet/spool`` or ``upstream/import-*``; both now work in
+    claimed folders (spools.py) that the next gateway sweeps when it starts."""
+    from modelpack.gateway import GatewayConfig, make_app
+    from modelpack.settings import Settings
+
+    home = tmp_path / "home"
+    left = [home / "xet" / "spool" / "file-killed", home / "upstream" / "work" / "import-killed"]
+    for folder in left:
+        folder.mkdir(parents=True)
+        (folder / "partial").write_bytes(b"x" * 1000)
+        Path(f"{folder}.lock").write_bytes(b"")  # its holder died: the flock is free
+    config = GatewayConfig(
+        "127.0.0.1:9/gw",
+        settings=Settings(home=home, plain_http=True),
+        upstream="http://127.0.0.1:9",
+        upstream_allow=("org/*",),
+    )
+    make_app(config)
+    assert [f for f in left if f.exists()] == []
