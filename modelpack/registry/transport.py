@@ -8,6 +8,7 @@ a one-shot stream is not retried here, its caller restarts it.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import logging
 import os
@@ -93,6 +94,29 @@ def registry_error_message(response: requests.Response) -> str:
     return f"HTTP {response.status_code} {response.reason}".strip()
 
 
+# Registry clients keep no cookies (docker, containerd and ORAS keep none either): Harbor
+# sets a session cookie on every answer, and a request that sends it back is taken for a
+# browser session that owes a CSRF token (FORBIDDEN: CSRF token not found in request).
+NO_COOKIES = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+
+
+class _CookielessSession(requests.Session):
+    """A requests session that neither stores nor sends a cookie, redirects included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cookies.set_policy(NO_COOKIES)
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        prepared = super().prepare_request(request)
+        # requests follows a redirect with this per-request jar (cookies of the redirecting
+        # answer go in it, then out with the next hop): it refuses them too.
+        jar = getattr(prepared, "_cookies", None)
+        if isinstance(jar, http.cookiejar.CookieJar):
+            jar.set_policy(NO_COOKIES)
+        return prepared
+
+
 class Transport:
     """A pooled HTTP session bound to one registry host."""
 
@@ -106,7 +130,7 @@ class Transport:
             _env_number("MODELPACK_CONNECT_TIMEOUT", 15.0),
             _env_number("MODELPACK_READ_TIMEOUT", 120.0),
         )
-        self.session = requests.Session()
+        self.session = _CookielessSession()
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.trust_env = True
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 2), max_retries=0)
