@@ -1,0 +1,339 @@
+"""modelpack against a real Harbor (v2.15.2 and main, built from ../shared/peer-src).
+
+Every test runs against both versions (the ``harbor`` fixture, tests/conftest.py): the
+accounts Harbor users have, transfers with identical files and digests, what Harbor's
+own API shows of our model, and the OCI 1.1 referrers API (the only one we can run here).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+import requests
+from support.harbor import HarborTeam
+from support.helpers import run_cli, tree_files
+
+import modelpack
+from modelpack.oci.reference import Reference
+from modelpack.registry.client import open_repository
+from modelpack.settings import Settings
+
+OTHER = {"cnai": "cncf", "cncf": "cnai"}
+
+
+def _env(credentials: tuple[str, str]) -> dict[str, str]:
+    return {"MODELPACK_USERNAME": credentials[0], "MODELPACK_PASSWORD": credentials[1]}
+
+
+def _ok(result):  # noqa: ANN001, ANN202 - a CompletedProcess
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def _build(model: Path, ref: str, *args: str) -> None:
+    _ok(run_cli("build", str(model), "-t", ref, "-q", *args))
+
+
+def _push(ref: str, env: dict[str, str] | None = None) -> str:
+    return json.loads(_ok(run_cli("push", ref, "--json", env=env)).stdout)["digest"]
+
+
+def _pull(ref: str, out: Path, env: dict[str, str] | None = None, *args: str) -> dict:
+    pulled = run_cli("pull", ref, "-o", str(out), "--json", *args, env=env)
+    return json.loads(_ok(pulled).stdout)
+
+
+def _login(harbor: HarborTeam, credentials: tuple[str, str]) -> None:
+    user, password = credentials
+    _ok(run_cli("login", harbor.host, "-u", user, "--password-stdin", input=password + "\n"))
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+# -- (a) auth as Harbor users have it ---------------------------------------------
+
+
+def _give_credentials(how: str, harbor: HarborTeam, credentials: tuple[str, str], tmp_path):  # noqa: ANN001, ANN202
+    """Credentials the three ways a user gives them; the environment for the commands."""
+    if how == "login":
+        _login(harbor, credentials)
+        return {}
+    if how == "docker-config":
+        auth = base64.b64encode(":".join(credentials).encode()).decode()
+        config = Path(tmp_path / "docker-config")
+        config.mkdir(exist_ok=True)
+        (config / "config.json").write_text(json.dumps({"auths": {harbor.host: {"auth": auth}}}))
+        return {}
+    return _env(credentials)
+
+
+@pytest.mark.parametrize("how", ["login", "docker-config", "environment"])
+@pytest.mark.parametrize("who", ["admin", "member", "robot"])
+def test_admin_member_and_robot_push_and_pull(harbor, who, how, tiny_model, tmp_path):
+    credentials = {"admin": harbor.admin, "member": harbor.member, "robot": harbor.pusher}[who]
+    if who == "robot":
+        assert credentials[0] == "robot$team+ci"  # the name Harbor gives, with its $
+    env = _give_credentials(how, harbor, credentials, tmp_path)
+    ref = harbor.ref(harbor.private, f"{who}-{how}")
+    _build(tiny_model, ref)
+    digest = _push(ref, env)
+    pulled = _pull(ref, tmp_path / "out", {**env, "MODELPACK_HOME": str(tmp_path / "node")})
+    assert pulled["digest"] == digest
+    assert tree_files(tmp_path / "out") == tree_files(tiny_model)
+    assert harbor.artifact(harbor.private, f"{who}-{how}", "v1")["digest"] == digest
+
+
+def test_a_pull_only_robot_cannot_push(harbor, tiny_model, tmp_path):
+    ref = harbor.ref(harbor.private, "robot-reader")
+    _build(tiny_model, ref)
+    _push(ref, _env(harbor.admin))
+    assert _pull(ref, tmp_path / "out", _env(harbor.puller))["digest"]  # it may pull
+    _build(tiny_model, harbor.ref(harbor.private, "robot-reader", "v2"), "--set", "name=other")
+    refused = run_cli(
+        "push", harbor.ref(harbor.private, "robot-reader", "v2"), env=_env(harbor.puller)
+    )
+    assert refused.returncode == 4, refused.stderr
+    line = _one_line(refused.stderr)
+    assert "refused" in line and "push" in line and "robot$team+reader" in line, line
+    tags = harbor.server.api(
+        "GET", f"/projects/{harbor.private}/repositories/robot-reader/artifacts"
+    ).json()
+    assert [t["name"] for a in tags for t in a.get("tags") or []] == ["v1"]
+
+
+def test_a_private_project_refuses_anonymous_pulls_a_public_one_allows_them(
+    harbor, tiny_model, tmp_path
+):
+    private, public = harbor.ref(harbor.private, "anon"), harbor.ref(harbor.public, "anon")
+    for ref in (private, public):
+        _build(tiny_model, ref)
+        _push(ref, _env(harbor.admin))
+    refused = run_cli("pull", private, "-o", str(tmp_path / "no"))
+    assert refused.returncode == 4, refused.stderr
+    _one_line(refused.stderr)
+    assert not (tmp_path / "no").exists()
+    _pull(public, tmp_path / "yes")
+    assert tree_files(tmp_path / "yes") == tree_files(tiny_model)
+
+
+# -- (b) transfers: identical files and digests --------------------------------------
+
+
+def test_push_pull_tags_and_inspect_remote(harbor, tiny_model, tmp_path):
+    env = _env(harbor.admin)
+    ref = harbor.ref(harbor.private, "bert")
+    _build(tiny_model, ref)
+    digest = _push(ref, env)
+    _ok(run_cli("tag", ref, harbor.ref(harbor.private, "bert", "v2")))
+    assert _push(harbor.ref(harbor.private, "bert", "v2"), env) == digest
+    tags = run_cli("tags", f"{harbor.host}/{harbor.private}/bert", "--json", env=env)
+    assert json.loads(_ok(tags).stdout)["tags"] == ["v1", "v2"]
+    inspected = json.loads(_ok(run_cli("inspect", ref, "--remote", "--json", env=env)).stdout)
+    assert inspected["digest"] == digest
+    assert {layer["path"] for layer in inspected["layers"]} >= set(tree_files(tiny_model))
+    pulled = _pull(f"{harbor.host}/{harbor.private}/bert@{digest}", tmp_path / "out", env)
+    assert pulled["digest"] == digest
+    assert tree_files(tmp_path / "out") == tree_files(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    return modelpack.keygen(tmp_path_factory.mktemp("keys") / "harbor", password=None)
+
+
+def _sign(ref: str, key: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    _ok(run_cli("sign", ref, "--key", str(key), *args, env=env))
+
+
+def test_sign_verify_and_pull_verify_key(harbor, keys, tiny_model, tmp_path):
+    env = _env(harbor.admin)
+    ref = harbor.ref(harbor.private, "signed")
+    _build(tiny_model, ref)
+    digest = _push(ref, env)
+    unsigned = run_cli("pull", ref, "-o", str(tmp_path / "no"), "--verify-key",
+                       str(keys.public_path), env=env)  # fmt: skip
+    assert unsigned.returncode == 5 and not (tmp_path / "no").exists()
+    _sign(ref, keys.private_path, env=env)
+    _sign(ref, keys.private_path, "--model-signing", env=env)
+    verified = json.loads(
+        _ok(run_cli("verify", ref, "--key", str(keys.public_path), "--json", env=env)).stdout
+    )
+    assert verified["verified"] is True
+    pulled = _pull(ref, tmp_path / "out", env, "--verify-key", str(keys.public_path),
+                   "--model-signature")  # fmt: skip
+    assert pulled["digest"] == digest
+    assert tree_files(tmp_path / "out") == {**tree_files(tiny_model),
+                                            "model.sig": (tmp_path / "out/model.sig").read_bytes()}  # fmt: skip
+    other = modelpack.keygen(tmp_path / "other", password=None)
+    wrong = run_cli("verify", ref, "--key", str(other.public_path), env=env)
+    assert wrong.returncode == 5
+    _one_line(wrong.stderr)
+
+
+def test_copy_across_projects_to_distribution_and_back(
+    harbor, registry, keys, tiny_model, tmp_path
+):
+    """Signatures and bundles travel along: Harbor keeps them as referrers (its API),
+    distribution 2.8 in the tag schema."""
+    _login(harbor, harbor.admin)
+    source = harbor.ref(harbor.private, "travels")
+    _build(tiny_model, source)
+    digest = _push(source)
+    _sign(source, keys.private_path)
+    _sign(source, keys.private_path, "--model-signing")
+    hops = [
+        harbor.ref(harbor.second, "travels"),
+        f"{registry.host}/from-harbor-{harbor.version.replace('.', '-')}/travels:v1",
+        harbor.ref(harbor.public, "travels-back"),
+    ]
+    previous = source
+    for target in hops:
+        copied = json.loads(_ok(run_cli("copy", previous, target, "--json")).stdout)
+        assert copied["digest"] == digest
+        assert copied["referrers"] >= 2  # the cosign signature and the model-signing bundle
+        _ok(run_cli("verify", target, "--key", str(keys.public_path)))
+        out = tmp_path / f"out-{hops.index(target)}"
+        _pull(target, out, None, "--verify-key", str(keys.public_path), "--model-signature")
+        assert set(tree_files(out)) == set(tree_files(tiny_model)) | {"model.sig"}
+        previous = target
+    at_distribution = requests.get(
+        f"http://{hops[1].split('/', 1)[0]}/v2/{hops[1].split('/', 1)[1].rsplit(':', 1)[0]}/tags/list",
+        timeout=10,
+    ).json()["tags"]
+    assert f"sha256-{digest.split(':')[1]}" in at_distribution  # the tag schema there
+
+
+# -- (c) what Harbor shows ---------------------------------------------------------------
+
+
+def _files_of(tree: list[dict], prefix: str = "") -> set[str]:
+    """The paths in Harbor's FILES addition (a tree of {name, type, children})."""
+    paths = set()
+    for node in tree:
+        path = f"{prefix}{node['name']}"
+        if node.get("type") == "directory":
+            paths |= _files_of(node.get("children") or [], f"{path}/")
+        else:
+            paths.add(path)
+    return paths
+
+
+@pytest.mark.parametrize("how", ["build --media-types", "registries config", "copy --media-types"])
+def test_harbor_shows_our_model_readme_license_and_files(
+    harbor, how, tiny_model, tmp_path, monkeypatch
+):
+    """v2.15.2 renders the vnd.cnai names, main the vnd.cncf ones: written as each needs
+    (build --media-types, the per-registry setting, a converting copy), Harbor's API shows
+    a model with its README, LICENSE and file list."""
+    wants, name = harbor.renders, f"shown-{how.split()[0]}"
+    ref = harbor.ref(harbor.private, name)
+    _login(harbor, harbor.admin)
+    if how == "build --media-types":
+        _build(tiny_model, ref, "--media-types", wants)
+        _push(ref)
+    elif how == "registries config":
+        config = tmp_path / "config.toml"
+        config.write_text(f'[registries."{harbor.host}"]\nmedia_types = "{wants}"\n')
+        monkeypatch.setenv("MODELPACK_CONFIG", str(config))
+        _build(tiny_model, ref)
+        _push(ref)
+    else:
+        source = harbor.ref(harbor.private, f"{name}-src")
+        _build(tiny_model, source, "--media-types", OTHER[wants])
+        _push(source)
+        _ok(run_cli("copy", source, ref, "--media-types", wants))
+    artifact = harbor.artifact(harbor.private, name, "v1", with_tag="true")
+    assert artifact["artifact_type"] == f"application/vnd.{wants}.model.manifest.v1+json"
+    assert artifact["type"] == "CNAI", artifact["type"]  # Harbor's name for a model
+    readme = harbor.addition(harbor.private, name, "v1", "readme.md")
+    assert readme.status_code == 200, readme.text
+    assert readme.content == (tiny_model / "README.md").read_bytes()
+    license_text = harbor.addition(harbor.private, name, "v1", "license")
+    assert license_text.status_code == 200, license_text.text
+    assert license_text.content == (tiny_model / "LICENSE").read_bytes()
+    files = harbor.addition(harbor.private, name, "v1", "files")
+    assert files.status_code == 200, files.text
+    assert _files_of(files.json()) == set(tree_files(tiny_model))
+
+
+def test_the_other_names_are_plain_files_to_this_version(harbor, tiny_model, tmp_path):
+    """Why media_types exists: the family a version does not read is no model to it."""
+    ref = harbor.ref(harbor.private, "not-a-model")
+    _build(tiny_model, ref, "--media-types", OTHER[harbor.renders])
+    _push(ref, _env(harbor.admin))
+    artifact = harbor.artifact(harbor.private, "not-a-model", "v1")
+    assert artifact["type"] != "CNAI", artifact["type"]
+    assert harbor.addition(harbor.private, "not-a-model", "v1", "readme.md").status_code != 200
+    _pull(ref, tmp_path / "out", _env(harbor.admin))  # ... and we still pull it, identical
+    assert tree_files(tmp_path / "out") == tree_files(tiny_model)
+
+
+def test_doctor_names_the_media_types_this_version_renders(harbor, tmp_path, monkeypatch):
+    version = harbor.server.api("GET", "/systeminfo").json()["harbor_version"]
+    expected = {"v2.15.2": "v2.15.2-080b0220", "main": "v2.16.0-c50c7ddd"}[harbor.version]
+    assert version == expected  # linked in at build time
+    doctor = json.loads(run_cli("doctor", harbor.host, "--json").stdout)
+    (check,) = [c for c in doctor["checks"] if c["name"] == "harbor"]
+    assert f"Harbor {version} renders models written with {harbor.renders}" in check["detail"]
+    assert check["status"] == ("warn" if harbor.renders == "cnai" else "ok")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[registries."{harbor.host}"]\nmedia_types = "{harbor.renders}"\n')
+    monkeypatch.setenv("MODELPACK_CONFIG", str(config))
+    configured = json.loads(run_cli("doctor", harbor.host, "--json").stdout)
+    (check,) = [c for c in configured["checks"] if c["name"] == "harbor"]
+    assert check["status"] == "ok", check
+
+
+# -- (d) referrers: Harbor's OCI 1.1 API ---------------------------------------------------
+
+
+def test_signatures_are_harbor_accessories_and_referrers_through_the_api(
+    harbor, keys, tiny_model, home, monkeypatch
+):
+    env = _env(harbor.admin)
+    ref = harbor.ref(harbor.private, "referred")
+    _build(tiny_model, ref)
+    digest = _push(ref, env)
+    _sign(ref, keys.private_path, env=env)
+    _sign(ref, keys.private_path, "--model-signing", env=env)
+    # Harbor's own referrers API lists both
+    listed = requests.get(
+        f"{harbor.server.url}/v2/{harbor.private}/referred/referrers/{digest}",
+        auth=harbor.admin,
+        headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+        timeout=30,
+    )
+    assert listed.status_code == 200, listed.text
+    types = {m.get("artifactType") for m in listed.json()["manifests"]}
+    assert "application/vnd.dev.cosign.artifact.sig.v1+json" in types
+    assert "application/vnd.dev.sigstore.bundle.v0.3+json" in types
+    # ... as accessories of the model in Harbor's artifact API
+    artifact = harbor.artifact(harbor.private, "referred", digest, with_accessory="true")
+    accessories = {a["type"] for a in artifact.get("accessories") or []}
+    assert "signature.cosign" in accessories, artifact.get("accessories")
+    assert len(artifact["accessories"]) >= 2, artifact["accessories"]
+    # our writes used the API: no referrers-tag-schema index was written ...
+    tags = json.loads(
+        _ok(
+            run_cli("tags", f"{harbor.host}/{harbor.private}/referred", "--all", "--json", env=env)
+        ).stdout  # fmt: skip
+    )["tags"]
+    assert f"sha256-{digest.split(':')[1]}" not in tags
+    assert f"sha256-{digest.split(':')[1]}.sig" in tags  # cosign's tag form, always written
+    # ... and our reads do too
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    repository = open_repository(Reference.parse(ref), Settings(home=home))
+    found = repository.referrers(repository.resolve("v1"))
+    assert repository.referrers_api is True
+    assert {d.artifact_type for d in found} >= {
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "application/vnd.dev.sigstore.bundle.v0.3+json",
+    }
