@@ -85,7 +85,7 @@ def registry_error_message(response: requests.Response) -> str:
         if errors:
             first = errors[0]
             code = str(first.get("code", ""))
-            message = " ".join(str(first.get("message", "")).split())
+            message = _once(" ".join(str(first.get("message", "")).split()))
             if len(message) > ERROR_MESSAGE_CHARS:
                 message = message[:ERROR_MESSAGE_CHARS] + "..."
             return f"{code}: {message}".strip(": ") or response.reason
@@ -248,6 +248,15 @@ def _preload(response: requests.Response, host: str) -> None:
     response.raw.release_conn()
 
 
+def _once(message: str) -> str:
+    """``X: X`` as ``X`` (Harbor repeats its reason: "unauthorized to access repository:
+    team/x, action: push: unauthorized to access repository: team/x, action: push")."""
+    half = (len(message) - 2) // 2
+    if half > 0 and message[half : half + 2] == ": " and message[:half] == message[half + 2 :]:
+        return message[:half]
+    return message
+
+
 def raise_for_status(response: requests.Response, what: str) -> None:
     """Map a final non-2xx answer to the modelpack error for it."""
     if response.status_code < 400:
@@ -261,6 +270,15 @@ def raise_for_status(response: requests.Response, what: str) -> None:
         raise AuthenticationError(
             f"{what}: access denied ({message})",
             hint="the credentials lack permission for this repository and action",
+        )
+    # Set by RegistryClient.request on a 401 to a request made with credentials: they were
+    # sent (and a token issued for them), so this is a refusal, not a missing login.
+    account = getattr(response, "refused_account", None)
+    if response.status_code == 401 and account is not None:
+        raise AuthenticationError(
+            f"{what}: access denied: the registry refused {account} ({message})",
+            hint="the account may not do this here (its project role or robot permissions), "
+            "or its password is wrong",
         )
     if response.status_code == 401:
         raise AuthenticationError(

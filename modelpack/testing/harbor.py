@@ -92,10 +92,8 @@ class HarborServer:
 
     version: str = "v2.15.2"
     port: int = field(default_factory=free_port)
-    workdir: Path = field(
-        default_factory=lambda: Path(tempfile.mkdtemp(prefix="modelpack-harbor-"))
-    )
-    admin_password: str = field(default_factory=lambda: "Mp1" + secrets.token_hex(10))
+    workdir: Path | None = None  # default: a temporary folder, made when first needed
+    admin_password: str = field(default_factory=lambda: "Mp1" + secrets.token_hex(10), repr=False)
     _processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list, repr=False)
 
     @property
@@ -107,8 +105,15 @@ class HarborServer:
         return f"http://{self.host}"
 
     @property
+    def root(self) -> Path:
+        """The folder every part keeps its data, configuration and log in."""
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="modelpack-harbor-"))
+        return self.workdir
+
+    @property
     def logs(self) -> Path:
-        return self.workdir / "logs"
+        return self.root / "logs"
 
     # -- start and stop ----------------------------------------------------------
 
@@ -122,7 +127,7 @@ class HarborServer:
             )
         self.build = build.resolve()
         self.logs.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.workdir, 0o711)  # PostgreSQL runs as its own user below it
+        os.chmod(self.root, 0o711)  # PostgreSQL runs as its own user below it
         secret = {k: secrets.token_hex(16) for k in ("db", "redis", "registry", "core", "job")}
         self._secrets = secret
         try:
@@ -161,21 +166,21 @@ class HarborServer:
     def _start_postgres(self, password: str) -> int:
         """A private cluster: initdb with a password (Harbor's key=value connection string
         breaks on an empty one), listening on 127.0.0.1 only."""
-        data, port = self.workdir / "postgres", free_port()
+        data, port = self.root / "postgres", free_port()
         data.mkdir()
-        (self.workdir / "pgpass").write_text(password + "\n")
+        (self.root / "pgpass").write_text(password + "\n")
         as_user: dict[str, Any] = {}
         if os.geteuid() == 0:  # initdb and postgres refuse root
             try:
                 user = pwd.getpwnam("postgres")
             except KeyError:
                 raise RuntimeError("running as root needs the 'postgres' user") from None
-            for path in (data, self.workdir / "pgpass"):
+            for path in (data, self.root / "pgpass"):
                 os.chown(path, user.pw_uid, user.pw_gid)
             as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         subprocess.run(
             [postgres_bin("initdb"), "-D", str(data), "-U", "harbor", "-A", "scram-sha-256",
-             f"--pwfile={self.workdir / 'pgpass'}", "-E", "UTF8", "--locale=C", "--no-sync"],
+             f"--pwfile={self.root / 'pgpass'}", "-E", "UTF8", "--locale=C", "--no-sync"],
             check=True, capture_output=True, timeout=120, **as_user,
         )  # fmt: skip
         process = self._spawn(
@@ -200,11 +205,11 @@ class HarborServer:
 
     def _start_redis(self, password: str) -> int:
         port = free_port()
-        (self.workdir / "redis").mkdir()
-        conf = self.workdir / "redis.conf"  # the password in a file, not in argv
+        (self.root / "redis").mkdir()
+        conf = self.root / "redis.conf"  # the password in a file, not in argv
         conf.write_text(
             f'bind 127.0.0.1\nport {port}\nrequirepass {password}\nsave ""\n'
-            f"appendonly no\ndir {self.workdir / 'redis'}\n"
+            f"appendonly no\ndir {self.root / 'redis'}\n"
         )
         redis = shutil.which("redis-server")
         if redis is None:
@@ -220,14 +225,14 @@ class HarborServer:
             raise RuntimeError("docker-registry not found: install Debian's docker-registry")
         port = free_port()
         htpasswd = write_htpasswd(
-            self.workdir / "registry.htpasswd", {"harbor_registry_user": password}
+            self.root / "registry.htpasswd", {"harbor_registry_user": password}
         )
-        config = self.workdir / "registry.yml"
+        config = self.root / "registry.yml"
         config.write_text(
             "version: 0.1\n"
             "log:\n  level: info\n  fields:\n    service: registry\n"
             "storage:\n"
-            f"  filesystem:\n    rootdirectory: {self.workdir / 'registry'}\n"
+            f"  filesystem:\n    rootdirectory: {self.root / 'registry'}\n"
             "  delete:\n    enabled: true\n"
             "  maintenance:\n    uploadpurging:\n      enabled: false\n"
             f"http:\n  addr: 127.0.0.1:{port}\n  secret: {secrets.token_hex(16)}\n"
@@ -240,10 +245,10 @@ class HarborServer:
 
     def _start_registryctl(self, secret: dict[str, str]) -> int:
         port = free_port()
-        config = self.workdir / "registryctl.yml"
+        config = self.root / "registryctl.yml"
         config.write_text(
             f'protocol: "http"\nport: {port}\nlog_level: info\n'
-            f'registry_config: "{self.workdir / "registry.yml"}"\n'
+            f'registry_config: "{self.root / "registry.yml"}"\n'
         )
         env = {"CORE_SECRET": secret["core"], "JOBSERVICE_SECRET": secret["job"]}
         process = self._spawn(
@@ -261,7 +266,7 @@ class HarborServer:
         ctl_port: int,
         job_port: int,
     ) -> dict[str, str]:
-        core_dir = self.workdir / "core"
+        core_dir = self.root / "core"
         core_dir.mkdir()
         # core listens on every interface unless its app.conf names the address
         (core_dir / "app.conf").write_text(
@@ -315,13 +320,13 @@ class HarborServer:
 
     def _start_core(self, env: dict[str, str], timeout: float) -> None:
         process = self._spawn(
-            "core", [str(self.build / "bin/harbor_core")], env=env, cwd=self.workdir / "core"
+            "core", [str(self.build / "bin/harbor_core")], env=env, cwd=self.root / "core"
         )
         _wait_port(self.port, process, "Harbor core", self.logs / "core.log", timeout)
 
     def _start_jobservice(self, env: dict[str, str], port: int, redis_port: int) -> None:
         """After core: jobservice reads its configuration from core's API at start."""
-        config = self.workdir / "jobservice.yml"
+        config = self.root / "jobservice.yml"
         config.write_text(
             f'protocol: "http"\nport: {port}\n'
             "worker_pool:\n  workers: 4\n  backend: redis\n  redis_pool:\n"
@@ -364,7 +369,8 @@ class HarborServer:
 
     def cleanup(self) -> None:
         self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> HarborServer:
         return self.start()

@@ -31,9 +31,9 @@ RECIPE=2
 
 command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
 command -v go >/dev/null 2>&1 || { echo "build-harbor: go not found on PATH (install Go 1.26)" >&2; exit 2; }
-if [[ ! -d "$SRC" ]]; then
-  echo "build-harbor: no Harbor source snapshots ($SRC is absent); nothing to build" >&2
-  exit 2
+if [[ ! -d "$SRC" ]]; then  # a clone on its own: the Harbor tests skip, saying so
+  printf '%-8s %-9s not built: %s is absent (the Harbor tests are skipped)\n' harbor - "$SRC"
+  exit 0
 fi
 mkdir -p "$DIR/logs"
 
@@ -84,15 +84,16 @@ reason_from_log() {  # the last meaningful lines of a failed build, on one line
 }
 
 swagger="$DIR/swagger-$SWAGGER_VERSION/bin/swagger"
-ensure_swagger() {  # log -> 0 when go-swagger is there
+ensure_swagger() {  # log -> 0 when go-swagger is there (its own line when built)
   [[ -x "$swagger" ]] && return 0
-  local tmp
+  local tmp start=$SECONDS
   tmp="$(mktemp -d "$DIR/.build-swagger.XXXXXX")"
   (cd "$tmp" && GOBIN="$tmp/bin" nice -n 19 timeout 1800 \
     go install "github.com/go-swagger/go-swagger/cmd/swagger@$SWAGGER_VERSION") >>"$1" 2>&1 || { rm -rf "$tmp"; return 1; }
   mkdir -p "$(dirname "$swagger")"
   mv "$tmp/bin/swagger" "$swagger"
   rm -rf "$tmp"
+  printf '%-8s %-9s built in %d s\n' swagger "$SWAGGER_VERSION" "$((SECONDS - start))"
 }
 
 build_one() {  # version archive hash commit log work dest -> 0 when built into dest

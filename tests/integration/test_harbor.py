@@ -91,21 +91,24 @@ def test_admin_member_and_robot_push_and_pull(harbor, who, how, tiny_model, tmp_
 
 
 def test_a_pull_only_robot_cannot_push(harbor, tiny_model, tmp_path):
-    ref = harbor.ref(harbor.private, "robot-reader")
+    ref, again = (
+        harbor.ref(harbor.private, "robot-reader"),
+        harbor.ref(harbor.private, "robot-reader", "v2"),
+    )
     _build(tiny_model, ref)
     _push(ref, _env(harbor.admin))
     assert _pull(ref, tmp_path / "out", _env(harbor.puller))["digest"]  # it may pull
-    _build(tiny_model, harbor.ref(harbor.private, "robot-reader", "v2"), "--set", "name=other")
-    refused = run_cli(
-        "push", harbor.ref(harbor.private, "robot-reader", "v2"), env=_env(harbor.puller)
-    )
+    _build(tiny_model, again)
+    refused = run_cli("push", again, env=_env(harbor.puller))
     assert refused.returncode == 4, refused.stderr
     line = _one_line(refused.stderr)
-    assert "refused" in line and "push" in line and "robot$team+reader" in line, line
-    tags = harbor.server.api(
-        "GET", f"/projects/{harbor.private}/repositories/robot-reader/artifacts"
+    assert "refused robot$team+reader" in line and "action: push" in line, line
+    artifacts = harbor.server.api(
+        "GET",
+        f"/projects/{harbor.private}/repositories/robot-reader/artifacts",
+        params={"with_tag": "true"},
     ).json()
-    assert [t["name"] for a in tags for t in a.get("tags") or []] == ["v1"]
+    assert [t["name"] for a in artifacts for t in a.get("tags") or []] == ["v1"]
 
 
 def test_a_private_project_refuses_anonymous_pulls_a_public_one_allows_them(
@@ -275,20 +278,31 @@ def test_the_other_names_are_plain_files_to_this_version(harbor, tiny_model, tmp
     assert tree_files(tmp_path / "out") == tree_files(tiny_model)
 
 
+def _harbor_check(host: str, env: dict[str, str] | None = None) -> dict:
+    doctor = json.loads(run_cli("doctor", host, "--json", env=env).stdout)
+    (check,) = [c for c in doctor["checks"] if c["name"] == "harbor"]
+    return check
+
+
 def test_doctor_names_the_media_types_this_version_renders(harbor, tmp_path, monkeypatch):
+    """Harbor tells its version to a logged-in user only: anonymously doctor says so."""
     version = harbor.server.api("GET", "/systeminfo").json()["harbor_version"]
     expected = {"v2.15.2": "v2.15.2-080b0220", "main": "v2.16.0-c50c7ddd"}[harbor.version]
     assert version == expected  # linked in at build time
-    doctor = json.loads(run_cli("doctor", harbor.host, "--json").stdout)
-    (check,) = [c for c in doctor["checks"] if c["name"] == "harbor"]
-    assert f"Harbor {version} renders models written with {harbor.renders}" in check["detail"]
-    assert check["status"] == ("warn" if harbor.renders == "cnai" else "ok")
+    anonymous = _harbor_check(harbor.host)
+    assert anonymous["status"] == "warn" and "logged-in user only" in anonymous["detail"]
+    assert f"modelpack login {harbor.host}" in anonymous["fix"]
+    for who in (harbor.admin, harbor.puller):  # a robot account may read it too
+        check = _harbor_check(harbor.host, _env(who))
+        assert f"Harbor {version} renders models written with {harbor.renders}" in check["detail"]
+        assert check["status"] == ("warn" if harbor.renders == "cnai" else "ok"), check
+    if harbor.renders == "cnai":  # the fix names the setting, brackets and all
+        shown = run_cli("doctor", harbor.host, env=_env(harbor.admin))
+        assert f'media_types = "cnai" under [registries."{harbor.host}"]' in shown.stdout
     config = tmp_path / "config.toml"
     config.write_text(f'[registries."{harbor.host}"]\nmedia_types = "{harbor.renders}"\n')
     monkeypatch.setenv("MODELPACK_CONFIG", str(config))
-    configured = json.loads(run_cli("doctor", harbor.host, "--json").stdout)
-    (check,) = [c for c in configured["checks"] if c["name"] == "harbor"]
-    assert check["status"] == "ok", check
+    assert _harbor_check(harbor.host, _env(harbor.admin))["status"] == "ok"
 
 
 # -- (d) referrers: Harbor's OCI 1.1 API ---------------------------------------------------
