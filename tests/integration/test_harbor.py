@@ -74,6 +74,11 @@ def _give_credentials(how: str, harbor: HarborTeam, credentials: tuple[str, str]
     return _env(credentials)
 
 
+@pytest.mark.interop(
+    "Harbor",
+    "push + pull as admin, a project member, a robot account",
+    "credentials by `login --password-stdin`, docker config and MODELPACK_USERNAME/PASSWORD: identical files, the digest Harbor lists",
+)
 @pytest.mark.parametrize("how", ["login", "docker-config", "environment"])
 @pytest.mark.parametrize("who", ["admin", "member", "robot"])
 def test_admin_member_and_robot_push_and_pull(harbor, who, how, tiny_model, tmp_path):
@@ -90,6 +95,11 @@ def test_admin_member_and_robot_push_and_pull(harbor, who, how, tiny_model, tmp_
     assert harbor.artifact(harbor.private, f"{who}-{how}", "v1")["digest"] == digest
 
 
+@pytest.mark.interop(
+    "Harbor",
+    "a pull-only robot pushes",
+    "exit 4, one line naming the robot and Harbor's reason; nothing tagged",
+)
 def test_a_pull_only_robot_cannot_push(harbor, tiny_model, tmp_path):
     ref, again = (
         harbor.ref(harbor.private, "robot-reader"),
@@ -111,6 +121,11 @@ def test_a_pull_only_robot_cannot_push(harbor, tiny_model, tmp_path):
     assert [t["name"] for a in artifacts for t in a.get("tags") or []] == ["v1"]
 
 
+@pytest.mark.interop(
+    "Harbor",
+    "anonymous pull",
+    "a private project refuses it (exit 4, one line), a public one serves identical files",
+)
 def test_a_private_project_refuses_anonymous_pulls_a_public_one_allows_them(
     harbor, tiny_model, tmp_path
 ):
@@ -129,6 +144,11 @@ def test_a_private_project_refuses_anonymous_pulls_a_public_one_allows_them(
 # -- (b) transfers: identical files and digests --------------------------------------
 
 
+@pytest.mark.interop(
+    "Harbor",
+    "push, tag, `tags`, `inspect --remote`, pull by digest",
+    "the same digest everywhere, identical files",
+)
 def test_push_pull_tags_and_inspect_remote(harbor, tiny_model, tmp_path):
     env = _env(harbor.admin)
     ref = harbor.ref(harbor.private, "bert")
@@ -155,6 +175,11 @@ def _sign(ref: str, key: Path, *args: str, env: dict[str, str] | None = None) ->
     _ok(run_cli("sign", ref, "--key", str(key), *args, env=env))
 
 
+@pytest.mark.interop(
+    "Harbor",
+    "sign (cosign-style, model-signing bundle), verify, `pull --verify-key`",
+    "unsigned refused (exit 5), signed accepted with identical files and `model.sig`, another key exit 5",
+)
 def test_sign_verify_and_pull_verify_key(harbor, keys, tiny_model, tmp_path):
     env = _env(harbor.admin)
     ref = harbor.ref(harbor.private, "signed")
@@ -180,6 +205,11 @@ def test_sign_verify_and_pull_verify_key(harbor, keys, tiny_model, tmp_path):
     _one_line(wrong.stderr)
 
 
+@pytest.mark.interop(
+    "Harbor",
+    "copy project -> project -> distribution -> Harbor",
+    "digest kept, signature and bundle arrive, verify and `pull --verify-key` pass at every hop",
+)
 def test_copy_across_projects_to_distribution_and_back(
     harbor, registry, keys, tiny_model, tmp_path
 ):
@@ -228,6 +258,11 @@ def _files_of(tree: list[dict], prefix: str = "") -> set[str]:
     return paths
 
 
+@pytest.mark.interop(
+    "Harbor",
+    "what Harbor's API shows of our model",
+    "type CNAI, README, LICENSE and file list: v2.15.2 with the cnai names, main with cncf (by build, the registries config, a converting copy)",
+)
 @pytest.mark.parametrize("how", ["build --media-types", "registries config", "copy --media-types"])
 def test_harbor_shows_our_model_readme_license_and_files(
     harbor, how, tiny_model, tmp_path, monkeypatch
@@ -266,6 +301,11 @@ def test_harbor_shows_our_model_readme_license_and_files(
     assert _files_of(files.json()) == set(tree_files(tiny_model))
 
 
+@pytest.mark.interop(
+    "Harbor",
+    "the other media-type family",
+    "v2.15.2 sees no model in a cncf push, main none in a cnai push; we still pull it identical",
+)
 def test_the_other_names_are_plain_files_to_this_version(harbor, tiny_model, tmp_path):
     """Why media_types exists: the family a version does not read is no model to it."""
     ref = harbor.ref(harbor.private, "not-a-model")
@@ -284,6 +324,11 @@ def _harbor_check(host: str, env: dict[str, str] | None = None) -> dict:
     return check
 
 
+@pytest.mark.interop(
+    "Harbor",
+    "`modelpack doctor HOST`",
+    "the version Harbor tells a logged-in user and the names it renders; anonymously, says to log in",
+)
 def test_doctor_names_the_media_types_this_version_renders(harbor, tmp_path, monkeypatch):
     """Harbor tells its version to a logged-in user only: anonymously doctor says so."""
     version = harbor.server.api("GET", "/systeminfo").json()["harbor_version"]
@@ -308,6 +353,11 @@ def test_doctor_names_the_media_types_this_version_renders(harbor, tmp_path, mon
 # -- (d) referrers: Harbor's OCI 1.1 API ---------------------------------------------------
 
 
+@pytest.mark.interop(
+    "Harbor",
+    "referrers",
+    "the OCI 1.1 referrers API, read and written (no `sha256-<hex>` fallback tag); signatures are Harbor accessories",
+)
 def test_signatures_are_harbor_accessories_and_referrers_through_the_api(
     harbor, keys, tiny_model, home, monkeypatch
 ):
