@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def _give_credentials(how: str, harbor: HarborTeam, credentials: tuple[str, str]
         return {}
     if how == "docker-config":
         auth = base64.b64encode(":".join(credentials).encode()).decode()
-        config = Path(tmp_path / "docker-config")
+        config = Path(os.environ["DOCKER_CONFIG"])  # the test's own (tests/conftest.py)
         config.mkdir(exist_ok=True)
         (config / "config.json").write_text(json.dumps({"auths": {harbor.host: {"auth": auth}}}))
         return {}
@@ -156,6 +157,13 @@ def test_push_pull_tags_and_inspect_remote(harbor, tiny_model, tmp_path):
     digest = _push(ref, env)
     _ok(run_cli("tag", ref, harbor.ref(harbor.private, "bert", "v2")))
     assert _push(harbor.ref(harbor.private, "bert", "v2"), env) == digest
+    token = requests.get(
+        f"{harbor.server.url}/service/token",
+        params={"service": "harbor-registry", "scope": f"repository:{harbor.private}/bert:pull"},
+        auth=harbor.pusher,
+        timeout=30,
+    ).json()
+    assert token["expires_in"] == 1800  # Harbor's bearer tokens last 30 minutes by default
     tags = run_cli("tags", f"{harbor.host}/{harbor.private}/bert", "--json", env=env)
     assert json.loads(_ok(tags).stdout)["tags"] == ["v1", "v2"]
     inspected = json.loads(_ok(run_cli("inspect", ref, "--remote", "--json", env=env)).stdout)
