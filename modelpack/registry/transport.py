@@ -27,6 +27,7 @@ from .._version import __version__
 from ..errors import (
     AuthenticationError,
     RegistryError,
+    RegistryPolicyError,
     RegistryUnavailableError,
     TransferInterruptedError,
 )
@@ -257,11 +258,37 @@ def _once(message: str) -> str:
     return message
 
 
+# Harbor's words when a write would exceed a project's storage quota (403 DENIED).
+_QUOTA_WORDS = ("exceed the configured upper limit", "quota")
+
+
+def _policy_refusal(status: int, message: str, what: str) -> RegistryPolicyError | None:
+    """A registry rule, not the credentials, refused the write: Harbor answers an immutable
+    tag with 412 and a full quota with 403; one line each, with what to do."""
+    if status == 412 and "immutable" in message:
+        return RegistryPolicyError(
+            f"{what}: the registry refused to move the tag: a tag immutability rule protects "
+            f"it ({message})",
+            hint="push under a new tag, or ask a project admin to change the rule",
+        )
+    if status == 403 and any(words in message.lower() for words in _QUOTA_WORDS):
+        return RegistryPolicyError(
+            f"{what}: the push would exceed the project's storage quota ({message})",
+            hint="ask an admin to raise the project's quota or delete artifacts, then push "
+            "again: what the registry already holds is not sent again",
+        )
+    if status == 412:
+        return RegistryPolicyError(f"{what}: a policy of the registry refused it ({message})")
+    return None
+
+
 def raise_for_status(response: requests.Response, what: str) -> None:
     """Map a final non-2xx answer to the modelpack error for it."""
     if response.status_code < 400:
         return
     message = registry_error_message(response)
+    if refusal := _policy_refusal(response.status_code, message, what):
+        raise refusal
     challenge_errors = {
         c.params.get("error", "")
         for c in parse_challenges(response.headers.get("WWW-Authenticate", ""))

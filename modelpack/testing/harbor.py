@@ -443,6 +443,35 @@ class HarborServer:
         ).json()
         return document["name"], document["secret"]
 
+    def protect_tags(self, project: str, pattern: str) -> None:
+        """A tag immutability rule: tags matching ``pattern`` (doublestar) in every
+        repository of ``project`` cannot be pushed again or deleted."""
+        self.api(
+            "POST",
+            f"/projects/{project}/immutabletagrules",
+            json={
+                "disabled": False,
+                "action": "immutable",
+                "template": "immutable_template",
+                "tag_selectors": [
+                    {"kind": "doublestar", "decoration": "matches", "pattern": pattern}
+                ],
+                "scope_selectors": {
+                    "repository": [
+                        {"kind": "doublestar", "decoration": "repoMatches", "pattern": "**"}
+                    ]
+                },
+            },
+        )
+
+    def set_quota(self, project: str, storage: int) -> None:
+        """The project's storage quota in bytes (-1: none)."""
+        project_id = self.api("GET", f"/projects/{project}").json()["project_id"]
+        quotas = self.api(
+            "GET", "/quotas", params={"reference": "project", "reference_id": project_id}
+        ).json()
+        self.api("PUT", f"/quotas/{quotas[0]['id']}", json={"hard": {"storage": storage}})
+
 
 def _pkcs1_rsa_key() -> bytes:
     """The token signing key in the PEM form core reads: PKCS#1 (BEGIN RSA PRIVATE KEY)."""

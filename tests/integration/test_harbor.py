@@ -21,6 +21,7 @@ import modelpack
 from modelpack.oci.reference import Reference
 from modelpack.registry.client import open_repository
 from modelpack.settings import Settings
+from modelpack.testing import make_tiny_model
 
 OTHER = {"cnai": "cncf", "cncf": "cnai"}
 
@@ -409,3 +410,60 @@ def test_signatures_are_harbor_accessories_and_referrers_through_the_api(
         "application/vnd.dev.cosign.artifact.sig.v1+json",
         "application/vnd.dev.sigstore.bundle.v0.3+json",
     }
+
+
+# -- governance: rules a project sets, met with one line each --------------------------
+
+
+@pytest.mark.interop(
+    "Harbor",
+    "re-push of a tag an immutability rule protects",
+    "exit 1, one line naming the rule and Harbor's words; the tag keeps its artifact, nothing else is added",
+)
+def test_an_immutable_tag_refuses_a_repush_in_one_line(harbor, tiny_model, tmp_path):
+    harbor.server.create_project("locked")
+    harbor.server.protect_tags("locked", "v*")
+    env, ref = _env(harbor.admin), harbor.ref("locked", "bert")
+    _build(tiny_model, ref)
+    first = _push(ref, env)
+    _build(make_tiny_model(tmp_path / "other", seed=5), ref)
+    refused = run_cli("push", ref, env=env)
+    assert refused.returncode == 1, refused.stderr
+    line = _one_line(refused.stderr)
+    assert "tag immutability rule" in line and "configured as immutable" in line, line
+    assert harbor.artifact("locked", "bert", "v1")["digest"] == first
+    listed = harbor.server.api("GET", "/projects/locked/repositories/bert/artifacts").json()
+    assert [a["digest"] for a in listed] == [first]
+
+
+@pytest.mark.interop(
+    "Harbor",
+    "a push over the project's storage quota",
+    "exit 1, one line with Harbor's numbers; once raised, the same push completes without sending what Harbor holds",
+)
+def test_a_push_over_the_quota_says_so_and_completes_once_raised(harbor, tmp_path):
+    harbor.server.create_project("small")
+    harbor.server.set_quota("small", 20_000)  # the small files fit, the 127 kB weights do not
+    model = make_tiny_model(tmp_path / "fresh", seed=11)  # blobs Harbor has nowhere else
+    env, ref = _env(harbor.admin), harbor.ref("small", "bert")
+    _build(model, ref)
+    refused = run_cli("push", ref, env=env)
+    assert refused.returncode == 1, refused.stderr
+    line = _one_line(refused.stderr)
+    assert "storage quota" in line and "exceed the configured upper limit" in line, line
+    manifest = json.loads(_ok(run_cli("inspect", ref, "--json")).stdout)["manifest"]
+    digests = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+    held = {
+        d
+        for d in digests
+        if requests.head(
+            f"{harbor.server.url}/v2/small/bert/blobs/{d}", auth=harbor.admin, timeout=30
+        ).status_code
+        == 200
+    }
+    assert 0 < len(held) < len(digests), held  # the small blobs went in before the refusal
+    harbor.server.set_quota("small", -1)
+    pushed = json.loads(_ok(run_cli("push", ref, "--json", env=env)).stdout)
+    assert pushed["skipped"] == len(held) and pushed["transferred"] == len(digests) - len(held)
+    _pull(ref, tmp_path / "out", env)
+    assert tree_files(tmp_path / "out") == tree_files(model)
