@@ -205,11 +205,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if status:
         lines.append("peers: " + "; ".join(status.splitlines()))
     shared = ROOT.parent / "shared"
-    missing = {"modelpack-spec": "the spec drift check", "peer-src": "the Harbor tests"}
-    for part, what in missing.items():
-        if not (shared / part).is_dir():
-            lines.append(f"skipped for lack of {shared}/{part}: {what}")
-    if all((shared / part).is_dir() for part in missing):
+    from support.harbor import PEER_SRC
+
+    parts = {shared / "modelpack-spec": "the spec drift check", PEER_SRC: "the Harbor tests"}
+    for part, what in parts.items():
+        if not part.is_dir():
+            lines.append(f"skipped for lack of {part}: {what}")
+    if all(part.is_dir() for part in parts):
         lines.append(f"nothing will be skipped for lack of a part ({shared} is present)")
     return lines
 

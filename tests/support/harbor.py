@@ -17,7 +17,8 @@ from pathlib import Path
 from modelpack.testing.harbor import HarborServer
 
 ROOT = Path(__file__).resolve().parents[2]
-PEER_SRC = ROOT.parent / "shared" / "peer-src"
+# MODELPACK_PEER_SRC as build-harbor.sh reads it, else the checkout's ../shared/peer-src
+PEER_SRC = Path(os.environ.get("MODELPACK_PEER_SRC") or ROOT.parent / "shared" / "peer-src")
 SCRIPT = ROOT / "scripts" / "peers" / "build-harbor.sh"
 # The ModelPack names each version's model processor reads (its source, and our tests).
 RENDERS = {"v2.15.2": "cnai", "main": "cncf"}
