@@ -178,11 +178,13 @@ class HarborServer:
             for path in (data, self.root / "pgpass"):
                 os.chown(path, user.pw_uid, user.pw_gid)
             as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-        subprocess.run(
+        initdb = subprocess.run(
             [postgres_bin("initdb"), "-D", str(data), "-U", "harbor", "-A", "scram-sha-256",
              f"--pwfile={self.root / 'pgpass'}", "-E", "UTF8", "--locale=C", "--no-sync"],
-            check=True, capture_output=True, timeout=120, **as_user,
+            capture_output=True, text=True, timeout=120, **as_user,
         )  # fmt: skip
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed: {initdb.stderr.strip()[-500:]}")
         process = self._spawn(
             "postgres",
             [postgres_bin("postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
@@ -489,6 +491,7 @@ def _pkcs1_rsa_key() -> bytes:
 def main() -> None:
     """``python -m modelpack.testing.harbor``: run a Harbor until SIGTERM or Ctrl-C."""
     import argparse
+    import sys
 
     parser = argparse.ArgumentParser(description="Run a local Harbor (built from source).")
     parser.add_argument("--version", choices=VERSIONS, default=VERSIONS[0])
@@ -500,7 +503,16 @@ def main() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # delivered to sigwait, not as a kill
     server = HarborServer(version=args.version, port=args.port or free_port())
     try:
-        server.start()
+        try:
+            server.start()
+        except RuntimeError as exc:  # not built, a part missing or failing: one line
+            first = (str(exc).strip() or repr(exc)).splitlines()[0]
+            kept = server.workdir is not None and any(server.logs.glob("*.log"))
+            where = f" (logs kept in {server.logs})" if kept else ""
+            print(f"error: {first}{where}", file=sys.stderr, flush=True)
+            if kept:
+                server.workdir = None  # cleanup() leaves the logs for the user to read
+            raise SystemExit(1) from None
         print(f"HARBOR_URL={server.url}", flush=True)
         print(f"HARBOR_ADMIN_PASSWORD={server.admin_password}", flush=True)
         print(f"Harbor {args.version} (logs in {server.logs}); Ctrl-C stops it", flush=True)
