@@ -15,11 +15,14 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import ModelpackError
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .registry.credentials import Credentials
 
 
 class Status(enum.StrEnum):
@@ -204,7 +207,7 @@ def _version_tuple(text: str) -> tuple[int, ...] | None:
 
 
 def check_harbor(
-    transport: Any, host: str, media_types: str | None, credentials: Any = None
+    transport: Any, host: str, media_types: str | None, credentials: Credentials | None = None
 ) -> Check | None:
     """A Harbor says so at /api/v2.0/systeminfo, and which version it is to a logged-in
     user only (anonymously it leaves ``harbor_version`` out); which names it renders."""
