@@ -29,7 +29,9 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 # (MODELPACK_PEERS_DIR); a tool is rebuilt only when its pin changes.
 # Also the Rust peers, one cargo workspace in tests/clients/ (dfdaemon, the hf-hub crate,
 # Dragonfly's hf:// backend) from crates.io at its Cargo.lock, rebuilt only when it changes,
-# and Dragonfly's Go manager and scheduler at their pins (scripts/peers/build-all.sh).
+# Dragonfly's Go manager and scheduler at their pins, and Harbor's core, jobservice and
+# registryctl (v2.15.2 and main) from the source snapshots in ../shared/peer-src
+# (scripts/peers/build-harbor.sh, rebuilt only when a snapshot changes; scripts/peers/build-all.sh).
 peers:
 	@bash scripts/peers/build-all.sh
 

@@ -15,11 +15,14 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import ModelpackError
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .registry.credentials import Credentials
 
 
 class Status(enum.StrEnum):
@@ -172,7 +175,8 @@ def check_registry(host: str, settings: Settings) -> list[Check]:
             ),  # fmt: skip
         ]
     checks.append(Check("registry", Status.OK, f"{host} answers the distribution API ({tls})"))
-    if (harbor := check_harbor(client.transport, host, options.media_types)) is not None:
+    harbor = check_harbor(client.transport, host, options.media_types, credentials)
+    if harbor is not None:
         checks.append(harbor)
     if options.mirrors:
         checks.append(Check("mirrors", Status.OK, ", ".join(options.mirrors)))
@@ -202,21 +206,37 @@ def _version_tuple(text: str) -> tuple[int, ...] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def check_harbor(transport: Any, host: str, media_types: str | None) -> Check | None:
-    """A Harbor says so at /api/v2.0/systeminfo (no login needed); which names it renders."""
+def check_harbor(
+    transport: Any, host: str, media_types: str | None, credentials: Credentials | None = None
+) -> Check | None:
+    """A Harbor says so at /api/v2.0/systeminfo, and which version it is to a logged-in
+    user only (anonymously it leaves ``harbor_version`` out); which names it renders."""
+    headers = {}
+    if credentials is not None and credentials.username and credentials.password:
+        headers["Authorization"] = credentials.basic_header()  # the registry's own origin
     try:
-        response = transport.send("GET", "/api/v2.0/systeminfo", retry=False)
+        response = transport.send("GET", "/api/v2.0/systeminfo", retry=False, headers=headers)
     except ModelpackError:
         return None
     with response:
         if response.status_code != 200 or len(response.content) > 64 * 1024:
             return None
         try:
-            version = str(response.json().get("harbor_version") or "")
+            info = response.json()
+            version = str(info.get("harbor_version") or "")
+            harbor = "auth_mode" in info
         except (ValueError, AttributeError):
             return None
     if not version:
-        return None
+        if not harbor:
+            return None
+        return Check(
+            "harbor",
+            Status.WARN,
+            f"{host} is a Harbor; it tells its version, and so which media types it renders "
+            "(cnai up to v2.15, cncf after), to a logged-in user only",
+            f"run `modelpack login {host}` (or set MODELPACK_USERNAME/PASSWORD) and doctor again",
+        )
     parsed = _version_tuple(version)
     wants = "cncf" if parsed is not None and parsed >= HARBOR_CNCF_FROM else "cnai"
     detail = f"Harbor {version} renders models written with {wants} media types"

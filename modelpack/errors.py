@@ -127,6 +127,11 @@ class RegistryError(ModelpackError):
     """The registry answered with an error we do not map more precisely."""
 
 
+class RegistryPolicyError(RegistryError):
+    """A rule of the registry refused a write (an immutable tag, a full storage quota): the
+    credentials are fine, so not exit 4; the line says which rule and what to do."""
+
+
 class RangeIgnoredError(RegistryError):
     """A server answered a bounded Range request with the whole blob (200, not 206):
     a ranged download falls back to one stream."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 
 import modelpack
 from modelpack import Status
@@ -40,9 +41,11 @@ def doctor(host: str | None, as_json: bool) -> None:
     else:
         console = stdout()
         for check in checks:
-            console.print(f"{MARKS[check.status]} [bold]{check.name}[/bold]: {check.detail}")
-            if check.fix:
-                console.print(f"       fix: {check.fix}")
+            # details and fixes are text, not rich markup: a fix names [registries."HOST"]
+            detail, fix = escape(check.detail), escape(check.fix or "")
+            console.print(f"{MARKS[check.status]} [bold]{check.name}[/bold]: {detail}")
+            if fix:
+                console.print(f"       fix: {fix}")
     if failed:
         raise click.exceptions.Exit(1)
 

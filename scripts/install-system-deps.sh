@@ -3,7 +3,8 @@
 # what the build or the tests read (a command, a header, a .proto, a library), not a name:
 # Debian's docker-registry (CNCF distribution) and skopeo (an independent OCI client);
 # protoc, which Dragonfly's API crate runs when tests/clients/dragonfly-hf is built;
-# chromium, which drives the web page tests.
+# chromium, which drives the web page tests;
+# PostgreSQL for Harbor (built from ../shared/peer-src by scripts/peers/build-harbor.sh).
 set -euo pipefail
 
 missing=()
@@ -12,6 +13,9 @@ command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 # MariaDB and Redis: the stores of Dragonfly's manager (tests/integration/test_dragonfly.py).
 command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# PostgreSQL: Harbor's database (modelpack.testing.harbor runs initdb, postgres and createdb
+# from Debian's /usr/lib/postgresql/N/bin; Redis and docker-registry above are Harbor's too).
+ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/createdb >/dev/null 2>&1 || missing+=(postgresql)
 # libclang: bindgen in librocksdb-sys, built with Dragonfly's dfdaemon (crate dragonfly-client).
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)

@@ -42,7 +42,7 @@ def versions() -> dict[str, str]:
     found["registries"] = (
         f"distribution {registry[2] if len(registry) > 2 else '?'}, crane {found['crane']}"
     )
-    found["Harbor (rules)"] = "v2.13-v2.15 source"
+    found["Harbor"] = harbor_versions()
     venv_python = (
         Path(os.environ.get("MODELPACK_TEST_CACHE", Path.home() / ".cache" / "modelpack-tests"))
         / "peers-venv"
@@ -55,6 +55,16 @@ def versions() -> dict[str, str]:
         found["oras-py"] = peer_version(venv_python, "oras")
         found["modelpack-client"] = peer_version(venv_python, "modelpack-client")
     return found
+
+
+def harbor_versions() -> str:
+    """The Harbor snapshots the tests build (../shared/peer-src/PROVENANCE.md's commits)."""
+    provenance = ROOT.parent / "shared" / "peer-src" / "PROVENANCE.md"
+    if not provenance.exists():
+        return "-"
+    text = provenance.read_text(encoding="utf-8")
+    found = re.findall(r"\| harbor-([\w.]+?)(?:-[0-9a-f]+)?\.tar\.gz \|[^|]*\| ([0-9a-f]{8})", text)
+    return ", ".join(f"{version} ({commit})" for version, commit in found) or "-"
 
 
 def version_of(tool: str, found: dict[str, str]) -> str:

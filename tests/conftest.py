@@ -138,6 +138,20 @@ def any_registry(request):  # noqa: ANN201
     return request.getfixturevalue("crane_registry")
 
 
+@pytest.fixture(scope="session", params=["v2.15.2", "main"])
+def harbor(request):  # noqa: ANN201 - support.harbor.HarborTeam
+    """A real Harbor per version (built from ../shared/peer-src once, then cached), with a
+    team's projects, a member and robot accounts; tests that use it run against both."""
+    from support.harbor import PEER_SRC, build_harbor, start_team
+
+    if not PEER_SRC.is_dir():
+        pytest.skip(f"Harbor tests need the source snapshots in {PEER_SRC} (absent)")
+    build_harbor(request.param)
+    team = start_team(request.param)
+    yield team
+    team.server.cleanup()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201
     """With MODELPACK_INTEROP_REPORT set, each interop-marked test's outcome is appended
@@ -160,7 +174,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa
 
 
 # Fixtures that run a peer built by scripts/peers/ (Go tools, the Rust workspace, Dragonfly).
-PEER_FIXTURES = {"go_peers", "crane_registry", "rust_bin", "dragonfly"}
+PEER_FIXTURES = {"go_peers", "crane_registry", "rust_bin", "dragonfly", "harbor"}
 
 
 def _needs_peers(item: pytest.Item) -> bool:
@@ -176,7 +190,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     builds the peers in the background meanwhile (scripts/test.sh), and their fixtures wait
     for that build."""
     for item in items:
-        if {"registry", "any_registry"} & set(getattr(item, "fixturenames", ())):
+        if {"registry", "any_registry", "harbor"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
         if _needs_peers(item):
             item.add_marker(pytest.mark.peers)
@@ -191,9 +205,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if status:
         lines.append("peers: " + "; ".join(status.splitlines()))
     shared = ROOT.parent / "shared"
-    if not (shared / "modelpack-spec").is_dir():
-        lines.append(f"skipped for lack of {shared}/modelpack-spec: the spec drift check")
-    else:
+    from support.harbor import PEER_SRC
+
+    parts = {shared / "modelpack-spec": "the spec drift check", PEER_SRC: "the Harbor tests"}
+    for part, what in parts.items():
+        if not part.is_dir():
+            lines.append(f"skipped for lack of {part}: {what}")
+    if all(part.is_dir() for part in parts):
         lines.append(f"nothing will be skipped for lack of a part ({shared} is present)")
     return lines
 

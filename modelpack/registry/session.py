@@ -63,6 +63,9 @@ class RegistryClient:
             response.close()
             merged.update(self.auth.headers(scopes))
             response = self.transport.send(method, path, headers=merged, **kwargs)
+        if response.status_code == 401 and ours and self.auth.credentials is not None:
+            # read by transport.raise_for_status: who was refused (a name, never a secret)
+            response.refused_account = self.auth.credentials.username or "the stored login"  # type: ignore[attr-defined]
         return response
 
     def pages(
@@ -75,14 +78,14 @@ class RegistryClient:
         send us, with its Authorization, to another host.  Each response is open
         while the caller holds it.
         """
-        url = self.transport.url(path)
+        url = path  # relative: the first request may still settle http vs https (loopback)
         for _ in range(MAX_PAGES):
             with self.request("GET", url, scopes, **kwargs) as response:
                 yield response
                 link = response.links.get("next", {}).get("url")
             if not link:
                 return
-            url = urljoin(url, link)
+            url = urljoin(self.transport.url(url), link)
             if not self.transport.same_origin(url):
                 raise RegistryError(
                     f"{what}: registry {self.host} links the next page to another host "

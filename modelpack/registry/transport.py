@@ -8,6 +8,7 @@ a one-shot stream is not retried here, its caller restarts it.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from .._version import __version__
 from ..errors import (
     AuthenticationError,
     RegistryError,
+    RegistryPolicyError,
     RegistryUnavailableError,
     TransferInterruptedError,
 )
@@ -84,13 +86,36 @@ def registry_error_message(response: requests.Response) -> str:
         if errors:
             first = errors[0]
             code = str(first.get("code", ""))
-            message = " ".join(str(first.get("message", "")).split())
+            message = _once(" ".join(str(first.get("message", "")).split()))
             if len(message) > ERROR_MESSAGE_CHARS:
                 message = message[:ERROR_MESSAGE_CHARS] + "..."
             return f"{code}: {message}".strip(": ") or response.reason
     except (ValueError, AttributeError, TypeError, RecursionError):
         pass
     return f"HTTP {response.status_code} {response.reason}".strip()
+
+
+# Registry clients keep no cookies (docker, containerd and ORAS keep none either): Harbor
+# sets a session cookie on every answer, and a request that sends it back is taken for a
+# browser session that owes a CSRF token (FORBIDDEN: CSRF token not found in request).
+NO_COOKIES = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+
+
+class _CookielessSession(requests.Session):
+    """A requests session that neither stores nor sends a cookie, redirects included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cookies.set_policy(NO_COOKIES)
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        prepared = super().prepare_request(request)
+        # requests follows a redirect with this per-request jar (cookies of the redirecting
+        # answer go in it, then out with the next hop): it refuses them too.
+        jar = getattr(prepared, "_cookies", None)
+        if isinstance(jar, http.cookiejar.CookieJar):
+            jar.set_policy(NO_COOKIES)
+        return prepared
 
 
 class Transport:
@@ -106,7 +131,7 @@ class Transport:
             _env_number("MODELPACK_CONNECT_TIMEOUT", 15.0),
             _env_number("MODELPACK_READ_TIMEOUT", 120.0),
         )
-        self.session = requests.Session()
+        self.session = _CookielessSession()
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.trust_env = True
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 2), max_retries=0)
@@ -224,11 +249,46 @@ def _preload(response: requests.Response, host: str) -> None:
     response.raw.release_conn()
 
 
+def _once(message: str) -> str:
+    """``X: X`` as ``X`` (Harbor repeats its reason: "unauthorized to access repository:
+    team/x, action: push: unauthorized to access repository: team/x, action: push")."""
+    half = (len(message) - 2) // 2
+    if half > 0 and message[half : half + 2] == ": " and message[:half] == message[half + 2 :]:
+        return message[:half]
+    return message
+
+
+# Harbor's words when a write would exceed a project's storage quota (403 DENIED).
+_QUOTA_WORDS = ("exceed the configured upper limit", "quota")
+
+
+def _policy_refusal(status: int, message: str, what: str) -> RegistryPolicyError | None:
+    """A registry rule, not the credentials, refused the write: Harbor answers an immutable
+    tag with 412 and a full quota with 403; one line each, with what to do."""
+    if status == 412 and "immutable" in message:
+        return RegistryPolicyError(
+            f"{what}: the registry refused to move the tag: a tag immutability rule protects "
+            f"it ({message})",
+            hint="push under a new tag, or ask a project admin to change the rule",
+        )
+    if status == 403 and any(words in message.lower() for words in _QUOTA_WORDS):
+        return RegistryPolicyError(
+            f"{what}: the push would exceed the project's storage quota ({message})",
+            hint="ask an admin to raise the project's quota or delete artifacts, then push "
+            "again: what the registry already holds is not sent again",
+        )
+    if status == 412:
+        return RegistryPolicyError(f"{what}: a policy of the registry refused it ({message})")
+    return None
+
+
 def raise_for_status(response: requests.Response, what: str) -> None:
     """Map a final non-2xx answer to the modelpack error for it."""
     if response.status_code < 400:
         return
     message = registry_error_message(response)
+    if refusal := _policy_refusal(response.status_code, message, what):
+        raise refusal
     challenge_errors = {
         c.params.get("error", "")
         for c in parse_challenges(response.headers.get("WWW-Authenticate", ""))
@@ -237,6 +297,15 @@ def raise_for_status(response: requests.Response, what: str) -> None:
         raise AuthenticationError(
             f"{what}: access denied ({message})",
             hint="the credentials lack permission for this repository and action",
+        )
+    # Set by RegistryClient.request on a 401 to a request made with credentials: they were
+    # sent (and a token issued for them), so this is a refusal, not a missing login.
+    account = getattr(response, "refused_account", None)
+    if response.status_code == 401 and account is not None:
+        raise AuthenticationError(
+            f"{what}: access denied: the registry refused {account} ({message})",
+            hint="the account may not do this here (its project role or robot permissions), "
+            "or its password is wrong",
         )
     if response.status_code == 401:
         raise AuthenticationError(

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build every peer the tests run, once, into the peers cache (MODELPACK_PEERS_DIR,
 # default ~/.cache/modelpack-peers): one line per peer with its time, then the total.
-# The Rust workspace (dfdaemon's RocksDB and aws-lc are most of a cold build) starts first
-# and compiles beside the Go tools. Exit 1 when a required peer failed.
+# The Rust workspace (dfdaemon's RocksDB and aws-lc are most of a cold build) and Harbor
+# (core, jobservice, registryctl from ../shared/peer-src: the slowest Go build) start first
+# and compile beside the Go tools. Exit 1 when a required peer failed.
 #   scripts/peers/build-all.sh           # build what is missing
 #   MODELPACK_PEERS_CHECK=1 scripts/peers/build-all.sh   # only say what is cached
 set -uo pipefail
@@ -10,14 +11,19 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 start=$SECONDS
 if [[ -n "${MODELPACK_PEERS_CHECK:-}" ]]; then
   { bash "$here/build-peers.sh"; bash "$here/build-dragonfly.sh"; } | grep --line-buffered -v '^export PATH\|^bin dir'
+  bash "$here/build-harbor.sh"
   exit 0
 fi
 bash "$here/build-rust-peers.sh" | grep --line-buffered -v '^bin dir' &
 rust=$!
+# Harbor from ../shared/peer-src (without it, one line says so and the Harbor tests skip).
+bash "$here/build-harbor.sh" &
+harbor=$!
 rc=0
 bash "$here/build-peers.sh" | grep --line-buffered -v '^export PATH\|^bin dir' || rc=1
 # Dragonfly's Go servers; its dfdaemon is the Rust build above (waited for on its lock).
 bash "$here/build-dragonfly.sh" | grep --line-buffered -v '^bin dir\|^rust-peers' || rc=1
 wait "$rust" || rc=1
+wait "$harbor" || rc=1
 printf 'peers: %s in %d s\n' "$([[ $rc == 0 ]] && echo 'all ready' || echo 'FAILED')" "$((SECONDS - start))"
 exit "$rc"

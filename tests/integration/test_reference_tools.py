@@ -10,7 +10,6 @@ import shutil
 import subprocess
 
 import pytest
-from support import harbor_rules
 from support.helpers import build_and_push, run_cli, tree_files
 
 import modelpack
@@ -346,7 +345,9 @@ def test_modelpack_verifies_cosign_signatures(
     assert refused.returncode == 5, refused.stderr
 
 
-# -- Harbor's media types -------------------------------------------------------
+# -- the cnai names (what released Harbor renders: tests/integration/test_harbor.py) -------
+
+CNAI_CONFIG = "application/vnd.cnai.model.config.v1+json"
 
 
 def _manifest_and_blobs(go_peers, ref):
@@ -363,51 +364,29 @@ def _manifest_and_blobs(go_peers, ref):
 
 
 @pytest.mark.interop(
-    "Harbor (rules)",
-    "build --media-types cnai",
-    "Harbor 2.13-2.15's processor rules (from its source): a MODEL, README and LICENSE render, FILES lists every file; modctl and we still pull it",
+    "modctl",
+    "build --media-types cnai, modctl pulls",
+    "the cnai names modctl writes, raw weights, every layer with its path; modctl and we pull identical files",
 )
-def test_build_for_harbor_renders_readme_license_and_files(
-    go_peers, model, registry, settings, tmp_path
-):
+def test_a_cnai_build_is_read_by_modctl_and_by_us(go_peers, model, registry, settings, tmp_path):
     ref = _ref(registry, "for-harbor:v1")
     built = modelpack.build(model, ref, media_types="cnai", settings=settings)
     modelpack.push(ref, settings=settings)
-    manifest, blob = _manifest_and_blobs(go_peers, ref)
+    manifest, _ = _manifest_and_blobs(go_peers, ref)
     assert manifest["artifactType"] == "application/vnd.cnai.model.manifest.v1+json"
-    assert harbor_rules.is_model(manifest)
-    readme = harbor_rules.addition(manifest, ("README", "README.md"), blob)
-    assert readme == (model / "README.md").read_bytes()
-    license_text = harbor_rules.addition(manifest, ("LICENSE", "LICENSE.txt"), blob)
-    assert license_text == (model / "LICENSE").read_bytes()
-    assert set(harbor_rules.files(manifest)) == set(tree_files(model))
+    assert manifest["config"]["mediaType"] == CNAI_CONFIG
+    paths = {layer["annotations"]["org.cnai.model.filepath"] for layer in manifest["layers"]}
+    assert paths == set(tree_files(model))
     # the weights stay raw (zero-copy); only the doc layers are tar
     kinds = {layer.plan.file.relpath: layer.descriptor.media_type for layer in built.layers}
     assert kinds["model.safetensors"] == "application/vnd.cnai.model.weight.v1.raw"
+    assert kinds["README.md"] == "application/vnd.cnai.model.doc.v1.tar"
     # every tool still reads it: modctl, and our own pull
     go_peers.run("modctl", "pull", "--plain-http", ref, "--extract-dir", str(tmp_path / "m"))
     assert tree_files(tmp_path / "m") == tree_files(model)
     assert tree_files(modelpack.pull(ref, tmp_path / "o", settings=settings)) == tree_files(model)
 
 
-@pytest.mark.interop(
-    "Harbor (rules)",
-    "a cncf build",
-    "released Harbor does not see a model (why --media-types cnai exists)",
-)
-def test_a_cncf_build_is_not_a_model_to_released_harbor(go_peers, model, registry, settings):
-    ref = _ref(registry, "cncf-for-harbor:v1")
-    build_and_push(model, ref, settings)
-    manifest, blob = _manifest_and_blobs(go_peers, ref)
-    assert not harbor_rules.is_model(manifest)
-    assert harbor_rules.addition(manifest, ("README", "README.md"), blob) is None
-
-
-@pytest.mark.interop(
-    "Harbor (rules)",
-    "copy --media-types cnai",
-    "converted manifest, same blobs, signatures not carried (said so), back to cncf gives the original digest",
-)
 def test_copy_converts_media_types_and_leaves_signatures_behind(
     go_peers, model, registry, settings, tmp_path
 ):
@@ -423,7 +402,7 @@ def test_copy_converts_media_types_and_leaves_signatures_behind(
     assert document["referrers"] == 0 and document["transferred"] == 0  # blobs mounted/skipped
     assert "signatures name that digest" in copied.stderr
     manifest, _ = _manifest_and_blobs(go_peers, target)
-    assert harbor_rules.is_model(manifest)
+    assert manifest["config"]["mediaType"] == CNAI_CONFIG
     assert all("org.cnai.model.filepath" in layer["annotations"] for layer in manifest["layers"])
     assert tree_files(modelpack.pull(target, tmp_path / "o", settings=settings)) == tree_files(
         model
@@ -433,11 +412,6 @@ def test_copy_converts_media_types_and_leaves_signatures_behind(
     assert again.digest == built.digest  # the same names again: the same bytes, the same digest
 
 
-@pytest.mark.interop(
-    "Harbor (rules)",
-    "media_types per registry",
-    '`media_types = "cnai"` in the registries config: build -t and push write cnai',
-)
 def test_registries_config_media_types_applies_to_build_and_push(
     go_peers, model, registry, tmp_path, monkeypatch
 ):
@@ -450,7 +424,7 @@ def test_registries_config_media_types_applies_to_build_and_push(
     assert pushed.returncode == 0, pushed.stderr
     assert "convertedFrom" not in json.loads(pushed.stdout)  # built in cnai already
     manifest, _ = _manifest_and_blobs(go_peers, ref)
-    assert harbor_rules.is_model(manifest)
+    assert manifest["config"]["mediaType"] == CNAI_CONFIG
 
 
 @pytest.mark.interop(
