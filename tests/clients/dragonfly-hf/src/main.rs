@@ -114,6 +114,7 @@ async fn run(args: &[String]) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 5 {
         eprintln!("usage: dragonfly-hf-fetch BASE_URL REPO REVISION OUT_DIR PIECE_BYTES [TOKEN]");
