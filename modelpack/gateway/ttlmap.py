@@ -3,16 +3,18 @@
 Upload tickets, Xet sessions, revision misses and credential checks are created by
 clients; a plain dict of them is memory (and, kept forever, stale answers) that any
 client can pile up.  Here an entry is gone ``ttl`` seconds after it was set, and past
-``max_items`` the oldest is dropped first.  Setting a key again makes it the newest.
+``max_items`` the least recently used is dropped first.  cachetools' ``TTLCache`` does the
+bookkeeping; this wrapper adds the lock it leaves to its callers and a typed interface.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
+
+from cachetools import TTLCache
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -28,43 +30,22 @@ class TTLMap(Generic[K, V]):
             raise ValueError("a TTLMap needs max_items >= 1 and ttl > 0")
         self.max_items = max_items
         self.ttl = ttl
-        self._clock = clock
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()  # oldest first
+        self._entries: TTLCache[K, V] = TTLCache(max_items, ttl, timer=clock)
         self._lock = threading.Lock()
 
     def set(self, key: K, value: V) -> None:
-        now = self._clock()
         with self._lock:
-            self._entries.pop(key, None)
-            self._entries[key] = (now + self.ttl, value)
-            self._expire(now)
-            while len(self._entries) > self.max_items:
-                self._entries.popitem(last=False)
+            self._entries[key] = value
 
     def get(self, key: K) -> V | None:
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if entry[0] <= self._clock():
-                del self._entries[key]
-                return None
-            return entry[1]
+            return self._entries.get(key)
 
     def pop(self, key: K) -> V | None:
         with self._lock:
-            entry = self._entries.pop(key, None)
-        return entry[1] if entry is not None and entry[0] > self._clock() else None
+            return self._entries.pop(key, None)
 
     def __len__(self) -> int:
         with self._lock:
-            self._expire(self._clock())
+            self._entries.expire()
             return len(self._entries)
-
-    def _expire(self, now: float) -> None:
-        """Entries are in the order they were set, so the expired ones are in front."""
-        while self._entries:
-            key, (expires, _) = next(iter(self._entries.items()))
-            if expires > now:
-                return
-            del self._entries[key]
