@@ -133,7 +133,7 @@ def _cursor_offset(cursor: str) -> int:
     try:
         document = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=="))
         offset = int(document["offset"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError, binascii.Error):
         raise HubError(400, "invalid cursor") from None
     return max(0, offset)
 

@@ -98,8 +98,10 @@ class Request:
         if kind.startswith("application/json"):
             try:
                 data = json.loads(body or b"{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise HubError(400, "request body is not JSON") from None
+            if not isinstance(data, dict):
+                raise HubError(400, "request body is not a JSON object")
             return {
                 k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in data.items()
             }

@@ -58,6 +58,15 @@ MAX_TAGS_SEARCHED = 200  # for a commit this gateway has not seen
 # cannot make every request cost a tag list and a manifest per tag.
 SEARCH_TTL = 30.0
 MAX_SEARCHES = 4096
+# (repository, blob) pairs the registry has confirmed: a manifest may name blobs its
+# repository lacks (distribution takes "foreign" layers with URLs unchecked), and the
+# node cache keeps blobs by digest alone, so another repository's copy must never
+# stand in for one the client's repository does not hold.
+MAX_LINKED = 1 << 16
+LINKED_TTL = 24 * 3600.0
+FOREIGN_REFUSED = (
+    "the model names blobs its repository does not hold (foreign layers are not served)"
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commits (
     repository TEXT NOT NULL,
@@ -120,6 +129,7 @@ class Resolver:
         self._lock = threading.Lock()
         self._searched: TTLMap[tuple[str, str], bool] = TTLMap(MAX_SEARCHES, SEARCH_TTL)
         self._searching = [threading.Lock() for _ in range(16)]  # one search at a time each
+        self._linked: TTLMap[tuple[str, str], bool] = TTLMap(MAX_LINKED, LINKED_TTL)
 
     # -- entry point ------------------------------------------------------------
 
@@ -136,6 +146,7 @@ class Resolver:
             raise HubError(400, f"{repo_id}@{revision} is an image index, not a model manifest")
         reference = parse_reference(f"{self.config.host}/{name}@{root.digest}")
         view = self._view(repository, reference, repo_id, root)
+        self._require_linked(repository, repo_id, view)
         if self.public_key is not None and root.digest not in self._signed:
             try:
                 require_signature(repository, root, self.public_key, f"{self.config.host}/{name}")
@@ -145,6 +156,18 @@ class Resolver:
                 self._signed.add(root.digest)
         self._remember(name, view.commit, root.digest)
         return Model(repo_id, repository, reference, view)
+
+    def _require_linked(self, repository: RegistryRepository, repo_id: str, view: View) -> None:
+        """403 unless the repository holds the config and every layer the manifest
+        names (a HEAD each, once per repository and blob): bytes in the node cache are
+        served only to a repository the registry says has them."""
+        for desc in (view.manifest.config, *view.manifest.layers):
+            key = (repository.name, desc.digest)
+            if self._linked.get(key):
+                continue
+            if not repository.exists(desc):
+                raise HubError(403, f"{repo_id}: refused: {FOREIGN_REFUSED}", "GatedRepo")
+            self._linked.set(key, True)
 
     # -- revisions ------------------------------------------------------------
 

@@ -21,11 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..errors import DiskFullError
+from ..storage.diskspace import require_space
 from .hub import HubError
 
 FILE_PREFIX = b'{"key": "file", "value": {"content": "'
 SMALL_LINE_MAX = 1 << 20  # header, lfsFile, deletions
 READ_SIZE = 1 << 20
+CONTENT_MAX = 10 << 20  # the default --inline-max: what preupload sends inline
 
 
 @dataclass
@@ -102,14 +105,22 @@ class _Input:
 
 
 def operations(
-    stream: BinaryIO, length: int | None, spool: Path, line_max: int
+    stream: BinaryIO,
+    length: int | None,
+    spool: Path,
+    line_max: int,
+    content_max: int = CONTENT_MAX,
 ) -> Iterator[Operation]:
-    """Each operation of the payload; a regular file's content already spooled."""
+    """Each operation of the payload; a regular file's content already spooled.
+
+    A regular file is at most ``content_max`` bytes (preupload sends anything larger
+    through LFS or Xet): without the cap one ``file`` line, streamed for as long as
+    the sender likes, would fill the node cache's disk before anything is checked."""
     body = _Input(stream, length)
     while body.peek(1):
         if body.peek(len(FILE_PREFIX)) == FILE_PREFIX:
             body.skip(len(FILE_PREFIX))
-            content = _spool(_decoded(body.until(b'"')), spool)
+            content = _spool(_decoded(body.until(b'"')), spool, content_max)
             rest = body.line(SMALL_LINE_MAX)
             value = _json(b'{"content": ""' + rest.removesuffix(b"}"))
             if value.get("encoding", "base64") != "base64":
@@ -127,7 +138,7 @@ def operations(
             data = value.get("content", "")
             encoding = value.get("encoding", "base64")
             raw = _b64(data.encode()) if encoding == "base64" else str(data).encode()
-            yield Operation(key, value, _spool(iter([raw]), spool))
+            yield Operation(key, value, _spool(iter([raw]), spool, content_max))
             continue
         yield Operation(key, value)
 
@@ -161,13 +172,23 @@ def _decoded(pieces: Iterator[bytes]) -> Iterator[bytes]:
         yield _b64(carry)
 
 
-def _spool(chunks: Iterator[bytes], directory: Path) -> Spooled:
+def _spool(chunks: Iterator[bytes], directory: Path, content_max: int) -> Spooled:
     directory.mkdir(parents=True, exist_ok=True)
+    try:
+        require_space(directory, content_max, "a file of a commit")
+    except DiskFullError:
+        raise HubError(507, "not enough space on the gateway for this commit") from None
     hasher = hashlib.sha256()
     size = 0
     with tempfile.NamedTemporaryFile(dir=directory, prefix="file-", delete=False) as out:
         for chunk in chunks:
+            size += len(chunk)
+            if size > content_max:
+                raise HubError(
+                    413,
+                    f"a regular file of a commit is at most {content_max} bytes "
+                    "(larger files go through LFS or Xet, as preupload says)",
+                )
             hasher.update(chunk)
             out.write(chunk)
-            size += len(chunk)
     return Spooled(Path(out.name), size, "sha256:" + hasher.hexdigest())

@@ -462,6 +462,9 @@ class Uploads:
         self._branch_name(branch)
         with self._branch_lock(repo_id, branch):
             model = self._open(repo_id, branch, request)
+            # Before a byte of the payload is read: a client that may only read (anyone,
+            # for a public repository) must not get to spool files on the gateway's disk.
+            self._check_push(model.repository)
             head = self._head(model)
             with claimed_folder(self.workdir, "commit-") as work:
                 change, header = self._read_operations(request, model.repository, head, work)
@@ -484,7 +487,9 @@ class Uploads:
         except ValueError:
             length = None
         line_max = self.config.inline_max * 4 // 3 + (1 << 20)
-        for op in operations(request.environ["wsgi.input"], length, work / "spool", line_max):
+        payload = request.environ["wsgi.input"]
+        spool, content_max = work / "spool", max(self.config.inline_max, 1)
+        for op in operations(payload, length, spool, line_max, content_max):
             value = op.value
             if op.key == "header":
                 header = value

@@ -27,8 +27,10 @@ is measured from the chunk headers before a byte is spooled, bounded by
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -65,6 +67,7 @@ from .xetformat import (
 log = logging.getLogger("modelpack.gateway")
 TOKEN_TTL = 3600
 MAX_SESSIONS = 1024  # Xet write tokens alive at once (one per upload; the oldest go first)
+MAX_ANNOUNCED = 1 << 16  # lfs sizes remembered per scope (the oldest go first)
 XORB_MAX = 80 * 1024 * 1024  # the spec caps serialized xorbs at 64 MiB
 SHARD_MAX = 64 * 1024 * 1024  # xet-core's shard target size
 HASH_RE = re.compile(r"^[0-9a-f]{64}\Z")
@@ -79,7 +82,9 @@ class Scope:
     """What one client (its Authorization) sent for one repository."""
 
     xorbs: set[str] = field(default_factory=set)
-    sizes: set[int] = field(default_factory=set)  # of the lfs files preupload announced
+    # The lfs file sizes preupload announced, newest last, at most MAX_ANNOUNCED: a
+    # preupload may list 100,000 files, and a scope in use never expires.
+    sizes: dict[int, None] = field(default_factory=dict)
     used: float = field(default_factory=time.time)
 
 
@@ -131,7 +136,12 @@ class Xet:
         """Preupload's lfs file sizes: a shard of this scope may publish only those."""
         if sizes:
             with self._lock:
-                self._scope(authorization, repo_id).sizes.update(sizes)
+                known = self._scope(authorization, repo_id).sizes
+                for size in sizes[-MAX_ANNOUNCED:]:
+                    known.pop(size, None)
+                    known[size] = None
+                for size in list(itertools.islice(known, max(0, len(known) - MAX_ANNOUNCED))):
+                    del known[size]
 
     def _scope(self, authorization: str | None, repo_id: str) -> Scope:
         """The scope of these credentials and repository (under the lock); idle scopes
@@ -311,15 +321,31 @@ class Xet:
         in a repository, so a later upload may build on it where it can read that file."""
         folder = self.root / "published"
         folder.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            for term in terms:
-                line = json.dumps(
-                    {"repo": repo_id, "digest": desc.digest, "size": desc.size,
-                     "start": term.start, "end": term.end}, sort_keys=True)  # fmt: skip
-                path = folder / term.xorb
-                if line not in self._records(path):
+        # Each file's ranges merged per xorb (at most one line per run of chunks), each
+        # record file read once and appended to once: a file may have 262,144 terms, and
+        # reading the growing record file per term (under the lock every Xet request
+        # takes) was quadratic: hours for one 12 MiB shard.
+        for xorb, ranges in _merged_ranges(terms).items():
+            path = folder / xorb
+            lines = [
+                json.dumps(
+                    {
+                        "repo": repo_id,
+                        "digest": desc.digest,
+                        "size": desc.size,
+                        "start": start,
+                        "end": end,
+                    },
+                    sort_keys=True,
+                )  # fmt: skip
+                for start, end in ranges
+            ]
+            with self._lock:
+                known = set(self._records(path))
+                new = [line for line in lines if line not in known]
+                if new:
                     with open(path, "a", encoding="utf-8") as out:
-                        out.write(line + "\n")
+                        out.write("".join(line + "\n" for line in new))
 
     @staticmethod
     def _records(path: Path) -> list[str]:
@@ -346,6 +372,7 @@ class _Shard:
         self.client = client
         self._indexes: dict[str, XorbIndex] = {}
         self._readable: dict[tuple[str, str], bool] = {}
+        self._covered: dict[str, list[list[int]]] = {}  # per xorb, once per shard
 
     def measure(self, info: FileInfo) -> int:
         """The file's size from the chunk headers of the xorbs it names (each term's
@@ -384,14 +411,31 @@ class _Shard:
         records that would extend the range covered so far)."""
         if term.xorb in self.session.scope.xorbs:
             return True
-        covered = term.start
-        for record in sorted(self.xet.published(term.xorb), key=lambda r: _int(r.get("start"))):
-            start, end = _int(record.get("start")), _int(record.get("end"))
-            if start <= covered < end and self._can_read(record):
-                covered = end
-            if covered >= term.end:
-                return True
-        return False
+        covered = self._coverage(term.xorb)
+        at = bisect.bisect_right(covered, [term.start, 1 << 62]) - 1
+        return at >= 0 and covered[at][0] <= term.start and term.end <= covered[at][1]
+
+    def _coverage(self, xorb: str) -> list[list[int]]:
+        """The chunk ranges of ``xorb`` these credentials may use, merged and sorted:
+        worked out once per shard (a shard may have millions of terms), the registry
+        asked only about records that would add to what is covered so far."""
+        if xorb in self._covered:
+            return self._covered[xorb]
+        records = sorted(
+            ((_int(r.get("start")), _int(r.get("end")), r) for r in self.xet.published(xorb)),
+            key=lambda item: (item[0], -item[1]),
+        )
+        merged: list[list[int]] = []
+        for start, end, record in records:
+            if start < 0 or end <= start:
+                continue
+            if merged and start <= merged[-1][1]:
+                if end > merged[-1][1] and self._can_read(record):
+                    merged[-1][1] = end
+            elif self._can_read(record):
+                merged.append([start, end])
+        self._covered[xorb] = merged
+        return merged
 
     def _can_read(self, record: dict) -> bool:
         repo, digest, size = record.get("repo"), record.get("digest"), record.get("size")
@@ -405,6 +449,23 @@ class _Shard:
             except (AuthenticationError, NotFoundError):
                 self._readable[key] = False
         return self._readable[key]
+
+
+def _merged_ranges(terms: tuple[Term, ...]) -> dict[str, list[tuple[int, int]]]:
+    """Each xorb's chunk ranges among ``terms``, overlapping and adjacent ones merged."""
+    by_xorb: dict[str, list[tuple[int, int]]] = {}
+    for term in terms:
+        by_xorb.setdefault(term.xorb, []).append((term.start, term.end))
+    merged: dict[str, list[tuple[int, int]]] = {}
+    for xorb, ranges in by_xorb.items():
+        out: list[list[int]] = []
+        for start, end in sorted(ranges):
+            if out and start <= out[-1][1]:
+                out[-1][1] = max(out[-1][1], end)
+            else:
+                out.append([start, end])
+        merged[xorb] = [(start, end) for start, end in out]
+    return merged
 
 
 def _int(value: object) -> int:

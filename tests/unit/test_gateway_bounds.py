@@ -68,3 +68,42 @@ def test_xet_sessions_are_capped(tmp_path):
         xet._session(_request(AUTHORIZATION=f"Bearer {tokens[0]}"))
     assert refused.value.status == 401
     assert xet._session(_request(AUTHORIZATION=f"Bearer {tokens[-1]}")).repo_id == "org/m"
+
+
+def test_preupload_sizes_kept_per_scope_are_capped(tmp_path):
+    """Before: every lfs size a preupload listed was kept for as long as the scope was
+    used (bob's 2 MiB preuploads of 60,000 sizes each: +75 MiB of RSS in 10 requests)."""
+    from modelpack.gateway.xet import MAX_ANNOUNCED
+
+    config = GatewayConfig("127.0.0.1:9/gw", settings=Settings(home=tmp_path, plain_http=True))
+    xet = Xet(config, clients=None)  # type: ignore[arg-type]  # no registry is asked here
+    for start in range(0, 3 * MAX_ANNOUNCED, 50_000):
+        xet.announce("Basic x", "org/m", list(range(start, start + 50_000)))
+    sizes = xet._scope("Basic x", "org/m").sizes
+    assert len(sizes) == MAX_ANNOUNCED
+    last = 3 * MAX_ANNOUNCED - 3 * MAX_ANNOUNCED % 50_000 + 49_999
+    assert last in sizes and 0 not in sizes  # the newest kept, the oldest gone
+    xet.announce("Basic x", "org/m", [5])  # announced again: the newest once more
+    assert list(sizes)[-1] == 5 and len(sizes) == MAX_ANNOUNCED
+
+
+def test_odd_json_from_anonymous_clients_is_a_400_not_a_500():
+    """Before: a listing cursor nested 2,900 deep or holding 1e400, and a paths-info body
+    nested deep or not an object, raised RecursionError/OverflowError/AttributeError: 500
+    and a traceback in the log per request."""
+    import base64
+    import io
+
+    from modelpack.gateway.catalog import _cursor_offset
+
+    for text in (b"[" * 2900, b'{"offset": 1e400}', b'{"offset": "x"}', b"[]"):
+        with pytest.raises(HubError) as refused:
+            _cursor_offset(base64.urlsafe_b64encode(text).decode().rstrip("="))
+        assert refused.value.status == 400
+    for body in (b"[" * 100_000, b"[1, 2]", b'"x"'):
+        request = _request()
+        request.environ.update({"CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
+                                "CONTENT_TYPE": "application/json"})  # fmt: skip
+        with pytest.raises(HubError) as refused:
+            request.form()
+        assert refused.value.status == 400
