@@ -79,6 +79,8 @@ TICKET_TTL = 3600.0
 # this is 32 such batches at once; each holds an Authorization header (under 8 KiB).
 MAX_TICKETS = 8192
 HISTORY_MAX = 1000
+HISTORY_TTL = 300.0  # seconds a walked history is reused (commit tags rarely move)
+HISTORIES_MAX = 1024
 REFS_MAX = 1000
 GITATTRIBUTES = b"""\
 *.bin filter=lfs diff=lfs merge=lfs -text
@@ -145,6 +147,7 @@ class Uploads:
         self.resolver = resolver
         self.hub_error = hub_error
         self.tickets = Tickets()
+        self._histories: TTLMap[str, list[dict[str, Any]]] = TTLMap(HISTORIES_MAX, HISTORY_TTL)
         self.xet = Xet(config, clients)
         self.workdir = config.settings.home / "uploads"
         self._branches: dict[tuple[str, str], threading.Lock] = {}
@@ -591,8 +594,15 @@ class Uploads:
         return Response.json(document)
 
     def commits(self, request: Request, repo_id: str, revision: str) -> Response:
+        """The first-parent history, at most HISTORY_MAX commits.  Walking it costs a
+        manifest per commit, so a walk is remembered by the head's manifest digest (the
+        client just read that manifest with its own credentials, and the parents it names
+        are commit tags of the same repository) for HISTORY_TTL."""
         model = self._open(repo_id, revision, request)
+        if (known := self._histories.get(model.key)) is not None:
+            return Response.json(known)
         history, seen = [], set()
+        head = model.key
         while model.commit not in seen and len(history) < HISTORY_MAX:
             seen.add(model.commit)
             history.append(_commit_entry(model))
@@ -603,6 +613,7 @@ class Uploads:
                 model = self._open(repo_id, parent, request)
             except HubError:
                 break  # a parent tag someone removed: history ends there
+        self._histories.set(head, history)
         return Response.json(history)
 
 

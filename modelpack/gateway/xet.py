@@ -202,6 +202,8 @@ class Xet:
         self.store.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.store, prefix=".part-") as part:
             try:
+                # The node cache keeps its reserve: xorbs are kept before any shard uses them.
+                require_space(self.store, XORB_MAX, "a xorb")
                 with disk_full_errors(self.store, "a xorb"):
                     received = self._copy_body(request, part, min(XORB_MAX, left))
                     part.flush()

@@ -593,3 +593,36 @@ def test_a_listing_with_wrong_credentials_is_one_check_and_a_401(tmp_path):
         finally:
             gateway.stop()
             proxy.stop()
+
+
+def test_a_history_is_walked_once_per_head(registry, tmp_path):
+    """Issue 28 (the attack after the fixes): ``list_repo_commits`` cost a manifest per
+    commit (up to 1000) on every request, for anyone who may read the repository.  A walk
+    is now remembered by its head's manifest digest: the next request costs the head."""
+    from test_hub_uploads import hf_python
+
+    proxy = HttpProxy(upstream=registry.url).start()
+    gateway = _started(Gateway(f"{proxy.host}/history28", tmp_path / "gateway"))
+    try:
+        code = """
+import json
+from huggingface_hub import HfApi
+api = HfApi()
+api.create_repo("org/long")
+for number in range(6):
+    api.upload_file(path_or_fileobj=str(number).encode(), path_in_repo=f"f{number}.txt",
+                    repo_id="org/long")
+print(json.dumps([c.commit_id for c in api.list_repo_commits("org/long")]))
+"""
+        commits = hf_python(gateway, code, tmp_path / "hf")
+        assert len(commits) == 7  # the create's first commit and six uploads
+        costs = []
+        for _ in range(3):
+            asked = len(proxy.exchanges)
+            answer = requests.get(f"{gateway.url}/api/models/org/long/commits/main", timeout=30)
+            assert [c["id"] for c in answer.json()] == commits
+            costs.append(len(proxy.exchanges) - asked)
+        assert costs[0] <= 2 and costs[1] <= 2 and costs[2] <= 2, costs  # the head only
+    finally:
+        gateway.stop()
+        proxy.stop()

@@ -257,3 +257,28 @@ def test_a_changed_file_reuses_xorbs_published_before_a_restart(registry, tmp_pa
     sent_first, sent_second = XORB_POST.findall(first), XORB_POST.findall(second)
     assert sent_first and sent_second and not set(sent_first) & set(sent_second)
     assert "POST /api/modelpack/xet/v1/shards 200" in second
+
+
+def test_xorbs_keep_the_node_caches_reserve(registry, tmp_path):
+    """The attack after the fixes: xorbs are kept before any shard uses them, with no free
+    space check, so a pusher's tokens could fill the node cache's disk.  Now a xorb needs
+    room for the largest one plus the cache's reserve, else 507 and nothing is kept."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI and the dev machines run as root)")
+    home = tmp_path / "small"
+    home.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(home)], check=True)
+    try:
+        gateway = Gateway(f"{registry.host}/{NAMESPACE}", home / "gateway").start()
+        try:
+            client = Client(gateway, "org/full", "hf_x").create_repo()
+            name, body = one_chunk_xorb(PATTERN)
+            refused(client.xorb(name, body), 507, "not enough space")
+            assert not list((home / "gateway").rglob(name))
+        finally:
+            gateway.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=False)
