@@ -154,14 +154,14 @@ ESCAPES = [
 
 def test_no_revision_reaches_outside_the_namespace(registry, tmp_path):
     settings = Settings(home=tmp_path / "home", plain_http=True)
-    for name in ("gw/org/tiny", "private/secret"):
+    for name in ("escape/org/tiny", "private/secret"):
         make_artifact(
             open_repository(parse_reference(f"{registry.host}/{name}"), settings),
             "latest",
             _files(**{"config.json": b"{}", "model.safetensors": WEIGHTS[:4096]}),
         )
     proxy = HttpProxy(upstream=registry.url).start()
-    gateway = _started(Gateway(f"{proxy.host}/gw", tmp_path / "gateway"))
+    gateway = _started(Gateway(f"{proxy.host}/escape", tmp_path / "gateway"))
     try:
         for revision in ESCAPES:
             for url in (
@@ -175,7 +175,7 @@ def test_no_revision_reaches_outside_the_namespace(registry, tmp_path):
         assert paths, "the gateway never asked the registry"
         outside = [
             p for p in paths
-            if p != "/v2/" and not (p.startswith("/v2/gw/") and posixpath.normpath(p) == p)
+            if p != "/v2/" and not (p.startswith("/v2/escape/") and posixpath.normpath(p) == p)
         ]  # fmt: skip
         assert not outside, outside
     finally:
