@@ -338,6 +338,9 @@ class HarborServer:
             "loggers:\n  - name: STD_OUTPUT\n    level: INFO\n"
             "reaper:\n  max_update_hours: 24\n  max_dangling_hours: 168\n"
         )
+        # Not core's EXT_ENDPOINT: with it, the replication adapter in a job takes itself for
+        # core and calls this Harbor at http://127.0.0.1:8080 (Harbor's deployment has core there)
+        env = {k: v for k, v in env.items() if k != "EXT_ENDPOINT"}
         process = self._spawn(
             "jobservice", [str(self.build / "bin/harbor_jobservice"), "-c", str(config)], env=env
         )
@@ -405,12 +408,55 @@ class HarborServer:
             )
         return response
 
-    def create_project(self, name: str, *, public: bool = False) -> None:
-        self.api(
-            "POST",
-            "/projects",
-            json={"project_name": name, "metadata": {"public": str(public).lower()}},
+    def create_project(
+        self, name: str, *, public: bool = False, registry_id: int | None = None
+    ) -> None:
+        """A project; with ``registry_id`` (an endpoint, create_registry) a proxy cache of it."""
+        document: dict[str, Any] = {
+            "project_name": name,
+            "metadata": {"public": str(public).lower()},
+        }
+        if registry_id is not None:
+            document["registry_id"] = registry_id
+        self.api("POST", "/projects", json=document)
+
+    def create_registry(self, name: str, url: str, kind: str = "docker-registry") -> int:
+        """A registry endpoint (Administration -> Registries), anonymous; returns its id."""
+        created = self.api(
+            "POST", "/registries", json={"name": name, "type": kind, "url": url, "insecure": True}
         )
+        return int(created.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+
+    def replicate(
+        self, name: str, registry_id: int, repository: str, namespace: str, timeout: float = 120
+    ) -> dict:
+        """A push-based replication rule (``repository`` of this Harbor, to ``namespace`` at
+        the endpoint, manual trigger), run once through the API; returns the finished
+        execution (``status`` Succeed, Failed or Stopped) or raises on the timeout."""
+        created = self.api(
+            "POST",
+            "/replication/policies",
+            json={
+                "name": name,
+                "dest_registry": {"id": registry_id},
+                "dest_namespace": namespace,
+                "dest_namespace_replace_count": 1,
+                "filters": [{"type": "name", "value": repository}],
+                "trigger": {"type": "manual"},
+                "enabled": True,
+                "override": True,
+            },
+        )
+        policy = int(created.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+        started = self.api("POST", "/replication/executions", json={"policy_id": policy})
+        execution = started.headers["Location"].rstrip("/").rsplit("/", 1)[1]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            document = self.api("GET", f"/replication/executions/{execution}").json()
+            if document["status"] in ("Succeed", "Failed", "Stopped"):
+                return document
+            time.sleep(0.5)
+        raise RuntimeError(f"replication {name} did not finish within {timeout:.0f}s")
 
     def create_user(self, name: str, password: str) -> None:
         self.api(

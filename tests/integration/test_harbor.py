@@ -10,18 +10,21 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
+import time
 from pathlib import Path
 
 import pytest
 import requests
-from support.harbor import PEER_SRC, HarborTeam
+from support.harbor import PEER_SRC, HarborTeam, build_harbor
 from support.helpers import run_cli, tree_files
 
 import modelpack
 from modelpack.oci.reference import Reference
 from modelpack.registry.client import open_repository
 from modelpack.settings import Settings
-from modelpack.testing import make_tiny_model
+from modelpack.testing import RegistryServer, make_tiny_model
+from modelpack.testing.harbor import ADMIN, VERSIONS, HarborServer
 
 if not PEER_SRC.is_dir():  # a clone on its own: one line says what is missing
     pytest.skip(
@@ -472,3 +475,117 @@ def test_a_push_over_the_quota_says_so_and_completes_once_raised(harbor, tmp_pat
     assert pushed["skipped"] == len(held) and pushed["transferred"] == len(digests) - len(held)
     _pull(ref, tmp_path / "out", env)
     assert tree_files(tmp_path / "out") == tree_files(model)
+
+
+# -- a proxy-cache project and a replication rule -------------------------------------------
+
+
+@pytest.mark.interop(
+    "Harbor",
+    "pull through a proxy-cache project in front of a distribution",
+    "identical files and digest; a second pull takes no blob from the upstream; once Harbor has cached the manifest, a pull works with the upstream stopped",
+)
+def test_pull_through_a_proxy_cache_project(harbor, tiny_model, tmp_path):
+    """Harbor caches the blobs while it streams them, and the manifest some 20 s later
+    (its proxy waits for the blobs before it pushes the manifest to its own registry)."""
+    with RegistryServer() as upstream:
+        source = f"{upstream.host}/ml/bert:v1"
+        _build(tiny_model, source)
+        digest = _push(source)
+        endpoint = harbor.server.create_registry("upstream-distribution", upstream.url)
+        harbor.server.create_project("cache", registry_id=endpoint)
+        env, through = _env(harbor.admin), harbor.ref("cache", "ml/bert")
+
+        def pull(name: str) -> None:
+            out = tmp_path / name
+            pulled = _pull(through, out, {**env, "MODELPACK_HOME": str(tmp_path / f"{name}-home")})
+            assert pulled["digest"] == digest
+            assert tree_files(out) == tree_files(tiny_model)
+
+        def blobs_taken() -> int:
+            return upstream.access_log().count("GET /v2/ml/bert/blobs/")
+
+        pull("first")
+        assert blobs_taken() > 0  # ... through Harbor, from the upstream
+        before = blobs_taken()
+        pull("second")
+        assert blobs_taken() == before  # every blob from Harbor's cache
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # the manifest lands in Harbor's own registry
+            cached = harbor.server.api(
+                "GET", "/projects/cache/repositories/ml%252Fbert/artifacts", expect=(200, 404)
+            )
+            if cached.status_code == 200 and [a["digest"] for a in cached.json()] == [digest]:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("Harbor did not cache the manifest within 90 s")
+        upstream.stop()
+        pull("offline")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:  # as core binds it: TIME_WAIT from a last run is no use
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.interop(
+    "Harbor",
+    "a push-based replication rule to a distribution, run through the API",
+    "the model, its cosign-style signature and its model-signing bundle arrive with the same digests; `verify` and `pull --verify-key` pass on the copy",
+)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_replication_rule_carries_the_model_and_its_signatures(
+    version, registry, keys, tiny_model, tmp_path
+):
+    """Harbor's core reads its own projects for a replication at http://127.0.0.1:8080 (where
+    its deployment runs core; src/pkg/reg/adapter/harbor/base/client.go), so this test runs
+    a Harbor of its own on that port."""
+    if not PEER_SRC.is_dir():
+        pytest.skip(f"Harbor tests need the source snapshots in {PEER_SRC} (absent)")
+    assert _port_free(8080), "replication needs Harbor's core on 127.0.0.1:8080, which is busy"
+    build_harbor(version)
+    with HarborServer(version=version, port=8080) as server:
+        server.create_project("team")
+        env = _env((ADMIN, server.admin_password))
+        ref = f"{server.host}/team/replicated:v1"
+        _build(tiny_model, ref)
+        digest = _push(ref, env)
+        _sign(ref, keys.private_path, env=env)
+        _sign(ref, keys.private_path, "--model-signing", env=env)
+        referrers = requests.get(
+            f"{server.url}/v2/team/replicated/referrers/{digest}",
+            auth=(ADMIN, server.admin_password),
+            timeout=30,
+        ).json()["manifests"]
+        assert {r.get("artifactType") for r in referrers} >= {
+            "application/vnd.dev.cosign.artifact.sig.v1+json",
+            "application/vnd.dev.sigstore.bundle.v0.3+json",
+        }, referrers
+        namespace = f"replica-{version.replace('.', '-')}"
+        endpoint = server.create_registry("replica-distribution", registry.url)
+        execution = server.replicate("to-distribution", endpoint, "team/replicated", namespace)
+        assert execution["status"] == "Succeed" and execution["succeed"] >= 1, execution
+    copy = f"{registry.host}/{namespace}/replicated:v1"
+    at = f"{registry.url}/v2/{namespace}/replicated"
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    head = requests.head(f"{at}/manifests/v1", headers=accept, timeout=10)
+    assert head.headers.get("Docker-Content-Digest") == digest, head.status_code
+    for referrer in referrers:  # signature and bundle, each by its digest
+        manifest = requests.get(f"{at}/manifests/{referrer['digest']}", headers=accept, timeout=10)
+        assert manifest.status_code == 200, referrer
+        if referrer.get("artifactType") == "application/vnd.dev.sigstore.bundle.v0.3+json":
+            assert json.loads(manifest.content)["subject"]["digest"] == digest
+    tags = requests.get(f"{at}/tags/list", timeout=10).json()["tags"]
+    assert f"sha256-{digest.split(':')[1]}.sig" in tags, tags  # cosign's tag came along
+    verified = json.loads(
+        _ok(run_cli("verify", copy, "--key", str(keys.public_path), "--json")).stdout
+    )
+    assert verified["verified"] is True
+    _pull(copy, tmp_path / "out", None, "--verify-key", str(keys.public_path))
+    assert tree_files(tmp_path / "out") == tree_files(tiny_model)
