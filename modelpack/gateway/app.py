@@ -15,6 +15,7 @@ from ..errors import (
     IntegrityError,
     ModelpackError,
     NotFoundError,
+    RegistryPolicyError,
     RegistryUnavailableError,
     UsageError,
 )
@@ -68,7 +69,24 @@ def hub_error(exc: ModelpackError, repo_id: str) -> HubError:
                         "try again later")  # fmt: skip
     if isinstance(exc, UsageError):
         return HubError(400, f"{repo_id}: the gateway cannot serve this request")
+    if isinstance(exc, RegistryPolicyError):
+        return policy_refusal(exc, repo_id)
     return HubError(502, f"{repo_id}: the registry behind this gateway answered with an error")
+
+
+def policy_refusal(exc: RegistryPolicyError, repo_id: str) -> HubError:
+    """A rule the registry's operators set refused a write (Harbor: a tag immutability
+    rule, a project's storage quota): the client's request, not the gateway, is what
+    cannot go through, so a 4xx naming the rule, never a 5xx the client would retry."""
+    text = str(exc)
+    if "tag immutability rule" in text:
+        return HubError(409, f"{repo_id}: the registry refused to move the branch or tag: a "
+                        "tag immutability rule protects it; commit to another branch, or ask "
+                        "a project admin to change the rule")  # fmt: skip
+    if "storage quota" in text:
+        return HubError(413, f"{repo_id}: the commit would exceed the project's storage quota "
+                        "in the registry; ask an admin to raise it")  # fmt: skip
+    return HubError(403, f"{repo_id}: a policy of the registry refused the write")
 
 
 SIGNATURE_REFUSED = "the model has no valid signature by the key this gateway requires"

@@ -7,9 +7,10 @@ client: a repository is listed only when the client's own credentials can list i
 (kept per credential for ACCESS_TTL seconds), and its entry (sha, tags, dates) comes from
 the manifest the client's credentials resolve, as for every other route.
 
-A registry that refuses the catalog to the gateway (Harbor gives ``_catalog`` to system
-admins only) lists nothing: ``Catalog.repositories`` says why, the page shows it, the
-log warns once per TTL.  What huggingface_hub sends (``HfApi.list_models``): ``search``,
+A registry that refuses the catalog to the gateway lists nothing: ``Catalog.repositories``
+says why, the page shows it, the log warns once per TTL.  A Harbor (asked once, at its
+``/api/v2.0/systeminfo``) is listed through its project API instead (harborlist.py): the
+names it lists to the gateway's credentials and, kept per credential, to the client's.  What huggingface_hub sends (``HfApi.list_models``): ``search``,
 ``author``, ``filter`` (repeated), ``sort``, ``limit``, ``expand`` (repeated), ``full``,
 ``cardData``; it follows ``Link: <URL>; rel="next"`` with absolute URLs and stops after
 ``limit`` items.
@@ -24,6 +25,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,9 +35,10 @@ from urllib.parse import urlencode
 from ..errors import AuthenticationError, ModelpackError, RegistryError
 from ..registry.client import RegistryClient, RegistryRepository, connect
 from ..registry.transport import raise_for_status
-from .access import Clients
+from .access import MAX_CLIENTS, Clients
 from .card import Card, Cards
 from .config import GatewayConfig
+from .harborlist import harbor_repositories, is_harbor
 from .http import Request, Response
 from .hub import HubError, RepoFile, canonical_repo_id, valid_repo_id
 from .models import Model, Resolver
@@ -255,6 +258,8 @@ class Catalog:
         self.cards = Cards(pulls)
         self._own: RegistryClient | None = None
         self._repositories: _Timed | None = None
+        self._harbor: bool | None = None  # is the registry a Harbor? (asked once)
+        self._listed: TTLMap[str, tuple[str, ...]] = TTLMap(MAX_CLIENTS, CATALOG_TTL)
         # (credential, repo) -> its user tags; -> its Entry
         self._tags: TTLMap[tuple[str, str], tuple[str, ...]] = TTLMap(MAX_KEPT, ACCESS_TTL)
         self._opened: TTLMap[tuple[str, str], Entry] = TTLMap(MAX_KEPT, ACCESS_TTL)
@@ -263,7 +268,25 @@ class Catalog:
 
     # -- which repositories exist ---------------------------------------------------
 
-    def repositories(self) -> Repositories:
+    def repositories(self, authorization: str | None = None) -> Repositories:
+        """The names the gateway's credentials list; on Harbor, with those its project
+        API lists to the client's credentials (``authorization``)."""
+        own = self._own_repositories()
+        if not self._harbor or not authorization or not own.available:
+            return own
+        key, client = self.clients.for_header(authorization)
+        ids = self._listed.get(key)
+        if ids is None:
+            try:
+                ids = self._valid(harbor_repositories(client, self.config.namespace,
+                                                      MAX_REPOSITORIES))  # fmt: skip
+            except ModelpackError as exc:
+                log.warning("listing Harbor's repositories for a client failed: %s", exc)
+                ids = ()
+            self._listed.set(key, ids)
+        return Repositories(tuple(sorted(set(own.ids) | set(ids)))[:MAX_REPOSITORIES])
+
+    def _own_repositories(self) -> Repositories:
         with self._lock:
             known = self._repositories
         if known is not None and time.monotonic() - known.at < CATALOG_TTL:
@@ -282,6 +305,19 @@ class Catalog:
         if self._own is None:
             # The gateway's own credentials (docker config, MODELPACK_USERNAME/PASSWORD).
             self._own = connect(self.config.host, self.config.settings)
+        if self._harbor is None:
+            try:
+                self._harbor = is_harbor(self._own)
+            except ModelpackError as exc:  # unreachable now: asked again next time
+                log.info("asking whether the registry is a Harbor: %s", exc)
+        if self._harbor:
+            try:
+                names = harbor_repositories(self._own, self.config.namespace, MAX_REPOSITORIES)
+            except ModelpackError as exc:
+                log.warning("listing Harbor's projects failed, /api/models lists nothing: %s", exc)
+                return Repositories((), False, "the Harbor behind this gateway did not list "
+                                    "its projects (/api/v2.0/projects failed)")  # fmt: skip
+            return Repositories(self._valid(names))
         prefix = f"{self.config.namespace}/" if self.config.namespace else ""
         what = "listing the registry's repositories (/v2/_catalog)"
         ids: list[str] = []
@@ -290,15 +326,21 @@ class Catalog:
             for response in pages:
                 raise_for_status(response, what)
                 names = _catalog_page(response)
-                ids += [n[len(prefix) :] for n in names if n.startswith(prefix)]
+                ids += [n for n in names if n.startswith(prefix)]
                 if len(ids) >= MAX_REPOSITORIES:
                     break
         except ModelpackError as exc:
             log.warning("%s failed, /api/models lists nothing: %s", what, exc)
             return Repositories((), False, "the registry does not let this gateway list its "
                                 "repositories (its /v2/_catalog refused)")  # fmt: skip
+        return Repositories(self._valid(ids))
+
+    def _valid(self, names: Iterable[str]) -> tuple[str, ...]:
+        """Full registry names under the namespace -> the hub repo ids they are, sorted."""
+        prefix = f"{self.config.namespace}/" if self.config.namespace else ""
+        ids = [n[len(prefix) :] for n in names if n.startswith(prefix)]
         valid = [i for i in ids if valid_repo_id(i) and canonical_repo_id(i) == i]
-        return Repositories(tuple(sorted(dict.fromkeys(valid))[:MAX_REPOSITORIES]))
+        return tuple(sorted(dict.fromkeys(valid))[:MAX_REPOSITORIES])
 
     # -- which of them this client may read -------------------------------------------
 
@@ -364,7 +406,7 @@ class Catalog:
         self._check(authorization)
         ids = [
             i
-            for i in self.repositories().ids
+            for i in self.repositories(authorization).ids
             if query.search in i and (not query.author or i.split("/")[0] == query.author)
         ]
         needs_models = bool(query.filters) or query.sort in ("lastModified", "createdAt")

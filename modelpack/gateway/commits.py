@@ -270,16 +270,20 @@ def manifest_descriptor(manifest: Manifest) -> Descriptor:
 
 
 def push_commit(repository: RegistryRepository, built: Built, head: Head | None) -> None:
-    """Config, then the manifest tagged by commit id, then the branch moved to it.
+    """Config, then the manifest pushed as the branch, then tagged by its commit id.
 
-    A parent the gateway did not make (``modelpack push``) is tagged by its
-    commit id too, so the history that starts at it can be walked."""
+    The branch first: a registry rule that refuses to move it (Harbor's tag immutability)
+    then leaves no new artifact behind.  The commit is found from the branch (its
+    annotations) until the id tag is there.  A parent the gateway did not make
+    (``modelpack push``) is tagged by its commit id too, so the history that starts at it
+    can be walked."""
     if not repository.exists(built.config_descriptor):
         push_bytes(repository, built.config_descriptor, built.config_bytes)
     if head is not None and ANNOTATION_BRANCH not in head.manifest.annotations:
         repository.tag(head.descriptor, head.commit)
-    repository.put_manifest(built.descriptor, built.manifest.to_bytes(), built.commit)
-    repository.tag(built.descriptor, str(built.manifest.annotations[ANNOTATION_BRANCH]))
+    branch = str(built.manifest.annotations[ANNOTATION_BRANCH])
+    repository.put_manifest(built.descriptor, built.manifest.to_bytes(), branch)
+    repository.tag(built.descriptor, built.commit)
 
 
 def branch_manifest(head: Head, repo_id: str, branch: str) -> tuple[Descriptor, bytes]:
