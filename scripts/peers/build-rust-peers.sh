@@ -29,7 +29,7 @@ command -v cargo >/dev/null 2>&1 || { echo "build-rust-peers: cargo not found on
 mkdir -p "$DIR/bin" "$DIR/logs"
 
 hash="$( (cd "$WORKSPACE" && find Cargo.toml Cargo.lock hf-hub-rs dragonfly-hf -type f \
-  -not -path '*/target/*' | LC_ALL=C sort | xargs sha256sum; sha256sum "$PINS") \
+  -not -path '*/target/*' | LC_ALL=C sort | xargs sha256sum; sha256sum <"$PINS") \
   | sha256sum | cut -c1-12)"
 dest="$DIR/rust-$hash"
 link() {
