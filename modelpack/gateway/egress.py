@@ -259,6 +259,10 @@ class Egress:
                 raise RegistryUnavailableError(
                     f"cannot reach the upstream hub for {_shown(url)}: {type(exc).__name__}"
                 ) from exc
+            except ValueError:  # requests parses a redirect's Location even when not following
+                raise EgressRefusedError(
+                    f"refused: {_shown(url)} redirects to a URL that does not parse"
+                ) from None
             if not response.is_redirect:
                 return response
             location = response.headers["Location"]

@@ -136,6 +136,8 @@ def operations(
             raise HubError(400, "each line of the commit payload needs a key and a value")
         if key == "file":  # another layout: the whole line was read
             data = value.get("content", "")
+            if not isinstance(data, str):
+                raise HubError(400, "file content must be a string (base64)")
             encoding = value.get("encoding", "base64")
             raw = _b64(data.encode()) if encoding == "base64" else str(data).encode()
             yield Operation(key, value, _spool(iter([raw]), spool, content_max))

@@ -383,7 +383,7 @@ class Uploads:
             if not isinstance(item, dict):
                 raise HubError(400, "each file needs a path")
             path, size = _file_path(item.get("path")), item.get("size")
-            if not isinstance(size, int) or size < 0:
+            if not _byte_count(size):
                 raise HubError(400, f"{shown_path(path)}: size must be a number of bytes")
             mode = "regular" if size <= self.config.inline_max else "lfs"
             lfs_sizes += [size] if mode == "lfs" else []
@@ -414,8 +414,8 @@ class Uploads:
         for item in objects:
             oid = item.get("oid") if isinstance(item, dict) else None
             size = item.get("size") if isinstance(item, dict) else None
-            if not isinstance(oid, str) or not OID_RE.match(oid) or not isinstance(size, int):
-                answers.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
+            if not isinstance(oid, str) or not OID_RE.match(oid) or not _byte_count(size):
+                answers.append({"oid": str(oid), "size": size if _byte_count(size) else 0,
                                 "error": {"code": 422, "message": "oid must be a sha256, size a number"}})  # fmt: skip
                 continue
             answer: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
@@ -518,7 +518,7 @@ class Uploads:
                     or not OID_RE.match(oid)
                 ):
                     raise HubError(400, f"{path}: an LFS file needs its sha256 oid")
-                if not isinstance(size, int):
+                if not _byte_count(size):
                     raise HubError(
                         400, f"{path}: an LFS file needs its size (copies are not supported)"
                     )
@@ -628,6 +628,11 @@ def _file_path(path: object, folder: bool = False) -> str:
         raise HubError(400, f"{shown_path(path)} is not a valid path in a repo: {problem}")
     assert isinstance(path, str)
     return path
+
+
+def _byte_count(value: object) -> bool:
+    """A size as JSON gives one: a whole number, not negative (``true`` is not 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _blob_size(repository: RegistryRepository, desc: Descriptor) -> int | None:

@@ -50,6 +50,8 @@ from ..errors import (
     ModelpackError,
     NotFoundError,
     RegistryUnavailableError,
+    SchemaValidationError,
+    SourceError,
 )
 from ..oci.digests import is_digest
 from ..oci.reference import is_tag
@@ -69,6 +71,16 @@ log = logging.getLogger("modelpack.gateway")
 FILE_WAIT = 5.0  # seconds a file request waits on an import (huggingface_hub's HEAD allows 10)
 RETRY_AFTER = 5
 DOWNLOADS = 4  # files of one import fetched at once
+
+
+class UnbuildableError(RefusedError):
+    """Files that match their listing but that a build refuses (a safetensors file too
+    short to be one, a model config the schema refuses): the upstream's fault, a 403."""
+
+    public = (
+        "the upstream hub's files are not a model this gateway can build "
+        "(the gateway's log says why); nothing was imported"
+    )
 
 
 class InternalRepositoryError(NotFoundError):
@@ -176,14 +188,17 @@ class Upstream:
                 tree = work / f"models--{repo_id.replace('/', '--')}" / "snapshots" / commit
                 with disk_full_errors(work, what):
                     self._download(repo_id, commit, files, tree)
-                result = api.build(
-                    tree,
-                    f"{self.config.host}/{name}:{revision}",
-                    hf_repo_id=repo_id,
-                    hf_revision=commit,
-                    push=True,
-                    settings=self.config.settings,
-                )
+                try:
+                    result = api.build(
+                        tree,
+                        f"{self.config.host}/{name}:{revision}",
+                        hf_repo_id=repo_id,
+                        hf_revision=commit,
+                        push=True,
+                        settings=self.config.settings,
+                    )
+                except (SourceError, SchemaValidationError) as exc:  # the upstream's files
+                    raise UnbuildableError(f"{repo_id}@{revision}: {exc.message}") from None
             log.info(
                 "upstream: imported %s@%s (commit %s, %d files) as %s:%s@%s in %.1fs",
                 repo_id, revision, commit, len(files), name, revision, result.digest,

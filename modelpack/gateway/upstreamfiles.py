@@ -32,10 +32,11 @@ from ..errors import (
 from ..settings import parse_size
 from ..storage.unpack import safe_relpath
 from .egress import Egress, RefusedError
+from .hub import path_problem
 
 CHUNK = 1 << 20
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+_SHA1_RE = re.compile(r"^[0-9a-f]{40}\Z")
 GiB = 1024**3
 
 
@@ -135,6 +136,10 @@ def _listed_file(entry: Any, what: str, caps: Caps) -> UpstreamFile:
         path = safe_relpath(name, what).as_posix()
     except UnsafePathError as exc:
         raise RefusedError(exc.message) from None
+    # The rule every path of a hub repo here is held to (uploads, /resolve, listings): a
+    # name with a newline or a .cache folder would be imported, then never served.
+    if problem := path_problem(path):
+        raise RefusedError(f"{what}: {name!r} is not a path a repo may hold: {problem}")
     size = entry.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise RefusedError(f"{what}: {name!r} is listed without a size")

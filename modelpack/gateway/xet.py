@@ -261,14 +261,21 @@ class Xet:
         repository = RegistryRepository(client, self.config.repository(session.repo_id))
         try:
             shard = _Shard(self, session, client)
-            todo = []
-            for info in parse_shard(data):
-                if info.sha256 is None:
-                    raise XetFormatError("a file of the shard has no sha256 (metadata extension)")
-                if not repository.exists(Descriptor(OCTETS, f"sha256:{info.sha256}", info.size)):
-                    todo.append((info, shard.measure(info)))
-            self._charge(session, sum(size for _, size in todo))
-            for info, size in todo:
+            files = parse_shard(data)
+            if any(info.sha256 is None for info in files):
+                raise XetFormatError("a file of the shard has no sha256 (metadata extension)")
+            # One file at a time, each sha256 once: a shard of 16,384 files naming one
+            # file, or files that fail their sha256, costs one registry lookup, not one
+            # per file before the first is checked.
+            done: set[str] = set()
+            for info in files:
+                if info.sha256 in done:
+                    continue
+                done.add(str(info.sha256))
+                if repository.exists(Descriptor(OCTETS, f"sha256:{info.sha256}", info.size)):
+                    continue
+                size = shard.measure(info)
+                self._charge(session, size)
                 self._publish(repository, info, size, shard)
         except XetFormatError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc.message)
@@ -284,7 +291,7 @@ class Xet:
         return Response.json({"result": 1})
 
     def _charge(self, session: Session, size: int) -> None:
-        """Reserve ``size`` bytes of the token's budget before any is spooled."""
+        """Reserve ``size`` bytes of the token's budget before a byte of them is spooled."""
         with self._lock:
             if session.published + size > self.config.xet_session_max:
                 raise HubError(413, self._spent("files", session.published + size))

@@ -45,7 +45,9 @@ class XetFormatError(IntegrityError):
 
 def hash_name(raw: bytes) -> str:
     """A 32-byte Xet hash as it appears in API paths: four little-endian u64s in hex."""
-    return "".join(f"{value:016x}" for value in struct.unpack("<4Q", raw))
+    if len(raw) != 32:
+        raise struct.error(f"a Xet hash is 32 bytes, not {len(raw)}")
+    return raw[7::-1].hex() + raw[15:7:-1].hex() + raw[23:15:-1].hex() + raw[31:23:-1].hex()
 
 
 @dataclass(frozen=True)

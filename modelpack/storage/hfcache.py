@@ -31,8 +31,8 @@ from ..oci.reference import Reference
 from ..oci.spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Manifest, ModelConfig
 from ._fsutil import atomic_write_bytes, remove_tree
 
-_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?\Z")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
 _HF_URL_RE = re.compile(r"^https?://[^/]+/([^/]+/[^/@?#]+)")
 
 
