@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..storage._locks import same_file
+
 log = logging.getLogger("modelpack.gateway")
 LOCK_SUFFIX = ".lock"
 STALE_AFTER = 24 * 3600.0  # seconds: unclaimed entries older than a day are left-overs
@@ -48,7 +50,7 @@ def _claim(parent: Path, prefix: str) -> tuple[int, Path]:
         fd, lock = tempfile.mkstemp(prefix=prefix, suffix=LOCK_SUFFIX, dir=parent)
         fcntl.flock(fd, fcntl.LOCK_EX)  # a sweep may hold it for an instant
         folder = Path(lock.removesuffix(LOCK_SUFFIX))
-        if _same_file(fd, lock):  # else a sweep took the new lock file for a left-over
+        if same_file(fd, lock, follow=False):  # else a sweep took the new lock file for a left-over
             try:
                 os.mkdir(folder, 0o700)
                 return fd, folder
@@ -98,22 +100,13 @@ def _sweep_claimed(lock: Path) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False  # its request is running
-        if not _same_file(fd, lock):
+        if not same_file(fd, lock, follow=False):
             return False  # its owner finished meanwhile
         _remove(Path(str(lock).removesuffix(LOCK_SUFFIX)))
         os.unlink(lock)
         return True
     finally:
         os.close(fd)
-
-
-def _same_file(fd: int, path: str | os.PathLike[str]) -> bool:
-    try:
-        current = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _remove(path: Path) -> None:

@@ -49,13 +49,15 @@ def file_lock(
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def _same_file(fd: int, path: str | os.PathLike[str]) -> bool:
+def same_file(fd: int, path: str | os.PathLike[str], *, follow: bool = True) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (a lock file someone removed
+    or replaced meanwhile does not); ``follow=False`` looks at a link itself."""
     try:
-        current = os.stat(path)
+        current = os.stat(path) if follow else os.lstat(path)
     except FileNotFoundError:
         return False
-    locked = os.fstat(fd)
-    return (current.st_dev, current.st_ino) == (locked.st_dev, locked.st_ino)
+    held = os.fstat(fd)
+    return (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino)
 
 
 @contextmanager
@@ -73,7 +75,7 @@ def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         fd = _open_lock_file(lock)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            if _same_file(fd, lock):
+            if same_file(fd, lock):
                 break
         except BaseException:
             os.close(fd)
