@@ -171,6 +171,11 @@ def apply(head: Head | None, change: Change) -> dict[str, _Carried | NewFile]:
         for path in [p for p in files if p.startswith(prefix) or prefix == "/"]:
             del files[path]
     files.update(change.added)
+    if not files:  # the spec's config needs one diffId, so an empty model is no model
+        raise CommitPathError(
+            "this commit would leave the repo without files, and a ModelPack model holds "
+            "at least one; keep a file, or delete the repo instead"
+        )
     _refuse_files_as_folders(files)
     return dict(sorted(files.items()))
 

@@ -198,6 +198,8 @@ print(json.dumps({{
     "dev_txt": open(hf_hub_download("org/refs", "dev.txt", revision="dev")).read(),
     "again": attempt(lambda: api.create_branch("org/refs", branch="dev")),
     "missing": attempt(lambda: api.delete_file("nope.txt", repo_id="org/refs")),
+    "emptied": attempt(lambda: api.delete_file(".gitattributes", repo_id="org/refs")),
+    "files_after": sorted(api.list_repo_files("org/refs")),
 }}))
 """
     )
@@ -218,6 +220,10 @@ print(json.dumps({{
     assert out["dev_txt"] == "on dev only"
     assert out["again"]["status"] == 409
     assert out["missing"]["error"] == "RemoteEntryNotFoundError", out["missing"]
+    # A ModelPack model holds a file at least: deleting the last one is refused, saying so.
+    assert out["emptied"]["status"] == 400, out["emptied"]
+    assert "without files" in out["emptied"]["message"], out["emptied"]
+    assert out["files_after"] == [".gitattributes"]
 
     # Another gateway (its own process and cache) answers the same: all is in the registry.
     replica = Gateway(gateway.registry, tmp_path / "replica").start()

@@ -641,6 +641,8 @@ def expected_commit(ops: list[Op], world: World) -> Expected | None:
         prefix = folder.strip("/") + "/"
         files = {p: d for p, d in files.items() if not (p.startswith(prefix) or prefix == "/")}
     files.update(added)
+    if not files:  # a ModelPack model holds at least one file
+        return Expected(400)
     for path in files:
         parts = path.split("/")
         if any("/".join(parts[:depth]) in files for depth in range(1, len(parts))):
