@@ -128,7 +128,12 @@ def safetensors_stats(paths: Iterable[str | os.PathLike[str]]) -> TensorStats:
         for name, info in read_safetensors_header(path).items():
             if name == "__metadata__" or not isinstance(info, dict):
                 continue
-            count = math.prod(int(d) for d in info.get("shape", []))
+            shape = info.get("shape", [])
+            if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+            ):  # ["x"], 5, [null]: int() and iteration failed with a traceback
+                raise SourceError(f"{path}: the shape of tensor {name!r} is not a list of sizes")
+            count = math.prod(shape)
             dtype = str(info.get("dtype", ""))
             stats.parameters += count
             stats.per_precision[_SAFETENSORS_PRECISION.get(dtype, dtype.lower())] += count
@@ -156,6 +161,8 @@ def _counted_safetensors(files: list[SourceFile]) -> list[SourceFile]:
             try:
                 weight_map = json.loads(index.path.read_text("utf-8")).get("weight_map", {})
             except (OSError, ValueError, AttributeError):
+                continue
+            if not isinstance(weight_map, dict):  # [1], "x", null: no index to go by
                 continue
             named.update(str(v) for v in weight_map.values())
         if named:
