@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import IntegrityError, UsageError
+from ..errors import IntegrityError, SourceError, UsageError
 from ..model.build import PlannedLayer, layer_annotations, plan_layers
 from ..model.metadata import derive_metadata, rfc3339
 from ..model.source import ModelSource, SourceFile
@@ -218,7 +218,10 @@ def build_commit(
             for p in plan_layers(ModelSource(stage, sources, name), LayerFormat.RAW)
         }
         kinds = {f.relpath: _kind(files[f.relpath], plans[f.relpath]) for f in sources}
-        derived = derive_metadata(sources, kinds, name=name)
+        try:
+            derived = derive_metadata(sources, kinds, name=name)
+        except SourceError as exc:  # a weights file whose header does not parse: say which
+            raise CommitPathError(exc.message.replace(f"{stage}{os.sep}", "")) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     layers, diff_ids = [], []
