@@ -309,9 +309,20 @@ class Xet:
             disk_full_errors(work, "a file of a Xet upload"),
         ):
             require_space(work, size, "a file of a Xet upload")
-            for term in info.terms:
-                with open(self.store / term.xorb, "rb") as stream:
-                    for chunk in read_chunks(stream, shard.index(term.xorb), term.start, term.end):
+            with contextlib.ExitStack() as files:
+                # A file may have 262,144 terms: the xorb a run of terms reads stays open
+                # (one open at a time), not opened again per term.
+                opened: tuple[str, BinaryIO] | None = None  # the xorb the last term read
+                for term in info.terms:
+                    if opened is None or opened[0] != term.xorb:
+                        files.close()
+                        opened = (
+                            term.xorb,
+                            files.enter_context(open(self.store / term.xorb, "rb")),
+                        )
+                    for chunk in read_chunks(
+                        opened[1], shard.index(term.xorb), term.start, term.end
+                    ):
                         hasher.update(chunk)
                         out.write(chunk)
             out.flush()
