@@ -53,10 +53,12 @@ import pytest
 import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from support.xetbuild import BOOKEND, DATA_KEY, SHARD_TAG, chunk, name_of, raw_of
 
 from modelpack.errors import UnsafePathError
 from modelpack.gateway import GatewayConfig, make_app
+from modelpack.gateway import xet as xet_module
 from modelpack.gateway.hub import path_problem
 from modelpack.gateway.upstreamfiles import Caps
 from modelpack.gateway.xetformat import (
@@ -183,7 +185,8 @@ class World:
         answer = Answer(int(started[0][0].split()[0]), dict(started[0][1]), data, cpu)
         what = (method, path, body[:300], length)
         if answer.status >= 500:
-            event(f"a documented {answer.status}")
+            with contextlib.suppress(InvalidArgument):  # outside a hypothesis test
+                event(f"a documented {answer.status}")
         assert answer.status < 500 or answer.status in DOCUMENTED_5XX, (answer, what)
         assert answer.cpu < CPU_MAX, (answer.cpu, what)
         self.assert_quiet(what)
@@ -1513,6 +1516,77 @@ def test_a_shard_naming_one_file_many_times_costs_one_lookup(world):
         lookups = world.registry.log_path.read_text(errors="replace").count(" HEAD /v2/") - before
         assert lookups <= 2, lookups
     world.assert_contained()
+
+
+def test_a_file_of_many_terms_is_put_together_in_bounded_time(world, monkeypatch):
+    """xet.py: one file of many terms naming one 1-byte chunk (262,144 is the most a file
+    may have: a 12 MB shard, a 256 KiB file, within every bound) took 54 s of CPU in the
+    long fuzzing run: ``published/XORB`` was re-read per term (main's rewrite merges each
+    file's ranges per xorb first) and the xorb was opened again for each term (now kept
+    open for a run of terms: 65,536 opens before, 1 now; 262,144 terms 6.4-7.4 s -> 3.2 s
+    of CPU on two busy cores)."""
+    opened: list[str] = []
+
+    def counting_open(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        opened.append(os.fspath(file))
+        return open(file, *args, **kwargs)
+
+    monkeypatch.setattr(xet_module, "open", counting_open, raising=False)
+    world.begin()
+    name = next(n for n, chunks in POOL_XORBS.items() if chunks[-1] == b"z")
+    last = len(POOL_XORBS[name]) - 1
+    files = [([(name, last, last + 1, 1)] * 65_536, hashlib.sha256(b"z" * 65_536).hexdigest(),
+              1 << 30)]  # fmt: skip
+    answer = world.call("POST", f"{XET}/v1/shards", _shard_bytes(files), headers=_xet_token(world))
+    assert answer.status == 200 and answer.cpu < 2.0, answer
+    xorb_opens = [f for f in opened if Path(f) == world.home / "xet" / "verified" / name]
+    assert 1 <= len(xorb_opens) <= 2, len(xorb_opens)  # its index, then its chunks
+    records = (world.home / "xet" / "published" / name).read_text().splitlines()
+    assert len(records) == len(set(records))
+    world.assert_contained()
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        # model/metadata.py: int() and iteration of a shape that is not a list of sizes
+        # raised ValueError/TypeError: a 500 and a traceback for the commit.  (Headers
+        # kept short: a regular file of this gateway is at most INLINE_MAX bytes.)
+        ({"w": {"shape": ["x"]}}, "not a list of sizes"),
+        ({"w": {"shape": 5}}, "not a list of sizes"),
+        ({"w": {"shape": [None]}}, "not a list of sizes"),
+        # commits.py: refused as "the gateway cannot serve this request", reason in the log.
+        (None, "too short to be a safetensors file"),
+    ],
+)
+def test_a_weights_header_that_does_not_read_is_a_400_naming_the_file(world, header, reason):
+    data = b"" if header is None else _safetensors_like(len(json.dumps(header)),
+                                                        json.dumps(header).encode() + bytes(4))  # fmt: skip
+    world.reset_main()
+    world.begin()
+    line = _file_op("sub/model.safetensors", data)
+    answer = world.call(
+        "POST", f"/api/models/{REPO}/commit/main", _ndjson(line), content_type=NDJSON
+    )
+    assert answer.status == 400, answer
+    message = answer.json()["error"]
+    assert message.startswith("org/m: sub/model.safetensors") and reason in message, message
+    assert str(world.home) not in message and world.head()[0] == world.base_digest
+
+
+def test_an_index_whose_weight_map_is_no_object_is_no_index(world):
+    """model/metadata.py: ``.values()`` of a ``weight_map`` that is a list, a string, a
+    number or null raised AttributeError outside its ``try``: a 500 and a traceback."""
+    for weight_map in ([1], "x", 5, None):
+        world.reset_main()
+        world.begin()
+        weights = _safetensors_like(21, b'{"w": {"shape": [4]}}' + bytes(4))  # <= INLINE_MAX
+        lines = [_file_op("model.safetensors", weights),
+                 _file_op("model.safetensors.index.json", _dumps({"weight_map": weight_map}))]  # fmt: skip
+        answer = world.call(
+            "POST", f"/api/models/{REPO}/commit/main", _ndjson(*lines), content_type=NDJSON
+        )
+        assert answer.status == 200, answer
 
 
 def _serve_upstream(repo: str, siblings: list, files: dict[str, bytes], sha: str = UP_COMMIT):
