@@ -184,13 +184,41 @@ def _needs_peers(item: pytest.Item) -> bool:
     )
 
 
+# Test modules that must share one xdist worker, run one after another: Harbor's core must own
+# 127.0.0.1:8080 (modelpack.testing.harbor), and the namespace tests each check that no
+# network namespace (named by the test's pid) or MariaDB of theirs is left behind.
+SHARED_WORKER = {
+    "test_harbor.py": "harbor",
+    "test_harbor_gateway.py": "harbor",
+    "test_cluster.py": "namespaces",
+    "test_cluster_bench.py": "namespaces",
+    "test_dragonfly.py": "namespaces",
+}
+
+
+def pytest_xdist_make_scheduler(config, log):  # noqa: ANN001, ANN201 - xdist's hook
+    """`make test` runs `pytest -n 2` (scripts/test.sh): a module runs in one worker, so its
+    module-scoped servers start once, and the modules of SHARED_WORKER share one.  Grouped
+    by node id here because xdist's own ``--dist loadgroup`` does not group under pytest 9.2
+    (pytest-dev/pytest-xdist#1386)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SHARED_WORKER.get(module.rsplit("/", 1)[-1], module)
+
+    return ModuleScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the real registry are integration tests (selectable with -m).  Tests
     that run a built peer are marked ``peers`` and run last: on a cold machine `make test`
     builds the peers in the background meanwhile (scripts/test.sh), and their fixtures wait
     for that build."""
     for item in items:
-        if {"registry", "any_registry", "harbor"} & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if {"registry", "any_registry", "harbor"} & fixtures:
             item.add_marker(pytest.mark.integration)
         if _needs_peers(item):
             item.add_marker(pytest.mark.peers)
