@@ -391,6 +391,7 @@ def image(
     platform: str | None = None,
     busybox: PathLike | None = None,
     convert_raw: bool = False,
+    modelcar_layout: str | None = None,
     settings: Settings | None = None,
     progress: ProgressOption = None,
     home: PathLike | None = None,
@@ -408,6 +409,11 @@ def image(
     refused (UsageError) unless ``convert_raw``, which adds a tar copy of each (their size
     once more in the registry); ``build(layer_format="tar")`` avoids the copy. ``platform``
     (``OS/ARCH[/VARIANT]``) defaults to linux and the busybox's architecture (amd64 without).
+    ``modelcar_layout``: ``"links"`` (the default: ``/models`` holds symlinks into the model's
+    layers, no byte added, read by KServe's modelcar sidecar only) or ``"files"`` (``/models``
+    holds a copy of each file and the model's layers are left out: the model's size again in
+    the registry, and KServe's storage initializer, ``oci+fetch://`` and ``oci+native://``
+    read it too).
     """
     with _progress(progress, "copy") as shown:
         return make_image(
@@ -418,6 +424,7 @@ def image(
             platform=platform,
             busybox=busybox,
             convert_raw=convert_raw,
+            modelcar_layout=modelcar_layout,
             progress=shown,
         )
 

@@ -19,6 +19,7 @@ from .state import global_options, state
 Examples:
   modelpack image 127.0.0.1:5000/ml/bert:v1 127.0.0.1:5000/ml/bert:v1-image
   modelpack image 127.0.0.1:5000/ml/bert:v1 127.0.0.1:5000/ml/bert:v1-modelcar --modelcar
+  modelpack image 127.0.0.1:5000/ml/bert:v1 127.0.0.1:5000/ml/bert:v1-kserve --modelcar --modelcar-layout files
   modelpack image store:127.0.0.1:5000/ml/bert:v1 127.0.0.1:5000/images/bert:v1 --json
 """,
 )
@@ -28,6 +29,14 @@ Examples:
     "--modelcar",
     is_flag=True,
     help="For KServe (storageUri oci://): add a static busybox and /models.",
+)
+@click.option(
+    "--modelcar-layout",
+    type=click.Choice(["links", "files"]),
+    help="With --modelcar: /models as symlinks to the model's own layers (links: no byte "
+    "added; KServe's modelcar sidecar only) or as a copy of every file (files: the model's "
+    "size again; also KServe's storage initializer, oci+fetch:// and oci+native://) "
+    "[default: links].",
 )
 @click.option(
     "--platform",
@@ -52,6 +61,7 @@ def image(
     reference: str,
     image_ref: str,
     modelcar: bool,
+    modelcar_layout: str | None,
     platform: str | None,
     busybox: str | None,
     convert_raw: bool,
@@ -62,8 +72,11 @@ def image(
     The model's tar layers are the image's layers, so the registry stores no layer twice;
     the files are at the image root (an image volume's mountPath), with --modelcar also
     under /models.  A model built with raw layers (modelpack's default) is refused unless
-    --convert-raw; building it with --layer-format tar avoids the copy.  REFERENCE may also be store:REF or oci:DIR[:TAG]; a model
-    in another repository is copied (mounted) into IMAGE_REF's repository first.
+    --convert-raw; building it with --layer-format tar avoids the copy.  With --modelcar
+    --modelcar-layout files the image holds a copy of each file under /models instead (any
+    layer format), which every way KServe reads an OCI model accepts.  REFERENCE may also be
+    store:REF or oci:DIR[:TAG]; a model in another repository is copied (mounted) into
+    IMAGE_REF's repository first.
     """
     with progress_for("copy") as progress:
         result = modelpack.image(
@@ -73,6 +86,7 @@ def image(
             platform=platform,
             busybox=busybox,
             convert_raw=convert_raw,
+            modelcar_layout=modelcar_layout,
             settings=state().settings(),
             progress=progress,
         )
@@ -80,11 +94,14 @@ def image(
         emit_json(result.to_dict(), CLI_IMAGE)
         return
     status(
-        f"Image {result.reference} ({result.kind}, {result.platform}, files at {result.root}): "
+        f"Image {result.reference} ({result.kind}"
+        + (f" {result.layout}" if result.layout else "")
+        + f", {result.platform}, files at {result.root}): "
         f"{counted(result.layers_reused, 'layer')} of the model reused "
         f"({human_size(result.bytes_reused)}), "
         + (
-            f"{counted(result.layers_converted, 'raw layer')} copied as tar, "
+            f"{counted(result.layers_converted, 'file' if result.layout == 'files' else 'raw layer')}"
+            " copied as tar, "
             if result.layers_converted
             else ""
         )

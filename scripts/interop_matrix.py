@@ -54,6 +54,11 @@ def versions() -> dict[str, str]:
 
         found["oras-py"] = peer_version(venv_python, "oras")
         found["modelpack-client"] = peer_version(venv_python, "modelpack-client")
+    kserve_python = venv_python.parent.parent.parent / "kserve-storage-venv" / "bin" / "python"
+    if kserve_python.exists():
+        from modelpack.testing.peers import peer_version
+
+        found["kserve-storage"] = peer_version(kserve_python, "kserve-storage")
     return found
 
 

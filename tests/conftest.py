@@ -114,6 +114,15 @@ def peers_python() -> Path:
 
 
 @pytest.fixture(scope="session")
+def kserve_storage() -> Path:
+    """The Python of a venv with KServe's storage initializer (kserve-storage from PyPI),
+    made once and cached."""
+    from support.kserve_storage import kserve_storage_python
+
+    return kserve_storage_python(CACHE_DIR / "kserve-storage-venv")
+
+
+@pytest.fixture(scope="session")
 def go_peers(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - support.go_peers.GoPeers
     """oras, modctl, kit, cosign, crane, regctl at their pins (scripts/peers/pins.txt)."""
     from support.go_peers import GoPeers, build_peers

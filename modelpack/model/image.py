@@ -7,11 +7,24 @@ very same blobs under the image media types: no layer byte is added to the regis
 layer is the file itself, not a tar, and cannot be reused (:func:`raw_layers` names them).
 
 A modelcar (KServe runs ``sh -c "ln -sf /proc/$$/root/models /mnt/models && sleep infinity"``
-in it) gets two small layers around the model's: first a static busybox with the applets
-KServe's two commands use, byte-identical for every model (fixed mtimes and owners: one blob
-per registry); last ``models/``, one relative symlink per model file (``models/config.json ->
-../config.json``), so ``/models`` holds the model's files and nothing else, and the links
-also resolve through ``/proc/PID/root/models`` from the serving container.
+in it) starts with a static busybox with the applets KServe's two commands use,
+byte-identical for every model (fixed mtimes and owners: one blob per registry). Then one of
+two layouts of ``/models``:
+
+- ``links`` (the default, zero-copy): the model's layers as they are, and last ``models/``,
+  one relative symlink per model file (``models/config.json -> ../config.json``), so
+  ``/models`` holds the model's files and nothing else; the links resolve through
+  ``/proc/PID/root/models`` from the serving container. Only the modelcar sidecar reads it:
+  KServe's storage initializer (``oci://`` without modelcars, ``oci+fetch://``) extracts only
+  ``models/`` entries, with tarfile's ``data`` filter, which refuses a link leaving them;
+  and ``oci+native://`` mounts the image's ``models`` folder alone (``subPath``), where
+  the links lead nowhere.
+- ``files``: each model file once more, as the tar ``build --layer-format tar`` makes of it
+  but at ``models/PATH`` (:func:`file_layer_path`), and none of the model's layers: every way
+  KServe reads a modelcar finds real files, for the model's size again in the registry. The
+  model's own layers cannot be those tars: a ModelPack tar's entry names are its file's path
+  to every puller (modctl's ``Untar``, our ``storage/unpack.py``), so entries under
+  ``models/`` would move the model's files there for everyone.
 """
 
 from __future__ import annotations
@@ -49,9 +62,14 @@ IMAGE_LAYER_MEDIA_TYPES = {
 # On the image manifest: what it is and which model it shows (the model is also its subject).
 ANNOTATION_IMAGE_KIND = "io.modelpack.image.kind"  # "volume" or "modelcar"
 ANNOTATION_IMAGE_MODEL = "io.modelpack.image.model"  # the model's name@digest
+# On a files modelcar: "files" (none on a links one, so its digest is what it always was).
+ANNOTATION_IMAGE_LAYOUT = "io.modelpack.image.layout"
 KIND_VOLUME = "volume"
 KIND_MODELCAR = "modelcar"
 MODELCAR_ROOT = "/models"
+LAYOUT_LINKS = "links"  # the model's layers at the root, /models a folder of symlinks
+LAYOUT_FILES = "files"  # the model's files as new layers under /models, nothing at the root
+MODELCAR_LAYOUTS = (LAYOUT_LINKS, LAYOUT_FILES)
 # Every command KServe's modelcar and modelcar-init containers run (pkg/utils/storage.go).
 MODELCAR_APPLETS = ("sh", "ln", "sleep", "echo", "ls", "[", "test")
 DEFAULT_BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static installs it here
@@ -100,7 +118,8 @@ class Blob:
 class ImagePlan:
     """What to push: ``blobs`` (configs, the modelcar's layers, and with several platforms
     one manifest each), then the root ``manifest`` (an index with several). ``reused`` are the
-    model's layers the image lists as they are, ``tar_copies`` the tars made of raw ones."""
+    model's layers the image lists as they are, ``tar_copies`` the tars made of raw ones (or,
+    for a ``files`` modelcar, of every file)."""
 
     manifest: bytes
     descriptor: Descriptor
@@ -237,6 +256,12 @@ def modelcar_links(manifest: Manifest) -> Blob:
     return _tar_blob(write, "modelcar /models links")
 
 
+def file_layer_path(relpath: str) -> str:
+    """Where a ``files`` modelcar keeps a model file: under ``models/``, where KServe's
+    storage initializer and ``oci+native://`` (``subPath: models``) look."""
+    return f"{MODELCAR_ROOT.lstrip('/')}/{relpath}"
+
+
 def _tar_blob(write: Callable[[tarfile.TarFile], None], title: str) -> Blob:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -273,24 +298,38 @@ def plan_image(
     platforms: list[Platform],
     base: Blob | None = None,
     tar_copies: dict[int, Descriptor] | None = None,
+    file_layers: list[Descriptor] | None = None,
 ) -> ImagePlan:
     """The image of a model: its tar blobs as image layers, behind ``base`` if given (a
     modelcar, then also ending with the ``/models`` links). A raw layer (:func:`raw_layers`)
     needs its uncompressed tar copy in ``tar_copies`` (the layer's index -> its descriptor).
+    ``file_layers`` (with ``base``) makes a ``files`` modelcar instead: the base, then these
+    uncompressed tars of the model's files under ``models/``, and no layer of the model.
     One platform: one manifest whose ``subject`` is the model. Several: a manifest each (the
     same layers, configs that differ in the platform) under an index whose subject it is."""
     tar_copies = tar_copies or {}
-    layers, diff_ids, reused = _layers(manifest, config, tar_copies)
     blobs = []
-    if base is not None:
-        links = modelcar_links(manifest)
-        layers = [base.descriptor, *layers, links.descriptor]
-        diff_ids = [base.descriptor.digest, *diff_ids, links.descriptor.digest]
-        blobs += [base, links]
     annotations = {
         ANNOTATION_IMAGE_KIND: KIND_MODELCAR if base is not None else KIND_VOLUME,
         ANNOTATION_IMAGE_MODEL: f"{model_name}@{model.digest}",
     }
+    if file_layers is not None:
+        plain_tar = IMAGE_LAYER_MEDIA_TYPES[LayerFormat.TAR]
+        if (base is None or tar_copies or not file_layers
+                or any(layer.media_type != plain_tar for layer in file_layers)):  # fmt: skip
+            raise ValueError("a files modelcar: a base, uncompressed file layers, no tar copies")
+        layers = [base.descriptor, *file_layers]
+        diff_ids = [base.descriptor.digest, *(layer.digest for layer in file_layers)]
+        reused, tar_copies = [], dict(enumerate(file_layers))
+        blobs.append(base)
+        annotations[ANNOTATION_IMAGE_LAYOUT] = LAYOUT_FILES
+    else:
+        layers, diff_ids, reused = _layers(manifest, config, tar_copies)
+        if base is not None:
+            links = modelcar_links(manifest)
+            layers = [base.descriptor, *layers, links.descriptor]
+            diff_ids = [base.descriptor.digest, *diff_ids, links.descriptor.digest]
+            blobs += [base, links]
     subject = Descriptor(model.media_type, model.digest, model.size)
     manifests = []
     for platform in platforms:

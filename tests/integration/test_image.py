@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from support.helpers import build_and_push, run_cli, tree_files
 
 # What KServe's modelcar-init and modelcar containers run (kserve pkg/utils/storage.go,
@@ -144,44 +145,68 @@ def test_containerd_mounts_the_image_as_an_image_volume_would(
     "modelpack image --modelcar -> containerd runs KServe's modelcar-init and modelcar commands",
     "the check passes; a second container in the modelcar's PID namespace reads /mnt/models: the model's files, nothing else",
 )  # fmt: skip
+@pytest.mark.parametrize("layout", ["links", "files"])
 def test_modelcar_runs_kserves_commands_in_containerd(
-    tar_model, tiny_model, registry, containerd, tmp_path
+    layout, tar_model, tiny_model, registry, containerd, tmp_path
 ):
     before = stored_blobs(registry)
-    out = image_json(tar_model, f"{registry.host}/images/bert:v1-modelcar", "--modelcar")
+    chosen = ["--modelcar-layout", layout] if layout == "files" else []  # links: the default
+    out = image_json(tar_model, f"{registry.host}/images/bert:v1-modelcar-{layout}", "--modelcar",
+                     *chosen)  # fmt: skip
     added = {d: s for d, s in stored_blobs(registry).items() if d not in before}
     image = json.loads(
         run_cli("inspect", "--remote", out["reference"], "--json", "--plain-http").stdout
     )
-    base, links = image["layers"][0], image["layers"][-1]
+    model = json.loads(run_cli("inspect", "--remote", tar_model, "--json", "--plain-http").stdout)
+    base = image["layers"][0]
     assert base["size"] > Path("/bin/busybox").stat().st_size
-    # new: config, manifest, referrers index, the /models links, and the busybox base unless an
-    # earlier modelcar left it (one blob for all); no model layer
-    assert {d for d in added if d != base["digest"]} >= {out["digest"], links["digest"]}
-    assert len({d for d in added if d != base["digest"]}) == 4
-    assert all(d == base["digest"] or s < 16_000 for d, s in added.items()), added
-    assert out["kind"] == "modelcar" and out["root"] == "/models"
+    assert out["kind"] == "modelcar" and out["root"] == "/models" and out["layout"] == layout
+    small = {d for d in added if d != base["digest"]}
+    if layout == "links":
+        links = image["layers"][-1]
+        # new: config, manifest, referrers index, the /models links, and the busybox base unless
+        # an earlier modelcar left it (one blob for all); no model layer
+        assert small >= {out["digest"], links["digest"]} and len(small) == 4
+        assert all(d == base["digest"] or s < 16_000 for d, s in added.items()), added
+    else:
+        # no layer of the model: a tar of each file under models/, the model's bytes again
+        # (the tars of files other tests' models share may be there already; notes.txt's not)
+        manifest = requests.get(
+            f"http://{registry.host}/v2/images/bert/manifests/{out['digest']}",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}, timeout=30,
+        ).json()  # fmt: skip
+        assert manifest["annotations"]["io.modelpack.image.layout"] == "files"
+        titles = [layer["annotations"]["org.opencontainers.image.title"] for layer in
+                  manifest["layers"][1:]]  # fmt: skip
+        files = dict(zip(titles, image["layers"][1:], strict=True))
+        assert sorted(files) == sorted(f"models/{name}" for name in tree_files(tiny_model))
+        assert not {f["digest"] for f in files.values()} & {m["digest"] for m in model["layers"]}
+        assert out["layersConverted"] == len(files) and out["layersReused"] == 0
+        assert files["models/notes.txt"]["digest"] in added
+        assert {f["digest"] for f in files.values()} <= set(stored_blobs(registry))
+        assert out["bytesAdded"] > sum(map(len, tree_files(tiny_model).values()))
+        assert len(small - {f["digest"] for f in files.values()}) == 3  # config, manifest, index
 
     reference = out["reference"]
     containerd.pull(reference)
-    init = containerd.run(reference, "modelcar-init", "sh", "-c", KSERVE_INIT)
+    init = containerd.run(reference, f"modelcar-init-{layout}", "sh", "-c", KSERVE_INIT)
     assert init.returncode == 0 and "OK ... Prefetched" in init.stdout, init.stdout + init.stderr
 
     shared, copied = tmp_path / "shared", tmp_path / "copied"  # the pod's emptyDir; our eyes
     shared.mkdir()
     copied.mkdir()
     emptydir = f"type=bind,src={shared},dst=/mnt,options=rbind:rw"
-    sidecar = containerd.run(reference, "modelcar", "sh", "-c", KSERVE_MODELCAR, detach=True,
-                             options=("--mount", emptydir))  # fmt: skip
+    sidecar = containerd.run(reference, f"modelcar-{layout}", "sh", "-c", KSERVE_MODELCAR,
+                             detach=True, options=("--mount", emptydir))  # fmt: skip
     assert sidecar.returncode == 0, sidecar.stderr
     deadline = time.monotonic() + 30
     while not (shared / "models").is_symlink() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert os.readlink(shared / "models") == "/proc/1/root/models"  # PID 1 of the pod's namespace
-    pid = containerd.task_pid("modelcar")
+    pid = containerd.task_pid(f"modelcar-{layout}")
     # the serving container: the same PID namespace (shareProcessNamespace) and emptyDir
     server = containerd.run(
-        reference, "server", "sh", "-c", "ls -A /mnt/models && /bin/busybox cp -rL /mnt/models/. /out/",
+        reference, f"server-{layout}", "sh", "-c", "ls -A /mnt/models && /bin/busybox cp -rL /mnt/models/. /out/",
         options=("--with-ns", f"pid:/proc/{pid}/ns/pid", "--mount", emptydir,
                  "--mount", f"type=bind,src={copied},dst=/out,options=rbind:rw"),
     )  # fmt: skip
@@ -189,7 +214,40 @@ def test_modelcar_runs_kserves_commands_in_containerd(
     top = {name.split("/")[0] for name in tree_files(tiny_model)}
     assert set(server.stdout.split()) == top  # /models holds the model and nothing else
     assert tree_files(copied) == tree_files(tiny_model)
-    assert containerd.task_pid("modelcar") == pid  # still alive: sleep infinity
+    assert containerd.task_pid(f"modelcar-{layout}") == pid  # still alive: sleep infinity
+
+
+@pytest.mark.interop(
+    "containerd / runc",
+    "modelpack image --modelcar -> KServe oci+native:// (an image volume mounted with subPath models)",
+    "--modelcar-layout files: models/ alone, bind-mounted as the kubelet mounts a subPath, holds the model's files; the links layout's links lead out of it",
+)  # fmt: skip
+@pytest.mark.parametrize("layout", ["links", "files"])
+def test_kserves_oci_native_subpath_reads_the_files_layout_only(
+    layout, tar_model, tiny_model, registry, containerd, tmp_path
+):
+    out = image_json(tar_model, f"{registry.host}/images/bert:v1-native-{layout}", "--modelcar",
+                     "--modelcar-layout", layout)  # fmt: skip
+    containerd.pull(out["reference"])
+    volume, copied = tmp_path / "volume", tmp_path / "copied"
+    volume.mkdir()
+    copied.mkdir()
+    containerd.ctr("images", "mount", out["reference"], str(volume))
+    try:
+        # KServe's ConfigureOciNativeToContainer: the image volume at /mnt/models, subPath "models"
+        subpath = f"type=bind,src={volume / 'models'},dst=/mnt/models,options=rbind:ro"
+        server = containerd.run(
+            out["reference"], f"native-{layout}", "sh", "-c", "/bin/busybox cp -rL /mnt/models/. /out/",
+            options=("--mount", subpath, "--mount", f"type=bind,src={copied},dst=/out,options=rbind:rw"),
+        )  # fmt: skip
+    finally:
+        containerd.ctr("images", "unmount", str(volume))
+    if layout == "files":
+        assert server.returncode == 0, server.stderr
+        assert tree_files(copied) == tree_files(tiny_model)
+    else:  # models/config.json -> ../config.json: /mnt/config.json, outside the subPath
+        assert server.returncode != 0 and "No such file or directory" in server.stderr
+        assert tree_files(copied) == {}
 
 
 def test_inspect_links_the_model_and_its_images_and_copies_across_repositories(tar_model, registry):

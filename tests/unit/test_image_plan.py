@@ -10,9 +10,12 @@ import pytest
 from modelpack.errors import UnsafePathError, UsageError
 from modelpack.model.image import (
     ANNOTATION_IMAGE_KIND,
+    ANNOTATION_IMAGE_LAYOUT,
     MEDIA_TYPE_IMAGE_CONFIG,
+    Blob,
     Platform,
     elf_architecture,
+    file_layer_path,
     modelcar_base,
     modelcar_links,
     plan_image,
@@ -21,6 +24,7 @@ from modelpack.model.image import (
 from modelpack.oci.spec import Descriptor, Manifest, ModelConfig, parse_model_config
 
 DIGESTS = [f"sha256:{c * 64}" for c in "abc"]
+IMAGE_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 
 def model(media_types: list[str], diff_ids: list[str]) -> tuple[Descriptor, Manifest, ModelConfig]:
@@ -141,3 +145,48 @@ def test_several_platforms_make_an_index_of_manifests_that_share_every_layer():
     assert all("subject" not in child for child in children)  # the index is the referrer
     assert children[0]["layers"] == children[1]["layers"]
     assert children[0]["config"]["digest"] != children[1]["config"]["digest"]
+
+
+def test_a_files_modelcar_lists_its_file_tars_and_no_layer_of_the_model():
+    desc, manifest, config = model(
+        ["application/vnd.cncf.model.weight.v1.raw", "application/vnd.cncf.model.doc.v1.tar+zstd"],
+        [DIGESTS[0], "sha256:" + "f" * 64],
+    )  # raw and zstd layers: a files modelcar needs neither a tar copy nor a diffId of them
+    base = Blob(Descriptor(IMAGE_LAYER, "sha256:" + "9" * 64, 7), b"busybox")
+    files = [Descriptor(IMAGE_LAYER, f"sha256:{c * 64}", 1024 * i + 10240,
+                        {"org.opencontainers.image.title": file_layer_path(f"f{i}")})
+             for i, c in enumerate("12")]  # fmt: skip
+    plan = plan_image(desc, manifest, config, model_name="r/m",
+                      platforms=[Platform("linux", "amd64")], base=base, file_layers=files)  # fmt: skip
+    document = json.loads(plan.manifest)
+    layers = [base.descriptor.digest, *(f.digest for f in files)]
+    assert [layer["digest"] for layer in document["layers"]] == layers
+    assert document["annotations"][ANNOTATION_IMAGE_LAYOUT] == "files"
+    assert document["layers"][1]["annotations"]["org.opencontainers.image.title"] == "models/f0"
+    image_config = json.loads(next(b.data for b in plan.blobs if b.descriptor.media_type
+                                   == MEDIA_TYPE_IMAGE_CONFIG))  # fmt: skip
+    assert image_config["rootfs"]["diff_ids"] == layers
+    assert image_config["config"]["WorkingDir"] == "/models"
+    assert plan.reused == [] and plan.tar_copies == files
+    assert plan.added_bytes > sum(f.size for f in files)
+    for bad in (
+        {"base": None, "file_layers": files},
+        {"base": base, "file_layers": []},
+        {"base": base, "file_layers": [Descriptor(IMAGE_LAYER + "+zstd", DIGESTS[0], 1)]},
+        {"base": base, "file_layers": files, "tar_copies": {0: files[0]}},
+    ):
+        with pytest.raises(ValueError, match="a files modelcar"):
+            plan_image(desc, manifest, config, model_name="r/m",
+                       platforms=[Platform("linux", "amd64")], **bad)  # fmt: skip
+
+
+def test_a_links_modelcar_keeps_its_manifest_without_a_layout_annotation():
+    """The default layout's image is what it was before layouts existed: same digest."""
+    desc, manifest, config = model(["application/vnd.cncf.model.weight.v1.tar"], [DIGESTS[0]])
+    base = Blob(Descriptor(IMAGE_LAYER, "sha256:" + "9" * 64, 7), b"busybox")
+    plan = plan_image(desc, manifest, config, model_name="r/m",
+                      platforms=[Platform("linux", "amd64")], base=base)  # fmt: skip
+    document = json.loads(plan.manifest)
+    assert ANNOTATION_IMAGE_LAYOUT not in document["annotations"]
+    assert document["layers"][1]["digest"] == DIGESTS[0]  # the model's own layer
+    assert document["layers"][-1]["digest"] == modelcar_links(manifest).descriptor.digest
