@@ -50,19 +50,13 @@ def image_json(*args: str) -> dict:
 
 
 @pytest.fixture
-def tar_model(tiny_model, registry, settings, env_home, tmp_path):
+def tar_model(tiny_model, registry, settings, home, tmp_path):
     """The tiny model with tar layers, plus one file of its own: its config and images are
     new to the (session-wide) registry whatever ran before."""
     (tiny_model / "notes.txt").write_text(f"unique to {tmp_path}\n")
     ref = f"{registry.host}/images/bert:v1"
     build_and_push(tiny_model, ref, settings, layer_format="tar")
     return ref
-
-
-@pytest.fixture
-def env_home(home, monkeypatch):
-    monkeypatch.setenv("MODELPACK_HOME", str(home))
-    return home
 
 
 @pytest.mark.interop(
@@ -94,7 +88,7 @@ def test_image_volume_reuses_every_layer_and_unpacks_to_the_model(
     "the flattened filesystem of a gzip-layered model's image is the model's files, identical",
 )
 def test_crane_exports_the_model_from_a_compressed_models_image(
-    tiny_model, registry, settings, env_home, go_peers, tmp_path
+    tiny_model, registry, settings, home, go_peers, tmp_path
 ):
     ref = f"{registry.host}/images/gz:v1"
     build_and_push(tiny_model, ref, settings, layer_format="tar", compress="gzip")
@@ -268,7 +262,7 @@ def test_inspect_links_the_model_and_its_images_and_copies_across_repositories(t
     assert f"image (volume)     {volume['digest']}" in shown
 
 
-def test_image_refuses_raw_layers_and_pushes_nothing(tiny_model, registry, settings, env_home):
+def test_image_refuses_raw_layers_and_pushes_nothing(tiny_model, registry, settings, home):
     ref = f"{registry.host}/images/raw:v1"
     build_and_push(tiny_model, ref, settings)
     before = stored_blobs(registry)
@@ -322,7 +316,7 @@ def test_an_image_is_signed_on_its_own_and_travels_with_its_model(tar_model, reg
 
 
 def test_an_image_of_a_model_in_the_local_store_pushes_the_model_first(
-    tiny_model, registry, settings, env_home, tmp_path
+    tiny_model, registry, settings, home, tmp_path
 ):
     import modelpack
 
@@ -335,7 +329,7 @@ def test_an_image_of_a_model_in_the_local_store_pushes_the_model_first(
 
 
 def test_convert_raw_adds_one_tar_copy_per_raw_layer(
-    tiny_model, registry, settings, env_home, tmp_path
+    tiny_model, registry, settings, home, tmp_path
 ):
     import modelpack
 

@@ -43,12 +43,6 @@ def files_modelcar(model: Path, ref: str, registry, settings, **build) -> tuple[
     return out, {d: s for d, s in stored_blobs(registry).items() if d not in before}
 
 
-@pytest.fixture
-def env_home(home, monkeypatch):
-    monkeypatch.setenv("MODELPACK_HOME", str(home))
-    return home
-
-
 @pytest.mark.interop(
     "kserve-storage",
     "modelpack image --modelcar --modelcar-layout files -> KServe storage initializer (oci://, oci+fetch://)",
@@ -59,7 +53,7 @@ def env_home(home, monkeypatch):
     ids=["tar", "raw", "tar+zstd"],
 )  # fmt: skip
 def test_the_storage_initializer_unpacks_a_files_modelcar_byte_for_byte(
-    build, tiny_model, registry, settings, env_home, kserve_storage, tmp_path
+    build, tiny_model, registry, settings, home, kserve_storage, tmp_path
 ):
     (tiny_model / "notes.txt").write_text(f"unique to {tmp_path}\n")  # a blob no test pushed
     (tiny_model / "bin").mkdir()  # a folder the links layout refuses (busybox is at /bin)
@@ -84,7 +78,7 @@ def test_the_storage_initializer_unpacks_a_files_modelcar_byte_for_byte(
 
 
 def test_a_links_modelcar_is_what_the_storage_initializer_refuses(
-    tiny_model, registry, settings, env_home, kserve_storage, tmp_path
+    tiny_model, registry, settings, home, kserve_storage, tmp_path
 ):
     """The reason for the files layout (issue 30): the default, zero-copy modelcar is a layer
     of symlinks out of ``models/``, which the ``data`` filter refuses: nothing usable."""
@@ -105,7 +99,7 @@ def test_a_links_modelcar_is_what_the_storage_initializer_refuses(
     "all-MiniLM-L6-v2 (a real hub model with a 1_Pooling/ folder): every file, byte-identical",
 )  # fmt: skip
 def test_a_real_model_reaches_the_storage_initializer_whole(
-    minilm_model, registry, settings, env_home, kserve_storage, tmp_path
+    minilm_model, registry, settings, home, kserve_storage, tmp_path
 ):
     model = tree_files(minilm_model)
     ref = f"{registry.host}/kserve/minilm:v1"
@@ -128,7 +122,7 @@ def test_a_real_model_reaches_the_storage_initializer_whole(
     ],
 )
 def test_modelcar_layout_refusals_are_one_line_with_exit_2_and_push_nothing(
-    tiny_model, registry, settings, env_home, args, message
+    tiny_model, registry, settings, home, args, message
 ):
     ref = f"{registry.host}/kserve/refused:v1"
     build_and_push(tiny_model, ref, settings)  # raw: --convert-raw is not what is refused
@@ -156,7 +150,7 @@ def test_the_python_api_refuses_an_unknown_layout_before_any_request(settings):
 
 
 def test_a_model_with_an_empty_folder_is_refused_for_the_files_layout(
-    registry, settings, env_home, tmp_path
+    registry, settings, home, tmp_path
 ):
     """An empty folder (a tar layer holding only a directory entry, as another tool may
     write) has no file to copy under models/: refused, naming it, nothing pushed."""
