@@ -16,7 +16,7 @@ setsid bash scripts/peers/build-all.sh >"$log" 2>&1 &
 builder=$!
 # Two workers: most tests wait on servers and peers they start, so two cores run two at once.
 # A module stays in one worker and all Harbor tests share one (tests/conftest.py schedules them).
-"$PY" -m pytest -n "${MODELPACK_TEST_WORKERS:-2}" "$@"
+"$PY" -m pytest -n "${MODELPACK_TEST_WORKERS:-2}" --no-loadscope-reorder "$@"
 rc=$?
 if kill -0 "$builder" 2>/dev/null; then  # pytest ended before needing the peers (-k, -x, ...)
   kill -- -"$builder" 2>/dev/null
