@@ -94,6 +94,10 @@ class HarborServer:
     port: int = field(default_factory=free_port)
     workdir: Path | None = None  # default: a temporary folder, made when first needed
     admin_password: str = field(default_factory=lambda: "Mp1" + secrets.token_hex(10), repr=False)
+    # Garbage collection spares blobs touched within this many hours (core's
+    # GC_TIME_WINDOW_HOURS; the API cannot set it). Harbor's default, 2, would spare all a
+    # test just pushed; 0 is for a Harbor nobody pushes to while it collects.
+    gc_time_window_hours: int = 0
     _processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list, repr=False)
 
     @property
@@ -318,6 +322,10 @@ class HarborServer:
             "PERMITTED_REGISTRY_TYPES_FOR_PROXY_CACHE": "docker-hub,harbor,docker-registry",
             "REPLICATION_ADAPTER_WHITELIST": "docker-hub,docker-registry,harbor",
             "NO_PROXY": "127.0.0.1,localhost",
+            "GC_TIME_WINDOW_HOURS": str(self.gc_time_window_hours),
+            # how often core folds finished tasks into their execution's status (GC, retention,
+            # replication): Harbor's 30 s default, every 2 s here, the same asynchronous way
+            "EXECUTION_STATUS_REFRESH_INTERVAL_SECONDS": "2",
         }
 
     def _start_core(self, env: dict[str, str], timeout: float) -> None:
@@ -328,13 +336,18 @@ class HarborServer:
 
     def _start_jobservice(self, env: dict[str, str], port: int, redis_port: int) -> None:
         """After core: jobservice reads its configuration from core's API at start."""
-        config = self.root / "jobservice.yml"
+        config, jobs = self.root / "jobservice.yml", self.root / "jobs"
+        jobs.mkdir(exist_ok=True)
         config.write_text(
             f'protocol: "http"\nport: {port}\n'
             "worker_pool:\n  workers: 4\n  backend: redis\n  redis_pool:\n"
             f"    redis_url: {env['JOB_SERVICE_POOL_REDIS_URL']}\n"
             '    namespace: "harbor_job_service_namespace"\n    idle_timeout_second: 3600\n'
+            # FILE as Harbor's deployment has it: the API serves a job's log (GC, retention)
+            # from it; STD_OUTPUT alone has none to serve
             "job_loggers:\n  - name: STD_OUTPUT\n    level: INFO\n"
+            f"  - name: FILE\n    level: INFO\n    settings:\n      base_dir: {jobs}\n"
+            f"    sweeper:\n      duration: 1\n      settings:\n        work_dir: {jobs}\n"
             "loggers:\n  - name: STD_OUTPUT\n    level: INFO\n"
             "reaper:\n  max_update_hours: 24\n  max_dangling_hours: 168\n"
         )
@@ -519,6 +532,84 @@ class HarborServer:
             "GET", "/quotas", params={"reference": "project", "reference_id": project_id}
         ).json()
         self.api("PUT", f"/quotas/{quotas[0]['id']}", json={"hard": {"storage": storage}})
+
+    def create_retention(self, project: str, pattern: str) -> int:
+        """A tag retention policy on ``project`` with one rule, Harbor's ``always``
+        template: in every repository keep the artifacts with a tag matching ``pattern``
+        (doublestar); the rest, untagged ones too, go when it runs. No schedule
+        (run_retention runs it); returns its id."""
+        project_id = self.api("GET", f"/projects/{project}").json()["project_id"]
+        created = self.api(
+            "POST",
+            "/retentions",
+            json={
+                "algorithm": "or",
+                "rules": [
+                    {
+                        "disabled": False,
+                        "action": "retain",
+                        "template": "always",
+                        "params": {},
+                        "tag_selectors": [
+                            {
+                                "kind": "doublestar",
+                                "decoration": "matches",
+                                "pattern": pattern,
+                                "extras": '{"untagged":false}',
+                            }
+                        ],
+                        "scope_selectors": {
+                            "repository": [
+                                {"kind": "doublestar", "decoration": "repoMatches", "pattern": "**"}
+                            ]
+                        },
+                    }
+                ],
+                "trigger": {"kind": "Schedule", "settings": {"cron": ""}, "references": {}},
+                "scope": {"level": "project", "ref": project_id},
+            },
+        )
+        return int(created.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+
+    def run_retention(
+        self, policy: int, *, dry_run: bool = False, timeout: float = 120
+    ) -> tuple[dict, list[dict]]:
+        """Run a retention policy once; returns the finished execution (``status`` Success,
+        Error or Stopped) and its tasks, one per repository with ``total`` and ``retained``."""
+        started = self.api("POST", f"/retentions/{policy}/executions", json={"dry_run": dry_run})
+        execution = int(started.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listed = self.api("GET", f"/retentions/{policy}/executions").json()
+            (document,) = [e for e in listed if e["id"] == execution]
+            if document["status"] in ("Success", "Error", "Stopped"):
+                tasks = self.api("GET", f"/retentions/{policy}/executions/{execution}/tasks")
+                return document, tasks.json()
+            time.sleep(0.5)
+        raise RuntimeError(f"retention {policy} did not finish within {timeout:.0f}s")
+
+    def garbage_collect(self, *, delete_untagged: bool = True, timeout: float = 300) -> dict:
+        """Run garbage collection now (schedule type ``Manual``) and wait for it; returns
+        the finished run (``job_status`` Success, Error or Stopped; its ``id`` for gc_log).
+        Blobs touched within ``gc_time_window_hours`` are spared."""
+        started = self.api(
+            "POST",
+            "/system/gc/schedule",
+            json={"schedule": {"type": "Manual"},
+                  "parameters": {"delete_untagged": delete_untagged, "workers": 1}},
+        )  # fmt: skip
+        run = int(started.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            document = self.api("GET", f"/system/gc/{run}").json()
+            if document["job_status"] in ("Success", "Error", "Stopped"):
+                return document
+            time.sleep(0.5)
+        raise RuntimeError(f"garbage collection {run} did not finish within {timeout:.0f}s")
+
+    def gc_log(self, run: int) -> str:
+        """The job log of a garbage collection run (jobservice's FILE logger)."""
+        return self.api("GET", f"/system/gc/{run}/log").text
 
 
 def _pkcs1_rsa_key() -> bytes:

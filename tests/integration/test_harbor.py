@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -475,6 +476,103 @@ def test_a_push_over_the_quota_says_so_and_completes_once_raised(harbor, tmp_pat
     assert pushed["skipped"] == len(held) and pushed["transferred"] == len(digests) - len(held)
     _pull(ref, tmp_path / "out", env)
     assert tree_files(tmp_path / "out") == tree_files(model)
+
+
+def _stored(harbor: HarborTeam) -> set[str]:
+    """The digests whose content is in the registry's storage (manifests are blobs there)."""
+    blobs = harbor.server.root / "registry/docker/registry/v2/blobs/sha256"
+    return {f"sha256:{data.parent.name}" for data in blobs.glob("*/*/data")}
+
+
+def _blobs_of(ref: str) -> dict[str, str]:
+    """A model's blobs in the local store: each file's path, and "" for its config, to the
+    digest."""
+    inspected = json.loads(_ok(run_cli("inspect", ref, "--json")).stdout)
+    return {
+        "": inspected["manifest"]["config"]["digest"],
+        **{layer["path"]: layer["digest"] for layer in inspected["layers"]},
+    }
+
+
+@pytest.mark.interop(
+    "Harbor",
+    "tag retention, then garbage collection",
+    "the kept tag pulls identical files and its signature verifies; the removed tag is gone (exit 3), its own blobs leave the storage, the blobs it shared stay",
+)
+def test_retention_and_garbage_collection_leave_the_kept_tag_whole(harbor, keys, tmp_path):
+    """A retention policy keeps `v*` and removes `dev-1`; garbage collection (untagged
+    artifacts too) then deletes what nothing references. Both models carry the same
+    config.json and README.md, which no other test pushes: blobs only these two share."""
+    harbor.server.create_project("pruned")
+    env = _env(harbor.admin)
+    models = {"v1": make_tiny_model(tmp_path / "v1", seed=21)}
+    models["dev-1"] = make_tiny_model(tmp_path / "dev-1", seed=22)  # other weights
+    for model in models.values():
+        config = json.loads((model / "config.json").read_text())
+        (model / "config.json").write_text(json.dumps({**config, "_name_or_path": "pruned/bert"}))
+        with (model / "README.md").open("a") as readme:
+            readme.write("\nKept as v1, removed as dev-1 by the retention test.\n")
+        for name in ("config.json", "README.md"):  # a tar layer (cnai's docs) holds the mtime
+            os.utime(model / name, (1_700_000_000, 1_700_000_000))
+    kept, dropped = harbor.ref("pruned", "bert", "v1"), harbor.ref("pruned", "bert", "dev-1")
+    for tag, ref in (("v1", kept), ("dev-1", dropped)):
+        _build(models[tag], ref, "--media-types", harbor.renders)
+    kept_digest, dropped_digest = _push(kept, env), _push(dropped, env)
+    _sign(kept, keys.private_path, env=env)
+    signatures = requests.get(
+        f"{harbor.server.url}/v2/pruned/bert/referrers/{kept_digest}", auth=harbor.admin, timeout=30
+    ).json()["manifests"]
+    # the .sig tag's manifest and the OCI 1.1 referrer, both accessories of v1 to Harbor
+    assert len(signatures) == 2, signatures
+    types = {s.get("artifactType") for s in signatures}
+    assert "application/vnd.dev.cosign.artifact.sig.v1+json" in types, signatures
+    kept_layers, dropped_layers = _blobs_of(kept), _blobs_of(dropped)
+    kept_blobs, dropped_blobs = set(kept_layers.values()), set(dropped_layers.values())
+    shared, own = kept_blobs & dropped_blobs, dropped_blobs - kept_blobs
+    assert {kept_layers["config.json"], kept_layers["README.md"]} <= shared
+    assert own == {dropped_layers[""], dropped_layers["model.safetensors"]}  # config, weights
+    before = _stored(harbor)
+    assert kept_blobs | dropped_blobs | {kept_digest, dropped_digest} <= before
+
+    policy = harbor.server.create_retention("pruned", "v*")
+    execution, tasks = harbor.server.run_retention(policy)
+    assert execution["status"] == "Success", execution
+    assert [(t["repository"], t["total"], t["retained"]) for t in tasks] == [("bert", 2, 1)], tasks
+    artifacts = harbor.server.api(
+        "GET", "/projects/pruned/repositories/bert/artifacts", params={"with_tag": "true"}
+    ).json()
+    assert [(a["digest"], [t["name"] for t in a["tags"]]) for a in artifacts] == [
+        (kept_digest, ["v1"])
+    ]
+    assert own | {dropped_digest} <= _stored(harbor)  # retention leaves the storage to GC
+
+    gc = harbor.server.garbage_collect(delete_untagged=True)
+    assert gc["job_status"] == "Success", gc
+    log = harbor.server.gc_log(gc["id"])
+    counted = re.search(r"(\d+) blobs and (\d+) manifests eligible for deletion", log)
+    assert counted, log[-3000:]
+    assert int(counted[1]) >= len(own) and int(counted[2]) >= 1, counted[0]
+    assert "success to run gc in job" in log, log[-3000:]
+    after = _stored(harbor)
+    assert not (own | {dropped_digest}) & after, "GC left the removed tag's own blobs"
+    signature_digests = {s["digest"] for s in signatures}
+    assert kept_blobs | {kept_digest} | signature_digests <= after, "GC deleted a kept blob"
+    accessories = harbor.artifact("pruned", "bert", "v1", with_accessory="true")["accessories"]
+    assert {a["digest"] for a in accessories} == signature_digests, accessories
+
+    node = {**env, "MODELPACK_HOME": str(tmp_path / "node")}  # nothing from the build's store
+    pulled = _pull(kept, tmp_path / "out", node)
+    assert pulled["digest"] == kept_digest
+    assert tree_files(tmp_path / "out") == tree_files(models["v1"])
+    verified = run_cli("verify", kept, "--key", str(keys.public_path), "--json", env=node)
+    assert json.loads(_ok(verified).stdout)["verified"] is True
+    gone = run_cli("pull", dropped, "-o", str(tmp_path / "gone"), env=node)
+    assert gone.returncode == 3, gone.stderr
+    _one_line(gone.stderr)
+    assert not (tmp_path / "gone").exists()
+    by_digest = run_cli("pull", f"{harbor.host}/pruned/bert@{dropped_digest}", "-o",
+                        str(tmp_path / "gone"), env=node)  # fmt: skip
+    assert by_digest.returncode == 3, by_digest.stderr
 
 
 # -- a proxy-cache project and a replication rule -------------------------------------------
