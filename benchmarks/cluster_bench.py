@@ -1,4 +1,4 @@
-"""`make bench-cluster`: 8 nodes pull the same model at once, four ways, on one machine.
+"""`make bench-cluster`: 8 nodes pull the same model at once, many ways, on one machine.
 
     python -m benchmarks.cluster_bench [--nodes 8] [--size-gib 1] [--shards 4] [--no-write]
 
@@ -6,7 +6,10 @@
 mirror (a second docker-registry with ``proxy: remoteurl``, the nodes' MODELPACK_MIRRORS);
 (c) through ``modelpack serve`` as the cluster's shared cache, the nodes as huggingface_hub
 clients (``snapshot_download``); (d) through a real Dragonfly (benchmarks/dragonfly.py: the
-control plane and a seed peer on hosts of their own, a dfdaemon in every node). Measured: the origin registry's egress (its access log and
+control plane and a seed peer on hosts of their own, a dfdaemon in every node); (h) the seed
+pipeline: Harbor's P2P preheat policy to that Dragonfly (benchmarks/harbor_preheat.py), the
+model pushed to Harbor and preheated, then every node through its dfdaemon, the origin
+being Harbor's registry. Measured: the origin registry's egress (its access log and
 its link's byte counter), the time until every node has a verified model, the worst node.
 Root only (benchmarks/cluster.py makes the namespaces). Writes the section "Many nodes at
 once" of docs/benchmarks.md and docs/benchmarks-cluster.png.
@@ -526,6 +529,7 @@ def chart(results: list[Result], one_copy: int, path: Path) -> bool:
 def section(run: Run, image: Path | None) -> str:
     results, one_copy = run.results, run.one_copy
     dragonfly_run = any(r.case == "d" for r in results)
+    harbor_run = any(r.case == "h" for r in results)
     rtt = ("" if run.rtt_emulated else
            " **Round trip times are not emulated**: this machine's kernel is built without "
            "`sch_netem` (`CONFIG_NET_SCH_NETEM` is not set), so tc shapes the rate (htb) only; "
@@ -537,6 +541,7 @@ def section(run: Run, image: Path | None) -> str:
         f"--size-gib {run.size_gib:g} --shards {run.shards}`) on {run.date}, one "
         f"round. {run.nodes} node hosts, the registry, a mirror host and a cache host"
         + (" (and for (d) a Dragonfly host and a seed-peer host)" if dragonfly_run else "")
+        + (" (and for (h) a Harbor host)" if harbor_run else "")
         + " are network "
         "namespaces on one bridge (benchmarks/cluster.py), each with its own MODELPACK_HOME; all "
         f"{run.nodes} nodes start pulling the same model ({run.shards} safetensors shards, "
@@ -577,6 +582,19 @@ def section(run: Run, image: Path | None) -> str:
             "scheduler and the scheduler's first seed-peer refresh (once a minute, v2.5.0) has "
             "passed; that start-up is not in the times. The origin's egress includes dfdaemon's "
             "one-byte `Range: bytes=0-0` probe of each blob from each dfdaemon."
+        )
+    if any(r.case == "h" for r in results):
+        lines.append(
+            "- **(h)** the seed pipeline: Harbor (v2.15.2 by default, built from source, its "
+            "registry a Debian docker-registry behind core) on a host of its own with the "
+            "registry's uplink, a P2P preheat policy to the Dragonfly of (d) (provider "
+            "instance: the manager's URL and a personal access token), the dfdaemons mirroring "
+            "Harbor. The model is pushed to Harbor, the policy is executed (its manual trigger: "
+            "Harbor's event-based trigger skips artifacts that are not images), Harbor's "
+            "jobservice asks the manager for the preheat and the seed peer fetches every blob "
+            "from Harbor; once the execution has succeeded all nodes pull at once through their "
+            "own dfdaemon. The times are the nodes' (the preheat's is in the notes); the origin "
+            "is Harbor's registry, its egress counted from the preheat on."
         )
     lines += [
         "",
@@ -674,6 +692,16 @@ def why(results: list[Result], one_copy: int) -> list[str]:
             "scheduler offered are in the notes), so a node's time includes the seed peer's "
             "fetch through the uplink. A node the scheduler gave up on fetches from the "
             "registry itself: that is what more than one copy means here."
+        )
+    if "h" in found:
+        verb = "within one copy" if found["h"] <= 1.1 else "more than one copy"
+        out.append(
+            f"Harbor's preheat to Dragonfly (h) cost {found['h']:.2f} copies at Harbor's registry, "
+            f"{verb}: the seed peer fetched the model when the policy ran, before any node asked, "
+            "and the nodes got the weights from the seed peer and each other. Blobs of one piece "
+            "(4 MiB or less: configs, tokenizer files) are fetched from Harbor again by the first "
+            "node that asks: the v2.5.0 seed peer does not register them at the scheduler on a "
+            "preheat (docs/registries.md)."
         )
     return out
 
