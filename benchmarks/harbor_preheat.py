@@ -91,24 +91,38 @@ class Netns:
 
 @dataclass
 class NsHarbor:
-    """A Harbor running in a namespace, at ``http://IP:8080``, driven from this process."""
+    """A Harbor running in a namespace, at ``http://IP:8080``, driven from this process; or,
+    with ``netns`` None (``running``), a Harbor already running on this machine's network."""
 
     version: str
     ip: str
-    netns: Netns
+    netns: Netns | None = None
     server: HarborServer = field(init=False)
+
+    @classmethod
+    def running(cls, server: HarborServer) -> NsHarbor:
+        """The preheat helpers for a Harbor started elsewhere (e.g. on 127.0.0.1)."""
+        made = cls(server.version, server.ip)
+        made.server = server
+        return made
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self.netns is None:
+            return fn(*args, **kwargs)
+        return self.netns.call(fn, *args, **kwargs)
 
     def start(self) -> NsHarbor:
         self.server = HarborServer(version=self.version, port=HARBOR_PORT, ip=self.ip)
-        self.netns.call(self.server.start)
+        self._call(self.server.start)
         return self
 
     def stop(self) -> None:
         """Stop every part from the thread that started them, then let the thread go."""
         try:
-            self.netns.call(self.server.cleanup)
+            self._call(self.server.cleanup)
         finally:
-            self.netns.close()
+            if self.netns is not None:
+                self.netns.close()
 
     @property
     def host(self) -> str:
@@ -124,10 +138,10 @@ class NsHarbor:
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         """``HarborServer.api`` from inside the namespace; the response."""
-        return self.netns.call(self.server.api, method, path, **kwargs)
+        return self._call(self.server.api, method, path, **kwargs)
 
     def create_project(self, name: str, *, public: bool = False) -> None:
-        self.netns.call(self.server.create_project, name, public=public)
+        self._call(self.server.create_project, name, public=public)
 
     def registry_log(self) -> str:
         """Harbor's distribution's log: its access lines (core is its only client)."""
