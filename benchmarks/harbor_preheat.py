@@ -143,6 +143,9 @@ class NsHarbor:
     def create_project(self, name: str, *, public: bool = False) -> None:
         self._call(self.server.create_project, name, public=public)
 
+    def create_robot(self, project: str, name: str, actions: tuple[str, ...]) -> tuple[str, str]:
+        return self._call(self.server.create_robot, project, name, actions)
+
     def registry_log(self) -> str:
         """Harbor's distribution's log: its access lines (core is its only client)."""
         path = self.server.logs / "registry.log"

@@ -25,6 +25,7 @@ The last test is the reason for the namespaces, shown: the ``harbor`` fixture's 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -123,7 +124,12 @@ def test_harbor_preheat_policy_seeds_dragonfly_then_nodes_pull_p2p(
 
 def _seed_pipeline(version, harbor, cluster, df, tiny_model, tmp_path) -> None:  # noqa: ANN001
     project = f"ml-{RENDERS[version]}"  # a URL of its own per version: its own tasks
-    harbor.create_project(project, public=True)
+    harbor.create_project(project)  # private: the nodes read it as a pull-only robot
+    robot, secret = harbor.create_robot(project, "nodes", ("pull",))
+    docker_config = tmp_path / "docker"  # the nodes' `docker login`, for Harbor's host
+    docker_config.mkdir()
+    auth = base64.b64encode(f"{robot}:{secret}".encode()).decode()
+    (docker_config / "config.json").write_text(json.dumps({"auths": {harbor.host: {"auth": auth}}}))
     provider = harbor.create_dragonfly_instance("dragonfly", df.manager_url, df.token)
     harbor.create_policy(project, "on-push", provider, trigger="event_based")
     harbor.create_policy(project, "seed", provider, trigger="manual")
@@ -147,6 +153,8 @@ def _seed_pipeline(version, harbor, cluster, df, tiny_model, tmp_path) -> None: 
             "n0",
             [PY, "-m", "modelpack", "inspect", ref, "--remote", "--json"],
             MODELPACK_HOME=str(publisher),
+            MODELPACK_USERNAME=user,
+            MODELPACK_PASSWORD=password,
         ).stdout  # fmt: skip
     )["manifest"]
     sizes = {b["digest"]: b["size"] for b in [manifest["config"], *manifest["layers"]]}
@@ -171,13 +179,22 @@ def _seed_pipeline(version, harbor, cluster, df, tiny_model, tmp_path) -> None: 
     # The event-based policy saw the push and did nothing: a model is not an IMAGE.
     assert harbor.executions(project, "on-push") == []
 
-    # Two nodes pull through their own dfdaemon (registry-mirror mode).
+    # Two nodes pull through their own dfdaemon (registry-mirror mode), as the project's
+    # pull-only robot from their docker config (which modelpack gives the mirror too).
     mark = len(harbor.registry_log())
     for host, peer in zip(cluster.node_hosts, df.nodes, strict=True):
         out = tmp_path / f"out-{host.role}"
-        _run(cluster, host.role, [PY, "-m", "modelpack", "pull", ref, "-o", str(out), "-q"],
-             MODELPACK_MIRRORS=f"{harbor.host}={peer.proxy}")  # fmt: skip
+        pulled_by = _run(cluster, host.role, [PY, "-m", "modelpack", "pull", ref, "-o", str(out)],
+             MODELPACK_MIRRORS=f"{harbor.host}={peer.proxy}", DOCKER_CONFIG=str(docker_config),
+             MODELPACK_VERBOSE="1")  # fmt: skip
         assert tree_files(out) == tree_files(tiny_model)
+        # The robot's `docker login` got a token at Harbor's realm (Harbor's challenge names
+        # its own host: dfdaemon asks it with that host), and every blob came through the
+        # node's dfdaemon: the mirror was not skipped for Harbor itself.
+        log = pulled_by.stderr
+        assert f"from http://{harbor.host}/service/token" in log, log
+        assert f"GET {peer.ip}:{peer.proxy_port}/v2/{project}/bert/blobs/" in log, log
+        assert f"GET {harbor.host}/v2/{project}/bert/blobs/" not in log, log
     pulled_requests = blob_gets(harbor.registry_log()[mark:], f"{project}/bert")
     pulled = bytes_sent(pulled_requests)
     # The large blob came from the seed peer: Harbor's registry sent it only for the preheat.
