@@ -19,8 +19,9 @@ push only for artifacts of type IMAGE (``handlePushArtifact`` in
 src/controller/event/handler/p2p/preheat.go, both versions), and a model is type CNAI; the
 test keeps an event-based policy beside the manual one and checks it never ran.
 
-The last test is the reason for the namespaces, shown: the ``harbor`` fixture's Harbor on
-127.0.0.1 with a Dragonfly on 127.0.0.1, and the preheat execution fails at the manager.
+The reason for the namespaces, shown: ``test_a_harbor_on_loopback_cannot_be_preheated`` in
+test_harbor.py (the ``harbor`` fixture's Harbor on 127.0.0.1 and a Dragonfly on 127.0.0.1:
+the preheat execution fails at the manager).
 """
 
 from __future__ import annotations
@@ -210,47 +211,3 @@ def _seed_pipeline(version, harbor, cluster, df, tiny_model, tmp_path) -> None: 
           f"{one_copy} B (the large blob {sum(sizes[d] for d in large)} B once; small blobs "
           f"{sum(pulled.values())} B again for {NODES} nodes); "
           f"{probes(warmed) + probes(pulled_requests)} one-byte probes")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def local_df(tmp_path_factory):  # noqa: ANN201
-    """Dragonfly's manager, scheduler and seed peer on 127.0.0.1 (no nodes)."""
-    from support.dragonfly import DragonflyCluster, build_dragonfly
-
-    cluster_df = DragonflyCluster(
-        build_dragonfly(), tmp_path_factory.mktemp("dragonfly-local"), "http://127.0.0.1:9",
-        peer_count=0,
-    )  # fmt: skip
-    cluster_df.start()
-    yield cluster_df
-    cluster_df.cleanup()
-
-
-@pytest.mark.interop(
-    "Harbor",
-    "P2P preheat of a Harbor on 127.0.0.1",
-    "the execution fails: Dragonfly's manager refuses to fetch the manifest from a loopback address",
-)
-def test_a_harbor_on_loopback_cannot_be_preheated(harbor, local_df, tiny_model, tmp_path):
-    server = harbor.server
-    project = "preheat-loopback"
-    ns = NsHarbor.running(server)
-    ns.create_project(project, public=True)
-    provider = ns.create_dragonfly_instance(
-        f"dragonfly-{harbor.version}", local_df.manager_url, local_df.token
-    )
-    ns.create_policy(project, "seed", provider)
-    ref = f"{harbor.host}/{project}/bert:v1"
-    env = {**os.environ, "MODELPACK_HOME": str(tmp_path / "home"), "MODELPACK_USERNAME": "admin",
-           "MODELPACK_PASSWORD": server.admin_password}  # fmt: skip
-    for args in (["build", str(tiny_model), "-t", ref, "-q", "--media-types", harbor.renders],
-                 ["push", ref, "-q"]):  # fmt: skip
-        done = subprocess.run([PY, "-m", "modelpack", *args], env=env, capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
-        assert done.returncode == 0, done.stderr
-    execution = ns.execute(project, "seed")
-    ended = ns.wait_execution(project, "seed", execution, timeout=300)
-    assert ended["status"] == "Error", ended
-    jobs = ns.log("jobservice")
-    assert "ip 127.0.0.1 is invalid" in jobs, jobs[-3000:]
-    print(next(line for line in jobs.splitlines() if "is invalid" in line))
