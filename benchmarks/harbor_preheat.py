@@ -259,9 +259,3 @@ def bytes_sent(requests: list[tuple[str, int]]) -> Counter:
 
 def probes(requests: list[tuple[str, int]]) -> int:
     return sum(1 for _digest, written in requests if written == 1)
-
-
-def write_harbor_config(path: Path, host: str, media_types: str) -> Path:
-    """A modelpack config that writes the names ``host``'s Harbor renders."""
-    path.write_text(f'[registries."{host}"]\nmedia_types = "{media_types}"\nplain_http = true\n')
-    return path
