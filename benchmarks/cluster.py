@@ -178,6 +178,8 @@ class Cluster:
     registry_link: Link = field(default_factory=lambda: Link("1gbit", 20.0))
     node_link: Link = field(default_factory=Link)
     extra_link: Link = field(default_factory=Link)
+    # Links of particular extra hosts (e.g. an origin Harbor shaped like the registry's uplink)
+    role_links: dict[str, Link] = field(default_factory=dict)
     prefix: str = field(default_factory=_new_prefix)
     hosts: dict[str, Host] = field(default_factory=dict)
     delay: bool | None = None  # the links' round trip applied (netem); None: found out at up()
@@ -214,7 +216,7 @@ class Cluster:
         sh("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.switch, "link", "set", "br0", "up")
         plan = [("registry", self.registry_link)]
-        plan += [(role, self.extra_link) for role in self.extra]
+        plan += [(role, self.role_links.get(role, self.extra_link)) for role in self.extra]
         plan += [(f"n{i}", self.node_link) for i in range(self.nodes)]
         for index, (role, link) in enumerate(plan):
             self._add_host(Host(role, f"{self.prefix}{role}", f"{SUBNET}.{index + 2}", link))

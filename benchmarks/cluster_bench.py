@@ -1,4 +1,4 @@
-"""`make bench-cluster`: 8 nodes pull the same model at once, four ways, on one machine.
+"""`make bench-cluster`: 8 nodes pull the same model at once, many ways, on one machine.
 
     python -m benchmarks.cluster_bench [--nodes 8] [--size-gib 1] [--shards 4] [--no-write]
 
@@ -6,7 +6,10 @@
 mirror (a second docker-registry with ``proxy: remoteurl``, the nodes' MODELPACK_MIRRORS);
 (c) through ``modelpack serve`` as the cluster's shared cache, the nodes as huggingface_hub
 clients (``snapshot_download``); (d) through a real Dragonfly (benchmarks/dragonfly.py: the
-control plane and a seed peer on hosts of their own, a dfdaemon in every node). Measured: the origin registry's egress (its access log and
+control plane and a seed peer on hosts of their own, a dfdaemon in every node); (h) the seed
+pipeline: Harbor's P2P preheat policy to that Dragonfly (benchmarks/harbor_preheat.py), the
+model pushed to Harbor and preheated, then every node through its dfdaemon, the origin
+being Harbor's registry. Measured: the origin registry's egress (its access log and
 its link's byte counter), the time until every node has a verified model, the worst node.
 Root only (benchmarks/cluster.py makes the namespaces). Writes the section "Many nodes at
 once" of docs/benchmarks.md and docs/benchmarks-cluster.png.
@@ -40,6 +43,7 @@ from benchmarks.cluster import (
     NsRegistry,
     require_root,
 )
+from benchmarks.harbor_preheat import RENDERS, Netns, NsHarbor, build_harbor, probes
 from benchmarks.report import replace_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +54,9 @@ RESULTS = Path(__file__).with_name("cluster-results.json")
 PY = sys.executable
 REPO = "bench/model"
 GATEWAY_PORT = 8080
-CASES = ("a", "b", "b2", "b3", "c", "d")
+CASES = ("a", "b", "b2", "b3", "c", "d", "h")
+# The Harbor of case (h): the latest release (its model processor reads the cnai names)
+HARBOR_VERSION = os.environ.get("MODELPACK_BENCH_HARBOR_VERSION", "v2.15.2")
 
 # A node as a Hugging Face client: download, then check every file's sha256 (huggingface_hub
 # checks sizes, not digests), so "done" means a verified model as for `modelpack pull`.
@@ -307,21 +313,7 @@ DF_RANGED_MIN = os.environ.get("MODELPACK_BENCH_DF_RANGED_MIN")
 # (2.50 copies; "scheduling exceeded RetryBackToSourceLimit 4" within 3 s of the seed peer
 # being triggered, the machine at load 26); with 40, 1.00 copies.
 DF_RETRY_BACK_TO_SOURCE = int(os.environ.get("MODELPACK_BENCH_DF_RETRIES", "40"))
-PORT_PROBE = (
-    "import socket,sys\n"
-    "s=socket.socket(); s.settimeout(0.5)\n"
-    "sys.exit(s.connect_ex((sys.argv[1], int(sys.argv[2]))))\n"
-)
-
-
-def namespace_site(cluster: Cluster, host: Host) -> dragonfly.Site:
-    """Dragonfly processes in ``host``'s namespace, on its bridge address."""
-    return dragonfly.Site(
-        host.ip,
-        lambda argv, **kwargs: cluster.spawn(host, argv, **kwargs),
-        lambda port: cluster.run(host, [PY, "-c", PORT_PROBE, host.ip, str(port)]).returncode == 0,
-        dragonfly.port_range(40000),
-    )
+namespace_site = dragonfly.namespace_site
 
 
 def case_d(cluster: Cluster, origin: NsRegistry, ref: str) -> Result:
@@ -381,6 +373,99 @@ def case_d(cluster: Cluster, origin: NsRegistry, ref: str) -> Result:
             shutil.copytree(workdir, keep, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("mariadb", "storage", "*.sock"))  # fmt: skip
         df.cleanup()
+
+
+def case_h(cluster: Cluster, model: Path) -> Result:
+    """The seed pipeline: Harbor on the harbor host (its uplink shaped as the registry's) with
+    a P2P preheat policy to Dragonfly (control plane, seed peer and node dfdaemons as in (d),
+    mirroring Harbor).  The model is pushed to Harbor, the policy runs (its manual trigger:
+    Harbor's event-based trigger skips artifacts that are not images, and a model is type
+    CNAI), Harbor's jobservice asks the manager to preheat, the seed peer fetches every blob
+    from Harbor; when the execution has succeeded, every node pulls through its own dfdaemon
+    at once.  Origin egress: the access log of Harbor's registry, preheat included."""
+    fresh_nodes(cluster)
+    workdir = cluster.workdir / "dragonfly-h"
+    shutil.rmtree(workdir, ignore_errors=True)
+    host = cluster.hosts["harbor"]
+    harbor = NsHarbor(HARBOR_VERSION, host.ip, Netns(host.ns)).start()
+    nodes = [(f"df-{h.role}", namespace_site(cluster, h)) for h in cluster.node_hosts]
+    df = dragonfly.Dragonfly(
+        dragonfly.build(), workdir, harbor.url,
+        control=namespace_site(cluster, cluster.hosts["dragonfly"]),
+        seed_site=namespace_site(cluster, cluster.hosts["seed"]), peer_sites=nodes,
+        scheduler_log_level=os.environ.get("MODELPACK_BENCH_DF_LOG", "info"),
+        retry_back_to_source_limit=DF_RETRY_BACK_TO_SOURCE,
+    )  # fmt: skip
+    try:
+        begun = time.monotonic()
+        df.start()
+        project = "bench"
+        harbor.create_project(project, public=True)
+        provider = harbor.create_dragonfly_instance("dragonfly", df.manager_url, df.token)
+        harbor.create_policy(project, "seed", provider, trigger="manual")
+        ref = f"{harbor.host}/{project}/model:v1"
+        n0 = cluster.hosts["n0"]
+        publisher = cluster.workdir / "harbor-publisher"
+        user, password = harbor.admin
+        env = cluster.env(n0, MODELPACK_HOME=str(publisher), MODELPACK_USERNAME=user,
+                          MODELPACK_PASSWORD=password)  # fmt: skip
+        subprocess.run([PY, "-m", "modelpack", "build", str(model), "-t", ref, "-q",
+                        "--media-types", RENDERS[HARBOR_VERSION]], env=env, check=True)  # fmt: skip
+        cluster.run(n0, [PY, "-m", "modelpack", "push", ref, "-q"], env=env, check=True)
+        waited = df.wait_for_seed_peer()
+        ready = time.monotonic() - begun
+        print("case h: Harbor preheat policy to Dragonfly, then every node through its dfdaemon",
+              flush=True)  # fmt: skip
+        log_before = len(harbor.registry_log())
+        wire_before = cluster.tx_bytes("harbor")
+        started = time.monotonic()
+        execution = harbor.execute(project, "seed")
+        ended = harbor.wait_execution(project, "seed", execution, timeout=1800)
+        preheat = time.monotonic() - started
+        if ended["status"] != "Success":
+            raise RuntimeError(
+                f"Harbor's preheat execution ended {ended['status']}: "
+                + harbor.task_logs(project, "seed", execution)[-2000:]
+            )
+        preheat_bytes = sum(bytes_by_client(harbor.registry_log()[log_before:]).values())
+        commands = {
+            h.role: ([PY, "-m", "modelpack", "pull", ref, "-q"],
+                     cluster.env(h, MODELPACK_MIRRORS=f"{harbor.host}={peer.proxy}"))
+            for h, peer in zip(cluster.node_hosts, df.nodes, strict=True)
+        }  # fmt: skip
+        node_seconds, all_done, failures = run_nodes(cluster, commands)
+        time.sleep(1.0)  # the access log line of the last response
+        log = harbor.registry_log()[log_before:]
+        by_client = bytes_by_client(log)
+        label = "Harbor preheat policy to Dragonfly, then through the dfdaemons"
+        result = Result("h", label, node_seconds, all_done, sum(by_client.values()),
+                        cluster.tx_bytes("harbor") - wire_before, by_client, failures)  # fmt: skip
+        requests = re.findall(r'"GET /v2/\S+/blobs/\S+ HTTP/1\.[01]" 20[06] (\d+) ', log)
+        result.notes += [
+            f"Harbor {HARBOR_VERSION}'s preheat execution took {preheat:.1f} s before the nodes "
+            f"started (Harbor's job asks the manager every 10 s); every node ready "
+            f"{preheat + all_done:.1f} s after the preheat began",
+            f"the seed peer's preheat fetched {preheat_bytes / 2**30:.2f} GiB from Harbor's "
+            f"registry, the nodes' dfdaemons {result.origin_bytes - preheat_bytes} bytes after it",
+            "Harbor's registry sees core (127.0.0.1) as its only client",
+            f"Dragonfly and Harbor took {ready:.0f} s to be ready and the model to be pushed "
+            f"(then {waited:.0f} s more for the scheduler's first seed-peer refresh)",
+            f"the origin's egress includes {probes([('', int(n)) for n in requests])} one-byte "
+            "`Range: bytes=0-0` probes",
+        ]
+        print(f"  preheat {preheat:.1f} s, then all done {all_done:.1f} s, worst node "
+              f"{max(node_seconds):.1f} s, origin egress {result.origin_bytes / 2**30:.2f} GiB, "
+              f"failures {failures}", flush=True)  # fmt: skip
+        return result
+    finally:
+        df.stop()
+        keep = os.environ.get("MODELPACK_BENCH_DF_LOGS")
+        if keep and workdir.is_dir():
+            shutil.copytree(workdir, keep, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("mariadb", "storage", "*.sock"))  # fmt: skip
+            shutil.copytree(harbor.server.logs, Path(keep) / "harbor", dirs_exist_ok=True)
+        df.cleanup()
+        harbor.stop()
 
 
 def scheduled_parents(scheduler_log: str, peers: list[dragonfly.Peer]) -> set[str]:
@@ -443,6 +528,7 @@ def chart(results: list[Result], one_copy: int, path: Path) -> bool:
 def section(run: Run, image: Path | None) -> str:
     results, one_copy = run.results, run.one_copy
     dragonfly_run = any(r.case == "d" for r in results)
+    harbor_run = any(r.case == "h" for r in results)
     rtt = ("" if run.rtt_emulated else
            " **Round trip times are not emulated**: this machine's kernel is built without "
            "`sch_netem` (`CONFIG_NET_SCH_NETEM` is not set), so tc shapes the rate (htb) only; "
@@ -454,6 +540,7 @@ def section(run: Run, image: Path | None) -> str:
         f"--size-gib {run.size_gib:g} --shards {run.shards}`) on {run.date}, one "
         f"round. {run.nodes} node hosts, the registry, a mirror host and a cache host"
         + (" (and for (d) a Dragonfly host and a seed-peer host)" if dragonfly_run else "")
+        + (" (and for (h) a Harbor host)" if harbor_run else "")
         + " are network "
         "namespaces on one bridge (benchmarks/cluster.py), each with its own MODELPACK_HOME; all "
         f"{run.nodes} nodes start pulling the same model ({run.shards} safetensors shards, "
@@ -494,6 +581,19 @@ def section(run: Run, image: Path | None) -> str:
             "scheduler and the scheduler's first seed-peer refresh (once a minute, v2.5.0) has "
             "passed; that start-up is not in the times. The origin's egress includes dfdaemon's "
             "one-byte `Range: bytes=0-0` probe of each blob from each dfdaemon."
+        )
+    if any(r.case == "h" for r in results):
+        lines.append(
+            "- **(h)** the seed pipeline: Harbor (v2.15.2 by default, built from source, its "
+            "registry a Debian docker-registry behind core) on a host of its own with the "
+            "registry's uplink, a P2P preheat policy to the Dragonfly of (d) (provider "
+            "instance: the manager's URL and a personal access token), the dfdaemons mirroring "
+            "Harbor. The model is pushed to Harbor, the policy is executed (its manual trigger: "
+            "Harbor's event-based trigger skips artifacts that are not images), Harbor's "
+            "jobservice asks the manager for the preheat and the seed peer fetches every blob "
+            "from Harbor; once the execution has succeeded all nodes pull at once through their "
+            "own dfdaemon. The times are the nodes' (the preheat's is in the notes); the origin "
+            "is Harbor's registry, its egress counted from the preheat on."
         )
     lines += [
         "",
@@ -592,6 +692,16 @@ def why(results: list[Result], one_copy: int) -> list[str]:
             "fetch through the uplink. A node the scheduler gave up on fetches from the "
             "registry itself: that is what more than one copy means here."
         )
+    if "h" in found:
+        verb = "within one copy" if found["h"] <= 1.1 else "more than one copy"
+        out.append(
+            f"Harbor's preheat to Dragonfly (h) cost {found['h']:.2f} copies at Harbor's registry, "
+            f"{verb}: the seed peer fetched the model when the policy ran, before any node asked, "
+            "and the nodes got the weights from the seed peer and each other. Blobs of one piece "
+            "(4 MiB or less: configs, tokenizer files) are fetched from Harbor again by the first "
+            "node that asks: the v2.5.0 seed peer does not register them at the scheduler on a "
+            "preheat (docs/registries.md)."
+        )
     return out
 
 
@@ -606,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--registry-rate", default="1gbit")
     parser.add_argument("--node-rate", default="10gbit")
-    parser.add_argument("--cases", default="a,b,b2,b3,c,d")
+    parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--no-write", action="store_true", help="print only; docs/ untouched")
     parser.add_argument(
         "--from-json",
@@ -652,9 +762,12 @@ def measure_all(args: argparse.Namespace) -> Run:
         files=args.shards,
     )
     expected = digests(model)
-    cluster = Cluster(nodes=args.nodes, extra=("mirror", "cache", "dragonfly", "seed"),
+    if "h" in args.cases.split(","):  # before any case runs: a missing Harbor fails at once
+        build_harbor(HARBOR_VERSION)
+    cluster = Cluster(nodes=args.nodes, extra=("mirror", "cache", "dragonfly", "seed", "harbor"),
                       registry_link=Link(args.registry_rate, 20.0),
-                      node_link=Link(args.node_rate, 1.0), extra_link=Link(args.node_rate, 1.0)).up()  # fmt: skip
+                      node_link=Link(args.node_rate, 1.0), extra_link=Link(args.node_rate, 1.0),
+                      role_links={"harbor": Link(args.registry_rate, 20.0)}).up()  # fmt: skip
     try:
         origin = cluster.start_registry()
         ref = f"{origin.address}/{REPO}:v1"
@@ -673,6 +786,8 @@ def measure_all(args: argparse.Namespace) -> Run:
                 results.append(case_c(cluster, origin, expected))
             elif case == "d":
                 results.append(case_d(cluster, origin, ref))
+            elif case == "h":
+                results.append(case_h(cluster, model))
     finally:
         cluster.down()
     info = machine()

@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,6 +86,26 @@ def local_site() -> Site:
 def port_range(start: int) -> Callable[[], int]:
     """Ports counted up from ``start``: for a host (namespace) with nothing else listening."""
     return itertools.count(start).__next__
+
+
+PORT_PROBE = (
+    "import socket,sys\n"
+    "s=socket.socket(); s.settimeout(0.5)\n"
+    "sys.exit(s.connect_ex((sys.argv[1], int(sys.argv[2]))))\n"
+)
+
+
+def namespace_site(cluster, host) -> Site:  # noqa: ANN001 - benchmarks.cluster's Cluster, Host
+    """Processes in ``host``'s network namespace (benchmarks/cluster.py), on its bridge address."""
+    return Site(
+        host.ip,
+        lambda argv, **kwargs: cluster.spawn(host, argv, **kwargs),
+        lambda port: (
+            cluster.run(host, [sys.executable, "-c", PORT_PROBE, host.ip, str(port)]).returncode
+            == 0
+        ),
+        port_range(40000),
+    )
 
 
 def wait_until(check, what: str, timeout: float = 120.0, logs: tuple[Path, ...] = ()) -> None:  # noqa: ANN001

@@ -202,6 +202,7 @@ SHARED_WORKER = {
     "test_cluster.py": "namespaces",
     "test_cluster_bench.py": "namespaces",
     "test_dragonfly.py": "namespaces",
+    "test_harbor_preheat.py": "namespaces",  # Harbor in a namespace, not on 127.0.0.1:8080
 }
 
 

@@ -71,15 +71,22 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _wait_port(port: int, process: subprocess.Popen, name: str, log: Path, timeout: float) -> None:
+def _wait_port(
+    port: int,
+    process: subprocess.Popen,
+    name: str,
+    log: Path,
+    timeout: float,
+    ip: str = "127.0.0.1",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode}: {_tail(log)}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        with contextlib.suppress(OSError), socket.create_connection((ip, port), 0.5):
             return
         time.sleep(0.1)
-    raise RuntimeError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+    raise RuntimeError(f"{name} did not listen on {ip}:{port} within {timeout:.0f}s")
 
 
 def _tail(log: Path, size: int = 2000) -> str:
@@ -88,10 +95,17 @@ def _tail(log: Path, size: int = 2000) -> str:
 
 @dataclass
 class HarborServer:
-    """A running Harbor; ``host`` is what goes into references (127.0.0.1:PORT)."""
+    """A running Harbor; ``host`` is what goes into references (127.0.0.1:PORT).
+
+    ``ip`` is the address core listens on and that every URL Harbor hands out names
+    (``EXT_ENDPOINT``, the token realm, preheat URLs): 127.0.0.1 by default; a network
+    namespace's own address when Harbor runs in one for peers that refuse loopback
+    (Dragonfly's manager, benchmarks/harbor_preheat.py).  The other parts stay on 127.0.0.1.
+    """
 
     version: str = "v2.15.2"
     port: int = field(default_factory=free_port)
+    ip: str = "127.0.0.1"
     workdir: Path | None = None  # default: a temporary folder, made when first needed
     admin_password: str = field(default_factory=lambda: "Mp1" + secrets.token_hex(10), repr=False)
     # Garbage collection spares blobs touched within this many hours (core's
@@ -102,7 +116,7 @@ class HarborServer:
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.ip}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -277,7 +291,7 @@ class HarborServer:
         # core listens on every interface unless its app.conf names the address
         (core_dir / "app.conf").write_text(
             "appname = Harbor\nrunmode = prod\nenablegzip = true\n\n"
-            f"[prod]\nhttpaddr = 127.0.0.1\nhttpport = {self.port}\n"
+            f"[prod]\nhttpaddr = {self.ip}\nhttpport = {self.port}\n"
         )
         (core_dir / "key").write_text(secrets.token_hex(8))  # 16 characters: AES-128
         (core_dir / "private_key.pem").write_bytes(_pkcs1_rsa_key())
@@ -321,7 +335,7 @@ class HarborServer:
             "ROBOT_SCANNER_NAME_PREFIX": secrets.token_hex(4),
             "PERMITTED_REGISTRY_TYPES_FOR_PROXY_CACHE": "docker-hub,harbor,docker-registry",
             "REPLICATION_ADAPTER_WHITELIST": "docker-hub,docker-registry,harbor",
-            "NO_PROXY": "127.0.0.1,localhost",
+            "NO_PROXY": f"127.0.0.1,localhost,{self.ip}",
             "GC_TIME_WINDOW_HOURS": str(self.gc_time_window_hours),
             # how often core folds finished tasks into their execution's status (GC, retention,
             # replication): Harbor's 30 s default, every 2 s here, the same asynchronous way
@@ -332,7 +346,7 @@ class HarborServer:
         process = self._spawn(
             "core", [str(self.build / "bin/harbor_core")], env=env, cwd=self.root / "core"
         )
-        _wait_port(self.port, process, "Harbor core", self.logs / "core.log", timeout)
+        _wait_port(self.port, process, "Harbor core", self.logs / "core.log", timeout, self.ip)
 
     def _start_jobservice(self, env: dict[str, str], port: int, redis_port: int) -> None:
         """After core: jobservice reads its configuration from core's API at start."""

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.dragonfly import DragonflyCluster, build_dragonfly
 from support.harbor import PEER_SRC, HarborTeam, build_harbor
 from support.helpers import run_cli, tree_files
 
 import modelpack
+from benchmarks.harbor_preheat import NsHarbor
 from modelpack.oci.reference import Reference
 from modelpack.registry.client import open_repository
 from modelpack.settings import Settings
@@ -687,3 +689,45 @@ def test_a_replication_rule_carries_the_model_and_its_signatures(
     assert verified["verified"] is True
     _pull(copy, tmp_path / "out", None, "--verify-key", str(keys.public_path))
     assert tree_files(tmp_path / "out") == tree_files(tiny_model)
+
+
+# -- P2P preheat (the seed pipeline itself: test_harbor_preheat.py) ----------------------
+
+
+@pytest.fixture(scope="module")
+def local_df(tmp_path_factory):  # noqa: ANN201
+    """Dragonfly's manager, scheduler and seed peer on 127.0.0.1 (no nodes)."""
+    cluster_df = DragonflyCluster(
+        build_dragonfly(), tmp_path_factory.mktemp("dragonfly-local"), "http://127.0.0.1:9",
+        peer_count=0,
+    )  # fmt: skip
+    cluster_df.start()
+    yield cluster_df
+    cluster_df.cleanup()
+
+
+@pytest.mark.interop(
+    "Harbor",
+    "P2P preheat of a Harbor on 127.0.0.1",
+    "the execution fails: Dragonfly's manager refuses to fetch the manifest from a loopback address",
+)
+def test_a_harbor_on_loopback_cannot_be_preheated(harbor, local_df, tiny_model):
+    """Why tests/integration/test_harbor_preheat.py runs Harbor in a network namespace:
+    Harbor's Dragonfly driver asks the manager to preheat the manifest at Harbor's external
+    URL, and the v2.5.0 manager dials only global unicast addresses."""
+    project = "preheat-loopback"
+    ns = NsHarbor.running(harbor.server)
+    ns.create_project(project, public=True)
+    provider = ns.create_dragonfly_instance(
+        f"dragonfly-{harbor.version}", local_df.manager_url, local_df.token
+    )
+    ns.create_policy(project, "seed", provider)
+    ref = f"{harbor.host}/{project}/bert:v1"
+    _build(tiny_model, ref, "--media-types", harbor.renders)
+    _push(ref, _env(harbor.admin))
+    execution = ns.execute(project, "seed")
+    ended = ns.wait_execution(project, "seed", execution, timeout=300)
+    assert ended["status"] == "Error", ended
+    jobs = ns.log("jobservice")
+    assert "ip 127.0.0.1 is invalid" in jobs, jobs[-3000:]
+    print(next(line for line in jobs.splitlines() if "is invalid" in line))

@@ -81,3 +81,17 @@ def test_section_from_saved_results_with_and_without_dragonfly() -> None:
     text = section(old, None)
     assert "| (d) through Dragonfly (a dfdaemon on every node) | 11.0 s |" in text
     assert "- **(d)** Dragonfly" in text and "Dragonfly fetched each blob once" in text
+
+
+def test_section_with_the_harbor_preheat_case() -> None:
+    run = Run.load(RESULTS)
+    text = section(run, None)
+    assert "(h)" not in text and "Harbor host" not in text
+    h = Result("h", "Harbor preheat policy to Dragonfly, then through the dfdaemons",
+               [70.0] * run.nodes, 74.7, run.one_copy + 664376, run.one_copy + 10**7,
+               {"127.0.0.1": run.one_copy + 664376}, 0, ["the preheat took 51.5 s"])  # fmt: skip
+    run.results.append(h)
+    text = section(run, None)
+    assert "(and for (h) a Harbor host)" in text and "- **(h)** the seed pipeline" in text
+    assert "| (h) Harbor preheat policy to Dragonfly, then through the dfdaemons | 74.7 s |" in text
+    assert "Harbor's preheat to Dragonfly (h) cost 1.00 copies" in text
