@@ -193,30 +193,39 @@ def _needs_peers(item: pytest.Item) -> bool:
     )
 
 
-# Test modules that must share one xdist worker, run one after another: Harbor's core must own
-# 127.0.0.1:8080 (modelpack.testing.harbor), and the namespace tests each check that no
-# network namespace (named by the test's pid) or MariaDB of theirs is left behind.
+# Test modules that must share one xdist worker, run one after another: the namespace tests
+# each check that no network namespace (named by the test's pid) or MariaDB of theirs is
+# left behind.  The Harbor modules go by version: one worker starts one Harbor.
 SHARED_WORKER = {
-    "test_harbor.py": "harbor",
-    "test_harbor_gateway.py": "harbor",
     "test_cluster.py": "namespaces",
     "test_cluster_bench.py": "namespaces",
     "test_dragonfly.py": "namespaces",
-    "test_harbor_preheat.py": "namespaces",  # Harbor in a namespace, not on 127.0.0.1:8080
+    "test_harbor_preheat.py": "namespaces",  # its Harbor and Dragonfly run in namespaces
 }
+HARBOR_MODULES = {"test_harbor.py", "test_harbor_gateway.py"}
+
+
+def worker_group(nodeid: str) -> str:
+    """The tests that must run in one xdist worker: a module, the modules of SHARED_WORKER,
+    or the Harbor tests of one version (the ``harbor`` fixture's id in the node id)."""
+    module = nodeid.split("::", 1)[0]
+    name = module.rsplit("/", 1)[-1]
+    if name in HARBOR_MODULES:
+        params = nodeid.partition("[")[2]
+        return "harbor v2.15.2" if "v2.15.2" in params else "harbor main"
+    return SHARED_WORKER.get(name, module)
 
 
 def pytest_xdist_make_scheduler(config, log):  # noqa: ANN001, ANN201 - xdist's hook
     """`make test` runs `pytest -n 2` (scripts/test.sh): a module runs in one worker, so its
-    module-scoped servers start once, and the modules of SHARED_WORKER share one.  Grouped
+    module-scoped servers start once, and ``worker_group`` says which share one.  Grouped
     by node id here because xdist's own ``--dist loadgroup`` does not group under pytest 9.2
     (pytest-dev/pytest-xdist#1386)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return SHARED_WORKER.get(module.rsplit("/", 1)[-1], module)
+            return worker_group(nodeid)
 
     return ModuleScheduling(config, log)
 
@@ -237,9 +246,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _run_order(item: pytest.Item) -> int:
     """Tests without peers first, then those with.  Under xdist (make test) the Harbor
-    tests go first of all: one worker, the longest share of the run, takes them (waiting
-    for Harbor's build on a cold machine) while the other runs the rest in order; the
-    scheduler keeps this order (scripts/test.sh passes --no-loadscope-reorder)."""
+    tests go first of all: each worker takes one Harbor version, the longest shares of the
+    run (waiting for Harbor's build on a cold machine, which ends well before the Rust
+    peers'), then both run the rest in order; the scheduler keeps this order
+    (scripts/test.sh passes --no-loadscope-reorder)."""
     if os.environ.get("PYTEST_XDIST_WORKER") and "harbor" in getattr(item, "fixturenames", ()):
         return -1
     return int(_needs_peers(item))
