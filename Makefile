@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps peers demo test test-fast interop lint format bench bench-cluster bench-images docs dist clean
+.PHONY: install system-deps peers demo test test-fast interop lint format bench bench-cluster bench-images harbor-screenshots docs dist clean
 
 install: $(STAMP)
 
@@ -41,6 +41,15 @@ demo: install
 # The peers build in the background while the tests that need none run (scripts/test.sh).
 test: install
 	@PY=$(PY) scripts/test.sh
+
+# Harbor's web UI showing a model: builds Harbor's portal once (scripts/peers/build-harbor-portal.sh,
+# npm and Angular, about 5 minutes from nothing on 2 cores; not part of `make test` or `make peers`),
+# serves it with nginx in front of a Harbor and writes docs/img/harbor-*.png
+# (scripts/harbor_screenshots.py). Needs Debian's nginx and chromium, and Node.js with npm.
+harbor-screenshots: install
+	@MODELPACK_HARBOR_VERSIONS=v2.15.2 bash scripts/peers/build-harbor.sh
+	@MODELPACK_HARBOR_VERSIONS=v2.15.2 bash scripts/peers/build-harbor-portal.sh
+	@$(PY) scripts/harbor_screenshots.py --version v2.15.2
 
 # Run the interop tests (the reference tools, the Python peers, skopeo, both registries)
 # and write their matrix into docs/interop.md.
