@@ -64,3 +64,7 @@ $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
   $sudo systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
+# Likewise nginx's default site (0.0.0.0:80): our nginx instances run from their own configs.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+  $sudo systemctl disable --now nginx >/dev/null 2>&1 || true
+fi
