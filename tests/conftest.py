@@ -207,9 +207,12 @@ HARBOR_MODULES = {"test_harbor.py", "test_harbor_gateway.py"}
 
 def worker_group(nodeid: str) -> str:
     """The tests that must run in one xdist worker: a module, the modules of SHARED_WORKER,
-    or the Harbor tests of one version (the ``harbor`` fixture's id in the node id)."""
+    the Harbor tests of one version (the ``harbor`` fixture's id in the node id), or the
+    replication tests, which start a Harbor of their own on port 8080 one after another."""
     module = nodeid.split("::", 1)[0]
     name = module.rsplit("/", 1)[-1]
+    if "::test_a_replication_rule" in nodeid:  # each version's Harbor on 127.0.0.1:8080
+        return "harbor on port 8080"
     if name in HARBOR_MODULES:
         params = nodeid.partition("[")[2]
         return "harbor v2.15.2" if "v2.15.2" in params else "harbor main"
