@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             code = run_tests(report)
             lines = report.read_text().splitlines() if report.exists() else []
     records = [json.loads(line) for line in lines]
-    rows = [r for r in records if "test" in r]
+    # By test file (in each, the order the tests ran): workers finish files in any order.
+    rows = sorted((r for r in records if "test" in r), key=lambda r: r["test"].split("::")[0])
     fields = [r["config-fields"] for r in records if "config-fields" in r]
     if not rows:
         print("no interop test ran", file=sys.stderr)

@@ -717,7 +717,7 @@ def test_a_harbor_on_loopback_cannot_be_preheated(harbor, local_df, tiny_model):
     URL, and the v2.5.0 manager dials only global unicast addresses."""
     project = "preheat-loopback"
     ns = NsHarbor.running(harbor.server)
-    ns.create_project(project, public=True)
+    ns.create_project(project)  # private: the session's Harbor lists its public projects
     provider = ns.create_dragonfly_instance(
         f"dragonfly-{harbor.version}", local_df.manager_url, local_df.token
     )
