@@ -79,7 +79,7 @@ def version_of(tool: str, found: dict[str, str]) -> str:
 def run_tests(report: Path) -> int:
     env = {**os.environ, "MODELPACK_INTEROP_REPORT": str(report)}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "interop",
-               "-n", os.environ.get("MODELPACK_TEST_WORKERS", "2"), "--no-loadscope-reorder"]  # fmt: skip
+               "-n", os.environ.get("MODELPACK_TEST_WORKERS", "3"), "--no-loadscope-reorder"]  # fmt: skip
     return subprocess.run(command, cwd=ROOT, env=env).returncode
 
 

@@ -14,9 +14,10 @@ MODELPACK_PEERS_STATUS="$(MODELPACK_PEERS_CHECK=1 bash scripts/peers/build-all.s
 export MODELPACK_PEERS_STATUS MODELPACK_PEERS_LOG="$log"
 setsid bash scripts/peers/build-all.sh >"$log" 2>&1 &
 builder=$!
-# Two workers: most tests wait on servers and peers they start, so two cores run two at once.
-# A module stays in one worker and all Harbor tests share one (tests/conftest.py schedules them).
-"$PY" -m pytest -n "${MODELPACK_TEST_WORKERS:-2}" --no-loadscope-reorder "$@"
+# Three workers on two cores: most tests wait on the servers and peers they start (a two-worker
+# warm run kept the load average near 1.2). A module stays in one worker, each Harbor version's
+# tests share one (tests/conftest.py schedules them).
+"$PY" -m pytest -n "${MODELPACK_TEST_WORKERS:-3}" --no-loadscope-reorder "$@"
 rc=$?
 if kill -0 "$builder" 2>/dev/null; then  # pytest ended before needing the peers (-k, -x, ...)
   kill -- -"$builder" 2>/dev/null

@@ -220,7 +220,7 @@ def worker_group(nodeid: str) -> str:
 
 
 def pytest_xdist_make_scheduler(config, log):  # noqa: ANN001, ANN201 - xdist's hook
-    """`make test` runs `pytest -n 2` (scripts/test.sh): a module runs in one worker, so its
+    """`make test` runs `pytest -n 3` (scripts/test.sh): a module runs in one worker, so its
     module-scoped servers start once, and ``worker_group`` says which share one.  Grouped
     by node id here because xdist's own ``--dist loadgroup`` does not group under pytest 9.2
     (pytest-dev/pytest-xdist#1386)."""
