@@ -443,6 +443,7 @@ def write(
 # Sections other benchmarks write into the same page (`make bench-cluster`, the ranged
 # download benchmark): a `make bench` rewrites the page and must keep them.
 KEPT_SECTIONS = (
+    "## The gateway (`modelpack serve`)",  # written by hand from `--cases gateway` and gateway_load
     "## Many nodes at once",
     "## One big blob over a capped link",
     "## Cold start on a node",

@@ -175,3 +175,22 @@ def test_server_cpu_is_given_whole_and_by_part():
     assert report._cpu({"other": 1.0, "registry": 2.0, "core": 3.0}) == (
         "6.0 (core 3.0, registry 2.0, other 1.0)"
     )
+
+
+def test_a_rewrite_of_the_committed_page_keeps_every_section_it_does_not_write(tmp_path):
+    """The gateway's section (written by hand, cited by docs/security.md) was not kept."""
+    written_by_bench = {
+        "## Machine", "## Cases", "## Targets", "## All results", "## Through Harbor",
+        "## Failures", "## Where the time goes (profiles)",
+    }  # fmt: skip
+    headings = [line for line in PAGE.read_text(encoding="utf-8").splitlines()
+                if line.startswith("## ")]  # fmt: skip
+    page = tmp_path / "benchmarks.md"
+    page.write_text(PAGE.read_text(encoding="utf-8"), encoding="utf-8")
+    report.write(page, _results(), [], {"cpu": "test"}, argparse.Namespace(rounds=1, cases="a",
+                                                                            size_gib=0))  # fmt: skip
+    after = page.read_text(encoding="utf-8").splitlines()
+    for heading in headings:
+        if heading not in written_by_bench:
+            assert heading in after, heading
+    assert "## The gateway (`modelpack serve`)" in headings
