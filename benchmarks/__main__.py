@@ -127,10 +127,12 @@ def record(ctx: Context, m: Measurement) -> Measurement:
 
 
 def measure_transfer(ctx: Context, operation: str, case: Case, args: list[str], home: Path,
-                     target: HarborTarget | None = None, host: str = "") -> None:  # fmt: skip
+                     target: HarborTarget | None = None, host: str = "",
+                     project: str | None = None) -> None:  # fmt: skip
     """Time a modelpack push or pull (``args``) and record the bytes its --json reports;
-    with ``host``, the CPU of the registry behind it too."""
-    env = ctx.env(home) | (target.modelpack_env() if target else {})
+    with ``host``, the CPU of the registry behind it too; with ``target``, the credentials
+    for Harbor (``project``'s robot for a push)."""
+    env = ctx.env(home) | (target.modelpack_env(project) if target else {})
     m = record(
         ctx,
         measure("modelpack", operation, case.name, ctx.mp(*args, "--json"), env=env,
@@ -220,7 +222,8 @@ def bench_push(ctx: Context, case: Case, home: Path, layout: Path, round_: int,
                 check=True,
             )
             (home / "blob-locations.sqlite").unlink(missing_ok=True)  # no mount from earlier rounds
-            measure_transfer(ctx, operation, case, ["push", ref], home, target, host_of(ref))
+            measure_transfer(ctx, operation, case, ["push", ref], home, target, host_of(ref),
+                             project_of(where, target))  # fmt: skip
     if "skopeo" in ctx.tools:
         with destination(ctx, target, f"{repo}-sk") as where:
             skopeo_home = fresh(ctx.work / "skopeo-home")
@@ -234,7 +237,7 @@ def bench_push(ctx: Context, case: Case, home: Path, layout: Path, round_: int,
                         "skopeo",
                         "copy",
                         "-q",
-                        *(target.skopeo_args() if target else []),
+                        *(target.skopeo_args(project_of(where, target)) if target else []),
                         "--dest-tls-verify=false",
                         f"oci:{layout}:v1",
                         f"docker://{where}/{repo}-sk:v1",
@@ -253,7 +256,7 @@ def bench_push(ctx: Context, case: Case, home: Path, layout: Path, round_: int,
                         operation,
                         case.name,
                         ctx.peer(peer, "push", f"{where}/{repo}-{peer}:v1", case.model),
-                        env=target.peer_env() if target else None,
+                        env=target.peer_env(project_of(where, target)) if target else None,
                         servers=ctx.watch(host_of(where)),
                     ),
                 )
@@ -261,6 +264,11 @@ def bench_push(ctx: Context, case: Case, home: Path, layout: Path, round_: int,
 
 def host_of(reference: str) -> str:
     return reference.split("/", 1)[0]
+
+
+def project_of(where: str, target: HarborTarget | None) -> str | None:
+    """The Harbor project of a push destination (REGISTRY/PROJECT), None without Harbor."""
+    return where.split("/", 1)[1] if target else None
 
 
 def bench_pull(ctx: Context, case: Case, host: str, round_: int,

@@ -30,7 +30,7 @@ GROUPS = {"core": "core", "registry": "registry"}
 class HarborTarget:
     server: HarborServer
     home: Path  # HOME of the Python peers: .docker/config.json holds the credentials
-    projects: set[str] = field(default_factory=set)
+    projects: dict[str, Path] = field(default_factory=dict)  # name: the HOME of its robot
 
     @property
     def host(self) -> str:
@@ -54,20 +54,33 @@ class HarborTarget:
     def project(self, name: str) -> str:
         """A private project ``name``, made on first use: a fresh project per push, so no
         blob is already there to skip (Harbor answers a blob HEAD from its database, per
-        project)."""
+        project). Its pushes use a robot account of that project only (pull and push, as
+        a CI robot has it): with the admin, skopeo mounted the blobs from an earlier
+        round's project, known from its blob-info cache (/var/lib/containers/cache for
+        root), instead of uploading them."""
         if name not in self.projects:
             self.server.create_project(name)
-            self.projects.add(name)
+            robot, secret = self.server.create_robot(name, "bench", ("pull", "push"))
+            home = self.home.parent / f"robot-{name}"
+            home.joinpath(".docker").mkdir(parents=True)
+            config = home / ".docker" / "config.json"
+            config.write_text(json.dumps(docker_config(self.host, robot, secret)))
+            config.chmod(0o600)
+            self.projects[name] = home
         return name
 
-    def modelpack_env(self) -> dict[str, str]:
-        return {"DOCKER_CONFIG": str(self.docker_config.parent)}
+    def _home(self, project: str | None) -> Path:
+        """The HOME whose docker config a push to ``project`` uses (the admin's without)."""
+        return self.projects[project] if project else self.home
 
-    def peer_env(self) -> dict[str, str]:
-        return {"HOME": str(self.home)}
+    def modelpack_env(self, project: str | None = None) -> dict[str, str]:
+        return {"DOCKER_CONFIG": str(self._home(project) / ".docker")}
 
-    def skopeo_args(self) -> list[str]:
-        return ["--authfile", str(self.docker_config)]
+    def peer_env(self, project: str | None = None) -> dict[str, str]:
+        return {"HOME": str(self._home(project))}
+
+    def skopeo_args(self, project: str | None = None) -> list[str]:
+        return ["--authfile", str(self._home(project) / ".docker" / "config.json")]
 
     def idle_cpu(self, seconds: float = 10.0) -> float:
         """Share of one core Harbor's processes use while nobody talks to it."""
