@@ -1,7 +1,9 @@
 """`make bench`: build, push, pull, re-push and re-pull, modelpack beside skopeo, oras-py and
 modelpack-client, alternating, several rounds, on this machine; writes docs/benchmarks.md.
+Case a's push and pull also go through Harbor (a project of one Harbor started for the run).
 
     python -m benchmarks [--rounds 3] [--cases a,b] [--size-gib 20] [--registry HOST:PORT]
+    python -m benchmarks --harbor none                       # without the Harbor rows
     python -m benchmarks --cases gateway [--gateway-gib 2]   # modelpack serve alone, printed only
 """
 
@@ -15,12 +17,15 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import gateway, models, report
+from benchmarks import gateway, harbor, models, report
+from benchmarks.harbor import HarborTarget
 from benchmarks.runner import Measurement, measure
+from modelpack.testing.harbor import VERSIONS as HARBOR_VERSIONS
+from modelpack.testing.harbor import harbor_dir
 from modelpack.testing.peers import PEER_PACKAGES, peer_command, peer_version, peers_python
 from modelpack.testing.registry import RegistryServer
 
@@ -58,6 +63,13 @@ class Context:
     peers_python: Path | None
     tools: set[str]
     results: list[Measurement]
+    harbor_version: str | None = None  # case a through Harbor too (--harbor)
+    harbor_idle: float | None = None  # share of a core Harbor used, idle, once set up
+    servers: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # host: pids
+
+    def watch(self, host: str) -> dict[str, list[int]] | None:
+        """The server processes behind ``host`` whose CPU a measurement records, if local."""
+        return self.servers.get(host)
 
     def env(self, home: Path) -> dict[str, str]:
         return {
@@ -82,10 +94,29 @@ def registry(ctx: Context) -> Iterator[str]:
         return
     server = RegistryServer(workdir=Path(tempfile.mkdtemp(prefix="bench-registry-", dir=ctx.work)))
     server.start()
+    if server._process is not None:
+        ctx.servers[server.host] = {"registry": [server._process.pid]}
     try:
         yield server.host
     finally:
+        ctx.servers.pop(server.host, None)
         server.cleanup()
+
+
+@contextmanager
+def destination(ctx: Context, target: HarborTarget | None, name: str) -> Iterator[str]:
+    """Where one push goes, as REGISTRY/NAMESPACE: a fresh, empty registry (or the external
+    one), or a fresh project ``name`` of the run's Harbor."""
+    if target is None:
+        with registry(ctx) as host:
+            yield f"{host}/bench"
+    else:
+        yield f"{target.host}/{target.project(name)}"
+
+
+def through(operation: str, target: HarborTarget | None) -> str:
+    """The operation's name in the results: ``push``, or ``push (Harbor)`` through Harbor."""
+    return operation if target is None else f"{operation} (Harbor)"
 
 
 def record(ctx: Context, m: Measurement) -> Measurement:
@@ -95,11 +126,18 @@ def record(ctx: Context, m: Measurement) -> Measurement:
     return m
 
 
-def measure_transfer(ctx: Context, operation: str, case: Case, args: list[str], home: Path) -> None:
-    """Time a modelpack push or pull (``args``) and record the bytes its --json reports."""
+def measure_transfer(ctx: Context, operation: str, case: Case, args: list[str], home: Path,
+                     target: HarborTarget | None = None, host: str = "",
+                     project: str | None = None) -> None:  # fmt: skip
+    """Time a modelpack push or pull (``args``) and record the bytes its --json reports;
+    with ``host``, the CPU of the registry behind it too; with ``target``, the credentials
+    for Harbor (``project``'s robot for a push)."""
+    env = ctx.env(home) | (target.modelpack_env(project) if target else {})
     m = record(
-        ctx, measure("modelpack", operation, case.name, ctx.mp(*args, "--json"), env=ctx.env(home))
-    )
+        ctx,
+        measure("modelpack", operation, case.name, ctx.mp(*args, "--json"), env=env,
+                servers=ctx.watch(host)),
+    )  # fmt: skip
     if m.ok:
         m.extra["bytes"] = json.loads(m.extra["stdout"])["bytesTransferred"]
 
@@ -170,74 +208,98 @@ def bench_build(ctx: Context, case: Case) -> None:
             )
 
 
-def bench_push(ctx: Context, case: Case, home: Path, layout: Path, round_: int) -> None:
-    repo = f"bench/{case.name}-r{round_}"
+def bench_push(ctx: Context, case: Case, home: Path, layout: Path, round_: int,
+               target: HarborTarget | None = None) -> None:  # fmt: skip
+    """Each tool pushes to a fresh registry, or with ``target`` to a fresh project of Harbor."""
+    repo = f"{case.name}-r{round_}"
+    operation = through("push", target)
     if "modelpack" in ctx.tools:
-        with registry(ctx) as host:
-            ref = f"{host}/{repo}-mp:v1"
+        with destination(ctx, target, f"{repo}-mp") as where:
+            ref = f"{where}/{repo}-mp:v1"
             subprocess.run(
                 ctx.mp("tag", f"bench.local/{case.name}:v1", ref),
                 env={**os.environ, **ctx.env(home)},
                 check=True,
             )
             (home / "blob-locations.sqlite").unlink(missing_ok=True)  # no mount from earlier rounds
-            measure_transfer(ctx, "push", case, ["push", ref], home)
+            measure_transfer(ctx, operation, case, ["push", ref], home, target, host_of(ref),
+                             project_of(where, target))  # fmt: skip
     if "skopeo" in ctx.tools:
-        with registry(ctx) as host:
+        with destination(ctx, target, f"{repo}-sk") as where:
             skopeo_home = fresh(ctx.work / "skopeo-home")
             record(
                 ctx,
                 measure(
                     "skopeo",
-                    "push",
+                    operation,
                     case.name,
                     [
                         "skopeo",
                         "copy",
                         "-q",
+                        *(target.skopeo_args(project_of(where, target)) if target else []),
                         "--dest-tls-verify=false",
                         f"oci:{layout}:v1",
-                        f"docker://{host}/{repo}-sk:v1",
+                        f"docker://{where}/{repo}-sk:v1",
                     ],
                     env={"HOME": str(skopeo_home)},
+                    servers=ctx.watch(host_of(where)),
                 ),
             )
     for peer in ("oras", "modelpack-client"):
         if peer in ctx.tools and ctx.peers_python:
-            with registry(ctx) as host:
+            with destination(ctx, target, f"{repo}-{peer}") as where:
                 record(
                     ctx,
                     measure(
                         peer,
-                        "push",
+                        operation,
                         case.name,
-                        ctx.peer(peer, "push", f"{host}/{repo}-{peer}:v1", case.model),
+                        ctx.peer(peer, "push", f"{where}/{repo}-{peer}:v1", case.model),
+                        env=target.peer_env(project_of(where, target)) if target else None,
+                        servers=ctx.watch(host_of(where)),
                     ),
                 )
 
 
-def bench_pull(ctx: Context, case: Case, host: str, round_: int) -> None:
+def host_of(reference: str) -> str:
+    return reference.split("/", 1)[0]
+
+
+def project_of(where: str, target: HarborTarget | None) -> str | None:
+    """The Harbor project of a push destination (REGISTRY/PROJECT), None without Harbor."""
+    return where.split("/", 1)[1] if target else None
+
+
+def bench_pull(ctx: Context, case: Case, host: str, round_: int,
+               target: HarborTarget | None = None) -> None:  # fmt: skip
+    """Each tool pulls ``host``/bench (Harbor's project ``bench`` with ``target``)."""
     ref = f"{host}/bench/{case.name}:v1"
     out = ctx.work / f"pull-out-{case.name}"
+    operation = through("pull", target)
     if "modelpack" in ctx.tools:
         pull_home = fresh(ctx.work / "pull-home")
-        measure_transfer(ctx, "pull", case, ["pull", ref, "-o", str(fresh(out))], pull_home)
+        measure_transfer(
+            ctx, operation, case, ["pull", ref, "-o", str(fresh(out))], pull_home, target, host
+        )
     if "skopeo" in ctx.tools:
         record(
             ctx,
             measure(
                 "skopeo",
-                "pull",
+                operation,
                 case.name,
                 [
                     "skopeo",
                     "copy",
                     "-q",
+                    *(target.skopeo_args() if target else []),
                     "--src-tls-verify=false",
                     f"docker://{ref}",
                     f"oci:{fresh(out)}:v1",
                 ],
                 env={"HOME": str(fresh(ctx.work / "skopeo-home"))},
+                servers=ctx.watch(host),
             ),
         )
     for peer, peer_ref in (
@@ -249,9 +311,11 @@ def bench_pull(ctx: Context, case: Case, host: str, round_: int) -> None:
                 ctx,
                 measure(
                     peer,
-                    "pull",
+                    operation,
                     case.name,
                     ctx.peer(peer, "pull", peer_ref, fresh(out)),
+                    env=target.peer_env() if target else None,
+                    servers=ctx.watch(host),
                 ),
             )
     shutil.rmtree(out, ignore_errors=True)
@@ -287,12 +351,56 @@ def bench_unchanged(
         )
 
 
+@contextmanager
+def harbor_for(ctx: Context, case: Case, home: Path) -> Iterator[HarborTarget | None]:
+    """The run's Harbor for case a (None for the other cases, with --harbor none, or when
+    it is not built), its project ``bench`` holding what the pulls fetch."""
+    if case.name != "a" or not ctx.harbor_version:
+        yield None
+        return
+    if not harbor.built(ctx.harbor_version):
+        print(f"  Harbor {ctx.harbor_version} is not built: no Harbor rows (run "
+              f"MODELPACK_HARBOR_VERSIONS={ctx.harbor_version} scripts/peers/build-harbor.sh)",
+              flush=True)  # fmt: skip
+        yield None
+        return
+    stack, target = ExitStack(), None
+    try:
+        target = stack.enter_context(harbor.running(ctx.work, ctx.harbor_version))
+        ctx.servers[target.host] = target.groups()
+        ref = f"{target.host}/{target.project('bench')}/{case.name}:v1"
+        env = {**os.environ, **ctx.env(home), **target.modelpack_env()}
+        subprocess.run(ctx.mp("tag", f"bench.local/{case.name}:v1", ref), env=env, check=True)
+        subprocess.run(ctx.mp("push", ref), env=env, check=True)
+        if "oras" in ctx.tools and ctx.peers_python:
+            subprocess.run(
+                ctx.peer("oras", "push", f"{target.host}/bench/{case.name}-oras:v1", case.model),
+                env={**os.environ, **target.peer_env()},
+                check=True,
+                capture_output=True,
+            )
+        ctx.harbor_idle = target.idle_cpu()
+    except (RuntimeError, subprocess.CalledProcessError) as exc:  # the other rows still run
+        if target is not None:
+            ctx.servers.pop(target.host, None)
+        stack.close()
+        print(f"  Harbor {ctx.harbor_version} failed, no Harbor rows: {exc}", flush=True)
+        yield None
+        return
+    print(f"  Harbor idle: {ctx.harbor_idle:.1%} of a core", flush=True)
+    with stack:
+        try:
+            yield target
+        finally:
+            ctx.servers.pop(target.host, None)
+
+
 def run_case(ctx: Context, case: Case) -> None:
     print(f"case {case.name}: {case.label}", flush=True)
     if case.only_ours:
         ctx = Context(ctx.work, 1, ctx.external, None, {"modelpack"}, ctx.results)
     home, layout = prepare(ctx, case)
-    with registry(ctx) as pull_host:
+    with registry(ctx) as pull_host, harbor_for(ctx, case, home) as target:
         # The pull registry holds our artifact (and oras-py's, for its own pull).
         ref = f"{pull_host}/bench/{case.name}:v1"
         subprocess.run(
@@ -311,7 +419,11 @@ def run_case(ctx: Context, case: Case) -> None:
             print(f" round {round_ + 1}/{ctx.rounds}", flush=True)
             bench_build(ctx, case)
             bench_push(ctx, case, home, layout, round_)
+            if target:
+                bench_push(ctx, case, home, layout, round_, target)
             bench_pull(ctx, case, pull_host, round_)
+            if target:
+                bench_pull(ctx, case, target.host, round_, target)
             if not case.only_ours:  # (the node cache would hold a third copy of case c)
                 bench_unchanged(ctx, case, home, pull_host, layout, round_)
     for leftover in ("layout-", "home-", "node-", "build-home-", "direct-home-"):
@@ -364,6 +476,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--registry", help="HOST:PORT of an existing registry instead of local ones"
     )
+    parser.add_argument(
+        "--harbor",
+        default=HARBOR_VERSIONS[0],
+        help="case a's push and pull through this Harbor too (built by "
+        "scripts/peers/build-harbor.sh; 'none': not)",
+    )
     parser.add_argument("--workdir", default=str(HERE / ".work"))
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args(argv)
@@ -375,7 +493,9 @@ def main(argv: list[str] | None = None) -> None:
     peers = (
         peers_python(PEERS_VENV) if peer_cases and tools & {"oras", "modelpack-client"} else None
     )
-    ctx = Context(work, args.rounds, args.registry, peers, tools, [])
+    load_before = os.getloadavg()[0]
+    ctx = Context(work, args.rounds, args.registry, peers, tools, [],
+                  None if args.harbor == "none" else args.harbor)  # fmt: skip
     cases: list[Case] = []
     if "a" in wanted:
         cases.append(
@@ -420,12 +540,22 @@ def main(argv: list[str] | None = None) -> None:
         if case.only_ours:  # a 20 GiB model is not worth keeping between runs
             shutil.rmtree(case.model, ignore_errors=True)
     versions = {name: peer_version(peers, name) if peers else "" for name in PEER_PACKAGES}
+    measured = any(m.operation.endswith("(Harbor)") for m in ctx.results)
+    about_harbor = (
+        {"harbor": f"{ctx.harbor_version} ({harbor_dir(ctx.harbor_version).resolve().name})"}
+        if measured and ctx.harbor_version
+        else {}
+    )
     report.write(
         Path(args.output),
         ctx.results,
         cases,
-        machine() | {f"{k} (PyPI)": v for k, v in versions.items()},
+        machine()
+        | about_harbor
+        | {f"{k} (PyPI)": v for k, v in versions.items()}
+        | {"load average (1 min) at start, at end": f"{load_before:.2f}, {os.getloadavg()[0]:.2f}"},
         args,
+        harbor_idle=ctx.harbor_idle,
     )
     report.print_table(ctx.results)
 

@@ -6,12 +6,15 @@ import argparse
 import statistics
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.runner import Measurement
 
-OPERATIONS = ("build", "build+push", "push", "pull", "re-push", "re-pull")
+HARBOR = " (Harbor)"  # the suffix of an operation through Harbor: "push (Harbor)"
+OPERATIONS = ("build", "build+push", "push", "push" + HARBOR, "pull", "pull" + HARBOR, "re-push",
+              "re-pull")  # fmt: skip
+CHARTED = ("build", "push", "push" + HARBOR, "pull", "pull" + HARBOR)
 PEERS = ("skopeo", "oras", "modelpack-client")
 
 
@@ -29,6 +32,7 @@ class Summary:
     failures: int
     bytes: int | None
     store_bytes: int | None
+    server_cpu: dict[str, float] = field(default_factory=dict)  # median CPU s of each server part
 
 
 def summarize(results: list[Measurement]) -> list[Summary]:
@@ -41,11 +45,14 @@ def summarize(results: list[Measurement]) -> list[Summary]:
         seconds = [m.seconds for m in good] or [float("nan")]
         moved = [m.extra["bytes"] for m in good if "bytes" in m.extra]
         stored = [m.extra["store_bytes"] for m in good if "store_bytes" in m.extra]
+        servers = [m.extra["server_cpu"] for m in good if m.extra.get("server_cpu")]
+        parts = {name for spent in servers for name in spent}
         out.append(Summary(case, operation, tool, statistics.median(seconds), min(seconds), max(seconds),
                            max((m.peak_rss_mb for m in good), default=0.0),
                            statistics.median([m.cpu_seconds for m in good]) if good else 0.0,
                            len(runs), len(runs) - len(good), max(moved) if moved else None,
-                           max(stored) if stored else None))  # fmt: skip
+                           max(stored) if stored else None,
+                           {n: statistics.median([s.get(n, 0.0) for s in servers]) for n in sorted(parts)}))  # fmt: skip
     order = {op: i for i, op in enumerate(OPERATIONS)}
     return sorted(
         out, key=lambda s: (s.case, order.get(s.operation, 99), s.tool != "modelpack", s.tool)
@@ -124,6 +131,134 @@ def targets(summaries: list[Summary]) -> list[tuple[str, str, bool | None]]:
     return rows
 
 
+@dataclass
+class HarborRow:
+    """One tool's push or pull against plain distribution and through Harbor, same case."""
+
+    case: str
+    operation: str  # push or pull
+    tool: str
+    plain: Summary
+    harbor: Summary
+
+    @property
+    def ratio(self) -> float:
+        return self.harbor.median / self.plain.median
+
+    @property
+    def added(self) -> float:
+        return self.harbor.median - self.plain.median
+
+    @property
+    def plain_server(self) -> float:
+        return sum(self.plain.server_cpu.values())
+
+    @property
+    def harbor_server(self) -> float:
+        return sum(self.harbor.server_cpu.values())
+
+
+def harbor_rows(summaries: list[Summary]) -> list[HarborRow]:
+    """Every push and pull measured both ways (neither side failing every run)."""
+    rows = []
+    for s in summaries:
+        if not s.operation.endswith(HARBOR) or s.failures == s.runs:
+            continue
+        operation = s.operation.removesuffix(HARBOR)
+        plain = _find(summaries, s.case, operation, s.tool)
+        if plain and plain.failures < plain.runs:
+            rows.append(HarborRow(s.case, operation, s.tool, plain, s))
+    return rows
+
+
+def _cpu(parts: dict[str, float]) -> str:
+    """``12.3 (core 4.0, registry 7.1, other 1.2)``, or ``-`` when not recorded."""
+    if not parts:
+        return "-"
+    if len(parts) == 1:
+        return f"{sum(parts.values()):.1f}"
+    order = ["core", "registry", "other"]
+    named = sorted(parts, key=lambda n: order.index(n) if n in order else len(order))
+    return f"{sum(parts.values()):.1f} ({', '.join(f'{n} {parts[n]:.1f}' for n in named)})"
+
+
+def hop_findings(rows: list[HarborRow]) -> list[str]:
+    """One sentence per operation: what going through Harbor cost, from the numbers."""
+    out = []
+    for operation in ("push", "pull"):
+        these = [r for r in rows if r.operation == operation]
+        if not these:
+            continue
+        low, high = min(these, key=lambda r: r.ratio), max(these, key=lambda r: r.ratio)
+        text = (
+            f"**{operation.capitalize()}**: through Harbor took {low.ratio:.2f}x ({low.tool}) to "
+            f"{high.ratio:.2f}x ({high.tool}) the time against plain distribution"
+        )
+        ours = next((r for r in these if r.tool == "modelpack"), None)
+        if ours:
+            text += f"; modelpack {ours.plain.median:.2f} s -> {ours.harbor.median:.2f} s"
+        text += "."
+        with_cpu = [r for r in these if r.plain.server_cpu and r.harbor.server_cpu]
+        if with_cpu:
+            core = statistics.median([r.harbor.server_cpu.get("core", 0.0) for r in with_cpu])
+            plain = statistics.median([r.plain_server for r in with_cpu])
+            harbor = statistics.median([r.harbor_server for r in with_cpu])
+            text += (
+                f" The servers spent {harbor:.1f} s of CPU per {operation} through Harbor against "
+                f"{plain:.1f} s for distribution alone (medians over the tools), {core:.1f} s of it "
+                "in Harbor's core"
+            )
+            client = round(statistics.median([r.harbor.cpu - r.plain.cpu for r in these]), 1)
+            text += f"; the clients' own CPU changed by {client or 0.0:+.1f} s (median)."
+        out.append(text)
+    return out
+
+
+def harbor_section(
+    summaries: list[Summary], version: str = "", idle: float | None = None
+) -> list[str]:
+    """The page's "Through Harbor" section, or nothing when no Harbor row was measured."""
+    rows = harbor_rows(summaries)
+    if not rows:
+        return []
+    lines = [
+        "## Through Harbor",
+        "",
+        f"Case {rows[0].case}'s push and pull again, the same tools in the same rounds, through "
+        f"Harbor{' ' + version if version else ''} on 127.0.0.1 (modelpack.testing.harbor: core, "
+        "jobservice and registryctl built from source, Debian's PostgreSQL, Redis and the same "
+        "distribution as the plain rows as Harbor's registry). Harbor's core answers `/v2/` "
+        "itself (token auth, checks against its database) and proxies every request, blob bytes "
+        "included, to its distribution: this is the hop the plain rows do not have. Each push goes "
+        "to a fresh private project with that project's robot account (pull and push: with the "
+        "admin, skopeo mounted the blobs from an earlier round's project instead of uploading "
+        "them; Harbor's distribution may hold the blobs, it still receives and hashes every "
+        "byte); each pull fetches the project `bench` as the admin. Every tool reads the "
+        "credentials from a docker config, as `docker login` writes it (skopeo with "
+        "`--authfile`). Server CPU is user+sys of the server "
+        "processes and their children while the command ran (/proc): for distribution its one "
+        "process, for Harbor core, its registry, and the other parts (PostgreSQL, Redis, "
+        "jobservice, registryctl); client CPU comes from GNU time.",
+        "",
+        "| operation | tool | distribution s | Harbor s | Harbor / distribution | added s "
+        "| client CPU s (distribution / Harbor) | server CPU s: distribution | server CPU s: Harbor |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.operation} | {r.tool} | {r.plain.median:.2f} | {r.harbor.median:.2f} | "
+            f"{r.ratio:.2f} | {r.added:+.2f} | {r.plain.cpu:.1f} / {r.harbor.cpu:.1f} | "
+            f"{_cpu(r.plain.server_cpu)} | {_cpu(r.harbor.server_cpu)} |"
+        )
+    lines += ["", *(f"- {finding}" for finding in hop_findings(rows))]
+    if idle is not None:
+        lines += [
+            f"- Harbor ran through the whole case, the plain rows included; left alone it used "
+            f"{idle:.1%} of a core."
+        ]
+    return lines
+
+
 # One colour per tool, the same in every panel: modelpack blue, each peer its own colour, the
 # hashing and copying floors of the build in greys.
 COLORS = {
@@ -145,7 +280,8 @@ RATIO_NOTE = (
 
 
 def chart(summaries: list[Summary], path: Path, columns: int = 3) -> bool:
-    """A grid of bar charts, one per case and operation (build, push, pull), ``columns`` wide,
+    """A grid of bar charts, one per case and operation (build, push, pull, and push and pull
+    through Harbor), ``columns`` wide,
     median seconds with min-max whiskers, and one legend for the tools of every panel."""
     try:
         import matplotlib
@@ -155,7 +291,7 @@ def chart(summaries: list[Summary], path: Path, columns: int = 3) -> bool:
         from matplotlib.patches import Patch
     except ImportError:
         return False
-    panels = [(c, op) for c in sorted({s.case for s in summaries}) for op in ("build", "push", "pull")
+    panels = [(c, op) for c in sorted({s.case for s in summaries}) for op in CHARTED
               if any(s.case == c and s.operation == op for s in summaries)]  # fmt: skip
     if not panels:
         return False
@@ -188,6 +324,13 @@ def chart(summaries: list[Summary], path: Path, columns: int = 3) -> bool:
         ax.spines[["top", "right"]].set_visible(False)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
+    # an operation and the same through Harbor on one scale, so their bars compare by eye
+    drawn = dict(zip(panels, axes.flat, strict=False))
+    for (case, op), ax in drawn.items():
+        if op.endswith(HARBOR) and (plain := drawn.get((case, op.removesuffix(HARBOR)))):
+            top = max(ax.get_ylim()[1], plain.get_ylim()[1])
+            ax.set_ylim(0, top)
+            plain.set_ylim(0, top)
     tools.sort(key=lambda t: list(COLORS).index(t) if t in COLORS else len(COLORS))
     fig.legend(
         handles=[Patch(color=COLORS.get(t, "#999999"), label=t) for t in tools],
@@ -230,8 +373,10 @@ def write(
     cases: list,
     machine: dict[str, str],
     args: argparse.Namespace,
+    harbor_idle: float | None = None,
 ) -> None:
     summaries = summarize(results)
+    through_harbor = harbor_section(summaries, machine.get("harbor", "").split(" ")[0], harbor_idle)
     image = path.with_suffix(".png")
     has_chart = chart(summaries, image)
     lines = [
@@ -239,11 +384,17 @@ def write(
         "",
         f"Written by `make bench` (`python -m benchmarks --rounds {args.rounds} --cases {args.cases}"
         + (f" --size-gib {args.size_gib}" if args.size_gib else "")
+        + (" --harbor none" if getattr(args, "harbor", "") == "none" else "")
         + f"`) on {time.strftime('%Y-%m-%d')}. Every tool runs in the same session, alternating, "
         f"{args.rounds} rounds; times are medians with min-max; peak RSS and CPU (user+sys) come from "
         "GNU time. Each push goes to a fresh, empty registry (nothing to skip or mount); each pull "
         "to an empty directory (modelpack: `pull -o DIR` with an empty MODELPACK_HOME; skopeo: an OCI "
-        "layout). Registries are Debian's CNCF distribution on 127.0.0.1, on the same 2 cores.",
+        "layout). Registries are Debian's CNCF distribution on 127.0.0.1, on the same 2 cores"
+        + (
+            "; the operations marked (Harbor) go through Harbor instead (see Through Harbor)."
+            if through_harbor
+            else "."
+        ),
         "",
         "## Machine",
         "",
@@ -276,6 +427,8 @@ def write(
             f"| {s.case} | {s.operation} | {s.tool} | {s.median:.2f} | {s.low:.2f}-{s.high:.2f} | {theirs} | "
             f"{s.rss_mb:.0f} MB | {s.cpu:.1f} | {_mb(s.bytes)} | {s.runs} ({s.failures}) |"
         )
+    if through_harbor:
+        lines += ["", *through_harbor]
     failures = [m for m in results if not m.ok]
     if failures:
         lines += ["", "## Failures", ""] + [
@@ -292,6 +445,7 @@ def write(
 # Sections other benchmarks write into the same page (`make bench-cluster`, the ranged
 # download benchmark): a `make bench` rewrites the page and must keep them.
 KEPT_SECTIONS = (
+    "## The gateway (`modelpack serve`)",  # written by hand from `--cases gateway` and gateway_load
     "## Many nodes at once",
     "## One big blob over a capped link",
     "## Cold start on a node",

@@ -1,4 +1,5 @@
-"""Run one command and measure it: wall time, peak RSS and CPU (GNU time), bytes moved."""
+"""Run one command and measure it: wall time, peak RSS and CPU (GNU time), bytes moved, and
+the CPU the servers it talks to spent meanwhile (/proc)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 GNU_TIME = "/usr/bin/time"
 
@@ -24,15 +27,56 @@ class Measurement:
     extra: dict = field(default_factory=dict)
 
 
+def parse_stat(text: str) -> tuple[int, int, int]:
+    """(pid, parent pid, clock ticks of CPU) from a /proc/PID/stat line: the process's own
+    user and system time and that of its children it has waited for (utime, stime, cutime,
+    cstime). The command name in parentheses may hold spaces and parentheses itself."""
+    pid, rest = text.split(" (", 1)
+    fields = rest.rsplit(") ", 1)[1].split()
+    # fields[0] is the state (field 3 of proc(5)): ppid is field 4, utime..cstime 14-17
+    return int(pid), int(fields[1]), sum(int(x) for x in fields[11:15])
+
+
+def tree_cpu(roots: Sequence[int], proc: Path = Path("/proc")) -> float:
+    """CPU seconds so far of the processes ``roots`` and every live descendant: each one's
+    own time and its reaped children's (a PostgreSQL backend that has exited counts in its
+    postmaster's), so the difference of two calls is what the tree spent in between."""
+    stats: dict[int, tuple[int, int]] = {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                pid, ppid, ticks = parse_stat((entry / "stat").read_text())
+            except (OSError, ValueError, IndexError):
+                continue  # exited meanwhile
+            stats[pid] = (ppid, ticks)
+    wanted = set(roots)
+    total = 0
+    for pid, (_, ticks) in stats.items():
+        seen: set[int] = set()
+        ancestor = pid
+        while ancestor not in wanted and ancestor in stats and ancestor not in seen:
+            seen.add(ancestor)
+            ancestor = stats[ancestor][0]
+        if ancestor in wanted:
+            total += ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def measure(tool: str, operation: str, case: str, command: list[str], env: dict[str, str] | None = None,
-            cwd: str | None = None, timeout: float = 3600) -> Measurement:  # fmt: skip
-    """Run ``command`` under /usr/bin/time; wall time is taken here (monotonic clock)."""
+            cwd: str | None = None, timeout: float = 3600,
+            servers: Mapping[str, Sequence[int]] | None = None) -> Measurement:  # fmt: skip
+    """Run ``command`` under /usr/bin/time; wall time is taken here (monotonic clock).
+    ``servers`` (a name for each group of server processes, e.g. Harbor's core) adds the
+    CPU seconds each group spent while the command ran to ``extra["server_cpu"]``."""
+    servers = servers or {}
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         full = [GNU_TIME, "-o", report.name, "-f", "%M %U %S", *command]
+        before = {name: tree_cpu(pids) for name, pids in servers.items()}
         started = time.monotonic()
         result = subprocess.run(full, env={**os.environ, **(env or {})}, cwd=cwd, capture_output=True,
                                 text=True, timeout=timeout)  # fmt: skip
         seconds = time.monotonic() - started
+        spent = {name: tree_cpu(pids) - before[name] for name, pids in servers.items()}
         fields = (
             report.read().strip().splitlines()[-1].split()
             if result.returncode == 0
@@ -42,6 +86,9 @@ def measure(tool: str, operation: str, case: str, command: list[str], env: dict[
         rss_kb, user, system = (float(x) for x in fields[-3:])
     except ValueError:
         rss_kb = user = system = 0.0
+    extra: dict = {"stdout": result.stdout}
+    if servers:
+        extra["server_cpu"] = spent
     return Measurement(tool, operation, case, seconds, rss_kb / 1024, user + system, result.returncode == 0,
                        (result.stderr.strip().splitlines() or [""])[-1] if result.returncode else "",
-                       {"stdout": result.stdout})  # fmt: skip
+                       extra)  # fmt: skip
