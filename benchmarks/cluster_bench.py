@@ -43,7 +43,7 @@ from benchmarks.cluster import (
     NsRegistry,
     require_root,
 )
-from benchmarks.harbor_preheat import RENDERS, Netns, NsHarbor, build_harbor, probes
+from benchmarks.harbor_preheat import RENDERS, Netns, NsHarbor, build_harbor
 from benchmarks.report import replace_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -316,6 +316,19 @@ DF_RETRY_BACK_TO_SOURCE = int(os.environ.get("MODELPACK_BENCH_DF_RETRIES", "40")
 namespace_site = dragonfly.namespace_site
 
 
+def _dragonfly_on(cluster: Cluster, workdir: Path, origin_url: str) -> dragonfly.Dragonfly:
+    """Dragonfly in the cluster: its control plane and seed peer on their hosts, a dfdaemon
+    on every node, ``origin_url`` the registry they fetch from (cases d and h)."""
+    nodes = [(f"df-{h.role}", namespace_site(cluster, h)) for h in cluster.node_hosts]
+    return dragonfly.Dragonfly(
+        dragonfly.build(), workdir, origin_url,
+        control=namespace_site(cluster, cluster.hosts["dragonfly"]),
+        seed_site=namespace_site(cluster, cluster.hosts["seed"]), peer_sites=nodes,
+        scheduler_log_level=os.environ.get("MODELPACK_BENCH_DF_LOG", "info"),
+        retry_back_to_source_limit=DF_RETRY_BACK_TO_SOURCE,
+    )  # fmt: skip
+
+
 def case_d(cluster: Cluster, origin: NsRegistry, ref: str) -> Result:
     """A Rust dfdaemon in every node (each its own ip, so its own host id), the control plane
     on the dragonfly host, the seed peer on the seed host; every node pulls through its own
@@ -324,14 +337,7 @@ def case_d(cluster: Cluster, origin: NsRegistry, ref: str) -> Result:
     fresh_nodes(cluster)
     workdir = cluster.workdir / "dragonfly-d"
     shutil.rmtree(workdir, ignore_errors=True)
-    nodes = [(f"df-{h.role}", namespace_site(cluster, h)) for h in cluster.node_hosts]
-    df = dragonfly.Dragonfly(
-        dragonfly.build(), workdir, f"http://{origin.address}",
-        control=namespace_site(cluster, cluster.hosts["dragonfly"]),
-        seed_site=namespace_site(cluster, cluster.hosts["seed"]), peer_sites=nodes,
-        scheduler_log_level=os.environ.get("MODELPACK_BENCH_DF_LOG", "info"),
-        retry_back_to_source_limit=DF_RETRY_BACK_TO_SOURCE,
-    )  # fmt: skip
+    df = _dragonfly_on(cluster, workdir, f"http://{origin.address}")
     try:
         begun = time.monotonic()
         df.start()
@@ -388,14 +394,7 @@ def case_h(cluster: Cluster, model: Path) -> Result:
     shutil.rmtree(workdir, ignore_errors=True)
     host = cluster.hosts["harbor"]
     harbor = NsHarbor(HARBOR_VERSION, host.ip, Netns(host.ns)).start()
-    nodes = [(f"df-{h.role}", namespace_site(cluster, h)) for h in cluster.node_hosts]
-    df = dragonfly.Dragonfly(
-        dragonfly.build(), workdir, harbor.url,
-        control=namespace_site(cluster, cluster.hosts["dragonfly"]),
-        seed_site=namespace_site(cluster, cluster.hosts["seed"]), peer_sites=nodes,
-        scheduler_log_level=os.environ.get("MODELPACK_BENCH_DF_LOG", "info"),
-        retry_back_to_source_limit=DF_RETRY_BACK_TO_SOURCE,
-    )  # fmt: skip
+    df = _dragonfly_on(cluster, workdir, harbor.url)
     try:
         begun = time.monotonic()
         df.start()
@@ -450,7 +449,7 @@ def case_h(cluster: Cluster, model: Path) -> Result:
             "Harbor's registry sees core (127.0.0.1) as its only client",
             f"Dragonfly and Harbor took {ready:.0f} s to be ready and the model to be pushed "
             f"(then {waited:.0f} s more for the scheduler's first seed-peer refresh)",
-            f"the origin's egress includes {probes([('', int(n)) for n in requests])} one-byte "
+            f"the origin's egress includes {dragonfly.probes([('', int(n)) for n in requests])} one-byte "
             "`Range: bytes=0-0` probes",
         ]
         print(f"  preheat {preheat:.1f} s, then all done {all_done:.1f} s, worst node "

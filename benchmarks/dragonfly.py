@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -26,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -495,3 +497,34 @@ stats:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# -- what a registry's access log says dfdaemons fetched -------------------------------------
+
+# One request in distribution's access log: method, path, status, bytes written, user agent.
+ACCESS = re.compile(r'"(GET|HEAD) (/v2/\S+) HTTP/[\d.]+" (\d{3}) (\d+) "[^"]*" "([^"]*)"')
+
+
+def blob_gets(log: str, repository: str) -> list[tuple[str, int]]:
+    """(digest, bytes sent) of each blob GET of ``repository`` in a distribution access log,
+    in order.  dfdaemon first probes a blob with ``Range: bytes=0-0`` (1 byte)."""
+    prefix = f"/v2/{repository}/blobs/"
+    return [
+        (path[len(prefix) :], int(written))
+        for method, path, _status, written, _agent in ACCESS.findall(log)
+        if method == "GET" and path.startswith(prefix)
+    ]
+
+
+def bytes_sent(requests: list[tuple[str, int]]) -> Counter:
+    """digest -> bytes of it the registry sent, the 1-byte probes left out."""
+    sent: Counter = Counter()
+    for digest, written in requests:
+        if written > 1:
+            sent[digest] += written
+    return sent
+
+
+def probes(requests: list[tuple[str, int]]) -> int:
+    """How many of ``requests`` were dfdaemon's one-byte probes."""
+    return sum(1 for _digest, written in requests if written == 1)

@@ -24,10 +24,8 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import re
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,7 +41,6 @@ HARBOR_PORT = 8080
 # The ModelPack names each Harbor version shows as a model (tests/support/harbor.py).
 RENDERS = {"v2.15.2": "cnai", "main": "cncf"}
 PIECE = 4 << 20  # dfdaemon 1.5's smallest piece: a blob up to this size is one piece
-ACCESS = re.compile(r'"(GET|HEAD) (/v2/\S+) HTTP/[\d.]+" (\d{3}) (\d+) "[^"]*" "([^"]*)"')
 DONE = ("Success", "Error", "Stopped")
 
 
@@ -235,27 +232,3 @@ class NsHarbor:
         lines = [line for line in self.log("jobservice").splitlines() if "/p2p/preheat/" in line
                  or "|" in line]  # fmt: skip
         return json.dumps(tasks, indent=1) + "\n" + "\n".join(lines[-200:])
-
-
-def blob_gets(log: str, repository: str) -> list[tuple[str, int]]:
-    """(digest, bytes sent) of each blob GET of ``repository`` in a distribution access log,
-    in order.  dfdaemon first probes a blob with ``Range: bytes=0-0`` (1 byte)."""
-    prefix = f"/v2/{repository}/blobs/"
-    return [
-        (path[len(prefix) :], int(written))
-        for method, path, _status, written, _agent in ACCESS.findall(log)
-        if method == "GET" and path.startswith(prefix)
-    ]
-
-
-def bytes_sent(requests: list[tuple[str, int]]) -> Counter:
-    """digest -> bytes of it the registry sent, the 1-byte probes left out."""
-    sent: Counter = Counter()
-    for digest, written in requests:
-        if written > 1:
-            sent[digest] += written
-    return sent
-
-
-def probes(requests: list[tuple[str, int]]) -> int:
-    return sum(1 for _digest, written in requests if written == 1)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -26,11 +25,11 @@ from support.dragonfly import DragonflyCluster, build_dragonfly
 from support.helpers import tree_files
 
 import modelpack
+from benchmarks.dragonfly import blob_gets, bytes_sent
 from modelpack.testing import RegistryServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PIECE = 4 << 20  # dfdaemon 1.5's smallest piece: a blob up to this size is one piece
-ACCESS = re.compile(r'"(GET|HEAD) (/v2/\S+) HTTP/[\d.]+" (\d{3}) (\d+) "[^"]*" "([^"]*)"')
 
 
 @pytest.fixture(scope="module")
@@ -50,26 +49,6 @@ def dragonfly(origin, tmp_path_factory) -> DragonflyCluster:
     cluster.cleanup()
 
 
-def blob_gets(registry: RegistryServer, repository: str) -> list[tuple[str, int]]:
-    """(digest, bytes sent) of each blob GET at the registry, in order.  dfdaemon first
-    probes a blob with ``Range: bytes=0-0`` (1 byte), then fetches its pieces by range."""
-    prefix = f"/v2/{repository}/blobs/"
-    return [
-        (path[len(prefix) :], int(written))
-        for method, path, _status, written, _agent in ACCESS.findall(registry.access_log())
-        if method == "GET" and path.startswith(prefix)
-    ]
-
-
-def bytes_sent(requests: list[tuple[str, int]]) -> Counter:
-    """digest -> bytes of it the registry sent, the 1-byte probes left out."""
-    sent: Counter = Counter()
-    for digest, written in requests:
-        if written > 1:
-            sent[digest] += written
-    return sent
-
-
 def push_model(origin, tiny_model, settings, repository: str) -> tuple[str, Counter]:
     ref = f"{origin.host}/{repository}:v1"
     modelpack.build(tiny_model, ref, settings=settings)
@@ -83,7 +62,7 @@ def test_mirror_mode_two_dfdaemons_fetch_each_blob_once(
     dragonfly, origin, tiny_model, settings, tmp_path, monkeypatch
 ):
     ref, sizes = push_model(origin, tiny_model, settings, "df/mirror")
-    before = blob_gets(origin, "df/mirror")
+    before = blob_gets(origin.access_log(), "df/mirror")
     outs = []
     for n, peer in enumerate(dragonfly.nodes):
         monkeypatch.setenv("MODELPACK_MIRRORS", f"{origin.host}={peer.proxy}")
@@ -91,7 +70,7 @@ def test_mirror_mode_two_dfdaemons_fetch_each_blob_once(
         outs.append(modelpack.pull(ref, tmp_path / f"out-{n}", settings=node))
     for out in outs:
         assert tree_files(out) == tree_files(tiny_model)
-    fetched = blob_gets(origin, "df/mirror")[len(before) :]
+    fetched = blob_gets(origin.access_log(), "df/mirror")[len(before) :]
     # Every blob's bytes left the registry once, though two nodes pulled it (a fallback
     # to the registry, or a second back-to-source download, would send them twice).
     assert bytes_sent(fetched) == sizes, fetched
@@ -101,7 +80,7 @@ def test_http_proxy_mode_two_dfdaemons_fetch_each_blob_once(
     dragonfly, origin, tiny_model, settings, tmp_path, monkeypatch
 ):
     ref, sizes = push_model(origin, tiny_model, settings, "df/proxy")
-    before = blob_gets(origin, "df/proxy")
+    before = blob_gets(origin.access_log(), "df/proxy")
     monkeypatch.setenv("NO_PROXY", "")
     outs = []
     for n, peer in enumerate(dragonfly.nodes):
@@ -110,7 +89,7 @@ def test_http_proxy_mode_two_dfdaemons_fetch_each_blob_once(
         outs.append(modelpack.pull(ref, tmp_path / f"out-{n}", settings=node))
     for out in outs:
         assert tree_files(out) == tree_files(tiny_model)
-    fetched = blob_gets(origin, "df/proxy")[len(before) :]
+    fetched = blob_gets(origin.access_log(), "df/proxy")[len(before) :]
     assert bytes_sent(fetched) == sizes, fetched
     assert "modelpack" not in {agent for _digest, agent in fetched}, fetched
 
@@ -135,7 +114,7 @@ def test_preheat_makes_the_seed_peer_fetch_every_blob_once(
     large = {digest for digest, size in sizes.items() if size > PIECE}
     assert len(large) == 1 and len(sizes) > 1, sizes
     dragonfly.wait_for_seed_peer()
-    before = blob_gets(origin, "df/preheat")
+    before = blob_gets(origin.access_log(), "df/preheat")
     result = run_cli(
         "preheat", ref, "--plain-http", "--manager", dragonfly.manager_url, "--wait", "--json",
         env={"MODELPACK_DRAGONFLY_TOKEN": dragonfly.token},
@@ -145,7 +124,7 @@ def test_preheat_makes_the_seed_peer_fetch_every_blob_once(
     assert job["state"] == "SUCCESS"
     assert sorted(u.rsplit("/", 1)[1] for u in job["urls"]) == sorted(sizes)
     assert job["urls"][0].startswith(f"{origin.url}/v2/df/preheat/blobs/sha256:")
-    warmed = blob_gets(origin, "df/preheat")[len(before) :]
+    warmed = blob_gets(origin.access_log(), "df/preheat")[len(before) :]
     assert bytes_sent(warmed) == sizes, warmed  # the seed peer fetched each blob once
     assert all(f"/v2/df/preheat/blobs/{d}" in dragonfly.seed.log_text() for d in sizes)
     # A node then pulls the model through its dfdaemon, intact: the large blob comes from
@@ -158,7 +137,7 @@ def test_preheat_makes_the_seed_peer_fetch_every_blob_once(
         ref, tmp_path / "out", settings=settings.with_overrides(home=tmp_path / "n")
     )
     assert tree_files(out) == tree_files(tiny_model)
-    pulled = bytes_sent(blob_gets(origin, "df/preheat")[len(before) + len(warmed) :])
+    pulled = bytes_sent(blob_gets(origin.access_log(), "df/preheat")[len(before) + len(warmed) :])
     assert not large & set(pulled), pulled
     assert pulled == Counter({d: n for d, n in sizes.items() if d not in large}), pulled
 

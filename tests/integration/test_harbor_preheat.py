@@ -39,15 +39,8 @@ from support.helpers import tree_files
 
 from benchmarks import dragonfly
 from benchmarks.cluster import Cluster, NotRoot, require_root
-from benchmarks.harbor_preheat import (
-    PIECE,
-    RENDERS,
-    Netns,
-    NsHarbor,
-    blob_gets,
-    bytes_sent,
-    probes,
-)
+from benchmarks.dragonfly import blob_gets, bytes_sent, probes
+from benchmarks.harbor_preheat import PIECE, RENDERS, Netns, NsHarbor
 from modelpack.testing.harbor import VERSIONS
 
 PY = sys.executable
