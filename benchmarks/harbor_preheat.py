@@ -25,14 +25,13 @@ import ctypes
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from modelpack.testing.harbor import ADMIN, HarborServer
+from modelpack.testing.harbor import ADMIN, HarborServer, created_id, wait_until_ended
 
 T = TypeVar("T")
 BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "peers" / "build-harbor.sh"
@@ -208,20 +207,15 @@ class NsHarbor:
         the policy in the body (and reads only the name in the path), as the console sends it."""
         path = f"/projects/{project}/preheat/policies/{policy}"
         started = self.api("POST", path, json=self.api("GET", path).json())
-        return int(started.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+        return created_id(started)
 
     def wait_execution(
         self, project: str, policy: str, execution: int, timeout: float = 600
     ) -> dict:
         """Until the execution ends (``status`` Success, Error or Stopped); its document."""
         path = f"/projects/{project}/preheat/policies/{policy}/executions/{execution}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            document = self.api("GET", path).json()
-            if document.get("status") in DONE:
-                return document
-            time.sleep(0.5)
-        raise TimeoutError(f"preheat execution {execution} did not end within {timeout:.0f}s")
+        return wait_until_ended(lambda: self.api("GET", path).json(), "status", DONE,
+                                f"preheat execution {execution}", timeout)  # fmt: skip
 
     def task_logs(self, project: str, policy: str, execution: int) -> str:
         """The tasks of an execution and what the jobs logged.  Our jobservice logs jobs to

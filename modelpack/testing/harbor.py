@@ -25,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,26 @@ def _wait_port(
 
 def _tail(log: Path, size: int = 2000) -> str:
     return log.read_text(errors="replace")[-size:] if log.exists() else "(no log)"
+
+
+def created_id(response: requests.Response) -> int:
+    """The id of what a Harbor API POST created: the last part of its ``Location``."""
+    return int(response.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+
+
+def wait_until_ended(
+    read: Callable[[], dict], field_name: str, ended: tuple[str, ...], what: str, timeout: float
+) -> dict:
+    """Poll ``read`` every half second until its ``field_name`` is one of ``ended`` (Harbor's
+    executions, jobs and runs end asynchronously); the last document.  RuntimeError after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        document = read()
+        if document.get(field_name) in ended:
+            return document
+        time.sleep(0.5)
+    raise RuntimeError(f"{what} did not finish within {timeout:.0f}s")
 
 
 @dataclass
@@ -452,7 +473,7 @@ class HarborServer:
         created = self.api(
             "POST", "/registries", json={"name": name, "type": kind, "url": url, "insecure": True}
         )
-        return int(created.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+        return created_id(created)
 
     def replicate(
         self, name: str, registry_id: int, repository: str, namespace: str, timeout: float = 120
@@ -474,16 +495,13 @@ class HarborServer:
                 "override": True,
             },
         )
-        policy = int(created.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+        policy = created_id(created)
         started = self.api("POST", "/replication/executions", json={"policy_id": policy})
-        execution = started.headers["Location"].rstrip("/").rsplit("/", 1)[1]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            document = self.api("GET", f"/replication/executions/{execution}").json()
-            if document["status"] in ("Succeed", "Failed", "Stopped"):
-                return document
-            time.sleep(0.5)
-        raise RuntimeError(f"replication {name} did not finish within {timeout:.0f}s")
+        execution = created_id(started)
+        return wait_until_ended(
+            lambda: self.api("GET", f"/replication/executions/{execution}").json(),
+            "status", ("Succeed", "Failed", "Stopped"), f"replication {name}", timeout,
+        )  # fmt: skip
 
     def create_user(self, name: str, password: str) -> None:
         self.api(
@@ -583,7 +601,7 @@ class HarborServer:
                 "scope": {"level": "project", "ref": project_id},
             },
         )
-        return int(created.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+        return created_id(created)
 
     def run_retention(
         self, policy: int, *, dry_run: bool = False, timeout: float = 120
@@ -591,16 +609,17 @@ class HarborServer:
         """Run a retention policy once; returns the finished execution (``status`` Success,
         Error or Stopped) and its tasks, one per repository with ``total`` and ``retained``."""
         started = self.api("POST", f"/retentions/{policy}/executions", json={"dry_run": dry_run})
-        execution = int(started.headers["Location"].rstrip("/").rsplit("/", 1)[1])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        execution = created_id(started)
+
+        def read() -> dict:
             listed = self.api("GET", f"/retentions/{policy}/executions").json()
             (document,) = [e for e in listed if e["id"] == execution]
-            if document["status"] in ("Success", "Error", "Stopped"):
-                tasks = self.api("GET", f"/retentions/{policy}/executions/{execution}/tasks")
-                return document, tasks.json()
-            time.sleep(0.5)
-        raise RuntimeError(f"retention {policy} did not finish within {timeout:.0f}s")
+            return document
+
+        document = wait_until_ended(read, "status", ("Success", "Error", "Stopped"),
+                                    f"retention {policy}", timeout)  # fmt: skip
+        tasks = self.api("GET", f"/retentions/{policy}/executions/{execution}/tasks")
+        return document, tasks.json()
 
     def garbage_collect(self, *, delete_untagged: bool = True, timeout: float = 300) -> dict:
         """Run garbage collection now (schedule type ``Manual``) and wait for it; returns
@@ -612,14 +631,11 @@ class HarborServer:
             json={"schedule": {"type": "Manual"},
                   "parameters": {"delete_untagged": delete_untagged, "workers": 1}},
         )  # fmt: skip
-        run = int(started.headers["Location"].rstrip("/").rsplit("/", 1)[1])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            document = self.api("GET", f"/system/gc/{run}").json()
-            if document["job_status"] in ("Success", "Error", "Stopped"):
-                return document
-            time.sleep(0.5)
-        raise RuntimeError(f"garbage collection {run} did not finish within {timeout:.0f}s")
+        run = created_id(started)
+        return wait_until_ended(
+            lambda: self.api("GET", f"/system/gc/{run}").json(),
+            "job_status", ("Success", "Error", "Stopped"), f"garbage collection {run}", timeout,
+        )  # fmt: skip
 
     def gc_log(self, run: int) -> str:
         """The job log of a garbage collection run (jobservice's FILE logger)."""
