@@ -15,6 +15,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$here/../.." && pwd)"
 PINS="${MODELPACK_PEERS_PINS:-$here/pins.txt}"
 DIR="${MODELPACK_PEERS_DIR:-$HOME/.cache/modelpack-peers}"
 ONLY=" ${MODELPACK_PEERS_ONLY:-} "
@@ -76,7 +77,7 @@ while read -r name pkg version need rest || [[ -n "${name:-}" ]]; do
     printf '%-8s %-9s skipped (MODELPACK_PEERS_SKIP)\n' "$name" "$version"; continue
   fi
 
-  tags="" cgo=0 timeout_s=1800 ldflags="-s -w"
+  tags="" cgo=0 timeout_s=1800 ldflags="-s -w" toolchain=""
   mod="$(printf '%s' "$pkg" | sed -E 's#/cmd/[^/]+$##')"  # module root, unless mod= says otherwise
   for kv in ${rest:-}; do
     [[ "$kv" == \#* ]] && break
@@ -85,13 +86,19 @@ while read -r name pkg version need rest || [[ -n "${name:-}" ]]; do
       mod=*)     mod="${kv#mod=}" ;;
       cgo=*)     cgo="${kv#cgo=}" ;;
       timeout=*) timeout_s="${kv#timeout=}" ;;
+      toolchain=*) toolchain="${kv#toolchain=}" ;;
       xver=*)    ldflags+=" -X ${kv#xver=}=$version" ;;
       xsemver=*) ldflags+=" -X ${kv#xsemver=}=${version#v}" ;;
       *) echo "build-peers: unknown option '$kv' for $name" >&2; exit 2 ;;
     esac
   done
 
-  pin="$name $pkg $version $tags cgo=$cgo $ldflags"
+  pin="$name $pkg $version $tags cgo=$cgo $ldflags $toolchain"
+  local_dir=""
+  if [[ "$pkg" == ./* ]]; then  # a test program of this repository: its files are in the pin
+    local_dir="$ROOT/${pkg#./}"
+    pin+=" $(cd "$local_dir" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-12)"
+  fi
   dest="$DIR/$name-$version"
   bin="$dest/bin/$name"
   log="$DIR/logs/$name-$version.log"
@@ -115,8 +122,13 @@ while read -r name pkg version need rest || [[ -n "${name:-}" ]]; do
   args+=("$pkg@$version")
   set +e
   : >"$log"
-  prepare_module "$mod" "$version" "$log" &&
-  GOPROXY="file://$shim,$upstream_proxy" GOBIN="$tmp" CGO_ENABLED="$cgo" nice -n 10 timeout "$timeout_s" go "${args[@]}" >>"$log" 2>&1
+  if [[ -n "$local_dir" ]]; then  # go.mod and go.sum of the folder pin every dependency
+    (cd "$local_dir" && GOTOOLCHAIN="${toolchain:-local}" GOFLAGS=-mod=readonly CGO_ENABLED="$cgo" \
+      nice -n 10 timeout "$timeout_s" go build -trimpath "-ldflags=$ldflags" -o "$tmp/$name" .) >>"$log" 2>&1
+  else
+    prepare_module "$mod" "$version" "$log" &&
+    GOPROXY="file://$shim,$upstream_proxy" GOBIN="$tmp" CGO_ENABLED="$cgo" nice -n 10 timeout "$timeout_s" go "${args[@]}" >>"$log" 2>&1
+  fi
   rc=$?
   set -e
   took=$((SECONDS - start))
