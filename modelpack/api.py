@@ -564,16 +564,16 @@ def list_models(
             inspection = inspect_endpoint(endpoint, "local", attached=False)
         except (ReferenceNotFoundError, IntegrityError, UsageError):
             continue
-        cfg = inspection.config
+        cfg, docker = inspection.config, inspection.docker_config
         models.append(
             LocalModel(
                 reference=stored.name,
                 digest=stored.descriptor.digest,
                 size=inspection.size,
-                created=cfg.descriptor.created_at if cfg else None,
+                created=cfg.descriptor.created_at if cfg else docker and docker.created,
                 name=cfg.descriptor.name if cfg else None,
-                format=cfg.config.format if cfg else None,
-                param_size=cfg.config.param_size if cfg else None,
+                format=cfg.config.format if cfg else docker and docker.format,
+                param_size=cfg.config.param_size if cfg else docker and docker.parameters,
             )
         )
     return models

@@ -19,7 +19,8 @@ import zstandard
 
 from .endpoints import Endpoint
 from .oci.digests import CHUNK_SIZE, VerifyingReader, sha256_file
-from .oci.spec import LayerFormat, parse_layer_media_type, parse_manifest
+from .oci.modelrunner import unnamed_layer_names
+from .oci.spec import LayerFormat, layer_format_of, parse_manifest
 from .oci.target import fetch_bytes
 from .storage.unpack import _layer_path, safe_relpath
 
@@ -68,6 +69,7 @@ def verify_directory(endpoint: Endpoint, directory: Path) -> DirectoryReport:
     manifest = parse_manifest(fetch_bytes(target, root), f"{endpoint.display} manifest")
     report = DirectoryReport(endpoint.display, root.digest, directory)
     expected: set[str] = set()
+    names = unnamed_layer_names(manifest)
 
     def check(relpath: str, digest: str) -> None:
         expected.add(relpath)
@@ -79,10 +81,11 @@ def verify_directory(endpoint: Endpoint, directory: Path) -> DirectoryReport:
             report.different.append(relpath)
 
     for layer in manifest.layers:
-        parsed = parse_layer_media_type(layer.media_type)
-        layer_format = parsed[1] if parsed else LayerFormat.RAW
+        layer_format = layer_format_of(layer.media_type)
         if layer_format is LayerFormat.RAW:
-            check(str(safe_relpath(_layer_path(layer), f"layer {layer.digest}")), layer.digest)
+            check(
+                str(safe_relpath(_layer_path(layer, names), f"layer {layer.digest}")), layer.digest
+            )
             continue
         with target.fetch(layer) as raw:
             reader = VerifyingReader(raw, layer.digest, layer.size, f"layer {layer.digest}")

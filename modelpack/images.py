@@ -204,7 +204,12 @@ def make_image(
         )
     src = open_endpoint(source, settings, reading=True, command_registry=dst_ref.registry)
     model = transfer.inspect_model(src)
-    assert model.config is not None
+    if model.config is None:  # Docker Model Runner's own format: no ModelPack config to carry
+        raise UsageError(
+            f"{src.display} is a Docker Model Runner model, not a ModelPack one: "
+            "`modelpack image` makes images of ModelPack models",
+            hint="package it with `docker model package --format cncf`, or pull its files",
+        )
     raw = raw_layers(model.manifest) if layout != LAYOUT_FILES else []
     if raw and not convert_raw:
         _refuse_raw(src.display, raw)

@@ -1,14 +1,25 @@
-"""What an artifact is, read without its layers: manifest, model config, referrers, signatures."""
+"""What an artifact is, read without its layers: manifest, model config, referrers, signatures.
+
+The model config is ModelPack's, or (for a model Docker Model Runner packaged in its own
+format) Model Runner's: each has its own typed field, the other stays None."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .endpoints import Endpoint
 from .errors import ModelpackError, UsageError
 from .model.image import ANNOTATION_IMAGE_KIND, ANNOTATION_IMAGE_MODEL
+from .oci.modelrunner import (
+    DockerModelConfig,
+    is_docker_model,
+    parse_docker_model_config,
+    unnamed_layer_names,
+)
 from .oci.spec import (
+    DOCKER_ARCHIVE_MEDIA_TYPES,
     INDEX_MEDIA_TYPES,
     MODEL_CONFIG_MEDIA_TYPES,
     Descriptor,
@@ -33,7 +44,8 @@ SIGNATURE_ARTIFACT_TYPES = (
 @dataclass
 class Inspection:
     """An artifact as the store or registry holds it: manifest, model config, referrers and the
-    number of signatures, read without fetching any layer."""
+    number of signatures, read without fetching any layer.  ``config`` is a ModelPack model's
+    config; ``docker_config`` that of a model in Docker Model Runner's own format."""
 
     reference: str
     descriptor: Descriptor
@@ -44,6 +56,26 @@ class Inspection:
     signatures: int = (
         0  # distinct cosign signatures + other signature referrers (sigstore, notation)
     )
+    docker_config: DockerModelConfig | None = None
+
+    @property
+    def is_model(self) -> bool:
+        """A ModelPack model or a Docker Model Runner one (not a generic OCI artifact)."""
+        return self.config is not None or self.docker_config is not None
+
+    @cached_property
+    def layer_names(self) -> dict[str, str]:
+        """Digest -> path of each layer that names none (Model Runner's older models)."""
+        return unnamed_layer_names(self.manifest)
+
+    def _path(self, layer: Descriptor) -> str | None:
+        """Where a pull writes the layer's file: its file path, or the name Model Runner
+        gives one that names none; None for a Model Runner archive (unpacked as it is)."""
+        if layer.media_type in DOCKER_ARCHIVE_MEDIA_TYPES:
+            return None
+        if layer.named_path:
+            return layer.filepath
+        return self.layer_names.get(layer.digest)
 
     @property
     def size(self) -> int:
@@ -69,8 +101,8 @@ class Inspection:
                 "digest": layer.digest,
                 "size": layer.size,
             }
-            if layer.filepath:
-                entry["path"] = layer.filepath
+            if path := self._path(layer):
+                entry["path"] = path
             layers.append(entry)
         return {
             "reference": self.reference,
@@ -81,6 +113,7 @@ class Inspection:
             "size": self.size,
             "manifest": self.manifest.to_dict(),
             "config": self.config.to_dict() if self.config else None,
+            "dockerConfig": self.docker_config.to_dict() if self.docker_config else None,
             "layers": layers,
             "referrers": [
                 {"digest": r.digest, "mediaType": r.media_type, "artifactType": r.artifact_type}
@@ -106,12 +139,18 @@ def inspect_endpoint(endpoint: Endpoint, location: str, *, attached: bool = True
             hint=_index_hint(target, root, endpoint),
         )
     manifest = parse_manifest(fetch_bytes(target, root), f"{endpoint.display} manifest")
-    config = None
+    config = docker_config = None
     if manifest.config.media_type in MODEL_CONFIG_MEDIA_TYPES:
         config = parse_model_config(
             fetch_bytes(target, manifest.config), f"{endpoint.display} model config"
         )
-    inspection = Inspection(endpoint.display, root, manifest, config, location)
+    elif is_docker_model(manifest):
+        docker_config = parse_docker_model_config(
+            fetch_bytes(target, manifest.config), f"{endpoint.display} Docker model config"
+        )
+    inspection = Inspection(
+        endpoint.display, root, manifest, config, location, docker_config=docker_config
+    )
     if attached:
         inspection.referrers = referrers_of(target, root)
         cosign = find_signatures(target, root, endpoint.tag_reference)

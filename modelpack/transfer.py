@@ -21,9 +21,17 @@ from .errors import IntegrityError, UsageError
 from .inspection import Inspection, inspect_endpoint
 from .model.build import BuildResult, BuiltArtifact
 from .oci.copy import CopyOptions, CopyResult, CopyStats, copy_graph
+from .oci.modelrunner import layer_path
 from .oci.pieces import RangedPolicy
 from .oci.reference import parse_reference
-from .oci.spec import INDEX_MEDIA_TYPES, Descriptor, MediaTypes, rewrite_manifest_bytes
+from .oci.spec import (
+    INDEX_MEDIA_TYPES,
+    Descriptor,
+    LayerFormat,
+    MediaTypes,
+    layer_format_of,
+    rewrite_manifest_bytes,
+)
 from .progress import Progress
 from .registry.client import RegistryRepository
 from .settings import Settings
@@ -199,12 +207,15 @@ def copy(
     return _transfer_result(dst, _copy(src, dst, settings, progress, media_types=media_types))
 
 
-def _include_filter(patterns: list[str]) -> Callable[[Descriptor], bool] | None:
+def _include_filter(
+    patterns: list[str], names: dict[str, str]
+) -> Callable[[Descriptor], bool] | None:
+    """``--include``: the layers whose path (or ``names``' for one naming none) matches."""
     if not patterns:
         return None
 
     def keep(desc: Descriptor) -> bool:
-        path = desc.named_path or ""
+        path = layer_path(desc, names) or ""
         name = path.rsplit("/", 1)[-1]
         return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -230,10 +241,11 @@ IMAGE_CONFIG_MEDIA_TYPES = (
 
 def inspect_model(src: Endpoint, allow_oci_artifact: bool = False) -> Inspection:
     """The manifest and model config of what is pulled (a config that is not JSON raises here);
-    what is not a ModelPack model is refused before a byte is written."""
+    what is not a model (ModelPack's, or Docker Model Runner's own format) is refused before a
+    byte is written."""
     inspection = inspect_endpoint(src, "remote", attached=False)
     found = inspection.manifest.config.media_type
-    if inspection.config is not None:
+    if inspection.is_model:
         return inspection
     if found in IMAGE_CONFIG_MEDIA_TYPES:
         raise IntegrityError(
@@ -295,7 +307,7 @@ def pull(
             )
         bundle = fetch_bundle(repository, root)
     patterns = list(include)
-    layer_filter = _include_filter(patterns)
+    layer_filter = _include_filter(patterns, inspection.layer_names)
     layers = [
         layer for layer in inspection.manifest.layers if not layer_filter or layer_filter(layer)
     ]
@@ -304,6 +316,7 @@ def pull(
             raise UsageError("--hf-cache and -o are alternatives: the HF layout lives in the cache")
         journal = InterruptedPulls(settings.home)
         with DirectoryTarget(output_dir, force=force, journal=journal) as directory:
+            directory.plan(inspection.manifest)
             directory.check_planned(layers)
             target = Endpoint(directory, "", str(output_dir), tag_reference=lambda tag: "")
             result = _copy(
@@ -319,7 +332,7 @@ def pull(
             directory.files,
             size=sum(layer.size for layer in layers),
         )
-    planned_files(layers)  # every path checked before a byte is fetched
+    planned_files(layers, inspection.layer_names)  # every path checked before a byte is fetched
     key = str(parse_reference(reference.removeprefix("docker://")))
     result, path, files = pull_to_node_cache(
         src, root, key, settings, progress, patterns=patterns, layer_filter=layer_filter
@@ -375,10 +388,10 @@ def _write_hf_cache(
         trust_annotations=request.trust_annotations,
     )
     known = {
-        layer.filepath: layer.digest.split(":", 1)[1]
+        path: layer.digest.split(":", 1)[1]
         for layer in inspection.manifest.layers
-        if layer.filepath
-        and layer.media_type.endswith(".raw")
+        if (path := layer_path(layer, inspection.layer_names))
+        and layer_format_of(layer.media_type) is LayerFormat.RAW
         and layer.digest.startswith("sha256:")
     }
     return write_hf_cache(tree, files, mapping, request.cache_dir, known)

@@ -58,7 +58,9 @@ def inspect(reference: str, remote: bool, as_json: bool) -> None:
     for layer in document["layers"]:
         table.add_row(
             layer.get("path", "-"),
-            layer["mediaType"].removeprefix("application/vnd.cncf.model."),
+            layer["mediaType"]
+            .removeprefix("application/vnd.cncf.model.")
+            .removeprefix("application/vnd.docker.ai."),
             short_digest(layer["digest"]),
             human_size(layer["size"]),
         )
@@ -78,6 +80,8 @@ def _metadata_rows(result, document: dict) -> list[tuple[str, str]]:  # noqa: AN
     rows += [(f"image ({image['kind']})", image["digest"]) for image in document["images"]]
     if document["imageOf"]:
         rows.append(("image of", document["imageOf"]))
+    if result.docker_config is not None:
+        return rows + _docker_rows(result.docker_config, result.manifest.config.media_type)
     if result.config is None:
         return rows
     descriptor, config = result.config.descriptor, result.config.config
@@ -105,6 +109,24 @@ def _metadata_rows(result, document: dict) -> list[tuple[str, str]]:  # noqa: AN
     ):
         if value:
             rows.append((label, value))
+    return rows
+
+
+def _docker_rows(config, media_type: str) -> list[tuple[str, str]]:  # noqa: ANN001
+    """A Docker Model Runner model's config (modelpack.oci.modelrunner.DockerModelConfig)."""
+    version = media_type.removeprefix("application/vnd.docker.ai.model.config.").split("+")[0]
+    rows = [("model", f"Docker Model Runner format {version}")]
+    for label, value in (
+        ("architecture", config.architecture),
+        ("format", config.format),
+        ("parameters", config.parameters),
+        ("quantization", config.quantization),
+        ("context size", config.context_size),
+        ("weights size", config.size),
+        ("created", config.created),
+    ):
+        if value is not None and value != "":
+            rows.append((label, str(value)))
     return rows
 
 

@@ -25,10 +25,13 @@ from dataclasses import dataclass
 from ..errors import IntegrityError, UnsafePathError
 from ..oci.spec import (
     ANNOTATION_FILE_METADATA,
+    DOCKER_ARCHIVE_MEDIA_TYPES,
     LEGACY_ANNOTATION_FILE_METADATA,
     Descriptor,
     FileMetadata,
+    LayerFormat,
     Manifest,
+    layer_format_of,
 )
 from ..storage.unpack import safe_relpath
 
@@ -233,15 +236,16 @@ def single_file_size(layer: Descriptor) -> int | None:
 
 def files_from_manifest(manifest: Manifest, digest: str) -> dict[str, RepoFile] | None:
     """The files a manifest names, without reading a layer; None when some layer
-    (a directory archive, or one without file metadata) must be unpacked first."""
+    (a directory archive, one without file metadata, or a Docker Model Runner layer that
+    names no path or is an archive) must be unpacked first."""
     files: dict[str, RepoFile] = {}
     for layer in manifest.layers:
         path = layer.named_path
-        if not path or path.endswith("/"):
+        if not path or path.endswith("/") or layer.media_type in DOCKER_ARCHIVE_MEDIA_TYPES:
             return None
         if not valid_file_path(path):
             continue  # never served; a pull refuses the artifact anyway
-        if layer.media_type.endswith(".raw"):
+        if layer_format_of(layer.media_type) is LayerFormat.RAW:
             size: int | None = layer.size
         else:
             size = single_file_size(layer)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ..errors import IntegrityError, NotFoundError, UsageError
 from ..oci.digests import is_digest
+from ..oci.modelrunner import is_docker_model
 from ..oci.reference import Reference, is_tag, parse_reference
 from ..oci.spec import (
     INDEX_MEDIA_TYPES,
@@ -113,6 +114,19 @@ class Model:
     @property
     def key(self) -> str:
         return str(self.reference)
+
+
+def require_modelpack(model: Model) -> None:
+    """A write (commit, branch) builds a ModelPack manifest on the head's files: refused on
+    a model in Docker Model Runner's own format, which it would silently turn into another."""
+    if is_docker_model(model.view.manifest):
+        raise HubError(
+            400,
+            f"{model.repo_id}: this revision is a Docker Model Runner model "
+            f"({model.view.manifest.config.media_type}); the gateway serves it read-only. "
+            "Commit to a ModelPack repository (modelpack build/push, or "
+            "`docker model package --format cncf`)",
+        )
 
 
 class Resolver:

@@ -63,7 +63,7 @@ from .hub import (
     shown_path,
     valid_repo_id,
 )
-from .models import Model, Resolver
+from .models import Model, Resolver, require_modelpack
 from .payload import operations
 from .spools import claimed_folder, sweep
 from .ttlmap import TTLMap
@@ -256,6 +256,7 @@ class Uploads:
 
     @staticmethod
     def _head(model: Model) -> Head:
+        require_modelpack(model)
         return Head(model.root, model.view.manifest, model.view.config, model.commit)
 
     def _base(self, request: Request) -> str:

@@ -25,6 +25,7 @@ from .spec import (
     INDEX_MEDIA_TYPES,
     MANIFEST_MEDIA_TYPES,
     Descriptor,
+    Manifest,
     manifest_successors,
     parse_document,
 )
@@ -153,7 +154,8 @@ class GraphCopier:
             return desc
         data = fetch_bytes(self.src, desc)
         what = f"{desc.digest} from {self.src.describe()}"
-        children = manifest_successors(desc.media_type, parse_document(data, what), what)
+        parsed = parse_document(data, what)
+        children = manifest_successors(desc.media_type, parsed, what)
         if rewrite is not None and (rewritten := rewrite(data)) != data:
             data = rewritten
             document = parse_document(data, what)
@@ -175,6 +177,8 @@ class GraphCopier:
                 self.copy_node(child, None)
         else:
             config, layers = children[:1], children[1:]
+            if isinstance(self.dst, FileTreeWriter) and "config" in parsed:
+                self.dst.plan(Manifest.from_dict(parsed, what))
             if self.options.layer_filter is not None:
                 kept = [layer for layer in layers if self.options.layer_filter(layer)]
                 partial, layers = len(kept) < len(layers), kept

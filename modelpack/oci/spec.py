@@ -65,6 +65,32 @@ MODEL_CONFIG_MEDIA_TYPES = (MEDIA_TYPE_MODEL_CONFIG, LEGACY_MEDIA_TYPE_MODEL_CON
 
 _MODEL_PREFIXES = ("application/vnd.cncf.model.", "application/vnd.cnai.model.")
 
+# -- Docker Model Runner ------------------------------------------------------
+
+# What `docker model package` writes without `--format cncf` (github.com/docker/model-runner
+# pkg/distribution/types/config.go): an OCI image manifest with no artifactType, one of these
+# configs, and layers of the media types below.  v0.2 (layer per file, each annotated with
+# org.cncf.model.filepath) is what builder.FromDirectory writes; v0.1 is the older format of
+# the Docker Hub ai/* models, whose layers may carry no file path (oci/modelrunner.py names them).
+MEDIA_TYPE_DOCKER_MODEL_CONFIG_V01 = "application/vnd.docker.ai.model.config.v0.1+json"
+MEDIA_TYPE_DOCKER_MODEL_CONFIG_V02 = "application/vnd.docker.ai.model.config.v0.2+json"
+DOCKER_MODEL_CONFIG_MEDIA_TYPES = (
+    MEDIA_TYPE_DOCKER_MODEL_CONFIG_V02,
+    MEDIA_TYPE_DOCKER_MODEL_CONFIG_V01,
+)
+MEDIA_TYPE_DOCKER_GGUF = "application/vnd.docker.ai.gguf.v3"
+MEDIA_TYPE_DOCKER_SAFETENSORS = "application/vnd.docker.ai.safetensors"
+MEDIA_TYPE_DOCKER_DDUF = "application/vnd.docker.ai.dduf"
+MEDIA_TYPE_DOCKER_LICENSE = "application/vnd.docker.ai.license"
+MEDIA_TYPE_DOCKER_MMPROJ = "application/vnd.docker.ai.mmproj"
+MEDIA_TYPE_DOCKER_CHAT_TEMPLATE = "application/vnd.docker.ai.chat.template.jinja"
+MEDIA_TYPE_DOCKER_MODEL_FILE = "application/vnd.docker.ai.model.file"
+# Tar archives unpacked into the model folder (internal/bundle/unpack.go, unpackLegacy):
+# their file path annotation, if any, names the archive, not a file of the model.
+MEDIA_TYPE_DOCKER_VLLM_CONFIG_TAR = "application/vnd.docker.ai.vllm.config.tar"
+MEDIA_TYPE_DOCKER_DIR_TAR = "application/vnd.docker.ai.dir.tar"
+DOCKER_ARCHIVE_MEDIA_TYPES = (MEDIA_TYPE_DOCKER_DIR_TAR, MEDIA_TYPE_DOCKER_VLLM_CONFIG_TAR)
+
 
 class MediaTypes(enum.StrEnum):
     """The two families of ModelPack names: ``cncf`` (the spec today, the default) and
@@ -182,6 +208,15 @@ def parse_layer_media_type(media_type: str) -> tuple[LayerKind, LayerFormat] | N
         except ValueError:
             return None
     return None
+
+
+def layer_format_of(media_type: str) -> LayerFormat:
+    """How a pull writes a layer: a ModelPack layer by its media type's suffix, Model Runner's
+    archives as tar, anything else (Model Runner's files, a generic artifact's) as one raw file."""
+    parsed = parse_layer_media_type(media_type)
+    if parsed is not None:
+        return parsed[1]
+    return LayerFormat.TAR if media_type in DOCKER_ARCHIVE_MEDIA_TYPES else LayerFormat.RAW
 
 
 ALL_LAYER_MEDIA_TYPES = tuple(

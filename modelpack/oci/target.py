@@ -20,7 +20,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from ..errors import IntegrityError
 from .digests import verify_bytes
 from .limits import MAX_MANIFEST_BYTES
-from .spec import Descriptor
+from .spec import Descriptor, Manifest
 
 
 @runtime_checkable
@@ -107,8 +107,12 @@ class FileTreeWriter(Protocol):
 
     The same bytes under two paths are two files here (not one blob), and a manifest
     with only some of its layers (``--include``) is complete for it: it never stores
-    the manifest as content that would claim the missing blobs.
+    the manifest as content that would claim the missing blobs.  It is shown the
+    manifest before its blobs (``plan``): a layer may name no path of its own, and
+    the manifest's format then says where it goes (Model Runner's older models).
     """
+
+    def plan(self, manifest: Manifest) -> None: ...
 
     def commit(self) -> Path: ...
 

@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import SchemaValidationError
 
 MODEL_CONFIG = "model-config.schema.json"
+DOCKER_MODEL_CONFIG = "docker-model-config.schema.json"
 MANIFEST = "manifest.schema.json"
 CLI_BUILD = "cli-build.schema.json"
 CLI_TRANSFER = "cli-transfer.schema.json"

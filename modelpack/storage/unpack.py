@@ -3,7 +3,9 @@
 Every layer media type of the spec is accepted (raw, tar, tar+gzip,
 tar+zstd, for all five kinds, plus the legacy ``cnai`` names); a generic
 OCI artifact layer with a title annotation (what ``oras push`` makes) is
-written as a raw file.  Bytes are verified against the layer digest while
+written as a raw file, and so is each file of a Docker Model Runner model
+(its archives are unpacked as tar layers; ``oci/modelrunner.py`` names the
+files of its older models that carry no path).  Bytes are verified against the layer digest while
 they are written.  Every path comes from an untrusted manifest or tar
 header and is checked before use (:func:`safe_relpath`): no absolute paths,
 no ``..``, no ``.git`` folder, no names that are not UTF-8 or longer than a
@@ -42,15 +44,19 @@ from ..errors import (
 )
 from ..oci.digests import CHUNK_SIZE, VerifyingReader, parse_digest, verify_bytes
 from ..oci.limits import MAX_MANIFEST_BYTES, max_unpacked_bytes
+from ..oci.modelrunner import layer_path, unnamed_layer_names
 from ..oci.spec import (
     ANNOTATION_FILE_METADATA,
+    DOCKER_ARCHIVE_MEDIA_TYPES,
+    DOCKER_MODEL_CONFIG_MEDIA_TYPES,
     LEGACY_ANNOTATION_FILE_METADATA,
     MANIFEST_MEDIA_TYPES,
     MODEL_CONFIG_MEDIA_TYPES,
     Descriptor,
     FileMetadata,
     LayerFormat,
-    parse_layer_media_type,
+    Manifest,
+    layer_format_of,
 )
 from ..oci.target import Opener
 from ._destination import STAGING_PREFIX, Planned, check_destination, sized, staged
@@ -139,17 +145,24 @@ def _declared_file_size(desc: Descriptor) -> int | None:
     return metadata.size
 
 
-def planned_files(layers: list[Descriptor]) -> list[Planned]:
+def planned_files(layers: list[Descriptor], names: dict[str, str] | None = None) -> list[Planned]:
     """What the layers will write, every path checked: call before the first byte is fetched.
 
-    A raw layer is one file of known size; a tar layer's files are known only when
-    it is read, so only its path is checked here (the commit checks what it held).
+    A raw layer is one file of known size (``names``: digest -> path for the layers of a
+    Docker-format model that name none); two raw layers of other bytes at one path are
+    refused here.  A tar layer's files are known only when it is read, so only its path
+    is checked here (the commit checks what it held); Model Runner's archives name none.
     """
     planned = []
+    claimed: dict[PurePosixPath, str] = {}
     for desc in layers:
-        relpath = safe_relpath(_layer_path(desc), f"layer {desc.digest}")
-        parsed = parse_layer_media_type(desc.media_type)
-        if parsed is None or parsed[1] is LayerFormat.RAW:
+        if desc.media_type in DOCKER_ARCHIVE_MEDIA_TYPES:
+            continue  # unpacked into the model folder: each entry is checked as it is read
+        what = f"layer {desc.digest}"
+        relpath = safe_relpath(_layer_path(desc, names), what)
+        if layer_format_of(desc.media_type) is LayerFormat.RAW:
+            if claimed.setdefault(relpath, desc.digest) != desc.digest:
+                raise UnsafePathError(f"{what}: {relpath} is written twice (by two layers)")
             planned.append(sized(relpath, desc.size))
     return planned
 
@@ -160,8 +173,8 @@ def _file_mode(mode: int | None) -> int:
     return (mode & 0o755) | 0o600
 
 
-def _layer_path(desc: Descriptor) -> str:
-    path = desc.named_path
+def _layer_path(desc: Descriptor, names: dict[str, str] | None = None) -> str:
+    path = layer_path(desc, names or {})
     if not path:
         raise IntegrityError(
             f"layer {desc.digest} has no org.cncf.model.filepath or title annotation; "
@@ -220,6 +233,7 @@ class DirectoryTarget:
         self.manifest: bytes | None = None
         self.config: bytes | None = None
         self.files: list[str] = []
+        self._names: dict[str, str] = {}  # digest -> path of a Model Runner layer naming none
         self._claimed: dict[PurePosixPath, str] = {}  # path -> digest of the layer writing it
         self._directories: set[PurePosixPath] = set()  # every directory a claimed path needs
         self._lock = threading.Lock()
@@ -267,9 +281,13 @@ class DirectoryTarget:
                 hint="pull again; do not delete .modelpack-staging-* directories of a running pull",
             )
 
+    def plan(self, manifest: Manifest) -> None:
+        """Learn the manifest before its layers (the copy tells it): where each goes."""
+        self._names = unnamed_layer_names(manifest)
+
     def check_planned(self, layers: list[Descriptor]) -> None:
         """Before the first byte: every path usable, nothing in the destination replaced."""
-        check_destination(self.destination, planned_files(layers), force=self.force)
+        check_destination(self.destination, planned_files(layers, self._names), force=self.force)
 
     def commit(self) -> Path:
         """Move the complete, verified tree into place (nothing moves if a file is in the way)."""
@@ -424,14 +442,15 @@ class DirectoryTarget:
             with opener(0) as content:
                 self.manifest = _read_small(content, desc)
             return
-        if desc.media_type in MODEL_CONFIG_MEDIA_TYPES or desc.media_type.endswith(
-            "config.v1+json"
+        if (
+            desc.media_type in MODEL_CONFIG_MEDIA_TYPES
+            or desc.media_type in DOCKER_MODEL_CONFIG_MEDIA_TYPES
+            or desc.media_type.endswith("config.v1+json")
         ):
             with opener(0) as content:
                 self.config = _read_small(content, desc)
             return
-        parsed = parse_layer_media_type(desc.media_type)
-        layer_format = parsed[1] if parsed else LayerFormat.RAW
+        layer_format = layer_format_of(desc.media_type)
         if layer_format is LayerFormat.RAW:
             self._write_raw(desc, opener)
         else:
@@ -441,7 +460,7 @@ class DirectoryTarget:
 
     def _write_raw(self, desc: Descriptor, opener) -> None:  # noqa: ANN001
         what = f"layer {desc.digest}"
-        relpath = safe_relpath(_layer_path(desc), what)
+        relpath = safe_relpath(_layer_path(desc, self._names), what)
         target = self._claim(relpath, what, desc.digest)
         metadata = _metadata(desc)
         if target.is_dir() and not target.is_symlink():

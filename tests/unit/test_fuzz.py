@@ -23,6 +23,7 @@ from support.helpers import make_artifact
 from modelpack.errors import IntegrityError, InvalidReferenceError
 from modelpack.oci.copy import CopyOptions, copy_graph
 from modelpack.oci.digests import sha256_bytes
+from modelpack.oci.modelrunner import parse_docker_model_config
 from modelpack.oci.reference import parse_reference
 from modelpack.oci.spec import (
     ANNOTATION_FILE_METADATA,
@@ -33,6 +34,7 @@ from modelpack.oci.spec import (
     parse_manifest,
     parse_model_config,
 )
+from modelpack.schemas import DOCKER_MODEL_CONFIG, validate
 from modelpack.storage.store import LayoutStore
 from modelpack.storage.unpack import DirectoryTarget
 
@@ -83,6 +85,7 @@ def _parse_or_refuse(parse, data, error=IntegrityError):  # noqa: ANN001, ANN202
 def test_arbitrary_bytes_parse_or_raise_integrity_error(data):
     manifest = _parse_or_refuse(parse_manifest, data)
     config = _parse_or_refuse(parse_model_config, data)
+    docker = _parse_or_refuse(parse_docker_model_config, data)
     metadata = _parse_or_refuse(
         lambda d: FileMetadata.from_json(d.decode("utf-8", "replace")), data
     )
@@ -92,6 +95,46 @@ def test_arbitrary_bytes_parse_or_raise_integrity_error(data):
         assert all(isinstance(d, str) for d in config.diff_ids)
     if metadata is not None:
         assert isinstance(metadata.size, int)
+    if docker is not None:
+        validate(docker.to_dict(), DOCKER_MODEL_CONFIG)
+
+
+DOCKER_CONFIG_KEYS = [
+    "format",
+    "quantization",
+    "parameters",
+    "architecture",
+    "size",
+    "gguf",
+    "safetensors",
+    "diffusers",
+    "context_size",
+    "created",
+    "diff_ids",
+    "type",
+]
+
+
+@FUZZ
+@given(
+    st.dictionaries(
+        st.sampled_from(["config", "descriptor", "rootfs"]),
+        st.dictionaries(
+            st.sampled_from(DOCKER_CONFIG_KEYS),
+            json_values
+            | st.integers(-(1 << 40), 1 << 40)
+            | st.dictionaries(st.text(max_size=8), st.text(max_size=8) | json_values, max_size=3),
+            max_size=5,
+        )
+        | json_values,
+        max_size=3,
+    )
+)
+def test_docker_config_shaped_documents_parse_or_raise_integrity_error(document):
+    """Docker Model Runner's config: what parses is what its schema in inspect --json accepts."""
+    config = _parse_or_refuse(parse_docker_model_config, json.dumps(document).encode())
+    if config is not None:
+        validate(config.to_dict(), DOCKER_MODEL_CONFIG)
 
 
 @FUZZ
