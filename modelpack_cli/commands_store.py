@@ -107,9 +107,13 @@ def _metadata_rows(result, document: dict) -> list[tuple[str, str]]:  # noqa: AN
         ("revision", descriptor.revision),
         ("created", descriptor.created_at),
     ):
-        if value:
-            rows.append((label, value))
+        rows += _filled(label, value)
     return rows
+
+
+def _filled(label: str, value: object) -> list[tuple[str, str]]:
+    """The row of a field that has a value; none for an empty one."""
+    return [] if value is None or value == "" else [(label, str(value))]
 
 
 def _docker_rows(config, media_type: str) -> list[tuple[str, str]]:  # noqa: ANN001
@@ -125,8 +129,7 @@ def _docker_rows(config, media_type: str) -> list[tuple[str, str]]:  # noqa: ANN
         ("weights size", config.size),
         ("created", config.created),
     ):
-        if value is not None and value != "":
-            rows.append((label, str(value)))
+        rows += _filled(label, value)
     return rows
 
 

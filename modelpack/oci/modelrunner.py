@@ -93,19 +93,12 @@ class DockerModelConfig:
         """Read an untrusted config; IntegrityError naming the field where Go's decoder would
         fail (a wrong type, a context size beyond int32)."""
         config = _object(data, "config", what)
-
-        def text(key: str) -> str | None:
-            return _field(config, key, str, what)
-
+        texts = ("format", "quantization", "parameters", "architecture", "size")
         context_size = _field(config, "context_size", int, what)
         if context_size is not None and context_size not in _INT32:
             raise IntegrityError(f"{what}: 'context_size' {context_size} is out of range")
         return cls(
-            format=text("format"),
-            quantization=text("quantization"),
-            parameters=text("parameters"),
-            architecture=text("architecture"),
-            size=text("size"),
+            **{key: _field(config, key, str, what) for key in texts},
             context_size=context_size,
             gguf=_str_map(config, "gguf", what),
             safetensors=_str_map(config, "safetensors", what),

@@ -99,44 +99,6 @@ def test_arbitrary_bytes_parse_or_raise_integrity_error(data):
         validate(docker.to_dict(), DOCKER_MODEL_CONFIG)
 
 
-DOCKER_CONFIG_KEYS = [
-    "format",
-    "quantization",
-    "parameters",
-    "architecture",
-    "size",
-    "gguf",
-    "safetensors",
-    "diffusers",
-    "context_size",
-    "created",
-    "diff_ids",
-    "type",
-]
-
-
-@FUZZ
-@given(
-    st.dictionaries(
-        st.sampled_from(["config", "descriptor", "rootfs"]),
-        st.dictionaries(
-            st.sampled_from(DOCKER_CONFIG_KEYS),
-            json_values
-            | st.integers(-(1 << 40), 1 << 40)
-            | st.dictionaries(st.text(max_size=8), st.text(max_size=8) | json_values, max_size=3),
-            max_size=5,
-        )
-        | json_values,
-        max_size=3,
-    )
-)
-def test_docker_config_shaped_documents_parse_or_raise_integrity_error(document):
-    """Docker Model Runner's config: what parses is what its schema in inspect --json accepts."""
-    config = _parse_or_refuse(parse_docker_model_config, json.dumps(document).encode())
-    if config is not None:
-        validate(config.to_dict(), DOCKER_MODEL_CONFIG)
-
-
 @FUZZ
 @given(manifest_like)
 def test_manifest_shaped_documents_parse_or_raise_integrity_error(document):
@@ -153,34 +115,44 @@ def test_manifest_shaped_documents_parse_or_raise_integrity_error(document):
     assert successors is None or len(successors) == 1 + len(manifest.layers)
 
 
-@FUZZ
-@given(
-    st.dictionaries(
-        st.sampled_from(["descriptor", "config", "modelfs"]),
-        st.dictionaries(
-            st.sampled_from(
-                [
-                    "name",
-                    "authors",
-                    "licenses",
-                    "diffIds",
-                    "capabilities",
-                    "architecture",
-                    "reasoning",
-                    "inputTypes",
-                ]
-            ),  # fmt: skip
-            json_values,
-            max_size=4,
-        )
-        | json_values,
+def config_like(sections: list[str], keys: list[str], values=json_values):  # noqa: ANN001, ANN201
+    """Documents shaped like a config: some of its sections, each some of its keys or junk."""
+    return st.dictionaries(
+        st.sampled_from(sections),
+        st.dictionaries(st.sampled_from(keys), values, max_size=4) | json_values,
         max_size=3,
     )
-)
+
+
+MODEL_CONFIG_KEYS = ["name", "authors", "licenses", "diffIds", "capabilities", "architecture",
+                     "reasoning", "inputTypes"]  # fmt: skip
+DOCKER_CONFIG_KEYS = ["format", "quantization", "parameters", "architecture", "size", "gguf",
+                      "safetensors", "diffusers", "context_size", "created", "diff_ids", "type"]  # fmt: skip
+
+
+@FUZZ
+@given(config_like(["descriptor", "config", "modelfs"], MODEL_CONFIG_KEYS))
 def test_config_shaped_documents_parse_or_raise_integrity_error(document):
     config = _parse_or_refuse(parse_model_config, json.dumps(document).encode())
     if config is not None:
         assert isinstance(config.to_dict(), dict)  # what parsed serializes again
+
+
+@FUZZ
+@given(
+    config_like(
+        ["config", "descriptor", "rootfs"],
+        DOCKER_CONFIG_KEYS,
+        json_values
+        | st.integers(-(1 << 40), 1 << 40)
+        | st.dictionaries(st.text(max_size=8), st.text(max_size=8) | json_values, max_size=3),
+    )
+)
+def test_docker_config_shaped_documents_parse_or_raise_integrity_error(document):
+    """Docker Model Runner's config: what parses is what its schema in inspect --json accepts."""
+    config = _parse_or_refuse(parse_docker_model_config, json.dumps(document).encode())
+    if config is not None:
+        validate(config.to_dict(), DOCKER_MODEL_CONFIG)
 
 
 @FUZZ
