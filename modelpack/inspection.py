@@ -8,7 +8,9 @@ from typing import Any
 from .endpoints import Endpoint
 from .errors import ModelpackError, UsageError
 from .model.image import ANNOTATION_IMAGE_KIND, ANNOTATION_IMAGE_MODEL
+from .model.pickles import PickleScan
 from .oci.spec import (
+    ANNOTATION_PICKLE_SCAN,
     INDEX_MEDIA_TYPES,
     MODEL_CONFIG_MEDIA_TYPES,
     Descriptor,
@@ -71,6 +73,11 @@ class Inspection:
             }
             if layer.filepath:
                 entry["path"] = layer.filepath
+            scan = PickleScan.from_annotation(
+                layer.named_path or "", layer.annotations.get(ANNOTATION_PICKLE_SCAN)
+            )
+            if scan is not None:
+                entry["pickleScan"] = scan.to_dict()
             layers.append(entry)
         return {
             "reference": self.reference,
