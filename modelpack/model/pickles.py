@@ -291,6 +291,8 @@ def scan_stream(f: BinaryIO, relpath: str, limits: Limits = DEFAULT_LIMITS) -> P
         return PickleScan(relpath, "error", note=_printable(f"a zip this scan cannot read: {exc}"))
     except Exception as exc:  # picklescan's own errors on malformed input (ValueError ...)
         return PickleScan(relpath, "error", note=_printable(f"malformed pickle: {exc}"))
+    if budget.exceeded:  # reached inside picklescan, which took it for a parse error
+        return PickleScan(relpath, "error", note=budget.exceeded)
     return _judged(relpath, found)
 
 
@@ -420,10 +422,15 @@ class _OverBudget(Exception):
 
 @dataclass
 class _Budget:
+    """What one file's scan has used.  Once over a bound it stays over: picklescan reads
+    a stream inside ``except Exception`` (a parse error there ends one pickle), so every
+    later charge fails again, and the scan's result is checked against it at the end."""
+
     limits: Limits
     bytes_read: int = 0
     reads: int = 0
     deadline: float = field(default=0.0)
+    exceeded: str = ""
 
     def __post_init__(self) -> None:
         self.deadline = time.monotonic() + self.limits.max_seconds
@@ -431,12 +438,15 @@ class _Budget:
     def charge(self, n: int, reads: int) -> None:
         self.bytes_read += n
         self.reads += reads
-        if self.bytes_read > self.limits.max_bytes:
-            raise _OverBudget(f"more than {self.limits.max_bytes} bytes of pickle data")
-        if self.reads > self.limits.max_reads:
-            raise _OverBudget(f"more than {self.limits.max_reads} pickle opcodes")
-        if self.reads % 4096 == 0 and time.monotonic() > self.deadline:
-            raise _OverBudget(f"the scan took more than {self.limits.max_seconds:g} s")
+        if not self.exceeded:
+            if self.bytes_read > self.limits.max_bytes:
+                self.exceeded = f"more than {self.limits.max_bytes} bytes of pickle data"
+            elif self.reads > self.limits.max_reads:
+                self.exceeded = f"more than {self.limits.max_reads} pickle opcodes"
+            elif self.reads % 1024 == 0 and time.monotonic() > self.deadline:
+                self.exceeded = f"the scan took more than {self.limits.max_seconds:g} s"
+        if self.exceeded:
+            raise _OverBudget(self.exceeded)
 
 
 class _Bounded(io.RawIOBase):
