@@ -134,7 +134,7 @@ def build(
     ``media_types`` from the registries config, else cncf.  ``push`` sends it straight to the registry (``result.pushed``): weights
     stream from the source files, the local store keeps no copy of them.
     Pickle-based files (``.bin``, ``.pt``, ``.pth``, ``.ckpt``, ``.pkl`` ...) that would run
-    code when loaded raise :class:`~modelpack.errors.UnsafePickleError` (exit 5) unless
+    code when loaded raise ``modelpack.errors.UnsafePickleError`` (exit 5) unless
     ``allow_unsafe_pickle``; every scan is recorded on its layer (``inspect`` shows it).
     """
     settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
