@@ -19,7 +19,8 @@ pickles only) and plain pickles (every pickle in the file, one after another).
 Bounds (``Limits``): the scan of one file reads at most ``max_bytes`` of pickle data (zip
 members counted decompressed) in at most ``max_reads`` reads (pickletools reads each opcode
 at least once, so this bounds the opcodes picklescan keeps in memory), within
-``max_seconds``; a zip's central directory is measured before it is parsed.  A file that
+``max_seconds``; a zip's central directory is measured before it is parsed, and at most
+``max_zip_members_read`` of its members (tensor storages aside) are opened.  A file that
 breaks a bound, or that the scanner cannot read to the end, is "error": refused like an
 unsafe one, since what it would import is unknown.
 """
@@ -104,6 +105,7 @@ class Limits:
     max_seconds: float = 60.0
     max_zip_entries: int = 100_000
     max_central_directory: int = 16 << 20
+    max_zip_members_read: int = 64  # members opened to see if they are pickles (storages never)
 
 
 DEFAULT_LIMITS = Limits()
@@ -358,9 +360,16 @@ def _scan_zip(f: BinaryIO, relpath: str, budget: _Budget) -> list[Any]:
             raise _OverBudget(
                 f"a zip of {len(infos)} entries (at most {budget.limits.max_zip_entries})"
             )
+        opened = 0
         for info in infos:
             if info.is_dir() or _storage_record(info.filename):
                 continue
+            opened += 1
+            if opened > budget.limits.max_zip_members_read:
+                raise _OverBudget(
+                    f"a zip of more than {budget.limits.max_zip_members_read} members "
+                    "besides tensor storages"
+                )
             with archive.open(info) as member:
                 head = member.read(8)
                 if not _unpickled_member(info.filename, head):

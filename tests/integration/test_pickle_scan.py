@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support.gateway import Gateway
+from support.gateway import CATCH, Gateway
 from support.helpers import run_cli
 from support.pickles import system_call
 
@@ -81,18 +81,13 @@ def test_build_refuses_a_malicious_pickle_and_pushes_torch_save_files(benign, re
 
 # -- gateway uploads --------------------------------------------------------------------
 
-UPLOAD = """
+UPLOAD = (
+    CATCH
+    + """
 import json, sys
-from pathlib import Path
 from huggingface_hub import HfApi
 api = HfApi()
 args = json.loads(sys.argv[1])
-def attempt(call):
-    try:
-        return {"ok": call()}
-    except Exception as exc:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        return {"error": type(exc).__name__, "status": status, "message": str(exc)[:800]}
 out = {}
 if args.get("create"):
     api.create_repo(args["repo"], exist_ok=True)
@@ -111,6 +106,7 @@ out["tree"] = {
 }
 print(json.dumps(out))
 """
+)
 
 
 def _upload(gateway: Gateway, repo: str, files: list[tuple[Path, str]], hf_home: Path) -> dict:

@@ -255,6 +255,23 @@ def test_a_zip_of_too_many_entries_is_refused_before_it_is_parsed(tmp_path):
     assert scan.status == "error" and "central directory" in scan.note
 
 
+def test_a_zip_of_many_members_besides_storages_stops_at_the_member_bound(tmp_path):
+    """Each member opened is a read at its own offset (a Range request at the gateway):
+    thousands of storages cost nothing, other members at most max_zip_members_read."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+        for key in range(2000):
+            z.writestr(f"archive/data/{key}", bytes(8))
+        z.writestr("archive/version", "3\n")
+    assert scanned(tmp_path, "x.pt", buffer.getvalue()).status == "safe"
+    with zipfile.ZipFile(buffer, "a") as z:
+        for i in range(100):
+            z.writestr(f"archive/extra/{i}.txt", b"x")
+    scan = scanned(tmp_path, "x.pt", buffer.getvalue())
+    assert scan.status == "error" and "64 members" in scan.note
+
+
 def test_a_zip_whose_end_record_lies_is_an_error(tmp_path):
     data = bytearray(torch_zip(pickle.dumps({}, protocol=2)))
     end = data.rfind(b"PK\x05\x06")
