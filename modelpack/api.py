@@ -110,6 +110,7 @@ def build(
     hf_revision: str | None = None,
     media_types: str | None = None,
     push: bool = False,
+    allow_unsafe_pickle: bool = False,
     settings: Settings | None = None,
     progress: ProgressOption = None,
     home: PathLike | None = None,
@@ -132,6 +133,9 @@ def build(
     Harbor renders; doc layers are then tar); by default the tag's registry's
     ``media_types`` from the registries config, else cncf.  ``push`` sends it straight to the registry (``result.pushed``): weights
     stream from the source files, the local store keeps no copy of them.
+    Pickle-based files (``.bin``, ``.pt``, ``.pth``, ``.ckpt``, ``.pkl`` ...) that would run
+    code when loaded raise ``modelpack.errors.UnsafePickleError`` (exit 5) unless
+    ``allow_unsafe_pickle``; every scan is recorded on its layer (``inspect`` shows it).
     """
     settings = _settings(settings, home, plain_http, insecure, ca_file, concurrency, retries)
     ref, key = _store_key(tag)
@@ -165,6 +169,7 @@ def build(
             progress=shown,
             keep_raw=not push,
             media_types=family,
+            allow_unsafe_pickle=allow_unsafe_pickle,
         )
     if ref.registry == DEFAULT_REGISTRY and not str(tag).startswith(
         ("docker.io/", "index.docker.io/")

@@ -98,6 +98,19 @@ class UnsafePathError(IntegrityError):
     """An archive entry or annotation path that would land outside the target."""
 
 
+class UnsafePickleError(IntegrityError):
+    """A pickle-based file (``.bin``, ``.pt``, ``.ckpt`` ...) that would run code when
+    loaded, or that could not be scanned to the end: ``path`` names it in the model,
+    ``calls`` what it calls (empty when the scan stopped short)."""
+
+    def __init__(
+        self, message: str, *, path: str, calls: list[str], hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.calls = calls
+
+
 # -- exit code 6: the network or registry is not there ----------------------
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from .endpoints import Endpoint
 from .errors import ModelpackError, UsageError
 from .model.image import ANNOTATION_IMAGE_KIND, ANNOTATION_IMAGE_MODEL
+from .model.pickles import PickleScan
 from .oci.modelrunner import (
     DockerModelConfig,
     is_docker_model,
@@ -19,6 +20,7 @@ from .oci.modelrunner import (
     unnamed_layer_names,
 )
 from .oci.spec import (
+    ANNOTATION_PICKLE_SCAN,
     DOCKER_ARCHIVE_MEDIA_TYPES,
     INDEX_MEDIA_TYPES,
     MODEL_CONFIG_MEDIA_TYPES,
@@ -103,6 +105,11 @@ class Inspection:
             }
             if path := self._path(layer):
                 entry["path"] = path
+            scan = PickleScan.from_annotation(
+                layer.named_path or "", layer.annotations.get(ANNOTATION_PICKLE_SCAN)
+            )
+            if scan is not None:
+                entry["pickleScan"] = scan.to_dict()
             layers.append(entry)
         return {
             "reference": self.reference,

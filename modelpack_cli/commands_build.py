@@ -84,6 +84,12 @@ Examples:
 @media_types_option("Names to write:")
 @click.option("--push", "push_after", is_flag=True, help="Push to the registry after building.")
 @click.option(
+    "--allow-unsafe-pickle",
+    is_flag=True,
+    help="Keep pickle files (.bin, .pt, .ckpt ...) that run code when loaded "
+    "(refused by default: exit 5); the scan is recorded either way.",
+)
+@click.option(
     "--sign-key",
     type=click.Path(dir_okay=False),
     help="With --push: sign it too, with this private key.",
@@ -105,6 +111,7 @@ def build(
     hf_revision: str | None,
     media_types: str | None,
     push_after: bool,
+    allow_unsafe_pickle: bool,
     sign_key: str | None,
     as_json: bool,
 ) -> None:
@@ -144,6 +151,7 @@ def build(
             hf_revision=hf_revision,
             media_types=media_types,
             push=push_after,
+            allow_unsafe_pickle=allow_unsafe_pickle,
             settings=settings,
             progress=progress,
         )

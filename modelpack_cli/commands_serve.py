@@ -166,6 +166,14 @@ Examples:
     "loopback names and the --bind address are taken from a request's Host "
     "[env MODELPACK_GATEWAY_PUBLIC_URL, space separated].",
 )
+@click.option(
+    "--allow-unsafe-pickle",
+    is_flag=True,
+    envvar="MODELPACK_GATEWAY_ALLOW_UNSAFE_PICKLE",
+    help="Uploads and imports keep pickle files (.bin, .pt, .ckpt ...) that run code when "
+    "loaded (refused by default); their scans are shown either way "
+    "[env MODELPACK_GATEWAY_ALLOW_UNSAFE_PICKLE].",
+)
 @global_options
 def serve(
     registry: str,
@@ -187,6 +195,7 @@ def serve(
     xet_file_max: int,
     xet_session_max: int,
     public_url: tuple[str, ...],
+    allow_unsafe_pickle: bool,
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
 
@@ -222,6 +231,7 @@ def serve(
         xet_file_max=xet_file_max,
         xet_session_max=xet_session_max,
         public_url=public_url,
+        allow_unsafe_pickle=allow_unsafe_pickle,
     )
     run_gateway(config)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.text import Text
 
 import modelpack
 from modelpack import human_size
@@ -53,18 +54,32 @@ def inspect(reference: str, remote: bool, as_json: bool) -> None:
     print_table(summary)
     console.print()
     table = Table(box=None, pad_edge=False)
-    for column in ("PATH", "MEDIA TYPE", "DIGEST", "SIZE"):
+    scanned = any("pickleScan" in layer for layer in document["layers"])
+    for column in ("PATH", "MEDIA TYPE", "DIGEST", "SIZE", *(("PICKLE SCAN",) if scanned else ())):
         table.add_column(column, justify="right" if column == "SIZE" else "left")
     for layer in document["layers"]:
-        table.add_row(
+        row: list[str | Text] = [
             layer.get("path", "-"),
             layer["mediaType"]
             .removeprefix("application/vnd.cncf.model.")
             .removeprefix("application/vnd.docker.ai."),
             short_digest(layer["digest"]),
             human_size(layer["size"]),
-        )
+        ]
+        if scanned:
+            row.append(_pickle_scan(layer.get("pickleScan")))
+        table.add_row(*row)
     print_table(table)
+
+
+def _pickle_scan(scan: dict | None) -> Text:
+    """A layer's pickle scan: its status, the first thing it calls, whether it was allowed
+    (a Text: names a pickle chose are never read as markup)."""
+    if scan is None:
+        return Text("-")
+    risky = [f"{i['module']}.{i['name']}" for i in scan["imports"] if i["safety"] != "innocuous"]
+    detail = f" ({risky[0]}{', ...' if len(risky) > 1 else ''})" if risky else ""
+    return Text(scan["status"] + detail + (", allowed" if scan.get("allowed") else ""))
 
 
 def _metadata_rows(result, document: dict) -> list[tuple[str, str]]:  # noqa: ANN001 - Inspection

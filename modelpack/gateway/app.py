@@ -39,6 +39,7 @@ from .metrics import Metrics
 from .models import Model, Resolver, SignatureRefusedError
 from .pages import Pages
 from .pullthrough import PullThrough
+from .scanning import repo_security, with_file_security
 from .uploads import Uploads
 from .upstream import FILE_WAIT, Upstream
 
@@ -284,24 +285,25 @@ class Gateway:
         expand = request.query.get("expand") or request.query.get("expand[]")
         card = self.catalog.cards.card(model, files)  # cardData, tags: as the hub answers
         document = model_document(model, files, request.flag("blobs"), card)
+        document["securityRepoStatus"] = repo_security(files)
         if expand:
             document = select_fields(document, expand)
         return Response.json(document)
 
     def tree(self, request: Request, model: Model, under: str) -> Response:
+        files = self.pulls.listing(model)
         entries = tree_entries(
-            self.pulls.listing(model),
-            model.root.digest,
-            under.strip("/"),
-            request.flag("recursive"),
+            files, model.root.digest, under.strip("/"), request.flag("recursive")
         )
         if entries is None:
             raise entry_not_found(model.repo_id, under, model.commit)
+        entries = with_file_security(entries, files)
         return Response.json(entries, headers={"X-Repo-Commit": model.commit})
 
     def paths_info(self, request: Request, model: Model) -> Response:
         paths = request.form().get("paths") or []
-        entries = path_entries(self.pulls.listing(model), model.root.digest, paths)
+        files = self.pulls.listing(model)
+        entries = with_file_security(path_entries(files, model.root.digest, paths), files)
         return Response.json(entries, headers={"X-Repo-Commit": model.commit})
 
     def resolve(self, request: Request, model: Model, path: str) -> Response:

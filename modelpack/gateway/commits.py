@@ -42,6 +42,7 @@ from ..oci.spec import (
     ANNOTATION_CREATED,
     ANNOTATION_HF_COMMIT,
     ANNOTATION_HF_REPO_ID,
+    ANNOTATION_PICKLE_SCAN,
     MEDIA_TYPE_MODEL_CONFIG,
     Descriptor,
     LayerFormat,
@@ -77,6 +78,7 @@ class NewFile:
     size: int
     git_oid: str | None = None  # regular (inline) files: what the client compares
     local: Path | None = None  # a spooled copy, read instead of the registry
+    pickle_scan: str | None = None  # a pickle file's scan (scanning.py), for its layer
 
 
 @dataclass(frozen=True)
@@ -316,6 +318,8 @@ def _new_layer(plan: PlannedLayer, entry: NewFile, date: float) -> Descriptor:
     annotations = layer_annotations(plan, date)
     if entry.git_oid:
         annotations[ANNOTATION_GIT_OID] = entry.git_oid
+    if entry.pickle_scan:
+        annotations[ANNOTATION_PICKLE_SCAN] = entry.pickle_scan
     return Descriptor(plan.media_type, entry.digest, entry.size, annotations=annotations)
 
 

@@ -59,7 +59,8 @@ class GatewayConfig:
     files (xet.py says why both are bounded).  ``public_url``: the
     ``http(s)://HOST[:PORT]`` clients reach this gateway at (several, or a comma
     list, when it has several names): every absolute URL it hands out is one of
-    them (see ``base_url``)."""
+    them (see ``base_url``).  ``allow_unsafe_pickle``: commits and imports keep pickle
+    files that run code when loaded (refused by default; scanning.py)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -81,6 +82,7 @@ class GatewayConfig:
     xet_file_max: int = XET_FILE_MAX
     xet_session_max: int = XET_SESSION_MAX
     public_url: tuple[str, ...] = ()
+    allow_unsafe_pickle: bool = False
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")

@@ -48,6 +48,7 @@ from .http import Request, Response
 from .hub import HubError, RepoFile, repo_not_found
 from .models import Model, Resolver
 from .pullthrough import PullThrough
+from .scanning import scan_badge
 
 INDEX_PAGE = 60  # models per page of the listing
 # Images from this gateway (a README's relative images are its files) and data: only:
@@ -316,7 +317,7 @@ class Pages:
         for path, f in sorted(files.items()):
             href = url_path(*repo, "resolve", model.commit, *path.split("/"))
             rows.append(
-                f'<tr><td><a href="{e(href)}">{e(path)}</a></td>'
+                f'<tr><td><a href="{e(href)}">{e(path)}</a>{scan_badge(f)}</td>'
                 f'<td class="size">{e(human_size(f.size))}</td></tr>'
             )
         return f'<table class="files" id="files">{"".join(rows)}</table>'

@@ -65,6 +65,7 @@ from .hub import (
 )
 from .models import Model, Resolver, require_modelpack
 from .payload import operations
+from .scanning import scan_commit
 from .spools import claimed_folder, sweep
 from .ttlmap import TTLMap
 from .xet import Xet
@@ -472,6 +473,8 @@ class Uploads:
             head = self._head(model)
             with claimed_folder(self.workdir, "commit-") as work:
                 change, header = self._read_operations(request, model.repository, head, work)
+                allow = self.config.allow_unsafe_pickle
+                change = scan_commit(model.repository, repo_id, change, allow)
                 title = str(header.get("summary") or "")
                 info = CommitInfo(title, str(header.get("description") or ""),
                                   self._author(request), branch, time.time())  # fmt: skip

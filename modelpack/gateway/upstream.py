@@ -52,6 +52,7 @@ from ..errors import (
     RegistryUnavailableError,
     SchemaValidationError,
     SourceError,
+    UnsafePickleError,
 )
 from ..oci.digests import is_digest
 from ..oci.reference import is_tag
@@ -64,6 +65,7 @@ from .hub import HubError
 from .metrics import Metrics
 from .models import Model, Resolver
 from .pullthrough import Flights
+from .scanning import UnsafeImportError
 from .spools import claimed_folder, sweep
 from .upstreamfiles import Caps, UpstreamFile, download, fetch_listing
 
@@ -195,10 +197,13 @@ class Upstream:
                         hf_repo_id=repo_id,
                         hf_revision=commit,
                         push=True,
+                        allow_unsafe_pickle=self.config.allow_unsafe_pickle,
                         settings=self.config.settings,
                     )
                 except (SourceError, SchemaValidationError) as exc:  # the upstream's files
                     raise UnbuildableError(f"{repo_id}@{revision}: {exc.message}") from None
+                except UnsafePickleError as exc:  # a file that runs code when loaded
+                    raise UnsafeImportError(exc, f"{repo_id}@{revision}") from None
             log.info(
                 "upstream: imported %s@%s (commit %s, %d files) as %s:%s@%s in %.1fs",
                 repo_id, revision, commit, len(files), name, revision, result.digest,

@@ -30,6 +30,7 @@ from ..oci.spec import (
     ANNOTATION_FILE_METADATA,
     ANNOTATION_FILEPATH,
     ANNOTATION_MEDIATYPE_UNTESTED,
+    ANNOTATION_PICKLE_SCAN,
     ANNOTATION_TITLE,
     MEDIA_TYPE_MODEL_CONFIG,
     Descriptor,
@@ -49,6 +50,7 @@ from ..schemas import MODEL_CONFIG, validate
 from ..storage._fsutil import Placement
 from ..storage.store import BlobWriter, LayoutStore
 from .metadata import derive_metadata, rfc3339, source_date_epoch
+from .pickles import PickleScan, scan_files
 from .source import ModelSource, SourceFile, classify
 
 GZIP_LEVEL = 6
@@ -117,6 +119,7 @@ class BuildResult:
     # e.g. a README whose front matter was ignored
     warnings: list[str] = field(default_factory=list)
     pushed: Any = None  # a TransferResult, when built with push=True
+    pickle_scans: dict[str, PickleScan] = field(default_factory=dict)  # by path
 
     @property
     def digest(self) -> str:
@@ -134,6 +137,8 @@ class BuildResult:
             }
             if layer.placement is not None:
                 entry["placement"] = layer.placement.value
+            if (scan := self.pickle_scans.get(layer.plan.file.relpath)) is not None:
+                entry["pickleScan"] = scan.to_dict()
             layers.append(entry)
         return {
             "reference": self.reference,
@@ -271,11 +276,13 @@ class LayerBuilder:
         store: LayoutStore,
         progress: Progress,
         keep_raw: bool = True,
+        pickle_scans: dict[str, PickleScan] | None = None,
     ) -> None:
         self.store = store
         self.progress = progress
         self.keep_raw = keep_raw
         self.epoch = source_date_epoch()
+        self.pickle_scans = pickle_scans or {}
 
     def build(self, plan: PlannedLayer) -> BuiltLayer:
         key = plan.file.relpath
@@ -291,11 +298,14 @@ class LayerBuilder:
             digest, size, diff_id = self._tar(plan, advance)
             placement = None
         mtime = self.epoch if self.epoch is not None else plan.file.mtime
+        annotations = _layer_annotations(plan, mtime)
+        if (scan := self.pickle_scans.get(key)) is not None:
+            annotations[ANNOTATION_PICKLE_SCAN] = scan.annotation()
         descriptor = Descriptor(
             media_type=plan.media_type,
             digest=digest,
             size=size,
-            annotations=_layer_annotations(plan, mtime),
+            annotations=annotations,
         )
         self.progress.finish(key, note=placement.value if placement else "")
         return BuiltLayer(plan, descriptor, diff_id, placement)
@@ -362,14 +372,19 @@ def build_artifact(
     progress: Progress | None = None,
     keep_raw: bool = True,
     media_types: MediaTypes = MediaTypes.CNCF,
+    allow_unsafe_pickle: bool = False,
 ) -> BuildResult:
     """Write layers, config and manifest of ``source`` into ``store`` and tag it.
 
     ``keep_raw=False`` (for a build that goes straight to a registry) leaves raw
     layers in the source files and does not tag the store, whose copy of the
     artifact is then incomplete; :class:`BuiltArtifact` serves it for a push.
+    Pickle-based files are scanned first (model/pickles.py): one that would run code
+    when loaded raises :class:`UnsafePickleError` before a layer is written, unless
+    ``allow_unsafe_pickle``; each scan is recorded on its layer.
     """
     progress = progress or NullProgress()
+    scans = scan_files(((f.relpath, f.path) for f in source.files), allow=allow_unsafe_pickle)
     plans = plan_layers(
         source, layer_format, kind_overrides, tar_docs=media_types is MediaTypes.CNAI
     )
@@ -380,7 +395,7 @@ def build_artifact(
     if source.revision:
         derived.descriptor.revision = source.revision
 
-    builder = LayerBuilder(store, progress, keep_raw)
+    builder = LayerBuilder(store, progress, keep_raw, scans)
     with store.using():
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             built = list(pool.map(builder.build, plans))
@@ -422,13 +437,19 @@ def build_artifact(
         )
         push_bytes(store, manifest_desc, manifest_bytes, reference=reference if keep_raw else None)
     warnings = list(derived.warnings)
+    warnings += [
+        f"{scan.path}: a pickle that runs code when loaded, kept by --allow-unsafe-pickle "
+        f"({scan.summary()})"
+        for scan in scans.values()
+        if scan.refused
+    ]
     if not any(plan.kind is LayerKind.WEIGHT for plan in plans):
         warnings.append(
             "no weight files (safetensors, GGUF, .bin, .pt, .onnx ...) in the model: "
             "its config says nothing of format or size; mark weights with a Modelfile "
             "(MODEL path) if detection missed them"
         )
-    return BuildResult(reference, manifest_desc, manifest, config, built, warnings)
+    return BuildResult(reference, manifest_desc, manifest, config, built, warnings, None, scans)
 
 
 class BuiltArtifact(ReadOnlyTarget):

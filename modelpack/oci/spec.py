@@ -51,6 +51,9 @@ ANNOTATION_MEDIATYPE_UNTESTED = "org.cncf.model.file.mediatype.untested"
 # rebuild the hub cache layout under the same repo id and commit.
 ANNOTATION_HF_REPO_ID = "io.modelpack.hf.repo-id"
 ANNOTATION_HF_COMMIT = "io.modelpack.hf.commit"
+# On a layer of a pickle-based file: what a scan found it imports when loaded (JSON:
+# status, scanner, imports; model/pickles.py).
+ANNOTATION_PICKLE_SCAN = "io.modelpack.pickle.scan"
 
 # The pre-CNCF names (dragonflyoss/model-spec, "cnai"), still produced by modctl
 # releases and the only ones released Harbor (v2.13-v2.15) renders as models; accepted

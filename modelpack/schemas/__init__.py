@@ -28,6 +28,7 @@ CLI_TAGS = "cli-tags.schema.json"
 CLI_PREHEAT = "cli-preheat.schema.json"
 CLI_IMAGE = "cli-image.schema.json"
 CLI_ERROR = "cli-error.schema.json"
+PICKLE_SCAN = "pickle-scan.schema.json"
 
 
 @cache

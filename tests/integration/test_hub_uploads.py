@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support.gateway import Gateway, clean_env
+from support.gateway import CATCH, Gateway, clean_env
 from support.helpers import build_and_push, run_cli, tree_files
 from support.xetbuild import shard as xet_shard
 
@@ -29,16 +29,6 @@ USER, PASSWORD = "pusher", "s3cret-push"
 def hf_python(gateway: Gateway, code: str, hf_home: Path, token: str | None = None, **env):
     """Run ``code`` with huggingface_hub pointed at the gateway; its last stdout line is JSON."""
     return gateway.client(code, None, hf_home, token, env)
-
-
-CATCH = """
-def attempt(call):
-    try:
-        return {"ok": call()}
-    except Exception as exc:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        return {"error": type(exc).__name__, "status": status, "message": str(exc)[:600]}
-"""
 
 
 def blob_puts(registry_log: str, repository: str) -> list[str]:

@@ -32,6 +32,16 @@ for op in json.loads(sys.argv[1]):
 print(json.dumps(results))
 """
 
+# For client code: ``attempt(call)`` is {"ok": result} or the error's class, status and message.
+CATCH = """
+def attempt(call):
+    try:
+        return {"ok": call()}
+    except Exception as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        return {"error": type(exc).__name__, "status": status, "message": str(exc)[:600]}
+"""
+
 
 def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     """The environment of a process that sees no credentials or config of the user's."""
