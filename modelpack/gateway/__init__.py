@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import GatewayConfig
+from .core.config import GatewayConfig
 
 __all__ = ["GatewayConfig", "make_app", "serve"]
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-import select
-import socket
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -19,29 +16,24 @@ from ..errors import (
     RegistryUnavailableError,
     UsageError,
 )
-from .access import Clients
-from .catalog import Catalog, list_models, model_document, select_fields
-from .config import GatewayConfig
-from .crosssite import refuse_cross_site
-from .http import Body, ClosingFile, Request, Response, parse_range, read_range
-from .hub import (
+from .core.config import GatewayConfig
+from .core.crosssite import refuse_cross_site
+from .core.http import Body, ClosingFile, Request, Response, read_range
+from .core.hub import (
     HubError,
-    RepoFile,
     canonical_repo_id,
-    entry_not_found,
-    path_entries,
     repo_not_found,
-    tree_entries,
-    valid_file_path,
     valid_repo_id,
 )
-from .metrics import Metrics
-from .models import Model, Resolver, SignatureRefusedError
-from .pages import Pages
-from .pullthrough import PullThrough
-from .scanning import repo_security, with_file_security
-from .uploads import Uploads
-from .upstream import FILE_WAIT, Upstream
+from .read.catalog import Catalog, list_models
+from .read.handlers import Handlers
+from .read.models import Resolver, SignatureRefusedError
+from .read.pullthrough import PullThrough
+from .state.access import Clients
+from .state.metrics import Metrics
+from .upstream.importer import FILE_WAIT, Upstream
+from .web.pages import Pages
+from .writes.uploads import Uploads
 
 log = logging.getLogger("modelpack.gateway")
 MODEL_OPS = ("revision", "tree", "paths-info")
@@ -110,6 +102,7 @@ class Gateway:
         self.catalog = Catalog(config, self.clients, self.resolver, self.pulls)
         self.pages = Pages(config, self.catalog, self.resolver, self.pulls)
         self.uploads = Uploads(config, self.clients, self.resolver, hub_error)
+        self.reads = Handlers(self.pulls, self.catalog)
 
     # -- WSGI -------------------------------------------------------------------
 
@@ -195,11 +188,11 @@ class Gateway:
                 if s[0] in OTHER_REPO_TYPES:
                     raise repo_not_found("/".join(s[1:n]), "this gateway serves models only")
                 path = "/".join(s[n + 2 :])
-                return "resolve", self._guarded(request, s[:n], s[n + 1], self.resolve, path)
+                return "resolve", self._guarded(request, s[:n], s[n + 1], self.reads.resolve, path)
         raise HubError(404, "Not Found")
 
     def _page(self, request: Request) -> Response | None:
-        """The web page (pages.py): ``/``, ``/-/hub.css``, ``/ORG/NAME[/tree/REV]``."""
+        """The web page (web/pages.py): ``/``, ``/-/hub.css``, ``/ORG/NAME[/tree/REV]``."""
         s, repo, revision = request.segments, request.segments, None
         if len(s) == 4 and s[2] == "tree":
             repo, revision = s[:2], s[3]
@@ -229,24 +222,26 @@ class Gateway:
             if len(rest) > n and rest[n] in MODEL_OPS:
                 op, args = rest[n], rest[n + 1 :]
                 if op == "revision" and len(args) == 1:
-                    return "info", self._guarded(request, rest[:n], args[0], self.info)
+                    return "info", self._guarded(request, rest[:n], args[0], self.reads.info)
                 if op == "tree" and args:
                     under = "/".join(args[1:])
-                    return "tree", self._guarded(request, rest[:n], args[0], self.tree, under)
+                    return "tree", self._guarded(request, rest[:n], args[0], self.reads.tree, under)
                 if op == "paths-info" and len(args) == 1:
-                    return "paths-info", self._guarded(request, rest[:n], args[0], self.paths_info)
+                    return "paths-info", self._guarded(
+                        request, rest[:n], args[0], self.reads.paths_info
+                    )
                 raise HubError(404, "Not Found")
         if len(rest) in (1, 2):
             # Dragonfly's hf:// backend asks /api/models/{repo}?revision=... for a listing.
             revision = (request.query.get("revision") or ["main"])[-1] or "main"
-            return "info", self._guarded(request, rest, revision, self.info)
+            return "info", self._guarded(request, rest, revision, self.reads.info)
         raise HubError(404, "Not Found")
 
     def _guarded(
         self, request: Request, repo: list[str], revision: str, handler, *args
     ) -> Response:  # noqa: ANN001
         """Check method and repo id, redirect to the canonical id, open the model, map errors."""
-        allowed = ("POST",) if handler == self.paths_info else ("GET", "HEAD")
+        allowed = ("POST",) if handler == self.reads.paths_info else ("GET", "HEAD")
         if request.method not in allowed:
             raise HubError(405, f"{request.method} is not allowed here", None,
                            {"Allow": ", ".join(allowed)})  # fmt: skip
@@ -259,7 +254,7 @@ class Gateway:
         try:
             authorization = request.header("Authorization")
             if self.upstream is not None:  # the registry, else an import from the upstream hub
-                wait = FILE_WAIT if handler == self.resolve else None
+                wait = FILE_WAIT if handler == self.reads.resolve else None
                 model = self.upstream.open(repo_id, revision, authorization, wait)
             else:
                 model = self.resolver.open(repo_id, revision, authorization)
@@ -277,114 +272,3 @@ class Gateway:
         if query := request.environ.get("QUERY_STRING"):
             location += f"?{query}"
         return Response(307, {"Location": location}, b"")
-
-    # -- handlers ---------------------------------------------------------------
-
-    def info(self, request: Request, model: Model) -> Response:
-        files = self.pulls.listing(model)
-        expand = request.query.get("expand") or request.query.get("expand[]")
-        card = self.catalog.cards.card(model, files)  # cardData, tags: as the hub answers
-        document = model_document(model, files, request.flag("blobs"), card)
-        document["securityRepoStatus"] = repo_security(files)
-        if expand:
-            document = select_fields(document, expand)
-        return Response.json(document)
-
-    def tree(self, request: Request, model: Model, under: str) -> Response:
-        files = self.pulls.listing(model)
-        entries = tree_entries(
-            files, model.root.digest, under.strip("/"), request.flag("recursive")
-        )
-        if entries is None:
-            raise entry_not_found(model.repo_id, under, model.commit)
-        entries = with_file_security(entries, files)
-        return Response.json(entries, headers={"X-Repo-Commit": model.commit})
-
-    def paths_info(self, request: Request, model: Model) -> Response:
-        paths = request.form().get("paths") or []
-        files = self.pulls.listing(model)
-        entries = with_file_security(path_entries(files, model.root.digest, paths), files)
-        return Response.json(entries, headers={"X-Repo-Commit": model.commit})
-
-    def resolve(self, request: Request, model: Model, path: str) -> Response:
-        if not valid_file_path(path):
-            raise entry_not_found(model.repo_id, path, model.commit)
-        f = self.pulls.listing(model).get(path)
-        if f is None:
-            raise entry_not_found(model.repo_id, path, model.commit)
-        size, cached = f.size, None
-        headers = _file_headers(model, f)
-        if size is None:  # only from an unpacked tree, where sizes are known
-            raise HubError(502, f"size of {path} unknown")
-        headers["Content-Length"] = str(size)
-        if request.header("If-None-Match") in (f'"{f.etag}"', f.etag, f'W/"{f.etag}"'):
-            return Response(304, headers, b"")
-        if size and (cached := self.pulls.cached_path(model, f)) is None:
-            # A HEAD comes before every hub download: start pulling now, the GET waits less.
-            self.pulls.prefetch(model)
-            if f.raw and f.layer is not None:
-                self.pulls.pull_blob(model, f.layer)
-        if request.method == "HEAD":
-            return Response(200, headers, b"")
-        span = parse_range(request.header("Range"), size)
-        status, (first, last) = (206, span) if span else (200, (0, size - 1))
-        if span:
-            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-        headers["Content-Length"] = str(last - first + 1)
-        if size == 0:
-            return Response(200, headers, b"")
-        if cached is not None:
-            return _file_response(status, headers, cached, first, last, "cache")
-        # Not a byte before the whole file is verified (pullthrough.py says why).
-        gone = _client_gone(request.environ)
-        if f.raw and f.layer is not None:
-            local = self.pulls.verified_blob(model, f.layer, gone)
-        elif f.layer is not None:
-            local = self.pulls.unpack_one(model, f, gone)
-        else:
-            raise HubError(502, f"{path} is not in the node cache")
-        return _file_response(status, headers, local, first, last, "registry")
-
-
-def _client_gone(environ: dict[str, Any]) -> Callable[[], bool]:
-    """Whether the client has closed its connection (gunicorn's socket; else never)."""
-    sock = environ.get("gunicorn.socket")
-
-    def gone() -> bool:
-        if sock is None:
-            return False
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-        except (OSError, ValueError):
-            return True
-
-    return gone
-
-
-def _file_headers(model: Model, f: RepoFile) -> dict[str, str]:
-    name = f.path.rsplit("/", 1)[-1]
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
-    headers = {
-        "X-Repo-Commit": model.commit,
-        "ETag": f'"{f.etag}"',
-        "Accept-Ranges": "bytes",
-        "Content-Type": "application/octet-stream",
-        "Content-Disposition": f"inline; filename*=UTF-8''{quote(name)}; filename=\"{ascii_name}\";",
-        "Cache-Control": "private, max-age=0",
-        "Vary": "Authorization",
-    }
-    if f.sha256 and f.size is not None:
-        # What the hub sends for LFS files: the client names its cache blob by this.
-        headers["X-Linked-Etag"] = f'"{f.sha256}"'
-        headers["X-Linked-Size"] = str(f.size)
-    return headers
-
-
-def _file_response(
-    status: int, headers: dict[str, str], path: Any, first: int, last: int, source: str
-) -> Response:
-    file = ClosingFile(path, "r")
-    return Response(
-        status, headers, file=file, offset=first, length=last - first + 1, source=source
-    )

@@ -17,7 +17,7 @@ import logging
 import sys
 
 from ..extras import require
-from .config import GatewayConfig
+from .core.config import GatewayConfig
 
 
 def run(config: GatewayConfig) -> None:

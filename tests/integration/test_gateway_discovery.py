@@ -509,7 +509,8 @@ def test_signature_status_with_a_verify_key(hub, tmp_path):
 
 def test_the_catalog_is_read_page_by_page(hub, registry, tmp_path, monkeypatch):
     """distribution pages /v2/_catalog with Link headers; two names a page here."""
-    from modelpack.gateway import GatewayConfig, catalog, make_app
+    from modelpack.gateway import GatewayConfig, make_app
+    from modelpack.gateway.read import catalog
 
     monkeypatch.setattr(catalog, "CATALOG_PAGE", 2)
     config = GatewayConfig(

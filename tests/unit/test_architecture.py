@@ -4,6 +4,14 @@ and the CLI uses nothing but the public API.
 Layers, lowest first (docs/architecture.md): base <- oci <- storage <- registry <-
 signing <- model <- top <- gateway <- cli.  Any import, also one inside a function,
 that reaches a higher layer is a back-edge; module-level imports form no cycle.
+
+Inside the gateway, its sub-packages are layers the same way, lowest first:
+core <- state <- read <- (writes | upstream | web) <- app.  ``core`` is the protocol and
+configuration, ``state`` what the gateway keeps between requests, ``read`` a resolved
+model and its files; ``writes``, ``upstream`` and ``web`` each build on those and import
+none of each other; ``app`` is the modules directly in ``modelpack/gateway/`` (the
+package itself, ``app``, ``server``, ``worker``), the wiring on top.  Every sub-package
+must have its place in GATEWAY_LAYERS.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ BASE_MODULES = {"errors", "_version", "settings", "extras", "progress", "schemas
 # The CLI may import these, and from each only the names in its __all__.
 PUBLIC_MODULES = {"modelpack": modelpack, "modelpack.gateway": modelpack.gateway}
 PUBLIC_DATA_MODULES = {"modelpack.schemas"}  # the JSON Schemas of every --json output
+# The gateway's sub-packages, lowest first; packages in one tuple are siblings.
+GATEWAY_LAYERS = [("core",), ("state",), ("read",), ("writes", "upstream", "web"), ("app",)]
+GATEWAY = ROOT / "modelpack" / "gateway"
 
 
 def layer_of(module: str) -> str:
@@ -39,6 +50,17 @@ def layer_of(module: str) -> str:
     if parts[1] == "testing":
         return "top"  # the registry launcher and tiny model for users' tests
     return "top"
+
+
+def gateway_part(module: str) -> str | None:
+    """The gateway sub-package ``module`` belongs to ("app" for the gateway's own
+    modules); None outside the gateway."""
+    parts = module.split(".")
+    if parts[:2] != ["modelpack", "gateway"]:
+        return None
+    if len(parts) > 2 and (GATEWAY / parts[2] / "__init__.py").exists():
+        return parts[2]
+    return "app"
 
 
 def module_name(path: Path) -> str:
@@ -137,6 +159,20 @@ def back_edges(graph: dict[str, set[str]]) -> list[str]:
     )
 
 
+def gateway_back_edges(graph: dict[str, set[str]]) -> list[str]:
+    """Imports between gateway sub-packages that go up, or sideways to a sibling."""
+    rank = {part: i for i, parts in enumerate(GATEWAY_LAYERS) for part in parts}
+    found = []
+    for src, targets in graph.items():
+        for dst in targets:
+            low, high = gateway_part(dst), gateway_part(src)
+            if low is None or high is None or low == high:
+                continue
+            if rank[low] >= rank[high]:
+                found.append(f"{src} ({high}) imports {dst} ({low})")
+    return sorted(found)
+
+
 def test_no_import_reaches_a_higher_layer():
     _, every = import_graph()
     assert back_edges(every) == []
@@ -147,8 +183,20 @@ def test_module_level_imports_form_no_cycle():
     assert find_cycle(top) is None, " -> ".join(find_cycle(top) or [])
 
 
+def test_gateway_imports_point_down():
+    _, every = import_graph()
+    assert gateway_back_edges(every) == []
+
+
+def test_every_gateway_package_has_a_place():
+    placed = {part for parts in GATEWAY_LAYERS for part in parts}
+    found = {gateway_part(module_name(p)) for p in GATEWAY.rglob("*.py")}
+    assert found == placed
+
+
 def test_the_checks_catch_a_back_edge_and_a_cycle():
-    """The two checks above can fail: a hand-made back-edge and cycle are found."""
+    """The checks above can fail: a hand-made back-edge and cycle are found, and in the
+    gateway an upward and a sideways import."""
     top, every = import_graph()
     every["modelpack.oci.spec"] = every["modelpack.oci.spec"] | {"modelpack.storage.store"}
     assert back_edges(every) == [
@@ -156,6 +204,18 @@ def test_the_checks_catch_a_back_edge_and_a_cycle():
     ]
     top["modelpack.oci.digests"] = top["modelpack.oci.digests"] | {"modelpack.oci.spec"}
     assert find_cycle(top) is not None
+    every["modelpack.gateway.core.hub"] = every["modelpack.gateway.core.hub"] | {
+        "modelpack.gateway.read.models"
+    }
+    every["modelpack.gateway.writes.uploads"] = every["modelpack.gateway.writes.uploads"] | {
+        "modelpack.gateway.web.pages",
+        "modelpack.gateway.app",
+    }
+    assert gateway_back_edges(every) == [
+        "modelpack.gateway.core.hub (core) imports modelpack.gateway.read.models (read)",
+        "modelpack.gateway.writes.uploads (writes) imports modelpack.gateway.app (app)",
+        "modelpack.gateway.writes.uploads (writes) imports modelpack.gateway.web.pages (web)",
+    ]
 
 
 def test_the_cli_imports_only_the_public_api():

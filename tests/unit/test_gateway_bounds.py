@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from modelpack.gateway.config import GatewayConfig
-from modelpack.gateway.http import Request
-from modelpack.gateway.hub import HubError
-from modelpack.gateway.ttlmap import TTLMap
-from modelpack.gateway.uploads import MAX_TICKETS, Tickets
-from modelpack.gateway.xet import MAX_SESSIONS, Xet
+from modelpack.gateway.core.config import GatewayConfig
+from modelpack.gateway.core.http import Request
+from modelpack.gateway.core.hub import HubError
+from modelpack.gateway.state.ttlmap import TTLMap
+from modelpack.gateway.writes.uploads import MAX_TICKETS, Tickets
+from modelpack.gateway.writes.xet import MAX_SESSIONS, Xet
 from modelpack.settings import Settings
 
 
@@ -73,7 +73,7 @@ def test_xet_sessions_are_capped(tmp_path):
 def test_preupload_sizes_kept_per_scope_are_capped(tmp_path):
     """Before: every lfs size a preupload listed was kept for as long as the scope was
     used (bob's 2 MiB preuploads of 60,000 sizes each: +75 MiB of RSS in 10 requests)."""
-    from modelpack.gateway.xet import MAX_ANNOUNCED
+    from modelpack.gateway.writes.xet import MAX_ANNOUNCED
 
     config = GatewayConfig("127.0.0.1:9/gw", settings=Settings(home=tmp_path, plain_http=True))
     xet = Xet(config, clients=None)  # type: ignore[arg-type]  # no registry is asked here
@@ -94,7 +94,7 @@ def test_odd_json_from_anonymous_clients_is_a_400_not_a_500():
     import base64
     import io
 
-    from modelpack.gateway.catalog import _cursor_offset
+    from modelpack.gateway.read.catalog import _cursor_offset
 
     for text in (b"[" * 2900, b'{"offset": 1e400}', b'{"offset": "x"}', b"[]"):
         with pytest.raises(HubError) as refused:

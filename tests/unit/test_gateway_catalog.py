@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 
 from modelpack.errors import UsageError
-from modelpack.gateway.catalog import (
+from modelpack.gateway.core.config import GatewayConfig
+from modelpack.gateway.core.http import Request
+from modelpack.gateway.core.hub import HubError
+from modelpack.gateway.read.catalog import (
     ListQuery,
     _cursor,
     default_revision,
     hub_time,
     next_link,
 )
-from modelpack.gateway.config import GatewayConfig
-from modelpack.gateway.http import Request
-from modelpack.gateway.hub import HubError
-from modelpack.gateway.pages import render_markdown
+from modelpack.gateway.web.pages import render_markdown
 
 
 def _request(query: str = "", **headers: str) -> Request:
@@ -114,7 +114,7 @@ def test_markdown_has_no_raw_html_and_relative_links_point_at_files():
 
 
 def test_front_matter_too_deep_or_too_large_is_ignored():
-    from modelpack.gateway.card import _TooLarge, as_json
+    from modelpack.gateway.read.card import _TooLarge, as_json
     from modelpack.model.metadata import front_matter
 
     warnings: list[str] = []

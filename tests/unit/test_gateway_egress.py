@@ -1,10 +1,10 @@
-"""The upstream import's egress rules (gateway/egress.py), without a network."""
+"""The upstream import's egress rules (gateway/core/egress.py), without a network."""
 
 import socket
 
 import pytest
 
-from modelpack.gateway.egress import (
+from modelpack.gateway.core.egress import (
     EgressPolicy,
     EgressRefusedError,
     global_addresses,

@@ -22,8 +22,8 @@ from support.helpers import make_artifact
 from support.hostile_registry import HostileRegistry
 
 from modelpack.gateway import GatewayConfig, make_app
-from modelpack.gateway.http import parse_range
-from modelpack.gateway.hub import HubError
+from modelpack.gateway.core.http import parse_range
+from modelpack.gateway.core.hub import HubError
 from modelpack.oci.spec import ANNOTATION_FILEPATH
 from modelpack.settings import Settings
 

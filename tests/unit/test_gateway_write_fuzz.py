@@ -58,10 +58,10 @@ from support.xetbuild import BOOKEND, DATA_KEY, SHARD_TAG, chunk, name_of, raw_o
 
 from modelpack.errors import UnsafePathError
 from modelpack.gateway import GatewayConfig, make_app
-from modelpack.gateway import xet as xet_module
-from modelpack.gateway.hub import path_problem
-from modelpack.gateway.upstreamfiles import Caps
-from modelpack.gateway.xetformat import (
+from modelpack.gateway.core.config import Caps
+from modelpack.gateway.core.hub import path_problem
+from modelpack.gateway.writes import xet as xet_module
+from modelpack.gateway.writes.xetformat import (
     XetFormatError,
     index_xorb,
     merkle_root,
@@ -1600,12 +1600,12 @@ def _serve_upstream(repo: str, siblings: list, files: dict[str, bytes], sha: str
 @pytest.mark.parametrize(
     ("name", "data", "reason"),
     [
-        # upstreamfiles.py held names to safe_relpath only: imported (200), then never
+        # upstream/files.py held names to safe_relpath only: imported (200), then never
         # served (the listing was empty) and every commit to the repo a 422.
         ("a\nb.txt", b"x", "not a path a repo may hold: a control character"),
         (".cache/x.bin", b"x", "not a path a repo may hold: a .git or .cache folder"),
         ("y/" * 520 + "z", b"x", "not a path a repo may hold: longer than 1024 bytes"),
-        # upstream.py: honest bytes a build refuses were the client's 400 ("the gateway
+        # upstream/importer.py: honest bytes a build refuses were the client's 400 ("the gateway
         # cannot serve this request"), not the import's refusal.
         ("model.safetensors", b"", "is too short to be a safetensors file"),
     ],
@@ -1634,7 +1634,7 @@ def test_an_upstream_redirect_to_a_url_that_does_not_parse_is_a_403(world):
 
 
 def test_an_upstream_commit_id_ending_in_a_newline_is_refused(world):
-    """upstreamfiles.py matched the listing's ``sha`` with ``$``, which matches before a
+    """upstream/files.py matched the listing's ``sha`` with ``$``, which matches before a
     trailing newline: the import asked for ``/resolve/c0ffee...%0A/config.json``, and an
     upstream serving it had its commit id, newline and all, recorded in the artifact."""
     repo = f"up/regression{next(_repos)}"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from modelpack.gateway.hub import COMMIT_RE, HubError, valid_file_path, valid_repo_id
-from modelpack.gateway.uploads import OID_RE
-from modelpack.gateway.xet import HASH_RE
+from modelpack.gateway.core.hub import COMMIT_RE, HubError, valid_file_path, valid_repo_id
+from modelpack.gateway.writes.uploads import OID_RE
+from modelpack.gateway.writes.xet import HASH_RE
 
 # gunicorn's own test of a header value (gunicorn/http/wsgi.py): anything else is a 500.
 GUNICORN_HEADER_VALUE = re.compile(r"[ \t\x21-\x7e\x80-\xff]*")
@@ -63,7 +63,7 @@ def test_staging_never_follows_a_link_or_reuses_a_file(tmp_path, monkeypatch):
     """Paths are checked before staging; the staging itself is the proof: a link that
     appeared in the folder is found by resolving the path, and if it appears after
     that, opening with O_NOFOLLOW refuses it."""
-    from modelpack.gateway.commits import CommitPathError, _create_beneath
+    from modelpack.gateway.writes.commits import CommitPathError, _create_beneath
 
     stage, outside = tmp_path / "stage", tmp_path / "outside"
     stage.mkdir()
@@ -90,7 +90,7 @@ def test_staging_never_follows_a_link_or_reuses_a_file(tmp_path, monkeypatch):
 CLAIM_AND_WAIT = """
 import sys, time
 from pathlib import Path
-from modelpack.gateway.spools import claimed_folder
+from modelpack.gateway.state.spools import claimed_folder
 with claimed_folder(Path(sys.argv[1]), "commit-") as folder:
     (folder / "spool").write_bytes(b"x" * 1000)
     print(folder, flush=True)
@@ -99,7 +99,7 @@ with claimed_folder(Path(sys.argv[1]), "commit-") as folder:
 
 
 def test_the_sweep_removes_what_no_live_process_holds(tmp_path):
-    from modelpack.gateway.spools import claimed_folder, sweep
+    from modelpack.gateway.state.spools import claimed_folder, sweep
 
     uploads = tmp_path / "uploads"
     child = subprocess.Popen(
@@ -129,7 +129,7 @@ def test_the_sweep_removes_what_no_live_process_holds(tmp_path):
 
 def test_xet_and_import_work_left_by_a_killed_worker_is_swept_at_start(tmp_path):
     """Issue 28, 11: nothing cleaned ``xet/spool`` or ``upstream/import-*``; both now work in
-    claimed folders (spools.py) that the next gateway sweeps when it starts."""
+    claimed folders (state/spools.py) that the next gateway sweeps when it starts."""
     from modelpack.gateway import GatewayConfig, make_app
     from modelpack.settings import Settings
 

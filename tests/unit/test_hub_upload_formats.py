@@ -10,9 +10,9 @@ import struct
 
 import pytest
 
-from modelpack.gateway.hub import HubError
-from modelpack.gateway.payload import operations
-from modelpack.gateway.xetformat import (
+from modelpack.gateway.core.hub import HubError
+from modelpack.gateway.writes.payload import operations
+from modelpack.gateway.writes.xetformat import (
     BOOKEND,
     CHUNK_MAX,
     FILE_TERMS_MAX,

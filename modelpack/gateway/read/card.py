@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from ..errors import ModelpackError
-from ..model.metadata import (
+from ...errors import ModelpackError
+from ...model.metadata import (
     MAX_FRONT_MATTER_VALUES,
     expands_past,
     front_matter,
     front_matter_problem,
     split_front_matter,
 )
-from .hub import HubError, RepoFile
+from ..core.hub import HubError, RepoFile
 from .models import Model
 from .pullthrough import PullThrough
 

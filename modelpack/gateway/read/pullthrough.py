@@ -30,15 +30,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import transfer
-from ..endpoints import Endpoint
-from ..errors import IntegrityError, RegistryUnavailableError
-from ..oci.copy import CopyOptions, copy_graph
-from ..oci.spec import Descriptor
-from ..settings import Settings
-from ..storage.cache import NodeCache
-from .hub import HubError, RepoFile
-from .metrics import Metrics
+from ... import transfer
+from ...endpoints import Endpoint
+from ...errors import IntegrityError, RegistryUnavailableError
+from ...oci.copy import CopyOptions, copy_graph
+from ...oci.spec import Descriptor
+from ...settings import Settings
+from ...storage.cache import NodeCache
+from ..core.hub import HubError, RepoFile
+from ..state.metrics import Metrics
 from .models import Model
 
 log = logging.getLogger("modelpack.gateway")

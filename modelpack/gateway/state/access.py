@@ -17,11 +17,11 @@ import hashlib
 import threading
 from collections import OrderedDict
 
-from ..errors import AuthenticationError
-from ..registry.client import RegistryClient, connect
-from ..registry.credentials import Credentials
-from ..registry.transport import raise_for_status
-from .config import GatewayConfig
+from ...errors import AuthenticationError
+from ...registry.client import RegistryClient, connect
+from ...registry.credentials import Credentials
+from ...registry.transport import raise_for_status
+from ..core.config import GatewayConfig
 from .ttlmap import TTLMap
 
 MAX_CLIENTS = 256

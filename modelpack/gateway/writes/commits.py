@@ -33,12 +33,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import IntegrityError, SourceError, UsageError
-from ..model.build import PlannedLayer, layer_annotations, plan_layers
-from ..model.metadata import derive_metadata, rfc3339
-from ..model.source import ModelSource, SourceFile
-from ..oci.digests import sha256_bytes
-from ..oci.spec import (
+from ...errors import IntegrityError, SourceError, UsageError
+from ...model.build import PlannedLayer, layer_annotations, plan_layers
+from ...model.metadata import derive_metadata, rfc3339
+from ...model.source import ModelSource, SourceFile
+from ...oci.digests import sha256_bytes
+from ...oci.spec import (
     ANNOTATION_CREATED,
     ANNOTATION_HF_COMMIT,
     ANNOTATION_HF_REPO_ID,
@@ -53,10 +53,10 @@ from ..oci.spec import (
     convert_manifest,
     parse_layer_media_type,
 )
-from ..oci.target import push_bytes
-from ..registry.client import RegistryRepository
-from ..schemas import MODEL_CONFIG, validate
-from .hub import path_problem, shown_path, single_file_size
+from ...oci.target import push_bytes
+from ...registry.client import RegistryRepository
+from ...schemas import MODEL_CONFIG, validate
+from ..core.hub import path_problem, shown_path, single_file_size
 
 ANNOTATION_PARENT = "io.modelpack.hf.parent"
 ANNOTATION_BRANCH = "io.modelpack.hf.branch"

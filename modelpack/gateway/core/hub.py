@@ -22,8 +22,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from ..errors import IntegrityError, UnsafePathError
-from ..oci.spec import (
+from ...errors import IntegrityError, UnsafePathError
+from ...oci.spec import (
     ANNOTATION_FILE_METADATA,
     DOCKER_ARCHIVE_MEDIA_TYPES,
     LEGACY_ANNOTATION_FILE_METADATA,
@@ -33,7 +33,7 @@ from ..oci.spec import (
     Manifest,
     layer_format_of,
 )
-from ..storage.unpack import safe_relpath
+from ...storage.unpack import safe_relpath
 
 # Every pattern ends in \Z: "$" would also match before a trailing newline.
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
@@ -209,7 +209,7 @@ class RepoFile:
         if blobs:
             entry["size"] = self.size or 0
             # blobId only beside a sha256: for other files it would be a stand-in where
-            # an importer checks a git blob id (upstreamfiles.py), and no client needs it.
+            # an importer checks a git blob id (upstream/files.py), and no client needs it.
             if self.sha256:
                 entry["blobId"] = self.oid
                 entry["lfs"] = {

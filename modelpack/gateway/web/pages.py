@@ -29,13 +29,16 @@ import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from ..display import human_size as display_size
-from ..errors import ModelpackError
-from ..registry.client import RegistryRepository
-from ..signing.cosign import check_signatures, scan_signatures
-from ..signing.sigstore import find_bundle_signatures
-from .card import Card
-from .catalog import (
+from ...display import human_size as display_size
+from ...errors import ModelpackError
+from ...registry.client import RegistryRepository
+from ...signing.cosign import check_signatures, scan_signatures
+from ...signing.sigstore import find_bundle_signatures
+from ..core.config import GatewayConfig
+from ..core.http import Request, Response
+from ..core.hub import HubError, RepoFile, repo_not_found
+from ..read.card import Card
+from ..read.catalog import (
     Catalog,
     Entry,
     ListQuery,
@@ -43,12 +46,9 @@ from .catalog import (
     hub_time,
     model_tags,
 )
-from .config import GatewayConfig
-from .http import Request, Response
-from .hub import HubError, RepoFile, repo_not_found
-from .models import Model, Resolver
-from .pullthrough import PullThrough
-from .scanning import scan_badge
+from ..read.models import Model, Resolver
+from ..read.pullthrough import PullThrough
+from ..read.scans import scan_badge
 
 INDEX_PAGE = 60  # models per page of the listing
 # Images from this gateway (a README's relative images are its files) and data: only:
@@ -180,7 +180,7 @@ class Pages:
         return self._html(error.status, f"{error.status}: modelpack hub", body, request, headers)
 
     def stylesheet(self) -> Response:
-        css = package_files("modelpack.gateway").joinpath("static/hub.css").read_bytes()
+        css = package_files("modelpack.gateway.web").joinpath("static/hub.css").read_bytes()
         return Response(200, {"Content-Type": "text/css; charset=utf-8",
                               "Cache-Control": "public, max-age=300"}, css)  # fmt: skip
 

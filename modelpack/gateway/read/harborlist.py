@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import RegistryError
-from ..registry.client import RegistryClient
+from ...errors import RegistryError
+from ...registry.client import RegistryClient
 
 HARBOR_PAGE = 100  # Harbor's largest page_size
 MAX_PROJECTS = 500  # projects read per listing at most

@@ -35,8 +35,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.poolmanager import PoolManager
 
-from ..errors import IntegrityError, RegistryUnavailableError
-from ..registry.transport import USER_AGENT
+from ...errors import IntegrityError, RegistryUnavailableError
+from ...registry.transport import USER_AGENT
 
 log = logging.getLogger("modelpack.gateway")
 MAX_REDIRECTS = 5

@@ -19,11 +19,11 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ..errors import IntegrityError, NotFoundError, UsageError
-from ..oci.digests import is_digest
-from ..oci.modelrunner import is_docker_model
-from ..oci.reference import Reference, is_tag, parse_reference
-from ..oci.spec import (
+from ...errors import IntegrityError, NotFoundError, UsageError
+from ...oci.digests import is_digest
+from ...oci.modelrunner import is_docker_model
+from ...oci.reference import Reference, is_tag, parse_reference
+from ...oci.spec import (
     INDEX_MEDIA_TYPES,
     MEDIA_TYPE_OCI_MANIFEST,
     MODEL_CONFIG_MEDIA_TYPES,
@@ -33,16 +33,15 @@ from ..oci.spec import (
     parse_manifest,
     parse_model_config,
 )
-from ..oci.target import fetch_bytes, push_bytes
-from ..registry.client import RegistryRepository
-from ..signing.cosign import require_signature
-from ..signing.keys import load_public_key
-from ..storage._sqlite import connect
-from ..storage.hfcache import hf_mapping
-from ..storage.store import node_store
-from .access import Clients
-from .config import GatewayConfig
-from .hub import (
+from ...oci.target import fetch_bytes, push_bytes
+from ...registry.client import RegistryRepository
+from ...signing.cosign import require_signature
+from ...signing.keys import load_public_key
+from ...storage._sqlite import connect
+from ...storage.hfcache import hf_mapping
+from ...storage.store import node_store
+from ..core.config import GatewayConfig
+from ..core.hub import (
     COMMIT_RE,
     HubError,
     RepoFile,
@@ -50,7 +49,8 @@ from .hub import (
     repo_not_found,
     revision_not_found,
 )
-from .ttlmap import TTLMap
+from ..state.access import Clients
+from ..state.ttlmap import TTLMap
 
 MAX_VIEWS = 512
 MAX_TAGS_SEARCHED = 200  # for a commit this gateway has not seen

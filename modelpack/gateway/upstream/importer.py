@@ -4,7 +4,7 @@
 another ``modelpack serve``).  A request for a repo id matching ``--upstream-allow``
 that the registry has no repository for (RepoNotFound) downloads that revision
 from the upstream, checks every file against what the upstream listed for it
-(upstreamfiles.py: sizes and caps, sha256 for LFS files, git blob ids), and builds
+(files.py: sizes and caps, sha256 for LFS files, git blob ids), and builds
 and pushes it to the registry as a ModelPack artifact: tag = the revision asked
 for, annotated with the upstream's commit id.  Then the request is answered from
 the registry like any other, and so is every later one, on any replica.
@@ -17,9 +17,9 @@ confusion).  An import only ever creates a repository.
 Integrity: no byte from the upstream reaches a client.  The whole revision is
 downloaded and verified first (a client waits for that), because a client cut
 off when a digest fails would resume with ``Range`` and keep bad bytes under
-the good name (see pullthrough.py).  A file that fails its hash or size fails
+the good name (see read/pullthrough.py).  A file that fails its hash or size fails
 the import: nothing is pushed, the download is deleted, the client gets 403.
-The upstream's answers are fetched through egress.py: redirects only to allowed
+The upstream's answers are fetched through core/egress.py: redirects only to allowed
 hosts with global addresses, so a listing cannot point the gateway at its own
 network.
 
@@ -44,8 +44,8 @@ from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from .. import api
-from ..errors import (
+from ... import api
+from ...errors import (
     AuthenticationError,
     ModelpackError,
     NotFoundError,
@@ -54,25 +54,32 @@ from ..errors import (
     SourceError,
     UnsafePickleError,
 )
-from ..oci.digests import is_digest
-from ..oci.reference import is_tag
-from ..registry.client import RegistryClient, RegistryRepository, connect
-from ..storage._locks import file_lock
-from ..storage.diskspace import disk_full_errors, require_space
-from .config import GatewayConfig
-from .egress import Egress, EgressPolicy, RefusedError
-from .hub import HubError
-from .metrics import Metrics
-from .models import Model, Resolver
-from .pullthrough import Flights
-from .scanning import UnsafeImportError
-from .spools import claimed_folder, sweep
-from .upstreamfiles import Caps, UpstreamFile, download, fetch_listing
+from ...oci.digests import is_digest
+from ...oci.reference import is_tag
+from ...registry.client import RegistryClient, RegistryRepository, connect
+from ...storage._locks import file_lock
+from ...storage.diskspace import disk_full_errors, require_space
+from ..core.config import Caps, GatewayConfig
+from ..core.egress import Egress, EgressPolicy, RefusedError
+from ..core.hub import HubError
+from ..read.models import Model, Resolver
+from ..read.pullthrough import Flights
+from ..state.metrics import Metrics
+from ..state.spools import claimed_folder, sweep
+from .files import UpstreamFile, download, fetch_listing
 
 log = logging.getLogger("modelpack.gateway")
 FILE_WAIT = 5.0  # seconds a file request waits on an import (huggingface_hub's HEAD allows 10)
 RETRY_AFTER = 5
 DOWNLOADS = 4  # files of one import fetched at once
+
+
+class UnsafeImportError(RefusedError):
+    """An upstream file that would run code when loaded: nothing is imported."""
+
+    def __init__(self, exc: UnsafePickleError, what: str) -> None:
+        super().__init__(f"{what}: {exc.message}")
+        self.public = f"{exc.message}; nothing was imported"
 
 
 class UnbuildableError(RefusedError):
@@ -98,7 +105,7 @@ class Upstream:
         self.metrics = metrics  # an import counts as a pull of kind "upstream"
         self.resolver = resolver
         self.root = config.settings.home / "upstream"
-        sweep(self.root / "work")  # imports a killed worker left (spools.py)
+        sweep(self.root / "work")  # imports a killed worker left (state/spools.py)
         self._flights = Flights(metrics, "upstream: import of %s failed: %s")
         self._client: RegistryClient | None = None  # the gateway's own credentials
         self.caps = config.upstream_caps or Caps()

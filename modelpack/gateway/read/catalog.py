@@ -32,18 +32,18 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from ..errors import AuthenticationError, ModelpackError, RegistryError
-from ..registry.client import RegistryClient, RegistryRepository, connect
-from ..registry.transport import raise_for_status
-from .access import MAX_CLIENTS, Clients
+from ...errors import AuthenticationError, ModelpackError, RegistryError
+from ...registry.client import RegistryClient, RegistryRepository, connect
+from ...registry.transport import raise_for_status
+from ..core.config import GatewayConfig
+from ..core.http import Request, Response
+from ..core.hub import HubError, RepoFile, canonical_repo_id, valid_repo_id
+from ..state.access import MAX_CLIENTS, Clients
+from ..state.ttlmap import TTLMap
 from .card import Card, Cards
-from .config import GatewayConfig
 from .harborlist import harbor_repositories, is_harbor
-from .http import Request, Response
-from .hub import HubError, RepoFile, canonical_repo_id, valid_repo_id
 from .models import Model, Resolver
 from .pullthrough import PullThrough
-from .ttlmap import TTLMap
 
 log = logging.getLogger("modelpack.gateway")
 CATALOG_TTL = 30.0

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import IntegrityError
-from ..extras import require
+from ...errors import IntegrityError
+from ...extras import require
 
 SHARD_TAG_PREFIX = b"HFRepoMetaData\x00"
 ENTRY = 48

@@ -24,15 +24,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import AuthenticationError, IntegrityError, ModelpackError, NotFoundError
-from ..oci.digests import sha256_file
-from ..oci.reference import is_tag
-from ..oci.spec import ANNOTATION_CREATED, Descriptor
-from ..registry.client import RegistryRepository
-from ..registry.transport import raise_for_status
-from ..registry.upload import chunk_size_for, upload_blob
-from .access import Clients, credentials_from_header
-from .card import MAX_CARD_BYTES, check_front_matter
+from ...errors import AuthenticationError, IntegrityError, ModelpackError, NotFoundError
+from ...oci.digests import sha256_file
+from ...oci.reference import is_tag
+from ...oci.spec import ANNOTATION_CREATED, Descriptor
+from ...registry.client import RegistryRepository
+from ...registry.transport import raise_for_status
+from ...registry.upload import chunk_size_for, upload_blob
+from ..core.config import GatewayConfig
+from ..core.http import JSON_TYPES, NDJSON_TYPES, Request, Response
+from ..core.hub import (
+    COMMIT_RE,
+    HubError,
+    canonical_repo_id,
+    header_text,
+    path_problem,
+    repo_not_found,
+    shown_path,
+    valid_repo_id,
+)
+from ..read.card import MAX_CARD_BYTES, check_front_matter
+from ..read.models import Model, Resolver, require_modelpack
+from ..state.access import Clients, credentials_from_header
+from ..state.spools import claimed_folder, sweep
+from ..state.ttlmap import TTLMap
 from .commits import (
     ANNOTATION_BRANCH,
     ANNOTATION_COMMIT_AUTHOR,
@@ -51,23 +66,8 @@ from .commits import (
     git_blob_oid,
     push_commit,
 )
-from .config import GatewayConfig
-from .http import JSON_TYPES, NDJSON_TYPES, Request, Response
-from .hub import (
-    COMMIT_RE,
-    HubError,
-    canonical_repo_id,
-    header_text,
-    path_problem,
-    repo_not_found,
-    shown_path,
-    valid_repo_id,
-)
-from .models import Model, Resolver, require_modelpack
 from .payload import operations
 from .scanning import scan_commit
-from .spools import claimed_folder, sweep
-from .ttlmap import TTLMap
 from .xet import Xet
 
 log = logging.getLogger("modelpack.gateway")
@@ -153,7 +153,7 @@ class Uploads:
         self.workdir = config.settings.home / "uploads"
         self._branches: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
-        sweep(self.workdir)  # what a killed worker left (spools.py)
+        sweep(self.workdir)  # what a killed worker left (state/spools.py)
 
     # -- routing ----------------------------------------------------------------
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import DiskFullError
-from ..storage.diskspace import require_space
-from .hub import HubError
+from ...errors import DiskFullError
+from ...storage.diskspace import require_space
+from ..core.hub import HubError
 
 FILE_PREFIX = b'{"key": "file", "value": {"content": "'
 SMALL_LINE_MAX = 1 << 20  # header, lfsFile, deletions

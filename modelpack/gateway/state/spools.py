@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..storage._locks import same_file
+from ...storage._locks import same_file
 
 log = logging.getLogger("modelpack.gateway")
 LOCK_SUFFIX = ".lock"

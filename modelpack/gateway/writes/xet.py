@@ -43,16 +43,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import AuthenticationError, DiskFullError, ModelpackError, NotFoundError
-from ..oci.spec import Descriptor
-from ..registry.client import RegistryClient, RegistryRepository
-from ..storage.diskspace import disk_full_errors, require_space
-from .access import Clients
-from .config import GatewayConfig
-from .http import Request, Response
-from .hub import HubError
-from .spools import claimed_folder, sweep
-from .ttlmap import TTLMap
+from ...errors import AuthenticationError, DiskFullError, ModelpackError, NotFoundError
+from ...oci.spec import Descriptor
+from ...registry.client import RegistryClient, RegistryRepository
+from ...storage.diskspace import disk_full_errors, require_space
+from ..core.config import GatewayConfig
+from ..core.http import Request, Response
+from ..core.hub import HubError
+from ..state.access import Clients
+from ..state.spools import claimed_folder, sweep
+from ..state.ttlmap import TTLMap
 from .xetformat import (
     FileInfo,
     Term,
@@ -108,7 +108,7 @@ class Xet:
         # A new name: xorbs an older gateway kept unchecked are never trusted.
         self.store = self.root / "verified"
         self.spool = self.root / "spool"
-        sweep(self.spool)  # files a killed worker left (spools.py)
+        sweep(self.spool)  # files a killed worker left (state/spools.py)
         self.sessions: TTLMap[str, Session] = TTLMap(MAX_SESSIONS, TOKEN_TTL)
         self._scopes: dict[tuple[str | None, str], Scope] = {}
         self._lock = threading.Lock()

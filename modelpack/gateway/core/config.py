@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import UsageError
-from ..oci.reference import parse_reference
-from ..settings import Settings, is_loopback_host
+from ...errors import UsageError
+from ...oci.reference import parse_reference
+from ...settings import Settings, is_loopback_host, parse_size
 from .egress import DEFAULT_REDIRECT_HOSTS, origin
-from .upstreamfiles import Caps
 
 XET_FILE_MAX = 50 * 1024**3  # the hub's per-file limit is 50 GB
 XET_SESSION_MAX = 1024**4  # 1 TiB: a 405B model in bf16 (810 GB) in one upload_folder
+GiB = 1024**3
 
 # A Host header worth looking at: a name or IPv4 address, or a bracketed IPv6 one, and a port.
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?\Z")
@@ -33,6 +33,32 @@ def browser_origin(scheme: str, host: str) -> str | None:
     return f"{scheme}://{host}"
 
 
+@dataclass(frozen=True)
+class Caps:
+    """Bounds on one upstream import (upstream/files.py holds a listing to them); each has
+    an environment override (docs/gateway.md)."""
+
+    files: int = 10_000  # as MODELPACK_MAX_LAYERS: one layer per file
+    file_bytes: int = 64 * GiB  # the public hub takes files up to 50 GB
+    repo_bytes: int = 1024 * GiB
+    listing_bytes: int = 16 * 1024 * 1024  # ~60,000 siblings with sizes and hashes
+
+    @classmethod
+    def from_env(cls) -> Caps:
+        def read(name: str, default: int) -> int:
+            variable = f"MODELPACK_GATEWAY_UPSTREAM_{name}"
+            value = os.environ.get(variable)
+            return parse_size(value, variable) if value else default
+
+        defaults = cls()
+        return cls(
+            files=read("MAX_FILES", defaults.files),
+            file_bytes=read("MAX_FILE_BYTES", defaults.file_bytes),
+            repo_bytes=read("MAX_REPO_BYTES", defaults.repo_bytes),
+            listing_bytes=read("MAX_LISTING_BYTES", defaults.listing_bytes),
+        )
+
+
 @dataclass
 class GatewayConfig:
     """``registry`` is ``HOST[:PORT][/NAMESPACE]``: hub repo ``org/name`` is served
@@ -44,7 +70,7 @@ class GatewayConfig:
     registry credentials (else they are anonymous).  ``read_timeout``: seconds a
     client has to send a whole request head.  ``max_pulls``: concurrent requests
     waiting on a pull-through (more get 429 and retry); None: half the threads.
-    ``upstream``: a hub URL to import repos the registry lacks from (upstream.py),
+    ``upstream``: a hub URL to import repos the registry lacks from (upstream/),
     only those matching an ``upstream_allow`` fnmatch pattern, with
     ``upstream_token`` (sent to the upstream only); ``upstream_redirect_allow``: host
     patterns the upstream may redirect downloads to (None: the public hub's CDNs; any
@@ -56,11 +82,11 @@ class GatewayConfig:
     ones through Xet or LFS (docs/gateway.md, Uploads).  ``xet_file_max``: the
     largest file a Xet shard may put together (the hub's 50 GB limit);
     ``xet_session_max``: the bytes one Xet token may send as xorbs, and publish as
-    files (xet.py says why both are bounded).  ``public_url``: the
+    files (writes/xet.py says why both are bounded).  ``public_url``: the
     ``http(s)://HOST[:PORT]`` clients reach this gateway at (several, or a comma
     list, when it has several names): every absolute URL it hands out is one of
     them (see ``base_url``).  ``allow_unsafe_pickle``: commits and imports keep pickle
-    files that run code when loaded (refused by default; scanning.py)."""
+    files that run code when loaded (refused by default; writes/scanning.py)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,52 +22,26 @@ from urllib.parse import quote
 import requests
 import urllib3
 
-from ..errors import (
+from ...errors import (
     AuthenticationError,
     ReferenceNotFoundError,
     RegistryUnavailableError,
     UnsafePathError,
 )
-from ..settings import parse_size
-from ..storage.unpack import safe_relpath
-from .egress import Egress, RefusedError
-from .hub import path_problem
+from ...storage.unpack import safe_relpath
+from ..core.config import Caps
+from ..core.egress import Egress, RefusedError
+from ..core.hub import path_problem
 
 CHUNK = 1 << 20
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 _SHA1_RE = re.compile(r"^[0-9a-f]{40}\Z")
-GiB = 1024**3
 
 
 class UpstreamIntegrityError(RefusedError):
     """The upstream's bytes do not match the size, sha256 or git blob id it listed."""
 
     public = "the upstream hub sent files unlike its listing (sizes, sha256); nothing was imported"
-
-
-@dataclass(frozen=True)
-class Caps:
-    """Bounds on one import; each has an environment override (docs/gateway.md)."""
-
-    files: int = 10_000  # as MODELPACK_MAX_LAYERS: one layer per file
-    file_bytes: int = 64 * GiB  # the public hub takes files up to 50 GB
-    repo_bytes: int = 1024 * GiB
-    listing_bytes: int = 16 * 1024 * 1024  # ~60,000 siblings with sizes and hashes
-
-    @classmethod
-    def from_env(cls) -> Caps:
-        def read(name: str, default: int) -> int:
-            variable = f"MODELPACK_GATEWAY_UPSTREAM_{name}"
-            value = os.environ.get(variable)
-            return parse_size(value, variable) if value else default
-
-        defaults = cls()
-        return cls(
-            files=read("MAX_FILES", defaults.files),
-            file_bytes=read("MAX_FILE_BYTES", defaults.file_bytes),
-            repo_bytes=read("MAX_REPO_BYTES", defaults.repo_bytes),
-            listing_bytes=read("MAX_LISTING_BYTES", defaults.listing_bytes),
-        )
 
 
 @dataclass(frozen=True)

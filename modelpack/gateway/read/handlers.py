@@ -1,0 +1,145 @@
+"""The read API's answers for a model a route has opened: model info (``revision``),
+``tree``, ``paths-info`` and ``resolve`` (Range, sendfile from the node cache).
+
+app.py routes the request, checks its method and repo id and opens the model with the
+client's credentials (from the registry, else imported from the upstream); these answer.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from ..core.http import ClosingFile, Request, Response, parse_range
+from ..core.hub import (
+    HubError,
+    RepoFile,
+    entry_not_found,
+    path_entries,
+    tree_entries,
+    valid_file_path,
+)
+from .catalog import Catalog, model_document, select_fields
+from .models import Model
+from .pullthrough import PullThrough
+from .scans import repo_security, with_file_security
+
+
+class Handlers:
+    """``info``, ``tree``, ``paths_info`` and ``resolve``: each ``(request, model, *args)``."""
+
+    def __init__(self, pulls: PullThrough, catalog: Catalog) -> None:
+        self.pulls = pulls
+        self.catalog = catalog
+
+    def info(self, request: Request, model: Model) -> Response:
+        files = self.pulls.listing(model)
+        expand = request.query.get("expand") or request.query.get("expand[]")
+        card = self.catalog.cards.card(model, files)  # cardData, tags: as the hub answers
+        document = model_document(model, files, request.flag("blobs"), card)
+        document["securityRepoStatus"] = repo_security(files)
+        if expand:
+            document = select_fields(document, expand)
+        return Response.json(document)
+
+    def tree(self, request: Request, model: Model, under: str) -> Response:
+        files = self.pulls.listing(model)
+        entries = tree_entries(
+            files, model.root.digest, under.strip("/"), request.flag("recursive")
+        )
+        if entries is None:
+            raise entry_not_found(model.repo_id, under, model.commit)
+        entries = with_file_security(entries, files)
+        return Response.json(entries, headers={"X-Repo-Commit": model.commit})
+
+    def paths_info(self, request: Request, model: Model) -> Response:
+        paths = request.form().get("paths") or []
+        files = self.pulls.listing(model)
+        entries = with_file_security(path_entries(files, model.root.digest, paths), files)
+        return Response.json(entries, headers={"X-Repo-Commit": model.commit})
+
+    def resolve(self, request: Request, model: Model, path: str) -> Response:
+        if not valid_file_path(path):
+            raise entry_not_found(model.repo_id, path, model.commit)
+        f = self.pulls.listing(model).get(path)
+        if f is None:
+            raise entry_not_found(model.repo_id, path, model.commit)
+        size, cached = f.size, None
+        headers = _file_headers(model, f)
+        if size is None:  # only from an unpacked tree, where sizes are known
+            raise HubError(502, f"size of {path} unknown")
+        headers["Content-Length"] = str(size)
+        if request.header("If-None-Match") in (f'"{f.etag}"', f.etag, f'W/"{f.etag}"'):
+            return Response(304, headers, b"")
+        if size and (cached := self.pulls.cached_path(model, f)) is None:
+            # A HEAD comes before every hub download: start pulling now, the GET waits less.
+            self.pulls.prefetch(model)
+            if f.raw and f.layer is not None:
+                self.pulls.pull_blob(model, f.layer)
+        if request.method == "HEAD":
+            return Response(200, headers, b"")
+        span = parse_range(request.header("Range"), size)
+        status, (first, last) = (206, span) if span else (200, (0, size - 1))
+        if span:
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        headers["Content-Length"] = str(last - first + 1)
+        if size == 0:
+            return Response(200, headers, b"")
+        if cached is not None:
+            return _file_response(status, headers, cached, first, last, "cache")
+        # Not a byte before the whole file is verified (pullthrough.py says why).
+        gone = _client_gone(request.environ)
+        if f.raw and f.layer is not None:
+            local = self.pulls.verified_blob(model, f.layer, gone)
+        elif f.layer is not None:
+            local = self.pulls.unpack_one(model, f, gone)
+        else:
+            raise HubError(502, f"{path} is not in the node cache")
+        return _file_response(status, headers, local, first, last, "registry")
+
+
+def _client_gone(environ: dict[str, Any]) -> Callable[[], bool]:
+    """Whether the client has closed its connection (gunicorn's socket; else never)."""
+    sock = environ.get("gunicorn.socket")
+
+    def gone() -> bool:
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    return gone
+
+
+def _file_headers(model: Model, f: RepoFile) -> dict[str, str]:
+    name = f.path.rsplit("/", 1)[-1]
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
+    headers = {
+        "X-Repo-Commit": model.commit,
+        "ETag": f'"{f.etag}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(name)}; filename=\"{ascii_name}\";",
+        "Cache-Control": "private, max-age=0",
+        "Vary": "Authorization",
+    }
+    if f.sha256 and f.size is not None:
+        # What the hub sends for LFS files: the client names its cache blob by this.
+        headers["X-Linked-Etag"] = f'"{f.sha256}"'
+        headers["X-Linked-Size"] = str(f.size)
+    return headers
+
+
+def _file_response(
+    status: int, headers: dict[str, str], path: Any, first: int, last: int, source: str
+) -> Response:
+    file = ClosingFile(path, "r")
+    return Response(
+        status, headers, file=file, offset=first, length=last - first + 1, source=source
+    )
