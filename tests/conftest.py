@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from modelpack.settings import Settings
 from modelpack.testing import RegistryServer, make_tiny_model
@@ -33,6 +34,16 @@ TORCH_FILE_PACKAGES = {
 }
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("MODELPACK_TEST_CACHE", Path.home() / ".cache" / "modelpack-tests"))
+
+
+# Property tests draw the same examples in every `make test` (a red CI run reproduces, and a
+# green one is not luck); MODELPACK_FUZZ_EXAMPLES=N explores new random examples instead
+# (docs/security.md, Fuzzing).
+hypothesis_settings.register_profile("make-test", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(
+    "explore" if os.environ.get("MODELPACK_FUZZ_EXAMPLES") else "make-test"
+)
 
 
 @pytest.fixture(autouse=True)

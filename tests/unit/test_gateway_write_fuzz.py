@@ -68,6 +68,7 @@ from modelpack.gateway.writes.xetformat import (
     parse_shard,
     xorb_hash,
 )
+from modelpack.model.pickles import is_pickle_path, scan_stream
 from modelpack.model.source.classify import is_skipped
 from modelpack.model.source.local import LFS_POINTER_MAX_SIZE, LFS_POINTER_PREFIX
 from modelpack.oci.spec import parse_manifest
@@ -485,6 +486,7 @@ class Op:
     digest: str | None = None  # file: sha256 of the content; lfsFile: "sha256:" + oid
     size: object = None  # lfsFile's declared size
     parent: object = None  # header's parentCommit
+    content: bytes | None = None  # file: the bytes it adds
 
 
 def _dumps(document: object, compact: bool = False, ascii_only: bool = True) -> bytes:
@@ -528,7 +530,7 @@ def commit_ops(draw: st.DrawFn, base: Path) -> Op:
             line = _dumps({"key": "file", "value": value}, layout == "compact", layout != "unicode")
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         modelled = broken is None and layout != "unicode" and len(data) <= INLINE_MAX  # else 413
-        return Op(line, "file" if modelled else None, path, digest)
+        return Op(line, "file" if modelled else None, path, digest, content=data)
     if kind == "lfsFile":
         known = [(oid, len(b)) for oid, b in KNOWN_LFS.items()]
         oid, size = draw(st.sampled_from(known))
@@ -574,6 +576,12 @@ def _byte_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _unsafe_pickle(path: str, data: bytes) -> bool:
+    """Whether the gateway's pickle scan refuses this added file (random bytes named .bin
+    are not a pickle that reads to its end: refused too)."""
+    return is_pickle_path(path) and scan_stream(io.BytesIO(data), path).refused
+
+
 @dataclass
 class Expected:
     status: int
@@ -596,6 +604,7 @@ def expected_commit(ops: list[Op], world: World) -> Expected | None:
     the first refusal in line order (412, 400 path, 400/422 LFS, 400 unknown), then the
     deletions against the parent (404), then files where folders are needed (400)."""
     added: dict[str, str] = {}
+    contents: dict[str, bytes] = {}
     deleted_files: set[str] = set()
     deleted_folders: set[str] = set()
     for op in ops:
@@ -614,6 +623,7 @@ def expected_commit(ops: list[Op], world: World) -> Expected | None:
         assert path is not None
         if op.key == "file":
             added[path] = str(op.digest)
+            contents[path] = op.content or b""
         elif op.key == "lfsFile":
             oid = str(op.digest).removeprefix("sha256:")
             if (
@@ -622,19 +632,22 @@ def expected_commit(ops: list[Op], world: World) -> Expected | None:
                 or not all(c in "0123456789abcdef" for c in oid)
             ):
                 return Expected(400)
-            if not isinstance(op.size, int) or isinstance(op.size, bool):
+            if not _byte_count(op.size):
                 return Expected(400)
             if oid not in KNOWN_LFS:
                 return Expected(422)
             if op.size != len(KNOWN_LFS[oid]):
                 return Expected(400)
             added[path] = str(op.digest)
+            contents[path] = KNOWN_LFS[oid]
         elif op.key == "deletedFile":
             deleted_files.add(path)
         elif op.key == "deletedFolder":
             deleted_folders.add(path)
         else:
             return Expected(400)
+    if any(_unsafe_pickle(path, data) for path, data in contents.items()):
+        return Expected(400)  # docs/gateway.md, Scanning: refused unless --allow-unsafe-pickle
     files = dict(world.base_files)
     for path in sorted(deleted_files):
         if path not in files:
@@ -1441,7 +1454,11 @@ def test_an_import_succeeds_exactly_when_the_upstream_is_honest(world, data):
     # What `modelpack build` leaves out (dot-files, Modelfile, __pycache__) is not imported,
     # and what it refuses (a file that looks like an un-fetched Git LFS pointer) is a 403.
     packed = {_normal(f.name): len(f.data) for f in files if not _build_skips(_normal(f.name))}
-    if any(_looks_like_a_pointer(f.data) for f in files if not _build_skips(_normal(f.name))):
+    kept = [f for f in files if not _build_skips(_normal(f.name))]
+    if any(_looks_like_a_pointer(f.data) for f in kept):
+        packed = {}
+    # A pickle that would run code (or random bytes named .bin) is refused: a 403 (Scanning).
+    if any(isinstance(f.name, str) and _unsafe_pickle(f.name, f.data) for f in kept):
         packed = {}
     if honest and packed:
         assert answer.status == 200, (answer, mutations)
