@@ -282,7 +282,7 @@ def _redis_url(value: str | None) -> str | None:
         if not parts.hostname or port == 0 or (database and not database.isdigit()):
             raise refused
     elif parts.scheme == "unix":
-        if not parts.path.startswith("/"):
+        if parts.hostname or not parts.path.startswith("/"):
             raise refused
     else:
         raise refused

@@ -320,20 +320,21 @@ class InProcess(Shared):
 
 # -- replicas: Redis ----------------------------------------------------------------
 
-# A record (hash) with a lifetime, listed in an index (sorted set, by time) of at most
-# ARGV[3]: the oldest beyond that, and the index's expired entries, are dropped.
-# KEYS[1] index, KEYS[2] record; ARGV: now ms, ttl ms, cap, then field, value pairs.
+# A record (hash) with a lifetime, listed in an index (sorted set, in the order records
+# were put, by a counter) of at most ARGV[2] entries: past that the oldest go first (expired
+# ones are the oldest, so they go before any live record).
+# KEYS[1] index, KEYS[2] record, KEYS[3] counter; ARGV: ttl ms, cap, then field, value pairs.
 _PUT_CAPPED = """
-redis.call('HSET', KEYS[2], unpack(ARGV, 4))
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[1], ARGV[1], KEYS[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
-local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[3]), KEYS[2])
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
 if excess > 0 then
   local old = redis.call('ZPOPMIN', KEYS[1], excess)
   for i = 1, #old, 2 do redis.call('DEL', old[i]) end
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return 1
 """
 
@@ -439,8 +440,8 @@ class RedisShared(Shared):
 
     def _put_record(self, index: str, record: str, fields: dict, ttl: float, cap: int) -> None:
         pairs = [str(v) for item in fields.items() for v in item]
-        now = int(time.time() * 1000)
-        self._put(keys=[self._k(index), record], args=[now, int(ttl * 1000), cap, *pairs])
+        keys = [self._k(index), record, self._k(index + "-n")]
+        self._put(keys=keys, args=[int(ttl * 1000), cap, *pairs])
 
     @_guarded
     def ticket(self, key: str) -> Ticket | None:
