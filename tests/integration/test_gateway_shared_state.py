@@ -12,7 +12,6 @@ import time
 import pytest
 import requests
 from support.gateway import Gateway, clean_env
-from support.replicas import RedisServer
 
 from modelpack.errors import LeaseLostError, SharedStateUnavailableError
 from modelpack.gateway.core.config import GatewayConfig
@@ -26,6 +25,7 @@ from modelpack.gateway.state.shared import (
     scope_of,
 )
 from modelpack.settings import Settings
+from modelpack.testing.replicas import RedisServer
 
 
 @pytest.fixture(scope="module")
@@ -173,9 +173,11 @@ def test_a_lease_ends_when_its_holder_is_killed_and_a_stalled_holder_moves_nothi
         assert token.split(":")[2] == str(holder.pid)  # fence:host:pid:random
         # Alive, its heartbeat keeps the lease past several lease lengths.
         monkeypatch.setattr(shared_module, "LOCK_WAIT", 2.5)
-        with pytest.raises(LeaseLostError, match="held it for over"):
-            with shared.branch("ns/org/m", "main"):
-                pass
+        with (
+            pytest.raises(LeaseLostError, match="held it for over"),
+            shared.branch("ns/org/m", "main"),
+        ):
+            pass
         holder.kill()
         holder.wait()
         monkeypatch.setattr(shared_module, "LOCK_WAIT", 30.0)
@@ -211,9 +213,8 @@ def test_redis_errors_are_one_error_of_ours(redis_server, tmp_path):
                  lambda: gone.issue_ticket(Ticket(None, "org/m", "0" * 64, 1))):  # fmt: skip
         with pytest.raises(SharedStateUnavailableError):
             call()
-    with pytest.raises(SharedStateUnavailableError):
-        with gone.branch("ns/org/m", "main"):
-            pass
+    with pytest.raises(SharedStateUnavailableError), gone.branch("ns/org/m", "main"):
+        pass
 
 
 def _closed_port() -> int:

@@ -7,8 +7,8 @@ import pytest
 from modelpack.gateway.core.config import GatewayConfig
 from modelpack.gateway.core.http import Request
 from modelpack.gateway.core.hub import HubError
-from modelpack.gateway.state.ttlmap import TTLMap
 from modelpack.gateway.state.shared import MAX_SESSIONS, MAX_TICKETS, InProcess, Ticket
+from modelpack.gateway.state.ttlmap import TTLMap
 from modelpack.gateway.writes.xet import Xet
 from modelpack.settings import Settings
 

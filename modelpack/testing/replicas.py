@@ -1,10 +1,11 @@
-"""Replicas of ``modelpack serve`` as an operator runs them: Debian's redis-server as the one
-shared service, and Debian's nginx as a plain round-robin balancer whose configuration is
-the one docs/gateway.md ("Running several replicas") prints, taken from the page verbatim
-with only the addresses put in."""
+"""Replicas of ``modelpack serve`` as an operator runs them, for our tests and benchmarks:
+Debian's redis-server as the one shared service, and Debian's nginx as a plain round-robin
+balancer whose configuration is the one docs/gateway.md ("Running several replicas") prints,
+taken from the page verbatim with only the addresses put in."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -14,10 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelpack.testing.registry import free_port
+from .registry import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs" / "gateway.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "gateway.md"  # in a checkout
 
 
 def _wait_port(port: int, process: subprocess.Popen, what: str, log: Path) -> None:
@@ -77,12 +77,13 @@ class RedisServer:
             self.process.wait(timeout=20)
 
 
-def docs_nginx_config() -> str:
+def docs_nginx_config(docs: Path = DOCS) -> str:
     """The nginx block of docs/gateway.md's "Running several replicas", as printed."""
-    text = DOCS.read_text(encoding="utf-8")
+    text = docs.read_text(encoding="utf-8")
     section = text.split("## Running several replicas", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```nginx\n(.*?)```", section, re.S)
-    assert len(blocks) == 1, "the section has one nginx configuration"
+    if len(blocks) != 1:
+        raise ValueError(f"{docs}: the replicas section must have one nginx block")
     return blocks[0]
 
 
@@ -113,7 +114,8 @@ class Balancer:
                 continue
             lines.append(re.sub(r"^(\s*)listen\s+\d+;", rf"\g<1>listen 127.0.0.1:{self.port};",
                                 line))  # fmt: skip
-        assert servers_done, "the docs' upstream block names no server"
+        if not servers_done:
+            raise ValueError("the docs' upstream block names no server")
         work = self.workdir
         return (
             f"daemon off;\nworker_processes 1;\npid {work}/nginx.pid;\n"
@@ -172,8 +174,6 @@ def children(pid: int) -> list[int]:
 def kill_replica(process: subprocess.Popen) -> None:
     """SIGKILL a replica: its gunicorn master and workers at once, as a node that dies."""
     for pid in [*children(process.pid), process.pid]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     process.wait(timeout=20)
