@@ -266,7 +266,8 @@ print(json.dumps(runs))
 
 
 def test_a_replica_killed_mid_upload_folder_leaves_no_half_commit(registry, redis_server, tmp_path):
-    """The commit of 400 inline files pushes 400 blobs while it holds the branch's lock;
+    """The commit of 240 inline files (upload_folder makes one commit of up to 250; more it
+    splits into several) pushes 240 blobs while it holds the branch's lock;
     the replica holding it is SIGKILLed then.  The client's rerun goes through the other
     two once the lease ends, and the branch, polled all along, shows only whole commits."""
     import subprocess
@@ -297,7 +298,7 @@ def test_a_replica_killed_mid_upload_folder_leaves_no_half_commit(registry, redi
         _create(balancer.url, name)
         folder = tmp_path / "folder"
         folder.mkdir()
-        for n in range(400):
+        for n in range(240):
             (folder / f"part-{n:03d}.txt").write_text(f"part {n}\n" * 10)
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
@@ -321,10 +322,13 @@ def test_a_replica_killed_mid_upload_folder_leaves_no_half_commit(registry, redi
         stdout, stderr = client.communicate(timeout=600)
         assert client.returncode == 0, stderr[-3000:]
         runs = json.loads(stdout.strip().splitlines()[-1])
-        assert "error" in runs[0] and "ok" in runs[-1], runs  # cut, then done by a rerun
+        assert "ok" in runs[-1], runs  # huggingface_hub's retry, or a rerun, completed it
+        commit = f"POST /api/models/{repo}/commit/main 200"
+        assert commit not in victim.log()  # killed before it answered
+        assert any(commit in r.log() for r in replicas if r is not victim)
         stop.set()
         watcher.join()
-        whole = frozenset(f"part-{n:03d}.txt" for n in range(400)) | {".gitattributes"}
+        whole = frozenset(f"part-{n:03d}.txt" for n in range(240)) | {".gitattributes"}
         assert seen and set(seen) <= {frozenset({".gitattributes"}), whole}, {len(s) for s in seen}
         assert seen[-1] == whole
         survivors = [r for r in replicas if r is not victim]
@@ -335,3 +339,39 @@ def test_a_replica_killed_mid_upload_folder_leaves_no_half_commit(registry, redi
         balancer.stop()
         for replica in replicas:
             replica.stop()
+
+
+def test_a_xorb_sent_for_one_repository_is_no_one_elses_at_another_replica(cluster):
+    """A xorb another replica received (and pushed to the registry) for repository A is
+    refused to a shard for repository B, as on one gateway: replicas share scopes, not
+    xorbs."""
+    replicas, _ = cluster
+    for name in ("scope-a", "scope-b"):
+        _create(replicas[0].url, name)
+    tokens = [
+        requests.get(f"{replicas[0].url}/api/models/org/{name}/xet-write-token/main",
+                     timeout=60).json()["accessToken"]
+        for name in ("scope-a", "scope-b")
+    ]  # fmt: skip
+    data = hashlib.sha512(b"scoped").digest() * 64
+    xorb, body = one_chunk_xorb(data)
+    sent = requests.post(f"{replicas[1].url}/api/modelpack/xet/v1/xorbs/default/{xorb}",
+                         data=body, headers={"Authorization": f"Bearer {tokens[0]}"},
+                         timeout=60)  # fmt: skip
+    assert sent.json() == {"was_inserted": True}
+    made = shard([([(xorb, 0, 1, len(data))], hashlib.sha256(data).hexdigest())])
+    for replica in replicas:
+        refused = requests.post(f"{replica.url}/api/modelpack/xet/v1/shards", data=made,
+                                headers={"Authorization": f"Bearer {tokens[1]}"},
+                                timeout=60)  # fmt: skip
+        assert refused.status_code == 400
+        assert f"names xorb {xorb}, never uploaded by this client" in refused.text
+    # The same bytes sent for B are B's: was_inserted says so at any replica.
+    again = requests.post(f"{replicas[2].url}/api/modelpack/xet/v1/xorbs/default/{xorb}",
+                          data=body, headers={"Authorization": f"Bearer {tokens[1]}"},
+                          timeout=60)  # fmt: skip
+    assert again.json() == {"was_inserted": True}
+    repeat = requests.post(f"{replicas[0].url}/api/modelpack/xet/v1/xorbs/default/{xorb}",
+                           data=body, headers={"Authorization": f"Bearer {tokens[1]}"},
+                           timeout=60)  # fmt: skip
+    assert repeat.json() == {"was_inserted": False}

@@ -6,8 +6,10 @@ The client asks ``/api/models/REPO/xet-write-token/REV`` (with its hub token: th
 gateway checks push rights at the registry) and gets a CAS URL under this gateway
 and an opaque access token standing for the request's credentials.  hf_xet then
 sends ``GET /v1/chunks/default/HASH`` (global dedup: always 404 here), ``POST
-/v1/xorbs/default/HASH`` (chunks; kept in the node cache) and ``POST /v1/shards``
-(the files).
+/v1/xorbs/default/HASH`` (chunks; kept in the node cache, and with replicas also as a
+registry blob, so the replica that gets the shard can fetch it) and ``POST /v1/shards``
+(the files).  Tokens, scopes and published ranges are ``state/shared.py``'s: in this
+process, or in Redis where replicas share them.
 
 The threat: anyone with push rights to some repository gets a token, xorbs are named
 by the client, and a shard is a list of chunk ranges.  Unchecked, xorbs are one
