@@ -21,7 +21,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import gateway, harbor, models, report
+from benchmarks import gateway, harbor, models, replicas, report
 from benchmarks.harbor import HarborTarget
 from benchmarks.runner import Measurement, measure
 from modelpack.testing.harbor import VERSIONS as HARBOR_VERSIONS
@@ -464,9 +464,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--cases",
-        default="a,b",
+        default="a,b,replicas",
         help="a: 4 x 512 MiB, b: 2,000 small files, c: --size-gib, "
-        "gateway: one file through modelpack serve (benchmarks/gateway.py)",
+        "gateway: one file through modelpack serve (benchmarks/gateway.py), "
+        "replicas: a 1 GiB upload_folder through one replica and three (benchmarks/replicas.py)",
     )
     parser.add_argument("--gateway-gib", type=float, default=2, help="the gateway case's file")
     parser.add_argument(
@@ -489,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     tools = set(args.tools.split(","))
     wanted = set(args.cases.split(","))
-    peer_cases = wanted - {"gateway"}
+    peer_cases = wanted - {"gateway", "replicas"}
     peers = (
         peers_python(PEERS_VENV) if peer_cases and tools & {"oras", "modelpack-client"} else None
     )
@@ -526,6 +527,12 @@ def main(argv: list[str] | None = None) -> None:
                 only_ours=True,
             )
         )
+    if "replicas" in wanted:
+        print("case replicas: a 1 GiB upload_folder through one replica and three", flush=True)
+        size = 1024 * models.MIB
+        replicas.write(Path(args.output), replicas.run(work, args.rounds, size), size)
+        if not cases and "gateway" not in wanted:
+            return  # its own section is written; nothing else to report
     if "gateway" in wanted:
         print(
             f"case gateway: one {args.gateway_gib:g} GiB file through modelpack serve", flush=True

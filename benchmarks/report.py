@@ -449,6 +449,7 @@ KEPT_SECTIONS = (
     "## Many nodes at once",
     "## One big blob over a capped link",
     "## Cold start on a node",
+    "## Uploads through replicas",  # benchmarks/replicas.py, part of `make bench`
 )
 
 

@@ -124,6 +124,16 @@ class TransferInterruptedError(RegistryUnavailableError):
     """A connection dropped mid-blob; the caller may restart or resume the transfer."""
 
 
+class SharedStateUnavailableError(RegistryUnavailableError):
+    """The service gateway replicas share state through (``serve --redis``) did not answer:
+    nothing was moved, the request may be sent again."""
+
+
+class LeaseLostError(SharedStateUnavailableError):
+    """A branch lock that the shared state decides could not be had in time, or ended
+    before the commit holding it moved the branch: nothing was moved, commit again."""
+
+
 # -- exit code 130: the user pressed Ctrl-C -----------------------------------
 
 

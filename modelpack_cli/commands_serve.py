@@ -174,6 +174,15 @@ Examples:
     "loaded (refused by default); their scans are shown either way "
     "[env MODELPACK_GATEWAY_ALLOW_UNSAFE_PICKLE].",
 )
+@click.option(
+    "--redis",
+    envvar="MODELPACK_GATEWAY_REDIS",
+    metavar="URL",
+    help="Replicas: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (rediss:// with TLS) that "
+    "every replica of this gateway is given; upload tickets, Xet tokens and branch locks "
+    "live there, so a plain round-robin balancer may send any request to any replica "
+    "(default: in this process, one replica) [env MODELPACK_GATEWAY_REDIS].",
+)
 @global_options
 def serve(
     registry: str,
@@ -196,6 +205,7 @@ def serve(
     xet_session_max: int,
     public_url: tuple[str, ...],
     allow_unsafe_pickle: bool,
+    redis: str | None,
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
 
@@ -232,6 +242,7 @@ def serve(
         xet_session_max=xet_session_max,
         public_url=public_url,
         allow_unsafe_pickle=allow_unsafe_pickle,
+        redis=redis,
     )
     run_gateway(config)
 

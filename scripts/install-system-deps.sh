@@ -10,7 +10,8 @@ set -euo pipefail
 missing=()
 command -v docker-registry >/dev/null 2>&1 || command -v registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
-# MariaDB and Redis: the stores of Dragonfly's manager (tests/integration/test_dragonfly.py).
+# MariaDB and Redis: the stores of Dragonfly's manager (tests/integration/test_dragonfly.py);
+# Redis is also what gateway replicas share (tests/integration/test_gateway_replicas.py).
 command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # PostgreSQL: Harbor's database (modelpack.testing.harbor runs initdb, postgres and createdb
@@ -18,8 +19,9 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/createdb >/dev/null 2>&1 || missing+=(postgresql)
 # libclang: bindgen in librocksdb-sys, built with Dragonfly's dfdaemon (crate dragonfly-client).
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
-# nginx: the blob cache of `make bench-cluster`'s case (b3) and the Harbor portal's front of
-# `make harbor-screenshots` (benchmarks/nginx.py, scripts/harbor_screenshots.py).
+# nginx: the blob cache of `make bench-cluster`'s case (b3), the Harbor portal's front of
+# `make harbor-screenshots` (benchmarks/nginx.py, scripts/harbor_screenshots.py), and the
+# round-robin balancer in front of gateway replicas (modelpack/testing/replicas.py).
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 [ -x /usr/bin/time ] || missing+=(time)

@@ -10,10 +10,12 @@ from urllib.parse import quote
 from ..errors import (
     AuthenticationError,
     IntegrityError,
+    LeaseLostError,
     ModelpackError,
     NotFoundError,
     RegistryPolicyError,
     RegistryUnavailableError,
+    SharedStateUnavailableError,
     UsageError,
 )
 from .core.config import GatewayConfig
@@ -31,6 +33,7 @@ from .read.models import Resolver, SignatureRefusedError
 from .read.pullthrough import PullThrough
 from .state.access import Clients
 from .state.metrics import Metrics
+from .state.shared import open_shared
 from .upstream.importer import FILE_WAIT, Upstream
 from .web.pages import Pages
 from .writes.uploads import Uploads
@@ -57,6 +60,11 @@ def hub_error(exc: ModelpackError, repo_id: str) -> HubError:
         return HubError(403, f"{repo_id}: refused: {INTEGRITY_REFUSED}", "GatedRepo")
     if isinstance(exc, NotFoundError):
         return repo_not_found(repo_id)
+    if isinstance(exc, LeaseLostError):
+        return HubError(503, f"{repo_id}: {exc}", None, {"Retry-After": "5"})
+    if isinstance(exc, SharedStateUnavailableError):  # names no host: that is in the log
+        return HubError(503, f"{repo_id}: the gateway's shared state is unavailable; "
+                        "try again later", None, {"Retry-After": "5"})  # fmt: skip
     if isinstance(exc, RegistryUnavailableError):
         return HubError(502, f"{repo_id}: the registry behind this gateway is unavailable; "
                         "try again later")  # fmt: skip
@@ -101,7 +109,8 @@ class Gateway:
         self.upstream = Upstream(config, self.resolver, self.metrics) if config.upstream else None
         self.catalog = Catalog(config, self.clients, self.resolver, self.pulls)
         self.pages = Pages(config, self.catalog, self.resolver, self.pulls)
-        self.uploads = Uploads(config, self.clients, self.resolver, hub_error)
+        self.shared = open_shared(config)  # in this process, or Redis for replicas
+        self.uploads = Uploads(config, self.clients, self.resolver, hub_error, self.shared)
         self.reads = Handlers(self.pulls, self.catalog)
 
     # -- WSGI -------------------------------------------------------------------

@@ -29,6 +29,10 @@ def run(config: GatewayConfig) -> None:
         package="gunicorn",
     ).BaseApplication
     _log_requests()
+    if config.redis:  # reachable before the first request, or one line and exit 6
+        from .state.shared import open_shared
+
+        open_shared(config).check()
     for line in config.banner():
         logging.getLogger("modelpack.gateway").info(line)
     from .worker import worker_class

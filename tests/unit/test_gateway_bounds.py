@@ -7,9 +7,9 @@ import pytest
 from modelpack.gateway.core.config import GatewayConfig
 from modelpack.gateway.core.http import Request
 from modelpack.gateway.core.hub import HubError
+from modelpack.gateway.state.shared import MAX_SESSIONS, MAX_TICKETS, InProcess, Ticket
 from modelpack.gateway.state.ttlmap import TTLMap
-from modelpack.gateway.writes.uploads import MAX_TICKETS, Tickets
-from modelpack.gateway.writes.xet import MAX_SESSIONS, Xet
+from modelpack.gateway.writes.xet import Xet
 from modelpack.settings import Settings
 
 
@@ -38,15 +38,17 @@ def test_a_ttl_map_drops_the_oldest_past_its_size_and_everything_past_its_age():
         TTLMap(0, 1.0)
 
 
-def test_upload_tickets_are_capped():
-    tickets = Tickets()
-    keys = [tickets.issue("Basic x", "org/m", "0" * 64, i) for i in range(MAX_TICKETS + 50)]
-    assert len(tickets) == MAX_TICKETS
-    assert tickets.get(keys[0]) is None  # the oldest went first
-    kept = tickets.get(keys[-1])
+def test_upload_tickets_are_capped(tmp_path):
+    """(The same with Redis: tests/integration/test_gateway_shared_state.py.)"""
+    shared = InProcess(tmp_path)
+    keys = [shared.issue_ticket(Ticket("Basic x", "org/m", "0" * 64, i))
+            for i in range(MAX_TICKETS + 50)]  # fmt: skip
+    assert len(shared._tickets) == MAX_TICKETS
+    assert shared.ticket(keys[0]) is None  # the oldest went first
+    kept = shared.ticket(keys[-1])
     assert kept is not None and kept.size == MAX_TICKETS + 49
-    tickets.used(keys[-1])
-    assert tickets.get(keys[-1]) is None  # good until one upload with it succeeds
+    shared.ticket_used(keys[-1])
+    assert shared.ticket(keys[-1]) is None  # good until one upload with it succeeds
 
 
 def _request(**headers: str) -> Request:
@@ -58,12 +60,13 @@ def _request(**headers: str) -> Request:
 
 def test_xet_sessions_are_capped(tmp_path):
     config = GatewayConfig("127.0.0.1:9/gw", settings=Settings(home=tmp_path, plain_http=True))
-    xet = Xet(config, clients=None)  # type: ignore[arg-type]  # no registry is asked here
+    shared = InProcess(tmp_path)
+    xet = Xet(config, clients=None, shared=shared)  # type: ignore[arg-type]  # no registry
     tokens = []
     for _ in range(MAX_SESSIONS + 5):
         answer = xet.write_token(_request(AUTHORIZATION="Basic x"), "org/m", "http://gw")
         tokens.append(answer.headers["X-Xet-Access-Token"])
-    assert len(xet.sessions) == MAX_SESSIONS
+    assert len(shared._sessions) == MAX_SESSIONS
     with pytest.raises(HubError) as refused:
         xet._session(_request(AUTHORIZATION=f"Bearer {tokens[0]}"))
     assert refused.value.status == 401
@@ -73,13 +76,14 @@ def test_xet_sessions_are_capped(tmp_path):
 def test_preupload_sizes_kept_per_scope_are_capped(tmp_path):
     """Before: every lfs size a preupload listed was kept for as long as the scope was
     used (bob's 2 MiB preuploads of 60,000 sizes each: +75 MiB of RSS in 10 requests)."""
-    from modelpack.gateway.writes.xet import MAX_ANNOUNCED
+    from modelpack.gateway.state.shared import MAX_ANNOUNCED, scope_of
 
     config = GatewayConfig("127.0.0.1:9/gw", settings=Settings(home=tmp_path, plain_http=True))
-    xet = Xet(config, clients=None)  # type: ignore[arg-type]  # no registry is asked here
+    shared = InProcess(tmp_path)
+    xet = Xet(config, clients=None, shared=shared)  # type: ignore[arg-type]  # no registry
     for start in range(0, 3 * MAX_ANNOUNCED, 50_000):
         xet.announce("Basic x", "org/m", list(range(start, start + 50_000)))
-    sizes = xet._scope("Basic x", "org/m").sizes
+    sizes = shared._scope(scope_of("Basic x", "org/m")).sizes
     assert len(sizes) == MAX_ANNOUNCED
     last = 3 * MAX_ANNOUNCED - 3 * MAX_ANNOUNCED % 50_000 + 49_999
     assert last in sizes and 0 not in sizes  # the newest kept, the oldest gone

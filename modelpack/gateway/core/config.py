@@ -109,6 +109,7 @@ class GatewayConfig:
     xet_session_max: int = XET_SESSION_MAX
     public_url: tuple[str, ...] = ()
     allow_unsafe_pickle: bool = False
+    redis: str | None = field(default=None, repr=False)  # may carry a password
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
@@ -140,6 +141,7 @@ class GatewayConfig:
             raise UsageError("--xet-file-max and --xet-session-max must be at least 1")
         self._check_upstream()
         self.public_url = _public_urls(self.public_url)
+        self.redis = _redis_url(self.redis)
 
     def _check_upstream(self) -> None:
         self.upstream_allow = tuple(p.strip() for p in self.upstream_allow if p.strip())
@@ -213,6 +215,9 @@ class GatewayConfig:
                 f"  upload URLs and next pages name {url} to clients that reach this gateway "
                 "by another name: pass --public-url http(s)://NAME[:PORT]"
             )
+        if self.redis:
+            lines.append(f"  replicas share uploads and branch locks through Redis at "
+                         f"{redis_location(self.redis)}")  # fmt: skip
         return [*lines, *self._upstream_banner()]
 
     def _upstream_banner(self) -> list[str]:
@@ -249,3 +254,45 @@ def _public_urls(values: tuple[str, ...]) -> tuple[str, ...]:
                              hint="the gateway serves at the root of its address")  # fmt: skip
         found.append(url)
     return tuple(dict.fromkeys(found))
+
+
+REDIS_URL_MAX = 2048
+
+
+def _redis_url(value: str | None) -> str | None:
+    """``--redis``: a URL redis-py opens (``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``,
+    ``rediss://`` with TLS, ``unix:///PATH``); checked here so a wrong one stops the start
+    with one line, never a worker."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    refused = UsageError(
+        "--redis is not a Redis URL",
+        hint="redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH",
+    )
+    if len(text) > REDIS_URL_MAX or any(ord(c) < 0x21 or ord(c) == 0x7F for c in text):
+        raise refused
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        raise refused from None
+    if parts.scheme in ("redis", "rediss"):
+        database = parts.path.strip("/")
+        if not parts.hostname or port == 0 or (database and not database.isdigit()):
+            raise refused
+    elif parts.scheme == "unix":
+        if parts.hostname or not parts.path.startswith("/"):
+            raise refused
+    else:
+        raise refused
+    return text
+
+
+def redis_location(url: str) -> str:
+    """Where a Redis URL points, without its credentials (for logs and the banner)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path or ''}"

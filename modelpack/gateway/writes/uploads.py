@@ -16,15 +16,18 @@ import contextlib
 import json
 import logging
 import re
-import secrets
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ...errors import AuthenticationError, IntegrityError, ModelpackError, NotFoundError
+from ...errors import (
+    AuthenticationError,
+    IntegrityError,
+    LeaseLostError,
+    ModelpackError,
+    NotFoundError,
+)
 from ...oci.digests import sha256_file
 from ...oci.reference import is_tag
 from ...oci.spec import ANNOTATION_CREATED, Descriptor
@@ -46,6 +49,7 @@ from ..core.hub import (
 from ..read.card import MAX_CARD_BYTES, check_front_matter
 from ..read.models import Model, Resolver, require_modelpack
 from ..state.access import Clients, credentials_from_header
+from ..state.shared import Lease, Shared, Ticket
 from ..state.spools import claimed_folder, sweep
 from ..state.ttlmap import TTLMap
 from .commits import (
@@ -75,10 +79,6 @@ REPO_OPS = ("preupload", "commit", "branch", "tag", "refs", "commits", "xet-writ
 READ_OPS = ("revision", "tree", "paths-info")  # app.py's
 OID_RE = re.compile(r"^[0-9a-f]{64}\Z")
 JSON_MAX = 4 << 20
-TICKET_TTL = 3600.0
-# Outstanding LFS upload tickets: huggingface_hub asks for 256 objects per batch, so
-# this is 32 such batches at once; each holds an Authorization header (under 8 KiB).
-MAX_TICKETS = 8192
 HISTORY_MAX = 1000
 HISTORY_TTL = 300.0  # seconds a walked history is reused (commit tags rarely move)
 HISTORIES_MAX = 1024
@@ -96,43 +96,6 @@ GITATTRIBUTES = b"""\
 """
 
 
-@dataclass(frozen=True)
-class Ticket:
-    """An LFS upload href's authority: the batch request's credentials, for one blob."""
-
-    authorization: str | None
-    repo_id: str
-    oid: str
-    size: int
-
-
-class Tickets:
-    """Upload hrefs hand out an opaque ticket, never credentials (the PUT has no
-    Authorization: huggingface_hub sends the body alone, as to a presigned URL).
-
-    A ticket is good until one upload with it succeeds (or for an hour): huggingface_hub
-    retries the same href after a cut connection or a 5xx (``http_backoff``), and a
-    wrong body leaves nothing behind to protect.
-    At most MAX_TICKETS are outstanding (the oldest go first), each for TICKET_TTL."""
-
-    def __init__(self) -> None:
-        self._tickets: TTLMap[str, Ticket] = TTLMap(MAX_TICKETS, TICKET_TTL)
-
-    def __len__(self) -> int:
-        return len(self._tickets)
-
-    def issue(self, authorization: str | None, repo_id: str, oid: str, size: int) -> str:
-        key = secrets.token_urlsafe(32)
-        self._tickets.set(key, Ticket(authorization, repo_id, oid, size))
-        return key
-
-    def get(self, key: str) -> Ticket | None:
-        return self._tickets.get(key)
-
-    def used(self, key: str) -> None:
-        self._tickets.pop(key)
-
-
 class Uploads:
     """Routes and handlers of the write API; ``route`` answers None for other paths."""
 
@@ -142,17 +105,18 @@ class Uploads:
         clients: Clients,
         resolver: Resolver,
         hub_error: Callable[[ModelpackError, str], HubError],
+        shared: Shared,
     ) -> None:
         self.config = config
         self.clients = clients
         self.resolver = resolver
         self.hub_error = hub_error
-        self.tickets = Tickets()
+        # Tickets, Xet sessions and branch locks: in this process, or in Redis where
+        # replicas share them (state/shared.py).
+        self.shared = shared
         self._histories: TTLMap[str, list[dict[str, Any]]] = TTLMap(HISTORIES_MAX, HISTORY_TTL)
-        self.xet = Xet(config, clients)
+        self.xet = Xet(config, clients, shared)
         self.workdir = config.settings.home / "uploads"
-        self._branches: dict[tuple[str, str], threading.Lock] = {}
-        self._lock = threading.Lock()
         sweep(self.workdir)  # what a killed worker left (state/spools.py)
 
     # -- routing ----------------------------------------------------------------
@@ -289,9 +253,9 @@ class Uploads:
             with contextlib.suppress(ModelpackError):
                 repository.client.request("DELETE", location, repository.push_scope).close()
 
-    def _branch_lock(self, repo_id: str, branch: str) -> threading.Lock:
-        with self._lock:
-            return self._branches.setdefault((repo_id, branch), threading.Lock())
+    def _branch_lock(self, repo_id: str, branch: str) -> contextlib.AbstractContextManager[Lease]:
+        """Held while a branch's head is read and moved: in all replicas, one holder."""
+        return self.shared.branch(self.config.repository(repo_id), branch)
 
     @staticmethod
     def _branch_name(name: str) -> str:
@@ -336,18 +300,20 @@ class Uploads:
             repository = self._repository(repo_id, request)
             # Looked at under the lock every commit to main takes: of concurrent creates
             # exactly one makes the first commit, and none resets a branch in use.
-            with self._branch_lock(repo_id, "main"):
+            with self._branch_lock(repo_id, "main") as lease:
                 if repository.user_tags():
                     # The hub's 409 carries the url: create_repo(exist_ok=True) returns it.
                     taken = HubError(409, "You already created this model repo")
                     headers = taken.response_headers()
                     return Response.json({"error": taken.message, "url": url}, 409, headers)
-                self._first_commit(repository, repo_id, request)
+                self._first_commit(repository, repo_id, request, lease)
         except ModelpackError as exc:
             raise self._error(exc, repo_id, request) from None
         return Response.json({"url": url, "name": repo_id, "id": repo_id})
 
-    def _first_commit(self, repository: RegistryRepository, repo_id: str, request: Request) -> None:
+    def _first_commit(
+        self, repository: RegistryRepository, repo_id: str, request: Request, lease: Lease
+    ) -> None:
         """A new repo holds .gitattributes, as on the hub."""
         with claimed_folder(self.workdir, "repo-") as work:
             local = work / ".gitattributes"
@@ -356,7 +322,7 @@ class Uploads:
             change = Change(added={".gitattributes": added})
             info = CommitInfo("initial commit", "", self._author(request), "main", time.time())
             built = build_commit(repository, repo_id, None, change, info, work)
-            push_commit(repository, built, None)
+            _move(lease, lambda: push_commit(repository, built, None))
 
     def _push_file(self, repository: RegistryRepository, path: str, local: Path) -> NewFile:
         digest, size = sha256_file(str(local))
@@ -422,7 +388,9 @@ class Uploads:
                 continue
             answer: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
             if not repository.exists(Descriptor("application/octet-stream", f"sha256:{oid}", size)):
-                ticket = self.tickets.issue(request.header("Authorization"), repo_id, oid, size)
+                ticket = self.shared.issue_ticket(
+                    Ticket(request.header("Authorization"), repo_id, oid, size)
+                )
                 href = f"{base}/api/modelpack/lfs-upload/{ticket}"
                 answer["actions"] = {"upload": {"href": href, "header": {}, "expires_in": 3600}}
             answers.append(answer)  # no actions: the registry has the blob, nothing to send
@@ -432,7 +400,7 @@ class Uploads:
         )
 
     def lfs_upload(self, request: Request, key: str) -> Response:
-        ticket = self.tickets.get(key)
+        ticket = self.shared.ticket(key)
         if ticket is None:
             raise HubError(404, "unknown or expired upload; ask the LFS batch endpoint again")
         length = request.environ.get("CONTENT_LENGTH")
@@ -448,7 +416,7 @@ class Uploads:
             )
         except ModelpackError as exc:
             raise self._error(exc, ticket.repo_id, request) from None
-        self.tickets.used(key)
+        self.shared.ticket_used(key)
         return Response(200, {}, b"")
 
     def xet_write_token(self, request: Request, repo_id: str, revision: str) -> Response:
@@ -465,7 +433,7 @@ class Uploads:
             raise HubError(400, "pull requests are not supported by this gateway")
         request.require_type(NDJSON_TYPES)
         self._branch_name(branch)
-        with self._branch_lock(repo_id, branch):
+        with self._branch_lock(repo_id, branch) as lease:
             model = self._open(repo_id, branch, request)
             # Before a byte of the payload is read: a client that may only read (anyone,
             # for a public repository) must not get to spool files on the gateway's disk.
@@ -479,7 +447,7 @@ class Uploads:
                 info = CommitInfo(title, str(header.get("description") or ""),
                                   self._author(request), branch, time.time())  # fmt: skip
                 built = build_commit(model.repository, repo_id, head, change, info, work)
-                push_commit(model.repository, built, head)
+                _move(lease, lambda: push_commit(model.repository, built, head))
         url = f"{self._base(request)}/{repo_id}/commit/{built.commit}"
         return Response.json(
             {"commitUrl": url, "commitOid": built.commit, "pullRequestUrl": None, "success": True}
@@ -549,23 +517,27 @@ class Uploads:
         body = self._json(request)
         self._branch_name(branch)
         start = str(body.get("startingPoint") or "main")
-        with self._branch_lock(repo_id, branch):
+        with self._branch_lock(repo_id, branch) as lease:
             model = self._open(repo_id, start, request)
             self._refuse_existing(model.repository, branch)
             head = self._head(model)
             desc, data = branch_manifest(head, repo_id, branch)
-            if ANNOTATION_BRANCH not in head.manifest.annotations:
-                model.repository.tag(head.descriptor, head.commit)
-            model.repository.put_manifest(desc, data, branch)
+
+            def move() -> None:
+                if ANNOTATION_BRANCH not in head.manifest.annotations:
+                    model.repository.tag(head.descriptor, head.commit)
+                model.repository.put_manifest(desc, data, branch)
+
+            _move(lease, move)
         return Response.json({})
 
     def create_tag(self, request: Request, repo_id: str, revision: str) -> Response:
         body = self._json(request)
         tag = self._branch_name(str(body.get("tag") or ""))
-        with self._branch_lock(repo_id, tag):
+        with self._branch_lock(repo_id, tag) as lease:
             model = self._open(repo_id, revision, request)
             self._refuse_existing(model.repository, tag)
-            model.repository.tag(model.root, tag)
+            _move(lease, lambda: model.repository.tag(model.root, tag))
         return Response.json({})
 
     @staticmethod
@@ -619,6 +591,19 @@ class Uploads:
                 break  # a parent tag someone removed: history ends there
         self._histories.set(head, history)
         return Response.json(history)
+
+
+def _move(lease: Lease, move: Callable[[], None]) -> None:
+    """A branch or tag moves only while its lock is this request's: confirmed right
+    before the registry writes (a whole lease from then on), and still held after them,
+    which means nobody else held it in between (docs/gateway.md, Running several
+    replicas).  A lease lost meanwhile is a 503: the client commits again."""
+    lease.confirm()
+    move()
+    if not lease.held():
+        raise LeaseLostError(
+            "the lock on this branch ended while the commit moved it (this gateway stalled "
+            "longer than the lease)", hint="check the branch and commit again")  # fmt: skip
 
 
 def _file_path(path: object, folder: bool = False) -> str:

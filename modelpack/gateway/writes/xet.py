@@ -6,8 +6,10 @@ The client asks ``/api/models/REPO/xet-write-token/REV`` (with its hub token: th
 gateway checks push rights at the registry) and gets a CAS URL under this gateway
 and an opaque access token standing for the request's credentials.  hf_xet then
 sends ``GET /v1/chunks/default/HASH`` (global dedup: always 404 here), ``POST
-/v1/xorbs/default/HASH`` (chunks; kept in the node cache) and ``POST /v1/shards``
-(the files).
+/v1/xorbs/default/HASH`` (chunks; kept in the node cache, and with replicas also as a
+registry blob, so the replica that gets the shard can fetch it) and ``POST /v1/shards``
+(the files).  Tokens, scopes and published ranges are ``state/shared.py``'s: in this
+process, or in Redis where replicas share them.
 
 The threat: anyone with push rights to some repository gets a token, xorbs are named
 by the client, and a shard is a list of chunk ranges.  Unchecked, xorbs are one
@@ -30,20 +32,22 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import os
 import re
-import secrets
 import tempfile
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from ...errors import AuthenticationError, DiskFullError, ModelpackError, NotFoundError
+from ...errors import (
+    AuthenticationError,
+    DiskFullError,
+    ModelpackError,
+    NotFoundError,
+    SharedStateUnavailableError,
+)
+from ...oci.digests import VerifyingReader, sha256_file
 from ...oci.spec import Descriptor
 from ...registry.client import RegistryClient, RegistryRepository
 from ...storage.diskspace import disk_full_errors, require_space
@@ -51,8 +55,8 @@ from ..core.config import GatewayConfig
 from ..core.http import Request, Response
 from ..core.hub import HubError
 from ..state.access import Clients
+from ..state.shared import MAX_SCOPE_XORBS, Shared, XetSession, scope_of
 from ..state.spools import claimed_folder, sweep
-from ..state.ttlmap import TTLMap
 from .xetformat import (
     FileInfo,
     Term,
@@ -65,9 +69,6 @@ from .xetformat import (
 )
 
 log = logging.getLogger("modelpack.gateway")
-TOKEN_TTL = 3600
-MAX_SESSIONS = 1024  # Xet write tokens alive at once (one per upload; the oldest go first)
-MAX_ANNOUNCED = 1 << 16  # lfs sizes remembered per scope (the oldest go first)
 XORB_MAX = 80 * 1024 * 1024  # the spec caps serialized xorbs at 64 MiB
 SHARD_MAX = 64 * 1024 * 1024  # xet-core's shard target size
 HASH_RE = re.compile(r"^[0-9a-f]{64}\Z")
@@ -77,81 +78,41 @@ OCTETS = "application/octet-stream"
 NOT_YOURS = "the shard names xorb {}, never uploaded by this client for this repository"
 
 
-@dataclass
-class Scope:
-    """What one client (its Authorization) sent for one repository."""
-
-    xorbs: set[str] = field(default_factory=set)
-    # The lfs file sizes preupload announced, newest last, at most MAX_ANNOUNCED: a
-    # preupload may list 100,000 files, and a scope in use never expires.
-    sizes: dict[int, None] = field(default_factory=dict)
-    used: float = field(default_factory=time.time)
-
-
-@dataclass
-class Session:
-    """One Xet token: its credentials, repository and scope, and what it has spent."""
-
-    authorization: str | None
-    repo_id: str
-    expires: float
-    scope: Scope
-    received: int = 0  # xorb bytes
-    published: int = 0  # bytes of the files its shards put together
-
-
 class Xet:
-    def __init__(self, config: GatewayConfig, clients: Clients) -> None:
+    """The CAS routes.  Sessions, scopes and published ranges are kept by ``shared``
+    (state/shared.py: in this process, or in Redis for replicas); xorbs in the node cache
+    (``xet/verified/``) and, when replicas share the state, as registry blobs in the
+    repository their token was issued for, so any replica can put a file together."""
+
+    def __init__(self, config: GatewayConfig, clients: Clients, shared: Shared) -> None:
         self.config = config
         self.clients = clients
+        self.shared = shared
         self.root = config.settings.home / "xet"
         # A new name: xorbs an older gateway kept unchecked are never trusted.
         self.store = self.root / "verified"
         self.spool = self.root / "spool"
         sweep(self.spool)  # files a killed worker left (state/spools.py)
-        self.sessions: TTLMap[str, Session] = TTLMap(MAX_SESSIONS, TOKEN_TTL)
-        self._scopes: dict[tuple[str | None, str], Scope] = {}
-        self._lock = threading.Lock()
 
     # -- the hub side -----------------------------------------------------------
 
     def write_token(self, request: Request, repo_id: str, base: str) -> Response:
         """What the hub answers: JSON (hf_xet reads it) and the same in headers
         (huggingface_hub reads those)."""
-        token = secrets.token_urlsafe(32)
-        expires = int(time.time()) + TOKEN_TTL
-        authorization = request.header("Authorization")
-        with self._lock:
-            scope = self._scope(authorization, repo_id)
-        self.sessions.set(token, Session(authorization, repo_id, expires, scope))
+        session = self.shared.new_session(request.header("Authorization"), repo_id)
+        expires = int(session.expires)
         url = f"{base}/{'/'.join(PREFIX)}"
         headers = {
             "X-Xet-Cas-Url": url,
-            "X-Xet-Access-Token": token,
+            "X-Xet-Access-Token": session.token,
             "X-Xet-Token-Expiration": str(expires),
         }
-        return Response.json({"accessToken": token, "exp": expires, "casUrl": url}, 200, headers)
+        document = {"accessToken": session.token, "exp": expires, "casUrl": url}
+        return Response.json(document, 200, headers)
 
     def announce(self, authorization: str | None, repo_id: str, sizes: list[int]) -> None:
         """Preupload's lfs file sizes: a shard of this scope may publish only those."""
-        if sizes:
-            with self._lock:
-                known = self._scope(authorization, repo_id).sizes
-                for size in sizes[-MAX_ANNOUNCED:]:
-                    known.pop(size, None)
-                    known[size] = None
-                for size in list(itertools.islice(known, max(0, len(known) - MAX_ANNOUNCED))):
-                    del known[size]
-
-    def _scope(self, authorization: str | None, repo_id: str) -> Scope:
-        """The scope of these credentials and repository (under the lock); idle scopes
-        go after a token's lifetime, so a live token's scope is always kept."""
-        now = time.time()
-        for key in [k for k, s in self._scopes.items() if s.used + TOKEN_TTL < now]:
-            del self._scopes[key]
-        scope = self._scopes.setdefault((authorization, repo_id), Scope())
-        scope.used = now
-        return scope
+        self.shared.announce(scope_of(authorization, repo_id), sizes)
 
     # -- the CAS side -----------------------------------------------------------
 
@@ -164,18 +125,28 @@ class Xet:
         if rest[:2] == ["v1", "chunks"] and len(rest) == 4:  # prefix default(-merkledb)
             raise HubError(404, "no global deduplication on this gateway")
         if rest[:3] == ["v1", "xorbs", "default"] and len(rest) == 4 and request.method == "POST":
-            return "xet-xorb", self._xorb(request, session, rest[3])
+            return "xet-xorb", self._guarded(request, self._xorb, request, session, rest[3])
         if rest == ["v1", "shards"] and request.method == "POST":
-            return "xet-shard", self._shard(request, session)
+            return "xet-shard", self._guarded(request, self._shard, request, session)
         raise HubError(404, "Not Found")
 
-    def _session(self, request: Request) -> Session:
+    @staticmethod
+    def _guarded(request: Request, handler, *args) -> Response:  # noqa: ANN001
+        """The shared state out of reach (Redis): a 503 the client retries, said once."""
+        try:
+            return handler(*args)
+        except SharedStateUnavailableError as exc:
+            log.warning("%s %s: %s", request.method, request.path, exc)
+            raise HubError(503, "the gateway's shared state is unavailable; try again",
+                           None, {"Retry-After": "5"}) from None  # fmt: skip
+
+    def _session(self, request: Request) -> XetSession:
         scheme, _, token = (request.header("Authorization") or "").partition(" ")
-        session = self.sessions.get(token.strip()) if scheme.lower() == "bearer" else None
-        if session is not None:
-            with self._lock:
-                session.scope.used = time.time()
-        if session is None or session.expires < time.time():
+        token = token.strip()
+        session = None
+        if scheme.lower() == "bearer" and token:
+            session = self._guarded(request, self.shared.session, token)
+        if session is None:
             raise HubError(401, "unknown or expired Xet token; ask xet-write-token again")
         return session
 
@@ -192,28 +163,34 @@ class Xet:
             raise HubError(413, f"over {limit} bytes")
         return data
 
-    def _xorb(self, request: Request, session: Session, name: str) -> Response:
+    def _repository(self, session: XetSession, repo_id: str | None = None) -> RegistryRepository:
+        _, client = self.clients.for_header(session.authorization)
+        return RegistryRepository(client, self.config.repository(repo_id or session.repo_id))
+
+    def _xorb(self, request: Request, session: XetSession, name: str) -> Response:
         """Kept only when its chunks hash to ``name``, and never over a stored copy
-        (the same chunks, maybe compressed otherwise: the first stays)."""
+        (the same chunks, maybe compressed otherwise: the first stays).  With replicas,
+        also a registry blob in the token's repository: the shard may reach another."""
         if not HASH_RE.match(name):
             raise HubError(400, "a xorb hash is 64 hex digits")
-        spent = session.received
-        left = self.config.xet_session_max - spent
         self.store.mkdir(parents=True, exist_ok=True)
+        hasher = hashlib.sha256()
         with tempfile.NamedTemporaryFile(dir=self.store, prefix=".part-") as part:
             try:
                 # The node cache keeps its reserve: xorbs are kept before any shard uses them.
                 require_space(self.store, XORB_MAX, "a xorb")
                 with disk_full_errors(self.store, "a xorb"):
-                    received = self._copy_body(request, part, min(XORB_MAX, left))
+                    received = self._copy_body(request, part, XORB_MAX, hasher)
                     part.flush()
             except DiskFullError:
                 raise HubError(507, "not enough space on the gateway for this xorb") from None
             finally:
-                with self._lock:
-                    session.received += part.tell()
-            if received > left:
-                raise HubError(413, self._spent("xorbs", spent + received))
+                # What was read counts, kept or not: a refused body is no free upload.
+                total = self.shared.spend(session, "received", part.tell(), None)
+            if total is None:
+                raise HubError(401, "unknown or expired Xet token; ask xet-write-token again")
+            if total > self.config.xet_session_max:
+                raise HubError(413, self._spent("xorbs", total))
             if received > XORB_MAX:
                 raise HubError(413, f"a xorb is at most {XORB_MAX} bytes")
             try:
@@ -222,21 +199,38 @@ class Xet:
                 raise HubError(400, f"xorb {name}: {exc.message}") from None
             if computed != name:
                 raise HubError(400, f"the xorb's chunks hash to {computed}, not {name}")
+            location = ""
+            if self.shared.replicated:
+                desc = Descriptor(OCTETS, f"sha256:{hasher.hexdigest()}", received)
+                try:
+                    self._push(self._repository(session), desc, Path(part.name))
+                except ModelpackError as exc:
+                    log.warning("%s %s: %s", request.method, request.path, exc)
+                    raise HubError(502, "the registry refused this xorb") from None
+                location = f"{desc.digest} {desc.size}"
             with contextlib.suppress(FileExistsError):
                 os.link(part.name, self.store / name)
-        with self._lock:
-            inserted = name not in session.scope.xorbs
-            session.scope.xorbs.add(name)
+        inserted = self.shared.keep_xorb(session.scope, name, location)
+        if inserted is None:
+            raise HubError(413, f"this client sent {MAX_SCOPE_XORBS} xorbs for this repository "
+                           "within the hour, the most one upload may")  # fmt: skip
         return Response.json({"was_inserted": inserted})
 
-    def _spent(self, what: str, amount: int) -> str:
+    @staticmethod
+    def _push(repository: RegistryRepository, desc: Descriptor, path: Path) -> None:
+        if not repository.exists(desc):
+            with open(path, "rb") as content:
+                repository.push(desc, content)
+
+    def _spent(self, what: str, amount: int | None = None) -> str:
+        total = f"{amount} bytes" if amount is not None else "more"
         return (
-            f"this Xet token's {what} would come to {amount} bytes, over the gateway's "
-            f"limit of {self.config.xet_session_max} per upload session (--xet-session-max)"
+            f"this Xet token's {what} would come to {total}, over the gateway's "
+            f"limit of {self.config.xet_session_max} bytes per upload session (--xet-session-max)"
         )
 
     @staticmethod
-    def _copy_body(request: Request, out: BinaryIO, limit: int) -> int:
+    def _copy_body(request: Request, out: BinaryIO, limit: int, hasher: Any) -> int:
         """The request body to ``out`` in pieces; stops one piece past ``limit`` and
         answers how many bytes it read (more than ``limit``: the body was too long)."""
         stream, total = request.environ["wsgi.input"], 0
@@ -252,10 +246,11 @@ class Xet:
                 break
             total += len(data)
             out.write(data)
+            hasher.update(data)
             remaining -= len(data) if remaining > 0 else 0
         return total
 
-    def _shard(self, request: Request, session: Session) -> Response:
+    def _shard(self, request: Request, session: XetSession) -> Response:
         data = self._body(request, SHARD_MAX)
         _, client = self.clients.for_header(session.authorization)
         repository = RegistryRepository(client, self.config.repository(session.repo_id))
@@ -285,17 +280,18 @@ class Xet:
             raise HubError(
                 507, "not enough space on the gateway for a file of this shard"
             ) from None
+        except SharedStateUnavailableError:
+            raise
         except ModelpackError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc)
             raise HubError(502, "the registry refused a file of this shard") from None
         return Response.json({"result": 1})
 
-    def _charge(self, session: Session, size: int) -> None:
+    def _charge(self, session: XetSession, size: int) -> None:
         """Reserve ``size`` bytes of the token's budget before a byte of them is spooled."""
-        with self._lock:
-            if session.published + size > self.config.xet_session_max:
-                raise HubError(413, self._spent("files", session.published + size))
-            session.published += size
+        limit = self.config.xet_session_max
+        if self.shared.spend(session, "published", size, limit) is None:
+            raise HubError(413, self._spent("files"))
 
     def _publish(
         self, repository: RegistryRepository, info: FileInfo, size: int, shard: _Shard
@@ -318,7 +314,7 @@ class Xet:
                         files.close()
                         opened = (
                             term.xorb,
-                            files.enter_context(open(self.store / term.xorb, "rb")),
+                            files.enter_context(open(shard.local(term.xorb), "rb")),
                         )
                     for chunk in read_chunks(
                         opened[1], shard.index(term.xorb), term.start, term.end
@@ -332,67 +328,59 @@ class Xet:
             if not repository.exists(desc):
                 out.seek(0)
                 repository.push(desc, out)
-        self._record(shard.session.repo_id, desc, info.terms)
+        self._record(shard, desc, info.terms)
 
     # -- where chunk ranges were published ---------------------------------------
 
-    def _record(self, repo_id: str, desc: Descriptor, terms: tuple[Term, ...]) -> None:
-        """``published/XORB``: one JSON line per chunk range that is now part of a file
-        in a repository, so a later upload may build on it where it can read that file."""
-        folder = self.root / "published"
-        folder.mkdir(parents=True, exist_ok=True)
-        # Each file's ranges merged per xorb (at most one line per run of chunks), each
-        # record file read once and appended to once: a file may have 262,144 terms, and
-        # reading the growing record file per term (under the lock every Xet request
-        # takes) was quadratic: hours for one 12 MiB shard.
+    def _record(self, shard: _Shard, desc: Descriptor, terms: tuple[Term, ...]) -> None:
+        """One JSON line per chunk range that is now part of a file in a repository, so a
+        later upload may build on it where it can read that file.  With replicas the line
+        also names the xorb's blob in that repository (copied there if it came from
+        another), where a replica without the xorb fetches it."""
+        # Each file's ranges merged per xorb (at most one line per run of chunks): a file
+        # may have 262,144 terms.
         for xorb, ranges in _merged_ranges(terms).items():
-            path = folder / xorb
+            where = shard.blob_here(xorb) if self.shared.replicated else None
             lines = [
                 json.dumps(
                     {
-                        "repo": repo_id,
+                        "repo": shard.session.repo_id,
                         "digest": desc.digest,
                         "size": desc.size,
                         "start": start,
                         "end": end,
+                        **({"xorb": where[0], "xorbSize": where[1]} if where else {}),
                     },
                     sort_keys=True,
                 )  # fmt: skip
                 for start, end in ranges
             ]
-            with self._lock:
-                known = set(self._records(path))
-                new = [line for line in lines if line not in known]
-                if new:
-                    with open(path, "a", encoding="utf-8") as out:
-                        out.write("".join(line + "\n" for line in new))
-
-    @staticmethod
-    def _records(path: Path) -> list[str]:
-        try:
-            return path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
+            self.shared.publish(xorb, lines)
 
     def published(self, xorb: str) -> list[dict]:
         """The chunk ranges of ``xorb`` published as files, as recorded."""
         found = []
-        for line in self._records(self.root / "published" / xorb):
+        for line in self.shared.published(xorb):
             with contextlib.suppress(ValueError):
-                found.append(json.loads(line))
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    found.append(record)
         return found
 
 
 class _Shard:
-    """One shard request: which xorbs its client may use, and their indexes."""
+    """One shard request: which xorbs its client may use, their indexes, and where a
+    replica that lacks one fetches it."""
 
-    def __init__(self, xet: Xet, session: Session, client: RegistryClient) -> None:
+    def __init__(self, xet: Xet, session: XetSession, client: RegistryClient) -> None:
         self.xet = xet
         self.session = session
         self.client = client
         self._indexes: dict[str, XorbIndex] = {}
         self._readable: dict[tuple[str, str], bool] = {}
         self._covered: dict[str, list[list[int]]] = {}  # per xorb, once per shard
+        self._sources: dict[str, list[tuple[str, str, int]]] = {}  # (repo, digest, size)
+        self._own: dict[str, str | None] = {}
 
     def measure(self, info: FileInfo) -> int:
         """The file's size from the chunk headers of the xorbs it names (each term's
@@ -411,25 +399,81 @@ class _Shard:
                 raise HubError(
                     413, f"a file of the shard is over the gateway's per-file limit of "
                     f"{limit} bytes (--xet-file-max)")  # fmt: skip
-        sizes = self.session.scope.sizes
-        if sizes and total not in sizes:
+        if not self.xet.shared.announced(self.session.scope, total):
             raise XetFormatError(f"a file of the shard is {total} bytes; preupload announced none")
         return total
 
     def index(self, xorb: str) -> XorbIndex:
         if xorb not in self._indexes:
-            try:
-                with open(self.xet.store / xorb, "rb") as stream:
-                    self._indexes[xorb] = index_xorb(stream)
-            except FileNotFoundError:
-                raise XetFormatError(NOT_YOURS.format(xorb)) from None
+            with open(self.local(xorb), "rb") as stream:
+                self._indexes[xorb] = index_xorb(stream)
         return self._indexes[xorb]
+
+    def own(self, xorb: str) -> str | None:
+        """Where this scope's copy of ``xorb`` is ("DIGEST SIZE", "" in this cache);
+        None when the scope never sent it."""
+        if xorb not in self._own:
+            self._own[xorb] = self.xet.shared.xorb(self.session.scope, xorb)
+        return self._own[xorb]
+
+    def local(self, xorb: str) -> Path:
+        """The xorb in this node cache: the same bytes a scope sent or a published file
+        used, fetched from the registry when another replica received them."""
+        path = self.xet.store / xorb
+        if path.exists():
+            return path
+        candidates: list[tuple[str, str, int]] = []
+        own = self.own(xorb)
+        if own:
+            digest, _, size = own.partition(" ")
+            candidates.append((self.session.repo_id, digest, int(size)))
+        self._coverage(xorb)
+        candidates += self._sources.get(xorb, [])
+        for repo, digest, size in candidates:
+            with contextlib.suppress(ModelpackError, XetFormatError, OSError, ValueError):
+                self._fetch(xorb, repo, Descriptor(OCTETS, digest, size))
+                return path
+        raise XetFormatError(NOT_YOURS.format(xorb))
+
+    def _fetch(self, xorb: str, repo: str, desc: Descriptor) -> None:
+        """A xorb blob into the node cache: its digest checked as it arrives, its chunks
+        hashed again to its name before it is kept."""
+        if desc.size > XORB_MAX:
+            raise XetFormatError(f"xorb {xorb} is over {XORB_MAX} bytes")
+        repository = RegistryRepository(self.client, self.xet.config.repository(repo))
+        store = self.xet.store
+        store.mkdir(parents=True, exist_ok=True)
+        require_space(store, desc.size, "a xorb")
+        with tempfile.NamedTemporaryFile(dir=store, prefix=".part-") as part:
+            with repository.fetch(desc) as stream:
+                reader = VerifyingReader(stream, desc.digest, desc.size, f"xorb {xorb}")
+                while data := reader.read(1 << 20):
+                    part.write(data)
+                reader.verify()
+            part.flush()
+            if xorb_hash(part, index_xorb(part)) != xorb:
+                raise XetFormatError(f"the registry's copy of xorb {xorb} is not that xorb")
+            with contextlib.suppress(FileExistsError):
+                os.link(part.name, store / xorb)
+
+    def blob_here(self, xorb: str) -> tuple[str, int]:
+        """The xorb as a blob of this session's repository (digest, size): its own copy,
+        else the local one pushed there, so that whoever may read files published here
+        can fetch what they are made of from here."""
+        own = self.own(xorb)
+        if own:
+            digest, _, size = own.partition(" ")
+            return digest, int(size)
+        path = self.local(xorb)
+        digest, size = sha256_file(str(path))
+        self.xet._push(self.xet._repository(self.session), Descriptor(OCTETS, digest, size), path)
+        return digest, size
 
     def may_use(self, term: Term) -> bool:
         """A xorb this scope sent, or chunk ranges covered by files published in
         repositories these credentials can read (the registry is asked only about
         records that would extend the range covered so far)."""
-        if term.xorb in self.session.scope.xorbs:
+        if self.own(term.xorb) is not None:
             return True
         covered = self._coverage(term.xorb)
         at = bisect.bisect_right(covered, [term.start, 1 << 62]) - 1
@@ -450,14 +494,14 @@ class _Shard:
             if start < 0 or end <= start:
                 continue
             if merged and start <= merged[-1][1]:
-                if end > merged[-1][1] and self._can_read(record):
+                if end > merged[-1][1] and self._can_read(record, xorb):
                     merged[-1][1] = end
-            elif self._can_read(record):
+            elif self._can_read(record, xorb):
                 merged.append([start, end])
         self._covered[xorb] = merged
         return merged
 
-    def _can_read(self, record: dict) -> bool:
+    def _can_read(self, record: dict, xorb: str) -> bool:
         repo, digest, size = record.get("repo"), record.get("digest"), record.get("size")
         if not isinstance(repo, str) or not isinstance(digest, str) or not isinstance(size, int):
             return False
@@ -468,7 +512,12 @@ class _Shard:
                 self._readable[key] = repository.exists(Descriptor(OCTETS, digest, size))
             except (AuthenticationError, NotFoundError):
                 self._readable[key] = False
-        return self._readable[key]
+        readable = self._readable[key]
+        source, source_size = record.get("xorb"), record.get("xorbSize")
+        if readable and isinstance(source, str) and isinstance(source_size, int):
+            # Where a replica that lacks the xorb fetches it, with the same credentials.
+            self._sources.setdefault(xorb, []).append((repo, source, source_size))
+        return readable
 
 
 def _merged_ranges(terms: tuple[Term, ...]) -> dict[str, list[tuple[int, int]]]:
