@@ -100,6 +100,20 @@ def test_a_missing_revision_is_remembered_without_hiding_the_repo(world, registr
     assert _asked(upstream, r"GET /api/models/org/tiny/revision/nope") == 1
 
 
+def test_a_missing_file_of_an_imported_repo_never_asks_the_upstream(world):
+    """Files are the registry's once a revision is imported: a path it lacks is the
+    registry's EntryNotFound, whatever the upstream might have."""
+    _, upstream, gateway = world
+    assert _info(gateway, "org/tiny").status_code == 200  # imported (here or before)
+    before = _asked(upstream, r"\S+ /(api/models/)?org/tiny/.*")
+    for method in ("HEAD", "GET", "GET"):
+        response = requests.request(
+            method, f"{gateway.url}/org/tiny/resolve/main/not-there.bin", timeout=60
+        )
+        assert response.status_code == 404 and response.headers["X-Error-Code"] == "EntryNotFound"
+    assert _asked(upstream, r"\S+ /(api/models/)?org/tiny/.*") == before
+
+
 def test_a_remembered_miss_never_hides_what_is_pushed_meanwhile(world, registry, tmp_path):
     model, upstream, gateway = world
     assert _info(gateway, "org/later").status_code == 404

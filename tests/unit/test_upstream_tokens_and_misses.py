@@ -20,6 +20,7 @@ from modelpack.errors import (
 from modelpack.gateway import GatewayConfig
 from modelpack.gateway.core.egress import Egress, EgressPolicy, RefusedError
 from modelpack.gateway.core.upstreamtokens import (
+    MAX_RULES,
     MAX_TOKEN,
     TokenRule,
     choose,
@@ -139,6 +140,14 @@ def test_a_token_that_cannot_be_used_is_one_usage_error_that_never_shows_it(
         parse_token_rules([inline] if inline else [], [file] if file else [])
     text = str(error.value)
     assert ACME not in text and "tttt" not in text and "\n" not in text
+
+
+def test_the_number_of_patterns_is_bounded():
+    many = [f"org{i}/*={ACME}" for i in range(MAX_RULES)]
+    assert len(parse_token_rules(many, ())) == MAX_RULES
+    with pytest.raises(UsageError, match=f"at most {MAX_RULES}") as error:
+        parse_token_rules([*many, f"one-more/*={ACME}"], ())
+    assert ACME not in str(error.value)
 
 
 def test_a_pattern_given_two_tokens_is_refused(tmp_path):
@@ -328,9 +337,11 @@ def test_a_missing_repo_covers_every_revision_and_a_missing_revision_only_itself
 
 def test_refusals_and_missing_files_are_misses_other_failures_are_not():
     misses = Misses(100, 60, Clock())
-    assert misses.listing_failed("org/gated", "main", UpstreamRefusedAccessError("401"))
-    with pytest.raises(AuthenticationError):
-        misses.check("org/gated", "v9")  # access is per repo
+    for code in ("RepoNotFound", "GatedRepo"):
+        refused = UpstreamRefusedAccessError("401", code=code)
+        assert misses.listing_failed(f"org/{code.lower()}", "main", refused)
+        with pytest.raises(AuthenticationError):
+            misses.check(f"org/{code.lower()}", "v9")  # access is per repo
     assert misses.download_failed("org/broken", "main", UpstreamFileMissingError("listed"))
     with pytest.raises(UpstreamIntegrityError, match="listed") as raised:
         misses.check("org/broken", "main")
@@ -340,7 +351,7 @@ def test_refusals_and_missing_files_are_misses_other_failures_are_not():
         assert not misses.listing_failed("org/flaky", "main", exc)
         assert not misses.download_failed("org/flaky", "main", exc)
     misses.check("org/flaky", "main")
-    assert len(misses) == 2
+    assert len(misses) == 3
 
 
 def test_a_ttl_of_zero_remembers_nothing():
@@ -377,3 +388,16 @@ def test_made_up_repos_cannot_grow_the_memory_past_its_bound():
     assert len(misses) == 1000
     assert held < full * 1.5, (full, held)  # no growth past the first 1000
     assert held < 2 * 1024 * 1024, held  # about 1 KiB an entry at the longest ids
+
+
+def test_no_request_a_client_makes_up_can_have_a_whole_repo_remembered():
+    """A 403 without the hub's error code (a proxy or firewall in front of the upstream,
+    refusing one odd request) or a bare 404 covers only the revision asked for: a client
+    choosing a revision that draws one cannot make the repo missing for everybody."""
+    misses = Misses(100, 60, Clock())
+    assert misses.listing_failed("org/real", "odd", UpstreamRefusedAccessError("403 waf"))
+    assert misses.listing_failed("org/real", "odd2", UpstreamNotFoundError("404"))
+    for revision in ("odd", "odd2"):
+        with pytest.raises(AuthenticationError if revision == "odd" else NotFoundError):
+            misses.check("org/real", revision)
+    misses.check("org/real", "main")

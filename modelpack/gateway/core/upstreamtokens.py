@@ -28,6 +28,7 @@ from fnmatch import fnmatchcase
 from ...errors import UsageError
 
 MAX_TOKEN = 4096  # characters: the public hub's tokens have 37, a JWT a few hundred
+MAX_RULES = 1024  # patterns with a token of their own (each import tries every one)
 _TOKEN_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_TOKEN}}}\Z")
 _PATTERN_RE = re.compile(r"[\x21-\x7e]{1,256}\Z")  # no space: the env form is space separated
 
@@ -125,6 +126,8 @@ def parse_token_rules(inline: Iterable[str], files: Iterable[str]) -> tuple[Toke
         pattern, path = _split(value, "--upstream-token-file", "FILE")
         what = f"--upstream-token-file {pattern}"
         rules.append(TokenRule(pattern, read_token_file(path.strip(), what), f"{what}={path}"))
+    if len(rules) > MAX_RULES:
+        raise UsageError(f"{len(rules)} upstream token patterns: at most {MAX_RULES}")
     seen: dict[str, TokenRule] = {}
     for rule in rules:
         if rule.pattern in seen:

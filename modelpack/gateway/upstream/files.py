@@ -62,7 +62,17 @@ class UpstreamNotFoundError(ReferenceNotFoundError):
 
 
 class UpstreamRefusedAccessError(AuthenticationError):
-    """The upstream answered 401 or 403 (a private or gated repo, a token it refuses)."""
+    """The upstream answered 401 or 403 (a private or gated repo, a token it refuses);
+    ``code`` is its ``X-Error-Code``: the hub's ``RepoNotFound`` and ``GatedRepo`` are about
+    the whole repo, a refusal without one (a proxy's, a firewall's) may be about the request."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def whole_repo(self) -> bool:
+        return self.code in ("RepoNotFound", "GatedRepo")
 
 
 @dataclass(frozen=True)
@@ -212,13 +222,13 @@ def _check_status(response: requests.Response, what: str) -> None:
     status = response.status_code
     if status == 200:
         return
+    code = response.headers.get("X-Error-Code", "")[:64]
     if status == 404:
-        raise UpstreamNotFoundError(
-            f"{what}: not found on the upstream hub",
-            code=response.headers.get("X-Error-Code", "")[:64],
-        )
+        raise UpstreamNotFoundError(f"{what}: not found on the upstream hub", code=code)
     if status in (401, 403):
-        raise UpstreamRefusedAccessError(f"{what}: the upstream hub refused access ({status})")
+        raise UpstreamRefusedAccessError(
+            f"{what}: the upstream hub refused access ({status})", code=code
+        )
     raise RegistryUnavailableError(f"{what}: the upstream hub answered {status}")
 
 

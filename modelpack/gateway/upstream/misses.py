@@ -6,10 +6,13 @@ not have is one more request to the upstream: a client retrying, a typo in a dep
 or anyone naming made-up repos under an allowed org keeps the upstream busy (and, on the
 public hub, spends the gateway's rate limit).  What counts as a miss (docs/gateway.md):
 
-* the listing answered 404 with ``X-Error-Code: RepoNotFound``, or 401/403: the *repo* is
-  a miss, every revision of it (access is decided per repo; the hub answers 401 for a repo
-  that does not exist when it is asked without a token);
-* the listing answered another 404 (``RevisionNotFound``): that *revision* is a miss;
+* the listing answered 404 with ``X-Error-Code: RepoNotFound``, or 401/403 with
+  ``RepoNotFound`` or ``GatedRepo``: the *repo* is a miss, every revision of it (access is
+  decided per repo; the hub answers 401 ``RepoNotFound`` for a repo that does not exist when
+  it is asked without a token);
+* the listing answered another 404 (``RevisionNotFound``), or a 401/403 without the hub's
+  code (a proxy's or a firewall's, which may be about this request only): that *revision* is
+  a miss, so no request a client makes up can have a whole repo remembered as missing;
 * a file the listing names answered 404, 401 or 403: the revision cannot be imported, that
   revision is a miss.
 
@@ -77,13 +80,10 @@ class Misses:
 
     def listing_failed(self, repo_id: str, revision: str, exc: Exception) -> bool:
         """Remember what the listing's failure says is missing; False: it is no miss."""
-        if isinstance(exc, UpstreamRefusedAccessError) or (
-            isinstance(exc, UpstreamNotFoundError) and exc.whole_repo
-        ):
-            return self._remember(("repo", repo_id), exc)
-        if isinstance(exc, UpstreamNotFoundError):
-            return self._remember(("revision", repo_id, revision), exc)
-        return False
+        if not isinstance(exc, UpstreamNotFoundError | UpstreamRefusedAccessError):
+            return False
+        key = ("repo", repo_id) if exc.whole_repo else ("revision", repo_id, revision)
+        return self._remember(key, exc)
 
     def download_failed(self, repo_id: str, revision: str, exc: Exception) -> bool:
         """A listed file the upstream lacks or refuses: the revision cannot be imported."""
