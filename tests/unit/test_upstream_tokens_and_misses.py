@@ -10,6 +10,7 @@ import tracemalloc
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from support.helpers import Clock
 
 from modelpack.errors import (
     AuthenticationError,
@@ -301,14 +302,6 @@ def test_an_egress_with_another_token_shares_connections_not_the_token_or_cookie
 
 
 # -- what is remembered --------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_missing_repo_covers_every_revision_and_a_missing_revision_only_itself():
