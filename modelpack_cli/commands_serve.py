@@ -120,6 +120,43 @@ Examples:
     "(prefer the env var) [env MODELPACK_GATEWAY_UPSTREAM_TOKEN].",
 )
 @click.option(
+    "--upstream-token-for",
+    multiple=True,
+    envvar="MODELPACK_GATEWAY_UPSTREAM_TOKEN_FOR",
+    metavar="PATTERN=TOKEN",
+    help="The token for repo ids matching PATTERN (fnmatch; repeatable; the most specific "
+    "pattern wins, --upstream-token is for the rest); prefer the env var or "
+    "--upstream-token-file [env MODELPACK_GATEWAY_UPSTREAM_TOKEN_FOR, space separated].",
+)
+@click.option(
+    "--upstream-token-file",
+    multiple=True,
+    envvar="MODELPACK_GATEWAY_UPSTREAM_TOKEN_FILE",
+    metavar="PATTERN=FILE",
+    help="As --upstream-token-for, the token read from FILE at start (a mounted secret) "
+    "[env MODELPACK_GATEWAY_UPSTREAM_TOKEN_FILE, space separated].",
+)
+@click.option(
+    "--upstream-miss-ttl",
+    type=click.IntRange(min=0),
+    default=GatewayConfig.upstream_miss_ttl,
+    show_default=True,
+    envvar="MODELPACK_GATEWAY_UPSTREAM_MISS_TTL",
+    metavar="SECONDS",
+    help="Seconds a repo, revision or file the upstream lacks (or refuses) is not asked "
+    "about again; 0: always ask; at most a week [env MODELPACK_GATEWAY_UPSTREAM_MISS_TTL].",
+)
+@click.option(
+    "--upstream-miss-max",
+    type=click.IntRange(min=1),
+    default=GatewayConfig.upstream_miss_max,
+    show_default=True,
+    envvar="MODELPACK_GATEWAY_UPSTREAM_MISS_MAX",
+    metavar="N",
+    help="Upstream misses remembered at once (at most 1,000,000); past it the least "
+    "recently used is dropped [env MODELPACK_GATEWAY_UPSTREAM_MISS_MAX].",
+)
+@click.option(
     "--offline",
     is_flag=True,
     envvar="MODELPACK_GATEWAY_OFFLINE",
@@ -199,6 +236,10 @@ def serve(
     upstream_allow: tuple[str, ...],
     upstream_redirect_allow: tuple[str, ...],
     upstream_token: str | None,
+    upstream_token_for: tuple[str, ...],
+    upstream_token_file: tuple[str, ...],
+    upstream_miss_ttl: int,
+    upstream_miss_max: int,
     offline: bool,
     inline_max: int,
     xet_file_max: int,
@@ -236,6 +277,10 @@ def serve(
         upstream_allow=upstream_allow,
         upstream_redirect_allow=upstream_redirect_allow or None,
         upstream_token=upstream_token,
+        upstream_token_for=upstream_token_for,
+        upstream_token_file=upstream_token_file,
+        upstream_miss_ttl=upstream_miss_ttl,
+        upstream_miss_max=upstream_miss_max,
         offline=offline,
         inline_max=inline_max,
         xet_file_max=xet_file_max,

@@ -128,6 +128,16 @@ class Gateway:
             time.sleep(0.05)
         return log
 
+    def answered(self, pattern: str) -> list[str]:
+        """The requests (``METHOD /path``) matching ``pattern`` this gateway has answered.
+        A request is logged after its answer, so a marker request is made and waited for
+        first: every request answered before it is in the log by then."""
+        marker = f"/marker-{time.monotonic_ns()}"
+        requests.get(f"{self.url}{marker}", timeout=10)
+        log = self.wait_for_log(re.escape(f" GET {marker} "))
+        lines = re.findall(r"^\S+ \S+ gateway: \S+ ((?:GET|HEAD|POST|PUT) \S+) \d{3} ", log, re.M)
+        return [line for line in lines if re.fullmatch(pattern, line)]
+
     def metrics(self) -> dict[str, float]:
         """``name{labels}`` -> value, from /metrics."""
         text = requests.get(f"{self.url}/metrics", timeout=10).text

@@ -123,3 +123,13 @@ def make_artifact(
     )
     push_bytes(store, root, data, reference=reference)
     return root
+
+
+class Clock:
+    """A clock for the gateway's TTL maps in tests: ``now`` moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

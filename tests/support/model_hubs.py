@@ -2,11 +2,18 @@
 
 Only the routes the real clients use to download a repository:
 
-Hugging Face (what ``huggingface_hub.snapshot_download`` calls):
-  GET  /api/models/{repo}/revision/{rev}        model info: id, sha, siblings
+Hugging Face (what ``huggingface_hub.snapshot_download`` calls, and the gateway's import):
+  GET  /api/models/{repo}/revision/{rev}        model info: id, sha, siblings (with
+                                                ``?blobs=true`` each file's size, git blob
+                                                id and, for LFS files, its sha256)
   GET  /api/models/{repo}/tree/{rev}?recursive  file listing with git oids and LFS sha256
   HEAD /{repo}/resolve/{rev}/{path}             ETag, X-Repo-Commit, sizes (X-Linked-* for LFS)
   GET  /{repo}/resolve/{rev}/{path}             the bytes
+
+Private and gated repos answer as the hub does: without the repo's token 401, a gated
+repo with another token 403 (``X-Error-Code: GatedRepo``).  Every request is recorded in
+``FakeHub.seen`` (method, path with query, Authorization, Cookie), so a test can assert on
+what an upstream received.
 
 ModelScope (its v1 HTTP API):
   GET /api/v1/models/{org}/{name}/repo/files?Revision=&Recursive=   file list with Sha256
@@ -38,6 +45,9 @@ class HubRepo:
     commit: str
     private_token: str | None = None  # require "Authorization: Bearer <token>"
     tampered: dict[str, bytes] = field(default_factory=dict)  # served instead of what is listed
+    gated: bool = False  # a wrong token: 403 GatedRepo (else 401 RepoNotFound)
+    missing: set[str] = field(default_factory=set)  # listed, but 404 when downloaded
+    cookie: str | None = None  # a Set-Cookie on every answer about this repo
 
     def files(self) -> dict[str, bytes]:
         return {
@@ -51,6 +61,8 @@ class HubRepo:
 class FakeHub:
     repos: dict[str, HubRepo] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    # every request: method, path with query, Authorization, Cookie
+    seen: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._server: ThreadingHTTPServer | None = None
@@ -68,6 +80,13 @@ class FakeHub:
         hub = self
 
         class Handler(QuietHandler):
+            cookie: str | None = None
+
+            def answer(self, status: int, body: bytes, headers: dict[str, str] | None = None):
+                if self.cookie:
+                    headers = {**(headers or {}), "Set-Cookie": self.cookie}
+                super().answer(status, body, headers)
+
             def _json(self, status: int, document: object, error_code: str | None = None) -> None:
                 headers = {"Content-Type": "application/json"}
                 if error_code:
@@ -80,11 +99,16 @@ class FakeHub:
                 if repo is None:
                     self._json(404, {"error": "Repository not found"}, "RepoNotFound")
                     return None
-                if (
-                    repo.private_token
-                    and self.headers.get("Authorization") != f"Bearer {repo.private_token}"
-                ):
-                    self._json(401, {"error": "Invalid credentials"}, "RepoNotFound")
+                self.cookie = repo.cookie
+                authorization = self.headers.get("Authorization")
+                if repo.private_token and authorization != f"Bearer {repo.private_token}":
+                    if repo.gated and authorization:
+                        self._json(
+                            403, {"error": f"Access to {repo_id} is restricted"}, "GatedRepo"
+                        )
+                    else:
+                        self._json(401, {"error": "Invalid credentials"},
+                                   "GatedRepo" if repo.gated else "RepoNotFound")  # fmt: skip
                     return None
                 return repo
 
@@ -94,26 +118,33 @@ class FakeHub:
                 self._json(404, {"error": f"Invalid rev id: {revision}"}, "RevisionNotFound")
                 return False
 
+            def _record(self) -> None:
+                self.cookie = None  # one handler answers every request of a connection
+                hub.seen.append((self.command, self.path, self.headers.get("Authorization", ""),
+                                 self.headers.get("Cookie", "")))  # fmt: skip
+
             def do_HEAD(self) -> None:  # noqa: N802
+                self._record()
                 self._resolve()
 
             def do_GET(self) -> None:  # noqa: N802
+                self._record()
                 parts = urlsplit(self.path)
                 path = unquote(parts.path)
                 hub.requests.append(f"GET {path}")
                 if path.startswith("/api/v1/models/"):
                     self._modelscope(path, parse_qs(parts.query))
                 elif path.startswith("/api/models/"):
-                    self._api(path)
+                    self._api(path, "blobs=true" in parts.query)
                 else:
                     self._resolve()
 
-            def _api(self, path: str) -> None:
+            def _api(self, path: str, blobs: bool = False) -> None:
                 rest = path[len("/api/models/") :]
                 if "/revision/" in rest:
                     repo_id, revision = rest.split("/revision/", 1)
                     if (repo := self._repo(repo_id)) and self._revision_ok(repo, revision):
-                        siblings = [{"rfilename": name} for name in repo.files()]
+                        siblings = [self._sibling(n, d, blobs) for n, d in repo.files().items()]
                         self._json(200, {"id": repo_id, "modelId": repo_id, "sha": repo.commit,
                                          "private": bool(repo.private_token), "siblings": siblings})  # fmt: skip
                 elif "/tree/" in rest:
@@ -124,6 +155,16 @@ class FakeHub:
                         self._json(200, self._tree(repo))
                 else:
                     self._json(404, {"error": "not found"}, "EntryNotFound")
+
+            def _sibling(self, name: str, data: bytes, blobs: bool) -> dict:
+                """As the hub lists a file; with ``blobs``, its size and hashes too."""
+                if not blobs:
+                    return {"rfilename": name}
+                entry: dict = {"rfilename": name, "size": len(data), "blobId": git_blob_sha1(data)}
+                if len(data) > LFS_THRESHOLD:
+                    sha256 = hashlib.sha256(data).hexdigest()
+                    entry["lfs"] = {"sha256": sha256, "size": len(data), "pointerSize": 134}
+                return entry
 
             def _tree(self, repo: HubRepo) -> list[dict]:
                 entries: list[dict] = []
@@ -161,7 +202,7 @@ class FakeHub:
                 if repo is None or not self._revision_ok(repo, revision):
                     return
                 data = repo.files().get(filename)
-                if data is None:
+                if data is None or filename in repo.missing:
                     self._json(404, {"error": "Entry not found"}, "EntryNotFound")
                     return
                 headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{git_blob_sha1(data)}"',

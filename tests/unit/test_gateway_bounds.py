@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support.helpers import Clock
 
 from modelpack.gateway.core.config import GatewayConfig
 from modelpack.gateway.core.http import Request
@@ -11,14 +12,6 @@ from modelpack.gateway.state.shared import MAX_SESSIONS, MAX_TICKETS, InProcess,
 from modelpack.gateway.state.ttlmap import TTLMap
 from modelpack.gateway.writes.xet import Xet
 from modelpack.settings import Settings
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_ttl_map_drops_the_oldest_past_its_size_and_everything_past_its_age():

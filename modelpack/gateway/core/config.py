@@ -12,10 +12,15 @@ from ...errors import UsageError
 from ...oci.reference import parse_reference
 from ...settings import Settings, is_loopback_host, parse_size
 from .egress import DEFAULT_REDIRECT_HOSTS, origin
+from .upstreamtokens import TokenRule, check_token, parse_token_rules
 
 XET_FILE_MAX = 50 * 1024**3  # the hub's per-file limit is 50 GB
 XET_SESSION_MAX = 1024**4  # 1 TiB: a 405B model in bf16 (810 GB) in one upload_folder
 GiB = 1024**3
+UPSTREAM_MISS_TTL = 600  # seconds a miss is remembered (docs/gateway.md says why)
+UPSTREAM_MISS_MAX = 10_000  # misses remembered at once
+UPSTREAM_MISS_TTL_MAX = 7 * 86400
+UPSTREAM_MISS_MAX_MAX = 1_000_000
 
 # A Host header worth looking at: a name or IPv4 address, or a bracketed IPv6 one, and a port.
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?\Z")
@@ -72,7 +77,12 @@ class GatewayConfig:
     waiting on a pull-through (more get 429 and retry); None: half the threads.
     ``upstream``: a hub URL to import repos the registry lacks from (upstream/),
     only those matching an ``upstream_allow`` fnmatch pattern, with
-    ``upstream_token`` (sent to the upstream only); ``upstream_redirect_allow``: host
+    ``upstream_token`` (sent to the upstream only), or for repo ids matching a pattern the
+    token of ``upstream_token_for`` (``PATTERN=TOKEN`` values) or ``upstream_token_file``
+    (``PATTERN=FILE``, read here), most specific pattern first (core/upstreamtokens.py;
+    the rules end up in ``upstream_tokens``); ``upstream_miss_ttl``, ``upstream_miss_max``:
+    how long (0: not at all) and how many upstream misses are remembered
+    (upstream/misses.py); ``upstream_redirect_allow``: host
     patterns the upstream may redirect downloads to (None: the public hub's CDNs; any
     address must still be global, egress.py); ``upstream_caps``: bounds on one import
     (None: the defaults and their MODELPACK_GATEWAY_UPSTREAM_MAX_* overrides, read here
@@ -101,6 +111,10 @@ class GatewayConfig:
     upstream: str | None = None
     upstream_allow: tuple[str, ...] = ()
     upstream_token: str | None = field(default=None, repr=False)  # never in a log line
+    upstream_token_for: tuple[str, ...] = field(default=(), repr=False)  # PATTERN=TOKEN
+    upstream_token_file: tuple[str, ...] = ()  # PATTERN=FILE
+    upstream_miss_ttl: float = UPSTREAM_MISS_TTL
+    upstream_miss_max: int = UPSTREAM_MISS_MAX
     upstream_redirect_allow: tuple[str, ...] | None = None
     upstream_caps: Caps | None = None
     offline: bool = False
@@ -110,6 +124,7 @@ class GatewayConfig:
     public_url: tuple[str, ...] = ()
     allow_unsafe_pickle: bool = False
     redis: str | None = field(default=None, repr=False)  # may carry a password
+    upstream_tokens: tuple[TokenRule, ...] = field(init=False, default=(), repr=False)
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
@@ -157,8 +172,16 @@ class GatewayConfig:
                     "(e.g. '*.hf.co'), not a URL"
                 )
         if not self.upstream:
-            if self.upstream_allow or self.upstream_token:
-                raise UsageError("--upstream-allow and --upstream-token need --upstream URL")
+            if (
+                self.upstream_allow
+                or self.upstream_token
+                or self.upstream_token_for
+                or self.upstream_token_file
+            ):
+                raise UsageError(
+                    "--upstream-allow, --upstream-token, --upstream-token-for and "
+                    "--upstream-token-file need --upstream URL"
+                )
             return
         self.upstream = self.upstream.strip().rstrip("/")
         if not self.upstream.startswith(("http://", "https://")) or origin(self.upstream) is None:
@@ -171,6 +194,23 @@ class GatewayConfig:
             raise UsageError(
                 "--upstream needs at least one --upstream-allow PATTERN "
                 "(e.g. 'myorg/*'; '*' proxies every repo)"
+            )
+        if not 0 <= self.upstream_miss_ttl <= UPSTREAM_MISS_TTL_MAX:
+            raise UsageError(
+                f"--upstream-miss-ttl must be 0 to {UPSTREAM_MISS_TTL_MAX} seconds (0: none)"
+            )
+        if not 1 <= self.upstream_miss_max <= UPSTREAM_MISS_MAX_MAX:
+            raise UsageError(f"--upstream-miss-max must be 1 to {UPSTREAM_MISS_MAX_MAX}")
+        self._check_upstream_tokens()
+
+    def _check_upstream_tokens(self) -> None:
+        token = (self.upstream_token or "").strip()  # a blank variable is no token
+        self.upstream_token = check_token(token, "--upstream-token") if token else None
+        self.upstream_tokens = parse_token_rules(self.upstream_token_for, self.upstream_token_file)
+        if self.upstream_token and any(rule.pattern == "*" for rule in self.upstream_tokens):
+            raise UsageError(
+                "--upstream-token and a token for the pattern '*' both name the token for "
+                "every repo: give one of them"
             )
 
     @property
@@ -225,10 +265,14 @@ class GatewayConfig:
             return ["  offline: only what the registry has"] if self.offline else []
         if self.offline:
             return [f"  offline: nothing is imported from {self.upstream}"]
-        return [
+        lines = [
             f"  repos the registry lacks are imported from {self.upstream} "
             f"when they match {' '.join(self.upstream_allow)}"
         ]
+        if self.upstream_tokens:  # the patterns, never a token
+            patterns = " ".join(rule.pattern for rule in self.upstream_tokens)
+            lines.append(f"  upstream tokens of their own for repos matching {patterns}")
+        return lines
 
     def repository(self, repo_id: str) -> str:
         """The OCI repository that serves hub repo ``repo_id`` (already canonical)."""

@@ -14,11 +14,16 @@ gateway fetches what they point at with its own network position.  So:
   gets nowhere;
 * redirects are followed here, at most MAX_REDIRECTS, each checked; the upstream
   token goes to the configured origin only; proxies from the environment are
-  not used (a proxy would resolve the name, out of the check's sight).
+  not used (a proxy would resolve the name, out of the check's sight);
+* one session serves imports made with different tokens (``with_token``: one per repo
+  pattern, core/upstreamtokens.py), so it keeps no cookies: a cookie the upstream set in
+  answer to one org's token would otherwise go out with the next org's requests.
 """
 
 from __future__ import annotations
 
+import copy
+import http.cookiejar
 import ipaddress
 import logging
 import os
@@ -220,13 +225,16 @@ class _CheckedAdapter(HTTPAdapter):
 
 
 class Egress:
-    """GETs to the upstream and where it redirects, under an :class:`EgressPolicy`."""
+    """GETs to the upstream and where it redirects, under an :class:`EgressPolicy`;
+    ``token`` goes to the upstream's origin (``with_token`` for another one)."""
 
     def __init__(self, policy: EgressPolicy, token: str | None = None) -> None:
         self.policy = policy
         self.token = token
         self.session = requests.Session()
         self.session.trust_env = False  # no proxies, no netrc credentials for other hosts
+        # No cookies kept: the session is shared by imports made with different tokens.
+        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self.session.headers["User-Agent"] = USER_AGENT
         adapter = _CheckedAdapter(policy)
         self.session.mount("http://", adapter)
@@ -238,6 +246,12 @@ class Egress:
             float(os.environ.get("MODELPACK_CONNECT_TIMEOUT") or 15),
             float(os.environ.get("MODELPACK_READ_TIMEOUT") or 120),
         )
+
+    def with_token(self, token: str | None) -> Egress:
+        """The same connections and policy, sending ``token`` (None: no token)."""
+        other = copy.copy(self)
+        other.token = token
+        return other
 
     def get(self, url: str, headers: dict[str, str] | None = None) -> requests.Response:
         """The final answer to GET ``url`` (streamed), every redirect checked first."""

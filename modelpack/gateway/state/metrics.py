@@ -20,6 +20,11 @@ _HELP = {
     ),
     "modelpack_gateway_pulls_total": ("counter", "Pulls into the node cache by kind and result."),
     "modelpack_gateway_pulls_in_flight": ("gauge", "Pulls into the node cache running now."),
+    "modelpack_gateway_upstream_misses_total": (
+        "counter",
+        "Upstream misses (a repo, revision or listed file it lacks or refuses), by who "
+        "answered: the upstream, or the gateway remembering its answer.",
+    ),
     "modelpack_gateway_uptime_seconds": ("gauge", "Seconds since the gateway started."),
 }
 
@@ -41,6 +46,7 @@ class Metrics:
         self.registry_bytes = 0
         self.pulls: Counter[tuple[str, str]] = Counter()
         self.in_flight = 0
+        self.upstream_misses: Counter[str] = Counter()
 
     def request(self, method: str, route: str, status: int) -> None:
         with self._lock:
@@ -63,6 +69,10 @@ class Metrics:
             self.in_flight -= 1
             self.pulls[(kind, "ok" if ok else "error")] += 1
 
+    def upstream_miss(self, answered_by: str) -> None:
+        with self._lock:
+            self.upstream_misses[answered_by] += 1
+
     def render(self) -> str:
         with self._lock:
             samples: dict[str, list[str]] = {name: [] for name in _HELP}
@@ -80,6 +90,10 @@ class Metrics:
                     f"{_labels(kind=kind, result=result)} {n}"
                 )
             samples["modelpack_gateway_pulls_in_flight"].append(f" {self.in_flight}")
+            for answered_by, n in sorted(self.upstream_misses.items()):
+                samples["modelpack_gateway_upstream_misses_total"].append(
+                    f"{_labels(answered_by=answered_by)} {n}"
+                )
             samples["modelpack_gateway_uptime_seconds"].append(
                 f" {time.monotonic() - self.started:.3f}"
             )

@@ -44,6 +44,37 @@ class UpstreamIntegrityError(RefusedError):
     public = "the upstream hub sent files unlike its listing (sizes, sha256); nothing was imported"
 
 
+class UpstreamFileMissingError(UpstreamIntegrityError):
+    """A file the listing names that the upstream then answers 404 for."""
+
+
+class UpstreamNotFoundError(ReferenceNotFoundError):
+    """The upstream answered 404 for a listing; ``code`` is its ``X-Error-Code``
+    (``RepoNotFound``: no revision of the repo is there; ``RevisionNotFound``: not this one)."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def whole_repo(self) -> bool:
+        return self.code == "RepoNotFound"
+
+
+class UpstreamRefusedAccessError(AuthenticationError):
+    """The upstream answered 401 or 403 (a private or gated repo, a token it refuses);
+    ``code`` is its ``X-Error-Code``: the hub's ``RepoNotFound`` and ``GatedRepo`` are about
+    the whole repo, a refusal without one (a proxy's, a firewall's) may be about the request."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def whole_repo(self) -> bool:
+        return self.code in ("RepoNotFound", "GatedRepo")
+
+
 @dataclass(frozen=True)
 class UpstreamFile:
     """A listed file: ``sha256`` for LFS files, ``blob_id`` (git sha1) for the others."""
@@ -155,7 +186,7 @@ def download(egress: Egress, repo_id: str, commit: str, f: UpstreamFile, dest: P
     response = egress.get(url, {"Accept-Encoding": "identity"})
     try:
         if response.status_code == 404:
-            raise UpstreamIntegrityError(f"{what}: listed, but the upstream hub has no such file")
+            raise UpstreamFileMissingError(f"{what}: listed, but the upstream hub has no such file")
         _check_status(response, what)
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) != f.size:
@@ -191,10 +222,13 @@ def _check_status(response: requests.Response, what: str) -> None:
     status = response.status_code
     if status == 200:
         return
+    code = response.headers.get("X-Error-Code", "")[:64]
     if status == 404:
-        raise ReferenceNotFoundError(f"{what}: not found on the upstream hub")
+        raise UpstreamNotFoundError(f"{what}: not found on the upstream hub", code=code)
     if status in (401, 403):
-        raise AuthenticationError(f"{what}: the upstream hub refused access ({status})")
+        raise UpstreamRefusedAccessError(
+            f"{what}: the upstream hub refused access ({status})", code=code
+        )
     raise RegistryUnavailableError(f"{what}: the upstream hub answered {status}")
 
 

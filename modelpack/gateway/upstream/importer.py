@@ -32,7 +32,13 @@ or overwritten: the registry wins (see docs/gateway.md for the policy).
 The import pushes with the gateway's own registry credentials (docker config,
 MODELPACK_USERNAME/PASSWORD), which need push rights on the namespace; the
 request that triggered it is then served with the client's own credentials,
-as every request is.  The upstream token is sent to the upstream only.
+as every request is.  The upstream token is sent to the upstream only: the one of
+the most specific ``--upstream-token-for``/``--upstream-token-file`` pattern that
+matches the repo, else ``--upstream-token`` (core/upstreamtokens.py).
+
+Misses.  What the upstream said it lacks or refused (a repo, a revision, a listed
+file) is remembered for ``--upstream-miss-ttl`` and answered without asking it
+again (misses.py).
 """
 
 from __future__ import annotations
@@ -62,11 +68,13 @@ from ...storage.diskspace import disk_full_errors, require_space
 from ..core.config import Caps, GatewayConfig
 from ..core.egress import Egress, EgressPolicy, RefusedError
 from ..core.hub import HubError
+from ..core.upstreamtokens import choose
 from ..read.models import Model, Resolver
 from ..read.pullthrough import Flights
 from ..state.metrics import Metrics
 from ..state.spools import claimed_folder, sweep
-from .files import UpstreamFile, download, fetch_listing
+from .files import UpstreamFile, UpstreamNotFoundError, download, fetch_listing
+from .misses import Misses
 
 log = logging.getLogger("modelpack.gateway")
 FILE_WAIT = 5.0  # seconds a file request waits on an import (huggingface_hub's HEAD allows 10)
@@ -110,11 +118,21 @@ class Upstream:
         self._client: RegistryClient | None = None  # the gateway's own credentials
         self.caps = config.upstream_caps or Caps()
         policy = EgressPolicy(config.upstream, config.upstream_redirect_allow or ())
-        # Without --upstream-token no token is sent, not even the gateway's own HF_TOKEN.
-        self.egress = Egress(policy, config.upstream_token)
+        # Without a token for the repo none is sent, not even the gateway's own HF_TOKEN.
+        self.egress = Egress(policy)
+        self.misses = Misses(config.upstream_miss_max, config.upstream_miss_ttl)
 
     def allowed(self, repo_id: str) -> bool:
         return any(fnmatchcase(repo_id, p.lower()) for p in self.config.upstream_allow)
+
+    def token(self, repo_id: str) -> tuple[str | None, str]:
+        """The token an import of ``repo_id`` sends, and where it was given (for the log)."""
+        rule = choose(self.config.upstream_tokens, repo_id)
+        if rule is not None:
+            return rule.token, rule.source
+        if self.config.upstream_token:
+            return self.config.upstream_token, "--upstream-token"
+        return None, "no token"
 
     def open(
         self, repo_id: str, revision: str, authorization: str | None, wait: float | None = None
@@ -134,6 +152,11 @@ class Upstream:
                 raise
             if not self._importable(repo_id, revision):
                 raise
+        try:
+            self.misses.check(repo_id, revision)  # the upstream's answer, remembered
+        except ModelpackError as exc:
+            self.metrics.upstream_miss("remembered")
+            raise _hub_error(exc, repo_id, revision) from None
         self._imported(repo_id, revision, wait)
         return self.resolver.open(repo_id, revision, authorization)
 
@@ -158,19 +181,8 @@ class Upstream:
                            None, {"Retry-After": str(RETRY_AFTER)})  # fmt: skip
         try:
             flight.wait()
-        except RefusedError as exc:
-            raise HubError(403, f"{repo_id}: refused: {exc.public}", "GatedRepo") from None
-        except NotFoundError:
-            raise HubError(404, f"Repository not found: {repo_id}", "RepoNotFound") from None
-        except AuthenticationError:
-            raise HubError(401, f"Repository not found or access denied: {repo_id}",
-                           "RepoNotFound") from None  # fmt: skip
-        except RegistryUnavailableError:
-            raise HubError(
-                502, f"{repo_id}: the upstream hub is unavailable; try again later"
-            ) from None
-        except ModelpackError:
-            raise  # the app answers it in the hub's format
+        except ModelpackError as exc:
+            raise _hub_error(exc, repo_id, revision) from None
         except Exception as exc:  # a bug met by upstream content: the log gets the trace
             log.error("upstream: import of %s@%s failed", repo_id, revision, exc_info=exc)
             raise HubError(502, f"{repo_id}: the import from the upstream hub failed") from None
@@ -189,14 +201,27 @@ class Upstream:
                     "(the upstream adds nothing to a repository the registry has)"
                 )
             started = time.monotonic()
-            commit, files = fetch_listing(self.egress, repo_id, revision, self.caps)
+            token, given = self.token(repo_id)
+            log.info("upstream: importing %s@%s (%s)", repo_id, revision, given)
+            egress = self.egress.with_token(token)
+            try:
+                commit, files = fetch_listing(egress, repo_id, revision, self.caps)
+            except ModelpackError as exc:
+                if self.misses.listing_failed(repo_id, revision, exc):
+                    self.metrics.upstream_miss("upstream")
+                raise
             with claimed_folder(self.root / "work", "import-") as work:
                 what = f"an import of {repo_id}"
                 require_space(work, sum(f.size for f in files), what)
                 # The HF cache's layout: the build takes the model's name and revision from it.
                 tree = work / f"models--{repo_id.replace('/', '--')}" / "snapshots" / commit
                 with disk_full_errors(work, what):
-                    self._download(repo_id, commit, files, tree)
+                    try:
+                        self._download(egress, repo_id, commit, files, tree)
+                    except ModelpackError as exc:
+                        if self.misses.download_failed(repo_id, revision, exc):
+                            self.metrics.upstream_miss("upstream")
+                        raise
                 try:
                     result = api.build(
                         tree,
@@ -218,12 +243,12 @@ class Upstream:
             )  # fmt: skip
             return commit
 
-    def _download(self, repo_id: str, commit: str, files: list[UpstreamFile], into: Path) -> None:
+    def _download(
+        self, egress: Egress, repo_id: str, commit: str, files: list[UpstreamFile], into: Path
+    ) -> None:
         """Every listed file (and nothing else) into ``into``, each checked as it is written."""
         with ThreadPoolExecutor(DOWNLOADS, thread_name_prefix="upstream") as pool:
-            jobs = [
-                pool.submit(download, self.egress, repo_id, commit, f, into / f.path) for f in files
-            ]
+            jobs = [pool.submit(download, egress, repo_id, commit, f, into / f.path) for f in files]
             try:
                 for job in jobs:
                     job.result()
@@ -236,3 +261,20 @@ class Upstream:
         if self._client is None:
             self._client = connect(self.config.host, self.config.settings)
         return RegistryRepository(self._client, name).list_tags()
+
+
+def _hub_error(exc: ModelpackError, repo_id: str, revision: str) -> Exception:
+    """What a client is told when an import failed (or its miss is remembered); errors of
+    other kinds go on to the app, which answers them in the hub's format."""
+    if isinstance(exc, UpstreamNotFoundError) and exc.code == "RevisionNotFound":
+        return HubError(404, f"Invalid rev id: {revision} (not on the upstream hub)",
+                        "RevisionNotFound")  # fmt: skip
+    if isinstance(exc, RefusedError):
+        return HubError(403, f"{repo_id}: refused: {exc.public}", "GatedRepo")
+    if isinstance(exc, NotFoundError):
+        return HubError(404, f"Repository not found: {repo_id}", "RepoNotFound")
+    if isinstance(exc, AuthenticationError):
+        return HubError(401, f"Repository not found or access denied: {repo_id}", "RepoNotFound")
+    if isinstance(exc, RegistryUnavailableError):
+        return HubError(502, f"{repo_id}: the upstream hub is unavailable; try again later")
+    return exc
