@@ -219,14 +219,20 @@ class Dragonfly:
         data = self.workdir / "mariadb"
         sock = self.workdir / "mariadb.sock"
         port = site.free_port()
-        subprocess.run(
-            ["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
-             "--skip-test-db", "--auth-root-authentication-method=normal"],
-            check=True, capture_output=True, timeout=300,
+        # A tmpdir of its own: two installs at once sharing /tmp collide on their temporary
+        # tables ("Unknown table 'mysql.tmp_user_sys'"), which failed a CI run.
+        tmp = self.workdir / "mariadb-tmp"
+        tmp.mkdir(exist_ok=True)
+        installed = subprocess.run(
+            ["mariadb-install-db", "--no-defaults", f"--datadir={data}", f"--tmpdir={tmp}",
+             "--user=root", "--skip-test-db", "--auth-root-authentication-method=normal"],
+            capture_output=True, text=True, timeout=300,
         )  # fmt: skip
+        if installed.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed: {installed.stdout}{installed.stderr}")
         mariadb = self._spawn(
             site, "mariadb",
-            ["mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={sock}",
+            ["mariadbd", "--no-defaults", f"--datadir={data}", f"--tmpdir={tmp}", f"--socket={sock}",
              f"--port={port}", f"--bind-address={site.ip}", "--user=root",
              "--skip-name-resolve", "--innodb-buffer-pool-size=64M"],
         )  # fmt: skip
