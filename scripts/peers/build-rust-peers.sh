@@ -17,16 +17,20 @@
 #   MODELPACK_PEERS_CHECK=1 ...            # only say whether each phase is cached
 #   MODELPACK_RUST_UNIFY=1 ...             # regenerate tests/clients/peers-deps/Cargo.toml
 #
-# Layout: $DIR/rust-<hash>/bin/<binary>      phase 1 (<hash>: of the workspace files and the pins)
-#         $DIR/rust-llm-<hash>/bin/<binary>  phase 2
-#         $DIR/bin/<binary> -> ../rust-[llm-]<hash>/bin/<binary>
-#         $DIR/rust-src/                     (the workspace, with the crates unpacked in vendor/)
-#         $DIR/cargo-target/rust-peers/      (cargo's cache, both phases: a rebuild is incremental;
+# Layout: $DIR/rust-<hash>/bin/<binary>       phase 1 (<hash>: of the workspace files and the pins)
+#         $DIR/llm-peers-<hash>/bin/<binary>  phase 2 (not rust-*: an older copy of this script
+#                                             removes every rust-*/ it did not build)
+#         $DIR/bin/<binary> -> ../<that dir>/bin/<binary>
+#         $DIR/rust-ws/                       (the workspace, with the crates unpacked in vendor/;
+#                                             older copies of this script assemble theirs in rust-src/)
+#         $DIR/cargo-target/rust-peers/       (cargo's cache, both phases: a rebuild is incremental;
 #                                             cargo-timings/ holds each build's --timings report)
 #         $DIR/logs/rust-peers.log, rust-llm-peers.log   (cargo output of each phase's last build)
 # Locks: phase 2 holds .lock-rust-llm for its whole run, phase 1 .lock-rust: a second run
-# asking for phase 1 waits only for phase 1. Crates come from crates.io at the versions in
-# tests/clients/Cargo.lock (--locked).
+# asking for phase 1 waits only for phase 1. Cargo holds .lock-rust-src shared while it reads
+# the workspace; assembling another content takes it exclusive, so a checkout with other pins
+# waits instead of pulling the workspace from under a build. Crates come from crates.io at the
+# versions in tests/clients/Cargo.lock (--locked).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -48,6 +52,7 @@ GO_TOOLCHAIN=go1.27.3
 command -v cargo >/dev/null 2>&1 || export PATH="$PATH:$HOME/.cargo/bin"
 command -v cargo >/dev/null 2>&1 || { echo "build-rust-peers: cargo not found on PATH (install Rust)" >&2; exit 2; }
 mkdir -p "$DIR/bin" "$DIR/logs"
+why=""
 phases=("${@:-1 2}")
 read -r -a phases <<<"${phases[*]}"
 
@@ -58,46 +63,53 @@ files_hash() {  # sha256 (12 hex) of the named workspace files, the pins and the
 hash1="$( (files_hash "${OURS[@]}"; echo "${PHASE1[*]}") | sha256sum | cut -c1-12)"
 hash2="$( (files_hash Cargo.toml Cargo.lock peers-deps; echo "${PHASE2[*]}" "$GO_TOOLCHAIN") \
   | sha256sum | cut -c1-12)"
-src="$DIR/rust-src"
+src="$DIR/rust-ws"
 target="$DIR/cargo-target/rust-peers"
 
 # The workspace, with each pinned crate unpacked from crates.io (checked against its sha256),
-# assembled once per content (.assembled holds its hash) under its own lock: both phases build it.
-assemble() {  # assemble LOG; returns non-zero with the reason on stdout
+# assembled once per content (.assembled holds its hash). Returns holding .lock-rust-src shared
+# on fd 8 (release it with `exec 8>&-` when cargo is done); on failure, the reason in $why.
+assemble() {  # assemble LOG
   local log=$1 content
   content="$( (files_hash "${OURS[@]}") | sha256sum | cut -c1-12)"
   exec 8>"$DIR/.lock-rust-src"
   flock 8
   if [[ "$(cat "$src/.assembled" 2>/dev/null)" == "$content" ]]; then
-    exec 8>&-
+    flock -s 8
     return 0
   fi
+  why=""
+  assemble_into "$log" || { exec 8>&-; return 1; }
+  echo "$content" >"$src/.assembled"
+  flock -s 8
+}
+assemble_into() {
+  local log=$1
   rm -rf "$src"
   mkdir -p "$src/vendor"
   (cd "$WORKSPACE" && tar cf - --exclude=target "${OURS[@]}") | tar xf - -C "$src" 2>>"$log" \
-    || { echo "cannot copy the workspace from $WORKSPACE"; return 1; }
+    || { why="cannot copy the workspace from $WORKSPACE"; return 1; }
   local crate version sha256 archive
   while read -r crate version sha256 || [[ -n "${crate:-}" ]]; do
     [[ -z "${crate:-}" || "$crate" == \#* ]] && continue
     archive="$DIR/logs/$crate-$version.crate"
     if ! curl -sSfL --retry 3 -o "$archive" \
         "https://static.crates.io/crates/$crate/$crate-$version.crate" >>"$log" 2>&1; then
-      echo "download of $crate $version from crates.io failed"; return 1
+      why="download of $crate $version from crates.io failed"; return 1
     fi
     echo "$sha256  $archive" | sha256sum -c --quiet - >>"$log" 2>&1 \
-      || { echo "$crate $version: sha256 differs from rust-pins.txt"; return 1; }
+      || { why="$crate $version: sha256 differs from rust-pins.txt"; return 1; }
     { tar xzf "$archive" -C "$src/vendor" 2>>"$log" && mv "$src/vendor/$crate-$version" "$src/vendor/$crate"; } \
-      || { echo "cannot unpack $archive"; return 1; }
+      || { why="cannot unpack $archive"; return 1; }
     rm -f "$src/vendor/$crate/Cargo.lock"  # the workspace's lock governs
   done <"$PINS"
-  echo "$content" >"$src/.assembled"
-  exec 8>&-
 }
 
 if [[ -n "${MODELPACK_RUST_UNIFY:-}" ]]; then  # regenerate peers-deps from both phases' unit graphs
   log="$DIR/logs/rust-unify.log"
   : >"$log"
-  reason="$(assemble "$log")" || { echo "build-rust-peers: $reason [log: $log]" >&2; exit 1; }
+  assemble "$log" || { echo "build-rust-peers: $why [log: $log]" >&2; exit 1; }
+  flock 8  # exclusive again: rust-unify.py rewrites the workspace's peers-deps
   exec python3 "$here/rust-unify.py" "$src" "$WORKSPACE/peers-deps/Cargo.toml" \
     --phase "${PHASE1[*]}" --phase "${PHASE2[*]}"
 fi
@@ -136,12 +148,12 @@ phase() {
     for binary in "${binaries[@]}"; do rm -f "$DIR/bin/$binary"; done
     exit 1
   }
-  local reason
-  reason="$(assemble "$log")" || fail "$reason"
+  assemble "$log" || fail "$why"
   if ! GOTOOLCHAIN="$GO_TOOLCHAIN" CARGO_TARGET_DIR="$target" nice -n 10 timeout 10800 \
       cargo build --release --locked --timings --manifest-path "$src/Cargo.toml" "${args[@]}" >>"$log" 2>&1; then
     fail "$(grep -E '^error' "$log" | head -n 2 | tr -s ' \t\n' ' ' | cut -c1-300)"
   fi
+  exec 8>&-  # the workspace may be reassembled now
   local old
   for old in "$DIR/$prefix"[0-9a-f]*/.built; do  # earlier builds of this phase only
     [[ -f "$old" ]] && rm -rf "$(dirname "$old")"
@@ -171,7 +183,7 @@ fi
 for p in "${phases[@]}"; do
   case "$p" in
     1) phase rust-peers "$hash1" rust- .lock-rust "${PHASE1[@]}" ;;
-    2) phase rust-llm-peers "$hash2" rust-llm- "" "${PHASE2[@]}" ;;  # fd 7 holds its lock
+    2) phase rust-llm-peers "$hash2" llm-peers- "" "${PHASE2[@]}" ;;  # fd 7 holds its lock
   esac
 done
 [[ -n "${MODELPACK_PEERS_CHECK:-}" ]] || echo "bin dir: $DIR/bin"

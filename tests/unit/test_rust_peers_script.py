@@ -37,7 +37,7 @@ def test_check_mode_says_each_phase_and_builds_nothing(tmp_path):
     (phase1 / "bin").mkdir(parents=True)
     (phase1 / ".built").touch()
     assert _check(tmp_path, "1").stdout.split()[2] == "cached"
-    assert not (tmp_path / "rust-src").exists()  # nothing assembled, nothing downloaded
+    assert not (tmp_path / "rust-ws").exists()  # nothing assembled, nothing downloaded
 
 
 def test_an_unknown_phase_is_a_usage_error(tmp_path):
