@@ -192,6 +192,15 @@ def crane_registry(go_peers, tmp_path_factory):  # noqa: ANN201 - support.go_pee
         yield server
 
 
+@pytest.fixture(scope="session")
+def rust_llm_bin() -> Path:
+    """llmman, modelexpress-server and modelexpress-cli at their pins (scripts/peers/rust-pins.txt),
+    built by phase 2 of scripts/peers/build-rust-peers.sh; their bin dir."""
+    from support.rust_clients import build_rust_peers
+
+    return build_rust_peers("2")
+
+
 @pytest.fixture(params=["distribution", "crane"])
 def any_registry(request):  # noqa: ANN201
     """Each registry implementation in turn: tests that use it run against both."""
@@ -236,7 +245,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa
 
 
 # Fixtures that run a peer built by scripts/peers/ (Go tools, the Rust workspace, Dragonfly).
-PEER_FIXTURES = {"go_peers", "crane_registry", "rust_bin", "dragonfly", "harbor"}
+PEER_FIXTURES = {"go_peers", "crane_registry", "rust_bin", "rust_llm_bin", "dragonfly", "harbor"}
 
 
 def _needs_peers(item: pytest.Item) -> bool:

@@ -22,5 +22,5 @@ GONOSUMDB="${GONOSUMDB:+$GONOSUMDB,}github.com/dragonflyoss/machinery,github.com
   MODELPACK_PEERS_PINS="$here/dragonfly-pins.txt" bash "$here/build-peers.sh" | grep -v '^export PATH\|^bin dir'
 
 # dfdaemon is built with the other Rust peers, in one cargo build (build-rust-peers.sh).
-bash "$here/build-rust-peers.sh" | grep -v '^bin dir'
+bash "$here/build-rust-peers.sh" 1 | grep -v '^bin dir'
 [[ -n "${MODELPACK_PEERS_CHECK:-}" ]] || echo "bin dir: $DIR/bin"
