@@ -21,6 +21,15 @@ _HELP = {
     "modelpack_gateway_pulls_total": ("counter", "Pulls into the node cache by kind and result."),
     "modelpack_gateway_pulls_in_flight": ("gauge", "Pulls into the node cache running now."),
     "modelpack_gateway_uptime_seconds": ("gauge", "Seconds since the gateway started."),
+    "modelpack_gateway_audit_events_total": (
+        "counter",
+        "Audit trail events (file reads, writes, imports, refusals) by action and status, "
+        "counted whether or not --audit-log writes them.",
+    ),
+    "modelpack_gateway_audit_write_errors_total": (
+        "counter",
+        "Audit lines that could not be written (a full disk, a closed stdout).",
+    ),
 }
 
 
@@ -41,6 +50,8 @@ class Metrics:
         self.registry_bytes = 0
         self.pulls: Counter[tuple[str, str]] = Counter()
         self.in_flight = 0
+        self.audit_events: Counter[tuple[str, int]] = Counter()
+        self.audit_write_errors = 0
 
     def request(self, method: str, route: str, status: int) -> None:
         with self._lock:
@@ -63,6 +74,14 @@ class Metrics:
             self.in_flight -= 1
             self.pulls[(kind, "ok" if ok else "error")] += 1
 
+    def audited(self, action: str, status: int) -> None:
+        with self._lock:
+            self.audit_events[(action, status)] += 1
+
+    def audit_write_failed(self) -> None:
+        with self._lock:
+            self.audit_write_errors += 1
+
     def render(self) -> str:
         with self._lock:
             samples: dict[str, list[str]] = {name: [] for name in _HELP}
@@ -80,6 +99,13 @@ class Metrics:
                     f"{_labels(kind=kind, result=result)} {n}"
                 )
             samples["modelpack_gateway_pulls_in_flight"].append(f" {self.in_flight}")
+            for (action, status), n in sorted(self.audit_events.items()):
+                samples["modelpack_gateway_audit_events_total"].append(
+                    f"{_labels(action=action, status=str(status))} {n}"
+                )
+            samples["modelpack_gateway_audit_write_errors_total"].append(
+                f" {self.audit_write_errors}"
+            )
             samples["modelpack_gateway_uptime_seconds"].append(
                 f" {time.monotonic() - self.started:.3f}"
             )
