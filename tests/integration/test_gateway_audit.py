@@ -34,6 +34,7 @@ PUSHER, PUSH_PASSWORD = "pusher", "Push-s3cret-7f1c"
 WRONG_PASSWORD = "Wrong-s3cret-99ab"
 SCHEMA = jsonschema.Draft202012Validator(load_schema(GATEWAY_AUDIT))
 PROXY_SOURCE = "127.0.0.3"  # the balancer's address, the only trusted one
+FORGED_USER = 'x"}\n{"action" "forged", "repo" "forged"}'  # no colon: all of it the user
 
 
 def basic_header(user: str, password: str) -> str:
@@ -275,13 +276,19 @@ def test_no_secret_reaches_the_audit_log(world, tmp_path):
     wrong = basic_header(PUSHER, WRONG_PASSWORD)
     assert requests.get(f"{gateway.url}/team/audited/resolve/main/config.json", timeout=60,
                         headers={"Authorization": wrong}).status_code == 401  # fmt: skip
+    # A user name that tries to end its line and forge another stays inside its field.
+    forged = basic_header(FORGED_USER, "pw")
+    assert requests.get(f"{base}/revision/main", headers={"Authorization": forged},
+                        timeout=60).status_code == 401  # fmt: skip
     trail.wait(action="xet-shard", status=400, user=PUSHER)
     (refused_put,) = trail.wait(action="lfs-upload", status=400, digest=f"sha256:{oid}")
     assert refused_put["user"] == PUSHER and refused_put["bytes"] == 3000
     identified = trail.wait(status=401, action="info", repo="team/audited")
-    assert identified[-1]["user"].startswith("token:")
+    assert any(line["user"].startswith("token:") for line in identified)
     trail.wait(status=401, action="download", path="config.json", user=PUSHER)
 
+    assert not [line for line in trail.lines() if "forged" in (line["action"], line["repo"])]
+    trail.wait(user=FORGED_USER, status=401)  # one line, its user escaped
     text = trail.path.read_text("ascii")
     secrets = [PUSH_PASSWORD, WRONG_PASSWORD, basic_header(PUSHER, PUSH_PASSWORD)[6:],
                wrong[6:], token(), xet_token, ticket, identity]  # fmt: skip
@@ -417,9 +424,16 @@ print(json.dumps("ok"))
     xet = requests.get(f"{gateway.url}/api/models/team/prot/xet-write-token/v1", headers=auth,
                        timeout=60)  # fmt: skip
     assert xet.status_code == 403
+    # The name percent-encoded in the URL is the same name.
+    encoded = requests.post(
+        f"{gateway.url}/api/models/team/prot/commit/release%2D1",
+        data=b'{"key":"header","value":{"summary":"x"}}\n',
+        headers={"Content-Type": "application/x-ndjson", **auth}, timeout=60,
+    )  # fmt: skip
+    assert encoded.status_code == 403
     assert _registry_refs(registry, "team/prot") == before  # the registry unchanged
 
-    refused = trail.wait(13, status=403, repo="team/prot")
+    refused = trail.wait(14, status=403, repo="team/prot")
     actions = sorted({line["action"] for line in refused})
     assert actions == ["commit", "create-branch", "create-tag", "delete-branch", "delete-tag",
                        "lfs-batch", "preupload", "super-squash", "xet-write-token"]  # fmt: skip

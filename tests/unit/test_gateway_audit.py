@@ -5,6 +5,7 @@ bounded lines, a log file shared and rotated by several processes, refused optio
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import multiprocessing
 import os
@@ -23,6 +24,7 @@ from modelpack.gateway.state.audit import (
     event_line,
     is_refusal,
     networks,
+    node_key,
     user_of,
 )
 from modelpack.gateway.writes.protected import protecting
@@ -44,6 +46,19 @@ def test_the_user_is_the_name_the_credentials_give_never_their_secret():
     token = user_of("Bearer identity-token-4", None)
     assert token is not None and token.startswith("token:") and "identity" not in token
     assert token == user_of("Bearer identity-token-4", None) != user_of("Bearer other", None)
+    # A guessable "token" (a password sent alone) is not its plain hash: keyed per node.
+    weak = user_of("Bearer hunter2", None, b"k" * 32)
+    assert weak != "token:" + hashlib.sha256(b"hunter2").hexdigest()[:12]
+    assert weak != user_of("Bearer hunter2", None, b"j" * 32)
+
+
+def test_the_fingerprint_key_is_made_once_per_node_cache(tmp_path):
+    path = tmp_path / "cache" / "audit.key"
+    key = node_key(path)
+    assert len(key) == 32 and node_key(path) == key
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    path.write_bytes(b"short")  # a crash between create and write
+    assert node_key(path) != key and len(path.read_bytes()) == 32
     assert user_of("Digest abc", None) is None and user_of("Basic !!!", None) is None
 
 

@@ -11,8 +11,10 @@ there is one, ``digest`` (an LFS object or a xorb), ``commit`` (a commit made) a
 modelpack/schemas/gateway-audit.schema.json the shape.
 
 Never a credential: ``user`` is a name (an identity token, which names none, is shown as
-``token:`` and 12 hex of its sha256), the Authorization header itself is never looked at
-for anything else, and ``path`` is never a URL (an LFS upload's URL is its ticket).
+``token:`` and 12 hex of an HMAC of it under a key kept in the node cache, so a weak
+"token" that is really a password cannot be guessed back from the log), the Authorization
+header is never looked at for anything else, and ``path`` is never a URL (an LFS upload's
+URL is its ticket).
 Every text field is cut to a bound, so a line stays under 4 KiB (PIPE_BUF: a line to a
 pipe is one atomic write).
 
@@ -29,14 +31,18 @@ docs/architecture.md.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import json
 import logging
+import os
+import secrets
 import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ...errors import ModelpackError
@@ -105,11 +111,46 @@ def is_refusal(status: int) -> bool:
     return 400 <= status < 500 and status not in _NOT_REFUSALS
 
 
-def user_of(authorization: str | None, token_user: str | None) -> str | None:
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+def node_key(path: Path) -> bytes:
+    """The key identity tokens are fingerprinted with: 32 random bytes in ``path``
+    (mode 0600), made by the first process that needs it, so every gateway sharing the
+    node cache, and each restart, names one token alike; a key of this process when
+    the file cannot be had."""
+    for _ in range(2):
+        try:
+            data = path.read_bytes()
+            if len(data) == 32:
+                return data
+            path.unlink()  # cut short by a crash between create and write: make anew
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return _PROCESS_KEY
+        key = secrets.token_bytes(32)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            continue  # another process made it: read that one
+        except OSError:
+            return _PROCESS_KEY
+        with os.fdopen(fd, "wb") as out:
+            out.write(key)
+        return key
+    return _PROCESS_KEY
+
+
+def user_of(
+    authorization: str | None, token_user: str | None, key: bytes = _PROCESS_KEY
+) -> str | None:
     """The registry user ``authorization`` names: Basic's and ``Bearer USER:PASSWORD``'s
     user, ``--token-user`` for a bare Bearer token when it is set, ``token:`` + 12 hex of
-    the sha256 of an identity token (it names nobody; a hash of a random token reveals
-    nothing of it), None for none (anonymous) or for a header that is no credential."""
+    an HMAC-SHA256 under ``key`` of an identity token (it names nobody; without the key
+    the fingerprint says nothing of the token, even a guessable one), None for none
+    (anonymous) or for a header that is no credential."""
     if not authorization:
         return None
     try:
@@ -119,8 +160,8 @@ def user_of(authorization: str | None, token_user: str | None) -> str | None:
     if credentials.username:
         return credentials.username
     if credentials.identity_token:
-        digest = hashlib.sha256(credentials.identity_token.encode("utf-8", "replace"))
-        return f"token:{digest.hexdigest()[:12]}"
+        token = credentials.identity_token.encode("utf-8", "replace")
+        return f"token:{hmac.new(key, token, hashlib.sha256).hexdigest()[:12]}"
     return None
 
 
@@ -269,6 +310,7 @@ class Audit:
         self.metrics = metrics
         self.token_user = config.token_user
         self.trusted = networks(config.trusted_proxies)
+        self.key = node_key(config.settings.home / "audit.key")
         self.log: AuditLog | None = None
         if config.audit_log:
             self.log = AuditLog(
@@ -282,9 +324,8 @@ class Audit:
         authorization = (
             facts["credentials"] if "credentials" in facts else request.header("Authorization")
         )
-        return Who(
-            user_of(authorization, self.token_user), client_of(request.environ, self.trusted)
-        )
+        user = user_of(authorization, self.token_user, self.key)
+        return Who(user, client_of(request.environ, self.trusted))
 
     def request_done(
         self, request: Request, route: str, status: int, sent: int, error: str | None = None
