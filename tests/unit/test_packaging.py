@@ -37,6 +37,7 @@ OPTIONAL = (
     "safetensors",
     "oras",
     "gunicorn",
+    "concurrent_log_handler",
 )
 
 
@@ -136,7 +137,7 @@ def test_extras_layout():
     assert extras["hf"] == {"huggingface-hub"}
     assert {"model-signing", "pyopenssl"} <= extras["signing"]
     assert {"mkdocs", "mkdocs-material", "mkdocstrings", "mkdocs-click"} <= extras["docs"]
-    assert extras["serve"] == {"gunicorn", "lz4", "blake3"}
+    assert extras["serve"] == {"gunicorn", "lz4", "blake3", "concurrent-log-handler"}
     base = base_dependencies()
     heavy_parts = ("huggingface-hub", "model-signing", "gunicorn", "oras", "filelock", "numpy")
     for heavy in (*heavy_parts, "safetensors"):

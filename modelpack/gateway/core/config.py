@@ -177,9 +177,8 @@ class GatewayConfig:
         path = Path(self.audit_log).expanduser()
         if path.is_dir():
             raise UsageError(f"--audit-log {self.audit_log}: a directory, not a file")
-        try:
-            with open(path, "a", encoding="ascii"):
-                pass
+        try:  # made 0640 when new: user names and addresses are not for every account
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
         except OSError as exc:
             raise UsageError(
                 f"--audit-log {self.audit_log}: cannot append to it: {exc.strerror}",

@@ -289,7 +289,8 @@ class AuditLog:
                 maxBytes=max_bytes,
                 backupCount=backups if max_bytes else 0,
                 encoding="ascii",
-                umask=0o027,  # user names and addresses: not for every local account
+                # No umask= here: the handler would set the process's umask around its
+                # open, and a cache file another thread makes meanwhile would get it.
             )
         handler.metrics = metrics  # type: ignore[attr-defined]
         self.handler = handler

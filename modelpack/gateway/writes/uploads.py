@@ -602,26 +602,26 @@ class Uploads:
         return Response.json({})
 
     def delete_ref(self, request: Request, repo_id: str, kind: str, name: str) -> Response:
-        """``delete_branch`` / ``delete_tag``: refused (a protected one saying so).  An OCI
-        registry deletes a manifest with every tag that names it (the commit-id tag, other
-        branches on the same commit), and distribution 2.x deletes no single tag."""
-        self._branch_name(name)
-        with self._branch_lock(repo_id, name):
-            refuse_protected(
-                self.config, self._repository(repo_id, request), repo_id, name, "delete"
-            )
-        raise HubError(400, f"{repo_id}: deleting a {'branch' if kind == 'branch' else 'tag'} "
-                       f"is not supported by this gateway; {name} is unchanged")  # fmt: skip
+        """``delete_branch`` / ``delete_tag``.  An OCI registry deletes a manifest with
+        every tag that names it (the commit-id tag, other branches on the same commit),
+        and distribution 2.x deletes no single tag."""
+        what = "deleting a branch" if kind == "branch" else "deleting a tag"
+        return self._unsupported(request, repo_id, name, "delete", what)
 
     def super_squash(self, request: Request, repo_id: str, branch: str) -> Response:
-        """``super_squash_history``: refused (a protected branch saying so)."""
-        self._branch_name(branch)
-        with self._branch_lock(repo_id, branch):
-            refuse_protected(
-                self.config, self._repository(repo_id, request), repo_id, branch, "squash"
-            )
-        raise HubError(400, f"{repo_id}: squashing history is not supported by this gateway; "
-                       f"{branch} is unchanged")  # fmt: skip
+        """``super_squash_history``."""
+        return self._unsupported(request, repo_id, branch, "squash", "squashing history")
+
+    def _unsupported(
+        self, request: Request, repo_id: str, name: str, write: str, what: str
+    ) -> Response:
+        """A write this gateway does not make: refused, and on a protected name saying so
+        (the client and the audit trail see why it would be refused anyway)."""
+        self._branch_name(name)
+        with self._branch_lock(repo_id, name):
+            refuse_protected(self.config, self._repository(repo_id, request), repo_id, name, write)
+        raise HubError(400, f"{repo_id}: {what} is not supported by this gateway; "
+                       f"{name} is unchanged")  # fmt: skip
 
     @staticmethod
     def _refuse_existing(repository: RegistryRepository, name: str) -> None:
