@@ -237,3 +237,21 @@ def test_protected_patterns_match_whole_names_case_sensitively(tmp_path):
     for name in ("V1", "xv1", "release-x", "mainline", "dev", "release-"):
         assert protecting(config, name) is None, name
     assert protecting(_config(tmp_path), "v1") is None  # nothing protected by default
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        (["--protect", "release/*"], "--protect 'release/*' is not a pattern"),
+        (["--audit-log", "/nonexistent/dir/a.log"], "cannot append to it"),
+        (["--trusted-proxy", "proxy.local"], "is not an IP address or network"),
+        (["--audit-log-max-bytes", "lots"], "is not a size"),
+    ],
+)
+def test_serve_refuses_bad_options_with_one_line_and_exit_2(option, said):
+    from support.helpers import run_cli
+
+    result = run_cli("serve", "--registry", "127.0.0.1:9/x", "--port", "0", *option)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: ") and said in line
