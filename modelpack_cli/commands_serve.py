@@ -220,6 +220,51 @@ Examples:
     "live there, so a plain round-robin balancer may send any request to any replica "
     "(default: in this process, one replica) [env MODELPACK_GATEWAY_REDIS].",
 )
+@click.option(
+    "--audit-log",
+    envvar="MODELPACK_GATEWAY_AUDIT_LOG",
+    metavar="FILE|-",
+    help="Write one JSON line per file read, write, upstream import and refusal to FILE "
+    "('-': stdout): time, user, client, action, repo, revision, path, status, bytes; never "
+    "a secret [env MODELPACK_GATEWAY_AUDIT_LOG].",
+)
+@click.option(
+    "--audit-log-max-bytes",
+    default="0",
+    show_default=True,
+    envvar="MODELPACK_GATEWAY_AUDIT_LOG_MAX_BYTES",
+    metavar="SIZE",
+    help="Rotate the audit log file at this size (e.g. 100MiB; 0: never, logrotate's rename "
+    "is noticed by itself) [env MODELPACK_GATEWAY_AUDIT_LOG_MAX_BYTES].",
+)
+@click.option(
+    "--audit-log-backups",
+    type=click.IntRange(1, 100),
+    default=5,
+    show_default=True,
+    envvar="MODELPACK_GATEWAY_AUDIT_LOG_BACKUPS",
+    metavar="N",
+    help="Rotated audit log files kept (FILE.1 ... FILE.N) with --audit-log-max-bytes "
+    "[env MODELPACK_GATEWAY_AUDIT_LOG_BACKUPS].",
+)
+@click.option(
+    "--trusted-proxy",
+    multiple=True,
+    envvar="MODELPACK_GATEWAY_TRUSTED_PROXY",
+    metavar="ADDR[/BITS]",
+    help="A load balancer or proxy whose X-Forwarded-For names the client in the audit log "
+    "(an address or network; repeatable or a comma list; nobody's is trusted by default) "
+    "[env MODELPACK_GATEWAY_TRUSTED_PROXY, space separated].",
+)
+@click.option(
+    "--protect",
+    multiple=True,
+    envvar="MODELPACK_GATEWAY_PROTECT",
+    metavar="PATTERN",
+    help="Branches and tags (fnmatch, e.g. 'v*', 'release-*'; repeatable or a comma list) "
+    "that no commit, tag creation or deletion may move once they exist "
+    "[env MODELPACK_GATEWAY_PROTECT, space separated].",
+)
 @global_options
 def serve(
     registry: str,
@@ -247,6 +292,11 @@ def serve(
     public_url: tuple[str, ...],
     allow_unsafe_pickle: bool,
     redis: str | None,
+    audit_log: str | None,
+    audit_log_max_bytes: str,
+    audit_log_backups: int,
+    trusted_proxy: tuple[str, ...],
+    protect: tuple[str, ...],
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
 
@@ -288,6 +338,11 @@ def serve(
         public_url=public_url,
         allow_unsafe_pickle=allow_unsafe_pickle,
         redis=redis,
+        audit_log=audit_log,
+        audit_log_max_bytes=audit_log_max_bytes,
+        audit_log_backups=audit_log_backups,
+        trusted_proxies=trusted_proxy,
+        protect=protect,
     )
     run_gateway(config)
 

@@ -20,7 +20,7 @@ from ..errors import (
 )
 from .core.config import GatewayConfig
 from .core.crosssite import refuse_cross_site
-from .core.http import Body, ClosingFile, Request, Response, read_range
+from .core.http import Body, ClosingFile, CountingInput, Request, Response, read_range
 from .core.hub import (
     HubError,
     canonical_repo_id,
@@ -32,6 +32,7 @@ from .read.handlers import Handlers
 from .read.models import Resolver, SignatureRefusedError
 from .read.pullthrough import PullThrough
 from .state.access import Clients
+from .state.audit import Audit
 from .state.metrics import Metrics
 from .state.shared import open_shared
 from .upstream.importer import FILE_WAIT, Upstream
@@ -103,13 +104,16 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.shared = open_shared(config)  # in this process, or Redis for replicas
+        self.audit = Audit(config, self.metrics, self.shared)
         self.clients = Clients(config)
         self.resolver = Resolver(config, self.clients)
         self.pulls = PullThrough(config.settings, self.metrics, config.max_pulls or 1)
-        self.upstream = Upstream(config, self.resolver, self.metrics) if config.upstream else None
+        self.upstream = (
+            Upstream(config, self.resolver, self.metrics, self.audit) if config.upstream else None
+        )
         self.catalog = Catalog(config, self.clients, self.resolver, self.pulls)
         self.pages = Pages(config, self.catalog, self.resolver, self.pulls)
-        self.shared = open_shared(config)  # in this process, or Redis for replicas
         self.uploads = Uploads(config, self.clients, self.resolver, hub_error, self.shared)
         self.reads = Handlers(self.pulls, self.catalog)
 
@@ -117,14 +121,16 @@ class Gateway:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         started = time.monotonic()
+        environ["wsgi.input"] = CountingInput(environ.get("wsgi.input"))  # bytes received
         request = Request.from_environ(environ)
         route = "other"
         try:
             route, response = self.route(request)
         except HubError as exc:
+            route = request.audit.get("route", route)  # as far as routing got
             response = Response.error(exc)
         except Exception:
-            log.exception("%s %s failed", request.method, request.path)
+            log.exception("%s %s failed", request.method, request.shown_path)
             response = Response.error(HubError(500, "internal error in the gateway"))
         if request.method == "HEAD":
             response.body, response.file = b"", None
@@ -140,12 +146,15 @@ class Gateway:
                 "%s %s %s %d %dB%s %.1fms%s",
                 environ.get("REMOTE_ADDR", "-"),
                 request.method,
-                request.path,
+                request.shown_path,  # never an LFS upload's ticket
                 status,
                 sent,
                 f" {response.source}" if response.source and sent else "",
                 (time.monotonic() - started) * 1000,
                 " (cut)" if failed else "",
+            )
+            self.audit.request_done(
+                request, route, status, sent, response.headers.get("X-Error-Message")
             )
 
         if response.file is not None:
@@ -167,7 +176,12 @@ class Gateway:
         if wrapper is not None and str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn"):
             # gunicorn sends Content-Length bytes from the file's position with sendfile(2).
             file.seek(response.offset)
-            file.on_close = lambda: finished(response.length)
+
+            def sent() -> None:  # sendfile leaves the file after the last byte it sent
+                count = max(0, min(file.position - response.offset, response.length))
+                finished(count, count < response.length)
+
+            file.on_close = sent
             return wrapper(file, 1 << 20)
         return Body(read_range(file, response.offset, response.length), finished)
 
@@ -185,6 +199,7 @@ class Gateway:
         if (answered := self.uploads.route(request)) is not None:
             return answered
         if s == ["api", "models"]:
+            request.audit["route"] = "list"
             return "list", list_models(self.catalog, request)
         if (page := self._page(request)) is not None:
             return "page", page
@@ -197,6 +212,7 @@ class Gateway:
                 if s[0] in OTHER_REPO_TYPES:
                     raise repo_not_found("/".join(s[1:n]), "this gateway serves models only")
                 path = "/".join(s[n + 2 :])
+                request.audit["path"] = path
                 return "resolve", self._guarded(request, s[:n], s[n + 1], self.reads.resolve, path)
         raise HubError(404, "Not Found")
 
@@ -214,6 +230,7 @@ class Gateway:
                 405, f"{request.method} is not allowed here", None, {"Allow": "GET, HEAD"}
             )
         repo_id = "/".join(repo)
+        request.audit.update(route="page", repo=repo_id or None, revision=revision)
         if s and canonical_repo_id(repo_id) != repo_id:
             return self._redirect(request, repo, canonical_repo_id(repo_id))
         try:
@@ -250,6 +267,9 @@ class Gateway:
         self, request: Request, repo: list[str], revision: str, handler, *args
     ) -> Response:  # noqa: ANN001
         """Check method and repo id, redirect to the canonical id, open the model, map errors."""
+        names = {self.reads.resolve: "resolve", self.reads.info: "info",
+                 self.reads.tree: "tree", self.reads.paths_info: "paths-info"}  # fmt: skip
+        request.audit.update(route=names[handler], repo="/".join(repo), revision=revision)
         allowed = ("POST",) if handler == self.reads.paths_info else ("GET", "HEAD")
         if request.method not in allowed:
             raise HubError(405, f"{request.method} is not allowed here", None,
@@ -264,7 +284,8 @@ class Gateway:
             authorization = request.header("Authorization")
             if self.upstream is not None:  # the registry, else an import from the upstream hub
                 wait = FILE_WAIT if handler == self.reads.resolve else None
-                model = self.upstream.open(repo_id, revision, authorization, wait)
+                who = self.audit.who(request)
+                model = self.upstream.open(repo_id, revision, authorization, wait, who)
             else:
                 model = self.resolver.open(repo_id, revision, authorization)
             return handler(request, model, *args)

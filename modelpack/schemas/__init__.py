@@ -29,6 +29,7 @@ CLI_PREHEAT = "cli-preheat.schema.json"
 CLI_IMAGE = "cli-image.schema.json"
 CLI_ERROR = "cli-error.schema.json"
 PICKLE_SCAN = "pickle-scan.schema.json"
+GATEWAY_AUDIT = "gateway-audit.schema.json"
 
 
 @cache

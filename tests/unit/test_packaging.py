@@ -38,6 +38,7 @@ OPTIONAL = (
     "safetensors",
     "oras",
     "gunicorn",
+    "concurrent_log_handler",
 )
 
 
@@ -137,7 +138,7 @@ def test_extras_layout():
     assert extras["hf"] == {"huggingface-hub"}
     assert {"model-signing", "pyopenssl"} <= extras["signing"]
     assert {"mkdocs", "mkdocs-material", "mkdocstrings", "mkdocs-click"} <= extras["docs"]
-    assert extras["serve"] == {"gunicorn", "lz4", "blake3", "redis"}
+    assert extras["serve"] == {"gunicorn", "lz4", "blake3", "redis", "concurrent-log-handler"}
     base = base_dependencies()
     heavy_parts = ("huggingface-hub", "model-signing", "gunicorn", "oras", "filelock", "numpy")
     for heavy in (*heavy_parts, "safetensors"):

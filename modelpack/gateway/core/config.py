@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,6 +22,12 @@ UPSTREAM_MISS_TTL = 600  # seconds a miss is remembered (docs/gateway.md says wh
 UPSTREAM_MISS_MAX = 10_000  # misses remembered at once
 UPSTREAM_MISS_TTL_MAX = 7 * 86400
 UPSTREAM_MISS_MAX_MAX = 1_000_000
+PROTECT_MAX = 64  # --protect patterns
+TRUSTED_PROXIES_MAX = 64  # --trusted-proxy addresses or networks
+AUDIT_ROTATE_MIN = 64 * 1024  # --audit-log-max-bytes: a few hundred lines at least
+AUDIT_BACKUPS_MAX = 100
+# A --protect pattern: an OCI tag's characters and fnmatch's *, ? and [...].
+_PROTECT_RE = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,128}\Z")
 
 # A Host header worth looking at: a name or IPv4 address, or a bracketed IPv6 one, and a port.
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?\Z")
@@ -96,7 +103,14 @@ class GatewayConfig:
     ``http(s)://HOST[:PORT]`` clients reach this gateway at (several, or a comma
     list, when it has several names): every absolute URL it hands out is one of
     them (see ``base_url``).  ``allow_unsafe_pickle``: commits and imports keep pickle
-    files that run code when loaded (refused by default; writes/scanning.py)."""
+    files that run code when loaded (refused by default; writes/scanning.py).
+    ``audit_log``: a file (or ``-``, stdout) that gets one JSON line per file read, write,
+    upstream import and refusal (state/audit.py), rotated at ``audit_log_max_bytes`` (0:
+    never; logrotate's rename is noticed) keeping ``audit_log_backups`` old files.
+    ``trusted_proxies``: addresses or networks whose ``X-Forwarded-For`` names the client
+    in the audit trail (never trusted from anyone else).  ``protect``: fnmatch patterns of
+    branches and tags that no commit, tag creation or deletion through the gateway moves
+    once they exist (writes/protected.py)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -125,6 +139,11 @@ class GatewayConfig:
     allow_unsafe_pickle: bool = False
     redis: str | None = field(default=None, repr=False)  # may carry a password
     upstream_tokens: tuple[TokenRule, ...] = field(init=False, default=(), repr=False)
+    audit_log: str | None = None
+    audit_log_max_bytes: int | str = 0  # a size: 104857600 or "100MiB"
+    audit_log_backups: int = 5
+    trusted_proxies: tuple[str, ...] = ()
+    protect: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
@@ -157,6 +176,32 @@ class GatewayConfig:
         self._check_upstream()
         self.public_url = _public_urls(self.public_url)
         self.redis = _redis_url(self.redis)
+        self._check_audit()
+        self.protect = _protect_patterns(self.protect)
+
+    def _check_audit(self) -> None:
+        """The audit log must be writable now: a worker that cannot open it would fail
+        every start after the fork, far from the operator's eyes."""
+        self.trusted_proxies = _trusted_proxies(self.trusted_proxies)
+        self.audit_log_max_bytes = parse_size(self.audit_log_max_bytes, "--audit-log-max-bytes")
+        if 0 < self.audit_log_max_bytes < AUDIT_ROTATE_MIN:
+            raise UsageError(f"--audit-log-max-bytes must be at least {AUDIT_ROTATE_MIN} bytes")
+        if not 1 <= self.audit_log_backups <= AUDIT_BACKUPS_MAX:
+            raise UsageError(f"--audit-log-backups must be 1 to {AUDIT_BACKUPS_MAX}")
+        if not self.audit_log or self.audit_log == "-":
+            self.audit_log = self.audit_log or None
+            return
+        path = Path(self.audit_log).expanduser()
+        if path.is_dir():
+            raise UsageError(f"--audit-log {self.audit_log}: a directory, not a file")
+        try:  # made 0640 when new: user names and addresses are not for every account
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
+        except OSError as exc:
+            raise UsageError(
+                f"--audit-log {self.audit_log}: cannot append to it: {exc.strerror}",
+                hint="name a file in a folder the gateway may write to, or '-' for stdout",
+            ) from None
+        self.audit_log = str(path.resolve())
 
     def _check_upstream(self) -> None:
         self.upstream_allow = tuple(p.strip() for p in self.upstream_allow if p.strip())
@@ -277,6 +322,40 @@ class GatewayConfig:
     def repository(self, repo_id: str) -> str:
         """The OCI repository that serves hub repo ``repo_id`` (already canonical)."""
         return f"{self.namespace}/{repo_id}" if self.namespace else repo_id
+
+
+def _trusted_proxies(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--trusted-proxy`` values (each possibly a comma list) as networks (a bare
+    address is a network of one)."""
+    found: list[str] = []
+    for text in (t.strip() for value in values for t in value.split(",")):
+        if not text:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise UsageError(f"--trusted-proxy {text!r} is not an IP address or network "
+                             "(e.g. 10.0.0.5 or 10.0.0.0/24)") from None  # fmt: skip
+    if len(found) > TRUSTED_PROXIES_MAX:
+        raise UsageError(f"--trusted-proxy: at most {TRUSTED_PROXIES_MAX} addresses or networks")
+    return tuple(dict.fromkeys(found))
+
+
+def _protect_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--protect`` values (each possibly a comma list), checked: tag characters and
+    fnmatch's wildcards only, at most PROTECT_MAX of them."""
+    found: list[str] = []
+    for text in (t.strip() for value in values for t in value.split(",")):
+        if not text:
+            continue
+        if not _PROTECT_RE.match(text):
+            raise UsageError(f"--protect {text!r} is not a pattern of branch and tag names "
+                             "(letters, digits, _ . - and the wildcards * ? [...], at most "
+                             "128 characters; e.g. 'v*' or 'release-*')")  # fmt: skip
+        found.append(text)
+    if len(found) > PROTECT_MAX:
+        raise UsageError(f"--protect: at most {PROTECT_MAX} patterns")
+    return tuple(dict.fromkeys(found))
 
 
 def _public_urls(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -39,6 +39,10 @@ class Request:
     segments: list[str]  # decoded path segments, without the leading empty one
     query: dict[str, list[str]]
     environ: dict[str, Any]
+    # What the routes learn for the audit trail (state/audit.py): ``route``, ``repo``,
+    # ``revision``, ``path``, ``digest``, ``commit``, and ``credentials`` when the request
+    # acts for credentials other than its own header (an LFS ticket's, a Xet token's).
+    audit: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_environ(cls, environ: dict[str, Any]) -> Request:
@@ -59,6 +63,14 @@ class Request:
             parse_qs(query),
             environ,
         )
+
+    @property
+    def shown_path(self) -> str:
+        """The path as log lines show it: an LFS upload URL's last part is its ticket,
+        which stands for the client's credentials, so it is left out."""
+        if self.audit.get("route") == "lfs-upload":
+            return self.path.rsplit("/", 1)[0] + "/TICKET"
+        return self.path
 
     def header(self, name: str) -> str | None:
         return self.environ.get("HTTP_" + name.upper().replace("-", "_"))
@@ -203,11 +215,48 @@ class Body:
         self._on_close(self.sent, self.failed)
 
 
+class CountingInput:
+    """``wsgi.input`` that counts the body bytes read (the audit trail's bytes received)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._stream.read() if size is None or size < 0 else self._stream.read(size)
+        self.count += len(data)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        data = self._stream.readline() if size is None or size < 0 else self._stream.readline(size)
+        self.count += len(data)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 class ClosingFile(io.FileIO):
     """A file whose ``close`` reports the response done (for ``wsgi.file_wrapper``,
-    which gunicorn sends with sendfile(2))."""
+    which gunicorn sends with sendfile(2)).
+
+    ``position`` is where the last ``seek`` or ``read`` left it, which is how far a
+    response got: socket.sendfile seeks the file past the last byte it sent, also when
+    the client went away mid-file (gunicorn then moves the descriptor back with a bare
+    lseek after a whole file, which ``position`` does not see), and the plain path reads
+    what it sends."""
 
     on_close: Callable[[], None] | None = None
+    position: int = 0
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.position = super().seek(offset, whence)
+        return self.position
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.position += len(data or b"")
+        return data or b""
 
     def close(self) -> None:
         callback, self.on_close = self.on_close, None

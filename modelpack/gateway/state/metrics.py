@@ -26,6 +26,15 @@ _HELP = {
         "answered: the upstream, or the gateway remembering its answer.",
     ),
     "modelpack_gateway_uptime_seconds": ("gauge", "Seconds since the gateway started."),
+    "modelpack_gateway_audit_events_total": (
+        "counter",
+        "Audit trail events (file reads, writes, imports, refusals) by action and status, "
+        "counted whether or not --audit-log writes them.",
+    ),
+    "modelpack_gateway_audit_write_errors_total": (
+        "counter",
+        "Audit lines that could not be written (a full disk, a closed stdout).",
+    ),
 }
 
 
@@ -47,6 +56,8 @@ class Metrics:
         self.pulls: Counter[tuple[str, str]] = Counter()
         self.in_flight = 0
         self.upstream_misses: Counter[str] = Counter()
+        self.audit_events: Counter[tuple[str, int]] = Counter()
+        self.audit_write_errors = 0
 
     def request(self, method: str, route: str, status: int) -> None:
         with self._lock:
@@ -73,6 +84,14 @@ class Metrics:
         with self._lock:
             self.upstream_misses[answered_by] += 1
 
+    def audited(self, action: str, status: int) -> None:
+        with self._lock:
+            self.audit_events[(action, status)] += 1
+
+    def audit_write_failed(self) -> None:
+        with self._lock:
+            self.audit_write_errors += 1
+
     def render(self) -> str:
         with self._lock:
             samples: dict[str, list[str]] = {name: [] for name in _HELP}
@@ -94,6 +113,13 @@ class Metrics:
                 samples["modelpack_gateway_upstream_misses_total"].append(
                     f"{_labels(answered_by=answered_by)} {n}"
                 )
+            for (action, status), n in sorted(self.audit_events.items()):
+                samples["modelpack_gateway_audit_events_total"].append(
+                    f"{_labels(action=action, status=str(status))} {n}"
+                )
+            samples["modelpack_gateway_audit_write_errors_total"].append(
+                f" {self.audit_write_errors}"
+            )
             samples["modelpack_gateway_uptime_seconds"].append(
                 f" {time.monotonic() - self.started:.3f}"
             )

@@ -4,7 +4,9 @@ Between the requests of one upload the gateway keeps: LFS upload tickets (an hre
 authority: the batch request's credentials, for one blob), Xet sessions (a write token's
 credentials, repository and spent budget) and their scopes (the xorbs a client sent for a
 repository and where they are, the file sizes preupload announced), where xorb chunk
-ranges were published as files, and who may move a branch right now.
+ranges were published as files, and who may move a branch right now.  Replicas also
+agree on the audit trail's key (one identity token is named alike in every replica's
+lines).
 
 ``InProcess`` keeps them in this process (published ranges in the node cache): one
 gateway that needs nothing beside the registry, the embedded default.  ``RedisShared``
@@ -166,6 +168,14 @@ class Shared(ABC):
     def branch(self, repository: str, branch: str) -> contextlib.AbstractContextManager[Lease]:
         """Held while a commit reads a branch's head and moves it (and while a branch,
         tag or repository is created): one holder at a time, in all replicas."""
+
+    # -- the audit trail ---------------------------------------------------------
+
+    def audit_key(self) -> bytes | None:
+        """The key every replica fingerprints identity tokens with in the audit trail
+        (state/audit.py), so one token is named alike in every replica's lines; None
+        where the node cache's own key file serves (one gateway)."""
+        return None
 
     def check(self) -> None:
         """Raise SharedStateUnavailableError when the shared state cannot be reached."""
@@ -427,6 +437,14 @@ class RedisShared(Shared):
     @_guarded
     def check(self) -> None:
         self.redis.ping()
+
+    @_guarded
+    def audit_key(self) -> bytes | None:
+        """32 random bytes the first replica to ask puts there (SET NX), for good."""
+        name = self._k("audit-key")
+        self.redis.set(name, secrets.token_bytes(32), nx=True)
+        value = self.redis.get(name)
+        return bytes(value) if value is not None and len(value) == 32 else None
 
     # -- tickets -------------------------------------------------------------------
 

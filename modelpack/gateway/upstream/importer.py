@@ -71,6 +71,7 @@ from ..core.hub import HubError
 from ..core.upstreamtokens import choose
 from ..read.models import Model, Resolver
 from ..read.pullthrough import Flights
+from ..state.audit import IMPORT, Audit, Who
 from ..state.metrics import Metrics
 from ..state.spools import claimed_folder, sweep
 from .files import UpstreamFile, UpstreamNotFoundError, download, fetch_listing
@@ -107,10 +108,17 @@ class InternalRepositoryError(NotFoundError):
 class Upstream:
     """``open`` as :class:`Resolver` has it, importing from the upstream on a miss."""
 
-    def __init__(self, config: GatewayConfig, resolver: Resolver, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        resolver: Resolver,
+        metrics: Metrics,
+        audit: Audit | None = None,
+    ) -> None:
         assert config.upstream
         self.config = config
         self.metrics = metrics  # an import counts as a pull of kind "upstream"
+        self.audit = audit  # each import is an audit line, named after the request that began it
         self.resolver = resolver
         self.root = config.settings.home / "upstream"
         sweep(self.root / "work")  # imports a killed worker left (state/spools.py)
@@ -135,13 +143,19 @@ class Upstream:
         return None, "no token"
 
     def open(
-        self, repo_id: str, revision: str, authorization: str | None, wait: float | None = None
+        self,
+        repo_id: str,
+        revision: str,
+        authorization: str | None,
+        wait: float | None = None,
+        who: Who | None = None,
     ) -> Model:
         """The model, imported first if the registry lacks it and it may be imported.
 
         ``wait``: seconds to wait for a running import before answering 503 with
         Retry-After (file requests: huggingface_hub gives a HEAD 10 s, then retries
-        on 503); None waits until it is done (info requests, which have no timeout)."""
+        on 503); None waits until it is done (info requests, which have no timeout).
+        ``who``: the client an import this request starts is recorded for (audit)."""
         try:
             return self.resolver.open(repo_id, revision, authorization)
         except HubError as exc:
@@ -157,7 +171,7 @@ class Upstream:
         except ModelpackError as exc:
             self.metrics.upstream_miss("remembered")
             raise _hub_error(exc, repo_id, revision) from None
-        self._imported(repo_id, revision, wait)
+        self._imported(repo_id, revision, wait, who)
         return self.resolver.open(repo_id, revision, authorization)
 
     def _importable(self, repo_id: str, revision: str) -> bool:
@@ -172,10 +186,12 @@ class Upstream:
 
     # -- one import per revision -------------------------------------------------
 
-    def _imported(self, repo_id: str, revision: str, wait: float | None) -> None:
+    def _imported(
+        self, repo_id: str, revision: str, wait: float | None, who: Who | None = None
+    ) -> None:
         """Wait for the import of ``repo_id@revision`` (started here or joined)."""
         key = f"{repo_id}@{revision}"
-        flight = self._flights.start(key, "upstream", lambda: self._import(repo_id, revision))
+        flight = self._flights.start(key, "upstream", lambda: self._audited(repo_id, revision, who))
         if not flight.done.wait(wait):
             raise HubError(503, f"{repo_id}: being imported from the upstream hub; retry shortly",
                            None, {"Retry-After": str(RETRY_AFTER)})  # fmt: skip
@@ -187,7 +203,24 @@ class Upstream:
             log.error("upstream: import of %s@%s failed", repo_id, revision, exc_info=exc)
             raise HubError(502, f"{repo_id}: the import from the upstream hub failed") from None
 
-    def _import(self, repo_id: str, revision: str) -> str | None:
+    def _audited(self, repo_id: str, revision: str, who: Who | None) -> str | None:
+        """The import, and its audit line: the status the client that started it got
+        (200 imported, 403 refused, ...), the bytes fetched from the upstream."""
+        fetched: list[int] = []
+        try:
+            commit = self._import(repo_id, revision, fetched)
+        except BaseException as exc:
+            if self.audit is not None and who is not None:
+                status, text = _failure(exc, repo_id, revision)
+                self.audit.event(who, IMPORT, status, sum(fetched), repo=repo_id,
+                                 revision=revision, error=text)  # fmt: skip
+            raise
+        if commit is not None and self.audit is not None and who is not None:
+            self.audit.event(who, IMPORT, 200, sum(fetched), repo=repo_id, revision=revision,
+                             commit=commit)  # fmt: skip
+        return commit
+
+    def _import(self, repo_id: str, revision: str, fetched: list[int] | None = None) -> str | None:
         name = self.config.repository(repo_id)
         lock = self.root / "locks" / hashlib.sha256(name.encode()).hexdigest()
         with file_lock(lock):
@@ -222,6 +255,8 @@ class Upstream:
                         if self.misses.download_failed(repo_id, revision, exc):
                             self.metrics.upstream_miss("upstream")
                         raise
+                if fetched is not None:
+                    fetched.append(sum(f.size for f in files))  # all of it, each checked
                 try:
                     result = api.build(
                         tree,
@@ -278,3 +313,12 @@ def _hub_error(exc: ModelpackError, repo_id: str, revision: str) -> Exception:
     if isinstance(exc, RegistryUnavailableError):
         return HubError(502, f"{repo_id}: the upstream hub is unavailable; try again later")
     return exc
+
+
+def _failure(exc: BaseException, repo_id: str, revision: str) -> tuple[int, str]:
+    """The status and message a failed import answers its client (``_hub_error``'s, and
+    the app's 502 for anything else), for its audit line."""
+    error = _hub_error(exc, repo_id, revision) if isinstance(exc, ModelpackError) else exc
+    if isinstance(error, HubError):
+        return error.status, error.message
+    return 502, f"{repo_id}: the import from the upstream hub failed"

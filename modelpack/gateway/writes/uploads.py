@@ -71,11 +71,14 @@ from .commits import (
     push_commit,
 )
 from .payload import operations
+from .protected import refuse_protected
 from .scanning import scan_commit
 from .xet import Xet
 
 log = logging.getLogger("modelpack.gateway")
-REPO_OPS = ("preupload", "commit", "branch", "tag", "refs", "commits", "xet-write-token")
+REPO_OPS = (
+    "preupload", "commit", "branch", "tag", "refs", "commits", "xet-write-token", "super-squash"
+)  # fmt: skip
 READ_OPS = ("revision", "tree", "paths-info")  # app.py's
 OID_RE = re.compile(r"^[0-9a-f]{64}\Z")
 JSON_MAX = 4 << 20
@@ -126,20 +129,25 @@ class Uploads:
         if (answered := self.xet.route(request)) is not None:
             return answered
         if s == ["api", "validate-yaml"]:  # touches no registry
+            request.audit["route"] = "validate-yaml"
             if request.method != "POST":
                 raise HubError(
                     405, f"{request.method} is not allowed here", None, {"Allow": "POST"}
                 )
             return "validate-yaml", self.validate_yaml(request)
         if s[:3] == ["api", "repos", "create"] and len(s) == 3:
+            request.audit["route"] = "create-repo"
             return "create-repo", self._call(request, "POST", "", self.create_repo)
         if len(s) == 4 and s[:3] == ["api", "modelpack", "lfs-upload"]:
-            # The ticket stands for the batch request's credentials (no header here).
+            # The ticket stands for the batch request's credentials (no header here); the
+            # audit trail names the ticket's user, never the URL (the ticket is a secret).
+            request.audit.update(route="lfs-upload", credentials=None)
             return "lfs-upload", self._call(request, "PUT", "", self.lfs_upload, s[3], lend=True)
         for n in (2, 1):
             batch = len(s) == n + 4 and s[n:] == ["info", "lfs", "objects", "batch"]
             if batch and s[n - 1].endswith(".git"):
                 repo = [*s[: n - 1], s[n - 1].removesuffix(".git")]
+                request.audit["route"] = "lfs-batch"
                 return "lfs-batch", self._repo(request, "POST", repo, self.lfs_batch)
         if len(s) >= 4 and s[:2] == ["api", "models"]:
             rest = s[2:]
@@ -154,10 +162,14 @@ class Uploads:
     def _repo_op(
         self, request: Request, repo: list[str], op: str, args: list[str]
     ) -> tuple[str, Response]:
+        request.audit["route"] = op
         if op == "refs" and not args:
             return "refs", self._repo(request, "GET", repo, self.refs)
         if len(args) != 1:
             raise HubError(404, "Not Found")
+        request.audit["revision"] = args[0]
+        if op in ("branch", "tag") and request.method == "DELETE":
+            return op, self._repo(request, "DELETE", repo, self.delete_ref, op, args[0])
         handlers = {
             "preupload": ("POST", self.preupload),
             "commit": ("POST", self.commit),
@@ -165,6 +177,7 @@ class Uploads:
             "tag": ("POST", self.create_tag),
             "commits": ("GET", self.commits),
             "xet-write-token": ("GET", self.xet_write_token),
+            "super-squash": ("POST", self.super_squash),
         }
         if op not in handlers:
             raise HubError(404, "Not Found")
@@ -185,6 +198,7 @@ class Uploads:
 
     def _repo(self, request: Request, method: str, repo: list[str], handler, *args) -> Response:  # noqa: ANN001
         repo_id = "/".join(repo)
+        request.audit["repo"] = repo_id
         if not valid_repo_id(repo_id) or canonical_repo_id(repo_id) != repo_id:
             # No redirect for writes: a 307 would make clients resend large bodies.
             raise repo_not_found(repo_id, "repo ids are lower case on this gateway")
@@ -199,7 +213,7 @@ class Uploads:
     def _error(self, exc: ModelpackError, repo_id: str, request: Request) -> HubError:
         """As ``hub_error``, but a write refused to credentials the client sent is a
         403 (the hub's "no write access"), and a wrong upload a 400."""
-        log.warning("%s %s: %s", request.method, request.path, exc)
+        log.warning("%s %s: %s", request.method, request.shown_path, exc)
         if isinstance(exc, AuthenticationError) and request.header("Authorization"):
             return HubError(403, f"You don't have the rights to push to {repo_id}")
         if isinstance(exc, MissingEntryError):
@@ -292,9 +306,11 @@ class Uploads:
             raise repo_not_found(str(body.get("name")), "this gateway serves models only")
         name, org = str(body.get("name") or ""), body.get("organization")
         repo_id = f"{org}/{name}" if org else name
+        request.audit.update(repo=repo_id, revision="main")
         if not valid_repo_id(repo_id):
             raise HubError(400, f"{repo_id!r} is not a valid repo id")
         repo_id = canonical_repo_id(repo_id)
+        request.audit["repo"] = repo_id
         url = f"{self._base(request)}/{repo_id}"
         try:
             repository = self._repository(repo_id, request)
@@ -323,6 +339,7 @@ class Uploads:
             info = CommitInfo("initial commit", "", self._author(request), "main", time.time())
             built = build_commit(repository, repo_id, None, change, info, work)
             _move(lease, lambda: push_commit(repository, built, None))
+        request.audit["commit"] = built.commit
 
     def _push_file(self, repository: RegistryRepository, path: str, local: Path) -> NewFile:
         digest, size = sha256_file(str(local))
@@ -344,6 +361,8 @@ class Uploads:
         if not isinstance(files, list):
             raise HubError(400, "files must be a list")
         model = self._open(repo_id, revision, request)
+        # Told before a byte is uploaded, not at the commit after it.
+        refuse_protected(self.config, model.repository, repo_id, revision, "commit to")
         self._check_push(model.repository)
         existing = {f.path: f for f in (model.view.files or {}).values()}
         answers, lfs_sizes = [], []
@@ -376,6 +395,11 @@ class Uploads:
         if not isinstance(objects, list):
             raise HubError(400, "objects must be a list")
         repository = self._repository(repo_id, request)
+        ref = body.get("ref")
+        if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+            branch = ref["name"].removeprefix("refs/heads/")
+            request.audit["revision"] = branch
+            refuse_protected(self.config, repository, repo_id, branch, "commit to")
         self._check_push(repository)
         base = self._base(request)
         answers = []
@@ -403,6 +427,9 @@ class Uploads:
         ticket = self.shared.ticket(key)
         if ticket is None:
             raise HubError(404, "unknown or expired upload; ask the LFS batch endpoint again")
+        request.audit.update(
+            credentials=ticket.authorization, repo=ticket.repo_id, digest=f"sha256:{ticket.oid}"
+        )
         length = request.environ.get("CONTENT_LENGTH")
         if length not in (None, "") and length != str(ticket.size):
             raise HubError(400, f"the upload must be {ticket.size} bytes")
@@ -423,6 +450,7 @@ class Uploads:
         """hf_xet's first request: push rights are checked here, as the hub does."""
         self._own_credentials(request)
         model = self._open(repo_id, revision, request)
+        refuse_protected(self.config, model.repository, repo_id, revision, "commit to")
         self._check_push(model.repository)
         return self.xet.write_token(request, repo_id, self._base(request))
 
@@ -435,6 +463,7 @@ class Uploads:
         self._branch_name(branch)
         with self._branch_lock(repo_id, branch) as lease:
             model = self._open(repo_id, branch, request)
+            refuse_protected(self.config, model.repository, repo_id, branch, "commit to")
             # Before a byte of the payload is read: a client that may only read (anyone,
             # for a public repository) must not get to spool files on the gateway's disk.
             self._check_push(model.repository)
@@ -448,6 +477,7 @@ class Uploads:
                                   self._author(request), branch, time.time())  # fmt: skip
                 built = build_commit(model.repository, repo_id, head, change, info, work)
                 _move(lease, lambda: push_commit(model.repository, built, head))
+        request.audit["commit"] = built.commit
         url = f"{self._base(request)}/{repo_id}/commit/{built.commit}"
         return Response.json(
             {"commitUrl": url, "commitOid": built.commit, "pullRequestUrl": None, "success": True}
@@ -519,6 +549,7 @@ class Uploads:
         start = str(body.get("startingPoint") or "main")
         with self._branch_lock(repo_id, branch) as lease:
             model = self._open(repo_id, start, request)
+            refuse_protected(self.config, model.repository, repo_id, branch, "create")
             self._refuse_existing(model.repository, branch)
             head = self._head(model)
             desc, data = branch_manifest(head, repo_id, branch)
@@ -534,11 +565,35 @@ class Uploads:
     def create_tag(self, request: Request, repo_id: str, revision: str) -> Response:
         body = self._json(request)
         tag = self._branch_name(str(body.get("tag") or ""))
+        request.audit["revision"] = tag  # the ref written (the URL names its target)
         with self._branch_lock(repo_id, tag) as lease:
             model = self._open(repo_id, revision, request)
+            refuse_protected(self.config, model.repository, repo_id, tag, "create")
             self._refuse_existing(model.repository, tag)
             _move(lease, lambda: model.repository.tag(model.root, tag))
         return Response.json({})
+
+    def delete_ref(self, request: Request, repo_id: str, kind: str, name: str) -> Response:
+        """``delete_branch`` / ``delete_tag``.  An OCI registry deletes a manifest with
+        every tag that names it (the commit-id tag, other branches on the same commit),
+        and distribution 2.x deletes no single tag."""
+        what = "deleting a branch" if kind == "branch" else "deleting a tag"
+        return self._unsupported(request, repo_id, name, "delete", what)
+
+    def super_squash(self, request: Request, repo_id: str, branch: str) -> Response:
+        """``super_squash_history``."""
+        return self._unsupported(request, repo_id, branch, "squash", "squashing history")
+
+    def _unsupported(
+        self, request: Request, repo_id: str, name: str, write: str, what: str
+    ) -> Response:
+        """A write this gateway does not make: refused, and on a protected name saying so
+        (the client and the audit trail see why it would be refused anyway)."""
+        self._branch_name(name)
+        with self._branch_lock(repo_id, name):
+            refuse_protected(self.config, self._repository(repo_id, request), repo_id, name, write)
+        raise HubError(400, f"{repo_id}: {what} is not supported by this gateway; "
+                       f"{name} is unchanged")  # fmt: skip
 
     @staticmethod
     def _refuse_existing(repository: RegistryRepository, name: str) -> None:

@@ -121,10 +121,16 @@ class Xet:
         if s[: len(PREFIX)] != PREFIX:
             return None
         rest = s[len(PREFIX) :]
+        xorb = rest[:3] == ["v1", "xorbs", "default"] and len(rest) == 4
+        route = "xet-xorb" if xorb else "xet-shard" if rest == ["v1", "shards"] else "xet"
+        # The audit trail names the token's user, never the token (the Authorization here).
+        request.audit.update(route=route, credentials=None)
         session = self._session(request)
+        request.audit.update(credentials=session.authorization, repo=session.repo_id)
         if rest[:2] == ["v1", "chunks"] and len(rest) == 4:  # prefix default(-merkledb)
             raise HubError(404, "no global deduplication on this gateway")
-        if rest[:3] == ["v1", "xorbs", "default"] and len(rest) == 4 and request.method == "POST":
+        if xorb and request.method == "POST":
+            request.audit["digest"] = rest[3]
             return "xet-xorb", self._guarded(request, self._xorb, request, session, rest[3])
         if rest == ["v1", "shards"] and request.method == "POST":
             return "xet-shard", self._guarded(request, self._shard, request, session)
