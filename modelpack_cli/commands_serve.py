@@ -174,6 +174,18 @@ Examples:
     "loaded (refused by default); their scans are shown either way "
     "[env MODELPACK_GATEWAY_ALLOW_UNSAFE_PICKLE].",
 )
+@click.option(
+    "--auth-cache-ttl",
+    type=click.FloatRange(0, GatewayConfig.auth_cache_ttl_max),
+    default=GatewayConfig.auth_cache_ttl,
+    show_default=True,
+    envvar="MODELPACK_GATEWAY_AUTH_CACHE_TTL",
+    metavar="SECONDS",
+    help="Keep the registry's yes to a client's credentials for a repository this long "
+    "(per credential, repository, revision and pull/push; refusals are never kept): a "
+    "revoked credential or a moved tag is seen within it; 0 asks on every request "
+    "[env MODELPACK_GATEWAY_AUTH_CACHE_TTL].",
+)
 @global_options
 def serve(
     registry: str,
@@ -196,6 +208,7 @@ def serve(
     xet_session_max: int,
     public_url: tuple[str, ...],
     allow_unsafe_pickle: bool,
+    auth_cache_ttl: float,
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
 
@@ -232,6 +245,7 @@ def serve(
         xet_session_max=xet_session_max,
         public_url=public_url,
         allow_unsafe_pickle=allow_unsafe_pickle,
+        auth_cache_ttl=auth_cache_ttl,
     )
     run_gateway(config)
 

@@ -6,6 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from ...errors import UsageError
@@ -16,6 +17,10 @@ from .egress import DEFAULT_REDIRECT_HOSTS, origin
 XET_FILE_MAX = 50 * 1024**3  # the hub's per-file limit is 50 GB
 XET_SESSION_MAX = 1024**4  # 1 TiB: a 405B model in bf16 (810 GB) in one upload_folder
 GiB = 1024**3
+# The registry's yes to a credential is kept this long (state/authcache.py): revocation
+# latency.  At most AUTH_CACHE_TTL_MAX, so it stays a matter of minutes.
+AUTH_CACHE_TTL = 10.0
+AUTH_CACHE_TTL_MAX = 300.0
 
 # A Host header worth looking at: a name or IPv4 address, or a bracketed IPv6 one, and a port.
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?\Z")
@@ -86,7 +91,9 @@ class GatewayConfig:
     ``http(s)://HOST[:PORT]`` clients reach this gateway at (several, or a comma
     list, when it has several names): every absolute URL it hands out is one of
     them (see ``base_url``).  ``allow_unsafe_pickle``: commits and imports keep pickle
-    files that run code when loaded (refused by default; writes/scanning.py)."""
+    files that run code when loaded (refused by default; writes/scanning.py).
+    ``auth_cache_ttl``: seconds the registry's yes to a credential, repository and
+    action is kept (0: every request asks the registry; state/authcache.py)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -109,6 +116,8 @@ class GatewayConfig:
     xet_session_max: int = XET_SESSION_MAX
     public_url: tuple[str, ...] = ()
     allow_unsafe_pickle: bool = False
+    auth_cache_ttl: float = AUTH_CACHE_TTL
+    auth_cache_ttl_max: ClassVar[float] = AUTH_CACHE_TTL_MAX  # for the CLI's range
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
@@ -138,6 +147,11 @@ class GatewayConfig:
             raise UsageError("--max-pulls must be at least 1")
         if self.xet_file_max < 1 or self.xet_session_max < 1:
             raise UsageError("--xet-file-max and --xet-session-max must be at least 1")
+        if not 0 <= self.auth_cache_ttl <= AUTH_CACHE_TTL_MAX:  # NaN fails both
+            raise UsageError(
+                f"--auth-cache-ttl must be between 0 and {AUTH_CACHE_TTL_MAX:g} seconds "
+                f"(not {self.auth_cache_ttl}); 0 asks the registry on every request"
+            )
         self._check_upstream()
         self.public_url = _public_urls(self.public_url)
 

@@ -46,6 +46,7 @@ from ..core.hub import (
 from ..read.card import MAX_CARD_BYTES, check_front_matter
 from ..read.models import Model, Resolver, require_modelpack
 from ..state.access import Clients, credentials_from_header
+from ..state.authcache import PUSH
 from ..state.spools import claimed_folder, sweep
 from ..state.ttlmap import TTLMap
 from .commits import (
@@ -253,7 +254,8 @@ class Uploads:
         return RegistryRepository(client, self.config.repository(repo_id))
 
     def _open(self, repo_id: str, revision: str, request: Request) -> Model:
-        return self.resolver.open(repo_id, revision, request.header("Authorization"))
+        """The head a write builds on: asked of the registry now, never a kept answer."""
+        return self.resolver.open(repo_id, revision, request.header("Authorization"), fresh=True)
 
     @staticmethod
     def _head(model: Model) -> Head:
@@ -281,13 +283,20 @@ class Uploads:
             raise HubError(400, "request body is not a JSON object")
         return document
 
-    def _check_push(self, repository: RegistryRepository) -> None:
+    def _check_push(self, repository: RegistryRepository, request: Request) -> None:
         """Ask the registry whether these credentials may push (an upload opened and
-        cancelled): refusals come before any byte is sent."""
+        cancelled): refusals come before any byte is sent.  A yes is kept as reads'
+        are (state/authcache.py); the pushes themselves are the registry's to refuse."""
+        answers = self.resolver.answers
+        kept = answers.key(request.header("Authorization"), repository.name, PUSH)
+        if answers.get(kept):
+            return
+        epoch = answers.epoch
         location = repository.start_upload()
         if location:
             with contextlib.suppress(ModelpackError):
                 repository.client.request("DELETE", location, repository.push_scope).close()
+        answers.put(kept, True, epoch)
 
     def _branch_lock(self, repo_id: str, branch: str) -> threading.Lock:
         with self._lock:
@@ -342,7 +351,10 @@ class Uploads:
                     taken = HubError(409, "You already created this model repo")
                     headers = taken.response_headers()
                     return Response.json({"error": taken.message, "url": url}, 409, headers)
-                self._first_commit(repository, repo_id, request)
+                try:
+                    self._first_commit(repository, repo_id, request)
+                finally:
+                    self.resolver.forget(repo_id)
         except ModelpackError as exc:
             raise self._error(exc, repo_id, request) from None
         return Response.json({"url": url, "name": repo_id, "id": repo_id})
@@ -378,7 +390,7 @@ class Uploads:
         if not isinstance(files, list):
             raise HubError(400, "files must be a list")
         model = self._open(repo_id, revision, request)
-        self._check_push(model.repository)
+        self._check_push(model.repository, request)
         existing = {f.path: f for f in (model.view.files or {}).values()}
         answers, lfs_sizes = [], []
         for item in files:
@@ -410,7 +422,7 @@ class Uploads:
         if not isinstance(objects, list):
             raise HubError(400, "objects must be a list")
         repository = self._repository(repo_id, request)
-        self._check_push(repository)
+        self._check_push(repository, request)
         base = self._base(request)
         answers = []
         for item in objects:
@@ -455,7 +467,7 @@ class Uploads:
         """hf_xet's first request: push rights are checked here, as the hub does."""
         self._own_credentials(request)
         model = self._open(repo_id, revision, request)
-        self._check_push(model.repository)
+        self._check_push(model.repository, request)
         return self.xet.write_token(request, repo_id, self._base(request))
 
     # -- commits ------------------------------------------------------------------
@@ -469,7 +481,7 @@ class Uploads:
             model = self._open(repo_id, branch, request)
             # Before a byte of the payload is read: a client that may only read (anyone,
             # for a public repository) must not get to spool files on the gateway's disk.
-            self._check_push(model.repository)
+            self._check_push(model.repository, request)
             head = self._head(model)
             with claimed_folder(self.workdir, "commit-") as work:
                 change, header = self._read_operations(request, model.repository, head, work)
@@ -479,7 +491,10 @@ class Uploads:
                 info = CommitInfo(title, str(header.get("description") or ""),
                                   self._author(request), branch, time.time())  # fmt: skip
                 built = build_commit(model.repository, repo_id, head, change, info, work)
-                push_commit(model.repository, built, head)
+                try:
+                    push_commit(model.repository, built, head)
+                finally:
+                    self.resolver.forget(repo_id)  # the branch moved: kept answers go
         url = f"{self._base(request)}/{repo_id}/commit/{built.commit}"
         return Response.json(
             {"commitUrl": url, "commitOid": built.commit, "pullRequestUrl": None, "success": True}
@@ -554,9 +569,12 @@ class Uploads:
             self._refuse_existing(model.repository, branch)
             head = self._head(model)
             desc, data = branch_manifest(head, repo_id, branch)
-            if ANNOTATION_BRANCH not in head.manifest.annotations:
-                model.repository.tag(head.descriptor, head.commit)
-            model.repository.put_manifest(desc, data, branch)
+            try:
+                if ANNOTATION_BRANCH not in head.manifest.annotations:
+                    model.repository.tag(head.descriptor, head.commit)
+                model.repository.put_manifest(desc, data, branch)
+            finally:
+                self.resolver.forget(repo_id)
         return Response.json({})
 
     def create_tag(self, request: Request, repo_id: str, revision: str) -> Response:
@@ -565,7 +583,10 @@ class Uploads:
         with self._branch_lock(repo_id, tag):
             model = self._open(repo_id, revision, request)
             self._refuse_existing(model.repository, tag)
-            model.repository.tag(model.root, tag)
+            try:
+                model.repository.tag(model.root, tag)
+            finally:
+                self.resolver.forget(repo_id)
         return Response.json({})
 
     @staticmethod
