@@ -93,7 +93,11 @@ def asked(proxy: HttpProxy, do) -> tuple[requests.Response, int]:  # noqa: ANN00
 
 
 def get(gateway: Gateway, path: str, headers: dict | None = None) -> requests.Response:
-    return requests.get(f"{gateway.url}{path}", headers=headers or {}, timeout=60)
+    """The answer, once the pulls it started (the rest of the model, in the background)
+    are done: their registry requests are not the request's."""
+    answer = requests.get(f"{gateway.url}{path}", headers=headers or {}, timeout=60)
+    gateway.wait_idle()
+    return answer
 
 
 def test_a_kept_yes_saves_the_registrys_round_trip(lab):
@@ -199,6 +203,27 @@ def test_a_commit_through_the_gateway_is_seen_at_once_by_every_client(lab):
         answer = get(kept, "/alice/m/resolve/main/new.txt", headers)
         assert answer.status_code == 200 and answer.content == b"new"
         assert answer.headers["X-Repo-Commit"] != heads["alice"]
+
+
+def test_a_client_who_may_only_read_cannot_flush_the_kept_answers(lab):
+    """Writes drop a repository's kept answers for everyone; writes the registry refuses
+    moved nothing and drop nothing (else any reader could turn the cache off)."""
+    _, proxy, gateways = lab
+    kept = gateways["kept"]
+    url = f"{kept.url}/api/models/public/m"
+    assert get(kept, "/public/m/resolve/main/a.txt", ALICE).status_code == 200
+    for n in range(3):
+        writes = [
+            requests.post(f"{url}/branch/b{n}", headers=BOB, json={}, timeout=60),
+            requests.post(f"{url}/tag/main", headers=BOB, json={"tag": f"t{n}"}, timeout=60),
+            commit(kept, "public/m", BOB, "x.txt", b"x"),
+            requests.post(
+                f"{kept.url}/api/repos/create", json={"name": f"public/new{n}"}, timeout=60
+            ),
+        ]
+        assert [w.status_code for w in writes] == [403, 403, 403, 401], [w.text for w in writes]
+    answer, cost = asked(proxy, lambda: get(kept, "/public/m/resolve/main/a.txt", ALICE))
+    assert answer.status_code == 200 and cost == 0
 
 
 def test_a_commit_builds_on_the_registrys_head_not_a_kept_one(lab):

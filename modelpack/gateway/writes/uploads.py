@@ -19,12 +19,18 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ...errors import AuthenticationError, IntegrityError, ModelpackError, NotFoundError
+from ...errors import (
+    AuthenticationError,
+    IntegrityError,
+    ModelpackError,
+    NotFoundError,
+    RegistryPolicyError,
+)
 from ...oci.digests import sha256_file
 from ...oci.reference import is_tag
 from ...oci.spec import ANNOTATION_CREATED, Descriptor
@@ -298,6 +304,21 @@ class Uploads:
                 repository.client.request("DELETE", location, repository.push_scope).close()
         answers.put(kept, True, epoch)
 
+    @contextlib.contextmanager
+    def _moving_refs(self, repo_id: str) -> Iterator[None]:
+        """Around pushes that move a repository's tags: its kept answers (state/authcache.py)
+        are dropped after them, for every client, also when they failed half-way.  Not when
+        the registry refused them (credentials or a policy): nothing moved, and a client who
+        may only read cannot flush everyone's answers by asking for writes."""
+        try:
+            yield
+        except (AuthenticationError, RegistryPolicyError):
+            raise
+        except BaseException:
+            self.resolver.forget(repo_id)
+            raise
+        self.resolver.forget(repo_id)
+
     def _branch_lock(self, repo_id: str, branch: str) -> threading.Lock:
         with self._lock:
             return self._branches.setdefault((repo_id, branch), threading.Lock())
@@ -351,10 +372,8 @@ class Uploads:
                     taken = HubError(409, "You already created this model repo")
                     headers = taken.response_headers()
                     return Response.json({"error": taken.message, "url": url}, 409, headers)
-                try:
+                with self._moving_refs(repo_id):
                     self._first_commit(repository, repo_id, request)
-                finally:
-                    self.resolver.forget(repo_id)
         except ModelpackError as exc:
             raise self._error(exc, repo_id, request) from None
         return Response.json({"url": url, "name": repo_id, "id": repo_id})
@@ -491,10 +510,8 @@ class Uploads:
                 info = CommitInfo(title, str(header.get("description") or ""),
                                   self._author(request), branch, time.time())  # fmt: skip
                 built = build_commit(model.repository, repo_id, head, change, info, work)
-                try:
+                with self._moving_refs(repo_id):
                     push_commit(model.repository, built, head)
-                finally:
-                    self.resolver.forget(repo_id)  # the branch moved: kept answers go
         url = f"{self._base(request)}/{repo_id}/commit/{built.commit}"
         return Response.json(
             {"commitUrl": url, "commitOid": built.commit, "pullRequestUrl": None, "success": True}
@@ -569,12 +586,10 @@ class Uploads:
             self._refuse_existing(model.repository, branch)
             head = self._head(model)
             desc, data = branch_manifest(head, repo_id, branch)
-            try:
+            with self._moving_refs(repo_id):
                 if ANNOTATION_BRANCH not in head.manifest.annotations:
                     model.repository.tag(head.descriptor, head.commit)
                 model.repository.put_manifest(desc, data, branch)
-            finally:
-                self.resolver.forget(repo_id)
         return Response.json({})
 
     def create_tag(self, request: Request, repo_id: str, revision: str) -> Response:
@@ -583,10 +598,8 @@ class Uploads:
         with self._branch_lock(repo_id, tag):
             model = self._open(repo_id, revision, request)
             self._refuse_existing(model.repository, tag)
-            try:
+            with self._moving_refs(repo_id):
                 model.repository.tag(model.root, tag)
-            finally:
-                self.resolver.forget(repo_id)
         return Response.json({})
 
     @staticmethod
