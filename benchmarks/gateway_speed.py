@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,11 +97,11 @@ def wrk(url: str, seconds: int, connections: int, threads: int = 2) -> Load:
     return parse_wrk(result.stdout)
 
 
-class StaticNginx:
-    """Debian's nginx serving one directory from disk on 127.0.0.1 (sendfile on)."""
+class LocalServer:
+    """A server process on 127.0.0.1, ``command(port)``, from the first answer until exit."""
 
-    def __init__(self, work: Path, root: Path) -> None:
-        self.work, self.root = work, root
+    def __init__(self, name: str, work: Path, command: Callable[[int], list[str]]) -> None:
+        self.name, self.work, self.command = name, work, command
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
@@ -108,13 +109,15 @@ class StaticNginx:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> StaticNginx:
-        conf = nginx.write_conf(self.work, nginx.static_files(f"127.0.0.1:{self.port}", self.root))
-        self.process = subprocess.Popen([nginx.binary(), "-c", str(conf), "-p", str(self.work)])
+    def __enter__(self) -> LocalServer:
+        self.work.mkdir(parents=True, exist_ok=True)
+        with open(self.work / f"{self.name}.log", "ab") as log:
+            self.process = subprocess.Popen(self.command(self.port), stdout=log,
+                                            stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
         deadline = time.monotonic() + 30
         while _status(self.url + "/-/ready") == 0:  # any answer: the file stays unasked
             if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"nginx did not start; see {self.work / 'nginx-error.log'}")
+                raise RuntimeError(f"{self.name} did not start; see {self.work}")
             time.sleep(0.05)
         return self
 
@@ -124,37 +127,20 @@ class StaticNginx:
             self.process.wait(30)
 
 
-class SendfileOnly:
-    """benchmarks/sendfile_only.py: the gateway's server sending the file and nothing else."""
+def static_nginx(work: Path, root: Path) -> LocalServer:
+    """Debian's nginx serving ``root`` from disk (sendfile on)."""
 
-    def __init__(self, work: Path, path: Path) -> None:
-        self.work, self.path = work, path
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
+    def command(port: int) -> list[str]:
+        conf = nginx.write_conf(work, nginx.static_files(f"127.0.0.1:{port}", root))
+        return [nginx.binary(), "-c", str(conf), "-p", str(work)]
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{FILE}"
+    return LocalServer("nginx", work, command)
 
-    def __enter__(self) -> SendfileOnly:
-        self.work.mkdir(parents=True, exist_ok=True)
-        log = open(self.work / "sendfile-only.log", "ab")  # noqa: SIM115 - the child's
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.sendfile_only", str(self.path), str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
-        log.close()
-        deadline = time.monotonic() + 30
-        while _status(self.url.rsplit("/", 1)[0] + "/-/ready") == 0:
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"sendfile_only did not start; see {self.work}")
-            time.sleep(0.05)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(30)
+def sendfile_only(work: Path, path: Path) -> LocalServer:
+    """benchmarks/sendfile_only.py: the gateway's server sending ``path`` and nothing else."""
+    return LocalServer("sendfile-only", work, lambda port: [
+        sys.executable, "-m", "benchmarks.sendfile_only", str(path), str(port)])  # fmt: skip
 
 
 def _status(url: str) -> int:
@@ -226,11 +212,11 @@ def run(work: Path, rounds: int, seconds: int, connections: int) -> Results:
         with (
             serving(host, work / "without", size, *modes[WITHOUT]) as without,
             serving(host, work / "with", size, *modes[WITH]) as with_,
-            StaticNginx(work / "nginx", model_dir) as static,
-            SendfileOnly(work / "ceiling", model_dir / FILE) as ceiling,
+            static_nginx(work / "nginx", model_dir) as static,
+            sendfile_only(work / "ceiling", model_dir / FILE) as ceiling,
         ):
             targets = {WITHOUT: without.url + without.path, WITH: with_.url + with_.path,
-                       CEILING: ceiling.url, NGINX: f"{static.url}/{FILE}"}  # fmt: skip
+                       CEILING: f"{ceiling.url}/{FILE}", NGINX: f"{static.url}/{FILE}"}  # fmt: skip
             results.cold.setdefault(NGINX, []).append(first_byte(targets[NGINX]))
             for served in (without, with_):  # into each node cache first: measured warm
                 status, _, _, count = get(served, served.path)
@@ -240,7 +226,7 @@ def run(work: Path, rounds: int, seconds: int, connections: int) -> Results:
                 for name, url in targets.items():
                     load = wrk(url, seconds, connections)
                     results.runs.setdefault(name, []).append(load)
-                    print(f"  round {round_ + 1} {name:<32} {load.rps:8.0f} req/s  p50 "
+                    print(f"  round {round_ + 1} {name:<40} {load.rps:8.0f} req/s  p50 "
                           f"{load.p50:7.1f} ms  p99 {load.p99:7.1f} ms {load.errors}", flush=True)  # fmt: skip
     return results
 
@@ -257,8 +243,9 @@ def section(results: Results, args: argparse.Namespace, machine: str) -> str:
         "",
         f"Written by `make bench` (`python -m benchmarks.gateway_speed --rounds {args.rounds} "
         f"--seconds {args.seconds} --connections {args.connections}`) on "
-        f"{datetime.now(UTC).strftime('%Y-%m-%d')}, {machine}. One registry, two gateways and "
-        "nginx on 127.0.0.1, on the same cores as wrk; each row is wrk with "
+        f"{datetime.now(UTC).strftime('%Y-%m-%d')}, {machine}. One registry, two gateways, the "
+        "gateway's server alone and nginx on 127.0.0.1, on the same cores as wrk; each row "
+        "is wrk with "
         f"{args.connections} keep-alive connections for {args.seconds} s GETting the same "
         f"cached {models.MIB // 1024} KiB safetensors file (each round's number, "
         "rounds alternating between the rows). *Sendfile only* is a WSGI app that does "
