@@ -73,6 +73,8 @@ $(VENV)/.bench-installed: $(STAMP)
 
 # Case a's push and pull also go through Harbor v2.15.2 (built once by build-harbor.sh, about
 # 10 minutes from nothing, then cached); without a build the Harbor rows are left out, saying so.
+# The speed case (the gateway with and without its authorization cache beside nginx, wrk;
+# benchmarks/gateway_speed.py) writes its own section; `make install` installs wrk and nginx.
 bench: install $(VENV)/.bench-installed
 	@MODELPACK_HARBOR_VERSIONS=v2.15.2 bash scripts/peers/build-harbor.sh || echo "make bench: Harbor v2.15.2 not built, no Harbor rows" >&2
 	@$(PY) -m benchmarks $(BENCH_ARGS)

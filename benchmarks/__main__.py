@@ -5,6 +5,7 @@ Case a's push and pull also go through Harbor (a project of one Harbor started f
     python -m benchmarks [--rounds 3] [--cases a,b] [--size-gib 20] [--registry HOST:PORT]
     python -m benchmarks --harbor none                       # without the Harbor rows
     python -m benchmarks --cases gateway [--gateway-gib 2]   # modelpack serve alone, printed only
+    python -m benchmarks --cases speed      # the gateway beside nginx (benchmarks/gateway_speed.py)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import gateway, harbor, models, replicas, report
+from benchmarks import gateway, gateway_speed, harbor, models, replicas, report
 from benchmarks.harbor import HarborTarget
 from benchmarks.runner import Measurement, measure
 from modelpack.testing.harbor import VERSIONS as HARBOR_VERSIONS
@@ -464,10 +465,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--cases",
-        default="a,b,replicas",
+        default="a,b,replicas,speed",
         help="a: 4 x 512 MiB, b: 2,000 small files, c: --size-gib, "
         "gateway: one file through modelpack serve (benchmarks/gateway.py), "
-        "replicas: a 1 GiB upload_folder through one replica and three (benchmarks/replicas.py)",
+        "replicas: a 1 GiB upload_folder through one replica and three (benchmarks/replicas.py), "
+        "speed: cached downloads through modelpack serve beside nginx, written to its own "
+        "section (benchmarks/gateway_speed.py)",
     )
     parser.add_argument("--gateway-gib", type=float, default=2, help="the gateway case's file")
     parser.add_argument(
@@ -490,6 +493,11 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     tools = set(args.tools.split(","))
     wanted = set(args.cases.split(","))
+    if "speed" in wanted:  # its own section of the page, two alternating rounds
+        gateway_speed.main(["--workdir", str(work), "--output", args.output])
+        wanted.discard("speed")
+        if not wanted:
+            return
     peer_cases = wanted - {"gateway", "replicas"}
     peers = (
         peers_python(PEERS_VENV) if peer_cases and tools & {"oras", "modelpack-client"} else None

@@ -11,15 +11,13 @@ waits at most 5 s).  Needs wrk (/usr/bin/wrk).  Prints the numbers.
 from __future__ import annotations
 
 import argparse
-import re
 import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import models
+from benchmarks import gateway_speed, models
 from benchmarks.gateway import Served, get, registry_with_model, serving
 
 PROBES = 50
@@ -27,18 +25,9 @@ PROBES = 50
 
 def wrk(served: Served, seconds: int, connections: int) -> dict[str, str]:
     """Requests/s and latency percentiles of GETs of the (cached) file."""
-    result = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
-         served.url + served.path],
-        capture_output=True, text=True, timeout=seconds + 60,
-    )  # fmt: skip
-    out = result.stdout
-    found = {"requests/s": re.search(r"Requests/sec:\s+([\d.]+)", out),
-             "transfer/s": re.search(r"Transfer/sec:\s+(\S+)", out),
-             "p50": re.search(r"^\s+50%\s+(\S+)", out, re.M),
-             "p99": re.search(r"^\s+99%\s+(\S+)", out, re.M),
-             "errors": re.search(r"Socket errors:.*|Non-2xx.*", out)}  # fmt: skip
-    return {k: (m.group(1) if m.groups() else m.group(0)) if m else "-" for k, m in found.items()}
+    load = gateway_speed.wrk(served.url + served.path, seconds, connections)
+    return {"requests/s": f"{load.rps:.2f}", "p50": f"{load.p50:.2f}ms",
+            "p99": f"{load.p99:.2f}ms", "errors": load.errors or "-"}  # fmt: skip
 
 
 def healthz_while_slow_clients_hang(served: Served, slow: int) -> dict[str, str]:

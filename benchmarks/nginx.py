@@ -90,3 +90,14 @@ def blob_cache(work: Path, listen: str, upstream: str) -> str:
             proxy_buffering off;
         }}
     }}"""
+
+
+def static_files(listen: str, root: Path) -> str:
+    """A server that sends the files under ``root`` from disk, with sendfile(2) as Debian's
+    default nginx.conf turns it on."""
+    return f"""    server {{
+        listen {listen};
+        root {root};
+        sendfile on;
+        tcp_nopush on;
+    }}"""

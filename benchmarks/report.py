@@ -446,6 +446,7 @@ def write(
 # download benchmark): a `make bench` rewrites the page and must keep them.
 KEPT_SECTIONS = (
     "## The gateway (`modelpack serve`)",  # written by hand from `--cases gateway` and gateway_load
+    "## The gateway beside nginx",  # benchmarks/gateway_speed.py (`--cases speed`)
     "## Many nodes at once",
     "## One big blob over a capped link",
     "## Cold start on a node",

@@ -265,6 +265,18 @@ Examples:
     "that no commit, tag creation or deletion may move once they exist "
     "[env MODELPACK_GATEWAY_PROTECT, space separated].",
 )
+@click.option(
+    "--auth-cache-ttl",
+    type=click.FloatRange(0, GatewayConfig.auth_cache_ttl_max),
+    default=GatewayConfig.auth_cache_ttl,
+    show_default=True,
+    envvar="MODELPACK_GATEWAY_AUTH_CACHE_TTL",
+    metavar="SECONDS",
+    help="Keep the registry's yes to a client's credentials for a repository this long "
+    "(per credential, repository, revision and pull/push; refusals are never kept): a "
+    "revoked credential or a moved tag is seen within it; 0 asks on every request "
+    "[env MODELPACK_GATEWAY_AUTH_CACHE_TTL].",
+)
 @global_options
 def serve(
     registry: str,
@@ -297,6 +309,7 @@ def serve(
     audit_log_backups: int,
     trusted_proxy: tuple[str, ...],
     protect: tuple[str, ...],
+    auth_cache_ttl: float,
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
 
@@ -343,6 +356,7 @@ def serve(
         audit_log_backups=audit_log_backups,
         trusted_proxies=trusted_proxy,
         protect=protect,
+        auth_cache_ttl=auth_cache_ttl,
     )
     run_gateway(config)
 

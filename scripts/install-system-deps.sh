@@ -19,10 +19,13 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/createdb >/dev/null 2>&1 || missing+=(postgresql)
 # libclang: bindgen in librocksdb-sys, built with Dragonfly's dfdaemon (crate dragonfly-client).
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
-# nginx: the blob cache of `make bench-cluster`'s case (b3), the Harbor portal's front of
-# `make harbor-screenshots` (benchmarks/nginx.py, scripts/harbor_screenshots.py), and the
-# round-robin balancer in front of gateway replicas (modelpack/testing/replicas.py).
+# nginx: the blob cache of `make bench-cluster`'s case (b3), the static file server `make bench`
+# measures the gateway beside, the Harbor portal's front of `make harbor-screenshots`
+# (benchmarks/nginx.py, scripts/harbor_screenshots.py), and the round-robin balancer in
+# front of gateway replicas (modelpack/testing/replicas.py).
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+# wrk: the load of `make bench`'s gateway-beside-nginx table (benchmarks/gateway_speed.py).
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)

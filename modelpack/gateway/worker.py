@@ -12,19 +12,25 @@ the keep-alive timeout.  A pipelined request that gunicorn's parser already
 buffered while answering the one before is taken up without reading the socket
 (every read here is non-blocking), so it holds no thread either.  Once the head
 is in, each send or body read may take ``IO_TIMEOUT`` seconds (a client that
-stops reading a download is dropped).
+stops reading a download is dropped).  After a keep-alive answer the thread waits up to
+``LINGER`` seconds for the same client's next request head and answers it itself, but
+only while no other connection waits for a thread (``_next_head``).
 gunicorn is imported by :func:`worker_class`, which ``server.run`` calls once it is known
 to be installed.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from typing import Any
 
 IO_TIMEOUT = 120.0  # per send/recv once a request is being answered
 HEAD_LIMIT = 64 * 1024  # past this, gunicorn's own limits answer (431, 400)
+# Seconds a thread that just answered a keep-alive request waits for the same client's next
+# one before handing the connection back to the poller (only while no other waits).
+LINGER = 0.002
 
 
 class DeadlineSocket(socket.socket):
@@ -113,6 +119,25 @@ def _complete(head: bytes) -> bool:
     return len(head) >= HEAD_LIMIT or b"\r\n\r\n" in head or b"\n\n" in head
 
 
+def _next_head(conn: Any, sock: DeadlineSocket, read_timeout: float) -> bool:
+    """After a keep-alive answer: whether the client's next request head is here within
+    LINGER seconds, read into the parser (then this thread answers it).  Handing the
+    connection back to gunicorn's poller and a thread again costs two thread switches and
+    the main thread's turn; a client that asks again at once (a download loop, a
+    snapshot's next file) is answered without them.  Only a whole head is taken: anything
+    less goes back to the poller with what arrived, under the usual deadline."""
+    if not conn.parser.unreader.buf.getvalue():  # nothing pipelined: wait a moment
+        readable = select.poll()
+        readable.register(sock, select.POLLIN)
+        try:
+            if not readable.poll(LINGER * 1000):
+                return False
+        except OSError:
+            return False
+    sock.arm(read_timeout)  # as for any head (handle_request disarms it)
+    return _head_arrived(conn, sock) and _complete(conn.parser.unreader.buf.getvalue())
+
+
 def worker_class(read_timeout: float) -> type:
     """The gthread worker class with this head-reading deadline."""
     from gunicorn.workers.gthread import _DEFER, ThreadWorker  # the serve extra
@@ -132,7 +157,20 @@ def worker_class(read_timeout: float) -> type:
                     return False  # gunicorn closes the connection
                 conn.data_ready = False
                 return _DEFER  # back to the poller until more bytes arrive
-            return super().handle(conn)
+            kept = super().handle(conn)
+            while (
+                kept is True
+                and self.alive
+                and self._idle()
+                and _next_head(conn, sock, read_timeout)
+            ):
+                kept = super().handle(conn)
+            return kept
+
+        def _idle(self) -> bool:
+            """Whether no other connection waits for a thread (then this one may linger)."""
+            waiting = getattr(self.tpool, "_work_queue", None)  # ThreadPoolExecutor's queue
+            return waiting is not None and waiting.empty()
 
         def handle_request(self, req: Any, conn: Any) -> Any:
             if isinstance(conn.sock, DeadlineSocket):

@@ -143,17 +143,24 @@ class NodeCache:
 
     def _intact_files(self, name: str, tree: Path) -> list[str] | None:
         """The tree's files if it was completed and none changed since; else None."""
+        seals = self._intact_seals(name, tree)
+        return None if seals is None else sorted(seals)
+
+    def _intact_seals(self, name: str, tree: Path) -> dict[str, Seal] | None:
+        """Each file of the tree and its seal, if it was completed and none changed since."""
         try:
             record = json.loads(self._marker_path(name).read_bytes())["files"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if not isinstance(record, dict) or set(_regular_files(tree)) != set(record):
             return None
+        seals = {}
         for relpath, value in record.items():
             seal = Seal.from_list(value)
             if seal is None or not seal.matches(tree / relpath):
                 return None
-        return sorted(record)
+            seals[relpath] = seal
+        return seals
 
     def _mark_complete(self, name: str, tree: Path, files: list[str]) -> None:
         seals = {relpath: Seal.of(tree / relpath).to_list() for relpath in files}
@@ -164,6 +171,14 @@ class NodeCache:
         patterns = list(patterns)
         tree = self.tree_path(digest, patterns)
         return tree if self._intact_files(self.tree_name(digest, patterns), tree) else None
+
+    def ready_seals(self, digest: str) -> tuple[Path, dict[str, Seal]] | None:
+        """``ready``'s whole tree of ``digest`` with each file's seal: a reader that keeps
+        them checks the one file it reads (``Seal.matches``, one lstat) instead of the
+        whole tree every time."""
+        tree = self.tree_path(digest)
+        seals = self._intact_seals(self.tree_name(digest), tree)
+        return None if seals is None else (tree, seals)
 
     def _discard(self, name: str, tree: Path) -> None:
         """Under the tree's exclusive lock: the marker first, then the tree and any

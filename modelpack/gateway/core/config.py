@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from ...errors import UsageError
@@ -28,6 +29,10 @@ AUDIT_ROTATE_MIN = 64 * 1024  # --audit-log-max-bytes: a few hundred lines at le
 AUDIT_BACKUPS_MAX = 100
 # A --protect pattern: an OCI tag's characters and fnmatch's *, ? and [...].
 _PROTECT_RE = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,128}\Z")
+# The registry's yes to a credential is kept this long (state/authcache.py): revocation
+# latency.  At most AUTH_CACHE_TTL_MAX, so it stays a matter of minutes.
+AUTH_CACHE_TTL = 10.0
+AUTH_CACHE_TTL_MAX = 300.0
 
 # A Host header worth looking at: a name or IPv4 address, or a bracketed IPv6 one, and a port.
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?\Z")
@@ -110,7 +115,9 @@ class GatewayConfig:
     ``trusted_proxies``: addresses or networks whose ``X-Forwarded-For`` names the client
     in the audit trail (never trusted from anyone else).  ``protect``: fnmatch patterns of
     branches and tags that no commit, tag creation or deletion through the gateway moves
-    once they exist (writes/protected.py)."""
+    once they exist (writes/protected.py).
+    ``auth_cache_ttl``: seconds the registry's yes to a credential, repository and
+    action is kept (0: every request asks the registry; state/authcache.py)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -144,6 +151,8 @@ class GatewayConfig:
     audit_log_backups: int = 5
     trusted_proxies: tuple[str, ...] = ()
     protect: tuple[str, ...] = ()
+    auth_cache_ttl: float = AUTH_CACHE_TTL
+    auth_cache_ttl_max: ClassVar[float] = AUTH_CACHE_TTL_MAX  # for the CLI's range
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
@@ -173,6 +182,11 @@ class GatewayConfig:
             raise UsageError("--max-pulls must be at least 1")
         if self.xet_file_max < 1 or self.xet_session_max < 1:
             raise UsageError("--xet-file-max and --xet-session-max must be at least 1")
+        if not 0 <= self.auth_cache_ttl <= AUTH_CACHE_TTL_MAX:  # NaN fails both
+            raise UsageError(
+                f"--auth-cache-ttl must be between 0 and {AUTH_CACHE_TTL_MAX:g} seconds "
+                f"(not {self.auth_cache_ttl}); 0 asks the registry on every request"
+            )
         self._check_upstream()
         self.public_url = _public_urls(self.public_url)
         self.redis = _redis_url(self.redis)

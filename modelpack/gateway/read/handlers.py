@@ -62,10 +62,10 @@ class Handlers:
         return Response.json(entries, headers={"X-Repo-Commit": model.commit})
 
     def resolve(self, request: Request, model: Model, path: str) -> Response:
-        if not valid_file_path(path):
-            raise entry_not_found(model.repo_id, path, model.commit)
         f = self.pulls.listing(model).get(path)
-        if f is None:
+        # A listing from the manifest holds only valid paths (files_from_manifest); one
+        # read from an unpacked tree is checked here.
+        if f is None or (model.view.files is None and not valid_file_path(path)):
             raise entry_not_found(model.repo_id, path, model.commit)
         size, cached = f.size, None
         headers = _file_headers(model, f)

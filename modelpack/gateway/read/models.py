@@ -7,13 +7,16 @@ repository's tags are searched).  The commit is what ``pull --hf-cache`` writes:
 the recorded ``io.modelpack.hf.commit``, else a stand-in derived from the
 manifest, so both produce the same snapshot folder names.
 
-Every request asks the registry with the client's own credentials (a manifest
-GET for a tag, a HEAD for a digest) before anything is served, cached or not.
+Every request is checked by the registry with the client's own credentials (a
+manifest GET for a tag, a HEAD for a digest) before anything is served, cached or
+not; the registry's yes is kept ``--auth-cache-ttl`` seconds per credential,
+repository and revision (state/authcache.py), writes always ask afresh.
 Manifests, configs and file lists are content-addressed and kept in memory.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -50,6 +53,7 @@ from ..core.hub import (
     revision_not_found,
 )
 from ..state.access import Clients
+from ..state.authcache import PULL, AuthCache
 from ..state.ttlmap import TTLMap
 
 MAX_VIEWS = 512
@@ -77,6 +81,13 @@ CREATE TABLE IF NOT EXISTS commits (
     PRIMARY KEY (repository, commit_id)
 )
 """
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str) -> Reference:
+    """``parse_reference`` of what every request of a model parses again (a Reference is
+    immutable; a UsageError is raised, never kept)."""
+    return parse_reference(text)
 
 
 class SignatureRefusedError(IntegrityError):
@@ -144,21 +155,32 @@ class Resolver:
         self._searched: TTLMap[tuple[str, str], bool] = TTLMap(MAX_SEARCHES, SEARCH_TTL)
         self._searching = [threading.Lock() for _ in range(16)]  # one search at a time each
         self._linked: TTLMap[tuple[str, str], bool] = TTLMap(MAX_LINKED, LINKED_TTL)
+        self.answers = AuthCache(config.auth_cache_ttl)
 
     # -- entry point ------------------------------------------------------------
 
-    def open(self, repo_id: str, revision: str, authorization: str | None) -> Model:
+    def open(
+        self, repo_id: str, revision: str, authorization: str | None, fresh: bool = False
+    ) -> Model:
+        """The model ``revision`` names, as these credentials may read it.  ``fresh``: ask
+        the registry even if its answer to them is kept (a write builds on the head the
+        registry has now, never on one a few seconds old)."""
         name = self.config.repository(repo_id)
         try:
-            parse_reference(f"{self.config.host}/{name}")
+            _parsed(f"{self.config.host}/{name}")
         except UsageError:
             raise repo_not_found(repo_id, "not a valid OCI repository name") from None
         key, client = self.clients.for_header(authorization)
         repository = RegistryRepository(client, name)
-        root = self._resolve(repository, repo_id, revision, key)
+        kept = self.answers.key(authorization, name, PULL, revision)
+        root = None if fresh else self.answers.get(kept)
+        if root is None:
+            epoch = self.answers.epoch
+            root = self._resolve(repository, repo_id, revision, key)
+            self.answers.put(kept, root, epoch)
         if root.media_type in INDEX_MEDIA_TYPES:
             raise HubError(400, f"{repo_id}@{revision} is an image index, not a model manifest")
-        reference = parse_reference(f"{self.config.host}/{name}@{root.digest}")
+        reference = _parsed(f"{self.config.host}/{name}@{root.digest}")
         view = self._view(repository, reference, repo_id, root)
         self._require_linked(repository, repo_id, view)
         if self.public_key is not None and root.digest not in self._signed:
@@ -174,7 +196,11 @@ class Resolver:
     def _require_linked(self, repository: RegistryRepository, repo_id: str, view: View) -> None:
         """403 unless the repository holds the config and every layer the manifest
         names (a HEAD each, once per repository and blob): bytes in the node cache are
-        served only to a repository the registry says has them."""
+        served only to a repository the registry says has them.  Once all are, the
+        manifest is remembered too: a request costs one look-up, not one per layer."""
+        whole = (repository.name, f"all blobs of {view.root.digest}")
+        if self._linked.get(whole):
+            return
         for desc in (view.manifest.config, *view.manifest.layers):
             key = (repository.name, desc.digest)
             if self._linked.get(key):
@@ -182,6 +208,12 @@ class Resolver:
             if not repository.exists(desc):
                 raise HubError(403, f"{repo_id}: refused: {FOREIGN_REFUSED}", "GatedRepo")
             self._linked.set(key, True)
+        self._linked.set(whole, True)
+
+    def forget(self, repo_id: str) -> None:
+        """A write through this gateway moved ``repo_id``'s tags: no kept answer about
+        it is served again (state/authcache.py)."""
+        self.answers.forget(self.config.repository(repo_id))
 
     # -- revisions ------------------------------------------------------------
 

@@ -36,15 +36,19 @@ from ...errors import IntegrityError, RegistryUnavailableError
 from ...oci.copy import CopyOptions, copy_graph
 from ...oci.spec import Descriptor
 from ...settings import Settings
+from ...storage._seals import Seal
 from ...storage.cache import NodeCache
 from ..core.hub import HubError, RepoFile
 from ..state.metrics import Metrics
+from ..state.ttlmap import TTLMap
 from .models import Model
 
 log = logging.getLogger("modelpack.gateway")
 STALL_SECONDS = 300.0  # a pull that delivers no byte for this long fails the request
 POLL_SECONDS = 0.05
 INTEGRITY_ATTEMPTS = 2  # a blob that fails its digest is pulled once more before giving up
+MAX_SEALED = 256  # whole trees whose files' seals are kept (cached_path)
+SEALED_TTL = 3600.0
 
 
 class Flight:
@@ -105,6 +109,7 @@ class PullThrough:
         self.metrics = metrics
         self._flights = Flights(metrics, "pull failed: %s: %s")
         self._listings: dict[str, dict[str, RepoFile]] = {}
+        self._sealed: TTLMap[str, tuple[Path, dict[str, Seal]]] = TTLMap(MAX_SEALED, SEALED_TTL)
         self._lock = threading.Lock()
         self._waiting = threading.BoundedSemaphore(max_waiting)
 
@@ -159,15 +164,29 @@ class PullThrough:
     # -- one file ---------------------------------------------------------------
 
     def cached_path(self, model: Model, f: RepoFile) -> Path | None:
-        """Where the verified bytes of ``f`` already are on this node, if anywhere."""
-        candidates = []
-        if (tree := self.tree(model)) is not None:
-            candidates.append(tree / f.path)
+        """Where the verified bytes of ``f`` already are on this node, if anywhere.
+
+        A whole tree found complete and unchanged is remembered with its files' seals:
+        after that a request checks the seal of the one file it serves (one lstat), not
+        the whole tree (a walk and an lstat per file); a file whose seal no longer
+        matches sends it back to the whole check."""
+        digest = model.root.digest
+        kept = self._sealed.get(digest)
+        if kept is not None:
+            tree, seals = kept
+            seal, path = seals.get(f.path), tree / f.path
+            if seal is not None and seal.matches(path):
+                return path
+            self._sealed.pop(digest)
+        if (found := self.cache.ready_seals(digest)) is not None and f.path in found[1]:
+            self._sealed.set(digest, found)
+            return found[0] / f.path
         if f.raw and f.layer is not None:
-            candidates.append(self.store.intact_path(f.layer))
-        elif f.layer is not None and (one := self.cache.ready(model.root.digest, [f.path])):
-            candidates.append(one / f.path)
-        return next((p for p in candidates if p is not None and p.is_file()), None)
+            blob = self.store.intact_path(f.layer)
+            return blob if blob is not None and blob.is_file() else None
+        if f.layer is not None and (one := self.cache.ready(digest, [f.path])):
+            return one / f.path if (one / f.path).is_file() else None
+        return None
 
     def pull_blob(self, model: Model, layer: Descriptor) -> Flight:
         return self._flights.start(

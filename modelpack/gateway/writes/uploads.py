@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,6 +27,7 @@ from ...errors import (
     LeaseLostError,
     ModelpackError,
     NotFoundError,
+    RegistryPolicyError,
 )
 from ...oci.digests import sha256_file
 from ...oci.reference import is_tag
@@ -49,6 +50,7 @@ from ..core.hub import (
 from ..read.card import MAX_CARD_BYTES, check_front_matter
 from ..read.models import Model, Resolver, require_modelpack
 from ..state.access import Clients, credentials_from_header
+from ..state.authcache import PUSH
 from ..state.shared import Lease, Shared, Ticket
 from ..state.spools import claimed_folder, sweep
 from ..state.ttlmap import TTLMap
@@ -231,7 +233,8 @@ class Uploads:
         return RegistryRepository(client, self.config.repository(repo_id))
 
     def _open(self, repo_id: str, revision: str, request: Request) -> Model:
-        return self.resolver.open(repo_id, revision, request.header("Authorization"))
+        """The head a write builds on: asked of the registry now, never a kept answer."""
+        return self.resolver.open(repo_id, revision, request.header("Authorization"), fresh=True)
 
     @staticmethod
     def _head(model: Model) -> Head:
@@ -259,13 +262,49 @@ class Uploads:
             raise HubError(400, "request body is not a JSON object")
         return document
 
-    def _check_push(self, repository: RegistryRepository) -> None:
+    def _check_push(self, repository: RegistryRepository, request: Request) -> None:
         """Ask the registry whether these credentials may push (an upload opened and
-        cancelled): refusals come before any byte is sent."""
+        cancelled): refusals come before any byte is sent.  A yes is kept as reads'
+        are (state/authcache.py); the pushes themselves are the registry's to refuse."""
+        answers = self.resolver.answers
+        kept = answers.key(request.header("Authorization"), repository.name, PUSH)
+        if answers.get(kept):
+            return
+        epoch = answers.epoch
         location = repository.start_upload()
         if location:
             with contextlib.suppress(ModelpackError):
                 repository.client.request("DELETE", location, repository.push_scope).close()
+        answers.put(kept, True, epoch)
+
+    def _move(self, repo_id: str, lease: Lease, move: Callable[[], None]) -> None:
+        """A branch or tag moves only while its lock is this request's: confirmed right
+        before the registry writes (a whole lease from then on), and still held after them,
+        which means nobody else held it in between (docs/gateway.md, Running several
+        replicas).  A lease lost meanwhile is a 503: the client commits again.  The
+        repository's kept answers are dropped around the writes (``_moving_refs``)."""
+        lease.confirm()
+        with self._moving_refs(repo_id):
+            move()
+        if not lease.held():
+            raise LeaseLostError(
+                "the lock on this branch ended while the commit moved it (this gateway stalled "
+                "longer than the lease)", hint="check the branch and commit again")  # fmt: skip
+
+    @contextlib.contextmanager
+    def _moving_refs(self, repo_id: str) -> Iterator[None]:
+        """Around pushes that move a repository's tags: its kept answers (state/authcache.py)
+        are dropped after them, for every client, also when they failed half-way.  Not when
+        the registry refused them (credentials or a policy): nothing moved, and a client who
+        may only read cannot flush everyone's answers by asking for writes."""
+        try:
+            yield
+        except (AuthenticationError, RegistryPolicyError):
+            raise
+        except BaseException:
+            self.resolver.forget(repo_id)
+            raise
+        self.resolver.forget(repo_id)
 
     def _branch_lock(self, repo_id: str, branch: str) -> contextlib.AbstractContextManager[Lease]:
         """Held while a branch's head is read and moved: in all replicas, one holder."""
@@ -338,7 +377,7 @@ class Uploads:
             change = Change(added={".gitattributes": added})
             info = CommitInfo("initial commit", "", self._author(request), "main", time.time())
             built = build_commit(repository, repo_id, None, change, info, work)
-            _move(lease, lambda: push_commit(repository, built, None))
+            self._move(repo_id, lease, lambda: push_commit(repository, built, None))
         request.audit["commit"] = built.commit
 
     def _push_file(self, repository: RegistryRepository, path: str, local: Path) -> NewFile:
@@ -363,7 +402,7 @@ class Uploads:
         model = self._open(repo_id, revision, request)
         # Told before a byte is uploaded, not at the commit after it.
         refuse_protected(self.config, model.repository, repo_id, revision, "commit to")
-        self._check_push(model.repository)
+        self._check_push(model.repository, request)
         existing = {f.path: f for f in (model.view.files or {}).values()}
         answers, lfs_sizes = [], []
         for item in files:
@@ -400,7 +439,7 @@ class Uploads:
             branch = ref["name"].removeprefix("refs/heads/")
             request.audit["revision"] = branch
             refuse_protected(self.config, repository, repo_id, branch, "commit to")
-        self._check_push(repository)
+        self._check_push(repository, request)
         base = self._base(request)
         answers = []
         for item in objects:
@@ -451,7 +490,7 @@ class Uploads:
         self._own_credentials(request)
         model = self._open(repo_id, revision, request)
         refuse_protected(self.config, model.repository, repo_id, revision, "commit to")
-        self._check_push(model.repository)
+        self._check_push(model.repository, request)
         return self.xet.write_token(request, repo_id, self._base(request))
 
     # -- commits ------------------------------------------------------------------
@@ -466,7 +505,7 @@ class Uploads:
             refuse_protected(self.config, model.repository, repo_id, branch, "commit to")
             # Before a byte of the payload is read: a client that may only read (anyone,
             # for a public repository) must not get to spool files on the gateway's disk.
-            self._check_push(model.repository)
+            self._check_push(model.repository, request)
             head = self._head(model)
             with claimed_folder(self.workdir, "commit-") as work:
                 change, header = self._read_operations(request, model.repository, head, work)
@@ -476,7 +515,7 @@ class Uploads:
                 info = CommitInfo(title, str(header.get("description") or ""),
                                   self._author(request), branch, time.time())  # fmt: skip
                 built = build_commit(model.repository, repo_id, head, change, info, work)
-                _move(lease, lambda: push_commit(model.repository, built, head))
+                self._move(repo_id, lease, lambda: push_commit(model.repository, built, head))
         request.audit["commit"] = built.commit
         url = f"{self._base(request)}/{repo_id}/commit/{built.commit}"
         return Response.json(
@@ -559,7 +598,7 @@ class Uploads:
                     model.repository.tag(head.descriptor, head.commit)
                 model.repository.put_manifest(desc, data, branch)
 
-            _move(lease, move)
+            self._move(repo_id, lease, move)
         return Response.json({})
 
     def create_tag(self, request: Request, repo_id: str, revision: str) -> Response:
@@ -570,7 +609,7 @@ class Uploads:
             model = self._open(repo_id, revision, request)
             refuse_protected(self.config, model.repository, repo_id, tag, "create")
             self._refuse_existing(model.repository, tag)
-            _move(lease, lambda: model.repository.tag(model.root, tag))
+            self._move(repo_id, lease, lambda: model.repository.tag(model.root, tag))
         return Response.json({})
 
     def delete_ref(self, request: Request, repo_id: str, kind: str, name: str) -> Response:
@@ -646,19 +685,6 @@ class Uploads:
                 break  # a parent tag someone removed: history ends there
         self._histories.set(head, history)
         return Response.json(history)
-
-
-def _move(lease: Lease, move: Callable[[], None]) -> None:
-    """A branch or tag moves only while its lock is this request's: confirmed right
-    before the registry writes (a whole lease from then on), and still held after them,
-    which means nobody else held it in between (docs/gateway.md, Running several
-    replicas).  A lease lost meanwhile is a 503: the client commits again."""
-    lease.confirm()
-    move()
-    if not lease.held():
-        raise LeaseLostError(
-            "the lock on this branch ended while the commit moved it (this gateway stalled "
-            "longer than the lease)", hint="check the branch and commit again")  # fmt: skip
 
 
 def _file_path(path: object, folder: bool = False) -> str:

@@ -1,0 +1,142 @@
+"""The authorization cache (gateway/state/authcache.py): whose answer is kept, for how
+long, how many, and what a write drops.  The gateway with a real registry: tests/integration/
+test_gateway_authcache.py."""
+
+from __future__ import annotations
+
+import base64
+import math
+import secrets
+import subprocess
+import sys
+
+import pytest
+
+from modelpack.errors import UsageError
+from modelpack.gateway.core.config import AUTH_CACHE_TTL, AUTH_CACHE_TTL_MAX, GatewayConfig
+from modelpack.gateway.state.authcache import ANONYMOUS, PULL, PUSH, AuthCache
+from modelpack.settings import Settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_one_clients_yes_never_answers_another():
+    cache = AuthCache(10.0)
+    alice = basic("alice", "alice-pass")
+    cache.put(cache.key(alice, "ns/alice/m", PULL, "main"), "root", cache.epoch)
+    assert cache.get(cache.key(alice, "ns/alice/m", PULL, "main")) == "root"
+    others = [
+        basic("alice", "wrong"),  # the same user name, another password
+        basic("alice", "alice-pass2"),
+        basic("bob", "alice-pass"),
+        "Bearer alice:alice-pass",  # the same credentials in another header form
+        "Basic " + base64.b64encode(b"alice:alice-pass").decode() + "=",
+        None,  # anonymous
+        "",
+    ]
+    for header in others:
+        assert cache.get(cache.key(header, "ns/alice/m", PULL, "main")) is None, header
+    # Another repository, action or revision is another question.
+    assert cache.get(cache.key(alice, "ns/alice/other", PULL, "main")) is None
+    assert cache.get(cache.key(alice, "ns/alice/m", PUSH)) is None
+    assert cache.get(cache.key(alice, "ns/alice/m", PULL, "v1")) is None
+    # Whitespace around the header is not part of the credential (as access.py reads it).
+    assert cache.get(cache.key(f"  {alice} ", "ns/alice/m", PULL, "main")) == "root"
+
+
+def test_the_key_holds_no_secret_and_means_nothing_to_another_process():
+    one, two = AuthCache(10.0), AuthCache(10.0)
+    header = basic("alice", "s3cret-Pa55")
+    key = one.key(header, "ns/m", PULL, "main")
+    assert len(key[0]) == 32 and b"s3cret" not in key[0] and header.encode() not in key[0]
+    assert one.principal(header) != two.principal(header)  # a per-process HMAC key
+    assert one.principal(None) == one.principal("  ") == ANONYMOUS
+    assert one.principal(header) != ANONYMOUS
+    with pytest.raises(ValueError):
+        one.key(header, "ns/m", "delete")
+
+
+def test_answers_expire_after_the_ttl():
+    clock = Clock()
+    cache = AuthCache(10.0, clock=clock)
+    key = cache.key(basic("alice", "p"), "ns/m", PULL, "main")
+    cache.put(key, "root", cache.epoch)
+    clock.now += 9.9
+    assert cache.get(key) == "root"
+    clock.now += 0.2
+    assert cache.get(key) is None and len(cache) == 0
+
+
+def test_a_spray_of_made_up_credentials_cannot_grow_it():
+    cache = AuthCache(300.0, max_items=64)
+    for _ in range(5000):  # an open registry takes any credential: every one a yes
+        header = basic(secrets.token_hex(8), secrets.token_hex(16))
+        cache.put(cache.key(header, "ns/m", PULL, "main"), "root", cache.epoch)
+    assert len(cache) == 64
+    assert len(cache._answers) == 64  # the map itself, not only what is unexpired
+
+
+def test_a_refusal_is_never_kept():
+    cache = AuthCache(10.0)
+    key = cache.key(basic("bob", "p"), "ns/m", PULL, "main")
+    cache.put(key, None, cache.epoch)
+    assert cache.get(key) is None and len(cache) == 0
+
+
+def test_a_write_drops_the_repositorys_answers_and_those_in_flight():
+    cache = AuthCache(10.0)
+    alice, bob = basic("alice", "a"), basic("bob", "b")
+    for who in (alice, bob):
+        cache.put(cache.key(who, "ns/m", PULL, "main"), "old", cache.epoch)
+        cache.put(cache.key(who, "ns/other", PULL, "main"), "other", cache.epoch)
+    asked = cache.epoch  # a read asked the registry before the commit...
+    cache.forget("ns/m")
+    cache.put(cache.key(alice, "ns/m", PULL, "main"), "old", asked)  # ...and answers after it
+    assert cache.get(cache.key(alice, "ns/m", PULL, "main")) is None
+    assert cache.get(cache.key(bob, "ns/m", PULL, "main")) is None
+    assert cache.get(cache.key(bob, "ns/other", PULL, "main")) == "other"
+    cache.put(cache.key(alice, "ns/m", PULL, "main"), "new", cache.epoch)
+    assert cache.get(cache.key(alice, "ns/m", PULL, "main")) == "new"
+
+
+def test_a_ttl_of_zero_keeps_nothing():
+    cache = AuthCache(0)
+    key = cache.key(None, "ns/m", PULL, "main")
+    cache.put(key, "root", cache.epoch)
+    assert not cache.enabled and cache.get(key) is None and len(cache) == 0
+    cache.forget("ns/m")  # nothing to drop, no error
+    for ttl in (-1.0, AUTH_CACHE_TTL_MAX + 1, math.nan):
+        with pytest.raises(ValueError):
+            AuthCache(ttl)
+
+
+@pytest.mark.parametrize("ttl", [-1.0, AUTH_CACHE_TTL_MAX + 0.5, math.nan, math.inf])
+def test_the_config_refuses_a_ttl_out_of_bounds(tmp_path, ttl):
+    settings = Settings(home=tmp_path, plain_http=True)
+    with pytest.raises(UsageError, match="--auth-cache-ttl must be between 0 and 300"):
+        GatewayConfig("127.0.0.1:9/gw", settings=settings, auth_cache_ttl=ttl)
+    assert GatewayConfig("127.0.0.1:9/gw", settings=settings).auth_cache_ttl == AUTH_CACHE_TTL
+    assert GatewayConfig("127.0.0.1:9/gw", settings=settings, auth_cache_ttl=0).auth_cache_ttl == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "301", "nan", "x"])
+def test_serve_refuses_a_bad_ttl_with_one_line_and_exit_2(tmp_path, value):
+    result = subprocess.run(
+        [sys.executable, "-m", "modelpack", "serve", "--registry", "127.0.0.1:9/gw",
+         "--cache", str(tmp_path), f"--auth-cache-ttl={value}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "--auth-cache-ttl" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
