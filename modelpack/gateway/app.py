@@ -107,7 +107,7 @@ class Gateway:
         self.shared = open_shared(config)  # in this process, or Redis for replicas
         self.audit = Audit(config, self.metrics, self.shared)
         self.clients = Clients(config)
-        self.resolver = Resolver(config, self.clients)
+        self.resolver = Resolver(config, self.clients, self.shared)
         self.pulls = PullThrough(config.settings, self.metrics, config.max_pulls or 1)
         self.upstream = (
             Upstream(config, self.resolver, self.metrics, self.audit) if config.upstream else None

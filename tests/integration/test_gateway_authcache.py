@@ -7,7 +7,9 @@ What is shown: a kept yes saves the round trip; no other client (another user, t
 user with another password, anonymous, the same client asking to push) is answered with
 it; refusals are never kept; answers expire; a commit through the gateway is seen at once
 and builds on the registry's head, never on a kept one; made-up credentials cannot grow
-the cache past its bound."""
+the cache past its bound.  With the audit trail: a read the kept answer allows is still a
+line and a count.  With replicas (``--redis``): a commit through one drops what the others
+kept, and a permission withdrawn at the registry is seen by each within the ttl."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import io
 import json
 import secrets
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -32,6 +35,7 @@ from modelpack.oci.spec import ANNOTATION_FILEPATH
 from modelpack.registry.client import open_repository
 from modelpack.settings import Settings
 from modelpack.testing import RegistryServer
+from modelpack.testing.replicas import RedisServer
 
 USERS = {"alice": "alice-pass", "bob": "bob-pass", "gw": "gw-pass", "carol": "carol-pass"}
 POLICY = {
@@ -260,3 +264,120 @@ def test_made_up_credentials_cannot_grow_the_cache(registry, tmp_path):
     assert statuses == {"200 OK"}
     assert len(app.resolver.answers) == 32
     assert len(app.clients._clients) <= MAX_CLIENTS
+
+
+def audit_lines(path: Path, count: int, timeout: float = 20.0) -> list[dict]:
+    """The audit file's lines once there are ``count`` (a line is written after its answer
+    went out, so the client may have its bytes first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text("ascii") if path.exists() else ""
+        lines = [json.loads(line) for line in text.splitlines()]
+        if len(lines) >= count or time.monotonic() > deadline:
+            assert len(lines) >= count, lines
+            return lines
+        time.sleep(0.05)
+
+
+def test_a_read_the_kept_answer_allows_is_still_an_audit_line_and_counted(lab, tmp_path):
+    """The kept answer skips the registry, never the audit trail or /metrics: every file
+    read is a line and a count, also on one keep-alive connection (the thread that
+    answered takes the next request: gateway/worker.py), and by Range."""
+    _, proxy, _ = lab
+    trail = tmp_path / "audit.log"
+    gateway = Gateway(proxy.host, tmp_path / "gateway",
+                      ("--auth-cache-ttl", "300", "--audit-log", str(trail))).start()  # fmt: skip
+    try:
+        url = f"{gateway.url}/alice/m/resolve/main/a.txt"
+        assert get(gateway, "/alice/m/resolve/main/a.txt", ALICE).content == b"first"
+        with requests.Session() as session:  # one connection: keep-alive
+            for _ in range(5):
+                answer, cost = asked(proxy, lambda: session.get(url, headers=ALICE, timeout=60))
+                assert answer.status_code == 200 and answer.content == b"first"
+                assert cost == 0  # the kept answer: the registry was not asked
+            ranged, cost = asked(proxy, lambda: session.get(url, timeout=60,
+                                                            headers={**ALICE, "Range": "bytes=1-3"}))  # fmt: skip
+            assert ranged.status_code == 206 and ranged.content == b"irs" and cost == 0
+        lines = audit_lines(trail, 7)
+        assert [(line["status"], line["bytes"]) for line in lines] == [(200, 5)] * 6 + [(206, 3)]
+        for line in lines:
+            assert line["action"] == "download" and line["user"] == "alice", line
+            assert (line["repo"], line["revision"], line["path"]) == ("alice/m", "main", "a.txt")
+        samples = gateway.metrics()
+        events = 'modelpack_gateway_audit_events_total{action="download",status="%d"}'
+        assert samples[events % 200] == 6 and samples[events % 206] == 1
+        requests_total = (
+            'modelpack_gateway_requests_total{method="GET",route="resolve",status="%d"}'
+        )
+        assert samples[requests_total % 200] == 6 and samples[requests_total % 206] == 1
+        assert samples['modelpack_gateway_served_bytes_total{source="cache"}'] >= 5 * 5 + 3
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def replicas_lab(tmp_path_factory):
+    """Two replicas sharing one Redis, in front of a token registry whose tokens last 1 s
+    (so a permission withdrawn there is the registry's answer a second later), each
+    keeping the registry's yes for 3 s."""
+    work = tmp_path_factory.mktemp("authcache-replicas")
+    tokens = TokenServer(work / "tokens", users=dict(USERS), expires_in=1,
+                         policy={k: dict(v) for k, v in POLICY.items()}).start()  # fmt: skip
+    server = RegistryServer(workdir=work / "server", extra_config=tokens.registry_auth_yaml())
+    server.start()
+    proxy = HttpProxy(upstream=server.url).start()
+    redis_server = RedisServer(work / "redis").start()
+    env = {"MODELPACK_GATEWAY_REDIS": redis_server.url}
+    replicas = [
+        Gateway(proxy.host, work / f"replica-{n}", ("--auth-cache-ttl", "3"), env=env).start()
+        for n in range(2)
+    ]
+    created = requests.post(f"{replicas[0].url}/api/repos/create", headers=GW,
+                            json={"name": "alice/shared"}, timeout=60)  # fmt: skip
+    assert created.status_code == 200, created.text
+    assert commit(replicas[0], "alice/shared", GW, "a.txt", b"first").status_code == 200
+    yield tokens, proxy, replicas
+    for replica in replicas:
+        replica.stop()
+    redis_server.stop()
+    proxy.stop()
+    server.cleanup()
+    tokens.stop()
+
+
+def test_a_commit_through_one_replica_is_seen_at_once_by_the_others_kept_answers(replicas_lab):
+    _, proxy, (a, b) = replicas_lab
+    url = "/alice/shared/resolve/main/a.txt"
+    for _ in range(3):
+        before = get(b, url, ALICE)
+        assert before.status_code == 200
+        again, cost = asked(proxy, lambda: get(b, url, ALICE))
+        assert again.status_code == 200 and cost == 0  # b keeps main for alice
+        name = f"{secrets.token_hex(4)}.txt"
+        assert commit(a, "alice/shared", ALICE, name, name.encode()).status_code == 200
+        moved = get(b, f"/alice/shared/resolve/main/{name}", ALICE)  # within b's ttl
+        assert moved.status_code == 200 and moved.content == name.encode(), moved.text
+        assert moved.headers["X-Repo-Commit"] != before.headers["X-Repo-Commit"]
+
+
+def test_a_permission_withdrawn_at_the_registry_is_seen_by_every_replica_within_the_ttl(
+    replicas_lab,
+):
+    tokens, _, replicas = replicas_lab
+    url = "/alice/shared/resolve/main/a.txt"
+    for replica in replicas:
+        assert get(replica, url, ALICE).status_code == 200  # kept on both
+    tokens.policy["alice"] = {}
+    withdrawn = time.monotonic()
+    try:
+        refused: dict[str, float] = {}
+        while len(refused) < len(replicas) and time.monotonic() - withdrawn < 15:
+            for replica in replicas:
+                if replica.url not in refused and get(replica, url, ALICE).status_code == 401:
+                    refused[replica.url] = time.monotonic() - withdrawn
+            time.sleep(0.1)
+        # The ttl (3 s) and the registry's own token (1 s) at most, and some slack.
+        assert len(refused) == len(replicas), refused
+        assert all(seconds < 3 + 1 + 2 for seconds in refused.values()), refused
+    finally:
+        tokens.policy["alice"] = dict(POLICY["alice"])

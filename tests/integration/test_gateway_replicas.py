@@ -2,7 +2,9 @@
 doing plain round robin (its configuration taken from docs/gateway.md), in front of the real
 registry; huggingface_hub and hf_xet in subprocesses.  What the platform team found (tickets
 404 and Xet tokens 401 on the replica that did not issue them; commits lost from a branch two
-replicas moved at once) is each checked here, and a replica is SIGKILLed mid-upload."""
+replicas moved at once) is each checked here, and a replica is SIGKILLed mid-upload.  With
+``--protect``: a protected tag is refused on every replica (with an audit line there) and made
+once when two replicas are asked for it at the same moment."""
 
 from __future__ import annotations
 
@@ -375,3 +377,102 @@ def test_a_xorb_sent_for_one_repository_is_no_one_elses_at_another_replica(clust
                            data=body, headers={"Authorization": f"Bearer {tokens[1]}"},
                            timeout=60)  # fmt: skip
     assert repeat.json() == {"was_inserted": False}
+
+
+def _refs(registry, repository: str) -> dict[str, str]:  # noqa: ANN001
+    """tag -> manifest digest, as the registry has them."""
+    url = f"http://{registry.host}/v2/{NAMESPACE}/{repository}"
+    tags = requests.get(f"{url}/tags/list", timeout=30).json()["tags"]
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    return {tag: requests.head(f"{url}/manifests/{tag}", headers=accept,
+                               timeout=30).headers["Docker-Content-Digest"]
+            for tag in tags}  # fmt: skip
+
+
+def _audit(path: Path) -> list[dict]:
+    text = path.read_text("ascii") if path.exists() else ""
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_a_protected_tag_is_refused_on_every_replica_and_made_once(
+    registry, redis_server, tmp_path
+):
+    """``--protect`` with ``--redis``: a tag made through one replica is refused through the
+    other (a 403 and an audit line there, the registry unchanged); two replicas asked to
+    make the same protected tag at the same moment make it once and refuse the other (the
+    check runs under the branch lease in Redis: without it both would find the tag missing
+    and both write it)."""
+    env = {"MODELPACK_GATEWAY_REDIS": redis_server.url}
+    trails = [tmp_path / f"audit-{n}.log" for n in range(2)]
+    replicas = [
+        Gateway(
+            f"{registry.host}/{NAMESPACE}",
+            tmp_path / f"replica-{n}",
+            ("--inline-max", "1024", "--protect", "v*", "--audit-log", str(trails[n])),
+            env=env,
+        ).start()  # fmt: skip
+        for n in range(2)
+    ]
+    try:
+        a, b = (replica.url for replica in replicas)
+        _create(a, "guarded")
+        api = "/api/models/org/guarded"
+
+        def tag(url: str, name: str) -> requests.Response:
+            return requests.post(f"{url}{api}/tag/main", json={"tag": name}, headers=HUB_TYPES,
+                                 timeout=60)  # fmt: skip
+
+        assert tag(a, "v1").status_code == 200
+        before = _refs(registry, "org/guarded")
+        again = tag(b, "v1")
+        assert again.status_code == 403, again.text
+        assert "protected" in again.headers["X-Error-Message"]
+        ops = [{"key": "header", "value": {"summary": "over v1"}},
+               {"key": "file", "value": {"path": "x.txt", "encoding": "base64",
+                                         "content": "eA=="}}]  # fmt: skip
+        moved = requests.post(f"{b}{api}/commit/v1",
+                              data="".join(json.dumps(op) + "\n" for op in ops),
+                              headers={"Content-Type": "application/x-ndjson"}, timeout=60)  # fmt: skip
+        assert moved.status_code == 403, moved.text
+        preupload = requests.post(f"{b}{api}/preupload/v1", headers=HUB_TYPES, timeout=60,
+                                  json={"files": [{"path": "x.txt", "size": 1, "sample": ""}]})  # fmt: skip
+        assert preupload.status_code == 403, preupload.text
+        assert _refs(registry, "org/guarded") == before
+        deadline = time.monotonic() + 20
+        while len([line for line in _audit(trails[1]) if line["status"] == 403]) < 3:
+            assert time.monotonic() < deadline, _audit(trails[1])
+            time.sleep(0.05)
+        refused = {line["action"]: line for line in _audit(trails[1]) if line["status"] == 403}
+        assert set(refused) == {"create-tag", "commit", "preupload"}, refused
+        for line in refused.values():
+            assert (line["repo"], line["revision"]) == ("org/guarded", "v1"), line
+            assert "protected on this gateway" in line["error"], line
+        assert not [line for line in _audit(trails[0]) if line["status"] == 403]
+
+        # The same new protected tag asked of both replicas at once, five times.
+        def make(url: str, name: str, barrier: threading.Barrier, statuses: dict) -> None:
+            barrier.wait()
+            statuses[url] = tag(url, name).status_code
+
+        for n in range(2, 7):
+            barrier, statuses = threading.Barrier(2), {}
+            threads = [threading.Thread(target=make, args=(url, f"v{n}", barrier, statuses))
+                       for url in (a, b)]  # fmt: skip
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+            assert sorted(statuses.values()) == [200, 403], (n, statuses)
+        made = _refs(registry, "org/guarded")
+        assert {f"v{n}" for n in range(1, 7)} <= set(made)
+        deadline = time.monotonic() + 20
+        while True:
+            lines = [line for trail in trails for line in _audit(trail)]
+            tags = [line for line in lines if line["action"] == "create-tag"]
+            if len(tags) >= 1 + 1 + 10 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert sorted(line["status"] for line in tags) == [200] * 6 + [403] * 6, tags
+    finally:
+        for replica in replicas:
+            replica.stop()

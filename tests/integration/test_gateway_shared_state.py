@@ -120,6 +120,28 @@ def test_published_ranges_are_kept_once(shared):
     assert shared.published("f" * 64) == []
 
 
+def test_generations_and_the_audit_key_are_the_same_for_every_replica(shared, redis_server):
+    """What the authorization cache and the audit trail need replicas to agree on: a
+    repository's write generation (a new one per write) and one key for identity tokens.
+    One gateway keeps neither here (its cache drops answers itself; the key is a file)."""
+    if not isinstance(shared, RedisShared):
+        shared.new_generation("ns/m")
+        assert shared.generation("ns/m") is None and shared.audit_key() is None
+        return
+    other = RedisShared(redis_server.url, shared.prefix.removeprefix("modelpack:")[:-1])
+    assert shared.generation("ns/m") is None and other.generation("ns/m") is None
+    shared.new_generation("ns/m")
+    first = other.generation("ns/m")
+    assert first is not None and first == shared.generation("ns/m")
+    other.new_generation("ns/m")
+    assert shared.generation("ns/m") not in (None, first)
+    assert shared.generation("ns/other") is None
+    name = next(k for k in redis_server.client().keys("*") if b":generation:" in k)
+    assert 0 < redis_server.client().pttl(name) <= shared_module.GENERATION_TTL * 1000
+    key = shared.audit_key()
+    assert key is not None and len(key) == 32 and other.audit_key() == key == shared.audit_key()
+
+
 def test_a_branch_has_one_holder_at_a_time(shared):
     inside, most, rounds = [0], [0], []
     lock = threading.Lock()

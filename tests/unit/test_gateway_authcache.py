@@ -9,12 +9,14 @@ import math
 import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from modelpack.errors import UsageError
+from modelpack.errors import SharedStateUnavailableError, UsageError
 from modelpack.gateway.core.config import AUTH_CACHE_TTL, AUTH_CACHE_TTL_MAX, GatewayConfig
 from modelpack.gateway.state.authcache import ANONYMOUS, PULL, PUSH, AuthCache
+from modelpack.gateway.state.shared import InProcess
 from modelpack.settings import Settings
 
 
@@ -140,3 +142,85 @@ def test_serve_refuses_a_bad_ttl_with_one_line_and_exit_2(tmp_path, value):
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "--auth-cache-ttl" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+class Replicas(InProcess):
+    """The generations of state/shared.py's RedisShared, in a dict every cache of the test
+    sees (as replicas see one Redis); ``down`` makes it fail as an unreachable Redis does.
+    (tests/integration/test_gateway_shared_state.py has RedisShared's own.)"""
+
+    replicated = True
+
+    def __init__(self) -> None:
+        super().__init__(Path("/nonexistent"))
+        self.generations: dict[str, str] = {}
+        self.down = False
+        self.asked = 0
+
+    def generation(self, repository: str) -> str | None:
+        self.asked += 1
+        if self.down:
+            raise SharedStateUnavailableError("Redis at 127.0.0.1:9 did not answer")
+        return self.generations.get(repository)
+
+    def new_generation(self, repository: str) -> None:
+        if self.down:
+            raise SharedStateUnavailableError("Redis at 127.0.0.1:9 did not answer")
+        self.generations[repository] = secrets.token_hex(8)
+
+
+def test_a_write_through_one_replica_drops_the_answers_every_replica_kept():
+    shared = Replicas()
+    a, b = AuthCache(10.0, shared=shared), AuthCache(10.0, shared=shared)
+    alice = basic("alice", "a")
+    for cache in (a, b):
+        key = cache.key(alice, "ns/m", PULL, "main")
+        answer, stamp = cache.lookup(key)
+        assert answer is None
+        cache.put(key, "old", stamp)
+        assert cache.get(key) == "old"
+        other = cache.key(alice, "ns/other", PULL, "main")
+        cache.put(other, "other", cache.lookup(other)[1])
+    a.forget("ns/m")  # a commit through replica a
+    assert b.get(b.key(alice, "ns/m", PULL, "main")) is None  # b asks the registry again
+    assert b.get(b.key(alice, "ns/other", PULL, "main")) == "other"  # others stay
+    key = b.key(alice, "ns/m", PULL, "main")
+    b.put(key, "new", b.lookup(key)[1])
+    assert b.get(key) == "new"
+
+
+def test_an_answer_asked_for_before_another_replicas_write_is_not_kept():
+    shared = Replicas()
+    a, b = AuthCache(10.0, shared=shared), AuthCache(10.0, shared=shared)
+    key = b.key(None, "ns/m", PULL, "main")
+    _, stamp = b.lookup(key)  # b asks the registry...
+    a.forget("ns/m")  # ...a commit through a moves main meanwhile...
+    b.put(key, "old", stamp)  # ...and b's answer, from before it, arrives
+    assert b.get(key) is None
+    # A replica with the cache off still tells the others about its writes.
+    off = AuthCache(0, shared=shared)
+    b.put(key, "new", b.lookup(key)[1])
+    off.forget("ns/m")
+    assert b.get(key) is None
+
+
+def test_without_redis_nothing_is_kept_or_served_and_redis_is_asked_again_later():
+    clock = Clock()
+    shared = Replicas()
+    cache = AuthCache(10.0, shared=shared, clock=clock)
+    key = cache.key(None, "ns/m", PULL, "main")
+    cache.put(key, "root", cache.lookup(key)[1])
+    assert cache.get(key) == "root"
+    shared.down = True
+    assert cache.get(key) is None  # a kept answer is not served unchecked
+    asked = shared.asked
+    _, stamp = cache.lookup(key)
+    cache.put(key, "root", stamp)  # nor is one kept without its generation
+    assert shared.asked == asked  # and Redis is not asked once per request meanwhile
+    cache.forget("ns/m")  # a write's forget never raises: the write is done
+    shared.down = False
+    cache.put(key, "root", cache.epoch)  # epoch carries no generation: nothing kept
+    clock.now += 5.0  # SHARED_RETRY later Redis is asked again, and answers
+    assert cache.get(key) is None
+    cache.put(key, "root", cache.lookup(key)[1])
+    assert cache.get(key) == "root" and shared.asked > asked

@@ -54,6 +54,7 @@ from ..core.hub import (
 )
 from ..state.access import Clients
 from ..state.authcache import PULL, AuthCache
+from ..state.shared import Shared
 from ..state.ttlmap import TTLMap
 
 MAX_VIEWS = 512
@@ -141,7 +142,13 @@ def require_modelpack(model: Model) -> None:
 
 
 class Resolver:
-    def __init__(self, config: GatewayConfig, clients: Clients) -> None:
+    """Repo id + revision → a verified model, as the client's credentials may read it.
+    ``shared``: what replicas share (state/shared.py); with it a write through any
+    replica drops every replica's kept answers about the repository."""
+
+    def __init__(
+        self, config: GatewayConfig, clients: Clients, shared: Shared | None = None
+    ) -> None:
         self.config = config
         self.clients = clients
         self.db_path = config.settings.home / "gateway.sqlite"
@@ -155,7 +162,7 @@ class Resolver:
         self._searched: TTLMap[tuple[str, str], bool] = TTLMap(MAX_SEARCHES, SEARCH_TTL)
         self._searching = [threading.Lock() for _ in range(16)]  # one search at a time each
         self._linked: TTLMap[tuple[str, str], bool] = TTLMap(MAX_LINKED, LINKED_TTL)
-        self.answers = AuthCache(config.auth_cache_ttl)
+        self.answers = AuthCache(config.auth_cache_ttl, shared=shared)
 
     # -- entry point ------------------------------------------------------------
 
@@ -173,11 +180,13 @@ class Resolver:
         key, client = self.clients.for_header(authorization)
         repository = RegistryRepository(client, name)
         kept = self.answers.key(authorization, name, PULL, revision)
-        root = None if fresh else self.answers.get(kept)
+        if fresh:
+            root, stamp = None, self.answers.stamp(name)
+        else:
+            root, stamp = self.answers.lookup(kept)
         if root is None:
-            epoch = self.answers.epoch
             root = self._resolve(repository, repo_id, revision, key)
-            self.answers.put(kept, root, epoch)
+            self.answers.put(kept, root, stamp)
         if root.media_type in INDEX_MEDIA_TYPES:
             raise HubError(400, f"{repo_id}@{revision} is an image index, not a model manifest")
         reference = _parsed(f"{self.config.host}/{name}@{root.digest}")
@@ -212,7 +221,7 @@ class Resolver:
 
     def forget(self, repo_id: str) -> None:
         """A write through this gateway moved ``repo_id``'s tags: no kept answer about
-        it is served again (state/authcache.py)."""
+        it is served again, by this replica or another (state/authcache.py)."""
         self.answers.forget(self.config.repository(repo_id))
 
     # -- revisions ------------------------------------------------------------

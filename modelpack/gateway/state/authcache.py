@@ -24,9 +24,17 @@ about 0.12x of nginx serving the same cached file (docs/benchmarks.md).  Here th
 - **Revocation takes up to ``ttl``**: a credential revoked, a permission withdrawn or a
   tag moved or deleted at the registry is seen by this gateway within ``ttl`` seconds
   (on a token registry a token the registry client already holds is good until it
-  expires as well, as before this cache).  Writes through this gateway (commits,
-  branches, tags) drop the repository's answers at once (``forget``); another replica's
-  writes are seen within ``ttl``.
+  expires as well, as before this cache).  Each replica keeps its own answers, each for
+  at most ``ttl`` from when it asked, so every replica sees a revocation within ``ttl``.
+- **Writes drop the repository's answers, in every replica.**  A write through this
+  gateway (commits, branches, tags) drops them here at once (``forget``).  With replicas
+  (``--redis``) it also puts a new random *generation* for the repository in Redis
+  (state/shared.py); every kept answer carries the generation read before the registry
+  was asked, and is served only while Redis still holds that one: a read on any replica
+  after a commit through another asks the registry again (one Redis GET per kept
+  answer served, instead of the registry's round trip).  While Redis does not answer,
+  nothing is kept or served from here (every request asks the registry, as with ``ttl``
+  0) and Redis is asked again after ``SHARED_RETRY`` seconds.
 - ``ttl`` 0 turns it off: every request asks the registry, as before.
 """
 
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import threading
 import time
@@ -42,25 +51,40 @@ from typing import Any
 
 from cachetools import TTLCache
 
+from ...errors import SharedStateUnavailableError
 from ..core.config import AUTH_CACHE_TTL, AUTH_CACHE_TTL_MAX
+from .shared import Shared
+
+log = logging.getLogger("modelpack.gateway")
 
 PULL = "pull"
 PUSH = "push"
 MAX_ANSWERS = 8192  # entries kept, whatever the ttl: a few MiB at most
 ANONYMOUS = b"anonymous"  # the principal of every request without Authorization
+SHARED_RETRY = 5.0  # seconds without Redis (no answers kept) after it failed to answer
+_UNKNOWN = object()  # a generation Redis did not say: nothing kept with it
+
+
+# What an answer is kept with (``AuthCache.stamp``): this process's write epoch, and with
+# replicas the repository's generation in Redis (None: never written through a replica).
+Stamp = tuple[int, object]
 
 
 class AuthCache:
-    """Thread-safe.  ``get`` / ``put`` by :meth:`key`; ``put`` takes the :attr:`epoch`
-    read before the registry was asked, and keeps nothing if a write came in between
-    (a slow answer from before a commit would otherwise outlive the commit's ``forget``).
-    ``clock`` is for tests (default ``time.monotonic``)."""
+    """Thread-safe.  ``lookup`` by :meth:`key` gives the kept answer and the stamp a fresh
+    one is ``put`` with (read before the registry is asked: ``put`` keeps nothing if a
+    write came in between, here or on another replica, since a slow answer from before a
+    commit would otherwise outlive the commit's ``forget``).  ``get`` is ``lookup``'s
+    answer and ``epoch`` a stamp for one gateway.  ``shared``: the replicas' state
+    (state/shared.py), whose generations make a write through one replica drop the
+    answers of all.  ``clock`` is for tests (default ``time.monotonic``)."""
 
     def __init__(
         self,
         ttl: float = AUTH_CACHE_TTL,
         max_items: int = MAX_ANSWERS,
         clock: Callable[[], float] = time.monotonic,
+        shared: Shared | None = None,
     ) -> None:
         if not 0 <= ttl <= AUTH_CACHE_TTL_MAX or max_items < 1:
             raise ValueError("an AuthCache needs 0 <= ttl <= AUTH_CACHE_TTL_MAX, max_items >= 1")
@@ -72,14 +96,38 @@ class AuthCache:
         )
         self._lock = threading.Lock()
         self._epoch = 0
+        # Also with ttl 0: this replica's writes must still drop the others' answers.
+        self._shared = shared if shared is not None and shared.replicated else None
+        self._shared_retry = 0.0
+        self._clock = clock
 
     @property
     def enabled(self) -> bool:
         return self._answers is not None
 
     @property
-    def epoch(self) -> int:
-        return self._epoch
+    def epoch(self) -> Stamp:
+        """A stamp without a generation: good for one gateway; with replicas nothing is
+        kept with it (use ``lookup`` or ``stamp``)."""
+        return (self._epoch, None if self._shared is None else _UNKNOWN)
+
+    def stamp(self, repository: str) -> Stamp:
+        """What an answer about ``repository`` that is asked of the registry now is
+        ``put`` with."""
+        epoch = self._epoch  # before the generation: a write meanwhile moves one of them
+        return (epoch, self._generation(repository))
+
+    def _generation(self, repository: str) -> object:
+        if self._shared is None:
+            return None
+        if self._clock() < self._shared_retry:
+            return _UNKNOWN
+        try:
+            return self._shared.generation(repository)
+        except SharedStateUnavailableError as exc:
+            self._shared_retry = self._clock() + SHARED_RETRY
+            log.warning("authorization cache: %s; every request asks the registry", exc)
+            return _UNKNOWN
 
     def principal(self, authorization: str | None) -> bytes:
         """Who asks, as a key: the header's HMAC under this process's secret."""
@@ -95,30 +143,47 @@ class AuthCache:
             raise ValueError(f"unknown action {action!r}")
         return (self.principal(authorization), repository, action, revision)
 
-    def get(self, key: tuple[bytes, str, str, str]) -> Any:
-        """The kept answer, or None (none, expired, or the cache is off)."""
+    def lookup(self, key: tuple[bytes, str, str, str]) -> tuple[Any, Stamp]:
+        """The kept answer (None: none, expired, the cache is off, or the repository was
+        written since, through this replica or another) and the stamp to ``put`` a fresh
+        one with."""
         if self._answers is None:
-            return None
+            return None, (self._epoch, _UNKNOWN)
+        stamp = self.stamp(key[1])
         with self._lock:
-            return self._answers.get(key)
+            kept = self._answers.get(key)
+        if kept is None or stamp[1] is _UNKNOWN or kept[1] != stamp[1]:
+            return None, stamp
+        return kept[0], stamp
 
-    def put(self, key: tuple[bytes, str, str, str], answer: Any, epoch: int) -> None:
-        """Keep the registry's yes (never None) unless a write came after ``epoch``."""
-        if self._answers is None or answer is None:
+    def get(self, key: tuple[bytes, str, str, str]) -> Any:
+        """The kept answer, or None (see ``lookup``)."""
+        return self.lookup(key)[0]
+
+    def put(self, key: tuple[bytes, str, str, str], answer: Any, stamp: Stamp) -> None:
+        """Keep the registry's yes (never None) unless a write came after ``stamp``."""
+        if self._answers is None or answer is None or stamp[1] is _UNKNOWN:
             return
         with self._lock:
-            if epoch == self._epoch:
-                self._answers[key] = answer
+            if stamp[0] == self._epoch:
+                self._answers[key] = (answer, stamp[1])
 
     def forget(self, repository: str) -> None:
         """Drop every answer about ``repository`` (its tags moved through this gateway),
-        and every answer being fetched right now (see ``put``)."""
+        and every answer being fetched right now (see ``put``); with replicas, theirs too
+        (a new generation).  Never raises: the write it follows is done."""
         with self._lock:
             self._epoch += 1
-            if self._answers is None:
-                return
-            for key in [k for k in self._answers if k[1] == repository]:
-                self._answers.pop(key, None)
+            if self._answers is not None:
+                for key in [k for k in self._answers if k[1] == repository]:
+                    self._answers.pop(key, None)
+        if self._shared is not None:
+            try:
+                self._shared.new_generation(repository)
+            except SharedStateUnavailableError as exc:
+                log.warning("authorization cache: %s; other replicas may serve answers about "
+                            "%s kept before this write for up to %g s", exc, repository,
+                            AUTH_CACHE_TTL_MAX)  # fmt: skip
 
     def __len__(self) -> int:
         if self._answers is None:

@@ -5,8 +5,9 @@ authority: the batch request's credentials, for one blob), Xet sessions (a write
 credentials, repository and spent budget) and their scopes (the xorbs a client sent for a
 repository and where they are, the file sizes preupload announced), where xorb chunk
 ranges were published as files, and who may move a branch right now.  Replicas also
-agree on the audit trail's key (one identity token is named alike in every replica's
-lines).
+agree on each repository's write generation (a commit through one drops the answers
+every replica's authorization cache kept about it) and on the audit trail's key (one
+identity token is named alike in every replica's lines).
 
 ``InProcess`` keeps them in this process (published ranges in the node cache): one
 gateway that needs nothing beside the registry, the embedded default.  ``RedisShared``
@@ -53,6 +54,7 @@ MAX_ANNOUNCED = 1 << 16  # lfs sizes remembered per scope (the oldest go first)
 MAX_SCOPE_XORBS = 1 << 18
 LEASE = 15.0  # seconds a branch lock outlives the last heartbeat of its holder
 LOCK_WAIT = 300.0  # seconds a commit waits for another commit to the same branch
+GENERATION_TTL = 3600.0  # a repository's write generation (over AUTH_CACHE_TTL_MAX)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -168,6 +170,18 @@ class Shared(ABC):
     def branch(self, repository: str, branch: str) -> contextlib.AbstractContextManager[Lease]:
         """Held while a commit reads a branch's head and moves it (and while a branch,
         tag or repository is created): one holder at a time, in all replicas."""
+
+    # -- the authorization cache -------------------------------------------------
+
+    def generation(self, repository: str) -> str | None:
+        """The repository's write generation (state/authcache.py): a new one after every
+        write through a replica; None when none was recorded.  One gateway keeps none
+        (its cache drops the answers itself)."""
+        return None
+
+    def new_generation(self, repository: str) -> None:
+        """A write through this replica moved ``repository``'s tags."""
+        return None
 
     # -- the audit trail ---------------------------------------------------------
 
@@ -437,6 +451,19 @@ class RedisShared(Shared):
     @_guarded
     def check(self) -> None:
         self.redis.ping()
+
+    @_guarded
+    def generation(self, repository: str) -> str | None:
+        value = self.redis.get(self._k("generation", repository))
+        return None if value is None else value.decode()
+
+    @_guarded
+    def new_generation(self, repository: str) -> None:
+        # Random, not a counter: a Redis that lost its data cannot hand out an old value
+        # again.  It outlives every answer kept under the one before it (at most
+        # AUTH_CACHE_TTL_MAX seconds old), so an expired generation matches no answer.
+        name = self._k("generation", repository)
+        self.redis.set(name, secrets.token_hex(8), px=int(GENERATION_TTL * 1000))
 
     @_guarded
     def audit_key(self) -> bytes | None:

@@ -268,14 +268,14 @@ class Uploads:
         are (state/authcache.py); the pushes themselves are the registry's to refuse."""
         answers = self.resolver.answers
         kept = answers.key(request.header("Authorization"), repository.name, PUSH)
-        if answers.get(kept):
+        known, stamp = answers.lookup(kept)
+        if known:
             return
-        epoch = answers.epoch
         location = repository.start_upload()
         if location:
             with contextlib.suppress(ModelpackError):
                 repository.client.request("DELETE", location, repository.push_scope).close()
-        answers.put(kept, True, epoch)
+        answers.put(kept, True, stamp)
 
     def _move(self, repo_id: str, lease: Lease, move: Callable[[], None]) -> None:
         """A branch or tag moves only while its lock is this request's: confirmed right
