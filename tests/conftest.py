@@ -246,6 +246,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa
 
 # Fixtures that run a peer built by scripts/peers/ (Go tools, the Rust workspace, Dragonfly).
 PEER_FIXTURES = {"go_peers", "crane_registry", "rust_bin", "rust_llm_bin", "dragonfly", "harbor"}
+DRAGONFLY_FIXTURES = {"dragonfly", "local_df"}  # they wait for the Rust build (dfdaemon)
 
 
 def _needs_peers(item: pytest.Item) -> bool:
@@ -315,8 +316,11 @@ def _run_order(item: pytest.Item) -> int:
     run (waiting for Harbor's build on a cold machine, which ends well before the Rust
     peers'), then both run the rest in order; the scheduler keeps this order
     (scripts/test.sh passes --no-loadscope-reorder)."""
-    if os.environ.get("PYTEST_XDIST_WORKER") and "harbor" in getattr(item, "fixturenames", ()):
-        return -1
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if os.environ.get("PYTEST_XDIST_WORKER") and "harbor" in fixtures:
+        # A Harbor test that also starts Dragonfly comes last in its Harbor's worker: on a
+        # cold machine it waits for the Rust build, and the other Harbor tests need not.
+        return 1 if DRAGONFLY_FIXTURES & fixtures else -1
     return int(_needs_peers(item))
 
 
