@@ -31,7 +31,8 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 # Dragonfly's hf:// backend) from crates.io at its Cargo.lock, rebuilt only when it changes,
 # Dragonfly's Go manager and scheduler at their pins, and Harbor's core, jobservice and
 # registryctl (v2.15.2 and main) from the source snapshots in ../shared/peer-src
-# (scripts/peers/build-harbor.sh, rebuilt only when a snapshot changes; scripts/peers/build-all.sh).
+# (scripts/peers/build-harbor.sh, rebuilt only when a snapshot changes; scripts/peers/build-all.sh),
+# and MatrixHub with its UI from the same folder (scripts/peers/build-matrixhub.sh).
 peers:
 	@bash scripts/peers/build-all.sh
 

@@ -223,6 +223,20 @@ def harbor(request):  # noqa: ANN201 - support.harbor.HarborTeam
     team.server.cleanup()
 
 
+@pytest.fixture(scope="session")
+def matrixhub():  # noqa: ANN201 - modelpack.testing.matrixhub.MatrixHubServer
+    """A real MatrixHub (built from ../shared/peer-src once, then cached) with Debian's
+    MariaDB, its admin's password changed from the default."""
+    from support.matrixhub import PEER_SRC, build_matrixhub, start_matrixhub
+
+    if not PEER_SRC.is_dir():
+        pytest.skip(f"MatrixHub tests need the source snapshots in {PEER_SRC} (absent)")
+    build_matrixhub()
+    server = start_matrixhub()
+    yield server
+    server.cleanup()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201
     """With MODELPACK_INTEROP_REPORT set, each interop-marked test's outcome is appended
@@ -244,15 +258,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa
     return report
 
 
-# Fixtures that run a peer built by scripts/peers/ (Go tools, the Rust workspace, Dragonfly).
-PEER_FIXTURES = {"go_peers", "crane_registry", "rust_bin", "rust_llm_bin", "dragonfly", "harbor"}
+# Fixtures that run a peer built by scripts/peers/ (Go tools, the Rust workspace, Dragonfly,
+# Harbor, MatrixHub).
+PEER_FIXTURES = {
+    "go_peers", "crane_registry", "rust_bin", "rust_llm_bin", "dragonfly", "harbor", "matrixhub",
+}  # fmt: skip
+DRAGONFLY_FIXTURES = {"dragonfly", "local_df"}  # they wait for the Rust build (dfdaemon)
 
 
 def _needs_peers(item: pytest.Item) -> bool:
     params = getattr(getattr(item, "callspec", None), "params", {})
-    return (
-        bool(PEER_FIXTURES & set(getattr(item, "fixturenames", ()))) or "crane" in params.values()
-    )
+    # A parameter naming a peer: any_registry's crane, the hub tests' MatrixHub.
+    peer_params = any(value in ("crane", "matrixhub") for value in params.values())
+    return bool(PEER_FIXTURES & set(getattr(item, "fixturenames", ()))) or peer_params
 
 
 # Test modules that must share one xdist worker, run one after another: the namespace tests
@@ -302,7 +320,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for that build."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if {"registry", "any_registry", "harbor"} & fixtures:
+        if {"registry", "any_registry", "harbor", "matrixhub"} & fixtures:
             item.add_marker(pytest.mark.integration)
         if _needs_peers(item):
             item.add_marker(pytest.mark.peers)
@@ -315,8 +333,11 @@ def _run_order(item: pytest.Item) -> int:
     run (waiting for Harbor's build on a cold machine, which ends well before the Rust
     peers'), then both run the rest in order; the scheduler keeps this order
     (scripts/test.sh passes --no-loadscope-reorder)."""
-    if os.environ.get("PYTEST_XDIST_WORKER") and "harbor" in getattr(item, "fixturenames", ()):
-        return -1
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if os.environ.get("PYTEST_XDIST_WORKER") and "harbor" in fixtures:
+        # A Harbor test that also starts Dragonfly comes last in its Harbor's worker: on a
+        # cold machine it waits for the Rust build, and the other Harbor tests need not.
+        return 1 if DRAGONFLY_FIXTURES & fixtures else -1
     return int(_needs_peers(item))
 
 
@@ -330,7 +351,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     shared = ROOT.parent / "shared"
     from support.harbor import PEER_SRC
 
-    parts = {shared / "modelpack-spec": "the spec drift check", PEER_SRC: "the Harbor tests"}
+    parts = {
+        shared / "modelpack-spec": "the spec drift check",
+        PEER_SRC: "the Harbor and MatrixHub tests",
+    }
     for part, what in parts.items():
         if not part.is_dir():
             lines.append(f"skipped for lack of {part}: {what}")

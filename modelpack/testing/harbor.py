@@ -14,33 +14,25 @@ everything on SIGTERM or Ctrl-C.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import requests
 
+from ._supervised import Supervised, peers_dir, run_until_signalled, wait_port
 from .registry import free_port, registry_binary, write_htpasswd
 
 VERSIONS = ("v2.15.2", "main")
 ADMIN = "admin"
-_PR_SET_PDEATHSIG = 1
-
-
-def peers_dir() -> Path:
-    return Path(os.environ.get("MODELPACK_PEERS_DIR") or Path.home() / ".cache/modelpack-peers")
 
 
 def harbor_dir(version: str) -> Path:
@@ -64,36 +56,6 @@ def postgres_bin(name: str) -> str:
     )
 
 
-def _die_with_parent() -> None:
-    """In the child: the signals main() blocks are unblocked (a mask survives exec), and
-    SIGTERM comes when the launcher dies, so no Harbor part outlives it."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _wait_port(
-    port: int,
-    process: subprocess.Popen,
-    name: str,
-    log: Path,
-    timeout: float,
-    ip: str = "127.0.0.1",
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}: {_tail(log)}")
-        with contextlib.suppress(OSError), socket.create_connection((ip, port), 0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{name} did not listen on {ip}:{port} within {timeout:.0f}s")
-
-
-def _tail(log: Path, size: int = 2000) -> str:
-    return log.read_text(errors="replace")[-size:] if log.exists() else "(no log)"
-
-
 def created_id(response: requests.Response) -> int:
     """The id of what a Harbor API POST created: the last part of its ``Location``."""
     return int(response.headers["Location"].rstrip("/").rsplit("/", 1)[1])
@@ -115,7 +77,7 @@ def wait_until_ended(
 
 
 @dataclass
-class HarborServer:
+class HarborServer(Supervised):
     """A running Harbor; ``host`` is what goes into references (127.0.0.1:PORT).
 
     ``ip`` is the address core listens on and that every URL Harbor hands out names
@@ -127,13 +89,13 @@ class HarborServer:
     version: str = "v2.15.2"
     port: int = field(default_factory=free_port)
     ip: str = "127.0.0.1"
-    workdir: Path | None = None  # default: a temporary folder, made when first needed
     admin_password: str = field(default_factory=lambda: "Mp1" + secrets.token_hex(10), repr=False)
     # Garbage collection spares blobs touched within this many hours (core's
     # GC_TIME_WINDOW_HOURS; the API cannot set it). Harbor's default, 2, would spare all a
     # test just pushed; 0 is for a Harbor nobody pushes to while it collects.
     gc_time_window_hours: int = 0
-    _processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list, repr=False)
+    _folder_prefix: ClassVar[str] = "modelpack-harbor-"
+    _stop_signals: ClassVar[dict[str, signal.Signals]] = {"postgres": signal.SIGINT}  # fast
 
     @property
     def host(self) -> str:
@@ -143,20 +105,9 @@ class HarborServer:
     def url(self) -> str:
         return f"http://{self.host}"
 
-    @property
-    def root(self) -> Path:
-        """The folder every part keeps its data, configuration and log in."""
-        if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="modelpack-harbor-"))
-        return self.workdir
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
     # -- start and stop ----------------------------------------------------------
 
-    def start(self, timeout: float = 180.0) -> HarborServer:
+    def start(self, timeout: float = 180.0) -> Self:
         """Start every part in order and return once core answers the API and ``/v2/``."""
         build = harbor_dir(self.version)
         if not (build / "bin" / "harbor_core").exists():
@@ -183,24 +134,6 @@ class HarborServer:
             self.stop()
             raise
         return self
-
-    def _spawn(
-        self, name: str, argv: list[str], *, env: dict[str, str] | None = None, **kwargs: Any
-    ) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
-        process = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
-            start_new_session=True,  # stopped in order by stop(), not by the terminal's Ctrl-C
-            preexec_fn=_die_with_parent,
-            **kwargs,
-        )
-        log.close()
-        self._processes.append((name, process))
-        return process
 
     def _start_postgres(self, password: str) -> int:
         """A private cluster: initdb with a password (Harbor's key=value connection string
@@ -231,7 +164,7 @@ class HarborServer:
              "-c", "full_page_writes=off"],
             **as_user,
         )  # fmt: skip
-        _wait_port(port, process, "PostgreSQL", self.logs / "postgres.log", 60)
+        wait_port(port, process, "PostgreSQL", self.logs / "postgres.log", 60)
         for _ in range(100):  # listening is not yet accepting: retry while it starts up
             created = subprocess.run(
                 [postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "harbor",
@@ -256,7 +189,7 @@ class HarborServer:
         if redis is None:
             raise RuntimeError("redis-server not found: install Debian's redis-server")
         process = self._spawn("redis", [redis, str(conf)])
-        _wait_port(port, process, "Redis", self.logs / "redis.log", 30)
+        wait_port(port, process, "Redis", self.logs / "redis.log", 30)
         return port
 
     def _start_registry(self, password: str) -> int:
@@ -281,7 +214,7 @@ class HarborServer:
             "validation:\n  disabled: true\n"
         )
         process = self._spawn("registry", [binary, "serve", str(config)])
-        _wait_port(port, process, "registry", self.logs / "registry.log", 30)
+        wait_port(port, process, "registry", self.logs / "registry.log", 30)
         return port
 
     def _start_registryctl(self, secret: dict[str, str]) -> int:
@@ -295,7 +228,7 @@ class HarborServer:
         process = self._spawn(
             "registryctl", [str(self.build / "bin/harbor_registryctl"), "-c", str(config)], env=env
         )
-        _wait_port(port, process, "registryctl", self.logs / "registryctl.log", 30)
+        wait_port(port, process, "registryctl", self.logs / "registryctl.log", 30)
         return port
 
     def _core_env(
@@ -367,7 +300,7 @@ class HarborServer:
         process = self._spawn(
             "core", [str(self.build / "bin/harbor_core")], env=env, cwd=self.root / "core"
         )
-        _wait_port(self.port, process, "Harbor core", self.logs / "core.log", timeout, self.ip)
+        wait_port(self.port, process, "Harbor core", self.logs / "core.log", timeout, self.ip)
 
     def _start_jobservice(self, env: dict[str, str], port: int, redis_port: int) -> None:
         """After core: jobservice reads its configuration from core's API at start."""
@@ -392,44 +325,15 @@ class HarborServer:
         process = self._spawn(
             "jobservice", [str(self.build / "bin/harbor_jobservice"), "-c", str(config)], env=env
         )
-        _wait_port(port, process, "Harbor jobservice", self.logs / "jobservice.log", 60)
+        wait_port(port, process, "Harbor jobservice", self.logs / "jobservice.log", 60)
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        core = dict(self._processes)["core"]
-        while time.monotonic() < deadline:
-            if core.poll() is not None:
-                raise RuntimeError(f"Harbor core exited: {_tail(self.logs / 'core.log')}")
-            with contextlib.suppress(requests.RequestException):
-                info = requests.get(f"{self.url}/api/v2.0/systeminfo", timeout=2)
-                v2 = requests.get(f"{self.url}/v2/", timeout=2)
-                if info.status_code == 200 and v2.status_code == 401:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"Harbor on {self.url} did not answer within {timeout:.0f}s")
+        def answers() -> bool:
+            info = requests.get(f"{self.url}/api/v2.0/systeminfo", timeout=2)
+            v2 = requests.get(f"{self.url}/v2/", timeout=2)
+            return info.status_code == 200 and v2.status_code == 401
 
-    def stop(self) -> None:
-        """Stop every part, the last started first (PostgreSQL with a fast shutdown)."""
-        while self._processes:
-            name, process = self._processes.pop()
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT if name == "postgres" else signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> HarborServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
+        self._wait_answer("core", answers, f"Harbor core on {self.url}", timeout)
 
     # -- Harbor's REST API, as an administrator sets a project up ---------------
 
@@ -658,7 +562,6 @@ def _pkcs1_rsa_key() -> bytes:
 def main() -> None:
     """``python -m modelpack.testing.harbor``: run a Harbor until SIGTERM or Ctrl-C."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(description="Run a local Harbor (built from source).")
     parser.add_argument("--version", choices=VERSIONS, default=VERSIONS[0])
@@ -666,26 +569,14 @@ def main() -> None:
         "--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)"
     )
     args = parser.parse_args()
-    signals = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # delivered to sigwait, not as a kill
-    server = HarborServer(version=args.version, port=args.port or free_port())
-    try:
-        try:
-            server.start()
-        except RuntimeError as exc:  # not built, a part missing or failing: one line
-            first = (str(exc).strip() or repr(exc)).splitlines()[0]
-            kept = server.workdir is not None and any(server.logs.glob("*.log"))
-            where = f" (logs kept in {server.logs})" if kept else ""
-            print(f"error: {first}{where}", file=sys.stderr, flush=True)
-            if kept:
-                server.workdir = None  # cleanup() leaves the logs for the user to read
-            raise SystemExit(1) from None
-        print(f"HARBOR_URL={server.url}", flush=True)
-        print(f"HARBOR_ADMIN_PASSWORD={server.admin_password}", flush=True)
-        print(f"Harbor {args.version} (logs in {server.logs}); Ctrl-C stops it", flush=True)
-        signal.sigwait(signals)
-    finally:
-        server.cleanup()
+    run_until_signalled(
+        lambda: HarborServer(version=args.version, port=args.port or free_port()),
+        lambda server: [
+            f"HARBOR_URL={server.url}",
+            f"HARBOR_ADMIN_PASSWORD={server.admin_password}",
+            f"Harbor {args.version} (logs in {server.logs}); Ctrl-C stops it",
+        ],
+    )
 
 
 if __name__ == "__main__":

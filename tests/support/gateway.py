@@ -169,23 +169,43 @@ class Gateway:
     ):
         """Run ``code`` as a hub client process (``sys.argv[1]`` is ``argument`` as JSON);
         its last line of output is JSON, returned."""
-        env = clean_env(
-            hf_home,
-            HF_ENDPOINT=self.url,
-            HF_HOME=str(hf_home),
-            HF_HUB_CACHE=str(hf_home / "hub"),
-            HF_HUB_DISABLE_PROGRESS_BARS="1",
-            HF_HUB_DISABLE_TELEMETRY="1",
-            **(env_extra or {}),
-        )
-        if token is not None:
-            env["HF_TOKEN"] = token
-        result = subprocess.run(
-            [sys.executable, "-c", code, json.dumps(argument)],
-            env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return hub_client(self.url, code, argument, hf_home, token, env_extra)
+
+
+def hub_env(url: str, hf_home: Path, token: str | None = None, **extra: str) -> dict[str, str]:
+    """A clean environment with huggingface_hub pointed at the hub at ``url`` only (and
+    ``HF_TOKEN``), its cache under ``hf_home``."""
+    env = clean_env(
+        hf_home,
+        HF_ENDPOINT=url,
+        HF_HOME=str(hf_home),
+        HF_HUB_CACHE=str(hf_home / "hub"),
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        **extra,
+    )
+    if token is not None:
+        env["HF_TOKEN"] = token
+    return env
+
+
+def hub_client(  # noqa: ANN201
+    url: str,
+    code: str,
+    argument,  # noqa: ANN001
+    hf_home: Path,
+    token: str | None = None,
+    env_extra: dict[str, str] | None = None,
+):
+    """Run ``code`` as a client process of the hub at ``url`` (``sys.argv[1]`` is ``argument``
+    as JSON); its last line of output is JSON, returned."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(argument)],
+        env=hub_env(url, hf_home, token, **(env_extra or {})),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def blob_gets(registry_log: str, repository: str) -> dict[str, int]:
