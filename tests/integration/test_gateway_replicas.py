@@ -418,9 +418,9 @@ def test_a_protected_tag_is_refused_on_every_replica_and_made_once(
         _create(a, "guarded")
         api = "/api/models/org/guarded"
 
-        def tag(url: str, name: str) -> requests.Response:
-            return requests.post(f"{url}{api}/tag/main", json={"tag": name}, headers=HUB_TYPES,
-                                 timeout=60)  # fmt: skip
+        def tag(url: str, name: str, headers: dict | None = None) -> requests.Response:
+            return requests.post(f"{url}{api}/tag/main", json={"tag": name}, timeout=60,
+                                 headers={**HUB_TYPES, **(headers or {})})  # fmt: skip
 
         assert tag(a, "v1").status_code == 200
         before = _refs(registry, "org/guarded")
@@ -449,10 +449,13 @@ def test_a_protected_tag_is_refused_on_every_replica_and_made_once(
             assert "protected on this gateway" in line["error"], line
         assert not [line for line in _audit(trails[0]) if line["status"] == 403]
 
-        # The same new protected tag asked of both replicas at once, five times.
+        # The same new protected tag asked of both replicas at once, five times, by a client
+        # with an identity token (the registry is open: it is never asked for).
+        token = {"Authorization": "Bearer identity-token-of-a-tagger"}
+
         def make(url: str, name: str, barrier: threading.Barrier, statuses: dict) -> None:
             barrier.wait()
-            statuses[url] = tag(url, name).status_code
+            statuses[url] = tag(url, name, token).status_code
 
         for n in range(2, 7):
             barrier, statuses = threading.Barrier(2), {}
@@ -473,6 +476,12 @@ def test_a_protected_tag_is_refused_on_every_replica_and_made_once(
                 break
             time.sleep(0.05)
         assert sorted(line["status"] for line in tags) == [200] * 6 + [403] * 6, tags
+        # Each replica has its own node cache, and names the token alike: the key is Redis's.
+        named = [{line["user"] for line in _audit(trail)
+                  if line["action"] == "create-tag" and line["revision"] != "v1"}
+                 for trail in trails]  # fmt: skip
+        assert named[0] == named[1] and len(named[0]) == 1, named
+        assert named[0].pop().startswith("token:")
     finally:
         for replica in replicas:
             replica.stop()

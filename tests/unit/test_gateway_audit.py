@@ -1,6 +1,7 @@
 """The audit trail's parts (state/audit.py) and the options that configure it and protected
 tags (core/config.py): users named without secrets, clients from trusted proxies only,
-bounded lines, a log file shared and rotated by several processes, refused options."""
+bounded lines, a log file shared and rotated by several processes, refused options; with
+replicas, one identity token named alike by every replica (the key from the shared state)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.auditlog import write_lines
 
-from modelpack.errors import UsageError
+from modelpack.errors import SharedStateUnavailableError, UsageError
 from modelpack.gateway.core.config import PROTECT_MAX, TRUSTED_PROXIES_MAX, GatewayConfig
+from modelpack.gateway.state import audit as audit_module
 from modelpack.gateway.state.audit import (
+    Audit,
     AuditLog,
     client_of,
     event_line,
@@ -27,6 +31,8 @@ from modelpack.gateway.state.audit import (
     node_key,
     user_of,
 )
+from modelpack.gateway.state.metrics import Metrics
+from modelpack.gateway.state.shared import InProcess
 from modelpack.gateway.writes.protected import protecting
 from modelpack.schemas import GATEWAY_AUDIT, load_schema
 from modelpack.settings import Settings
@@ -60,6 +66,58 @@ def test_the_fingerprint_key_is_made_once_per_node_cache(tmp_path):
     path.write_bytes(b"short")  # a crash between create and write
     assert node_key(path) != key and len(path.read_bytes()) == 32
     assert user_of("Digest abc", None) is None and user_of("Basic !!!", None) is None
+
+
+class _Replicas(InProcess):
+    """The audit key of state/shared.py's RedisShared, as replicas see one Redis; ``down``
+    fails as an unreachable Redis does."""
+
+    replicated = True
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__(Path("/nonexistent"))
+        self.key, self.down, self.asked = key, False, 0
+
+    def audit_key(self) -> bytes | None:
+        self.asked += 1
+        if self.down:
+            raise SharedStateUnavailableError("Redis at 127.0.0.1:9 did not answer")
+        return self.key
+
+
+def test_replicas_with_their_own_caches_name_one_token_alike(tmp_path, monkeypatch):
+    shared = _Replicas(b"r" * 32)
+    audits = [
+        Audit(
+            GatewayConfig("127.0.0.1:9/gw", settings=Settings(home=tmp_path / f"node-{n}")),
+            Metrics(),
+            shared,
+        )  # fmt: skip
+        for n in range(2)
+    ]
+    assert audits[0].node_key != audits[1].node_key  # each node cache its own key file
+    assert shared.asked == 0  # asked for only when an identity token is named
+    names = [user_of("Bearer identity-token-4", None, audit.key) for audit in audits]
+    assert names[0] == names[1] == user_of("Bearer identity-token-4", None, b"r" * 32)
+    assert user_of(basic("alice", "pw"), None, audits[0].key) == "alice"
+    asked = shared.asked
+    user_of("Bearer identity-token-4", None, audits[0].key)
+    assert shared.asked == asked  # kept once had
+
+    # Redis down when a replica first needs the key: its node key meanwhile, Redis asked
+    # again KEY_RETRY seconds later, not once per request.
+    shared.down = True
+    late = Audit(GatewayConfig("127.0.0.1:9/gw", settings=Settings(home=tmp_path / "late")),
+                 Metrics(), shared)  # fmt: skip
+    clock = [1000.0]
+    monkeypatch.setattr(audit_module.time, "monotonic", lambda: clock[0])
+    alone = user_of("Bearer identity-token-4", None, late.node_key)
+    assert user_of("Bearer identity-token-4", None, late.key) == alone
+    asked = shared.asked
+    assert user_of("Bearer identity-token-4", None, late.key) == alone and shared.asked == asked
+    shared.down = False
+    clock[0] += audit_module.KEY_RETRY
+    assert user_of("Bearer identity-token-4", None, late.key) == names[0]
 
 
 def _environ(peer: str, forwarded: str | None = None) -> dict:
@@ -136,20 +194,13 @@ def test_refusals_are_the_4xx_that_say_no():
     assert not any(is_refusal(s) for s in (200, 206, 304, 307, 404, 416, 500, 502, 503))
 
 
-def _write_lines(path: str, writer: int, count: int, max_bytes: int) -> None:
-    log = AuditLog(path, max_bytes=max_bytes, backups=50)
-    for i in range(count):
-        log.write(json.dumps({"writer": writer, "i": i, "pad": "x" * 200}))
-    log.close()
-
-
 def test_processes_sharing_a_rotated_log_lose_and_split_no_line(tmp_path):
     """Four processes write 2,000 lines each into one file rotated every 64 KiB: every
     line arrives once, whole, and rotation kept the backups it was asked to."""
     path = tmp_path / "audit.log"
     context = multiprocessing.get_context("spawn")
     writers = [
-        context.Process(target=_write_lines, args=(str(path), w, 2000, 64 * 1024)) for w in range(4)
+        context.Process(target=write_lines, args=(str(path), w, 2000, 64 * 1024)) for w in range(4)
     ]
     for process in writers:
         process.start()
