@@ -3,7 +3,10 @@
 Basic: send the credentials.  Bearer (the distribution token spec, what
 Harbor, Docker Hub, GHCR use): ask the realm for a token with the exact
 scopes of the operation, cache it per scope set until it expires, and fetch
-a new one when the registry says 401 again.  Anonymous tokens work the same
+a new one when the registry says 401 again.  ``prefetch`` asks one token for
+many scopes at once (a listing reading many repositories: Harbor checks a
+password with 600,000 PBKDF2 rounds per token request); a scope the token
+server did not grant is answered 401 and asked for alone, as before.  Anonymous tokens work the same
 way with no credentials.  Passwords never appear in messages or logs.
 """
 
@@ -28,6 +31,7 @@ DEFAULT_TOKEN_LIFETIME = 60  # seconds, the token spec's default for expires_in
 CLIENT_ID = "modelpack"
 # A bearer token goes into a header: printable, no spaces or control characters.
 _TOKEN_RE = re.compile(r"[\x21-\x7e]{1,16384}")
+MAX_COVERED = 4096  # scopes held by prefetched tokens (expired ones are dropped past it)
 log = logging.getLogger("modelpack.http")
 
 
@@ -54,13 +58,15 @@ class Authenticator:
         self.transport = transport
         self.credentials = credentials
         self._tokens: dict[tuple[str, ...], _Token] = {}
+        self._covering: dict[str, _Token] = {}  # scope -> a token asked for many at once
+        self._challenge: Challenge | None = None  # the registry's bearer challenge, once seen
         self._basic = False
         self._lock = threading.Lock()
 
     def headers(self, scopes: tuple[str, ...]) -> dict[str, str]:
         """The Authorization header to send for an operation needing ``scopes``."""
         with self._lock:
-            token = self._tokens.get(scopes)
+            token = self._tokens.get(scopes) or self._covered(scopes)
             if token and token.expires_at > time.monotonic():
                 return {"Authorization": f"Bearer {token.value}"}
             if self._basic and self.credentials:
@@ -72,6 +78,8 @@ class Authenticator:
         challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
         for challenge in challenges:
             if challenge.scheme == "bearer" and challenge.params.get("realm"):
+                with self._lock:
+                    self._challenge = challenge
                 self._fetch_token(challenge, scopes)
                 return True
             if challenge.scheme == "basic":
@@ -86,20 +94,45 @@ class Authenticator:
 
     def _fetch_token(self, challenge: Challenge, scopes: tuple[str, ...]) -> None:
         requested = list(scopes) or [s for s in challenge.params.get("scope", "").split(" ") if s]
-        document = self.request_token(challenge, requested)
-        value = document.get("token") or document.get("access_token")
+        token = _token(self.request_token(challenge, requested))
         log.debug(
             "token for %s from %s", " ".join(scopes) or "(no scope)", challenge.params["realm"]
         )
-        lifetime = document.get("expires_in") or DEFAULT_TOKEN_LIFETIME
-        try:
-            lifetime = max(int(lifetime), 1)
-        except (TypeError, ValueError):
-            lifetime = DEFAULT_TOKEN_LIFETIME
-        # Renew a little early so a long request does not start with a dying token.
-        expires_at = time.monotonic() + lifetime * 0.9
         with self._lock:
-            self._tokens[scopes] = _Token(value, expires_at)
+            self._tokens[scopes] = token
+
+    def prefetch(self, scopes: list[str]) -> bool:
+        """One token for all of ``scopes`` (once a bearer challenge was seen): the requests
+        needing any one of them then start with it.  False when nothing was fetched."""
+        with self._lock:
+            challenge = self._challenge
+            now = time.monotonic()
+            wanted = [s for s in dict.fromkeys(scopes) if not self._held(s, now)]
+        if challenge is None or len(wanted) < 2:
+            return False
+        try:
+            token = _token(self.request_token(challenge, wanted))
+        except AuthenticationError as exc:  # each request asks on its own, as without this
+            log.debug("token for %d scopes at once: %s", len(wanted), exc)
+            return False
+        with self._lock:
+            if len(self._covering) + len(wanted) > MAX_COVERED:
+                self._covering = {s: t for s, t in self._covering.items() if t.expires_at > now}
+                if len(self._covering) + len(wanted) > MAX_COVERED:
+                    self._covering.clear()
+            self._covering.update(dict.fromkeys(wanted, token))
+        return True
+
+    def _held(self, scope: str, now: float) -> bool:
+        token = self._tokens.get((scope,)) or self._covering.get(scope)
+        return token is not None and token.expires_at > now
+
+    def _covered(self, scopes: tuple[str, ...]) -> _Token | None:
+        """A prefetched token asked for every one of ``scopes`` (the same one), if any."""
+        if not scopes:
+            return None
+        first = self._covering.get(scopes[0])
+        return first if first and all(self._covering.get(s) is first for s in scopes) else None
 
     def request_token(
         self, challenge: Challenge, scopes: list[str], *, offline: bool = False
@@ -200,3 +233,17 @@ class Authenticator:
     def forget(self, scopes: tuple[str, ...]) -> None:
         with self._lock:
             self._tokens.pop(scopes, None)
+            for scope in scopes:
+                self._covering.pop(scope, None)
+
+
+def _token(document: dict) -> _Token:
+    """A token server's answer (checked by ``request_token``) as a token with its expiry."""
+    lifetime = document.get("expires_in") or DEFAULT_TOKEN_LIFETIME
+    try:
+        lifetime = max(int(lifetime), 1)
+    except (TypeError, ValueError):
+        lifetime = DEFAULT_TOKEN_LIFETIME
+    # Renew a little early so a long request does not start with a dying token.
+    value = document.get("token") or document.get("access_token")
+    return _Token(value, time.monotonic() + lifetime * 0.9)

@@ -289,6 +289,13 @@ def test_each_client_sees_only_what_the_registry_lets_it_read(token_hub, tmp_pat
             "reader": ["prod/secret", "public/open", "team/one", "team/two"],
             "wrong": {"status": 401},  # refused once, not one tag list per repository
         }
+        # One token for the reader's walk of the four repositories, not one each (on Harbor
+        # every token request with a password costs its core 0.1 s of CPU); alice's token
+        # names only team/*, the others were asked for alone and refused.
+        asked = {who: [r["scopes"] for r in tokens.requests if r.get("user") == who]
+                 for who in ("reader", "alice")}  # fmt: skip
+        assert sorted(map(len, asked["reader"])) == [0, 4], asked
+        assert sorted(map(len, asked["alice"])) == [0, 1, 1, 4], asked
         # The catalog was read with the gateway's own user only.
         catalog_users = {r["user"] for r in tokens.requests if "registry:catalog:*" in r["scopes"]}
         assert catalog_users == {"lister"}

@@ -133,3 +133,32 @@ def test_mirrors_never_get_the_environment_credentials(monkeypatch):
     monkeypatch.setenv("MODELPACK_PASSWORD", "token")
     (mirror,) = mirror_repositories(parse_reference("harbor.example.com/ml/bert:v1"), Settings())
     assert mirror.client.auth.credentials is None
+
+
+def test_a_token_asked_for_many_scopes_covers_each_and_the_cover_is_bounded(monkeypatch):
+    from modelpack.registry import auth as auth_module
+    from modelpack.registry.auth import Authenticator
+    from modelpack.registry.challenge import Challenge
+
+    auth = Authenticator(transport=None, credentials=None)  # type: ignore[arg-type]
+    asked: list[list[str]] = []
+
+    def request_token(challenge, scopes):  # noqa: ANN001, ANN202
+        asked.append(scopes)
+        return {"token": f"t{len(asked)}", "expires_in": 60}
+
+    monkeypatch.setattr(auth, "request_token", request_token)
+    scopes = [f"repository:team/m{n}:pull" for n in range(3)]
+    assert not auth.prefetch(scopes)  # no bearer challenge seen yet: nothing to ask
+    auth._challenge = Challenge("bearer", {"realm": "https://t/token"})
+    assert auth.prefetch(scopes + scopes[:1])
+    assert asked == [scopes]  # once, each scope once
+    assert auth.headers((scopes[1],)) == {"Authorization": "Bearer t1"}
+    assert auth.headers(("repository:team/other:pull",)) == {}
+    assert auth.headers((scopes[0], "repository:team/other:pull")) == {}  # not all covered
+    assert not auth.prefetch(scopes)  # all held: not asked again
+    auth.forget((scopes[0],))
+    assert auth.headers((scopes[0],)) == {}
+    monkeypatch.setattr(auth_module, "MAX_COVERED", 4)
+    assert auth.prefetch([f"repository:team/n{n}:pull" for n in range(3)])
+    assert len(auth._covering) <= 4
