@@ -1,7 +1,6 @@
 """A process that writes audit lines, for the tests of a log file shared by several
-(tests/unit/test_gateway_audit.py).  A spawned process finds its target by module name:
-here it has a name of its own (tests/unit and tests/integration each have a
-test_gateway_audit.py, and the spawned child took whichever came first on sys.path)."""
+(tests/unit/test_audit_lines.py).  A spawned process finds its target by module name, so
+it lives in a support module of its own, not in a test module."""
 
 from __future__ import annotations
 
