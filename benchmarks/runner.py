@@ -37,10 +37,8 @@ def parse_stat(text: str) -> tuple[int, int, int]:
     return int(pid), int(fields[1]), sum(int(x) for x in fields[11:15])
 
 
-def tree_cpu(roots: Sequence[int], proc: Path = Path("/proc")) -> float:
-    """CPU seconds so far of the processes ``roots`` and every live descendant: each one's
-    own time and its reaped children's (a PostgreSQL backend that has exited counts in its
-    postmaster's), so the difference of two calls is what the tree spent in between."""
+def _proc_table(proc: Path) -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, CPU clock ticks) of every process in ``proc``."""
     stats: dict[int, tuple[int, int]] = {}
     for entry in proc.iterdir():
         if entry.name.isdigit():
@@ -49,17 +47,47 @@ def tree_cpu(roots: Sequence[int], proc: Path = Path("/proc")) -> float:
             except (OSError, ValueError, IndexError):
                 continue  # exited meanwhile
             stats[pid] = (ppid, ticks)
+    return stats
+
+
+def _descendants(roots: Sequence[int], stats: dict[int, tuple[int, int]]) -> list[int]:
+    """The pids of ``stats`` that are ``roots`` or descend from one."""
     wanted = set(roots)
-    total = 0
-    for pid, (_, ticks) in stats.items():
+    found = []
+    for pid in stats:
         seen: set[int] = set()
         ancestor = pid
         while ancestor not in wanted and ancestor in stats and ancestor not in seen:
             seen.add(ancestor)
             ancestor = stats[ancestor][0]
         if ancestor in wanted:
-            total += ticks
-    return total / os.sysconf("SC_CLK_TCK")
+            found.append(pid)
+    return found
+
+
+def tree_cpu(roots: Sequence[int], proc: Path = Path("/proc")) -> float:
+    """CPU seconds so far of the processes ``roots`` and every live descendant: each one's
+    own time and its reaped children's (a PostgreSQL backend that has exited counts in its
+    postmaster's), so the difference of two calls is what the tree spent in between."""
+    stats = _proc_table(proc)
+    return sum(stats[pid][1] for pid in _descendants(roots, stats)) / os.sysconf("SC_CLK_TCK")
+
+
+def parse_rss_kb(status: str) -> int:
+    """VmRSS (KiB) from a /proc/PID/status text; 0 for a kernel thread or a zombie."""
+    return next((int(line.split()[1]) for line in status.splitlines()
+                 if line.startswith("VmRSS:")), 0)  # fmt: skip
+
+
+def tree_rss(roots: Sequence[int], proc: Path = Path("/proc")) -> int:
+    """Bytes resident now in the processes ``roots`` and every live descendant."""
+    total = 0
+    for pid in _descendants(roots, _proc_table(proc)):
+        try:
+            total += parse_rss_kb((proc / str(pid) / "status").read_text())
+        except OSError:
+            continue  # exited meanwhile
+    return total * 1024
 
 
 def measure(tool: str, operation: str, case: str, command: list[str], env: dict[str, str] | None = None,

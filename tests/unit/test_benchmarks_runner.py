@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.runner import measure, parse_stat, tree_cpu
+from benchmarks.runner import measure, parse_rss_kb, parse_stat, tree_cpu, tree_rss
 
 
 def _stat(pid: int, name: str, ppid: int, utime: int, stime: int, cutime: int = 0,
@@ -56,3 +56,16 @@ def test_a_measurement_records_its_servers_cpu_only_when_asked():
     assert watched.extra["server_cpu"]["here"] > 0
     plain = measure("sh", "burn", "t", burn)
     assert plain.ok and "server_cpu" not in plain.extra
+
+
+def test_resident_memory_of_a_tree(tmp_path):
+    proc = tmp_path / "proc"
+    for pid, ppid, rss in ((10, 1, "VmRSS:\t  2048 kB\n"), (11, 10, "VmRSS:\t  1024 kB\n"),
+                           (12, 11, ""), (20, 1, "VmRSS:\t  4096 kB\n")):  # fmt: skip
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "stat").write_text(_stat(pid, "p", ppid, 1, 1))
+        (proc / str(pid) / "status").write_text(f"Name:\tp\n{rss}Threads:\t1\n")
+    assert parse_rss_kb("Name:\tkthreadd\nThreads:\t1\n") == 0  # a kernel thread has none
+    assert tree_rss([10], proc) == 3072 * 1024
+    assert tree_rss([10, 20], proc) == 7168 * 1024
+    assert tree_rss([404], proc) == 0
