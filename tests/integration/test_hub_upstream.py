@@ -48,7 +48,7 @@ def world(registry, tmp_path_factory):
             settings = Settings(home=work / "home", plain_http=True)
             for name in ("org/tiny:main", "org/tiny-offline:main", "org/tiny-pinned:main",
                          "org/tiny-shared:main", "org/tiny-pr:main", "org/other:main",
-                         "team/internal:main"):  # fmt: skip
+                         "team/internal:main", "org/tiny-local:main"):  # fmt: skip
                 build_and_push(model, f"{up_registry.host}/{UP}/{name}", settings)
             # An internal repo: only v1, in the registry the gateway fronts.
             build_and_push(model, f"{registry.host}/{NS}/team/internal:v1", settings)
@@ -105,6 +105,19 @@ def test_eight_concurrent_first_requests_import_once_then_none(world, imported, 
         replica.stop()
     assert len(upstream.log().splitlines()) == before
     assert "upstream: imported" not in replica.log()
+
+
+def test_an_import_serves_its_first_request_from_the_node_store(world, registry, tmp_path):
+    """The import builds into the node store and pushes from there, so the download that
+    asked for it reads no blob back from the registry; the store keeps no tag of it."""
+    model, _, gateway = world
+    before = len(registry.access_log())
+    (result,) = gateway.hf([["snapshot", "org/tiny-local", "main"]], tmp_path / "hf")
+    assert tree_files(Path(result["path"])) == tree_files(model)
+    log = registry.access_log()[before:]
+    assert re.search(rf'"PUT /v2/{NS}/org/tiny-local/manifests/main ', log)  # it was pushed
+    assert not re.search(rf'"GET /v2/{NS}/org/tiny-local/blobs/', log)  # nothing fetched back
+    assert "tiny-local" not in (gateway.cache / "store" / "index.json").read_text()
 
 
 def test_the_imported_artifact_pulls_with_identical_files(world, imported, registry, tmp_path):

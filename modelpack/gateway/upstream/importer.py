@@ -43,6 +43,7 @@ again (misses.py).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -65,6 +66,7 @@ from ...oci.reference import is_tag
 from ...registry.client import RegistryClient, RegistryRepository, connect
 from ...storage._locks import file_lock
 from ...storage.diskspace import disk_full_errors, require_space
+from ...storage.store import node_store
 from ..core.config import Caps, GatewayConfig
 from ..core.egress import Egress, EgressPolicy, RefusedError
 from ..core.hub import HubError
@@ -257,13 +259,13 @@ class Upstream:
                         raise
                 if fetched is not None:
                     fetched.append(sum(f.size for f in files))  # all of it, each checked
-                try:
+                target = f"{self.config.host}/{name}:{revision}"
+                try:  # into the node store: its layers are linked there, not copied
                     result = api.build(
                         tree,
-                        f"{self.config.host}/{name}:{revision}",
+                        target,
                         hf_repo_id=repo_id,
                         hf_revision=commit,
-                        push=True,
                         allow_unsafe_pickle=self.config.allow_unsafe_pickle,
                         settings=self.config.settings,
                     )
@@ -271,12 +273,24 @@ class Upstream:
                     raise UnbuildableError(f"{repo_id}@{revision}: {exc.message}") from None
                 except UnsafePickleError as exc:  # a file that runs code when loaded
                     raise UnsafeImportError(exc, f"{repo_id}@{revision}") from None
+            self._push(target)
             log.info(
                 "upstream: imported %s@%s (commit %s, %d files) as %s:%s@%s in %.1fs",
                 repo_id, revision, commit, len(files), name, revision, result.digest,
                 time.monotonic() - started,
             )  # fmt: skip
             return commit
+
+    def _push(self, target: str) -> None:
+        """The built model from the node store to the registry, then untagged there: its
+        verified blobs stay in the node store, where the pull that serves the first request
+        finds them instead of fetching every byte back from the registry (one download and
+        hash of the whole model fewer).  The node cache alone decides how long they stay."""
+        try:
+            api.push(target, settings=self.config.settings)
+        finally:
+            with contextlib.suppress(NotFoundError):
+                node_store(self.config.settings).untag(target)
 
     def _download(
         self, egress: Egress, repo_id: str, commit: str, files: list[UpstreamFile], into: Path
