@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps peers demo test test-fast interop lint format bench bench-cluster bench-images harbor-screenshots docs dist clean
+.PHONY: install system-deps peers demo test test-fast interop lint format bench bench-cluster bench-hubs bench-images harbor-screenshots docs dist clean
 
 install: $(STAMP)
 
@@ -86,6 +86,19 @@ bench-cluster:
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench-cluster needs root (network namespaces, veth, tc)" >&2; exit 2; fi
 	@$(MAKE) --no-print-directory install $(VENV)/.bench-installed
 	@$(PY) -m benchmarks.cluster_bench $(BENCH_ARGS)
+
+# modelpack serve and MatrixHub side by side (issue 32), one run on this machine: downloads
+# through each hub's proxy (cold, warm, 8 clients at once), uploads through LFS and Xet,
+# list_models over 200 repositories, 8 nodes in network namespaces through each; the section
+# "MatrixHub side by side" of docs/benchmarks.md (benchmarks/hubs.py). MatrixHub is built
+# once from ../shared/peer-src (scripts/peers/build-matrixhub.sh). Root only (a network
+# namespace of its own, iptables byte counters in it). About 15 minutes; a few GiB in
+# --workdir (BENCH_ARGS="--workdir /dev/shm/hubs" to keep them off the disk).
+bench-hubs:
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench-hubs needs root (network namespaces, iptables)" >&2; exit 2; fi
+	@$(MAKE) --no-print-directory install $(VENV)/.bench-installed
+	@bash scripts/peers/build-matrixhub.sh
+	@$(PY) -m benchmarks --cases hubs $(BENCH_ARGS)
 
 # A node's cold start: modelpack pull -o vs containerd pulling the model as an image
 # (image volume, modelcar), benchmarks/cold_start.py. Root only (it runs containerd).

@@ -22,7 +22,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import gateway, gateway_speed, harbor, models, replicas, report
+from benchmarks import gateway, gateway_speed, harbor, hubs, models, replicas, report
 from benchmarks.harbor import HarborTarget
 from benchmarks.runner import Measurement, measure
 from modelpack.testing.harbor import VERSIONS as HARBOR_VERSIONS
@@ -470,7 +470,8 @@ def main(argv: list[str] | None = None) -> None:
         "gateway: one file through modelpack serve (benchmarks/gateway.py), "
         "replicas: a 1 GiB upload_folder through one replica and three (benchmarks/replicas.py), "
         "speed: cached downloads through modelpack serve beside nginx, written to its own "
-        "section (benchmarks/gateway_speed.py)",
+        "section (benchmarks/gateway_speed.py), "
+        "hubs: modelpack serve and MatrixHub side by side (benchmarks/hubs.py, root; alone)",
     )
     parser.add_argument("--gateway-gib", type=float, default=2, help="the gateway case's file")
     parser.add_argument(
@@ -488,7 +489,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workdir", default=str(HERE / ".work"))
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.cases == "hubs":  # its own options (python -m benchmarks.hubs --help)
+        raise SystemExit(
+            hubs.main(["--output", args.output, "--workdir", f"{args.workdir}/hubs", *rest])
+        )
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     tools = set(args.tools.split(","))

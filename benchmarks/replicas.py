@@ -57,13 +57,16 @@ def _clean_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 class Replica:
-    def __init__(self, work: Path, registry: str, redis: str | None) -> None:
+    """``modelpack serve`` in front of ``registry`` on 127.0.0.1, with ``args``, until
+    ``stop()``."""
+
+    def __init__(self, work: Path, registry: str, redis: str | None, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         work.mkdir(parents=True, exist_ok=True)
         env = _clean_env(work, **({"MODELPACK_GATEWAY_REDIS": redis} if redis else {}))
         command = [PY, "-m", "modelpack", "serve", "--registry", registry, "--plain-http",
-                   "--port", str(self.port), "--cache", str(work / "cache")]  # fmt: skip
+                   "--port", str(self.port), "--cache", str(work / "cache"), *args]  # fmt: skip
         self.log = open(work / "gateway.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
                                         env=env, cwd=ROOT)  # fmt: skip
