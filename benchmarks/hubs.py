@@ -72,8 +72,16 @@ def populate(names):
     def one(name):
         api.create_repo(name, exist_ok=True)
         api.upload_file(path_or_fileobj=b"# " + name.encode(), path_in_repo="README.md", repo_id=name)
-    with ThreadPoolExecutor(4) as pool:
-        return len(list(pool.map(one, names)))
+    pool = ThreadPoolExecutor(4)
+    try:
+        for n, made in enumerate([pool.submit(one, name) for name in names]):
+            try:
+                made.result(timeout=120)
+            except TimeoutError:
+                raise TimeoutError(f"no answer for 120 s, repository {n + 1} of {len(names)}")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return len(names)
 def search(term):
     return len(list(api.list_models(search=term)))
 def upload(args):
@@ -500,7 +508,7 @@ def search(work: Path, counters: Counters, hub: Hub) -> list[Row]:
     names = [f"bench/search-model-{n:03d}" for n in range(SEARCHED)]
     filler = Client(hub, [["populate", names]], work / "populate")
     try:
-        made = together([filler], hub, counters, [], timeout=600)[0][0]
+        made = together([filler], hub, counters, [])[0][0]
     finally:
         filler.close()
     note = "" if "ok" in made else f"making the {SEARCHED} repositories: {made['error']}"
@@ -508,7 +516,7 @@ def search(work: Path, counters: Counters, hub: Hub) -> list[Row]:
     searcher = Client(hub, [["search", "model-1"]] * 2, work / "search")
     try:
         for when in ("first", "again (cached)"):
-            measured = together([searcher], hub, counters, [f"spt:{hub.port}"], timeout=120)
+            measured = together([searcher], hub, counters, [f"spt:{hub.port}"], timeout=60)
             found = measured[0][0].get("ok")
             what = f"list_models(search='model-1') over {SEARCHED} repositories, {when}"
             rows.append(row(what, hub, measured, "hub", note or f"{found} found"))

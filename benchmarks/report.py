@@ -451,6 +451,7 @@ KEPT_SECTIONS = (
     "## One big blob over a capped link",
     "## Cold start on a node",
     "## Uploads through replicas",  # benchmarks/replicas.py, part of `make bench`
+    "## MatrixHub side by side",  # benchmarks/hubs.py (`make bench-hubs`)
 )
 
 
