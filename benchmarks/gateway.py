@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import models
-from benchmarks.runner import Measurement
+from benchmarks.runner import Measurement, stop
 from modelpack.testing.registry import RegistryServer, free_port
 
 PY = sys.executable
@@ -86,12 +86,7 @@ def serving(host: str, work: Path, size: int, *args: str) -> Iterator[Served]:
             time.sleep(0.1)
         yield served
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
         shutil.rmtree(cache, ignore_errors=True)
 

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
@@ -44,7 +44,7 @@ from benchmarks.cluster_bench import HF_NODE, digests, fresh_nodes, publish, run
 from benchmarks.gitface import GitFace
 from benchmarks.replicas import Replica, _clean_env
 from benchmarks.report import replace_section
-from benchmarks.runner import tree_cpu, tree_rss
+from benchmarks.runner import stop, tree_cpu, tree_rss
 from modelpack.testing.fetched import minilm
 from modelpack.testing.matrixhub import MatrixHubServer
 
@@ -375,6 +375,8 @@ def upstream(work: Path, sources: dict[str, Path], counters: Counters) -> Iterat
         finally:
             face.close()
             gateway.stop()
+            for folder in ("upstream", "upstream-git"):
+                shutil.rmtree(work / folder, ignore_errors=True)
 
 
 @contextmanager
@@ -602,15 +604,6 @@ def cluster_rows(work: Path, gib: float) -> list[Row]:
     return rows
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def matrixhub_at(cluster: Cluster, host: Host, git_url: str,
                  processes: list[subprocess.Popen]) -> Hub:  # fmt: skip
     """MatrixHub on ``host`` (benchmarks.cluster): its launcher in the host's namespace
@@ -658,8 +651,45 @@ def versions() -> dict[str, str]:
     }
 
 
-def _cell(value: float | None, unit: str, scale: float = 1.0, digits: int = 2) -> str:
-    return "-" if value is None else f"{value / scale:,.{digits}f} {unit}"
+OURS, THEIRS = "modelpack serve", "MatrixHub"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e3:,.1f} kB" if n < 1e6 else f"{n / 1e6:,.1f} MB"
+
+
+def _pair(rows: dict[str, Row], show: Callable[[Row], str]) -> str:
+    return " / ".join(show(rows[h]) if h in rows else "-" for h in (OURS, THEIRS))
+
+
+def table(rows: list[Row]) -> list[str]:
+    """One line per operation, ours beside MatrixHub (a variant of ours in the notes)."""
+    grouped: dict[str, dict[str, Row]] = {}
+    for r in rows:
+        grouped.setdefault(r.what, {})[r.hub] = r
+    lines = [
+        f"| what | time: {OURS} / {THEIRS} | bytes | hub CPU | hub peak memory | notes |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for what, by_hub in grouped.items():
+        sent_by = next(iter(by_hub.values())).sent_by
+        notes = [
+            f"{hub}: {r.note[:200]}"
+            for hub, r in by_hub.items()
+            if r.note and hub in (OURS, THEIRS)
+        ]
+        notes += [f"`{hub}`: " + (f"{r.seconds:.2f} s, CPU {r.cpu or 0:.2f} s" if r.seconds is not None
+                                  else f"failed ({r.note[:120]})")
+                  for hub, r in by_hub.items() if hub not in (OURS, THEIRS)]  # fmt: skip
+        lines.append(
+            f"| {what} | {_pair(by_hub, lambda r: 'failed' if r.seconds is None else f'{r.seconds:.2f} s')} "
+            f"| {_pair(by_hub, lambda r: _size(r.sent))} from the {sent_by} "
+            f"| {_pair(by_hub, lambda r: f'{r.cpu or 0:.2f} s')} "
+            f"| {_pair(by_hub, lambda r: f'{(r.rss or 0) / 1e6:,.0f} MB')} | {'; '.join(notes)} |"
+        )
+    return lines
 
 
 def section(run: Run) -> str:
@@ -682,16 +712,10 @@ def section(run: Run) -> str:
         f"average, {load['ours_cores']:.2f} of them this run's processes and "
         f"{load['others_cores']:.2f} other jobs'.",
         "",
-        "| what | hub | time | bytes | hub CPU | hub peak memory | note |",
-        "|---|---|---:|---:|---:|---:|---|",
+        *table(run.rows),
     ]
-    for r in run.rows:
-        sent = "-" if r.sent is None else f"{r.sent / 1e6:,.1f} MB from the {r.sent_by}"
-        time_ = _cell(r.seconds, "s") if r.seconds is not None else "failed"
-        lines.append(f"| {r.what} | {r.hub} | {time_} | {sent} | {_cell(r.cpu, 's')} | "
-                     f"{_cell(r.rss, 'MB', 1e6, 0)} | {r.note} |")  # fmt: skip
     ahead = [f"{w} ({m:.2f} s against {o:.2f} s)" for w, o, m in compare(run.rows) if m < o]
-    lines += ["", "MatrixHub was ahead on: " + ("; ".join(ahead) if ahead else "no row") + "."]
+    lines += ["", f"{THEIRS} was ahead on: " + ("; ".join(ahead) if ahead else "no row") + "."]
     if run.left_out:
         lines += ["", "Left out of this run: " + "; ".join(run.left_out) + "."]
     notes = HERE / "hubs-notes.md"
@@ -706,8 +730,7 @@ def compare(rows: list[Row]) -> list[tuple[str, float, float]]:
     for r in rows:
         if r.seconds is not None:
             times.setdefault(r.what, {})[r.hub] = r.seconds
-    return [(what, t["modelpack serve"], t["MatrixHub"]) for what, t in times.items()
-            if {"modelpack serve", "MatrixHub"} <= t.keys()]  # fmt: skip
+    return [(what, t[OURS], t[THEIRS]) for what, t in times.items() if {OURS, THEIRS} <= t.keys()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -756,6 +779,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.__main__ import machine
 
     info = {k: v for k, v in machine().items() if k not in ("skopeo", "registry")}
+    info["work folder"] = subprocess.run(["df", "--output=fstype", str(work)], capture_output=True,
+                                         text=True).stdout.split()[-1]  # fmt: skip
     run = Run(time.strftime("%Y-%m-%d"), info, versions(), load.summary(), rows,
               [f"the {s} rows (--skip)" for s in STEPS if s in skip])  # fmt: skip
     print(section(run))

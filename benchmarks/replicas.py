@@ -29,6 +29,7 @@ import requests
 
 from benchmarks import models
 from benchmarks.report import replace_section
+from benchmarks.runner import stop
 from modelpack.testing.registry import RegistryServer, free_port
 from modelpack.testing.replicas import Balancer, RedisServer
 
@@ -82,12 +83,7 @@ class Replica:
         raise SystemExit("a replica did not start within 60 s")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process)
         self.log.close()
 
 

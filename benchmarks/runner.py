@@ -27,6 +27,16 @@ class Measurement:
     extra: dict = field(default_factory=dict)
 
 
+def stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if ``process`` has not exited within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def parse_stat(text: str) -> tuple[int, int, int]:
     """(pid, parent pid, clock ticks of CPU) from a /proc/PID/stat line: the process's own
     user and system time and that of its children it has waited for (utime, stime, cutime,

@@ -35,10 +35,12 @@ ROWS = [
         140_000_000),
     Row("warm download, 8 clients at once: m (92 MB)", "MatrixHub", 3.3, 0, "upstream", 1.0,
         160_000_000),
+    Row("warm download, 8 clients at once: m (92 MB)", "modelpack serve --auth-cache-ttl 0", 4.5,
+        0, "upstream", 2.0, 150_000_000),
     Row("upload_folder through Xet: u (1,074 MB), 4 shards", "modelpack serve", 8.1, 1_079_000_000,
         "client", 8.5, 150_000_000),
-    Row("upload_folder through Xet: u (1,074 MB), 4 shards", "MatrixHub", None, 0, "client", 0.0,
-        138_000_000, "ConnectionError: 404 /xet-write-token"),
+    Row("upload_folder through Xet: u (1,074 MB), 4 shards", "MatrixHub", None, 6_500, "client",
+        0.0, 138_000_000, "ConnectionError: 404 /xet-write-token"),
 ]  # fmt: skip
 RUN = Run("2026-12-07", {"cpu": "2 x AMD EPYC", "memory": "24 GiB"},
           {"MatrixHub": "v0.2.0-rc.3"}, {"minutes": 12.0, "load_min": 1.0, "load_median": 3.2,
@@ -46,12 +48,19 @@ RUN = Run("2026-12-07", {"cpu": "2 x AMD EPYC", "memory": "24 GiB"},
           ROWS, ["the cluster rows (--skip)"])  # fmt: skip
 
 
-def test_the_section_says_who_was_ahead_and_what_failed() -> None:
+def test_the_section_puts_both_hubs_on_one_line_and_says_who_was_ahead() -> None:
     text = section(RUN)
     assert text.startswith(HEADING + "\n")
-    assert "| warm download, 8 clients at once: m (92 MB) | MatrixHub | 3.30 s | 0.0 MB from the " \
-        "upstream | 1.00 s | 160 MB |  |" in text  # fmt: skip
-    assert "| MatrixHub | failed |" in text and "404 /xet-write-token |" in text
+    assert (
+        "| warm download, 8 clients at once: m (92 MB) | 3.90 s / 3.30 s | 0.0 kB / 0.0 kB from "
+        "the upstream | 1.10 s / 1.00 s | 140 MB / 160 MB | `modelpack serve --auth-cache-ttl 0`: "
+        "4.50 s, CPU 2.00 s |"
+    ) in text
+    assert (
+        "| upload_folder through Xet: u (1,074 MB), 4 shards | 8.10 s / failed | 1,079.0 MB / "
+        "6.5 kB from the client | 8.50 s / 0.00 s | 150 MB / 138 MB | MatrixHub: "
+        "ConnectionError: 404 /xet-write-token |"
+    ) in text
     assert "MatrixHub was ahead on: warm download, 8 clients at once: m (92 MB) (3.30 s " \
         "against 3.90 s)." in text  # fmt: skip
     assert "1.80 of 2 cores busy" in text and "0.70 other jobs'" in text
