@@ -92,7 +92,7 @@ bench-cluster:
 # list_models over 200 repositories, 8 nodes in network namespaces through each; the section
 # "MatrixHub side by side" of docs/benchmarks.md (benchmarks/hubs.py). MatrixHub is built
 # once from ../shared/peer-src (scripts/peers/build-matrixhub.sh). Root only (a network
-# namespace of its own, iptables byte counters in it). About 15 minutes; a few GiB in
+# namespace of its own, iptables byte counters in it). About 8 minutes; up to 12 GiB in
 # --workdir (BENCH_ARGS="--workdir /dev/shm/hubs" to keep them off the disk).
 bench-hubs:
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench-hubs needs root (network namespaces, iptables)" >&2; exit 2; fi
