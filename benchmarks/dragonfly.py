@@ -110,6 +110,9 @@ def namespace_site(cluster, host) -> Site:  # noqa: ANN001 - benchmarks.cluster'
     )
 
 
+PORT_ATTEMPTS = 3  # dfdaemon started again on new ports when one was taken meanwhile
+
+
 def wait_until(check, what: str, timeout: float = 120.0, logs: tuple[Path, ...] = ()) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -444,16 +447,28 @@ stats:
     def _peer(self, name: str, site: Site, *, seed: bool) -> Peer:
         base = self.workdir / name
         base.mkdir(parents=True)
-        ports = {k: site.free_port() for k in DFDAEMON_PORTS}
         config = base / "dfdaemon.yaml"
-        config.write_text(self.dfdaemon_config(name, site, ports, seed=seed))
         log_dir = base / "log"
-        process = self._spawn(
-            site, name,
-            [str(self.bin_dir / "dfdaemon"), "--config", str(config), "--log-dir", str(log_dir)],
-        )  # fmt: skip
+        for attempt in range(PORT_ATTEMPTS):
+            ports = {k: site.free_port() for k in DFDAEMON_PORTS}
+            config.write_text(self.dfdaemon_config(name, site, ports, seed=seed))
+            process = self._spawn(
+                site, name,
+                [str(self.bin_dir / "dfdaemon"), "--config", str(config), "--log-dir", str(log_dir)],
+            )  # fmt: skip
+            up = (lambda p=process, port=ports["proxy"]:  # noqa: E731 - bound per attempt
+                  p.popen.poll() is not None or site.port_open(port))  # fmt: skip
+            wait_until(up, name, logs=(process.log,))
+            if process.popen.poll() is None:
+                break
+            # Another server took one of its ports between free_port() and dfdaemon's bind
+            # (tests run beside each other): new ports.  Anything else is a failure.
+            self.processes.remove(process)
+            if attempt + 1 == PORT_ATTEMPTS or "Address already in use" not in tail(process.log):
+                raise RuntimeError(
+                    f"{name} exited {process.popen.returncode}:\n{tail(process.log)}"
+                )
         peer = Peer(name, site.ip, ports["proxy"], log_dir, base / "storage", seed)
-        self._wait_port(site, ports["proxy"], process)
         self._wait_announced(peer, process)
         return peer
 
