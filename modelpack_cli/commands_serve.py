@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from modelpack.gateway import GatewayConfig
 from modelpack.gateway import serve as run_gateway
 
 from .state import global_options, state
+
+
+def gateway_option(flag: str, **kwargs: Any) -> Callable[[Any], Any]:
+    """``click.option`` read also from MODELPACK_GATEWAY_<FLAG>, which its help names (the
+    env var of a repeatable option holds a space-separated list)."""
+    env = "MODELPACK_GATEWAY_" + flag.removeprefix("--").upper().replace("-", "_")
+    listed = ", space separated" if kwargs.get("multiple") else ""
+    kwargs["help"] = f"{kwargs['help'].removesuffix('.')} [env {env}{listed}]."
+    return click.option(flag, envvar=env, **kwargs)
 
 
 @click.command(
@@ -20,21 +32,18 @@ Examples:
     'from huggingface_hub import snapshot_download; print(snapshot_download("org/name", revision="v1"))'
 """,
 )
-@click.option(
+@gateway_option(
     "--registry",
     required=True,
-    envvar="MODELPACK_GATEWAY_REGISTRY",
     metavar="HOST[/NAMESPACE]",
-    help="Registry to front: hub repo org/name is NAMESPACE/org/name there "
-    "[env MODELPACK_GATEWAY_REGISTRY].",
+    help="Registry to front: hub repo org/name is NAMESPACE/org/name there.",
 )
-@click.option(
+@gateway_option(
     "--port",
     type=click.IntRange(0, 65535),
     default=8080,
     show_default=True,
-    envvar="MODELPACK_GATEWAY_PORT",
-    help="TCP port [env MODELPACK_GATEWAY_PORT].",
+    help="TCP port.",
 )
 @click.option(
     "--bind",
@@ -53,19 +62,17 @@ Examples:
     envvar="MODELPACK_VERIFY_KEY",
     help="Public key: serve only models signed by it [env MODELPACK_VERIFY_KEY].",
 )
-@click.option(
+@gateway_option(
     "--token-user",
-    envvar="MODELPACK_GATEWAY_TOKEN_USER",
     metavar="USER",
     help="Use a client's `Authorization: Bearer TOKEN` as the registry password of USER "
-    "(default: TOKEN is USER:PASSWORD, else an identity token) [env MODELPACK_GATEWAY_TOKEN_USER].",
+    "(default: TOKEN is USER:PASSWORD, else an identity token).",
 )
-@click.option(
+@gateway_option(
     "--lend-credentials",
     is_flag=True,
-    envvar="MODELPACK_GATEWAY_LEND_CREDENTIALS",
     help="Requests without Authorization use the gateway's own registry credentials "
-    "(default: they are anonymous at the registry) [env MODELPACK_GATEWAY_LEND_CREDENTIALS].",
+    "(default: they are anonymous at the registry).",
 )
 @click.option(
     "--read-timeout",
@@ -87,195 +94,161 @@ Examples:
     show_default=True,
     help="Concurrent requests (each download holds one).",
 )
-@click.option(
+@gateway_option(
     "--upstream",
-    envvar="MODELPACK_GATEWAY_UPSTREAM",
     metavar="URL",
     help="Hugging Face-compatible hub to import repos the registry lacks from, on first "
-    "request (pushed with the gateway's own registry credentials) "
-    "[env MODELPACK_GATEWAY_UPSTREAM].",
+    "request (pushed with the gateway's own registry credentials).",
 )
-@click.option(
+@gateway_option(
     "--upstream-allow",
     multiple=True,
-    envvar="MODELPACK_GATEWAY_UPSTREAM_ALLOW",
     metavar="PATTERN",
     help="Repo ids that may be imported (fnmatch, e.g. 'myorg/*'; repeatable; required "
-    "with --upstream, '*' for all) [env MODELPACK_GATEWAY_UPSTREAM_ALLOW, space separated].",
+    "with --upstream, '*' for all).",
 )
-@click.option(
+@gateway_option(
     "--upstream-redirect-allow",
     multiple=True,
-    envvar="MODELPACK_GATEWAY_UPSTREAM_REDIRECT_ALLOW",
     metavar="HOST",
     help="Hosts the upstream may redirect downloads to (fnmatch, e.g. '*.hf.co'; "
     "repeatable; default '*.hf.co' '*.huggingface.co'); only global addresses are ever "
-    "fetched [env MODELPACK_GATEWAY_UPSTREAM_REDIRECT_ALLOW, space separated].",
+    "fetched.",
 )
-@click.option(
+@gateway_option(
     "--upstream-token",
-    envvar="MODELPACK_GATEWAY_UPSTREAM_TOKEN",
     metavar="TOKEN",
-    help="Token for gated or private repos, sent to the upstream only "
-    "(prefer the env var) [env MODELPACK_GATEWAY_UPSTREAM_TOKEN].",
+    help="Token for gated or private repos, sent to the upstream only (prefer the env var).",
 )
-@click.option(
+@gateway_option(
     "--upstream-token-for",
     multiple=True,
-    envvar="MODELPACK_GATEWAY_UPSTREAM_TOKEN_FOR",
     metavar="PATTERN=TOKEN",
     help="The token for repo ids matching PATTERN (fnmatch; repeatable; the most specific "
     "pattern wins, --upstream-token is for the rest); prefer the env var or "
-    "--upstream-token-file [env MODELPACK_GATEWAY_UPSTREAM_TOKEN_FOR, space separated].",
+    "--upstream-token-file.",
 )
-@click.option(
+@gateway_option(
     "--upstream-token-file",
     multiple=True,
-    envvar="MODELPACK_GATEWAY_UPSTREAM_TOKEN_FILE",
     metavar="PATTERN=FILE",
-    help="As --upstream-token-for, the token read from FILE at start (a mounted secret) "
-    "[env MODELPACK_GATEWAY_UPSTREAM_TOKEN_FILE, space separated].",
+    help="As --upstream-token-for, the token read from FILE at start (a mounted secret).",
 )
-@click.option(
+@gateway_option(
     "--upstream-miss-ttl",
     type=click.IntRange(min=0),
     default=GatewayConfig.upstream_miss_ttl,
     show_default=True,
-    envvar="MODELPACK_GATEWAY_UPSTREAM_MISS_TTL",
     metavar="SECONDS",
     help="Seconds a repo, revision or file the upstream lacks (or refuses) is not asked "
-    "about again; 0: always ask; at most a week [env MODELPACK_GATEWAY_UPSTREAM_MISS_TTL].",
+    "about again; 0: always ask; at most a week.",
 )
-@click.option(
+@gateway_option(
     "--upstream-miss-max",
     type=click.IntRange(min=1),
     default=GatewayConfig.upstream_miss_max,
     show_default=True,
-    envvar="MODELPACK_GATEWAY_UPSTREAM_MISS_MAX",
     metavar="N",
     help="Upstream misses remembered at once (at most 1,000,000); past it the least "
-    "recently used is dropped [env MODELPACK_GATEWAY_UPSTREAM_MISS_MAX].",
+    "recently used is dropped.",
 )
-@click.option(
+@gateway_option(
     "--offline",
     is_flag=True,
-    envvar="MODELPACK_GATEWAY_OFFLINE",
-    help="Never ask the upstream: serve only what the registry has "
-    "[env MODELPACK_GATEWAY_OFFLINE].",
+    help="Never ask the upstream: serve only what the registry has.",
 )
-@click.option(
+@gateway_option(
     "--inline-max",
     type=click.IntRange(min=0),
     default=10 * 1024 * 1024,
     show_default=True,
-    envvar="MODELPACK_GATEWAY_INLINE_MAX",
     metavar="BYTES",
-    help="Uploads: files up to this size go inline in the commit, larger ones "
-    "through Xet or LFS [env MODELPACK_GATEWAY_INLINE_MAX].",
+    help="Uploads: files up to this size go inline in the commit, larger ones through Xet or LFS.",
 )
-@click.option(
+@gateway_option(
     "--xet-file-max",
     type=click.IntRange(min=1),
     default=GatewayConfig.xet_file_max,
     show_default=True,
-    envvar="MODELPACK_GATEWAY_XET_FILE_MAX",
     metavar="BYTES",
-    help="Uploads: the largest file a Xet shard may put together "
-    "[env MODELPACK_GATEWAY_XET_FILE_MAX].",
+    help="Uploads: the largest file a Xet shard may put together.",
 )
-@click.option(
+@gateway_option(
     "--xet-session-max",
     type=click.IntRange(min=1),
     default=GatewayConfig.xet_session_max,
     show_default=True,
-    envvar="MODELPACK_GATEWAY_XET_SESSION_MAX",
     metavar="BYTES",
-    help="Uploads: the bytes one Xet token may send as xorbs, and publish as files "
-    "[env MODELPACK_GATEWAY_XET_SESSION_MAX].",
+    help="Uploads: the bytes one Xet token may send as xorbs, and publish as files.",
 )
-@click.option(
+@gateway_option(
     "--public-url",
     multiple=True,
-    envvar="MODELPACK_GATEWAY_PUBLIC_URL",
     metavar="URL",
     help="http(s)://HOST[:PORT] clients reach this gateway at, used in every absolute URL "
     "it hands out (upload URLs, next pages); repeatable or a comma list. Without it only "
-    "loopback names and the --bind address are taken from a request's Host "
-    "[env MODELPACK_GATEWAY_PUBLIC_URL, space separated].",
+    "loopback names and the --bind address are taken from a request's Host.",
 )
-@click.option(
+@gateway_option(
     "--allow-unsafe-pickle",
     is_flag=True,
-    envvar="MODELPACK_GATEWAY_ALLOW_UNSAFE_PICKLE",
     help="Uploads and imports keep pickle files (.bin, .pt, .ckpt ...) that run code when "
-    "loaded (refused by default); their scans are shown either way "
-    "[env MODELPACK_GATEWAY_ALLOW_UNSAFE_PICKLE].",
+    "loaded (refused by default); their scans are shown either way.",
 )
-@click.option(
+@gateway_option(
     "--redis",
-    envvar="MODELPACK_GATEWAY_REDIS",
     metavar="URL",
     help="Replicas: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (rediss:// with TLS) that "
     "every replica of this gateway is given; upload tickets, Xet tokens and branch locks "
     "live there, so a plain round-robin balancer may send any request to any replica "
-    "(default: in this process, one replica) [env MODELPACK_GATEWAY_REDIS].",
+    "(default: in this process, one replica).",
 )
-@click.option(
+@gateway_option(
     "--audit-log",
-    envvar="MODELPACK_GATEWAY_AUDIT_LOG",
     metavar="FILE|-",
     help="Write one JSON line per file read, write, upstream import and refusal to FILE "
     "('-': stdout): time, user, client, action, repo, revision, path, status, bytes; never "
-    "a secret [env MODELPACK_GATEWAY_AUDIT_LOG].",
+    "a secret.",
 )
-@click.option(
+@gateway_option(
     "--audit-log-max-bytes",
     default="0",
     show_default=True,
-    envvar="MODELPACK_GATEWAY_AUDIT_LOG_MAX_BYTES",
     metavar="SIZE",
     help="Rotate the audit log file at this size (e.g. 100MiB; 0: never, logrotate's rename "
-    "is noticed by itself) [env MODELPACK_GATEWAY_AUDIT_LOG_MAX_BYTES].",
+    "is noticed by itself).",
 )
-@click.option(
+@gateway_option(
     "--audit-log-backups",
     type=click.IntRange(1, 100),
     default=5,
     show_default=True,
-    envvar="MODELPACK_GATEWAY_AUDIT_LOG_BACKUPS",
     metavar="N",
-    help="Rotated audit log files kept (FILE.1 ... FILE.N) with --audit-log-max-bytes "
-    "[env MODELPACK_GATEWAY_AUDIT_LOG_BACKUPS].",
+    help="Rotated audit log files kept (FILE.1 ... FILE.N) with --audit-log-max-bytes.",
 )
-@click.option(
+@gateway_option(
     "--trusted-proxy",
     multiple=True,
-    envvar="MODELPACK_GATEWAY_TRUSTED_PROXY",
     metavar="ADDR[/BITS]",
     help="A load balancer or proxy whose X-Forwarded-For names the client in the audit log "
-    "(an address or network; repeatable or a comma list; nobody's is trusted by default) "
-    "[env MODELPACK_GATEWAY_TRUSTED_PROXY, space separated].",
+    "(an address or network; repeatable or a comma list; nobody's is trusted by default).",
 )
-@click.option(
+@gateway_option(
     "--protect",
     multiple=True,
-    envvar="MODELPACK_GATEWAY_PROTECT",
     metavar="PATTERN",
     help="Branches and tags (fnmatch, e.g. 'v*', 'release-*'; repeatable or a comma list) "
-    "that no commit, tag creation or deletion may move once they exist "
-    "[env MODELPACK_GATEWAY_PROTECT, space separated].",
+    "that no commit, tag creation or deletion may move once they exist.",
 )
-@click.option(
+@gateway_option(
     "--auth-cache-ttl",
     type=click.FloatRange(0, GatewayConfig.auth_cache_ttl_max),
     default=GatewayConfig.auth_cache_ttl,
     show_default=True,
-    envvar="MODELPACK_GATEWAY_AUTH_CACHE_TTL",
     metavar="SECONDS",
     help="Keep the registry's yes to a client's credentials for a repository this long "
     "(per credential, repository, revision and pull/push; refusals are never kept): a "
-    "revoked credential or a moved tag is seen within it; 0 asks on every request "
-    "[env MODELPACK_GATEWAY_AUTH_CACHE_TTL].",
+    "revoked credential or a moved tag is seen within it; 0 asks on every request.",
 )
 @global_options
 def serve(

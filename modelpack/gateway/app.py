@@ -8,15 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import (
-    AuthenticationError,
-    IntegrityError,
-    LeaseLostError,
     ModelpackError,
-    NotFoundError,
-    RegistryPolicyError,
-    RegistryUnavailableError,
-    SharedStateUnavailableError,
-    UsageError,
 )
 from .core.config import GatewayConfig
 from .core.crosssite import refuse_cross_site
@@ -29,7 +21,8 @@ from .core.hub import (
 )
 from .read.catalog import Catalog, list_models
 from .read.handlers import Handlers
-from .read.models import Resolver, SignatureRefusedError
+from .read.hub_errors import hub_error
+from .read.models import Resolver
 from .read.pullthrough import PullThrough
 from .state.access import Clients
 from .state.audit import Audit
@@ -42,60 +35,6 @@ from .writes.uploads import Uploads
 log = logging.getLogger("modelpack.gateway")
 MODEL_OPS = ("revision", "tree", "paths-info")
 OTHER_REPO_TYPES = ("datasets", "spaces", "kernels")
-
-
-def hub_error(exc: ModelpackError, repo_id: str) -> HubError:
-    """A library error as the hub would say it (what huggingface_hub maps to its errors).
-
-    The client sees the repo id it asked for and what kind of failure it was, never
-    the library's message: that names registry hosts, namespaces and digests of the
-    deployment (the gateway log keeps it, see ``Gateway._guarded``)."""
-    if isinstance(exc, AuthenticationError):
-        # The hub answers 401 RepoNotFound for private repos too: existence is not revealed.
-        return HubError(401, f"Repository not found or access denied: {repo_id}", "RepoNotFound")
-    # "GatedRepo" makes huggingface_hub raise (GatedRepoError, with this message)
-    # instead of hiding the refusal behind "check your connection".
-    if isinstance(exc, SignatureRefusedError):
-        return HubError(403, f"{repo_id}: refused: {SIGNATURE_REFUSED}", "GatedRepo")
-    if isinstance(exc, IntegrityError):
-        return HubError(403, f"{repo_id}: refused: {INTEGRITY_REFUSED}", "GatedRepo")
-    if isinstance(exc, NotFoundError):
-        return repo_not_found(repo_id)
-    if isinstance(exc, LeaseLostError):
-        return HubError(503, f"{repo_id}: {exc}", None, {"Retry-After": "5"})
-    if isinstance(exc, SharedStateUnavailableError):  # names no host: that is in the log
-        return HubError(503, f"{repo_id}: the gateway's shared state is unavailable; "
-                        "try again later", None, {"Retry-After": "5"})  # fmt: skip
-    if isinstance(exc, RegistryUnavailableError):
-        return HubError(502, f"{repo_id}: the registry behind this gateway is unavailable; "
-                        "try again later")  # fmt: skip
-    if isinstance(exc, UsageError):
-        return HubError(400, f"{repo_id}: the gateway cannot serve this request")
-    if isinstance(exc, RegistryPolicyError):
-        return policy_refusal(exc, repo_id)
-    return HubError(502, f"{repo_id}: the registry behind this gateway answered with an error")
-
-
-def policy_refusal(exc: RegistryPolicyError, repo_id: str) -> HubError:
-    """A rule the registry's operators set refused a write (Harbor: a tag immutability
-    rule, a project's storage quota): the client's request, not the gateway, is what
-    cannot go through, so a 4xx naming the rule, never a 5xx the client would retry."""
-    text = str(exc)
-    if "tag immutability rule" in text:
-        return HubError(409, f"{repo_id}: the registry refused to move the branch or tag: a "
-                        "tag immutability rule protects it; commit to another branch, or ask "
-                        "a project admin to change the rule")  # fmt: skip
-    if "storage quota" in text:
-        return HubError(413, f"{repo_id}: the commit would exceed the project's storage quota "
-                        "in the registry; ask an admin to raise it")  # fmt: skip
-    return HubError(403, f"{repo_id}: a policy of the registry refused the write")
-
-
-SIGNATURE_REFUSED = "the model has no valid signature by the key this gateway requires"
-INTEGRITY_REFUSED = (
-    "the bytes the registry sent failed verification against their digest; "
-    "nothing was served or cached, try again later"
-)
 
 
 class Gateway:
@@ -114,7 +53,7 @@ class Gateway:
         )
         self.catalog = Catalog(config, self.clients, self.resolver, self.pulls)
         self.pages = Pages(config, self.catalog, self.resolver, self.pulls)
-        self.uploads = Uploads(config, self.clients, self.resolver, hub_error, self.shared)
+        self.uploads = Uploads(config, self.clients, self.resolver, self.shared)
         self.reads = Handlers(self.pulls, self.catalog)
 
     # -- WSGI -------------------------------------------------------------------

@@ -71,6 +71,7 @@ from ..core.config import Caps, GatewayConfig
 from ..core.egress import Egress, EgressPolicy, RefusedError
 from ..core.hub import HubError
 from ..core.upstreamtokens import choose
+from ..read.hub_errors import hub_error
 from ..read.models import Model, Resolver
 from ..read.pullthrough import Flights
 from ..state.audit import IMPORT, Audit, Who
@@ -313,19 +314,18 @@ class Upstream:
 
 
 def _hub_error(exc: ModelpackError, repo_id: str, revision: str) -> Exception:
-    """What a client is told when an import failed (or its miss is remembered); errors of
-    other kinds go on to the app, which answers them in the hub's format."""
+    """What a client is told when an import failed (or its miss is remembered): the
+    upstream's own cases, then the gateway's one mapping for a missing or refused repo.
+    Errors of other kinds go on to the app, which logs them and answers in the hub's format."""
     if isinstance(exc, UpstreamNotFoundError) and exc.code == "RevisionNotFound":
         return HubError(404, f"Invalid rev id: {revision} (not on the upstream hub)",
                         "RevisionNotFound")  # fmt: skip
     if isinstance(exc, RefusedError):
         return HubError(403, f"{repo_id}: refused: {exc.public}", "GatedRepo")
-    if isinstance(exc, NotFoundError):
-        return HubError(404, f"Repository not found: {repo_id}", "RepoNotFound")
-    if isinstance(exc, AuthenticationError):
-        return HubError(401, f"Repository not found or access denied: {repo_id}", "RepoNotFound")
     if isinstance(exc, RegistryUnavailableError):
         return HubError(502, f"{repo_id}: the upstream hub is unavailable; try again later")
+    if isinstance(exc, (NotFoundError, AuthenticationError)):
+        return hub_error(exc, repo_id)
     return exc
 
 

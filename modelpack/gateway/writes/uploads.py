@@ -48,6 +48,7 @@ from ..core.hub import (
     valid_repo_id,
 )
 from ..read.card import MAX_CARD_BYTES, check_front_matter
+from ..read.hub_errors import hub_error
 from ..read.models import Model, Resolver, require_modelpack
 from ..state.access import Clients, credentials_from_header
 from ..state.authcache import PUSH
@@ -109,13 +110,11 @@ class Uploads:
         config: GatewayConfig,
         clients: Clients,
         resolver: Resolver,
-        hub_error: Callable[[ModelpackError, str], HubError],
         shared: Shared,
     ) -> None:
         self.config = config
         self.clients = clients
         self.resolver = resolver
-        self.hub_error = hub_error
         # Tickets, Xet sessions and branch locks: in this process, or in Redis where
         # replicas share them (state/shared.py).
         self.shared = shared
@@ -224,7 +223,7 @@ class Uploads:
             return HubError(exc.status, f"{repo_id}: {exc.message}")
         if isinstance(exc, IntegrityError):
             return HubError(400, f"{repo_id}: the uploaded bytes do not match their sha256")
-        return self.hub_error(exc, repo_id)
+        return hub_error(exc, repo_id)
 
     # -- shared -----------------------------------------------------------------
 
