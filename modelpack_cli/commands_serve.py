@@ -92,7 +92,16 @@ Examples:
     type=click.IntRange(1, 1024),
     default=64,
     show_default=True,
-    help="Concurrent requests (each download holds one).",
+    help="Concurrent requests (each download holds one), per worker process.",
+)
+@gateway_option(
+    "--workers",
+    type=click.IntRange(1, GatewayConfig.workers_max),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Worker processes, each with --threads threads: past one core's worth of requests "
+    "(needs --redis, which the workers share as replicas do).",
 )
 @gateway_option(
     "--upstream",
@@ -262,6 +271,7 @@ def serve(
     read_timeout: float,
     max_pulls: int | None,
     threads: int,
+    workers: int,
     upstream: str | None,
     upstream_allow: tuple[str, ...],
     upstream_redirect_allow: tuple[str, ...],
@@ -309,6 +319,7 @@ def serve(
         bind=bind,
         port=port,
         threads=threads,
+        workers=workers,
         upstream=upstream,
         upstream_allow=upstream_allow,
         upstream_redirect_allow=upstream_redirect_allow or None,

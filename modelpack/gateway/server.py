@@ -1,4 +1,5 @@
-"""Run the gateway on gunicorn: one worker process, many threads (``gthread``).
+"""Run the gateway on gunicorn: ``--workers`` processes (one by default), many threads
+each (``gthread``).
 
 Why gunicorn and plain WSGI rather than an asyncio stack: everything below the
 routes (the registry client, flocks, SQLite) blocks, so threads are the natural
@@ -9,12 +10,21 @@ Content-Length of a Range answer.  uvicorn has no sendfile path for Starlette's
 FileResponse.  The gthread worker parks idle keep-alive connections outside the
 threads, so ``threads`` bounds concurrent transfers, not connected clients;
 ``worker.py`` adds the deadline for reading a request head that gthread lacks.
+
+More than one worker process is what takes the gateway past one GIL.  The workers then
+share what replicas share, through ``--redis`` (config.py refuses ``--workers`` without
+it), the node cache through its file locks, and ``/metrics`` through prometheus_client's
+multiprocess files in a folder made here before the fork and removed at exit.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
+import tempfile
+from typing import Any
 
 from ..extras import require
 from .core.config import GatewayConfig
@@ -43,7 +53,7 @@ def run(config: GatewayConfig) -> None:
             if ":" in config.bind
             else f"{config.bind}:{config.port}"
         ],
-        "workers": 1,  # pulls are shared through in-process state (and flocks)
+        "workers": config.workers,
         "worker_class": worker_class(config.read_timeout),  # gthread + a head deadline
         "threads": config.threads,
         "timeout": 60,
@@ -55,6 +65,8 @@ def run(config: GatewayConfig) -> None:
         "proc_name": "modelpack-serve",
         "control_socket_disable": True,  # gunicorn >= 24 would open one in $HOME
     }
+    if config.workers > 1:
+        options.update(_summed_metrics())
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -68,6 +80,27 @@ def run(config: GatewayConfig) -> None:
             return Gateway(config)
 
     Application().run()
+
+
+def _summed_metrics() -> dict[str, Any]:
+    """gunicorn hooks for the workers' /metrics files (state/metrics.py): a folder of this
+    server's own, named to the workers by the environment they inherit (prometheus_client
+    reads it when a worker first imports it, after the fork); a worker that exits has its
+    live gauges dropped; the folder goes at exit."""
+    from .state.metrics import MULTIPROCESS_DIR
+
+    folder = tempfile.mkdtemp(prefix="modelpack-serve-metrics-")
+    os.environ[MULTIPROCESS_DIR] = folder
+
+    def child_exit(server: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, folder)
+
+    def on_exit(server: Any) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return {"child_exit": child_exit, "on_exit": on_exit}
 
 
 def _log_requests() -> None:

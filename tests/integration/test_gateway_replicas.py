@@ -485,3 +485,37 @@ def test_a_protected_tag_is_refused_on_every_replica_and_made_once(
     finally:
         for replica in replicas:
             replica.stop()
+
+
+def test_worker_processes_share_tickets_tokens_and_one_metrics_scrape(
+    registry, redis_server, tiny_model, settings, tmp_path
+):
+    """`serve --workers 2`: every new connection may land on either process. A ticket and a
+    Xet token work whichever worker gets their next request (Redis), and every scrape of
+    /metrics, whichever worker answers it, counts the requests of both."""
+    from support.helpers import build_and_push
+
+    build_and_push(tiny_model, f"{registry.host}/{NAMESPACE}/org/tiny:main", settings)
+    folders = tmp_path / "tmp"
+    folders.mkdir()
+    gateway = Gateway(f"{registry.host}/{NAMESPACE}", tmp_path / "gateway", ("--workers", "2"),
+                      env={"MODELPACK_GATEWAY_REDIS": redis_server.url, "TMPDIR": str(folders)},
+                      ).start()  # fmt: skip
+    try:
+        assert len(children(gateway.process.pid)) == 2
+        for n in range(3):  # each request on a connection of its own
+            assert _ticket_and_token(gateway.url, gateway.url, gateway.url, f"w{n}") == (200,) * 3
+        url = f"{gateway.url}/org/tiny/resolve/main/config.json"
+        for _ in range(40):
+            answer = requests.get(url, timeout=30)
+            assert answer.status_code == 200
+            assert answer.content == (tiny_model / "config.json").read_bytes()
+        counted = 'modelpack_gateway_requests_total{method="GET",route="resolve",status="200"}'
+        assert {gateway.metrics()[counted] for _ in range(10)} == {40.0}
+        # Both workers answered some of them: each counts into files of its own pid.
+        (metrics_folder,) = folders.glob("modelpack-serve-metrics-*")
+        counters = {path.name for path in metrics_folder.glob("counter_*.db")}
+        assert len(counters) == 2, counters
+    finally:
+        gateway.stop()
+    assert not list(folders.glob("modelpack-serve-metrics-*"))  # removed at exit

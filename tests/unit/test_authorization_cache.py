@@ -224,3 +224,21 @@ def test_without_redis_nothing_is_kept_or_served_and_redis_is_asked_again_later(
     assert cache.get(key) is None
     cache.put(key, "root", cache.lookup(key)[1])
     assert cache.get(key) == "root" and shared.asked > asked
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [(["--workers", "2"], "--redis"), (["--workers", "0"], "--workers"),
+     (["--workers", "65"], "--workers")],
+)  # fmt: skip
+def test_serve_refuses_workers_it_cannot_run_with_one_line_and_exit_2(tmp_path, options, named):
+    """More than one worker process needs --redis: the workers share tickets and tokens."""
+    result = subprocess.run(
+        [sys.executable, "-m", "modelpack", "serve", "--registry", "127.0.0.1:9/gw",
+         "--cache", str(tmp_path), *options],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and named in errors[0], result.stderr
+    assert "Traceback" not in result.stderr

@@ -27,6 +27,7 @@ PROTECT_MAX = 64  # --protect patterns
 TRUSTED_PROXIES_MAX = 64  # --trusted-proxy addresses or networks
 AUDIT_ROTATE_MIN = 64 * 1024  # --audit-log-max-bytes: a few hundred lines at least
 AUDIT_BACKUPS_MAX = 100
+WORKERS_MAX = 64  # --workers: processes, each with --threads threads and its own Redis pool
 # A --protect pattern: an OCI tag's characters and fnmatch's *, ? and [...].
 _PROTECT_RE = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,128}\Z")
 # The registry's yes to a credential is kept this long (state/authcache.py): revocation
@@ -127,6 +128,7 @@ class GatewayConfig:
     bind: str = "127.0.0.1"  # this machine only, unless the operator says otherwise
     port: int = 8080
     threads: int = 64
+    workers: int = 1
     read_timeout: float = 10.0
     max_pulls: int | None = None
     upstream: str | None = None
@@ -153,6 +155,7 @@ class GatewayConfig:
     protect: tuple[str, ...] = ()
     auth_cache_ttl: float = AUTH_CACHE_TTL
     auth_cache_ttl_max: ClassVar[float] = AUTH_CACHE_TTL_MAX  # for the CLI's range
+    workers_max: ClassVar[int] = WORKERS_MAX
 
     def __post_init__(self) -> None:
         text = self.registry.strip().removeprefix("https://")
@@ -172,6 +175,8 @@ class GatewayConfig:
             raise UsageError(f"--verify-key {self.verify_key}: no such file")
         if self.threads < 1:
             raise UsageError("--threads must be at least 1")
+        if not 1 <= self.workers <= WORKERS_MAX:
+            raise UsageError(f"--workers must be 1 to {WORKERS_MAX}")
         if self.read_timeout <= 0:
             raise UsageError("--read-timeout must be positive")
         if self.max_pulls is None:
@@ -190,6 +195,12 @@ class GatewayConfig:
         self._check_upstream()
         self.public_url = _public_urls(self.public_url)
         self.redis = _redis_url(self.redis)
+        if self.workers > 1 and not self.redis:
+            raise UsageError(
+                f"--workers {self.workers} needs --redis URL: the workers share upload "
+                "tickets, Xet tokens and branch locks there, as replicas do "
+                "(docs/gateway.md, Running several replicas)"
+            )
         self._check_audit()
         self.protect = _protect_patterns(self.protect)
 
@@ -314,6 +325,8 @@ class GatewayConfig:
                 f"  upload URLs and next pages name {url} to clients that reach this gateway "
                 "by another name: pass --public-url http(s)://NAME[:PORT]"
             )
+        if self.workers > 1:
+            lines.append(f"  {self.workers} worker processes of {self.threads} threads each")
         if self.redis:
             lines.append(f"  replicas share uploads and branch locks through Redis at "
                          f"{redis_location(self.redis)}")  # fmt: skip

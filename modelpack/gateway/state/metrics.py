@@ -1,130 +1,127 @@
-"""Counters for ``/metrics`` (Prometheus text format 0.0.4), kept by hand: a few numbers
-do not need a client library."""
+"""Counters for ``/metrics`` (Prometheus text format 0.0.4), kept with prometheus_client
+for its multiprocess mode: under ``serve --workers N`` each worker counts into files of its
+own (``PROMETHEUS_MULTIPROC_DIR``, set by ``server.run`` before the workers start) and
+whichever worker answers a scrape sums them all, so one scrape covers the whole server."""
 
 from __future__ import annotations
 
-import threading
+import os
 import time
-from collections import Counter
+from collections.abc import Iterator
+from types import ModuleType
 
-_HELP = {
-    "modelpack_gateway_requests_total": ("counter", "HTTP requests by method, route and status."),
-    "modelpack_gateway_served_bytes_total": (
-        "counter",
-        "Body bytes sent to clients, by where they came from: the node cache, "
-        "or the registry while being pulled through.",
-    ),
-    "modelpack_gateway_registry_bytes_total": (
-        "counter",
-        "Blob bytes pulled from the registry into the node cache.",
-    ),
-    "modelpack_gateway_pulls_total": ("counter", "Pulls into the node cache by kind and result."),
-    "modelpack_gateway_pulls_in_flight": ("gauge", "Pulls into the node cache running now."),
-    "modelpack_gateway_upstream_misses_total": (
-        "counter",
-        "Upstream misses (a repo, revision or listed file it lacks or refuses), by who "
-        "answered: the upstream, or the gateway remembering its answer.",
-    ),
-    "modelpack_gateway_uptime_seconds": ("gauge", "Seconds since the gateway started."),
-    "modelpack_gateway_audit_events_total": (
-        "counter",
-        "Audit trail events (file reads, writes, imports, refusals) by action and status, "
-        "counted whether or not --audit-log writes them.",
-    ),
-    "modelpack_gateway_audit_write_errors_total": (
-        "counter",
-        "Audit lines that could not be written (a full disk, a closed stdout).",
-    ),
-}
+from ...extras import require
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def _labels(**labels: str) -> str:
-    def escape(value: str) -> str:
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class _Uptime:
+    """A collector of one gauge read at scrape time: this worker's age."""
 
-    inner = ",".join(f'{k}="{escape(v)}"' for k, v in labels.items())
-    return "{" + inner + "}" if inner else ""
+    def __init__(self, started: float) -> None:
+        self.started = started
+
+    def collect(self) -> Iterator[object]:
+        yield _prometheus("prometheus_client.core").GaugeMetricFamily(
+            "modelpack_gateway_uptime_seconds",
+            "Seconds since the gateway (the worker process that answers) started.",
+            value=round(time.monotonic() - self.started, 3),
+        )
 
 
 class Metrics:
+    """The gateway's counters; one instance per gateway (a registry of its own, so gateways
+    made in one process, as the tests make them, count apart)."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self.started = time.monotonic()
-        self.requests: Counter[tuple[str, str, int]] = Counter()
-        self.served: Counter[str] = Counter({"cache": 0, "registry": 0})
-        self.registry_bytes = 0
-        self.pulls: Counter[tuple[str, str]] = Counter()
-        self.in_flight = 0
-        self.upstream_misses: Counter[str] = Counter()
-        self.audit_events: Counter[tuple[str, int]] = Counter()
-        self.audit_write_errors = 0
+        prometheus = _prometheus("prometheus_client")
+        self.registry = prometheus.CollectorRegistry(auto_describe=True)
+        self.shared_dir = os.environ.get(MULTIPROCESS_DIR)  # workers > 1: sum every worker's
+
+        def counter(name: str, text: str, labels: tuple[str, ...] = ()):  # noqa: ANN202
+            return prometheus.Counter(name, text, labels, registry=self.registry)
+
+        self._requests = counter(
+            "modelpack_gateway_requests", "HTTP requests by method, route and status.",
+            ("method", "route", "status"),
+        )  # fmt: skip
+        self._served = counter(
+            "modelpack_gateway_served_bytes",
+            "Body bytes sent to clients, by where they came from: the node cache, "
+            "or the registry while being pulled through.",
+            ("source",),
+        )
+        for source in ("cache", "registry"):
+            self._served.labels(source=source)
+        self._registry_bytes = counter(
+            "modelpack_gateway_registry_bytes",
+            "Blob bytes pulled from the registry into the node cache.",
+        )
+        self._pulls = counter(
+            "modelpack_gateway_pulls", "Pulls into the node cache by kind and result.",
+            ("kind", "result"),
+        )  # fmt: skip
+        self._in_flight = prometheus.Gauge(
+            "modelpack_gateway_pulls_in_flight", "Pulls into the node cache running now.",
+            registry=self.registry, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self._upstream_misses = counter(
+            "modelpack_gateway_upstream_misses",
+            "Upstream misses (a repo, revision or listed file it lacks or refuses), by who "
+            "answered: the upstream, or the gateway remembering its answer.",
+            ("answered_by",),
+        )
+        self._audit_events = counter(
+            "modelpack_gateway_audit_events",
+            "Audit trail events (file reads, writes, imports, refusals) by action and status, "
+            "counted whether or not --audit-log writes them.",
+            ("action", "status"),
+        )
+        self._audit_write_errors = counter(
+            "modelpack_gateway_audit_write_errors",
+            "Audit lines that could not be written (a full disk, a closed stdout).",
+        )
+        self.registry.register(_Uptime(self.started))
 
     def request(self, method: str, route: str, status: int) -> None:
-        with self._lock:
-            self.requests[(method, route, status)] += 1
+        self._requests.labels(method=method, route=route, status=str(status)).inc()
 
     def served_bytes(self, source: str, count: int) -> None:
-        with self._lock:
-            self.served[source] += count
+        self._served.labels(source=source).inc(count)
 
     def pulled(self, count: int) -> None:
-        with self._lock:
-            self.registry_bytes += count
+        self._registry_bytes.inc(count)
 
     def pull_started(self) -> None:
-        with self._lock:
-            self.in_flight += 1
+        self._in_flight.inc()
 
     def pull_finished(self, kind: str, ok: bool) -> None:
-        with self._lock:
-            self.in_flight -= 1
-            self.pulls[(kind, "ok" if ok else "error")] += 1
+        self._in_flight.dec()
+        self._pulls.labels(kind=kind, result="ok" if ok else "error").inc()
 
     def upstream_miss(self, answered_by: str) -> None:
-        with self._lock:
-            self.upstream_misses[answered_by] += 1
+        self._upstream_misses.labels(answered_by=answered_by).inc()
 
     def audited(self, action: str, status: int) -> None:
-        with self._lock:
-            self.audit_events[(action, status)] += 1
+        self._audit_events.labels(action=action, status=str(status)).inc()
 
     def audit_write_failed(self) -> None:
-        with self._lock:
-            self.audit_write_errors += 1
+        self._audit_write_errors.inc()
 
     def render(self) -> str:
-        with self._lock:
-            samples: dict[str, list[str]] = {name: [] for name in _HELP}
-            for (method, route, status), n in sorted(self.requests.items()):
-                samples["modelpack_gateway_requests_total"].append(
-                    f"{_labels(method=method, route=route, status=str(status))} {n}"
-                )
-            for source, n in sorted(self.served.items()):
-                samples["modelpack_gateway_served_bytes_total"].append(
-                    f"{_labels(source=source)} {n}"
-                )
-            samples["modelpack_gateway_registry_bytes_total"].append(f" {self.registry_bytes}")
-            for (kind, result), n in sorted(self.pulls.items()):
-                samples["modelpack_gateway_pulls_total"].append(
-                    f"{_labels(kind=kind, result=result)} {n}"
-                )
-            samples["modelpack_gateway_pulls_in_flight"].append(f" {self.in_flight}")
-            for answered_by, n in sorted(self.upstream_misses.items()):
-                samples["modelpack_gateway_upstream_misses_total"].append(
-                    f"{_labels(answered_by=answered_by)} {n}"
-                )
-            for (action, status), n in sorted(self.audit_events.items()):
-                samples["modelpack_gateway_audit_events_total"].append(
-                    f"{_labels(action=action, status=str(status))} {n}"
-                )
-            samples["modelpack_gateway_audit_write_errors_total"].append(
-                f" {self.audit_write_errors}"
-            )
-            samples["modelpack_gateway_uptime_seconds"].append(
-                f" {time.monotonic() - self.started:.3f}"
-            )
-        lines = []
-        for name, (kind, text) in _HELP.items():
-            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-            lines += [f"{name}{sample}" for sample in samples[name]]
-        return "\n".join(lines) + "\n"
+        """The text a scrape gets: this gateway's counters, or every worker's summed."""
+        prometheus = _prometheus("prometheus_client")
+        if not self.shared_dir:
+            return prometheus.generate_latest(self.registry).decode()
+        summed = prometheus.CollectorRegistry()
+        _prometheus("prometheus_client.multiprocess").MultiProcessCollector(
+            summed, path=self.shared_dir
+        )
+        summed.register(_Uptime(self.started))
+        return prometheus.generate_latest(summed).decode()
+
+
+def _prometheus(module: str) -> ModuleType:
+    return require(module, purpose="modelpack serve's /metrics", extra="serve",
+                   package="prometheus-client")  # fmt: skip
