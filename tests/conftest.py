@@ -220,6 +220,7 @@ PEER_FIXTURES = {
     "go_peers", "crane_registry", "rust_bin", "rust_llm_bin", "dragonfly", "harbor", "matrixhub",
 }  # fmt: skip
 DRAGONFLY_FIXTURES = {"dragonfly", "local_df"}  # they wait for the Rust build (dfdaemon)
+RUST_FIXTURES = {"rust_bin", "rust_llm_bin", *DRAGONFLY_FIXTURES}
 
 
 def _needs_peers(item: pytest.Item) -> bool:
@@ -280,20 +281,41 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if _needs_peers(item):
             item.add_marker(pytest.mark.peers)
-    items.sort(key=_run_order)  # stable: each group keeps pytest's order
+    if "to build" in os.environ.get("MODELPACK_PEERS_STATUS", ""):  # a cold machine
+        ranks = {id(item): _build_rank(item) for item in items}
+        groups: dict[str, int] = {}
+        for item in items:
+            group = worker_group(item.nodeid)
+            groups[group] = max(groups.get(group, 0), ranks[id(item)])
+        items.sort(key=lambda item: (groups[worker_group(item.nodeid)], ranks[id(item)]))
+    else:
+        items.sort(key=_run_order)  # stable: each group keeps pytest's order
 
 
 def _run_order(item: pytest.Item) -> int:
-    """Tests without peers first, then those with.  Under xdist (make test) the Harbor
-    tests go first of all: each worker takes one Harbor version, the longest shares of the
-    run (waiting for Harbor's build on a cold machine, which ends well before the Rust
-    peers'), then both run the rest in order; the scheduler keeps this order
-    (scripts/test.sh passes --no-loadscope-reorder)."""
+    """Every peer built: tests without peers first, then those with.  Under xdist (make
+    test) the Harbor tests go first of all: each worker takes one Harbor version, the
+    longest shares of the run, then both run the rest in order; the scheduler keeps this
+    order (scripts/test.sh passes --no-loadscope-reorder)."""
     fixtures = set(getattr(item, "fixturenames", ()))
     if os.environ.get("PYTEST_XDIST_WORKER") and "harbor" in fixtures:
-        # A Harbor test that also starts Dragonfly comes last in its Harbor's worker: on a
-        # cold machine it waits for the Rust build, and the other Harbor tests need not.
-        return 1 if DRAGONFLY_FIXTURES & fixtures else -1
+        return 1 if DRAGONFLY_FIXTURES & fixtures else -1  # the Dragonfly one last
+    return int(_needs_peers(item))
+
+
+def _build_rank(item: pytest.Item) -> int:
+    """A cold machine (a peer still to build, scripts/test.sh says which): when a test can
+    run, by the slowest peer it needs: 0 none, 1 the Go tools and MatrixHub (minutes),
+    2 Harbor (about 20 minutes), 3 the Rust workspace (dfdaemon, llmman, ModelExpress: the
+    longest).  A group of tests that share an xdist worker (``worker_group``) takes its
+    slowest test's rank, so no worker takes up a group that will wait on a build while
+    groups that need nothing are still queued: xdist hands out groups in this order, and
+    a worker waiting inside a group holds all of its tests."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if RUST_FIXTURES & fixtures:
+        return 3
+    if "harbor" in fixtures:
+        return 2
     return int(_needs_peers(item))
 
 
