@@ -236,7 +236,8 @@ def main() -> None:
         parser.error(f"--port {args.port}: not a TCP port")
 
     def ready(server: MatrixHubServer) -> list[str]:
-        ui = "with its UI" if server.has_ui else "without its UI (not built)"
+        ui = ("with its UI" if server.has_ui else "without its UI (built without it: "
+              "MODELPACK_MATRIXHUB_UI=1 scripts/peers/build-matrixhub.sh builds it)")  # fmt: skip
         return [
             f"MATRIXHUB_URL={server.url}",
             f"MATRIXHUB_ADMIN_USER={ADMIN}",

@@ -5,8 +5,10 @@
 # builds it: `go build ./cmd/matrixhub` (its Go dependencies, matrixhub-ai/hfd and wzshiming/xet
 # included, from the Go module proxy at the versions its go.mod pins), and the React UI with
 # `pnpm install --frozen-lockfile && pnpm build` (pnpm at the version its package.json names,
-# installed with npm from the npm registry). A UI that fails to build is said on the line and the
-# server is kept without it (the API, the hub API and git do not need it).
+# installed with npm from the npm registry) when MODELPACK_MATRIXHUB_UI=1. Without it, the
+# default, the server alone: no test looks at MatrixHub's UI, and on a cold machine its pnpm
+# install and build cost minutes of CPU the Rust build waits for. A UI that fails to build is
+# said on the line and the server is kept without it (the API, the hub API and git do not need it).
 #
 # Two changes to MatrixHub's source: its API server listens on every interface (":PORT", and its
 # grpc-gateway dials ":PORT"); a test peer listens on 127.0.0.1 only. And its UI's lint tools
@@ -17,7 +19,7 @@
 #
 #   scripts/peers/build-matrixhub.sh                 # build if missing
 #   MODELPACK_PEERS_CHECK=1 ...                      # only say cached / to build
-#   MODELPACK_MATRIXHUB_UI=0 ...                     # build without the UI
+#   MODELPACK_MATRIXHUB_UI=1 ...                     # build with its React UI too
 #   MODELPACK_PEER_SRC=/path/to/peer-src ...         # default: <checkout>/../shared/peer-src
 #
 # Layout: $DIR/matrixhub-<hash>/bin/matrixhub
@@ -39,7 +41,7 @@ DIR="${MODELPACK_PEERS_DIR:-$HOME/.cache/modelpack-peers}"
 SRC="${MODELPACK_PEER_SRC:-$checkout/../shared/peer-src}"
 VERSION=v0.2.0-rc.3
 ARCHIVE="matrixhub-$VERSION.tar.gz"
-UI="${MODELPACK_MATRIXHUB_UI:-1}"
+UI="${MODELPACK_MATRIXHUB_UI:-0}"
 
 command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
 command -v go >/dev/null 2>&1 || { echo "build-matrixhub: go not found on PATH (install Go 1.25+)" >&2; exit 2; }
@@ -168,7 +170,7 @@ printf '%s\n' "$commit" >"$out/share/COMMIT"
 server_s=$((SECONDS - start))
 note="server $server_s s"
 if [[ "$UI" != 1 ]]; then
-  note="$note, no UI (MODELPACK_MATRIXHUB_UI=0)"
+  note="$note, no UI (MODELPACK_MATRIXHUB_UI=1 builds it)"
 elif ui_start=$SECONDS && build_ui "$top" "$out" >>"$log" 2>&1; then
   note="$note, UI $((SECONDS - ui_start)) s"
 else

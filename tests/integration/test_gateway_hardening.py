@@ -291,10 +291,17 @@ def test_pull_throughs_are_capped_and_healthz_answers_meanwhile(hostile, tmp_pat
                 assert time.monotonic() < deadline and not first.done(), "no pull started"
             busy = requests.get(f"{gateway.url}/org/m/resolve/v1/b.safetensors", timeout=60)
             health = requests.get(f"{gateway.url}/healthz", timeout=5)
-            assert first.result().content == WEIGHTS
+            answers = {WEIGHTS: first.result(), WEIGHTS[::-1]: busy}
         assert health.status_code == 200
-        if busy.status_code != 200:  # the first pull still held the one slot
-            assert busy.status_code == 429 and busy.headers["Retry-After"], busy.status_code
+        # The one slot goes to whichever request asks for it first: the model's pull (counted
+        # in flight) starts before the first request takes its slot, and on a loaded machine
+        # the second may get there first. At most one is told to retry.
+        assert sorted(a.status_code for a in answers.values()) in ([200, 200], [200, 429])
+        for data, answer in answers.items():
+            if answer.status_code == 200:
+                assert answer.content == data
+            else:
+                assert answer.headers["Retry-After"], answer.headers
     finally:
         gateway.stop()
         proxy.stop()

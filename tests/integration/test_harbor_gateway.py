@@ -158,6 +158,12 @@ def test_an_upload_lands_in_a_harbor_project(harbor, served, tmp_path):
     _ok(run_cli("pull", harbor.ref(harbor.private, "hfup", "main"), "-o", str(tmp_path / "p"),
                 env=env))  # fmt: skip
     assert tree_files(tmp_path / "p") == tree_files(model)
+    # A pull-only robot reads the repo and may not commit to it: Harbor's answer, passed on.
+    refused = gateway.client(UPLOAD, {"repo": "team/hfup", "folder": str(model)},
+                             tmp_path / "robot", _token(harbor.puller))  # fmt: skip
+    assert refused["upload"].get("status") in (401, 403), refused
+    after = harbor.artifact(harbor.private, "hfup", "main", with_tag="true")
+    assert after["digest"] == artifact["digest"]  # the branch did not move
 
 
 def _artifacts(harbor, project: str, name: str) -> set[tuple[str, tuple[str, ...]]]:  # noqa: ANN001

@@ -157,6 +157,37 @@ def test_hf_cli_download(hub, source, tmp_path):
     assert sha256s(tree_files(out)) == sha256s(source)
 
 
+TRANSFORMERS = """
+import hashlib, json, sys
+from transformers import AutoConfig, AutoTokenizer
+from transformers.utils.hub import cached_file
+repo, folder = json.loads(sys.argv[1])
+def load(source):
+    config = AutoConfig.from_pretrained(source).to_dict()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    # The weights file as from_pretrained resolves it for AutoModel (no torch here to build one).
+    weights = cached_file(source, "model.safetensors")
+    return {"config": {k: v for k, v in config.items() if not k.startswith("_")},
+            "tokenizer": type(tokenizer).__name__,
+            "ids": tokenizer("hello world, a small model")["input_ids"],
+            "weights": hashlib.sha256(open(weights, "rb").read()).hexdigest()}
+print(json.dumps({"hub": attempt(lambda: load(repo)), "folder": load(folder)}))
+"""
+
+
+def test_transformers_from_pretrained(hub, minilm_model, tmp_path):
+    """transformers' AutoConfig and AutoTokenizer through HF_ENDPOINT load what they load
+    from the model's folder, and the weights file from_pretrained resolves has its bytes."""
+    got = hub.run(TRANSFORMERS, [REPO, str(minilm_model)], tmp_path / "hf")
+    assert "ok" in got["hub"], got
+    assert got["hub"]["ok"] == got["folder"]
+    assert got["folder"]["config"]["model_type"] == "bert"
+    assert (
+        got["folder"]["weights"]
+        == hashlib.sha256((minilm_model / "model.safetensors").read_bytes()).hexdigest()
+    )
+
+
 # -- uploads ----------------------------------------------------------------------------
 
 
@@ -218,6 +249,61 @@ def test_branches_tags_refs_and_commits(hub, tmp_path):
     assert got["commits"]["ok"][:2] == [second, first]
     assert got["main_commits"]["ok"][0] == first and second not in got["main_commits"]["ok"]
     assert got["at_tag"] == got["at_commit"] == {"ok": "on dev\n"}
+
+
+# -- access per user and per robot account --------------------------------------------
+
+ACCESS = """
+import json, sys
+from huggingface_hub import HfApi, snapshot_download
+repo, readme = json.loads(sys.argv[1])
+api = HfApi()
+print(json.dumps({
+    "read": attempt(lambda: snapshot_download(repo)),
+    "write": attempt(lambda: api.upload_file(path_or_fileobj=readme.encode(),
+                                             path_in_repo="README.md", repo_id=repo).oid),
+}))
+"""
+
+
+def test_access_per_user_and_robot_account_matrixhub(matrixhub_hub, matrixhub, tmp_path):
+    """MatrixHub's side of the access row: a private project, a user who is no member of
+    it, a robot account with ``model.pull`` on it, the admin, and nobody.  (Ours is the
+    registry's: Harbor's users, members and robot accounts through the gateway,
+    tests/integration/test_harbor_gateway.py: test_user_and_robot_credentials_pass_through
+    and test_an_upload_lands_in_a_harbor_project.)"""
+    model = make_tiny_model(tmp_path / "tiny")
+    matrixhub.create_project("closed", public=False)
+    matrixhub.create_model("closed", "tiny")
+    repo = "closed/tiny"
+    admin = Hub("matrixhub", matrixhub.url, matrixhub_hub.token)
+    done = admin.run(UPLOAD, [repo, str(model)], tmp_path / "admin", HF_HUB_DISABLE_XET="1")
+    assert "ok" in done["upload"], done
+    matrixhub.api("POST", "/users", json={"username": "outsider", "password": "Outsider-1x"})
+    outsider = matrixhub.api(
+        "POST", "/current-user/access-tokens", session=matrixhub.login("outsider", "Outsider-1x"),
+        json={"name": "outsider", "expire_at": ""},
+    ).json()["token"]  # fmt: skip
+    robot = matrixhub.api("POST", "/robot-accounts", json={
+        "name": "puller", "expire_days": 0, "project_permissions": ["model.pull"],
+        "projects": ["closed"], "project_scope": "ROBOT_ACCOUNT_PROJECT_SCOPE_SELECTED",
+    }).json()["token"]  # fmt: skip
+    seen = {
+        who: Hub("matrixhub", matrixhub.url, token).run(
+            ACCESS, [repo, f"# by {who}\n"], tmp_path / who, HF_HUB_DISABLE_XET="1"
+        )
+        for who, token in (("admin", matrixhub_hub.token), ("robot", robot),
+                           ("outsider", outsider), ("anonymous", ""))
+    }  # fmt: skip
+    assert "ok" in seen["admin"]["read"] and "ok" in seen["admin"]["write"], seen["admin"]
+    assert tree_files(Path(seen["robot"]["read"]["ok"])) == {
+        **tree_files(model),
+        "README.md": b"# by admin\n",
+    }, seen["robot"]
+    assert seen["robot"]["write"].get("status") in (401, 403), seen["robot"]
+    for who in ("outsider", "anonymous"):
+        assert seen[who]["read"].get("error") == "RepositoryNotFoundError", (who, seen[who])
+        assert "error" in seen[who]["write"], (who, seen[who])
 
 
 # -- what is not there ---------------------------------------------------------------------

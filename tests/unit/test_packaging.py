@@ -138,7 +138,9 @@ def test_extras_layout():
     assert extras["hf"] == {"huggingface-hub"}
     assert {"model-signing", "pyopenssl"} <= extras["signing"]
     assert {"mkdocs", "mkdocs-material", "mkdocstrings", "mkdocs-click"} <= extras["docs"]
-    assert extras["serve"] == {"gunicorn", "lz4", "blake3", "redis", "concurrent-log-handler"}
+    assert extras["serve"] == {
+        "gunicorn", "lz4", "blake3", "redis", "concurrent-log-handler", "prometheus-client"
+    }  # fmt: skip
     base = base_dependencies()
     heavy_parts = ("huggingface-hub", "model-signing", "gunicorn", "oras", "filelock", "numpy")
     for heavy in (*heavy_parts, "safetensors"):
