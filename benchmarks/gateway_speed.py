@@ -7,7 +7,9 @@ authorization cache, and the cold first byte.
 One registry holding a one-file model (about 1 MiB), and on the same machine, at the
 same time: ``modelpack serve --auth-cache-ttl 0`` (every request asks the registry),
 ``modelpack serve`` (the registry's answers kept, the default), ``modelpack serve
---workers 2 --redis URL`` (two processes, one Redis from Debian beside them), the gateway's server
+--workers 2 --redis URL`` (two processes, one Redis from Debian beside them), the same behind
+Debian's nginx with ``--accel-redirect`` (nginx configured by docs/gateway.md's "Downloads sent
+by nginx" block, sending the cached file itself), the gateway's server
 sending the file and doing nothing else (benchmarks/sendfile_only.py: the ceiling of one
 gunicorn process), and Debian's nginx serving the same file from disk (sendfile, as
 Debian's default configuration has it).
@@ -30,8 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -40,7 +43,7 @@ from benchmarks import models, nginx
 from benchmarks.gateway import FILE, Served, get, registry_with_model, serving
 from benchmarks.report import replace_section
 from modelpack.testing.registry import free_port
-from modelpack.testing.replicas import RedisServer
+from modelpack.testing.replicas import HANDOFF_SECTION, Balancer, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## The gateway beside nginx"
@@ -48,7 +51,9 @@ GOAL_RATIO = 0.5  # of nginx's requests per second
 GOAL_P99_MS = 50.0
 WITHOUT, WITH, NGINX = "gateway, no authorization cache", "gateway (default)", "nginx, from disk"
 WORKERS = "gateway, 2 worker processes (--workers 2, --redis)"
+HANDOFF = "gateway behind nginx (--accel-redirect, --workers 2)"
 WORKER_COUNT = 2
+ACCEL_PREFIX = "/_modelpack_cache/"
 CEILING = "sendfile only, on the gateway's server"
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -203,10 +208,12 @@ def cached_tree(served: Served, timeout: float = 60.0) -> None:
 def run(work: Path, rounds: int, seconds: int, connections: int) -> Results:
     results = Results()
     redis = RedisServer(work / "redis").start()
+    workers = ("--workers", str(WORKER_COUNT), "--redis", redis.url)
     modes = {
         WITHOUT: ("--auth-cache-ttl", "0"),
         WITH: (),
-        WORKERS: ("--workers", str(WORKER_COUNT), "--redis", redis.url),
+        WORKERS: workers,
+        HANDOFF: (*workers, "--trusted-proxy", "127.0.0.1", "--accel-redirect", ACCEL_PREFIX),
     }
     try:
         with registry_with_model(work, models.MIB) as (host, size):
@@ -223,28 +230,30 @@ def _cold(work: Path, host: str, size: int, rounds: int, modes: dict, results: R
         for n, (name, args) in enumerate(modes.items()):
             folder = work / f"cold-{round_}-{n}"
             folder.mkdir(parents=True)
-            with serving(host, folder, size, *args) as served:
-                results.cold.setdefault(name, []).append(cold_first_byte(served))
+            with serving(host, folder, size, *args) as served, fronted(name, served) as asked:
+                results.cold.setdefault(name, []).append(cold_first_byte(asked))
 
 
 def _loaded(work: Path, host: str, size: int, rounds: int, seconds: int, connections: int,
             modes: dict, results: Results) -> None:  # fmt: skip
     """wrk against every row in turn, ``rounds`` times."""
     model_dir = work / f"gateway-model-{models.MIB}"
-    for folder in (work / "without", work / "with", work / "workers"):
+    for folder in (work / "without", work / "with", work / "workers", work / "handoff"):
         folder.mkdir(parents=True, exist_ok=True)
     with (
         serving(host, work / "without", size, *modes[WITHOUT]) as without,
         serving(host, work / "with", size, *modes[WITH]) as with_,
         serving(host, work / "workers", size, *modes[WORKERS]) as workers,
+        serving(host, work / "handoff", size, *modes[HANDOFF]) as handed,
+        fronted(HANDOFF, handed) as handoff,
         static_nginx(work / "nginx", model_dir) as static,
         sendfile_only(work / "ceiling", model_dir / FILE) as ceiling,
     ):
         targets = {WITHOUT: without.url + without.path, WITH: with_.url + with_.path,
-                   WORKERS: workers.url + workers.path, CEILING: f"{ceiling.url}/{FILE}",
-                   NGINX: f"{static.url}/{FILE}"}  # fmt: skip
+                   WORKERS: workers.url + workers.path, HANDOFF: handoff.url + handoff.path,
+                   CEILING: f"{ceiling.url}/{FILE}", NGINX: f"{static.url}/{FILE}"}  # fmt: skip
         results.cold.setdefault(NGINX, []).append(first_byte(targets[NGINX]))
-        for served in (without, with_, workers):  # into each node cache first: measured warm
+        for served in (without, with_, workers, handoff):  # into each node cache: measured warm
             status, _, _, count = get(served, served.path)
             assert status == 200 and count == size, (status, count)
             cached_tree(served)
@@ -254,6 +263,22 @@ def _loaded(work: Path, host: str, size: int, rounds: int, seconds: int, connect
                 results.runs.setdefault(name, []).append(load)
                 print(f"  round {round_ + 1} {name:<52} {load.rps:8.0f} req/s  p50 "
                       f"{load.p50:7.1f} ms  p99 {load.p99:7.1f} ms {load.errors}", flush=True)  # fmt: skip
+
+
+@contextmanager
+def fronted(name: str, served: Served) -> Iterator[Served]:
+    """``served`` as clients reach it: through nginx (docs/gateway.md's block, as many
+    worker processes as the nginx row's) for the HANDOFF row, else directly."""
+    if name != HANDOFF:
+        yield served
+        return
+    front = served.cache.parent / "front"
+    balancer = Balancer(front, [served.url.removeprefix("http://")], section=HANDOFF_SECTION,
+                        home=served.cache, worker_processes=2).start()  # fmt: skip
+    try:
+        yield replace(served, url=balancer.url)
+    finally:
+        balancer.stop()
 
 
 def _span(values: list[float], fmt: str) -> str:
@@ -282,7 +307,7 @@ def section(results: Results, args: argparse.Namespace, machine: str) -> str:
         "| | requests/s | of nginx | p50 ms | p99 ms | cold first byte |",
         "|---|---|---|---|---|---|",
     ]
-    for name in (WITHOUT, WITH, WORKERS, CEILING, NGINX):
+    for name in (WITHOUT, WITH, WORKERS, HANDOFF, CEILING, NGINX):
         if name not in results.runs:
             continue
         runs = results.runs[name]
@@ -296,7 +321,9 @@ def section(results: Results, args: argparse.Namespace, machine: str) -> str:
             f"{_span(cold, '{:.3f} s') if cold else '-'} |"
         )
     goals = [
-        goal_line(results, name, nginx_rps) for name in (WITH, WORKERS) if name in results.runs
+        goal_line(results, name, nginx_rps)
+        for name in (WITH, WORKERS, HANDOFF)
+        if name in results.runs
     ]
     lines += ["", *goals]
     notes = Path(__file__).with_name("SPEED_NOTES.md")

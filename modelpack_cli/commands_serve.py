@@ -259,6 +259,13 @@ Examples:
     "(per credential, repository, revision and pull/push; refusals are never kept): a "
     "revoked credential or a moved tag is seen within it; 0 asks on every request.",
 )
+@gateway_option(
+    "--accel-redirect",
+    metavar="PREFIX",
+    help="Downloads the node cache holds are sent by the --trusted-proxy in front: nginx "
+    "gets X-Accel-Redirect: PREFIX<path under the gateway's home> (docs/gateway.md, "
+    "Downloads sent by nginx).",
+)
 @global_options
 def serve(
     registry: str,
@@ -293,6 +300,7 @@ def serve(
     trusted_proxy: tuple[str, ...],
     protect: tuple[str, ...],
     auth_cache_ttl: float,
+    accel_redirect: str | None,
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
 
@@ -341,6 +349,7 @@ def serve(
         trusted_proxies=trusted_proxy,
         protect=protect,
         auth_cache_ttl=auth_cache_ttl,
+        accel_redirect=accel_redirect,
     )
     run_gateway(config)
 

@@ -21,6 +21,7 @@ from .core.hub import (
 )
 from .read.catalog import Catalog, list_models
 from .read.handlers import Handlers
+from .read.handoff import Handoff
 from .read.hub_errors import hub_error
 from .read.models import Resolver
 from .read.pullthrough import PullThrough
@@ -54,7 +55,8 @@ class Gateway:
         self.catalog = Catalog(config, self.clients, self.resolver, self.pulls)
         self.pages = Pages(config, self.catalog, self.resolver, self.pulls)
         self.uploads = Uploads(config, self.clients, self.resolver, self.shared)
-        self.reads = Handlers(self.pulls, self.catalog)
+        handoff = Handoff(config.accel_redirect, config.settings.home, config.trusted_proxies)
+        self.reads = Handlers(self.pulls, self.catalog, handoff)
 
     # -- WSGI -------------------------------------------------------------------
 
@@ -72,7 +74,7 @@ class Gateway:
             log.exception("%s %s failed", request.method, request.shown_path)
             response = Response.error(HubError(500, "internal error in the gateway"))
         if request.method == "HEAD":
-            response.body, response.file = b"", None
+            response.body, response.file, response.handoff = b"", None, ""
         # No answer is ever to be sniffed into HTML (a model's files are anyone's bytes).
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         status = response.status
@@ -96,6 +98,11 @@ class Gateway:
                 request, route, status, sent, response.headers.get("X-Error-Message")
             )
 
+        if response.handoff:  # the proxy sends the bytes (read/handoff.py)
+            response.headers.update({"X-Accel-Redirect": response.handoff, "Content-Length": "0"})
+            start_response(response.status_line(), list(response.headers.items()))
+            finished(response.length)
+            return [b""]
         if response.file is not None:
             response.headers["Content-Length"] = str(response.length)
             start_response(response.status_line(), list(response.headers.items()))

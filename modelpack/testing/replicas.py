@@ -77,24 +77,33 @@ class RedisServer:
             self.process.wait(timeout=20)
 
 
-def docs_nginx_config(docs: Path = DOCS) -> str:
-    """The nginx block of docs/gateway.md's "Running several replicas", as printed."""
+REPLICAS_SECTION = "## Running several replicas"
+HANDOFF_SECTION = "### Downloads sent by nginx"
+
+
+def docs_nginx_config(section: str = REPLICAS_SECTION, docs: Path = DOCS) -> str:
+    """The one nginx block of docs/gateway.md's ``section`` (a heading line), as printed."""
     text = docs.read_text(encoding="utf-8")
-    section = text.split("## Running several replicas", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```nginx\n(.*?)```", section, re.S)
+    body = text.split(f"\n{section}\n", 1)[1]
+    body = re.split(r"\n#{2,3} ", body, maxsplit=1)[0]
+    blocks = re.findall(r"```nginx\n(.*?)```", body, re.S)
     if len(blocks) != 1:
-        raise ValueError(f"{docs}: the replicas section must have one nginx block")
+        raise ValueError(f"{docs}: {section!r} must have one nginx block")
     return blocks[0]
 
 
 @dataclass
 class Balancer:
-    """nginx in front of ``upstreams`` (host:port), configured by the docs' block: the
-    ``server`` lines of its upstream become these addresses, ``listen`` this port."""
+    """nginx in front of ``upstreams`` (host:port), configured by the docs' block of
+    ``section``: the ``server`` lines of its upstream become these addresses, ``listen``
+    this port, an ``alias`` the gateway's ``home``."""
 
     workdir: Path
     upstreams: list[str]
     port: int = field(default_factory=free_port)
+    section: str = REPLICAS_SECTION
+    home: Path | None = None
+    worker_processes: int = 1
     process: subprocess.Popen | None = None
 
     @property
@@ -102,7 +111,7 @@ class Balancer:
         return f"http://127.0.0.1:{self.port}"
 
     def config(self) -> str:
-        site = docs_nginx_config()
+        site = docs_nginx_config(self.section)
         lines, servers_done = [], False
         for line in site.splitlines():
             match = re.match(r"^(\s*)server\s+\S+:\d+(.*)$", line)
@@ -112,13 +121,15 @@ class Balancer:
                     lines += [f"{indent}server {u}{rest}" for u in self.upstreams]
                     servers_done = True
                 continue
-            lines.append(re.sub(r"^(\s*)listen\s+\d+;", rf"\g<1>listen 127.0.0.1:{self.port};",
-                                line))  # fmt: skip
+            line = re.sub(r"^(\s*)listen\s+\d+;", rf"\g<1>listen 127.0.0.1:{self.port};", line)
+            if self.home is not None:
+                line = re.sub(r"^(\s*)alias\s+\S+;", rf"\g<1>alias {self.home.resolve()}/;", line)
+            lines.append(line)
         if not servers_done:
             raise ValueError("the docs' upstream block names no server")
         work = self.workdir
         return (
-            f"daemon off;\nworker_processes 1;\npid {work}/nginx.pid;\n"
+            f"daemon off;\nworker_processes {self.worker_processes};\npid {work}/nginx.pid;\n"
             f"error_log {work}/error.log warn;\nevents {{ worker_connections 512; }}\n"
             f"http {{\n  access_log {work}/access.log;\n"
             f"  client_body_temp_path {work}/body;\n  proxy_temp_path {work}/proxy;\n"

@@ -35,6 +35,8 @@ _PROTECT_RE = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,128}\Z")
 AUTH_CACHE_TTL = 10.0
 AUTH_CACHE_TTL_MAX = 300.0
 
+# An X-Accel-Redirect prefix: path segments nginx needs no escaping for, no "..".
+_ACCEL_PREFIX = re.compile(r"/(?:[A-Za-z0-9_-][A-Za-z0-9._-]*/)+")
 # A Host header worth looking at: a name or IPv4 address, or a bracketed IPv6 one, and a port.
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?\Z")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -118,7 +120,10 @@ class GatewayConfig:
     branches and tags that no commit, tag creation or deletion through the gateway moves
     once they exist (writes/protected.py).
     ``auth_cache_ttl``: seconds the registry's yes to a credential, repository and
-    action is kept (0: every request asks the registry; state/authcache.py)."""
+    action is kept (0: every request asks the registry; state/authcache.py).
+    ``accel_redirect``: a URI prefix the proxy in front maps to the gateway's home: a
+    download the node cache holds is answered to a trusted proxy with
+    ``X-Accel-Redirect`` and the proxy sends the bytes (read/handoff.py)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -154,6 +159,7 @@ class GatewayConfig:
     trusted_proxies: tuple[str, ...] = ()
     protect: tuple[str, ...] = ()
     auth_cache_ttl: float = AUTH_CACHE_TTL
+    accel_redirect: str | None = None
     auth_cache_ttl_max: ClassVar[float] = AUTH_CACHE_TTL_MAX  # for the CLI's range
     workers_max: ClassVar[int] = WORKERS_MAX
 
@@ -203,6 +209,24 @@ class GatewayConfig:
             )
         self._check_audit()
         self.protect = _protect_patterns(self.protect)
+        self._check_accel_redirect()
+
+    def _check_accel_redirect(self) -> None:
+        """A prefix nginx can map with one ``location ... { internal; alias HOME/; }``,
+        and the proxies that may be answered with it named."""
+        if not self.accel_redirect:
+            self.accel_redirect = None
+            return
+        if not _ACCEL_PREFIX.fullmatch(self.accel_redirect):
+            raise UsageError(
+                f"--accel-redirect {self.accel_redirect!r}: a URI path that starts and ends "
+                "with '/' (letters, digits, '.', '_', '-'), e.g. /_modelpack_cache/"
+            )
+        if not self.trusted_proxies:
+            raise UsageError(
+                "--accel-redirect needs --trusted-proxy: only the proxy that maps the prefix "
+                "may be answered with it (any other client gets the bytes)"
+            )
 
     def _check_audit(self) -> None:
         """The audit log must be writable now: a worker that cannot open it would fail

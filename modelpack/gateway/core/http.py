@@ -128,7 +128,8 @@ class Response:
     file: io.RawIOBase | None = None  # sent from ``offset`` for ``length`` bytes
     offset: int = 0
     length: int = 0
-    source: str = ""  # "cache" / "registry": where served bytes came from (metrics, log)
+    source: str = ""  # "cache" / "registry" / "proxy": where served bytes came from
+    handoff: str = ""  # X-Accel-Redirect: the proxy in front sends ``length`` bytes
 
     @classmethod
     def json(cls, document: Any, status: int = 200, headers: dict[str, str] | None = None):

@@ -23,6 +23,7 @@ from ..core.hub import (
     valid_file_path,
 )
 from .catalog import Catalog, model_document, select_fields
+from .handoff import Handoff
 from .models import Model
 from .pullthrough import PullThrough
 from .scans import repo_security, with_file_security
@@ -31,9 +32,10 @@ from .scans import repo_security, with_file_security
 class Handlers:
     """``info``, ``tree``, ``paths_info`` and ``resolve``: each ``(request, model, *args)``."""
 
-    def __init__(self, pulls: PullThrough, catalog: Catalog) -> None:
+    def __init__(self, pulls: PullThrough, catalog: Catalog, handoff: Handoff) -> None:
         self.pulls = pulls
         self.catalog = catalog
+        self.handoff = handoff
 
     def info(self, request: Request, model: Model) -> Response:
         files = self.pulls.listing(model)
@@ -89,6 +91,12 @@ class Handlers:
         if size == 0:
             return Response(200, headers, b"")
         if cached is not None:
+            if uri := self.handoff.uri(request.environ, cached):
+                # The proxy answers the Range itself, from the same bytes (its status
+                # and length are the ones here: the audit line's).
+                headers.pop("Content-Range", None)
+                return Response(status, headers, length=last - first + 1, source="proxy",
+                                handoff=uri)  # fmt: skip
             return _file_response(status, headers, cached, first, last, "cache")
         # Not a byte before the whole file is verified (pullthrough.py says why).
         gone = _client_gone(request.environ)

@@ -175,7 +175,7 @@ def networks(values: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.I
     return tuple(ipaddress.ip_network(v, strict=False) for v in values)
 
 
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def address_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An IP address from a peer address or an X-Forwarded-For entry (``1.2.3.4``,
     ``1.2.3.4:5678``, ``[::1]:80``, ``::1``); IPv4 inside IPv6 as IPv4; None for
     anything else."""
@@ -200,7 +200,7 @@ def client_of(environ: dict[str, Any], trusted: tuple) -> str:  # noqa: ANN001
     trusted proxies appended are believed: whatever a client wrote there itself is to
     their left).  An entry that is no address stops the walk at the last one that was."""
     peer = str(environ.get("REMOTE_ADDR") or "")
-    address = _address(peer)
+    address = address_of(peer)
     if address is None:
         return peer[: BOUNDS["client"]] or "-"
     if not trusted or not any(address in network for network in trusted):
@@ -208,7 +208,7 @@ def client_of(environ: dict[str, Any], trusted: tuple) -> str:  # noqa: ANN001
     forwarded = str(environ.get("HTTP_X_FORWARDED_FOR") or "")
     client = address
     for hop in reversed(forwarded.rsplit(",", MAX_HOPS)[-MAX_HOPS:]):
-        found = _address(hop)
+        found = address_of(hop)
         if found is None:
             break
         client = found

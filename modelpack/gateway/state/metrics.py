@@ -49,10 +49,11 @@ class Metrics:
         self._served = counter(
             "modelpack_gateway_served_bytes",
             "Body bytes sent to clients, by where they came from: the node cache, "
-            "or the registry while being pulled through.",
+            "the registry while being pulled through, or the node cache by the proxy "
+            "in front (--accel-redirect; the bytes its range asked for).",
             ("source",),
         )
-        for source in ("cache", "registry"):
+        for source in ("cache", "registry", "proxy"):
             self._served.labels(source=source)
         self._registry_bytes = counter(
             "modelpack_gateway_registry_bytes",
