@@ -96,7 +96,7 @@ def docs_nginx_config(section: str = REPLICAS_SECTION, docs: Path = DOCS) -> str
 class Balancer:
     """nginx in front of ``upstreams`` (host:port), configured by the docs' block of
     ``section``: the ``server`` lines of its upstream become these addresses, ``listen``
-    this port, an ``alias`` the gateway's ``home``."""
+    this port, the docs' home (``/var/lib/modelpack``) in an ``alias`` the gateway's ``home``."""
 
     workdir: Path
     upstreams: list[str]
@@ -122,8 +122,9 @@ class Balancer:
                     servers_done = True
                 continue
             line = re.sub(r"^(\s*)listen\s+\d+;", rf"\g<1>listen 127.0.0.1:{self.port};", line)
-            if self.home is not None:
-                line = re.sub(r"^(\s*)alias\s+\S+;", rf"\g<1>alias {self.home.resolve()}/;", line)
+            if self.home is not None:  # the docs' home, /var/lib/modelpack, is this one
+                line = re.sub(r"^(\s*alias\s+)/var/lib/modelpack/", rf"\g<1>{self.home.resolve()}/",
+                              line)  # fmt: skip
             lines.append(line)
         if not servers_done:
             raise ValueError("the docs' upstream block names no server")

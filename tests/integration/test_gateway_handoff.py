@@ -1,13 +1,19 @@
 """Downloads sent by nginx (`serve --accel-redirect`): the gateway decides, nginx sends the
 node cache's bytes.  Against the real registry, with Debian's nginx configured by the block of
 docs/gateway.md's "Downloads sent by nginx" (only its addresses and the gateway's home put
-in), huggingface_hub in subprocesses and raw HTTP for the headers."""
+in), huggingface_hub in subprocesses and raw HTTP for the headers.  What an independent
+review found (a client's headers making nginx send something else than the audit line says,
+a forwarding balancer following the header to nowhere, the home's other files behind the
+internal location) is each a test here."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,29 +23,32 @@ from support.helpers import build_and_push, tree_files
 
 from modelpack.settings import Settings
 from modelpack.testing import make_tiny_model
+from modelpack.testing.registry import free_port
 from modelpack.testing.replicas import HANDOFF_SECTION, Balancer
 
 NAMESPACE = "handoff"
 PREFIX = "/_modelpack_cache/"
 UNTRUSTED_SOURCE = "127.0.0.2"  # a client reaching the gateway directly
 PROXIED = 'modelpack_gateway_served_bytes_total{source="proxy"}'
+PATH = "/team/handed/resolve/v1/blob.dat"
 
 
 @pytest.fixture(scope="module")
 def world(registry, tmp_path_factory):
-    """(gateway, nginx in front of it, the model pushed as team/handed:v1)."""
+    """(gateway, nginx in front of it, the model pushed as team/handed:v1, the audit log)."""
     work = tmp_path_factory.mktemp("handoff")
     model = make_tiny_model(work / "tiny")
     (model / "blob.dat").write_bytes(os.urandom(3 << 20))  # bigger than any header
     reference = f"{registry.host}/{NAMESPACE}/team/handed:v1"
     build_and_push(model, reference, Settings(home=work / "home", plain_http=True))
-    args = ("--trusted-proxy", "127.0.0.1", "--accel-redirect", PREFIX)
+    audit = work / "audit.log"
+    args = ("--trusted-proxy", "127.0.0.1", "--accel-redirect", PREFIX, "--audit-log", str(audit))
     gateway = Gateway(f"{registry.host}/{NAMESPACE}", work / "gateway", args).start()
     nginx = Balancer(work / "nginx", [gateway.url.removeprefix("http://")],
                      section=HANDOFF_SECTION, home=gateway.cache)  # fmt: skip
     nginx.start()
     try:
-        yield gateway, nginx, model
+        yield gateway, nginx, model, audit
     finally:
         nginx.stop()
         gateway.stop()
@@ -58,7 +67,7 @@ def _get(port: int, path: str, source: str = "127.0.0.1", **headers: str):
 
 
 def test_a_snapshot_through_nginx_is_sent_by_nginx_once_cached(world, tmp_path):
-    gateway, nginx, model = world
+    gateway, nginx, model, _ = world
     ops = [["snapshot", "team/handed", "v1"]]
     (cold,) = hub_client(nginx.url, HF_CLIENT, ops, tmp_path / "cold")
     assert tree_files(Path(cold["path"])) == tree_files(model)
@@ -84,7 +93,7 @@ def test_a_snapshot_through_nginx_is_sent_by_nginx_once_cached(world, tmp_path):
 
 
 def test_ranges_and_the_hub_headers_through_nginx(world):
-    gateway, nginx, model = world
+    gateway, nginx, model, _ = world
     data = (model / "blob.dat").read_bytes()
     path = "/team/handed/resolve/v1/blob.dat"
     requests.get(gateway.url + path, timeout=60).raise_for_status()  # in the node cache now
@@ -94,28 +103,106 @@ def test_ranges_and_the_hub_headers_through_nginx(world):
     assert headers["Content-Range"] == f"bytes 0-0/{len(data)}"
     status, headers, body = _get(nginx.port, path, Range="bytes=1000-2999")
     assert (status, body) == (206, data[1000:3000]) and headers["Content-Length"] == "2000"
-    status, headers, body = _get(nginx.port, path, Range="bytes=0-1,5-6")
-    assert (status, body) == (200, data)  # several ranges: the whole file, as the gateway does
+    status, headers, body = _get(nginx.port, path)
+    assert (status, body) == (200, data)
     for name in ("X-Repo-Commit", "ETag", "X-Linked-Etag", "X-Linked-Size", "Content-Disposition",
                  "Cache-Control", "Vary"):  # fmt: skip
         assert headers[name] == direct[name], name
     assert headers["Content-Type"] == "application/octet-stream"
     assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "Last-Modified" not in headers  # the node cache's mtime: the gateway sends none
     status, headers, _ = _get(nginx.port, path, **{"If-None-Match": direct["ETag"]})
     assert status == 304  # the gateway's answer, not a file
 
 
-def test_only_the_trusted_proxy_gets_the_header(world):
-    gateway, _, model = world
-    path = "/team/handed/resolve/v1/blob.dat"
+def test_only_the_trusted_nginx_gets_the_header(world):
+    gateway, _, model, _ = world
+    path = PATH
     requests.get(gateway.url + path, timeout=60).raise_for_status()
-    status, headers, body = _get(gateway.port, path)  # from 127.0.0.1: the trusted proxy
+    mapped = {"X-Modelpack-Accel-Redirect": PREFIX}  # what the handoff nginx says
+    status, headers, body = _get(gateway.port, path)  # trusted, but not saying it maps PREFIX
+    assert status == 200 and "X-Accel-Redirect" not in headers
+    assert body == (model / "blob.dat").read_bytes()
+    status, headers, body = _get(gateway.port, path, **mapped)  # from the trusted nginx
     assert status == 200 and body == b"" and headers["Content-Length"] == "0"
     assert headers["X-Accel-Redirect"].startswith(PREFIX)
     target = gateway.cache / headers["X-Accel-Redirect"].removeprefix(PREFIX)
     assert target.read_bytes() == (model / "blob.dat").read_bytes()
-    status, headers, body = _get(gateway.port, path, source=UNTRUSTED_SOURCE)
+    status, headers, body = _get(gateway.port, path, source=UNTRUSTED_SOURCE, **mapped)
     assert status == 200 and "X-Accel-Redirect" not in headers
     assert body == (model / "blob.dat").read_bytes()
-    status, headers, _ = _get(gateway.port, path.replace("/v1/", "/v9/"))
+    status, headers, _ = _get(gateway.port, path.replace("/v1/", "/v9/"), **mapped)
     assert status == 404 and "X-Accel-Redirect" not in headers  # refusals stay the gateway's
+
+
+def _last_download(audit: Path, gateway: Gateway) -> dict:
+    """The audit line of the last download (written after its answer: a marker waits)."""
+    gateway.answered(".*")
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    return [line for line in lines if line["action"] == "download"][-1]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Range": "Bytes=0-9"}, {"Range": "bytes= 0-9"}, {"Range": "bytes=5-2"},
+     {"Range": "bytes=abc"}, {"Range": "bytes=0-1,999999999-"}, {"Range": "bytes=0-1,5-6"},
+     {"Range": "bytes=0-99999999999999999999999"}, {"Range": "bytes=0-0", "If-Range": '"other"'},
+     {"If-Unmodified-Since": "Thu, 01 Jan 1970 00:00:01 GMT"}, {"If-None-Match": "*"},
+     {"If-Match": "ETAG"}, {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"},
+     {"Range": "bytes=1000-2999"}, {}],
+)  # fmt: skip
+def test_through_nginx_a_client_gets_what_the_gateway_answers_and_the_audit_says(world, headers):
+    gateway, nginx, _, audit = world
+    if headers.get("If-Match") == "ETAG":
+        headers = {"If-Match": _get(gateway.port, PATH, UNTRUSTED_SOURCE)[1]["ETag"]}
+    status, _, body = _get(gateway.port, PATH, UNTRUSTED_SOURCE, **headers)  # the gateway's bytes
+    proxied = _get(nginx.port, PATH, **headers)
+    assert (proxied[0], proxied[2]) == (status, body), headers
+    line = _last_download(audit, gateway)
+    assert (line["status"], line["bytes"]) == (status, len(body)), (headers, line)
+
+
+def test_a_forwarding_balancer_named_by_trusted_proxy_still_gets_the_file(world, tmp_path):
+    """The replicas' balancer (a trusted proxy for X-Forwarded-For) has no internal location:
+    it must get the bytes, not a header it would follow to nowhere."""
+    gateway, _, model, _ = world
+    balancer = Balancer(tmp_path / "balancer", [gateway.url.removeprefix("http://")]).start()
+    try:
+        status, headers, body = _get(balancer.port, PATH)
+    finally:
+        balancer.stop()
+    assert (status, body) == (200, (model / "blob.dat").read_bytes())
+
+
+def test_the_internal_location_maps_no_other_file_of_the_home(world, tmp_path):
+    """Whatever answers nginx on the gateway's address (here an impostor answering every
+    request with X-Accel-Redirect to it) gets none of the home's other files out of nginx."""
+    gateway, _, _, _ = world
+
+    class Impostor(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("X-Accel-Redirect", PREFIX + self.path.lstrip("/"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", free_port()), Impostor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    nginx = Balancer(tmp_path / "impostor", [f"127.0.0.1:{server.server_address[1]}"],
+                     section=HANDOFF_SECTION, home=gateway.cache).start()  # fmt: skip
+    try:
+        secrets = [p for p in gateway.cache.iterdir() if p.is_file() and p.stat().st_size]
+        assert {"audit.key"} <= {p.name for p in secrets}, secrets
+        for path in secrets:
+            status, _, body = _get(nginx.port, "/" + path.name)
+            assert status in (404, 500) and body != path.read_bytes(), path
+        # What it does map is the model's bytes only, by the paths the gateway names.
+        blob = next(p for p in (gateway.cache / "store" / "blobs").rglob("*") if p.is_file())
+        status, _, body = _get(nginx.port, "/" + blob.relative_to(gateway.cache).as_posix())
+        assert (status, body) == (200, blob.read_bytes())
+    finally:
+        nginx.stop()
+        server.shutdown()

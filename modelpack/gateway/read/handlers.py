@@ -91,7 +91,7 @@ class Handlers:
         if size == 0:
             return Response(200, headers, b"")
         if cached is not None:
-            if uri := self.handoff.uri(request.environ, cached):
+            if uri := self.handoff.uri(request, cached, span is not None):
                 # The proxy answers the Range itself, from the same bytes (its status
                 # and length are the ones here: the audit line's).
                 headers.pop("Content-Range", None)
