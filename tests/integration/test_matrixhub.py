@@ -19,7 +19,9 @@ import requests
 from support.gateway import CATCH, Gateway, hub_client, hub_env
 from support.helpers import tree_files
 
-from modelpack.testing import make_tiny_model
+from benchmarks.gitface import GitFace
+from benchmarks.hubs import add_proxy
+from modelpack.testing import RegistryServer, make_tiny_model
 
 HUBS = ["modelpack", "matrixhub"]
 ORG = "org"  # a MatrixHub project; a registry namespace part for ours
@@ -381,3 +383,53 @@ print(json.dumps({
     assert got["minilm"] == {"ok": [REPO]}, got
     assert got["MiniLM"] == {"ok": [REPO]}, got
     assert got["no-such-model"] == {"ok": []}, got
+
+
+# -- proxy import -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def upstream(minilm_model, tmp_path):
+    """The public hub a proxy imports from: a gateway in front of a registry of its own
+    holding org/minilm, and its git face (benchmarks/gitface.py), which is how MatrixHub's
+    proxy projects mirror a hub. Yields (hub URL, git URL, stop)."""
+    with RegistryServer(workdir=tmp_path / "upstream-registry") as registry:
+        gateway = Gateway(f"{registry.host}/public", tmp_path / "upstream").start()
+        face = None
+        try:
+            with_minilm(Hub("upstream", gateway.url, "tester:any"), minilm_model, tmp_path)
+            face = GitFace(gateway.url, tmp_path / "upstream-git")
+            face.add(REPO)
+            face.serve()
+
+            def stop() -> None:
+                face.close()
+                gateway.stop()
+
+            yield gateway.url, face.url, stop
+        finally:
+            if face is not None:
+                face.close()
+            gateway.stop()
+
+
+@pytest.mark.parametrize("name", HUBS)
+def test_proxy_import_serves_on_with_the_upstream_gone(name, request, registry, upstream,
+                                                      source, tmp_path):  # fmt: skip
+    hub_url, git_url, stop_upstream = upstream
+    if name == "modelpack":
+        proxy = Gateway(f"{registry.host}/proxied", tmp_path / "proxy",
+                        ("--upstream", hub_url, "--upstream-allow", "org/*")).start()  # fmt: skip
+        request.addfinalizer(proxy.stop)
+        hub, repo = Hub(name, proxy.url, "tester:any"), REPO
+    else:
+        server = request.getfixturevalue("matrixhub")
+        add_proxy(server, git_url)  # a proxy project "proxy" mirroring the upstream's "org"
+        hub, repo = Hub(name, server.url, server.access_token("proxy-row")), "proxy/minilm"
+    first = hub.run(SNAPSHOT, [repo, "main"], tmp_path / "first")
+    assert sha256s(tree_files(Path(first["ok"]))) == sha256s(source), first
+    stop_upstream()  # pulled once: from now on the hub serves what it keeps
+    again = hub.run(SNAPSHOT, [repo, "main"], tmp_path / "again")
+    if as_observed(name, "proxy gone", again):
+        return
+    assert sha256s(tree_files(Path(again["ok"]))) == sha256s(source), again
