@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +21,10 @@ import requests
 from support.gateway import CATCH, Gateway, hub_client, hub_env
 from support.helpers import tree_files
 
+import modelpack
 from benchmarks.gitface import GitFace
 from benchmarks.hubs import add_proxy
+from modelpack.settings import Settings
 from modelpack.testing import RegistryServer, make_tiny_model
 
 HUBS = ["modelpack", "matrixhub"]
@@ -388,11 +392,22 @@ print(json.dumps({
 # -- proxy import -----------------------------------------------------------------------
 
 
+@dataclass
+class Upstream:
+    """The public hub a proxy imports from and a replica copies from: its URL, its git
+    face's, the registry repository namespace behind it, and how to stop it."""
+
+    url: str
+    git: str
+    registry: str  # HOST/NAMESPACE: org/minilm is there as REGISTRY/org/minilm:main
+    stop: Callable[[], None]
+
+
 @pytest.fixture
 def upstream(minilm_model, tmp_path):
-    """The public hub a proxy imports from: a gateway in front of a registry of its own
-    holding org/minilm, and its git face (benchmarks/gitface.py), which is how MatrixHub's
-    proxy projects mirror a hub. Yields (hub URL, git URL, stop)."""
+    """A gateway in front of a registry of its own holding org/minilm, and its git face
+    (benchmarks/gitface.py), which is how MatrixHub's proxy projects and sync policies reach
+    a hub."""
     with RegistryServer(workdir=tmp_path / "upstream-registry") as registry:
         gateway = Gateway(f"{registry.host}/public", tmp_path / "upstream").start()
         face = None
@@ -406,7 +421,7 @@ def upstream(minilm_model, tmp_path):
                 face.close()
                 gateway.stop()
 
-            yield gateway.url, face.url, stop
+            yield Upstream(gateway.url, face.url, f"{registry.host}/public", stop)
         finally:
             if face is not None:
                 face.close()
@@ -416,20 +431,96 @@ def upstream(minilm_model, tmp_path):
 @pytest.mark.parametrize("name", HUBS)
 def test_proxy_import_serves_on_with_the_upstream_gone(name, request, registry, upstream,
                                                       source, tmp_path):  # fmt: skip
-    hub_url, git_url, stop_upstream = upstream
     if name == "modelpack":
         proxy = Gateway(f"{registry.host}/proxied", tmp_path / "proxy",
-                        ("--upstream", hub_url, "--upstream-allow", "org/*")).start()  # fmt: skip
+                        ("--upstream", upstream.url, "--upstream-allow", "org/*")).start()  # fmt: skip
         request.addfinalizer(proxy.stop)
         hub, repo = Hub(name, proxy.url, "tester:any"), REPO
     else:
         server = request.getfixturevalue("matrixhub")
-        add_proxy(server, git_url)  # a proxy project "proxy" mirroring the upstream's "org"
+        add_proxy(server, upstream.git)  # a proxy project "proxy" mirroring the upstream's "org"
         hub, repo = Hub(name, server.url, server.access_token("proxy-row")), "proxy/minilm"
     first = hub.run(SNAPSHOT, [repo, "main"], tmp_path / "first")
     assert sha256s(tree_files(Path(first["ok"]))) == sha256s(source), first
-    stop_upstream()  # pulled once: from now on the hub serves what it keeps
+    upstream.stop()  # pulled once: from now on the hub serves what it keeps
     again = hub.run(SNAPSHOT, [repo, "main"], tmp_path / "again")
     if as_observed(name, "proxy gone", again):
         return
     assert sha256s(tree_files(Path(again["ok"]))) == sha256s(source), again
+
+
+# -- replication ------------------------------------------------------------------------
+
+
+def replicate_to_matrixhub(server, git_url: str, project: str, timeout: float = 300.0) -> dict:
+    """MatrixHub's replication: a pull sync policy copying org/minilm from the upstream hub
+    (through its git face) into ``project``, run once by hand; the finished sync task."""
+    server.create_project(project, public=True)
+    source = {"name": f"{project}-source", "type": "REGISTRY_TYPE_HUGGINGFACE", "url": git_url}
+    registry_id = server.api("POST", "/registries", json=source).json()["registry"]["id"]
+    policy = {
+        "name": f"{project}-policy", "policy_type": "SYNC_POLICY_TYPE_PULL_BASE",
+        "trigger_type": "TRIGGER_TYPE_MANUAL",
+        "pull_base_policy": {"source_registry_id": registry_id, "resource_name": REPO,
+                             "resource_types": ["RESOURCE_TYPE_MODEL"],
+                             "target_project_name": project},
+    }  # fmt: skip
+    created = server.api("POST", "/sync-policies", json=policy).json()
+    policy_id = created.get("syncPolicy", created.get("sync_policy"))["id"]
+    task_id = server.api("POST", f"/sync-policies/{policy_id}/sync-tasks", json={}).json()["id"]
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = server.api("GET", f"/sync-policies/{policy_id}/sync-tasks/{task_id}").json()
+        task = answer.get("syncTask", answer.get("sync_task"))
+        if task["status"] not in ("SYNC_TASK_STATUS_RUNNING", "SYNC_TASK_STATUS_PENDING"):
+            return task
+        assert time.monotonic() < deadline, task
+        time.sleep(0.5)
+
+
+def until_every_file_reads(hub: Hub, repo: str, files: dict[str, bytes],
+                           timeout: float = 180.0) -> float:  # fmt: skip
+    """Seconds until every file of ``repo`` reads back whole from ``hub`` (MatrixHub's sync
+    task succeeds once git is copied; its LFS objects follow in the background)."""
+    started = time.monotonic()
+    headers = {"Authorization": f"Bearer {hub.token}"}
+    missing = dict(files)
+    while missing:
+        for path in list(missing):
+            got = requests.get(f"{hub.url}/{repo}/resolve/main/{path}", headers=headers,
+                               timeout=60)  # fmt: skip
+            if got.status_code == 200 and got.content == missing[path]:
+                del missing[path]
+        assert time.monotonic() - started < timeout, sorted(missing)
+        if missing:
+            time.sleep(0.5)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("name", HUBS)
+def test_replication_to_a_second_hub(name, request, upstream, source, tmp_path):
+    """The upstream hub's org/minilm replicated by each hub's own way, then read from the
+    replica with the upstream stopped: ours is the registry's (``modelpack copy`` registry to
+    registry, as Harbor's replication rules also do: test_harbor.py), MatrixHub's a pull sync
+    policy run by hand."""
+    if name == "modelpack":
+        with RegistryServer(workdir=tmp_path / "replica-registry") as replica_registry:
+            modelpack.copy(f"{upstream.registry}/{REPO}:main",
+                           f"{replica_registry.host}/replica/{REPO}:main",
+                           settings=Settings(home=tmp_path / "copy-home", plain_http=True))  # fmt: skip
+            upstream.stop()
+            replica = Gateway(f"{replica_registry.host}/replica", tmp_path / "replica").start()
+            try:
+                got = Hub(name, replica.url, "tester:any").run(SNAPSHOT, [REPO, "main"],
+                                                               tmp_path / "hf")  # fmt: skip
+            finally:
+                replica.stop()
+    else:
+        server = request.getfixturevalue("matrixhub")
+        task = replicate_to_matrixhub(server, upstream.git, "replica")
+        assert task["status"] == "SYNC_TASK_STATUS_SUCCEEDED", task
+        hub = Hub(name, server.url, server.access_token("replication-row"))
+        until_every_file_reads(hub, "replica/minilm", source)  # 0.7 s after, here
+        upstream.stop()
+        got = hub.run(SNAPSHOT, ["replica/minilm", "main"], tmp_path / "hf")
+    assert sha256s(tree_files(Path(got["ok"]))) == sha256s(source), got
