@@ -26,6 +26,17 @@ def run_cli(
     )
 
 
+def serve_refusal(cache: Path, *args: str) -> str:
+    """``modelpack serve`` with ``args`` must refuse to start as the contract says (exit 2,
+    one ``Error`` line, no traceback); that line."""
+    result = run_cli("serve", "--registry", "127.0.0.1:9/gw", "--cache", str(cache), *args)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return errors[0]
+
+
 def build_and_push(model: Path, reference: str, settings, **build_options):  # noqa: ANN001, ANN201
     """``modelpack.build`` then ``modelpack.push``, as a user publishes a model; the build result."""
     import modelpack
