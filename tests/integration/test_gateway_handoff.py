@@ -13,6 +13,7 @@ import json
 import os
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -135,11 +136,19 @@ def test_only_the_trusted_nginx_gets_the_header(world):
     assert status == 404 and "X-Accel-Redirect" not in headers  # refusals stay the gateway's
 
 
-def _last_download(audit: Path, gateway: Gateway) -> dict:
-    """The audit line of the last download (written after its answer: a marker waits)."""
-    gateway.answered(".*")
+def _downloads(audit: Path, client: str) -> list[dict]:
     lines = [json.loads(line) for line in audit.read_text().splitlines()]
-    return [line for line in lines if line["action"] == "download"][-1]
+    return [line for line in lines if line["action"] == "download" and line["client"] == client]
+
+
+def _next_download(audit: Path, client: str, seen: int, timeout: float = 20.0) -> dict:
+    """``client``'s download line after its first ``seen`` (a line is written once its
+    answer went out, so possibly after the client had the bytes)."""
+    deadline = time.monotonic() + timeout
+    while len(found := _downloads(audit, client)) <= seen:
+        assert time.monotonic() < deadline, found[-3:]
+        time.sleep(0.05)
+    return found[seen]
 
 
 @pytest.mark.parametrize(
@@ -156,9 +165,10 @@ def test_through_nginx_a_client_gets_what_the_gateway_answers_and_the_audit_says
     if headers.get("If-Match") == "ETAG":
         headers = {"If-Match": _get(gateway.port, PATH, UNTRUSTED_SOURCE)[1]["ETag"]}
     status, _, body = _get(gateway.port, PATH, UNTRUSTED_SOURCE, **headers)  # the gateway's bytes
+    seen = len(_downloads(audit, "127.0.0.1"))  # the client behind nginx, not UNTRUSTED_SOURCE
     proxied = _get(nginx.port, PATH, **headers)
     assert (proxied[0], proxied[2]) == (status, body), headers
-    line = _last_download(audit, gateway)
+    line = _next_download(audit, "127.0.0.1", seen)
     assert (line["status"], line["bytes"]) == (status, len(body)), (headers, line)
 
 
