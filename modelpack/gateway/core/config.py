@@ -121,9 +121,10 @@ class GatewayConfig:
     once they exist (writes/protected.py).
     ``auth_cache_ttl``: seconds the registry's yes to a credential, repository and
     action is kept (0: every request asks the registry; state/authcache.py).
-    ``accel_redirect``: a URI prefix the proxy in front maps to the gateway's home: a
-    download the node cache holds is answered to a trusted proxy with
-    ``X-Accel-Redirect`` and the proxy sends the bytes (read/handoff.py)."""
+    ``accel_redirect``: a URI prefix the nginx in front maps to the gateway's home: a
+    download the node cache holds is answered to that nginx (a trusted proxy that says
+    it maps the prefix) with ``X-Accel-Redirect``, and nginx sends the bytes
+    (read/handoff.py)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -212,8 +213,9 @@ class GatewayConfig:
         self._check_accel_redirect()
 
     def _check_accel_redirect(self) -> None:
-        """A prefix nginx can map with one ``location ... { internal; alias HOME/; }``,
-        and the proxies that may be answered with it named."""
+        """A prefix nginx can map to the home's ``models/`` and ``store/blobs/`` with no
+        escaping (docs/gateway.md, Downloads sent by nginx), and the proxies that may be
+        answered with it named."""
         if not self.accel_redirect:
             self.accel_redirect = None
             return

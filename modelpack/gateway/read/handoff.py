@@ -29,7 +29,7 @@ import re
 from pathlib import Path
 
 from ..core.http import Request
-from ..state.audit import address_of, networks
+from ..state.audit import address_of, networks, within
 
 REQUEST_HEADER = "X-Modelpack-Accel-Redirect"  # set by the handoff nginx to the prefix
 CONDITIONAL = ("If-Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
@@ -51,8 +51,7 @@ class Handoff:
         ``ranged``: the gateway answers this request's Range as a range."""
         if not self.prefix or request.header(REQUEST_HEADER) != self.prefix:
             return None
-        peer = address_of(str(request.environ.get("REMOTE_ADDR") or ""))
-        if peer is None or not any(peer in network for network in self.trusted):
+        if not within(address_of(str(request.environ.get("REMOTE_ADDR") or "")), self.trusted):
             return None
         if any(request.header(name) is not None for name in CONDITIONAL):
             return None

@@ -193,6 +193,11 @@ def address_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
     return address
 
 
+def within(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, trusted: tuple) -> bool:
+    """Whether ``address`` is in one of the ``trusted`` networks (None never is)."""
+    return address is not None and any(address in network for network in trusted)
+
+
 def client_of(environ: dict[str, Any], trusted: tuple) -> str:  # noqa: ANN001
     """The client's address: the peer's, unless the peer is a trusted proxy; then the
     first address of ``X-Forwarded-For``, read from the right, that is not a trusted
@@ -203,7 +208,7 @@ def client_of(environ: dict[str, Any], trusted: tuple) -> str:  # noqa: ANN001
     address = address_of(peer)
     if address is None:
         return peer[: BOUNDS["client"]] or "-"
-    if not trusted or not any(address in network for network in trusted):
+    if not within(address, trusted):
         return str(address)
     forwarded = str(environ.get("HTTP_X_FORWARDED_FOR") or "")
     client = address
@@ -212,7 +217,7 @@ def client_of(environ: dict[str, Any], trusted: tuple) -> str:  # noqa: ANN001
         if found is None:
             break
         client = found
-        if not any(found in network for network in trusted):
+        if not within(found, trusted):
             break
     return str(client)
 
