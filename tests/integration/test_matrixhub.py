@@ -520,7 +520,7 @@ def test_replication_to_a_second_hub(name, request, upstream, source, tmp_path):
         task = replicate_to_matrixhub(server, upstream.git, "replica")
         assert task["status"] == "SYNC_TASK_STATUS_SUCCEEDED", task
         hub = Hub(name, server.url, server.access_token("replication-row"))
-        until_every_file_reads(hub, "replica/minilm", source)  # 0.7 s after, here
+        until_every_file_reads(hub, "replica/minilm", source)  # LFS objects arrive after
         upstream.stop()
         got = hub.run(SNAPSHOT, ["replica/minilm", "main"], tmp_path / "hf")
     assert sha256s(tree_files(Path(got["ok"]))) == sha256s(source), got
