@@ -183,6 +183,17 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def await_workers(pid: int, count: int, timeout: float = 30) -> list[int]:
+    """The ``count`` workers of gunicorn master ``pid``, once all are forked: its health
+    check answers as soon as the first worker does, before the others exist."""
+    deadline = time.monotonic() + timeout
+    while len(found := children(pid)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{pid} has {len(found)} workers after {timeout} s, not {count}")
+        time.sleep(0.05)
+    return found
+
+
 def kill_replica(process: subprocess.Popen) -> None:
     """SIGKILL a replica: its gunicorn master and workers at once, as a node that dies."""
     for pid in [*children(process.pid), process.pid]:

@@ -19,7 +19,7 @@ import requests
 from support.gateway import CATCH, Gateway
 from support.xetbuild import one_chunk_xorb, shard
 
-from modelpack.testing.replicas import Balancer, RedisServer, children, kill_replica
+from modelpack.testing.replicas import Balancer, RedisServer, await_workers, children, kill_replica
 
 NAMESPACE = "replicas"
 HUB_TYPES = {"Content-Type": "application/json"}
@@ -502,7 +502,7 @@ def test_worker_processes_share_tickets_tokens_and_one_metrics_scrape(
                       env={"MODELPACK_GATEWAY_REDIS": redis_server.url, "TMPDIR": str(folders)},
                       ).start()  # fmt: skip
     try:
-        assert len(children(gateway.process.pid)) == 2
+        assert len(await_workers(gateway.process.pid, 2)) == 2
         for n in range(3):  # each request on a connection of its own
             assert _ticket_and_token(gateway.url, gateway.url, gateway.url, f"w{n}") == (200,) * 3
         url = f"{gateway.url}/org/tiny/resolve/main/config.json"

@@ -25,6 +25,7 @@ from support.helpers import make_artifact
 from modelpack.oci.reference import parse_reference
 from modelpack.registry.client import open_repository
 from modelpack.settings import Settings
+from modelpack.testing.replicas import children
 
 NAMESPACE = "safe"
 RAW = "application/vnd.cncf.model.weight.v1.raw"
@@ -290,19 +291,6 @@ def test_an_lfs_file_with_a_false_size_is_refused(gateway):
     assert files_of(gateway, "org/sizes")["w.bin"] == len(data)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def test_a_killed_commit_leaves_no_spool_once_a_worker_starts_again(registry, tmp_path):
     gateway = Gateway(f"{registry.host}/{NAMESPACE}", tmp_path / "gw").start()
     uploads = gateway.cache / "uploads"
@@ -321,7 +309,7 @@ def test_a_killed_commit_leaves_no_spool_once_a_worker_starts_again(registry, tm
             while not list(uploads.glob("commit-*/spool/file-*")):
                 assert time.monotonic() < deadline, "no spool appeared"
                 time.sleep(0.05)
-            workers = _children(gateway.process.pid)
+            workers = children(gateway.process.pid)
             assert workers
             for pid in workers:  # as the OOM killer would: no clean-up runs
                 os.kill(pid, signal.SIGKILL)
@@ -329,7 +317,7 @@ def test_a_killed_commit_leaves_no_spool_once_a_worker_starts_again(registry, tm
         assert left, "the killed commit left nothing to sweep"
         # gunicorn starts a new worker; its start-up sweeps what no live process holds.
         deadline = time.monotonic() + 30
-        while set(_children(gateway.process.pid)) & set(workers) or not _healthy(gateway):
+        while set(children(gateway.process.pid)) & set(workers) or not _healthy(gateway):
             assert time.monotonic() < deadline, "no new worker"
             time.sleep(0.1)
         assert not [p for p in uploads.iterdir() if p.name.startswith("commit-")]
