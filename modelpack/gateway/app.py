@@ -14,9 +14,13 @@ from .core.config import GatewayConfig
 from .core.crosssite import refuse_cross_site
 from .core.http import Body, ClosingFile, CountingInput, Request, Response, read_range
 from .core.hub import (
+    DATASETS,
     HubError,
+    api_repo_path,
     canonical_repo_id,
+    is_dataset,
     repo_not_found,
+    repo_spans,
     valid_repo_id,
 )
 from .read.catalog import Catalog, list_models
@@ -35,7 +39,7 @@ from .writes.uploads import Uploads
 
 log = logging.getLogger("modelpack.gateway")
 MODEL_OPS = ("revision", "tree", "paths-info")
-OTHER_REPO_TYPES = ("datasets", "spaces", "kernels")
+OTHER_REPO_TYPES = ("spaces", "kernels")
 
 
 class Gateway:
@@ -144,44 +148,52 @@ class Gateway:
             )
         if (answered := self.uploads.route(request)) is not None:
             return answered
-        if s == ["api", "models"]:
+        if s in (["api", "models"], ["api", DATASETS]):
             request.audit["route"] = "list"
-            return "list", list_models(self.catalog, request)
+            return "list", list_models(self.catalog, request, datasets=s[1] == DATASETS)
         if (page := self._page(request)) is not None:
             return "page", page
         if len(s) >= 3 and s[0] == "api" and s[1] in OTHER_REPO_TYPES:
-            raise repo_not_found("/".join(s[2:4]), f"this gateway serves models, not {s[1]}")
-        if len(s) >= 3 and s[0] == "api" and s[1] == "models":
-            return self._api_models(request, s[2:])
-        for n in (2, 1):
+            raise repo_not_found(
+                "/".join(s[2:4]), f"this gateway serves models and datasets, not {s[1]}"
+            )
+        if len(s) >= 3 and s[0] == "api" and s[1] in ("models", DATASETS):
+            return self._api_models(request, api_repo_path(s))
+        for n in repo_spans(s):
             if len(s) > n + 2 and s[n] == "resolve":
                 if s[0] in OTHER_REPO_TYPES:
-                    raise repo_not_found("/".join(s[1:n]), "this gateway serves models only")
+                    raise repo_not_found(
+                        "/".join(s[1:n]), "this gateway serves models and datasets only"
+                    )
                 path = "/".join(s[n + 2 :])
                 request.audit["path"] = path
                 return "resolve", self._guarded(request, s[:n], s[n + 1], self.reads.resolve, path)
         raise HubError(404, "Not Found")
 
     def _page(self, request: Request) -> Response | None:
-        """The web page (web/pages.py): ``/``, ``/-/hub.css``, ``/ORG/NAME[/tree/REV]``."""
+        """The web page (web/pages.py): ``/``, ``/datasets``, ``/-/hub.css``,
+        ``[/datasets]/ORG/NAME[/tree/REV]``."""
         s, repo, revision = request.segments, request.segments, None
-        if len(s) == 4 and s[2] == "tree":
-            repo, revision = s[:2], s[3]
+        for n in repo_spans(s):
+            if len(s) == n + 2 and s[n] == "tree":
+                repo, revision = s[:n], s[n + 1]
+                break
         if s == ["-", "hub.css"]:
             return self.pages.stylesheet()
-        if s and (len(repo) > 2 or not valid_repo_id("/".join(repo)) or s[0] == "api"):
+        listing = s in ([], [DATASETS])
+        if not listing and (not valid_repo_id("/".join(repo)) or s[0] == "api"):
             return None
         if request.method not in ("GET", "HEAD"):
             raise HubError(
                 405, f"{request.method} is not allowed here", None, {"Allow": "GET, HEAD"}
             )
         repo_id = "/".join(repo)
-        request.audit.update(route="page", repo=repo_id or None, revision=revision)
-        if s and canonical_repo_id(repo_id) != repo_id:
+        request.audit.update(route="page", repo=None if listing else repo_id, revision=revision)
+        if not listing and canonical_repo_id(repo_id) != repo_id:
             return self._redirect(request, repo, canonical_repo_id(repo_id))
         try:
-            if not s:
-                return self.pages.index(request)  # refused credentials: a 401 asks again
+            if listing:  # refused credentials: a 401 asks again
+                return self.pages.index(request, datasets=bool(s))
             return self.pages.model(request, repo_id, revision)
         except ModelpackError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc)
@@ -190,7 +202,7 @@ class Gateway:
             return self.pages.error(request, exc)
 
     def _api_models(self, request: Request, rest: list[str]) -> tuple[str, Response]:
-        for n in (2, 1):
+        for n in repo_spans(rest):
             if len(rest) > n and rest[n] in MODEL_OPS:
                 op, args = rest[n], rest[n + 1 :]
                 if op == "revision" and len(args) == 1:
@@ -203,7 +215,7 @@ class Gateway:
                         request, rest[:n], args[0], self.reads.paths_info
                     )
                 raise HubError(404, "Not Found")
-        if len(rest) in (1, 2):
+        if len(rest) in repo_spans(rest):
             # Dragonfly's hf:// backend asks /api/models/{repo}?revision=... for a listing.
             revision = (request.query.get("revision") or ["main"])[-1] or "main"
             return "info", self._guarded(request, rest, revision, self.reads.info)
@@ -228,7 +240,8 @@ class Gateway:
             return self._redirect(request, repo, canonical)
         try:
             authorization = request.header("Authorization")
-            if self.upstream is not None:  # the registry, else an import from the upstream hub
+            if self.upstream is not None and not is_dataset(repo_id):
+                # the registry, else an import from the upstream hub (of models only)
                 wait = FILE_WAIT if handler == self.reads.resolve else None
                 who = self.audit.who(request)
                 model = self.upstream.open(repo_id, revision, authorization, wait, who)

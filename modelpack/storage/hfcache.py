@@ -31,7 +31,8 @@ from ..oci.reference import Reference
 from ..oci.spec import ANNOTATION_HF_COMMIT, ANNOTATION_HF_REPO_ID, Manifest, ModelConfig
 from ._fsutil import atomic_write_bytes, remove_tree
 
-_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?\Z")
+# A model's NAME or ORG/NAME; a dataset's has "datasets/" in front (as the hub's URLs do).
+_REPO_ID_RE = re.compile(r"^(datasets/)?[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?\Z")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
 _HF_URL_RE = re.compile(r"^https?://[^/]+/([^/]+/[^/@?#]+)")
 
@@ -54,6 +55,10 @@ class HFMapping:
 
     @property
     def folder(self) -> str:
+        """``models--ORG--NAME``, or huggingface_hub's ``datasets--ORG--NAME`` for a dataset."""
+        kind, _, name = self.repo_id.partition("/")
+        if kind == "datasets" and name:
+            return "datasets--" + name.replace("/", "--")
         return "models--" + self.repo_id.replace("/", "--")
 
 

@@ -215,6 +215,10 @@ class MatrixHubServer(Supervised):
         """An empty model repository ``project/name`` (its git repository with a first commit)."""
         self.api("POST", "/models", json={"project": project, "name": name})
 
+    def create_dataset(self, project: str, name: str) -> None:
+        """An empty dataset repository ``project/name``, as ``create_model`` for models."""
+        self.api("POST", "/datasets", json={"project": project, "name": name})
+
     def access_token(self, name: str, expire_at: int | None = None) -> str:
         """A personal access token of the admin (``mh_...``): ``HF_TOKEN`` for the hub's
         clients (MatrixHub takes it as git's Basic password too); ``expire_at`` in Unix

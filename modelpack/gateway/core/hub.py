@@ -45,6 +45,9 @@ PATH_BYTES_MAX = 1024
 # What huggingface_hub refuses to upload (constants.FORBIDDEN_FOLDERS): git's folder, and
 # the one where `hf download --local-dir` keeps what it downloaded and when.
 FORBIDDEN_FOLDERS = (".git", ".cache")
+# A dataset's repo id, URL path and registry repository are a model's with this in front
+# (``/datasets/ORG/NAME``, ``/api/datasets/ORG/NAME``, ``NAMESPACE/datasets/ORG/NAME``).
+DATASETS = "datasets"
 LFS_POINTER_SIZE = 134  # what a git-lfs pointer file of a sha256 takes; the hub reports it
 
 
@@ -103,10 +106,48 @@ def entry_not_found(repo_id: str, path: str, commit: str) -> HubError:
 
 
 def valid_repo_id(repo_id: str) -> bool:
+    """A model's ``NAME`` or ``ORG/NAME``, or a dataset's ``datasets/`` and one of those.
+    No model's org is ``datasets`` (the hub's URLs reserve it too)."""
     segments = repo_id.split("/")
+    if segments[0] == DATASETS:
+        segments = segments[1:]
     return 1 <= len(segments) <= 2 and all(
-        _REPO_SEGMENT_RE.match(s) and ".." not in s and "--" not in s for s in segments
+        _REPO_SEGMENT_RE.match(s) and ".." not in s and "--" not in s and s != DATASETS
+        for s in segments
     )
+
+
+def is_dataset(repo_id: str) -> bool:
+    return repo_id.startswith(f"{DATASETS}/")
+
+
+def shown_repo_id(repo_id: str) -> str:
+    """The id a client names a repo by: a dataset's without the ``datasets/`` its URLs,
+    this gateway and the registry's repository name put in front."""
+    return repo_id.removeprefix(f"{DATASETS}/")
+
+
+def repo_type(repo_id: str) -> str:
+    """huggingface_hub's ``repo_type`` of a repo id."""
+    return "dataset" if is_dataset(repo_id) else "model"
+
+
+def api_repo_path(segments: list[str]) -> list[str]:
+    """What follows ``/api/models/`` or ``/api/datasets/``, a dataset's with ``datasets`` in
+    front, as its repo id has.  ``/api/models/datasets/...`` names no model (the org is
+    reserved) and is refused, so that no model URL reaches a dataset."""
+    rest = segments[2:]
+    if segments[1] == DATASETS:
+        return [DATASETS, *rest]
+    if rest[:1] == [DATASETS]:
+        raise repo_not_found("/".join(rest[:3]), "no model's org is named datasets")
+    return rest
+
+
+def repo_spans(segments: list[str]) -> tuple[int, ...]:
+    """How many leading ``segments`` of a repo URL may be the repo id, longest first:
+    ``ORG/NAME`` or ``NAME``, or for a dataset ``datasets/ORG/NAME`` or ``datasets/NAME``."""
+    return (3, 2) if segments[:1] == [DATASETS] else (2, 1)
 
 
 def canonical_repo_id(repo_id: str) -> str:

@@ -37,7 +37,14 @@ from ...registry.client import RegistryClient, RegistryRepository, connect
 from ...registry.transport import raise_for_status
 from ..core.config import GatewayConfig
 from ..core.http import Request, Response
-from ..core.hub import HubError, RepoFile, canonical_repo_id, valid_repo_id
+from ..core.hub import (
+    HubError,
+    RepoFile,
+    canonical_repo_id,
+    is_dataset,
+    shown_repo_id,
+    valid_repo_id,
+)
 from ..state.access import MAX_CLIENTS, Clients
 from ..state.ttlmap import TTLMap
 from .card import Card, Cards
@@ -98,9 +105,10 @@ class ListQuery:
     expand: tuple[str, ...] = ()
     full: bool = False
     card_data: bool = False
+    datasets: bool = False  # /api/datasets: the datasets, else the models
 
     @classmethod
-    def from_request(cls, request: Request) -> ListQuery:
+    def from_request(cls, request: Request, datasets: bool = False) -> ListQuery:
         q = request.query
 
         def last(name: str) -> str:
@@ -127,6 +135,7 @@ class ListQuery:
             expand=tuple(e for e in (*q.get("expand", []), *q.get("expand[]", [])) if e),
             full=request.flag("full"),
             card_data=request.flag("cardData"),
+            datasets=datasets,
         )
 
 
@@ -205,11 +214,11 @@ def model_document(
     config = model.view.config
     descriptor = config.descriptor if config else None
     created = hub_time(descriptor.created_at if descriptor else None)
+    shown = shown_repo_id(model.repo_id)
     document: dict[str, Any] = {
+        **repo_ids_document(model.repo_id),
         "_id": model.commit,
-        "id": model.repo_id,
-        "modelId": model.repo_id,
-        "author": model.repo_id.split("/")[0] if "/" in model.repo_id else None,
+        "author": shown.split("/")[0] if "/" in shown else None,
         "sha": model.commit,
         "lastModified": created,
         "createdAt": created,
@@ -234,6 +243,14 @@ def model_document(
         document["siblings"] = [f.sibling(blobs) for _, f in sorted(files.items())]
         document["usedStorage"] = sum(f.size or 0 for f in files.values())
     return document
+
+
+def repo_ids_document(repo_id: str) -> dict[str, Any]:
+    """The ids the hub gives a repo: ``modelId`` too for a model."""
+    shown = shown_repo_id(repo_id)
+    if is_dataset(repo_id):
+        return {"_id": shown, "id": shown}
+    return {"_id": shown, "id": shown, "modelId": shown}
 
 
 def select_fields(document: dict[str, Any], expand: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -413,7 +430,9 @@ class Catalog:
         ids = [
             i
             for i in self.repositories(authorization).ids
-            if query.search in i and (not query.author or i.split("/")[0] == query.author)
+            if is_dataset(i) == query.datasets
+            and query.search in (shown := shown_repo_id(i))
+            and (not query.author or shown.split("/")[0] == query.author)
         ]
         needs_models = bool(query.filters) or query.sort in ("lastModified", "createdAt")
         if query.descending and query.sort in ("", "id"):
@@ -448,8 +467,7 @@ class Catalog:
         want_files = query.full or "siblings" in query.expand
         for entry in page:
             if entry.model is None:
-                document: dict[str, Any] = {"_id": entry.repo_id, "id": entry.repo_id,
-                                            "modelId": entry.repo_id}  # fmt: skip
+                document = repo_ids_document(entry.repo_id)
             else:
                 files = self.known_files(entry.model) if want_files else None
                 document = model_document(entry.model, files, False, entry.card)
@@ -492,11 +510,12 @@ def next_link(request: Request, query: ListQuery, config: GatewayConfig) -> str:
     return f"{request.base_url(config)}{request.path}?{urlencode(params)}"
 
 
-def list_models(catalog: Catalog, request: Request) -> Response:
-    """``GET /api/models``: one page, and a ``Link`` to the next when there is one."""
+def list_models(catalog: Catalog, request: Request, datasets: bool = False) -> Response:
+    """``GET /api/models`` (``/api/datasets``): one page, and a ``Link`` to the next when
+    there is one."""
     if request.method not in ("GET", "HEAD"):
         raise HubError(405, f"{request.method} is not allowed here", None, {"Allow": "GET, HEAD"})
-    query = ListQuery.from_request(request)
+    query = ListQuery.from_request(request, datasets)
     page, more = catalog.search(query, request.header("Authorization"))
     headers = {"Vary": "Authorization", "Cache-Control": "private, max-age=0"}
     if more:

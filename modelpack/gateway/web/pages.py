@@ -36,7 +36,7 @@ from ...signing.cosign import check_signatures, scan_signatures
 from ...signing.sigstore import find_bundle_signatures
 from ..core.config import GatewayConfig
 from ..core.http import Request, Response
-from ..core.hub import HubError, RepoFile, repo_not_found
+from ..core.hub import HubError, RepoFile, is_dataset, repo_not_found, shown_repo_id
 from ..read.card import Card
 from ..read.catalog import (
     Catalog,
@@ -186,8 +186,10 @@ class Pages:
 
     # -- the listing ------------------------------------------------------------------
 
-    def index(self, request: Request) -> Response:
+    def index(self, request: Request, datasets: bool = False) -> Response:
+        """``/`` lists the models, ``/datasets`` the datasets."""
         authorization = request.header("Authorization")
+        what, here = ("Datasets", "/datasets") if datasets else ("Models", "/")
         if request.flag("signin") and not authorization:
             return self.error(request, HubError(401, "Sign in to see the models you may read"))
         q = request.query
@@ -196,26 +198,31 @@ class Pages:
             number = max(1, int((q.get("page") or ["1"])[-1]))
         except ValueError:
             number = 1
-        query = ListQuery(search=search.lower(), limit=INDEX_PAGE, offset=(number - 1) * INDEX_PAGE)
+        query = ListQuery(search=search.lower(), limit=INDEX_PAGE,
+                          offset=(number - 1) * INDEX_PAGE, datasets=datasets)  # fmt: skip
         repositories = self.catalog.repositories()
         page, more = self.catalog.search(query, authorization)
-        parts = [f"<h1>Models{f' matching “{e(search)}”' if search else ''}</h1>"]
+        other = '<a href="/">Models</a>' if datasets else '<a href="/datasets">Datasets</a>'
+        parts = [f"<h1>{what}{f' matching “{e(search)}”' if search else ''}</h1>",
+                 f'<p class="muted" id="other-kind">{other}</p>']  # fmt: skip
         if not repositories.available:
-            parts.append(f'<div class="notice">{e(repositories.reason)}. Models are still '
+            parts.append(f'<div class="notice">{e(repositories.reason)}. {what} are still '
                          "served by name: open /ORG/NAME.</div>")  # fmt: skip
         elif not page and not authorization:
-            parts.append('<div class="notice">No model here can be read without credentials. '
-                         '<a href="/?signin=1">Sign in</a> to see yours.</div>')  # fmt: skip
+            parts.append(f'<div class="notice">No {what.lower()} here can be read without '
+                         f'credentials. <a href="{here}?signin=1">Sign in</a> to see yours.</div>')  # fmt: skip
         elif not page:
-            parts.append('<p class="muted">No models.</p>')
+            parts.append(f'<p class="muted">No {what.lower()}.</p>')
         parts.append('<ul class="models">')
         parts += [self._list_item(entry) for entry in page]
         parts.append("</ul>")
         nav = []
         if number > 1:
-            nav.append(f'<a href="/?search={quote(search)}&amp;page={number - 1}">← previous</a>')
+            nav.append(
+                f'<a href="{here}?search={quote(search)}&amp;page={number - 1}">← previous</a>'
+            )
         if more:
-            nav.append(f'<a href="/?search={quote(search)}&amp;page={number + 1}">next →</a>')
+            nav.append(f'<a href="{here}?search={quote(search)}&amp;page={number + 1}">next →</a>')
         if nav:
             parts.append(f'<p class="pages">{" · ".join(nav)}</p>')
         return self._html(200, "modelpack hub", "".join(parts), request)
@@ -228,7 +235,7 @@ class Pages:
         shown_tags = ", ".join(entry.tags[:6]) + (" …" if len(entry.tags) > 6 else "")
         created = _config_time(entry.model)
         return (
-            f'<li><a class="name" href="{e(href)}">{e(entry.repo_id)}</a>'
+            f'<li><a class="name" href="{e(href)}">{e(shown_repo_id(entry.repo_id))}</a>'
             f'<div class="muted">revision {e(revision)} · tags: {e(shown_tags)}'
             f"{f' · built {e(created[:10])}' if created else ''}</div>"
             f'<div class="badges">{badges}</div></li>'
@@ -248,8 +255,9 @@ class Pages:
         card = self.catalog.cards.card(model, files)
         signatures = self.signatures(model)
         base = request.base_url(self.config)
+        kind = '<span class="badge">dataset</span> ' if is_dataset(repo_id) else ""
         body = (
-            f"<h1>{e(repo_id)}</h1>"
+            f"<h1>{kind}{e(shown_repo_id(repo_id))}</h1>"
             f'<div class="muted">revision <b>{e(revision)}</b> · commit <code>{e(model.commit)}'
             f"</code> · {len(files)} files, {e(human_size(sum(f.size or 0 for f in files.values())))}"
             "</div>"
@@ -262,7 +270,7 @@ class Pages:
             f"{self._snippets(base, model, revision)}"
             "</aside></div>"
         )
-        return self._html(200, f"{repo_id}: modelpack hub", body, request)
+        return self._html(200, f"{shown_repo_id(repo_id)}: modelpack hub", body, request)
 
     def signatures(self, model: Model) -> Signatures:
         """Whether cosign-style signatures name this manifest, and with ``--verify-key``
@@ -307,7 +315,7 @@ class Pages:
 
     def _card_html(self, card: Card | None, files_url: str) -> str:
         if card is None:
-            return '<div class="card"><p class="muted">This model has no README.</p></div>'
+            return '<div class="card"><p class="muted">This repo has no README.</p></div>'
         warnings = "".join(f'<div class="notice">{e(w)}</div>' for w in card.warnings)
         return f'{warnings}<article class="card" id="readme">{render_markdown(card.text, files_url)}</article>'
 
@@ -332,13 +340,15 @@ class Pages:
         return f'<h2>Revisions</h2><p class="revisions">{" · ".join(links)}{e(more)}</p>'
 
     def _snippets(self, base: str, model: Model, revision: str) -> str:
-        repo_id = model.repo_id
+        repo_id = shown_repo_id(model.repo_id)
         name = repo_id.split("/")[-1]
         registry_ref = f"{self.config.host}/{model.repository.name}"
+        kind = ', repo_type="dataset"' if is_dataset(model.repo_id) else ""
         python = (
             f"export HF_ENDPOINT={base}\n"
             "python -c 'from huggingface_hub import snapshot_download; "
-            f"print(snapshot_download({json.dumps(repo_id)}, revision={json.dumps(revision)}))'"
+            f"print(snapshot_download({json.dumps(repo_id)}{kind}, "
+            f"revision={json.dumps(revision)}))'"
         )
         pull = f"modelpack pull {registry_ref}:{revision} -o ./{name}"
         init = yaml.safe_dump(

@@ -51,12 +51,13 @@ from ...oci.spec import (
     MediaTypes,
     ModelConfig,
     convert_manifest,
+    layer_media_type,
     parse_layer_media_type,
 )
 from ...oci.target import push_bytes
 from ...registry.client import RegistryRepository
 from ...schemas import MODEL_CONFIG, validate
-from ..core.hub import path_problem, shown_path, single_file_size
+from ..core.hub import is_dataset, path_problem, shown_path, single_file_size
 
 ANNOTATION_PARENT = "io.modelpack.hf.parent"
 ANNOTATION_BRANCH = "io.modelpack.hf.branch"
@@ -216,7 +217,7 @@ def build_commit(
         ]
         name = repo_id.rsplit("/", 1)[-1]
         plans = {
-            p.file.relpath: p
+            p.file.relpath: as_dataset(p) if is_dataset(repo_id) else p
             for p in plan_layers(ModelSource(stage, sources, name), LayerFormat.RAW)
         }
         kinds = {f.relpath: _kind(files[f.relpath], plans[f.relpath]) for f in sources}
@@ -307,6 +308,15 @@ def branch_manifest(head: Head, repo_id: str, branch: str) -> tuple[Descriptor, 
     }
     manifest = replace(head.manifest, annotations=annotations)
     return manifest_descriptor(manifest), manifest.to_bytes()
+
+
+def as_dataset(plan: PlannedLayer) -> PlannedLayer:
+    """A dataset repo's file: a dataset layer (the spec's
+    ``application/vnd.cncf.model.dataset.v1.*``), its card and docs kept as docs."""
+    if plan.kind == LayerKind.DOC:
+        return plan
+    media_type = layer_media_type(LayerKind.DATASET, plan.layer_format)
+    return replace(plan, kind=LayerKind.DATASET, media_type=media_type)
 
 
 def _kind(entry: _Carried | NewFile, plan: PlannedLayer) -> LayerKind:

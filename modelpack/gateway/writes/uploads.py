@@ -39,12 +39,18 @@ from ..core.config import GatewayConfig
 from ..core.http import JSON_TYPES, NDJSON_TYPES, Request, Response
 from ..core.hub import (
     COMMIT_RE,
+    DATASETS,
     HubError,
+    api_repo_path,
     canonical_repo_id,
     header_text,
+    is_dataset,
     path_problem,
     repo_not_found,
+    repo_spans,
+    repo_type,
     shown_path,
+    shown_repo_id,
     valid_repo_id,
 )
 from ..read.card import MAX_CARD_BYTES, check_front_matter
@@ -144,15 +150,15 @@ class Uploads:
             # audit trail names the ticket's user, never the URL (the ticket is a secret).
             request.audit.update(route="lfs-upload", credentials=None)
             return "lfs-upload", self._call(request, "PUT", "", self.lfs_upload, s[3], lend=True)
-        for n in (2, 1):
+        for n in repo_spans(s):
             batch = len(s) == n + 4 and s[n:] == ["info", "lfs", "objects", "batch"]
             if batch and s[n - 1].endswith(".git"):
                 repo = [*s[: n - 1], s[n - 1].removesuffix(".git")]
                 request.audit["route"] = "lfs-batch"
                 return "lfs-batch", self._repo(request, "POST", repo, self.lfs_batch)
-        if len(s) >= 4 and s[:2] == ["api", "models"]:
-            rest = s[2:]
-            for n in (2, 1):
+        if len(s) >= 4 and s[0] == "api" and s[1] in ("models", DATASETS):
+            rest = api_repo_path(s)
+            for n in repo_spans(rest):
                 if len(rest) > n and rest[n] in REPO_OPS:
                     op, args = rest[n], rest[n + 1 :]
                     return self._repo_op(request, rest[:n], op, args)
@@ -340,10 +346,17 @@ class Uploads:
 
     def create_repo(self, request: Request) -> Response:
         body = self._json(request)
-        if body.get("type") not in (None, "model"):
-            raise repo_not_found(str(body.get("name")), "this gateway serves models only")
+        kind = body.get("type")
+        if kind not in (None, "model", "dataset"):
+            raise repo_not_found(
+                str(body.get("name")), "this gateway serves models and datasets only"
+            )
         name, org = str(body.get("name") or ""), body.get("organization")
         repo_id = f"{org}/{name}" if org else name
+        if kind == "dataset":
+            repo_id = f"{DATASETS}/{repo_id}"
+        elif is_dataset(repo_id):
+            raise HubError(400, f"{repo_id!r}: no model's org is named {DATASETS}")
         request.audit.update(repo=repo_id, revision="main")
         if not valid_repo_id(repo_id):
             raise HubError(400, f"{repo_id!r} is not a valid repo id")
@@ -357,13 +370,14 @@ class Uploads:
             with self._branch_lock(repo_id, "main") as lease:
                 if repository.user_tags():
                     # The hub's 409 carries the url: create_repo(exist_ok=True) returns it.
-                    taken = HubError(409, "You already created this model repo")
+                    taken = HubError(409, f"You already created this {repo_type(repo_id)} repo")
                     headers = taken.response_headers()
                     return Response.json({"error": taken.message, "url": url}, 409, headers)
                 self._first_commit(repository, repo_id, request, lease)
         except ModelpackError as exc:
             raise self._error(exc, repo_id, request) from None
-        return Response.json({"url": url, "name": repo_id, "id": repo_id})
+        shown = shown_repo_id(repo_id)
+        return Response.json({"url": url, "name": shown, "id": shown})
 
     def _first_commit(
         self, repository: RegistryRepository, repo_id: str, request: Request, lease: Lease
