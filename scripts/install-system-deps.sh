@@ -43,6 +43,7 @@ command -v containerd >/dev/null 2>&1 || missing+=(containerd)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 # Headless Chromium: the web page tests look at the page as a person's browser shows it.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v git-lfs >/dev/null 2>&1 || missing+=(git-lfs)  # git clone/push of the gateway (test_gateway_git.py)
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
 # Headless Chromium: the gateway's web page as a browser renders it, and a real cross-site
 # page posting to the gateway's write routes (tests/support/browser.py).

@@ -23,6 +23,7 @@ from .core.hub import (
     repo_spans,
     valid_repo_id,
 )
+from .git.routes import GitRoutes
 from .read.catalog import Catalog, list_models
 from .read.handlers import Handlers
 from .read.handoff import Handoff
@@ -59,6 +60,7 @@ class Gateway:
         self.catalog = Catalog(config, self.clients, self.resolver, self.pulls)
         self.pages = Pages(config, self.catalog, self.resolver, self.pulls)
         self.uploads = Uploads(config, self.clients, self.resolver, self.shared)
+        self.git = GitRoutes(config, self.resolver, self.uploads)
         handoff = Handoff(config.accel_redirect, config.settings.home, config.trusted_proxies)
         self.reads = Handlers(self.pulls, self.catalog, handoff)
 
@@ -147,6 +149,8 @@ class Gateway:
                 self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
             )
         if (answered := self.uploads.route(request)) is not None:
+            return answered
+        if (answered := self.git.route(request)) is not None:
             return answered
         if s in (["api", "models"], ["api", DATASETS]):
             request.audit["route"] = "list"

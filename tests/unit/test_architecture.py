@@ -6,10 +6,10 @@ signing <- model <- top <- gateway <- cli.  Any import, also one inside a functi
 that reaches a higher layer is a back-edge; module-level imports form no cycle.
 
 Inside the gateway, its sub-packages are layers the same way, lowest first:
-core <- state <- read <- (writes | upstream | web) <- app.  ``core`` is the protocol and
+core <- state <- read <- (writes | upstream | web) <- git <- app.  ``core`` is the protocol and
 configuration, ``state`` what the gateway keeps between requests, ``read`` a resolved
 model and its files; ``writes``, ``upstream`` and ``web`` each build on those and import
-none of each other; ``app`` is the modules directly in ``modelpack/gateway/`` (the
+none of each other; ``git`` (git over HTTP) builds on reads and writes; ``app`` is the modules directly in ``modelpack/gateway/`` (the
 package itself, ``app``, ``server``, ``worker``), the wiring on top.  Every sub-package
 must have its place in GATEWAY_LAYERS.
 """
@@ -33,7 +33,9 @@ BASE_MODULES = {"errors", "_version", "settings", "extras", "progress", "schemas
 PUBLIC_MODULES = {"modelpack": modelpack, "modelpack.gateway": modelpack.gateway}
 PUBLIC_DATA_MODULES = {"modelpack.schemas"}  # the JSON Schemas of every --json output
 # The gateway's sub-packages, lowest first; packages in one tuple are siblings.
-GATEWAY_LAYERS = [("core",), ("state",), ("read",), ("writes", "upstream", "web"), ("app",)]
+GATEWAY_LAYERS = [
+    ("core",), ("state",), ("read",), ("writes", "upstream", "web"), ("git",), ("app",)
+]  # fmt: skip
 GATEWAY = ROOT / "modelpack" / "gateway"
 
 

@@ -70,12 +70,15 @@ WRITES = frozenset(
         "lfs-upload",
         "xet-xorb",
         "xet-shard",
+        "git-push",
     }
 )
+READS = frozenset({DOWNLOAD, "git-fetch"})  # a file's bytes (LFS), a git fetch's objects
 IMPORT = "import"
 # (route, method) -> action where one route name covers several actions.
 _ACTIONS = {
     ("resolve", "GET"): DOWNLOAD,
+    ("lfs-download", "GET"): DOWNLOAD,
     ("resolve", "HEAD"): "file-metadata",
     ("branch", "POST"): "create-branch",
     ("branch", "DELETE"): "delete-branch",
@@ -372,7 +375,7 @@ class Audit:
         facts = request.audit
         route = str(facts.get("route") or route)
         action = _ACTIONS.get((route, request.method), route)
-        if action not in WRITES and action != DOWNLOAD and not is_refusal(status):
+        if action not in WRITES and action not in READS and not is_refusal(status):
             return
         received = getattr(request.environ.get("wsgi.input"), "count", 0)
         with_body = request.method in ("POST", "PUT", "PATCH", "DELETE")

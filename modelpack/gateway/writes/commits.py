@@ -57,6 +57,14 @@ from ...oci.spec import (
 from ...oci.target import push_bytes
 from ...registry.client import RegistryRepository
 from ...schemas import MODEL_CONFIG, validate
+from ..core.gitobjects import (
+    ANNOTATION_GIT_COMMIT,
+    ANNOTATION_GIT_OID,
+    commit_oid,
+    commit_text,
+    git_file,
+    git_trees,
+)
 from ..core.hub import is_dataset, path_problem, shown_path, single_file_size
 
 ANNOTATION_PARENT = "io.modelpack.hf.parent"
@@ -64,7 +72,6 @@ ANNOTATION_BRANCH = "io.modelpack.hf.branch"
 ANNOTATION_COMMIT_TITLE = "io.modelpack.hf.commit.title"
 ANNOTATION_COMMIT_MESSAGE = "io.modelpack.hf.commit.message"
 ANNOTATION_COMMIT_AUTHOR = "io.modelpack.hf.commit.author"
-ANNOTATION_GIT_OID = "io.modelpack.hf.git-oid"  # on a layer: the git blob sha1 of the file
 SAFETENSORS_HEADER_MAX = 100 * 1024 * 1024
 GGUF_PREFIX = 32 * 1024 * 1024  # enough for the key/value header of real GGUF files
 MESSAGE_MAX = 16 * 1024  # annotations stay small: longer messages are cut
@@ -106,6 +113,7 @@ class CommitInfo:
     author: str
     branch: str
     date: float
+    git_text: str | None = None  # a pushed git commit's text after its tree line, as sent
 
 
 @dataclass(frozen=True)
@@ -241,7 +249,8 @@ def build_commit(
     config_bytes = config.to_bytes()
     config_desc = Descriptor(MEDIA_TYPE_MODEL_CONFIG, sha256_bytes(config_bytes), len(config_bytes))
     parent = head.commit if head else ""
-    commit = commit_id(parent, config_desc.digest, layers, info)
+    git = git_commit(list(files), layers, head, info)
+    commit = git[0] if git else commit_id(parent, config_desc.digest, layers, info)
     annotations = {
         ANNOTATION_HF_REPO_ID: repo_id,
         ANNOTATION_HF_COMMIT: commit,
@@ -253,6 +262,8 @@ def build_commit(
     }
     if parent:
         annotations[ANNOTATION_PARENT] = parent
+    if git:
+        annotations[ANNOTATION_GIT_COMMIT] = git[1]
     manifest = convert_manifest(
         Manifest(config=config_desc, layers=tuple(layers), annotations=annotations),
         MediaTypes.CNCF,
@@ -260,7 +271,26 @@ def build_commit(
     return Built(commit, manifest_descriptor(manifest), manifest, config_desc, config_bytes)
 
 
+def git_commit(
+    paths: list[str], layers: list[Descriptor], head: Head | None, info: CommitInfo
+) -> tuple[str, str] | None:
+    """(id, text after the tree line) of the commit as git has it (core/gitobjects.py);
+    None when a file cannot be in git (an archive layer), and the id is :func:`commit_id`'s.
+    Its parent is the head when the head is a git commit too; otherwise it starts a history."""
+    found = [git_file(path, layer) for path, layer in zip(paths, layers, strict=True)]
+    if any(f is None for f in found):
+        return None
+    tree, _ = git_trees([f for f in found if f is not None])
+    text = info.git_text
+    if text is None:
+        native = head is not None and ANNOTATION_GIT_COMMIT in head.manifest.annotations
+        text = commit_text(head.commit if native and head else None, info.author,
+                           int(info.date), info.title[:MESSAGE_MAX], info.message[:MESSAGE_MAX])  # fmt: skip
+    return commit_oid(tree, text), text
+
+
 def commit_id(parent: str, config: str, layers: list[Descriptor], info: CommitInfo) -> str:
+    """The id of a commit git cannot hold (see :func:`git_commit`)."""
     document = {
         "parent": parent,
         "config": config,

@@ -36,6 +36,7 @@ from ...registry.client import RegistryRepository
 from ...registry.transport import raise_for_status
 from ...registry.upload import chunk_size_for, upload_blob
 from ..core.config import GatewayConfig
+from ..core.gitobjects import ANNOTATION_GIT_OID
 from ..core.http import JSON_TYPES, NDJSON_TYPES, Request, Response
 from ..core.hub import (
     COMMIT_RE,
@@ -66,7 +67,6 @@ from .commits import (
     ANNOTATION_COMMIT_AUTHOR,
     ANNOTATION_COMMIT_MESSAGE,
     ANNOTATION_COMMIT_TITLE,
-    ANNOTATION_GIT_OID,
     ANNOTATION_PARENT,
     Change,
     CommitInfo,
@@ -91,6 +91,7 @@ REPO_OPS = (
 READ_OPS = ("revision", "tree", "paths-info")  # app.py's
 OID_RE = re.compile(r"^[0-9a-f]{64}\Z")
 JSON_MAX = 4 << 20
+LFS_BATCH_MAX = 1000  # objects per LFS batch request (git-lfs sends 100, huggingface_hub 256)
 HISTORY_MAX = 1000
 HISTORY_TTL = 300.0  # seconds a walked history is reused (commit tags rarely move)
 HISTORIES_MAX = 1024
@@ -233,16 +234,16 @@ class Uploads:
 
     # -- shared -----------------------------------------------------------------
 
-    def _repository(self, repo_id: str, request: Request) -> RegistryRepository:
+    def repository(self, repo_id: str, request: Request) -> RegistryRepository:
         _, client = self.clients.for_header(request.header("Authorization"))
         return RegistryRepository(client, self.config.repository(repo_id))
 
-    def _open(self, repo_id: str, revision: str, request: Request) -> Model:
+    def open_fresh(self, repo_id: str, revision: str, request: Request) -> Model:
         """The head a write builds on: asked of the registry now, never a kept answer."""
         return self.resolver.open(repo_id, revision, request.header("Authorization"), fresh=True)
 
     @staticmethod
-    def _head(model: Model) -> Head:
+    def head_of(model: Model) -> Head:
         require_modelpack(model)
         return Head(model.root, model.view.manifest, model.view.config, model.commit)
 
@@ -267,7 +268,7 @@ class Uploads:
             raise HubError(400, "request body is not a JSON object")
         return document
 
-    def _check_push(self, repository: RegistryRepository, request: Request) -> None:
+    def check_push(self, repository: RegistryRepository, request: Request) -> None:
         """Ask the registry whether these credentials may push (an upload opened and
         cancelled): refusals come before any byte is sent.  A yes is kept as reads'
         are (state/authcache.py); the pushes themselves are the registry's to refuse."""
@@ -282,7 +283,7 @@ class Uploads:
                 repository.client.request("DELETE", location, repository.push_scope).close()
         answers.put(kept, True, stamp)
 
-    def _move(self, repo_id: str, lease: Lease, move: Callable[[], None]) -> None:
+    def move(self, repo_id: str, lease: Lease, move: Callable[[], None]) -> None:
         """A branch or tag moves only while its lock is this request's: confirmed right
         before the registry writes (a whole lease from then on), and still held after them,
         which means nobody else held it in between (docs/gateway.md, Running several
@@ -311,19 +312,19 @@ class Uploads:
             raise
         self.resolver.forget(repo_id)
 
-    def _branch_lock(self, repo_id: str, branch: str) -> contextlib.AbstractContextManager[Lease]:
+    def branch_lock(self, repo_id: str, branch: str) -> contextlib.AbstractContextManager[Lease]:
         """Held while a branch's head is read and moved: in all replicas, one holder."""
         return self.shared.branch(self.config.repository(repo_id), branch)
 
     @staticmethod
-    def _branch_name(name: str) -> str:
+    def branch_name(name: str) -> str:
         if not is_tag(name) or COMMIT_RE.match(name):
             raise HubError(
                 400, f"{name!r}: branches and tags here are OCI tags ([A-Za-z0-9_][A-Za-z0-9_.-]*)"
             )
         return name
 
-    def _author(self, request: Request) -> str:
+    def author(self, request: Request) -> str:
         header = request.header("Authorization")
         if not header:
             return "anonymous"
@@ -364,10 +365,10 @@ class Uploads:
         request.audit["repo"] = repo_id
         url = f"{self._base(request)}/{repo_id}"
         try:
-            repository = self._repository(repo_id, request)
+            repository = self.repository(repo_id, request)
             # Looked at under the lock every commit to main takes: of concurrent creates
             # exactly one makes the first commit, and none resets a branch in use.
-            with self._branch_lock(repo_id, "main") as lease:
+            with self.branch_lock(repo_id, "main") as lease:
                 if repository.user_tags():
                     # The hub's 409 carries the url: create_repo(exist_ok=True) returns it.
                     taken = HubError(409, f"You already created this {repo_type(repo_id)} repo")
@@ -388,18 +389,18 @@ class Uploads:
             local.write_bytes(GITATTRIBUTES)
             added = self._push_file(repository, ".gitattributes", local)
             change = Change(added={".gitattributes": added})
-            info = CommitInfo("initial commit", "", self._author(request), "main", time.time())
+            info = CommitInfo("initial commit", "", self.author(request), "main", time.time())
             built = build_commit(repository, repo_id, None, change, info, work)
-            self._move(repo_id, lease, lambda: push_commit(repository, built, None))
+            self.move(repo_id, lease, lambda: push_commit(repository, built, None))
         request.audit["commit"] = built.commit
 
     def _push_file(self, repository: RegistryRepository, path: str, local: Path) -> NewFile:
         digest, size = sha256_file(str(local))
-        self._push_blob(repository, local, digest, size)
+        self.push_blob(repository, local, digest, size)
         return NewFile(path, digest, size, git_blob_oid(local, size), local)
 
     @staticmethod
-    def _push_blob(repository: RegistryRepository, local: Path, digest: str, size: int) -> None:
+    def push_blob(repository: RegistryRepository, local: Path, digest: str, size: int) -> None:
         desc = Descriptor("application/octet-stream", digest, size)
         if not repository.exists(desc):  # unchanged bytes are never sent again
             with open(local, "rb") as content:
@@ -412,10 +413,10 @@ class Uploads:
         files = body.get("files")
         if not isinstance(files, list):
             raise HubError(400, "files must be a list")
-        model = self._open(repo_id, revision, request)
+        model = self.open_fresh(repo_id, revision, request)
         # Told before a byte is uploaded, not at the commit after it.
         refuse_protected(self.config, model.repository, repo_id, revision, "commit to")
-        self._check_push(model.repository, request)
+        self.check_push(model.repository, request)
         existing = {f.path: f for f in (model.view.files or {}).values()}
         answers, lfs_sizes = [], []
         for item in files:
@@ -441,18 +442,23 @@ class Uploads:
 
     def lfs_batch(self, request: Request, repo_id: str) -> Response:
         body = self._json(request)
-        if body.get("operation") != "upload":
-            raise HubError(400, "this gateway answers LFS uploads only (downloads: /resolve)")
+        operation = body.get("operation")
+        if operation not in ("upload", "download"):
+            raise HubError(400, "an LFS batch operation is upload or download")
         objects = body.get("objects")
         if not isinstance(objects, list):
             raise HubError(400, "objects must be a list")
-        repository = self._repository(repo_id, request)
+        if len(objects) > LFS_BATCH_MAX:
+            raise HubError(413, f"at most {LFS_BATCH_MAX} objects per LFS batch request")
+        repository = self.repository(repo_id, request)
+        if operation == "download":
+            return self._lfs_downloads(request, repo_id, repository, objects)
         ref = body.get("ref")
         if isinstance(ref, dict) and isinstance(ref.get("name"), str):
             branch = ref["name"].removeprefix("refs/heads/")
             request.audit["revision"] = branch
             refuse_protected(self.config, repository, repo_id, branch, "commit to")
-        self._check_push(repository, request)
+        self.check_push(repository, request)
         base = self._base(request)
         answers = []
         for item in objects:
@@ -470,6 +476,37 @@ class Uploads:
                 href = f"{base}/api/modelpack/lfs-upload/{ticket}"
                 answer["actions"] = {"upload": {"href": href, "header": {}, "expires_in": 3600}}
             answers.append(answer)  # no actions: the registry has the blob, nothing to send
+        document = {"transfer": "basic", "objects": answers, "hash_algo": "sha256"}
+        return Response(
+            200, {"Content-Type": "application/vnd.git-lfs+json"}, json.dumps(document).encode()
+        )
+
+    def _lfs_downloads(
+        self, request: Request, repo_id: str, repository: RegistryRepository, objects: list
+    ) -> Response:
+        """git-lfs's downloads (``git clone`` / ``pull``): each object the repository holds
+        as a blob, at ``{repo}.git/info/lfs/objects/{oid}`` (git/routes.py sends it with the
+        client's credentials, which the action repeats: git-lfs sends an action's headers)."""
+        base = f"{self._base(request)}/{repo_id}.git/info/lfs/objects"
+        header = {"Authorization": a} if (a := request.header("Authorization")) else {}
+        answers = []
+        for item in objects:
+            oid = item.get("oid") if isinstance(item, dict) else None
+            size = item.get("size") if isinstance(item, dict) else None
+            if not isinstance(oid, str) or not OID_RE.match(oid) or not _byte_count(size):
+                answers.append({"oid": str(oid), "size": size if _byte_count(size) else 0,
+                                "error": {"code": 422, "message": "oid must be a sha256, size a number"}})  # fmt: skip
+                continue
+            if (
+                blob_size(repository, Descriptor("application/octet-stream", f"sha256:{oid}", size))
+                != size
+            ):
+                answers.append({"oid": oid, "size": size,
+                                "error": {"code": 404, "message": "Object does not exist"}})  # fmt: skip
+                continue
+            action = {"href": f"{base}/{oid}", "header": header, "expires_in": 3600}
+            answers.append({"oid": oid, "size": size, "authenticated": True,
+                            "actions": {"download": action}})  # fmt: skip
         document = {"transfer": "basic", "objects": answers, "hash_algo": "sha256"}
         return Response(
             200, {"Content-Type": "application/vnd.git-lfs+json"}, json.dumps(document).encode()
@@ -501,9 +538,9 @@ class Uploads:
     def xet_write_token(self, request: Request, repo_id: str, revision: str) -> Response:
         """hf_xet's first request: push rights are checked here, as the hub does."""
         self._own_credentials(request)
-        model = self._open(repo_id, revision, request)
+        model = self.open_fresh(repo_id, revision, request)
         refuse_protected(self.config, model.repository, repo_id, revision, "commit to")
-        self._check_push(model.repository, request)
+        self.check_push(model.repository, request)
         return self.xet.write_token(request, repo_id, self._base(request))
 
     # -- commits ------------------------------------------------------------------
@@ -512,23 +549,23 @@ class Uploads:
         if request.flag("create_pr"):
             raise HubError(400, "pull requests are not supported by this gateway")
         request.require_type(NDJSON_TYPES)
-        self._branch_name(branch)
-        with self._branch_lock(repo_id, branch) as lease:
-            model = self._open(repo_id, branch, request)
+        self.branch_name(branch)
+        with self.branch_lock(repo_id, branch) as lease:
+            model = self.open_fresh(repo_id, branch, request)
             refuse_protected(self.config, model.repository, repo_id, branch, "commit to")
             # Before a byte of the payload is read: a client that may only read (anyone,
             # for a public repository) must not get to spool files on the gateway's disk.
-            self._check_push(model.repository, request)
-            head = self._head(model)
+            self.check_push(model.repository, request)
+            head = self.head_of(model)
             with claimed_folder(self.workdir, "commit-") as work:
                 change, header = self._read_operations(request, model.repository, head, work)
                 allow = self.config.allow_unsafe_pickle
                 change = scan_commit(model.repository, repo_id, change, allow)
                 title = str(header.get("summary") or "")
                 info = CommitInfo(title, str(header.get("description") or ""),
-                                  self._author(request), branch, time.time())  # fmt: skip
+                                  self.author(request), branch, time.time())  # fmt: skip
                 built = build_commit(model.repository, repo_id, head, change, info, work)
-                self._move(repo_id, lease, lambda: push_commit(model.repository, built, head))
+                self.move(repo_id, lease, lambda: push_commit(model.repository, built, head))
         request.audit["commit"] = built.commit
         url = f"{self._base(request)}/{repo_id}/commit/{built.commit}"
         return Response.json(
@@ -559,7 +596,7 @@ class Uploads:
             path = _file_path(value.get("path"), folder=op.key == "deletedFolder")
             if op.key == "file" and op.content is not None:
                 spooled = op.content
-                self._push_blob(repository, spooled.path, spooled.sha256, spooled.size)
+                self.push_blob(repository, spooled.path, spooled.sha256, spooled.size)
                 git_oid = git_blob_oid(spooled.path, spooled.size)
                 change.added[path] = NewFile(
                     path, spooled.sha256, spooled.size, git_oid, spooled.path
@@ -577,7 +614,7 @@ class Uploads:
                         400, f"{path}: an LFS file needs its size (copies are not supported)"
                     )
                 desc = Descriptor("application/octet-stream", f"sha256:{oid}", size)
-                uploaded = _blob_size(repository, desc)
+                uploaded = blob_size(repository, desc)
                 if uploaded is None:
                     raise HubError(422, f"{shown_path(path)}: LFS object {oid} was not uploaded")
                 if uploaded != size:  # the listing would show the false size forever
@@ -597,13 +634,13 @@ class Uploads:
 
     def create_branch(self, request: Request, repo_id: str, branch: str) -> Response:
         body = self._json(request)
-        self._branch_name(branch)
+        self.branch_name(branch)
         start = str(body.get("startingPoint") or "main")
-        with self._branch_lock(repo_id, branch) as lease:
-            model = self._open(repo_id, start, request)
+        with self.branch_lock(repo_id, branch) as lease:
+            model = self.open_fresh(repo_id, start, request)
             refuse_protected(self.config, model.repository, repo_id, branch, "create")
             self._refuse_existing(model.repository, branch)
-            head = self._head(model)
+            head = self.head_of(model)
             desc, data = branch_manifest(head, repo_id, branch)
 
             def move() -> None:
@@ -611,18 +648,18 @@ class Uploads:
                     model.repository.tag(head.descriptor, head.commit)
                 model.repository.put_manifest(desc, data, branch)
 
-            self._move(repo_id, lease, move)
+            self.move(repo_id, lease, move)
         return Response.json({})
 
     def create_tag(self, request: Request, repo_id: str, revision: str) -> Response:
         body = self._json(request)
-        tag = self._branch_name(str(body.get("tag") or ""))
+        tag = self.branch_name(str(body.get("tag") or ""))
         request.audit["revision"] = tag  # the ref written (the URL names its target)
-        with self._branch_lock(repo_id, tag) as lease:
-            model = self._open(repo_id, revision, request)
+        with self.branch_lock(repo_id, tag) as lease:
+            model = self.open_fresh(repo_id, revision, request)
             refuse_protected(self.config, model.repository, repo_id, tag, "create")
             self._refuse_existing(model.repository, tag)
-            self._move(repo_id, lease, lambda: model.repository.tag(model.root, tag))
+            self.move(repo_id, lease, lambda: model.repository.tag(model.root, tag))
         return Response.json({})
 
     def delete_ref(self, request: Request, repo_id: str, kind: str, name: str) -> Response:
@@ -641,9 +678,9 @@ class Uploads:
     ) -> Response:
         """A write this gateway does not make: refused, and on a protected name saying so
         (the client and the audit trail see why it would be refused anyway)."""
-        self._branch_name(name)
-        with self._branch_lock(repo_id, name):
-            refuse_protected(self.config, self._repository(repo_id, request), repo_id, name, write)
+        self.branch_name(name)
+        with self.branch_lock(repo_id, name):
+            refuse_protected(self.config, self.repository(repo_id, request), repo_id, name, write)
         raise HubError(400, f"{repo_id}: {what} is not supported by this gateway; "
                        f"{name} is unchanged")  # fmt: skip
 
@@ -656,14 +693,14 @@ class Uploads:
         raise HubError(409, f"Reference already exists: {name}")
 
     def refs(self, request: Request, repo_id: str) -> Response:
-        repository = self._repository(repo_id, request)
+        repository = self.repository(repo_id, request)
         tags = [t for t in repository.user_tags() if not COMMIT_RE.match(t)][:REFS_MAX]
         if not tags:
             raise repo_not_found(repo_id)
         branches, hub_tags = [], []
         for tag in tags:
             try:
-                model = self._open(repo_id, tag, request)
+                model = self.open_fresh(repo_id, tag, request)
             except HubError:
                 continue  # an index, a tag removed meanwhile
             recorded = model.view.manifest.annotations.get(ANNOTATION_BRANCH)
@@ -681,7 +718,7 @@ class Uploads:
         manifest per commit, so a walk is remembered by the head's manifest digest (the
         client just read that manifest with its own credentials, and the parents it names
         are commit tags of the same repository) for HISTORY_TTL."""
-        model = self._open(repo_id, revision, request)
+        model = self.open_fresh(repo_id, revision, request)
         if (known := self._histories.get(model.key)) is not None:
             return Response.json(known)
         history, seen = [], set()
@@ -693,7 +730,7 @@ class Uploads:
             if not parent:
                 break
             try:
-                model = self._open(repo_id, parent, request)
+                model = self.open_fresh(repo_id, parent, request)
             except HubError:
                 break  # a parent tag someone removed: history ends there
         self._histories.set(head, history)
@@ -718,7 +755,7 @@ def _byte_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _blob_size(repository: RegistryRepository, desc: Descriptor) -> int | None:
+def blob_size(repository: RegistryRepository, desc: Descriptor) -> int | None:
     """The size of a blob as the registry has it (HEAD); None when it has none.  A
     registry that sends no Content-Length is taken at the declared size."""
     response = repository.client.request(

@@ -1,0 +1,206 @@
+"""Git over HTTP on the gateway (issue 32): Debian's `git` and `git-lfs` clone, pull and push
+a hub repo in front of a real registry.  The commit ids git shows are the ids
+`list_repo_commits` and the registry's commit tags show; the weights come through git-lfs,
+byte-identical; a pushed commit is a hub commit (a ModelPack artifact) of the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+from support.gateway import CATCH, Gateway, hub_client
+from support.helpers import tree_files
+
+from modelpack.testing import make_tiny_model
+
+NAMESPACE = "git"
+pytestmark = pytest.mark.skipif(shutil.which("git-lfs") is None,
+                                reason="git-lfs: scripts/install-system-deps.sh installs it")  # fmt: skip
+
+UPLOAD = """
+import json, sys
+from huggingface_hub import HfApi
+repo, folder, kind = json.loads(sys.argv[1])
+api = HfApi()
+api.create_repo(repo, repo_type=kind, exist_ok=True)
+api.upload_folder(repo_id=repo, folder_path=folder, repo_type=kind, commit_message="weights")
+print(json.dumps([c.commit_id for c in api.list_repo_commits(repo, repo_type=kind)]))
+"""
+
+HISTORY = """
+import json, sys
+from huggingface_hub import HfApi
+repo, kind = json.loads(sys.argv[1])
+api = HfApi()
+print(json.dumps({
+    "commits": [[c.commit_id, c.title] for c in api.list_repo_commits(repo, repo_type=kind)],
+    "files": sorted(api.list_repo_files(repo, repo_type=kind)),
+}))
+"""
+
+COMMIT = """
+import json, sys
+from huggingface_hub import HfApi
+repo, path, text = json.loads(sys.argv[1])
+print(json.dumps(HfApi().upload_file(path_or_fileobj=text.encode(), path_in_repo=path,
+                                     repo_id=repo, commit_message="from the hub API").oid))
+"""
+
+DOWNLOAD = """
+import json, sys
+from huggingface_hub import snapshot_download
+repo, revision = json.loads(sys.argv[1])
+print(json.dumps(snapshot_download(repo, revision=revision)))
+"""
+
+
+@pytest.fixture
+def gateway(registry, tmp_path):
+    server = Gateway(f"{registry.host}/{NAMESPACE}", tmp_path / "gateway").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def git_home(tmp_path) -> dict[str, str]:
+    """An environment for `git` with git-lfs installed in a home of its own."""
+    home = tmp_path / "git-home"
+    home.mkdir()
+    env = {
+        "HOME": str(home), "PATH": os.environ["PATH"], "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com",
+        "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.com",
+    }  # fmt: skip
+    git(env, None, "lfs", "install", "--skip-repo")
+    git(env, None, "config", "--global", "init.defaultBranch", "main")
+    return env
+
+
+def git(env: dict[str, str], cwd: Path | None, *args: str, check: bool = True) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    if check:
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout + done.stderr if not check else done.stdout
+
+
+def sha256s(files: dict[str, bytes]) -> dict[str, str]:
+    return {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
+
+
+def test_clone_pull_and_push_keep_the_hub_commit_ids(gateway, git_home, tmp_path):
+    model = make_tiny_model(tmp_path / "tiny")
+    (model / "README.md").write_text("# tiny\n")
+    ids = hub_client(gateway.url, UPLOAD, ["org/tiny", str(model), "model"], tmp_path / "hf")
+
+    # clone: every file byte-identical (the weights through git-lfs), the hub's commit ids
+    clone = tmp_path / "clone"
+    git(git_home, None, "clone", "-q", f"{gateway.url}/org/tiny", str(clone))
+    assert sha256s(tree_files(clone)) == sha256s(tree_files(model))
+    assert git(git_home, clone, "log", "--format=%H").split() == ids
+    pointer = git(git_home, clone, "cat-file", "-p", "HEAD:model.safetensors")
+    assert pointer.startswith("version https://git-lfs.github.com/spec/v1\noid sha256:")
+
+    # pull after a commit through the hub API
+    new = hub_client(gateway.url, COMMIT, ["org/tiny", "notes.txt", "hello\n"], tmp_path / "hf")
+    git(git_home, clone, "pull", "-q", "--ff-only")
+    assert git(git_home, clone, "rev-parse", "HEAD").strip() == new
+    assert (clone / "notes.txt").read_text() == "hello\n"
+
+    # push: a new LFS file, a changed small file and a deleted one, in two commits
+    git(git_home, clone, "lfs", "track", "*.bin")
+    weights = os.urandom(3 << 20)
+    (clone / "extra.bin").write_bytes(weights)
+    (clone / "README.md").write_text("# tiny, pushed with git\n")
+    git(git_home, clone, "add", "-A")
+    git(git_home, clone, "commit", "-q", "-m", "Add extra weights\n\nwith git-lfs")
+    (clone / "notes.txt").unlink()
+    git(git_home, clone, "commit", "-q", "-am", "Drop the notes")
+    git(git_home, clone, "push", "-q", "origin", "main")
+    local = git(git_home, clone, "log", "--format=%H").split()
+    history = hub_client(gateway.url, CATCH + HISTORY, ["org/tiny", "model"], tmp_path / "hf")
+    assert [c[0] for c in history["commits"]] == local
+    assert [c[1] for c in history["commits"][:2]] == ["Drop the notes", "Add extra weights"]
+    assert "extra.bin" in history["files"] and "notes.txt" not in history["files"]
+    snapshot = Path(hub_client(gateway.url, DOWNLOAD, ["org/tiny", local[0]], tmp_path / "hf2"))
+    assert (snapshot / "extra.bin").read_bytes() == weights
+    assert (snapshot / "README.md").read_text() == "# tiny, pushed with git\n"
+
+    # a second clone sees the pushed commits as they were pushed
+    again = tmp_path / "again"
+    git(git_home, None, "clone", "-q", f"{gateway.url}/org/tiny.git", str(again))
+    assert git(git_home, again, "log", "--format=%H %an %s").splitlines()[0] == (
+        f"{local[0]} Ada Drop the notes"
+    )
+    assert (again / "extra.bin").read_bytes() == weights
+
+
+def test_pushes_the_hub_cannot_keep_are_refused_and_change_nothing(gateway, git_home, tmp_path):
+    model = make_tiny_model(tmp_path / "tiny")
+    hub_client(gateway.url, UPLOAD, ["org/refuse", str(model), "model"], tmp_path / "hf")
+    clone = tmp_path / "clone"
+    git(git_home, None, "clone", "-q", f"{gateway.url}/org/refuse", str(clone))
+    head = git(git_home, clone, "rev-parse", "HEAD").strip()
+
+    def refused(*setup: list[str]) -> str:
+        git(git_home, clone, "reset", "-q", "--hard", head)
+        for args in setup:
+            git(git_home, clone, *args)
+        out = git(git_home, clone, "push", "origin", "HEAD:main", check=False)
+        assert "[remote rejected]" in out or "rejected" in out, out
+        return out
+
+    (clone / "run.sh").write_text("#!/bin/sh\n")
+    (clone / "run.sh").chmod(0o755)
+    assert "only plain files" in refused(["add", "run.sh"], ["commit", "-qm", "exec"])
+    (clone / "run.sh").unlink()
+    git(git_home, clone, "reset", "-q", "--hard", head)
+    git(git_home, clone, "checkout", "-q", "-b", "side")
+    (clone / "a.txt").write_text("a")
+    git(git_home, clone, "add", "a.txt")
+    git(git_home, clone, "commit", "-qm", "side")
+    git(git_home, clone, "checkout", "-q", "main")
+    (clone / "b.txt").write_text("b")
+    git(git_home, clone, "add", "b.txt")
+    git(git_home, clone, "commit", "-qm", "main")
+    git(git_home, clone, "merge", "-q", "--no-edit", "side")
+    out = git(git_home, clone, "push", "origin", "HEAD:main", check=False)
+    assert "merge" in out, out
+    assert "deleting a branch" in git(git_home, clone, "push", "origin", ":main", check=False)
+    assert "only branches" in git(git_home, clone, "push", "origin", f"{head}:refs/tags/v9",
+                                  check=False)  # fmt: skip
+    history = hub_client(gateway.url, CATCH + HISTORY, ["org/refuse", "model"], tmp_path / "hf")
+    assert history["commits"][0][0] == head  # the branch never moved
+
+
+def test_a_dataset_clones_and_a_foreign_model_is_refused_in_git_words(
+    gateway, registry, git_home, tmp_path
+):
+    from support.datasets import parquet_dataset
+    from support.helpers import build_and_push
+
+    from modelpack.settings import Settings
+
+    source = parquet_dataset(tmp_path / "data")
+    hub_client(gateway.url, UPLOAD, ["org/rows", str(source), "dataset"], tmp_path / "hf")
+    clone = tmp_path / "rows"
+    git(git_home, None, "clone", "-q", f"{gateway.url}/datasets/org/rows", str(clone))
+    assert sha256s(tree_files(clone)) == sha256s(tree_files(source))
+
+    # Pushed with `modelpack push`: not a commit of this hub, so no git history to show.
+    settings = Settings(home=tmp_path / "home", plain_http=True)
+    build_and_push(make_tiny_model(tmp_path / "m"), f"{registry.host}/{NAMESPACE}/org/pushed:main",
+                   settings)  # fmt: skip
+    out = git(git_home, None, "clone", f"{gateway.url}/org/pushed", str(tmp_path / "p"),
+              check=False)  # fmt: skip
+    assert "remote error" in out and "not made through this hub" in out, out
+    missing = requests.get(f"{gateway.url}/org/none/info/refs?service=git-upload-pack", timeout=30)
+    assert missing.status_code == 404
+    dumb = requests.get(f"{gateway.url}/org/rows/info/refs", timeout=30)
+    assert dumb.status_code in (403, 404)
