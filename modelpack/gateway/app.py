@@ -21,7 +21,7 @@ from .core.hub import (
     is_dataset,
     repo_not_found,
     repo_spans,
-    valid_repo_id,
+    valid_repo_segments,
 )
 from .git.routes import GitRoutes
 from .read.catalog import Catalog, list_models
@@ -185,7 +185,7 @@ class Gateway:
         if s == ["-", "hub.css"]:
             return self.pages.stylesheet()
         listing = s in ([], [DATASETS])
-        if not listing and (not valid_repo_id("/".join(repo)) or s[0] == "api"):
+        if not listing and (not valid_repo_segments(repo) or s[0] == "api"):
             return None
         if request.method not in ("GET", "HEAD"):
             raise HubError(
@@ -237,7 +237,7 @@ class Gateway:
             raise HubError(405, f"{request.method} is not allowed here", None,
                            {"Allow": ", ".join(allowed)})  # fmt: skip
         repo_id = "/".join(repo)
-        if not valid_repo_id(repo_id):
+        if not valid_repo_segments(repo):
             raise repo_not_found(repo_id, "not a valid repo id")
         canonical = canonical_repo_id(repo_id)
         if canonical != repo_id:

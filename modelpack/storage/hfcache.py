@@ -34,7 +34,8 @@ from ._fsutil import atomic_write_bytes, remove_tree
 # A model's NAME or ORG/NAME; a dataset's has "datasets/" in front (as the hub's URLs do).
 _REPO_ID_RE = re.compile(r"^(datasets/)?[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?\Z")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
-_HF_URL_RE = re.compile(r"^https?://[^/]+/([^/]+/[^/@?#]+)")
+# A hub URL's repo id: a dataset's with its "datasets/" (datasets/ORG/NAME, datasets/NAME).
+_HF_URL_RE = re.compile(r"^https?://[^/]+/((?:datasets/)?[^/]+/[^/@?#]+)")
 
 
 def default_hf_cache() -> Path:

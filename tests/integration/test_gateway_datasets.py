@@ -170,3 +170,59 @@ def test_the_dataset_page_and_the_datasets_listing(gateway, tmp_path):
     assert models.status_code == 200 and "org/paged" not in models.text
     upper = requests.get(f"{gateway.url}/datasets/Org/Paged", timeout=30, allow_redirects=False)
     assert upper.status_code == 307 and upper.headers["Location"] == "/datasets/org/paged"
+
+
+def test_no_model_url_reaches_a_dataset(gateway, registry, tmp_path):
+    """A repo's segments are taken one by one: ``datasets%2Forg`` in a model URL is one
+    segment with a slash in it, not the dataset org/NAME (it read and committed to the
+    dataset), and ``Datasets`` as a model's org is refused before lower-casing makes it
+    ``datasets`` (create_repo made the dataset, or the registry repository
+    NAMESPACE/datasets all datasets are under)."""
+    out = hub_client(gateway.url, CATCH + UPLOAD, ["org/target", str(parquet_dataset(
+        tmp_path / "source"))], tmp_path / "up")  # fmt: skip
+    assert "ok" in out["upload"], out
+    before = requests.get(f"{gateway.url}/api/datasets/org/target", timeout=30).json()["sha"]
+    ndjson = {"Content-Type": "application/x-ndjson"}
+    commit = (b'{"key":"header","value":{"summary":"x"}}\n'
+              b'{"key":"file","value":{"path":"x.txt","content":"aGk=","encoding":"base64"}}\n')  # fmt: skip
+    lfs = {"Content-Type": "application/vnd.git-lfs+json"}
+    json_type = {"Content-Type": "application/json"}
+    batch = b'{"operation":"upload","objects":[{"oid":"' + b"a" * 64 + b'","size":2}]}'
+    for method, path, body, headers in [
+        ("GET", "/api/models/datasets%2Forg/target", None, {}),
+        ("GET", "/api/models/datasets%2Forg%2Ftarget", None, {}),
+        ("GET", "/api/models/datasets%2Forg/target/tree/main", None, {}),
+        ("GET", "/api/models/datasets%2Forg/target/refs", None, {}),
+        ("GET", "/datasets%2Forg/target/resolve/main/README.md", None, {}),
+        ("GET", "/api/datasets/org%2Ftarget", None, {}),
+        ("POST", "/api/models/datasets%2Forg/target/commit/main", commit, ndjson),
+        ("POST", "/api/models/datasets%2Forg/target/preupload/main", b'{"files":[]}', json_type),
+        ("POST", "/datasets%2Forg/target.git/info/lfs/objects/batch", batch, lfs),
+        ("POST", "/org%2Ftarget.git/info/lfs/objects/batch", batch, lfs),
+    ]:
+        answer = requests.request(method, gateway.url + path, data=body, headers=headers,
+                                  timeout=30, allow_redirects=False)  # fmt: skip
+        assert answer.status_code == 404, (path, answer.status_code, answer.text[:200])
+        assert answer.headers.get("X-Error-Code") == "RepoNotFound", path
+    page = requests.get(f"{gateway.url}/datasets%2Forg/target", timeout=30, allow_redirects=False)
+    assert page.status_code == 404, page.status_code
+    after = requests.get(f"{gateway.url}/api/datasets/org/target", timeout=30).json()["sha"]
+    assert after == before
+
+    created = requests.post(f"{gateway.url}/api/repos/create", json={"name": "target",
+                            "organization": "Datasets"}, timeout=30)  # fmt: skip
+    assert created.status_code == 400, created.text
+    for name, org in [("fresh", "Datasets"), ("Datasets", None), ("DATASETS", None)]:
+        answer = requests.post(f"{gateway.url}/api/repos/create",
+                               json={"name": name, "organization": org}, timeout=30)  # fmt: skip
+        assert answer.status_code == 400, (name, org, answer.text)
+    answer = requests.post(f"{gateway.url}/api/repos/create",
+                           json={"name": "Datasets/x", "type": "dataset"}, timeout=30)  # fmt: skip
+    assert answer.status_code == 400, answer.text
+    catalog = requests.get(f"http://{registry.host}/v2/_catalog", timeout=30).json()
+    ours = {r for r in catalog["repositories"] if r.startswith(f"{NAMESPACE}/")}
+    assert f"{NAMESPACE}/datasets" not in ours and f"{NAMESPACE}/datasets/fresh" not in ours
+    assert f"{NAMESPACE}/datasets/datasets/x" not in ours
+    upper = requests.get(f"{gateway.url}/Datasets/target/resolve/main/README.md", timeout=30,
+                         allow_redirects=False)  # fmt: skip
+    assert upper.status_code == 404, upper.headers.get("Location")

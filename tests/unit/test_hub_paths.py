@@ -147,3 +147,33 @@ def test_xet_and_import_work_left_by_a_killed_worker_is_swept_at_start(tmp_path)
     )
     make_app(config)
     assert [f for f in left if f.exists()] == []
+
+
+def test_no_spelling_of_datasets_makes_a_model_id_a_dataset_id():
+    """Repo ids are lower-cased after this check (canonical_repo_id): a model's org or
+    one-segment name ``Datasets`` would become ``datasets`` (a dataset, or the registry
+    repository all datasets are under), so the reserved name is refused in any case.  A
+    model's NAME ``datasets`` (``org/datasets``) reaches no dataset and stays a model."""
+    for refused in ("Datasets/x", "DATASETS/x", "Datasets", "datasets", "datasets/Datasets/x",
+                    "datasets/DataSets", "datasets/datasets/x"):  # fmt: skip
+        assert not valid_repo_id(refused), refused
+    for accepted in ("org/datasets", "datasets/org/datasets", "datasets/x", "datasets/org/x"):
+        assert valid_repo_id(accepted), accepted
+
+
+def test_a_hub_url_of_a_dataset_maps_to_its_dataset_cache_folder():
+    """A config's source URL ``https://huggingface.co/datasets/ORG/NAME`` names dataset
+    ORG/NAME (``datasets--ORG--NAME``), not dataset ORG (``datasets--ORG``)."""
+    from modelpack.storage.hfcache import _HF_URL_RE, HFMapping
+
+    for url, repo in [
+        ("https://huggingface.co/datasets/team/reviews", "datasets/team/reviews"),
+        ("https://huggingface.co/datasets/team/reviews/tree/main", "datasets/team/reviews"),
+        ("https://huggingface.co/datasets/squad", "datasets/squad"),
+        ("https://huggingface.co/org/model", "org/model"),
+    ]:
+        match = _HF_URL_RE.match(url)
+        assert match and match.group(1) == repo, url
+    assert HFMapping("datasets/team/reviews", "a" * 40, ("main",)).folder == (
+        "datasets--team--reviews"
+    )

@@ -107,14 +107,24 @@ def entry_not_found(repo_id: str, path: str, commit: str) -> HubError:
 
 def valid_repo_id(repo_id: str) -> bool:
     """A model's ``NAME`` or ``ORG/NAME``, or a dataset's ``datasets/`` and one of those.
-    No model's org is ``datasets`` (the hub's URLs reserve it too)."""
+    No model's org (or one-segment name) is ``datasets`` in any case (the hub's URLs
+    reserve it too; ids are lower-cased after this check, and ``Datasets/x`` would become
+    dataset ``x``), nor a dataset's: the first segment after the prefix is never it."""
     segments = repo_id.split("/")
     if segments[0] == DATASETS:
         segments = segments[1:]
-    return 1 <= len(segments) <= 2 and all(
-        _REPO_SEGMENT_RE.match(s) and ".." not in s and "--" not in s and s != DATASETS
-        for s in segments
+    return (
+        1 <= len(segments) <= 2
+        and segments[0].lower() != DATASETS
+        and all(_REPO_SEGMENT_RE.match(s) and ".." not in s and "--" not in s for s in segments)
     )
+
+
+def valid_repo_segments(repo: list[str]) -> bool:
+    """A URL's repo segments, each decoded on its own: a segment with a slash in it
+    (``datasets%2Forg``) is no part of a repo id, else ``/api/models/datasets%2Forg/NAME``
+    would be the dataset ``org/NAME``."""
+    return all("/" not in part for part in repo) and valid_repo_id("/".join(repo))
 
 
 def is_dataset(repo_id: str) -> bool:

@@ -53,6 +53,7 @@ from ..core.hub import (
     shown_path,
     shown_repo_id,
     valid_repo_id,
+    valid_repo_segments,
 )
 from ..read.card import MAX_CARD_BYTES, check_front_matter
 from ..read.hub_errors import hub_error
@@ -207,7 +208,7 @@ class Uploads:
     def _repo(self, request: Request, method: str, repo: list[str], handler, *args) -> Response:  # noqa: ANN001
         repo_id = "/".join(repo)
         request.audit["repo"] = repo_id
-        if not valid_repo_id(repo_id) or canonical_repo_id(repo_id) != repo_id:
+        if not valid_repo_segments(repo) or canonical_repo_id(repo_id) != repo_id:
             # No redirect for writes: a 307 would make clients resend large bodies.
             raise repo_not_found(repo_id, "repo ids are lower case on this gateway")
         return self._call(request, method, repo_id, handler, repo_id, *args)
