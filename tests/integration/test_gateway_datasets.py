@@ -131,6 +131,7 @@ for kind in ("model", "dataset"):
 for kind in ("model", "dataset"):
     out[kind] = open(hf_hub_download(repo, "kind.txt", repo_type=kind)).read()
 out["reserved"] = attempt(lambda: api.create_repo("datasets/x"))
+out["no-org"] = attempt(lambda: api.create_repo("solo", repo_type="dataset"))
 out["dataset-branch"] = attempt(lambda: api.create_branch(repo, branch="dev", repo_type="dataset"))
 out["refs"] = {k: sorted(b.name for b in api.list_repo_refs(repo, repo_type=k).branches)
                for k in ("model", "dataset")}
@@ -144,6 +145,7 @@ def test_a_model_and_a_dataset_of_one_name_are_two_repos(gateway, tmp_path):
     out = hub_client(gateway.url, CATCH + CLASH, ["org/same"], tmp_path / "home")
     assert out["model"] == "model" and out["dataset"] == "dataset"
     assert out["reserved"]["status"] == 400, out
+    assert out["no-org"]["status"] == 400 and "ORG/NAME" in out["no-org"]["message"], out
     assert "ok" in out["dataset-branch"], out
     assert out["refs"] == {"model": ["main"], "dataset": ["dev", "main"]}
     answer = requests.get(f"{gateway.url}/api/models/datasets/org/same", timeout=30)

@@ -7,6 +7,7 @@ byte-identical; a pushed commit is a hub commit (a ModelPack artifact) of the sa
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -62,7 +63,10 @@ print(json.dumps(snapshot_download(repo, revision=revision)))
 
 @pytest.fixture
 def gateway(registry, tmp_path):
-    server = Gateway(f"{registry.host}/{NAMESPACE}", tmp_path / "gateway").start()
+    # Files over 4 KiB go through LFS (the tiny model's weights too; the hub's cut is 10 MB).
+    server = Gateway(f"{registry.host}/{NAMESPACE}", tmp_path / "gateway",
+                     ("--inline-max", "4096", "--audit-log", str(tmp_path / "audit.log"))
+                     ).start()  # fmt: skip
     yield server
     server.stop()
 
@@ -104,7 +108,7 @@ def test_clone_pull_and_push_keep_the_hub_commit_ids(gateway, git_home, tmp_path
     git(git_home, None, "clone", "-q", f"{gateway.url}/org/tiny", str(clone))
     assert sha256s(tree_files(clone)) == sha256s(tree_files(model))
     assert git(git_home, clone, "log", "--format=%H").split() == ids
-    pointer = git(git_home, clone, "cat-file", "-p", "HEAD:model.safetensors")
+    pointer = git(git_home, clone, "cat-file", "blob", "HEAD:model.safetensors")
     assert pointer.startswith("version https://git-lfs.github.com/spec/v1\noid sha256:")
 
     # pull after a commit through the hub API
@@ -139,6 +143,18 @@ def test_clone_pull_and_push_keep_the_hub_commit_ids(gateway, git_home, tmp_path
         f"{local[0]} Ada Drop the notes"
     )
     assert (again / "extra.bin").read_bytes() == weights
+
+    # The audit trail has the fetches, each LFS file's download and the push.
+    lines = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    by_action = {}
+    for line in lines:
+        by_action.setdefault(line["action"], []).append(line)
+    assert {line["repo"] for line in by_action["git-fetch"]} == {"org/tiny"}
+    downloads = [line for line in by_action["download"] if line.get("digest")]
+    weights_oid = "sha256:" + hashlib.sha256(weights).hexdigest()
+    assert any(d["digest"] == weights_oid and d["bytes"] == len(weights) for d in downloads)
+    (push,) = by_action["git-push"]
+    assert push["status"] == 200 and push["commit"] == local[0]
 
 
 def test_pushes_the_hub_cannot_keep_are_refused_and_change_nothing(gateway, git_home, tmp_path):
@@ -204,3 +220,43 @@ def test_a_dataset_clones_and_a_foreign_model_is_refused_in_git_words(
     assert missing.status_code == 404
     dumb = requests.get(f"{gateway.url}/org/rows/info/refs", timeout=30)
     assert dumb.status_code in (403, 404)
+
+
+def test_git_asks_for_credentials_and_the_registry_decides(git_home, tmp_path):
+    """Against a registry that needs a login: an anonymous clone is asked for credentials
+    (401 with WWW-Authenticate) and fails without them; with the registry's user in the URL
+    it clones and pushes; a wrong password is refused the same way."""
+    from modelpack.testing import RegistryServer
+
+    user, password = "gitter", "s3cret-git"
+    with RegistryServer(users={user: password}, workdir=tmp_path / "registry") as server:
+        gateway = Gateway(f"{server.host}/{NAMESPACE}", tmp_path / "gateway").start()
+        try:
+            model = make_tiny_model(tmp_path / "tiny")
+            hub_client(gateway.url, UPLOAD, ["org/private", str(model), "model"], tmp_path / "hf",
+                       f"{user}:{password}")  # fmt: skip
+            answer = requests.get(
+                f"{gateway.url}/org/private/info/refs?service=git-upload-pack", timeout=30
+            )
+            assert answer.status_code == 401 and "Basic" in answer.headers["WWW-Authenticate"]
+            out = git(git_home, None, "clone", f"{gateway.url}/org/private",
+                      str(tmp_path / "anon"), check=False)  # fmt: skip
+            assert "Authentication failed" in out or "could not read Username" in out, out
+            base = gateway.url.replace("http://", f"http://{user}:wrong@")
+            out = git(git_home, None, "clone", f"{base}/org/private", str(tmp_path / "bad"),
+                      check=False)  # fmt: skip
+            assert "Authentication failed" in out, out
+            base = gateway.url.replace("http://", f"http://{user}:{password}@")
+            clone = tmp_path / "clone"
+            git(git_home, None, "clone", "-q", f"{base}/org/private", str(clone))
+            assert sha256s(tree_files(clone)) == sha256s(tree_files(model))
+            (clone / "notes.txt").write_text("private\n")
+            git(git_home, clone, "add", "notes.txt")
+            git(git_home, clone, "commit", "-qm", "notes")
+            git(git_home, clone, "push", "-q", "origin", "main")
+            head = git(git_home, clone, "rev-parse", "HEAD").strip()
+            history = hub_client(gateway.url, CATCH + HISTORY, ["org/private", "model"],
+                                 tmp_path / "hf", f"{user}:{password}")  # fmt: skip
+            assert history["commits"][0][0] == head
+        finally:
+            gateway.stop()

@@ -93,7 +93,7 @@ class GitRoutes:
         try:
             backend = self._backend(request, repo_id, service)
         except HubError as exc:
-            if exc.status == 401:
+            if exc.status in (401, 403, 404):  # git says: credentials, forbidden, not found
                 raise
             proto.write_pkt_line(f"ERR {exc.message}".encode())  # git: "remote error: ..."
             return _answer(f"application/x-{service}-advertisement", out)

@@ -356,6 +356,9 @@ class Uploads:
         name, org = str(body.get("name") or ""), body.get("organization")
         repo_id = f"{org}/{name}" if org else name
         if kind == "dataset":
+            if not org and "/" not in name:
+                # huggingface_hub cannot parse the URL of a dataset without an org.
+                raise HubError(400, f"{name!r}: a dataset's repo id is ORG/NAME on this gateway")
             repo_id = f"{DATASETS}/{repo_id}"
         elif is_dataset(repo_id):
             raise HubError(400, f"{repo_id!r}: no model's org is named {DATASETS}")
