@@ -32,8 +32,8 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 # Dragonfly's Go manager and scheduler at their pins, and Harbor's core, jobservice and
 # registryctl (v2.15.2 and main) from the source snapshots in ../shared/peer-src
 # (scripts/peers/build-harbor.sh, rebuilt only when a snapshot changes; scripts/peers/build-all.sh),
-# and MatrixHub from the same folder (scripts/peers/build-matrixhub.sh; its UI with
-# MODELPACK_MATRIXHUB_UI=1).
+# and MatrixHub from the same folder (scripts/peers/build-matrixhub.sh: its server and its
+# React UI, which the model-page test opens in Chromium; MODELPACK_MATRIXHUB_UI=0 leaves the UI out).
 peers:
 	@bash scripts/peers/build-all.sh
 

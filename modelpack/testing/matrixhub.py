@@ -241,7 +241,7 @@ def main() -> None:
 
     def ready(server: MatrixHubServer) -> list[str]:
         ui = ("with its UI" if server.has_ui else "without its UI (built without it: "
-              "MODELPACK_MATRIXHUB_UI=1 scripts/peers/build-matrixhub.sh builds it)")  # fmt: skip
+              "scripts/peers/build-matrixhub.sh builds it unless MODELPACK_MATRIXHUB_UI=0)")  # fmt: skip
         return [
             f"MATRIXHUB_URL={server.url}",
             f"MATRIXHUB_ADMIN_USER={ADMIN}",

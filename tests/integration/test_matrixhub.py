@@ -9,6 +9,7 @@ the failure as observed: OBSERVED holds it, and the table's cell says the same.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.browser import Browser
 from support.datasets import ROWS, parquet_dataset
 from support.gateway import CATCH, Gateway, hub_client, hub_env
 from support.helpers import tree_files
@@ -46,12 +48,22 @@ OBSERVED: dict[tuple[str, str], tuple[str, ...]] = {
     # pushes to models only (internal/apiserver/apiserver.go, preReceiveHookFunc:
     # `if repoType == "models"`, else false), and the hub API's commit goes through it.
     ("matrixhub", "dataset"): ("'status': 403", "pre-receive hook denied the commit"),
+    # Its UI shows nothing to nobody, a public project included: its model page's address
+    # opens its sign-in form.
+    ("matrixhub", "page sign-in"): ("'shown': 'sign-in form'", "/login", "Log in"),
+    # Its model page shows the README with its YAML header (the model card's metadata) as
+    # text, a list and horizontal rules: "language: en license: apache-2.0 library_name: ...".
+    ("matrixhub", "page front matter"): (
+        "language: en license: apache-2.0 library_name: sentence-transformers",
+    ),
+    # Its model page shows the README; the files are on its "Model Files" tab (.../tree/main).
+    ("matrixhub", "page files"): ("'not on the model page': ['config.json', 'model.safetensors']",),
 }
 
 
 def as_observed(name: str, row: str, answer: object) -> bool:
-    """True (the row is done) when ``name`` failed ``row`` before and ``answer`` says the
-    same again; False when the row is expected to work."""
+    """True (the row, or this part of it, is done) when ``name`` failed ``row`` before and
+    ``answer`` says the same again; False when the row is expected to work."""
     words = OBSERVED.get((name, row))
     if words is None:
         return False
@@ -392,6 +404,84 @@ print(json.dumps({
     assert got["minilm"] == {"ok": [REPO]}, got
     assert got["MiniLM"] == {"ok": [REPO]}, got
     assert got["no-such-model"] == {"ok": []}, got
+
+
+# -- the model page (web UI) -------------------------------------------------------------
+
+# What a person looks for on org/minilm's page: its name, its files, its README rendered.
+PAGE_FILES = ("config.json", "model.safetensors")
+README_HEADING = "all-MiniLM-L6-v2"  # the README's first heading
+README_TEXT = "It maps sentences & paragraphs to a 384 dimensional dense vector space"
+# The file names an element of the page shows as its whole text (a line of a file list, not a
+# name inside a sentence: the README speaks of data_config.json).
+FILES_LISTED = f"""[...document.querySelectorAll("body *")].filter(e => !e.childElementCount)
+  .map(e => e.textContent.trim()).filter(t => {json.dumps(PAGE_FILES)}.includes(t))"""
+# The page as the browser shows it: its address, its text with "org / minilm" as "org/minilm",
+# its headings and the file names it lists.
+SEEN = f"""(() => ({{url: location.href,
+  text: document.body.innerText.replace(/\\s*\\/\\s*/g, "/"),
+  headings: [...document.querySelectorAll("h1, h2, h3")].map(h => h.innerText.trim()),
+  files: {FILES_LISTED}}}))()"""
+FRONT_MATTER = "library_name: sentence-transformers"  # the README's YAML header, as text
+SHOWS_NAME = f"document.body.innerText.replace(/\\s*\\/\\s*/g, '/').includes('{REPO}')"
+ASKS_TO_SIGN_IN = "!!document.querySelector('input[type=password]')"
+
+
+def model_page_url(hub: Hub) -> str:
+    """The address of org/minilm's page: ours the hub's own (/org/minilm), MatrixHub's UI
+    /projects/org/models/minilm."""
+    if hub.name == "modelpack":
+        return f"{hub.url}/{REPO}"
+    return f"{hub.url}/projects/{ORG}/models/{REPO.split('/')[1]}"
+
+
+def test_model_page_in_a_browser(hub, request, tmp_path):
+    """org/minilm's page in headless Chromium, after its JavaScript ran: the repo's name,
+    its files (config.json and model.safetensors) and its README rendered (the heading and
+    a sentence of it).  Where the page first asks to sign in (MatrixHub's UI, even for a public
+    project), the test signs in on its form with the admin's name and password as a person
+    would; where the files are not on the model's page, it clicks the link to them."""
+    if hub.name == "matrixhub":
+        server = request.getfixturevalue("matrixhub")
+        failed = server.build / "share" / "UI-FAILED"
+        assert server.has_ui, (
+            failed.read_text().strip() if failed.is_file()
+            else f"{server.build} was built without MatrixHub's UI (MODELPACK_MATRIXHUB_UI=0)"
+        )  # fmt: skip
+    browser = Browser(tmp_path, "--window-size=1280,1400")
+    request.addfinalizer(browser.close)
+    url = model_page_url(hub)
+    browser.visit(url)
+    shown = browser.wait_for(f"({SHOWS_NAME}) ? 'page' : ({ASKS_TO_SIGN_IN}) && 'sign-in form'")
+    if as_observed(hub.name, "page sign-in", {"shown": shown, **browser.evaluate(SEEN)}):
+        browser.type_into("input[name=username]", "admin")
+        browser.type_into("input[type=password]", server.admin_password)
+        browser.evaluate("document.querySelector('button[type=submit]').click()")
+        browser.wait_for("!document.querySelector('input[type=password]')")
+        browser.visit(url)
+    else:
+        assert shown == "page", browser.evaluate(SEEN)
+    browser.wait_for(f"({SHOWS_NAME}) && document.body.innerText.includes({README_TEXT!r})")
+    seen = browser.evaluate(SEEN)
+    browser.screenshot(tmp_path / "shots" / f"model-page-{hub.name}.png")
+    assert seen["url"] == url, seen["url"]
+    assert REPO in seen["text"] and README_TEXT in seen["text"], seen
+    assert README_HEADING in seen["headings"], seen["headings"]  # rendered, not shown as text
+    if not as_observed(hub.name, "page front matter", seen["text"]):
+        assert FRONT_MATTER not in seen["text"], seen["text"][:2000]
+    missing = [name for name in PAGE_FILES if name not in seen["files"]]
+    if not as_observed(hub.name, "page files", {"not on the model page": missing}):
+        assert not missing, seen
+        return
+    # A person looks for them one click away: the link to the model's files.
+    href = browser.evaluate(
+        "(a => a ? (a.click(), a.getAttribute('href')) : null)([...document.querySelectorAll("
+        "'a')].find(a => (a.getAttribute('href') || '').endsWith('/tree/main')))"
+    )
+    assert href, seen
+    browser.wait_for(f"{FILES_LISTED}.length >= {len(PAGE_FILES)}")
+    browser.screenshot(tmp_path / "shots" / f"model-files-{hub.name}.png")
+    assert browser.evaluate("location.href") == f"{url}/tree/main"
 
 
 # -- proxy import -----------------------------------------------------------------------

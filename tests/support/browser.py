@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -9,6 +10,7 @@ import select
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 SHOTS_FOR_THE_LEAD = Path("/tmp/hub-shots")
@@ -121,6 +123,44 @@ class Browser:
         self.call("Page.navigate", session=self.session, url=url)
         while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
             self.events.append(self._receive(timeout))
+
+    def evaluate(self, expression: str):  # noqa: ANN201
+        """What ``expression`` (JavaScript, in the tab's page) gives, as JSON gives it back."""
+        answer = self.call("Runtime.evaluate", session=self.session, expression=expression,
+                           returnByValue=True, awaitPromise=True)  # fmt: skip
+        assert "exceptionDetails" not in answer, answer["exceptionDetails"]
+        return answer["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60):  # noqa: ANN201
+        """``expression``'s value once it is truthy (a page that builds itself with
+        JavaScript after its load event); fails with the page's address and text if it never
+        is within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            assert time.monotonic() < deadline, (
+                expression, self.evaluate("location.href"), self.evaluate("document.body.innerText")
+            )  # fmt: skip
+            time.sleep(0.2)
+
+    def type_into(self, selector: str, text: str) -> None:
+        """Focus the element ``selector`` and type ``text`` in it, as a keyboard does (the
+        page sees the input events a person's typing makes)."""
+        assert self.evaluate(
+            f"(e => e && (e.focus(), true))(document.querySelector({json.dumps(selector)}))"
+        ), selector
+        self.call("Input.insertText", session=self.session, text=text)
+
+    def screenshot(self, path: Path) -> Path:
+        """A PNG of the tab as it is now at ``path``, copied to /tmp/hub-shots/."""
+        data = self.call("Page.captureScreenshot", session=self.session, format="png")["data"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data))
+        SHOTS_FOR_THE_LEAD.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SHOTS_FOR_THE_LEAD / path.name)
+        return path
 
     def close(self) -> None:
         with contextlib.suppress(AssertionError, OSError):
