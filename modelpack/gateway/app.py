@@ -30,6 +30,7 @@ from .read.handoff import Handoff
 from .read.hub_errors import hub_error
 from .read.models import Resolver
 from .read.pullthrough import PullThrough
+from .read.xet import XetReads
 from .state.access import Clients
 from .state.audit import Audit
 from .state.metrics import Metrics
@@ -39,7 +40,7 @@ from .web.pages import Pages
 from .writes.uploads import Uploads
 
 log = logging.getLogger("modelpack.gateway")
-MODEL_OPS = ("revision", "tree", "paths-info")
+MODEL_OPS = ("revision", "tree", "paths-info", "xet-read-token")
 OTHER_REPO_TYPES = ("spaces", "kernels")
 
 
@@ -62,7 +63,8 @@ class Gateway:
         self.uploads = Uploads(config, self.clients, self.resolver, self.shared)
         self.git = GitRoutes(config, self.resolver, self.uploads)
         handoff = Handoff(config.accel_redirect, config.settings.home, config.trusted_proxies)
-        self.reads = Handlers(self.pulls, self.catalog, handoff)
+        self.xet_reads = XetReads(config, self.clients, self.shared)
+        self.reads = Handlers(self.pulls, self.catalog, handoff, self.xet_reads)
 
     # -- WSGI -------------------------------------------------------------------
 
@@ -148,6 +150,8 @@ class Gateway:
             return "metrics", Response.text(
                 self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
             )
+        if (answered := self.xet_reads.route(request)) is not None:  # Xet downloads
+            return answered
         if (answered := self.uploads.route(request)) is not None:
             return answered
         if (answered := self.git.route(request)) is not None:
@@ -214,6 +218,10 @@ class Gateway:
                 if op == "tree" and args:
                     under = "/".join(args[1:])
                     return "tree", self._guarded(request, rest[:n], args[0], self.reads.tree, under)
+                if op == "xet-read-token" and len(args) == 1:
+                    return "xet-read-token", self._guarded(
+                        request, rest[:n], args[0], self.reads.xet_read_token
+                    )
                 if op == "paths-info" and len(args) == 1:
                     return "paths-info", self._guarded(
                         request, rest[:n], args[0], self.reads.paths_info
@@ -230,7 +238,8 @@ class Gateway:
     ) -> Response:  # noqa: ANN001
         """Check method and repo id, redirect to the canonical id, open the model, map errors."""
         names = {self.reads.resolve: "resolve", self.reads.info: "info",
-                 self.reads.tree: "tree", self.reads.paths_info: "paths-info"}  # fmt: skip
+                 self.reads.tree: "tree", self.reads.paths_info: "paths-info",
+                 self.reads.xet_read_token: "xet-read-token"}  # fmt: skip
         request.audit.update(route=names[handler], repo="/".join(repo), revision=revision)
         allowed = ("POST",) if handler == self.reads.paths_info else ("GET", "HEAD")
         if request.method not in allowed:

@@ -22,7 +22,7 @@ from support.gateway import Gateway
 from support.token_server import SERVICE, TokenServer
 from support.xetbuild import chunk, shard
 
-from modelpack.gateway.writes.xetformat import index_xorb, xorb_hash
+from modelpack.gateway.core.xetformat import index_xorb, xorb_hash
 from modelpack.testing import RegistryServer
 
 USERS = {"alice": "alice-pass", "bob": "bob-pass", "gw": "gw-pass"}

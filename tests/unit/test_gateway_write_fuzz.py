@@ -60,14 +60,14 @@ from modelpack.errors import UnsafePathError
 from modelpack.gateway import GatewayConfig, make_app
 from modelpack.gateway.core.config import Caps
 from modelpack.gateway.core.hub import path_problem
-from modelpack.gateway.writes import xet as xet_module
-from modelpack.gateway.writes.xetformat import (
+from modelpack.gateway.core.xetformat import (
     XetFormatError,
     index_xorb,
     merkle_root,
     parse_shard,
     xorb_hash,
 )
+from modelpack.gateway.writes import xet as xet_module
 from modelpack.model.pickles import is_pickle_path, scan_stream
 from modelpack.model.source.classify import is_skipped
 from modelpack.model.source.local import LFS_POINTER_MAX_SIZE, LFS_POINTER_PREFIX

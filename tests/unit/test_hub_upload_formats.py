@@ -11,8 +11,7 @@ import struct
 import pytest
 
 from modelpack.gateway.core.hub import HubError
-from modelpack.gateway.writes.payload import operations
-from modelpack.gateway.writes.xetformat import (
+from modelpack.gateway.core.xetformat import (
     BOOKEND,
     CHUNK_MAX,
     FILE_TERMS_MAX,
@@ -30,6 +29,7 @@ from modelpack.gateway.writes.xetformat import (
     read_chunks,
     xorb_hash,
 )
+from modelpack.gateway.writes.payload import operations
 
 
 def ndjson(*items) -> bytes:

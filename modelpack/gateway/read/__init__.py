@@ -5,5 +5,6 @@ cache, one pull per model), ``handlers`` (the answers of model info, tree, paths
 resolve), ``catalog`` (``GET /api/models``: search, filters, pages, from the registry's
 catalog per client), ``harborlist`` (what a Harbor lists, for the catalog), ``card``
 (README -> front matter and text), ``scans`` (what the pickle scans left, as the hub's
-security fields and the page's mark).
+security fields and the page's mark), ``xet`` (Xet downloads of files uploaded through
+Xet: read tokens, reconstructions, xorb byte ranges by signed URL).
 """

@@ -27,15 +27,19 @@ from .handoff import Handoff
 from .models import Model
 from .pullthrough import PullThrough
 from .scans import repo_security, with_file_security
+from .xet import XetReads
 
 
 class Handlers:
     """``info``, ``tree``, ``paths_info`` and ``resolve``: each ``(request, model, *args)``."""
 
-    def __init__(self, pulls: PullThrough, catalog: Catalog, handoff: Handoff) -> None:
+    def __init__(
+        self, pulls: PullThrough, catalog: Catalog, handoff: Handoff, xet: XetReads
+    ) -> None:
         self.pulls = pulls
         self.catalog = catalog
         self.handoff = handoff
+        self.xet = xet
 
     def info(self, request: Request, model: Model) -> Response:
         files = self.pulls.listing(model)
@@ -54,14 +58,19 @@ class Handlers:
         )
         if entries is None:
             raise entry_not_found(model.repo_id, under, model.commit)
-        entries = with_file_security(entries, files)
+        entries = self.xet.with_hashes(with_file_security(entries, files))
         return Response.json(entries, headers={"X-Repo-Commit": model.commit})
 
     def paths_info(self, request: Request, model: Model) -> Response:
         paths = request.form().get("paths") or []
         files = self.pulls.listing(model)
         entries = with_file_security(path_entries(files, model.root.digest, paths), files)
+        entries = self.xet.with_hashes(entries)
         return Response.json(entries, headers={"X-Repo-Commit": model.commit})
+
+    def xet_read_token(self, request: Request, model: Model) -> Response:
+        """hf_xet's read token: the model opened with these credentials (read/xet.py)."""
+        return self.xet.read_token(request, model)
 
     def resolve(self, request: Request, model: Model, path: str) -> Response:
         f = self.pulls.listing(model).get(path)
@@ -71,6 +80,7 @@ class Handlers:
             raise entry_not_found(model.repo_id, path, model.commit)
         size, cached = f.size, None
         headers = _file_headers(model, f)
+        headers.update(self.xet.headers(request, model, f.sha256, f.size))
         if size is None:  # only from an unpacked tree, where sizes are known
             raise HubError(502, f"size of {path} unknown")
         headers["Content-Length"] = str(size)

@@ -53,7 +53,7 @@ class Metrics:
             "in front (--accel-redirect; the bytes its range asked for).",
             ("source",),
         )
-        for source in ("cache", "registry", "proxy"):
+        for source in ("cache", "registry", "proxy", "xet"):
             self._served.labels(source=source)
         self._registry_bytes = counter(
             "modelpack_gateway_registry_bytes",

@@ -4,6 +4,5 @@
 tags, refs and commit history), ``commits`` (a hub commit -> a ModelPack manifest tagged by
 branch and commit id), ``payload`` (the commit's NDJSON, spooled), ``scanning`` (the
 pickle files a commit adds, scanned before it is built), ``xet`` (the Xet CAS
-endpoint: xorbs and shards -> registry blobs), ``xetformat`` (shards and xorbs read and
-bounded; LZ4 and BLAKE3).
+endpoint: xorbs and shards -> registry blobs; the formats are ``core/xetformat``).
 """

@@ -54,19 +54,22 @@ from ...storage.diskspace import disk_full_errors, require_space
 from ..core.config import GatewayConfig
 from ..core.http import Request, Response
 from ..core.hub import HubError
-from ..state.access import Clients
-from ..state.shared import MAX_SCOPE_XORBS, Shared, XetSession, scope_of
-from ..state.spools import claimed_folder, sweep
-from .xetformat import (
+from ..core.xetformat import (
     FileInfo,
     Term,
     XetFormatError,
     XorbIndex,
+    chunk_hash,
+    file_hash,
     index_xorb,
     parse_shard,
     read_chunks,
     xorb_hash,
 )
+from ..read.xet import record_reconstruction
+from ..state.access import Clients
+from ..state.shared import MAX_SCOPE_XORBS, Shared, XetSession, scope_of
+from ..state.spools import claimed_folder, sweep
 
 log = logging.getLogger("modelpack.gateway")
 XORB_MAX = 80 * 1024 * 1024  # the spec caps serialized xorbs at 64 MiB
@@ -303,8 +306,11 @@ class Xet:
         self, repository: RegistryRepository, info: FileInfo, size: int, shard: _Shard
     ) -> None:
         """Put the file together from its xorbs into a spool file, check its sha256,
-        push it, and record which chunk ranges it published where."""
+        push it, and record which chunk ranges it published where; and, when its chunks
+        also hash to the Xet hash the shard declares, how to download it through Xet
+        (read/xet.py)."""
         hasher = hashlib.sha256()
+        leaves: list[tuple[bytes, int]] = []  # the chunks' Merkle leaves: the Xet hash
         with (
             claimed_folder(self.spool, "file-") as work,
             open(work / "file", "w+b") as out,
@@ -326,6 +332,7 @@ class Xet:
                         opened[1], shard.index(term.xorb), term.start, term.end
                     ):
                         hasher.update(chunk)
+                        leaves.append(chunk_hash(chunk))
                         out.write(chunk)
             out.flush()
             if hasher.hexdigest() != info.sha256:
@@ -335,6 +342,12 @@ class Xet:
                 out.seek(0)
                 repository.push(desc, out)
         self._record(shard, desc, info.terms)
+        if file_hash(leaves) == info.file_hash:
+            terms = [(t.xorb, t.start, t.end, t.size) for t in info.terms]
+            record_reconstruction(self.root, info.file_hash, str(info.sha256), size, terms)
+        else:
+            log.warning("a file of a shard (sha256 %s) does not hash to its declared Xet hash "
+                        "%s: served over plain HTTP only", info.sha256, info.file_hash)  # fmt: skip
 
     # -- where chunk ranges were published ---------------------------------------
 

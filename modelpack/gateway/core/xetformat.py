@@ -1,4 +1,4 @@
-"""The Xet storage formats a client uploads: shards (which chunks make each file) and
+"""The Xet storage formats a client uploads and a download is answered from: shards (which chunks make each file) and
 xorbs (the chunks, LZ4 or byte-grouped LZ4 compressed), read as huggingface/xet-core's
 spec/shard.md, spec/xorb.md and spec/hashing.md describe them; LZ4 (frames and bare
 blocks) is decoded by python-lz4 and BLAKE3 computed by blake3, both from the
@@ -186,13 +186,22 @@ def read_chunks(stream: BinaryIO, index: XorbIndex, start: int, end: int) -> Ite
         yield data
 
 
+def chunk_hash(chunk: bytes) -> tuple[bytes, int]:
+    """A chunk's leaf of the Merkle tree (spec/hashing.md): its keyed BLAKE3 and size."""
+    return _blake3()(chunk, key=DATA_KEY).digest(), len(chunk)
+
+
+def file_hash(leaves: list[tuple[bytes, int]]) -> str:
+    """A file's Xet hash from the leaves of its chunks, in order: the Merkle root keyed
+    again with 32 zero bytes (xet-core's ``file_hash``, no salt); zeros for no chunks."""
+    if not leaves:
+        return hash_name(bytes(32))
+    return hash_name(_blake3()(merkle_root(leaves), key=bytes(32)).digest())
+
+
 def xorb_hash(stream: BinaryIO, index: XorbIndex) -> str:
     """The name a xorb must be uploaded under: the Merkle hash of its chunks."""
-    keyed = _blake3()
-    leaves = [
-        (keyed(chunk, key=DATA_KEY).digest(), len(chunk))
-        for chunk in read_chunks(stream, index, 0, index.chunks)
-    ]
+    leaves = [chunk_hash(chunk) for chunk in read_chunks(stream, index, 0, index.chunks)]
     return hash_name(merkle_root(leaves))
 
 
