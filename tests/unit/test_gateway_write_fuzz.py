@@ -837,7 +837,7 @@ def test_an_lfs_upload_is_stored_exactly_when_its_bytes_are_the_blob(world, data
     answer = world.call("POST", f"/{REPO}.git/info/lfs/objects/batch", _dumps(document))
     if not (
         isinstance(document, dict)
-        and document.get("operation") == "upload"
+        and document.get("operation") in ("upload", "download")
         and isinstance(document.get("objects"), list)
     ):
         assert answer.status == 400, answer
@@ -845,6 +845,16 @@ def test_an_lfs_upload_is_stored_exactly_when_its_bytes_are_the_blob(world, data
     assert answer.status == 200, answer
     items = answer.json()["objects"]
     assert len(items) == len(objects)
+    if document["operation"] == "download":  # git-lfs's: what the repository holds, from it
+        for item, (sent, _) in zip(items, objects, strict=True):
+            oid = sent.get("oid") if isinstance(sent, dict) else None
+            if "actions" in item:
+                assert world.has_blob(REPO, f"sha256:{oid}"), item
+                href = item["actions"]["download"]["href"]
+                assert href.endswith(f"/{REPO}.git/info/lfs/objects/{oid}"), href
+            else:
+                assert item["error"]["code"] in (404, 422), item
+        return
     tickets = []
     for item, (sent, blob) in zip(items, objects, strict=True):
         oid = sent.get("oid") if isinstance(sent, dict) else None

@@ -39,6 +39,7 @@ OPTIONAL = (
     "oras",
     "gunicorn",
     "concurrent_log_handler",
+    "dulwich",
 )
 
 
@@ -139,7 +140,8 @@ def test_extras_layout():
     assert {"model-signing", "pyopenssl"} <= extras["signing"]
     assert {"mkdocs", "mkdocs-material", "mkdocstrings", "mkdocs-click"} <= extras["docs"]
     assert extras["serve"] == {
-        "gunicorn", "lz4", "blake3", "redis", "concurrent-log-handler", "prometheus-client"
+        "gunicorn", "lz4", "blake3", "redis", "concurrent-log-handler", "prometheus-client",
+        "dulwich",
     }  # fmt: skip
     base = base_dependencies()
     heavy_parts = ("huggingface-hub", "model-signing", "gunicorn", "oras", "filelock", "numpy")

@@ -17,10 +17,14 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from dulwich.objects import Blob, Tree
-
+from ...extras import require
 from ...oci.spec import Descriptor
+
+if TYPE_CHECKING:
+    from dulwich.objects import Tree
 
 ANNOTATION_GIT_OID = "io.modelpack.hf.git-oid"  # on a layer: the git blob sha1 of the file
 ANNOTATION_GIT_COMMIT = "io.modelpack.git.commit"  # on a manifest: its commit after "tree"
@@ -29,6 +33,11 @@ FILE_MODE = 0o100644  # the only mode a hub file has
 _LFS_POINTER_RE = re.compile(rb"\Aversion https://git-lfs\.github\.com/spec/v1\noid sha256:"
                              rb"([0-9a-f]{64})\nsize (0|[1-9][0-9]{0,18})\n\Z")  # fmt: skip
 _IDENT_UNSAFE = re.compile(r"[<>\x00-\x1f\x7f]")
+
+
+def dulwich(module: str) -> ModuleType:
+    """``dulwich.MODULE``: git's objects and protocol come with ``serve``'s dependencies."""
+    return require(f"dulwich.{module}", purpose="Git over HTTP", extra="serve", package="dulwich")
 
 
 def lfs_pointer(sha256: str, size: int) -> bytes:
@@ -64,16 +73,17 @@ def git_file(path: str, layer: Descriptor) -> GitFile | None:
     if oid is not None:
         return GitFile(path, oid, layer, None) if re.fullmatch(r"[0-9a-f]{40}", oid) else None
     pointer = lfs_pointer(layer.digest.split(":", 1)[1], layer.size)
-    return GitFile(path, Blob.from_string(pointer).id.decode(), layer, pointer)
+    return GitFile(path, dulwich("objects").Blob.from_string(pointer).id.decode(), layer, pointer)
 
 
 def git_trees(files: list[GitFile]) -> tuple[str, list[Tree]]:
     """The root tree's id and every tree object of ``files`` (paths with ``/`` in folders)."""
-    folders: dict[str, Tree] = {"": Tree()}
+    new_tree = dulwich("objects").Tree
+    folders: dict[str, Tree] = {"": new_tree()}
     for f in files:
         parts = f.path.split("/")
         for depth in range(1, len(parts)):
-            folders.setdefault("/".join(parts[:depth]), Tree())
+            folders.setdefault("/".join(parts[:depth]), new_tree())
         parent = "/".join(parts[:-1])
         folders[parent].add(parts[-1].encode(), FILE_MODE, f.blob.encode())
     # Deepest first: a folder's id is known before its parent's entry is added.

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-
-from dulwich.objects import Blob, Commit, ShaFile
-from dulwich.repo import MemoryRepo
+from typing import TYPE_CHECKING
 
 from ...errors import ModelpackError
 from ...oci.target import fetch_bytes
@@ -22,6 +20,7 @@ from ..core.gitobjects import (
     GitFile,
     commit_oid,
     commit_raw,
+    dulwich,
     git_file,
     git_trees,
     parents_of,
@@ -29,6 +28,10 @@ from ..core.gitobjects import (
 from ..core.hub import COMMIT_RE, HubError
 from ..read.models import Model, Resolver
 from ..writes.commits import ANNOTATION_BRANCH
+
+if TYPE_CHECKING:
+    from dulwich.objects import Blob, ShaFile
+    from dulwich.repo import MemoryRepo
 
 log = logging.getLogger("modelpack.gateway")
 REFS_MAX = 1000  # branches and tags advertised
@@ -72,7 +75,8 @@ class GitObjects:
         """``tags``: the repository's user tags (the caller listed them, with these
         credentials).  Branches are ``refs/heads``, the hub's tags ``refs/tags``."""
         objects: dict[bytes, ShaFile] = {}
-        found = GitRepo(MemoryRepo())
+        memory_repo = dulwich("repo").MemoryRepo
+        found = GitRepo(memory_repo())
         refs: dict[bytes, bytes] = {}
         budget = [OBJECT_BYTES_MAX]
         for tag in [t for t in tags if not COMMIT_RE.match(t)][:REFS_MAX]:
@@ -88,7 +92,7 @@ class GitObjects:
             kind = "heads" if tag in (branch, "main") else "tags"
             refs[f"refs/{kind}/{tag}".encode()] = model.commit.encode()
             self._history(repo_id, authorization, model, objects, found, budget)
-        found.repo = MemoryRepo.init_bare(objects.values(), refs)
+        found.repo = memory_repo.init_bare(objects.values(), refs)
         if b"refs/heads/main" in refs:
             found.repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/main")
         return found
@@ -128,7 +132,8 @@ class GitObjects:
         if commit_oid(tree, text) != model.commit:
             # The manifest says another id than its files and text make: never served as it.
             raise HubError(409, f"{model.repo_id}: commit {model.commit} does not match its files")
-        commit = ShaFile.from_raw_string(Commit.type_num, commit_raw(tree, text))
+        git = dulwich("objects")
+        commit = git.ShaFile.from_raw_string(git.Commit.type_num, commit_raw(tree, text))
         objects[commit.id] = commit
         for t in trees:
             objects[t.id] = t
@@ -140,12 +145,13 @@ class GitObjects:
 
     @staticmethod
     def _blob(model: Model, f: GitFile, budget: list[int]) -> Blob:
+        blob_type = dulwich("objects").Blob
         if f.pointer is not None:
-            return Blob.from_string(f.pointer)
+            return blob_type.from_string(f.pointer)
         if f.layer.size > min(REGULAR_BLOB_MAX, budget[0]):
             raise HubError(413, f"{model.repo_id}: {f.path} is too large to send as a git blob")
         budget[0] -= f.layer.size
-        blob = Blob.from_string(fetch_bytes(model.repository, f.layer, REGULAR_BLOB_MAX))
+        blob = blob_type.from_string(fetch_bytes(model.repository, f.layer, REGULAR_BLOB_MAX))
         if blob.id.decode() != f.blob:
             raise HubError(409, f"{model.repo_id}: {f.path} does not match its git id")
         return blob

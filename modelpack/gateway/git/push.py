@@ -15,15 +15,14 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-from dulwich.object_store import BaseObjectStore
-from dulwich.objects import Blob, Commit, Tree
+from typing import TYPE_CHECKING
 
 from ...oci.digests import sha256_file
 from ...oci.spec import Descriptor
 from ..core.gitobjects import (
     FILE_MODE,
     GIT_COMMIT_TEXT_MAX,
+    dulwich,
     git_file,
     parse_lfs_pointer,
 )
@@ -35,6 +34,10 @@ from ..writes.protected import refuse_protected
 from ..writes.scanning import scan_commit
 from ..writes.uploads import Uploads, blob_size
 from .objects import is_git_commit
+
+if TYPE_CHECKING:
+    from dulwich.object_store import BaseObjectStore
+    from dulwich.objects import Commit
 
 ZERO = "0" * 40
 PUSH_COMMITS_MAX = 1000  # commits one push may add to a branch
@@ -125,7 +128,7 @@ class GitPush:
                 if old == ZERO and found:
                     break  # the new branch starts from a commit the repository has
                 raise PushRefused(f"{sha[:12]} is missing from the push") from None
-            if not isinstance(commit, Commit):
+            if not isinstance(commit, dulwich("objects").Commit):
                 raise PushRefused(f"{sha[:12]} is not a commit")
             if len(commit.parents) > 1:
                 raise PushRefused(f"{sha[:12]} is a merge: this hub keeps a linear history")
@@ -184,7 +187,7 @@ class GitPush:
 
     def _new_file(self, repository, store, path: str, blob_id: str, work: Path) -> NewFile:  # noqa: ANN001
         blob = store[blob_id.encode()]
-        if not isinstance(blob, Blob):
+        if not isinstance(blob, dulwich("objects").Blob):
             raise PushRefused(f"{path}: not a file")
         data = blob.as_raw_string()
         pointer = parse_lfs_pointer(data)
@@ -213,7 +216,7 @@ def _tree_files(store: BaseObjectStore, tree_id: str) -> dict[str, str]:
     while pending:
         prefix, sha = pending.pop()
         tree = store[sha.encode()]
-        if not isinstance(tree, Tree):
+        if not isinstance(tree, dulwich("objects").Tree):
             raise PushRefused(f"{prefix or '/'}: not a tree")
         for entry in tree.iteritems():
             try:

@@ -11,19 +11,18 @@ after that is an ``ERR`` line or a rejected ref, which git prints.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import zlib
 from collections.abc import Iterator
-from typing import Any
-
-from dulwich.protocol import ReceivableProtocol
-from dulwich.server import DictBackend, ReceivePackHandler, UploadPackHandler
+from typing import TYPE_CHECKING, Any
 
 from ...errors import AuthenticationError, ModelpackError
 from ...oci.digests import VerifyingReader
 from ...oci.spec import Descriptor
 from ..core.config import GatewayConfig
+from ..core.gitobjects import dulwich
 from ..core.http import Request, Response
 from ..core.hub import HubError, canonical_repo_id, repo_not_found, repo_spans, valid_repo_id
 from ..read.hub_errors import hub_error
@@ -31,6 +30,9 @@ from ..read.models import Resolver
 from ..writes.uploads import OID_RE, Uploads, blob_size
 from .objects import GitObjects
 from .push import GitPush, PushRefused
+
+if TYPE_CHECKING:
+    from dulwich.server import DictBackend
 
 log = logging.getLogger("modelpack.gateway")
 SERVICES = ("git-upload-pack", "git-receive-pack")
@@ -87,7 +89,7 @@ class GitRoutes:
             raise HubError(403, "this gateway speaks git's smart HTTP protocol only (git >= 1.6.6)")
         request.audit["route"] = "git-refs"
         out = io.BytesIO()
-        proto = ReceivableProtocol(io.BytesIO().read, out.write)
+        proto = dulwich("protocol").ReceivableProtocol(io.BytesIO().read, out.write)
         proto.write_pkt_line(f"# service={service}\n".encode())
         proto.write_pkt_line(None)
         try:
@@ -110,11 +112,11 @@ class GitRoutes:
         backend = self._backend(request, repo_id, service)
         limit = PUSH_BYTES_MAX if service == "git-receive-pack" else FETCH_REQUEST_MAX
         out = io.BytesIO()
-        proto = ReceivableProtocol(_body(request, limit).read, out.write)
+        proto = dulwich("protocol").ReceivableProtocol(_body(request, limit).read, out.write)
         if service == "git-upload-pack":
-            UploadPackHandler(backend, ["/"], proto, stateless_rpc=True).handle()
+            dulwich("server").UploadPackHandler(backend, ["/"], proto, stateless_rpc=True).handle()
         else:
-            _Receive(backend, ["/"], proto, self.push, request, repo_id).handle()
+            _receive_handler()(backend, ["/"], proto, self.push, request, repo_id).handle()
         return _answer(f"application/x-{service}-result", out)
 
     def _backend(self, request: Request, repo_id: str, service: str) -> DictBackend:
@@ -129,7 +131,7 @@ class GitRoutes:
         if service == "git-upload-pack" and repo.skipped and not repo.commits:
             raise HubError(409, f"{repo_id} was not made through this hub: git serves the "
                            "commits made through its hub API or git push")  # fmt: skip
-        return DictBackend({"/": repo.repo})
+        return dulwich("server").DictBackend({"/": repo.repo})
 
     # -- git-lfs downloads --------------------------------------------------------------
 
@@ -154,34 +156,42 @@ class GitRoutes:
         return Response(200, headers, stream(), source="registry")
 
 
-class _Receive(ReceivePackHandler):
-    """dulwich's receive-pack, whose ref updates are hub commits (push.py)."""
+@functools.cache
+def _receive_handler() -> type:
+    """dulwich's receive-pack, whose ref updates are hub commits (push.py); made on first
+    use, as dulwich is imported then."""
 
-    def __init__(self, backend, args, proto, push: GitPush, request: Request, repo_id: str) -> None:  # noqa: ANN001
-        super().__init__(backend, args, proto, stateless_rpc=True)
-        self._push, self._request, self._repo_id = push, request, repo_id
+    class Receive(dulwich("server").ReceivePackHandler):
+        def __init__(
+            self, backend, args, proto, push: GitPush, request: Request, repo_id: str
+        ) -> None:  # noqa: ANN001
+            super().__init__(backend, args, proto, stateless_rpc=True)
+            self._push, self._request, self._repo_id = push, request, repo_id
 
-    def _receive_max_input_size(self) -> int | None:
-        return PUSH_BYTES_MAX
+        def _receive_max_input_size(self) -> int | None:
+            return PUSH_BYTES_MAX
 
-    def _on_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
-        try:
-            commit = self._push.update(self._request, self._repo_id, self.repo.object_store,
-                                       ref_name.decode("utf-8", "replace"), old_sha.decode(),
-                                       new_sha.decode())  # fmt: skip
-        except PushRefused as exc:
-            return str(exc).encode()
-        except HubError as exc:
-            return exc.message.encode()
-        except ModelpackError as exc:
-            log.warning("git push to %s %s: %s", self._repo_id, ref_name, exc)
-            return hub_error(exc, self._repo_id).message.encode()
-        self._request.audit.update(revision=ref_name.decode(), commit=commit)
-        return None
+        def _on_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
+            try:
+                commit = self._push.update(self._request, self._repo_id, self.repo.object_store,
+                                           ref_name.decode("utf-8", "replace"), old_sha.decode(),
+                                           new_sha.decode())  # fmt: skip
+            except PushRefused as exc:
+                return str(exc).encode()
+            except HubError as exc:
+                return exc.message.encode()
+            except ModelpackError as exc:
+                log.warning("git push to %s %s: %s", self._repo_id, ref_name, exc)
+                return hub_error(exc, self._repo_id).message.encode()
+            self._request.audit.update(revision=ref_name.decode(), commit=commit)
+            return None
+
+    return Receive
 
 
 def _handler(service: str) -> Any:
-    return UploadPackHandler if service == "git-upload-pack" else ReceivePackHandler
+    server = dulwich("server")
+    return server.UploadPackHandler if service == "git-upload-pack" else server.ReceivePackHandler
 
 
 def _answer(content_type: str, out: io.BytesIO) -> Response:
