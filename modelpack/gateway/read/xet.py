@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -85,6 +85,8 @@ class ReadToken:
     authorization: str | None
     repo_id: str
     expires: float
+    revision: str = ""  # the commit the token was asked for
+    paths: dict[str, str] = field(default_factory=dict)  # sha256 -> a path, for audit lines
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,11 @@ class XetReads:
             raise HubError(404, "this gateway serves no Xet downloads (its state is shared)")
         token = secrets.token_urlsafe(32)
         expires = time.time() + TOKEN_TTL
-        self.tokens.set(token, ReadToken(request.header("Authorization"), model.repo_id, expires))
+        paths = {f.sha256: f.path for f in (model.view.files or {}).values() if f.sha256}
+        self.tokens.set(
+            token,
+            ReadToken(request.header("Authorization"), model.repo_id, expires, model.commit, paths),
+        )
         url = f"{request.base_url(self.config)}/{'/'.join(PREFIX)}"
         headers = {
             "X-Xet-Cas-Url": url,
@@ -238,6 +244,10 @@ class XetReads:
             raise HubError(404, UNKNOWN.format(file_hash))
         span = parse_range(request.header("Range"), record.size)  # past the end: 416
         first, last = span if span else (0, record.size - 1)
+        # The file read, as a resolve GET is: its path, sha256 and the bytes asked for.
+        request.audit.update(path=token.paths.get(record.sha256), revision=token.revision,
+                             digest=f"sha256:{record.sha256}",
+                             bytes=max(0, last - first + 1))  # fmt: skip
         if record.size == 0:
             return Response.json({"offset_into_first_range": 0, "terms": [], "fetch_info": {}})
         try:

@@ -79,6 +79,7 @@ IMPORT = "import"
 _ACTIONS = {
     ("resolve", "GET"): DOWNLOAD,
     ("lfs-download", "GET"): DOWNLOAD,
+    ("xet-reconstruction", "GET"): DOWNLOAD,  # a Xet download: the file's bytes asked for
     ("resolve", "HEAD"): "file-metadata",
     ("branch", "POST"): "create-branch",
     ("branch", "DELETE"): "delete-branch",
@@ -384,7 +385,7 @@ class Audit:
             who,
             action,
             status,
-            received if with_body else sent,
+            facts.get("bytes", received if with_body else sent),
             repo=facts.get("repo"),
             revision=facts.get("revision"),
             path=facts.get("path"),
