@@ -710,6 +710,9 @@ def test_git_clone_pull_and_push_with_lfs(hub, source, tmp_path):
     clone = tmp_path / "clone"
     git(env, None, "clone", "-q", git_url(hub), str(clone))
     assert sha256s(tree_files(clone)) == sha256s(source)
+    lfs = "version https://git-lfs.github.com/spec/v1\n"  # how an LFS pointer starts
+    weights_in_git = git(env, clone, "cat-file", "blob", "HEAD:model.safetensors")
+    assert weights_in_git.startswith(lfs), weights_in_git[:200]  # the bytes came through LFS
     ids = hub.run(HISTORY, REPO, tmp_path / "hf")
     assert git(env, clone, "log", "--format=%H").split() == ids["ok"], ids
 
@@ -725,8 +728,8 @@ def test_git_clone_pull_and_push_with_lfs(hub, source, tmp_path):
     (clone / "notes.txt").write_text("and from git\n")
     git(env, clone, "add", "-A")
     git(env, clone, "commit", "-q", "-m", "Add extra weights with git-lfs")
-    pointer = git(env, clone, "cat-file", "blob", "HEAD:extra.bin")  # what git-lfs committed
-    assert pointer.startswith("version https://git-lfs.github.com/spec/v1\n"), pointer[:200]
+    pointer = git(env, clone, "cat-file", "blob", "HEAD:extra.bin")  # what git committed
+    assert pointer.startswith(lfs), pointer[:200]
     git(env, clone, "push", "-q", "origin", "main")
     head = git(env, clone, "rev-parse", "HEAD").strip()
     pushed = hub.run(PUSHED, [REPO, ["extra.bin", "notes.txt"]], tmp_path / "hf-after")
