@@ -4,8 +4,9 @@ MatrixHub's proxy projects mirror a remote repository with git: ``git ls-remote`
 ``git fetch`` of ``{registry url}/{organization}/{name}.git``, then its LFS objects through
 the remote's LFS batch API (matrixhub-ai/hfd ``pkg/mirror/mirror.go``: ``PullFromRemote``,
 ``pullMirrorLFS``; ``pkg/lfs/remote.go``: ``{url}.git/info/lfs/objects/batch``).
-``modelpack serve`` speaks the hub's HTTP API only (git over HTTP is a later part of
-issue 32), so for the side-by-side benchmark this stands in front of it: each repository is
+``modelpack serve`` spoke the hub's HTTP API only when the side-by-side benchmark was written
+(its git over HTTP came later, docs/gateway.md; not tried as MatrixHub's upstream), so for
+that benchmark this stands in front of it: each repository is
 a bare git repository of one commit holding the hub's small files and an LFS pointer for
 each LFS file, both from the hub's own listing, served by ``git http-backend``; the batch
 API hands out the hub's own resolve URLs, so every LFS byte still comes from the hub.

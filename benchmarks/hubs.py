@@ -6,9 +6,9 @@
 
 The same upstream for both hubs: a second ``modelpack serve`` in front of a second registry
 plays the public hub, warmed first.  MatrixHub's proxy projects mirror their upstream with git
-and its LFS batch API, which ``modelpack serve`` does not speak (yet: issue 32), so MatrixHub
-reaches that gateway through benchmarks/gitface.py, whose LFS downloads are the gateway's own
-resolve URLs.  The clients are huggingface_hub with hf_xet as pip installs it, one process
+and its LFS batch API, which ``modelpack serve`` did not speak when this benchmark was written
+(its git over HTTP came later), so MatrixHub reaches that gateway through benchmarks/gitface.py,
+whose LFS downloads are the gateway's own resolve URLs.  The clients are huggingface_hub with hf_xet as pip installs it, one process
 each, started before the clock and released together; every download is checked against
 the model's sha256s afterwards.  The run re-executes itself in a network namespace of its own
 (``unshare --net``): everything listens on that namespace's 127.0.0.1, and iptables rules

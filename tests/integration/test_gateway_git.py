@@ -10,12 +10,12 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import requests
 from support.gateway import CATCH, Gateway, hub_client
+from support.git import git, git_env
 from support.helpers import tree_files
 
 from modelpack.testing import make_tiny_model
@@ -74,24 +74,7 @@ def gateway(registry, tmp_path):
 @pytest.fixture
 def git_home(tmp_path) -> dict[str, str]:
     """An environment for `git` with git-lfs installed in a home of its own."""
-    home = tmp_path / "git-home"
-    home.mkdir()
-    env = {
-        "HOME": str(home), "PATH": os.environ["PATH"], "GIT_TERMINAL_PROMPT": "0",
-        "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com",
-        "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.com",
-    }  # fmt: skip
-    git(env, None, "lfs", "install", "--skip-repo")
-    git(env, None, "config", "--global", "init.defaultBranch", "main")
-    return env
-
-
-def git(env: dict[str, str], cwd: Path | None, *args: str, check: bool = True) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-    if check:
-        assert done.returncode == 0, (args, done.stdout, done.stderr)
-    return done.stdout + done.stderr if not check else done.stdout
+    return git_env(tmp_path / "git-home")
 
 
 def sha256s(files: dict[str, bytes]) -> dict[str, str]:

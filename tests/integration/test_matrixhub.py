@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import requests
 from support.browser import Browser
 from support.datasets import ROWS, parquet_dataset
 from support.gateway import CATCH, Gateway, hub_client, hub_env
+from support.git import git, git_env
 from support.helpers import tree_files
 
 import modelpack
@@ -29,6 +31,7 @@ from benchmarks.gitface import GitFace
 from benchmarks.hubs import add_proxy
 from modelpack.settings import Settings
 from modelpack.testing import RegistryServer, make_tiny_model
+from modelpack.testing.matrixhub import ADMIN
 
 HUBS = ["modelpack", "matrixhub"]
 ORG = "org"  # a MatrixHub project; a registry namespace part for ours
@@ -656,3 +659,80 @@ def test_a_parquet_dataset_uploads_downloads_and_loads(hub, request, tmp_path):
     snapshot = Path(done["snapshot"]["ok"])
     assert sha256s(tree_files(snapshot)) == sha256s(tree_files(source))
     assert done["load"]["ok"] == ROWS, done["load"]
+
+
+# -- git over HTTP ---------------------------------------------------------------------------
+# Last in this file: it commits to org/minilm, which the rows above read as uploaded.
+
+HISTORY = """
+import json, sys
+from huggingface_hub import HfApi
+repo = json.loads(sys.argv[1])
+print(json.dumps(attempt(lambda: [c.commit_id for c in HfApi().list_repo_commits(repo)])))
+"""
+
+COMMIT = """
+import json, sys
+from huggingface_hub import HfApi
+repo, path, text = json.loads(sys.argv[1])
+print(json.dumps(attempt(lambda: HfApi().upload_file(
+    path_or_fileobj=text.encode(), path_in_repo=path, repo_id=repo,
+    commit_message="From the hub API").oid)))
+"""
+
+PUSHED = """
+import json, sys
+from huggingface_hub import HfApi, hf_hub_download
+repo, paths = json.loads(sys.argv[1])
+print(json.dumps({
+    "commits": attempt(lambda: [c.commit_id for c in HfApi().list_repo_commits(repo)]),
+    **{path: attempt(lambda path=path: hf_hub_download(repo, path)) for path in paths},
+}))
+"""
+
+
+def git_url(hub: Hub) -> str:
+    """org/minilm's git address with the hub's credential in it: ours takes the token's
+    ``user:password`` as the registry's (this registry lets anyone in), MatrixHub its access
+    token as the Basic password of its admin (internal/apiserver/middleware/git_authn.go,
+    GitBasicAuthAuthn; its routes take ``/ORG/NAME`` and ``/ORG/NAME.git``)."""
+    credential = hub.token if hub.name == "modelpack" else f"{ADMIN}:{hub.token}"
+    return hub.url.replace("://", f"://{credential}@", 1) + f"/{REPO}"
+
+
+def test_git_clone_pull_and_push_with_lfs(hub, source, tmp_path):
+    """Debian's git and git-lfs against the hub: a clone of org/minilm has every file
+    byte-identical (the weights through git-lfs) and the commits list_repo_commits lists; a
+    commit through the hub API arrives with `git pull --ff-only`; a pushed commit adding an
+    LFS-tracked binary and changing a small file becomes the hub's newest commit, the binary
+    downloadable byte-identical."""
+    env = git_env(tmp_path / "git-home")
+    clone = tmp_path / "clone"
+    git(env, None, "clone", "-q", git_url(hub), str(clone))
+    assert sha256s(tree_files(clone)) == sha256s(source)
+    lfs = "version https://git-lfs.github.com/spec/v1\n"  # how an LFS pointer starts
+    weights_in_git = git(env, clone, "cat-file", "blob", "HEAD:model.safetensors")
+    assert weights_in_git.startswith(lfs), weights_in_git[:200]  # the bytes came through LFS
+    ids = hub.run(HISTORY, REPO, tmp_path / "hf")
+    assert git(env, clone, "log", "--format=%H").split() == ids["ok"], ids
+
+    new = hub.run(COMMIT, [REPO, "notes.txt", "from the hub API\n"], tmp_path / "hf",
+                  HF_HUB_DISABLE_XET="1")  # fmt: skip
+    git(env, clone, "pull", "-q", "--ff-only")
+    assert git(env, clone, "rev-parse", "HEAD").strip() == new["ok"], new
+    assert (clone / "notes.txt").read_text() == "from the hub API\n"
+
+    git(env, clone, "lfs", "track", "*.bin")
+    weights = os.urandom(3 << 20)
+    (clone / "extra.bin").write_bytes(weights)
+    (clone / "notes.txt").write_text("and from git\n")
+    git(env, clone, "add", "-A")
+    git(env, clone, "commit", "-q", "-m", "Add extra weights with git-lfs")
+    pointer = git(env, clone, "cat-file", "blob", "HEAD:extra.bin")  # what git committed
+    assert pointer.startswith(lfs), pointer[:200]
+    git(env, clone, "push", "-q", "origin", "main")
+    head = git(env, clone, "rev-parse", "HEAD").strip()
+    pushed = hub.run(PUSHED, [REPO, ["extra.bin", "notes.txt"]], tmp_path / "hf-after")
+    assert pushed["commits"]["ok"][0] == head, pushed
+    assert Path(pushed["extra.bin"]["ok"]).read_bytes() == weights, pushed
+    assert Path(pushed["notes.txt"]["ok"]).read_text() == "and from git\n", pushed
