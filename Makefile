@@ -94,12 +94,16 @@ bench-cluster:
 # "MatrixHub side by side" of docs/benchmarks.md (benchmarks/hubs.py). MatrixHub is built
 # once from ../shared/peer-src (scripts/peers/build-matrixhub.sh). Root only (a network
 # namespace of its own, iptables byte counters in it). About 8 minutes; up to 12 GiB in
-# --workdir (BENCH_ARGS="--workdir /dev/shm/hubs" to keep them off the disk).
+# --workdir (BENCH_ARGS="--workdir /dev/shm/hubs" to keep them off the disk). Then a 1 GiB
+# file changed by 5 % downloaded again through Xet, plain HTTP and MatrixHub, the section
+# "Xet downloads: a changed file again" (benchmarks/xet_download.py; XET_ARGS="--mib 256"
+# for a smaller file): a few minutes more, up to 7 GiB in its --workdir.
 bench-hubs:
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench-hubs needs root (network namespaces, iptables)" >&2; exit 2; fi
 	@$(MAKE) --no-print-directory install $(VENV)/.bench-installed
 	@bash scripts/peers/build-matrixhub.sh
 	@$(PY) -m benchmarks --cases hubs $(BENCH_ARGS)
+	@$(PY) -m benchmarks.xet_download $(XET_ARGS)
 
 # A node's cold start: modelpack pull -o vs containerd pulling the model as an image
 # (image volume, modelcar), benchmarks/cold_start.py. Root only (it runs containerd).
