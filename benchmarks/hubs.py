@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from benchmarks.cluster import Cluster, Host
 from benchmarks.cluster_bench import HF_NODE, digests, fresh_nodes, publish, run_nodes
 from benchmarks.gitface import GitFace
 from benchmarks.replicas import Replica, _clean_env
-from benchmarks.report import replace_section
+from benchmarks.report import load_run, replace_section, save_run
 from benchmarks.runner import stop, tree_cpu, tree_rss
 from modelpack.testing.fetched import minilm
 from modelpack.testing.matrixhub import MatrixHubServer
@@ -132,12 +132,10 @@ class Run:
 
     @classmethod
     def load_json(cls, path: Path) -> Run:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data["rows"] = [Row(**r) for r in data["rows"]]
-        return cls(**data)
+        return load_run(cls, Row, path)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=1) + "\n", encoding="utf-8")
+        save_run(self, path)
 
 
 # -- what the machine and the servers do ---------------------------------------------------

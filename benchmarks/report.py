@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from benchmarks.runner import Measurement
 
@@ -33,6 +35,17 @@ class Summary:
     bytes: int | None
     store_bytes: int | None
     server_cpu: dict[str, float] = field(default_factory=dict)  # median CPU s of each server part
+
+
+def load_run(run_type: type, row_type: type, path: Path) -> Any:
+    """A benchmark run saved by :func:`save_run` (a dataclass with a ``rows`` list)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["rows"] = [row_type(**r) for r in data["rows"]]
+    return run_type(**data)
+
+
+def save_run(run: Any, path: Path) -> None:
+    path.write_text(json.dumps(asdict(run), indent=1) + "\n", encoding="utf-8")
 
 
 def summarize(results: list[Measurement]) -> list[Summary]:

@@ -32,12 +32,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.hubs import Counters, Hub, Load, matrixhub, ours, versions
 from benchmarks.replicas import _clean_env
-from benchmarks.report import replace_section
+from benchmarks.report import load_run, replace_section, save_run
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -132,12 +132,10 @@ class Run:
 
     @classmethod
     def load_json(cls, path: Path) -> Run:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data["rows"] = [Row(**r) for r in data["rows"]]
-        return cls(**data)
+        return load_run(cls, Row, path)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=1) + "\n", encoding="utf-8")
+        save_run(self, path)
 
 
 # -- the file and its second version -------------------------------------------------------

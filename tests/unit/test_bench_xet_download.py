@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.report import KEPT_SECTIONS, replace_section
+from support.bench import rewritten_twice
+
+from benchmarks.report import KEPT_SECTIONS
 from benchmarks.xet_download import HEADING, Row, Run, changed_regions, log_kinds, section
 
 GIB = 1024 * 1024 * 1024
@@ -62,12 +64,5 @@ def test_the_section_shows_version_2_beside_version_1_for_each_hub() -> None:
 
 def test_saved_rows_write_the_section_again_in_place(tmp_path: Path) -> None:
     assert HEADING in KEPT_SECTIONS
-    saved = tmp_path / "results.json"
-    RUN.save(saved)
-    assert Run.load_json(saved) == RUN
-    page = tmp_path / "benchmarks.md"
-    page.write_text("# Benchmarks\n\n## Before\n\ntext\n\n## After\n\nmore\n")
-    for _ in range(2):
-        replace_section(page, HEADING, section(Run.load_json(saved)))
-    text = page.read_text()
-    assert text.count(HEADING) == 1 and text.index("## After") < text.index(HEADING)
+    text = rewritten_twice(RUN, HEADING, section, tmp_path)
+    assert text.index("## After") < text.index(HEADING)

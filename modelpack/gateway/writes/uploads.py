@@ -464,14 +464,8 @@ class Uploads:
             refuse_protected(self.config, repository, repo_id, branch, "commit to")
         self.check_push(repository, request)
         base = self._base(request)
-        answers = []
-        for item in objects:
-            oid = item.get("oid") if isinstance(item, dict) else None
-            size = item.get("size") if isinstance(item, dict) else None
-            if not isinstance(oid, str) or not OID_RE.match(oid) or not _byte_count(size):
-                answers.append({"oid": str(oid), "size": size if _byte_count(size) else 0,
-                                "error": {"code": 422, "message": "oid must be a sha256, size a number"}})  # fmt: skip
-                continue
+
+        def upload(oid: str, size: int) -> dict[str, Any]:
             answer: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
             if not repository.exists(Descriptor("application/octet-stream", f"sha256:{oid}", size)):
                 ticket = self.shared.issue_ticket(
@@ -479,11 +473,9 @@ class Uploads:
                 )
                 href = f"{base}/api/modelpack/lfs-upload/{ticket}"
                 answer["actions"] = {"upload": {"href": href, "header": {}, "expires_in": 3600}}
-            answers.append(answer)  # no actions: the registry has the blob, nothing to send
-        document = {"transfer": "basic", "objects": answers, "hash_algo": "sha256"}
-        return Response(
-            200, {"Content-Type": "application/vnd.git-lfs+json"}, json.dumps(document).encode()
-        )
+            return answer  # no actions: the registry has the blob, nothing to send
+
+        return _lfs_answer(objects, upload)
 
     def _lfs_downloads(
         self, request: Request, repo_id: str, repository: RegistryRepository, objects: list
@@ -493,28 +485,17 @@ class Uploads:
         client's credentials, which the action repeats: git-lfs sends an action's headers)."""
         base = f"{self._base(request)}/{repo_id}.git/info/lfs/objects"
         header = {"Authorization": a} if (a := request.header("Authorization")) else {}
-        answers = []
-        for item in objects:
-            oid = item.get("oid") if isinstance(item, dict) else None
-            size = item.get("size") if isinstance(item, dict) else None
-            if not isinstance(oid, str) or not OID_RE.match(oid) or not _byte_count(size):
-                answers.append({"oid": str(oid), "size": size if _byte_count(size) else 0,
-                                "error": {"code": 422, "message": "oid must be a sha256, size a number"}})  # fmt: skip
-                continue
-            if (
-                blob_size(repository, Descriptor("application/octet-stream", f"sha256:{oid}", size))
-                != size
-            ):
-                answers.append({"oid": oid, "size": size,
-                                "error": {"code": 404, "message": "Object does not exist"}})  # fmt: skip
-                continue
+
+        def download(oid: str, size: int) -> dict[str, Any]:
+            desc = Descriptor("application/octet-stream", f"sha256:{oid}", size)
+            if blob_size(repository, desc) != size:
+                return {"oid": oid, "size": size,
+                        "error": {"code": 404, "message": "Object does not exist"}}  # fmt: skip
             action = {"href": f"{base}/{oid}", "header": header, "expires_in": 3600}
-            answers.append({"oid": oid, "size": size, "authenticated": True,
-                            "actions": {"download": action}})  # fmt: skip
-        document = {"transfer": "basic", "objects": answers, "hash_algo": "sha256"}
-        return Response(
-            200, {"Content-Type": "application/vnd.git-lfs+json"}, json.dumps(document).encode()
-        )
+            return {"oid": oid, "size": size, "authenticated": True,
+                    "actions": {"download": action}}  # fmt: skip
+
+        return _lfs_answer(objects, download)
 
     def lfs_upload(self, request: Request, key: str) -> Response:
         ticket = self.shared.ticket(key)
@@ -757,6 +738,24 @@ def _file_path(path: object, folder: bool = False) -> str:
 def _byte_count(value: object) -> bool:
     """A size as JSON gives one: a whole number, not negative (``true`` is not 1)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _lfs_answer(objects: list, answer: Callable[[str, int], dict[str, Any]]) -> Response:
+    """The LFS batch API's answer: ``answer(oid, size)`` for each well-formed object, a 422
+    for each other."""
+    answers = []
+    for item in objects:
+        oid = item.get("oid") if isinstance(item, dict) else None
+        size = item.get("size") if isinstance(item, dict) else None
+        if not isinstance(oid, str) or not OID_RE.match(oid) or not _byte_count(size):
+            answers.append({"oid": str(oid), "size": size if _byte_count(size) else 0,
+                            "error": {"code": 422, "message": "oid must be a sha256, size a number"}})  # fmt: skip
+            continue
+        answers.append(answer(oid, size))
+    document = {"transfer": "basic", "objects": answers, "hash_algo": "sha256"}
+    return Response(
+        200, {"Content-Type": "application/vnd.git-lfs+json"}, json.dumps(document).encode()
+    )
 
 
 def blob_size(repository: RegistryRepository, desc: Descriptor) -> int | None:
