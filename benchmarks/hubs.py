@@ -43,7 +43,7 @@ from benchmarks.cluster import Cluster, Host
 from benchmarks.cluster_bench import HF_NODE, digests, fresh_nodes, publish, run_nodes
 from benchmarks.gitface import GitFace
 from benchmarks.replicas import Replica, _clean_env
-from benchmarks.report import load_run, replace_section, save_run
+from benchmarks.report import load_run, replace_section, save_run, section_options
 from benchmarks.runner import stop, tree_cpu, tree_rss
 from modelpack.testing.fetched import minilm
 from modelpack.testing.matrixhub import MatrixHubServer
@@ -735,16 +735,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.hubs",
                                      description=__doc__.splitlines()[0])  # fmt: skip
     parser.add_argument("--workdir", default=str(HERE / ".work" / "hubs"))
-    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--big-gib", type=float, default=2.0, help="the synthetic model's size")
     parser.add_argument("--cluster-gib", type=float, default=0.5, help="the 8-node row's model")
     parser.add_argument("--skip", default="", help=f"steps left out, of {','.join(STEPS)}")
     parser.add_argument("--variant", default="--auth-cache-ttl 0",
                         help="MiniLM's download rows through `modelpack serve OPTIONS` too "
                         "('' for none)")  # fmt: skip
-    parser.add_argument("--no-write", action="store_true", help="print only; docs/ untouched")
-    parser.add_argument("--from-json", action="store_true",
-                        help=f"write the section again from {RESULTS.name} (no run)")  # fmt: skip
+    section_options(parser, RESULTS)
     args = parser.parse_args(argv)
     if args.from_json:
         replace_section(Path(args.output), HEADING, section(Run.load_json(RESULTS)))

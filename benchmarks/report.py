@@ -48,6 +48,16 @@ def save_run(run: Any, path: Path) -> None:
     path.write_text(json.dumps(asdict(run), indent=1) + "\n", encoding="utf-8")
 
 
+def section_options(parser: argparse.ArgumentParser, results: Path) -> None:
+    """``--output``, ``--no-write`` and ``--from-json``, for a benchmark that writes a section."""
+    parser.add_argument(
+        "--output", default=str(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md")
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only; docs/ untouched")
+    parser.add_argument("--from-json", action="store_true",
+                        help=f"write the section again from {results.name} (no run)")  # fmt: skip
+
+
 def summarize(results: list[Measurement]) -> list[Summary]:
     groups: dict[tuple[str, str, str], list[Measurement]] = defaultdict(list)
     for m in results:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from benchmarks.hubs import Counters, Hub, Load, matrixhub, ours, versions
 from benchmarks.replicas import _clean_env
-from benchmarks.report import load_run, replace_section, save_run
+from benchmarks.report import load_run, replace_section, save_run, section_options
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -324,10 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mib", type=int, default=int(os.environ.get("XET_BENCH_MIB", "1024")),
                         help="the file's size in MiB (whole 16 MiB; default XET_BENCH_MIB or 1024)")  # fmt: skip
     parser.add_argument("--workdir", default=str(HERE / ".work" / "xet-download"))
-    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
-    parser.add_argument("--no-write", action="store_true", help="print only; docs/ untouched")
-    parser.add_argument("--from-json", action="store_true",
-                        help=f"write the section again from {RESULTS.name} (no run)")  # fmt: skip
+    section_options(parser, RESULTS)
     args = parser.parse_args(argv)
     if args.from_json:
         replace_section(Path(args.output), HEADING, section(Run.load_json(RESULTS)))
