@@ -199,14 +199,14 @@ import json, os
 from huggingface_hub import HfApi, CommitOperationAdd
 api = HfApi()
 data = os.urandom(5000)
-with open({str(tmp_path / "lfs.bin")!r}, "wb") as f:
+with open({str(tmp_path / "lfs.dat")!r}, "wb") as f:
     f.write(data)
-with open({str(tmp_path / "lfs.bin")!r}, "rb") as f:
-    info = api.create_commit("team/audited", [CommitOperationAdd("lfs.bin", f)], commit_message="lfs")
+with open({str(tmp_path / "lfs.dat")!r}, "rb") as f:
+    info = api.create_commit("team/audited", [CommitOperationAdd("lfs.dat", f)], commit_message="lfs")
 print(json.dumps(info.oid))
 """
     gateway.client(lfs, None, tmp_path / "lfs", token())
-    digest = "sha256:" + hashlib.sha256((tmp_path / "lfs.bin").read_bytes()).hexdigest()
+    digest = "sha256:" + hashlib.sha256((tmp_path / "lfs.dat").read_bytes()).hexdigest()
     (put,) = trail.wait(action="lfs-upload", digest=digest)
     assert put["user"] == PUSHER and put["status"] == 200 and put["bytes"] == 5000
     assert put["repo"] == "team/audited" and put["path"] is None

@@ -101,9 +101,9 @@ def test_clone_pull_and_push_keep_the_hub_commit_ids(gateway, git_home, tmp_path
     assert (clone / "notes.txt").read_text() == "hello\n"
 
     # push: a new LFS file, a changed small file and a deleted one, in two commits
-    git(git_home, clone, "lfs", "track", "*.bin")
+    git(git_home, clone, "lfs", "track", "*.dat")
     weights = os.urandom(3 << 20)
-    (clone / "extra.bin").write_bytes(weights)
+    (clone / "extra.dat").write_bytes(weights)
     (clone / "README.md").write_text("# tiny, pushed with git\n")
     git(git_home, clone, "add", "-A")
     git(git_home, clone, "commit", "-q", "-m", "Add extra weights\n\nwith git-lfs")
@@ -114,9 +114,9 @@ def test_clone_pull_and_push_keep_the_hub_commit_ids(gateway, git_home, tmp_path
     history = hub_client(gateway.url, CATCH + HISTORY, ["org/tiny", "model"], tmp_path / "hf")
     assert [c[0] for c in history["commits"]] == local
     assert [c[1] for c in history["commits"][:2]] == ["Drop the notes", "Add extra weights"]
-    assert "extra.bin" in history["files"] and "notes.txt" not in history["files"]
+    assert "extra.dat" in history["files"] and "notes.txt" not in history["files"]
     snapshot = Path(hub_client(gateway.url, DOWNLOAD, ["org/tiny", local[0]], tmp_path / "hf2"))
-    assert (snapshot / "extra.bin").read_bytes() == weights
+    assert (snapshot / "extra.dat").read_bytes() == weights
     assert (snapshot / "README.md").read_text() == "# tiny, pushed with git\n"
 
     # a second clone sees the pushed commits as they were pushed
@@ -125,7 +125,7 @@ def test_clone_pull_and_push_keep_the_hub_commit_ids(gateway, git_home, tmp_path
     assert git(git_home, again, "log", "--format=%H %an %s").splitlines()[0] == (
         f"{local[0]} Ada Drop the notes"
     )
-    assert (again / "extra.bin").read_bytes() == weights
+    assert (again / "extra.dat").read_bytes() == weights
 
     # The audit trail has the fetches, each LFS file's download and the push.
     lines = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]

@@ -722,17 +722,17 @@ def test_git_clone_pull_and_push_with_lfs(hub, source, tmp_path):
     assert git(env, clone, "rev-parse", "HEAD").strip() == new["ok"], new
     assert (clone / "notes.txt").read_text() == "from the hub API\n"
 
-    git(env, clone, "lfs", "track", "*.bin")
+    git(env, clone, "lfs", "track", "*.dat")
     weights = os.urandom(3 << 20)
-    (clone / "extra.bin").write_bytes(weights)
+    (clone / "extra.dat").write_bytes(weights)
     (clone / "notes.txt").write_text("and from git\n")
     git(env, clone, "add", "-A")
     git(env, clone, "commit", "-q", "-m", "Add extra weights with git-lfs")
-    pointer = git(env, clone, "cat-file", "blob", "HEAD:extra.bin")  # what git committed
+    pointer = git(env, clone, "cat-file", "blob", "HEAD:extra.dat")  # what git committed
     assert pointer.startswith(lfs), pointer[:200]
     git(env, clone, "push", "-q", "origin", "main")
     head = git(env, clone, "rev-parse", "HEAD").strip()
-    pushed = hub.run(PUSHED, [REPO, ["extra.bin", "notes.txt"]], tmp_path / "hf-after")
+    pushed = hub.run(PUSHED, [REPO, ["extra.dat", "notes.txt"]], tmp_path / "hf-after")
     assert pushed["commits"]["ok"][0] == head, pushed
-    assert Path(pushed["extra.bin"]["ok"]).read_bytes() == weights, pushed
+    assert Path(pushed["extra.dat"]["ok"]).read_bytes() == weights, pushed
     assert Path(pushed["notes.txt"]["ok"]).read_text() == "and from git\n", pushed
