@@ -195,6 +195,67 @@ def test_pushes_the_hub_cannot_keep_are_refused_and_change_nothing(gateway, git_
     assert history["commits"][0][0] == head  # the branch never moved
 
 
+def test_a_refused_push_moves_nothing_and_a_new_branch_makes_no_commit_again(
+    gateway, registry, git_home, tmp_path
+):
+    """A push of two commits whose second is refused leaves the branch where it was (the
+    first is not kept alone); a new branch pushed at, or on top of, an existing commit starts
+    there and writes no commit of the history again (their manifests stay as they were); a
+    commit git itself would call malformed is a rejected ref, not a 500."""
+    ids = hub_client(gateway.url, UPLOAD, ["org/chain", str(make_tiny_model(tmp_path / "tiny")),
+                                           "model"], tmp_path / "hf")  # fmt: skip
+    clone = tmp_path / "clone"
+    git(git_home, None, "clone", "-q", f"{gateway.url}/org/chain", str(clone))
+    head = git(git_home, clone, "rev-parse", "HEAD").strip()
+
+    def manifests() -> dict[str, str]:
+        return {c: requests.head(f"{registry.url}/v2/{NAMESPACE}/org/chain/manifests/{c}",
+                                 headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+                                 timeout=30).headers["Docker-Content-Digest"]
+                for c in ids}  # fmt: skip
+
+    before = manifests()
+    (clone / "ok.txt").write_text("fine\n")
+    git(git_home, clone, "add", "ok.txt")
+    git(git_home, clone, "commit", "-qm", "fine")
+    # not tracked by git-lfs: git keeps the pointer as it is, and no LFS object is uploaded
+    (clone / "w.dat").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:"
+                                 + "ab" * 32 + "\nsize 12345\n")  # fmt: skip
+    git(git_home, clone, "add", "w.dat")
+    git(git_home, clone, "commit", "-qm", "a pointer to nothing")
+    out = git(git_home, clone, "push", "--no-verify", "origin", "main", check=False)
+    assert "was not uploaded" in out, out
+    history = hub_client(gateway.url, CATCH + HISTORY, ["org/chain", "model"], tmp_path / "hf")
+    assert history["commits"][0][0] == head  # not the first of the two
+
+    git(git_home, clone, "reset", "-q", "--hard", head)
+    git(git_home, clone, "push", "-q", "origin", f"{ids[1]}:refs/heads/at-start")
+    git(git_home, clone, "checkout", "-q", "-b", "side")
+    (clone / "side.txt").write_text("side\n")
+    git(git_home, clone, "add", "side.txt")
+    git(git_home, clone, "commit", "-qm", "side")
+    git(git_home, clone, "push", "-q", "origin", "side")
+    side = git(git_home, clone, "rev-parse", "HEAD").strip()
+    assert manifests() == before  # the history's commits were not made again
+    refs = git(git_home, clone, "ls-remote", "origin").split()
+    assert dict(zip(refs[1::2], refs[::2], strict=True)) == {
+        "HEAD": head, "refs/heads/main": head, "refs/heads/at-start": ids[1],
+        "refs/heads/side": side,
+    }  # fmt: skip
+    git(git_home, clone, "fetch", "-q", "origin")
+    assert git(git_home, clone, "log", "--format=%H", "origin/at-start").split() == ids[1:]
+
+    tree = git(git_home, clone, "rev-parse", f"{head}^{{tree}}").strip()
+    bad = f"tree {tree}\nparent {head}\nauthor Eve <e@x>\ncommitter Eve <e@x> 1 +0000\n\nm\n"
+    done = subprocess.run(["git", "hash-object", "-t", "commit", "--literally", "-w", "--stdin"],
+                          cwd=clone, env=git_home, input=bad, capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    out = git(git_home, clone, "push", "origin", f"{done.stdout.strip()}:refs/heads/main",
+              check=False)  # fmt: skip
+    assert "[remote rejected]" in out and "well-formed" in out, out
+    assert "Traceback" not in gateway.log()
+
+
 def test_a_dataset_clones_and_a_foreign_model_is_refused_in_git_words(
     gateway, registry, git_home, tmp_path
 ):

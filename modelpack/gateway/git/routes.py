@@ -28,7 +28,7 @@ from ..core.hub import HubError, canonical_repo_id, repo_not_found, repo_spans, 
 from ..read.hub_errors import hub_error
 from ..read.models import Resolver
 from ..writes.uploads import OID_RE, Uploads, blob_size
-from .objects import GitObjects
+from .objects import GitObjects, GitRepo
 from .push import GitPush, PushRefused
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class GitRoutes:
         proto.write_pkt_line(f"# service={service}\n".encode())
         proto.write_pkt_line(None)
         try:
-            backend = self._backend(request, repo_id, service)
+            backend, _ = self._backend(request, repo_id, service)
         except HubError as exc:
             if exc.status in (401, 403, 404):  # git says: credentials, forbidden, not found
                 raise
@@ -109,17 +109,18 @@ class GitRoutes:
                 415, f"a {service} request has Content-Type application/x-{service}-request"
             )
         request.audit["route"] = "git-push" if service == "git-receive-pack" else "git-fetch"
-        backend = self._backend(request, repo_id, service)
+        backend, repo = self._backend(request, repo_id, service)
         limit = PUSH_BYTES_MAX if service == "git-receive-pack" else FETCH_REQUEST_MAX
         out = io.BytesIO()
         proto = dulwich("protocol").ReceivableProtocol(_body(request, limit).read, out.write)
         if service == "git-upload-pack":
             dulwich("server").UploadPackHandler(backend, ["/"], proto, stateless_rpc=True).handle()
         else:
-            _receive_handler()(backend, ["/"], proto, self.push, request, repo_id).handle()
+            known = frozenset(repo.commits)  # the commits git was shown: a push builds on them
+            _receive_handler()(backend, ["/"], proto, self.push, request, repo_id, known).handle()
         return _answer(f"application/x-{service}-result", out)
 
-    def _backend(self, request: Request, repo_id: str, service: str) -> DictBackend:
+    def _backend(self, request: Request, repo_id: str, service: str) -> tuple[DictBackend, GitRepo]:
         repository = self.uploads.repository(repo_id, request)
         tags = repository.user_tags()
         if service == "git-receive-pack":
@@ -131,7 +132,7 @@ class GitRoutes:
         if service == "git-upload-pack" and repo.skipped and not repo.commits:
             raise HubError(409, f"{repo_id} was not made through this hub: git serves the "
                            "commits made through its hub API or git push")  # fmt: skip
-        return dulwich("server").DictBackend({"/": repo.repo})
+        return dulwich("server").DictBackend({"/": repo.repo}), repo
 
     # -- git-lfs downloads --------------------------------------------------------------
 
@@ -163,10 +164,18 @@ def _receive_handler() -> type:
 
     class Receive(dulwich("server").ReceivePackHandler):
         def __init__(
-            self, backend, args, proto, push: GitPush, request: Request, repo_id: str
-        ) -> None:  # noqa: ANN001
+            self,
+            backend,  # noqa: ANN001
+            args,  # noqa: ANN001
+            proto,  # noqa: ANN001
+            push: GitPush,
+            request: Request,
+            repo_id: str,
+            known: frozenset[str],
+        ) -> None:
             super().__init__(backend, args, proto, stateless_rpc=True)
             self._push, self._request, self._repo_id = push, request, repo_id
+            self._known = known
 
         def _receive_max_input_size(self) -> int | None:
             return PUSH_BYTES_MAX
@@ -175,7 +184,7 @@ def _receive_handler() -> type:
             try:
                 commit = self._push.update(self._request, self._repo_id, self.repo.object_store,
                                            ref_name.decode("utf-8", "replace"), old_sha.decode(),
-                                           new_sha.decode())  # fmt: skip
+                                           new_sha.decode(), self._known)  # fmt: skip
             except PushRefused as exc:
                 return str(exc).encode()
             except HubError as exc:
