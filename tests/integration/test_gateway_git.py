@@ -253,6 +253,15 @@ def test_a_refused_push_moves_nothing_and_a_new_branch_makes_no_commit_again(
     out = git(git_home, clone, "push", "origin", f"{done.stdout.strip()}:refs/heads/main",
               check=False)  # fmt: skip
     assert "[remote rejected]" in out and "well-formed" in out, out
+
+    # 100 MB of zeros is a 100 KB pack: refused before dulwich inflates it into memory
+    git(git_home, clone, "reset", "-q", "--hard", head)
+    with open(clone / "zeros.dat", "wb") as f:
+        f.truncate(100 << 20)
+    git(git_home, clone, "add", "zeros.dat")
+    git(git_home, clone, "commit", "-qm", "zeros")
+    out = git(git_home, clone, "push", "origin", "HEAD:main", check=False)
+    assert "remote unpack failed: the pushed objects inflate to more than" in out, out
     assert "Traceback" not in gateway.log()
 
 
