@@ -215,6 +215,14 @@ def test_a_refused_push_moves_nothing_and_a_new_branch_makes_no_commit_again(
                 for c in ids}  # fmt: skip
 
     before = manifests()
+    # git ls-remote (info/refs) is told the refs: no file of the history is read for it
+    gateway.wait_idle()
+    reads = registry.log_path.read_text().count("/blobs/sha256:")
+    for service in ("git-upload-pack", "git-receive-pack"):
+        answer = requests.get(f"{gateway.url}/org/chain/info/refs?service={service}", timeout=30)
+        assert answer.status_code == 200 and head.encode() in answer.content
+    assert registry.log_path.read_text().count("/blobs/sha256:") == reads
+
     (clone / "ok.txt").write_text("fine\n")
     git(git_home, clone, "add", "ok.txt")
     git(git_home, clone, "commit", "-qm", "fine")

@@ -101,7 +101,7 @@ class GitRoutes:
         proto.write_pkt_line(f"# service={service}\n".encode())
         proto.write_pkt_line(None)
         try:
-            backend, _ = self._backend(request, repo_id, service)
+            backend, _ = self._backend(request, repo_id, service, history=False)
         except HubError as exc:
             if exc.status in (401, 403, 404):  # git says: credentials, forbidden, not found
                 raise
@@ -135,7 +135,11 @@ class GitRoutes:
                 handler(backend, ["/"], proto, self.push, request, repo_id, known).handle()
         return _answer(f"application/x-{service}-result", out)
 
-    def _backend(self, request: Request, repo_id: str, service: str) -> tuple[DictBackend, GitRepo]:
+    def _backend(
+        self, request: Request, repo_id: str, service: str, history: bool = True
+    ) -> tuple[DictBackend, GitRepo]:
+        """The repo dulwich serves; ``history``: every object the refs reach (a fetch's
+        pack, a push's base), else the refs' commits alone (``info/refs``)."""
         repository = self.uploads.repository(repo_id, request)
         tags = repository.user_tags()
         if service == "git-receive-pack":
@@ -143,7 +147,7 @@ class GitRoutes:
         elif not tags:
             raise repo_not_found(repo_id)
         authorization = request.header("Authorization")
-        repo = self.objects.repo(repo_id, authorization, tags)
+        repo = self.objects.repo(repo_id, authorization, tags, history)
         if service == "git-upload-pack" and repo.skipped and not repo.commits:
             raise HubError(409, f"{repo_id} was not made through this hub: git serves the "
                            "commits made through its hub API or git push")  # fmt: skip
