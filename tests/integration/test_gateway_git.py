@@ -7,6 +7,7 @@ byte-identical; a pushed commit is a hub commit (a ModelPack artifact) of the sa
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -261,6 +262,25 @@ def test_a_refused_push_moves_nothing_and_a_new_branch_makes_no_commit_again(
     out = git(git_home, clone, "push", "origin", f"{done.stdout.strip()}:refs/heads/main",
               check=False)  # fmt: skip
     assert "[remote rejected]" in out and "well-formed" in out, out
+    # a tree naming a file the pack does not hold (git itself would not send one)
+    from dulwich.object_format import SHA1
+    from dulwich.objects import Commit, Tree
+    from dulwich.pack import write_pack_objects
+    from dulwich.protocol import pkt_line
+
+    tree, commit = Tree(), Commit()
+    tree.add(b"gone.txt", 0o100644, b"3" * 40)
+    commit.tree, commit.parents, commit.message = tree.id, [head.encode()], b"gone\n"
+    commit.author = commit.committer = b"Eve <e@x>"
+    commit.author_time = commit.commit_time = 1
+    commit.author_timezone = commit.commit_timezone = 0
+    pack = io.BytesIO()
+    write_pack_objects(pack.write, [(tree, None), (commit, None)], SHA1)
+    update = f"{head} {commit.id.decode()} refs/heads/main\0report-status\n".encode()
+    answer = requests.post(f"{gateway.url}/org/chain/git-receive-pack",
+                           data=pkt_line(update) + b"0000" + pack.getvalue(), timeout=60,
+                           headers={"Content-Type": "application/x-git-receive-pack-request"})  # fmt: skip
+    assert answer.status_code == 200 and b"ng refs/heads/main gone.txt:" in answer.content
 
     # 100 MB of zeros is a 100 KB pack: refused before dulwich inflates it into memory
     git(git_home, clone, "reset", "-q", "--hard", head)

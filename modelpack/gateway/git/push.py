@@ -48,7 +48,7 @@ from .objects import is_git_commit
 
 if TYPE_CHECKING:
     from dulwich.object_store import BaseObjectStore
-    from dulwich.objects import Commit
+    from dulwich.objects import Commit, ShaFile
 
 ZERO = "0" * 40
 PUSH_COMMITS_MAX = 1000  # commits one push may add to a branch
@@ -233,7 +233,7 @@ class GitPush:
         return built
 
     def _new_file(self, repository, store, path: str, blob_id: str, work: Path) -> NewFile:  # noqa: ANN001
-        blob = store[blob_id.encode()]
+        blob = _pushed(store, blob_id, path)
         if not isinstance(blob, dulwich("objects").Blob):
             raise PushRefused(f"{path}: not a file")
         data = blob.as_raw_string()
@@ -262,7 +262,7 @@ def _tree_files(store: BaseObjectStore, tree_id: str) -> dict[str, str]:
     pending = [("", tree_id)]
     while pending:
         prefix, sha = pending.pop()
-        tree = store[sha.encode()]
+        tree = _pushed(store, sha, prefix or "/")
         if not isinstance(tree, dulwich("objects").Tree):
             raise PushRefused(f"{prefix or '/'}: not a tree")
         for entry in tree.iteritems():
@@ -281,3 +281,11 @@ def _tree_files(store: BaseObjectStore, tree_id: str) -> dict[str, str]:
             if len(files) > TREE_FILES_MAX:
                 raise PushRefused(f"more than {TREE_FILES_MAX} files in one commit")
     return files
+
+
+def _pushed(store: BaseObjectStore, sha: str, path: str) -> ShaFile:
+    """An object the push names; refused when neither the pack nor the repository has it."""
+    try:
+        return store[sha.encode()]
+    except KeyError:
+        raise PushRefused(f"{path}: {sha[:12]} is missing from the push") from None
