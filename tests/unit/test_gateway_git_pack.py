@@ -108,3 +108,26 @@ def test_many_objects_are_bounded_in_all(monkeypatch):
 def test_a_malformed_pack_is_left_to_dulwich():
     request = COMMANDS + b"PACK\0\0\0\2\0\0\0\1garbage"
     assert read_all(checked(request)) == request
+
+
+def test_a_push_of_too_many_refs_is_refused_before_its_pack_is_read():
+    def commands(n: int) -> bytes:
+        lines = [
+            pkt_line(b"0" * 40 + b" " + b"1" * 40 + b" refs/heads/b%d\n" % i) for i in range(n)
+        ]
+        return b"".join(lines) + b"0000"
+
+    assert read_all(checked(commands(routes.PUSH_REFS_MAX))) == commands(routes.PUSH_REFS_MAX)
+    with pytest.raises(routes.HubError, match="refs in one push"):
+        checked(commands(routes.PUSH_REFS_MAX + 1))
+
+
+def test_a_gzip_bomb_is_cut_at_the_request_bound():
+    class Req:
+        environ = {"wsgi.input": io.BytesIO(gzip.compress(b"\0" * (64 << 20)))}
+
+        def header(self, name: str) -> str | None:
+            return "gzip" if name == "Content-Encoding" else None
+
+    with pytest.raises(routes.HubError, match="larger than this gateway takes"):
+        read_all(routes._body(Req(), 16 << 20))

@@ -46,6 +46,7 @@ PUSH_BYTES_MAX = 1 << 30  # a push's pack (LFS files are not in it)
 PUSH_OBJECT_MAX = 64 << 20
 PUSH_INFLATED_MAX = 1 << 30
 SPOOL_MEMORY = 8 << 20
+PUSH_REFS_MAX = 1000  # ref updates in one push
 CHUNK = 1 << 20
 
 
@@ -284,7 +285,7 @@ def _checked_push(body: Any, object_max: int, spool: Any) -> Any:
     :data:`PUSH_INFLATED_MAX`: dulwich holds them all in memory.  A malformed pack is left
     for dulwich to refuse in git's words."""
     commands = io.BytesIO()
-    while True:  # pkt-lines up to the flush
+    for _ in range(PUSH_REFS_MAX + 1):  # the commands (pkt-lines) up to the flush
         size = body.read(4)
         commands.write(size)
         if len(size) < 4 or size == b"0000":
@@ -294,6 +295,8 @@ def _checked_push(body: Any, object_max: int, spool: Any) -> Any:
         except ValueError:
             break
         commands.write(body.read(max(0, length - 4)))
+    else:
+        raise HubError(413, f"more than {PUSH_REFS_MAX} refs in one push")
     while data := body.read(CHUNK):
         spool.write(data)
     spool.seek(0)
