@@ -281,6 +281,10 @@ def test_a_refused_push_moves_nothing_and_a_new_branch_makes_no_commit_again(
                            data=pkt_line(update) + b"0000" + pack.getvalue(), timeout=60,
                            headers={"Content-Type": "application/x-git-receive-pack-request"})  # fmt: skip
     assert answer.status_code == 200 and b"ng refs/heads/main gone.txt:" in answer.content
+    for service in ("git-upload-pack", "git-receive-pack"):  # not git's words: a 400
+        answer = requests.post(f"{gateway.url}/org/chain/{service}", data=b"\0" * 64, timeout=60,
+                               headers={"Content-Type": f"application/x-{service}-request"})  # fmt: skip
+        assert answer.status_code == 400, answer.text
 
     # 100 MB of zeros is a 100 KB pack: refused before dulwich inflates it into memory
     git(git_home, clone, "reset", "-q", "--hard", head)

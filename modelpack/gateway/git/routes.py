@@ -127,13 +127,16 @@ class GitRoutes:
             if service == "git-receive-pack":
                 body = _checked_push(body, max(PUSH_OBJECT_MAX, self.config.inline_max), spool)
             proto = dulwich("protocol").ReceivableProtocol(body.read, out.write)
-            if service == "git-upload-pack":
-                server = dulwich("server")
-                server.UploadPackHandler(backend, ["/"], proto, stateless_rpc=True).handle()
-            else:
-                known = frozenset(repo.commits)  # the commits git was shown: a push builds on
-                handler = _receive_handler()
-                handler(backend, ["/"], proto, self.push, request, repo_id, known).handle()
+            try:
+                if service == "git-upload-pack":
+                    server = dulwich("server")
+                    server.UploadPackHandler(backend, ["/"], proto, stateless_rpc=True).handle()
+                else:
+                    known = frozenset(repo.commits)  # the commits git was shown
+                    handler = _receive_handler()
+                    handler(backend, ["/"], proto, self.push, request, repo_id, known).handle()
+            except dulwich("errors").GitProtocolError as exc:  # not git's words, or cut short
+                raise HubError(400, f"not a {service} request git sends: {exc}") from None
         return _answer(f"application/x-{service}-result", out)
 
     def _backend(
