@@ -7,6 +7,7 @@ byte-identical; a pushed commit is a hub commit (a ModelPack artifact) of the sa
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -176,6 +177,107 @@ def test_pushes_the_hub_cannot_keep_are_refused_and_change_nothing(gateway, git_
                                   check=False)  # fmt: skip
     history = hub_client(gateway.url, CATCH + HISTORY, ["org/refuse", "model"], tmp_path / "hf")
     assert history["commits"][0][0] == head  # the branch never moved
+
+
+def test_a_refused_push_moves_nothing_and_a_new_branch_makes_no_commit_again(
+    gateway, registry, git_home, tmp_path
+):
+    """A push of two commits whose second is refused leaves the branch where it was (the
+    first is not kept alone); a new branch pushed at, or on top of, an existing commit starts
+    there and writes no commit of the history again (their manifests stay as they were); a
+    commit git itself would call malformed is a rejected ref, not a 500."""
+    ids = hub_client(gateway.url, UPLOAD, ["org/chain", str(make_tiny_model(tmp_path / "tiny")),
+                                           "model"], tmp_path / "hf")  # fmt: skip
+    clone = tmp_path / "clone"
+    git(git_home, None, "clone", "-q", f"{gateway.url}/org/chain", str(clone))
+    head = git(git_home, clone, "rev-parse", "HEAD").strip()
+
+    def manifests() -> dict[str, str]:
+        return {c: requests.head(f"{registry.url}/v2/{NAMESPACE}/org/chain/manifests/{c}",
+                                 headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+                                 timeout=30).headers["Docker-Content-Digest"]
+                for c in ids}  # fmt: skip
+
+    before = manifests()
+    # git ls-remote (info/refs) is told the refs: no file of the history is read for it
+    gateway.wait_idle()
+    reads = registry.log_path.read_text().count("/blobs/sha256:")
+    for service in ("git-upload-pack", "git-receive-pack"):
+        answer = requests.get(f"{gateway.url}/org/chain/info/refs?service={service}", timeout=30)
+        assert answer.status_code == 200 and head.encode() in answer.content
+    assert registry.log_path.read_text().count("/blobs/sha256:") == reads
+
+    (clone / "ok.txt").write_text("fine\n")
+    git(git_home, clone, "add", "ok.txt")
+    git(git_home, clone, "commit", "-qm", "fine")
+    # not tracked by git-lfs: git keeps the pointer as it is, and no LFS object is uploaded
+    (clone / "w.dat").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:"
+                                 + "ab" * 32 + "\nsize 12345\n")  # fmt: skip
+    git(git_home, clone, "add", "w.dat")
+    git(git_home, clone, "commit", "-qm", "a pointer to nothing")
+    out = git(git_home, clone, "push", "--no-verify", "origin", "main", check=False)
+    assert "was not uploaded" in out, out
+    history = hub_client(gateway.url, CATCH + HISTORY, ["org/chain", "model"], tmp_path / "hf")
+    assert history["commits"][0][0] == head  # not the first of the two
+
+    git(git_home, clone, "reset", "-q", "--hard", head)
+    git(git_home, clone, "push", "-q", "origin", f"{ids[1]}:refs/heads/at-start")
+    git(git_home, clone, "checkout", "-q", "-b", "side")
+    (clone / "side.txt").write_text("side\n")
+    git(git_home, clone, "add", "side.txt")
+    git(git_home, clone, "commit", "-qm", "side")
+    git(git_home, clone, "push", "-q", "origin", "side")
+    side = git(git_home, clone, "rev-parse", "HEAD").strip()
+    assert manifests() == before  # the history's commits were not made again
+    refs = git(git_home, clone, "ls-remote", "origin").split()
+    assert dict(zip(refs[1::2], refs[::2], strict=True)) == {
+        "HEAD": head, "refs/heads/main": head, "refs/heads/at-start": ids[1],
+        "refs/heads/side": side,
+    }  # fmt: skip
+    git(git_home, clone, "fetch", "-q", "origin")
+    assert git(git_home, clone, "log", "--format=%H", "origin/at-start").split() == ids[1:]
+
+    tree = git(git_home, clone, "rev-parse", f"{head}^{{tree}}").strip()
+    bad = f"tree {tree}\nparent {head}\nauthor Eve <e@x>\ncommitter Eve <e@x> 1 +0000\n\nm\n"
+    done = subprocess.run(["git", "hash-object", "-t", "commit", "--literally", "-w", "--stdin"],
+                          cwd=clone, env=git_home, input=bad, capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    out = git(git_home, clone, "push", "origin", f"{done.stdout.strip()}:refs/heads/main",
+              check=False)  # fmt: skip
+    assert "[remote rejected]" in out and "well-formed" in out, out
+    # a tree naming a file the pack does not hold (git itself would not send one)
+    from dulwich.object_format import SHA1
+    from dulwich.objects import Commit, Tree
+    from dulwich.pack import write_pack_objects
+    from dulwich.protocol import pkt_line
+
+    tree, commit = Tree(), Commit()
+    tree.add(b"gone.txt", 0o100644, b"3" * 40)
+    commit.tree, commit.parents, commit.message = tree.id, [head.encode()], b"gone\n"
+    commit.author = commit.committer = b"Eve <e@x>"
+    commit.author_time = commit.commit_time = 1
+    commit.author_timezone = commit.commit_timezone = 0
+    pack = io.BytesIO()
+    write_pack_objects(pack.write, [(tree, None), (commit, None)], SHA1)
+    update = f"{head} {commit.id.decode()} refs/heads/main\0report-status\n".encode()
+    answer = requests.post(f"{gateway.url}/org/chain/git-receive-pack",
+                           data=pkt_line(update) + b"0000" + pack.getvalue(), timeout=60,
+                           headers={"Content-Type": "application/x-git-receive-pack-request"})  # fmt: skip
+    assert answer.status_code == 200 and b"ng refs/heads/main gone.txt:" in answer.content
+    for service in ("git-upload-pack", "git-receive-pack"):  # not git's words: a 400
+        answer = requests.post(f"{gateway.url}/org/chain/{service}", data=b"\0" * 64, timeout=60,
+                               headers={"Content-Type": f"application/x-{service}-request"})  # fmt: skip
+        assert answer.status_code == 400, answer.text
+
+    # 100 MB of zeros is a 100 KB pack: refused before dulwich inflates it into memory
+    git(git_home, clone, "reset", "-q", "--hard", head)
+    with open(clone / "zeros.dat", "wb") as f:
+        f.truncate(100 << 20)
+    git(git_home, clone, "add", "zeros.dat")
+    git(git_home, clone, "commit", "-qm", "zeros")
+    out = git(git_home, clone, "push", "origin", "HEAD:main", check=False)
+    assert "remote unpack failed: the pushed objects inflate to more than" in out, out
+    assert "Traceback" not in gateway.log()
 
 
 def test_a_dataset_clones_and_a_foreign_model_is_refused_in_git_words(

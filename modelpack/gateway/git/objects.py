@@ -71,9 +71,13 @@ class GitObjects:
     def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
 
-    def repo(self, repo_id: str, authorization: str | None, tags: list[str]) -> GitRepo:
+    def repo(
+        self, repo_id: str, authorization: str | None, tags: list[str], history: bool = True
+    ) -> GitRepo:
         """``tags``: the repository's user tags (the caller listed them, with these
-        credentials).  Branches are ``refs/heads``, the hub's tags ``refs/tags``."""
+        credentials).  Branches are ``refs/heads``, the hub's tags ``refs/tags``.  Without
+        ``history`` (``info/refs``: git is only told the refs) each ref's commit object
+        alone, no parent walked and no file read."""
         objects: dict[bytes, ShaFile] = {}
         memory_repo = dulwich("repo").MemoryRepo
         found = GitRepo(memory_repo())
@@ -91,7 +95,11 @@ class GitObjects:
             branch = model.view.manifest.annotations.get(ANNOTATION_BRANCH)
             kind = "heads" if tag in (branch, "main") else "tags"
             refs[f"refs/{kind}/{tag}".encode()] = model.commit.encode()
-            self._history(repo_id, authorization, model, objects, found, budget)
+            if history:
+                self._history(repo_id, authorization, model, objects, found, budget)
+            elif model.commit not in found.commits:
+                self._objects(model, objects, None)
+                found.commits[model.commit] = model
         found.repo = memory_repo.init_bare(objects.values(), refs)
         if b"refs/heads/main" in refs:
             found.repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/main")
@@ -120,8 +128,11 @@ class GitObjects:
                 if parent not in found.commits:
                     pending.append(self.resolver.open(repo_id, parent, authorization))
 
-    def _objects(self, model: Model, objects: dict[bytes, ShaFile], budget: list[int]) -> str:
-        """Adds the commit's commit, trees and blobs; returns the commit's text."""
+    def _objects(
+        self, model: Model, objects: dict[bytes, ShaFile], budget: list[int] | None
+    ) -> str:
+        """Adds the commit's commit, trees and blobs (no ``budget``: the commit alone);
+        returns the commit's text."""
         files = git_files(model)
         text = model.view.manifest.annotations[ANNOTATION_GIT_COMMIT]
         if files is None:
@@ -135,6 +146,8 @@ class GitObjects:
         git = dulwich("objects")
         commit = git.ShaFile.from_raw_string(git.Commit.type_num, commit_raw(tree, text))
         objects[commit.id] = commit
+        if budget is None:
+            return text
         for t in trees:
             objects[t.id] = t
         for f in files:

@@ -12,7 +12,9 @@ submodules), paths the hub refuses, deleting a branch, and tags (the hub API mak
 
 from __future__ import annotations
 
+import functools
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +31,16 @@ from ..core.gitobjects import (
 from ..core.http import Request
 from ..core.hub import HubError, path_problem
 from ..read.models import Model
-from ..writes.commits import Change, CommitInfo, Head, NewFile, build_commit, push_commit
+from ..writes.commits import (
+    Built,
+    Change,
+    CommitInfo,
+    Head,
+    NewFile,
+    branch_manifest,
+    build_commit,
+    push_commit,
+)
 from ..writes.protected import refuse_protected
 from ..writes.scanning import scan_commit
 from ..writes.uploads import Uploads, blob_size
@@ -37,7 +48,7 @@ from .objects import is_git_commit
 
 if TYPE_CHECKING:
     from dulwich.object_store import BaseObjectStore
-    from dulwich.objects import Commit
+    from dulwich.objects import Commit, ShaFile
 
 ZERO = "0" * 40
 PUSH_COMMITS_MAX = 1000  # commits one push may add to a branch
@@ -63,9 +74,20 @@ class GitPush:
         self.config = uploads.config
 
     def update(
-        self, request: Request, repo_id: str, store: BaseObjectStore, ref: str, old: str, new: str
+        self,
+        request: Request,
+        repo_id: str,
+        store: BaseObjectStore,
+        ref: str,
+        old: str,
+        new: str,
+        known: Collection[str] = (),
     ) -> str:
-        """Moves ``ref`` from ``old`` to ``new`` in the registry; the new head's id."""
+        """Moves ``ref`` from ``old`` to ``new`` in the registry; the new head's id.
+        ``known``: the commits the repository already has (those git was shown): a new
+        branch starts at the first of them, and none is made again.  Every pushed commit is
+        built and checked before the registry's refs change, so a refused push leaves the
+        branch where it was."""
         if not ref.startswith("refs/heads/"):
             raise PushRefused("only branches are pushed here (tags: create_tag in the hub API)")
         branch = ref.removeprefix("refs/heads/")
@@ -82,15 +104,33 @@ class GitPush:
             repository = self.uploads.repository(repo_id, request)
             refuse_protected(self.config, repository, repo_id, branch, "commit to")
             self.uploads.check_push(repository, request)
-            chain = self._chain(store, new, old)
-            base = head
-            if head is None and chain and (parents := chain[0].commit.parents):
-                base = self._known_commit(request, repo_id, parents[0].decode())
+            chain = self._chain(store, new, old, known)
+            base: Model | Head | None = head
+            if head is None:
+                start = chain[0].commit.parents if chain else [new.encode()]
+                if start:  # a new branch from a commit the repository has
+                    base = self._known_commit(request, repo_id, start[0].decode())
+            steps: list[tuple[Built | None, Head | None]] = []
+            if head is None and isinstance(base, Model):
+                steps.append((None, self.uploads.head_of(base)))  # the branch starts there
             with tempfile.TemporaryDirectory(dir=self.uploads.workdir, prefix="push-") as work:
-                for pushed in chain:
-                    base = self._commit(
-                        request, repo_id, branch, store, base, pushed, Path(work), lease
-                    )
+                for pushed in chain:  # all of them checked before anything moves
+                    parent = self.uploads.head_of(base) if isinstance(base, Model) else base
+                    if pushed.sha in known:  # made already (another branch's): not again
+                        base = self._known_commit(request, repo_id, pushed.sha)
+                        steps.append((None, self.uploads.head_of(base)))
+                        continue
+                    built = self._build(request, repo_id, branch, store, parent, pushed, Path(work))
+                    steps.append((built, parent))
+                    base = Head(built.descriptor, built.manifest, None, built.commit)
+                for i, (built, parent) in enumerate(steps):
+                    if built is not None:
+                        self.uploads.move(repo_id, lease, functools.partial(
+                            push_commit, repository, built, parent))  # fmt: skip
+                    elif i == len(steps) - 1 and parent is not None:
+                        desc, data = branch_manifest(parent, repo_id, branch)
+                        self.uploads.move(repo_id, lease, functools.partial(
+                            repository.put_manifest, desc, data, branch))  # fmt: skip
         return new
 
     def _branch_head(self, request: Request, repo_id: str, branch: str) -> Model | None:
@@ -115,11 +155,16 @@ class GitPush:
         return model
 
     @staticmethod
-    def _chain(store: BaseObjectStore, new: str, old: str) -> list[Pushed]:
-        """The pushed commits from the one after ``old`` to ``new``, oldest first."""
+    def _chain(
+        store: BaseObjectStore, new: str, old: str, known: Collection[str] = ()
+    ) -> list[Pushed]:
+        """The pushed commits from the one after ``old`` to ``new``, oldest first; a new
+        branch (``old`` zero) from the first commit the repository has (``known``)."""
         found: list[Pushed] = []
         sha = new
         while sha != old:
+            if old == ZERO and sha in known:
+                break  # the new branch starts from a commit the repository has
             if len(found) >= PUSH_COMMITS_MAX:
                 raise PushRefused(f"more than {PUSH_COMMITS_MAX} new commits in one push")
             try:
@@ -130,6 +175,10 @@ class GitPush:
                 raise PushRefused(f"{sha[:12]} is missing from the push") from None
             if not isinstance(commit, dulwich("objects").Commit):
                 raise PushRefused(f"{sha[:12]} is not a commit")
+            try:
+                commit.check()  # git's order of headers, an author and committer with times
+            except dulwich("errors").ObjectFormatException as exc:
+                raise PushRefused(f"{sha[:12]} is not a well-formed commit: {exc}") from None
             if len(commit.parents) > 1:
                 raise PushRefused(f"{sha[:12]} is a merge: this hub keeps a linear history")
             raw = commit.as_raw_string()
@@ -147,19 +196,18 @@ class GitPush:
             sha = commit.parents[0].decode()
         return found[::-1]
 
-    def _commit(
+    def _build(
         self,
         request: Request,
         repo_id: str,
         branch: str,
         store: BaseObjectStore,
-        base: Model | Head | None,
+        head: Head | None,
         pushed: Pushed,
         work: Path,
-        lease,  # noqa: ANN001
-    ) -> Head:
+    ) -> Built:
+        """The hub commit of ``pushed`` on ``head`` (its files in the registry, no ref moved)."""
         repository = self.uploads.repository(repo_id, request)
-        head = self.uploads.head_of(base) if isinstance(base, Model) else base
         before = {
             layer.named_path: f.blob
             for layer in (head.manifest.layers if head else ())
@@ -182,11 +230,10 @@ class GitPush:
         if built.commit != pushed.sha:
             raise PushRefused(f"{pushed.sha[:12]} cannot be kept with its id here (it would be "
                               f"{built.commit[:12]}): are its LFS pointers git-lfs's own?")  # fmt: skip
-        self.uploads.move(repo_id, lease, lambda: push_commit(repository, built, head))
-        return Head(built.descriptor, built.manifest, None, built.commit)
+        return built
 
     def _new_file(self, repository, store, path: str, blob_id: str, work: Path) -> NewFile:  # noqa: ANN001
-        blob = store[blob_id.encode()]
+        blob = _pushed(store, blob_id, path)
         if not isinstance(blob, dulwich("objects").Blob):
             raise PushRefused(f"{path}: not a file")
         data = blob.as_raw_string()
@@ -215,7 +262,7 @@ def _tree_files(store: BaseObjectStore, tree_id: str) -> dict[str, str]:
     pending = [("", tree_id)]
     while pending:
         prefix, sha = pending.pop()
-        tree = store[sha.encode()]
+        tree = _pushed(store, sha, prefix or "/")
         if not isinstance(tree, dulwich("objects").Tree):
             raise PushRefused(f"{prefix or '/'}: not a tree")
         for entry in tree.iteritems():
@@ -234,3 +281,11 @@ def _tree_files(store: BaseObjectStore, tree_id: str) -> dict[str, str]:
             if len(files) > TREE_FILES_MAX:
                 raise PushRefused(f"more than {TREE_FILES_MAX} files in one commit")
     return files
+
+
+def _pushed(store: BaseObjectStore, sha: str, path: str) -> ShaFile:
+    """An object the push names; refused when neither the pack nor the repository has it."""
+    try:
+        return store[sha.encode()]
+    except KeyError:
+        raise PushRefused(f"{path}: {sha[:12]} is missing from the push") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import tempfile
 import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from ..core.hub import HubError, canonical_repo_id, repo_not_found, repo_spans, 
 from ..read.hub_errors import hub_error
 from ..read.models import Resolver
 from ..writes.uploads import OID_RE, Uploads, blob_size
-from .objects import GitObjects
+from .objects import GitObjects, GitRepo
 from .push import GitPush, PushRefused
 
 if TYPE_CHECKING:
@@ -38,6 +39,14 @@ log = logging.getLogger("modelpack.gateway")
 SERVICES = ("git-upload-pack", "git-receive-pack")
 FETCH_REQUEST_MAX = 16 << 20  # a fetch's wants and haves (after gzip)
 PUSH_BYTES_MAX = 1 << 30  # a push's pack (LFS files are not in it)
+# A pushed pack is inflated into memory (dulwich's MemoryRepo): each object, and all of them,
+# are bounded by the sizes their headers declare (a delta's by the size it makes), checked on
+# the spooled pack before dulwich reads it.  A file git holds as itself is at most
+# --inline-max bytes here, a tree of 100,000 files a few MB.
+PUSH_OBJECT_MAX = 64 << 20
+PUSH_INFLATED_MAX = 1 << 30
+SPOOL_MEMORY = 8 << 20
+PUSH_REFS_MAX = 1000  # ref updates in one push
 CHUNK = 1 << 20
 
 
@@ -93,7 +102,7 @@ class GitRoutes:
         proto.write_pkt_line(f"# service={service}\n".encode())
         proto.write_pkt_line(None)
         try:
-            backend = self._backend(request, repo_id, service)
+            backend, _ = self._backend(request, repo_id, service, history=False)
         except HubError as exc:
             if exc.status in (401, 403, 404):  # git says: credentials, forbidden, not found
                 raise
@@ -109,17 +118,32 @@ class GitRoutes:
                 415, f"a {service} request has Content-Type application/x-{service}-request"
             )
         request.audit["route"] = "git-push" if service == "git-receive-pack" else "git-fetch"
-        backend = self._backend(request, repo_id, service)
+        backend, repo = self._backend(request, repo_id, service)
         limit = PUSH_BYTES_MAX if service == "git-receive-pack" else FETCH_REQUEST_MAX
         out = io.BytesIO()
-        proto = dulwich("protocol").ReceivableProtocol(_body(request, limit).read, out.write)
-        if service == "git-upload-pack":
-            dulwich("server").UploadPackHandler(backend, ["/"], proto, stateless_rpc=True).handle()
-        else:
-            _receive_handler()(backend, ["/"], proto, self.push, request, repo_id).handle()
+        self.uploads.workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.SpooledTemporaryFile(SPOOL_MEMORY, dir=self.uploads.workdir) as spool:
+            body = _body(request, limit)
+            if service == "git-receive-pack":
+                body = _checked_push(body, max(PUSH_OBJECT_MAX, self.config.inline_max), spool)
+            proto = dulwich("protocol").ReceivableProtocol(body.read, out.write)
+            try:
+                if service == "git-upload-pack":
+                    server = dulwich("server")
+                    server.UploadPackHandler(backend, ["/"], proto, stateless_rpc=True).handle()
+                else:
+                    known = frozenset(repo.commits)  # the commits git was shown
+                    handler = _receive_handler()
+                    handler(backend, ["/"], proto, self.push, request, repo_id, known).handle()
+            except dulwich("errors").GitProtocolError as exc:  # not git's words, or cut short
+                raise HubError(400, f"not a {service} request git sends: {exc}") from None
         return _answer(f"application/x-{service}-result", out)
 
-    def _backend(self, request: Request, repo_id: str, service: str) -> DictBackend:
+    def _backend(
+        self, request: Request, repo_id: str, service: str, history: bool = True
+    ) -> tuple[DictBackend, GitRepo]:
+        """The repo dulwich serves; ``history``: every object the refs reach (a fetch's
+        pack, a push's base), else the refs' commits alone (``info/refs``)."""
         repository = self.uploads.repository(repo_id, request)
         tags = repository.user_tags()
         if service == "git-receive-pack":
@@ -127,11 +151,11 @@ class GitRoutes:
         elif not tags:
             raise repo_not_found(repo_id)
         authorization = request.header("Authorization")
-        repo = self.objects.repo(repo_id, authorization, tags)
+        repo = self.objects.repo(repo_id, authorization, tags, history)
         if service == "git-upload-pack" and repo.skipped and not repo.commits:
             raise HubError(409, f"{repo_id} was not made through this hub: git serves the "
                            "commits made through its hub API or git push")  # fmt: skip
-        return dulwich("server").DictBackend({"/": repo.repo})
+        return dulwich("server").DictBackend({"/": repo.repo}), repo
 
     # -- git-lfs downloads --------------------------------------------------------------
 
@@ -163,10 +187,18 @@ def _receive_handler() -> type:
 
     class Receive(dulwich("server").ReceivePackHandler):
         def __init__(
-            self, backend, args, proto, push: GitPush, request: Request, repo_id: str
-        ) -> None:  # noqa: ANN001
+            self,
+            backend,  # noqa: ANN001
+            args,  # noqa: ANN001
+            proto,  # noqa: ANN001
+            push: GitPush,
+            request: Request,
+            repo_id: str,
+            known: frozenset[str],
+        ) -> None:
             super().__init__(backend, args, proto, stateless_rpc=True)
             self._push, self._request, self._repo_id = push, request, repo_id
+            self._known = known
 
         def _receive_max_input_size(self) -> int | None:
             return PUSH_BYTES_MAX
@@ -175,7 +207,7 @@ def _receive_handler() -> type:
             try:
                 commit = self._push.update(self._request, self._repo_id, self.repo.object_store,
                                            ref_name.decode("utf-8", "replace"), old_sha.decode(),
-                                           new_sha.decode())  # fmt: skip
+                                           new_sha.decode(), self._known)  # fmt: skip
             except PushRefused as exc:
                 return str(exc).encode()
             except HubError as exc:
@@ -216,16 +248,154 @@ class _Bounded:
 
 
 def _body(request: Request, limit: int) -> Any:
-    """The request body, gunzipped when git sent it so (it does for large fetches)."""
+    """The request body, gunzipped when git sent it so (it does for large fetches), as a
+    stream of at most ``limit`` bytes either way."""
     stream = _Bounded(request.environ["wsgi.input"], limit)
     if request.header("Content-Encoding") != "gzip":
         return stream
-    data = stream.read()
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    return _Bounded(_Gunzip(stream), limit)
+
+
+class _Gunzip:
+    """A gzip stream read inflated, a bounded piece at a time."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.inflater, self.pending = (
+            stream,
+            zlib.decompressobj(16 + zlib.MAX_WBITS),
+            b"",
+        )
+
+    def read(self, n: int = -1) -> bytes:
+        n = CHUNK if n is None or n < 0 else max(1, n)  # _Bounded asks for at most limit + 1
+        out = []
+        while n > 0 and not self.inflater.eof:
+            data = self.inflater.unconsumed_tail or self.stream.read(CHUNK)
+            if not data:
+                raise HubError(400, "the git request's gzip body ends early")
+            try:
+                piece = self.inflater.decompress(data, n)
+            except zlib.error:
+                raise HubError(400, "the git request's gzip body does not inflate") from None
+            out.append(piece)
+            n -= len(piece)
+        return b"".join(out)
+
+
+def _checked_push(body: Any, object_max: int, spool: Any) -> Any:
+    """A receive-pack request (its commands, then its pack) spooled, once every object of
+    the pack was found to inflate to at most ``object_max`` bytes and all of them to at most
+    :data:`PUSH_INFLATED_MAX`: dulwich holds them all in memory.  A malformed pack is left
+    for dulwich to refuse in git's words."""
+    commands = io.BytesIO()
+    for _ in range(PUSH_REFS_MAX + 1):  # the commands (pkt-lines) up to the flush
+        size = body.read(4)
+        commands.write(size)
+        if len(size) < 4 or size == b"0000":
+            break
+        try:
+            length = int(size, 16)
+        except ValueError:
+            break
+        commands.write(body.read(max(0, length - 4)))
+    else:
+        raise HubError(413, f"more than {PUSH_REFS_MAX} refs in one push")
+    while data := body.read(CHUNK):
+        spool.write(data)
+    spool.seek(0)
+    refusal = None
     try:
-        plain = inflater.decompress(data, limit + 1)
-    except zlib.error:
-        raise HubError(400, "the git request's gzip body does not inflate") from None
-    if len(plain) > limit or inflater.unconsumed_tail:
-        raise HubError(413, "the git request is larger than this gateway takes")
-    return io.BytesIO(plain)
+        _check_pack(spool, object_max)
+    except _Malformed:
+        pass  # dulwich says what is wrong with it
+    except _TooLarge as exc:
+        refusal = str(exc)
+    spool.seek(0)
+    return _Joined(commands.getvalue(), spool, refusal)
+
+
+class _Malformed(Exception):
+    pass
+
+
+class _TooLarge(OSError):
+    """What dulwich answers as ``unpack <why>`` (git: ``remote unpack failed: <why>``)."""
+
+
+def _varint(f: Any) -> int:
+    value, shift = 0, 0
+    while True:
+        byte = f.read(1)
+        if not byte or shift > 63:
+            raise _Malformed
+        value |= (byte[0] & 0x7F) << shift
+        shift += 7
+        if not byte[0] & 0x80:
+            return value
+
+
+def _check_pack(f: Any, object_max: int) -> None:
+    header = f.read(12)
+    if len(header) < 12 or header[:4] != b"PACK":
+        raise _Malformed
+    total = 0
+    for _ in range(int.from_bytes(header[8:12], "big")):
+        byte = f.read(1)
+        if not byte:
+            raise _Malformed
+        kind, size, shift = (byte[0] >> 4) & 7, byte[0] & 0x0F, 4
+        while byte[0] & 0x80:
+            byte = f.read(1)
+            if not byte or shift > 63:
+                raise _Malformed
+            size |= (byte[0] & 0x7F) << shift
+            shift += 7
+        if kind == 6:  # OFS_DELTA: the base's offset
+            _varint(f)
+        elif kind == 7:  # REF_DELTA: the base's id
+            f.read(20)
+        inflater, made, start = zlib.decompressobj(), 0, b""
+        data = f.read(CHUNK)
+        while True:
+            if not data:
+                raise _Malformed
+            try:
+                piece = inflater.decompress(data, CHUNK)
+            except zlib.error:
+                raise _Malformed from None
+            made += len(piece)
+            if len(start) < 20:
+                start += piece[:20]
+            if made > size:
+                raise _Malformed  # more than its header says: dulwich refuses it
+            if inflater.eof:
+                f.seek(-len(inflater.unused_data), 1)
+                break
+            data = inflater.unconsumed_tail or f.read(CHUNK)
+        makes = size
+        if kind in (6, 7):  # a delta: the size of the object it makes, after its base's
+            delta = io.BytesIO(start)
+            _varint(delta)
+            makes = max(size, _varint(delta))
+        total += makes
+        if makes > object_max or total > PUSH_INFLATED_MAX:
+            raise _TooLarge(f"the pushed objects inflate to more than this gateway takes "
+                            f"({object_max} bytes an object, {PUSH_INFLATED_MAX} in all): "
+                            "track large files with git-lfs")  # fmt: skip
+
+
+class _Joined:
+    """``head`` bytes, then ``tail``'s; reading past ``head`` raises ``refusal`` if any."""
+
+    def __init__(self, head: bytes, tail: Any, refusal: str | None = None) -> None:
+        self.head, self.tail, self.refusal = io.BytesIO(head), tail, refusal
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.head.read(n)
+        if self.refusal and (n is None or n < 0 or len(data) < n):
+            if data:
+                return data
+            raise _TooLarge(self.refusal)
+        if n is None or n < 0:
+            return data + self.tail.read()
+        return data + self.tail.read(n - len(data)) if len(data) < n else data
