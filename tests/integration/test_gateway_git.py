@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -345,3 +346,23 @@ def test_git_asks_for_credentials_and_the_registry_decides(git_home, tmp_path):
             assert history["commits"][0][0] == head
         finally:
             gateway.stop()
+
+
+POINTER_AS_FILE = """
+import json, sys
+from huggingface_hub import HfApi
+repo, = json.loads(sys.argv[1])
+pointer = ("version https://git-lfs.github.com/spec/v1\\noid sha256:" + "ab" * 32
+           + "\\nsize 12\\n").encode()
+print(json.dumps(attempt(lambda: HfApi().upload_file(
+    path_or_fileobj=pointer, path_in_repo="weights.safetensors", repo_id=repo).oid)))
+"""
+
+
+def test_a_regular_file_that_is_an_lfs_pointer_is_refused(gateway, tmp_path):
+    """In git such a file would be the LFS file it names (the same tree entry): two commits
+    of different files could share an id.  So the hub API refuses it, and says why."""
+    model = make_tiny_model(tmp_path / "tiny")
+    hub_client(gateway.url, UPLOAD, ["org/pointers", str(model), "model"], tmp_path / "hf")
+    out = hub_client(gateway.url, CATCH + POINTER_AS_FILE, ["org/pointers"], tmp_path / "hf")
+    assert out["status"] == 400 and "is a git-lfs pointer" in out["message"], out

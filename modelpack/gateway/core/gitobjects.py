@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 ANNOTATION_GIT_OID = "io.modelpack.hf.git-oid"  # on a layer: the git blob sha1 of the file
 ANNOTATION_GIT_COMMIT = "io.modelpack.git.commit"  # on a manifest: its commit after "tree"
 GIT_COMMIT_TEXT_MAX = 64 * 1024  # bytes of a commit's text kept (a pushed one is refused past)
+LFS_POINTER_MAX = 200  # bytes: a pointer in git-lfs's spelling is shorter
 FILE_MODE = 0o100644  # the only mode a hub file has
 _LFS_POINTER_RE = re.compile(rb"\Aversion https://git-lfs\.github\.com/spec/v1\noid sha256:"
                              rb"([0-9a-f]{64})\nsize (0|[1-9][0-9]{0,18})\n\Z")  # fmt: skip
@@ -49,7 +50,7 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
 
 def parse_lfs_pointer(data: bytes) -> tuple[str, int] | None:
     """(sha256, size) of a pointer in git-lfs's own spelling, else None (a regular file)."""
-    match = _LFS_POINTER_RE.match(data) if len(data) < 200 else None
+    match = _LFS_POINTER_RE.match(data) if len(data) < LFS_POINTER_MAX else None
     return (match.group(1).decode(), int(match.group(2))) if match else None
 
 

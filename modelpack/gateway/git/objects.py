@@ -10,8 +10,11 @@ bytes from the registry through the LFS batch API.  Nothing is kept between requ
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from cachetools import LRUCache
 
 from ...errors import ModelpackError
 from ...oci.target import fetch_bytes
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelpack.gateway")
 REFS_MAX = 1000  # branches and tags advertised
 HISTORY_MAX = 5000  # commits one clone may reach
+BLOB_CACHE_BYTES = 256 << 20  # regular files' bytes kept between requests
 REGULAR_BLOB_MAX = 64 << 20  # a file git holds as itself (not LFS): the hub's are far smaller
 OBJECT_BYTES_MAX = 512 << 20  # regular blobs' bytes in one answer
 
@@ -70,6 +74,11 @@ class GitObjects:
 
     def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
+        # Regular files' bytes by layer digest (content-addressed): a clone after a clone
+        # reads none of them from the registry again.  Only ever added to a repo whose
+        # manifest this request opened, with the registry's yes that it holds the layer.
+        self._blobs: LRUCache[str, bytes] = LRUCache(BLOB_CACHE_BYTES, getsizeof=len)
+        self._lock = threading.Lock()
 
     def repo(
         self, repo_id: str, authorization: str | None, tags: list[str], history: bool = True
@@ -156,15 +165,21 @@ class GitObjects:
             objects[f.blob.encode()] = self._blob(model, f, budget)
         return text
 
-    @staticmethod
-    def _blob(model: Model, f: GitFile, budget: list[int]) -> Blob:
+    def _blob(self, model: Model, f: GitFile, budget: list[int]) -> Blob:
         blob_type = dulwich("objects").Blob
         if f.pointer is not None:
             return blob_type.from_string(f.pointer)
         if f.layer.size > min(REGULAR_BLOB_MAX, budget[0]):
             raise HubError(413, f"{model.repo_id}: {f.path} is too large to send as a git blob")
         budget[0] -= f.layer.size
-        blob = blob_type.from_string(fetch_bytes(model.repository, f.layer, REGULAR_BLOB_MAX))
+        with self._lock:
+            data = self._blobs.get(f.layer.digest)
+        if data is None:
+            data = fetch_bytes(model.repository, f.layer, REGULAR_BLOB_MAX)
+            if len(data) <= BLOB_CACHE_BYTES // 16:
+                with self._lock:
+                    self._blobs[f.layer.digest] = data
+        blob = blob_type.from_string(data)
         if blob.id.decode() != f.blob:
             raise HubError(409, f"{model.repo_id}: {f.path} does not match its git id")
         return blob

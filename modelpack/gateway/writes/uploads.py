@@ -36,7 +36,7 @@ from ...registry.client import RegistryRepository
 from ...registry.transport import raise_for_status
 from ...registry.upload import chunk_size_for, upload_blob
 from ..core.config import GatewayConfig
-from ..core.gitobjects import ANNOTATION_GIT_OID
+from ..core.gitobjects import ANNOTATION_GIT_OID, LFS_POINTER_MAX, parse_lfs_pointer
 from ..core.http import JSON_TYPES, NDJSON_TYPES, Request, Response
 from ..core.hub import (
     COMMIT_RE,
@@ -581,6 +581,10 @@ class Uploads:
             path = _file_path(value.get("path"), folder=op.key == "deletedFolder")
             if op.key == "file" and op.content is not None:
                 spooled = op.content
+                if spooled.size < LFS_POINTER_MAX and parse_lfs_pointer(spooled.path.read_bytes()):
+                    # In git it would be the LFS file it points to (core/gitobjects.py).
+                    raise HubError(400, f"{shown_path(path)} is a git-lfs pointer: upload "
+                                   "the file it points to instead")  # fmt: skip
                 self.push_blob(repository, spooled.path, spooled.sha256, spooled.size)
                 git_oid = git_blob_oid(spooled.path, spooled.size)
                 change.added[path] = NewFile(
