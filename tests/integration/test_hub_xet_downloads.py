@@ -254,3 +254,40 @@ def test_no_xet_downloads_where_the_state_is_shared(uploaded):
     records = uploaded[0].cache / "xet" / "files"
     assert (records / hashlib.sha256(uploaded[1]["random.bin"]).hexdigest()).is_file()
     assert not (records / hashlib.sha256(uploaded[1]["lfs.bin"]).hexdigest()).exists()
+
+
+DATASET_UPLOAD = """
+import json, sys
+from huggingface_hub import HfApi
+args = json.loads(sys.argv[1])
+api = HfApi()
+api.create_repo(args["repo"], repo_type="dataset", exist_ok=True)
+api.upload_folder(repo_id=args["repo"], repo_type="dataset", folder_path=args["folder"])
+print(json.dumps(1))
+"""
+
+DATASET_FILE = """
+import json, sys
+from huggingface_hub import hf_hub_download
+args = json.loads(sys.argv[1])
+print(json.dumps(hf_hub_download(args["repo"], args["path"], repo_type="dataset")))
+"""
+
+
+def test_a_dataset_file_downloads_through_xet_by_resolve_s_link(uploaded):
+    """hf_hub_download takes the read token's URL from resolve's Link: a dataset's is
+    /api/datasets/ORG/NAME/xet-read-token/COMMIT (/api/models/datasets/... is a 404)."""
+    gateway, _, work = uploaded
+    folder = work / "dataset"
+    folder.mkdir()
+    data = random.Random(11).randbytes(300_000)
+    (folder / "rows.bin").write_bytes(data)
+    gateway.client(DATASET_UPLOAD, {"repo": "org/ds", "folder": str(folder)}, work / "ds-up")
+    head = requests.head(f"{gateway.url}/datasets/org/ds/resolve/main/rows.bin", timeout=30)
+    link = re.search(r"<([^>]+)>; rel=\"xet-auth\"", head.headers["Link"]).group(1)
+    assert re.search(r"/api/datasets/org/ds/xet-read-token/[0-9a-f]{40}\Z", link), link
+    assert requests.get(link, timeout=30).status_code == 200
+    path = gateway.client(DATASET_FILE, {"repo": "org/ds", "path": "rows.bin"}, work / "ds-dl")
+    assert Path(path).read_bytes() == data
+    answered = gateway.answered(r"GET \S+")
+    assert f"GET {READ}/v1/reconstructions/{head.headers['X-Xet-Hash']}" in answered

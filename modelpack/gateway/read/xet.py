@@ -56,7 +56,7 @@ from ...oci.spec import Descriptor
 from ...registry.client import RegistryRepository
 from ..core.config import GatewayConfig
 from ..core.http import ClosingFile, Request, Response, parse_range
-from ..core.hub import HubError
+from ..core.hub import HubError, is_dataset
 from ..core.xetformat import FILE_TERMS_MAX, XetFormatError, XorbIndex, index_xorb
 from ..state.access import Clients
 from ..state.audit import node_key
@@ -171,8 +171,12 @@ class XetReads:
         file_hash = self.file_hash(sha256, size)
         if file_hash is None:
             return {}
-        repo = "/".join(quote(part, safe="") for part in model.repo_id.split("/"))
-        url = f"{request.base_url(self.config)}/api/models/{repo}/xet-read-token/{model.commit}"
+        # A dataset's id is datasets/ORG/NAME; its routes are /api/datasets/ORG/NAME
+        # (/api/models/datasets/... names no repository: core/hub.py's api_repo_path).
+        parts = model.repo_id.split("/")
+        kind = "datasets" if is_dataset(model.repo_id) else "models"
+        repo = "/".join(quote(part, safe="") for part in parts[kind == "datasets" :])
+        url = f"{request.base_url(self.config)}/api/{kind}/{repo}/xet-read-token/{model.commit}"
         return {"X-Xet-Hash": file_hash, "Link": f'<{url}>; rel="xet-auth"'}
 
     def with_hashes(self, entries: list[dict]) -> list[dict]:
@@ -259,12 +263,23 @@ class XetReads:
 
     def _answer(self, record: Reconstruction, first: int, last: int, cas: str) -> dict:
         """The terms covering bytes ``first..last`` (inclusive), cut to whole chunks, and
-        per xorb the merged chunk ranges with signed URLs of their bytes."""
+        per xorb the merged chunk ranges with signed URLs of their bytes.
+
+        Each xorb's index is read once per answer: a file's terms may cycle through more
+        xorbs than INDEXES_KEPT, and asking the shared cache per term would then parse a
+        xorb's (up to 8,192) chunk headers again for each of up to 262,144 terms."""
+        indexes: dict[str, XorbIndex] = {}
+
+        def index_of(xorb: str) -> XorbIndex:
+            if xorb not in indexes:
+                indexes[xorb] = self._index(xorb)
+            return indexes[xorb]
+
         at = bisect.bisect_right(record.starts, first) - 1
         terms, ranges, offset = [], {}, 0
         while at < len(record.terms) and record.starts[at] <= last:
             xorb, start, end, _ = record.terms[at]
-            index = self._index(xorb)
+            index = index_of(xorb)
             base = record.starts[at] - index.unpacked[start]  # file position of chunk 0
             if record.starts[at] < first:  # the first term: from the chunk holding ``first``
                 start = bisect.bisect_right(index.unpacked, first - base, start, end) - 1
@@ -279,7 +294,7 @@ class XetReads:
         expires = int(time.time()) + URL_TTL
         fetch_info = {}
         for xorb, spans in ranges.items():
-            index = self._index(xorb)
+            index = indexes[xorb]
             fetch_info[xorb] = [
                 {
                     "range": {"start": start, "end": end},

@@ -1,0 +1,84 @@
+"""read/xet.py's reconstruction answers built from records and xorbs on disk, without a
+gateway: what an answer costs when a file's terms cycle through many xorbs."""
+
+from pathlib import Path
+
+import pytest
+from support.xetbuild import chunk
+
+from modelpack.gateway.core import xetformat
+from modelpack.gateway.read import xet as xet_reads
+from modelpack.gateway.read.xet import XetReads, record_reconstruction
+
+
+class _Config:
+    def __init__(self, home: Path) -> None:
+        self.settings = type("Settings", (), {"home": home})()
+
+
+class _Local:
+    replicated = False
+
+
+def _xorb(store: Path, number: int, chunks: int) -> tuple[str, list[bytes]]:
+    datas = [number.to_bytes(2, "little") + bytes([j]) for j in range(chunks)]
+    name = xetformat.hash_name(xetformat.merkle_root([xetformat.chunk_hash(d) for d in datas]))
+    (store / name).write_bytes(b"".join(chunk(d) for d in datas))
+    return name, datas
+
+
+def test_an_answer_reads_each_xorb_index_once_however_its_terms_cycle(tmp_path, monkeypatch):
+    """A file whose terms cycle through more xorbs than the index cache keeps (256; 2
+    here): each xorb's chunk headers are parsed once per answer, not once per term (a
+    hand-made upload of 300 xorbs and 262,144 terms kept a thread busy for half an hour)."""
+    monkeypatch.setattr(xet_reads, "INDEXES_KEPT", 2)
+    reads = XetReads(_Config(tmp_path), None, _Local())  # type: ignore[arg-type]
+    reads.store.mkdir(parents=True)
+    xorbs = [_xorb(reads.store, n, 16) for n in range(3)]
+    terms, content = [], b""
+    for i in range(48):  # xorb 0, 1, 2, 0, 1, 2, ...: one chunk each
+        name, datas = xorbs[i % 3]
+        c = i // 3
+        terms.append((name, c, c + 1, len(datas[c])))
+        content += datas[c]
+    record_reconstruction(reads.root, "ab" * 32, "cd" * 32, len(content), terms)
+    parsed = []
+    real = xet_reads.index_xorb
+    monkeypatch.setattr(xet_reads, "index_xorb", lambda s: parsed.append(1) or real(s))
+    answer = reads._answer(reads._record("ab" * 32), 0, len(content) - 1, "http://cas")
+    assert len(answer["terms"]) == 48
+    assert len(parsed) <= 3, f"{len(parsed)} xorb indexes parsed for 3 xorbs"
+    # The answer is still the file: each term one chunk of its xorb, in order.
+    assert [(t["hash"], t["range"]["start"]) for t in answer["terms"]] == [
+        (name, start) for name, start, _, _ in terms
+    ]
+    assert sum(t["unpacked_length"] for t in answer["terms"]) == len(content)
+    # A range from the middle (chunks of 3 bytes): byte 7 is in term 2 (xorb 2's chunk
+    # 0), one byte in; byte 20 in term 6.
+    part = reads._answer(reads._record("ab" * 32), 7, 20, "http://cas")
+    assert part["offset_into_first_range"] == 1
+    assert [(t["hash"], t["range"]["start"]) for t in part["terms"]] == [
+        (name, start) for name, start, _, _ in terms[2:7]
+    ]
+
+
+@pytest.mark.parametrize("repo_id, route", [
+    ("org/m", "/api/models/org/m/xet-read-token/"),
+    ("datasets/org/ds", "/api/datasets/org/ds/xet-read-token/"),
+])  # fmt: skip
+def test_the_xet_auth_link_names_the_route_of_the_repo_type(tmp_path, repo_id, route):
+    """huggingface_hub's hf_hub_download asks the read token where resolve's Link says:
+    for a dataset that is /api/datasets/ORG/NAME (/api/models/datasets/... is a 404)."""
+    reads = XetReads(_Config(tmp_path), None, _Local())  # type: ignore[arg-type]
+    reads.store.mkdir(parents=True)
+    name, datas = _xorb(reads.store, 1, 1)
+    record_reconstruction(reads.root, "ab" * 32, "cd" * 32, len(datas[0]),
+                          [(name, 0, 1, len(datas[0]))])  # fmt: skip
+
+    class Request:
+        def base_url(self, config):  # noqa: ANN001, ANN202
+            return "http://hub"
+
+    model = type("Model", (), {"repo_id": repo_id, "commit": "c" * 40})()
+    headers = reads.headers(Request(), model, "cd" * 32, len(datas[0]))  # type: ignore[arg-type]
+    assert headers["Link"] == f'<http://hub{route}{"c" * 40}>; rel="xet-auth"'
