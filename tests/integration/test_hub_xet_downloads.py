@@ -291,3 +291,14 @@ def test_a_dataset_file_downloads_through_xet_by_resolve_s_link(uploaded):
     assert Path(path).read_bytes() == data
     answered = gateway.answered(r"GET \S+")
     assert f"GET {READ}/v1/reconstructions/{head.headers['X-Xet-Hash']}" in answered
+
+
+def test_one_read_token_per_credentials_and_revision(uploaded):
+    """hf_xet asks a token per file: the same credentials and revision get the same one (the
+    table of tokens does not fill up), other credentials another."""
+    gateway, _, _ = uploaded
+    first, again = read_token(gateway), read_token(gateway)
+    assert first["accessToken"] == again["accessToken"] and first["exp"] == again["exp"]
+    other = requests.get(f"{gateway.url}/api/models/org/dl/xet-read-token/main", timeout=30,
+                         headers={"Authorization": "Bearer someone-else"})  # fmt: skip
+    assert other.status_code == 200 and other.json()["accessToken"] != first["accessToken"]

@@ -82,3 +82,12 @@ def test_the_xet_auth_link_names_the_route_of_the_repo_type(tmp_path, repo_id, r
     model = type("Model", (), {"repo_id": repo_id, "commit": "c" * 40})()
     headers = reads.headers(Request(), model, "cd" * 32, len(datas[0]))  # type: ignore[arg-type]
     assert headers["Link"] == f'<http://hub{route}{"c" * 40}>; rel="xet-auth"'
+
+
+def test_a_file_of_many_tiny_terms_is_not_recorded_for_downloads():
+    from modelpack.gateway.writes.xet import recordable
+
+    assert recordable(1 << 30, (1 << 30) // 65536)  # hf_xet's 64 KiB chunks
+    assert recordable(100, 1) and recordable(0, 0)
+    assert not recordable(262_144, 262_144)  # one-byte chunks, as an attacker may send
+    assert not recordable(1 << 20, 1024)  # 1 KiB chunks

@@ -133,6 +133,7 @@ class XetReads:
         # to one that lacks them, so with shared state every file is plain HTTP.
         self.enabled = not shared.replicated
         self.tokens: TTLMap[str, ReadToken] = TTLMap(MAX_TOKENS, TOKEN_TTL)
+        self.issued: TTLMap[tuple[str | None, str, str], str] = TTLMap(MAX_TOKENS, TOKEN_TTL)
         self.checked: TTLMap[tuple[str, str], bool] = TTLMap(MAX_TOKENS, CHECK_TTL)
         self._key: bytes | None = None
         self._records: OrderedDict[str, Reconstruction] = OrderedDict()
@@ -191,13 +192,19 @@ class XetReads:
         """The model was opened with the request's credentials: they may read it."""
         if not self.enabled:
             raise HubError(404, "this gateway serves no Xet downloads (its state is shared)")
-        token = secrets.token_urlsafe(32)
-        expires = time.time() + TOKEN_TTL
-        paths = {f.sha256: f.path for f in (model.view.files or {}).values() if f.sha256}
-        self.tokens.set(
-            token,
-            ReadToken(request.header("Authorization"), model.repo_id, expires, model.commit, paths),
-        )
+        # One token per credentials and revision while it has 10 minutes left: asking again
+        # (hf_xet asks per file) neither fills the table nor drops another client's token.
+        key = (request.header("Authorization"), model.repo_id, model.commit)
+        issued = self.issued.get(key)
+        found = self.tokens.get(issued) if issued else None
+        if found is not None and found.expires > time.time() + 600:
+            token, expires = issued, found.expires
+        else:
+            token = secrets.token_urlsafe(32)
+            expires = time.time() + TOKEN_TTL
+            paths = {f.sha256: f.path for f in (model.view.files or {}).values() if f.sha256}
+            self.tokens.set(token, ReadToken(key[0], model.repo_id, expires, model.commit, paths))
+            self.issued.set(key, token)
         url = f"{request.base_url(self.config)}/{'/'.join(PREFIX)}"
         headers = {
             "X-Xet-Cas-Url": url,

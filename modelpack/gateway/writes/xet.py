@@ -342,7 +342,7 @@ class Xet:
                 out.seek(0)
                 repository.push(desc, out)
         self._record(shard, desc, info.terms)
-        if file_hash(leaves) == info.file_hash:
+        if file_hash(leaves) == info.file_hash and recordable(size, len(info.terms)):
             terms = [(t.xorb, t.start, t.end, t.size) for t in info.terms]
             record_reconstruction(self.root, info.file_hash, str(info.sha256), size, terms)
         else:
@@ -558,3 +558,11 @@ def _merged_ranges(terms: tuple[Term, ...]) -> dict[str, list[tuple[int, int]]]:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) else -1
+
+
+def recordable(size: int, terms: int) -> bool:
+    """Whether a file of ``size`` bytes in ``terms`` terms is recorded for Xet downloads:
+    hf_xet's chunks are at least 8 KiB (a file's last may be less), so a real file has at
+    most about size / 8 KiB terms; a shard of many tiny terms would make every answer about
+    the file cost the gateway dearly (it is still stored, and downloads over HTTP)."""
+    return terms <= size // 4096 + 64
