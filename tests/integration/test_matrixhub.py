@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -42,6 +43,9 @@ HF = Path(sys.executable).with_name("hf")
 OBSERVED: dict[tuple[str, str], tuple[str, ...]] = {
     # No Xet write path: huggingface_hub with hf_xet asks for a token and gets 404.
     ("matrixhub", "upload xet"): ("404 Not Found", "/xet-write-token/main"),
+    # No Xet at all: an upload through Xet fails as above, and its LFS files' HEAD names no
+    # Xet hash (no X-Xet-Hash, no xet-auth link), so every download is plain HTTP.
+    ("matrixhub", "xet download"): ("/xet-write-token/main", "'Content-Length'"),
     # Its 404s carry no X-Error-Code, so huggingface_hub cannot tell a missing file, revision
     # or repo apart, and says what it says offline: LocalEntryNotFoundError for all three.
     ("matrixhub", "missing"): tuple(
@@ -231,6 +235,33 @@ def test_upload_folder(hub, path, tmp_path):
     assert "ok" in done["upload"], done
     snapshot = hub.run(SNAPSHOT, [repo, "main"], tmp_path / "down")
     assert tree_files(Path(snapshot["ok"])) == tree_files(model)
+
+
+def test_xet_downloads(hub, tmp_path):
+    """A 12 MiB file uploaded through Xet (upload_folder, hf_xet installed): its resolve HEAD
+    names its Xet hash and the read token's link (what sends huggingface_hub's download
+    through Xet), the token answers with a CAS URL, and snapshot_download is identical."""
+    folder = tmp_path / "xet"
+    folder.mkdir()
+    (folder / "weights.dat").write_bytes(os.urandom(12 << 20))
+    repo = f"{ORG}/xet-down"
+    done = hub.run(UPLOAD, [repo, str(folder)], tmp_path / "up")
+    head = requests.head(f"{hub.url}/{REPO}/resolve/main/model.safetensors", timeout=30,
+                         headers={"Authorization": f"Bearer {hub.token}"})  # fmt: skip
+    if as_observed(hub.name, "xet download", [done["upload"], dict(head.headers)]):
+        assert "X-Xet-Hash" not in head.headers and "xet-auth" not in head.headers.get("Link", "")
+        return
+    assert "ok" in done["upload"], done
+    head = requests.head(f"{hub.url}/{repo}/resolve/main/weights.dat", timeout=30,
+                         headers={"Authorization": f"Bearer {hub.token}"})  # fmt: skip
+    assert re.fullmatch(r"[0-9a-f]{64}", head.headers.get("X-Xet-Hash", "")), head.headers
+    link = re.search(r"<([^>]+)>; rel=\"xet-auth\"", head.headers.get("Link", ""))
+    assert link and "/xet-read-token/" in link.group(1), head.headers
+    token = requests.get(link.group(1), timeout=30,
+                         headers={"Authorization": f"Bearer {hub.token}"})  # fmt: skip
+    assert token.status_code == 200 and token.json()["casUrl"].startswith(hub.url), token.text
+    snapshot = hub.run(SNAPSHOT, [repo, "main"], tmp_path / "down")
+    assert tree_files(Path(snapshot["ok"])) == tree_files(folder)
 
 
 # -- branches, tags, refs, commits -------------------------------------------------------
