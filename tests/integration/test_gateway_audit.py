@@ -489,3 +489,19 @@ def test_an_upstream_import_is_an_audit_line_on_stdout(registry, tmp_path):
     assert imported["repo"] == "org/imported" and imported["revision"] == "main"
     assert imported["bytes"] == sum(len(d) for d in tree_files(model).values())
     assert imported["commit"] == info.json()["sha"]
+
+
+def test_a_xet_path_that_is_no_reconstruction_is_no_download_line(world):
+    """Only a reconstruction is a file read: an unknown path under the Xet read CAS is a
+    plain 404 (no line), while a reconstruction with a bad token is a refused download
+    (a line, as a refused resolve GET is)."""
+    _, gateway, trail, _ = world
+    base = f"{gateway.url}/api/modelpack/xet-read/v1"
+    assert requests.get(f"{base}/nothing", timeout=30).status_code == 404
+    refused = requests.get(f"{base}/reconstructions/{'0' * 64}", timeout=30,
+                           headers={"Authorization": "Bearer nope"})  # fmt: skip
+    assert refused.status_code == 401
+    # The 401's line comes after the 404's would have (one client, one after the other).
+    (line,) = trail.wait(action="download", status=401, repo=None, path=None)
+    assert line["user"] is None
+    assert not trail.wait(count=0, action="download", status=404, repo=None)

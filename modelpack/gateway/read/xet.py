@@ -222,7 +222,9 @@ class XetReads:
             return None
         rest = s[len(PREFIX) :]
         fetch = rest[:2] == ["v1", "fetch"] and len(rest) == 3
-        route = "xet-fetch" if fetch else "xet-reconstruction"
+        reconstruction = rest[:2] == ["v1", "reconstructions"] and len(rest) == 3
+        # Only a reconstruction is a file read (a download line); anything else its own route.
+        route = "xet-fetch" if fetch else "xet-reconstruction" if reconstruction else "xet-other"
         request.audit.update(route=route, credentials=None)
         if request.method not in ("GET", "HEAD"):
             raise HubError(405, f"{request.method} is not allowed here", None,
@@ -233,7 +235,7 @@ class XetReads:
         if rest[:2] == ["v2", "reconstructions"]:
             # hf_xet asks v2 first and uses v1 after a 501 (remote_client.rs).
             raise HubError(501, "use /v1/reconstructions")
-        if rest[:2] == ["v1", "reconstructions"] and len(rest) == 3:
+        if reconstruction:
             token = self._token(request)
             request.audit.update(credentials=token.authorization, repo=token.repo_id)
             return route, self._reconstruction(request, token, rest[2])
