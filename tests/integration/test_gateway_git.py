@@ -302,6 +302,10 @@ def test_a_dataset_clones_and_a_foreign_model_is_refused_in_git_words(
     out = git(git_home, None, "clone", f"{gateway.url}/org/pushed", str(tmp_path / "p"),
               check=False)  # fmt: skip
     assert "remote error" in out and "not made through this hub" in out, out
+    # An encoded slash makes no dataset of a model URL (as for every other route).
+    slashed = requests.get(f"{gateway.url}/datasets%2Forg/rows/info/refs?service=git-upload-pack",
+                           timeout=30)  # fmt: skip
+    assert slashed.status_code == 404, slashed.text
     missing = requests.get(f"{gateway.url}/org/none/info/refs?service=git-upload-pack", timeout=30)
     assert missing.status_code == 404
     dumb = requests.get(f"{gateway.url}/org/rows/info/refs", timeout=30)

@@ -25,7 +25,13 @@ from ...oci.spec import Descriptor
 from ..core.config import GatewayConfig
 from ..core.gitobjects import dulwich
 from ..core.http import Request, Response
-from ..core.hub import HubError, canonical_repo_id, repo_not_found, repo_spans, valid_repo_id
+from ..core.hub import (
+    HubError,
+    canonical_repo_id,
+    repo_not_found,
+    repo_spans,
+    valid_repo_segments,
+)
 from ..read.hub_errors import hub_error
 from ..read.models import Resolver
 from ..writes.uploads import OID_RE, Uploads, blob_size
@@ -77,7 +83,7 @@ class GitRoutes:
         request.audit.update(repo=repo_id)
         if request.method != method:
             raise HubError(405, f"{request.method} is not allowed here", None, {"Allow": method})
-        if not valid_repo_id(repo_id) or canonical_repo_id(repo_id) != repo_id:
+        if not valid_repo_segments(repo) or canonical_repo_id(repo_id) != repo_id:
             raise repo_not_found(repo_id, "repo ids are lower case on this gateway")
         try:
             return handler(request, repo_id, *args)
