@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -75,6 +76,19 @@ def git_file(path: str, layer: Descriptor) -> GitFile | None:
         return GitFile(path, oid, layer, None) if re.fullmatch(r"[0-9a-f]{40}", oid) else None
     pointer = lfs_pointer(layer.digest.split(":", 1)[1], layer.size)
     return GitFile(path, dulwich("objects").Blob.from_string(pointer).id.decode(), layer, pointer)
+
+
+def git_files(layers: Iterable[Descriptor]) -> list[GitFile] | None:
+    """A commit's layers as git files, each at the path it names; None when one cannot be
+    a file in git (an archive layer, a layer that names no path)."""
+    found = []
+    for layer in layers:
+        path = layer.named_path
+        entry = git_file(path, layer) if path else None
+        if entry is None:
+            return None
+        found.append(entry)
+    return found
 
 
 def git_trees(files: list[GitFile]) -> tuple[str, list[Tree]]:

@@ -24,7 +24,7 @@ from ..core.gitobjects import (
     commit_oid,
     commit_raw,
     dulwich,
-    git_file,
+    git_files,
     git_trees,
     parents_of,
 )
@@ -57,18 +57,6 @@ def is_git_commit(model: Model) -> bool:
     return ANNOTATION_GIT_COMMIT in model.view.manifest.annotations
 
 
-def git_files(model: Model) -> list[GitFile] | None:
-    """The files of a commit as git holds them; None when one cannot be (an archive layer)."""
-    found = []
-    for layer in model.view.manifest.layers:
-        path = layer.named_path
-        entry = git_file(path, layer) if path else None
-        if entry is None:
-            return None
-        found.append(entry)
-    return found
-
-
 class GitObjects:
     """Builds :class:`GitRepo` for a request (routes.py serves it with dulwich)."""
 
@@ -98,7 +86,7 @@ class GitObjects:
             except (HubError, ModelpackError) as exc:
                 log.info("git: %s %s not served: %s", repo_id, tag, exc)
                 continue
-            if not is_git_commit(model) or git_files(model) is None:
+            if not is_git_commit(model) or git_files(model.view.manifest.layers) is None:
                 found.skipped.append(tag)
                 continue
             branch = model.view.manifest.annotations.get(ANNOTATION_BRANCH)
@@ -142,7 +130,7 @@ class GitObjects:
     ) -> str:
         """Adds the commit's commit, trees and blobs (no ``budget``: the commit alone);
         returns the commit's text."""
-        files = git_files(model)
+        files = git_files(model.view.manifest.layers)
         text = model.view.manifest.annotations[ANNOTATION_GIT_COMMIT]
         if files is None:
             raise HubError(

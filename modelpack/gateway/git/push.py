@@ -25,7 +25,7 @@ from ..core.gitobjects import (
     FILE_MODE,
     GIT_COMMIT_TEXT_MAX,
     dulwich,
-    git_file,
+    git_files,
     parse_lfs_pointer,
 )
 from ..core.http import Request
@@ -208,11 +208,8 @@ class GitPush:
     ) -> Built:
         """The hub commit of ``pushed`` on ``head`` (its files in the registry, no ref moved)."""
         repository = self.uploads.repository(repo_id, request)
-        before = {
-            layer.named_path: f.blob
-            for layer in (head.manifest.layers if head else ())
-            if layer.named_path and (f := git_file(layer.named_path, layer)) is not None
-        }
+        # The parent is a git commit (its branch's or a known one), so every layer is a file.
+        before = {f.path: f.blob for f in git_files(head.manifest.layers if head else ()) or ()}
         files = _tree_files(store, pushed.commit.tree.decode())
         change = Change()
         for path, blob_id in files.items():

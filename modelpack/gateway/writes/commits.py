@@ -62,7 +62,7 @@ from ..core.gitobjects import (
     ANNOTATION_GIT_OID,
     commit_oid,
     commit_text,
-    git_file,
+    git_files,
     git_trees,
 )
 from ..core.hub import is_dataset, path_problem, shown_path, single_file_size
@@ -249,7 +249,7 @@ def build_commit(
     config_bytes = config.to_bytes()
     config_desc = Descriptor(MEDIA_TYPE_MODEL_CONFIG, sha256_bytes(config_bytes), len(config_bytes))
     parent = head.commit if head else ""
-    git = git_commit(list(files), layers, head, info)
+    git = git_commit(layers, head, info)
     commit = git[0] if git else commit_id(parent, config_desc.digest, layers, info)
     annotations = {
         ANNOTATION_HF_REPO_ID: repo_id,
@@ -272,15 +272,15 @@ def build_commit(
 
 
 def git_commit(
-    paths: list[str], layers: list[Descriptor], head: Head | None, info: CommitInfo
+    layers: list[Descriptor], head: Head | None, info: CommitInfo
 ) -> tuple[str, str] | None:
     """(id, text after the tree line) of the commit as git has it (core/gitobjects.py);
     None when a file cannot be in git (an archive layer), and the id is :func:`commit_id`'s.
     Its parent is the head when the head is a git commit too; otherwise it starts a history."""
-    found = [git_file(path, layer) for path, layer in zip(paths, layers, strict=True)]
-    if any(f is None for f in found):
+    found = git_files(layers)
+    if found is None:
         return None
-    tree, _ = git_trees([f for f in found if f is not None])
+    tree, _ = git_trees(found)
     text = info.git_text
     if text is None:
         native = head is not None and ANNOTATION_GIT_COMMIT in head.manifest.annotations
