@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ...oci.digests import sha256_file
 from ...oci.spec import Descriptor
+from ...registry.client import RegistryRepository
 from ..core.gitobjects import (
     FILE_MODE,
     GIT_COMMIT_TEXT_MAX,
@@ -120,7 +121,8 @@ class GitPush:
                         base = self._known_commit(request, repo_id, pushed.sha)
                         steps.append((None, self.uploads.head_of(base)))
                         continue
-                    built = self._build(request, repo_id, branch, store, parent, pushed, Path(work))
+                    built = self._build(repository, repo_id, branch, store, parent, pushed,
+                                        Path(work))  # fmt: skip
                     steps.append((built, parent))
                     base = Head(built.descriptor, built.manifest, None, built.commit)
                 for i, (built, parent) in enumerate(steps):
@@ -198,7 +200,7 @@ class GitPush:
 
     def _build(
         self,
-        request: Request,
+        repository: RegistryRepository,
         repo_id: str,
         branch: str,
         store: BaseObjectStore,
@@ -207,7 +209,6 @@ class GitPush:
         work: Path,
     ) -> Built:
         """The hub commit of ``pushed`` on ``head`` (its files in the registry, no ref moved)."""
-        repository = self.uploads.repository(repo_id, request)
         # The parent is a git commit (its branch's or a known one), so every layer is a file.
         before = {f.path: f.blob for f in git_files(head.manifest.layers if head else ()) or ()}
         files = _tree_files(store, pushed.commit.tree.decode())
@@ -229,7 +230,14 @@ class GitPush:
                               f"{built.commit[:12]}): are its LFS pointers git-lfs's own?")  # fmt: skip
         return built
 
-    def _new_file(self, repository, store, path: str, blob_id: str, work: Path) -> NewFile:  # noqa: ANN001
+    def _new_file(
+        self,
+        repository: RegistryRepository,
+        store: BaseObjectStore,
+        path: str,
+        blob_id: str,
+        work: Path,
+    ) -> NewFile:
         blob = _pushed(store, blob_id, path)
         if not isinstance(blob, dulwich("objects").Blob):
             raise PushRefused(f"{path}: not a file")
