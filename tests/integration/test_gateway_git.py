@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support.gateway import CATCH, Gateway, hub_client
+from support.gateway import CATCH, Gateway, blob_gets, hub_client
 from support.git import git, git_env
 from support.helpers import tree_files
 
@@ -83,7 +83,7 @@ def sha256s(files: dict[str, bytes]) -> dict[str, str]:
     return {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
 
 
-def test_clone_pull_and_push_keep_the_hub_commit_ids(gateway, git_home, tmp_path):
+def test_clone_pull_and_push_keep_the_hub_commit_ids(gateway, registry, git_home, tmp_path):
     model = make_tiny_model(tmp_path / "tiny")
     (model / "README.md").write_text("# tiny\n")
     ids = hub_client(gateway.url, UPLOAD, ["org/tiny", str(model), "model"], tmp_path / "hf")
@@ -121,9 +121,14 @@ def test_clone_pull_and_push_keep_the_hub_commit_ids(gateway, git_home, tmp_path
     assert (snapshot / "extra.dat").read_bytes() == weights
     assert (snapshot / "README.md").read_text() == "# tiny, pushed with git\n"
 
-    # a second clone sees the pushed commits as they were pushed
+    # a second clone sees the pushed commits as they were pushed, and reads no regular
+    # file from the registry again (the gateway keeps their bytes by digest)
+    config = "sha256:" + hashlib.sha256((model / "config.json").read_bytes()).hexdigest()
+    before = blob_gets(registry.access_log(), f"{NAMESPACE}/org/tiny").get(config, 0)
+    assert before >= 1  # the first clone read it (it is a regular file, not LFS)
     again = tmp_path / "again"
     git(git_home, None, "clone", "-q", f"{gateway.url}/org/tiny.git", str(again))
+    assert blob_gets(registry.access_log(), f"{NAMESPACE}/org/tiny").get(config, 0) == before
     assert git(git_home, again, "log", "--format=%H %an %s").splitlines()[0] == (
         f"{local[0]} Ada Drop the notes"
     )
