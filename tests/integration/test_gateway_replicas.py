@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -185,11 +186,83 @@ def test_upload_folder_through_the_balancer_then_every_read_route(
     takers = {n for n, routes in enumerate(spread) if any(wanted in p for p in routes)}
     issuers = {n for n, routes in enumerate(spread) if any(issued in p for p in routes)}
     assert takers and issuers and takers != issuers, spread
+    # The download after it: Xet files through Xet (the reconstructions on some replicas,
+    # the xorb ranges fetched from others), LFS ones over plain HTTP.
+    reconstructions = [
+        p for routes in spread for p in routes if "/xet-read/v1/reconstructions/" in p
+    ]
+    assert bool(reconstructions) == (transfer == "xet"), spread
     # The page, through the balancer, on each replica in turn.
     for _ in replicas:
         page = requests.get(f"{balancer.url}/{repo}", timeout=60)
         assert page.status_code == 200 and "extra.bin" in page.text
         assert repo in requests.get(f"{balancer.url}/?search={repo}", timeout=60).text
+
+
+XET_UPLOAD = """
+import json, sys
+from huggingface_hub import HfApi
+arg = json.loads(sys.argv[1])
+api = HfApi()
+api.create_repo(arg["repo"], exist_ok=True)
+print(json.dumps(api.upload_folder(repo_id=arg["repo"], folder_path=arg["folder"]).oid))
+"""
+
+XET_DOWNLOAD = """
+import json, sys
+from huggingface_hub import snapshot_download
+print(json.dumps(snapshot_download(json.loads(sys.argv[1]))))
+"""
+
+
+def test_xet_downloads_from_a_replica_that_never_had_the_xorbs(cluster, registry, tmp_path):
+    """Uploaded through Xet to one replica, downloaded through Xet from another that never
+    received a xorb of it: the record, the read token and the signing key are in Redis, and
+    that replica fetches each xorb from the registry blob the record names (read with the
+    read token's credentials, checked against its digest and its name), once."""
+    replicas, _ = cluster
+    first, last = replicas[0], replicas[2]
+    folder = tmp_path / "model"
+    folder.mkdir()
+    data = b"".join(hashlib.sha512(b"%d" % i).digest() for i in range(60_000))  # 3.7 MiB
+    (folder / "weights.dat").write_bytes(data)
+    repo = "org/xet-across"
+    first.client(XET_UPLOAD, {"repo": repo, "folder": str(folder)}, tmp_path / "up")
+    store = last.cache / "xet" / "verified"
+    before = set(store.iterdir()) if store.exists() else set()
+    head = requests.head(f"{last.url}/{repo}/resolve/main/weights.dat", timeout=30)
+    assert re.fullmatch(r"[0-9a-f]{64}", head.headers.get("X-Xet-Hash", "")), head.headers
+    snapshot = Path(last.client(XET_DOWNLOAD, repo, tmp_path / "down"))
+    assert (snapshot / "weights.dat").read_bytes() == data
+    answered = last.answered(r"GET \S+")
+    file_hash = head.headers["X-Xet-Hash"]
+    assert f"GET /api/modelpack/xet-read/v1/reconstructions/{file_hash}" in answered
+    assert re.search(r"GET /api/modelpack/xet-read/v1/fetch/[0-9a-f]{64} 206 ", last.log())
+    assert not any("/resolve/" in a and "weights.dat" in a for a in answered)
+    fetched = set(store.iterdir()) - before
+    assert fetched, "the replica fetched no xorb from the registry"
+    for xorb in fetched:  # each is a blob of the repository, as the record said
+        digest = hashlib.sha256(xorb.read_bytes()).hexdigest()
+        blob = requests.head(f"http://{registry.host}/v2/{NAMESPACE}/{repo}/blobs/sha256:{digest}",
+                             timeout=30)  # fmt: skip
+        assert blob.status_code == 200, xorb.name
+    # A fetch URL is signed for its blob and token: changed, it is refused on any replica.
+    token = requests.get(f"{last.url}/api/models/{repo}/xet-read-token/main", timeout=30).json()
+    plan = requests.get(
+        f"{token['casUrl']}/v1/reconstructions/{head.headers['X-Xet-Hash']}",
+        headers={"Authorization": f"Bearer {token['accessToken']}"},
+        timeout=30,
+    )
+    url = next(iter(plan.json()["fetch_info"].values()))[0]["url"]
+    assert "&g=" in url and token["accessToken"] not in url
+    for replica in replicas:
+        good = requests.get(url.replace(last.url, replica.url), timeout=60)
+        assert good.status_code == 206, (replica.url, good.text)
+        bad = requests.get(
+            re.sub(r"&g=[0-9a-f]{64}", "&g=" + "0" * 64, url.replace(last.url, replica.url)),
+            timeout=30,
+        )
+        assert bad.status_code == 403, bad.text
 
 
 ROUNDS = """

@@ -234,26 +234,26 @@ def test_read_routes_refuse_what_they_must(uploaded, registry):
                          timeout=30).status_code == 405  # fmt: skip
 
 
-def test_no_xet_downloads_where_the_state_is_shared(uploaded):
-    """Records and xorbs are this node's: a gateway with --redis offers none (tested by
-    the flag the app reads, as a Redis server is not part of this module)."""
+def test_one_gateway_keeps_its_records_in_the_node_cache(uploaded):
+    """Without --redis the records are files of the node cache (they outlive a restart): a
+    new reader over the same cache offers the same Xet hash; an LFS file has none."""
     from modelpack.gateway.read.xet import XetReads
+    from modelpack.gateway.state.shared import InProcess
 
-    class Replicated:
-        replicated = True
+    gateway, expected, _ = uploaded
 
     class Config:
-        settings = type("S", (), {"home": uploaded[0].cache})()
+        settings = type("S", (), {"home": gateway.cache})()
 
-    reads = XetReads(Config(), None, Replicated())  # type: ignore[arg-type]
-    assert reads.file_hash(hashlib.sha256(uploaded[1]["random.bin"]).hexdigest(),
-                           len(uploaded[1]["random.bin"])) is None  # fmt: skip
-    local = XetReads(Config(), None, type("L", (), {"replicated": False})())  # type: ignore[arg-type]
-    assert local.file_hash(hashlib.sha256(uploaded[1]["random.bin"]).hexdigest(),
-                           len(uploaded[1]["random.bin"])) == xet_hash(uploaded[0], "random.bin")  # fmt: skip
-    records = uploaded[0].cache / "xet" / "files"
-    assert (records / hashlib.sha256(uploaded[1]["random.bin"]).hexdigest()).is_file()
-    assert not (records / hashlib.sha256(uploaded[1]["lfs.bin"]).hexdigest()).exists()
+    reads = XetReads(Config(), None, InProcess(gateway.cache / "xet"))  # type: ignore[arg-type]
+    random_sha = hashlib.sha256(expected["random.bin"]).hexdigest()
+    assert reads.file_hash(random_sha, len(expected["random.bin"])) == xet_hash(
+        gateway, "random.bin"
+    )
+    records = gateway.cache / "xet" / "files"
+    assert (records / random_sha).is_file()
+    assert not (records / hashlib.sha256(expected["lfs.bin"]).hexdigest()).exists()
+    assert reads.file_hash(random_sha, len(expected["random.bin"]) + 1) is None
 
 
 DATASET_UPLOAD = """

@@ -9,6 +9,7 @@ from support.xetbuild import chunk
 from modelpack.gateway.core import xetformat
 from modelpack.gateway.read import xet as xet_reads
 from modelpack.gateway.read.xet import XetReads, record_reconstruction
+from modelpack.gateway.state.shared import InProcess, ReadToken, token_key
 
 
 class _Config:
@@ -16,8 +17,11 @@ class _Config:
         self.settings = type("Settings", (), {"home": home})()
 
 
-class _Local:
-    replicated = False
+def _reads(home: Path) -> XetReads:
+    return XetReads(_Config(home), None, InProcess(home / "xet"))  # type: ignore[arg-type]
+
+
+READER = ReadToken(None, "org/m", 2e9, "c" * 40)
 
 
 def _xorb(store: Path, number: int, chunks: int) -> tuple[str, list[bytes]]:
@@ -32,7 +36,7 @@ def test_an_answer_reads_each_xorb_index_once_however_its_terms_cycle(tmp_path, 
     here): each xorb's chunk headers are parsed once per answer, not once per term (a
     hand-made upload of 300 xorbs and 262,144 terms kept a thread busy for half an hour)."""
     monkeypatch.setattr(xet_reads, "INDEXES_KEPT", 2)
-    reads = XetReads(_Config(tmp_path), None, _Local())  # type: ignore[arg-type]
+    reads = _reads(tmp_path)
     reads.store.mkdir(parents=True)
     xorbs = [_xorb(reads.store, n, 16) for n in range(3)]
     terms, content = [], b""
@@ -41,11 +45,11 @@ def test_an_answer_reads_each_xorb_index_once_however_its_terms_cycle(tmp_path, 
         c = i // 3
         terms.append((name, c, c + 1, len(datas[c])))
         content += datas[c]
-    record_reconstruction(reads.root, "ab" * 32, "cd" * 32, len(content), terms)
+    record_reconstruction(reads.shared, "ab" * 32, "cd" * 32, len(content), terms, {})
     parsed = []
     real = xet_reads.index_xorb
     monkeypatch.setattr(xet_reads, "index_xorb", lambda s: parsed.append(1) or real(s))
-    answer = reads._answer(reads._record("ab" * 32), 0, len(content) - 1, "http://cas")
+    answer = reads._answer(reads._record("ab" * 32), 0, len(content) - 1, "http://cas", "t", READER)
     assert len(answer["terms"]) == 48
     assert len(parsed) <= 3, f"{len(parsed)} xorb indexes parsed for 3 xorbs"
     # The answer is still the file: each term one chunk of its xorb, in order.
@@ -55,7 +59,7 @@ def test_an_answer_reads_each_xorb_index_once_however_its_terms_cycle(tmp_path, 
     assert sum(t["unpacked_length"] for t in answer["terms"]) == len(content)
     # A range from the middle (chunks of 3 bytes): byte 7 is in term 2 (xorb 2's chunk
     # 0), one byte in; byte 20 in term 6.
-    part = reads._answer(reads._record("ab" * 32), 7, 20, "http://cas")
+    part = reads._answer(reads._record("ab" * 32), 7, 20, "http://cas", "t", READER)
     assert part["offset_into_first_range"] == 1
     assert [(t["hash"], t["range"]["start"]) for t in part["terms"]] == [
         (name, start) for name, start, _, _ in terms[2:7]
@@ -69,11 +73,11 @@ def test_an_answer_reads_each_xorb_index_once_however_its_terms_cycle(tmp_path, 
 def test_the_xet_auth_link_names_the_route_of_the_repo_type(tmp_path, repo_id, route):
     """huggingface_hub's hf_hub_download asks the read token where resolve's Link says:
     for a dataset that is /api/datasets/ORG/NAME (/api/models/datasets/... is a 404)."""
-    reads = XetReads(_Config(tmp_path), None, _Local())  # type: ignore[arg-type]
+    reads = _reads(tmp_path)
     reads.store.mkdir(parents=True)
     name, datas = _xorb(reads.store, 1, 1)
-    record_reconstruction(reads.root, "ab" * 32, "cd" * 32, len(datas[0]),
-                          [(name, 0, 1, len(datas[0]))])  # fmt: skip
+    record_reconstruction(reads.shared, "ab" * 32, "cd" * 32, len(datas[0]),
+                          [(name, 0, 1, len(datas[0]))], {})  # fmt: skip
 
     class Request:
         def base_url(self, config):  # noqa: ANN001, ANN202
@@ -91,3 +95,32 @@ def test_a_file_of_many_tiny_terms_is_not_recorded_for_downloads():
     assert recordable(100, 1) and recordable(0, 0)
     assert not recordable(262_144, 262_144)  # one-byte chunks, as an attacker may send
     assert not recordable(1 << 20, 1024)  # 1 KiB chunks
+
+
+def test_a_replicated_record_signs_where_a_replica_without_the_xorb_finds_it(tmp_path):
+    """With replicas a record names each xorb's registry blob; the fetch URL carries the
+    blob and the read token's sha256 (never the token) under the signature, so a replica
+    that lacks the xorb can fetch it with that token's credentials, and a URL whose blob or
+    token was changed is refused.  A xorb neither here nor named is no Xet file."""
+    reads = _reads(tmp_path)
+    reads.store.mkdir(parents=True)
+    name, datas = _xorb(reads.store, 2, 4)
+    size = sum(map(len, datas))
+    blob = ("sha256:" + "ee" * 32, 4 * (len(datas[0]) + 8))
+    record_reconstruction(reads.shared, "ab" * 32, "cd" * 32, size, [(name, 0, 4, size)],
+                          {name: blob})  # fmt: skip
+    (reads.store / name).rename(tmp_path / "away")  # this replica lacks it: the blob serves
+    assert reads.file_hash("cd" * 32, size) == "ab" * 32
+    with open(tmp_path / "away", "rb") as stream:
+        reads._indexes[name] = xetformat.index_xorb(stream)
+    answer = reads._answer(reads._record("ab" * 32), 0, size - 1, "http://cas", "tok", READER)
+    url = answer["fetch_info"][name][0]["url"]
+    assert f"&b={'ee' * 32}&n={blob[1]}&g={token_key('tok')}" in url and "tok&" not in url
+    query = dict(part.split("=") for part in url.split("?")[1].split("&"))
+    r = query["r"].split("-")
+    source = (query["b"], int(query["n"]), query["g"])
+    assert reads._sign(name, int(r[0]), int(r[1]), int(query["e"]), source) == query["s"]
+    other = (query["b"], int(query["n"]), token_key("another"))
+    assert reads._sign(name, int(r[0]), int(r[1]), int(query["e"]), other) != query["s"]
+    record_reconstruction(reads.shared, "ef" * 32, "12" * 32, size, [(name, 0, 4, size)], {})
+    assert reads.file_hash("12" * 32, size) is None

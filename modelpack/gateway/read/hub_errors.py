@@ -4,6 +4,10 @@ the upstream's imports (which add their own cases first)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 from ...errors import (
     AuthenticationError,
     IntegrityError,
@@ -15,8 +19,11 @@ from ...errors import (
     SharedStateUnavailableError,
     UsageError,
 )
+from ..core.http import Request
 from ..core.hub import HubError, repo_not_found
 from .models import SignatureRefusedError
+
+log = logging.getLogger("modelpack.gateway")
 
 
 def hub_error(exc: ModelpackError, repo_id: str) -> HubError:
@@ -49,6 +56,18 @@ def hub_error(exc: ModelpackError, repo_id: str) -> HubError:
     if isinstance(exc, RegistryPolicyError):
         return policy_refusal(exc, repo_id)
     return HubError(502, f"{repo_id}: the registry behind this gateway answered with an error")
+
+
+@contextlib.contextmanager
+def shared_state_guard(request: Request) -> Iterator[None]:
+    """The shared state out of reach (Redis) on a route that names no repository (the Xet
+    CAS): a 503 the client retries, the detail in the log."""
+    try:
+        yield
+    except SharedStateUnavailableError as exc:
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        raise HubError(503, "the gateway's shared state is unavailable; try again", None,
+                       {"Retry-After": "5"}) from None  # fmt: skip
 
 
 def policy_refusal(exc: RegistryPolicyError, repo_id: str) -> HubError:

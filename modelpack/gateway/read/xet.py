@@ -23,19 +23,26 @@ What the hub does and this copies (huggingface_hub's ``file_download.py`` and
   inside the signed range.
 
 What a reconstruction is made of: writes/xet.py records, for each file it put together and
-pushed, the terms of its shard (``xet/files/SHA256``: the Xet hash, the size, the xorbs;
-``xet/reconstructions/HASH``: the terms), but only after the file's sha256 *and* its Xet
-hash (the Merkle hash of its chunks, spec/hashing.md) were computed from the chunks and
-found to be the declared ones: a client cannot name its bytes by someone else's hash.
-The xorbs are the ones kept in the node cache (``xet/verified/``).  A file without a
-record (uploaded through LFS or inline, pulled with ``modelpack push``, or whose xorbs
-were cleared) is served over plain HTTP only, as before; so are all files of a gateway
-whose state is shared (``--redis``, ``--workers``): records and xorbs are this node's.
+pushed, the terms of its shard (how to download it: the Xet hash, the size, the xorbs and
+the terms), but only after the file's sha256 *and* its Xet hash (the Merkle hash of its
+chunks, spec/hashing.md) were computed from the chunks and found to be the declared ones:
+a client cannot name its bytes by someone else's hash.  The records are kept by
+``state/shared.py`` (the node cache, or Redis for replicas and workers), so are the read
+tokens and the key fetch URLs are signed with.  The xorbs are the ones kept in the node
+cache (``xet/verified/``); with replicas each is also a registry blob of the file's
+repository (the record names it), and a replica that lacks one fetches it from there,
+checked against its digest and its name, the first time a reconstruction or a fetch URL
+needs it (a fetch URL names the read token it was made for, by its sha256, so that
+replica asks the registry with the token's credentials).  A file without a record
+(uploaded through LFS or inline, pulled with ``modelpack push``, or whose xorbs were
+cleared from a single gateway) is served over plain HTTP only: serving it through Xet
+would need Xet's content-defined chunker over its bytes, which hf_xet does not expose.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import hmac
 import json
@@ -47,21 +54,35 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from ...errors import AuthenticationError, NotFoundError
+from ...errors import (
+    AuthenticationError,
+    ModelpackError,
+    NotFoundError,
+    SharedStateUnavailableError,
+)
+from ...oci.digests import VerifyingReader
 from ...oci.spec import Descriptor
 from ...registry.client import RegistryRepository
+from ...storage.diskspace import require_space
 from ..core.config import GatewayConfig
 from ..core.http import ClosingFile, Request, Response, parse_range
 from ..core.hub import HubError, is_dataset
-from ..core.xetformat import FILE_TERMS_MAX, XetFormatError, XorbIndex, index_xorb
+from ..core.xetformat import (
+    FILE_TERMS_MAX,
+    XetFormatError,
+    XorbIndex,
+    index_xorb,
+    xorb_hash,
+)
 from ..state.access import Clients
 from ..state.audit import node_key
-from ..state.shared import Shared
+from ..state.shared import TOKEN_TTL, ReadToken, Shared, token_key
 from ..state.ttlmap import TTLMap
+from .hub_errors import shared_state_guard
 from .models import Model
 
 log = logging.getLogger("modelpack.gateway")
@@ -69,24 +90,17 @@ PREFIX = ["api", "modelpack", "xet-read"]
 HASH_RE = re.compile(r"^[0-9a-f]{64}\Z")
 RANGE_RE = re.compile(r"^([0-9]{1,15})-([0-9]{1,15})\Z")
 SIGNED_RE = re.compile(r"^[0-9a-f]{64}\Z")
-TOKEN_TTL = 3600.0
-MAX_TOKENS = 4096  # read tokens alive at once (huggingface_hub asks one per repo revision)
+BLOB_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+MAX_TOKENS = 4096  # read tokens this process issued and hands out again
+PATHS_MAX = 100_000  # a commit's files named in audit lines (past this: the digest only)
 URL_TTL = 3600  # seconds a fetch URL is good for (hf_xet asks the reconstruction again)
-FETCH_MAX = 80 * 1024 * 1024  # one signed range: at most a whole xorb (writes' XORB_MAX)
+XORB_MAX = 80 * 1024 * 1024  # the spec caps serialized xorbs at 64 MiB
+FETCH_MAX = XORB_MAX  # one signed range: at most a whole xorb
 RECORDS_KEPT = 16  # reconstructions kept parsed (hf_xet asks 4 per GiB of a file)
 INDEXES_KEPT = 256  # xorb chunk indexes kept (8,192 chunk offsets each at most)
 CHECK_TTL = 60.0  # the registry's yes to "may this token read this file", kept this long
 OCTETS = "application/octet-stream"
 UNKNOWN = "no Xet file {} that this token may read"
-
-
-@dataclass(frozen=True)
-class ReadToken:
-    authorization: str | None
-    repo_id: str
-    expires: float
-    revision: str = ""  # the commit the token was asked for
-    paths: dict[str, str] = field(default_factory=dict)  # sha256 -> a path, for audit lines
 
 
 @dataclass(frozen=True)
@@ -98,27 +112,66 @@ class Reconstruction:
     size: int
     terms: tuple[tuple[str, int, int, int], ...]  # (xorb, first chunk, end chunk, bytes)
     starts: tuple[int, ...]
+    blobs: dict[str, tuple[str, int]]  # xorb -> its registry blob in the repository (replicas)
 
 
 # -- what writes/xet.py records -----------------------------------------------------------
 
 
 def record_reconstruction(
-    root: Path, file_hash: str, sha256: str, size: int, terms: list[tuple[str, int, int, int]]
+    shared: Shared,
+    file_hash: str,
+    sha256: str,
+    size: int,
+    terms: list[tuple[str, int, int, int]],
+    blobs: dict[str, tuple[str, int]],
 ) -> None:
     """Called once a file put together from a shard's terms was hashed to its declared
-    sha256 and Xet hash: how to download it through Xet.  Written whole or not at all;
-    the same bytes always chunk alike, so a later upload's terms may replace these."""
+    sha256 and Xet hash: how to download it through Xet (``blobs``: where replicas find
+    each xorb in the file's repository, empty for one gateway).  The same bytes always
+    chunk alike, so a later upload's terms may replace these."""
     xorbs = sorted({term[0] for term in terms})
-    _write(root / "reconstructions" / file_hash, {"sha256": sha256, "size": size, "terms": terms})
-    _write(root / "files" / sha256, {"hash": file_hash, "size": size, "xorbs": xorbs})
+    kept = {xorb: list(blobs[xorb]) for xorb in xorbs if xorb in blobs}
+    compact = {"separators": (",", ":")}
+    shared.keep_reconstruction(
+        file_hash,
+        sha256,
+        json.dumps({"sha256": sha256, "size": size, "terms": terms, "blobs": kept}, **compact),
+        json.dumps({"hash": file_hash, "size": size, "xorbs": xorbs, "blobs": kept}, **compact),
+    )
 
 
-def _write(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".part-", delete=False) as out:
-        json.dump(document, out, separators=(",", ":"))
-    os.replace(out.name, path)
+def fetch_xorb(repository: RegistryRepository, store: Path, xorb: str, desc: Descriptor) -> Path:
+    """A xorb's registry blob into the node cache's ``store``: its digest checked as it
+    arrives, its chunks hashed again to its name before it is kept."""
+    if desc.size > XORB_MAX:
+        raise XetFormatError(f"xorb {xorb} is over {XORB_MAX} bytes")
+    store.mkdir(parents=True, exist_ok=True)
+    require_space(store, desc.size, "a xorb")
+    with tempfile.NamedTemporaryFile(dir=store, prefix=".part-") as part:
+        with repository.fetch(desc) as stream:
+            reader = VerifyingReader(stream, desc.digest, desc.size, f"xorb {xorb}")
+            while data := reader.read(1 << 20):
+                part.write(data)
+            reader.verify()
+        part.flush()
+        if xorb_hash(part, index_xorb(part)) != xorb:
+            raise XetFormatError(f"the registry's copy of xorb {xorb} is not that xorb")
+        with contextlib.suppress(FileExistsError):
+            os.link(part.name, store / xorb)
+    return store / xorb
+
+
+def _blobs(found: object) -> dict[str, tuple[str, int]]:
+    """A record's ``blobs``, the malformed entries left out."""
+    blobs: dict[str, tuple[str, int]] = {}
+    if isinstance(found, dict):
+        for xorb, where in found.items():
+            if (HASH_RE.match(str(xorb)) and isinstance(where, list) and len(where) == 2
+                    and isinstance(where[0], str) and BLOB_RE.match(where[0])
+                    and isinstance(where[1], int) and 0 < where[1] <= XORB_MAX):  # fmt: skip
+                blobs[xorb] = (where[0], where[1])
+    return blobs
 
 
 class XetReads:
@@ -127,13 +180,13 @@ class XetReads:
     def __init__(self, config: GatewayConfig, clients: Clients, shared: Shared) -> None:
         self.config = config
         self.clients = clients
+        self.shared = shared
         self.root = config.settings.home / "xet"
         self.store = self.root / "verified"  # writes/xet.py keeps the xorbs here
-        # Records and xorbs are this node's: replicas (or workers) would send a client
-        # to one that lacks them, so with shared state every file is plain HTTP.
-        self.enabled = not shared.replicated
-        self.tokens: TTLMap[str, ReadToken] = TTLMap(MAX_TOKENS, TOKEN_TTL)
-        self.issued: TTLMap[tuple[str | None, str, str], str] = TTLMap(MAX_TOKENS, TOKEN_TTL)
+        # The tokens this process issued, handed out again (token, expiry).
+        self.issued: TTLMap[tuple[str | None, str, str], tuple[str, float]] = TTLMap(
+            MAX_TOKENS, TOKEN_TTL
+        )
         self.checked: TTLMap[tuple[str, str], bool] = TTLMap(MAX_TOKENS, CHECK_TTL)
         self._key: bytes | None = None
         self._records: OrderedDict[str, Reconstruction] = OrderedDict()
@@ -143,27 +196,29 @@ class XetReads:
     @property
     def key(self) -> bytes:
         if self._key is None:
-            self._key = node_key(self.root / "fetch.key")
+            self._key = self.shared.fetch_key() or node_key(self.root / "fetch.key")
         return self._key
 
     # -- the hub side ---------------------------------------------------------------
 
     def file_hash(self, sha256: str | None, size: int | None) -> str | None:
-        """The Xet hash to offer for a file, when it was uploaded through Xet here and
-        every xorb it is made of is still in the node cache; else None (plain HTTP)."""
-        if not self.enabled or not sha256 or size is None:
+        """The Xet hash to offer for a file, when it was uploaded through Xet and every
+        xorb it is made of is in the node cache or named in the registry; else None
+        (plain HTTP, also while the shared state is out of reach)."""
+        if not sha256 or size is None or not HASH_RE.match(sha256):
             return None
         try:
-            found = json.loads((self.root / "files" / sha256).read_text())
+            found = json.loads(self.shared.xet_file(sha256) or "null")
             file_hash, xorbs = found["hash"], found["xorbs"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (SharedStateUnavailableError, ValueError, KeyError, TypeError):
             return None
         if found.get("size") != size or not isinstance(file_hash, str):
             return None
         if not HASH_RE.match(file_hash) or not isinstance(xorbs, list):
             return None
-        if not all(isinstance(x, str) and HASH_RE.match(x) and (self.store / x).is_file()
-                   for x in xorbs):  # fmt: skip
+        blobs = _blobs(found.get("blobs"))
+        if not all(isinstance(x, str) and HASH_RE.match(x)
+                   and (x in blobs or (self.store / x).is_file()) for x in xorbs):  # fmt: skip
             return None
         return file_hash
 
@@ -190,21 +245,24 @@ class XetReads:
 
     def read_token(self, request: Request, model: Model) -> Response:
         """The model was opened with the request's credentials: they may read it."""
-        if not self.enabled:
-            raise HubError(404, "this gateway serves no Xet downloads (its state is shared)")
         # One token per credentials and revision while it has 10 minutes left: asking again
         # (hf_xet asks per file) neither fills the table nor drops another client's token.
         key = (request.header("Authorization"), model.repo_id, model.commit)
-        issued = self.issued.get(key)
-        found = self.tokens.get(issued) if issued else None
-        if found is not None and found.expires > time.time() + 600:
-            token, expires = issued, found.expires
-        else:
-            token = secrets.token_urlsafe(32)
-            expires = time.time() + TOKEN_TTL
-            paths = {f.sha256: f.path for f in (model.view.files or {}).values() if f.sha256}
-            self.tokens.set(token, ReadToken(key[0], model.repo_id, expires, model.commit, paths))
-            self.issued.set(key, token)
+        with shared_state_guard(request):
+            issued = self.issued.get(key)
+            if (issued is not None and issued[1] > time.time() + 600
+                    and self.shared.reader(token_key(issued[0])) is not None):  # fmt: skip
+                token, expires = issued
+            else:
+                token, expires = secrets.token_urlsafe(32), time.time() + TOKEN_TTL
+                if self.shared.paths(model.repo_id, model.commit) is None:
+                    paths = {f.sha256: f.path for f in (model.view.files or {}).values()
+                             if f.sha256}  # fmt: skip
+                    paths = dict(list(paths.items())[:PATHS_MAX])
+                    self.shared.keep_paths(model.repo_id, model.commit, json.dumps(paths))
+                reader = ReadToken(key[0], model.repo_id, expires, model.commit)
+                self.shared.new_reader(token, reader)
+                self.issued.set(key, (token, expires))
         url = f"{request.base_url(self.config)}/{'/'.join(PREFIX)}"
         headers = {
             "X-Xet-Cas-Url": url,
@@ -231,46 +289,64 @@ class XetReads:
                            {"Allow": "GET, HEAD"})  # fmt: skip
         if fetch:
             request.audit["digest"] = rest[2]
-            return route, self._fetch(request, rest[2])
+            with shared_state_guard(request):
+                return route, self._fetch(request, rest[2])
         if rest[:2] == ["v2", "reconstructions"]:
             # hf_xet asks v2 first and uses v1 after a 501 (remote_client.rs).
             raise HubError(501, "use /v1/reconstructions")
         if reconstruction:
-            token = self._token(request)
-            request.audit.update(credentials=token.authorization, repo=token.repo_id)
-            return route, self._reconstruction(request, token, rest[2])
+            with shared_state_guard(request):
+                token, reader = self._token(request)
+                request.audit.update(credentials=reader.authorization, repo=reader.repo_id)
+                return route, self._reconstruction(request, token, reader, rest[2])
         raise HubError(404, "Not Found")
 
-    def _token(self, request: Request) -> ReadToken:
+    def _token(self, request: Request) -> tuple[str, ReadToken]:
         scheme, _, value = (request.header("Authorization") or "").partition(" ")
-        found = self.tokens.get(value.strip()) if scheme.lower() == "bearer" else None
-        if found is None or found.expires < time.time():
+        value = value.strip()
+        found = self.shared.reader(token_key(value)) if scheme.lower() == "bearer" else None
+        if found is None:
             raise HubError(401, "unknown or expired Xet token; ask xet-read-token again")
-        return found
+        return value, found
 
-    def _reconstruction(self, request: Request, token: ReadToken, file_hash: str) -> Response:
-        if not self.enabled or not HASH_RE.match(file_hash):
+    def _reconstruction(
+        self, request: Request, token: str, reader: ReadToken, file_hash: str
+    ) -> Response:
+        if not HASH_RE.match(file_hash):
             raise HubError(404, UNKNOWN.format(file_hash))
         record = self._record(file_hash)
         # The same answer whether the hash is unknown or not this token's to read.
-        if record is None or not self._may_read(token, record):
+        if record is None or not self._may_read(reader, record):
             raise HubError(404, UNKNOWN.format(file_hash))
         span = parse_range(request.header("Range"), record.size)  # past the end: 416
         first, last = span if span else (0, record.size - 1)
         # The file read, as a resolve GET is: its path, sha256 and the bytes asked for.
-        request.audit.update(path=token.paths.get(record.sha256), revision=token.revision,
+        request.audit.update(path=self._path(reader, record.sha256), revision=reader.revision,
                              digest=f"sha256:{record.sha256}",
                              bytes=max(0, last - first + 1))  # fmt: skip
         if record.size == 0:
             return Response.json({"offset_into_first_range": 0, "terms": [], "fetch_info": {}})
         try:
             cas = f"{request.base_url(self.config)}/{'/'.join(PREFIX)}"
-            return Response.json(self._answer(record, first, last, cas))
-        except (OSError, XetFormatError) as exc:  # a xorb cleared since the HEAD
+            return Response.json(self._answer(record, first, last, cas, token, reader))
+        except (OSError, XetFormatError, ModelpackError) as exc:  # a xorb gone since the HEAD
+            if isinstance(exc, SharedStateUnavailableError):
+                raise
             log.warning("%s %s: %s", request.method, request.path, exc)
             raise HubError(404, UNKNOWN.format(file_hash)) from None
 
-    def _answer(self, record: Reconstruction, first: int, last: int, cas: str) -> dict:
+    def _path(self, reader: ReadToken, sha256: str) -> str | None:
+        try:
+            found = json.loads(self.shared.paths(reader.repo_id, reader.revision) or "{}")
+        except ValueError:
+            return None
+        path = found.get(sha256) if isinstance(found, dict) else None
+        return path if isinstance(path, str) else None
+
+    def _answer(
+        self, record: Reconstruction, first: int, last: int, cas: str, token: str,
+        reader: ReadToken,
+    ) -> dict:  # fmt: skip
         """The terms covering bytes ``first..last`` (inclusive), cut to whole chunks, and
         per xorb the merged chunk ranges with signed URLs of their bytes.
 
@@ -281,7 +357,7 @@ class XetReads:
 
         def index_of(xorb: str) -> XorbIndex:
             if xorb not in indexes:
-                indexes[xorb] = self._index(xorb)
+                indexes[xorb] = self._index(xorb, record.blobs.get(xorb), reader)
             return indexes[xorb]
 
         at = bisect.bisect_right(record.starts, first) - 1
@@ -304,35 +380,53 @@ class XetReads:
         fetch_info = {}
         for xorb, spans in ranges.items():
             index = indexes[xorb]
+            # Where a replica without the xorb finds it: the blob, read with this token's
+            # credentials (the URL names the token by its sha256, never the token).
+            blob = record.blobs.get(xorb)
+            source = (blob[0].removeprefix("sha256:"), blob[1], token_key(token)) if blob else None
             fetch_info[xorb] = [
                 {
                     "range": {"start": start, "end": end},
                     "url": self._url(
-                        cas, xorb, index.offsets[start], index.offsets[end] - 1, expires
-                    ),
+                        cas, xorb, index.offsets[start], index.offsets[end] - 1, expires, source
+                    ),  # fmt: skip
                     "url_range": {"start": index.offsets[start], "end": index.offsets[end] - 1},
                 }
                 for start, end in _merged(spans)
             ]
         return {"offset_into_first_range": offset, "terms": terms, "fetch_info": fetch_info}
 
-    def _url(self, cas: str, xorb: str, first: int, last: int, expires: int) -> str:
-        signature = self._sign(xorb, first, last, expires)
-        return f"{cas}/v1/fetch/{xorb}?r={first}-{last}&e={expires}&s={signature}"
+    def _url(self, cas: str, xorb: str, first: int, last: int, expires: int,
+             source: tuple[str, int, str] | None) -> str:  # fmt: skip
+        signature = self._sign(xorb, first, last, expires, source)
+        url = f"{cas}/v1/fetch/{xorb}?r={first}-{last}&e={expires}&s={signature}"
+        if source is not None:
+            url += f"&b={source[0]}&n={source[1]}&g={source[2]}"
+        return url
 
-    def _sign(self, xorb: str, first: int, last: int, expires: int) -> str:
-        message = f"{xorb}:{first}:{last}:{expires}".encode()
-        return hmac.new(self.key, message, hashlib.sha256).hexdigest()
+    def _sign(self, xorb: str, first: int, last: int, expires: int,
+              source: tuple[str, int, str] | None) -> str:  # fmt: skip
+        message = f"{xorb}:{first}:{last}:{expires}"
+        if source is not None:
+            message += ":{}:{}:{}".format(*source)
+        return hmac.new(self.key, message.encode(), hashlib.sha256).hexdigest()
 
     def _fetch(self, request: Request, xorb: str) -> Response:
         """A signed byte range of a xorb; the Range asked must lie inside it."""
-        query = {name: (request.query.get(name) or [""])[-1] for name in ("r", "e", "s")}
+        names = ("r", "e", "s", "b", "n", "g")
+        query = {name: (request.query.get(name) or [""])[-1] for name in names}
         signed, expiry = RANGE_RE.match(query["r"]), query["e"]
         if (not HASH_RE.match(xorb) or not signed or not expiry.isdigit() or len(expiry) > 12
                 or not SIGNED_RE.match(query["s"])):  # fmt: skip
             raise HubError(403, "not a signed Xet fetch URL")
+        source = None
+        if query["b"] or query["n"] or query["g"]:
+            if (not HASH_RE.match(query["b"]) or not HASH_RE.match(query["g"])
+                    or not query["n"].isdigit() or len(query["n"]) > 12):  # fmt: skip
+                raise HubError(403, "not a signed Xet fetch URL")
+            source = (query["b"], int(query["n"]), query["g"])
         first, last, expires = int(signed.group(1)), int(signed.group(2)), int(expiry)
-        if not hmac.compare_digest(self._sign(xorb, first, last, expires), query["s"]):
+        if not hmac.compare_digest(self._sign(xorb, first, last, expires, source), query["s"]):
             raise HubError(403, "not a signed Xet fetch URL")
         if expires < time.time():
             raise HubError(403, "this Xet fetch URL has expired; ask the reconstruction again")
@@ -345,7 +439,7 @@ class XetReads:
             raise HubError(416, f"the Range must lie within bytes {first}-{last}", None,
                            {"Content-Range": f"bytes */{last + 1}"})  # fmt: skip
         try:
-            file = ClosingFile(self.store / xorb, "r")
+            file = ClosingFile(self._local(xorb, source), "r")
         except FileNotFoundError:
             raise HubError(404, f"xorb {xorb} is no longer on this gateway") from None
         size = os.fstat(file.fileno()).st_size
@@ -360,6 +454,29 @@ class XetReads:
         length = asked[1] - asked[0] + 1
         return Response(206, headers, file=file, offset=asked[0], length=length, source="xet")
 
+    def _local(self, xorb: str, source: tuple[str, int, str] | None) -> Path:
+        """The xorb in the node cache, fetched from the signed URL's registry blob with its
+        read token's credentials when this replica lacks it."""
+        path = self.store / xorb
+        if path.is_file() or source is None:
+            return path
+        reader = self.shared.reader(source[2])
+        if reader is None:
+            raise HubError(403, "this Xet fetch URL's token has expired; ask the "
+                           "reconstruction again")  # fmt: skip
+        try:
+            return self._from_registry(xorb, (f"sha256:{source[0]}", source[1]), reader)
+        except (ModelpackError, XetFormatError, OSError) as exc:
+            if isinstance(exc, SharedStateUnavailableError):
+                raise
+            log.warning("xorb %s from the registry: %s", xorb, exc)
+            raise HubError(404, f"xorb {xorb} is no longer on this gateway") from None
+
+    def _from_registry(self, xorb: str, blob: tuple[str, int], reader: ReadToken) -> Path:
+        _, client = self.clients.for_header(reader.authorization)
+        repository = RegistryRepository(client, self.config.repository(reader.repo_id))
+        return fetch_xorb(repository, self.store, xorb, Descriptor(OCTETS, blob[0], blob[1]))
+
     # -- records, indexes and the registry's yes ---------------------------------------
 
     def _record(self, file_hash: str) -> Reconstruction | None:
@@ -368,10 +485,10 @@ class XetReads:
                 self._records.move_to_end(file_hash)
                 return self._records[file_hash]
         try:
-            found = json.loads((self.root / "reconstructions" / file_hash).read_text())
+            found = json.loads(self.shared.reconstruction(file_hash) or "null")
             sha256, size = str(found["sha256"]), int(found["size"])
             terms = tuple((str(x), int(s), int(e), int(n)) for x, s, e, n in found["terms"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return None
         if len(terms) > FILE_TERMS_MAX or not HASH_RE.match(sha256):
             return None
@@ -380,19 +497,23 @@ class XetReads:
             starts.append(starts[-1] + term[3])
         if starts[-1] != size:
             return None
-        record = Reconstruction(file_hash, sha256, size, terms, tuple(starts))
+        blobs = _blobs(found.get("blobs"))
+        record = Reconstruction(file_hash, sha256, size, terms, tuple(starts), blobs)
         with self._lock:
             self._records[file_hash] = record
             while len(self._records) > RECORDS_KEPT:
                 self._records.popitem(last=False)
         return record
 
-    def _index(self, xorb: str) -> XorbIndex:
+    def _index(self, xorb: str, blob: tuple[str, int] | None, reader: ReadToken) -> XorbIndex:
         with self._lock:
             if xorb in self._indexes:
                 self._indexes.move_to_end(xorb)
                 return self._indexes[xorb]
-        with open(self.store / xorb, "rb") as stream:
+        path = self.store / xorb
+        if not path.is_file() and blob is not None:
+            path = self._from_registry(xorb, blob, reader)
+        with open(path, "rb") as stream:
             index = index_xorb(stream)
         with self._lock:
             self._indexes[xorb] = index
@@ -400,15 +521,15 @@ class XetReads:
                 self._indexes.popitem(last=False)
         return index
 
-    def _may_read(self, token: ReadToken, record: Reconstruction) -> bool:
+    def _may_read(self, reader: ReadToken, record: Reconstruction) -> bool:
         """Whether the token's repository holds the file, asked at the registry with the
         token's credentials (kept CHECK_TTL seconds per token and file)."""
-        key = (hashlib.sha256(f"{token.authorization}\0{token.repo_id}".encode()).hexdigest(),
+        key = (hashlib.sha256(f"{reader.authorization}\0{reader.repo_id}".encode()).hexdigest(),
                record.sha256)  # fmt: skip
         found = self.checked.get(key)
         if found is None:
-            _, client = self.clients.for_header(token.authorization)
-            repository = RegistryRepository(client, self.config.repository(token.repo_id))
+            _, client = self.clients.for_header(reader.authorization)
+            repository = RegistryRepository(client, self.config.repository(reader.repo_id))
             try:
                 found = repository.exists(
                     Descriptor(OCTETS, f"sha256:{record.sha256}", record.size)

@@ -7,7 +7,9 @@ repository and where they are, the file sizes preupload announced), where xorb c
 ranges were published as files, and who may move a branch right now.  Replicas also
 agree on each repository's write generation (a commit through one drops the answers
 every replica's authorization cache kept about it) and on the audit trail's key (one
-identity token is named alike in every replica's lines).
+identity token is named alike in every replica's lines).  For Xet downloads they share the
+read tokens, the reconstruction records of files uploaded through Xet (how to download
+them: read/xet.py) and the key fetch URLs are signed with.
 
 ``InProcess`` keeps them in this process (published ranges in the node cache): one
 gateway that needs nothing beside the registry, the embedded default.  ``RedisShared``
@@ -30,6 +32,7 @@ import itertools
 import os
 import secrets
 import socket
+import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -49,6 +52,8 @@ TICKET_TTL = 3600.0
 MAX_TICKETS = 8192
 TOKEN_TTL = 3600.0
 MAX_SESSIONS = 1024  # Xet write tokens alive at once (one per upload; the oldest go first)
+# Xet read tokens alive at once (huggingface_hub asks one per repo revision; the oldest go)
+MAX_READERS = 4096
 MAX_ANNOUNCED = 1 << 16  # lfs sizes remembered per scope (the oldest go first)
 # Xorbs one scope may have sent: 16 TiB of 64 MiB xorbs (a 405B bf16 model is 13,000).
 MAX_SCOPE_XORBS = 1 << 18
@@ -80,6 +85,17 @@ class XetSession:
     scope: str
 
 
+@dataclass(frozen=True)
+class ReadToken:
+    """One Xet read token: the credentials it stands for, the repository and the commit
+    it was asked for.  Kept under ``token_key(token)``, which fetch URLs may name."""
+
+    authorization: str | None
+    repo_id: str
+    expires: float
+    revision: str = ""
+
+
 class Lease(ABC):
     """The right to move one branch.  ``confirm`` right before a registry write that moves
     it (raises unless still held, and then holds it for a whole lease from now);
@@ -99,7 +115,8 @@ def scope_of(authorization: str | None, repo_id: str) -> str:
     return f"{hashlib.sha256((authorization or '').encode()).hexdigest()[:32]}:{repo_id}"
 
 
-def _key(token: str) -> str:
+def token_key(token: str) -> str:
+    """What a token is kept under: its sha256, never the token."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -163,6 +180,40 @@ class Shared(ABC):
 
     @abstractmethod
     def published(self, xorb: str) -> list[str]: ...
+
+    # -- Xet reads ---------------------------------------------------------------
+
+    @abstractmethod
+    def new_reader(self, token: str, reader: ReadToken) -> None:
+        """Keep ``reader`` under ``token_key(token)`` for TOKEN_TTL; past MAX_READERS
+        the oldest go first."""
+
+    @abstractmethod
+    def reader(self, key: str) -> ReadToken | None:
+        """The live read token kept under ``key`` (``token_key`` of the token)."""
+
+    @abstractmethod
+    def keep_paths(self, repo_id: str, commit: str, paths: str) -> None:
+        """A commit's files as JSON (sha256 -> path) for TOKEN_TTL: audit lines name them."""
+
+    @abstractmethod
+    def paths(self, repo_id: str, commit: str) -> str | None: ...
+
+    @abstractmethod
+    def keep_reconstruction(self, file_hash: str, sha256: str, terms: str, file: str) -> None:
+        """A file's reconstruction record (JSON, under its Xet hash) and its summary (JSON,
+        under its sha256), kept for good: the same bytes always chunk alike."""
+
+    @abstractmethod
+    def reconstruction(self, file_hash: str) -> str | None: ...
+
+    @abstractmethod
+    def xet_file(self, sha256: str) -> str | None: ...
+
+    def fetch_key(self) -> bytes | None:
+        """The key every replica signs Xet fetch URLs with; None where the node cache's
+        own key file serves (one gateway)."""
+        return None
 
     # -- branches ----------------------------------------------------------------
 
@@ -231,6 +282,8 @@ class InProcess(Shared):
         self.root = root
         self._tickets: TTLMap[str, Ticket] = TTLMap(MAX_TICKETS, TICKET_TTL)
         self._sessions: TTLMap[str, _Session] = TTLMap(MAX_SESSIONS, TOKEN_TTL)
+        self._readers: TTLMap[str, ReadToken] = TTLMap(MAX_READERS, TOKEN_TTL)
+        self._paths: TTLMap[tuple[str, str], str] = TTLMap(MAX_READERS, TOKEN_TTL)
         self._scopes: dict[str, _Scope] = {}
         self._branches: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
@@ -334,12 +387,51 @@ class InProcess(Shared):
         except FileNotFoundError:
             return []
 
+    def new_reader(self, token: str, reader: ReadToken) -> None:
+        self._readers.set(token_key(token), reader)
+
+    def reader(self, key: str) -> ReadToken | None:
+        found = self._readers.get(key)
+        return found if found is not None and found.expires >= time.time() else None
+
+    def keep_paths(self, repo_id: str, commit: str, paths: str) -> None:
+        self._paths.set((repo_id, commit), paths)
+
+    def paths(self, repo_id: str, commit: str) -> str | None:
+        return self._paths.get((repo_id, commit))
+
+    def keep_reconstruction(self, file_hash: str, sha256: str, terms: str, file: str) -> None:
+        # Files in the node cache, as before there was a choice: they outlive a restart.
+        _replace(self.root / "reconstructions" / file_hash, terms)
+        _replace(self.root / "files" / sha256, file)
+
+    def reconstruction(self, file_hash: str) -> str | None:
+        return _text(self.root / "reconstructions" / file_hash)
+
+    def xet_file(self, sha256: str) -> str | None:
+        return _text(self.root / "files" / sha256)
+
     @contextlib.contextmanager
     def branch(self, repository: str, branch: str) -> Iterator[Lease]:
         with self._lock:
             lock = self._branches.setdefault((repository, branch), threading.Lock())
         with lock:
             yield _LocalLease()
+
+
+def _replace(path: Path, text: str) -> None:
+    """``text`` at ``path``, whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".part-", delete=False) as out:
+        out.write(text)
+    os.replace(out.name, path)
+
+
+def _text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
 
 
 # -- replicas: Redis ----------------------------------------------------------------
@@ -467,8 +559,11 @@ class RedisShared(Shared):
 
     @_guarded
     def audit_key(self) -> bytes | None:
+        return self._random_key("audit-key")
+
+    def _random_key(self, what: str) -> bytes | None:
         """32 random bytes the first replica to ask puts there (SET NX), for good."""
-        name = self._k("audit-key")
+        name = self._k(what)
         self.redis.set(name, secrets.token_bytes(32), nx=True)
         value = self.redis.get(name)
         return bytes(value) if value is not None and len(value) == 32 else None
@@ -480,7 +575,9 @@ class RedisShared(Shared):
         key = secrets.token_urlsafe(32)
         fields = {"authorization": ticket.authorization or "", "anonymous": int(not ticket.authorization),
                   "repo": ticket.repo_id, "oid": ticket.oid, "size": ticket.size}  # fmt: skip
-        self._put_record("tickets", self._k("ticket", _key(key)), fields, TICKET_TTL, MAX_TICKETS)
+        self._put_record(
+            "tickets", self._k("ticket", token_key(key)), fields, TICKET_TTL, MAX_TICKETS
+        )
         return key
 
     def _put_record(self, index: str, record: str, fields: dict, ttl: float, cap: int) -> None:
@@ -490,7 +587,7 @@ class RedisShared(Shared):
 
     @_guarded
     def ticket(self, key: str) -> Ticket | None:
-        found = self._record(self._k("ticket", _key(key)))
+        found = self._record(self._k("ticket", token_key(key)))
         if not found:
             return None
         try:
@@ -505,7 +602,7 @@ class RedisShared(Shared):
 
     @_guarded
     def ticket_used(self, key: str) -> None:
-        record = self._k("ticket", _key(key))
+        record = self._k("ticket", token_key(key))
         self.redis.delete(record)
         self.redis.zrem(self._k("tickets"), record)
 
@@ -518,14 +615,14 @@ class RedisShared(Shared):
         session = XetSession(token, authorization, repo_id, time.time() + TOKEN_TTL, scope)
         fields = {"authorization": authorization or "", "anonymous": int(not authorization),
                   "repo": repo_id, "expires": session.expires, "scope": scope}  # fmt: skip
-        self._put_record("xet:sessions", self._k("xet:session", _key(token)), fields,
+        self._put_record("xet:sessions", self._k("xet:session", token_key(token)), fields,
                          TOKEN_TTL, MAX_SESSIONS)  # fmt: skip
         self._touch(scope)
         return session
 
     @_guarded
     def session(self, token: str) -> XetSession | None:
-        found = self._record(self._k("xet:session", _key(token)))
+        found = self._record(self._k("xet:session", token_key(token)))
         try:
             session = XetSession(
                 token,
@@ -550,7 +647,7 @@ class RedisShared(Shared):
 
     @_guarded
     def spend(self, session: XetSession, what: str, amount: int, limit: int | None) -> int | None:
-        key = self._k("xet:session", _key(session.token))
+        key = self._k("xet:session", token_key(session.token))
         found = int(self._spend(keys=[key], args=[what, amount, -1 if limit is None else limit]))
         # -1: over the limit; -2: the session was dropped meanwhile (past MAX_SESSIONS)
         return None if found < 0 else found
@@ -593,6 +690,56 @@ class RedisShared(Shared):
     @_guarded
     def published(self, xorb: str) -> list[str]:
         return sorted(m.decode() for m in self.redis.smembers(self._k("xet:published", xorb)))
+
+    # -- Xet reads -------------------------------------------------------------------
+
+    @_guarded
+    def new_reader(self, token: str, reader: ReadToken) -> None:
+        fields = {"authorization": reader.authorization or "",
+                  "anonymous": int(not reader.authorization), "repo": reader.repo_id,
+                  "expires": reader.expires, "revision": reader.revision}  # fmt: skip
+        self._put_record("xet:readers", self._k("xet:reader", token_key(token)), fields,
+                         TOKEN_TTL, MAX_READERS)  # fmt: skip
+
+    @_guarded
+    def reader(self, key: str) -> ReadToken | None:
+        found = self._record(self._k("xet:reader", key))
+        try:
+            reader = ReadToken(None if found.get("anonymous") == "1" else found["authorization"],
+                               found["repo"], float(found["expires"]), found["revision"])  # fmt: skip
+        except (KeyError, ValueError):
+            return None
+        return reader if reader.expires >= time.time() else None
+
+    @_guarded
+    def keep_paths(self, repo_id: str, commit: str, paths: str) -> None:
+        self.redis.set(self._k("xet:paths", repo_id, commit), paths, px=int(TOKEN_TTL * 1000))
+
+    @_guarded
+    def paths(self, repo_id: str, commit: str) -> str | None:
+        value = self.redis.get(self._k("xet:paths", repo_id, commit))
+        return None if value is None else value.decode()
+
+    @_guarded
+    def keep_reconstruction(self, file_hash: str, sha256: str, terms: str, file: str) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._k("xet:reconstruction", file_hash), terms)
+            pipe.set(self._k("xet:file", sha256), file)
+            pipe.execute()
+
+    @_guarded
+    def reconstruction(self, file_hash: str) -> str | None:
+        value = self.redis.get(self._k("xet:reconstruction", file_hash))
+        return None if value is None else value.decode()
+
+    @_guarded
+    def xet_file(self, sha256: str) -> str | None:
+        value = self.redis.get(self._k("xet:file", sha256))
+        return None if value is None else value.decode()
+
+    @_guarded
+    def fetch_key(self) -> bytes | None:
+        return self._random_key("xet:fetch-key")
 
     # -- branches ------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ from ...errors import (
     NotFoundError,
     SharedStateUnavailableError,
 )
-from ...oci.digests import VerifyingReader, sha256_file
+from ...oci.digests import sha256_file
 from ...oci.spec import Descriptor
 from ...registry.client import RegistryClient, RegistryRepository
 from ...storage.diskspace import disk_full_errors, require_space
@@ -66,7 +66,8 @@ from ..core.xetformat import (
     read_chunks,
     xorb_hash,
 )
-from ..read.xet import record_reconstruction
+from ..read.hub_errors import shared_state_guard
+from ..read.xet import fetch_xorb, record_reconstruction
 from ..state.access import Clients
 from ..state.shared import MAX_SCOPE_XORBS, Shared, XetSession, scope_of
 from ..state.spools import claimed_folder, sweep
@@ -141,13 +142,8 @@ class Xet:
 
     @staticmethod
     def _guarded(request: Request, handler, *args) -> Response:  # noqa: ANN001
-        """The shared state out of reach (Redis): a 503 the client retries, said once."""
-        try:
+        with shared_state_guard(request):
             return handler(*args)
-        except SharedStateUnavailableError as exc:
-            log.warning("%s %s: %s", request.method, request.path, exc)
-            raise HubError(503, "the gateway's shared state is unavailable; try again",
-                           None, {"Retry-After": "5"}) from None  # fmt: skip
 
     def _session(self, request: Request) -> XetSession:
         scheme, _, token = (request.header("Authorization") or "").partition(" ")
@@ -341,25 +337,31 @@ class Xet:
             if not repository.exists(desc):
                 out.seek(0)
                 repository.push(desc, out)
-        self._record(shard, desc, info.terms)
+        blobs = self._record(shard, desc, info.terms)
         if file_hash(leaves) == info.file_hash and recordable(size, len(info.terms)):
             terms = [(t.xorb, t.start, t.end, t.size) for t in info.terms]
-            record_reconstruction(self.root, info.file_hash, str(info.sha256), size, terms)
+            record_reconstruction(self.shared, info.file_hash, str(info.sha256), size, terms, blobs)
         else:
             log.warning("a file of a shard (sha256 %s) does not hash to its declared Xet hash "
                         "%s: served over plain HTTP only", info.sha256, info.file_hash)  # fmt: skip
 
     # -- where chunk ranges were published ---------------------------------------
 
-    def _record(self, shard: _Shard, desc: Descriptor, terms: tuple[Term, ...]) -> None:
+    def _record(
+        self, shard: _Shard, desc: Descriptor, terms: tuple[Term, ...]
+    ) -> dict[str, tuple[str, int]]:
         """One JSON line per chunk range that is now part of a file in a repository, so a
         later upload may build on it where it can read that file.  With replicas the line
         also names the xorb's blob in that repository (copied there if it came from
-        another), where a replica without the xorb fetches it."""
+        another), where a replica without the xorb fetches it; those blobs are returned
+        (xorb -> digest, size), for the file's Xet download record."""
         # Each file's ranges merged per xorb (at most one line per run of chunks): a file
         # may have 262,144 terms.
+        blobs: dict[str, tuple[str, int]] = {}
         for xorb, ranges in _merged_ranges(terms).items():
             where = shard.blob_here(xorb) if self.shared.replicated else None
+            if where:
+                blobs[xorb] = where
             lines = [
                 json.dumps(
                     {
@@ -375,6 +377,7 @@ class Xet:
                 for start, end in ranges
             ]
             self.shared.publish(xorb, lines)
+        return blobs
 
     def published(self, xorb: str) -> list[dict]:
         """The chunk ranges of ``xorb`` published as files, as recorded."""
@@ -450,30 +453,11 @@ class _Shard:
         candidates += self._sources.get(xorb, [])
         for repo, digest, size in candidates:
             with contextlib.suppress(ModelpackError, XetFormatError, OSError, ValueError):
-                self._fetch(xorb, repo, Descriptor(OCTETS, digest, size))
-                return path
+                repository = RegistryRepository(self.client, self.xet.config.repository(repo))
+                return fetch_xorb(
+                    repository, self.xet.store, xorb, Descriptor(OCTETS, digest, size)
+                )
         raise XetFormatError(NOT_YOURS.format(xorb))
-
-    def _fetch(self, xorb: str, repo: str, desc: Descriptor) -> None:
-        """A xorb blob into the node cache: its digest checked as it arrives, its chunks
-        hashed again to its name before it is kept."""
-        if desc.size > XORB_MAX:
-            raise XetFormatError(f"xorb {xorb} is over {XORB_MAX} bytes")
-        repository = RegistryRepository(self.client, self.xet.config.repository(repo))
-        store = self.xet.store
-        store.mkdir(parents=True, exist_ok=True)
-        require_space(store, desc.size, "a xorb")
-        with tempfile.NamedTemporaryFile(dir=store, prefix=".part-") as part:
-            with repository.fetch(desc) as stream:
-                reader = VerifyingReader(stream, desc.digest, desc.size, f"xorb {xorb}")
-                while data := reader.read(1 << 20):
-                    part.write(data)
-                reader.verify()
-            part.flush()
-            if xorb_hash(part, index_xorb(part)) != xorb:
-                raise XetFormatError(f"the registry's copy of xorb {xorb} is not that xorb")
-            with contextlib.suppress(FileExistsError):
-                os.link(part.name, store / xorb)
 
     def blob_here(self, xorb: str) -> tuple[str, int]:
         """The xorb as a blob of this session's repository (digest, size): its own copy,
