@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
         default="a,b,replicas,speed",
         help="a: 4 x 512 MiB, b: 2,000 small files, c: --size-gib, "
         "gateway: one file through modelpack serve (benchmarks/gateway.py), "
-        "replicas: a 1 GiB upload_folder through one replica and three (benchmarks/replicas.py), "
+        "replicas: a 1 GiB upload_folder and its Xet download through one replica and three (benchmarks/replicas.py), "
         "speed: cached downloads through modelpack serve beside nginx, written to its own "
         "section (benchmarks/gateway_speed.py), "
         "hubs: modelpack serve and MatrixHub side by side (benchmarks/hubs.py, root; alone)",
@@ -543,9 +543,11 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     if "replicas" in wanted:
-        print("case replicas: a 1 GiB upload_folder through one replica and three", flush=True)
+        print("case replicas: a 1 GiB upload_folder and snapshot_download (Xet) through one "
+              "replica and three", flush=True)  # fmt: skip
         size = 1024 * models.MIB
-        replicas.write(Path(args.output), replicas.run(work, args.rounds, size), size)
+        load = os.getloadavg()[0]
+        replicas.write(Path(args.output), replicas.run(work, args.rounds, size), size, load)
         if not cases and "gateway" not in wanted:
             return  # its own section is written; nothing else to report
     if "gateway" in wanted:

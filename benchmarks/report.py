@@ -473,7 +473,7 @@ KEPT_SECTIONS = (
     "## Many nodes at once",
     "## One big blob over a capped link",
     "## Cold start on a node",
-    "## Uploads through replicas",  # benchmarks/replicas.py, part of `make bench`
+    "## Uploads and downloads through replicas",  # benchmarks/replicas.py, part of `make bench`
     "## MatrixHub side by side",  # benchmarks/hubs.py (`make bench-hubs`)
     "## Xet downloads: a changed file again",  # benchmarks/xet_download.py (`make bench-hubs`)
 )

@@ -215,7 +215,9 @@ print(json.dumps(snapshot_download(json.loads(sys.argv[1]))))
 """
 
 
-def test_xet_downloads_from_a_replica_that_never_had_the_xorbs(cluster, registry, tmp_path):
+def test_xet_downloads_from_a_replica_that_never_had_the_xorbs(
+    cluster, registry, redis_server, tmp_path
+):
     """Uploaded through Xet to one replica, downloaded through Xet from another that never
     received a xorb of it: the record, the read token and the signing key are in Redis, and
     that replica fetches each xorb from the registry blob the record names (read with the
@@ -241,6 +243,10 @@ def test_xet_downloads_from_a_replica_that_never_had_the_xorbs(cluster, registry
     assert not any("/resolve/" in a and "weights.dat" in a for a in answered)
     fetched = set(store.iterdir()) - before
     assert fetched, "the replica fetched no xorb from the registry"
+    # The replica that received each xorb kept its chunk sizes in Redis: reconstructions are
+    # answered from those without fetching the xorb first.
+    for xorb in fetched:
+        assert redis_server.client().keys(f"*xet:xorb-index:{xorb.name}"), xorb.name
     for xorb in fetched:  # each is a blob of the repository, as the record said
         digest = hashlib.sha256(xorb.read_bytes()).hexdigest()
         blob = requests.head(f"http://{registry.host}/v2/{NAMESPACE}/{repo}/blobs/sha256:{digest}",

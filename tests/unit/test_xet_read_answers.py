@@ -124,3 +124,23 @@ def test_a_replicated_record_signs_where_a_replica_without_the_xorb_finds_it(tmp
     assert reads._sign(name, int(r[0]), int(r[1]), int(query["e"]), other) != query["s"]
     record_reconstruction(reads.shared, "ef" * 32, "12" * 32, size, [(name, 0, 4, size)], {})
     assert reads.file_hash("12" * 32, size) is None
+
+
+def test_a_packed_xorb_index_reads_back_and_is_held_to_a_xorb_s_bounds(tmp_path):
+    """What replicas keep in Redis for a xorb they received (its chunk sizes), so another
+    answers reconstructions without fetching it: the same index back; malformed or
+    out-of-bounds data refused."""
+    store = tmp_path / "x"
+    store.mkdir()
+    name, _ = _xorb(store, 3, 5)
+    with open(store / name, "rb") as stream:
+        index = xetformat.index_xorb(stream)
+    assert xetformat.XorbIndex.from_packed(index.packed()) == index
+    too_big = (9 + xetformat.PACKED_MAX).to_bytes(4, "little") + (1).to_bytes(4, "little")
+    empty_chunk = (9).to_bytes(4, "little") + (0).to_bytes(4, "little")
+    many = ((11).to_bytes(4, "little") + (3).to_bytes(4, "little")) * (
+        xetformat.XORB_CHUNKS_MAX + 1
+    )
+    for bad in (b"", b"1234567", too_big, empty_chunk, many):
+        with pytest.raises(xetformat.XetFormatError):
+            xetformat.XorbIndex.from_packed(bad)

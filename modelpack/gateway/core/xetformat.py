@@ -130,6 +130,33 @@ class XorbIndex:
             raise XetFormatError(f"xorb has no chunk {end - 1} (it has {self.chunks})")
         return self.unpacked[end] - self.unpacked[start]
 
+    def packed(self) -> bytes:
+        """Each chunk's serialized and unpacked size, 4 + 4 bytes little-endian: what a
+        replica without the xorb answers reconstructions from (state/shared.py)."""
+        out = bytearray()
+        for i in range(self.chunks):
+            out += (self.offsets[i + 1] - self.offsets[i]).to_bytes(4, "little")
+            out += (self.unpacked[i + 1] - self.unpacked[i]).to_bytes(4, "little")
+        return bytes(out)
+
+    @classmethod
+    def from_packed(cls, data: bytes) -> XorbIndex:
+        """The index ``packed`` wrote, held to a xorb's bounds."""
+        count = len(data) // 8
+        if len(data) % 8 or not 0 < count <= XORB_CHUNKS_MAX:
+            raise XetFormatError("not a packed xorb index")
+        offsets, unpacked = [0], [0]
+        for i in range(0, len(data), 8):
+            serialized = int.from_bytes(data[i : i + 4], "little")
+            size = int.from_bytes(data[i + 4 : i + 8], "little")
+            if not 8 < serialized <= 8 + PACKED_MAX or not 0 < size <= CHUNK_MAX:
+                raise XetFormatError("not a packed xorb index")
+            offsets.append(offsets[-1] + serialized)
+            unpacked.append(unpacked[-1] + size)
+        if unpacked[-1] > XORB_UNPACKED_MAX:
+            raise XetFormatError("not a packed xorb index")
+        return cls(tuple(offsets), tuple(unpacked))
+
 
 def _chunk_header(header: bytes, index: int) -> tuple[int, int, int]:
     """(packed size, compression scheme, unpacked size) of chunk ``index``."""

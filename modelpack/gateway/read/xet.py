@@ -511,10 +511,14 @@ class XetReads:
                 self._indexes.move_to_end(xorb)
                 return self._indexes[xorb]
         path = self.store / xorb
-        if not path.is_file() and blob is not None:
-            path = self._from_registry(xorb, blob, reader)
-        with open(path, "rb") as stream:
-            index = index_xorb(stream)
+        packed = None if path.is_file() else self.shared.xorb_index(xorb)
+        if packed is not None:  # kept by the replica that received it: no fetch to answer
+            index = XorbIndex.from_packed(packed)
+        else:
+            if not path.is_file() and blob is not None:
+                path = self._from_registry(xorb, blob, reader)
+            with open(path, "rb") as stream:
+                index = index_xorb(stream)
         with self._lock:
             self._indexes[xorb] = index
             while len(self._indexes) > INDEXES_KEPT:

@@ -215,6 +215,14 @@ class Shared(ABC):
         own key file serves (one gateway)."""
         return None
 
+    def keep_xorb_index(self, xorb: str, packed: bytes) -> None:
+        """A received xorb's chunk sizes (``XorbIndex.packed``), kept where replicas that
+        lack the xorb answer reconstructions from them; one gateway has the xorb itself."""
+        return None
+
+    def xorb_index(self, xorb: str) -> bytes | None:
+        return None
+
     # -- branches ----------------------------------------------------------------
 
     @abstractmethod
@@ -740,6 +748,15 @@ class RedisShared(Shared):
     @_guarded
     def fetch_key(self) -> bytes | None:
         return self._random_key("xet:fetch-key")
+
+    @_guarded
+    def keep_xorb_index(self, xorb: str, packed: bytes) -> None:
+        self.redis.set(self._k("xet:xorb-index", xorb), packed)
+
+    @_guarded
+    def xorb_index(self, xorb: str) -> bytes | None:
+        value = self.redis.get(self._k("xet:xorb-index", xorb))
+        return None if value is None else bytes(value)
 
     # -- branches ------------------------------------------------------------------
 

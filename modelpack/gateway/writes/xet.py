@@ -199,13 +199,15 @@ class Xet:
             if received > XORB_MAX:
                 raise HubError(413, f"a xorb is at most {XORB_MAX} bytes")
             try:
-                computed = xorb_hash(part, index_xorb(part))
+                index = index_xorb(part)
+                computed = xorb_hash(part, index)
             except XetFormatError as exc:
                 raise HubError(400, f"xorb {name}: {exc.message}") from None
             if computed != name:
                 raise HubError(400, f"the xorb's chunks hash to {computed}, not {name}")
             location = ""
             if self.shared.replicated:
+                self.shared.keep_xorb_index(name, index.packed())
                 desc = Descriptor(OCTETS, f"sha256:{hasher.hexdigest()}", received)
                 try:
                     self._push(self._repository(session), desc, Path(part.name))
