@@ -81,7 +81,11 @@ class Gateway:
         except Exception:
             log.exception("%s %s failed", request.method, request.shown_path)
             response = Response.error(HubError(500, "internal error in the gateway"))
-        if request.method == "HEAD":
+        if request.method == "HEAD":  # GET's headers, its length included; no body
+            if response.file is not None or response.handoff:
+                response.headers.setdefault("Content-Length", str(response.length))
+            if response.file is not None:
+                response.file.close()
             response.body, response.file, response.handoff = b"", None, ""
         # No answer is ever to be sniffed into HTML (a model's files are anyone's bytes).
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -209,6 +209,12 @@ def test_read_routes_refuse_what_they_must(uploaded, registry):
     first, last = fetch["url_range"]["start"], fetch["url_range"]["end"]
     inside = {"Range": f"bytes={first}-{min(last, first + 99)}"}
     assert requests.get(fetch["url"], headers=inside, timeout=30).status_code == 206
+    # HEAD: GET's headers, the length of the range included (no body).
+    head = requests.head(fetch["url"], headers=inside, timeout=30)
+    assert head.status_code == 206 and head.headers["Content-Length"] == str(
+        min(100, last - first + 1)
+    )
+    assert head.headers["Content-Range"].startswith(f"bytes {first}-") and not head.content
     tampered = re.sub(r"r=\d+-", f"r={first + 1}-", fetch["url"])
     assert requests.get(tampered, headers=inside, timeout=30).status_code == 403
     assert requests.get(fetch["url"] + "0", headers=inside, timeout=30).status_code == 403
