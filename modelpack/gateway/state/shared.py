@@ -200,15 +200,18 @@ class Shared(ABC):
     def paths(self, repo_id: str, commit: str) -> str | None: ...
 
     @abstractmethod
-    def keep_reconstruction(self, file_hash: str, sha256: str, terms: str, file: str) -> None:
+    def keep_reconstruction(
+        self, repo_id: str, file_hash: str, sha256: str, terms: str, file: str
+    ) -> None:
         """A file's reconstruction record (JSON, under its Xet hash) and its summary (JSON,
-        under its sha256), kept for good: the same bytes always chunk alike."""
+        under its sha256), kept for good: the same bytes always chunk alike.  With
+        replicas, per repository: the record names the blobs of ``repo_id``."""
 
     @abstractmethod
-    def reconstruction(self, file_hash: str) -> str | None: ...
+    def reconstruction(self, repo_id: str, file_hash: str) -> str | None: ...
 
     @abstractmethod
-    def xet_file(self, sha256: str) -> str | None: ...
+    def xet_file(self, repo_id: str, sha256: str) -> str | None: ...
 
     def fetch_key(self) -> bytes | None:
         """The key every replica signs Xet fetch URLs with; None where the node cache's
@@ -400,15 +403,19 @@ class InProcess(Shared):
     def paths(self, repo_id: str, commit: str) -> str | None:
         return self._paths.get((repo_id, commit))
 
-    def keep_reconstruction(self, file_hash: str, sha256: str, terms: str, file: str) -> None:
-        # Files in the node cache, as before there was a choice: they outlive a restart.
+    def keep_reconstruction(
+        self, repo_id: str, file_hash: str, sha256: str, terms: str, file: str
+    ) -> None:
+        # One gateway: its records name no blob (the xorbs are its own), so one record per
+        # file serves every repository holding it.  Files in the node cache, as before
+        # there was a choice: they outlive a restart.
         _replace(self.root / "reconstructions" / file_hash, terms)
         _replace(self.root / "files" / sha256, file)
 
-    def reconstruction(self, file_hash: str) -> str | None:
+    def reconstruction(self, repo_id: str, file_hash: str) -> str | None:
         return _text(self.root / "reconstructions" / file_hash)
 
-    def xet_file(self, sha256: str) -> str | None:
+    def xet_file(self, repo_id: str, sha256: str) -> str | None:
         return _text(self.root / "files" / sha256)
 
     @contextlib.contextmanager
@@ -721,20 +728,23 @@ class RedisShared(Shared):
         return None if value is None else value.decode()
 
     @_guarded
-    def keep_reconstruction(self, file_hash: str, sha256: str, terms: str, file: str) -> None:
+    def keep_reconstruction(
+        self, repo_id: str, file_hash: str, sha256: str, terms: str, file: str
+    ) -> None:
+        # Per repository: a record names that repository's blobs.
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._k("xet:reconstruction", file_hash), terms)
-            pipe.set(self._k("xet:file", sha256), file)
+            pipe.set(self._k("xet:reconstruction", repo_id, file_hash), terms)
+            pipe.set(self._k("xet:file", repo_id, sha256), file)
             pipe.execute()
 
     @_guarded
-    def reconstruction(self, file_hash: str) -> str | None:
-        value = self.redis.get(self._k("xet:reconstruction", file_hash))
+    def reconstruction(self, repo_id: str, file_hash: str) -> str | None:
+        value = self.redis.get(self._k("xet:reconstruction", repo_id, file_hash))
         return None if value is None else value.decode()
 
     @_guarded
-    def xet_file(self, sha256: str) -> str | None:
-        value = self.redis.get(self._k("xet:file", sha256))
+    def xet_file(self, repo_id: str, sha256: str) -> str | None:
+        value = self.redis.get(self._k("xet:file", repo_id, sha256))
         return None if value is None else value.decode()
 
     @_guarded
