@@ -187,3 +187,36 @@ def test_one_xorb_asked_at_once_is_fetched_from_the_registry_once(pair, registry
     gets = [line for line in registry.access_log().splitlines()
             if f"GET /v2/{NAMESPACE}/org/bigxorb/blobs/sha256:{blob}" in line]  # fmt: skip
     assert len(gets) == 1, gets
+
+
+def test_a_replica_started_after_redis_lost_its_data_agrees_on_the_fetch_url_key(
+    registry, tmp_path
+):
+    """Redis restarted without its data (or flushed): the next replica to ask puts a new
+    fetch-URL key there.  A replica that read the old one before must sign and check with
+    the new one too, else every fetch URL one signs is a 403 at the other (until restarts)."""
+    redis = RedisServer(tmp_path / "redis").start()
+    env = {"MODELPACK_GATEWAY_REDIS": redis.url}
+    replicas = []
+
+    def start(n: int) -> str:
+        replicas.append(Gateway(f"{registry.host}/{NAMESPACE}", tmp_path / f"r{n}", env=env))
+        return replicas[-1].start().url
+
+    try:
+        first = start(0)
+        datas = [b"before the flush %d\n" % i * 100 for i in range(2)]
+        upload(first, "org/flush-before", datas)
+        assert reconstruction(first, "org/flush-before", xet_hash(datas)).status_code == 200
+        redis.client().flushall()
+        second = start(1)
+        datas = [b"after the flush %d\n" % i * 100 for i in range(2)]
+        upload(second, "org/flush-after", datas)
+        for signer, other in ((first, second), (second, first)):
+            plan = reconstruction(signer, "org/flush-after", xet_hash(datas))
+            assert plan.status_code == 200, plan.text
+            assert fetch_all(plan.json(), signer, other) == fetch_all(plan.json(), signer, signer)
+    finally:
+        for replica in replicas:
+            replica.stop()
+        redis.stop()

@@ -218,14 +218,22 @@ class XetReads:
         )
         self.checked: TTLMap[tuple[str, str], bool] = TTLMap(MAX_TOKENS, CHECK_TTL)
         self._key: bytes | None = None
+        self._key_read = 0.0  # time.monotonic() when the key was last read
         self._records: OrderedDict[str, Reconstruction] = OrderedDict()
         self._indexes: OrderedDict[str, XorbIndex] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
     def key(self) -> bytes:
-        if self._key is None:
-            self._key = self.shared.fetch_key() or node_key(self.root / "fetch.key")
+        """The key fetch URLs are signed with, as last read."""
+        return self._key if self._key is not None else self._read_key()
+
+    def _read_key(self) -> bytes:
+        """The key as the shared state has it now: after Redis lost its data (restarted
+        without it, flushed) the next replica to ask puts a new one there, which a replica
+        that read the old one must use as well (else each refuses the other's URLs)."""
+        self._key = self.shared.fetch_key() or node_key(self.root / "fetch.key")
+        self._key_read = time.monotonic()
         return self._key
 
     # -- the hub side ---------------------------------------------------------------
@@ -409,6 +417,7 @@ class XetReads:
             ranges.setdefault(xorb, []).append([start, end])
             at += 1
         expires = int(time.time()) + URL_TTL
+        self._read_key()  # signed with the key every replica reads now
         fetch_info = {}
         for xorb, spans in ranges.items():
             index = indexes[xorb]
@@ -459,7 +468,13 @@ class XetReads:
             source = (query["b"], int(query["n"]), query["g"])
         first, last, expires = int(signed.group(1)), int(signed.group(2)), int(expiry)
         if not hmac.compare_digest(self._sign(xorb, first, last, expires, source), query["s"]):
-            raise HubError(403, "not a signed Xet fetch URL")
+            # Signed with a key put in the shared state since this replica read it: read
+            # again, at most once a second (a flood of forged URLs costs no more).
+            if time.monotonic() - self._key_read < 1 or self._key == self._read_key():
+                raise HubError(403, "not a signed Xet fetch URL")
+            if not hmac.compare_digest(self._sign(xorb, first, last, expires, source),
+                                       query["s"]):  # fmt: skip
+                raise HubError(403, "not a signed Xet fetch URL")
         if expires < time.time():
             raise HubError(403, "this Xet fetch URL has expired; ask the reconstruction again")
         if last < first or last - first + 1 > FETCH_MAX:

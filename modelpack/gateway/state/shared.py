@@ -571,8 +571,10 @@ class RedisShared(Shared):
     def _random_key(self, what: str) -> bytes | None:
         """32 random bytes the first replica to ask puts there (SET NX), for good."""
         name = self._k(what)
-        self.redis.set(name, secrets.token_bytes(32), nx=True)
         value = self.redis.get(name)
+        if value is None:
+            self.redis.set(name, secrets.token_bytes(32), nx=True)
+            value = self.redis.get(name)
         return bytes(value) if value is not None and len(value) == 32 else None
 
     # -- tickets -------------------------------------------------------------------
