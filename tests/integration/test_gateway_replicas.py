@@ -243,15 +243,15 @@ def test_xet_downloads_from_a_replica_that_never_had_the_xorbs(
     assert not any("/resolve/" in a and "weights.dat" in a for a in answered)
     fetched = set(store.iterdir()) - before
     assert fetched, "the replica fetched no xorb from the registry"
-    # The replica that received each xorb kept its chunk sizes in Redis: reconstructions are
-    # answered from those without fetching the xorb first.
+    # Each is a blob of the repository, as the record said, and the replica that received or
+    # pushed it kept its chunk sizes in Redis under that blob: reconstructions are answered
+    # from those without fetching the xorb first.
     for xorb in fetched:
-        assert redis_server.client().keys(f"*xet:xorb-index:{xorb.name}"), xorb.name
-    for xorb in fetched:  # each is a blob of the repository, as the record said
         digest = hashlib.sha256(xorb.read_bytes()).hexdigest()
         blob = requests.head(f"http://{registry.host}/v2/{NAMESPACE}/{repo}/blobs/sha256:{digest}",
                              timeout=30)  # fmt: skip
         assert blob.status_code == 200, xorb.name
+        assert redis_server.client().keys(f"*xet:xorb-index:sha256:{digest}"), xorb.name
     # A fetch URL is signed for its blob and token: changed, it is refused on any replica.
     token = requests.get(f"{last.url}/api/models/{repo}/xet-read-token/main", timeout=30).json()
     plan = requests.get(

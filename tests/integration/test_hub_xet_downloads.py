@@ -253,13 +253,13 @@ def test_one_gateway_keeps_its_records_in_the_node_cache(uploaded):
 
     reads = XetReads(Config(), None, InProcess(gateway.cache / "xet"))  # type: ignore[arg-type]
     random_sha = hashlib.sha256(expected["random.bin"]).hexdigest()
-    assert reads.file_hash(random_sha, len(expected["random.bin"])) == xet_hash(
+    assert reads.file_hash(random_sha, len(expected["random.bin"]), "org/dl") == xet_hash(
         gateway, "random.bin"
     )
     records = gateway.cache / "xet" / "files"
     assert (records / random_sha).is_file()
     assert not (records / hashlib.sha256(expected["lfs.bin"]).hexdigest()).exists()
-    assert reads.file_hash(random_sha, len(expected["random.bin"]) + 1) is None
+    assert reads.file_hash(random_sha, len(expected["random.bin"]) + 1, "org/dl") is None
 
 
 DATASET_UPLOAD = """

@@ -45,11 +45,13 @@ def test_an_answer_reads_each_xorb_index_once_however_its_terms_cycle(tmp_path, 
         c = i // 3
         terms.append((name, c, c + 1, len(datas[c])))
         content += datas[c]
-    record_reconstruction(reads.shared, "ab" * 32, "cd" * 32, len(content), terms, {})
+    record_reconstruction(reads.shared, "org/m", "ab" * 32, "cd" * 32, len(content), terms, {})
     parsed = []
     real = xet_reads.index_xorb
     monkeypatch.setattr(xet_reads, "index_xorb", lambda s: parsed.append(1) or real(s))
-    answer = reads._answer(reads._record("ab" * 32), 0, len(content) - 1, "http://cas", "t", READER)
+    answer = reads._answer(
+        reads._record("ab" * 32, "org/m"), 0, len(content) - 1, "http://cas", "t", READER
+    )
     assert len(answer["terms"]) == 48
     assert len(parsed) <= 3, f"{len(parsed)} xorb indexes parsed for 3 xorbs"
     # The answer is still the file: each term one chunk of its xorb, in order.
@@ -59,7 +61,7 @@ def test_an_answer_reads_each_xorb_index_once_however_its_terms_cycle(tmp_path, 
     assert sum(t["unpacked_length"] for t in answer["terms"]) == len(content)
     # A range from the middle (chunks of 3 bytes): byte 7 is in term 2 (xorb 2's chunk
     # 0), one byte in; byte 20 in term 6.
-    part = reads._answer(reads._record("ab" * 32), 7, 20, "http://cas", "t", READER)
+    part = reads._answer(reads._record("ab" * 32, "org/m"), 7, 20, "http://cas", "t", READER)
     assert part["offset_into_first_range"] == 1
     assert [(t["hash"], t["range"]["start"]) for t in part["terms"]] == [
         (name, start) for name, start, _, _ in terms[2:7]
@@ -76,7 +78,7 @@ def test_the_xet_auth_link_names_the_route_of_the_repo_type(tmp_path, repo_id, r
     reads = _reads(tmp_path)
     reads.store.mkdir(parents=True)
     name, datas = _xorb(reads.store, 1, 1)
-    record_reconstruction(reads.shared, "ab" * 32, "cd" * 32, len(datas[0]),
+    record_reconstruction(reads.shared, "org/m", "ab" * 32, "cd" * 32, len(datas[0]),
                           [(name, 0, 1, len(datas[0]))], {})  # fmt: skip
 
     class Request:
@@ -107,13 +109,15 @@ def test_a_replicated_record_signs_where_a_replica_without_the_xorb_finds_it(tmp
     name, datas = _xorb(reads.store, 2, 4)
     size = sum(map(len, datas))
     blob = ("sha256:" + "ee" * 32, 4 * (len(datas[0]) + 8))
-    record_reconstruction(reads.shared, "ab" * 32, "cd" * 32, size, [(name, 0, 4, size)],
+    record_reconstruction(reads.shared, "org/m", "ab" * 32, "cd" * 32, size, [(name, 0, 4, size)],
                           {name: blob})  # fmt: skip
     (reads.store / name).rename(tmp_path / "away")  # this replica lacks it: the blob serves
-    assert reads.file_hash("cd" * 32, size) == "ab" * 32
+    assert reads.file_hash("cd" * 32, size, "org/m") == "ab" * 32
     with open(tmp_path / "away", "rb") as stream:
-        reads._indexes[name] = xetformat.index_xorb(stream)
-    answer = reads._answer(reads._record("ab" * 32), 0, size - 1, "http://cas", "tok", READER)
+        reads._indexes[f"{name}.{'ee' * 32}"] = xetformat.index_xorb(stream)
+    answer = reads._answer(
+        reads._record("ab" * 32, "org/m"), 0, size - 1, "http://cas", "tok", READER
+    )
     url = answer["fetch_info"][name][0]["url"]
     assert f"&b={'ee' * 32}&n={blob[1]}&g={token_key('tok')}" in url and "tok&" not in url
     query = dict(part.split("=") for part in url.split("?")[1].split("&"))
@@ -122,8 +126,10 @@ def test_a_replicated_record_signs_where_a_replica_without_the_xorb_finds_it(tmp
     assert reads._sign(name, int(r[0]), int(r[1]), int(query["e"]), source) == query["s"]
     other = (query["b"], int(query["n"]), token_key("another"))
     assert reads._sign(name, int(r[0]), int(r[1]), int(query["e"]), other) != query["s"]
-    record_reconstruction(reads.shared, "ef" * 32, "12" * 32, size, [(name, 0, 4, size)], {})
-    assert reads.file_hash("12" * 32, size) is None
+    record_reconstruction(
+        reads.shared, "org/m", "ef" * 32, "12" * 32, size, [(name, 0, 4, size)], {}
+    )
+    assert reads.file_hash("12" * 32, size, "org/m") is None
 
 
 def test_a_packed_xorb_index_reads_back_and_is_held_to_a_xorb_s_bounds(tmp_path):

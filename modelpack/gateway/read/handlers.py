@@ -58,14 +58,14 @@ class Handlers:
         )
         if entries is None:
             raise entry_not_found(model.repo_id, under, model.commit)
-        entries = self.xet.with_hashes(with_file_security(entries, files))
+        entries = self.xet.with_hashes(with_file_security(entries, files), model.repo_id)
         return Response.json(entries, headers={"X-Repo-Commit": model.commit})
 
     def paths_info(self, request: Request, model: Model) -> Response:
         paths = request.form().get("paths") or []
         files = self.pulls.listing(model)
         entries = with_file_security(path_entries(files, model.root.digest, paths), files)
-        entries = self.xet.with_hashes(entries)
+        entries = self.xet.with_hashes(entries, model.repo_id)
         return Response.json(entries, headers={"X-Repo-Commit": model.commit})
 
     def xet_read_token(self, request: Request, model: Model) -> Response:

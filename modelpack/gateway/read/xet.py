@@ -120,6 +120,7 @@ class Reconstruction:
 
 def record_reconstruction(
     shared: Shared,
+    repo_id: str,
     file_hash: str,
     sha256: str,
     size: int,
@@ -127,13 +128,15 @@ def record_reconstruction(
     blobs: dict[str, tuple[str, int]],
 ) -> None:
     """Called once a file put together from a shard's terms was hashed to its declared
-    sha256 and Xet hash: how to download it through Xet (``blobs``: where replicas find
-    each xorb in the file's repository, empty for one gateway).  The same bytes always
-    chunk alike, so a later upload's terms may replace these."""
+    sha256 and Xet hash: how to download it through Xet from ``repo_id`` (``blobs``: where
+    replicas find each xorb in that repository, empty for one gateway).  A later upload's
+    terms may replace these; with replicas only one to the same repository (the blobs are
+    that repository's: another's upload of the same bytes names blobs this one lacks)."""
     xorbs = sorted({term[0] for term in terms})
     kept = {xorb: list(blobs[xorb]) for xorb in xorbs if xorb in blobs}
     compact = {"separators": (",", ":")}
     shared.keep_reconstruction(
+        repo_id,
         file_hash,
         sha256,
         json.dumps({"sha256": sha256, "size": size, "terms": terms, "blobs": kept}, **compact),
@@ -141,25 +144,51 @@ def record_reconstruction(
     )
 
 
+def blob_copy(store: Path, xorb: str, digest: str) -> Path:
+    """Where the node cache keeps ``xorb`` as the bytes of registry blob ``digest``.  Two
+    copies of one xorb may be serialized otherwise (compressed or not: both hash to its
+    name) and ``store / xorb`` is whichever a replica got first, so with replicas a fetch
+    URL, signed with byte offsets of its blob, is answered from this copy only."""
+    return store / f"{xorb}.{digest.removeprefix('sha256:')}"
+
+
+def keep_blob_copy(path: Path, store: Path, xorb: str, digest: str) -> Path:
+    """``path`` (a xorb whose bytes are blob ``digest``) also as its ``blob_copy``."""
+    copy = blob_copy(store, xorb, digest)
+    with contextlib.suppress(FileExistsError):
+        os.link(path, copy)
+    return copy
+
+
+# One download of a xorb at a time (per lock): many fetch URLs of a xorb a replica lacks,
+# asked at once, wait for the first download instead of each spooling 80 MiB more.
+_FETCHING = [threading.Lock() for _ in range(64)]
+
+
 def fetch_xorb(repository: RegistryRepository, store: Path, xorb: str, desc: Descriptor) -> Path:
-    """A xorb's registry blob into the node cache's ``store``: its digest checked as it
-    arrives, its chunks hashed again to its name before it is kept."""
+    """A xorb's registry blob into the node cache's ``store`` (also as ``store / xorb`` when
+    that is missing): its digest checked as it arrives, its chunks hashed again to its name
+    before it is kept.  Answers its ``blob_copy``."""
     if desc.size > XORB_MAX:
         raise XetFormatError(f"xorb {xorb} is over {XORB_MAX} bytes")
-    store.mkdir(parents=True, exist_ok=True)
-    require_space(store, desc.size, "a xorb")
-    with tempfile.NamedTemporaryFile(dir=store, prefix=".part-") as part:
-        with repository.fetch(desc) as stream:
-            reader = VerifyingReader(stream, desc.digest, desc.size, f"xorb {xorb}")
-            while data := reader.read(1 << 20):
-                part.write(data)
-            reader.verify()
-        part.flush()
-        if xorb_hash(part, index_xorb(part)) != xorb:
-            raise XetFormatError(f"the registry's copy of xorb {xorb} is not that xorb")
-        with contextlib.suppress(FileExistsError):
-            os.link(part.name, store / xorb)
-    return store / xorb
+    copy = blob_copy(store, xorb, desc.digest)
+    with _FETCHING[int(xorb[:8], 16) % len(_FETCHING)]:
+        if copy.is_file():
+            return copy
+        store.mkdir(parents=True, exist_ok=True)
+        require_space(store, desc.size, "a xorb")
+        with tempfile.NamedTemporaryFile(dir=store, prefix=".part-") as part:
+            with repository.fetch(desc) as stream:
+                reader = VerifyingReader(stream, desc.digest, desc.size, f"xorb {xorb}")
+                while data := reader.read(1 << 20):
+                    part.write(data)
+                reader.verify()
+            part.flush()
+            if xorb_hash(part, index_xorb(part)) != xorb:
+                raise XetFormatError(f"the registry's copy of xorb {xorb} is not that xorb")
+            with contextlib.suppress(FileExistsError):
+                os.link(part.name, store / xorb)
+            return keep_blob_copy(Path(part.name), store, xorb, desc.digest)
 
 
 def _blobs(found: object) -> dict[str, tuple[str, int]]:
@@ -189,26 +218,35 @@ class XetReads:
         )
         self.checked: TTLMap[tuple[str, str], bool] = TTLMap(MAX_TOKENS, CHECK_TTL)
         self._key: bytes | None = None
+        self._key_read = 0.0  # time.monotonic() when the key was last read
         self._records: OrderedDict[str, Reconstruction] = OrderedDict()
         self._indexes: OrderedDict[str, XorbIndex] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
     def key(self) -> bytes:
-        if self._key is None:
-            self._key = self.shared.fetch_key() or node_key(self.root / "fetch.key")
+        """The key fetch URLs are signed with, as last read."""
+        return self._key if self._key is not None else self._read_key()
+
+    def _read_key(self) -> bytes:
+        """The key as the shared state has it now: after Redis lost its data (restarted
+        without it, flushed) the next replica to ask puts a new one there, which a replica
+        that read the old one must use as well (else each refuses the other's URLs)."""
+        self._key = self.shared.fetch_key() or node_key(self.root / "fetch.key")
+        self._key_read = time.monotonic()
         return self._key
 
     # -- the hub side ---------------------------------------------------------------
 
-    def file_hash(self, sha256: str | None, size: int | None) -> str | None:
-        """The Xet hash to offer for a file, when it was uploaded through Xet and every
-        xorb it is made of is in the node cache or named in the registry; else None
-        (plain HTTP, also while the shared state is out of reach)."""
+    def file_hash(self, sha256: str | None, size: int | None, repo_id: str) -> str | None:
+        """The Xet hash to offer for a file of ``repo_id``, when it was uploaded through Xet
+        (with replicas: to that repository) and every xorb it is made of is in the node
+        cache or named in the registry; else None (plain HTTP, also while the shared state
+        is out of reach)."""
         if not sha256 or size is None or not HASH_RE.match(sha256):
             return None
         try:
-            found = json.loads(self.shared.xet_file(sha256) or "null")
+            found = json.loads(self.shared.xet_file(repo_id, sha256) or "null")
             file_hash, xorbs = found["hash"], found["xorbs"]
         except (SharedStateUnavailableError, ValueError, KeyError, TypeError):
             return None
@@ -224,7 +262,7 @@ class XetReads:
 
     def headers(self, request: Request, model: Model, sha256: str | None, size: int | None):
         """resolve's Xet headers for a file (none for a plain HTTP one)."""
-        file_hash = self.file_hash(sha256, size)
+        file_hash = self.file_hash(sha256, size, model.repo_id)
         if file_hash is None:
             return {}
         # A dataset's id is datasets/ORG/NAME; its routes are /api/datasets/ORG/NAME
@@ -235,11 +273,13 @@ class XetReads:
         url = f"{request.base_url(self.config)}/api/{kind}/{repo}/xet-read-token/{model.commit}"
         return {"X-Xet-Hash": file_hash, "Link": f'<{url}>; rel="xet-auth"'}
 
-    def with_hashes(self, entries: list[dict]) -> list[dict]:
+    def with_hashes(self, entries: list[dict], repo_id: str) -> list[dict]:
         """tree / paths-info entries, ``xetHash`` beside the ``lfs`` of Xet files."""
         for entry in entries:
             lfs = entry.get("lfs")
-            if isinstance(lfs, dict) and (h := self.file_hash(lfs.get("oid"), lfs.get("size"))):
+            if isinstance(lfs, dict) and (
+                h := self.file_hash(lfs.get("oid"), lfs.get("size"), repo_id)
+            ):
                 entry["xetHash"] = h
         return entries
 
@@ -314,7 +354,7 @@ class XetReads:
     ) -> Response:
         if not HASH_RE.match(file_hash):
             raise HubError(404, UNKNOWN.format(file_hash))
-        record = self._record(file_hash)
+        record = self._record(file_hash, reader.repo_id)
         # The same answer whether the hash is unknown or not this token's to read.
         if record is None or not self._may_read(reader, record):
             raise HubError(404, UNKNOWN.format(file_hash))
@@ -377,6 +417,7 @@ class XetReads:
             ranges.setdefault(xorb, []).append([start, end])
             at += 1
         expires = int(time.time()) + URL_TTL
+        self._read_key()  # signed with the key every replica reads now
         fetch_info = {}
         for xorb, spans in ranges.items():
             index = indexes[xorb]
@@ -427,7 +468,13 @@ class XetReads:
             source = (query["b"], int(query["n"]), query["g"])
         first, last, expires = int(signed.group(1)), int(signed.group(2)), int(expiry)
         if not hmac.compare_digest(self._sign(xorb, first, last, expires, source), query["s"]):
-            raise HubError(403, "not a signed Xet fetch URL")
+            # Signed with a key put in the shared state since this replica read it: read
+            # again, at most once a second (a flood of forged URLs costs no more).
+            if time.monotonic() - self._key_read < 1 or self._key == self._read_key():
+                raise HubError(403, "not a signed Xet fetch URL")
+            if not hmac.compare_digest(self._sign(xorb, first, last, expires, source),
+                                       query["s"]):  # fmt: skip
+                raise HubError(403, "not a signed Xet fetch URL")
         if expires < time.time():
             raise HubError(403, "this Xet fetch URL has expired; ask the reconstruction again")
         if last < first or last - first + 1 > FETCH_MAX:
@@ -455,10 +502,13 @@ class XetReads:
         return Response(206, headers, file=file, offset=asked[0], length=length, source="xet")
 
     def _local(self, xorb: str, source: tuple[str, int, str] | None) -> Path:
-        """The xorb in the node cache, fetched from the signed URL's registry blob with its
-        read token's credentials when this replica lacks it."""
-        path = self.store / xorb
-        if path.is_file() or source is None:
+        """The xorb in the node cache: with replicas the copy that is the signed URL's
+        registry blob (the bytes it was signed over), fetched with its read token's
+        credentials when this replica lacks it."""
+        if source is None:
+            return self.store / xorb
+        path = blob_copy(self.store, xorb, source[0])
+        if path.is_file():
             return path
         reader = self.shared.reader(source[2])
         if reader is None:
@@ -479,13 +529,14 @@ class XetReads:
 
     # -- records, indexes and the registry's yes ---------------------------------------
 
-    def _record(self, file_hash: str) -> Reconstruction | None:
+    def _record(self, file_hash: str, repo_id: str) -> Reconstruction | None:
+        key = f"{repo_id}\0{file_hash}"
         with self._lock:
-            if file_hash in self._records:
-                self._records.move_to_end(file_hash)
-                return self._records[file_hash]
+            if key in self._records:
+                self._records.move_to_end(key)
+                return self._records[key]
         try:
-            found = json.loads(self.shared.reconstruction(file_hash) or "null")
+            found = json.loads(self.shared.reconstruction(repo_id, file_hash) or "null")
             sha256, size = str(found["sha256"]), int(found["size"])
             terms = tuple((str(x), int(s), int(e), int(n)) for x, s, e, n in found["terms"])
         except (ValueError, KeyError, TypeError):
@@ -500,19 +551,23 @@ class XetReads:
         blobs = _blobs(found.get("blobs"))
         record = Reconstruction(file_hash, sha256, size, terms, tuple(starts), blobs)
         with self._lock:
-            self._records[file_hash] = record
+            self._records[key] = record
             while len(self._records) > RECORDS_KEPT:
                 self._records.popitem(last=False)
         return record
 
     def _index(self, xorb: str, blob: tuple[str, int] | None, reader: ReadToken) -> XorbIndex:
+        """The chunk offsets fetch URLs are signed with: of the record's blob with replicas
+        (``blob_copy``: the bytes any replica answers them from), else of the one copy."""
+        path = self.store / xorb if blob is None else blob_copy(self.store, xorb, blob[0])
         with self._lock:
-            if xorb in self._indexes:
-                self._indexes.move_to_end(xorb)
-                return self._indexes[xorb]
-        path = self.store / xorb
-        packed = None if path.is_file() else self.shared.xorb_index(xorb)
-        if packed is not None:  # kept by the replica that received it: no fetch to answer
+            if path.name in self._indexes:
+                self._indexes.move_to_end(path.name)
+                return self._indexes[path.name]
+        # The blob's chunk sizes, kept by the replica that received or pushed it: a
+        # reconstruction is answered without fetching the xorb first.
+        packed = None if blob is None or path.is_file() else self.shared.xorb_index(blob[0])
+        if packed is not None:
             index = XorbIndex.from_packed(packed)
         else:
             if not path.is_file() and blob is not None:
@@ -520,7 +575,7 @@ class XetReads:
             with open(path, "rb") as stream:
                 index = index_xorb(stream)
         with self._lock:
-            self._indexes[xorb] = index
+            self._indexes[path.name] = index
             while len(self._indexes) > INDEXES_KEPT:
                 self._indexes.popitem(last=False)
         return index

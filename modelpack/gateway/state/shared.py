@@ -200,27 +200,31 @@ class Shared(ABC):
     def paths(self, repo_id: str, commit: str) -> str | None: ...
 
     @abstractmethod
-    def keep_reconstruction(self, file_hash: str, sha256: str, terms: str, file: str) -> None:
+    def keep_reconstruction(
+        self, repo_id: str, file_hash: str, sha256: str, terms: str, file: str
+    ) -> None:
         """A file's reconstruction record (JSON, under its Xet hash) and its summary (JSON,
-        under its sha256), kept for good: the same bytes always chunk alike."""
+        under its sha256), kept for good: the same bytes always chunk alike.  With
+        replicas, per repository: the record names the blobs of ``repo_id``."""
 
     @abstractmethod
-    def reconstruction(self, file_hash: str) -> str | None: ...
+    def reconstruction(self, repo_id: str, file_hash: str) -> str | None: ...
 
     @abstractmethod
-    def xet_file(self, sha256: str) -> str | None: ...
+    def xet_file(self, repo_id: str, sha256: str) -> str | None: ...
 
     def fetch_key(self) -> bytes | None:
         """The key every replica signs Xet fetch URLs with; None where the node cache's
         own key file serves (one gateway)."""
         return None
 
-    def keep_xorb_index(self, xorb: str, packed: bytes) -> None:
-        """A received xorb's chunk sizes (``XorbIndex.packed``), kept where replicas that
-        lack the xorb answer reconstructions from them; one gateway has the xorb itself."""
+    def keep_xorb_index(self, digest: str, packed: bytes) -> None:
+        """The chunk sizes (``XorbIndex.packed``) of the xorb that is registry blob
+        ``digest``, kept where replicas that lack it answer reconstructions from them; one
+        gateway has the xorb itself."""
         return None
 
-    def xorb_index(self, xorb: str) -> bytes | None:
+    def xorb_index(self, digest: str) -> bytes | None:
         return None
 
     # -- branches ----------------------------------------------------------------
@@ -408,15 +412,19 @@ class InProcess(Shared):
     def paths(self, repo_id: str, commit: str) -> str | None:
         return self._paths.get((repo_id, commit))
 
-    def keep_reconstruction(self, file_hash: str, sha256: str, terms: str, file: str) -> None:
-        # Files in the node cache, as before there was a choice: they outlive a restart.
+    def keep_reconstruction(
+        self, repo_id: str, file_hash: str, sha256: str, terms: str, file: str
+    ) -> None:
+        # One gateway: its records name no blob (the xorbs are its own), so one record per
+        # file serves every repository holding it.  Files in the node cache, as before
+        # there was a choice: they outlive a restart.
         _replace(self.root / "reconstructions" / file_hash, terms)
         _replace(self.root / "files" / sha256, file)
 
-    def reconstruction(self, file_hash: str) -> str | None:
+    def reconstruction(self, repo_id: str, file_hash: str) -> str | None:
         return _text(self.root / "reconstructions" / file_hash)
 
-    def xet_file(self, sha256: str) -> str | None:
+    def xet_file(self, repo_id: str, sha256: str) -> str | None:
         return _text(self.root / "files" / sha256)
 
     @contextlib.contextmanager
@@ -572,8 +580,10 @@ class RedisShared(Shared):
     def _random_key(self, what: str) -> bytes | None:
         """32 random bytes the first replica to ask puts there (SET NX), for good."""
         name = self._k(what)
-        self.redis.set(name, secrets.token_bytes(32), nx=True)
         value = self.redis.get(name)
+        if value is None:
+            self.redis.set(name, secrets.token_bytes(32), nx=True)
+            value = self.redis.get(name)
         return bytes(value) if value is not None and len(value) == 32 else None
 
     # -- tickets -------------------------------------------------------------------
@@ -729,20 +739,23 @@ class RedisShared(Shared):
         return None if value is None else value.decode()
 
     @_guarded
-    def keep_reconstruction(self, file_hash: str, sha256: str, terms: str, file: str) -> None:
+    def keep_reconstruction(
+        self, repo_id: str, file_hash: str, sha256: str, terms: str, file: str
+    ) -> None:
+        # Per repository: a record names that repository's blobs.
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._k("xet:reconstruction", file_hash), terms)
-            pipe.set(self._k("xet:file", sha256), file)
+            pipe.set(self._k("xet:reconstruction", repo_id, file_hash), terms)
+            pipe.set(self._k("xet:file", repo_id, sha256), file)
             pipe.execute()
 
     @_guarded
-    def reconstruction(self, file_hash: str) -> str | None:
-        value = self.redis.get(self._k("xet:reconstruction", file_hash))
+    def reconstruction(self, repo_id: str, file_hash: str) -> str | None:
+        value = self.redis.get(self._k("xet:reconstruction", repo_id, file_hash))
         return None if value is None else value.decode()
 
     @_guarded
-    def xet_file(self, sha256: str) -> str | None:
-        value = self.redis.get(self._k("xet:file", sha256))
+    def xet_file(self, repo_id: str, sha256: str) -> str | None:
+        value = self.redis.get(self._k("xet:file", repo_id, sha256))
         return None if value is None else value.decode()
 
     @_guarded
@@ -750,12 +763,12 @@ class RedisShared(Shared):
         return self._random_key("xet:fetch-key")
 
     @_guarded
-    def keep_xorb_index(self, xorb: str, packed: bytes) -> None:
-        self.redis.set(self._k("xet:xorb-index", xorb), packed)
+    def keep_xorb_index(self, digest: str, packed: bytes) -> None:
+        self.redis.set(self._k("xet:xorb-index", digest), packed)
 
     @_guarded
-    def xorb_index(self, xorb: str) -> bytes | None:
-        value = self.redis.get(self._k("xet:xorb-index", xorb))
+    def xorb_index(self, digest: str) -> bytes | None:
+        value = self.redis.get(self._k("xet:xorb-index", digest))
         return None if value is None else bytes(value)
 
     # -- branches ------------------------------------------------------------------

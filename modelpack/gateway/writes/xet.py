@@ -67,7 +67,7 @@ from ..core.xetformat import (
     xorb_hash,
 )
 from ..read.hub_errors import shared_state_guard
-from ..read.xet import fetch_xorb, record_reconstruction
+from ..read.xet import fetch_xorb, keep_blob_copy, record_reconstruction
 from ..state.access import Clients
 from ..state.shared import MAX_SCOPE_XORBS, Shared, XetSession, scope_of
 from ..state.spools import claimed_folder, sweep
@@ -207,14 +207,18 @@ class Xet:
                 raise HubError(400, f"the xorb's chunks hash to {computed}, not {name}")
             location = ""
             if self.shared.replicated:
-                self.shared.keep_xorb_index(name, index.packed())
                 desc = Descriptor(OCTETS, f"sha256:{hasher.hexdigest()}", received)
+                # Its chunk sizes, under the blob: replicas without it answer from those.
+                self.shared.keep_xorb_index(desc.digest, index.packed())
                 try:
                     self._push(self._repository(session), desc, Path(part.name))
                 except ModelpackError as exc:
                     log.warning("%s %s: %s", request.method, request.path, exc)
                     raise HubError(502, "the registry refused this xorb") from None
                 location = f"{desc.digest} {desc.size}"
+                # These bytes, whatever copy of the xorb this replica had: what fetch URLs
+                # naming this blob are signed over (read/xet.py's blob_copy).
+                keep_blob_copy(Path(part.name), self.store, name, desc.digest)
             with contextlib.suppress(FileExistsError):
                 os.link(part.name, self.store / name)
         inserted = self.shared.keep_xorb(session.scope, name, location)
@@ -342,7 +346,8 @@ class Xet:
         blobs = self._record(shard, desc, info.terms)
         if file_hash(leaves) == info.file_hash and recordable(size, len(info.terms)):
             terms = [(t.xorb, t.start, t.end, t.size) for t in info.terms]
-            record_reconstruction(self.shared, info.file_hash, str(info.sha256), size, terms, blobs)
+            record_reconstruction(self.shared, shard.session.repo_id, info.file_hash,
+                                  str(info.sha256), size, terms, blobs)  # fmt: skip
         else:
             log.warning("a file of a shard (sha256 %s) does not hash to its declared Xet hash "
                         "%s: served over plain HTTP only", info.sha256, info.file_hash)  # fmt: skip
@@ -472,6 +477,8 @@ class _Shard:
         path = self.local(xorb)
         digest, size = sha256_file(str(path))
         self.xet._push(self.xet._repository(self.session), Descriptor(OCTETS, digest, size), path)
+        keep_blob_copy(path, self.xet.store, xorb, digest)
+        self.xet.shared.keep_xorb_index(digest, self.index(xorb).packed())
         return digest, size
 
     def may_use(self, term: Term) -> bool:
