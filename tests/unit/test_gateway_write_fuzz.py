@@ -1565,7 +1565,9 @@ def test_a_file_of_many_terms_is_put_together_in_bounded_time(world, monkeypatch
     files = [([(name, last, last + 1, 1)] * 65_536, hashlib.sha256(b"z" * 65_536).hexdigest(),
               1 << 30)]  # fmt: skip
     answer = world.call("POST", f"{XET}/v1/shards", _shard_bytes(files), headers=_xet_token(world))
-    assert answer.status == 200 and answer.cpu < 2.0, answer
+    # The CPU bound catches the 54 s case with room for a loaded machine (1.4-2.5 s here, the
+    # CPU a thread gets counted slower while other jobs share the cores); the opens are exact.
+    assert answer.status == 200 and answer.cpu < 6.0, answer
     xorb_opens = [f for f in opened if Path(f) == world.home / "xet" / "verified" / name]
     assert 1 <= len(xorb_opens) <= 2, len(xorb_opens)  # its index, then its chunks
     records = (world.home / "xet" / "published" / name).read_text().splitlines()
