@@ -109,7 +109,7 @@ def test_preheat_makes_the_seed_peer_fetch_every_blob_once(
 ):
     # A blob of more than one piece (dfdaemon's pieces are 4 MiB at least) besides the tiny
     # model's small ones: the seed peer registers only those at the scheduler.
-    (tiny_model / "weights.bin").write_bytes(os.urandom(12 << 20))
+    (tiny_model / "weights.dat").write_bytes(os.urandom(12 << 20))  # .bin: pickle-scanned
     ref, sizes = push_model(origin, tiny_model, settings, "df/preheat")
     large = {digest for digest, size in sizes.items() if size > PIECE}
     assert len(large) == 1 and len(sizes) > 1, sizes

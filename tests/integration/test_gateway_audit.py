@@ -146,7 +146,9 @@ def world(tmp_path_factory):
         model = make_tiny_model(work / "tiny")
         big = work / "big"
         shutil.copytree(model, big)
-        (big / "big.bin").write_bytes(os.urandom(64 << 20))  # a download to cut short
+        (big / "big.dat").write_bytes(
+            os.urandom(64 << 20)
+        )  # a download to cut short (.bin: scanned)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MODELPACK_USERNAME", PUSHER)
             mp.setenv("MODELPACK_PASSWORD", PUSH_PASSWORD)
@@ -298,7 +300,7 @@ def test_no_secret_reaches_the_audit_log(world, tmp_path):
 
 def test_a_download_cut_short_is_logged_with_the_bytes_sent(world):
     _, gateway, trail, _ = world
-    path = "/team/big/resolve/v1/big.bin"
+    path = "/team/big/resolve/v1/big.dat"
     headers = {"Authorization": f"Bearer {token()}"}
     whole = requests.get(f"{gateway.url}{path}", headers=headers, timeout=120)  # cached now
     assert whole.status_code == 200 and len(whole.content) == 64 << 20
@@ -312,12 +314,12 @@ def test_a_download_cut_short_is_logged_with_the_bytes_sent(world):
     received = len(data.partition(b"\r\n\r\n")[2])  # the body bytes that arrived
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     sock.close()  # a reset, with most of the file unsent
-    lines = trail.wait(2, action="download", path="big.bin")
+    lines = trail.wait(2, action="download", path="big.dat")
     assert lines[0]["bytes"] == 64 << 20 and lines[0]["status"] == 200
     cut = lines[1]
     assert cut["status"] == 200  # the status that was sent
     assert received <= cut["bytes"] < 64 << 20, cut
-    gateway.wait_for_log(r"GET /team/big/resolve/v1/big.bin 200 \d+B cache [\d.]+ms \(cut\)")
+    gateway.wait_for_log(r"GET /team/big/resolve/v1/big.dat 200 \d+B cache [\d.]+ms \(cut\)")
 
 
 def test_x_forwarded_for_is_believed_from_the_trusted_balancer_only(world, tmp_path):

@@ -129,7 +129,7 @@ def _seed_pipeline(version, harbor, cluster, df, tiny_model, tmp_path) -> None: 
     harbor.create_policy(project, "seed", provider, trigger="manual")
 
     # The model: the tiny model's small files and one blob of more than one piece.
-    (tiny_model / "weights.bin").write_bytes(os.urandom(12 << 20))
+    (tiny_model / "weights.dat").write_bytes(os.urandom(12 << 20))  # .bin: pickle-scanned
     ref = f"{harbor.host}/{project}/bert:v1"
     publisher = tmp_path / "publisher"
     user, password = harbor.admin
