@@ -191,6 +191,15 @@ Examples:
     help="Uploads: the bytes one Xet token may send as xorbs, and publish as files.",
 )
 @gateway_option(
+    "--xet-cache-max",
+    default="100GiB",
+    show_default=True,
+    metavar="SIZE",
+    help="With --redis: the xorbs this replica keeps in its node cache (each is also a "
+    "registry blob, fetched again when needed); past this the least recently used go. "
+    "0: no bound but the free-space reserve.",
+)
+@gateway_option(
     "--public-url",
     multiple=True,
     metavar="URL",
@@ -291,6 +300,7 @@ def serve(
     inline_max: int,
     xet_file_max: int,
     xet_session_max: int,
+    xet_cache_max: str,
     public_url: tuple[str, ...],
     allow_unsafe_pickle: bool,
     redis: str | None,
@@ -340,6 +350,7 @@ def serve(
         inline_max=inline_max,
         xet_file_max=xet_file_max,
         xet_session_max=xet_session_max,
+        xet_cache_max=xet_cache_max,
         public_url=public_url,
         allow_unsafe_pickle=allow_unsafe_pickle,
         redis=redis,

@@ -150,3 +150,43 @@ def test_a_packed_xorb_index_reads_back_and_is_held_to_a_xorb_s_bounds(tmp_path)
     for bad in (b"", b"1234567", too_big, empty_chunk, many):
         with pytest.raises(xetformat.XetFormatError):
             xetformat.XorbIndex.from_packed(bad)
+
+
+def test_a_replica_s_xorbs_are_trimmed_least_recently_used_first(tmp_path):
+    """With replicas every kept xorb is a registry blob too: past --xet-cache-max the least
+    recently used go, a xorb's names (its blob copies are hard links) together, files being
+    written (``.part-``) never; the newest stays."""
+    import os
+
+    from modelpack.gateway.read.xet import trim_store, used
+
+    store = tmp_path / "verified"
+    store.mkdir()
+    for age, name in enumerate(["new", "mid", "old"]):
+        (store / name).write_bytes(b"x" * 100)
+        os.utime(store / name, (1_000_000 - age * 1000, 1_000_000 - age * 1000))
+    os.link(store / "old", store / "old.blobcopy")
+    (store / ".part-1").write_bytes(b"y" * 500)
+    used(store / "mid")  # just served: now the most recent
+    assert trim_store(store, 0) == 0  # 0: no bound
+    assert trim_store(store, 250) == 100
+    assert sorted(p.name for p in store.iterdir()) == [".part-1", "mid", "new"]
+    assert trim_store(store, 150) == 100
+    assert sorted(p.name for p in store.iterdir()) == [".part-1", "mid"]
+    assert trim_store(store, 150) == 0
+
+
+@pytest.mark.parametrize("value, expected", [("100GiB", 100 * 1024**3), ("0", 0),
+                                             ("1MiB", None)])  # fmt: skip
+def test_xet_cache_max_is_a_size_of_at_least_a_few_xorbs(tmp_path, value, expected):
+    from modelpack.errors import UsageError
+    from modelpack.gateway.core.config import GatewayConfig
+
+    if expected is None:
+        with pytest.raises(UsageError, match="--xet-cache-max"):
+            GatewayConfig(registry="127.0.0.1:5000/ns", xet_cache_max=value)
+    else:
+        assert (
+            GatewayConfig(registry="127.0.0.1:5000/ns", xet_cache_max=value).xet_cache_max
+            == expected
+        )

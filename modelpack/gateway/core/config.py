@@ -16,6 +16,7 @@ from ...settings import Settings, is_loopback_host, parse_size
 from .egress import DEFAULT_REDIRECT_HOSTS, origin
 from .upstreamtokens import TokenRule, check_token, parse_token_rules
 
+XET_CACHE_MIN = 256 * 1024**2  # a few xorbs: what one reconstruction's fetches need at once
 XET_FILE_MAX = 50 * 1024**3  # the hub's per-file limit is 50 GB
 XET_SESSION_MAX = 1024**4  # 1 TiB: a 405B model in bf16 (810 GB) in one upload_folder
 GiB = 1024**3
@@ -150,6 +151,8 @@ class GatewayConfig:
     inline_max: int = 10 * 1024 * 1024
     xet_file_max: int = XET_FILE_MAX
     xet_session_max: int = XET_SESSION_MAX
+    # With --redis: the xorbs a replica keeps (each also a registry blob), least used go first.
+    xet_cache_max: int | str = "100GiB"
     public_url: tuple[str, ...] = ()
     allow_unsafe_pickle: bool = False
     redis: str | None = field(default=None, repr=False)  # may carry a password
@@ -192,6 +195,11 @@ class GatewayConfig:
             raise UsageError("--inline-max must not be negative")
         if self.max_pulls < 1:
             raise UsageError("--max-pulls must be at least 1")
+        self.xet_cache_max = parse_size(self.xet_cache_max, "--xet-cache-max")
+        if 0 < self.xet_cache_max < XET_CACHE_MIN:
+            raise UsageError(
+                f"--xet-cache-max must be 0 or at least {XET_CACHE_MIN} bytes (256MiB)"
+            )
         if self.xet_file_max < 1 or self.xet_session_max < 1:
             raise UsageError("--xet-file-max and --xet-session-max must be at least 1")
         if not 0 <= self.auth_cache_ttl <= AUTH_CACHE_TTL_MAX:  # NaN fails both

@@ -165,10 +165,13 @@ def keep_blob_copy(path: Path, store: Path, xorb: str, digest: str) -> Path:
 _FETCHING = [threading.Lock() for _ in range(64)]
 
 
-def fetch_xorb(repository: RegistryRepository, store: Path, xorb: str, desc: Descriptor) -> Path:
+def fetch_xorb(
+    repository: RegistryRepository, store: Path, xorb: str, desc: Descriptor, limit: int
+) -> Path:
     """A xorb's registry blob into the node cache's ``store`` (also as ``store / xorb`` when
     that is missing): its digest checked as it arrives, its chunks hashed again to its name
-    before it is kept.  Answers its ``blob_copy``."""
+    before it is kept, then ``store`` trimmed to ``limit`` bytes.  Answers its
+    ``blob_copy``."""
     if desc.size > XORB_MAX:
         raise XetFormatError(f"xorb {xorb} is over {XORB_MAX} bytes")
     copy = blob_copy(store, xorb, desc.digest)
@@ -188,7 +191,43 @@ def fetch_xorb(repository: RegistryRepository, store: Path, xorb: str, desc: Des
                 raise XetFormatError(f"the registry's copy of xorb {xorb} is not that xorb")
             with contextlib.suppress(FileExistsError):
                 os.link(part.name, store / xorb)
-            return keep_blob_copy(Path(part.name), store, xorb, desc.digest)
+            copy = keep_blob_copy(Path(part.name), store, xorb, desc.digest)
+        trim_store(store, limit)
+        return copy
+
+
+def trim_store(store: Path, limit: int) -> int:
+    """With replicas every xorb in ``store`` is also a registry blob, fetched again when
+    needed: past ``limit`` bytes the least recently used go (a file's names together: a
+    xorb and its blob copies are hard links), oldest first.  Answers the bytes freed."""
+    if limit <= 0:
+        return 0
+    files: dict[int, tuple[int, float, list[str]]] = {}
+    with contextlib.suppress(FileNotFoundError), os.scandir(store) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):  # a download or upload being written
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                stat = entry.stat(follow_symlinks=False)
+                files.setdefault(stat.st_ino, (stat.st_size, stat.st_mtime, []))[2].append(
+                    entry.path
+                )
+    total = sum(size for size, _, _ in files.values())
+    freed = 0
+    for size, _, paths in sorted(files.values(), key=lambda item: item[1]):
+        if total - freed <= limit:
+            break
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        freed += size
+    return freed
+
+
+def used(path: Path) -> None:
+    """Mark a kept xorb as just used: ``trim_store`` removes the least recently used."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
 
 
 def _blobs(found: object) -> dict[str, tuple[str, int]]:
@@ -212,6 +251,8 @@ class XetReads:
         self.shared = shared
         self.root = config.settings.home / "xet"
         self.store = self.root / "verified"  # writes/xet.py keeps the xorbs here
+        # With replicas every kept xorb is a registry blob too: the store is trimmed.
+        self.cache_max = config.xet_cache_max if shared.replicated else 0
         # The tokens this process issued, handed out again (token, expiry).
         self.issued: TTLMap[tuple[str | None, str, str], tuple[str, float]] = TTLMap(
             MAX_TOKENS, TOKEN_TTL
@@ -486,9 +527,12 @@ class XetReads:
             raise HubError(416, f"the Range must lie within bytes {first}-{last}", None,
                            {"Content-Range": f"bytes */{last + 1}"})  # fmt: skip
         try:
-            file = ClosingFile(self._local(xorb, source), "r")
+            path = self._local(xorb, source)
+            file = ClosingFile(path, "r")
         except FileNotFoundError:
             raise HubError(404, f"xorb {xorb} is no longer on this gateway") from None
+        if self.cache_max:
+            used(path)
         size = os.fstat(file.fileno()).st_size
         if asked[1] >= size:
             file.close()
@@ -525,7 +569,8 @@ class XetReads:
     def _from_registry(self, xorb: str, blob: tuple[str, int], reader: ReadToken) -> Path:
         _, client = self.clients.for_header(reader.authorization)
         repository = RegistryRepository(client, self.config.repository(reader.repo_id))
-        return fetch_xorb(repository, self.store, xorb, Descriptor(OCTETS, blob[0], blob[1]))
+        desc = Descriptor(OCTETS, blob[0], blob[1])
+        return fetch_xorb(repository, self.store, xorb, desc, self.cache_max)
 
     # -- records, indexes and the registry's yes ---------------------------------------
 

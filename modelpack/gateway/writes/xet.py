@@ -67,7 +67,7 @@ from ..core.xetformat import (
     xorb_hash,
 )
 from ..read.hub_errors import shared_state_guard
-from ..read.xet import fetch_xorb, keep_blob_copy, record_reconstruction
+from ..read.xet import fetch_xorb, keep_blob_copy, record_reconstruction, trim_store
 from ..state.access import Clients
 from ..state.shared import MAX_SCOPE_XORBS, Shared, XetSession, scope_of
 from ..state.spools import claimed_folder, sweep
@@ -221,6 +221,8 @@ class Xet:
                 keep_blob_copy(Path(part.name), self.store, name, desc.digest)
             with contextlib.suppress(FileExistsError):
                 os.link(part.name, self.store / name)
+        if self.shared.replicated:  # every xorb kept is a registry blob too: trimmed
+            trim_store(self.store, self.config.xet_cache_max)
         inserted = self.shared.keep_xorb(session.scope, name, location)
         if inserted is None:
             raise HubError(413, f"this client sent {MAX_SCOPE_XORBS} xorbs for this repository "
@@ -461,9 +463,9 @@ class _Shard:
         for repo, digest, size in candidates:
             with contextlib.suppress(ModelpackError, XetFormatError, OSError, ValueError):
                 repository = RegistryRepository(self.client, self.xet.config.repository(repo))
-                return fetch_xorb(
-                    repository, self.xet.store, xorb, Descriptor(OCTETS, digest, size)
-                )
+                desc = Descriptor(OCTETS, digest, size)
+                limit = self.xet.config.xet_cache_max if self.xet.shared.replicated else 0
+                return fetch_xorb(repository, self.xet.store, xorb, desc, limit)
         raise XetFormatError(NOT_YOURS.format(xorb))
 
     def blob_here(self, xorb: str) -> tuple[str, int]:
