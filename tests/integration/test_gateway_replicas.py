@@ -252,6 +252,14 @@ def test_xet_downloads_from_a_replica_that_never_had_the_xorbs(
                              timeout=30)  # fmt: skip
         assert blob.status_code == 200, xorb.name
         assert redis_server.client().keys(f"*xet:xorb-index:sha256:{digest}"), xorb.name
+    # Records and chunk sizes live 30 days past their last use, not for good.
+    redis = redis_server.client()
+    kept = (
+        redis.keys("*xet:file:*")
+        + redis.keys("*xet:reconstruction:*")
+        + redis.keys("*xet:xorb-index:*")
+    )
+    assert kept and all(0 < redis.pttl(key) <= 30 * 24 * 3600 * 1000 for key in kept)
     # A fetch URL is signed for its blob and token: changed, it is refused on any replica.
     token = requests.get(f"{last.url}/api/models/{repo}/xet-read-token/main", timeout=30).json()
     plan = requests.get(

@@ -59,6 +59,9 @@ MAX_ANNOUNCED = 1 << 16  # lfs sizes remembered per scope (the oldest go first)
 MAX_SCOPE_XORBS = 1 << 18
 LEASE = 15.0  # seconds a branch lock outlives the last heartbeat of its holder
 LOCK_WAIT = 300.0  # seconds a commit waits for another commit to the same branch
+# Xet download records and xorb chunk sizes in Redis: each use keeps them this long again, so
+# those of files nobody downloads (a deleted repository's among them) go by themselves.
+RECORD_TTL = 30 * 24 * 3600.0
 GENERATION_TTL = 3600.0  # a repository's write generation (over AUTH_CACHE_TTL_MAX)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -743,19 +746,21 @@ class RedisShared(Shared):
         self, repo_id: str, file_hash: str, sha256: str, terms: str, file: str
     ) -> None:
         # Per repository: a record names that repository's blobs.
+        ttl = int(RECORD_TTL * 1000)
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._k("xet:reconstruction", repo_id, file_hash), terms)
-            pipe.set(self._k("xet:file", repo_id, sha256), file)
+            pipe.set(self._k("xet:reconstruction", repo_id, file_hash), terms, px=ttl)
+            pipe.set(self._k("xet:file", repo_id, sha256), file, px=ttl)
             pipe.execute()
 
     @_guarded
     def reconstruction(self, repo_id: str, file_hash: str) -> str | None:
-        value = self.redis.get(self._k("xet:reconstruction", repo_id, file_hash))
+        value = self.redis.getex(self._k("xet:reconstruction", repo_id, file_hash),
+                                 px=int(RECORD_TTL * 1000))  # fmt: skip
         return None if value is None else value.decode()
 
     @_guarded
     def xet_file(self, repo_id: str, sha256: str) -> str | None:
-        value = self.redis.get(self._k("xet:file", repo_id, sha256))
+        value = self.redis.getex(self._k("xet:file", repo_id, sha256), px=int(RECORD_TTL * 1000))
         return None if value is None else value.decode()
 
     @_guarded
@@ -764,11 +769,11 @@ class RedisShared(Shared):
 
     @_guarded
     def keep_xorb_index(self, digest: str, packed: bytes) -> None:
-        self.redis.set(self._k("xet:xorb-index", digest), packed)
+        self.redis.set(self._k("xet:xorb-index", digest), packed, px=int(RECORD_TTL * 1000))
 
     @_guarded
     def xorb_index(self, digest: str) -> bytes | None:
-        value = self.redis.get(self._k("xet:xorb-index", digest))
+        value = self.redis.getex(self._k("xet:xorb-index", digest), px=int(RECORD_TTL * 1000))
         return None if value is None else bytes(value)
 
     # -- branches ------------------------------------------------------------------
