@@ -30,10 +30,12 @@ a client cannot name its bytes by someone else's hash.  The records are kept by
 ``state/shared.py`` (the node cache, or Redis for replicas and workers), so are the read
 tokens and the key fetch URLs are signed with.  The xorbs are the ones kept in the node
 cache (``xet/verified/``); with replicas each is also a registry blob of the file's
-repository (the record names it), and a replica that lacks one fetches it from there,
-checked against its digest and its name, the first time a reconstruction or a fetch URL
-needs it (a fetch URL names the read token it was made for, by its sha256, so that
-replica asks the registry with the token's credentials).  A file without a record
+repository (the record names it): a replica answers reconstructions from the blob's chunk
+sizes in Redis, and one that lacks the blob when a fetch URL asks for it fetches it from
+there, checked against its digest and its name (a fetch URL names the read token it was
+made for, by its sha256, so that replica asks the registry with the token's credentials),
+keeps it as ``XORB.DIGEST`` and answers only from those bytes; ``--xet-cache-max`` bounds
+what it keeps (``trim_store``).  A file without a record
 (uploaded through LFS or inline, pulled with ``modelpack push``, or whose xorbs were
 cleared from a single gateway) is served over plain HTTP only: serving it through Xet
 would need Xet's content-defined chunker over its bytes, which hf_xet does not expose.
