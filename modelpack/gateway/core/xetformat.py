@@ -29,6 +29,7 @@ CHUNK_MAX = 128 * 1024  # spec: a chunk holds at most 128 KiB
 PACKED_MAX = CHUNK_MAX + CHUNK_MAX // 255 + 16  # LZ4's worst case for such a chunk
 XORB_CHUNKS_MAX = 8 * 1024  # xet-core's MAX_XORB_CHUNKS
 XORB_UNPACKED_MAX = 64 * 1024 * 1024 + CHUNK_MAX  # xet-core cuts a xorb at 64 MiB of chunks
+XORB_MAX = 80 * 1024 * 1024  # a serialized xorb: the spec's 64 MiB and a margin
 SHARD_FILES_MAX = 16 * 1024
 FILE_TERMS_MAX = 256 * 1024  # a 50 GiB file in terms of 200 KiB on average
 # spec/hashing.md: BLAKE3 keys of chunk hashes and of the Merkle tree's inner nodes.

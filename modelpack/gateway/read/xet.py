@@ -75,6 +75,7 @@ from ..core.http import ClosingFile, Request, Response, parse_range
 from ..core.hub import HubError, is_dataset
 from ..core.xetformat import (
     FILE_TERMS_MAX,
+    XORB_MAX,
     XetFormatError,
     XorbIndex,
     index_xorb,
@@ -96,7 +97,6 @@ BLOB_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 MAX_TOKENS = 4096  # read tokens this process issued and hands out again
 PATHS_MAX = 100_000  # a commit's files named in audit lines (past this: the digest only)
 URL_TTL = 3600  # seconds a fetch URL is good for (hf_xet asks the reconstruction again)
-XORB_MAX = 80 * 1024 * 1024  # the spec caps serialized xorbs at 64 MiB
 FETCH_MAX = XORB_MAX  # one signed range: at most a whole xorb
 RECORDS_KEPT = 16  # reconstructions kept parsed (hf_xet asks 4 per GiB of a file)
 INDEXES_KEPT = 256  # xorb chunk indexes kept (8,192 chunk offsets each at most)

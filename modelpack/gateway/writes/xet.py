@@ -55,6 +55,7 @@ from ..core.config import GatewayConfig
 from ..core.http import Request, Response
 from ..core.hub import HubError
 from ..core.xetformat import (
+    XORB_MAX,
     FileInfo,
     Term,
     XetFormatError,
@@ -73,7 +74,6 @@ from ..state.shared import MAX_SCOPE_XORBS, Shared, XetSession, scope_of
 from ..state.spools import claimed_folder, sweep
 
 log = logging.getLogger("modelpack.gateway")
-XORB_MAX = 80 * 1024 * 1024  # the spec caps serialized xorbs at 64 MiB
 SHARD_MAX = 64 * 1024 * 1024  # xet-core's shard target size
 HASH_RE = re.compile(r"^[0-9a-f]{64}\Z")
 PREFIX = ["api", "modelpack", "xet"]
