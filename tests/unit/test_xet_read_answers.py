@@ -1,6 +1,7 @@
 """read/xet.py's reconstruction answers built from records and xorbs on disk, without a
 gateway: what an answer costs when a file's terms cycle through many xorbs."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,26 @@ def test_xet_cache_max_is_a_size_of_at_least_a_few_xorbs(tmp_path, value, expect
             GatewayConfig(registry="127.0.0.1:5000/ns", xet_cache_max=value).xet_cache_max
             == expected
         )
+
+
+def test_whether_a_file_is_offered_through_xet_is_asked_once_per_offer_ttl(tmp_path, monkeypatch):
+    """Every resolve (a download's HEAD and GET) asks whether a file is a Xet file; with
+    replicas that is a Redis call, so the answer (either way) is kept OFFER_TTL seconds."""
+    reads = _reads(tmp_path)
+    reads.store.mkdir(parents=True)
+    name, datas = _xorb(reads.store, 4, 2)
+    size = sum(map(len, datas))
+    record_reconstruction(reads.shared, "org/m", "ab" * 32, "cd" * 32, size,
+                          [(name, 0, 2, size)], {})  # fmt: skip
+    asked = []
+    real = reads.shared.xet_file
+    monkeypatch.setattr(reads.shared, "xet_file", lambda *a: asked.append(a) or real(*a))
+    for _ in range(5):
+        assert reads.file_hash("cd" * 32, size, "org/m") == "ab" * 32
+        assert reads.file_hash("ef" * 32, size, "org/m") is None
+    assert len(asked) == 2
+    reads.offered = xet_reads.TTLMap(16, 0.001)  # past its time: asked again
+    assert reads.file_hash("cd" * 32, size, "org/m") == "ab" * 32
+    time.sleep(0.01)
+    assert reads.file_hash("cd" * 32, size, "org/m") == "ab" * 32
+    assert len(asked) == 4

@@ -101,6 +101,9 @@ FETCH_MAX = XORB_MAX  # one signed range: at most a whole xorb
 RECORDS_KEPT = 16  # reconstructions kept parsed (hf_xet asks 4 per GiB of a file)
 INDEXES_KEPT = 256  # xorb chunk indexes kept (8,192 chunk offsets each at most)
 CHECK_TTL = 60.0  # the registry's yes to "may this token read this file", kept this long
+# Whether a file is offered through Xet, kept this long per process: every resolve (each
+# download's HEAD and GET) and every tree entry asks, which with replicas is a Redis call.
+OFFER_TTL = 10.0
 OCTETS = "application/octet-stream"
 UNKNOWN = "no Xet file {} that this token may read"
 
@@ -260,6 +263,8 @@ class XetReads:
             MAX_TOKENS, TOKEN_TTL
         )
         self.checked: TTLMap[tuple[str, str], bool] = TTLMap(MAX_TOKENS, CHECK_TTL)
+        # (repo, sha256, size) -> the Xet hash offered, "" for none (plain HTTP).
+        self.offered: TTLMap[tuple[str, str, int], str] = TTLMap(MAX_TOKENS, OFFER_TTL)
         self._key: bytes | None = None
         self._key_read = 0.0  # time.monotonic() when the key was last read
         self._records: OrderedDict[str, Reconstruction] = OrderedDict()
@@ -285,9 +290,18 @@ class XetReads:
         """The Xet hash to offer for a file of ``repo_id``, when it was uploaded through Xet
         (with replicas: to that repository) and every xorb it is made of is in the node
         cache or named in the registry; else None (plain HTTP, also while the shared state
-        is out of reach)."""
+        is out of reach).  Kept OFFER_TTL seconds: a file whose xorbs went meanwhile gets
+        the 404 a reconstruction answers for a xorb gone since the HEAD."""
         if not sha256 or size is None or not HASH_RE.match(sha256):
             return None
+        key = (repo_id, sha256, size)
+        found = self.offered.get(key)
+        if found is None:
+            found = self._offer(sha256, size, repo_id) or ""
+            self.offered.set(key, found)
+        return found or None
+
+    def _offer(self, sha256: str, size: int, repo_id: str) -> str | None:
         try:
             found = json.loads(self.shared.xet_file(repo_id, sha256) or "null")
             file_hash, xorbs = found["hash"], found["xorbs"]
