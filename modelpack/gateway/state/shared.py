@@ -32,7 +32,6 @@ import itertools
 import os
 import secrets
 import socket
-import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -43,6 +42,7 @@ from typing import Any, TypeVar
 
 from ...errors import LeaseLostError, SharedStateUnavailableError
 from ...extras import require
+from ...storage._fsutil import atomic_write_bytes
 from ..core.config import GatewayConfig
 from .ttlmap import TTLMap
 
@@ -421,8 +421,8 @@ class InProcess(Shared):
         # One gateway: its records name no blob (the xorbs are its own), so one record per
         # file serves every repository holding it.  Files in the node cache, as before
         # there was a choice: they outlive a restart.
-        _replace(self.root / "reconstructions" / file_hash, terms)
-        _replace(self.root / "files" / sha256, file)
+        atomic_write_bytes(self.root / "reconstructions" / file_hash, terms.encode())
+        atomic_write_bytes(self.root / "files" / sha256, file.encode())
 
     def reconstruction(self, repo_id: str, file_hash: str) -> str | None:
         return _text(self.root / "reconstructions" / file_hash)
@@ -436,14 +436,6 @@ class InProcess(Shared):
             lock = self._branches.setdefault((repository, branch), threading.Lock())
         with lock:
             yield _LocalLease()
-
-
-def _replace(path: Path, text: str) -> None:
-    """``text`` at ``path``, whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".part-", delete=False) as out:
-        out.write(text)
-    os.replace(out.name, path)
 
 
 def _text(path: Path) -> str | None:
