@@ -52,6 +52,8 @@ GOAL_P99_MS = 50.0
 WITHOUT, WITH, NGINX = "gateway, no authorization cache", "gateway (default)", "nginx, from disk"
 WORKERS = "gateway, 2 worker processes (--workers 2, --redis)"
 HANDOFF = "gateway behind nginx (--accel-redirect, --workers 2)"
+LANE = "gateway behind nginx, download lane (--lane-port, --workers 2)"
+FRONTED = (HANDOFF, LANE)
 WORKER_COUNT = 2
 ACCEL_PREFIX = "/_modelpack_cache/"
 CEILING = "sendfile only, on the gateway's server"
@@ -215,6 +217,7 @@ def run(work: Path, rounds: int, seconds: int, connections: int) -> Results:
         WORKERS: workers,
         HANDOFF: (*workers, "--trusted-proxy", "127.0.0.1", "--accel-redirect", ACCEL_PREFIX),
     }
+    modes[LANE] = (*modes[HANDOFF], "--lane-port", str(free_port()))
     try:
         with registry_with_model(work, models.MIB) as (host, size):
             _cold(work, host, size, rounds, modes, results)
@@ -230,7 +233,7 @@ def _cold(work: Path, host: str, size: int, rounds: int, modes: dict, results: R
         for n, (name, args) in enumerate(modes.items()):
             folder = work / f"cold-{round_}-{n}"
             folder.mkdir(parents=True)
-            with serving(host, folder, size, *args) as served, fronted(name, served) as asked:
+            with serving(host, folder, size, *args) as served, fronted(name, served, args) as asked:
                 results.cold.setdefault(name, []).append(cold_first_byte(asked))
 
 
@@ -238,22 +241,31 @@ def _loaded(work: Path, host: str, size: int, rounds: int, seconds: int, connect
             modes: dict, results: Results) -> None:  # fmt: skip
     """wrk against every row in turn, ``rounds`` times."""
     model_dir = work / f"gateway-model-{models.MIB}"
-    for folder in (work / "without", work / "with", work / "workers", work / "handoff"):
+    for folder in (
+        work / "without",
+        work / "with",
+        work / "workers",
+        work / "handoff",
+        work / "lane",
+    ):
         folder.mkdir(parents=True, exist_ok=True)
     with (
         serving(host, work / "without", size, *modes[WITHOUT]) as without,
         serving(host, work / "with", size, *modes[WITH]) as with_,
         serving(host, work / "workers", size, *modes[WORKERS]) as workers,
         serving(host, work / "handoff", size, *modes[HANDOFF]) as handed,
-        fronted(HANDOFF, handed) as handoff,
+        fronted(HANDOFF, handed, modes[HANDOFF]) as handoff,
+        serving(host, work / "lane", size, *modes[LANE]) as laned,
+        fronted(LANE, laned, modes[LANE]) as lane,
         static_nginx(work / "nginx", model_dir) as static,
         sendfile_only(work / "ceiling", model_dir / FILE) as ceiling,
     ):
         targets = {WITHOUT: without.url + without.path, WITH: with_.url + with_.path,
                    WORKERS: workers.url + workers.path, HANDOFF: handoff.url + handoff.path,
+                   LANE: lane.url + lane.path,
                    CEILING: f"{ceiling.url}/{FILE}", NGINX: f"{static.url}/{FILE}"}  # fmt: skip
         results.cold.setdefault(NGINX, []).append(first_byte(targets[NGINX]))
-        for served in (without, with_, workers, handoff):  # into each node cache: measured warm
+        for served in (without, with_, workers, handoff, lane):  # into each node cache: warm
             status, _, _, count = get(served, served.path)
             assert status == 200 and count == size, (status, count)
             cached_tree(served)
@@ -266,15 +278,18 @@ def _loaded(work: Path, host: str, size: int, rounds: int, seconds: int, connect
 
 
 @contextmanager
-def fronted(name: str, served: Served) -> Iterator[Served]:
+def fronted(name: str, served: Served, args: tuple[str, ...]) -> Iterator[Served]:
     """``served`` as clients reach it: through nginx (docs/gateway.md's block, as many
-    worker processes as the nginx row's) for the HANDOFF row, else directly."""
-    if name != HANDOFF:
+    worker processes as the nginx row's) for the FRONTED rows, else directly.  Without a
+    ``--lane-port`` in ``args`` the block's lane is the gateway's own port."""
+    if name not in FRONTED:
         yield served
         return
     front = served.cache.parent / "front"
-    balancer = Balancer(front, [served.url.removeprefix("http://")], section=HANDOFF_SECTION,
-                        home=served.cache, worker_processes=2).start()  # fmt: skip
+    address = served.url.removeprefix("http://")
+    lane = f"127.0.0.1:{args[args.index('--lane-port') + 1]}" if "--lane-port" in args else address
+    balancer = Balancer(front, [address], section=HANDOFF_SECTION, home=served.cache,
+                        lanes=[lane], worker_processes=2).start()  # fmt: skip
     try:
         yield replace(served, url=balancer.url)
     finally:
@@ -307,7 +322,7 @@ def section(results: Results, args: argparse.Namespace, machine: str) -> str:
         "| | requests/s | of nginx | p50 ms | p99 ms | cold first byte |",
         "|---|---|---|---|---|---|",
     ]
-    for name in (WITHOUT, WITH, WORKERS, HANDOFF, CEILING, NGINX):
+    for name in (WITHOUT, WITH, WORKERS, HANDOFF, LANE, CEILING, NGINX):
         if name not in results.runs:
             continue
         runs = results.runs[name]
@@ -322,7 +337,7 @@ def section(results: Results, args: argparse.Namespace, machine: str) -> str:
         )
     goals = [
         goal_line(results, name, nginx_rps)
-        for name in (WITH, WORKERS, HANDOFF)
+        for name in (WITH, WORKERS, HANDOFF, LANE)
         if name in results.runs
     ]
     lines += ["", *goals]

@@ -275,6 +275,14 @@ Examples:
     "gets X-Accel-Redirect: PREFIX<path under the gateway's home> (docs/gateway.md, "
     "Downloads sent by nginx).",
 )
+@gateway_option(
+    "--lane-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="With --accel-redirect: also listen on 127.0.0.1:PORT, where that nginx sends "
+    "downloads first; those answered from what the gateway keeps are handed off from an "
+    "event loop, the rest go back to nginx for --port (docs/gateway.md, The download lane).",
+)
 @global_options
 def serve(
     registry: str,
@@ -311,6 +319,7 @@ def serve(
     protect: tuple[str, ...],
     auth_cache_ttl: float,
     accel_redirect: str | None,
+    lane_port: int | None,
 ) -> None:
     """Serve models from an OCI registry to Hugging Face clients (HF_ENDPOINT).
 
@@ -361,6 +370,7 @@ def serve(
         protect=protect,
         auth_cache_ttl=auth_cache_ttl,
         accel_redirect=accel_redirect,
+        lane_port=lane_port,
     )
     run_gateway(config)
 

@@ -12,7 +12,15 @@ from ..errors import (
 )
 from .core.config import GatewayConfig
 from .core.crosssite import refuse_cross_site
-from .core.http import Body, ClosingFile, CountingInput, Request, Response, read_range
+from .core.http import (
+    Body,
+    ClosingFile,
+    CountingInput,
+    Replay,
+    Request,
+    Response,
+    read_range,
+)
 from .core.hub import (
     DATASETS,
     HubError,
@@ -75,11 +83,19 @@ class Gateway:
         route = "other"
         try:
             route, response = self.route(request)
+            if request.on_lane and not _lane_answer(request, response):
+                raise Replay
+        except Replay:
+            return _replay(start_response)
         except HubError as exc:
+            if request.on_lane:  # the threads answer it, with its log line and audit
+                return _replay(start_response)
             route = request.audit.get("route", route)  # as far as routing got
             response = Response.error(exc)
         except Exception:
             log.exception("%s %s failed", request.method, request.shown_path)
+            if request.on_lane:
+                return _replay(start_response)
             response = Response.error(HubError(500, "internal error in the gateway"))
         if request.method == "HEAD":  # GET's headers, its length included; no body
             if response.file is not None or response.handoff:
@@ -96,13 +112,14 @@ class Gateway:
                 self.metrics.served_bytes(response.source, sent)
             self.metrics.request(request.method, route, status)
             log.info(
-                "%s %s %s %d %dB%s %.1fms%s",
+                "%s %s %s %d %dB%s%s %.1fms%s",
                 environ.get("REMOTE_ADDR", "-"),
                 request.method,
                 request.shown_path,  # never an LFS upload's ticket
                 status,
                 sent,
                 f" {response.source}" if response.source and sent else "",
+                " lane" if request.on_lane else "",  # answered by the download lane
                 (time.monotonic() - started) * 1000,
                 " (cut)" if failed else "",
             )
@@ -147,6 +164,10 @@ class Gateway:
 
     def route(self, request: Request) -> tuple[str, Response]:
         refuse_cross_site(request, self.config)  # before any route: every write is covered
+        if request.on_lane:  # the download lane answers downloads only
+            if (answered := self._resolve(request)) is None:
+                raise Replay
+            return answered
         s = request.segments
         if s == ["healthz"]:
             return "healthz", Response.json({"status": "ok"})
@@ -171,6 +192,13 @@ class Gateway:
             )
         if len(s) >= 3 and s[0] == "api" and s[1] in ("models", DATASETS):
             return self._api_models(request, api_repo_path(s))
+        if (answered := self._resolve(request)) is not None:
+            return answered
+        raise HubError(404, "Not Found")
+
+    def _resolve(self, request: Request) -> tuple[str, Response] | None:
+        """``[datasets/]ORG/NAME/resolve/REV/PATH``: a file; None for any other path."""
+        s = request.segments
         for n in repo_spans(s):
             if len(s) > n + 2 and s[n] == "resolve":
                 if s[0] in OTHER_REPO_TYPES:
@@ -180,7 +208,7 @@ class Gateway:
                 path = "/".join(s[n + 2 :])
                 request.audit["path"] = path
                 return "resolve", self._guarded(request, s[:n], s[n + 1], self.reads.resolve, path)
-        raise HubError(404, "Not Found")
+        return None
 
     def _page(self, request: Request) -> Response | None:
         """The web page (web/pages.py): ``/``, ``/datasets``, ``/-/hub.css``,
@@ -257,7 +285,9 @@ class Gateway:
             return self._redirect(request, repo, canonical)
         try:
             authorization = request.header("Authorization")
-            if self.upstream is not None and not is_dataset(repo_id):
+            if request.on_lane:  # kept answers only: an import is the threads' to start
+                model = self.resolver.open(repo_id, revision, authorization, kept_only=True)
+            elif self.upstream is not None and not is_dataset(repo_id):
                 # the registry, else an import from the upstream hub (of models only)
                 wait = FILE_WAIT if handler == self.reads.resolve else None
                 who = self.audit.who(request)
@@ -278,3 +308,27 @@ class Gateway:
         if query := request.environ.get("QUERY_STRING"):
             location += f"?{query}"
         return Response(307, {"Location": location}, b"")
+
+
+# Where the download lane sends what it cannot answer: the docs' nginx block names its
+# location to the gateway's threads so (docs/gateway.md, Downloads sent by nginx).
+REPLAY_LOCATION = "@modelpack_gateway"
+
+
+def _lane_answer(request: Request, response: Response) -> bool:
+    """What the download lane may send itself: headers only (a handed-off download, a HEAD,
+    a 304, an empty file), never bytes from a file or a stream."""
+    if response.handoff:
+        return True
+    return (
+        response.file is None
+        and response.body == b""
+        and (request.method == "HEAD" or response.status in (200, 304))
+    )
+
+
+def _replay(start_response: Any) -> list[bytes]:
+    """nginx answers ``X-Accel-Redirect: @location`` by sending the same request, method
+    and headers unchanged, to that named location: the gateway's threads."""
+    start_response("200 OK", [("X-Accel-Redirect", REPLAY_LOCATION), ("Content-Length", "0")])
+    return [b""]

@@ -27,6 +27,7 @@ import tempfile
 from typing import Any
 
 from ..extras import require
+from . import lane
 from .core.config import GatewayConfig
 
 
@@ -67,6 +68,13 @@ def run(config: GatewayConfig) -> None:
     }
     if config.workers > 1:
         options.update(_summed_metrics())
+    if config.lane_port is not None:  # the download lane: a thread in every worker
+        lane.check_port(config)
+
+        def post_worker_init(worker: Any) -> None:
+            lane.start(worker.wsgi, config)
+
+        options["post_worker_init"] = post_worker_init
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

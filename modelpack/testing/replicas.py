@@ -95,11 +95,13 @@ def docs_nginx_config(section: str = REPLICAS_SECTION, docs: Path = DOCS) -> str
 @dataclass
 class Balancer:
     """nginx in front of ``upstreams`` (host:port), configured by the docs' block of
-    ``section``: the ``server`` lines of its upstream become these addresses, ``listen``
-    this port, the docs' home (``/var/lib/modelpack``) in an ``alias`` the gateway's ``home``."""
+    ``section``: the ``server`` lines of its first upstream become these addresses (those
+    of ``modelpack_lane``, if it has one, ``lanes``), ``listen`` this port, the docs' home
+    (``/var/lib/modelpack``) in an ``alias`` the gateway's ``home``."""
 
     workdir: Path
     upstreams: list[str]
+    lanes: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     section: str = REPLICAS_SECTION
     home: Path | None = None
@@ -112,21 +114,26 @@ class Balancer:
 
     def config(self) -> str:
         site = docs_nginx_config(self.section)
-        lines, servers_done = [], False
+        lines, done, group = [], set(), None
         for line in site.splitlines():
+            if named := re.match(r"^\s*upstream\s+(\S+)\s*\{", line):
+                group = named.group(1)
             match = re.match(r"^(\s*)server\s+\S+:\d+(.*)$", line)
             if match:
-                if not servers_done:
+                servers = self.lanes if group == "modelpack_lane" else self.upstreams
+                if group not in done:
+                    if not servers:
+                        raise ValueError(f"the docs' upstream {group} needs addresses: lanes=")
                     indent, rest = match.groups()
-                    lines += [f"{indent}server {u}{rest}" for u in self.upstreams]
-                    servers_done = True
+                    lines += [f"{indent}server {u}{rest}" for u in servers]
+                    done.add(group)
                 continue
             line = re.sub(r"^(\s*)listen\s+\d+;", rf"\g<1>listen 127.0.0.1:{self.port};", line)
             if self.home is not None:  # the docs' home, /var/lib/modelpack, is this one
                 line = re.sub(r"^(\s*alias\s+)/var/lib/modelpack/", rf"\g<1>{self.home.resolve()}/",
                               line)  # fmt: skip
             lines.append(line)
-        if not servers_done:
+        if not done:
             raise ValueError("the docs' upstream block names no server")
         work = self.workdir
         return (

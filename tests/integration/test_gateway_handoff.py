@@ -43,10 +43,12 @@ def world(registry, tmp_path_factory):
     reference = f"{registry.host}/{NAMESPACE}/team/handed:v1"
     build_and_push(model, reference, Settings(home=work / "home", plain_http=True))
     audit = work / "audit.log"
-    args = ("--trusted-proxy", "127.0.0.1", "--accel-redirect", PREFIX, "--audit-log", str(audit))
+    lane = free_port()
+    args = ("--trusted-proxy", "127.0.0.1", "--accel-redirect", PREFIX, "--audit-log", str(audit),
+            "--lane-port", str(lane))  # fmt: skip
     gateway = Gateway(f"{registry.host}/{NAMESPACE}", work / "gateway", args).start()
     nginx = Balancer(work / "nginx", [gateway.url.removeprefix("http://")],
-                     section=HANDOFF_SECTION, home=gateway.cache)  # fmt: skip
+                     section=HANDOFF_SECTION, home=gateway.cache, lanes=[f"127.0.0.1:{lane}"])  # fmt: skip
     nginx.start()
     try:
         yield gateway, nginx, model, audit
@@ -201,8 +203,9 @@ def test_the_internal_location_maps_no_other_file_of_the_home(world, tmp_path):
 
     server = HTTPServer(("127.0.0.1", free_port()), Impostor)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    nginx = Balancer(tmp_path / "impostor", [f"127.0.0.1:{server.server_address[1]}"],
-                     section=HANDOFF_SECTION, home=gateway.cache).start()  # fmt: skip
+    impostor = [f"127.0.0.1:{server.server_address[1]}"]
+    nginx = Balancer(tmp_path / "impostor", impostor, section=HANDOFF_SECTION,
+                     home=gateway.cache, lanes=impostor).start()  # fmt: skip
     try:
         secrets = [p for p in gateway.cache.iterdir() if p.is_file() and p.stat().st_size]
         assert {"audit.key"} <= {p.name for p in secrets}, secrets

@@ -125,7 +125,9 @@ class GatewayConfig:
     ``accel_redirect``: a URI prefix the nginx in front maps to the gateway's home: a
     download the node cache holds is answered to that nginx (a trusted proxy that says
     it maps the prefix) with ``X-Accel-Redirect``, and nginx sends the bytes
-    (read/handoff.py)."""
+    (read/handoff.py).  ``lane_port``: with ``accel_redirect``, a port on 127.0.0.1 where
+    that nginx asks for downloads first, answered on an event loop from what each process
+    keeps (gateway/lane.py)."""
 
     registry: str
     settings: Settings = field(default_factory=Settings)
@@ -164,6 +166,7 @@ class GatewayConfig:
     protect: tuple[str, ...] = ()
     auth_cache_ttl: float = AUTH_CACHE_TTL
     accel_redirect: str | None = None
+    lane_port: int | None = None
     auth_cache_ttl_max: ClassVar[float] = AUTH_CACHE_TTL_MAX  # for the CLI's range
     workers_max: ClassVar[int] = WORKERS_MAX
 
@@ -226,7 +229,17 @@ class GatewayConfig:
         answered with it named."""
         if not self.accel_redirect:
             self.accel_redirect = None
+            if self.lane_port is not None:
+                raise UsageError(
+                    "--lane-port needs --accel-redirect: the lane answers downloads only by "
+                    "handing them to the nginx in front (docs/gateway.md, The download lane)"
+                )
             return
+        if self.lane_port is not None and (
+            not 1 <= self.lane_port <= 65535 or self.lane_port == self.port
+        ):
+            raise UsageError(f"--lane-port must be a port from 1 to 65535 other than --port "
+                             f"(not {self.lane_port})")  # fmt: skip
         if not _ACCEL_PREFIX.fullmatch(self.accel_redirect):
             raise UsageError(
                 f"--accel-redirect {self.accel_redirect!r}: a URI path that starts and ends "
@@ -361,6 +374,9 @@ class GatewayConfig:
             )
         if self.workers > 1:
             lines.append(f"  {self.workers} worker processes of {self.threads} threads each")
+        if self.lane_port is not None:
+            lines.append(f"  downloads the nginx in front asks for first: 127.0.0.1:"
+                         f"{self.lane_port} (the download lane)")  # fmt: skip
         if self.redis:
             lines.append(f"  replicas share uploads and branch locks through Redis at "
                          f"{redis_location(self.redis)}")  # fmt: skip

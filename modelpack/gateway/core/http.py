@@ -30,6 +30,13 @@ _RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)\Z")
 # a type a browser may send to another site without asking (crosssite.py).
 JSON_TYPES = ("application/json", "application/vnd.git-lfs+json")
 NDJSON_TYPES = ("application/x-ndjson",)
+# The environ key the download lane (gateway/lane.py) marks its requests with.
+LANE = "modelpack.lane"
+
+
+class Replay(Exception):
+    """The download lane (gateway/lane.py) cannot answer this request from what the process already knows
+    (an answer kept, a file sealed): nginx sends it again to the gateway's threads."""
 
 
 @dataclass
@@ -74,6 +81,12 @@ class Request:
 
     def header(self, name: str) -> str | None:
         return self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+    @property
+    def on_lane(self) -> bool:
+        """Answered on the download lane's event loop: nothing may wait for the registry,
+        a pull or a file's whole check (``Replay`` instead)."""
+        return self.environ.get(LANE) is True
 
     def require_type(self, accepted: tuple[str, ...]) -> None:
         """415 unless the body's ``Content-Type`` is one of ``accepted`` (parameters

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from ..core.http import ClosingFile, Request, Response, parse_range
+from ..core.http import ClosingFile, Replay, Request, Response, parse_range
 from ..core.hub import (
     HubError,
     RepoFile,
@@ -73,7 +73,7 @@ class Handlers:
         return self.xet.read_token(request, model)
 
     def resolve(self, request: Request, model: Model, path: str) -> Response:
-        f = self.pulls.listing(model).get(path)
+        f = self.pulls.listing(model, request.on_lane).get(path)
         # A listing from the manifest holds only valid paths (files_from_manifest); one
         # read from an unpacked tree is checked here.
         if f is None or (model.view.files is None and not valid_file_path(path)):
@@ -86,7 +86,7 @@ class Handlers:
         headers["Content-Length"] = str(size)
         if request.header("If-None-Match") in (f'"{f.etag}"', f.etag, f'W/"{f.etag}"'):
             return Response(304, headers, b"")
-        if size and (cached := self.pulls.cached_path(model, f)) is None:
+        if size and (cached := self.pulls.cached_path(model, f, request.on_lane)) is None:
             # A HEAD comes before every hub download: start pulling now, the GET waits less.
             self.pulls.prefetch(model)
             if f.raw and f.layer is not None:
@@ -107,6 +107,8 @@ class Handlers:
                 headers.pop("Content-Range", None)
                 return Response(status, headers, length=last - first + 1, source="proxy",
                                 handoff=uri)  # fmt: skip
+            if request.on_lane:  # bytes are sent by the threads (sendfile), never the lane
+                raise Replay
             return _file_response(status, headers, cached, first, last, "cache")
         # Not a byte before the whole file is verified (pullthrough.py says why).
         gone = _client_gone(request.environ)

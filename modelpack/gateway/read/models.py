@@ -44,6 +44,7 @@ from ...storage._sqlite import connect
 from ...storage.hfcache import hf_mapping
 from ...storage.store import node_store
 from ..core.config import GatewayConfig
+from ..core.http import Replay
 from ..core.hub import (
     COMMIT_RE,
     HubError,
@@ -167,11 +168,17 @@ class Resolver:
     # -- entry point ------------------------------------------------------------
 
     def open(
-        self, repo_id: str, revision: str, authorization: str | None, fresh: bool = False
+        self,
+        repo_id: str,
+        revision: str,
+        authorization: str | None,
+        fresh: bool = False,
+        kept_only: bool = False,
     ) -> Model:
         """The model ``revision`` names, as these credentials may read it.  ``fresh``: ask
         the registry even if its answer to them is kept (a write builds on the head the
-        registry has now, never on one a few seconds old)."""
+        registry has now, never on one a few seconds old).  ``kept_only``: only from what is
+        kept (the answer, the manifest, its blobs confirmed), else ``Replay``."""
         name = self.config.repository(repo_id)
         try:
             _parsed(f"{self.config.host}/{name}")
@@ -185,10 +192,14 @@ class Resolver:
         else:
             root, stamp = self.answers.lookup(kept)
         if root is None:
+            if kept_only:
+                raise Replay
             root = self._resolve(repository, repo_id, revision, key)
             self.answers.put(kept, root, stamp)
         if root.media_type in INDEX_MEDIA_TYPES:
             raise HubError(400, f"{repo_id}@{revision} is an image index, not a model manifest")
+        if kept_only and not self._kept_whole(name, root.digest):
+            raise Replay
         reference = _parsed(f"{self.config.host}/{name}@{root.digest}")
         view = self._view(repository, reference, repo_id, root)
         self._require_linked(repository, repo_id, view)
@@ -201,6 +212,17 @@ class Resolver:
                 self._signed.add(root.digest)
         self._remember(name, view.commit, root.digest)
         return Model(repo_id, repository, reference, view)
+
+    def _kept_whole(self, repository: str, digest: str) -> bool:
+        """Whether opening ``digest`` needs nothing but memory: its view read, its blobs
+        confirmed in ``repository``, its signature checked, its commit remembered."""
+        with self._lock:
+            view = self._views.get(digest)
+        if view is None or not self._linked.get((repository, f"all blobs of {digest}")):
+            return False
+        if self.public_key is not None and digest not in self._signed:
+            return False
+        return (repository, view.commit, digest) in self._remembered
 
     def _require_linked(self, repository: RegistryRepository, repo_id: str, view: View) -> None:
         """403 unless the repository holds the config and every layer the manifest

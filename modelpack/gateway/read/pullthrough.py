@@ -38,6 +38,7 @@ from ...oci.spec import Descriptor
 from ...settings import Settings
 from ...storage._seals import Seal
 from ...storage.cache import NodeCache
+from ..core.http import Replay
 from ..core.hub import HubError, RepoFile
 from ..state.metrics import Metrics
 from ..state.ttlmap import TTLMap
@@ -110,6 +111,8 @@ class PullThrough:
         self._flights = Flights(metrics, "pull failed: %s: %s")
         self._listings: dict[str, dict[str, RepoFile]] = {}
         self._sealed: TTLMap[str, tuple[Path, dict[str, Seal]]] = TTLMap(MAX_SEALED, SEALED_TTL)
+        # Blobs served as files themselves (raw layers), found intact: checked by one lstat.
+        self._blob_seals: TTLMap[str, tuple[Path, Seal]] = TTLMap(MAX_SEALED, SEALED_TTL)
         self._lock = threading.Lock()
         self._waiting = threading.BoundedSemaphore(max_waiting)
 
@@ -138,8 +141,9 @@ class PullThrough:
         self.metrics.pulled(result.stats.bytes_transferred)
         return path
 
-    def listing(self, model: Model) -> dict[str, RepoFile]:
-        """The model's files: from the manifest, else from its unpacked tree."""
+    def listing(self, model: Model, kept_only: bool = False) -> dict[str, RepoFile]:
+        """The model's files: from the manifest, else from its unpacked tree (``kept_only``:
+        only a listing already made, else ``Replay``)."""
         if model.view.files is not None:
             return model.view.files
         digest = model.root.digest
@@ -147,6 +151,8 @@ class PullThrough:
             known = self._listings.get(digest)
         if known is not None:
             return known
+        if kept_only:
+            raise Replay
         flight = self.prefetch(model)
         tree = flight.wait() if flight is not None else self.tree(model)
         assert tree is not None
@@ -163,13 +169,14 @@ class PullThrough:
 
     # -- one file ---------------------------------------------------------------
 
-    def cached_path(self, model: Model, f: RepoFile) -> Path | None:
+    def cached_path(self, model: Model, f: RepoFile, kept_only: bool = False) -> Path | None:
         """Where the verified bytes of ``f`` already are on this node, if anywhere.
 
         A whole tree found complete and unchanged is remembered with its files' seals:
         after that a request checks the seal of the one file it serves (one lstat), not
         the whole tree (a walk and an lstat per file); a file whose seal no longer
-        matches sends it back to the whole check."""
+        matches sends it back to the whole check.  ``kept_only``: only that one lstat, else
+        ``Replay``."""
         digest = model.root.digest
         kept = self._sealed.get(digest)
         if kept is not None:
@@ -177,13 +184,28 @@ class PullThrough:
             seal, path = seals.get(f.path), tree / f.path
             if seal is not None and seal.matches(path):
                 return path
+            if kept_only:
+                raise Replay
             self._sealed.pop(digest)
+        if f.raw and f.layer is not None and (blob := self._blob_seals.get(f.layer.digest)):
+            if blob[1].matches(blob[0]):
+                return blob[0]
+            self._blob_seals.pop(f.layer.digest)
+        if kept_only:
+            raise Replay
         if (found := self.cache.ready_seals(digest)) is not None and f.path in found[1]:
             self._sealed.set(digest, found)
             return found[0] / f.path
         if f.raw and f.layer is not None:
+            try:  # before the check: a change after it then fails this seal
+                seal = Seal.of(self.store.blob_path(f.layer.digest))
+            except OSError:
+                return None
             blob = self.store.intact_path(f.layer)
-            return blob if blob is not None and blob.is_file() else None
+            if blob is None or not blob.is_file():
+                return None
+            self._blob_seals.set(f.layer.digest, (blob, seal))
+            return blob
         if f.layer is not None and (one := self.cache.ready(digest, [f.path])):
             return one / f.path if (one / f.path).is_file() else None
         return None

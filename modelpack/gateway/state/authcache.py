@@ -34,7 +34,10 @@ about 0.12x of nginx serving the same cached file (docs/benchmarks.md).  Here th
   after a commit through another asks the registry again (one Redis GET per kept
   answer served, instead of the registry's round trip).  While Redis does not answer,
   nothing is kept or served from here (every request asks the registry, as with ``ttl``
-  0) and Redis is asked again after ``SHARED_RETRY`` seconds.
+  0) and Redis is asked again after ``SHARED_RETRY`` seconds.  The download lane
+  (gateway/lane.py) shares one GET among the requests it runs before its next turn of
+  the event loop (``GENERATIONS``): each of them arrived before that GET was sent, so it
+  still sees every write answered before it asked.
 - ``ttl`` 0 turns it off: every request asks the registry, as before.
 """
 
@@ -47,6 +50,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable
+from contextvars import ContextVar
 from typing import Any
 
 from cachetools import TTLCache
@@ -56,6 +60,9 @@ from ..core.config import AUTH_CACHE_TTL, AUTH_CACHE_TTL_MAX
 from .shared import Shared
 
 log = logging.getLogger("modelpack.gateway")
+# Generations read from Redis that a request may reuse: set by the download lane to a dict
+# it empties every turn of its event loop (module docstring); None elsewhere.
+GENERATIONS: ContextVar[dict[str, object] | None] = ContextVar("generations", default=None)
 
 PULL = "pull"
 PUSH = "push"
@@ -122,8 +129,14 @@ class AuthCache:
             return None
         if self._clock() < self._shared_retry:
             return _UNKNOWN
+        read = GENERATIONS.get()
+        if read is not None and repository in read:
+            return read[repository]
         try:
-            return self._shared.generation(repository)
+            generation = self._shared.generation(repository)
+            if read is not None:
+                read[repository] = generation
+            return generation
         except SharedStateUnavailableError as exc:
             self._shared_retry = self._clock() + SHARED_RETRY
             log.warning("authorization cache: %s; every request asks the registry", exc)

@@ -1,0 +1,173 @@
+"""The download lane (``serve --accel-redirect PREFIX --lane-port PORT``): downloads the nginx
+in front asks this port for first, answered on an event loop in each worker process.
+
+Why: on gunicorn's gthread worker every keep-alive request goes from the poller thread to a
+request thread and back, under one GIL; with a cached download costing Python a header and
+no body (``--accel-redirect``), that hand-over is most of the work (docs/benchmarks.md,
+Where the time went).  Here one thread per process reads the requests (uvicorn, h11) and
+calls the same WSGI app, with the request marked (core/http.py's ``LANE``), on its loop.
+
+What it answers: a download whose answer this process already keeps whole (the registry's
+yes in the authorization cache, the model's manifest and blobs confirmed, the file's seal):
+``X-Accel-Redirect`` to the file, with the log line, audit line and metrics the threads
+would write.  Everything else (a first request, an expired answer, a file not yet in the
+node cache, an error) is answered ``X-Accel-Redirect: @modelpack_gateway``: nginx sends the
+same request, unchanged, to the gateway's ``--port``, whose threads answer it as before and
+keep what the next request here needs.  So nothing on the loop waits for the registry or a
+pull; it may wait for Redis (``--redis``: one GET per download, as on the threads).
+
+Bounds: 127.0.0.1 only (nginx runs beside the gateway, which it must to read its home);
+peers outside ``--trusted-proxy`` get 403; only GET and HEAD without a body (405, 400); a
+request head of at most ``HEAD_MAX`` bytes (h11); ``MAX_CONNECTIONS`` per process (503
+past it); idle keep-alive connections closed after ``KEEP_ALIVE`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import socket
+import threading
+from typing import Any
+
+from ..errors import UsageError
+from ..extras import require
+from .core.config import GatewayConfig
+from .core.http import LANE, REASONS
+from .state.audit import address_of, networks, within
+from .state.authcache import GENERATIONS
+
+log = logging.getLogger("modelpack.gateway")
+HOST = "127.0.0.1"
+HEAD_MAX = 16 * 1024
+MAX_CONNECTIONS = 1024
+KEEP_ALIVE = 15
+BACKLOG = 2048
+
+
+def check_port(config: GatewayConfig) -> None:
+    """Fail at start, not in every worker, when the lane's port is taken (UsageError)."""
+    try:  # without SO_REUSEPORT: a port any other process listens on is refused
+        socket.create_server((HOST, config.lane_port or 0)).close()
+    except OSError as exc:
+        raise UsageError(f"--lane-port {config.lane_port}: cannot listen on {HOST}: "
+                         f"{exc.strerror or exc}") from None  # fmt: skip
+
+
+def listen(port: int) -> socket.socket:
+    """A socket of this process's own on the lane's port: the kernel spreads new connections
+    evenly over the workers' sockets (SO_REUSEPORT), where one shared socket let one
+    worker's loop take three connections of four."""
+    return socket.create_server((HOST, port), backlog=BACKLOG, reuse_port=True)
+
+
+def start(app: Any, config: GatewayConfig) -> threading.Thread:
+    """Serve the lane from a daemon thread of this worker process."""
+    uvicorn = require("uvicorn", purpose="modelpack serve --lane-port", extra="serve")
+    sock = listen(config.lane_port or 0)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Lane(app, config.trusted_proxies),
+            http="h11",
+            loop="asyncio",
+            lifespan="off",
+            log_config=None,  # the gateway's logging stays as it is
+            access_log=False,  # the app logs each request it answers
+            server_header=False,
+            proxy_headers=False,  # the peer is nginx; X-Forwarded-For is the app's to judge
+            timeout_keep_alive=KEEP_ALIVE,
+            limit_concurrency=MAX_CONNECTIONS,
+            h11_max_incomplete_event_size=HEAD_MAX,
+        )
+    )
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="download-lane", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+class Lane:
+    """The ASGI side: a request as WSGI's environ, the app's headers back (never a body)."""
+
+    def __init__(self, app: Any, trusted: tuple[str, ...]) -> None:
+        self.app = app
+        self.trusted = networks(trusted)
+        self.generations: dict[str, object] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        GENERATIONS.set(self._generations())
+        status, headers = self.answer(scope)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    def _generations(self) -> dict[str, object]:
+        """The Redis generations read this turn of the loop (state/authcache.py).  Emptied
+        by a callback queued when the dict is made: every request run before it was
+        queued earlier, so it arrived before any GET whose answer the dict holds."""
+        if self.generations is None:
+            self.generations = {}
+            asyncio.get_running_loop().call_soon(self._turned)
+        return self.generations
+
+    def _turned(self) -> None:
+        self.generations = None
+
+    def answer(self, scope: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]]]:
+        peer = scope.get("client") or ("", 0)
+        if not within(address_of(str(peer[0])), self.trusted):
+            return _refusal(403, "this port answers the nginx in front only (--trusted-proxy)")
+        if scope["method"] not in ("GET", "HEAD"):
+            return _refusal(405, "the download lane answers GET and HEAD only")
+        environ = _environ(scope, peer)
+        if environ is None:
+            return _refusal(400, "a download has no body")
+        answer: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None):
+            answer[:] = [status, headers]
+
+        body = self.app(environ, start_response)
+        if hasattr(body, "close"):
+            body.close()
+        status, headers = answer
+        return int(status.split(" ", 1)[0]), [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers
+        ]
+
+
+def _environ(scope: dict[str, Any], peer: tuple[str, int]) -> dict[str, Any] | None:
+    """WSGI's environ for a request without a body (None: it has one)."""
+    query = scope.get("query_string") or b""
+    raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope["method"],
+        "RAW_URI": raw + ("?" + query.decode("latin-1") if query else ""),
+        "QUERY_STRING": query.decode("latin-1"),
+        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+        "SERVER_SOFTWARE": "modelpack-lane",
+        "REMOTE_ADDR": str(peer[0]),
+        "REMOTE_PORT": str(peer[1]),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": io.StringIO(),
+        LANE: True,
+    }
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1").upper()
+        if key in ("TRANSFER-ENCODING",) or (key == "CONTENT-LENGTH" and value.strip() != b"0"):
+            return None
+        if "_" in key:  # gunicorn drops these too: X_Foo would stand in for X-Foo
+            continue
+        key = "HTTP_" + key.replace("-", "_")
+        text = value.decode("latin-1")
+        environ[key] = f"{environ[key]},{text}" if key in environ else text
+    return environ
+
+
+def _refusal(status: int, message: str) -> tuple[int, list[tuple[bytes, bytes]]]:
+    log.warning("download lane: %d %s %s", status, REASONS.get(status, ""), message)
+    return status, [(b"x-error-message", message.encode()), (b"content-length", b"0")]
