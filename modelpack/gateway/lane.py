@@ -17,9 +17,11 @@ keep what the next request here needs.  So nothing on the loop waits for the reg
 pull; it may wait for Redis (``--redis``: one GET per download, as on the threads).
 
 Bounds: 127.0.0.1 only (nginx runs beside the gateway, which it must to read its home);
-peers outside ``--trusted-proxy`` get 403; only GET and HEAD without a body (405, 400); a
-request head of at most ``HEAD_MAX`` bytes (h11); ``MAX_CONNECTIONS`` per process (503
-past it); idle keep-alive connections closed after ``KEEP_ALIVE`` seconds.
+peers outside ``--trusted-proxy`` get 403; only GET and HEAD without a body (405, 400);
+headers of at most ``HEAD_MAX`` bytes (431; h11 itself drops a connection whose head is
+still incomplete past that, so a head costs at most that and one 256 KiB read);
+``MAX_CONNECTIONS`` per process (503 past it); idle keep-alive connections closed after
+``KEEP_ALIVE`` seconds.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .state.authcache import GENERATIONS
 log = logging.getLogger("modelpack.gateway")
 HOST = "127.0.0.1"
 HEAD_MAX = 16 * 1024
-MAX_CONNECTIONS = 1024
+MAX_CONNECTIONS = 512  # nginx keeps 32 per worker process
 KEEP_ALIVE = 15
 BACKLOG = 2048
 
@@ -122,6 +124,8 @@ class Lane:
             return _refusal(403, "this port answers the nginx in front only (--trusted-proxy)")
         if scope["method"] not in ("GET", "HEAD"):
             return _refusal(405, "the download lane answers GET and HEAD only")
+        if sum(len(name) + len(value) + 4 for name, value in scope["headers"]) > HEAD_MAX:
+            return _refusal(431, f"request headers past {HEAD_MAX} bytes")
         environ = _environ(scope, peer)
         if environ is None:
             return _refusal(400, "a download has no body")

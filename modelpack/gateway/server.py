@@ -44,6 +44,8 @@ def run(config: GatewayConfig) -> None:
         from .state.shared import open_shared
 
         open_shared(config).check()
+    if config.lane_port is not None:  # taken: one line and exit 2, before any worker
+        lane.check_port(config)
     for line in config.banner():
         logging.getLogger("modelpack.gateway").info(line)
     from .worker import worker_class
@@ -69,7 +71,6 @@ def run(config: GatewayConfig) -> None:
     if config.workers > 1:
         options.update(_summed_metrics())
     if config.lane_port is not None:  # the download lane: a thread in every worker
-        lane.check_port(config)
 
         def post_worker_init(worker: Any) -> None:
             lane.start(worker.wsgi, config)

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -219,3 +220,110 @@ def test_the_internal_location_maps_no_other_file_of_the_home(world, tmp_path):
     finally:
         nginx.stop()
         server.shutdown()
+
+
+# -- the download lane (serve --lane-port) -------------------------------------------------
+
+LANED = " lane "  # the log line of a request the lane answered
+
+
+def _lane_port(nginx: Balancer) -> int:
+    return int(nginx.lanes[0].rsplit(":", 1)[1])
+
+
+def _new_lines(gateway: Gateway, before: int, count: int) -> list[str]:
+    """The next ``count`` download lines of ``gateway``'s log after its first ``before``."""
+    deadline = time.monotonic() + 20
+    while len(lines := _download_lines(gateway)) < before + count:
+        assert time.monotonic() < deadline, lines[before:]
+        time.sleep(0.05)
+    return lines[before:]
+
+
+def _download_lines(gateway: Gateway) -> list[str]:
+    return [line for line in gateway.log().splitlines() if f" GET {PATH} " in line]
+
+
+def test_the_lane_answers_what_is_kept_and_sends_the_rest_back_to_the_threads(world):
+    gateway, nginx, model, audit = world
+    data = (model / "blob.dat").read_bytes()
+    requests.get(gateway.url + PATH, timeout=60).raise_for_status()  # in the node cache now
+    # Credentials this gateway has no answer kept for: the lane sends the request back to
+    # nginx, the threads ask the registry and answer it; the next one is the lane's.
+    token = {"Authorization": f"Bearer lane-{time.monotonic_ns()}"}
+    before, seen = len(_download_lines(gateway)), len(_downloads(audit, "127.0.0.1"))
+    for _ in range(3):
+        assert _get(nginx.port, PATH, **token)[::2] == (200, data)
+    first, *rest = _new_lines(gateway, before, 3)
+    assert LANED not in first and " proxy " in first, first
+    assert all(LANED in line and " proxy " in line for line in rest), rest
+    # One audit line per download, whoever answered it: none for the request sent back.
+    _next_download(audit, "127.0.0.1", seen + 2)
+    time.sleep(0.5)
+    assert len(_downloads(audit, "127.0.0.1")) == seen + 3
+    # Another client's credentials are never answered from the first one's kept answer.
+    before = len(_download_lines(gateway))
+    other = f"Bearer someone-else-{time.monotonic_ns()}"
+    assert _get(nginx.port, PATH, Authorization=other)[::2] == (200, data)
+    assert LANED not in _new_lines(gateway, before, 1)[0]
+    # A Range and a conditional request through the lane: nginx's answer, the audit's bytes.
+    status, headers, body = _get(nginx.port, PATH, Range="bytes=10-19", **token)
+    assert (status, body, headers["Content-Range"]) == (
+        206,
+        data[10:20],
+        f"bytes 10-19/{len(data)}",
+    )
+    status, _, body = _get(nginx.port, PATH, **{"If-None-Match": headers["ETag"]}, **token)
+    assert (status, body) == (304, b"")
+
+
+def test_the_lane_answers_the_trusted_nginx_only_and_never_with_bytes(world):
+    gateway, nginx, model, _ = world
+    port = _lane_port(nginx)
+    requests.get(gateway.url + PATH, timeout=60).raise_for_status()
+    _get(nginx.port, PATH)  # the threads keep this client's answer for the lane
+    mapped = {"X-Modelpack-Accel-Redirect": PREFIX}
+    status, headers, body = _get(port, PATH, **mapped)
+    assert (status, body, headers["Content-Length"]) == (200, b"", "0")
+    target = gateway.cache / headers["X-Accel-Redirect"].removeprefix(PREFIX)
+    assert target.read_bytes() == (model / "blob.dat").read_bytes()
+    # Without the header nginx sets (or with a look-alike name) the file is the threads'.
+    for asked in ({}, {"X-Modelpack-Accel-Redirect": "/elsewhere/"},
+                  {"X_Modelpack_Accel_Redirect": PREFIX}):  # fmt: skip
+        status, headers, body = _get(port, PATH, **asked)
+        assert (status, body, headers["X-Accel-Redirect"]) == (200, b"", "@modelpack_gateway")
+    for path in ("/api/models", "/team/handed/resolve/v9/blob.dat", "/healthz", PREFIX + "x"):
+        status, headers, body = _get(port, path, **mapped)  # every other answer: the threads'
+        assert (status, body, headers["X-Accel-Redirect"]) == (200, b"", "@modelpack_gateway")
+    status, headers, _ = _get(port, PATH, source=UNTRUSTED_SOURCE, **mapped)
+    assert status == 403 and "X-Accel-Redirect" not in headers
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", PATH, body=b"{}", headers=mapped)
+        assert connection.getresponse().status == 405
+    finally:
+        connection.close()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", PATH, body=b"abc", headers=mapped)
+        assert connection.getresponse().status == 400
+    finally:
+        connection.close()
+    assert _raw_answer(port, PATH, "X-Big: " + "a" * (256 << 10)).split(b" ")[1:2] in ([], [b"400"])
+    assert _raw_answer(port, PATH, "X-Big: " + "a" * (20 << 10))[:12] == b"HTTP/1.1 431"
+    assert _raw_answer(port, PATH, "X-Big: " + "a" * 1000)[:12] == b"HTTP/1.1 200"
+    # The gateway's own port still answers all of it.
+    assert requests.get(gateway.url + "/healthz", timeout=10).status_code == 200
+
+
+def _raw_answer(port: int, path: str, header: str) -> bytes:
+    """The first bytes answered to a GET with ``header`` and the mapped prefix (b"" when the
+    server closed the connection before reading the whole head)."""
+    head = (f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Modelpack-Accel-Redirect: {PREFIX}\r\n"
+            f"{header}\r\n\r\n").encode()  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        try:
+            sock.sendall(head)
+            return sock.recv(64)
+        except (ConnectionResetError, BrokenPipeError):
+            return b""

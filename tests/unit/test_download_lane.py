@@ -1,0 +1,113 @@
+"""The download lane (``serve --lane-port``, gateway/lane.py): what it makes of a request,
+which answers it may send itself, the Redis generations its requests share, and the
+option's refusals.  tests/integration/test_gateway_handoff.py runs it behind nginx."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from support.helpers import serve_refusal
+
+from modelpack.errors import UsageError
+from modelpack.gateway.app import _lane_answer
+from modelpack.gateway.core.config import GatewayConfig
+from modelpack.gateway.core.http import LANE, Request, Response
+from modelpack.gateway.lane import HEAD_MAX, Lane, _environ, check_port
+from modelpack.gateway.state.authcache import GENERATIONS
+
+PEER = ("127.0.0.1", 5000)
+
+
+def scope(method: str = "GET", headers: list | None = None, **extra) -> dict:
+    return {"type": "http", "method": method, "path": "/o/n/resolve/main/a b",
+            "raw_path": b"/o/n/resolve/main/a%20b", "query_string": b"x=1",
+            "headers": headers or [], "client": PEER, **extra}  # fmt: skip
+
+
+def test_a_request_becomes_the_environ_the_threads_would_see():
+    environ = _environ(scope(headers=[(b"authorization", b"Bearer t"), (b"x-a", b"1"),
+                                      (b"x-a", b"2"), (b"x_modelpack_accel_redirect", b"/p/")]),
+                       PEER)  # fmt: skip
+    assert environ is not None and environ[LANE] is True
+    request = Request.from_environ(environ)
+    assert request.segments == ["o", "n", "resolve", "main", "a b"]  # the raw target
+    assert request.query == {"x": ["1"]}
+    assert request.header("Authorization") == "Bearer t"
+    assert request.header("X-A") == "1,2"  # as gunicorn joins them
+    assert request.header("X-Modelpack-Accel-Redirect") is None  # an underscore stands in for none
+    assert request.on_lane and environ["REMOTE_ADDR"] == "127.0.0.1"
+    for body in ([(b"content-length", b"3")], [(b"transfer-encoding", b"chunked")]):
+        assert _environ(scope(headers=body), PEER) is None, body
+    assert _environ(scope(headers=[(b"content-length", b"0")]), PEER) is not None
+
+
+def answered(lane: Lane, **kwargs) -> int:
+    return lane.answer(scope(**kwargs))[0]
+
+
+def test_the_lane_refuses_before_the_app_sees_anything():
+    seen = []
+    lane = Lane(lambda environ, start: seen.append(environ) or [b""], ("127.0.0.1/32",))
+    assert answered(lane, client=("127.0.0.2", 1)) == 403
+    assert answered(lane, client=None) == 403
+    assert answered(lane, method="POST") == 405
+    assert answered(lane, headers=[(b"content-length", b"5")]) == 400
+    assert answered(lane, headers=[(b"x-big", b"a" * HEAD_MAX)]) == 431
+    assert seen == []
+
+
+def test_only_headers_are_ever_the_lanes_to_send():
+    get, head = (Request.from_environ({"REQUEST_METHOD": m}) for m in ("GET", "HEAD"))
+    assert _lane_answer(get, Response(200, {}, b"", handoff="/p/models/x"))
+    assert _lane_answer(get, Response(304, {}, b""))
+    assert _lane_answer(head, Response(200, {}, b""))
+    assert _lane_answer(get, Response(200, {}, b""))  # an empty file
+    assert not _lane_answer(get, Response(200, {}, b"{}"))
+    assert not _lane_answer(get, Response(200, {}, iter([b"x"])))
+    assert not _lane_answer(get, Response(206, {}, b""))
+
+
+def test_requests_of_one_turn_of_the_loop_share_the_generations_read_in_it():
+    """Every request run before the turn ends was queued before the shared dict was made,
+    so it arrived before any Redis GET the dict holds; a request queued later gets a new one."""
+    seen: list[dict | None] = []
+
+    def app(environ, start_response):
+        seen.append(GENERATIONS.get())
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    lane = Lane(app, ("127.0.0.1/32",))
+
+    async def send(message: dict) -> None:
+        pass
+
+    async def main() -> None:
+        first = [asyncio.ensure_future(lane(scope(), None, send)) for _ in range(3)]
+        await asyncio.gather(*first)
+        await asyncio.sleep(0)
+        await lane(scope(), None, send)
+
+    asyncio.run(main())
+    assert len(seen) == 4 and all(isinstance(d, dict) for d in seen)
+    assert seen[0] is seen[1] is seen[2] and seen[3] is not seen[0]
+    assert GENERATIONS.get() is None  # nothing outside the lane's requests
+
+
+def test_the_options_refusals(tmp_path):
+    with pytest.raises(UsageError, match="--lane-port needs --accel-redirect"):
+        GatewayConfig("127.0.0.1:5000/gw", lane_port=8081)
+    accel = {"accel_redirect": "/_c/", "trusted_proxies": ("127.0.0.1",)}
+    with pytest.raises(UsageError, match="other than --port"):
+        GatewayConfig("127.0.0.1:5000/gw", port=8081, lane_port=8081, **accel)
+    assert GatewayConfig("127.0.0.1:5000/gw", lane_port=8081, **accel).lane_port == 8081
+    assert "--lane-port needs --accel-redirect" in serve_refusal(tmp_path, "--lane-port", "8081")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(UsageError, match=f"--lane-port {port}: cannot listen"):
+            check_port(GatewayConfig("127.0.0.1:5000/gw", lane_port=port, **accel))
+        line = serve_refusal(tmp_path, "--trusted-proxy", "127.0.0.1", "--accel-redirect",
+                             "/_c/", "--lane-port", str(port))  # fmt: skip
+        assert f"--lane-port {port}: cannot listen" in line
