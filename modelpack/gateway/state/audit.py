@@ -31,6 +31,7 @@ docs/architecture.md.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -184,6 +185,14 @@ def address_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
     ``1.2.3.4:5678``, ``[::1]:80``, ``::1``); IPv4 inside IPv6 as IPv4; None for
     anything else."""
     text = text.strip()
+    return _parsed_address(text) if len(text) <= ADDRESS_MAX else None
+
+
+ADDRESS_MAX = 64  # "[" IPv6 with a zone "]:" port fits; nothing longer is an address
+
+
+@functools.lru_cache(maxsize=1024)  # every request parses its peer's, up to three times
+def _parsed_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if text.startswith("[") and "]" in text:
         text = text[1 : text.index("]")]
     elif text.count(":") == 1:
