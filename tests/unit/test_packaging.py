@@ -40,6 +40,7 @@ OPTIONAL = (
     "gunicorn",
     "concurrent_log_handler",
     "dulwich",
+    "uvicorn",
 )
 
 
@@ -141,7 +142,7 @@ def test_extras_layout():
     assert {"mkdocs", "mkdocs-material", "mkdocstrings", "mkdocs-click"} <= extras["docs"]
     assert extras["serve"] == {
         "gunicorn", "lz4", "blake3", "redis", "concurrent-log-handler", "prometheus-client",
-        "dulwich",
+        "dulwich", "uvicorn",
     }  # fmt: skip
     base = base_dependencies()
     heavy_parts = ("huggingface-hub", "model-signing", "gunicorn", "oras", "filelock", "numpy")
