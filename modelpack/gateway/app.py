@@ -13,6 +13,7 @@ from ..errors import (
 from .core.config import GatewayConfig
 from .core.crosssite import refuse_cross_site
 from .core.http import (
+    REPLAY_LOCATION,
     Body,
     ClosingFile,
     CountingInput,
@@ -198,17 +199,35 @@ class Gateway:
 
     def _resolve(self, request: Request) -> tuple[str, Response] | None:
         """``[datasets/]ORG/NAME/resolve/REV/PATH``: a file; None for any other path."""
-        s = request.segments
-        for n in repo_spans(s):
-            if len(s) > n + 2 and s[n] == "resolve":
-                if s[0] in OTHER_REPO_TYPES:
-                    raise repo_not_found(
-                        "/".join(s[1:n]), "this gateway serves models and datasets only"
-                    )
-                path = "/".join(s[n + 2 :])
-                request.audit["path"] = path
-                return "resolve", self._guarded(request, s[:n], s[n + 1], self.reads.resolve, path)
-        return None
+        if (target := _resolve_target(request.segments)) is None:
+            return None
+        repo, revision, path = target
+        if repo[0] in OTHER_REPO_TYPES:
+            raise repo_not_found("/".join(repo[1:]), "this gateway serves models and datasets only")
+        request.audit["path"] = path
+        return "resolve", self._guarded(request, repo, revision, self.reads.resolve, path)
+
+    def warm(self, environ: dict[str, Any]) -> None:
+        """Keep in this process what the download lane needs to answer this download next
+        time (gateway/lane.py: with ``--workers`` above 1, the threads that answered it may
+        be another process's): the registry's answer to its credentials, the manifest, the
+        file's seal.  Never a pull, an import, a log or audit line: the client's request is
+        answered, and recorded, by the threads."""
+        request = Request.from_environ(environ)
+        target = _resolve_target(request.segments)
+        if target is None or target[0][0] in OTHER_REPO_TYPES:
+            return
+        if not valid_repo_segments(target[0]):
+            return
+        repo_id = "/".join(target[0])
+        if canonical_repo_id(repo_id) != repo_id:
+            return
+        try:
+            model = self.resolver.open(repo_id, target[1], request.header("Authorization"))
+            if (f := self.pulls.listing(model, kept_only=True).get(target[2])) is not None:
+                self.pulls.cached_path(model, f)
+        except (ModelpackError, HubError, Replay) as exc:
+            log.debug("download lane: not kept for %s: %s", request.shown_path, exc)
 
     def _page(self, request: Request) -> Response | None:
         """The web page (web/pages.py): ``/``, ``/datasets``, ``/-/hub.css``,
@@ -310,9 +329,12 @@ class Gateway:
         return Response(307, {"Location": location}, b"")
 
 
-# Where the download lane sends what it cannot answer: the docs' nginx block names its
-# location to the gateway's threads so (docs/gateway.md, Downloads sent by nginx).
-REPLAY_LOCATION = "@modelpack_gateway"
+def _resolve_target(s: list[str]) -> tuple[list[str], str, str] | None:
+    """(repo segments, revision, file path) of a ``resolve`` URL's segments."""
+    for n in repo_spans(s):
+        if len(s) > n + 2 and s[n] == "resolve":
+            return s[:n], s[n + 1], "/".join(s[n + 2 :])
+    return None
 
 
 def _lane_answer(request: Request, response: Response) -> bool:

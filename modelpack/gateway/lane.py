@@ -16,12 +16,23 @@ same request, unchanged, to the gateway's ``--port``, whose threads answer it as
 keep what the next request here needs.  So nothing on the loop waits for the registry or a
 pull; it may wait for Redis (``--redis``: one GET per download, as on the threads).
 
+With ``--workers`` above 1, nginx's connection to the lane and its connection to the
+threads may reach different processes, so a request sent back also has the lane's own
+process keep what the next one needs (``Gateway.warm``, on ``WARMERS`` threads, one at a
+time per credentials and file, at most ``WARM_MAX`` waiting): without it the lane of one
+worker answered 1 download of 40.  That is one more registry request per credentials,
+revision and process every ``--auth-cache-ttl``, as the threads of that process would ask.
+
 Bounds: 127.0.0.1 only (nginx runs beside the gateway, which it must to read its home);
-peers outside ``--trusted-proxy`` get 403; only GET and HEAD without a body (405, 400);
-headers of at most ``HEAD_MAX`` bytes (431; h11 itself drops a connection whose head is
-still incomplete past that, so a head costs at most that and one 256 KiB read);
-``MAX_CONNECTIONS`` per process (503 past it); idle keep-alive connections closed after
-``KEEP_ALIVE`` seconds.
+a connection from outside ``--trusted-proxy``, or past ``MAX_CONNECTIONS`` of this process,
+is closed as it is accepted; a request head must be complete ``--read-timeout`` seconds
+after its first byte (or after the connection opened), as on the threads; idle keep-alive connections are
+closed after ``KEEP_ALIVE`` seconds; only GET and HEAD without a body (405, 400); headers
+of at most ``HEAD_MAX`` bytes (431; h11 itself drops a connection whose head is still
+incomplete past that, so a head costs at most that and one 256 KiB read).  Redis is asked
+with a short timeout (state/shared.py's ``ON_LANE``).  The docs' nginx block sends a
+download the lane does not take (refused, full, restarting) to the threads instead
+(docs/gateway.md, The download lane).
 """
 
 from __future__ import annotations
@@ -31,14 +42,16 @@ import io
 import logging
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import UsageError
 from ..extras import require
 from .core.config import GatewayConfig
-from .core.http import LANE, REASONS
+from .core.http import LANE, REASONS, REPLAY_LOCATION
 from .state.audit import address_of, networks, within
 from .state.authcache import GENERATIONS
+from .state.shared import ON_LANE
 
 log = logging.getLogger("modelpack.gateway")
 HOST = "127.0.0.1"
@@ -46,6 +59,8 @@ HEAD_MAX = 16 * 1024
 MAX_CONNECTIONS = 512  # nginx keeps 32 per worker process
 KEEP_ALIVE = 15
 BACKLOG = 2048
+WARMERS = 2
+WARM_MAX = 64
 
 
 def check_port(config: GatewayConfig) -> None:
@@ -66,12 +81,17 @@ def listen(port: int) -> socket.socket:
 
 def start(app: Any, config: GatewayConfig) -> threading.Thread:
     """Serve the lane from a daemon thread of this worker process."""
-    uvicorn = require("uvicorn", purpose="modelpack serve --lane-port", extra="serve")
+    require("uvicorn", purpose="modelpack serve --lane-port", extra="serve")
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    trusted = networks(config.trusted_proxies)
+    warmers = Warmers(app.warm) if config.workers > 1 else None
     sock = listen(config.lane_port or 0)
     server = uvicorn.Server(
         uvicorn.Config(
-            Lane(app, config.trusted_proxies),
-            http="h11",
+            Lane(app, trusted, warmers),
+            http=_connection_class(H11Protocol, trusted, config.read_timeout),
             loop="asyncio",
             lifespan="off",
             log_config=None,  # the gateway's logging stays as it is
@@ -90,18 +110,84 @@ def start(app: Any, config: GatewayConfig) -> threading.Thread:
     return thread
 
 
+def _connection_class(base: type, trusted: tuple, head_timeout: float) -> type:
+    """uvicorn's h11 connection with the lane's bounds on connections and request heads."""
+
+    class LaneConnection(base):  # type: ignore[misc, valid-type]
+        head_since: float | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            peer = self.client[0] if self.client else ""
+            if len(self.connections) > MAX_CONNECTIONS or not within(address_of(peer), trusted):
+                transport.abort()  # before a byte is read: no head, no thread, no fd kept
+                return
+            self.head_since = self.loop.time()
+            self._watch_head()
+
+        def data_received(self, data: bytes) -> None:
+            if self.head_since is None and (self.cycle is None or self.cycle.response_complete):
+                self.head_since = self.loop.time()  # a new request head starts
+            super().data_received(data)
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.head_since = None  # complete: the request is being answered
+
+        def _watch_head(self) -> None:
+            if self.transport.is_closing():
+                return
+            since, now = self.head_since, self.loop.time()
+            if since is not None and now - since >= head_timeout:
+                self.transport.close()
+                return
+            wait = head_timeout if since is None else since + head_timeout - now
+            self.loop.call_later(wait, self._watch_head)
+
+    return LaneConnection
+
+
+class Warmers:
+    """``warm(environ)`` on a few threads, once at a time per key, a bounded queue."""
+
+    def __init__(self, warm: Any) -> None:
+        self.warm = warm
+        self.pool = ThreadPoolExecutor(WARMERS, thread_name_prefix="lane-warm")
+        self.waiting: set[tuple[str, str]] = set()
+        self.lock = threading.Lock()
+
+    def submit(self, environ: dict[str, Any]) -> bool:
+        key = (str(environ.get("HTTP_AUTHORIZATION")), str(environ.get("RAW_URI")))
+        with self.lock:
+            if key in self.waiting or len(self.waiting) >= WARM_MAX:
+                return False
+            self.waiting.add(key)
+        environ = {**environ, LANE: False}
+        self.pool.submit(self._run, key, environ)
+        return True
+
+    def _run(self, key: tuple[str, str], environ: dict[str, Any]) -> None:
+        try:
+            self.warm(environ)
+        except Exception:
+            log.exception("download lane: keeping %s failed", environ.get("RAW_URI"))
+        finally:
+            with self.lock:
+                self.waiting.discard(key)
+
+
 class Lane:
     """The ASGI side: a request as WSGI's environ, the app's headers back (never a body)."""
 
-    def __init__(self, app: Any, trusted: tuple[str, ...]) -> None:
+    def __init__(self, app: Any, trusted: tuple, warmers: Warmers | None = None) -> None:
         self.app = app
-        self.trusted = networks(trusted)
+        self.trusted = trusted  # networks
+        self.warmers = warmers
         self.generations: dict[str, object] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         GENERATIONS.set(self._generations())
+        ON_LANE.set(True)
         status, headers = self.answer(scope)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
@@ -138,6 +224,8 @@ class Lane:
         if hasattr(body, "close"):
             body.close()
         status, headers = answer
+        if self.warmers is not None and ("X-Accel-Redirect", REPLAY_LOCATION) in headers:
+            self.warmers.submit(environ)
         return int(status.split(" ", 1)[0]), [
             (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers
         ]

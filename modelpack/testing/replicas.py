@@ -96,7 +96,8 @@ def docs_nginx_config(section: str = REPLICAS_SECTION, docs: Path = DOCS) -> str
 class Balancer:
     """nginx in front of ``upstreams`` (host:port), configured by the docs' block of
     ``section``: the ``server`` lines of its first upstream become these addresses (those
-    of ``modelpack_lane``, if it has one, ``lanes``), ``listen`` this port, the docs' home
+    of ``modelpack_lane``, if it has one, ``lanes``, its backup the first of
+    ``upstreams``), ``listen`` this port, the docs' home
     (``/var/lib/modelpack``) in an ``alias`` the gateway's ``home``."""
 
     workdir: Path
@@ -119,6 +120,9 @@ class Balancer:
             if named := re.match(r"^\s*upstream\s+(\S+)\s*\{", line):
                 group = named.group(1)
             match = re.match(r"^(\s*)server\s+\S+:\d+(.*)$", line)
+            if match and group == "modelpack_lane" and "backup" in match.group(2):
+                lines.append(f"{match.group(1)}server {self.upstreams[0]}{match.group(2)}")
+                continue  # the lane's backup: the gateway's threads
             if match:
                 servers = self.lanes if group == "modelpack_lane" else self.upstreams
                 if group not in done:

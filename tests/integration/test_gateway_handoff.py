@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -23,16 +24,18 @@ import requests
 from support.gateway import HF_CLIENT, Gateway, hub_client
 from support.helpers import build_and_push, tree_files
 
+from modelpack.gateway.lane import MAX_CONNECTIONS
 from modelpack.settings import Settings
 from modelpack.testing import make_tiny_model
 from modelpack.testing.registry import free_port
-from modelpack.testing.replicas import HANDOFF_SECTION, Balancer
+from modelpack.testing.replicas import HANDOFF_SECTION, Balancer, RedisServer
 
 NAMESPACE = "handoff"
 PREFIX = "/_modelpack_cache/"
 UNTRUSTED_SOURCE = "127.0.0.2"  # a client reaching the gateway directly
 PROXIED = 'modelpack_gateway_served_bytes_total{source="proxy"}'
 PATH = "/team/handed/resolve/v1/blob.dat"
+HEAD_SECONDS = 3  # --read-timeout: what a request head may take, on the threads and the lane
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def world(registry, tmp_path_factory):
     audit = work / "audit.log"
     lane = free_port()
     args = ("--trusted-proxy", "127.0.0.1", "--accel-redirect", PREFIX, "--audit-log", str(audit),
-            "--lane-port", str(lane))  # fmt: skip
+            "--lane-port", str(lane), "--read-timeout", str(HEAD_SECONDS))  # fmt: skip
     gateway = Gateway(f"{registry.host}/{NAMESPACE}", work / "gateway", args).start()
     nginx = Balancer(work / "nginx", [gateway.url.removeprefix("http://")],
                      section=HANDOFF_SECTION, home=gateway.cache, lanes=[f"127.0.0.1:{lane}"])  # fmt: skip
@@ -295,8 +298,8 @@ def test_the_lane_answers_the_trusted_nginx_only_and_never_with_bytes(world):
     for path in ("/api/models", "/team/handed/resolve/v9/blob.dat", "/healthz", PREFIX + "x"):
         status, headers, body = _get(port, path, **mapped)  # every other answer: the threads'
         assert (status, body, headers["X-Accel-Redirect"]) == (200, b"", "@modelpack_gateway")
-    status, headers, _ = _get(port, PATH, source=UNTRUSTED_SOURCE, **mapped)
-    assert status == 403 and "X-Accel-Redirect" not in headers
+    with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):  # closed at once
+        _get(port, PATH, source=UNTRUSTED_SOURCE, **mapped)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.request("POST", PATH, body=b"{}", headers=mapped)
@@ -327,3 +330,76 @@ def _raw_answer(port: int, path: str, header: str) -> bytes:
             return sock.recv(64)
         except (ConnectionResetError, BrokenPipeError):
             return b""
+
+
+def test_the_lane_drops_idle_and_slow_heads_and_past_its_connections(world):
+    gateway, nginx, model, _ = world
+    port, data = _lane_port(nginx), (model / "blob.dat").read_bytes()
+    idle = socket.create_connection(("127.0.0.1", port), timeout=30)
+    slow = socket.create_connection(("127.0.0.1", port), timeout=30)
+    slow.sendall(b"GET " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n")  # never ends
+    started = time.monotonic()
+    assert idle.recv(1) == b"" and slow.recv(1) == b""  # closed by the lane
+    assert HEAD_SECONDS - 0.5 <= time.monotonic() - started < HEAD_SECONDS + 5
+    idle.close(), slow.close()
+    held = [
+        socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(MAX_CONNECTIONS)
+    ]
+    try:
+        extra = socket.create_connection(("127.0.0.1", port), timeout=30)
+        assert extra.recv(1) == b""  # past the bound: closed as it was accepted
+        extra.close()
+        # Meanwhile nginx sends the downloads the lane does not take to the threads.
+        assert _get(nginx.port, PATH)[::2] == (200, data)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_nginx_sends_downloads_to_the_threads_while_the_lane_takes_none(world, tmp_path):
+    gateway, _, model, _ = world
+    nowhere = f"127.0.0.1:{free_port()}"  # a lane that is down (a worker restarting)
+    nginx = Balancer(tmp_path / "nginx", [gateway.url.removeprefix("http://")],
+                     section=HANDOFF_SECTION, home=gateway.cache, lanes=[nowhere]).start()  # fmt: skip
+    try:
+        for _ in range(3):
+            assert _get(nginx.port, PATH)[::2] == (200, (model / "blob.dat").read_bytes())
+    finally:
+        nginx.stop()
+
+
+def test_with_two_workers_the_lane_answers_once_the_threads_answered(world, registry, tmp_path):
+    """nginx's connection to the lane and the one to the threads may reach different worker
+    processes: a request sent back also has the lane's own process keep what it needs."""
+    _, _, model, _ = world
+    redis = RedisServer(tmp_path / "redis").start()
+    lane = free_port()
+    args = ("--trusted-proxy", "127.0.0.1", "--accel-redirect", PREFIX, "--lane-port", str(lane),
+            "--workers", "2", "--redis", redis.url)  # fmt: skip
+    gateway = Gateway(f"{registry.host}/{NAMESPACE}", tmp_path / "gateway", args).start()
+    nginx = Balancer(tmp_path / "nginx", [gateway.url.removeprefix("http://")],
+                     section=HANDOFF_SECTION, home=gateway.cache, lanes=[f"127.0.0.1:{lane}"],
+                     worker_processes=2)  # fmt: skip
+    try:
+        nginx.start()
+        for name in ("blob.dat", "config.json"):  # a blob of its own, a file of a tree
+            data, path = (model / name).read_bytes(), PATH.replace("blob.dat", name)
+            for _ in range(30):
+                assert _get(nginx.port, path)[::2] == (200, data)
+            lines = [line for line in gateway.log().splitlines() if f" GET {path} " in line]
+            laned = sum(LANED in line for line in lines)
+            assert len(lines) == 30 and laned >= 20, "\n".join(lines)
+        # A stalled Redis holds the lane's loop for its short timeout, not the threads' 10 s:
+        # the download goes back to the threads.
+        redis.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            status, headers, _ = _get(lane, PATH, **{"X-Modelpack-Accel-Redirect": PREFIX})
+            assert (status, headers["X-Accel-Redirect"]) == (200, "@modelpack_gateway")
+            assert time.monotonic() - started < 3
+        finally:
+            redis.process.send_signal(signal.SIGCONT)
+    finally:
+        nginx.stop()
+        gateway.stop()
+        redis.stop()

@@ -15,6 +15,7 @@ from modelpack.gateway.app import _lane_answer
 from modelpack.gateway.core.config import GatewayConfig
 from modelpack.gateway.core.http import LANE, Request, Response
 from modelpack.gateway.lane import HEAD_MAX, Lane, _environ, check_port
+from modelpack.gateway.state.audit import networks
 from modelpack.gateway.state.authcache import GENERATIONS
 
 PEER = ("127.0.0.1", 5000)
@@ -49,7 +50,7 @@ def answered(lane: Lane, **kwargs) -> int:
 
 def test_the_lane_refuses_before_the_app_sees_anything():
     seen = []
-    lane = Lane(lambda environ, start: seen.append(environ) or [b""], ("127.0.0.1/32",))
+    lane = Lane(lambda environ, start: seen.append(environ) or [b""], networks(["127.0.0.1"]))
     assert answered(lane, client=("127.0.0.2", 1)) == 403
     assert answered(lane, client=None) == 403
     assert answered(lane, method="POST") == 405
@@ -79,7 +80,7 @@ def test_requests_of_one_turn_of_the_loop_share_the_generations_read_in_it():
         start_response("200 OK", [("Content-Length", "0")])
         return [b""]
 
-    lane = Lane(app, ("127.0.0.1/32",))
+    lane = Lane(app, networks(["127.0.0.1"]))
 
     async def send(message: dict) -> None:
         pass

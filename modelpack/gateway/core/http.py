@@ -32,6 +32,9 @@ JSON_TYPES = ("application/json", "application/vnd.git-lfs+json")
 NDJSON_TYPES = ("application/x-ndjson",)
 # The environ key the download lane (gateway/lane.py) marks its requests with.
 LANE = "modelpack.lane"
+# What the lane answers a request it sends back: the docs' nginx block names its location
+# to the gateway's threads so (docs/gateway.md, Downloads sent by nginx).
+REPLAY_LOCATION = "@modelpack_gateway"
 
 
 class Replay(Exception):

@@ -198,9 +198,11 @@ class Resolver:
             self.answers.put(kept, root, stamp)
         if root.media_type in INDEX_MEDIA_TYPES:
             raise HubError(400, f"{repo_id}@{revision} is an image index, not a model manifest")
-        if kept_only and not self._kept_whole(name, root.digest):
-            raise Replay
         reference = _parsed(f"{self.config.host}/{name}@{root.digest}")
+        if kept_only:  # all from memory, read once: nothing checked here can ask the registry
+            if (view := self._kept_view(name, root.digest)) is None:
+                raise Replay
+            return Model(repo_id, repository, reference, view)
         view = self._view(repository, reference, repo_id, root)
         self._require_linked(repository, repo_id, view)
         if self.public_key is not None and root.digest not in self._signed:
@@ -213,16 +215,16 @@ class Resolver:
         self._remember(name, view.commit, root.digest)
         return Model(repo_id, repository, reference, view)
 
-    def _kept_whole(self, repository: str, digest: str) -> bool:
-        """Whether opening ``digest`` needs nothing but memory: its view read, its blobs
-        confirmed in ``repository``, its signature checked, its commit remembered."""
+    def _kept_view(self, repository: str, digest: str) -> View | None:
+        """``digest``'s view if opening it needs nothing but memory: the view read, its
+        blobs confirmed in ``repository``, its signature checked, its commit remembered."""
         with self._lock:
             view = self._views.get(digest)
         if view is None or not self._linked.get((repository, f"all blobs of {digest}")):
-            return False
+            return None
         if self.public_key is not None and digest not in self._signed:
-            return False
-        return (repository, view.commit, digest) in self._remembered
+            return None
+        return view if (repository, view.commit, digest) in self._remembered else None
 
     def _require_linked(self, repository: RegistryRepository, repo_id: str, view: View) -> None:
         """403 unless the repository holds the config and every layer the manifest

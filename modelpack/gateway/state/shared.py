@@ -36,6 +36,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +59,10 @@ MAX_ANNOUNCED = 1 << 16  # lfs sizes remembered per scope (the oldest go first)
 # Xorbs one scope may have sent: 16 TiB of 64 MiB xorbs (a 405B bf16 model is 13,000).
 MAX_SCOPE_XORBS = 1 << 18
 LEASE = 15.0  # seconds a branch lock outlives the last heartbeat of its holder
+# Set for requests on the download lane's event loop (gateway/lane.py): they ask Redis
+# with this timeout, and a request it cannot answer then goes back to the threads.
+ON_LANE: ContextVar[bool] = ContextVar("on_lane", default=False)
+LANE_TIMEOUT = 0.5
 LOCK_WAIT = 300.0  # seconds a commit waits for another commit to the same branch
 # Xet download records and xorb chunk sizes in Redis: each use keeps them this long again, so
 # those of files nobody downloads (a deleted repository's among them) go by themselves.
@@ -517,10 +522,14 @@ class RedisShared(Shared):
         module = require("redis", purpose="serve --redis", extra="serve", package="redis")
         self.errors = (module.exceptions.RedisError, OSError)
         self.lock_errors = (module.exceptions.LockError,)
-        self.redis = module.Redis.from_url(
+        self.threads_redis = module.Redis.from_url(
             url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
         )
-        kwargs = self.redis.connection_pool.connection_kwargs
+        self.lane_redis = module.Redis.from_url(
+            url, socket_timeout=LANE_TIMEOUT, socket_connect_timeout=LANE_TIMEOUT,
+            health_check_interval=30,
+        )  # fmt: skip
+        kwargs = self.threads_redis.connection_pool.connection_kwargs
         self.where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         self.prefix = f"modelpack:{prefix}:"
         self.lease = lease
@@ -528,6 +537,13 @@ class RedisShared(Shared):
         self._spend = self.redis.register_script(_SPEND)
         self._keep = self.redis.register_script(_KEEP_XORB)
         self._announce = self.redis.register_script(_ANNOUNCE)
+
+    @property
+    def redis(self) -> Any:
+        """The client for this request: one that gives up after ``LANE_TIMEOUT`` on the
+        download lane's event loop (``ON_LANE``), where a stalled Redis would hold every
+        download of the process, else the threads' one."""
+        return self.lane_redis if ON_LANE.get() else self.threads_redis
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
