@@ -4,7 +4,7 @@ in front asks this port for first, answered on an event loop in each worker proc
 Why: on gunicorn's gthread worker every keep-alive request goes from the poller thread to a
 request thread and back, under one GIL; with a cached download costing Python a header and
 no body (``--accel-redirect``), that hand-over is most of the work (docs/benchmarks.md,
-Where the time went).  Here one thread per process reads the requests (uvicorn, h11) and
+Where the time went).  Here one thread per process reads the requests (uvicorn, httptools) and
 calls the same WSGI app, with the request marked (core/http.py's ``LANE``), on its loop.
 
 What it answers: a download whose answer this process already keeps whole (the registry's
@@ -27,9 +27,10 @@ Bounds: 127.0.0.1 only (nginx runs beside the gateway, which it must to read its
 a connection from outside ``--trusted-proxy``, or past ``MAX_CONNECTIONS`` of this process,
 is closed as it is accepted; a request head must be complete ``--read-timeout`` seconds
 after its first byte (or after the connection opened), as on the threads; idle keep-alive connections are
-closed after ``KEEP_ALIVE`` seconds; only GET and HEAD without a body (405, 400); headers
-of at most ``HEAD_MAX`` bytes (431; h11 itself drops a connection whose head is still
-incomplete past that, so a head costs at most that and one 256 KiB read).  Redis is asked
+closed after ``KEEP_ALIVE`` seconds; a connection that sends ``HEAD_READ_MAX`` bytes while
+a head is incomplete is closed unparsed (a head costs at most that and one 256 KiB read);
+only GET and HEAD without a body (405, 400); headers of at most ``HEAD_MAX`` bytes (431).
+Redis is asked
 with a short timeout (state/shared.py's ``ON_LANE``).  The docs' nginx block sends a
 download the lane does not take (refused, full, restarting) to the threads instead
 (docs/gateway.md, The download lane).
@@ -55,7 +56,8 @@ from .state.shared import ON_LANE
 
 log = logging.getLogger("modelpack.gateway")
 HOST = "127.0.0.1"
-HEAD_MAX = 16 * 1024
+HEAD_MAX = 16 * 1024  # the headers of a request (431)
+HEAD_READ_MAX = 64 * 1024  # bytes read while a request head is incomplete (closed)
 MAX_CONNECTIONS = 512  # nginx keeps 32 per worker process
 KEEP_ALIVE = 15
 BACKLOG = 2048
@@ -83,7 +85,7 @@ def start(app: Any, config: GatewayConfig) -> threading.Thread:
     """Serve the lane from a daemon thread of this worker process."""
     require("uvicorn", purpose="modelpack serve --lane-port", extra="serve")
     import uvicorn
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     trusted = networks(config.trusted_proxies)
     warmers = Warmers(app.warm) if config.workers > 1 else None
@@ -91,7 +93,7 @@ def start(app: Any, config: GatewayConfig) -> threading.Thread:
     server = uvicorn.Server(
         uvicorn.Config(
             Lane(app, trusted, warmers),
-            http=_connection_class(H11Protocol, trusted, config.read_timeout),
+            http=_connection_class(HttpToolsProtocol, trusted, config.read_timeout),
             loop="asyncio",
             lifespan="off",
             log_config=None,  # the gateway's logging stays as it is
@@ -100,7 +102,6 @@ def start(app: Any, config: GatewayConfig) -> threading.Thread:
             proxy_headers=False,  # the peer is nginx; X-Forwarded-For is the app's to judge
             timeout_keep_alive=KEEP_ALIVE,
             limit_concurrency=MAX_CONNECTIONS,
-            h11_max_incomplete_event_size=HEAD_MAX,
         )
     )
     thread = threading.Thread(
@@ -111,10 +112,13 @@ def start(app: Any, config: GatewayConfig) -> threading.Thread:
 
 
 def _connection_class(base: type, trusted: tuple, head_timeout: float) -> type:
-    """uvicorn's h11 connection with the lane's bounds on connections and request heads."""
+    """uvicorn's connection (httptools) with the lane's bounds on connections and on
+    request heads: their time, and the bytes read while one is incomplete (httptools
+    itself bounds neither)."""
 
     class LaneConnection(base):  # type: ignore[misc, valid-type]
         head_since: float | None = None
+        head_bytes = 0
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -127,7 +131,12 @@ def _connection_class(base: type, trusted: tuple, head_timeout: float) -> type:
 
         def data_received(self, data: bytes) -> None:
             if self.head_since is None and (self.cycle is None or self.cycle.response_complete):
-                self.head_since = self.loop.time()  # a new request head starts
+                self.head_since, self.head_bytes = self.loop.time(), 0  # a new head starts
+            if self.head_since is not None:
+                self.head_bytes += len(data)
+                if self.head_bytes > HEAD_READ_MAX:
+                    self.transport.close()  # unparsed: a head past the bound takes no more
+                    return
             super().data_received(data)
             if self.cycle is not None and not self.cycle.response_complete:
                 self.head_since = None  # complete: the request is being answered

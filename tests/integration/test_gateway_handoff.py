@@ -62,13 +62,14 @@ def world(registry, tmp_path_factory):
 
 
 def _get(port: int, path: str, source: str = "127.0.0.1", **headers: str):
-    """(status, headers, body) of a GET sent from the local address ``source``."""
+    """(status, headers (case-insensitive), body) of a GET sent from the local address
+    ``source``."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60,
                                             source_address=(source, 0))  # fmt: skip
     try:
         connection.request("GET", path, headers=headers)
         response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        return response.status, response.headers, response.read()  # names: any case
     finally:
         connection.close()
 

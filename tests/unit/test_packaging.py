@@ -41,6 +41,7 @@ OPTIONAL = (
     "concurrent_log_handler",
     "dulwich",
     "uvicorn",
+    "httptools",
 )
 
 
@@ -142,7 +143,7 @@ def test_extras_layout():
     assert {"mkdocs", "mkdocs-material", "mkdocstrings", "mkdocs-click"} <= extras["docs"]
     assert extras["serve"] == {
         "gunicorn", "lz4", "blake3", "redis", "concurrent-log-handler", "prometheus-client",
-        "dulwich", "uvicorn",
+        "dulwich", "uvicorn", "httptools",
     }  # fmt: skip
     base = base_dependencies()
     heavy_parts = ("huggingface-hub", "model-signing", "gunicorn", "oras", "filelock", "numpy")
