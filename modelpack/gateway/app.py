@@ -207,6 +207,15 @@ class Gateway:
         request.audit["path"] = path
         return "resolve", self._guarded(request, repo, revision, self.reads.resolve, path)
 
+    def repository_of(self, raw_path: str) -> str | None:
+        """The registry repository a ``resolve`` URL reads (None: not one): what the
+        download lane asks Redis about before the request is answered."""
+        target = _resolve_target(Request.from_environ({"RAW_URI": raw_path}).segments)
+        if target is None or not valid_repo_segments(target[0]):
+            return None
+        repo_id = "/".join(target[0])
+        return self.config.repository(repo_id) if canonical_repo_id(repo_id) == repo_id else None
+
     def warm(self, environ: dict[str, Any]) -> None:
         """Keep in this process what the download lane needs to answer this download next
         time (gateway/lane.py: with ``--workers`` above 1, the threads that answered it may

@@ -43,6 +43,7 @@ import io
 import logging
 import socket
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -183,6 +184,46 @@ class Warmers:
                 self.waiting.discard(key)
 
 
+class GenerationReads:
+    """Redis's write generation of a repository for the requests on the loop (state/
+    authcache.py), without blocking it: one GET per repository at a time, shared by every
+    request that arrived before it was sent (a request never takes the answer of a GET
+    sent before it arrived, so it sees every write answered before it asked)."""
+
+    def __init__(self, read: Callable[[str], Awaitable[str | None]]) -> None:
+        self.read = read
+        self.waiting: dict[str, asyncio.Future] = {}  # for the next GET of a repository
+        self.flying: set[str] = set()
+
+    async def get(self, repository: str) -> object:
+        """The generation, or the SharedStateUnavailableError the read ended with."""
+        future = self.waiting.get(repository)
+        if future is None:
+            future = self.waiting[repository] = asyncio.get_running_loop().create_future()
+            if repository not in self.flying:
+                self._send(repository)
+        return await future
+
+    def _send(self, repository: str) -> None:
+        future = self.waiting.pop(repository)
+        self.flying.add(repository)
+        task = asyncio.ensure_future(self.read(repository))
+
+        def done(task: asyncio.Task) -> None:
+            self.flying.discard(repository)
+            if future.done():
+                pass
+            elif task.cancelled():
+                future.cancel()
+            else:
+                error = task.exception()
+                future.set_result(error if error is not None else task.result())
+            if repository in self.waiting:  # arrived while this one was on its way
+                self._send(repository)
+
+        task.add_done_callback(done)
+
+
 class Lane:
     """The ASGI side: a request as WSGI's environ, the app's headers back (never a body)."""
 
@@ -190,28 +231,28 @@ class Lane:
         self.app = app
         self.trusted = trusted  # networks
         self.warmers = warmers
-        self.generations: dict[str, object] | None = None
+        self.generations: GenerationReads | None | bool = False  # made in the loop
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        GENERATIONS.set(self._generations())
         ON_LANE.set(True)
-        status, headers = self.answer(scope)
+        status, headers = await self.respond(scope)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
 
-    def _generations(self) -> dict[str, object]:
-        """The Redis generations read this turn of the loop (state/authcache.py).  Emptied
-        by a callback queued when the dict is made: every request run before it was
-        queued earlier, so it arrived before any GET whose answer the dict holds."""
-        if self.generations is None:
-            self.generations = {}
-            asyncio.get_running_loop().call_soon(self._turned)
-        return self.generations
-
-    def _turned(self) -> None:
-        self.generations = None
+    async def respond(self, scope: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """The answer, with the request's generation read first (without blocking)."""
+        if self.generations is False:
+            reader = getattr(getattr(self.app, "shared", None), "generation_reader", None)
+            self.generations = GenerationReads(found) if reader and (found := reader()) else None
+        read: dict[str, object] = {}
+        if isinstance(self.generations, GenerationReads) and (
+            repository := self.app.repository_of(_raw_path(scope))
+        ):
+            read[repository] = await self.generations.get(repository)
+        GENERATIONS.set(read)
+        return self.answer(scope)
 
     def answer(self, scope: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]]]:
         peer = scope.get("client") or ("", 0)
@@ -240,10 +281,14 @@ class Lane:
         ]
 
 
+def _raw_path(scope: dict[str, Any]) -> str:
+    return (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+
+
 def _environ(scope: dict[str, Any], peer: tuple[str, int]) -> dict[str, Any] | None:
     """WSGI's environ for a request without a body (None: it has one)."""
     query = scope.get("query_string") or b""
-    raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    raw = _raw_path(scope)
     environ: dict[str, Any] = {
         "REQUEST_METHOD": scope["method"],
         "RAW_URI": raw + ("?" + query.decode("latin-1") if query else ""),

@@ -10,13 +10,12 @@ import socket
 import pytest
 from support.helpers import serve_refusal
 
-from modelpack.errors import UsageError
+from modelpack.errors import SharedStateUnavailableError, UsageError
 from modelpack.gateway.app import _lane_answer
 from modelpack.gateway.core.config import GatewayConfig
 from modelpack.gateway.core.http import LANE, Request, Response
-from modelpack.gateway.lane import HEAD_MAX, Lane, _environ, check_port
+from modelpack.gateway.lane import HEAD_MAX, GenerationReads, Lane, _environ, check_port
 from modelpack.gateway.state.audit import networks
-from modelpack.gateway.state.authcache import GENERATIONS
 
 PEER = ("127.0.0.1", 5000)
 
@@ -70,31 +69,50 @@ def test_only_headers_are_ever_the_lanes_to_send():
     assert not _lane_answer(get, Response(206, {}, b""))
 
 
-def test_requests_of_one_turn_of_the_loop_share_the_generations_read_in_it():
-    """Every request run before the turn ends was queued before the shared dict was made,
-    so it arrived before any Redis GET the dict holds; a request queued later gets a new one."""
-    seen: list[dict | None] = []
+async def settle() -> None:
+    """Let every task run as far as it can."""
+    for _ in range(5):
+        await asyncio.sleep(0)
 
-    def app(environ, start_response):
-        seen.append(GENERATIONS.get())
-        start_response("200 OK", [("Content-Length", "0")])
-        return [b""]
 
-    lane = Lane(app, networks(["127.0.0.1"]))
+def test_a_request_never_takes_a_generation_read_sent_before_it_arrived():
+    """One GET per repository at a time; the requests that arrive while it is on its way
+    share the next one, never the one sent before they arrived."""
+    sent: list[tuple[str, asyncio.Event]] = []
 
-    async def send(message: dict) -> None:
-        pass
+    async def read(repository: str) -> str | None:
+        arrived = asyncio.Event()
+        sent.append((repository, arrived))
+        await arrived.wait()
+        if repository == "broken":
+            raise SharedStateUnavailableError("Redis did not answer")
+        return f"{repository}{sum(name == repository for name, _ in sent)}"
 
     async def main() -> None:
-        first = [asyncio.ensure_future(lane(scope(), None, send)) for _ in range(3)]
-        await asyncio.gather(*first)
-        await asyncio.sleep(0)
-        await lane(scope(), None, send)
+        reads = GenerationReads(read)
+        first = asyncio.ensure_future(reads.get("r"))
+        await settle()
+        waiting = [asyncio.ensure_future(reads.get("r")) for _ in range(3)]
+        other = asyncio.ensure_future(reads.get("s"))  # another repository: its own GET
+        await settle()
+        assert [name for name, _ in sent] == ["r", "s"]
+        sent[0][1].set()
+        assert await first == "r1"
+        await settle()
+        assert [name for name, _ in sent] == ["r", "s", "r"]  # the three: one more GET
+        late = asyncio.ensure_future(reads.get("r"))  # arrived after it was sent
+        sent[2][1].set()
+        assert await asyncio.gather(*waiting) == ["r2"] * 3
+        await settle()
+        assert not late.done() and [name for name, _ in sent][-1] == "r"
+        sent[3][1].set(), sent[1][1].set()
+        assert (await late, await other) == ("r3", "s1")
+        broken = asyncio.ensure_future(reads.get("broken"))
+        await settle()
+        sent[4][1].set()
+        assert isinstance(await broken, SharedStateUnavailableError)  # handed on, not raised
 
-    asyncio.run(main())
-    assert len(seen) == 4 and all(isinstance(d, dict) for d in seen)
-    assert seen[0] is seen[1] is seen[2] and seen[3] is not seen[0]
-    assert GENERATIONS.get() is None  # nothing outside the lane's requests
+    asyncio.run(asyncio.wait_for(main(), 10))
 
 
 def test_the_options_refusals(tmp_path):

@@ -35,9 +35,10 @@ about 0.12x of nginx serving the same cached file (docs/benchmarks.md).  Here th
   answer served, instead of the registry's round trip).  While Redis does not answer,
   nothing is kept or served from here (every request asks the registry, as with ``ttl``
   0) and Redis is asked again after ``SHARED_RETRY`` seconds.  The download lane
-  (gateway/lane.py) shares one GET among the requests it runs before its next turn of
-  the event loop (``GENERATIONS``): each of them arrived before that GET was sent, so it
-  still sees every write answered before it asked.
+  (gateway/lane.py) asks without blocking its loop, one GET per repository for all the
+  requests that arrived before it was sent, and hands each request its answer
+  (``GENERATIONS``, an error included): each still sees every write answered before it
+  asked.
 - ``ttl`` 0 turns it off: every request asks the registry, as before.
 """
 
@@ -60,8 +61,8 @@ from ..core.config import AUTH_CACHE_TTL, AUTH_CACHE_TTL_MAX
 from .shared import Shared
 
 log = logging.getLogger("modelpack.gateway")
-# Generations read from Redis that a request may reuse: set by the download lane to a dict
-# it empties every turn of its event loop (module docstring); None elsewhere.
+# Generations read from Redis for a request, by repository (an error, if the read failed):
+# set by the download lane (module docstring); None elsewhere.
 GENERATIONS: ContextVar[dict[str, object] | None] = ContextVar("generations", default=None)
 
 PULL = "pull"
@@ -130,9 +131,11 @@ class AuthCache:
         if self._clock() < self._shared_retry:
             return _UNKNOWN
         read = GENERATIONS.get()
-        if read is not None and repository in read:
-            return read[repository]
         try:
+            if read is not None and repository in read:
+                if isinstance(kept := read[repository], SharedStateUnavailableError):
+                    raise kept
+                return kept
             generation = self._shared.generation(repository)
             if read is not None:
                 read[repository] = generation

@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,6 +252,11 @@ class Shared(ABC):
 
     def new_generation(self, repository: str) -> None:
         """A write through this replica moved ``repository``'s tags."""
+        return None
+
+    def generation_reader(self) -> Callable[[str], Awaitable[str | None]] | None:
+        """``generation`` for an event loop (the download lane's), made in that loop;
+        None where there is nothing to ask (one gateway)."""
         return None
 
     # -- the audit trail ---------------------------------------------------------
@@ -529,6 +534,7 @@ class RedisShared(Shared):
             url, socket_timeout=LANE_TIMEOUT, socket_connect_timeout=LANE_TIMEOUT,
             health_check_interval=30,
         )  # fmt: skip
+        self.url = url
         kwargs = self.threads_redis.connection_pool.connection_kwargs
         self.where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         self.prefix = f"modelpack:{prefix}:"
@@ -575,6 +581,19 @@ class RedisShared(Shared):
     def generation(self, repository: str) -> str | None:
         value = self.redis.get(self._k("generation", repository))
         return None if value is None else value.decode()
+
+    def generation_reader(self) -> Callable[[str], Awaitable[str | None]]:
+        client = require("redis.asyncio", purpose="serve --redis", extra="serve",
+                         package="redis").Redis.from_url(
+            self.url, socket_timeout=LANE_TIMEOUT, socket_connect_timeout=LANE_TIMEOUT
+        )  # fmt: skip
+
+        async def read(repository: str) -> str | None:
+            with self.guard():
+                value = await client.get(self._k("generation", repository))
+            return None if value is None else value.decode()
+
+        return read
 
     @_guarded
     def new_generation(self, repository: str) -> None:
