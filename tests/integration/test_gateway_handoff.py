@@ -301,18 +301,13 @@ def test_the_lane_answers_the_trusted_nginx_only_and_never_with_bytes(world):
         assert (status, body, headers["X-Accel-Redirect"]) == (200, b"", "@modelpack_gateway")
     with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):  # closed at once
         _get(port, PATH, source=UNTRUSTED_SOURCE, **mapped)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("POST", PATH, body=b"{}", headers=mapped)
-        assert connection.getresponse().status == 405
-    finally:
-        connection.close()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("GET", PATH, body=b"abc", headers=mapped)
-        assert connection.getresponse().status == 400
-    finally:
-        connection.close()
+    for method, status in (("POST", 405), ("GET", 400)):  # a body, or a method not read here
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request(method, PATH, body=b"{}", headers=mapped)
+            assert connection.getresponse().status == status, method
+        finally:
+            connection.close()
     assert _raw_answer(port, PATH, "X-Big: " + "a" * (256 << 10)).split(b" ")[1:2] in ([], [b"400"])
     assert _raw_answer(port, PATH, "X-Big: " + "a" * (20 << 10))[:12] == b"HTTP/1.1 431"
     assert _raw_answer(port, PATH, "X-Big: " + "a" * 1000)[:12] == b"HTTP/1.1 200"
