@@ -83,11 +83,9 @@ class Authenticator:
                 self._fetch_token(challenge, scopes)
                 return True
             if challenge.scheme == "basic":
-                if not self.credentials:
-                    return False
-                with self._lock:
-                    if self._basic:  # these credentials were already refused
-                        return False
+                if not self.credentials or _sent_basic(response):
+                    return False  # none to send, or these were sent and refused
+                with self._lock:  # another request's answer may have set it meanwhile
                     self._basic = True
                 return True
         return False
@@ -235,6 +233,14 @@ class Authenticator:
             self._tokens.pop(scopes, None)
             for scope in scopes:
                 self._covering.pop(scope, None)
+
+
+def _sent_basic(response: requests.Response) -> bool:
+    """Whether the refused request carried Basic credentials.  Concurrent first requests
+    all go out without any: each answers the challenge, not only the first to see one."""
+    request = getattr(response, "request", None)
+    sent = str(request.headers.get("Authorization") or "") if request is not None else ""
+    return sent[:6].lower() == "basic "
 
 
 def _token(document: dict) -> _Token:

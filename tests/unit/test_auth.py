@@ -162,3 +162,29 @@ def test_a_token_asked_for_many_scopes_covers_each_and_the_cover_is_bounded(monk
     monkeypatch.setattr(auth_module, "MAX_COVERED", 4)
     assert auth.prefetch([f"repository:team/n{n}:pull" for n in range(3)])
     assert len(auth._covering) <= 4
+
+
+def test_concurrent_first_requests_each_answer_a_basic_challenge():
+    """Two requests sent before any challenge was seen both go out without credentials: the
+    second 401 is no refusal of the credentials (it was, before: "the registry refused
+    alice" on a fresh gateway's first concurrent downloads), a 401 to Basic ones is."""
+    import requests
+
+    from modelpack.registry.auth import Authenticator
+
+    auth = Authenticator(transport=None, credentials=Credentials("alice", "pw"))  # type: ignore[arg-type]
+
+    def challenged(sent: dict[str, str]) -> requests.Response:
+        response = requests.Response()
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Basic realm="registry"'
+        response.request = requests.Request("GET", "http://r/v2/", headers=sent).prepare()
+        return response
+
+    assert auth.headers(("repository:a:pull",)) == {}
+    assert auth.answer(challenged({}), ("repository:a:pull",))
+    assert auth.answer(challenged({}), ("repository:a:pull",))  # the other, sent meanwhile
+    basic = auth.headers(("repository:a:pull",))
+    assert basic == {"Authorization": Credentials("alice", "pw").basic_header()}
+    assert not auth.answer(challenged(basic), ("repository:a:pull",))  # refused: no retry
+    assert not Authenticator(None, None).answer(challenged({}), ())  # type: ignore[arg-type]
