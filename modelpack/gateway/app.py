@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import (
+    AuthenticationError,
     ModelpackError,
 )
 from .core.config import GatewayConfig
@@ -216,27 +217,32 @@ class Gateway:
         repo_id = "/".join(target[0])
         return self.config.repository(repo_id) if canonical_repo_id(repo_id) == repo_id else None
 
-    def warm(self, environ: dict[str, Any]) -> None:
+    def warm(self, environ: dict[str, Any]) -> str:
         """Keep in this process what the download lane needs to answer this download next
         time (gateway/lane.py: with ``--workers`` above 1, the threads that answered it may
         be another process's): the registry's answer to its credentials, the manifest, the
         file's seal.  Never a pull, an import, a log or audit line: the client's request is
-        answered, and recorded, by the threads."""
+        answered, and recorded, by the threads.  ``kept``, ``refused`` (the credentials)
+        or ``missing`` (anything else not kept)."""
         request = Request.from_environ(environ)
         target = _resolve_target(request.segments)
         if target is None or target[0][0] in OTHER_REPO_TYPES:
-            return
-        if not valid_repo_segments(target[0]):
-            return
+            return "missing"
         repo_id = "/".join(target[0])
-        if canonical_repo_id(repo_id) != repo_id:
-            return
+        if not valid_repo_segments(target[0]) or canonical_repo_id(repo_id) != repo_id:
+            return "missing"
         try:
             model = self.resolver.open(repo_id, target[1], request.header("Authorization"))
-            if (f := self.pulls.listing(model, kept_only=True).get(target[2])) is not None:
-                self.pulls.cached_path(model, f)
+            f = self.pulls.listing(model, kept_only=True).get(target[2])
+            if f is not None and self.pulls.cached_path(model, f) is not None:
+                return "kept"
+            return "missing"
         except (ModelpackError, HubError, Replay) as exc:
             log.debug("download lane: not kept for %s: %s", request.shown_path, exc)
+            refused = isinstance(exc, AuthenticationError) or (
+                isinstance(exc, HubError) and exc.status in (401, 403)
+            )
+            return "refused" if refused else "missing"
 
     def _page(self, request: Request) -> Response | None:
         """The web page (web/pages.py): ``/``, ``/datasets``, ``/-/hub.css``,

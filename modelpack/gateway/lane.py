@@ -21,17 +21,18 @@ threads may reach different processes, so a request sent back also has the lane'
 process keep what the next one needs (``Gateway.warm``, on ``WARMERS`` threads, one at a
 time per credentials and file, at most ``WARM_MAX`` waiting): without it the lane of one
 worker answered 1 download of 40.  That is one more registry request per credentials,
-revision and process every ``--auth-cache-ttl``, as the threads of that process would ask.
+revision and process every ``--auth-cache-ttl``, as the threads of that process would ask,
+and for what cannot be kept (refused credentials, a missing revision) one a minute.
 
 Bounds: 127.0.0.1 only (nginx runs beside the gateway, which it must to read its home);
-a connection from outside ``--trusted-proxy``, or past ``MAX_CONNECTIONS`` of this process,
-is closed as it is accepted; a request head must be complete ``--read-timeout`` seconds
-after its first byte (or after the connection opened), as on the threads; idle keep-alive connections are
-closed after ``KEEP_ALIVE`` seconds; a connection that sends ``HEAD_READ_MAX`` bytes while
-a head is incomplete is closed unparsed (a head costs at most that and one 256 KiB read);
-only GET and HEAD without a body (405, 400); headers of at most ``HEAD_MAX`` bytes (431).
-Redis is asked
-with a short timeout (state/shared.py's ``ON_LANE``).  The docs' nginx block sends a
+a connection from outside ``--trusted-proxy``, or past ``MAX_CONNECTIONS`` of this
+process, is closed as it is accepted; a request head must be complete ``--read-timeout``
+seconds after its first byte (or after the connection opened), as on the threads; idle
+keep-alive connections are closed after ``KEEP_ALIVE`` seconds; a connection that sends
+``HEAD_READ_MAX`` bytes while a head is incomplete is closed unparsed (a head costs at most
+that and one 256 KiB read); only GET and HEAD without a body (405, 400); headers of at most
+``HEAD_MAX`` bytes (431).  Redis is asked without blocking the loop, with a short timeout
+(state/shared.py's ``ON_LANE``, ``GenerationReads``).  The docs' nginx block sends a
 download the lane does not take (refused, full, restarting) to the threads instead
 (docs/gateway.md, The download lane).
 """
@@ -39,21 +40,25 @@ download the lane does not take (refused, full, restarting) to the threads inste
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import io
 import logging
+import secrets
 import socket
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import SharedStateUnavailableError, UsageError
 from ..extras import require
 from .core.config import GatewayConfig
 from .core.http import LANE, REASONS, REPLAY_LOCATION
 from .state.audit import address_of, networks, within
-from .state.authcache import GENERATIONS
+from .state.authcache import GENERATIONS, SHARED_RETRY
 from .state.shared import ON_LANE
+from .state.ttlmap import TTLMap
 
 log = logging.getLogger("modelpack.gateway")
 HOST = "127.0.0.1"
@@ -64,6 +69,8 @@ KEEP_ALIVE = 15
 BACKLOG = 2048
 WARMERS = 2
 WARM_MAX = 64
+WARM_FAILED_TTL = 60.0
+WARM_FAILED_MAX = 4096
 
 
 def check_port(config: GatewayConfig) -> None:
@@ -156,18 +163,27 @@ def _connection_class(base: type, trusted: tuple, head_timeout: float) -> type:
 
 
 class Warmers:
-    """``warm(environ)`` on a few threads, once at a time per key, a bounded queue."""
+    """``warm(environ)`` on a few threads, once at a time per key, a bounded queue; what
+    could not be kept (refused credentials, a missing revision or file) is not tried again
+    for ``WARM_FAILED_TTL`` seconds, per credentials and URL and, for a refusal, per
+    credentials: a bad password costs the registry one more login then, not one a request."""
 
-    def __init__(self, warm: Any) -> None:
+    def __init__(self, warm: Callable[[dict[str, Any]], str]) -> None:
         self.warm = warm
         self.pool = ThreadPoolExecutor(WARMERS, thread_name_prefix="lane-warm")
         self.waiting: set[tuple[str, str]] = set()
+        self.failed: TTLMap[tuple[str, str], bool] = TTLMap(WARM_FAILED_MAX, WARM_FAILED_TTL)
+        self.secret = secrets.token_bytes(32)
         self.lock = threading.Lock()
 
     def submit(self, environ: dict[str, Any]) -> bool:
-        key = (str(environ.get("HTTP_AUTHORIZATION")), str(environ.get("RAW_URI")))
+        header = str(environ.get("HTTP_AUTHORIZATION")).encode("utf-8", "surrogatepass")
+        who = hmac.new(self.secret, header, hashlib.sha256).hexdigest()  # never the header
+        key = (who, str(environ.get("RAW_URI")))
         with self.lock:
             if key in self.waiting or len(self.waiting) >= WARM_MAX:
+                return False
+            if self.failed.get(key) or self.failed.get((who, "")):
                 return False
             self.waiting.add(key)
         environ = {**environ, LANE: False}
@@ -175,13 +191,18 @@ class Warmers:
         return True
 
     def _run(self, key: tuple[str, str], environ: dict[str, Any]) -> None:
+        outcome = "failed"
         try:
-            self.warm(environ)
+            outcome = self.warm(environ)
         except Exception:
             log.exception("download lane: keeping %s failed", environ.get("RAW_URI"))
         finally:
             with self.lock:
                 self.waiting.discard(key)
+                if outcome != "kept":
+                    self.failed.set(key, True)
+                if outcome == "refused":
+                    self.failed.set((key[0], ""), True)
 
 
 class GenerationReads:
@@ -194,15 +215,20 @@ class GenerationReads:
         self.read = read
         self.waiting: dict[str, asyncio.Future] = {}  # for the next GET of a repository
         self.flying: set[str] = set()
+        self.failed: tuple[float, Exception] | None = None  # (until, the error)
 
     async def get(self, repository: str) -> object:
-        """The generation, or the SharedStateUnavailableError the read ended with."""
+        """The generation, or the SharedStateUnavailableError the read ended with (given at
+        once for ``SHARED_RETRY`` seconds after one, as the threads skip Redis then)."""
+        loop = asyncio.get_running_loop()
+        if self.failed is not None and loop.time() < self.failed[0]:
+            return self.failed[1]
         future = self.waiting.get(repository)
         if future is None:
-            future = self.waiting[repository] = asyncio.get_running_loop().create_future()
+            future = self.waiting[repository] = loop.create_future()
             if repository not in self.flying:
                 self._send(repository)
-        return await future
+        return await asyncio.shield(future)  # a request cancelled cancels no other's answer
 
     def _send(self, repository: str) -> None:
         future = self.waiting.pop(repository)
@@ -217,6 +243,8 @@ class GenerationReads:
                 future.cancel()
             else:
                 error = task.exception()
+                if isinstance(error, SharedStateUnavailableError):
+                    self.failed = (asyncio.get_running_loop().time() + SHARED_RETRY, error)
                 future.set_result(error if error is not None else task.result())
             if repository in self.waiting:  # arrived while this one was on its way
                 self._send(repository)

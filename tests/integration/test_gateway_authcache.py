@@ -381,3 +381,21 @@ def test_a_permission_withdrawn_at_the_registry_is_seen_by_every_replica_within_
         assert all(seconds < 3 + 1 + 2 for seconds in refused.values()), refused
     finally:
         tokens.policy["alice"] = dict(POLICY["alice"])
+
+
+def test_redis_losing_its_data_after_a_commit_brings_no_answer_from_before_it_back(replicas_lab):
+    """An answer kept under "no generation yet" would match again once Redis lost the
+    commit's generation (a restart without persistence, a flush, an eviction)."""
+    import redis
+
+    _, _, (a, b) = replicas_lab
+    shared = redis.Redis.from_url(b.env["MODELPACK_GATEWAY_REDIS"])
+    shared.flushall()  # as a Redis that restarted: no repository has a generation
+    before = get(b, "/alice/shared/resolve/main/a.txt", ALICE)
+    assert before.status_code == 200  # b keeps main for alice (3 s)
+    name = f"{secrets.token_hex(4)}.txt"
+    assert commit(a, "alice/shared", ALICE, name, name.encode()).status_code == 200
+    shared.flushall()  # the commit's generation is gone too
+    moved = get(b, f"/alice/shared/resolve/main/{name}", ALICE)  # within b's ttl
+    assert moved.status_code == 200 and moved.content == name.encode(), moved.text
+    assert moved.headers["X-Repo-Commit"] != before.headers["X-Repo-Commit"]

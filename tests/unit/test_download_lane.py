@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+import time
 
 import pytest
 from support.helpers import serve_refusal
@@ -14,7 +16,14 @@ from modelpack.errors import SharedStateUnavailableError, UsageError
 from modelpack.gateway.app import _lane_answer
 from modelpack.gateway.core.config import GatewayConfig
 from modelpack.gateway.core.http import LANE, Request, Response
-from modelpack.gateway.lane import HEAD_MAX, GenerationReads, Lane, _environ, check_port
+from modelpack.gateway.lane import (
+    HEAD_MAX,
+    GenerationReads,
+    Lane,
+    Warmers,
+    _environ,
+    check_port,
+)
 from modelpack.gateway.state.audit import networks
 
 PEER = ("127.0.0.1", 5000)
@@ -130,3 +139,59 @@ def test_the_options_refusals(tmp_path):
         line = serve_refusal(tmp_path, "--trusted-proxy", "127.0.0.1", "--accel-redirect",
                              "/_c/", "--lane-port", str(port))  # fmt: skip
         assert f"--lane-port {port}: cannot listen" in line
+
+
+def test_a_failed_read_is_handed_on_at_once_for_a_while_and_a_cancel_spares_the_others():
+    reads: list[str] = []
+    gate = asyncio.Event()
+
+    async def read(repository: str) -> str | None:
+        reads.append(repository)
+        await gate.wait()
+        if repository == "broken":
+            raise SharedStateUnavailableError("Redis did not answer")
+        return "g"
+
+    async def main() -> None:
+        generations = GenerationReads(read)
+        first = asyncio.ensure_future(generations.get("r"))
+        await settle()
+        waiters = [asyncio.ensure_future(generations.get("r")) for _ in range(2)]
+        await settle()
+        waiters[0].cancel()  # one request gone: the other still gets the shared answer
+        gate.set()
+        assert (await first, await waiters[1]) == ("g", "g")
+        failed = await generations.get("broken")
+        assert isinstance(failed, SharedStateUnavailableError)
+        count = len(reads)
+        assert await generations.get("other") is failed  # no read while the threads skip Redis
+        assert len(reads) == count
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_what_could_not_be_kept_is_not_warmed_again_for_a_while():
+    outcomes = {"/refused": "refused", "/missing": "missing", "/kept": "kept"}
+    asked: list[str] = []
+    done = threading.Event()
+
+    def warm(environ: dict) -> str:
+        asked.append(environ["RAW_URI"])
+        done.set()
+        return outcomes[environ["RAW_URI"].split("?")[0]]
+
+    warmers = Warmers(warm)
+
+    def submit(uri: str, who: str = "Basic a") -> bool:
+        done.clear()
+        accepted = warmers.submit({"RAW_URI": uri, "HTTP_AUTHORIZATION": who})
+        if accepted:
+            assert done.wait(10)
+            time.sleep(0.05)  # its outcome recorded
+        return accepted
+
+    assert submit("/missing") and not submit("/missing")  # that URL, for a minute
+    assert submit("/kept") and submit("/kept")  # kept: the next answer may need it again
+    assert submit("/refused") and not submit("/kept")  # refused: these credentials at all
+    assert submit("/kept", "Basic b")  # other credentials are not held back
+    assert asked == ["/missing", "/kept", "/kept", "/refused", "/kept"]

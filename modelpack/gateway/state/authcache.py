@@ -30,7 +30,9 @@ about 0.12x of nginx serving the same cached file (docs/benchmarks.md).  Here th
   gateway (commits, branches, tags) drops them here at once (``forget``).  With replicas
   (``--redis``) it also puts a new random *generation* for the repository in Redis
   (state/shared.py); every kept answer carries the generation read before the registry
-  was asked, and is served only while Redis still holds that one: a read on any replica
+  was asked, and is served only while Redis still holds that one (a repository never
+  written gets a random one at its first read, so nothing is kept under none, and Redis
+  losing its data after a write cannot bring an answer from before it back): a read on any replica
   after a commit through another asks the registry again (one Redis GET per kept
   answer served, instead of the registry's round trip).  While Redis does not answer,
   nothing is kept or served from here (every request asks the registry, as with ``ttl``
@@ -135,11 +137,11 @@ class AuthCache:
             if read is not None and repository in read:
                 if isinstance(kept := read[repository], SharedStateUnavailableError):
                     raise kept
-                return kept
+                return _UNKNOWN if kept is None else kept
             generation = self._shared.generation(repository)
             if read is not None:
                 read[repository] = generation
-            return generation
+            return _UNKNOWN if generation is None else generation  # keep nothing under none
         except SharedStateUnavailableError as exc:
             self._shared_retry = self._clock() + SHARED_RETRY
             log.warning("authorization cache: %s; every request asks the registry", exc)

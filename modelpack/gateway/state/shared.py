@@ -246,8 +246,9 @@ class Shared(ABC):
 
     def generation(self, repository: str) -> str | None:
         """The repository's write generation (state/authcache.py): a new one after every
-        write through a replica; None when none was recorded.  One gateway keeps none
-        (its cache drops the answers itself)."""
+        write through a replica, a random one made by the first read of a repository
+        that has none (None only if Redis lost it again meanwhile).  One gateway keeps
+        none (its cache drops the answers itself)."""
         return None
 
     def new_generation(self, repository: str) -> None:
@@ -579,7 +580,12 @@ class RedisShared(Shared):
 
     @_guarded
     def generation(self, repository: str) -> str | None:
-        value = self.redis.get(self._k("generation", repository))
+        # None never stands for "no write yet": answers kept under it would match again
+        # once Redis lost the key (a restart, a flush, an eviction) after a write.
+        name = self._k("generation", repository)
+        if (value := self.redis.get(name)) is None:
+            self.redis.set(name, secrets.token_hex(8), nx=True, px=int(GENERATION_TTL * 1000))
+            value = self.redis.get(name)  # whichever replica's SET came first
         return None if value is None else value.decode()
 
     def generation_reader(self) -> Callable[[str], Awaitable[str | None]]:
@@ -589,8 +595,12 @@ class RedisShared(Shared):
         )  # fmt: skip
 
         async def read(repository: str) -> str | None:
+            name = self._k("generation", repository)
             with self.guard():
-                value = await client.get(self._k("generation", repository))
+                if (value := await client.get(name)) is None:  # as ``generation``
+                    fresh = secrets.token_hex(8)
+                    await client.set(name, fresh, nx=True, px=int(GENERATION_TTL * 1000))
+                    value = await client.get(name)
             return None if value is None else value.decode()
 
         return read
