@@ -152,7 +152,8 @@ class Replicas(InProcess):
         self.asked += 1
         if self.down:
             raise SharedStateUnavailableError("Redis at 127.0.0.1:9 did not answer")
-        return self.generations.get(repository)
+        # as RedisShared: a repository without one gets a random one at its first read
+        return self.generations.setdefault(repository, secrets.token_hex(8))
 
     def new_generation(self, repository: str) -> None:
         if self.down:
