@@ -222,8 +222,8 @@ class Gateway:
         time (gateway/lane.py: with ``--workers`` above 1, the threads that answered it may
         be another process's): the registry's answer to its credentials, the manifest, the
         file's seal.  Never a pull, an import, a log or audit line: the client's request is
-        answered, and recorded, by the threads.  ``kept``, ``refused`` (the credentials)
-        or ``missing`` (anything else not kept)."""
+        answered, and recorded, by the threads.  ``kept``, ``pending`` (the file is not in
+        the node cache yet), ``refused`` (the credentials) or ``missing`` (anything else)."""
         request = Request.from_environ(environ)
         target = _resolve_target(request.segments)
         if target is None or target[0][0] in OTHER_REPO_TYPES:
@@ -234,9 +234,10 @@ class Gateway:
         try:
             model = self.resolver.open(repo_id, target[1], request.header("Authorization"))
             f = self.pulls.listing(model, kept_only=True).get(target[2])
-            if f is not None and self.pulls.cached_path(model, f) is not None:
-                return "kept"
-            return "missing"
+            if f is None:
+                return "missing"
+            # not yet in the node cache (its first download is still being pulled): later
+            return "kept" if self.pulls.cached_path(model, f) is not None else "pending"
         except (ModelpackError, HubError, Replay) as exc:
             log.debug("download lane: not kept for %s: %s", request.shown_path, exc)
             refused = isinstance(exc, AuthenticationError) or (

@@ -199,7 +199,7 @@ class Warmers:
         finally:
             with self.lock:
                 self.waiting.discard(key)
-                if outcome != "kept":
+                if outcome not in ("kept", "pending"):
                     self.failed.set(key, True)
                 if outcome == "refused":
                     self.failed.set((key[0], ""), True)

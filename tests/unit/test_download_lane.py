@@ -171,7 +171,8 @@ def test_a_failed_read_is_handed_on_at_once_for_a_while_and_a_cancel_spares_the_
 
 
 def test_what_could_not_be_kept_is_not_warmed_again_for_a_while():
-    outcomes = {"/refused": "refused", "/missing": "missing", "/kept": "kept"}
+    outcomes = {"/refused": "refused", "/missing": "missing", "/kept": "kept",
+                "/pending": "pending"}  # fmt: skip
     asked: list[str] = []
     done = threading.Event()
 
@@ -191,7 +192,8 @@ def test_what_could_not_be_kept_is_not_warmed_again_for_a_while():
         return accepted
 
     assert submit("/missing") and not submit("/missing")  # that URL, for a minute
+    assert submit("/pending") and submit("/pending")  # still being pulled: asked again
     assert submit("/kept") and submit("/kept")  # kept: the next answer may need it again
     assert submit("/refused") and not submit("/kept")  # refused: these credentials at all
     assert submit("/kept", "Basic b")  # other credentials are not held back
-    assert asked == ["/missing", "/kept", "/kept", "/refused", "/kept"]
+    assert asked == ["/missing", "/pending", "/pending", "/kept", "/kept", "/refused", "/kept"]
