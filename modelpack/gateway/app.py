@@ -211,11 +211,8 @@ class Gateway:
     def repository_of(self, raw_path: str) -> str | None:
         """The registry repository a ``resolve`` URL reads (None: not one): what the
         download lane asks Redis about before the request is answered."""
-        target = _resolve_target(Request.from_environ({"RAW_URI": raw_path}).segments)
-        if target is None or not valid_repo_segments(target[0]):
-            return None
-        repo_id = "/".join(target[0])
-        return self.config.repository(repo_id) if canonical_repo_id(repo_id) == repo_id else None
+        target = _servable_target(Request.from_environ({"RAW_URI": raw_path}).segments)
+        return None if target is None else self.config.repository(target[0])
 
     def warm(self, environ: dict[str, Any]) -> str:
         """Keep in this process what the download lane needs to answer this download next
@@ -225,15 +222,12 @@ class Gateway:
         answered, and recorded, by the threads.  ``kept``, ``pending`` (the file is not in
         the node cache yet), ``refused`` (the credentials) or ``missing`` (anything else)."""
         request = Request.from_environ(environ)
-        target = _resolve_target(request.segments)
-        if target is None or target[0][0] in OTHER_REPO_TYPES:
+        if (target := _servable_target(request.segments)) is None:
             return "missing"
-        repo_id = "/".join(target[0])
-        if not valid_repo_segments(target[0]) or canonical_repo_id(repo_id) != repo_id:
-            return "missing"
+        repo_id, revision, path = target
         try:
-            model = self.resolver.open(repo_id, target[1], request.header("Authorization"))
-            f = self.pulls.listing(model, kept_only=True).get(target[2])
+            model = self.resolver.open(repo_id, revision, request.header("Authorization"))
+            f = self.pulls.listing(model, kept_only=True).get(path)
             if f is None:
                 return "missing"
             # not yet in the node cache (its first download is still being pulled): later
@@ -351,6 +345,18 @@ def _resolve_target(s: list[str]) -> tuple[list[str], str, str] | None:
         if len(s) > n + 2 and s[n] == "resolve":
             return s[:n], s[n + 1], "/".join(s[n + 2 :])
     return None
+
+
+def _servable_target(s: list[str]) -> tuple[str, str, str] | None:
+    """(repo id, revision, file path) of a ``resolve`` URL ``_guarded`` would open as it is
+    (a model or dataset, a valid id, no redirect to the canonical one); None otherwise."""
+    if (target := _resolve_target(s)) is None or target[0][0] in OTHER_REPO_TYPES:
+        return None
+    repo, revision, path = target
+    repo_id = "/".join(repo)
+    if not valid_repo_segments(repo) or canonical_repo_id(repo_id) != repo_id:
+        return None
+    return repo_id, revision, path
 
 
 def _lane_answer(request: Request, response: Response) -> bool:
