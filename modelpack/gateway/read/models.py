@@ -74,6 +74,13 @@ LINKED_TTL = 24 * 3600.0
 FOREIGN_REFUSED = (
     "the model names blobs its repository does not hold (foreign layers are not served)"
 )
+
+
+def _all_linked(repository: str, digest: str) -> tuple[str, str]:
+    """The ``_linked`` key saying every blob of manifest ``digest`` is in ``repository``."""
+    return (repository, f"all blobs of {digest}")
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commits (
     repository TEXT NOT NULL,
@@ -220,7 +227,7 @@ class Resolver:
         blobs confirmed in ``repository``, its signature checked, its commit remembered."""
         with self._lock:
             view = self._views.get(digest)
-        if view is None or not self._linked.get((repository, f"all blobs of {digest}")):
+        if view is None or not self._linked.get(_all_linked(repository, digest)):
             return None
         if self.public_key is not None and digest not in self._signed:
             return None
@@ -231,7 +238,7 @@ class Resolver:
         names (a HEAD each, once per repository and blob): bytes in the node cache are
         served only to a repository the registry says has them.  Once all are, the
         manifest is remembered too: a request costs one look-up, not one per layer."""
-        whole = (repository.name, f"all blobs of {view.root.digest}")
+        whole = _all_linked(repository.name, view.root.digest)
         if self._linked.get(whole):
             return
         for desc in (view.manifest.config, *view.manifest.layers):
