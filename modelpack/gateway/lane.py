@@ -13,8 +13,9 @@ yes in the authorization cache, the model's manifest and blobs confirmed, the fi
 would write.  Everything else (a first request, an expired answer, a file not yet in the
 node cache, an error) is answered ``X-Accel-Redirect: @modelpack_gateway``: nginx sends the
 same request, unchanged, to the gateway's ``--port``, whose threads answer it as before and
-keep what the next request here needs.  So nothing on the loop waits for the registry or a
-pull; it may wait for Redis (``--redis``: one GET per download, as on the threads).
+keep what the next request here needs.  So nothing on the loop waits for the registry, a
+pull or Redis (``--redis``: the repository's write generation is read before the app is
+called, without blocking, by ``GenerationReads``).
 
 With ``--workers`` above 1, nginx's connection to the lane and its connection to the
 threads may reach different processes, so a request sent back also has the lane's own
@@ -91,17 +92,19 @@ def listen(port: int) -> socket.socket:
 
 def start(app: Any, config: GatewayConfig) -> threading.Thread:
     """Serve the lane from a daemon thread of this worker process."""
-    require("uvicorn", purpose="modelpack serve --lane-port", extra="serve")
-    import uvicorn
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
+    purpose = "modelpack serve --lane-port"
+    uvicorn = require("uvicorn", purpose=purpose, extra="serve")
+    httptools = require("uvicorn.protocols.http.httptools_impl", purpose=purpose,
+                        extra="serve", package="httptools")  # fmt: skip
     trusted = networks(config.trusted_proxies)
     warmers = Warmers(app.warm) if config.workers > 1 else None
+    reader = app.shared.generation_reader()  # its client connects in the lane's loop
+    generations = GenerationReads(reader) if reader is not None else None
     sock = listen(config.lane_port or 0)
     server = uvicorn.Server(
         uvicorn.Config(
-            Lane(app, trusted, warmers),
-            http=_connection_class(HttpToolsProtocol, trusted, config.read_timeout),
+            Lane(app, trusted, warmers, generations),
+            http=_connection_class(httptools.HttpToolsProtocol, trusted, config.read_timeout),
             loop="asyncio",
             lifespan="off",
             log_config=None,  # the gateway's logging stays as it is
@@ -255,11 +258,17 @@ class GenerationReads:
 class Lane:
     """The ASGI side: a request as WSGI's environ, the app's headers back (never a body)."""
 
-    def __init__(self, app: Any, trusted: tuple, warmers: Warmers | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        trusted: tuple,
+        warmers: Warmers | None = None,
+        generations: GenerationReads | None = None,  # None: one gateway, no Redis to ask
+    ) -> None:
         self.app = app
         self.trusted = trusted  # networks
         self.warmers = warmers
-        self.generations: GenerationReads | None | bool = False  # made in the loop
+        self.generations = generations
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -271,11 +280,8 @@ class Lane:
 
     async def respond(self, scope: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]]]:
         """The answer, with the request's generation read first (without blocking)."""
-        if self.generations is False:
-            reader = getattr(getattr(self.app, "shared", None), "generation_reader", None)
-            self.generations = GenerationReads(found) if reader and (found := reader()) else None
         read: dict[str, object] = {}
-        if isinstance(self.generations, GenerationReads) and (
+        if self.generations is not None and (
             repository := self.app.repository_of(_raw_path(scope))
         ):
             read[repository] = await self.generations.get(repository)
@@ -332,7 +338,7 @@ def _environ(scope: dict[str, Any], peer: tuple[str, int]) -> dict[str, Any] | N
     }
     for name, value in scope["headers"]:
         key = name.decode("latin-1").upper()
-        if key in ("TRANSFER-ENCODING",) or (key == "CONTENT-LENGTH" and value.strip() != b"0"):
+        if key == "TRANSFER-ENCODING" or (key == "CONTENT-LENGTH" and value.strip() != b"0"):
             return None
         if "_" in key:  # gunicorn drops these too: X_Foo would stand in for X-Foo
             continue
