@@ -38,8 +38,9 @@ REPLAY_LOCATION = "@modelpack_gateway"
 
 
 class Replay(Exception):
-    """The download lane (gateway/lane.py) cannot answer this request from what the process already knows
-    (an answer kept, a file sealed): nginx sends it again to the gateway's threads."""
+    """The download lane (gateway/lane.py) cannot answer this request from what the
+    process already knows (an answer kept, a file sealed): nginx sends it again to the
+    gateway's threads."""
 
 
 @dataclass

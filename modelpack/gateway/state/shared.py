@@ -256,8 +256,8 @@ class Shared(ABC):
         return None
 
     def generation_reader(self) -> Callable[[str], Awaitable[str | None]] | None:
-        """``generation`` for an event loop (the download lane's), made in that loop;
-        None where there is nothing to ask (one gateway)."""
+        """``generation`` for an event loop (the download lane's), whose client connects
+        in the loop that awaits it; None where there is nothing to ask (one gateway)."""
         return None
 
     # -- the audit trail ---------------------------------------------------------
