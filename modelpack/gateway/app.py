@@ -214,19 +214,22 @@ class Gateway:
         target = _servable_target(Request.from_environ({"RAW_URI": raw_path}).segments)
         return None if target is None else self.config.repository(target[0])
 
-    def warm(self, environ: dict[str, Any]) -> str:
+    def warm(self, environ: dict[str, Any], fresh: bool = False) -> str:
         """Keep in this process what the download lane needs to answer this download next
         time (gateway/lane.py: with ``--workers`` above 1, the threads that answered it may
         be another process's): the registry's answer to its credentials, the manifest, the
         file's seal.  Never a pull, an import, a log or audit line: the client's request is
-        answered, and recorded, by the threads.  ``kept``, ``pending`` (the file is not in
+        answered, and recorded, by the threads (or was, by the lane).  ``fresh``: ask the
+        registry even if its answer is kept (it is near its end: state/authcache.py).  ``kept``, ``pending`` (the file is not in
         the node cache yet), ``refused`` (the credentials) or ``missing`` (anything else)."""
         request = Request.from_environ(environ)
         if (target := _servable_target(request.segments)) is None:
             return "missing"
         repo_id, revision, path = target
         try:
-            model = self.resolver.open(repo_id, revision, request.header("Authorization"))
+            model = self.resolver.open(
+                repo_id, revision, request.header("Authorization"), fresh=fresh
+            )
             f = self.pulls.listing(model, kept_only=True).get(path)
             if f is None:
                 return "missing"

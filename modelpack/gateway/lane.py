@@ -23,7 +23,10 @@ process keep what the next one needs (``Gateway.warm``, on ``WARMERS`` threads, 
 time per credentials and file, at most ``WARM_MAX`` waiting): without it the lane of one
 worker answered 1 download of 40.  That is one more registry request per credentials,
 revision and process every ``--auth-cache-ttl``, as the threads of that process would ask,
-and for what cannot be kept (refused credentials, a missing revision) one a minute.
+and for what cannot be kept (refused credentials, a missing revision) one a minute.  The
+same threads ask the registry again for a kept answer the lane served near its end
+(state/authcache.py's ``REFRESH_DUE``), so a download in steady use is never sent back
+when its answer ends (every request in flight then was: the lane's p99).
 
 Bounds: 127.0.0.1 only (nginx runs beside the gateway, which it must to read its home);
 a connection from outside ``--trusted-proxy``, or past ``MAX_CONNECTIONS`` of this
@@ -57,7 +60,7 @@ from ..extras import require
 from .core.config import GatewayConfig
 from .core.http import LANE, REASONS, REPLAY_LOCATION
 from .state.audit import address_of, networks, within
-from .state.authcache import GENERATIONS, SHARED_RETRY
+from .state.authcache import GENERATIONS, REFRESH_DUE, SHARED_RETRY
 from .state.shared import ON_LANE
 from .state.ttlmap import TTLMap
 
@@ -97,7 +100,7 @@ def start(app: Any, config: GatewayConfig) -> threading.Thread:
     httptools = require("uvicorn.protocols.http.httptools_impl", purpose=purpose,
                         extra="serve", package="httptools")  # fmt: skip
     trusted = networks(config.trusted_proxies)
-    warmers = Warmers(app.warm) if config.workers > 1 else None
+    warmers = Warmers(app.warm, replays=config.workers > 1)
     reader = app.shared.generation_reader()  # its client connects in the lane's loop
     generations = GenerationReads(reader) if reader is not None else None
     sock = listen(config.lane_port or 0)
@@ -171,15 +174,18 @@ class Warmers:
     for ``WARM_FAILED_TTL`` seconds, per credentials and URL and, for a refusal, per
     credentials: a bad password costs the registry one more login then, not one a request."""
 
-    def __init__(self, warm: Callable[[dict[str, Any]], str]) -> None:
+    def __init__(self, warm: Callable[..., str], replays: bool = True) -> None:
         self.warm = warm
+        self.replays = replays  # warm what was sent back (another process's threads answer it)
         self.pool = ThreadPoolExecutor(WARMERS, thread_name_prefix="lane-warm")
         self.waiting: set[tuple[str, str]] = set()
         self.failed: TTLMap[tuple[str, str], bool] = TTLMap(WARM_FAILED_MAX, WARM_FAILED_TTL)
         self.secret = secrets.token_bytes(32)
         self.lock = threading.Lock()
 
-    def submit(self, environ: dict[str, Any]) -> bool:
+    def submit(self, environ: dict[str, Any], fresh: bool = False) -> bool:
+        """Warm ``environ``'s download (``fresh``: asking the registry again) unless it is
+        being warmed, the queue is full or it failed of late; True if it will be."""
         header = str(environ.get("HTTP_AUTHORIZATION")).encode("utf-8", "surrogatepass")
         who = hmac.new(self.secret, header, hashlib.sha256).hexdigest()  # never the header
         key = (who, str(environ.get("RAW_URI")))
@@ -190,13 +196,13 @@ class Warmers:
                 return False
             self.waiting.add(key)
         environ = {**environ, LANE: False}
-        self.pool.submit(self._run, key, environ)
+        self.pool.submit(self._run, key, environ, fresh)
         return True
 
-    def _run(self, key: tuple[str, str], environ: dict[str, Any]) -> None:
+    def _run(self, key: tuple[str, str], environ: dict[str, Any], fresh: bool) -> None:
         outcome = "failed"
         try:
-            outcome = self.warm(environ)
+            outcome = self.warm(environ, fresh=fresh)
         except Exception:
             log.exception("download lane: keeping %s failed", environ.get("RAW_URI"))
         finally:
@@ -286,6 +292,7 @@ class Lane:
         ):
             read[repository] = await self.generations.get(repository)
         GENERATIONS.set(read)
+        REFRESH_DUE.set(False)
         return self.answer(scope)
 
     def answer(self, scope: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]]]:
@@ -308,11 +315,12 @@ class Lane:
         if hasattr(body, "close"):
             body.close()
         status, headers = answer
-        if self.warmers is not None and ("X-Accel-Redirect", REPLAY_LOCATION) in headers:
-            self.warmers.submit(environ)
-        return int(status.split(" ", 1)[0]), [
-            (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers
-        ]
+        code = int(status.split(" ", 1)[0])
+        if self.warmers is not None:
+            due = REFRESH_DUE.get()  # the registry's kept answer was near its end
+            if due or (self.warmers.replays and ("X-Accel-Redirect", REPLAY_LOCATION) in headers):
+                self.warmers.submit(environ, fresh=due)
+        return code, [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
 def _raw_path(scope: dict[str, Any]) -> str:

@@ -7,14 +7,16 @@ from __future__ import annotations
 import base64
 import math
 import secrets
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from support.helpers import serve_refusal
 
-from modelpack.errors import SharedStateUnavailableError, UsageError
+from modelpack.errors import AuthenticationError, SharedStateUnavailableError, UsageError
 from modelpack.gateway.core.config import AUTH_CACHE_TTL, AUTH_CACHE_TTL_MAX, GatewayConfig
-from modelpack.gateway.state.authcache import ANONYMOUS, PULL, PUSH, AuthCache
+from modelpack.gateway.state.authcache import ANONYMOUS, PULL, PUSH, REFRESH_AT, AuthCache
 from modelpack.gateway.state.shared import InProcess
 from modelpack.settings import Settings
 
@@ -76,6 +78,88 @@ def test_answers_expire_after_the_ttl():
     assert cache.get(key) == "root"
     clock.now += 0.2
     assert cache.get(key) is None and len(cache) == 0
+
+
+def test_an_answer_in_use_is_claimed_for_asking_again_once_near_its_end_never_served_past_it():
+    clock = Clock()
+    cache = AuthCache(10.0, clock=clock)
+    key = cache.key(basic("alice", "p"), "ns/m", PULL, "main")
+    assert not cache.refresh_due(key)  # nothing kept: nothing to ask again
+    cache.put(key, "root", cache.epoch)
+    clock.now += 10.0 * REFRESH_AT - 0.1
+    assert not cache.refresh_due(key)
+    clock.now += 0.2
+    assert cache.refresh_due(key) and not cache.refresh_due(key)  # one asker per answer
+    # The registry refused, or the refresh failed: nothing put, and the answer still ends.
+    clock.now += 10.0 * (1 - REFRESH_AT)
+    assert cache.get(key) is None and not cache.refresh_due(key)
+    # A refresh that is answered keeps a new answer, with a window of its own.
+    cache.put(key, "root", cache.epoch)
+    clock.now += 10.0 * REFRESH_AT + 0.1
+    assert cache.refresh_due(key)
+    cache.put(key, "root2", cache.epoch)
+    assert cache.get(key) == "root2" and not cache.refresh_due(key)
+    clock.now += 9.9
+    assert cache.get(key) == "root2"
+    assert not AuthCache(0).refresh_due(key)
+
+
+def _at_once(count: int, call) -> list:  # noqa: ANN001
+    """``call()`` on ``count`` threads started together: their results (or errors)."""
+    barrier, results = threading.Barrier(count), [None] * count
+
+    def run(n: int) -> None:
+        barrier.wait()
+        try:
+            results[n] = call()
+        except Exception as exc:  # noqa: BLE001 - handed back to the test
+            results[n] = exc
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_concurrent_misses_of_one_key_ask_the_registry_once():
+    cache = AuthCache(10.0)
+    key = cache.key(basic("alice", "p"), "ns/m", PULL, "main")
+    asked = []
+
+    def ask() -> str:
+        asked.append(1)
+        time.sleep(0.3)  # the registry's round trip, while the others arrive
+        return "root"
+
+    assert _at_once(16, lambda: cache.answer(key, ask)) == ["root"] * 16
+    assert len(asked) == 1
+    # Other credentials are another question: asked for themselves.
+    other = cache.key(basic("bob", "p"), "ns/m", PULL, "main")
+    assert cache.answer(other, ask) == "root" and len(asked) == 2
+    # ``fresh`` asks even with an answer kept, and keeps the new one.
+    assert cache.answer(key, lambda: "root2", fresh=True) == "root2"
+    assert cache.get(key) == "root2"
+
+
+def test_when_the_first_asker_keeps_nothing_the_others_ask_for_themselves():
+    cache = AuthCache(10.0)
+    key = cache.key(basic("alice", "wrong"), "ns/m", PULL, "main")
+    asked = []
+
+    def refused() -> str:
+        asked.append(1)
+        time.sleep(0.2)
+        raise AuthenticationError("the registry refused alice")
+
+    results = _at_once(4, lambda: cache.answer(key, refused))
+    assert all(isinstance(r, AuthenticationError) for r in results) and len(asked) == 4
+    assert cache.get(key) is None and not cache._asking  # nothing kept, nobody waiting
+    # With the cache off every request asks, at once, as before.
+    off, calls = AuthCache(0), []
+    assert _at_once(4, lambda: off.answer(key, lambda: calls.append(1) or "root")) == ["root"] * 4
+    assert len(calls) == 4
 
 
 def test_a_spray_of_made_up_credentials_cannot_grow_it():

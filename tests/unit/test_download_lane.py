@@ -176,7 +176,7 @@ def test_what_could_not_be_kept_is_not_warmed_again_for_a_while():
     asked: list[str] = []
     done = threading.Event()
 
-    def warm(environ: dict) -> str:
+    def warm(environ: dict, fresh: bool = False) -> str:
         asked.append(environ["RAW_URI"])
         done.set()
         return outcomes[environ["RAW_URI"].split("?")[0]]

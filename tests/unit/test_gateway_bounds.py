@@ -104,3 +104,19 @@ def test_odd_json_from_anonymous_clients_is_a_400_not_a_500():
         with pytest.raises(HubError) as refused:
             request.form()
         assert refused.value.status == 400
+
+
+def test_made_up_methods_cannot_grow_the_request_counters():
+    """A client may send any method token; /metrics counts the known ones by name and the
+    rest as one ``other``, so a spray of made-up methods adds one series, not one each."""
+    from modelpack.gateway.state.metrics import METHODS, Metrics
+
+    metrics = Metrics()
+    for n in range(2000):
+        metrics.request(f"X{n:05d}", "other", 405)
+    metrics.request("GET", "resolve", 200)
+    series = [line for line in metrics.render().splitlines()
+              if line.startswith("modelpack_gateway_requests_total{")]  # fmt: skip
+    assert len(series) == 2, series
+    assert 'method="other"' in series[0] + series[1] and "2000.0" in series[0] + series[1]
+    assert len(metrics._children) == 2 and "GET" in METHODS

@@ -24,6 +24,7 @@ Anything else is sent by the gateway as before."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -58,10 +59,18 @@ class Handoff:
         asked = request.header("Range")
         if asked is not None and not (ranged and _PLAIN_RANGE.fullmatch(asked)):
             return None
-        try:
-            relative = Path(os.path.abspath(cached)).relative_to(self.home).as_posix()
-        except ValueError:  # outside the home (a cache configured elsewhere)
-            return None
-        if not relative.startswith(MAPPED) or not _PLAIN_PATH.fullmatch(relative):
-            return None
-        return self.prefix + relative
+        relative = _mapped(self.home, cached)
+        return None if relative is None else self.prefix + relative
+
+
+@functools.lru_cache(maxsize=4096)  # a pure function of two paths, asked per download
+def _mapped(home: Path, cached: Path) -> str | None:
+    """``cached`` relative to ``home`` if the nginx location maps it as it is (in ``MAPPED``,
+    plain characters only), else None."""
+    try:
+        relative = Path(os.path.abspath(cached)).relative_to(home).as_posix()
+    except ValueError:  # outside the home (a cache configured elsewhere)
+        return None
+    if not relative.startswith(MAPPED) or not _PLAIN_PATH.fullmatch(relative):
+        return None
+    return relative

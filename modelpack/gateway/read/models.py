@@ -54,7 +54,7 @@ from ..core.hub import (
     revision_not_found,
 )
 from ..state.access import Clients
-from ..state.authcache import PULL, AuthCache
+from ..state.authcache import PULL, REFRESH_DUE, AuthCache
 from ..state.shared import Shared
 from ..state.ttlmap import TTLMap
 
@@ -194,15 +194,14 @@ class Resolver:
         key, client = self.clients.for_header(authorization)
         repository = RegistryRepository(client, name)
         kept = self.answers.key(authorization, name, PULL, revision)
-        if fresh:
-            root, stamp = None, self.answers.stamp(name)
-        else:
-            root, stamp = self.answers.lookup(kept)
-        if root is None:
-            if kept_only:
+        if kept_only:
+            if (root := self.answers.get(kept)) is None:
                 raise Replay
-            root = self._resolve(repository, repo_id, revision, key)
-            self.answers.put(kept, root, stamp)
+            if self.answers.refresh_due(kept):
+                REFRESH_DUE.set(True)  # the lane has it asked again, in the background
+        else:
+            ask = functools.partial(self._resolve, repository, repo_id, revision, key)
+            root = self.answers.answer(kept, ask, fresh=fresh)
         if root.media_type in INDEX_MEDIA_TYPES:
             raise HubError(400, f"{repo_id}@{revision} is an image index, not a model manifest")
         reference = _parsed(f"{self.config.host}/{name}@{root.digest}")

@@ -41,6 +41,16 @@ about 0.12x of nginx serving the same cached file (docs/benchmarks.md).  Here th
   requests that arrived before it was sent, and hands each request its answer
   (``GENERATIONS``, an error included): each still sees every write answered before it
   asked.
+- **Asked once by concurrent requests** (``answer``): requests that miss one key at once
+  (a client's parallel downloads, every request in flight when an answer ends) wait for
+  the first one's registry answer and take it; if it kept nothing (a refusal, an error, a
+  write meanwhile) each then asks for itself, as before.
+- **Asked again before it ends, when in use** (the download lane): an answer served in
+  the last ``1 - REFRESH_AT`` of its ``ttl`` is claimed once (``refresh_due``) and asked of
+  the registry again in the background, so a download in steady use never finds it expired
+  (at its end every request in flight went back to the threads, each asking the registry:
+  the lane's p99).  It is still never served past ``ttl``: a refused or failed refresh
+  keeps nothing, and the old answer ends on time.
 - ``ttl`` 0 turns it off: every request asks the registry, as before.
 """
 
@@ -54,6 +64,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from cachetools import TTLCache
@@ -66,6 +77,9 @@ log = logging.getLogger("modelpack.gateway")
 # Generations read from Redis for a request, by repository (an error, if the read failed):
 # set by the download lane (module docstring); None elsewhere.
 GENERATIONS: ContextVar[dict[str, object] | None] = ContextVar("generations", default=None)
+# Whether the kept answer the download lane just served is due to be asked again
+# (``refresh_due``): set False by the lane before it calls the app, True by the resolver.
+REFRESH_DUE: ContextVar[bool] = ContextVar("refresh_due", default=False)
 
 PULL = "pull"
 PUSH = "push"
@@ -73,11 +87,23 @@ MAX_ANSWERS = 8192  # entries kept, whatever the ttl: a few MiB at most
 ANONYMOUS = b"anonymous"  # the principal of every request without Authorization
 SHARED_RETRY = 5.0  # seconds without Redis (no answers kept) after it failed to answer
 _UNKNOWN = object()  # a generation Redis did not say: nothing kept with it
+ASK_WAIT = 60.0  # seconds a request waits for another's registry answer to its own key
+REFRESH_AT = 0.75  # of ttl: an answer served after this is asked again in the background
 
 
 # What an answer is kept with (``AuthCache.stamp``): this process's write epoch, and with
 # replicas the repository's generation in Redis (None: never written through a replica).
 Stamp = tuple[int, object]
+
+
+@dataclass
+class _Kept:
+    """An answer, the generation it was kept under, and when (the cache's clock)."""
+
+    answer: Any
+    generation: object
+    since: float
+    refresh_claimed: bool = False
 
 
 class AuthCache:
@@ -110,6 +136,7 @@ class AuthCache:
         self._shared = shared if shared is not None and shared.replicated else None
         self._shared_retry = 0.0
         self._clock = clock
+        self._asking: dict[tuple[bytes, str, str, str], threading.Event] = {}
 
     @property
     def enabled(self) -> bool:
@@ -170,9 +197,58 @@ class AuthCache:
         stamp = self.stamp(key[1])
         with self._lock:
             kept = self._answers.get(key)
-        if kept is None or stamp[1] is _UNKNOWN or kept[1] != stamp[1]:
+        if kept is None or stamp[1] is _UNKNOWN or kept.generation != stamp[1]:
             return None, stamp
-        return kept[0], stamp
+        return kept.answer, stamp
+
+    def refresh_due(self, key: tuple[bytes, str, str, str]) -> bool:
+        """True once per kept answer, when it is past ``REFRESH_AT`` of its ttl: the caller
+        then asks the registry again (``put`` replaces it) before it ends."""
+        if self._answers is None:
+            return False
+        with self._lock:
+            kept = self._answers.get(key)
+            if kept is None or kept.refresh_claimed:
+                return False
+            if self._clock() - kept.since < self.ttl * REFRESH_AT:
+                return False
+            kept.refresh_claimed = True
+            return True
+
+    def answer(
+        self, key: tuple[bytes, str, str, str], ask: Callable[[], Any], fresh: bool = False
+    ) -> Any:
+        """The kept answer, else ``ask()``'s (the registry's), kept.  Concurrent misses of
+        ``key`` ask once: the others wait for that answer (at most ``ASK_WAIT`` s) and ask
+        themselves only if it kept nothing.  ``fresh``: ask even if an answer is kept."""
+        if fresh:
+            stamp = self.stamp(key[1])
+        else:
+            kept, stamp = self.lookup(key)
+            if kept is not None:
+                return kept
+            if self._answers is not None:
+                with self._lock:
+                    asking = self._asking.get(key)
+                    if asking is None:
+                        self._asking[key] = threading.Event()
+                if asking is not None:
+                    asking.wait(ASK_WAIT)
+                    kept, stamp = self.lookup(key)
+                    if kept is not None:
+                        return kept
+                else:
+                    try:
+                        return self._asked(key, ask, stamp)
+                    finally:
+                        with self._lock:
+                            self._asking.pop(key).set()
+        return self._asked(key, ask, stamp)
+
+    def _asked(self, key: tuple[bytes, str, str, str], ask: Callable[[], Any], stamp: Stamp) -> Any:
+        answer = ask()
+        self.put(key, answer, stamp)
+        return answer
 
     def get(self, key: tuple[bytes, str, str, str]) -> Any:
         """The kept answer, or None (see ``lookup``)."""
@@ -184,7 +260,7 @@ class AuthCache:
             return
         with self._lock:
             if stamp[0] == self._epoch:
-                self._answers[key] = (answer, stamp[1])
+                self._answers[key] = _Kept(answer, stamp[1], self._clock())
 
     def forget(self, repository: str) -> None:
         """Drop every answer about ``repository`` (its tags moved through this gateway),

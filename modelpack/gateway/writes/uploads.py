@@ -275,14 +275,15 @@ class Uploads:
         are (state/authcache.py); the pushes themselves are the registry's to refuse."""
         answers = self.resolver.answers
         kept = answers.key(request.header("Authorization"), repository.name, PUSH)
-        known, stamp = answers.lookup(kept)
-        if known:
-            return
-        location = repository.start_upload()
-        if location:
-            with contextlib.suppress(ModelpackError):
-                repository.client.request("DELETE", location, repository.push_scope).close()
-        answers.put(kept, True, stamp)
+
+        def ask() -> bool:
+            location = repository.start_upload()
+            if location:
+                with contextlib.suppress(ModelpackError):
+                    repository.client.request("DELETE", location, repository.push_scope).close()
+            return True
+
+        answers.answer(kept, ask)
 
     def move(self, repo_id: str, lease: Lease, move: Callable[[], None]) -> None:
         """A branch or tag moves only while its lock is this request's: confirmed right
