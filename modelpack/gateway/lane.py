@@ -240,25 +240,28 @@ class GenerationReads:
         return await asyncio.shield(future)  # a request cancelled cancels no other's answer
 
     def _send(self, repository: str) -> None:
-        future = self.waiting.pop(repository)
         self.flying.add(repository)
-        task = asyncio.ensure_future(self.read(repository))
+        asyncio.ensure_future(self._read(repository))
 
-        def done(task: asyncio.Task) -> None:
+    async def _read(self, repository: str) -> None:
+        """One GET, for every request waiting when it starts: those that arrived in the
+        same turn of the loop as the one that asked for it share it too."""
+        future = self.waiting.pop(repository)  # who arrives from now on waits for the next
+        try:
+            answer: object = await self.read(repository)
+        except Exception as error:  # handed to the requests, as the threads would meet it
+            if isinstance(error, SharedStateUnavailableError):
+                self.failed = (asyncio.get_running_loop().time() + SHARED_RETRY, error)
+            answer = error
+        except BaseException:  # cancelled: so are the requests' waits, not the requests
+            future.cancel()
+            raise
+        finally:
             self.flying.discard(repository)
-            if future.done():
-                pass
-            elif task.cancelled():
-                future.cancel()
-            else:
-                error = task.exception()
-                if isinstance(error, SharedStateUnavailableError):
-                    self.failed = (asyncio.get_running_loop().time() + SHARED_RETRY, error)
-                future.set_result(error if error is not None else task.result())
             if repository in self.waiting:  # arrived while this one was on its way
                 self._send(repository)
-
-        task.add_done_callback(done)
+        if not future.done():
+            future.set_result(answer)
 
 
 class Lane:

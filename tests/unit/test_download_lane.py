@@ -120,6 +120,13 @@ def test_a_request_never_takes_a_generation_read_sent_before_it_arrived():
         await settle()
         sent[4][1].set()
         assert isinstance(await broken, SharedStateUnavailableError)  # handed on, not raised
+        # Requests of one turn of the loop (nginx's requests read in one wake) share a GET.
+        reads, count = GenerationReads(read), len(sent)
+        together = [asyncio.ensure_future(reads.get("t")) for _ in range(4)]
+        await settle()
+        assert [name for name, _ in sent[count:]] == ["t"]
+        sent[-1][1].set()
+        assert await asyncio.gather(*together) == ["t1"] * 4
 
     asyncio.run(asyncio.wait_for(main(), 10))
 
