@@ -16,6 +16,7 @@ What huggingface_hub (2.x) reads from a hub, and so what the gateway answers:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -222,7 +223,7 @@ class RepoFile:
     layer: Descriptor | None  # None: known only from the materialized tree
     owner: str  # the manifest digest, for stand-in ids
 
-    @property
+    @functools.cached_property  # a download reads each several times
     def raw(self) -> bool:
         """The layer is the file's bytes (``...raw``): its digest is the file's sha256."""
         return (
@@ -231,15 +232,15 @@ class RepoFile:
             and self.layer.digest.startswith("sha256:")
         )
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str | None:
         return self.layer.digest.split(":", 1)[1] if self.raw and self.layer else None
 
-    @property
+    @functools.cached_property
     def oid(self) -> str:
         return stand_in_oid(self.layer.digest if self.layer else self.owner, self.path)
 
-    @property
+    @functools.cached_property
     def etag(self) -> str:
         """sha256 for LFS-like (raw) files, so the client's cache dedups by content;
         a git-oid-like stand-in for the rest, as the hub uses git oids for small files."""

@@ -7,6 +7,7 @@ client's credentials (from the registry, else imported from the upstream); these
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
 from collections.abc import Callable
@@ -138,22 +139,29 @@ def _client_gone(environ: dict[str, Any]) -> Callable[[], bool]:
 
 
 def _file_headers(model: Model, f: RepoFile) -> dict[str, str]:
-    name = f.path.rsplit("/", 1)[-1]
+    return dict(_fixed_headers(model.commit, f.path, f.etag, f.sha256, f.size))
+
+
+@functools.lru_cache(maxsize=4096)  # the same for every download of a file: made once
+def _fixed_headers(
+    commit: str, path: str, etag: str, sha256: str | None, size: int | None
+) -> tuple[tuple[str, str], ...]:
+    name = path.rsplit("/", 1)[-1]
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
     headers = {
-        "X-Repo-Commit": model.commit,
-        "ETag": f'"{f.etag}"',
+        "X-Repo-Commit": commit,
+        "ETag": f'"{etag}"',
         "Accept-Ranges": "bytes",
         "Content-Type": "application/octet-stream",
         "Content-Disposition": f"inline; filename*=UTF-8''{quote(name)}; filename=\"{ascii_name}\";",
         "Cache-Control": "private, max-age=0",
         "Vary": "Authorization",
     }
-    if f.sha256 and f.size is not None:
+    if sha256 and size is not None:
         # What the hub sends for LFS files: the client names its cache blob by this.
-        headers["X-Linked-Etag"] = f'"{f.sha256}"'
-        headers["X-Linked-Size"] = str(f.size)
-    return headers
+        headers["X-Linked-Etag"] = f'"{sha256}"'
+        headers["X-Linked-Size"] = str(size)
+    return tuple(headers.items())
 
 
 def _file_response(
