@@ -16,7 +16,14 @@ from support.helpers import serve_refusal
 
 from modelpack.errors import AuthenticationError, SharedStateUnavailableError, UsageError
 from modelpack.gateway.core.config import AUTH_CACHE_TTL, AUTH_CACHE_TTL_MAX, GatewayConfig
-from modelpack.gateway.state.authcache import ANONYMOUS, PULL, PUSH, REFRESH_AT, AuthCache
+from modelpack.gateway.state.authcache import (
+    ANONYMOUS,
+    PULL,
+    PUSH,
+    REFRESH_AT,
+    REFRESH_DUE,
+    AuthCache,
+)
 from modelpack.gateway.state.shared import InProcess
 from modelpack.settings import Settings
 
@@ -80,28 +87,36 @@ def test_answers_expire_after_the_ttl():
     assert cache.get(key) is None and len(cache) == 0
 
 
+def _due(cache: AuthCache, key: tuple) -> bool:
+    """Whether serving ``key``'s answer on the lane now asks for it to be asked again."""
+    REFRESH_DUE.set(False)
+    cache.served(key)
+    return REFRESH_DUE.get()
+
+
 def test_an_answer_in_use_is_claimed_for_asking_again_once_near_its_end_never_served_past_it():
     clock = Clock()
     cache = AuthCache(10.0, clock=clock)
     key = cache.key(basic("alice", "p"), "ns/m", PULL, "main")
-    assert not cache.refresh_due(key)  # nothing kept: nothing to ask again
+    assert cache.served(key) is None and not _due(cache, key)  # nothing kept
     cache.put(key, "root", cache.epoch)
     clock.now += 10.0 * REFRESH_AT - 0.1
-    assert not cache.refresh_due(key)
+    assert cache.served(key) == "root" and not _due(cache, key)
     clock.now += 0.2
-    assert cache.refresh_due(key) and not cache.refresh_due(key)  # one asker per answer
+    assert _due(cache, key) and not _due(cache, key)  # one asker per answer
+    assert cache.served(key) == "root"  # still served until its end
     # The registry refused, or the refresh failed: nothing put, and the answer still ends.
     clock.now += 10.0 * (1 - REFRESH_AT)
-    assert cache.get(key) is None and not cache.refresh_due(key)
+    assert cache.served(key) is None and not _due(cache, key)
     # A refresh that is answered keeps a new answer, with a window of its own.
     cache.put(key, "root", cache.epoch)
     clock.now += 10.0 * REFRESH_AT + 0.1
-    assert cache.refresh_due(key)
+    assert _due(cache, key)
     cache.put(key, "root2", cache.epoch)
-    assert cache.get(key) == "root2" and not cache.refresh_due(key)
+    assert cache.served(key) == "root2" and not _due(cache, key)
     clock.now += 9.9
-    assert cache.get(key) == "root2"
-    assert not AuthCache(0).refresh_due(key)
+    assert cache.served(key) == "root2"
+    assert AuthCache(0).served(key) is None
 
 
 def _at_once(count: int, call) -> list:  # noqa: ANN001

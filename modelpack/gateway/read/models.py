@@ -54,7 +54,7 @@ from ..core.hub import (
     revision_not_found,
 )
 from ..state.access import Clients
-from ..state.authcache import PULL, REFRESH_DUE, AuthCache
+from ..state.authcache import PULL, AuthCache
 from ..state.shared import Shared
 from ..state.ttlmap import TTLMap
 
@@ -195,10 +195,8 @@ class Resolver:
         repository = RegistryRepository(client, name)
         kept = self.answers.key(authorization, name, PULL, revision)
         if kept_only:
-            if (root := self.answers.get(kept)) is None:
+            if (root := self.answers.served(kept)) is None:
                 raise Replay
-            if self.answers.refresh_due(kept):
-                REFRESH_DUE.set(True)  # the lane has it asked again, in the background
         else:
             ask = functools.partial(self._resolve, repository, repo_id, revision, key)
             root = self.answers.answer(kept, ask, fresh=fresh)

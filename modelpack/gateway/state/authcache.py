@@ -46,7 +46,7 @@ about 0.12x of nginx serving the same cached file (docs/benchmarks.md).  Here th
   the first one's registry answer and take it; if it kept nothing (a refusal, an error, a
   write meanwhile) each then asks for itself, as before.
 - **Asked again before it ends, when in use** (the download lane): an answer served in
-  the last ``1 - REFRESH_AT`` of its ``ttl`` is claimed once (``refresh_due``) and asked of
+  the last ``1 - REFRESH_AT`` of its ``ttl`` is claimed once (``served``) and asked of
   the registry again in the background, so a download in steady use never finds it expired
   (at its end every request in flight went back to the threads, each asking the registry:
   the lane's p99).  It is still never served past ``ttl``: a refused or failed refresh
@@ -78,7 +78,7 @@ log = logging.getLogger("modelpack.gateway")
 # set by the download lane (module docstring); None elsewhere.
 GENERATIONS: ContextVar[dict[str, object] | None] = ContextVar("generations", default=None)
 # Whether the kept answer the download lane just served is due to be asked again
-# (``refresh_due``): set False by the lane before it calls the app, True by the resolver.
+# (``AuthCache.served``): set False by the lane before it calls the app.
 REFRESH_DUE: ContextVar[bool] = ContextVar("refresh_due", default=False)
 
 PULL = "pull"
@@ -201,19 +201,21 @@ class AuthCache:
             return None, stamp
         return kept.answer, stamp
 
-    def refresh_due(self, key: tuple[bytes, str, str, str]) -> bool:
-        """True once per kept answer, when it is past ``REFRESH_AT`` of its ttl: the caller
-        then asks the registry again (``put`` replaces it) before it ends."""
+    def served(self, key: tuple[bytes, str, str, str]) -> Any:
+        """``get`` for the download lane, which answers from kept answers only: the first
+        time an answer past ``REFRESH_AT`` of its ttl is served, ``REFRESH_DUE`` is set, for
+        the lane to have the registry asked again (``put`` replaces it) before it ends."""
         if self._answers is None:
-            return False
+            return None
+        stamp = self.stamp(key[1])
         with self._lock:
             kept = self._answers.get(key)
-            if kept is None or kept.refresh_claimed:
-                return False
-            if self._clock() - kept.since < self.ttl * REFRESH_AT:
-                return False
-            kept.refresh_claimed = True
-            return True
+            if kept is None or stamp[1] is _UNKNOWN or kept.generation != stamp[1]:
+                return None
+            if not kept.refresh_claimed and self._clock() - kept.since >= self.ttl * REFRESH_AT:
+                kept.refresh_claimed = True  # one asker per answer
+                REFRESH_DUE.set(True)
+        return kept.answer
 
     def answer(
         self, key: tuple[bytes, str, str, str], ask: Callable[[], Any], fresh: bool = False
