@@ -186,8 +186,14 @@ class Warmers:
     def submit(self, environ: dict[str, Any], fresh: bool = False) -> bool:
         """Warm ``environ``'s download (``fresh``: asking the registry again) unless it is
         being warmed, the queue is full or it failed of late; True if it will be."""
-        header = str(environ.get("HTTP_AUTHORIZATION")).encode("utf-8", "surrogatepass")
-        who = hmac.new(self.secret, header, hashlib.sha256).hexdigest()  # never the header
+        header = environ.get("HTTP_AUTHORIZATION")
+        who = (
+            "-"
+            if header is None
+            else hmac.new(  # "-": no header; never the header itself
+                self.secret, header.encode("utf-8", "surrogatepass"), hashlib.sha256
+            ).hexdigest()
+        )
         key = (who, str(environ.get("RAW_URI")))
         with self.lock:
             if key in self.waiting or len(self.waiting) >= WARM_MAX:

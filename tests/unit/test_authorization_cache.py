@@ -16,6 +16,7 @@ from support.helpers import serve_refusal
 
 from modelpack.errors import AuthenticationError, SharedStateUnavailableError, UsageError
 from modelpack.gateway.core.config import AUTH_CACHE_TTL, AUTH_CACHE_TTL_MAX, GatewayConfig
+from modelpack.gateway.state import authcache as authcache_module
 from modelpack.gateway.state.authcache import (
     ANONYMOUS,
     PULL,
@@ -325,3 +326,48 @@ def test_without_redis_nothing_is_kept_or_served_and_redis_is_asked_again_later(
 def test_serve_refuses_workers_it_cannot_run_with_one_line_and_exit_2(tmp_path, options, named):
     """More than one worker process needs --redis: the workers share tickets and tokens."""
     assert named in serve_refusal(tmp_path, *options)
+
+
+def test_a_stuck_registry_request_holds_the_others_for_ask_wait_at_most(monkeypatch):
+    monkeypatch.setattr(authcache_module, "ASK_WAIT", 0.5)
+    cache = AuthCache(10.0)
+    key = cache.key(None, "ns/m", PULL, "main")  # every anonymous reader of ns/m
+    stuck, asked = threading.Event(), []
+
+    def ask() -> str:
+        asked.append(1)
+        if len(asked) == 1:
+            stuck.wait(30)  # the first request's connection hangs
+            return "root"
+        raise AuthenticationError("the registry refused")  # nothing kept meanwhile
+
+    first = threading.Thread(target=cache.answer, args=(key, ask))
+    first.start()
+    while not asked:
+        time.sleep(0.01)
+    started = time.monotonic()
+    results = _at_once(3, lambda: cache.answer(key, ask))
+    assert all(isinstance(r, AuthenticationError) for r in results), results
+    assert 0.4 < time.monotonic() - started < 5  # waited, then asked for themselves
+    started = time.monotonic()  # asked for longer than ASK_WAIT already: nobody waits
+    with pytest.raises(AuthenticationError):
+        cache.answer(key, ask)
+    assert time.monotonic() - started < 0.4
+    stuck.set()
+    first.join(10)
+    assert not cache._asking and cache.get(key) == "root"
+
+
+def test_nobody_waits_for_another_when_nothing_could_be_kept():
+    shared = Replicas()
+    shared.down = True  # Redis not answering: no answer is kept, so none to share
+    cache = AuthCache(10.0, shared=shared)
+    key = cache.key(None, "ns/m", PULL, "main")
+
+    def ask() -> str:
+        time.sleep(0.3)
+        return "root"
+
+    started = time.monotonic()
+    assert _at_once(4, lambda: cache.answer(key, ask)) == ["root"] * 4
+    assert time.monotonic() - started < 0.55  # at once, not one after the first

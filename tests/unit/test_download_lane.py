@@ -204,3 +204,22 @@ def test_what_could_not_be_kept_is_not_warmed_again_for_a_while():
     assert submit("/refused") and not submit("/kept")  # refused: these credentials at all
     assert submit("/kept", "Basic b")  # other credentials are not held back
     assert asked == ["/missing", "/pending", "/pending", "/kept", "/kept", "/refused", "/kept"]
+
+
+def test_a_header_that_reads_none_is_not_the_anonymous_client():
+    """Warming names a request without Authorization apart from every header value: a
+    refused ``Authorization: None`` held back anonymous warming and refreshes before."""
+    done = threading.Event()
+
+    def warm(environ: dict, fresh: bool = False) -> str:
+        done.set()
+        return "refused" if "HTTP_AUTHORIZATION" in environ else "kept"
+
+    warmers = Warmers(warm)
+    for environ in ({"RAW_URI": "/a", "HTTP_AUTHORIZATION": "None"}, {"RAW_URI": "/a"}):
+        done.clear()
+        assert warmers.submit(environ)
+        assert done.wait(10)
+        time.sleep(0.05)  # its outcome recorded
+    assert warmers.submit({"RAW_URI": "/a"}, fresh=True)  # anonymous: not held back
+    assert not warmers.submit({"RAW_URI": "/b", "HTTP_AUTHORIZATION": "None"})  # that one is

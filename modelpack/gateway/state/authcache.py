@@ -44,7 +44,9 @@ about 0.12x of nginx serving the same cached file (docs/benchmarks.md).  Here th
 - **Asked once by concurrent requests** (``answer``): requests that miss one key at once
   (a client's parallel downloads, every request in flight when an answer ends) wait for
   the first one's registry answer and take it; if it kept nothing (a refusal, an error, a
-  write meanwhile) each then asks for itself, as before.
+  write meanwhile), or is still not there ``ASK_WAIT`` seconds after it was asked (a
+  registry request stuck), each asks for itself, as before.  Nobody waits when nothing
+  could be kept (Redis not answering).
 - **Asked again before it ends, when in use** (the download lane): an answer served in
   the last ``1 - REFRESH_AT`` of its ``ttl`` is claimed once (``served``) and asked of
   the registry again in the background, so a download in steady use never finds it expired
@@ -87,7 +89,7 @@ MAX_ANSWERS = 8192  # entries kept, whatever the ttl: a few MiB at most
 ANONYMOUS = b"anonymous"  # the principal of every request without Authorization
 SHARED_RETRY = 5.0  # seconds without Redis (no answers kept) after it failed to answer
 _UNKNOWN = object()  # a generation Redis did not say: nothing kept with it
-ASK_WAIT = 60.0  # seconds a request waits for another's registry answer to its own key
+ASK_WAIT = 3.0  # seconds a registry answer is waited for by others than its asker
 REFRESH_AT = 0.75  # of ttl: an answer served after this is asked again in the background
 
 
@@ -136,7 +138,8 @@ class AuthCache:
         self._shared = shared if shared is not None and shared.replicated else None
         self._shared_retry = 0.0
         self._clock = clock
-        self._asking: dict[tuple[bytes, str, str, str], threading.Event] = {}
+        # Keys being asked of the registry: set when answered, and since when (the clock).
+        self._asking: dict[tuple[bytes, str, str, str], tuple[threading.Event, float]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -221,30 +224,31 @@ class AuthCache:
         self, key: tuple[bytes, str, str, str], ask: Callable[[], Any], fresh: bool = False
     ) -> Any:
         """The kept answer, else ``ask()``'s (the registry's), kept.  Concurrent misses of
-        ``key`` ask once: the others wait for that answer (at most ``ASK_WAIT`` s) and ask
-        themselves only if it kept nothing.  ``fresh``: ask even if an answer is kept."""
+        ``key`` ask once: the others wait for that answer and ask themselves if it kept
+        nothing, or if it has been asked for ``ASK_WAIT`` s (a registry request stuck holds
+        nobody else longer).  ``fresh``: ask even if an answer is kept."""
         if fresh:
-            stamp = self.stamp(key[1])
-        else:
+            return self._asked(key, ask, self.stamp(key[1]))
+        kept, stamp = self.lookup(key)
+        if kept is not None:
+            return kept
+        if self._answers is None or stamp[1] is _UNKNOWN:  # nothing would be kept to share
+            return self._asked(key, ask, stamp)
+        with self._lock:
+            asking = self._asking.get(key)
+            if asking is None:
+                self._asking[key] = (threading.Event(), self._clock())
+        if asking is None:
+            try:
+                return self._asked(key, ask, stamp)
+            finally:
+                with self._lock:
+                    self._asking.pop(key)[0].set()
+        done, since = asking
+        if done.wait(max(0.0, since + ASK_WAIT - self._clock())):
             kept, stamp = self.lookup(key)
             if kept is not None:
                 return kept
-            if self._answers is not None:
-                with self._lock:
-                    asking = self._asking.get(key)
-                    if asking is None:
-                        self._asking[key] = threading.Event()
-                if asking is not None:
-                    asking.wait(ASK_WAIT)
-                    kept, stamp = self.lookup(key)
-                    if kept is not None:
-                        return kept
-                else:
-                    try:
-                        return self._asked(key, ask, stamp)
-                    finally:
-                        with self._lock:
-                            self._asking.pop(key).set()
         return self._asked(key, ask, stamp)
 
     def _asked(self, key: tuple[bytes, str, str, str], ask: Callable[[], Any], stamp: Stamp) -> Any:
