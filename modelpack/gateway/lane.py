@@ -100,7 +100,7 @@ def start(app: Any, config: GatewayConfig) -> threading.Thread:
     httptools = require("uvicorn.protocols.http.httptools_impl", purpose=purpose,
                         extra="serve", package="httptools")  # fmt: skip
     trusted = networks(config.trusted_proxies)
-    warmers = Warmers(app.warm, replays=config.workers > 1)
+    warmers = Warmers(app.warm, replays=config.workers > 1, repository_of=app.repository_of)
     reader = app.shared.generation_reader()  # its client connects in the lane's loop
     generations = GenerationReads(reader) if reader is not None else None
     sock = listen(config.lane_port or 0)
@@ -172,11 +172,19 @@ class Warmers:
     """``warm(environ)`` on a few threads, once at a time per key, a bounded queue; what
     could not be kept (refused credentials, a missing revision or file) is not tried again
     for ``WARM_FAILED_TTL`` seconds, per credentials and URL and, for a refusal, per
-    credentials: a bad password costs the registry one more login then, not one a request."""
+    credentials and repository (``repository_of`` a path; anonymous clients may read one
+    repository and not another): a bad password costs the registry one more login then,
+    not one a request."""
 
-    def __init__(self, warm: Callable[..., str], replays: bool = True) -> None:
+    def __init__(
+        self,
+        warm: Callable[..., str],
+        replays: bool = True,
+        repository_of: Callable[[str], str | None] = lambda path: None,
+    ) -> None:
         self.warm = warm
         self.replays = replays  # warm what was sent back (another process's threads answer it)
+        self.repository_of = repository_of
         self.pool = ThreadPoolExecutor(WARMERS, thread_name_prefix="lane-warm")
         self.waiting: set[tuple[str, str]] = set()
         self.failed: TTLMap[tuple[str, str], bool] = TTLMap(WARM_FAILED_MAX, WARM_FAILED_TTL)
@@ -194,18 +202,25 @@ class Warmers:
                 self.secret, header.encode("utf-8", "surrogatepass"), hashlib.sha256
             ).hexdigest()
         )
-        key = (who, str(environ.get("RAW_URI")))
+        uri = str(environ.get("RAW_URI"))
+        key, refused = (who, uri), (who, "@" + (self.repository_of(uri.split("?")[0]) or ""))
         with self.lock:
             if key in self.waiting or len(self.waiting) >= WARM_MAX:
                 return False
-            if self.failed.get(key) or self.failed.get((who, "")):
+            if self.failed.get(key) or self.failed.get(refused):
                 return False
             self.waiting.add(key)
         environ = {**environ, LANE: False}
-        self.pool.submit(self._run, key, environ, fresh)
+        self.pool.submit(self._run, key, refused, environ, fresh)
         return True
 
-    def _run(self, key: tuple[str, str], environ: dict[str, Any], fresh: bool) -> None:
+    def _run(
+        self,
+        key: tuple[str, str],
+        refused: tuple[str, str],
+        environ: dict[str, Any],
+        fresh: bool,
+    ) -> None:
         outcome = "failed"
         try:
             outcome = self.warm(environ, fresh=fresh)
@@ -217,7 +232,7 @@ class Warmers:
                 if outcome not in ("kept", "pending"):
                     self.failed.set(key, True)
                 if outcome == "refused":
-                    self.failed.set((key[0], ""), True)
+                    self.failed.set(refused, True)
 
 
 class GenerationReads:

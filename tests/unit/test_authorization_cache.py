@@ -371,3 +371,27 @@ def test_nobody_waits_for_another_when_nothing_could_be_kept():
     started = time.monotonic()
     assert _at_once(4, lambda: cache.answer(key, ask)) == ["root"] * 4
     assert time.monotonic() - started < 0.55  # at once, not one after the first
+
+
+def test_past_ask_wait_one_waiter_asks_in_the_stuck_ones_place_not_all(monkeypatch):
+    monkeypatch.setattr(authcache_module, "ASK_WAIT", 0.5)
+    cache = AuthCache(10.0)
+    key = cache.key(None, "ns/m", PULL, "main")
+    stuck, asked = threading.Event(), []
+
+    def ask() -> str:
+        asked.append(1)
+        if len(asked) == 1:
+            stuck.wait(30)
+        else:
+            time.sleep(0.1)  # the registry answers this one
+        return "root"
+
+    first = threading.Thread(target=cache.answer, args=(key, ask))
+    first.start()
+    while not asked:
+        time.sleep(0.01)
+    assert _at_once(10, lambda: cache.answer(key, ask)) == ["root"] * 10
+    assert len(asked) == 2  # the stuck one and one in its place: not one each
+    stuck.set()
+    first.join(10)

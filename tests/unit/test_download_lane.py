@@ -223,3 +223,20 @@ def test_a_header_that_reads_none_is_not_the_anonymous_client():
         time.sleep(0.05)  # its outcome recorded
     assert warmers.submit({"RAW_URI": "/a"}, fresh=True)  # anonymous: not held back
     assert not warmers.submit({"RAW_URI": "/b", "HTTP_AUTHORIZATION": "None"})  # that one is
+
+
+def test_a_refusal_holds_back_warming_for_that_repository_only():
+    """Anonymous readers may read one repository and not another (Harbor's public and
+    private projects): one refused anonymous request held back every anonymous warm."""
+    done = threading.Event()
+
+    def warm(environ: dict, fresh: bool = False) -> str:
+        done.set()
+        return "refused" if environ["RAW_URI"].startswith("/private/") else "kept"
+
+    warmers = Warmers(warm, repository_of=lambda path: path.split("/")[1])
+    done.clear()
+    assert warmers.submit({"RAW_URI": "/private/m/resolve/main/a"}) and done.wait(10)
+    time.sleep(0.05)  # its outcome recorded
+    assert not warmers.submit({"RAW_URI": "/private/m/resolve/main/b"})  # that repository
+    assert warmers.submit({"RAW_URI": "/public/m/resolve/main/a"}, fresh=True)  # not others

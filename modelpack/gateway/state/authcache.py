@@ -44,9 +44,10 @@ about 0.12x of nginx serving the same cached file (docs/benchmarks.md).  Here th
 - **Asked once by concurrent requests** (``answer``): requests that miss one key at once
   (a client's parallel downloads, every request in flight when an answer ends) wait for
   the first one's registry answer and take it; if it kept nothing (a refusal, an error, a
-  write meanwhile), or is still not there ``ASK_WAIT`` seconds after it was asked (a
-  registry request stuck), each asks for itself, as before.  Nobody waits when nothing
-  could be kept (Redis not answering).
+  write meanwhile) each then asks for itself, as before; if it is still not there
+  ``ASK_WAIT`` seconds after it was asked (a registry request stuck), one of them asks in
+  its place and the rest wait for that one.  Nobody waits when nothing could be kept
+  (Redis not answering).
 - **Asked again before it ends, when in use** (the download lane): an answer served in
   the last ``1 - REFRESH_AT`` of its ``ttl`` is claimed once (``served``) and asked of
   the registry again in the background, so a download in steady use never finds it expired
@@ -138,7 +139,7 @@ class AuthCache:
         self._shared = shared if shared is not None and shared.replicated else None
         self._shared_retry = 0.0
         self._clock = clock
-        # Keys being asked of the registry: set when answered, and since when (the clock).
+        # Keys being asked of the registry: set when answered, and since when (monotonic).
         self._asking: dict[tuple[bytes, str, str, str], tuple[threading.Event, float]] = {}
 
     @property
@@ -225,31 +226,36 @@ class AuthCache:
     ) -> Any:
         """The kept answer, else ``ask()``'s (the registry's), kept.  Concurrent misses of
         ``key`` ask once: the others wait for that answer and ask themselves if it kept
-        nothing, or if it has been asked for ``ASK_WAIT`` s (a registry request stuck holds
-        nobody else longer).  ``fresh``: ask even if an answer is kept."""
+        nothing; one still waiting ``ASK_WAIT`` s after it was asked (a registry request
+        stuck) asks in its place, the others waiting for it in turn.  ``fresh``: ask even
+        if an answer is kept."""
         if fresh:
             return self._asked(key, ask, self.stamp(key[1]))
-        kept, stamp = self.lookup(key)
-        if kept is not None:
-            return kept
-        if self._answers is None or stamp[1] is _UNKNOWN:  # nothing would be kept to share
-            return self._asked(key, ask, stamp)
-        with self._lock:
-            asking = self._asking.get(key)
-            if asking is None:
-                self._asking[key] = (threading.Event(), self._clock())
-        if asking is None:
-            try:
-                return self._asked(key, ask, stamp)
-            finally:
-                with self._lock:
-                    self._asking.pop(key)[0].set()
-        done, since = asking
-        if done.wait(max(0.0, since + ASK_WAIT - self._clock())):
+        while True:
             kept, stamp = self.lookup(key)
             if kept is not None:
                 return kept
-        return self._asked(key, ask, stamp)
+            if self._answers is None or stamp[1] is _UNKNOWN:  # nothing would be kept to share
+                return self._asked(key, ask, stamp)
+            now = time.monotonic()  # not the TTL's clock: a wait must end in real time
+            mine = (threading.Event(), now)
+            with self._lock:
+                asking = self._asking.get(key)
+                leads = asking is None or asking[1] + ASK_WAIT <= now  # none, or stuck
+                if leads:
+                    self._asking[key] = mine
+            if leads or asking is None:  # (None leads: said for the type checker)
+                try:
+                    return self._asked(key, ask, stamp)
+                finally:
+                    with self._lock:
+                        if self._asking.get(key) is mine:
+                            del self._asking[key]
+                    mine[0].set()
+            if asking[0].wait(asking[1] + ASK_WAIT - now):
+                kept, stamp = self.lookup(key)
+                return kept if kept is not None else self._asked(key, ask, stamp)
+            # not answered ASK_WAIT s after it was asked: the next turn asks in its place
 
     def _asked(self, key: tuple[bytes, str, str, str], ask: Callable[[], Any], stamp: Stamp) -> Any:
         answer = ask()
