@@ -220,8 +220,9 @@ class Gateway:
         be another process's): the registry's answer to its credentials, the manifest, the
         file's seal.  Never a pull, an import, a log or audit line: the client's request is
         answered, and recorded, by the threads (or was, by the lane).  ``fresh``: ask the
-        registry even if its answer is kept (it is near its end: state/authcache.py).  ``kept``, ``pending`` (the file is not in
-        the node cache yet), ``refused`` (the credentials) or ``missing`` (anything else)."""
+        registry even if its answer is kept (it is near its end: state/authcache.py).
+        ``kept``, ``pending`` (the file is not in the node cache yet), ``refused`` (the
+        credentials) or ``missing`` (anything else)."""
         request = Request.from_environ(environ)
         if (target := _servable_target(request.segments)) is None:
             return "missing"

@@ -109,6 +109,12 @@ class _Kept:
     refresh_claimed: bool = False
 
 
+def _current(kept: _Kept | None, stamp: Stamp) -> bool:
+    """Whether ``kept`` may be served now: kept under the generation ``stamp`` read, and
+    that one known (the one rule of ``lookup`` and ``served``)."""
+    return kept is not None and stamp[1] is not _UNKNOWN and kept.generation == stamp[1]
+
+
 class AuthCache:
     """Thread-safe.  ``lookup`` by :meth:`key` gives the kept answer and the stamp a fresh
     one is ``put`` with (read before the registry is asked: ``put`` keeps nothing if a
@@ -201,9 +207,7 @@ class AuthCache:
         stamp = self.stamp(key[1])
         with self._lock:
             kept = self._answers.get(key)
-        if kept is None or stamp[1] is _UNKNOWN or kept.generation != stamp[1]:
-            return None, stamp
-        return kept.answer, stamp
+        return (kept.answer if _current(kept, stamp) else None), stamp
 
     def served(self, key: tuple[bytes, str, str, str]) -> Any:
         """``get`` for the download lane, which answers from kept answers only: the first
@@ -214,7 +218,7 @@ class AuthCache:
         stamp = self.stamp(key[1])
         with self._lock:
             kept = self._answers.get(key)
-            if kept is None or stamp[1] is _UNKNOWN or kept.generation != stamp[1]:
+            if not _current(kept, stamp):
                 return None
             if not kept.refresh_claimed and self._clock() - kept.since >= self.ttl * REFRESH_AT:
                 kept.refresh_claimed = True  # one asker per answer
@@ -241,10 +245,9 @@ class AuthCache:
             mine = (threading.Event(), now)
             with self._lock:
                 asking = self._asking.get(key)
-                leads = asking is None or asking[1] + ASK_WAIT <= now  # none, or stuck
-                if leads:
-                    self._asking[key] = mine
-            if leads or asking is None:  # (None leads: said for the type checker)
+                if asking is None or asking[1] + ASK_WAIT <= now:  # none, or stuck: this one
+                    self._asking[key] = asking = mine
+            if asking is mine:
                 try:
                     return self._asked(key, ask, stamp)
                 finally:
